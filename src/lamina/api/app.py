@@ -1,0 +1,76 @@
+"""The Starlette application: every HTTP surface on one port."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from lamina import __version__
+from lamina.api import functions as fn
+from lamina.api.context import AppState, app_state
+from lamina.api.errors import http_error, lamina_error, unexpected_error
+from lamina.api.invoke import invoke
+from lamina.api.wire import json_response
+from lamina.errors import LaminaError
+from lamina.observability.metrics import CONTENT_TYPE
+
+_FN = "/2015-03-31/functions"
+
+
+async def health(request: Request) -> Response:
+    state = app_state(request)
+    return json_response(
+        {
+            "status": "ok" if state.ready else "starting",
+            "version": __version__,
+            "sandbox": state.scheduler.backend_name,
+            "region": state.settings.region,
+            "accountId": state.settings.account_id,
+            "environments": state.scheduler.environment_count(),
+        },
+        status=200 if state.ready else 503,
+    )
+
+
+async def metrics(request: Request) -> Response:
+    return Response(app_state(request).metrics.render(), media_type=CONTENT_TYPE)
+
+
+def build_app(
+    state: AppState,
+    lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None,
+) -> Starlette:
+    routes = [
+        Route("/health", health, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route(_FN, fn.list_functions, methods=["GET"]),
+        Route(_FN + "/", fn.list_functions, methods=["GET"]),
+        Route(_FN, fn.create_function, methods=["POST"]),
+        Route(_FN + "/", fn.create_function, methods=["POST"]),
+        Route(_FN + "/{name}/invocations", invoke, methods=["POST"]),
+        Route(_FN + "/{name}", fn.get_function, methods=["GET"]),
+        Route(_FN + "/{name}", fn.delete_function, methods=["DELETE"]),
+        Route(_FN + "/{name}/configuration", fn.get_function_configuration, methods=["GET"]),
+        Route(_FN + "/{name}/configuration", fn.update_function_configuration, methods=["PUT"]),
+        Route(_FN + "/{name}/code", fn.update_function_code, methods=["PUT"]),
+        Route("/lamina/code/{sha256}.zip", fn.download_code, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        exception_handlers={
+            LaminaError: lamina_error,
+            HTTPException: http_error,
+            Exception: unexpected_error,
+        },
+        lifespan=lifespan,
+    )
+    app.state.lamina = state
+    return app
+
+

@@ -1,0 +1,26 @@
+"""What the HTTP handlers reach: the server's parts, stored on the Starlette app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import Request
+
+from lamina.control import FunctionService
+from lamina.observability import Metrics
+from lamina.scheduler import Scheduler
+from lamina.settings import Settings
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    functions: FunctionService
+    scheduler: Scheduler
+    metrics: Metrics
+    ready: bool = False
+
+
+def app_state(request: Request) -> AppState:
+    state: AppState = request.app.state.lamina
+    return state

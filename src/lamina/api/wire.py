@@ -1,0 +1,110 @@
+"""Domain models to the Lambda API's JSON shapes (botocore's `lambda` model) and back."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from lamina.control import FunctionInput
+from lamina.errors import InvalidRequestContentError
+from lamina.models import FunctionConfig
+
+# Request members of CreateFunction/UpdateFunctionConfiguration and their domain names.
+_CONFIG_MEMBERS = {
+    "FunctionName": "name",
+    "Runtime": "runtime",
+    "Role": "role",
+    "Handler": "handler",
+    "Description": "description",
+    "Timeout": "timeout",
+    "MemorySize": "memory_size",
+    "Environment": "environment",
+    "EphemeralStorage": "ephemeral_storage",
+    "Architectures": "architectures",
+    "PackageType": "package_type",
+    "Tags": "tags",
+    "RevisionId": "revision_id",
+}
+# Members Lamina accepts and ignores because their value changes nothing here.
+_IGNORED = {"Publish", "TracingConfig", "PublishTo"}
+
+
+def last_modified(config: FunctionConfig) -> str:
+    """Lambda's LastModified: 2024-01-31T12:34:56.789+0000."""
+    t = config.last_modified
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}+0000"
+
+
+def function_configuration(config: FunctionConfig, arn: str) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "FunctionName": config.name,
+        "FunctionArn": arn,
+        "Runtime": config.runtime,
+        "Role": config.role,
+        "Handler": config.handler,
+        "CodeSize": config.code_size,
+        "Description": config.description,
+        "Timeout": config.timeout,
+        "MemorySize": config.memory_size,
+        "LastModified": last_modified(config),
+        "CodeSha256": config.code_sha256_b64,
+        "Version": config.version,
+        "TracingConfig": {"Mode": "PassThrough"},
+        "RevisionId": config.revision_id,
+        "State": config.state.value,
+        "LastUpdateStatus": config.last_update_status.value,
+        "PackageType": config.package_type,
+        "Architectures": list(config.architectures),
+        "EphemeralStorage": {"Size": config.ephemeral_storage},
+        "SnapStart": {"ApplyOn": "None", "OptimizationStatus": "Off"},
+        "LoggingConfig": {"LogFormat": "Text", "LogGroup": f"/aws/lambda/{config.name}"},
+    }
+    if config.environment:
+        out["Environment"] = {"Variables": dict(config.environment)}
+    for key, value in (
+        ("StateReason", config.state_reason),
+        ("StateReasonCode", config.state_reason_code),
+        ("LastUpdateStatusReason", config.last_update_status_reason),
+        ("LastUpdateStatusReasonCode", config.last_update_status_reason_code),
+    ):
+        if value is not None:
+            out[key] = value
+    return out
+
+
+async def json_body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw:
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InvalidRequestContentError(f"Could not parse request body into json: {e}") from None
+    if not isinstance(body, dict):
+        raise InvalidRequestContentError("Could not parse request body into json: not an object")
+    return body
+
+
+def function_input(body: dict[str, Any], *, allowed: set[str]) -> FunctionInput:
+    """The members of a create/update request, by their domain names."""
+    req = FunctionInput()
+    for key, value in body.items():
+        if key in allowed and key in _CONFIG_MEMBERS:
+            setattr(req, _CONFIG_MEMBERS[key], value)
+        elif key in _IGNORED or key in allowed:
+            continue
+        elif value not in (None, [], {}):
+            req.unsupported.append(key)
+    return req
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        json.dumps(data, separators=(",", ":")).encode(),
+        status_code=status,
+        headers=headers,
+        media_type="application/json",
+    )

@@ -1,0 +1,76 @@
+"""Function names, ARNs and qualifiers, as Lambda accepts and prints them."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from lamina.errors import InvalidParameterValueError, ResourceNotFoundError, ValidationError
+
+# FunctionName as the API accepts it: a name, a partial ARN (account:function:name) or a full
+# ARN, each optionally with ":qualifier" (the pattern of botocore's NamespacedFunctionName).
+_REF = re.compile(
+    r"(?:arn:(?P<partition>aws[a-zA-Z-]*)?:lambda:)?"
+    r"(?:(?P<region>(?:eusc-)?[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-\d):)?"
+    r"(?:(?P<account>\d{12}):)?"
+    r"(?:function:)?"
+    r"(?P<name>[a-zA-Z0-9_-]+)"
+    r"(?::(?P<qualifier>\$LATEST|[a-zA-Z0-9_-]+))?"
+)
+_REF_PATTERN_TEXT = (
+    r"(arn:(aws[a-zA-Z-]*)?:lambda:)?([a-z]{2}(-gov)?-[a-z]+-\d{1}:)?(\d{12}:)?(function:)?"
+    r"([a-zA-Z0-9-_]+)(:(\$LATEST|[a-zA-Z0-9-_]+))?"
+)
+_NAME_MAX = 64
+
+
+@dataclass(frozen=True)
+class FunctionRef:
+    name: str
+    qualifier: str | None
+
+
+def function_arn(region: str, account: str, name: str, qualifier: str | None = None) -> str:
+    arn = f"arn:aws:lambda:{region}:{account}:function:{name}"
+    return f"{arn}:{qualifier}" if qualifier else arn
+
+
+def parse_function_ref(
+    value: str,
+    *,
+    region: str,
+    account: str,
+    qualifier: str | None = None,
+    field_name: str = "functionName",
+    max_len: int = 140,
+) -> FunctionRef:
+    """Parse a FunctionName parameter (name, partial ARN or ARN) and an optional Qualifier.
+
+    Raises ValidationException for a malformed value, as Lambda does, and
+    ResourceNotFoundException for an ARN of another region or account (nothing of that name
+    can exist here).
+    """
+    if not value or len(value) > max_len or not (m := _REF.fullmatch(value)):
+        raise ValidationError(
+            f"1 validation error detected: Value '{value}' at '{field_name}' failed to satisfy "
+            + (
+                f"constraint: Member must have length less than or equal to {max_len}"
+                if value and len(value) > max_len
+                else f"constraint: Member must satisfy regular expression pattern: "
+                f"{_REF_PATTERN_TEXT}"
+            )
+        )
+    name = m["name"]
+    if len(name) > _NAME_MAX:
+        raise ValidationError(
+            f"1 validation error detected: Value '{value}' at '{field_name}' failed to satisfy "
+            f"constraint: Member must have length less than or equal to {_NAME_MAX}"
+        )
+    if (m["region"] and m["region"] != region) or (m["account"] and m["account"] != account):
+        raise ResourceNotFoundError(f"Function not found: {value}")
+    derived = m["qualifier"]
+    if qualifier is not None and derived is not None and qualifier != derived:
+        raise InvalidParameterValueError(
+            "The derived qualifier from the function name does not match the specified qualifier."
+        )
+    return FunctionRef(name=name, qualifier=derived if derived is not None else qualifier)

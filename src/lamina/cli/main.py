@@ -1,0 +1,317 @@
+"""The `lamina` command. Everything but `serve` talks to a running server over HTTP only."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import sys
+import time
+import zipfile
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+import httpx
+
+from lamina import __version__
+from lamina.settings import (
+    DEFAULT_ACCOUNT_ID,
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    DEFAULT_REGION,
+    Settings,
+    default_data_dir,
+    is_loopback,
+)
+
+DEFAULT_ENDPOINT = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
+_FN = "/2015-03-31/functions"
+
+
+@click.group()
+@click.version_option(__version__, prog_name="lamina")
+def main() -> None:
+    """Lamina: self-hosted AWS Lambda."""
+
+
+# -- serve -------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--host", default=DEFAULT_HOST, show_default=True, help="Address to listen on.")
+@click.option("--port", default=DEFAULT_PORT, show_default=True, type=int)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where functions and state are kept [default: $LAMINA_DATA_DIR or ~/.lamina].",
+)
+@click.option("--region", default=DEFAULT_REGION, show_default=True)
+@click.option("--account-id", default=DEFAULT_ACCOUNT_ID, show_default=True)
+@click.option(
+    "--sandbox",
+    type=click.Choice(["process"]),
+    default="process",
+    show_default=True,
+    help="Execution environment backend.",
+)
+@click.option(
+    "--idle-timeout",
+    default=600.0,
+    show_default=True,
+    type=float,
+    help="Seconds an idle environment is kept warm.",
+)
+@click.option(
+    "--allow-non-loopback",
+    is_flag=True,
+    help="Allow --host to be an address beyond loopback (the API has no authentication yet).",
+)
+@click.option("--log-level", default="info", show_default=True)
+def serve(
+    host: str,
+    port: int,
+    data_dir: Path | None,
+    region: str,
+    account_id: str,
+    sandbox: str,
+    idle_timeout: float,
+    allow_non_loopback: bool,
+    log_level: str,
+) -> None:
+    """Run the Lamina server (Lambda API, Runtime API and environments) in this process."""
+    from lamina.server import serve as run_server
+
+    if not is_loopback(host) and not allow_non_loopback:
+        _fail(
+            f"--host {host} is not a loopback address. Lamina's API has no authentication yet; "
+            "pass --allow-non-loopback to listen there anyway.",
+            code=2,
+        )
+    if not (account_id.isdigit() and len(account_id) == 12):
+        _fail("--account-id must be 12 digits", code=2)
+    settings = Settings(
+        host=host,
+        port=port,
+        data_dir=(data_dir or default_data_dir()).expanduser().resolve(),
+        region=region,
+        account_id=account_id,
+        sandbox=sandbox,
+        idle_timeout_s=idle_timeout,
+    )
+    run_server(settings, log_level=log_level)
+
+
+# -- client commands ---------------------------------------------------------------------
+
+endpoint_option = click.option(
+    "--endpoint",
+    envvar="LAMINA_ENDPOINT",
+    default=DEFAULT_ENDPOINT,
+    show_default=True,
+    help="Lamina server URL (or $LAMINA_ENDPOINT).",
+)
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    click.secho(f"error: {message}", fg="red", err=True)
+    sys.exit(code)
+
+
+class Api:
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint.rstrip("/")
+        self._client = httpx.Client(base_url=self.endpoint, timeout=930.0)
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        content: bytes | None = None,
+        ok_missing: bool = False,
+        params: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        try:
+            resp = self._client.request(method, path, json=json_body, content=content, params=params)
+        except httpx.TransportError as e:
+            _fail(f"cannot reach Lamina at {self.endpoint} ({e}). Is `lamina serve` running?", 2)
+        if resp.status_code >= 400:
+            kind = resp.headers.get("x-amzn-ErrorType", f"HTTP {resp.status_code}")
+            if ok_missing and kind == "ResourceNotFoundException":
+                return resp
+            try:
+                message = resp.json().get("message") or resp.text
+            except ValueError:
+                message = resp.text
+            _fail(f"{kind}: {message}")
+        return resp
+
+
+def _zip_path(path: Path) -> bytes:
+    if path.is_file():
+        if not zipfile.is_zipfile(path):
+            _fail(f"{path} is neither a directory nor a zip file")
+        return path.read_bytes()
+    if not path.is_dir():
+        _fail(f"{path} does not exist")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for file in sorted(path.rglob("*")):
+            rel = file.relative_to(path)
+            if any(part in ("__pycache__", ".git") for part in rel.parts):
+                continue
+            if file.is_file():
+                zf.write(file, rel.as_posix())
+    return buf.getvalue()
+
+
+def _wait_ready(api: Api, name: str) -> dict[str, Any]:
+    for _ in range(600):
+        config: dict[str, Any] = api.call("GET", f"{_FN}/{name}/configuration").json()
+        if config.get("State") == "Active" and config.get("LastUpdateStatus") != "InProgress":
+            return config
+        if "Failed" in (config.get("State"), config.get("LastUpdateStatus")):
+            _fail(f"{name}: {config.get('StateReason') or config.get('LastUpdateStatusReason')}")
+        time.sleep(0.1)
+    _fail(f"{name} did not become active")
+
+
+@main.command()
+@click.argument("name")
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--handler", required=True, help="module.function, e.g. app.handler")
+@click.option("--runtime", default="python3.11", show_default=True)
+@click.option("--timeout", type=int, default=None, help="Seconds (1-900).")
+@click.option("--memory", type=int, default=None, help="MB (128-10240).")
+@click.option("--env", "env", multiple=True, metavar="KEY=VALUE", help="Environment variable.")
+@click.option("--role", default=None, help="Execution role ARN (recorded, not yet enforced).")
+@endpoint_option
+def deploy(
+    name: str,
+    path: Path,
+    handler: str,
+    runtime: str,
+    timeout: int | None,
+    memory: int | None,
+    env: tuple[str, ...],
+    role: str | None,
+    endpoint: str,
+) -> None:
+    """Zip PATH (a directory or a .zip) and create function NAME, or update it."""
+    api = Api(endpoint)
+    zipped = base64.b64encode(_zip_path(path)).decode()
+    config: dict[str, Any] = {"Handler": handler, "Runtime": runtime}
+    if timeout is not None:
+        config["Timeout"] = timeout
+    if memory is not None:
+        config["MemorySize"] = memory
+    if env:
+        pairs = [e.split("=", 1) for e in env]
+        if any(len(p) != 2 for p in pairs):
+            _fail("--env takes KEY=VALUE")
+        config["Environment"] = {"Variables": dict(pairs)}
+    existing = api.call("GET", f"{_FN}/{name}", ok_missing=True)
+    if existing.status_code == 404:
+        account = os.environ.get("LAMINA_ACCOUNT_ID", DEFAULT_ACCOUNT_ID)
+        body = {
+            "FunctionName": name,
+            "Role": role or f"arn:aws:iam::{account}:role/lamina-function",
+            "Code": {"ZipFile": zipped},
+            **config,
+        }
+        api.call("POST", _FN, json_body=body)
+        verb = "created"
+    else:
+        api.call("PUT", f"{_FN}/{name}/code", json_body={"ZipFile": zipped})
+        _wait_ready(api, name)
+        if role:
+            config["Role"] = role
+        api.call("PUT", f"{_FN}/{name}/configuration", json_body=config)
+        verb = "updated"
+    final = _wait_ready(api, name)
+    click.echo(
+        f"{click.style(verb, fg='green')} {final['FunctionArn']} "
+        f"({final['Runtime']}, {final['Handler']}, {final['CodeSize']} bytes)"
+    )
+
+
+@main.command()
+@click.argument("name")
+@click.option("--payload", default=None, help="JSON event (default {}). '-' reads stdin.")
+@click.option("--qualifier", default=None)
+@endpoint_option
+def invoke(name: str, payload: str | None, qualifier: str | None, endpoint: str) -> None:
+    """Invoke NAME synchronously and print what it returned."""
+    api = Api(endpoint)
+    if payload == "-":
+        payload = sys.stdin.read()
+    if payload is not None:
+        try:
+            json.loads(payload)
+        except ValueError as e:
+            _fail(f"--payload is not JSON: {e}")
+    params = {"Qualifier": qualifier} if qualifier else None
+    resp = api.call(
+        "POST",
+        f"{_FN}/{name}/invocations",
+        content=(payload or "").encode(),
+        params=params,
+    )
+    body = resp.text
+    try:
+        body = json.dumps(json.loads(body), indent=2)
+    except ValueError:
+        pass
+    if resp.headers.get("X-Amz-Function-Error"):
+        click.secho(body, fg="red", err=True)
+        sys.exit(1)
+    click.echo(body)
+
+
+@main.command(name="ls")
+@endpoint_option
+def list_functions(endpoint: str) -> None:
+    """List functions."""
+    api = Api(endpoint)
+    rows = []
+    marker = None
+    while True:
+        params = {"Marker": marker} if marker else None
+        page = api.call("GET", _FN, params=params).json()
+        rows += page["Functions"]
+        marker = page.get("NextMarker")
+        if not marker:
+            break
+    if not rows:
+        click.echo("no functions")
+        return
+    header = ("NAME", "RUNTIME", "HANDLER", "MEMORY", "TIMEOUT", "STATE", "LAST MODIFIED")
+    table = [header] + [
+        (
+            f["FunctionName"],
+            f.get("Runtime", ""),
+            f.get("Handler", ""),
+            f"{f['MemorySize']} MB",
+            f"{f['Timeout']} s",
+            f.get("State", ""),
+            f["LastModified"],
+        )
+        for f in rows
+    ]
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    for i, row in enumerate(table):
+        line = "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        click.echo(click.style(line, bold=True) if i == 0 else line)
+
+
+@main.command()
+@click.argument("name")
+@endpoint_option
+def rm(name: str, endpoint: str) -> None:
+    """Delete function NAME."""
+    Api(endpoint).call("DELETE", f"{_FN}/{name}")
+    click.echo(f"{click.style('deleted', fg='yellow')} {name}")

@@ -1,0 +1,447 @@
+"""Functions: create, read, update, delete, and resolving what an invocation runs.
+
+Durable state lives in the metadata store; this service keeps an in-memory copy of every
+function's configuration so that resolving an invocation never touches the database (one
+server owns the store today; a cluster will need invalidation here).
+
+Blocking work (SQL, unzipping) runs on one worker thread, which also serialises writers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import re
+import uuid
+import zipfile
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+from lamina import limits
+from lamina.arns import FunctionRef, function_arn, parse_function_ref
+from lamina.control import packages
+from lamina.control import validation as v
+from lamina.errors import (
+    InvalidParameterValueError,
+    PreconditionFailedError,
+    ResourceConflictError,
+    ResourceNotFoundError,
+    ServiceError,
+)
+from lamina.models import LATEST, Function, FunctionConfig, FunctionState, UpdateStatus
+from lamina.runtimes.catalog import RuntimeCatalog
+from lamina.settings import Settings
+from lamina.store import CodeStore, MetadataStore, UnsafePackageError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+ChangeListener = Callable[[str], Awaitable[None]]
+
+_QUALIFIER = re.compile(r"(|[a-zA-Z0-9$_-]+)")
+
+
+@dataclass
+class FunctionInput:
+    """A create or a configuration update, as the caller sent it (values not yet checked).
+
+    `None` means "not given". `unsupported` names features the caller asked for that Lamina
+    does not have yet.
+    """
+
+    name: Any = None
+    runtime: Any = None
+    role: Any = None
+    handler: Any = None
+    description: Any = None
+    timeout: Any = None
+    memory_size: Any = None
+    environment: Any = None
+    ephemeral_storage: Any = None
+    architectures: Any = None
+    package_type: Any = None
+    tags: Any = None
+    zip_file: bytes | None = None
+    revision_id: Any = None
+    unsupported: list[str] = field(default_factory=list)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class FunctionService:
+    def __init__(
+        self,
+        settings: Settings,
+        metadata: MetadataStore,
+        code: CodeStore,
+        runtimes: RuntimeCatalog,
+    ) -> None:
+        self._settings = settings
+        self._metadata = metadata
+        self._code = code
+        self._runtimes = runtimes
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lamina-control")
+        self._latest: dict[str, FunctionConfig] = {}
+        self._busy: set[str] = set()  # names with a create/update/delete under way
+        self._listeners: list[ChangeListener] = []
+        self._code_users: list[Callable[[str], bool]] = []
+
+    # -- wiring --------------------------------------------------------------------
+
+    async def load(self) -> None:
+        """Fill the in-memory view from the store and drop unreferenced code."""
+        configs = await self._run(self._metadata.all_versions)
+        self._latest = {c.name: c for c in configs if c.version == LATEST}
+
+    def subscribe(self, listener: ChangeListener) -> None:
+        """Call `listener(name)` after a function's code or configuration changed or it was
+        deleted (the scheduler retires that function's environments)."""
+        self._listeners.append(listener)
+
+    def add_code_user(self, in_use: Callable[[str], bool]) -> None:
+        """Code that `in_use(sha)` says is still running is not deleted."""
+        self._code_users.append(in_use)
+
+    def close(self) -> None:
+        self._worker.shutdown(wait=True)
+        self._metadata.close()
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._worker, partial(fn, *args))
+
+    # -- names ---------------------------------------------------------------------
+
+    def ref(self, value: str, qualifier: str | None = None) -> FunctionRef:
+        if qualifier is not None:
+            c = v.Constraints()
+            c.string(
+                qualifier,
+                "qualifier",
+                max_len=128,
+                pattern=_QUALIFIER,
+            )
+            c.check()
+        return parse_function_ref(
+            value,
+            region=self._settings.region,
+            account=self._settings.account_id,
+            qualifier=qualifier,
+        )
+
+    def arn(self, name: str, qualifier: str | None = None) -> str:
+        return function_arn(self._settings.region, self._settings.account_id, name, qualifier)
+
+    def _not_found(self, name: str, qualifier: str | None = None) -> ResourceNotFoundError:
+        return ResourceNotFoundError(f"Function not found: {self.arn(name, qualifier)}")
+
+    def _check_qualifier(self, ref: FunctionRef) -> None:
+        if ref.qualifier not in (None, LATEST):
+            # Published versions and aliases arrive with issue 5; until then only $LATEST.
+            raise self._not_found(ref.name, ref.qualifier)
+
+    # -- reads ---------------------------------------------------------------------
+
+    def resolve(self, ref: FunctionRef) -> FunctionConfig:
+        """What an invocation of `ref` runs (no I/O: the hot path)."""
+        config = self._latest.get(ref.name)
+        if config is None:
+            raise self._not_found(ref.name, ref.qualifier)
+        self._check_qualifier(ref)
+        return config
+
+    async def get(self, ref: FunctionRef) -> Function:
+        self._check_qualifier(ref)
+        fn = await self._run(self._metadata.get_function, ref.name)
+        if fn is None:
+            raise self._not_found(ref.name, ref.qualifier)
+        return fn
+
+    async def get_config(self, ref: FunctionRef) -> FunctionConfig:
+        return (await self.get(ref)).latest
+
+    async def list(self, marker: str | None, max_items: int | None) -> tuple[list[FunctionConfig], str | None]:
+        if max_items is None:
+            max_items = limits.LIST_MAX_ITEMS_DEFAULT
+        if not 1 <= max_items <= limits.LIST_MAX_ITEMS_MAX:
+            c = v.Constraints()
+            c.integer(max_items, "maxItems", 1, limits.LIST_MAX_ITEMS_MAX)
+            c.check()
+        after = _decode_marker(marker) if marker else None
+        rows = await self._run(self._metadata.list_latest, after, max_items + 1)
+        if len(rows) > max_items:
+            rows = rows[:max_items]
+            return rows, _encode_marker(rows[-1].name)
+        return rows, None
+
+    def task_root(self, sha256: str) -> Path:
+        return self._code.task_dir(sha256)
+
+    def zip_path(self, sha256: str) -> Path | None:
+        """The stored package with this digest, if a function uses it."""
+        path = self._code.zip_path(sha256)
+        in_use = any(c.code_sha256 == sha256 for c in self._latest.values())
+        return path if in_use and path.is_file() else None
+
+    # -- writes --------------------------------------------------------------------
+
+    async def create(self, req: FunctionInput) -> FunctionConfig:
+        """Create a function. Returns its configuration as of acceptance (State Pending)."""
+        self._refuse_unsupported(req)
+        c = v.Constraints()
+        name = v.function_name(c, req.name)
+        v.package_type(req.package_type)
+        role = v.role(c, req.role, required=True)
+        runtime = v.runtime(c, req.runtime, required=True)
+        handler = v.handler(c, req.handler, required=False)
+        description = v.description(c, req.description)
+        timeout = v.timeout(c, req.timeout) if req.timeout is not None else None
+        memory = v.memory_size(c, req.memory_size) if req.memory_size is not None else None
+        ephemeral = (
+            v.ephemeral_storage(c, req.ephemeral_storage)
+            if req.ephemeral_storage is not None
+            else None
+        )
+        archs = v.architectures(c, req.architectures)
+        env = v.environment(c, req.environment)
+        tags = _tags(c, req.tags)
+        c.check()
+        assert name is not None and role is not None and runtime is not None
+        if handler is None:
+            raise InvalidParameterValueError("The Handler parameter is required when PackageType is Zip.")
+        v.runtime_available(runtime, self._runtimes)
+        if req.zip_file is None:
+            raise InvalidParameterValueError("Code: ZipFile is required (S3 locations are not supported).")
+        if name in self._latest or name in self._busy:
+            raise ResourceConflictError(f"Function already exist: {name}")
+        self._busy.add(name)
+        try:
+            stored = await self._store_code(req.zip_file, "CreateFunction")
+            now = _now()
+            config = FunctionConfig(
+                name=name,
+                version=LATEST,
+                runtime=runtime,
+                handler=handler,
+                role=role,
+                description=description or "",
+                timeout=timeout or limits.TIMEOUT_DEFAULT_S,
+                memory_size=memory or limits.MEMORY_DEFAULT_MB,
+                ephemeral_storage=ephemeral or limits.EPHEMERAL_DEFAULT_MB,
+                environment=env or {},
+                architectures=archs or ("x86_64",),
+                code_sha256=stored.sha256,
+                code_size=stored.size,
+                revision_id=str(uuid.uuid4()),
+                last_modified=now,
+                state=FunctionState.ACTIVE,
+            )
+            # The code is unpacked: the function is Active as soon as it is stored.
+            if not await self._run(self._metadata.create_function, config, tags or {}):
+                await self._release_code(stored.sha256)
+                raise ResourceConflictError(f"Function already exist: {name}")
+            self._latest[name] = config
+        finally:
+            self._busy.discard(name)
+        return replace(
+            config,
+            state=FunctionState.PENDING,
+            state_reason="The function is being created.",
+            state_reason_code="Creating",
+        )
+
+    async def update_code(self, ref: FunctionRef, zip_file: bytes | None, revision_id: Any,
+                          architectures: Any = None) -> FunctionConfig:
+        if ref.qualifier is not None:
+            self._check_qualifier(ref)
+        c = v.Constraints()
+        archs = v.architectures(c, architectures)
+        c.check()
+        if zip_file is None:
+            raise InvalidParameterValueError("ZipFile is required (S3 locations are not supported).")
+        current = self._begin_update(ref.name, revision_id)
+        try:
+            stored = await self._store_code(zip_file, "UpdateFunctionCode")
+            new = replace(
+                current,
+                code_sha256=stored.sha256,
+                code_size=stored.size,
+                architectures=archs or current.architectures,
+                revision_id=str(uuid.uuid4()),
+                last_modified=_now(),
+                last_update_status=UpdateStatus.SUCCESSFUL,
+            )
+            await self._commit(current, new)
+        finally:
+            self._busy.discard(ref.name)
+        if current.code_sha256 != new.code_sha256:
+            await self._release_code(current.code_sha256)
+        return replace(new, last_update_status=UpdateStatus.IN_PROGRESS)
+
+    async def update_config(self, ref: FunctionRef, req: FunctionInput) -> FunctionConfig:
+        if ref.qualifier is not None:
+            self._check_qualifier(ref)
+        self._refuse_unsupported(req)
+        c = v.Constraints()
+        role = v.role(c, req.role, required=False)
+        runtime = v.runtime(c, req.runtime, required=False)
+        handler = v.handler(c, req.handler, required=False)
+        description = v.description(c, req.description)
+        timeout = v.timeout(c, req.timeout) if req.timeout is not None else None
+        memory = v.memory_size(c, req.memory_size) if req.memory_size is not None else None
+        ephemeral = (
+            v.ephemeral_storage(c, req.ephemeral_storage)
+            if req.ephemeral_storage is not None
+            else None
+        )
+        env = v.environment(c, req.environment)
+        c.check()
+        if runtime is not None:
+            v.runtime_available(runtime, self._runtimes)
+        current = self._begin_update(ref.name, req.revision_id)
+        try:
+            changes: dict[str, Any] = {
+                k: val
+                for k, val in {
+                    "role": role,
+                    "runtime": runtime,
+                    "handler": handler,
+                    "description": description,
+                    "timeout": timeout,
+                    "memory_size": memory,
+                    "ephemeral_storage": ephemeral,
+                    "environment": env,
+                }.items()
+                if val is not None
+            }
+            new = replace(
+                current,
+                **changes,
+                revision_id=str(uuid.uuid4()),
+                last_modified=_now(),
+                last_update_status=UpdateStatus.SUCCESSFUL,
+            )
+            await self._commit(current, new)
+        finally:
+            self._busy.discard(ref.name)
+        return replace(new, last_update_status=UpdateStatus.IN_PROGRESS)
+
+    async def delete(self, ref: FunctionRef) -> None:
+        if ref.qualifier == LATEST:
+            raise InvalidParameterValueError(
+                "$LATEST version cannot be deleted without deleting the function."
+            )
+        self._check_qualifier(ref)
+        current = self._latest.get(ref.name)
+        if current is None:
+            raise self._not_found(ref.name)
+        if ref.name in self._busy:
+            raise self._conflict(ref.name)
+        self._busy.add(ref.name)
+        try:
+            await self._run(self._metadata.delete_function, ref.name)
+            self._latest.pop(ref.name, None)
+        finally:
+            self._busy.discard(ref.name)
+        await self._notify(ref.name)
+        await self._release_code(current.code_sha256)
+
+    # -- internals -----------------------------------------------------------------
+
+    def _refuse_unsupported(self, req: FunctionInput) -> None:
+        if req.unsupported:
+            raise InvalidParameterValueError(
+                f"Lamina does not support {', '.join(sorted(req.unsupported))} yet."
+            )
+
+    def _conflict(self, name: str) -> ResourceConflictError:
+        return ResourceConflictError(
+            "The operation cannot be performed at this time. An update is in progress for "
+            f"resource: {self.arn(name)}"
+        )
+
+    def _begin_update(self, name: str, revision_id: Any) -> FunctionConfig:
+        current = self._latest.get(name)
+        if current is None:
+            raise self._not_found(name)
+        if name in self._busy:
+            raise self._conflict(name)
+        if revision_id is not None and revision_id != current.revision_id:
+            raise PreconditionFailedError(
+                "The Revision Id provided does not match the latest Revision Id. Call the "
+                "GetFunction/GetAlias API to retrieve the latest Revision Id"
+            )
+        self._busy.add(name)
+        return current
+
+    async def _commit(self, current: FunctionConfig, new: FunctionConfig) -> None:
+        ok = await self._run(
+            partial(self._metadata.replace_version, new, expect_revision=current.revision_id)
+        )
+        if not ok:
+            raise PreconditionFailedError(
+                "The Revision Id provided does not match the latest Revision Id. Call the "
+                "GetFunction/GetAlias API to retrieve the latest Revision Id"
+            )
+        self._latest[new.name] = new
+        await self._notify(new.name)
+
+    async def _notify(self, name: str) -> None:
+        for listener in self._listeners:
+            try:
+                await listener(name)
+            except Exception:
+                log.exception("change listener failed for %s", name)
+
+    async def _store_code(self, data: bytes, operation: str) -> Any:
+        checked = await self._run(packages.check_package, data, operation)
+        try:
+            return await self._run(self._code.put, checked.data)
+        except UnsafePackageError as e:
+            raise packages.unzip_failed(str(e)) from None
+        except (zipfile.BadZipFile, EOFError, ValueError, UnicodeDecodeError):
+            raise packages.unzip_failed() from None
+        except OSError as e:
+            log.exception("storing code failed")
+            raise ServiceError(f"Lamina could not store the code: {e.strerror}") from None
+
+    async def _release_code(self, sha256: str) -> None:
+        """Delete code no version references and no environment runs."""
+        if any(in_use(sha256) for in_use in self._code_users):
+            return
+        if await self._run(self._metadata.code_in_use, sha256):
+            return
+        await self._run(self._code.remove, sha256)
+
+    async def release_code(self, sha256: str) -> None:
+        await self._release_code(sha256)
+
+
+def _tags(c: v.Constraints, value: Any) -> dict[str, str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(x, str) for k, x in value.items()
+    ):
+        c.fail(value, "tags", "Member must be a map of strings to strings")
+        return None
+    return dict(value)
+
+
+def _encode_marker(name: str) -> str:
+    return base64.urlsafe_b64encode(name.encode()).decode()
+
+
+def _decode_marker(marker: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(marker.encode()).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidParameterValueError("Invalid Marker.") from None

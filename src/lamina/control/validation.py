@@ -1,0 +1,246 @@
+"""Lambda's rules for function configuration values, with Lambda's error types and wording.
+
+Constraint violations that Lambda's API layer catches (types, ranges, patterns) are collected
+and reported together as one `ValidationException` ("2 validation errors detected: ..."), as
+AWS does; semantic problems are `InvalidParameterValueException`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from lamina import limits
+from lamina.errors import InvalidParameterValueError, ValidationError
+from lamina.runtimes.catalog import DEPRECATED_RUNTIMES, LAMBDA_RUNTIMES, RuntimeCatalog
+
+_NAME = re.compile(r"[a-zA-Z0-9_-]+")
+_HANDLER = re.compile(r"[^\s]+")
+_ROLE = re.compile(r"arn:(aws[a-zA-Z-]*)?:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/]+")
+_ENV_KEY = re.compile(r"[a-zA-Z]([a-zA-Z0-9_])+")
+_ARCHITECTURES = ("x86_64", "arm64")
+
+#: Keys Lambda sets itself and refuses in Environment.Variables.
+RESERVED_ENV_KEYS = frozenset(
+    {
+        "_HANDLER",
+        "_X_AMZN_TRACE_ID",
+        "AWS_DEFAULT_REGION",
+        "AWS_REGION",
+        "AWS_EXECUTION_ENV",
+        "AWS_LAMBDA_FUNCTION_NAME",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+        "AWS_LAMBDA_FUNCTION_VERSION",
+        "AWS_LAMBDA_INITIALIZATION_TYPE",
+        "AWS_LAMBDA_LOG_GROUP_NAME",
+        "AWS_LAMBDA_LOG_STREAM_NAME",
+        "AWS_ACCESS_KEY",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_LAMBDA_RUNTIME_API",
+        "LAMBDA_TASK_ROOT",
+        "LAMBDA_RUNTIME_DIR",
+    }
+)
+
+
+class Constraints:
+    """Collects constraint violations; `check()` raises them together."""
+
+    def __init__(self) -> None:
+        self._problems: list[str] = []
+
+    def fail(self, value: object, where: str, constraint: str) -> None:
+        shown = "null" if value is None else f"'{value}'"
+        self._problems.append(
+            f"Value {shown} at '{where}' failed to satisfy constraint: {constraint}"
+        )
+
+    def check(self) -> None:
+        n = len(self._problems)
+        if n:
+            noun = "error" if n == 1 else "errors"
+            raise ValidationError(f"{n} validation {noun} detected: " + "; ".join(self._problems))
+
+    # Typed checks. Each returns the value if it passed, else None (and records why).
+
+    def integer(self, value: Any, where: str, low: int, high: int) -> int | None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(value, where, "Member must be an integer")
+            return None
+        if value < low:
+            self.fail(value, where, f"Member must have value greater than or equal to {low}")
+            return None
+        if value > high:
+            self.fail(value, where, f"Member must have value less than or equal to {high}")
+            return None
+        return value
+
+    def string(
+        self,
+        value: Any,
+        where: str,
+        *,
+        max_len: int,
+        pattern: re.Pattern[str] | None = None,
+        required: bool = False,
+    ) -> str | None:
+        if value is None:
+            if required:
+                self.fail(None, where, "Member must not be null")
+            return None
+        if not isinstance(value, str):
+            self.fail(value, where, "Member must be a string")
+            return None
+        if len(value) > max_len:
+            self.fail(value, where, f"Member must have length less than or equal to {max_len}")
+            return None
+        if pattern is not None and not pattern.fullmatch(value):
+            self.fail(
+                value, where, f"Member must satisfy regular expression pattern: {pattern.pattern}"
+            )
+            return None
+        return value
+
+
+def function_name(c: Constraints, value: Any) -> str | None:
+    """A bare function name, as CreateFunction takes it (ARNs are parsed by `arns`)."""
+    return c.string(
+        value, "functionName", max_len=limits.FUNCTION_NAME_MAX_CHARS, pattern=_NAME, required=True
+    )
+
+
+def handler(c: Constraints, value: Any, *, required: bool) -> str | None:
+    return c.string(
+        value, "handler", max_len=limits.HANDLER_MAX_CHARS, pattern=_HANDLER, required=required
+    )
+
+
+def role(c: Constraints, value: Any, *, required: bool) -> str | None:
+    return c.string(value, "role", max_len=10_000, pattern=_ROLE, required=required)
+
+
+def description(c: Constraints, value: Any) -> str | None:
+    return c.string(value, "description", max_len=limits.DESCRIPTION_MAX_CHARS)
+
+
+def timeout(c: Constraints, value: Any) -> int | None:
+    return c.integer(value, "timeout", limits.TIMEOUT_MIN_S, limits.TIMEOUT_MAX_S)
+
+
+def memory_size(c: Constraints, value: Any) -> int | None:
+    return c.integer(value, "memorySize", limits.MEMORY_MIN_MB, limits.MEMORY_MAX_MB)
+
+
+def ephemeral_storage(c: Constraints, value: Any) -> int | None:
+    if not isinstance(value, dict):
+        c.fail(value, "ephemeralStorage", "Member must be a structure")
+        return None
+    return c.integer(
+        value.get("Size"), "ephemeralStorage.size", limits.EPHEMERAL_MIN_MB, limits.EPHEMERAL_MAX_MB
+    )
+
+
+def runtime(c: Constraints, value: Any, *, required: bool) -> str | None:
+    """Lambda's enum first (ValidationException), then what this host can run."""
+    if value is None:
+        if required:
+            raise InvalidParameterValueError(
+                "The Runtime parameter is required when PackageType is Zip."
+            )
+        return None
+    if not isinstance(value, str) or value not in LAMBDA_RUNTIMES:
+        c.fail(
+            value,
+            "runtime",
+            "Member must satisfy enum value set: [" + ", ".join(sorted(LAMBDA_RUNTIMES)) + "]",
+        )
+        return None
+    return value
+
+
+def runtime_available(value: str, catalog: RuntimeCatalog) -> None:
+    if value in DEPRECATED_RUNTIMES:
+        raise InvalidParameterValueError(
+            f"The runtime parameter of {value} is no longer supported for creating or updating "
+            "AWS Lambda functions. We recommend you use a supported runtime while creating or "
+            "updating functions."
+        )
+    if catalog.get(value) is None:
+        available = ", ".join(catalog.names()) or "none"
+        raise InvalidParameterValueError(
+            f"The runtime {value} is not available on this Lamina host. "
+            f"Available runtimes: {available}."
+        )
+
+
+def architectures(c: Constraints, value: Any) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) != 1:
+        c.fail(value, "architectures", "Member must have length less than or equal to 1")
+        return None
+    arch = value[0]
+    if arch not in _ARCHITECTURES:
+        c.fail(
+            value,
+            "architectures",
+            "Member must satisfy constraint: [Member must satisfy enum value set: "
+            "[x86_64, arm64]]",
+        )
+        return None
+    return (arch,)
+
+
+def environment(c: Constraints, value: Any) -> dict[str, str] | None:
+    """`Environment` ({"Variables": {...}}) to the variables, by Lambda's rules."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        c.fail(value, "environment", "Member must be a structure")
+        return None
+    variables = value.get("Variables") or {}
+    if not isinstance(variables, dict):
+        c.fail(variables, "environment.variables", "Member must be a map")
+        return None
+    bad_keys = [k for k in variables if not isinstance(k, str) or not _ENV_KEY.fullmatch(k)]
+    if bad_keys:
+        c.fail(
+            "[" + ", ".join(map(str, bad_keys)) + "]",
+            "environment.variables",
+            "Map keys must satisfy constraint: [Member must satisfy regular expression "
+            f"pattern: {_ENV_KEY.pattern}]",
+        )
+        return None
+    if any(not isinstance(v, str) for v in variables.values()):
+        c.fail(variables, "environment.variables", "Map values must be strings")
+        return None
+    reserved = sorted(k for k in variables if k in RESERVED_ENV_KEYS)
+    if reserved:
+        raise InvalidParameterValueError(
+            "Lambda was unable to configure your environment variables because the environment "
+            "variables you have provided contains reserved keys that are currently not "
+            f"supported for modification. Reserved keys used in this request: "
+            f"{', '.join(reserved)}"
+        )
+    measured = json.dumps(variables, separators=(",", ":"))
+    if len(measured.encode()) > limits.ENVIRONMENT_MAX_BYTES:
+        raise InvalidParameterValueError(
+            "Lambda was unable to configure your environment variables because the environment "
+            "variables you have provided exceeded the 4KB limit. String measured: " + measured
+        )
+    return dict(variables)
+
+
+def package_type(value: Any) -> None:
+    if value is None or value == "Zip":
+        return
+    if value == "Image":
+        raise InvalidParameterValueError(
+            "PackageType Image is not supported by Lamina yet; deploy a Zip package."
+        )
+    c = Constraints()
+    c.fail(value, "packageType", "Member must satisfy enum value set: [Image, Zip]")
+    c.check()

@@ -1,0 +1,40 @@
+"""Every Lambda quota Lamina enforces, with Lambda's value, in one place.
+
+Values come from AWS's "Lambda quotas" page; each name says its unit.
+"""
+
+from typing import Final
+
+# Invocation payloads.
+SYNC_PAYLOAD_MAX_BYTES: Final = 6 * 1024 * 1024  # request and response, RequestResponse
+ASYNC_PAYLOAD_MAX_BYTES: Final = 256 * 1024
+
+# Function configuration.
+TIMEOUT_MIN_S: Final = 1
+TIMEOUT_MAX_S: Final = 900
+TIMEOUT_DEFAULT_S: Final = 3
+MEMORY_MIN_MB: Final = 128
+MEMORY_MAX_MB: Final = 10_240
+MEMORY_DEFAULT_MB: Final = 128
+EPHEMERAL_MIN_MB: Final = 512
+EPHEMERAL_MAX_MB: Final = 10_240
+EPHEMERAL_DEFAULT_MB: Final = 512
+ENVIRONMENT_MAX_BYTES: Final = 4 * 1024
+DESCRIPTION_MAX_CHARS: Final = 256
+HANDLER_MAX_CHARS: Final = 128
+FUNCTION_NAME_MAX_CHARS: Final = 64
+LAYERS_MAX: Final = 5
+TAIL_LOG_MAX_BYTES: Final = 4 * 1024
+
+# Deployment packages.
+ZIP_UPLOAD_MAX_BYTES: Final = 50 * 1024 * 1024  # zipped, direct upload
+# The request carries the zip base64-encoded, so the request limit is 4/3 of it.
+CREATE_REQUEST_MAX_BYTES: Final = 69_905_067
+UNZIPPED_MAX_BYTES: Final = 250 * 1024 * 1024  # code plus layers, unzipped
+
+# Execution environment.
+INIT_TIMEOUT_S: Final = 10.0  # the init phase of an on-demand environment
+
+# Listing.
+LIST_MAX_ITEMS_DEFAULT: Final = 50
+LIST_MAX_ITEMS_MAX: Final = 10_000

@@ -1,0 +1,90 @@
+"""Domain models shared by the layers. No AWS wire spelling here: `api/` translates."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+LATEST = "$LATEST"
+
+
+class FunctionState(StrEnum):
+    PENDING = "Pending"
+    ACTIVE = "Active"
+    INACTIVE = "Inactive"
+    FAILED = "Failed"
+
+
+class UpdateStatus(StrEnum):
+    IN_PROGRESS = "InProgress"
+    SUCCESSFUL = "Successful"
+    FAILED = "Failed"
+
+
+@dataclass(frozen=True)
+class FunctionConfig:
+    """One version of a function: its code and configuration, as stored."""
+
+    name: str
+    version: str
+    runtime: str
+    handler: str
+    role: str
+    code_sha256: str  # hex digest of the zip
+    code_size: int
+    revision_id: str
+    last_modified: datetime
+    description: str = ""
+    timeout: int = 3
+    memory_size: int = 128
+    ephemeral_storage: int = 512
+    environment: dict[str, str] = field(default_factory=dict)
+    architectures: tuple[str, ...] = ("x86_64",)
+    package_type: str = "Zip"
+    state: FunctionState = FunctionState.ACTIVE
+    state_reason: str | None = None
+    state_reason_code: str | None = None
+    last_update_status: UpdateStatus = UpdateStatus.SUCCESSFUL
+    last_update_status_reason: str | None = None
+    last_update_status_reason_code: str | None = None
+
+    @property
+    def code_sha256_b64(self) -> str:
+        """CodeSha256 as Lambda spells it: base64 of the raw SHA-256 digest."""
+        return base64.b64encode(bytes.fromhex(self.code_sha256)).decode()
+
+
+@dataclass(frozen=True)
+class Function:
+    """A function: its `$LATEST` configuration and what belongs to the function as a whole."""
+
+    latest: FunctionConfig
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class InvokeResult:
+    """What an invocation returned. A function error is a result, not an exception."""
+
+    payload: bytes
+    executed_version: str
+    #: None on success; "Unhandled" when the function (or its runtime) failed
+    function_error: str | None = None
+    #: how long the invocation ran in the environment, in milliseconds
+    duration_ms: float = 0.0
+    init_duration_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class InvokeRequest:
+    """One invocation as the scheduler sees it."""
+
+    request_id: str
+    payload: bytes
+    #: the ARN the caller used (qualified if the caller qualified it)
+    invoked_arn: str
+    #: the ClientContext JSON text (already base64-decoded), if the caller sent one
+    client_context: str | None = None
+    trace_id: str = ""

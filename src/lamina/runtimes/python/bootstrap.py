@@ -1,0 +1,271 @@
+"""Lamina's Python runtime: a plain client of the Lambda Runtime API (standard library only).
+
+Started inside an execution environment as `python -B bootstrap.py`. It reads the environment
+Lambda defines (`AWS_LAMBDA_RUNTIME_API`, `_HANDLER`, `LAMBDA_TASK_ROOT`, ...), imports the
+handler, then loops: GET the next invocation, call `handler(event, context)`, POST the result
+or the error. Import failures are reported to `/runtime/init/error` and end the process, as
+AWS's Python runtime does.
+"""
+
+from __future__ import annotations
+
+import decimal
+import http.client
+import importlib
+import json
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable, Mapping, MutableMapping
+from typing import Any
+
+API_PREFIX = "/2018-06-01/runtime"
+Handler = Callable[[Any, Any], Any]
+
+
+class RuntimeClient:
+    """One keep-alive HTTP connection to the Runtime API."""
+
+    def __init__(self, address: str) -> None:
+        host, _, port = address.rpartition(":")
+        self._conn = http.client.HTTPConnection(host, int(port))
+
+    def _request(
+        self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, http.client.HTTPMessage, bytes]:
+        self._conn.request(method, API_PREFIX + path, body=body, headers=headers or {})
+        resp = self._conn.getresponse()
+        return resp.status, resp.headers, resp.read()
+
+    def next(self) -> tuple[http.client.HTTPMessage, bytes]:
+        status, headers, body = self._request("GET", "/invocation/next")
+        if status != 200:
+            raise RuntimeError(f"Runtime API /invocation/next answered {status}: {body!r}")
+        return headers, body
+
+    def post_response(self, request_id: str, body: bytes) -> None:
+        self._request(
+            "POST",
+            f"/invocation/{request_id}/response",
+            body,
+            {"Content-Type": "application/json"},
+        )
+
+    def post_error(self, request_id: str, error: dict[str, Any]) -> None:
+        self._post_error(f"/invocation/{request_id}/error", error)
+
+    def post_init_error(self, error: dict[str, Any]) -> None:
+        self._post_error("/init/error", error)
+
+    def _post_error(self, path: str, error: dict[str, Any]) -> None:
+        self._request(
+            "POST",
+            path,
+            json.dumps(error).encode(),
+            {
+                "Content-Type": "application/json",
+                "Lambda-Runtime-Function-Error-Type": str(error.get("errorType", "Unhandled")),
+            },
+        )
+
+
+class CognitoIdentity:
+    __slots__ = ("cognito_identity_id", "cognito_identity_pool_id")
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.cognito_identity_id = data.get("cognitoIdentityId")
+        self.cognito_identity_pool_id = data.get("cognitoIdentityPoolId")
+
+
+class Client:
+    __slots__ = ("app_package_name", "app_title", "app_version_code", "app_version_name", "installation_id")
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.installation_id = data.get("installation_id")
+        self.app_title = data.get("app_title")
+        self.app_version_name = data.get("app_version_name")
+        self.app_version_code = data.get("app_version_code")
+        self.app_package_name = data.get("app_package_name")
+
+
+class ClientContext:
+    __slots__ = ("client", "custom", "env")
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        client = data.get("client")
+        self.client = Client(client) if isinstance(client, dict) else None
+        self.custom = data.get("custom")
+        self.env = data.get("env")
+
+
+class LambdaContext:
+    """The `context` argument, with the attributes Lambda's Python runtime gives it."""
+
+    def __init__(
+        self,
+        request_id: str,
+        deadline_ms: int,
+        invoked_arn: str,
+        headers: Any,
+        env: Mapping[str, str],
+    ) -> None:
+        self.aws_request_id = request_id
+        self.invoked_function_arn = invoked_arn
+        self.function_name = env.get("AWS_LAMBDA_FUNCTION_NAME")
+        self.function_version = env.get("AWS_LAMBDA_FUNCTION_VERSION")
+        self.memory_limit_in_mb = env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+        self.log_group_name = env.get("AWS_LAMBDA_LOG_GROUP_NAME")
+        self.log_stream_name = env.get("AWS_LAMBDA_LOG_STREAM_NAME")
+        self._deadline_ms = deadline_ms
+        identity = headers.get("Lambda-Runtime-Cognito-Identity")
+        self.identity = CognitoIdentity(json.loads(identity)) if identity else None
+        client_context = headers.get("Lambda-Runtime-Client-Context")
+        self.client_context = ClientContext(json.loads(client_context)) if client_context else None
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(self._deadline_ms - int(time.time() * 1000), 0)
+
+    def __repr__(self) -> str:
+        return (
+            f"LambdaContext([aws_request_id={self.aws_request_id},"
+            f"function_name={self.function_name},function_version={self.function_version},"
+            f"invoked_function_arn={self.invoked_function_arn}])"
+        )
+
+
+class InitError(Exception):
+    def __init__(self, error_type: str, message: str, stack: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+        self.message = message
+        self.stack = stack or []
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "errorMessage": self.message,
+            "errorType": self.error_type,
+            "requestId": "",
+            "stackTrace": self.stack,
+        }
+
+
+def load_handler(spec: str) -> Handler:
+    """Import `module.function` (module may be a dotted or slash-separated path)."""
+    try:
+        module_path, func_name = spec.rsplit(".", 1)
+    except ValueError as e:
+        raise InitError("Runtime.MalformedHandlerName", f"Bad handler '{spec}': {e}") from None
+    module_name = module_path.replace("/", ".")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise InitError(
+            "Runtime.ImportModuleError", f"Unable to import module '{module_name}': {e}"
+        ) from None
+    except SyntaxError as e:
+        raise InitError(
+            "Runtime.UserCodeSyntaxError",
+            f"Syntax error in module '{module_name}': {e}",
+            _stack(e),
+        ) from None
+    except Exception as e:
+        raise InitError(type(e).__name__, str(e), _stack(e)) from None
+    handler = getattr(module, func_name, None)
+    if handler is None:
+        raise InitError(
+            "Runtime.HandlerNotFound", f"Handler '{func_name}' missing on module '{module_name}'"
+        )
+    if not callable(handler):
+        raise InitError(
+            "Runtime.HandlerNotFound", f"Handler '{func_name}' on module '{module_name}' is not callable"
+        )
+    return handler  # type: ignore[no-any-return]
+
+
+def _stack(e: BaseException) -> list[str]:
+    frames = traceback.extract_tb(e.__traceback__)
+    # Drop this file's own frames: the user sees where their code failed.
+    own = os.path.abspath(__file__)
+    return traceback.format_list([f for f in frames if os.path.abspath(f.filename) != own])
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, decimal.Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def serve(
+    client: RuntimeClient, handler: Handler, env: MutableMapping[str, str] = os.environ
+) -> None:
+    """The invocation loop: runs until the Runtime API goes away.
+
+    `env` is the function's environment (the process's own, except in the fake sandbox).
+    """
+    while True:
+        try:
+            headers, body = client.next()
+        except (ConnectionError, http.client.HTTPException, OSError):
+            return  # the environment is being shut down
+        request_id = headers.get("Lambda-Runtime-Aws-Request-Id", "")
+        context = LambdaContext(
+            request_id,
+            int(headers.get("Lambda-Runtime-Deadline-Ms", "0")),
+            headers.get("Lambda-Runtime-Invoked-Function-Arn", ""),
+            headers,
+            env,
+        )
+        trace_id = headers.get("Lambda-Runtime-Trace-Id")
+        if trace_id:
+            env["_X_AMZN_TRACE_ID"] = trace_id
+        else:
+            env.pop("_X_AMZN_TRACE_ID", None)
+        try:
+            event = json.loads(body) if body else {}
+            result = handler(event, context)
+        except Exception as e:
+            _post_error(client, request_id, type(e).__name__, str(e), _stack(e))
+            continue
+        try:
+            payload = json.dumps(result, default=_json_default).encode()
+        except (TypeError, ValueError) as e:
+            _post_error(client, request_id, "Runtime.MarshalError", f"Unable to marshal response: {e}", [])
+            continue
+        try:
+            client.post_response(request_id, payload)
+        except (ConnectionError, http.client.HTTPException, OSError):
+            return
+
+
+def _post_error(client: RuntimeClient, request_id: str, kind: str, message: str, stack: list[str]) -> None:
+    error = {"errorMessage": message, "errorType": kind, "requestId": request_id, "stackTrace": stack}
+    # Lambda's Python runtime prints unhandled errors to the function's log as well.
+    print(f"[ERROR] {kind}: {message}", file=sys.stderr, flush=True)
+    try:
+        client.post_error(request_id, error)
+    except (ConnectionError, http.client.HTTPException, OSError):
+        pass
+
+
+def main() -> None:
+    # Make the function's code, not this runtime's directory, the first place imports look.
+    here = os.path.dirname(os.path.abspath(__file__))
+    if sys.path and os.path.abspath(sys.path[0] or ".") == here:
+        del sys.path[0]
+    task_root = os.environ.get("LAMBDA_TASK_ROOT", os.getcwd())
+    if task_root not in sys.path:
+        sys.path.insert(0, task_root)
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    client = RuntimeClient(os.environ["AWS_LAMBDA_RUNTIME_API"])
+    try:
+        handler = load_handler(os.environ.get("_HANDLER", ""))
+    except InitError as e:
+        print(f"[ERROR] {e.error_type}: {e.message}", file=sys.stderr, flush=True)
+        client.post_init_error(e.to_json())
+        sys.exit(1)
+    serve(client, handler)
+
+
+if __name__ == "__main__":
+    main()

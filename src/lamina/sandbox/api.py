@@ -1,0 +1,81 @@
+"""The sandbox contract: what every execution-environment backend promises.
+
+A *sandbox* is the isolation boundary of one execution environment and the runtime process
+inside it. The scheduler owns sandboxes only through `SafeSandbox` (see `safe.py`), which
+enforces the calling rules below so that backends need not.
+
+Lifecycle: `backend.create(spec)` allocates (no process yet) → `start()` launches the
+runtime (`spec.argv`) inside → the runtime exits by itself or `destroy()` kills it.
+
+Contract for backends:
+- `start()` is called at most once. It returns once the runtime process exists (not when it
+  is ready: readiness is the runtime's first `GET /invocation/next`).
+- `on_exit(callback)` registers a callback run on the event loop, once, when the runtime
+  process has exited, with its wait status as `subprocess` reports it (negative = signal).
+  A callback registered after the exit runs soon after registration.
+- `destroy()` kills every process in the sandbox, waits until they are gone, and removes
+  everything the sandbox created (its scratch directory included). A second `destroy()` is a
+  no-op. `destroy()` never raises for a sandbox that is already gone.
+- The scratch directory (the function's writable `/tmp`) belongs to the sandbox: the backend
+  creates it in `create()` and removes it in `destroy()`.
+- A backend raises only `SandboxError` (wrapping the OS error that caused it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+ExitCallback = Callable[[int], None]
+
+
+class SandboxError(Exception):
+    """A sandbox could not be created, started or stopped."""
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    """Everything a backend needs to make one execution environment."""
+
+    sandbox_id: str
+    argv: Sequence[str]
+    env: Mapping[str, str]
+    #: the function's unpacked code: LAMBDA_TASK_ROOT and the working directory
+    task_root: Path
+    #: where the runtime's own files are (LAMBDA_RUNTIME_DIR)
+    runtime_dir: Path
+    memory_mb: int
+    ephemeral_storage_mb: int
+    #: where the runtime's stdout and stderr go
+    log_path: Path
+
+
+class Sandbox(Protocol):
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def scratch_dir(self) -> Path:
+        """The sandbox's private writable directory (the function's /tmp)."""
+        ...
+
+    async def start(self) -> None: ...
+
+    def on_exit(self, callback: ExitCallback) -> None: ...
+
+    async def destroy(self) -> None: ...
+
+
+class SandboxBackend(Protocol):
+    #: "process", "namespace", "fake"
+    name: str
+
+    def create(self, spec: SandboxSpec) -> Sandbox:
+        """Allocate a sandbox (scratch directory and the like); start nothing yet."""
+        ...
+
+    async def close(self) -> None:
+        """Release what the backend itself holds. Sandboxes are destroyed by their owners."""
+        ...

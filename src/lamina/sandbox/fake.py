@@ -1,0 +1,107 @@
+"""The `fake` backend, for fast tests: the "runtime" is a thread in this process.
+
+It runs Lamina's real Python bootstrap loop against the environment's real Runtime API, with
+handlers given as Python callables instead of imported from code. Nothing is isolated and
+nothing is forked, so scheduler tests run in milliseconds without root.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from lamina.runtimes.python import bootstrap
+from lamina.sandbox.api import ExitCallback, SandboxError, SandboxSpec
+
+FakeHandler = Callable[[Any, Any], Any]
+
+
+class FakeSandbox:
+    def __init__(self, spec: SandboxSpec, handlers: Mapping[str, FakeHandler], root: Path) -> None:
+        self._spec = spec
+        self._handlers = handlers
+        self._scratch = root / spec.sandbox_id
+        self._scratch.mkdir(parents=True)
+        self._thread: threading.Thread | None = None
+        self._client: bootstrap.RuntimeClient | None = None
+        self._status: int | None = None
+        self._callbacks: list[ExitCallback] = []
+        self._loop = asyncio.get_running_loop()
+        self._exited: asyncio.Future[int] = self._loop.create_future()
+
+    @property
+    def id(self) -> str:
+        return self._spec.sandbox_id
+
+    @property
+    def scratch_dir(self) -> Path:
+        return self._scratch
+
+    async def start(self) -> None:
+        env = dict(self._spec.env)
+        if "AWS_LAMBDA_RUNTIME_API" not in env:
+            raise SandboxError("no AWS_LAMBDA_RUNTIME_API in the sandbox's environment")
+        self._client = bootstrap.RuntimeClient(env["AWS_LAMBDA_RUNTIME_API"])
+        self._thread = threading.Thread(target=self._run, args=(env,), daemon=True)
+        self._thread.start()
+
+    def _run(self, env: dict[str, str]) -> None:
+        assert self._client is not None
+        status = 0
+        handler = self._handlers.get(env.get("_HANDLER", ""))
+        try:
+            if handler is None:
+                error = bootstrap.InitError(
+                    "Runtime.HandlerNotFound", f"Handler '{env.get('_HANDLER')}' missing"
+                )
+                self._client.post_init_error(error.to_json())
+                status = 1
+            else:
+                bootstrap.serve(self._client, handler, env)
+        except Exception:
+            status = 1
+        finally:
+            self._loop.call_soon_threadsafe(self._exit, status)
+
+    def _exit(self, status: int) -> None:
+        self._status = status
+        if not self._exited.done():
+            self._exited.set_result(status)
+        callbacks, self._callbacks = self._callbacks, []
+        for cb in callbacks:
+            cb(status)
+
+    def on_exit(self, callback: ExitCallback) -> None:
+        if self._status is not None:
+            self._loop.call_soon(callback, self._status)
+        else:
+            self._callbacks.append(callback)
+
+    async def destroy(self) -> None:
+        # A thread cannot be killed: the environment's Runtime API is closed by its owner,
+        # which ends the bootstrap loop. Wait for that briefly, then let the daemon go.
+        if self._thread is not None and self._status is None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._exited), timeout=5)
+            except TimeoutError:
+                pass
+        shutil.rmtree(self._scratch, ignore_errors=True)
+
+
+class FakeBackend:
+    name = "fake"
+
+    def __init__(self, handlers: Mapping[str, FakeHandler]) -> None:
+        self.handlers = handlers
+        self._root = Path(tempfile.mkdtemp(prefix="lamina-fake-"))
+
+    def create(self, spec: SandboxSpec) -> FakeSandbox:
+        return FakeSandbox(spec, self.handlers, self._root)
+
+    async def close(self) -> None:
+        shutil.rmtree(self._root, ignore_errors=True)

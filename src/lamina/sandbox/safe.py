@@ -1,0 +1,65 @@
+"""The one safety wrapper around any sandbox backend (after OpenLambda's `safeSandbox`)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from lamina.sandbox.api import ExitCallback, Sandbox, SandboxError
+
+
+class SafeSandbox:
+    """Serialises calls, destroys on the first error, and makes `destroy()` idempotent.
+
+    After `destroy()` (or a failed `start()`), `start()` raises `SandboxError`; `destroy()`
+    may be called any number of times from any path and waits for the first one to finish.
+    """
+
+    def __init__(self, inner: Sandbox) -> None:
+        self._inner = inner
+        self._lock = asyncio.Lock()
+        self._started = False
+        self._dead = False
+
+    @property
+    def id(self) -> str:
+        return self._inner.id
+
+    @property
+    def scratch_dir(self) -> Path:
+        return self._inner.scratch_dir
+
+    @property
+    def dead(self) -> bool:
+        return self._dead
+
+    async def start(self) -> None:
+        async with self._lock:
+            if self._dead or self._started:
+                raise SandboxError(f"sandbox {self.id} cannot be started again")
+            self._started = True
+            try:
+                await self._inner.start()
+            except BaseException as e:
+                await self._destroy_locked()
+                if isinstance(e, SandboxError | asyncio.CancelledError):
+                    raise
+                raise SandboxError(f"sandbox {self.id} failed to start: {e}") from e
+
+    def on_exit(self, callback: ExitCallback) -> None:
+        self._inner.on_exit(callback)
+
+    async def destroy(self) -> None:
+        async with self._lock:
+            await self._destroy_locked()
+
+    async def _destroy_locked(self) -> None:
+        if self._dead:
+            return
+        self._dead = True
+        try:
+            await self._inner.destroy()
+        except SandboxError:
+            raise
+        except Exception as e:  # a backend broke its contract; still report it our way
+            raise SandboxError(f"sandbox {self.id} failed to stop: {e}") from e

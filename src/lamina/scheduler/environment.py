@@ -1,0 +1,273 @@
+"""One execution environment: a sandbox, its Runtime API, and its lifecycle.
+
+States go STARTING → IDLE ⇄ BUSY → DEAD, and only through `_move()`, which rejects anything
+else. An environment runs one invocation at a time. It dies when its runtime exits, when an
+invocation times out (the sandbox is killed, as Lambda does), or when its owner destroys it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import Enum
+from pathlib import Path
+
+from lamina import limits
+from lamina.models import FunctionConfig, InvokeRequest, InvokeResult
+from lamina.observability import Metrics
+from lamina.runtime_api import Invocation, RuntimeApiServer, RuntimeOutcome
+from lamina.sandbox import SafeSandbox, SandboxBackend, SandboxError, SandboxSpec
+
+log = logging.getLogger(__name__)
+
+
+class EnvState(Enum):
+    STARTING = "starting"
+    IDLE = "idle"
+    BUSY = "busy"
+    DEAD = "dead"
+
+
+_ALLOWED: dict[EnvState, frozenset[EnvState]] = {
+    EnvState.STARTING: frozenset({EnvState.IDLE, EnvState.DEAD}),
+    EnvState.IDLE: frozenset({EnvState.BUSY, EnvState.DEAD}),
+    EnvState.BUSY: frozenset({EnvState.IDLE, EnvState.DEAD}),
+    EnvState.DEAD: frozenset(),
+}
+
+
+class IllegalTransition(RuntimeError):
+    pass
+
+
+class InitFailed(Exception):
+    """The environment never became ready; `payload` is what the caller gets (an error)."""
+
+    def __init__(self, payload: bytes) -> None:
+        super().__init__(payload.decode(errors="replace"))
+        self.payload = payload
+
+
+
+def _error_payload(error_type: str, message: str) -> bytes:
+    return json.dumps({"errorMessage": message, "errorType": error_type}).encode()
+
+
+def _describe_exit(status: int) -> str:
+    if status < 0:
+        try:
+            name = signal.Signals(-status).name.removeprefix("SIG").lower()
+        except ValueError:
+            name = str(-status)
+        return f"signal: {'killed' if name == 'kill' else name}"
+    return f"exit status {status}"
+
+
+@dataclass(frozen=True)
+class EnvironmentContext:
+    """What every environment of one pool shares."""
+
+    config: FunctionConfig
+    argv: tuple[str, ...]
+    task_root: Path
+    runtime_dir: Path
+    #: the Lambda-defined variables that do not depend on the environment itself
+    base_env: Mapping[str, str]
+    log_dir: Path
+    backend: SandboxBackend
+    metrics: Metrics
+
+
+class Environment:
+    def __init__(self, ctx: EnvironmentContext) -> None:
+        self.id = uuid.uuid4().hex
+        self.ctx = ctx
+        self.state = EnvState.STARTING
+        self.last_used = time.monotonic()
+        self.init_duration_ms: float | None = None
+        created = datetime.now(UTC)
+        self.log_stream = f"{created:%Y/%m/%d}/[{ctx.config.version}]{self.id}"
+        self._loop = asyncio.get_running_loop()
+        self._api = RuntimeApiServer(on_ready=self._on_ready, on_init_error=self._on_init_error)
+        self._sandbox: SafeSandbox | None = None
+        # None once the runtime is ready; an error payload if it failed first.
+        self._ready: asyncio.Future[bytes | None] = self._loop.create_future()
+        self._destroying: asyncio.Task[None] | None = None
+        ctx.metrics.environments.labels(EnvState.STARTING.value).inc()
+
+    def _move(self, new: EnvState) -> None:
+        if new not in _ALLOWED[self.state]:
+            raise IllegalTransition(f"environment {self.id}: {self.state.name} -> {new.name}")
+        gauge = self.ctx.metrics.environments
+        gauge.labels(self.state.value).dec()
+        gauge.labels(new.value).inc()
+        self.state = new
+
+    # -- start ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the runtime and wait for its init phase. Raises `InitFailed`."""
+        ctx = self.ctx
+        runtime = ctx.config.runtime
+        phase = ctx.metrics.cold_start_phase
+        t0 = time.perf_counter()
+        try:
+            address = await self._api.start()
+            t1 = time.perf_counter()
+            phase.labels("runtime_api", runtime).observe(t1 - t0)
+            env = dict(ctx.base_env)
+            env["AWS_LAMBDA_RUNTIME_API"] = address
+            env["AWS_LAMBDA_LOG_STREAM_NAME"] = self.log_stream
+            # The function's own variables come last: Lambda lets them override all but
+            # the reserved keys, which control/ has already refused.
+            env.update(ctx.config.environment)
+            ctx.log_dir.mkdir(parents=True, exist_ok=True)
+            spec = SandboxSpec(
+                sandbox_id=self.id,
+                argv=ctx.argv,
+                env=env,
+                task_root=ctx.task_root,
+                runtime_dir=ctx.runtime_dir,
+                memory_mb=ctx.config.memory_size,
+                ephemeral_storage_mb=ctx.config.ephemeral_storage,
+                log_path=ctx.log_dir / f"{self.id}.log",
+            )
+            self._sandbox = SafeSandbox(ctx.backend.create(spec))
+            await self._sandbox.start()
+            self._sandbox.on_exit(self._on_exit)
+            t2 = time.perf_counter()
+            phase.labels("sandbox", runtime).observe(t2 - t1)
+        except (SandboxError, OSError) as e:
+            log.error("environment %s failed to start: %s", self.id, e)
+            await self.destroy()
+            raise InitFailed(_error_payload("Runtime.Unknown", f"Environment failed: {e}")) from e
+        try:
+            failure = await asyncio.wait_for(asyncio.shield(self._ready), limits.INIT_TIMEOUT_S)
+        except TimeoutError:
+            failure = _error_payload(
+                "Sandbox.Timedout",
+                f"Error: Init phase timed out after {limits.INIT_TIMEOUT_S:.2f} seconds",
+            )
+        except asyncio.CancelledError:
+            await self.destroy()
+            raise
+        if failure is not None:
+            await self.destroy()
+            raise InitFailed(failure)
+        t3 = time.perf_counter()
+        phase.labels("init", runtime).observe(t3 - t2)
+        self.init_duration_ms = (t3 - t0) * 1000
+        self._move(EnvState.IDLE)
+
+    def _on_ready(self) -> None:
+        if not self._ready.done():
+            self._ready.set_result(None)
+
+    def _on_init_error(self, body: bytes, error_type: str | None) -> None:
+        if not self._ready.done():
+            self._ready.set_result(body or _error_payload(error_type or "Runtime.Unknown", ""))
+
+    def _on_exit(self, status: int) -> None:
+        message = f"Runtime exited with error: {_describe_exit(status)}"
+        if not self._ready.done():
+            self._ready.set_result(_error_payload("Runtime.ExitError", f"Error: {message}"))
+        inv = self._api.take_current()
+        if inv is not None and not inv.future.done():
+            inv.future.set_result(
+                RuntimeOutcome(
+                    ok=False,
+                    body=_error_payload(
+                        "Runtime.ExitError", f"RequestId: {inv.request_id} Error: {message}"
+                    ),
+                    error_type="Runtime.ExitError",
+                )
+            )
+        self._die()
+
+    # -- invoke --------------------------------------------------------------------
+
+    async def invoke(self, request: InvokeRequest) -> InvokeResult:
+        """Run one invocation. A function failure is a result; the environment may die."""
+        self._move(EnvState.BUSY)
+        config = self.ctx.config
+        timeout = config.timeout
+        started = time.perf_counter()
+        future: asyncio.Future[RuntimeOutcome] = self._loop.create_future()
+        self._api.submit(
+            Invocation(
+                request_id=request.request_id,
+                payload=request.payload,
+                deadline_ms=int(time.time() * 1000) + timeout * 1000,
+                invoked_arn=request.invoked_arn,
+                future=future,
+                trace_id=request.trace_id,
+                client_context=request.client_context,
+            )
+        )
+        timer = self._loop.call_later(timeout, self._on_timeout, future, request.request_id)
+        try:
+            outcome = await future
+        except BaseException:
+            # Cancelled (the server is stopping): the runtime may be mid-invocation.
+            self._die()
+            raise
+        finally:
+            timer.cancel()
+        duration = time.perf_counter() - started
+        if self.state is EnvState.BUSY:
+            self._move(EnvState.IDLE)
+            self.last_used = time.monotonic()
+        return InvokeResult(
+            payload=outcome.body,
+            executed_version=config.version,
+            function_error=None if outcome.ok else "Unhandled",
+            duration_ms=duration * 1000,
+        )
+
+    def _on_timeout(self, future: asyncio.Future[RuntimeOutcome], request_id: str) -> None:
+        if future.done():
+            return
+        self._api.take_current()
+        future.set_result(
+            RuntimeOutcome(
+                ok=False,
+                body=_error_payload(
+                    "Sandbox.Timedout",
+                    f"RequestId: {request_id} Error: Task timed out after "
+                    f"{self.ctx.config.timeout:.2f} seconds",
+                ),
+                error_type="Sandbox.Timedout",
+            )
+        )
+        self._die()
+
+    # -- death ---------------------------------------------------------------------
+
+    def _die(self) -> None:
+        """Mark dead now and tear down in the background."""
+        if self.state is not EnvState.DEAD:
+            self._move(EnvState.DEAD)
+        if self._destroying is None:
+            self._destroying = self._loop.create_task(self._teardown())
+
+    async def destroy(self) -> None:
+        """Kill the runtime and release everything; safe to call from any path, any number
+        of times."""
+        self._die()
+        assert self._destroying is not None
+        await asyncio.shield(self._destroying)
+
+    async def _teardown(self) -> None:
+        self._api.close()
+        if self._sandbox is not None:
+            try:
+                await self._sandbox.destroy()
+            except SandboxError as e:
+                log.error("environment %s: %s", self.id, e)

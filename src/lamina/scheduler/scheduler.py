@@ -1,0 +1,243 @@
+"""The data plane: one pool of environments per function version, scaled on demand.
+
+Everything here runs on the event loop and is mutated only there, so no locks: each pool's
+state changes in plain synchronous steps between awaits.
+
+A warm invoke takes the most recently used idle environment (its caches are hottest); with
+none idle, a new one starts (a cold start). Environments idle longer than the keep-alive are
+stopped, so a function scales back to zero. When a function's code or configuration changes
+its pool is retired: idle environments stop at once, busy ones when their invocation ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from lamina.errors import InvalidRuntimeError
+from lamina.models import FunctionConfig, InvokeRequest, InvokeResult
+from lamina.observability import Metrics
+from lamina.runtimes.catalog import RuntimeCatalog
+from lamina.sandbox import SandboxBackend
+from lamina.scheduler.environment import Environment, EnvironmentContext, EnvState, InitFailed
+from lamina.scheduler.lambda_env import lambda_environment
+from lamina.settings import Settings
+
+log = logging.getLogger(__name__)
+
+CodeReleased = Callable[[str], Awaitable[None]]
+
+
+class Pool:
+    """The environments of one function version (one configuration revision)."""
+
+    def __init__(self, ctx: EnvironmentContext, scheduler: Scheduler) -> None:
+        self.ctx = ctx
+        self.config = ctx.config
+        self._scheduler = scheduler
+        self._idle: list[Environment] = []
+        self._live: set[Environment] = set()
+        self.retired = False
+        metrics = ctx.metrics
+        labels = (self.config.name, self.config.version)
+        self._ok = metrics.invocations.labels(*labels, "success")
+        self._err = metrics.invocations.labels(*labels, "error")
+        self._duration = metrics.duration.labels(*labels)
+        self._cold = metrics.cold_starts.labels(*labels)
+
+    @property
+    def size(self) -> int:
+        return len(self._live)
+
+    async def invoke(self, request: InvokeRequest) -> InvokeResult:
+        env = None
+        while self._idle:
+            candidate = self._idle.pop()
+            if candidate.state is EnvState.IDLE:
+                env = candidate
+                break
+        init_ms = None
+        if env is None:
+            env = Environment(self.ctx)
+            self._live.add(env)
+            self._cold.inc()
+            try:
+                await env.start()
+            except InitFailed as failure:
+                self._gone(env)
+                self._err.inc()
+                return InvokeResult(
+                    payload=failure.payload,
+                    executed_version=self.config.version,
+                    function_error="Unhandled",
+                )
+            except BaseException:
+                self._gone(env)
+                raise
+            init_ms = env.init_duration_ms
+        try:
+            result = await env.invoke(request)
+        finally:
+            self._release(env)
+        (self._ok if result.function_error is None else self._err).inc()
+        self._duration.observe(result.duration_ms / 1000)
+        if init_ms is not None:
+            return InvokeResult(
+                payload=result.payload,
+                executed_version=result.executed_version,
+                function_error=result.function_error,
+                duration_ms=result.duration_ms,
+                init_duration_ms=init_ms,
+            )
+        return result
+
+    def _release(self, env: Environment) -> None:
+        if env.state is EnvState.IDLE and not self.retired:
+            self._idle.append(env)
+        else:
+            self._scheduler._background(self._stop(env))
+
+    async def _stop(self, env: Environment) -> None:
+        await env.destroy()
+        self._gone(env)
+
+    def _gone(self, env: Environment) -> None:
+        self._live.discard(env)
+        if self.retired and not self._live:
+            self._scheduler._pool_drained(self)
+
+    def retire(self) -> None:
+        """Stop idle environments now and busy ones when they finish."""
+        self.retired = True
+        idle, self._idle = self._idle, []
+        for env in idle:
+            self._scheduler._background(self._stop(env))
+        if not self._live:
+            self._scheduler._pool_drained(self)
+
+    def reap(self, idle_before: float) -> None:
+        """Stop environments idle since before `idle_before` (monotonic seconds)."""
+        keep = []
+        for env in self._idle:
+            if env.state is EnvState.IDLE and env.last_used >= idle_before:
+                keep.append(env)
+            else:
+                self._scheduler._background(self._stop(env))
+        self._idle = keep
+
+
+class Scheduler:
+    def __init__(
+        self,
+        settings: Settings,
+        backend: SandboxBackend,
+        runtimes: RuntimeCatalog,
+        metrics: Metrics,
+        task_root: Callable[[str], Path],
+        on_code_released: CodeReleased | None = None,
+    ) -> None:
+        self._settings = settings
+        self._backend = backend
+        self._runtimes = runtimes
+        self._metrics = metrics
+        self._task_root = task_root
+        self._on_code_released = on_code_released
+        self._pools: dict[tuple[str, str], Pool] = {}
+        self._draining: set[Pool] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._reaper: asyncio.Task[None] | None = None
+
+    @property
+    def backend_name(self) -> str:
+        return self._backend.name
+
+    def start(self) -> None:
+        self._reaper = asyncio.get_running_loop().create_task(self._reap_forever())
+
+    async def invoke(self, config: FunctionConfig, request: InvokeRequest) -> InvokeResult:
+        key = (config.name, config.version)
+        pool = self._pools.get(key)
+        if pool is None or pool.config.revision_id != config.revision_id:
+            if pool is not None:
+                self._retire(key)
+            pool = Pool(self._context(config), self)
+            self._pools[key] = pool
+        return await pool.invoke(request)
+
+    def retire(self, function_name: str) -> None:
+        """Retire every pool of a function (its code or configuration changed, or it is gone)."""
+        for key in [k for k in self._pools if k[0] == function_name]:
+            self._retire(key)
+
+    def code_in_use(self, sha256: str) -> bool:
+        """Whether a live environment still runs this code."""
+        pools = [*self._pools.values(), *self._draining]
+        return any(p.config.code_sha256 == sha256 and p.size for p in pools)
+
+    def environment_count(self) -> int:
+        return sum(p.size for p in [*self._pools.values(), *self._draining])
+
+    async def close(self) -> None:
+        """Stop every environment and wait until they are gone."""
+        if self._reaper is not None:
+            self._reaper.cancel()
+        for key in list(self._pools):
+            self._retire(key)
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    # -- internals -----------------------------------------------------------------
+
+    def _context(self, config: FunctionConfig) -> EnvironmentContext:
+        runtime = self._runtimes.get(config.runtime)
+        if runtime is None:
+            # control/ accepted it, so the host lost it since (an interpreter uninstalled).
+            raise InvalidRuntimeError(
+                f"The runtime {config.runtime} is not available on this host (available: "
+                f"{', '.join(self._runtimes.names()) or 'none'})."
+            )
+        task_root = self._task_root(config.code_sha256)
+        return EnvironmentContext(
+            config=config,
+            argv=tuple(runtime.command()),
+            task_root=task_root,
+            runtime_dir=runtime.runtime_dir,
+            base_env=lambda_environment(config, self._settings, runtime, task_root),
+            log_dir=self._settings.data_dir / "logs" / config.name,
+            backend=self._backend,
+            metrics=self._metrics,
+        )
+
+    def _retire(self, key: tuple[str, str]) -> None:
+        pool = self._pools.pop(key)
+        self._draining.add(pool)
+        pool.retire()
+
+    def _pool_drained(self, pool: Pool) -> None:
+        if pool in self._draining:
+            self._draining.discard(pool)
+            if self._on_code_released is not None:
+                self._background(self._on_code_released(pool.config.code_sha256))
+
+    def _background(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", exc_info=task.exception())
+
+    async def _reap_forever(self) -> None:
+        keep_alive = self._settings.idle_timeout_s
+        interval = max(min(keep_alive / 4, 30.0), 0.05)
+        while True:
+            await asyncio.sleep(interval)
+            cutoff = time.monotonic() - keep_alive
+            for pool in list(self._pools.values()):
+                pool.reap(cutoff)
+

@@ -1,0 +1,115 @@
+"""Wiring: build every part from one `Settings`, run them under uvicorn, stop them cleanly."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import uvicorn
+from starlette.applications import Starlette
+
+from lamina.api import AppState, build_app
+from lamina.control import FunctionService
+from lamina.observability import Metrics
+from lamina.runtimes.catalog import RuntimeCatalog
+from lamina.sandbox import SandboxBackend
+from lamina.sandbox.process import ProcessBackend
+from lamina.scheduler import Scheduler
+from lamina.settings import Settings, is_loopback
+from lamina.store import CodeStore, MetadataStore
+
+log = logging.getLogger("lamina")
+
+
+def make_backend(settings: Settings) -> SandboxBackend:
+    if settings.sandbox == "process":
+        return ProcessBackend(settings.sandboxes_dir)
+    raise ValueError(f"unknown sandbox backend {settings.sandbox!r}")
+
+
+def create_app(
+    settings: Settings,
+    backend: SandboxBackend | None = None,
+    runtimes: RuntimeCatalog | None = None,
+) -> Starlette:
+    """The whole server as an ASGI app; parts start and stop with its lifespan."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    runtimes = runtimes or RuntimeCatalog.discover()
+    metrics = Metrics()
+    metadata = MetadataStore.sqlite(settings.db_path)
+    code = CodeStore(settings.code_dir)
+    functions = FunctionService(settings, metadata, code, runtimes)
+    backend = backend or make_backend(settings)
+    scheduler = Scheduler(
+        settings,
+        backend,
+        runtimes,
+        metrics,
+        task_root=functions.task_root,
+        on_code_released=functions.release_code,
+    )
+
+    async def retire(name: str) -> None:
+        scheduler.retire(name)
+
+    functions.subscribe(retire)
+    functions.add_code_user(scheduler.code_in_use)
+    state = AppState(settings=settings, functions=functions, scheduler=scheduler, metrics=metrics)
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        await functions.load()
+        scheduler.start()
+        state.ready = True
+        try:
+            yield
+        finally:
+            state.ready = False
+            await scheduler.close()
+            await backend.close()
+            functions.close()
+
+    return build_app(state, lifespan)
+
+
+def serve(settings: Settings, *, log_level: str = "info") -> None:
+    logging.basicConfig(
+        level=getattr(logging, log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not is_loopback(settings.host):
+        print(
+            f"WARNING: listening on {settings.host}, beyond loopback. The Lamina API has no "
+            "authentication yet: anyone who can reach this port can deploy and run code.",
+            file=sys.stderr,
+        )
+    runtimes = RuntimeCatalog.discover()
+    app = create_app(settings, runtimes=runtimes)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        loop="uvloop" if _has_uvloop() else "asyncio",
+        http="httptools",
+    )
+    server = uvicorn.Server(config)
+    print(
+        f"Lamina listening on {settings.endpoint_url} (data: {settings.data_dir}, sandbox: "
+        f"{settings.sandbox}, runtimes: {', '.join(runtimes.names()) or 'none'})",
+        file=sys.stderr,
+        flush=True,
+    )
+    server.run()
+
+
+def _has_uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True

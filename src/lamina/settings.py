@@ -1,0 +1,59 @@
+"""The one `Settings` object, built at start-up and passed into constructors."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8484
+DEFAULT_REGION = "us-east-1"
+DEFAULT_ACCOUNT_ID = "000000000000"
+
+
+def default_data_dir() -> Path:
+    env = os.environ.get("LAMINA_DATA_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".lamina"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    data_dir: Path = field(default_factory=default_data_dir)
+    region: str = DEFAULT_REGION
+    account_id: str = DEFAULT_ACCOUNT_ID
+    #: sandbox backend: "process" (or "fake" in tests)
+    sandbox: str = "process"
+    #: seconds an idle environment is kept before it is stopped (scale to zero)
+    idle_timeout_s: float = 600.0
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "lamina.db"
+
+    @property
+    def code_dir(self) -> Path:
+        return self.data_dir / "code"
+
+    @property
+    def sandboxes_dir(self) -> Path:
+        return self.data_dir / "sandboxes"
+
+    @property
+    def endpoint_url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
