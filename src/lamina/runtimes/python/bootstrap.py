@@ -10,10 +10,10 @@ AWS's Python runtime does.
 from __future__ import annotations
 
 import decimal
-import http.client
 import importlib
 import json
 import os
+import socket
 import sys
 import time
 import traceback
@@ -24,21 +24,75 @@ API_PREFIX = "/2018-06-01/runtime"
 Handler = Callable[[Any, Any], Any]
 
 
+class Headers(dict[str, str]):
+    """Response headers, looked up case-insensitively (keys are stored lower-cased)."""
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        return super().get(key.lower(), default)
+
+
 class RuntimeClient:
-    """One keep-alive HTTP connection to the Runtime API."""
+    """One keep-alive HTTP/1.1 connection to the Runtime API.
+
+    A deliberately small client over a raw socket: the Runtime API is a fixed, local peer, and
+    `http.client` (which parses every header through the email package) costs more per
+    invocation than a no-op handler does.
+    """
 
     def __init__(self, address: str) -> None:
         host, _, port = address.rpartition(":")
-        self._conn = http.client.HTTPConnection(host, int(port))
+        self._address = (host.strip("[]"), int(port))
+        self._host = address.encode()
+        self._sock: socket.socket | None = None
+        self._buf = b""
+
+    def _connect(self) -> socket.socket:
+        sock = socket.create_connection(self._address)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._sock = sock
+        self._buf = b""
+        return sock
 
     def _request(
-        self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
-    ) -> tuple[int, http.client.HTTPMessage, bytes]:
-        self._conn.request(method, API_PREFIX + path, body=body, headers=headers or {})
-        resp = self._conn.getresponse()
-        return resp.status, resp.headers, resp.read()
+        self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> tuple[int, Headers, bytes]:
+        head = [f"{method} {API_PREFIX}{path} HTTP/1.1".encode(), b"Host: " + self._host]
+        for name, value in (headers or {}).items():
+            head.append(f"{name}: {value}".encode())
+        if method != "GET":
+            head.append(b"Content-Length: " + str(len(body)).encode())
+        data = b"\r\n".join(head) + b"\r\n\r\n" + body
+        sock = self._sock or self._connect()
+        sock.sendall(data)
+        return self._read_response(sock)
 
-    def next(self) -> tuple[http.client.HTTPMessage, bytes]:
+    def _read_response(self, sock: socket.socket) -> tuple[int, Headers, bytes]:
+        buf = self._buf
+        while (end := buf.find(b"\r\n\r\n")) < 0:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("Runtime API closed the connection")
+            buf += chunk
+        lines = buf[:end].decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        headers = Headers()
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        length = int(headers.get("content-length", "0"))
+        body_start = end + 4
+        while len(buf) - body_start < length:
+            chunk = sock.recv(max(65536, length - (len(buf) - body_start)))
+            if not chunk:
+                raise ConnectionError("Runtime API closed the connection")
+            buf += chunk
+        self._buf = buf[body_start + length :]
+        if headers.get("connection", "").lower() == "close":
+            sock.close()
+            self._sock = None
+        return status, headers, buf[body_start : body_start + length]
+
+    def next(self) -> tuple[Headers, bytes]:
         status, headers, body = self._request("GET", "/invocation/next")
         if status != 200:
             raise RuntimeError(f"Runtime API /invocation/next answered {status}: {body!r}")
@@ -206,7 +260,7 @@ def serve(
     while True:
         try:
             headers, body = client.next()
-        except (ConnectionError, http.client.HTTPException, OSError):
+        except OSError:
             return  # the environment is being shut down
         request_id = headers.get("Lambda-Runtime-Aws-Request-Id", "")
         context = LambdaContext(
@@ -234,7 +288,7 @@ def serve(
             continue
         try:
             client.post_response(request_id, payload)
-        except (ConnectionError, http.client.HTTPException, OSError):
+        except OSError:
             return
 
 
@@ -244,7 +298,7 @@ def _post_error(client: RuntimeClient, request_id: str, kind: str, message: str,
     print(f"[ERROR] {kind}: {message}", file=sys.stderr, flush=True)
     try:
         client.post_error(request_id, error)
-    except (ConnectionError, http.client.HTTPException, OSError):
+    except OSError:
         pass
 
 
