@@ -72,5 +72,3 @@ def build_app(
     )
     app.state.lamina = state
     return app
-
-

@@ -46,4 +46,6 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 async def unexpected_error(_: Request, exc: Exception) -> Response:
     log.error("unhandled error", exc_info=exc)
-    return error_response(ServiceError(f"Lamina failed to handle the request: {type(exc).__name__}"))
+    return error_response(
+        ServiceError(f"Lamina failed to handle the request: {type(exc).__name__}")
+    )

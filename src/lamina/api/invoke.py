@@ -86,8 +86,9 @@ async def invoke(request: Request) -> Response:
     }
     if result.function_error:
         out_headers["X-Amz-Function-Error"] = result.function_error
-    return Response(result.payload, status_code=200, headers=out_headers,
-                    media_type="application/json")
+    return Response(
+        result.payload, status_code=200, headers=out_headers, media_type="application/json"
+    )
 
 
 def _client_context(value: str | None) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import os
@@ -136,7 +137,9 @@ class Api:
         params: dict[str, str] | None = None,
     ) -> httpx.Response:
         try:
-            resp = self._client.request(method, path, json=json_body, content=content, params=params)
+            resp = self._client.request(
+                method, path, json=json_body, content=content, params=params
+            )
         except httpx.TransportError as e:
             _fail(f"cannot reach Lamina at {self.endpoint} ({e}). Is `lamina serve` running?", 2)
         if resp.status_code >= 400:
@@ -262,10 +265,8 @@ def invoke(name: str, payload: str | None, qualifier: str | None, endpoint: str)
         params=params,
     )
     body = resp.text
-    try:
+    with contextlib.suppress(ValueError):
         body = json.dumps(json.loads(body), indent=2)
-    except ValueError:
-        pass
     if resp.headers.get("X-Amz-Function-Error"):
         click.secho(body, fg="red", err=True)
         sys.exit(1)
@@ -280,7 +281,7 @@ def list_functions(endpoint: str) -> None:
     rows = []
     marker = None
     while True:
-        params = {"Marker": marker} if marker else None
+        params: dict[str, str] | None = {"Marker": marker} if marker else None
         page = api.call("GET", _FN, params=params).json()
         rows += page["Functions"]
         marker = page.get("NextMarker")

@@ -168,7 +168,9 @@ class FunctionService:
     async def get_config(self, ref: FunctionRef) -> FunctionConfig:
         return (await self.get(ref)).latest
 
-    async def list(self, marker: str | None, max_items: int | None) -> tuple[list[FunctionConfig], str | None]:
+    async def list(
+        self, marker: str | None, max_items: int | None
+    ) -> tuple[list[FunctionConfig], str | None]:
         if max_items is None:
             max_items = limits.LIST_MAX_ITEMS_DEFAULT
         if not 1 <= max_items <= limits.LIST_MAX_ITEMS_MAX:
@@ -216,10 +218,14 @@ class FunctionService:
         c.check()
         assert name is not None and role is not None and runtime is not None
         if handler is None:
-            raise InvalidParameterValueError("The Handler parameter is required when PackageType is Zip.")
+            raise InvalidParameterValueError(
+                "The Handler parameter is required when PackageType is Zip."
+            )
         v.runtime_available(runtime, self._runtimes)
         if req.zip_file is None:
-            raise InvalidParameterValueError("Code: ZipFile is required (S3 locations are not supported).")
+            raise InvalidParameterValueError(
+                "Code: ZipFile is required (S3 locations are not supported)."
+            )
         if name in self._latest or name in self._busy:
             raise ResourceConflictError(f"Function already exist: {name}")
         self._busy.add(name)
@@ -258,15 +264,18 @@ class FunctionService:
             state_reason_code="Creating",
         )
 
-    async def update_code(self, ref: FunctionRef, zip_file: bytes | None, revision_id: Any,
-                          architectures: Any = None) -> FunctionConfig:
+    async def update_code(
+        self, ref: FunctionRef, zip_file: bytes | None, revision_id: Any, architectures: Any = None
+    ) -> FunctionConfig:
         if ref.qualifier is not None:
             self._check_qualifier(ref)
         c = v.Constraints()
         archs = v.architectures(c, architectures)
         c.check()
         if zip_file is None:
-            raise InvalidParameterValueError("ZipFile is required (S3 locations are not supported).")
+            raise InvalidParameterValueError(
+                "ZipFile is required (S3 locations are not supported)."
+            )
         current = self._begin_update(ref.name, revision_id)
         try:
             stored = await self._store_code(zip_file, "UpdateFunctionCode")

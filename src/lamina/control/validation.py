@@ -187,8 +187,7 @@ def architectures(c: Constraints, value: Any) -> tuple[str, ...] | None:
         c.fail(
             value,
             "architectures",
-            "Member must satisfy constraint: [Member must satisfy enum value set: "
-            "[x86_64, arm64]]",
+            "Member must satisfy constraint: [Member must satisfy enum value set: [x86_64, arm64]]",
         )
         return None
     return (arch,)

@@ -12,6 +12,7 @@ parser rather than a framework: a warm invoke costs two small HTTP exchanges her
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -79,7 +80,7 @@ _ACCEPTED = _response("202 Accepted", b'{"status":"OK"}')
 
 
 def _error(status: str, error_type: str, message: str) -> bytes:
-    body = ('{"errorType":"%s","errorMessage":"%s"}' % (error_type, message)).encode()
+    body = json.dumps({"errorType": error_type, "errorMessage": message}).encode()
     return _response(status, body)
 
 
@@ -174,8 +175,9 @@ class RuntimeApiServer:
                 ).encode(),
                 error_type="Function.ResponseSizeTooLarge",
             )
-            conn.write(_error("413 Payload Too Large", "RequestEntityTooLarge",
-                              "Payload too large"))
+            conn.write(
+                _error("413 Payload Too Large", "RequestEntityTooLarge", "Payload too large")
+            )
         else:
             outcome = RuntimeOutcome(ok=kind == b"response", body=body, error_type=error_type)
             conn.write(_ACCEPTED)
@@ -272,4 +274,3 @@ class _Connection(asyncio.Protocol):
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
-

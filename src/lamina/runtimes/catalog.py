@@ -14,20 +14,88 @@ from pathlib import Path
 
 #: Every runtime identifier Lambda's API knows (botocore's `Runtime` enum).
 LAMBDA_RUNTIMES: frozenset[str] = frozenset(
-    """nodejs nodejs4.3 nodejs6.10 nodejs8.10 nodejs10.x nodejs12.x nodejs14.x nodejs16.x
-    nodejs18.x nodejs20.x nodejs22.x nodejs24.x nodejs26.x java8 java8.al2 java11 java17 java21
-    java25 java8.al2023 java11.al2023 java17.al2023 python2.7 python3.6 python3.7 python3.8
-    python3.9 python3.10 python3.11 python3.12 python3.13 python3.14 python3.15 dotnetcore1.0
-    dotnetcore2.0 dotnetcore2.1 dotnetcore3.1 dotnet6 dotnet8 dotnet10 nodejs4.3-edge go1.x
-    ruby2.5 ruby2.7 ruby3.2 ruby3.3 ruby3.4 ruby4.0 provided provided.al2 provided.al2023
-    custom""".split()
+    [
+        "nodejs",
+        "nodejs4.3",
+        "nodejs6.10",
+        "nodejs8.10",
+        "nodejs10.x",
+        "nodejs12.x",
+        "nodejs14.x",
+        "nodejs16.x",
+        "nodejs18.x",
+        "nodejs20.x",
+        "nodejs22.x",
+        "nodejs24.x",
+        "nodejs26.x",
+        "java8",
+        "java8.al2",
+        "java11",
+        "java17",
+        "java21",
+        "java25",
+        "java8.al2023",
+        "java11.al2023",
+        "java17.al2023",
+        "python2.7",
+        "python3.6",
+        "python3.7",
+        "python3.8",
+        "python3.9",
+        "python3.10",
+        "python3.11",
+        "python3.12",
+        "python3.13",
+        "python3.14",
+        "python3.15",
+        "dotnetcore1.0",
+        "dotnetcore2.0",
+        "dotnetcore2.1",
+        "dotnetcore3.1",
+        "dotnet6",
+        "dotnet8",
+        "dotnet10",
+        "nodejs4.3-edge",
+        "go1.x",
+        "ruby2.5",
+        "ruby2.7",
+        "ruby3.2",
+        "ruby3.3",
+        "ruby3.4",
+        "ruby4.0",
+        "provided",
+        "provided.al2",
+        "provided.al2023",
+        "custom",
+    ]
 )
 
 #: Runtimes Lambda no longer accepts for new functions.
 DEPRECATED_RUNTIMES: frozenset[str] = frozenset(
-    """nodejs nodejs4.3 nodejs6.10 nodejs8.10 nodejs10.x nodejs12.x nodejs14.x nodejs16.x
-    nodejs4.3-edge python2.7 python3.6 python3.7 python3.8 dotnetcore1.0 dotnetcore2.0
-    dotnetcore2.1 dotnetcore3.1 dotnet6 ruby2.5 ruby2.7 go1.x java8""".split()
+    [
+        "nodejs",
+        "nodejs4.3",
+        "nodejs6.10",
+        "nodejs8.10",
+        "nodejs10.x",
+        "nodejs12.x",
+        "nodejs14.x",
+        "nodejs16.x",
+        "nodejs4.3-edge",
+        "python2.7",
+        "python3.6",
+        "python3.7",
+        "python3.8",
+        "dotnetcore1.0",
+        "dotnetcore2.0",
+        "dotnetcore2.1",
+        "dotnetcore3.1",
+        "dotnet6",
+        "ruby2.5",
+        "ruby2.7",
+        "go1.x",
+        "java8",
+    ]
 )
 
 PYTHON_RUNTIMES: tuple[str, ...] = tuple(f"python3.{minor}" for minor in range(9, 16))

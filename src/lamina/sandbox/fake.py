@@ -8,6 +8,7 @@ nothing is forked, so scheduler tests run in milliseconds without root.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import tempfile
 import threading
@@ -86,10 +87,8 @@ class FakeSandbox:
         # A thread cannot be killed: the environment's Runtime API is closed by its owner,
         # which ends the bootstrap loop. Wait for that briefly, then let the daemon go.
         if self._thread is not None and self._status is None:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._exited), timeout=5)
-            except TimeoutError:
-                pass
         shutil.rmtree(self._scratch, ignore_errors=True)
 
 

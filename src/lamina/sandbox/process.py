@@ -46,28 +46,10 @@ class ProcessSandbox:
         env["TMPDIR"] = str(self._scratch)
         loop = asyncio.get_running_loop()
         try:
-            log = open(spec.log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
-        except OSError as e:
-            raise SandboxError(f"cannot open log {spec.log_path}: {e}") from e
-        try:
-            # Popen forks and execs: off the event loop.
-            self._proc = await loop.run_in_executor(
-                None,
-                lambda: subprocess.Popen(
-                    list(spec.argv),
-                    env=env,
-                    cwd=spec.task_root,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # its own process group, killed whole
-                    close_fds=True,
-                ),
-            )
+            # Opening the log, fork and exec all block: off the event loop.
+            self._proc = await loop.run_in_executor(None, self._spawn, env)
         except OSError as e:
             raise SandboxError(f"cannot start {spec.argv[0]}: {e}") from e
-        finally:
-            log.close()
         try:
             pidfd = os.pidfd_open(self._proc.pid)
         except OSError:
@@ -77,6 +59,20 @@ class ProcessSandbox:
             fut.add_done_callback(lambda f: self._on_exited(f.result()))
             return
         loop.add_reader(pidfd, self._pidfd_ready, pidfd)
+
+    def _spawn(self, env: dict[str, str]) -> subprocess.Popen[bytes]:
+        spec = self._spec
+        with open(spec.log_path, "ab") as log:
+            return subprocess.Popen(
+                list(spec.argv),
+                env=env,
+                cwd=spec.task_root,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group, killed whole
+                close_fds=True,
+            )
 
     def _pidfd_ready(self, pidfd: int) -> None:
         loop = asyncio.get_running_loop()

@@ -55,7 +55,6 @@ class InitFailed(Exception):
         self.payload = payload
 
 
-
 def _error_payload(error_type: str, message: str) -> bytes:
     return json.dumps({"errorMessage": message, "errorType": error_type}).encode()
 

@@ -240,4 +240,3 @@ class Scheduler:
             cutoff = time.monotonic() - keep_alive
             for pool in list(self._pools.values()):
                 pool.reap(cutoff)
-

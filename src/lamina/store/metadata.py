@@ -144,12 +144,12 @@ class MetadataStore:
     def create_function(self, config: FunctionConfig, tags: dict[str, str]) -> bool:
         """Insert a new function with its `$LATEST`; False if the name is taken."""
         with self._tx() as conn:
-            if conn.execute(select(functions.c.name).where(functions.c.name == config.name)).first():
+            if conn.execute(
+                select(functions.c.name).where(functions.c.name == config.name)
+            ).first():
                 return False
             conn.execute(
-                insert(functions).values(
-                    name=config.name, tags=tags, created_at=datetime.now(UTC)
-                )
+                insert(functions).values(name=config.name, tags=tags, created_at=datetime.now(UTC))
             )
             conn.execute(insert(function_versions).values(**_config_values(config)))
             return True

@@ -9,6 +9,7 @@ AWS's Python runtime does.
 
 from __future__ import annotations
 
+import contextlib
 import decimal
 import importlib
 import json
@@ -27,7 +28,7 @@ Handler = Callable[[Any, Any], Any]
 class Headers(dict[str, str]):
     """Response headers, looked up case-insensitively (keys are stored lower-cased)."""
 
-    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, key: str, default: Any = None) -> Any:
         return super().get(key.lower(), default)
 
 
@@ -133,7 +134,13 @@ class CognitoIdentity:
 
 
 class Client:
-    __slots__ = ("app_package_name", "app_title", "app_version_code", "app_version_name", "installation_id")
+    __slots__ = (
+        "app_package_name",
+        "app_title",
+        "app_version_code",
+        "app_version_name",
+        "installation_id",
+    )
 
     def __init__(self, data: dict[str, Any]) -> None:
         self.installation_id = data.get("installation_id")
@@ -232,7 +239,8 @@ def load_handler(spec: str) -> Handler:
         )
     if not callable(handler):
         raise InitError(
-            "Runtime.HandlerNotFound", f"Handler '{func_name}' on module '{module_name}' is not callable"
+            "Runtime.HandlerNotFound",
+            f"Handler '{func_name}' on module '{module_name}' is not callable",
         )
     return handler  # type: ignore[no-any-return]
 
@@ -284,7 +292,9 @@ def serve(
         try:
             payload = json.dumps(result, default=_json_default).encode()
         except (TypeError, ValueError) as e:
-            _post_error(client, request_id, "Runtime.MarshalError", f"Unable to marshal response: {e}", [])
+            _post_error(
+                client, request_id, "Runtime.MarshalError", f"Unable to marshal response: {e}", []
+            )
             continue
         try:
             client.post_response(request_id, payload)
@@ -292,14 +302,19 @@ def serve(
             return
 
 
-def _post_error(client: RuntimeClient, request_id: str, kind: str, message: str, stack: list[str]) -> None:
-    error = {"errorMessage": message, "errorType": kind, "requestId": request_id, "stackTrace": stack}
+def _post_error(
+    client: RuntimeClient, request_id: str, kind: str, message: str, stack: list[str]
+) -> None:
+    error = {
+        "errorMessage": message,
+        "errorType": kind,
+        "requestId": request_id,
+        "stackTrace": stack,
+    }
     # Lambda's Python runtime prints unhandled errors to the function's log as well.
     print(f"[ERROR] {kind}: {message}", file=sys.stderr, flush=True)
-    try:
+    with contextlib.suppress(OSError):
         client.post_error(request_id, error)
-    except OSError:
-        pass
 
 
 def main() -> None:
