@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
 import uvicorn
@@ -97,7 +98,7 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
         loop="uvloop" if _has_uvloop() else "asyncio",
         http="httptools",
     )
-    server = uvicorn.Server(config)
+    server = _Server(config)
     print(
         f"Lamina listening on {settings.endpoint_url} (data: {settings.data_dir}, sandbox: "
         f"{settings.sandbox}, runtimes: {', '.join(runtimes.names()) or 'none'})",
@@ -105,6 +106,19 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
         flush=True,
     )
     server.run()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, so the process would die
+    of the signal; Lamina has stopped every environment by then, and a clean stop exits 0."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                self._captured_signals.clear()
 
 
 def _has_uvloop() -> bool:

@@ -92,6 +92,9 @@ class FunctionService:
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lamina-control")
         self._latest: dict[str, FunctionConfig] = {}
         self._busy: set[str] = set()  # names with a create/update/delete under way
+        # Held from storing code until a version references it, and while deciding to delete
+        # code: without it a create could reuse a package the collector is removing.
+        self._code_lock = asyncio.Lock()
         self._listeners: list[ChangeListener] = []
         self._code_users: list[Callable[[str], bool]] = []
 
@@ -228,33 +231,35 @@ class FunctionService:
             )
         if name in self._latest or name in self._busy:
             raise ResourceConflictError(f"Function already exist: {name}")
+        draft = FunctionConfig(
+            name=name,
+            version=LATEST,
+            runtime=runtime,
+            handler=handler,
+            role=role,
+            description=description or "",
+            timeout=timeout or limits.TIMEOUT_DEFAULT_S,
+            memory_size=memory or limits.MEMORY_DEFAULT_MB,
+            ephemeral_storage=ephemeral or limits.EPHEMERAL_DEFAULT_MB,
+            environment=env or {},
+            architectures=archs or ("x86_64",),
+            code_sha256="",
+            code_size=0,
+            revision_id=str(uuid.uuid4()),
+            last_modified=_now(),
+            # The code is unpacked before the row is written, so the stored function is
+            # Active at once; the answer below still says Pending, as it was while unpacking.
+            state=FunctionState.ACTIVE,
+        )
         self._busy.add(name)
         try:
-            stored = await self._store_code(req.zip_file, "CreateFunction")
-            now = _now()
-            config = FunctionConfig(
-                name=name,
-                version=LATEST,
-                runtime=runtime,
-                handler=handler,
-                role=role,
-                description=description or "",
-                timeout=timeout or limits.TIMEOUT_DEFAULT_S,
-                memory_size=memory or limits.MEMORY_DEFAULT_MB,
-                ephemeral_storage=ephemeral or limits.EPHEMERAL_DEFAULT_MB,
-                environment=env or {},
-                architectures=archs or ("x86_64",),
-                code_sha256=stored.sha256,
-                code_size=stored.size,
-                revision_id=str(uuid.uuid4()),
-                last_modified=now,
-                state=FunctionState.ACTIVE,
-            )
-            # The code is unpacked: the function is Active as soon as it is stored.
-            if not await self._run(self._metadata.create_function, config, tags or {}):
-                await self._release_code(stored.sha256)
-                raise ResourceConflictError(f"Function already exist: {name}")
-            self._latest[name] = config
+            async with self._code_lock:
+                stored = await self._store_code(req.zip_file, "CreateFunction")
+                config = replace(draft, code_sha256=stored.sha256, code_size=stored.size)
+                if not await self._run(self._metadata.create_function, config, tags or {}):
+                    await self._release_code_locked(stored.sha256)
+                    raise ResourceConflictError(f"Function already exist: {name}")
+                self._latest[name] = config
         finally:
             self._busy.discard(name)
         return replace(
@@ -278,17 +283,22 @@ class FunctionService:
             )
         current = self._begin_update(ref.name, revision_id)
         try:
-            stored = await self._store_code(zip_file, "UpdateFunctionCode")
-            new = replace(
-                current,
-                code_sha256=stored.sha256,
-                code_size=stored.size,
-                architectures=archs or current.architectures,
-                revision_id=str(uuid.uuid4()),
-                last_modified=_now(),
-                last_update_status=UpdateStatus.SUCCESSFUL,
-            )
-            await self._commit(current, new)
+            async with self._code_lock:
+                stored = await self._store_code(zip_file, "UpdateFunctionCode")
+                new = replace(
+                    current,
+                    code_sha256=stored.sha256,
+                    code_size=stored.size,
+                    architectures=archs or current.architectures,
+                    revision_id=str(uuid.uuid4()),
+                    last_modified=_now(),
+                    last_update_status=UpdateStatus.SUCCESSFUL,
+                )
+                try:
+                    await self._commit(current, new)
+                except BaseException:
+                    await self._release_code_locked(stored.sha256)
+                    raise
         finally:
             self._busy.discard(ref.name)
         if current.code_sha256 != new.code_sha256:
@@ -424,6 +434,10 @@ class FunctionService:
 
     async def _release_code(self, sha256: str) -> None:
         """Delete code no version references and no environment runs."""
+        async with self._code_lock:
+            await self._release_code_locked(sha256)
+
+    async def _release_code_locked(self, sha256: str) -> None:
         if any(in_use(sha256) for in_use in self._code_users):
             return
         if await self._run(self._metadata.code_in_use, sha256):

@@ -1,0 +1,178 @@
+"""Fixtures shared by every test layer: a real Lamina server on a free port, boto3 against it."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import httpx
+import pytest
+from botocore.config import Config
+
+# boto3 must never look for credentials on an instance-metadata address.
+os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+for _var in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
+    os.environ.pop(_var, None)
+
+ROLE = "arn:aws:iam::000000000000:role/lamina-test"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_zip(files: dict[str, str | bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, content in files.items():
+            info = zipfile.ZipInfo(name)
+            info.external_attr = (0o100755 if name == "bootstrap" else 0o100644) << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, content)
+    return buf.getvalue()
+
+
+@dataclass
+class Server:
+    """A `lamina serve` process of our own."""
+
+    data_dir: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    extra_args: tuple[str, ...] = ()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> Server:
+        log = open(self.data_dir.parent / f"server-{self.port}.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "lamina",
+                "serve",
+                "--port",
+                str(self.port),
+                "--data-dir",
+                str(self.data_dir),
+                "--log-level",
+                "warning",
+                *self.extra_args,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"lamina serve exited with {self.proc.returncode}")
+            try:
+                if httpx.get(self.endpoint + "/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("lamina serve did not become healthy")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+    def log(self) -> str:
+        path = self.data_dir.parent / f"server-{self.port}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def client(self, **config: Any) -> Any:
+        return boto3.client(
+            "lambda",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+            config=Config(retries={"max_attempts": 1}, read_timeout=120, **config),
+        )
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    base = tmp_path_factory.mktemp("lamina")
+    srv = Server(data_dir=base / "data").start()
+    yield srv
+    code = srv.stop()
+    assert code == 0, srv.log()
+
+
+@pytest.fixture(scope="session")
+def lam(server: Server) -> Any:
+    return server.client()
+
+
+class Functions:
+    """Creates uniquely named functions and deletes them after the test."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.names: list[str] = []
+
+    def create(
+        self,
+        code: str | dict[str, str | bytes],
+        handler: str = "app.handler",
+        runtime: str = "python3.11",
+        wait: bool = True,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        name = kwargs.pop("FunctionName", None) or f"t-{uuid.uuid4().hex[:12]}"
+        files = {"app.py": code} if isinstance(code, str) else code
+        resp: dict[str, Any] = self.client.create_function(
+            FunctionName=name,
+            Runtime=runtime,
+            Role=ROLE,
+            Handler=handler,
+            Code={"ZipFile": make_zip(files)},
+            **kwargs,
+        )
+        self.names.append(name)
+        if wait:
+            self.client.get_waiter("function_active_v2").wait(
+                FunctionName=name, WaiterConfig={"Delay": 0.1, "MaxAttempts": 100}
+            )
+        return resp
+
+    def cleanup(self) -> None:
+        for name in self.names:
+            try:
+                self.client.delete_function(FunctionName=name)
+            except self.client.exceptions.ResourceNotFoundException:
+                pass
+
+
+@pytest.fixture
+def functions(lam: Any) -> Iterator[Functions]:
+    f = Functions(lam)
+    yield f
+    f.cleanup()
