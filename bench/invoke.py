@@ -82,6 +82,7 @@ PEERS_DIR = Path(__file__).resolve().parent / ".peers"
 PEER_NAME = "serverless-offline"
 PEER_PORTS = (3000, 3002)
 PEER_URL = "http://127.0.0.1:3002/2015-03-31/functions/peers-hello-dev-py/invocations"
+NPM_STEPS = (["npm", "init", "-y"], ["npm", "install", "serverless@3", "serverless-offline@13"])
 PEER_ENV = {
     "SLS_TELEMETRY_DISABLED": "1",
     "SLS_NOTIFICATIONS_MODE": "off",
@@ -102,7 +103,11 @@ async def ok(request):
 
 app = Starlette(routes=[Route("/", ok)])
 """
-POST_LUA = 'wrk.method = "POST"\nwrk.body = "{}"\nwrk.headers["Content-Type"] = "application/json"\n'
+POST_LUA = """\
+wrk.method = "POST"
+wrk.body = "{}"
+wrk.headers["Content-Type"] = "application/json"
+"""
 NOOP_HANDLER = "def handler(event, context):\n    return None\n"
 PEER_HANDLER = 'def handler(event, context):\n    return {"statusCode": 200, "body": "ok"}\n'
 PEER_SERVERLESS_YML = """\
@@ -350,9 +355,7 @@ class Measurement:
     warmup_problems: list[str]
 
     def problems(self) -> list[str]:
-        return [f"c1: {p}" for p in self.c1.problems()] + [
-            f"c16: {p}" for p in self.c16.problems()
-        ]
+        return [f"c1: {p}" for p in self.c1.problems()] + [f"c16: {p}" for p in self.c16.problems()]
 
 
 def measure(target: Target, seconds: int) -> Measurement:
@@ -452,7 +455,7 @@ def prepare_peer() -> str | None:
     (PEERS_DIR / "serverless.yml").write_text(PEER_SERVERLESS_YML)
     if _peer_installed():
         return None
-    for argv in (["npm", "init", "-y"], ["npm", "install", "serverless@3", "serverless-offline@13"]):
+    for argv in NPM_STEPS:
         log(f"{PEER_NAME}: running {' '.join(argv)} in {PEERS_DIR} (may take minutes)")
         try:
             done = subprocess.run(

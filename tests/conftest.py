@@ -131,6 +131,12 @@ def lam(server: Server) -> Any:
     return server.client()
 
 
+@pytest.fixture(scope="session")
+def lam_unchecked(server: Server) -> Any:
+    """A client that sends what it is given: the server, not boto3, must refuse bad values."""
+    return server.client(parameter_validation=False)
+
+
 class Functions:
     """Creates uniquely named functions and deletes them after the test."""
 

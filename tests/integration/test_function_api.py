@@ -12,7 +12,6 @@ import botocore.session
 import httpx
 import pytest
 from botocore.exceptions import ClientError
-
 from tests.conftest import ROLE, Functions, Server, make_zip
 
 HELLO = "def handler(event, context):\n    return {'hello': event.get('name', 'world')}\n"
