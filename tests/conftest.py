@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import signal
@@ -171,10 +172,8 @@ class Functions:
 
     def cleanup(self) -> None:
         for name in self.names:
-            try:
+            with contextlib.suppress(self.client.exceptions.ResourceNotFoundException):
                 self.client.delete_function(FunctionName=name)
-            except self.client.exceptions.ResourceNotFoundException:
-                pass
 
 
 @pytest.fixture

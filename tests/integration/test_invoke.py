@@ -14,6 +14,10 @@ from tests.conftest import Functions, Server, make_zip
 PROBE = """
 import os, json, tempfile
 count = 0
+def client_context(cc):
+    if cc is None:
+        return None
+    return {"custom": cc.custom, "env": cc.env, "app_title": cc.client and cc.client.app_title}
 def handler(event, context):
     global count
     count += 1
@@ -35,11 +39,7 @@ def handler(event, context):
             "remaining": context.get_remaining_time_in_millis(),
             "log_group_name": context.log_group_name,
             "log_stream_name": context.log_stream_name,
-            "client_context": context.client_context and {
-                "custom": context.client_context.custom,
-                "env": context.client_context.env,
-                "app_title": context.client_context.client and context.client_context.client.app_title,
-            },
+            "client_context": client_context(context.client_context),
         },
         "env": {k: v for k, v in os.environ.items()},
     }

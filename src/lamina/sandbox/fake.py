@@ -67,6 +67,7 @@ class FakeSandbox:
         except Exception:
             status = 1
         finally:
+            self._client.close()
             self._loop.call_soon_threadsafe(self._exit, status)
 
     def _exit(self, status: int) -> None:

@@ -54,6 +54,11 @@ class RuntimeClient:
         self._buf = b""
         return sock
 
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
     def _request(
         self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
     ) -> tuple[int, Headers, bytes]:
@@ -64,8 +69,12 @@ class RuntimeClient:
             head.append(b"Content-Length: " + str(len(body)).encode())
         data = b"\r\n".join(head) + b"\r\n\r\n" + body
         sock = self._sock or self._connect()
-        sock.sendall(data)
-        return self._read_response(sock)
+        try:
+            sock.sendall(data)
+            return self._read_response(sock)
+        except OSError:
+            self.close()
+            raise
 
     def _read_response(self, sock: socket.socket) -> tuple[int, Headers, bytes]:
         buf = self._buf

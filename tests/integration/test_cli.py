@@ -1,0 +1,110 @@
+"""The `lamina` command against a real server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Server, free_port
+
+
+def lamina(*args: str, endpoint: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, LAMINA_ENDPOINT=endpoint, NO_COLOR="1")
+    return subprocess.run(
+        [sys.executable, "-m", "lamina", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        input=stdin,
+        timeout=60,
+    )
+
+
+def test_deploy_invoke_ls_rm(server: Server, tmp_path: Path) -> None:
+    src = tmp_path / "fn"
+    src.mkdir()
+    (src / "app.py").write_text("def handler(e, c):\n    return {'got': e}\n")
+    (src / "lib").mkdir()
+    (src / "lib" / "__init__.py").write_text("")
+    ep = server.endpoint
+
+    deployed = lamina("deploy", "cli-fn", str(src), "--handler", "app.handler", endpoint=ep)
+    assert deployed.returncode == 0, deployed.stderr
+    assert "created" in deployed.stdout and "cli-fn" in deployed.stdout
+
+    out = lamina("invoke", "cli-fn", "--payload", '{"n": 1}', endpoint=ep)
+    assert out.returncode == 0, out.stderr
+    assert '"got"' in out.stdout and '"n": 1' in out.stdout
+
+    (src / "app.py").write_text("def handler(e, c):\n    return 'second'\n")
+    redeployed = lamina("deploy", "cli-fn", str(src), "--handler", "app.handler", endpoint=ep)
+    assert redeployed.returncode == 0, redeployed.stderr
+    assert "updated" in redeployed.stdout
+    assert lamina("invoke", "cli-fn", endpoint=ep).stdout.strip() == '"second"'
+
+    listed = lamina("ls", endpoint=ep)
+    assert listed.returncode == 0
+    assert any(line.startswith("cli-fn ") for line in listed.stdout.splitlines())
+
+    removed = lamina("rm", "cli-fn", endpoint=ep)
+    assert removed.returncode == 0
+    assert "cli-fn" not in lamina("ls", endpoint=ep).stdout
+
+
+def test_invoke_failure_exits_non_zero(server: Server, tmp_path: Path) -> None:
+    src = tmp_path / "bad"
+    src.mkdir()
+    (src / "app.py").write_text("def handler(e, c):\n    raise KeyError('nope')\n")
+    ep = server.endpoint
+    assert (
+        lamina("deploy", "cli-bad", str(src), "--handler", "app.handler", endpoint=ep).returncode
+        == 0
+    )
+    try:
+        out = lamina("invoke", "cli-bad", endpoint=ep)
+        assert out.returncode == 1
+        assert "KeyError" in out.stderr
+    finally:
+        lamina("rm", "cli-bad", endpoint=ep)
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (("invoke", "no-such-fn"), "ResourceNotFoundException"),
+        (("rm", "no-such-fn"), "ResourceNotFoundException"),
+        (("invoke", "x", "--payload", "{bad"), "not JSON"),
+    ],
+)
+def test_errors_are_readable(server: Server, args: tuple[str, ...], fragment: str) -> None:
+    out = lamina(*args, endpoint=server.endpoint)
+    assert out.returncode == 1
+    assert fragment in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_deploy_bad_runtime_explains(server: Server, tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text("def handler(e, c):\n    return 1\n")
+    out = lamina(
+        "deploy",
+        "cli-rt",
+        str(tmp_path),
+        "--handler",
+        "app.handler",
+        "--runtime",
+        "python3.7",
+        endpoint=server.endpoint,
+    )
+    assert out.returncode == 1
+    assert "InvalidParameterValueException" in out.stderr
+
+
+def test_unreachable_endpoint(tmp_path: Path) -> None:
+    out = lamina("ls", endpoint=f"http://127.0.0.1:{free_port()}")
+    assert out.returncode == 2
+    assert "lamina serve" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -1,0 +1,181 @@
+"""`lamina serve` as a process: health, restart on the same data dir, clean stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import ROLE, Server, free_port, make_zip
+
+COUNTER = "import os\ndef handler(e, c):\n    return os.getpid()\n"
+
+
+def runtime_pids(endpoint: str) -> set[int]:
+    """Runtime processes whose environment points at this server."""
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if f"AWS_ENDPOINT_URL={endpoint}".encode() + b"\0" in environ:
+            pids.add(int(entry.name))
+    return pids
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Any:
+    servers: list[Server] = []
+
+    def start(data_dir: Path | None = None, *args: str) -> Server:
+        srv = Server(data_dir=data_dir or tmp_path / "data", extra_args=args).start()
+        servers.append(srv)
+        return srv
+
+    yield start
+    for srv in servers:
+        if srv.proc is not None and srv.proc.poll() is None:
+            srv.stop()
+
+
+def test_health(server: Server) -> None:
+    resp = httpx.get(server.endpoint + "/health")
+    assert resp.status_code == 200
+    body = resp.json()
+    assert body["status"] == "ok"
+    assert body["sandbox"] == "process"
+
+
+def test_restart_keeps_functions_and_sigterm_stops_environments(own_server: Any) -> None:
+    first = own_server()
+    lam = first.client()
+    lam.create_function(
+        FunctionName="survivor",
+        Runtime="python3.11",
+        Role=ROLE,
+        Handler="app.handler",
+        Code={"ZipFile": make_zip({"app.py": COUNTER})},
+        Environment={"Variables": {"KEPT": "yes"}},
+    )
+    before = lam.get_function_configuration(FunctionName="survivor")
+    lam.invoke(FunctionName="survivor")
+    assert runtime_pids(first.endpoint), "an environment should be running"
+
+    assert first.stop(signal.SIGTERM) == 0
+    assert not runtime_pids(first.endpoint), "SIGTERM must stop every environment"
+
+    second = own_server(first.data_dir)
+    lam2 = second.client()
+    after = lam2.get_function_configuration(FunctionName="survivor")
+    for key in ("FunctionArn", "CodeSha256", "RevisionId", "LastModified", "Environment"):
+        assert after[key] == before[key]
+    assert lam2.invoke(FunctionName="survivor")["StatusCode"] == 200
+    assert second.stop(signal.SIGINT) == 0
+    assert not runtime_pids(second.endpoint)
+
+
+def test_region_and_account_are_configurable(own_server: Any, tmp_path: Path) -> None:
+    srv = own_server(tmp_path / "other", "--region", "eu-west-1", "--account-id", "123456789012")
+    lam = srv.client()
+    resp = lam.create_function(
+        FunctionName="here",
+        Runtime="python3.11",
+        Role=ROLE,
+        Handler="app.handler",
+        Code={"ZipFile": make_zip({"app.py": COUNTER})},
+    )
+    assert resp["FunctionArn"] == "arn:aws:lambda:eu-west-1:123456789012:function:here"
+    got = lam.get_function(FunctionName="arn:aws:lambda:eu-west-1:123456789012:function:here")
+    assert got["Configuration"]["FunctionName"] == "here"
+
+
+def test_non_loopback_needs_explicit_flag(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lamina",
+            "serve",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "1",
+            "--data-dir",
+            str(tmp_path / "d"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "--allow-non-loopback" in result.stderr
+    assert not (tmp_path / "d").exists()
+
+
+def test_non_loopback_warns(tmp_path: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lamina",
+            "serve",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(port),
+            "--allow-non-loopback",
+            "--data-dir",
+            str(tmp_path / "d"),
+            "--log-level",
+            "warning",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        assert "WARNING" in line and "no authentication" in line
+        for _ in range(200):
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            os.sched_yield()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
+    assert proc.returncode == 0
+
+
+def test_metrics_time_each_cold_start_phase(server: Server, lam: Any) -> None:
+    lam.create_function(
+        FunctionName="metered",
+        Runtime="python3.11",
+        Role=ROLE,
+        Handler="app.handler",
+        Code={"ZipFile": make_zip({"app.py": COUNTER})},
+    )
+    try:
+        lam.invoke(FunctionName="metered")
+        text = httpx.get(server.endpoint + "/metrics").text
+    finally:
+        lam.delete_function(FunctionName="metered")
+    for phase in ("runtime_api", "sandbox", "init"):
+        assert (
+            f'lamina_cold_start_phase_seconds_count{{phase="{phase}",runtime="python3.11"}}' in text
+        )
+    assert (
+        'lamina_invocations_total{function="metered",outcome="success",version="$LATEST"}' in text
+    )
