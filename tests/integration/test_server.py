@@ -11,7 +11,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from tests.conftest import ROLE, Server, free_port, make_zip
 
 COUNTER = "import os\ndef handler(e, c):\n    return os.getpid()\n"
