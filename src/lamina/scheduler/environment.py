@@ -13,7 +13,7 @@ import logging
 import signal
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
@@ -85,9 +85,14 @@ class EnvironmentContext:
 
 
 class Environment:
-    def __init__(self, ctx: EnvironmentContext) -> None:
+    """One execution environment. `on_gone(env)` runs once, after it is fully torn down."""
+
+    def __init__(
+        self, ctx: EnvironmentContext, on_gone: Callable[[Environment], None] | None = None
+    ) -> None:
         self.id = uuid.uuid4().hex
         self.ctx = ctx
+        self._on_gone = on_gone
         self.state = EnvState.STARTING
         self.last_used = time.monotonic()
         self.init_duration_ms: float | None = None
@@ -265,8 +270,11 @@ class Environment:
 
     async def _teardown(self) -> None:
         self._api.close()
-        if self._sandbox is not None:
-            try:
+        try:
+            if self._sandbox is not None:
                 await self._sandbox.destroy()
-            except SandboxError as e:
-                log.error("environment %s: %s", self.id, e)
+        except SandboxError as e:
+            log.error("environment %s: %s", self.id, e)
+        finally:
+            if self._on_gone is not None:
+                self._on_gone(self)

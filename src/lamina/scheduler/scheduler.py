@@ -61,22 +61,20 @@ class Pool:
                 break
         init_ms = None
         if env is None:
-            env = Environment(self.ctx)
+            # The environment leaves _live through _gone, once it is torn down, whichever
+            # path kills it (a failed init, a timeout, its runtime exiting, retirement).
+            env = Environment(self.ctx, on_gone=self._gone)
             self._live.add(env)
             self._cold.inc()
             try:
                 await env.start()
             except InitFailed as failure:
-                self._gone(env)
                 self._err.inc()
                 return InvokeResult(
                     payload=failure.payload,
                     executed_version=self.config.version,
                     function_error="Unhandled",
                 )
-            except BaseException:
-                self._gone(env)
-                raise
             init_ms = env.init_duration_ms
         try:
             result = await env.invoke(request)
@@ -98,14 +96,12 @@ class Pool:
         if env.state is EnvState.IDLE and not self.retired:
             self._idle.append(env)
         else:
-            self._scheduler._background(self._stop(env))
-
-    async def _stop(self, env: Environment) -> None:
-        await env.destroy()
-        self._gone(env)
+            self._scheduler._background(env.destroy())
 
     def _gone(self, env: Environment) -> None:
-        self._live.discard(env)
+        if env not in self._live:
+            return
+        self._live.remove(env)
         if self.retired and not self._live:
             self._scheduler._pool_drained(self)
 
@@ -114,7 +110,7 @@ class Pool:
         self.retired = True
         idle, self._idle = self._idle, []
         for env in idle:
-            self._scheduler._background(self._stop(env))
+            self._scheduler._background(env.destroy())
         if not self._live:
             self._scheduler._pool_drained(self)
 
@@ -125,7 +121,7 @@ class Pool:
             if env.state is EnvState.IDLE and env.last_used >= idle_before:
                 keep.append(env)
             else:
-                self._scheduler._background(self._stop(env))
+                self._scheduler._background(env.destroy())
         self._idle = keep
 
 
