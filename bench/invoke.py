@@ -15,7 +15,7 @@ within one run; the ratios are the point, not the absolute values.
   the Lambda Invoke API ``/2015-03-31/functions/bench-noop/invocations``.
 * serverless-offline (``--peers``): Serverless Framework v3 with serverless-offline 13 and a
   Python 3.11 handler, invoked through its Lambda Invoke API on port 3002, set up as in
-  /work/shared/bench/peers.md in the scratch dir ``bench/.peers/``.
+  /work/shared/bench/peers.md in the scratch dir ``bench/.peers/peers-hello/``.
 
 Each target gets a warm-up request, a c1 latency run (``wrk -t1 -c1 --latency``), a 2 s c16
 warm-up so 16 environments are already started (cold starts are not what this measures), and
@@ -78,7 +78,8 @@ WARMUP_SECONDS = 2
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
 NPM_TIMEOUT_S = 900.0
-PEERS_DIR = Path(__file__).resolve().parent / ".peers"
+# npm init -y names the package after its directory, and ".peers" is not a valid name.
+PEERS_DIR = Path(__file__).resolve().parent / ".peers" / "peers-hello"
 PEER_NAME = "serverless-offline"
 PEER_PORTS = (3000, 3002)
 PEER_URL = "http://127.0.0.1:3002/2015-03-31/functions/peers-hello-dev-py/invocations"
@@ -450,7 +451,7 @@ def prepare_peer() -> str | None:
     missing = [tool for tool in ("node", "npm") if shutil.which(tool) is None]
     if missing:
         return f"{' and '.join(missing)} not found (apt-get install -y nodejs npm)"
-    PEERS_DIR.mkdir(exist_ok=True)
+    PEERS_DIR.mkdir(parents=True, exist_ok=True)
     (PEERS_DIR / "handler.py").write_text(PEER_HANDLER)
     (PEERS_DIR / "serverless.yml").write_text(PEER_SERVERLESS_YML)
     if _peer_installed():
@@ -481,14 +482,18 @@ def start_peer(stack: contextlib.ExitStack, tmp: Path, lua: Path) -> Target:
     return Target(PEER_NAME, server, PEER_URL, lua)
 
 
-def maybe_start_peer(
-    stack: contextlib.ExitStack, tmp: Path, lua: Path, failures: list[str]
-) -> Target | None:
-    """The running peer, or None: skipped if it can't be installed, a failure if it won't start."""
+def peer_installed_or_skipped() -> bool:
+    """Install the peer if needed (before any server starts); False, saying why, if it can't."""
     why = prepare_peer()
     if why is not None:
         log(f"{PEER_NAME} skipped: {why}")
-        return None
+    return why is None
+
+
+def maybe_start_peer(
+    stack: contextlib.ExitStack, tmp: Path, lua: Path, failures: list[str]
+) -> Target | None:
+    """The running peer, or None after recording that it failed to start."""
     try:
         return start_peer(stack, tmp, lua)
     except BenchError as exc:
@@ -586,8 +591,9 @@ def run(
     tmp = Path(stack.enter_context(tmp_dir))
     lua = tmp / "post.lua"
     lua.write_text(POST_LUA)
+    with_peer = args.peers and peer_installed_or_skipped()
     targets = [start_floor(stack, tmp), start_lamina(stack, tmp, lua)]
-    peer = maybe_start_peer(stack, tmp, lua, failures) if args.peers else None
+    peer = maybe_start_peer(stack, tmp, lua, failures) if with_peer else None
     targets += [peer] if peer is not None else []
     return [measure(target, args.duration) for target in targets]
 

@@ -157,7 +157,7 @@ def test_value_over_max_len_is_validation_error_naming_the_length() -> None:
 
 
 def test_field_name_and_max_len_are_reported() -> None:
-    with pytest.raises(ValidationError, match="at 'FunctionName' .* less than or equal to 10"):
+    with pytest.raises(ValidationError, match=r"at 'FunctionName' .* less than or equal to 10"):
         parse("abcdefghijk", field_name="FunctionName", max_len=10)
 
 

@@ -186,11 +186,13 @@ def test_encrypted_entry_is_rejected() -> None:
 def test_unzipped_size_over_the_real_limit_is_rejected() -> None:
     buf = io.BytesIO()
     chunk = bytes(1 << 20)
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
-        with zf.open("zeros.bin", "w", force_zip64=True) as f:
-            for _ in range(limits.UNZIPPED_MAX_BYTES // len(chunk)):
-                f.write(chunk)
-            f.write(b"\0")  # one byte over
+    with (
+        zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf,
+        zf.open("zeros.bin", "w", force_zip64=True) as f,
+    ):
+        for _ in range(limits.UNZIPPED_MAX_BYTES // len(chunk)):
+            f.write(chunk)
+        f.write(b"\0")  # one byte over
     data = buf.getvalue()
     assert len(data) < limits.ZIP_UPLOAD_MAX_BYTES
     with pytest.raises(InvalidParameterValueError) as exc:
