@@ -310,3 +310,26 @@ def test_unknown_route_is_aws_shaped(server: Server) -> None:
     assert resp.status_code == 404
     assert resp.headers["x-amzn-ErrorType"] == "UnknownOperationException"
     assert json.loads(resp.content)["message"]
+
+
+def test_unsupported_features_are_refused_not_ignored(lam: Any, functions: Functions) -> None:
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(lam.exceptions.InvalidParameterValueException) as e:
+        create(lam, name, make_zip({"app.py": HELLO}), Publish=True)
+    assert "Publish" in str(e.value)
+    with pytest.raises(lam.exceptions.InvalidParameterValueException) as e:
+        create(
+            lam,
+            name,
+            make_zip({"app.py": HELLO}),
+            Layers=["arn:aws:lambda:us-east-1:000000000000:layer:x:1"],
+        )
+    assert "Layers" in str(e.value)
+    existing = functions.create(HELLO)["FunctionName"]
+    with pytest.raises(lam.exceptions.InvalidParameterValueException):
+        lam.update_function_code(
+            FunctionName=existing, ZipFile=make_zip({"app.py": HELLO}), Publish=True
+        )
+    # Explicitly off is fine.
+    create(lam, name, make_zip({"app.py": HELLO}), Publish=False)
+    functions.names.append(name)

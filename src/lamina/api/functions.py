@@ -36,7 +36,7 @@ _UPDATE_CONFIG_MEMBERS = {
     "EphemeralStorage",
     "RevisionId",
 }
-_UPDATE_CODE_MEMBERS = {"ZipFile", "Architectures", "RevisionId", "Publish", "PublishTo"}
+_UPDATE_CODE_MEMBERS = {"ZipFile", "Architectures", "RevisionId"}
 
 
 def _code_url(request: Request, sha256: str) -> str:

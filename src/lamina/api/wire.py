@@ -28,8 +28,9 @@ _CONFIG_MEMBERS = {
     "Tags": "tags",
     "RevisionId": "revision_id",
 }
-# Members Lamina accepts and ignores because their value changes nothing here.
-_IGNORED = {"Publish", "TracingConfig", "PublishTo"}
+# Members Lamina accepts and ignores because their value changes nothing here (X-Ray
+# tracing is not offered; PassThrough is what Lambda reports without it).
+_IGNORED = {"TracingConfig"}
 
 
 def last_modified(config: FunctionConfig) -> str:
@@ -96,7 +97,7 @@ def function_input(body: dict[str, Any], *, allowed: set[str]) -> FunctionInput:
             setattr(req, _CONFIG_MEMBERS[key], value)
         elif key in _IGNORED or key in allowed:
             continue
-        elif value not in (None, [], {}):
+        elif value not in (None, [], {}, False):
             req.unsupported.append(key)
     return req
 
