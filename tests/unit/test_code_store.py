@@ -168,35 +168,14 @@ def test_corrupt_member_raises_bad_zip_and_leaves_nothing(store: CodeStore, tmp_
     ],
     ids=["dot-spelled-entry-below-link", "empty-link-target"],
 )
-def test_odd_packages_fail_without_writing_through_links_or_leaving_files(
+def test_odd_packages_raise_a_package_error_and_leave_nothing(
     store: CodeStore, tmp_path: Path, entries: list[tuple[str, bytes, int]]
 ) -> None:
-    with pytest.raises(Exception):  # noqa: B017 - see the xfail test below for the type
+    with pytest.raises((UnsafePackageError, zipfile.BadZipFile)):
         store.put(make_zip(entries))
     root = tmp_path / "code"
     assert listing(root / "zips") == listing(root / "tasks") == listing(root / "tmp") == []
     assert listing(root) == ["tasks", "tmp", "zips"]
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: put() documents UnsafePackageError/BadZipFile, but packages that "
-    "control.packages lets through ('./link/x' below symlink 'link', an empty link target) "
-    "fail with FileExistsError/FileNotFoundError, which the control layer maps to a 500",
-)
-@pytest.mark.parametrize(
-    "entries",
-    [
-        [reg("lib/a", b"1"), link("link", "lib"), reg("./link/x", b"2")],
-        [link("l", "")],
-    ],
-    ids=["dot-spelled-entry-below-link", "empty-link-target"],
-)
-def test_odd_packages_raise_a_package_error(
-    store: CodeStore, entries: list[tuple[str, bytes, int]]
-) -> None:
-    with pytest.raises((UnsafePackageError, zipfile.BadZipFile)):
-        store.put(make_zip(entries))
 
 
 def test_remove_deletes_zip_and_tree(store: CodeStore, tmp_path: Path) -> None:

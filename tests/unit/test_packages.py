@@ -150,11 +150,6 @@ def test_sibling_with_symlink_name_as_prefix_is_not_below_it() -> None:
     packages.check_package(data, "CreateFunction")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the below-a-symlink check compares raw entry names, so './link/x' slips past "
-    "the symlink 'link' (CodeStore.put then fails with FileExistsError -> ServiceError 500)",
-)
 def test_entry_below_a_symlink_spelled_with_dot_component_is_rejected() -> None:
     data = make_zip({"lib/a.py": b"1", "./link/x.py": b"2"}, {"link": "lib"})
     with pytest.raises(InvalidParameterValueError):

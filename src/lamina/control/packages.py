@@ -57,8 +57,19 @@ def check_package(data: bytes, operation: str) -> CheckedPackage:
         raise InvalidParameterValueError(_UNZIP_FAILED) from None
     with zf:
         total = 0
+        # Compare entries by their normalised names: "./a/b" and "a//b" are "a/b".
+        names = [posixpath.normpath(i.filename) for i in zf.infolist()]
+        seen: set[str] = set()
+        for info, name in zip(zf.infolist(), names, strict=True):
+            if name in seen and not info.is_dir():
+                raise InvalidParameterValueError(
+                    f"Could not unzip uploaded file: entry '{info.filename}' appears twice."
+                )
+            seen.add(name)
         links = {
-            i.filename.rstrip("/") for i in zf.infolist() if stat.S_ISLNK(i.external_attr >> 16)
+            name
+            for info, name in zip(zf.infolist(), names, strict=True)
+            if stat.S_ISLNK(info.external_attr >> 16)
         }
         for info in zf.infolist():
             _check_entry(zf, info, links)
@@ -77,7 +88,7 @@ def unzip_failed(detail: str | None = None) -> InvalidParameterValueError:
 
 def _check_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, links: set[str]) -> None:
     name = info.filename
-    parts = name.rstrip("/").split("/")
+    parts = posixpath.normpath(name).split("/")
     if _escapes(name) or "\\" in name or "\x00" in name:
         raise InvalidParameterValueError(
             f"Could not unzip uploaded file: entry '{name}' is outside the package root."
@@ -97,6 +108,10 @@ def _check_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, links: set[str]) ->
             target = zf.read(info).decode()
         except (UnicodeDecodeError, zipfile.BadZipFile, ValueError):
             raise InvalidParameterValueError(_UNZIP_FAILED) from None
+        if not target:
+            raise InvalidParameterValueError(
+                f"Could not unzip uploaded file: symlink '{name}' has no target."
+            )
         resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
         if target.startswith("/") or _escapes(resolved) or resolved == "..":
             raise InvalidParameterValueError(

@@ -99,6 +99,14 @@ class CodeStore:
 
 def _unpack(data: bytes, dest: Path) -> None:
     dest.mkdir(mode=0o755)
+    try:
+        _unpack_into(data, dest)
+    except (FileExistsError, FileNotFoundError, NotADirectoryError, IsADirectoryError) as e:
+        # Entries that collide (a file where a directory or link must go): the package's fault.
+        raise UnsafePackageError(f"conflicting entries ({e.strerror}: {e.filename})") from None
+
+
+def _unpack_into(data: bytes, dest: Path) -> None:
     links: list[tuple[Path, str]] = []
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         for info in zf.infolist():
