@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
+from lamina import limits
+
 LATEST = "$LATEST"
 
 
@@ -37,9 +39,9 @@ class FunctionConfig:
     revision_id: str
     last_modified: datetime
     description: str = ""
-    timeout: int = 3
-    memory_size: int = 128
-    ephemeral_storage: int = 512
+    timeout: int = limits.TIMEOUT_DEFAULT_S
+    memory_size: int = limits.MEMORY_DEFAULT_MB
+    ephemeral_storage: int = limits.EPHEMERAL_DEFAULT_MB
     environment: dict[str, str] = field(default_factory=dict)
     architectures: tuple[str, ...] = ("x86_64",)
     package_type: str = "Zip"

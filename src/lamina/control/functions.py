@@ -204,27 +204,16 @@ class FunctionService:
         c = v.Constraints()
         name = v.function_name(c, req.name)
         v.package_type(req.package_type)
-        role = v.role(c, req.role, required=True)
-        runtime = v.runtime(c, req.runtime, required=True)
-        handler = v.handler(c, req.handler, required=False)
-        description = v.description(c, req.description)
-        timeout = v.timeout(c, req.timeout) if req.timeout is not None else None
-        memory = v.memory_size(c, req.memory_size) if req.memory_size is not None else None
-        ephemeral = (
-            v.ephemeral_storage(c, req.ephemeral_storage)
-            if req.ephemeral_storage is not None
-            else None
-        )
+        fields = _configuration(c, req, creating=True)
         archs = v.architectures(c, req.architectures)
-        env = v.environment(c, req.environment)
         tags = _tags(c, req.tags)
         c.check()
-        assert name is not None and role is not None and runtime is not None
-        if handler is None:
+        assert name is not None
+        if "handler" not in fields:
             raise InvalidParameterValueError(
                 "The Handler parameter is required when PackageType is Zip."
             )
-        v.runtime_available(runtime, self._runtimes)
+        v.runtime_available(fields["runtime"], self._runtimes)
         if req.zip_file is None:
             raise InvalidParameterValueError(
                 "Code: ZipFile is required (S3 locations are not supported)."
@@ -234,14 +223,6 @@ class FunctionService:
         draft = FunctionConfig(
             name=name,
             version=LATEST,
-            runtime=runtime,
-            handler=handler,
-            role=role,
-            description=description or "",
-            timeout=timeout or limits.TIMEOUT_DEFAULT_S,
-            memory_size=memory or limits.MEMORY_DEFAULT_MB,
-            ephemeral_storage=ephemeral or limits.EPHEMERAL_DEFAULT_MB,
-            environment=env or {},
             architectures=archs or ("x86_64",),
             code_sha256="",
             code_size=0,
@@ -250,6 +231,7 @@ class FunctionService:
             # The code is unpacked before the row is written, so the stored function is
             # Active at once; the answer below still says Pending, as it was while unpacking.
             state=FunctionState.ACTIVE,
+            **fields,
         )
         self._busy.add(name)
         try:
@@ -310,37 +292,12 @@ class FunctionService:
             self._check_qualifier(ref)
         self._refuse_unsupported(req)
         c = v.Constraints()
-        role = v.role(c, req.role, required=False)
-        runtime = v.runtime(c, req.runtime, required=False)
-        handler = v.handler(c, req.handler, required=False)
-        description = v.description(c, req.description)
-        timeout = v.timeout(c, req.timeout) if req.timeout is not None else None
-        memory = v.memory_size(c, req.memory_size) if req.memory_size is not None else None
-        ephemeral = (
-            v.ephemeral_storage(c, req.ephemeral_storage)
-            if req.ephemeral_storage is not None
-            else None
-        )
-        env = v.environment(c, req.environment)
+        changes = _configuration(c, req, creating=False)
         c.check()
-        if runtime is not None:
-            v.runtime_available(runtime, self._runtimes)
+        if "runtime" in changes:
+            v.runtime_available(changes["runtime"], self._runtimes)
         current = self._begin_update(ref.name, req.revision_id)
         try:
-            changes: dict[str, Any] = {
-                k: val
-                for k, val in {
-                    "role": role,
-                    "runtime": runtime,
-                    "handler": handler,
-                    "description": description,
-                    "timeout": timeout,
-                    "memory_size": memory,
-                    "ephemeral_storage": ephemeral,
-                    "environment": env,
-                }.items()
-                if val is not None
-            }
             new = replace(
                 current,
                 **changes,
@@ -446,6 +403,23 @@ class FunctionService:
 
     async def release_code(self, sha256: str) -> None:
         await self._release_code(sha256)
+
+
+def _configuration(c: v.Constraints, req: FunctionInput, *, creating: bool) -> dict[str, Any]:
+    """The configuration fields `req` sets, checked; fields it leaves out are not returned."""
+    fields = {
+        "role": v.role(c, req.role, required=creating),
+        "runtime": v.runtime(c, req.runtime, required=creating),
+        "handler": v.handler(c, req.handler, required=False),
+        "description": v.description(c, req.description),
+        "timeout": None if req.timeout is None else v.timeout(c, req.timeout),
+        "memory_size": None if req.memory_size is None else v.memory_size(c, req.memory_size),
+        "ephemeral_storage": (
+            None if req.ephemeral_storage is None else v.ephemeral_storage(c, req.ephemeral_storage)
+        ),
+        "environment": v.environment(c, req.environment),
+    }
+    return {k: value for k, value in fields.items() if value is not None}
 
 
 def _tags(c: v.Constraints, value: Any) -> dict[str, str] | None:

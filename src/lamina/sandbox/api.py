@@ -23,12 +23,39 @@ Contract for backends:
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 ExitCallback = Callable[[int], None]
+
+
+class ExitWatch:
+    """Exit bookkeeping for backends: the status once known, `on_exit` callbacks, and a future
+    that `destroy()` can await. Create it on the event loop; call `exited()` there, once."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.status: int | None = None
+        self.done: asyncio.Future[int] = self._loop.create_future()
+        self._callbacks: list[ExitCallback] = []
+
+    def exited(self, status: int) -> None:
+        if self.status is not None:
+            return
+        self.status = status
+        self.done.set_result(status)
+        callbacks, self._callbacks = self._callbacks, []
+        for cb in callbacks:
+            cb(status)
+
+    def on_exit(self, callback: ExitCallback) -> None:
+        if self.status is not None:
+            self._loop.call_soon(callback, self.status)
+        else:
+            self._callbacks.append(callback)
 
 
 class SandboxError(Exception):

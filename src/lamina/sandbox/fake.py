@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from lamina.runtimes.python import bootstrap
-from lamina.sandbox.api import ExitCallback, SandboxError, SandboxSpec
+from lamina.sandbox.api import ExitCallback, ExitWatch, SandboxError, SandboxSpec
 
 FakeHandler = Callable[[Any, Any], Any]
 
@@ -30,10 +30,8 @@ class FakeSandbox:
         self._scratch.mkdir(parents=True)
         self._thread: threading.Thread | None = None
         self._client: bootstrap.RuntimeClient | None = None
-        self._status: int | None = None
-        self._callbacks: list[ExitCallback] = []
         self._loop = asyncio.get_running_loop()
-        self._exited: asyncio.Future[int] = self._loop.create_future()
+        self._exit = ExitWatch()
 
     @property
     def id(self) -> str:
@@ -68,28 +66,17 @@ class FakeSandbox:
             status = 1
         finally:
             self._client.close()
-            self._loop.call_soon_threadsafe(self._exit, status)
-
-    def _exit(self, status: int) -> None:
-        self._status = status
-        if not self._exited.done():
-            self._exited.set_result(status)
-        callbacks, self._callbacks = self._callbacks, []
-        for cb in callbacks:
-            cb(status)
+            self._loop.call_soon_threadsafe(self._exit.exited, status)
 
     def on_exit(self, callback: ExitCallback) -> None:
-        if self._status is not None:
-            self._loop.call_soon(callback, self._status)
-        else:
-            self._callbacks.append(callback)
+        self._exit.on_exit(callback)
 
     async def destroy(self) -> None:
         # A thread cannot be killed: the environment's Runtime API is closed by its owner,
         # which ends the bootstrap loop. Wait for that briefly, then let the daemon go.
-        if self._thread is not None and self._status is None:
+        if self._thread is not None and self._exit.status is None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._exited), timeout=5)
+                await asyncio.wait_for(asyncio.shield(self._exit.done), timeout=5)
         shutil.rmtree(self._scratch, ignore_errors=True)
 
 

@@ -15,7 +15,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from lamina.sandbox.api import ExitCallback, SandboxError, SandboxSpec
+from lamina.sandbox.api import ExitCallback, ExitWatch, SandboxError, SandboxSpec
 
 
 class ProcessSandbox:
@@ -24,9 +24,7 @@ class ProcessSandbox:
         self._dir = root / spec.sandbox_id
         self._scratch = self._dir / "tmp"
         self._proc: subprocess.Popen[bytes] | None = None
-        self._exit_status: int | None = None
-        self._callbacks: list[ExitCallback] = []
-        self._exited = asyncio.get_running_loop().create_future()  # type: asyncio.Future[int]
+        self._exit = ExitWatch()
         try:
             self._scratch.mkdir(parents=True, mode=0o700)
         except OSError as e:
@@ -56,7 +54,7 @@ class ProcessSandbox:
             # No pidfd (old kernel): fall back to a waiter thread.
             proc = self._proc
             fut = loop.run_in_executor(None, proc.wait)
-            fut.add_done_callback(lambda f: self._on_exited(f.result()))
+            fut.add_done_callback(lambda f: self._exit.exited(f.result()))
             return
         loop.add_reader(pidfd, self._pidfd_ready, pidfd)
 
@@ -79,28 +77,17 @@ class ProcessSandbox:
         loop.remove_reader(pidfd)
         os.close(pidfd)
         assert self._proc is not None
-        self._on_exited(self._proc.wait())
-
-    def _on_exited(self, status: int) -> None:
-        self._exit_status = status
-        if not self._exited.done():
-            self._exited.set_result(status)
-        callbacks, self._callbacks = self._callbacks, []
-        for cb in callbacks:
-            cb(status)
+        self._exit.exited(self._proc.wait())
 
     def on_exit(self, callback: ExitCallback) -> None:
-        if self._exit_status is not None:
-            asyncio.get_running_loop().call_soon(callback, self._exit_status)
-        else:
-            self._callbacks.append(callback)
+        self._exit.on_exit(callback)
 
     async def destroy(self) -> None:
         proc = self._proc
-        if proc is not None and self._exit_status is None:
+        if proc is not None and self._exit.status is None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            await asyncio.shield(self._exited)
+            await asyncio.shield(self._exit.done)
         elif proc is not None:
             # The runtime is gone; anything it left in its group goes too.
             with contextlib.suppress(ProcessLookupError, PermissionError):
