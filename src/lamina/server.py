@@ -97,6 +97,9 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
         lifespan="on",
         loop="uvloop" if _has_uvloop() else "asyncio",
         http="httptools",
+        # In-flight invocations get this long to finish on SIGTERM/Ctrl-C; then they are
+        # cancelled and their environments killed (a function may run for 15 minutes).
+        timeout_graceful_shutdown=settings.shutdown_grace_s,
     )
     server = _Server(config)
     print(

@@ -38,6 +38,8 @@ class Settings:
     sandbox: str = "process"
     #: seconds an idle environment is kept before it is stopped (scale to zero)
     idle_timeout_s: float = 600.0
+    #: seconds in-flight invocations may take to finish when the server is stopped
+    shutdown_grace_s: float = 5.0
 
     @property
     def db_path(self) -> Path:

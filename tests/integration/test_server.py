@@ -6,6 +6,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -178,3 +180,40 @@ def test_metrics_time_each_cold_start_phase(server: Server, lam: Any) -> None:
     assert (
         'lamina_invocations_total{function="metered",outcome="success",version="$LATEST"}' in text
     )
+
+
+def test_sigterm_does_not_wait_for_a_hanging_function(own_server: Any, tmp_path: Path) -> None:
+    srv = own_server(tmp_path / "hang", "--shutdown-grace", "0.5")
+    lam = srv.client()
+    lam.create_function(
+        FunctionName="hangs",
+        Runtime="python3.11",
+        Role=ROLE,
+        Handler="app.handler",
+        Timeout=300,
+        Code={
+            "ZipFile": make_zip(
+                {"app.py": "import time\ndef handler(e, c):\n    time.sleep(300)\n"}
+            )
+        },
+    )
+    outcome: list[Any] = []
+
+    def call() -> None:
+        try:
+            lam.invoke(FunctionName="hangs")
+        except Exception as e:  # the answer to an invocation cut short
+            outcome.append(e)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    for _ in range(500):
+        if runtime_pids(srv.endpoint):
+            break
+        time.sleep(0.01)
+    assert runtime_pids(srv.endpoint)
+    # The server must stop long before the function's 300 s timeout.
+    assert srv.stop(signal.SIGTERM, timeout=30) == 0
+    caller.join(30)
+    assert not runtime_pids(srv.endpoint)
+    assert outcome and "ServiceException" in str(outcome[0])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -19,6 +20,7 @@ from lamina.errors import (
     InvalidRequestContentError,
     RequestTooLargeError,
     ResourceConflictError,
+    ServiceError,
     ValidationError,
 )
 from lamina.models import FunctionState, InvokeRequest
@@ -70,16 +72,22 @@ async def invoke(request: Request) -> Response:
         raise InvalidParameterValueError(
             "Lamina does not support InvocationType Event yet; use RequestResponse."
         )
-    result = await state.scheduler.invoke(
-        config,
-        InvokeRequest(
-            request_id=request_id,
-            payload=payload,
-            invoked_arn=functions.arn(ref.name, ref.qualifier),
-            client_context=client_context,
-            trace_id=f"Root=1-{int(time.time()):08x}-{os.urandom(12).hex()};Sampled=0",
-        ),
-    )
+    try:
+        result = await state.scheduler.invoke(
+            config,
+            InvokeRequest(
+                request_id=request_id,
+                payload=payload,
+                invoked_arn=functions.arn(ref.name, ref.qualifier),
+                client_context=client_context,
+                trace_id=f"Root=1-{int(time.time()):08x}-{os.urandom(12).hex()};Sampled=0",
+            ),
+        )
+    except asyncio.CancelledError:
+        # Only the server's shutdown cancels a request: tell the caller why, if it listens.
+        raise ServiceError(
+            f"Lamina stopped while the invocation was running (RequestId: {request_id})."
+        ) from None
     out_headers = {
         "x-amzn-RequestId": request_id,
         "X-Amz-Executed-Version": result.executed_version,

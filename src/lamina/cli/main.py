@@ -66,6 +66,13 @@ def main() -> None:
     help="Seconds an idle environment is kept warm.",
 )
 @click.option(
+    "--shutdown-grace",
+    default=5.0,
+    show_default=True,
+    type=float,
+    help="Seconds in-flight invocations get to finish when the server stops.",
+)
+@click.option(
     "--allow-non-loopback",
     is_flag=True,
     help="Allow --host to be an address beyond loopback (the API has no authentication yet).",
@@ -79,6 +86,7 @@ def serve(
     account_id: str,
     sandbox: str,
     idle_timeout: float,
+    shutdown_grace: float,
     allow_non_loopback: bool,
     log_level: str,
 ) -> None:
@@ -101,6 +109,7 @@ def serve(
         account_id=account_id,
         sandbox=sandbox,
         idle_timeout_s=idle_timeout,
+        shutdown_grace_s=shutdown_grace,
     )
     run_server(settings, log_level=log_level)
 
