@@ -39,7 +39,7 @@ class Settings:
     #: seconds an idle environment is kept before it is stopped (scale to zero)
     idle_timeout_s: float = 600.0
     #: seconds in-flight invocations may take to finish when the server is stopped
-    shutdown_grace_s: float = 5.0
+    shutdown_grace_s: int = 5
 
     @property
     def db_path(self) -> Path:

@@ -183,7 +183,7 @@ def test_metrics_time_each_cold_start_phase(server: Server, lam: Any) -> None:
 
 
 def test_sigterm_does_not_wait_for_a_hanging_function(own_server: Any, tmp_path: Path) -> None:
-    srv = own_server(tmp_path / "hang", "--shutdown-grace", "0.5")
+    srv = own_server(tmp_path / "hang", "--shutdown-grace", "1")
     lam = srv.client()
     lam.create_function(
         FunctionName="hangs",

@@ -67,9 +67,9 @@ def main() -> None:
 )
 @click.option(
     "--shutdown-grace",
-    default=5.0,
+    default=5,
     show_default=True,
-    type=float,
+    type=click.IntRange(min=0),
     help="Seconds in-flight invocations get to finish when the server stops.",
 )
 @click.option(
@@ -86,7 +86,7 @@ def serve(
     account_id: str,
     sandbox: str,
     idle_timeout: float,
-    shutdown_grace: float,
+    shutdown_grace: int,
     allow_non_loopback: bool,
     log_level: str,
 ) -> None:
