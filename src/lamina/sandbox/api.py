@@ -17,7 +17,8 @@ Contract for backends:
   everything the sandbox created (its scratch directory included). A second `destroy()` is a
   no-op. `destroy()` never raises for a sandbox that is already gone.
 - The scratch directory (the function's writable `/tmp`) belongs to the sandbox: the backend
-  creates it in `create()` and removes it in `destroy()`.
+  creates it before the runtime starts and removes it in `destroy()`. `create()` does no
+  blocking I/O (it runs on the event loop); `start()` does its blocking work off the loop.
 - A backend raises only `SandboxError` (wrapping the OS error that caused it).
 """
 

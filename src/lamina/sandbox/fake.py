@@ -27,7 +27,6 @@ class FakeSandbox:
         self._spec = spec
         self._handlers = handlers
         self._scratch = root / spec.sandbox_id
-        self._scratch.mkdir(parents=True)
         self._thread: threading.Thread | None = None
         self._client: bootstrap.RuntimeClient | None = None
         self._loop = asyncio.get_running_loop()
@@ -42,6 +41,7 @@ class FakeSandbox:
         return self._scratch
 
     async def start(self) -> None:
+        self._scratch.mkdir(parents=True)  # tiny, and the fake is for tests: on the loop
         env = dict(self._spec.env)
         if "AWS_LAMBDA_RUNTIME_API" not in env:
             raise SandboxError("no AWS_LAMBDA_RUNTIME_API in the sandbox's environment")

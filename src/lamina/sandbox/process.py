@@ -25,10 +25,6 @@ class ProcessSandbox:
         self._scratch = self._dir / "tmp"
         self._proc: subprocess.Popen[bytes] | None = None
         self._exit = ExitWatch()
-        try:
-            self._scratch.mkdir(parents=True, mode=0o700)
-        except OSError as e:
-            raise SandboxError(f"cannot create scratch directory {self._scratch}: {e}") from e
 
     @property
     def id(self) -> str:
@@ -60,6 +56,8 @@ class ProcessSandbox:
 
     def _spawn(self, env: dict[str, str]) -> subprocess.Popen[bytes]:
         spec = self._spec
+        self._scratch.mkdir(parents=True, mode=0o700)
+        spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(spec.log_path, "ab") as log:
             return subprocess.Popen(
                 list(spec.argv),

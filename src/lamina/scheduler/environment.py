@@ -132,7 +132,6 @@ class Environment:
             # The function's own variables come last: Lambda lets them override all but
             # the reserved keys, which control/ has already refused.
             env.update(ctx.config.environment)
-            ctx.log_dir.mkdir(parents=True, exist_ok=True)
             spec = SandboxSpec(
                 sandbox_id=self.id,
                 argv=ctx.argv,
