@@ -6,6 +6,7 @@ import base64
 import hashlib
 import re
 import time
+import uuid
 from typing import Any
 
 import botocore.session
@@ -215,3 +216,14 @@ def test_same_code_is_stored_once(functions: Functions, server: Server) -> None:
     functions.create(code)
     zips = list((server.data_dir / "code" / "zips").glob(f"{sha}*"))
     assert len(zips) == 1
+
+
+def test_create_accepts_an_arn_as_name(functions: Functions, lam: Any) -> None:
+    name = f"arn-{uuid.uuid4().hex[:8]}"
+    resp = functions.create(
+        HELLO, FunctionName=f"arn:aws:lambda:us-east-1:000000000000:function:{name}"
+    )
+    functions.names.append(name)
+    assert resp["FunctionName"] == name
+    with pytest.raises(lam.exceptions.InvalidParameterValueException):
+        functions.create(HELLO, FunctionName=f"{name}-x:prod")

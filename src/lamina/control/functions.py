@@ -202,6 +202,14 @@ class FunctionService:
         """Create a function. Returns its configuration as of acceptance (State Pending)."""
         self._refuse_unsupported(req)
         c = v.Constraints()
+        if isinstance(req.name, str) and ":" in req.name:
+            # CreateFunction takes an ARN or partial ARN too, but not a qualified one.
+            ref = self.ref(req.name)
+            if ref.qualifier is not None:
+                raise InvalidParameterValueError(
+                    "A function name cannot include a qualifier when creating a function."
+                )
+            req.name = ref.name
         name = v.function_name(c, req.name)
         v.package_type(req.package_type)
         fields = _configuration(c, req, creating=True)
