@@ -74,7 +74,12 @@ def test_restart_keeps_functions_and_sigterm_stops_environments(own_server: Any)
     assert first.stop(signal.SIGTERM) == 0
     assert not runtime_pids(first.endpoint), "SIGTERM must stop every environment"
 
+    orphan = first.data_dir / "code" / "tasks" / ("0" * 64)
+    orphan.mkdir()
+    (first.data_dir / "code" / "zips" / f"{'0' * 64}.zip").write_bytes(b"PK")
     second = own_server(first.data_dir)
+    assert not orphan.exists(), "code no function references is collected at start"
+    assert not (first.data_dir / "code" / "zips" / f"{'0' * 64}.zip").exists()
     lam2 = second.client()
     after = lam2.get_function_configuration(FunctionName="survivor")
     for key in ("FunctionArn", "CodeSha256", "RevisionId", "LastModified", "Environment"):

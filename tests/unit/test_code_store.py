@@ -225,3 +225,11 @@ def test_construction_keeps_stored_code(tmp_path: Path) -> None:
     again = CodeStore(tmp_path / "code")
     assert again.has(code.sha256)
     assert (again.task_dir(code.sha256) / "a.py").read_bytes() == b"1"
+
+
+def test_stored_lists_every_package(store: CodeStore) -> None:
+    a = store.put(make_zip([reg("a.py", b"1")]))
+    b = store.put(make_zip([reg("b.py", b"2")]))
+    assert store.stored() == {a.sha256, b.sha256}
+    store.remove(a.sha256)
+    assert store.stored() == {b.sha256}

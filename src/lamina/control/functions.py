@@ -104,6 +104,11 @@ class FunctionService:
         """Fill the in-memory view from the store and drop unreferenced code."""
         configs = await self._run(self._metadata.all_versions)
         self._latest = {c.name: c for c in configs if c.version == LATEST}
+        # A crash between forgetting a function and deleting its code leaves orphans.
+        referenced = {c.code_sha256 for c in configs}
+        for sha in await self._run(self._code.stored):
+            if sha not in referenced:
+                await self._run(self._code.remove, sha)
 
     def subscribe(self, listener: ChangeListener) -> None:
         """Call `listener(name)` after a function's code or configuration changed or it was

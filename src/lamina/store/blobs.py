@@ -55,6 +55,11 @@ class CodeStore:
     def has(self, sha256: str) -> bool:
         return self.task_dir(sha256).is_dir() and self.zip_path(sha256).is_file()
 
+    def stored(self) -> set[str]:
+        """The digests of every package held (as a zip, unpacked, or both)."""
+        zips = {p.name.removesuffix(".zip") for p in self._zips.iterdir()}
+        return zips | {p.name for p in self._tasks.iterdir()}
+
     def put(self, data: bytes) -> StoredCode:
         """Store and unpack a package that `control.packages` has already checked.
 
