@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import glob
 import os
+import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 #: Every runtime identifier Lambda's API knows (botocore's `Runtime` enum).
@@ -98,10 +100,19 @@ DEPRECATED_RUNTIMES: frozenset[str] = frozenset(
     ]
 )
 
-PYTHON_RUNTIMES: tuple[str, ...] = tuple(f"python3.{minor}" for minor in range(9, 16))
+PYTHON_RUNTIMES: tuple[str, ...] = tuple(f"python3.{minor}" for minor in range(9, 14))
+NODE_RUNTIMES: tuple[str, ...] = ("nodejs18.x", "nodejs20.x", "nodejs22.x")
+PROVIDED_RUNTIMES: tuple[str, ...] = ("provided", "provided.al2", "provided.al2023")
 
 BOOTSTRAP_DIR = Path(__file__).resolve().parent
 PYTHON_BOOTSTRAP = BOOTSTRAP_DIR / "python" / "bootstrap.py"
+NODE_BOOTSTRAP = BOOTSTRAP_DIR / "node" / "bootstrap.mjs"
+
+
+class Family(StrEnum):
+    PYTHON = "python"
+    NODE = "node"
+    PROVIDED = "provided"
 
 
 @dataclass(frozen=True)
@@ -109,13 +120,22 @@ class RuntimeInfo:
     """A runtime this host can run."""
 
     name: str
+    #: the interpreter (python, node); empty for custom runtimes, whose code is the runtime
     executable: str
     #: LAMBDA_RUNTIME_DIR: where the runtime's own files are
     runtime_dir: Path
+    family: Family = Family.PYTHON
+    #: the interpreter's version, as it reports it ("3.11.2", "20.20.2")
+    version: str = ""
 
-    def command(self) -> list[str]:
-        # -B: never write bytecode into the (shared, read-only by convention) code directory.
-        return [self.executable, "-B", str(PYTHON_BOOTSTRAP)]
+    def command(self, task_root: Path) -> list[str]:
+        """The argv that starts this runtime for code unpacked at `task_root`."""
+        if self.family is Family.PYTHON:
+            # -B: never write bytecode into the (shared, read-only by convention) code dir.
+            return [self.executable, "-B", str(PYTHON_BOOTSTRAP)]
+        if self.family is Family.NODE:
+            return [self.executable, str(NODE_BOOTSTRAP)]
+        return [str(task_root / "bootstrap")]
 
 
 class RuntimeCatalog:
@@ -126,11 +146,37 @@ class RuntimeCatalog:
     def discover(cls) -> RuntimeCatalog:
         found = []
         for name in PYTHON_RUNTIMES:
-            exe = _find_python(name.removeprefix("python"))
+            version = name.removeprefix("python")
+            exe = _find_python(version)
             if exe:
                 found.append(
-                    RuntimeInfo(name=name, executable=exe, runtime_dir=PYTHON_BOOTSTRAP.parent)
+                    RuntimeInfo(
+                        name=name,
+                        executable=exe,
+                        runtime_dir=PYTHON_BOOTSTRAP.parent,
+                        family=Family.PYTHON,
+                        version=version,
+                    )
                 )
+        for exe, version in _find_nodes():
+            name = f"nodejs{version.split('.')[0]}.x"
+            if name in NODE_RUNTIMES and all(r.name != name for r in found):
+                found.append(
+                    RuntimeInfo(
+                        name=name,
+                        executable=exe,
+                        runtime_dir=NODE_BOOTSTRAP.parent,
+                        family=Family.NODE,
+                        version=version,
+                    )
+                )
+        for name in PROVIDED_RUNTIMES:
+            # The function's own `bootstrap` is the runtime: nothing to find on the host.
+            found.append(
+                RuntimeInfo(
+                    name=name, executable="", runtime_dir=BOOTSTRAP_DIR, family=Family.PROVIDED
+                )
+            )
         return cls(found)
 
     def get(self, name: str) -> RuntimeInfo | None:
@@ -139,10 +185,15 @@ class RuntimeCatalog:
     def names(self) -> list[str]:
         return sorted(self._by_name, key=_runtime_sort_key)
 
+    def all(self) -> list[RuntimeInfo]:
+        return [self._by_name[n] for n in self.names()]
 
-def _runtime_sort_key(name: str) -> tuple[str, int]:
-    family, _, minor = name.partition(".")
-    return family, int(minor) if minor.isdigit() else 0
+
+def _runtime_sort_key(name: str) -> tuple[str, int, str]:
+    family = name.rstrip("0123456789.x")
+    digits = "".join(ch if ch.isdigit() else " " for ch in name).split()
+    number = int(digits[-1]) if family == "python" and digits else int(digits[0]) if digits else 0
+    return family, number, name
 
 
 def _find_python(version: str) -> str | None:
@@ -161,6 +212,33 @@ def _find_python(version: str) -> str | None:
             continue
         return real
     return None
+
+
+def _find_nodes() -> list[tuple[str, str]]:
+    """Real `node` executables on the host, each with its version (asked once, at start-up)."""
+    dirs = ["/usr/local/bin", "/usr/bin"]
+    dirs += [d for d in os.environ.get("PATH", "").split(os.pathsep) if d]
+    nvm = os.environ.get("NVM_DIR", os.path.expanduser("~/.nvm"))
+    dirs += sorted(glob.glob(os.path.join(nvm, "versions", "node", "*", "bin")))
+    seen: set[str] = set()
+    found = []
+    for d in dirs:
+        candidate = os.path.join(d, "node")
+        if not os.path.isfile(candidate) or not os.access(candidate, os.X_OK):
+            continue
+        real = os.path.realpath(candidate)
+        if real in seen or _is_script(real):
+            continue
+        seen.add(real)
+        try:
+            out = subprocess.run(
+                [real, "--version"], capture_output=True, text=True, timeout=10, check=True
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if out.startswith("v"):
+            found.append((real, out[1:]))
+    return found
 
 
 def _is_script(path: str) -> bool:

@@ -148,8 +148,19 @@ class Environment:
             t2 = time.perf_counter()
             phase.labels("sandbox", runtime).observe(t2 - t1)
         except (SandboxError, OSError) as e:
-            log.error("environment %s failed to start: %s", self.id, e)
             await self.destroy()
+            cause = e.__cause__ if isinstance(e, SandboxError) else e
+            if isinstance(cause, OSError) and cause.filename == ctx.argv[0]:
+                # The runtime's entry point is missing, not executable or not a program: for
+                # a custom runtime that is the function's own `bootstrap`.
+                raise InitFailed(
+                    _error_payload(
+                        "Runtime.InvalidEntrypoint",
+                        f"Error: Couldn't find valid bootstrap(s): [{ctx.argv[0]}] "
+                        f"({cause.strerror})",
+                    )
+                ) from e
+            log.error("environment %s failed to start: %s", self.id, e)
             raise InitFailed(_error_payload("Runtime.Unknown", f"Environment failed: {e}")) from e
         try:
             failure = await asyncio.wait_for(asyncio.shield(self._ready), limits.INIT_TIMEOUT_S)

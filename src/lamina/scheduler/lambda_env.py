@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lamina.models import FunctionConfig
-from lamina.runtimes.catalog import RuntimeInfo
+from lamina.runtimes.catalog import Family, RuntimeInfo
 from lamina.settings import Settings
 
 # Functions call Lamina's own endpoint with these; they are not secrets (the API has no
@@ -16,14 +16,25 @@ _DUMMY_TOKEN = "lamina-function-session-token"
 
 
 def lambda_environment(
-    config: FunctionConfig, settings: Settings, runtime: RuntimeInfo, task_root: Path
+    config: FunctionConfig,
+    settings: Settings,
+    runtime: RuntimeInfo,
+    task_root: Path,
+    opt_dir: Path,
 ) -> dict[str, str]:
     """Every variable Lambda sets, except the per-environment AWS_LAMBDA_RUNTIME_API and
-    AWS_LAMBDA_LOG_STREAM_NAME, which the environment adds."""
-    interpreter_dir = str(Path(runtime.executable).parent)
-    return {
+    AWS_LAMBDA_LOG_STREAM_NAME, which the environment adds.
+
+    `opt_dir` is where the function's layers are merged (Lambda's /opt).
+    """
+    opt = str(opt_dir)
+    path = ["/usr/local/bin", "/usr/bin", "/bin", f"{opt}/bin"]
+    if runtime.executable:
+        interpreter_dir = str(Path(runtime.executable).parent)
+        if interpreter_dir not in path:
+            path.append(interpreter_dir)
+    env = {
         "_HANDLER": config.handler,
-        "AWS_EXECUTION_ENV": f"AWS_Lambda_{config.runtime}",
         "AWS_LAMBDA_FUNCTION_NAME": config.name,
         "AWS_LAMBDA_FUNCTION_VERSION": config.version,
         "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(config.memory_size),
@@ -40,7 +51,23 @@ def lambda_environment(
         "LAMBDA_RUNTIME_DIR": str(runtime.runtime_dir),
         "TZ": ":UTC",
         "LANG": "en_US.UTF-8",
-        "PATH": f"/usr/local/bin:/usr/bin:/bin:/opt/bin:{interpreter_dir}",
-        "LD_LIBRARY_PATH": "/lib64:/usr/lib64:/opt/lib",
-        "PYTHONPATH": str(runtime.runtime_dir),
+        "PATH": ":".join(path),
+        "LD_LIBRARY_PATH": f"/lib64:/usr/lib64:{runtime.runtime_dir}:{runtime.runtime_dir}/lib:"
+        f"{task_root}:{task_root}/lib:{opt}/lib",
     }
+    if runtime.family is not Family.PROVIDED:
+        # Lambda sets no execution environment name for custom runtimes.
+        env["AWS_EXECUTION_ENV"] = f"AWS_Lambda_{config.runtime}"
+    if runtime.family is Family.PYTHON:
+        # Layers' Python paths, in Lambda's order; the bootstrap puts the code first.
+        env["PYTHONPATH"] = (
+            f"{opt}/python/lib/python{runtime.version}/site-packages:{opt}/python:"
+            f"{runtime.runtime_dir}"
+        )
+    elif runtime.family is Family.NODE:
+        major = runtime.version.split(".")[0]
+        env["NODE_PATH"] = (
+            f"{opt}/nodejs/node{major}/node_modules:{opt}/nodejs/node_modules:"
+            f"{runtime.runtime_dir}/node_modules:{runtime.runtime_dir}:{task_root}"
+        )
+    return env

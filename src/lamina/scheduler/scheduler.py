@@ -196,12 +196,13 @@ class Scheduler:
                 f"{', '.join(self._runtimes.names()) or 'none'})."
             )
         task_root = self._task_root(config.code_sha256)
+        opt_dir = self._settings.data_dir / "opt" / "empty"
         return EnvironmentContext(
             config=config,
-            argv=tuple(runtime.command()),
+            argv=tuple(runtime.command(task_root)),
             task_root=task_root,
             runtime_dir=runtime.runtime_dir,
-            base_env=lambda_environment(config, self._settings, runtime, task_root),
+            base_env=lambda_environment(config, self._settings, runtime, task_root, opt_dir),
             log_dir=self._settings.data_dir / "logs" / config.name,
             backend=self._backend,
             metrics=self._metrics,
