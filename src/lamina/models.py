@@ -77,6 +77,8 @@ class InvokeResult:
     #: how long the invocation ran in the environment, in milliseconds
     duration_ms: float = 0.0
     init_duration_ms: float | None = None
+    #: the end of the invocation's log (at most 4 KB), when the caller asked for it
+    log_tail: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -90,3 +92,5 @@ class InvokeRequest:
     #: the ClientContext JSON text (already base64-decoded), if the caller sent one
     client_context: str | None = None
     trace_id: str = ""
+    #: the caller wants the end of the invocation's log back (LogType=Tail)
+    log_tail: bool = False
