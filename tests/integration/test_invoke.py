@@ -302,3 +302,34 @@ def test_invoke_over_raw_http_headers(functions: Functions, server: Server) -> N
     assert resp.headers["X-Amz-Executed-Version"] == "$LATEST"
     assert resp.headers["x-amzn-RequestId"]
     assert resp.json() == {"a": [1, 2]}
+
+
+def test_out_of_memory(functions: Functions, lam: Any) -> None:
+    code = (
+        "import time\n"
+        "def handler(e, c):\n"
+        "    hog = []\n"
+        "    for _ in range(64):\n"
+        "        hog.append(bytearray(8 * 1024 * 1024))\n"
+        "        time.sleep(0.01)\n"
+        "    return len(hog)\n"
+    )
+    name = functions.create(code, MemorySize=128, Timeout=30)["FunctionName"]
+    resp, out = invoke(lam, name)
+    assert resp["FunctionError"] == "Unhandled"
+    assert out["errorType"] == "Runtime.OutOfMemory"
+    assert "signal: killed" in out["errorMessage"]
+    # Within its memory the same code works.
+    lam.update_function_configuration(FunctionName=name, MemorySize=1024)
+    lam.get_waiter("function_updated_v2").wait(FunctionName=name)
+    resp, out = invoke(lam, name)
+    assert "FunctionError" not in resp
+    assert out == 64
+
+
+def test_killed_by_a_signal(functions: Functions, lam: Any) -> None:
+    code = "import os, signal\ndef handler(e, c):\n    os.kill(os.getpid(), signal.SIGKILL)\n"
+    name = functions.create(code)["FunctionName"]
+    _, out = invoke(lam, name)
+    assert out["errorType"] == "Runtime.ExitError"
+    assert out["errorMessage"].endswith("Runtime exited with error: signal: killed")

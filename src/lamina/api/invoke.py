@@ -41,6 +41,12 @@ async def invoke(request: Request) -> Response:
             "to satisfy constraint: Member must satisfy enum value set: [Event, "
             "RequestResponse, DryRun]"
         )
+    log_type = headers.get("x-amz-log-type", "None")
+    if log_type not in ("None", "Tail"):
+        raise ValidationError(
+            f"1 validation error detected: Value '{log_type}' at 'logType' failed to satisfy "
+            "constraint: Member must satisfy enum value set: [Tail, None]"
+        )
     payload = await request.body()
     if len(payload) > limits.SYNC_PAYLOAD_MAX_BYTES:
         raise RequestTooLargeError(
@@ -81,6 +87,7 @@ async def invoke(request: Request) -> Response:
                 invoked_arn=functions.arn(ref.name, ref.qualifier),
                 client_context=client_context,
                 trace_id=f"Root=1-{int(time.time()):08x}-{os.urandom(12).hex()};Sampled=0",
+                log_tail=log_type == "Tail",
             ),
         )
     except asyncio.CancelledError:
@@ -94,6 +101,8 @@ async def invoke(request: Request) -> Response:
     }
     if result.function_error:
         out_headers["X-Amz-Function-Error"] = result.function_error
+    if result.log_tail is not None:
+        out_headers["X-Amz-Log-Result"] = base64.b64encode(result.log_tail).decode()
     return Response(
         result.payload, status_code=200, headers=out_headers, media_type="application/json"
     )

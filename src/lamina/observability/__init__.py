@@ -1,5 +1,6 @@
 """Logs, metrics and metering."""
 
+from lamina.observability.logs import EnvironmentLog, Report
 from lamina.observability.metrics import Metrics
 
-__all__ = ["Metrics"]
+__all__ = ["EnvironmentLog", "Metrics", "Report"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import os
+import shutil
 import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -135,7 +136,13 @@ class RuntimeInfo:
             return [self.executable, "-B", str(PYTHON_BOOTSTRAP)]
         if self.family is Family.NODE:
             return [self.executable, str(NODE_BOOTSTRAP)]
-        return [str(task_root / "bootstrap")]
+        bootstrap = task_root / "bootstrap"
+        if _wants_amazon_linux_sh(bootstrap):
+            # Lambda's /bin/sh is bash (Amazon Linux), and custom-runtime bootstraps written
+            # for it use bash syntax (AWS's own tutorial does). Where the host's /bin/sh is
+            # another shell, run them with bash, as they would run on Lambda.
+            return [_BASH, str(bootstrap)]
+        return [str(bootstrap)]
 
 
 class RuntimeCatalog:
@@ -239,6 +246,21 @@ def _find_nodes() -> list[tuple[str, str]]:
         if out.startswith("v"):
             found.append((real, out[1:]))
     return found
+
+
+_BASH = shutil.which("bash") or "/bin/bash"
+_SH_IS_BASH = os.path.basename(os.path.realpath("/bin/sh")) == "bash"
+
+
+def _wants_amazon_linux_sh(bootstrap: Path) -> bool:
+    if _SH_IS_BASH:
+        return False
+    try:
+        with open(bootstrap, "rb") as f:
+            first = f.readline(128)
+    except OSError:
+        return False
+    return first.split()[:1] in ([b"#!/bin/sh"], [b"#!/usr/bin/sh"])
 
 
 def _is_script(path: str) -> bool:

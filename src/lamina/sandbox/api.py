@@ -19,6 +19,9 @@ Contract for backends:
 - The scratch directory (the function's writable `/tmp`) belongs to the sandbox: the backend
   creates it before the runtime starts and removes it in `destroy()`. `create()` does no
   blocking I/O (it runs on the event loop); `start()` does its blocking work off the loop.
+- A backend enforces `spec.memory_mb` as well as it can (the process backend watches the
+  runtime's resident memory; the namespace backend uses a cgroup) and, when it kills the
+  runtime for it, sets `out_of_memory` before the exit callbacks run.
 - A backend raises only `SandboxError` (wrapping the OS error that caused it).
 """
 
@@ -89,9 +92,20 @@ class Sandbox(Protocol):
         """The sandbox's private writable directory (the function's /tmp)."""
         ...
 
+    @property
+    def out_of_memory(self) -> bool:
+        """True once the backend killed the runtime for using more memory than
+        `spec.memory_mb` (set before the exit callbacks run)."""
+        ...
+
     async def start(self) -> None: ...
 
     def on_exit(self, callback: ExitCallback) -> None: ...
+
+    def memory_peak_mb(self) -> int:
+        """The most memory the runtime has used so far, in MB (0 if unknown). Cheap, but may
+        read /proc: call it off the hot path."""
+        ...
 
     async def destroy(self) -> None: ...
 

@@ -68,8 +68,15 @@ class FakeSandbox:
             self._client.close()
             self._loop.call_soon_threadsafe(self._exit.exited, status)
 
+    @property
+    def out_of_memory(self) -> bool:
+        return False  # threads share this process's memory: nothing to enforce
+
     def on_exit(self, callback: ExitCallback) -> None:
         self._exit.on_exit(callback)
+
+    def memory_peak_mb(self) -> int:
+        return 0
 
     async def destroy(self) -> None:
         # A thread cannot be killed: the environment's Runtime API is closed by its owner,

@@ -3,6 +3,11 @@
 It runs anywhere (no root, no namespaces) and isolates nothing beyond a process group, a
 private scratch directory (TMPDIR) and a clean environment; the `namespace` backend is the
 isolating one. Exits are watched with a pidfd on the event loop, not a thread per child.
+
+Memory: without a cgroup, the limit is enforced by watching the runtime process's resident
+set (`/proc/PID/statm`) every `MEMORY_POLL_S` and killing it when it passes `memory_mb`. That
+misses children of the runtime and spikes shorter than the poll interval; the namespace
+backend's cgroup does not.
 """
 
 from __future__ import annotations
@@ -17,6 +22,10 @@ from pathlib import Path
 
 from lamina.sandbox.api import ExitCallback, ExitWatch, SandboxError, SandboxSpec
 
+MEMORY_POLL_S = 0.1
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+_MB = 1024 * 1024
+
 
 class ProcessSandbox:
     def __init__(self, spec: SandboxSpec, root: Path) -> None:
@@ -25,6 +34,9 @@ class ProcessSandbox:
         self._scratch = self._dir / "tmp"
         self._proc: subprocess.Popen[bytes] | None = None
         self._exit = ExitWatch()
+        self._oom = False
+        self._peak_bytes = 0
+        self._destroyed = False
 
     @property
     def id(self) -> str:
@@ -77,10 +89,49 @@ class ProcessSandbox:
         assert self._proc is not None
         self._exit.exited(self._proc.wait())
 
+    @property
+    def out_of_memory(self) -> bool:
+        return self._oom
+
+    @property
+    def finished(self) -> bool:
+        """Exited or destroyed: nothing left to watch."""
+        return self._destroyed or self._exit.status is not None
+
     def on_exit(self, callback: ExitCallback) -> None:
         self._exit.on_exit(callback)
 
+    def memory_peak_mb(self) -> int:
+        peak = self._peak_bytes
+        if self._proc is not None and self._exit.status is None:
+            with (
+                contextlib.suppress(OSError, ValueError),
+                open(f"/proc/{self._proc.pid}/status", "rb") as f,
+            ):
+                for line in f:
+                    if line.startswith(b"VmHWM:"):
+                        peak = max(peak, int(line.split()[1]) * 1024)
+                        break
+        return -(-peak // _MB)
+
+    def check_memory(self) -> None:
+        """Kill the runtime if its resident memory is over the function's limit."""
+        proc = self._proc
+        if proc is None or self._exit.status is not None or self._oom:
+            return
+        try:
+            with open(f"/proc/{proc.pid}/statm", "rb") as f:
+                rss = int(f.read().split()[1]) * _PAGE
+        except (OSError, ValueError, IndexError):
+            return
+        self._peak_bytes = max(self._peak_bytes, rss)
+        if rss > self._spec.memory_mb * _MB:
+            self._oom = True
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
     async def destroy(self) -> None:
+        self._destroyed = True
         proc = self._proc
         if proc is not None and self._exit.status is None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -104,9 +155,27 @@ class ProcessBackend:
         # Sandboxes left by a crashed server own nothing any more.
         for leftover in root.iterdir():
             shutil.rmtree(leftover, ignore_errors=True)
+        self._live: set[ProcessSandbox] = set()
+        self._watcher: asyncio.Task[None] | None = None
 
     def create(self, spec: SandboxSpec) -> ProcessSandbox:
-        return ProcessSandbox(spec, self._root)
+        sandbox = ProcessSandbox(spec, self._root)
+        self._live.add(sandbox)
+        if self._watcher is None:
+            self._watcher = asyncio.get_running_loop().create_task(self._watch_memory())
+        return sandbox
+
+    async def _watch_memory(self) -> None:
+        while True:
+            await asyncio.sleep(MEMORY_POLL_S)
+            for sandbox in list(self._live):
+                if sandbox.finished:
+                    self._live.discard(sandbox)
+                else:
+                    sandbox.check_memory()
 
     async def close(self) -> None:
-        return None
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher

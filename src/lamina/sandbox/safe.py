@@ -46,8 +46,15 @@ class SafeSandbox:
                     raise
                 raise SandboxError(f"sandbox {self.id} failed to start: {e}") from e
 
+    @property
+    def out_of_memory(self) -> bool:
+        return self._inner.out_of_memory
+
     def on_exit(self, callback: ExitCallback) -> None:
         self._inner.on_exit(callback)
+
+    def memory_peak_mb(self) -> int:
+        return self._inner.memory_peak_mb()
 
     async def destroy(self) -> None:
         async with self._lock:

@@ -21,11 +21,17 @@ from pathlib import Path
 
 from lamina import limits
 from lamina.models import FunctionConfig, InvokeRequest, InvokeResult
-from lamina.observability import Metrics
+from lamina.observability import EnvironmentLog, Metrics, Report
 from lamina.runtime_api import Invocation, RuntimeApiServer, RuntimeOutcome
 from lamina.sandbox import SafeSandbox, SandboxBackend, SandboxError, SandboxSpec
 
 log = logging.getLogger(__name__)
+
+
+# Errors of the platform rather than of the function's code: REPORT says "Status: error".
+_PLATFORM_ERRORS = frozenset(
+    {"Runtime.ExitError", "Runtime.OutOfMemory", "Function.ResponseSizeTooLarge"}
+)
 
 
 class EnvState(Enum):
@@ -82,6 +88,8 @@ class EnvironmentContext:
     log_dir: Path
     backend: SandboxBackend
     metrics: Metrics
+    #: custom runtimes are billed for their init phase, as Lambda bills them
+    bill_init: bool = False
 
 
 class Environment:
@@ -104,6 +112,9 @@ class Environment:
         # None once the runtime is ready; an error payload if it failed first.
         self._ready: asyncio.Future[bytes | None] = self._loop.create_future()
         self._destroying: asyncio.Task[None] | None = None
+        self._log = EnvironmentLog(ctx.log_dir / f"{self.id}.log")
+        # Reported once, on the REPORT line of the invocation that waited for the init.
+        self._unreported_init_ms: float | None = None
         ctx.metrics.environments.labels(EnvState.STARTING.value).inc()
 
     def _move(self, new: EnvState) -> None:
@@ -140,8 +151,9 @@ class Environment:
                 runtime_dir=ctx.runtime_dir,
                 memory_mb=ctx.config.memory_size,
                 ephemeral_storage_mb=ctx.config.ephemeral_storage,
-                log_path=ctx.log_dir / f"{self.id}.log",
+                log_path=self._log.path,
             )
+            await self._loop.run_in_executor(None, self._log.open)
             self._sandbox = SafeSandbox(ctx.backend.create(spec))
             await self._sandbox.start()
             self._sandbox.on_exit(self._on_exit)
@@ -177,7 +189,7 @@ class Environment:
             raise InitFailed(failure)
         t3 = time.perf_counter()
         phase.labels("init", runtime).observe(t3 - t2)
-        self.init_duration_ms = (t3 - t0) * 1000
+        self.init_duration_ms = self._unreported_init_ms = (t3 - t0) * 1000
         self._move(EnvState.IDLE)
 
     def _on_ready(self) -> None:
@@ -190,17 +202,17 @@ class Environment:
 
     def _on_exit(self, status: int) -> None:
         message = f"Runtime exited with error: {_describe_exit(status)}"
+        oom = self._sandbox is not None and self._sandbox.out_of_memory
+        kind = "Runtime.OutOfMemory" if oom else "Runtime.ExitError"
         if not self._ready.done():
-            self._ready.set_result(_error_payload("Runtime.ExitError", f"Error: {message}"))
+            self._ready.set_result(_error_payload(kind, f"Error: {message}"))
         inv = self._api.take_current()
         if inv is not None and not inv.future.done():
             inv.future.set_result(
                 RuntimeOutcome(
                     ok=False,
-                    body=_error_payload(
-                        "Runtime.ExitError", f"RequestId: {inv.request_id} Error: {message}"
-                    ),
-                    error_type="Runtime.ExitError",
+                    body=_error_payload(kind, f"RequestId: {inv.request_id} Error: {message}"),
+                    error_type=kind,
                 )
             )
         self._die()
@@ -212,6 +224,8 @@ class Environment:
         self._move(EnvState.BUSY)
         config = self.ctx.config
         timeout = config.timeout
+        init_ms, self._unreported_init_ms = self._unreported_init_ms, None
+        log_start = self._log.start(request.request_id, config.version)
         started = time.perf_counter()
         future: asyncio.Future[RuntimeOutcome] = self._loop.create_future()
         self._api.submit(
@@ -234,15 +248,51 @@ class Environment:
             raise
         finally:
             timer.cancel()
-        duration = time.perf_counter() - started
+        duration_ms = (time.perf_counter() - started) * 1000
         if self.state is EnvState.BUSY:
             self._move(EnvState.IDLE)
             self.last_used = time.monotonic()
+        tail = None
+        if request.log_tail:
+            self._report(request.request_id, duration_ms, init_ms, outcome)
+            tail = self._log.tail(log_start)
+        else:
+            # After the caller's answer has gone out (this task writes it before yielding).
+            self._loop.call_soon(self._report, request.request_id, duration_ms, init_ms, outcome)
         return InvokeResult(
             payload=outcome.body,
             executed_version=config.version,
             function_error=None if outcome.ok else "Unhandled",
-            duration_ms=duration * 1000,
+            duration_ms=duration_ms,
+            init_duration_ms=init_ms,
+            log_tail=tail,
+        )
+
+    def _report(
+        self, request_id: str, duration_ms: float, init_ms: float | None, outcome: RuntimeOutcome
+    ) -> None:
+        """Append END and REPORT (and Lambda's timeout line) for one invocation."""
+        timed_out = outcome.error_type == "Sandbox.Timedout"
+        failed = not outcome.ok and outcome.error_type in _PLATFORM_ERRORS
+        note = None
+        if timed_out:
+            now = datetime.now(UTC)
+            stamp = now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+            note = (
+                f"{stamp} {request_id} Task timed out after {self.ctx.config.timeout:.2f} seconds"
+            )
+        self._log.finish(
+            Report(
+                request_id=request_id,
+                duration_ms=duration_ms,
+                memory_size_mb=self.ctx.config.memory_size,
+                max_memory_used_mb=self._sandbox.memory_peak_mb() if self._sandbox else 0,
+                init_duration_ms=init_ms,
+                bill_init=self.ctx.bill_init,
+                status="timeout" if timed_out else "error" if failed else None,
+                error_type=outcome.error_type if failed and not timed_out else None,
+            ),
+            note,
         )
 
     def _on_timeout(self, future: asyncio.Future[RuntimeOutcome], request_id: str) -> None:
@@ -286,5 +336,6 @@ class Environment:
         except SandboxError as e:
             log.error("environment %s: %s", self.id, e)
         finally:
+            self._log.close()
             if self._on_gone is not None:
                 self._on_gone(self)

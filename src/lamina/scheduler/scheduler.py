@@ -20,7 +20,7 @@ from pathlib import Path
 from lamina.errors import InvalidRuntimeError
 from lamina.models import FunctionConfig, InvokeRequest, InvokeResult
 from lamina.observability import Metrics
-from lamina.runtimes.catalog import RuntimeCatalog
+from lamina.runtimes.catalog import Family, RuntimeCatalog
 from lamina.sandbox import SandboxBackend
 from lamina.scheduler.environment import Environment, EnvironmentContext, EnvState, InitFailed
 from lamina.scheduler.lambda_env import lambda_environment
@@ -59,7 +59,6 @@ class Pool:
             if candidate.state is EnvState.IDLE:
                 env = candidate
                 break
-        init_ms = None
         if env is None:
             # The environment leaves _live through _gone, once it is torn down, whichever
             # path kills it (a failed init, a timeout, its runtime exiting, retirement).
@@ -75,21 +74,12 @@ class Pool:
                     executed_version=self.config.version,
                     function_error="Unhandled",
                 )
-            init_ms = env.init_duration_ms
         try:
             result = await env.invoke(request)
         finally:
             self._release(env)
         (self._ok if result.function_error is None else self._err).inc()
         self._duration.observe(result.duration_ms / 1000)
-        if init_ms is not None:
-            return InvokeResult(
-                payload=result.payload,
-                executed_version=result.executed_version,
-                function_error=result.function_error,
-                duration_ms=result.duration_ms,
-                init_duration_ms=init_ms,
-            )
         return result
 
     def _release(self, env: Environment) -> None:
@@ -206,6 +196,7 @@ class Scheduler:
             log_dir=self._settings.data_dir / "logs" / config.name,
             backend=self._backend,
             metrics=self._metrics,
+            bill_init=runtime.family is Family.PROVIDED,
         )
 
     def _retire(self, key: tuple[str, str]) -> None:

@@ -13,6 +13,7 @@ import contextlib
 import decimal
 import importlib
 import json
+import logging
 import os
 import socket
 import sys
@@ -280,6 +281,7 @@ def serve(
         except OSError:
             return  # the environment is being shut down
         request_id = headers.get("Lambda-Runtime-Aws-Request-Id", "")
+        _RequestIdFilter.request_id = request_id
         context = LambdaContext(
             request_id,
             int(headers.get("Lambda-Runtime-Deadline-Ms", "0")),
@@ -320,10 +322,44 @@ def _post_error(
         "requestId": request_id,
         "stackTrace": stack,
     }
-    # Lambda's Python runtime prints unhandled errors to the function's log as well.
-    print(f"[ERROR] {kind}: {message}", file=sys.stderr, flush=True)
+    _log_error(kind, message, stack)
     with contextlib.suppress(OSError):
         client.post_error(request_id, error)
+
+
+def _log_error(kind: str, message: str, stack: list[str]) -> None:
+    """Lambda's Python runtime logs an unhandled error with its traceback."""
+    text = f"[ERROR] {kind}: {message}"
+    if stack:
+        text += "\nTraceback (most recent call last):\n" + "".join(stack).rstrip("\n")
+    print(text, flush=True)
+
+
+class _RequestIdFilter(logging.Filter):
+    """Gives every record the id of the invocation running now (empty during init)."""
+
+    request_id = ""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.aws_request_id = _RequestIdFilter.request_id
+        return True
+
+
+def install_logging() -> None:
+    """Lambda's Python logging: a root handler writing `[LEVEL]\tUTC time\trequest id\tmessage`.
+
+    As on Lambda, the root logger's level is left as Python's default (WARNING), so
+    `logger.setLevel(logging.INFO)` is what makes INFO records appear.
+    """
+    handler = logging.StreamHandler(sys.stdout)
+    formatter = logging.Formatter(
+        "[%(levelname)s]\t%(asctime)s.%(msecs)03dZ\t%(aws_request_id)s\t%(message)s",
+        "%Y-%m-%dT%H:%M:%S",
+    )
+    formatter.converter = time.gmtime
+    handler.setFormatter(formatter)
+    handler.addFilter(_RequestIdFilter())
+    logging.getLogger().addHandler(handler)
 
 
 def main() -> None:
@@ -335,11 +371,12 @@ def main() -> None:
     if task_root not in sys.path:
         sys.path.insert(0, task_root)
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    install_logging()
     client = RuntimeClient(os.environ["AWS_LAMBDA_RUNTIME_API"])
     try:
         handler = load_handler(os.environ.get("_HANDLER", ""))
     except InitError as e:
-        print(f"[ERROR] {e.error_type}: {e.message}", file=sys.stderr, flush=True)
+        _log_error(e.error_type, e.message, e.stack)
         client.post_init_error(e.to_json())
         sys.exit(1)
     serve(client, handler)
