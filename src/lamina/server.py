@@ -57,7 +57,13 @@ def create_app(
 
     functions.subscribe(retire)
     functions.add_code_user(scheduler.code_in_use)
-    state = AppState(settings=settings, functions=functions, scheduler=scheduler, metrics=metrics)
+    state = AppState(
+        settings=settings,
+        functions=functions,
+        scheduler=scheduler,
+        metrics=metrics,
+        runtimes=runtimes,
+    )
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:

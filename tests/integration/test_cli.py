@@ -107,3 +107,13 @@ def test_unreachable_endpoint(tmp_path: Path) -> None:
     assert out.returncode == 2
     assert "lamina serve" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_runtimes_lists_what_the_host_has(server: Server) -> None:
+    out = lamina("runtimes", endpoint=server.endpoint)
+    assert out.returncode == 0, out.stderr
+    names = [line.split()[0] for line in out.stdout.splitlines()]
+    assert "python3.11" in names
+    assert "provided.al2023" in names
+    assert "nodejs20.x" in names  # the host's Node.js 20
+    assert "python3.8" not in names  # deprecated: never offered

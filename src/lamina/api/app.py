@@ -38,6 +38,23 @@ async def health(request: Request) -> Response:
     )
 
 
+async def runtimes(request: Request) -> Response:
+    """The runtimes this server can run (Lamina's own endpoint; `lamina runtimes`)."""
+    return json_response(
+        {
+            "Runtimes": [
+                {
+                    "Runtime": r.name,
+                    "Family": r.family.value,
+                    "Version": r.version,
+                    "Executable": r.executable,
+                }
+                for r in app_state(request).runtimes.all()
+            ]
+        }
+    )
+
+
 async def metrics(request: Request) -> Response:
     return Response(app_state(request).metrics.render(), media_type=CONTENT_TYPE)
 
@@ -49,6 +66,7 @@ def build_app(
     routes = [
         Route("/health", health, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        Route("/lamina/runtimes", runtimes, methods=["GET"]),
         Route(_FN, fn.list_functions, methods=["GET"]),
         Route(_FN + "/", fn.list_functions, methods=["GET"]),
         Route(_FN, fn.create_function, methods=["POST"]),

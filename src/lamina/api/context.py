@@ -8,6 +8,7 @@ from starlette.requests import Request
 
 from lamina.control import FunctionService
 from lamina.observability import Metrics
+from lamina.runtimes.catalog import RuntimeCatalog
 from lamina.scheduler import Scheduler
 from lamina.settings import Settings
 
@@ -18,6 +19,7 @@ class AppState:
     functions: FunctionService
     scheduler: Scheduler
     metrics: Metrics
+    runtimes: RuntimeCatalog
     ready: bool = False
 
 

@@ -325,3 +325,14 @@ def rm(name: str, endpoint: str) -> None:
     """Delete function NAME."""
     Api(endpoint).call("DELETE", f"{_FN}/{name}")
     click.echo(f"{click.style('deleted', fg='yellow')} {name}")
+
+
+@main.command()
+@endpoint_option
+def runtimes(endpoint: str) -> None:
+    """List the runtimes the server can run, and on what."""
+    listed = Api(endpoint).call("GET", "/lamina/runtimes").json()["Runtimes"]
+    for r in listed:
+        what = r["Executable"] or "the function's own bootstrap"
+        version = f" {r['Version']}" if r["Version"] else ""
+        click.echo(f"{r['Runtime']:<16} {r['Family']}{version} ({what})")
