@@ -172,7 +172,7 @@ def runtime_available(value: str, catalog: RuntimeCatalog) -> None:
         available = ", ".join(catalog.names()) or "none"
         raise InvalidParameterValueError(
             f"The runtime {value} is not available on this Lamina host. "
-            f"Available runtimes: {available}."
+            f"Available runtimes: {available} (see `lamina runtimes`)."
         )
 
 
