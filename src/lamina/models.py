@@ -26,6 +26,36 @@ class UpdateStatus(StrEnum):
 
 
 @dataclass(frozen=True)
+class FunctionLayer:
+    """One layer version a function uses, as it was when the function took it: the content
+    stays with the function even if the layer version is deleted later (as on Lambda)."""
+
+    arn: str  # the layer version ARN
+    code_sha256: str  # hex digest of the layer's zip
+    code_size: int
+
+
+@dataclass(frozen=True)
+class LayerVersion:
+    """One published version of a layer. Versions are immutable."""
+
+    name: str
+    version: int
+    code_sha256: str  # hex digest of the zip
+    code_size: int
+    created: datetime
+    description: str = ""
+    compatible_runtimes: tuple[str, ...] = ()
+    compatible_architectures: tuple[str, ...] = ()
+    license_info: str | None = None
+
+    @property
+    def code_sha256_b64(self) -> str:
+        """CodeSha256 as Lambda spells it: base64 of the raw SHA-256 digest."""
+        return base64.b64encode(bytes.fromhex(self.code_sha256)).decode()
+
+
+@dataclass(frozen=True)
 class FunctionConfig:
     """One version of a function: its code and configuration, as stored."""
 
@@ -51,6 +81,8 @@ class FunctionConfig:
     last_update_status: UpdateStatus = UpdateStatus.SUCCESSFUL
     last_update_status_reason: str | None = None
     last_update_status_reason_code: str | None = None
+    #: the function's layers in merge order (later layers overwrite earlier files in /opt)
+    layers: tuple[FunctionLayer, ...] = ()
 
     @property
     def code_sha256_b64(self) -> str:

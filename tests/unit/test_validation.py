@@ -316,7 +316,7 @@ def test_runtime_available_names_the_available_runtimes() -> None:
         v.runtime_available("python3.12", _catalog("python3.11", "python3.9"))
     assert exc.value.message == (
         "The runtime python3.12 is not available on this Lamina host. "
-        "Available runtimes: python3.9, python3.11."
+        "Available runtimes: python3.9, python3.11 (see `lamina runtimes`)."
     )
 
 
