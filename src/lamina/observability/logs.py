@@ -74,16 +74,15 @@ class EnvironmentLog:
             os.close(self._fd)
             self._fd = None
 
-    def write(self, text: str) -> int:
-        """Append `text`; returns the file's size before it (where it starts)."""
-        if self._fd is None:
-            return 0
-        start = os.fstat(self._fd).st_size
-        os.write(self._fd, text.encode())
-        return start
+    def write(self, text: str) -> None:
+        if self._fd is not None:
+            os.write(self._fd, text.encode())
 
-    def start(self, request_id: str, version: str) -> int:
-        return self.write(f"START RequestId: {request_id} Version: {version}\n")
+    def size(self) -> int:
+        return os.fstat(self._fd).st_size if self._fd is not None else 0
+
+    def start(self, request_id: str, version: str) -> None:
+        self.write(f"START RequestId: {request_id} Version: {version}\n")
 
     def finish(self, report: Report, note: str | None = None) -> None:
         lines = f"{note}\n" if note else ""

@@ -37,6 +37,7 @@ class ProcessSandbox:
         self._oom = False
         self._peak_bytes = 0
         self._destroyed = False
+        self._status_fd: int | None = None
 
     @property
     def id(self) -> str:
@@ -65,6 +66,8 @@ class ProcessSandbox:
             fut.add_done_callback(lambda f: self._exit.exited(f.result()))
             return
         loop.add_reader(pidfd, self._pidfd_ready, pidfd)
+        with contextlib.suppress(OSError):
+            self._status_fd = os.open(f"/proc/{self._proc.pid}/status", os.O_RDONLY)
 
     def _spawn(self, env: dict[str, str]) -> subprocess.Popen[bytes]:
         spec = self._spec
@@ -86,6 +89,7 @@ class ProcessSandbox:
         loop = asyncio.get_running_loop()
         loop.remove_reader(pidfd)
         os.close(pidfd)
+        self._close_status()
         assert self._proc is not None
         self._exit.exited(self._proc.wait())
 
@@ -103,15 +107,13 @@ class ProcessSandbox:
 
     def memory_peak_mb(self) -> int:
         peak = self._peak_bytes
-        if self._proc is not None and self._exit.status is None:
-            with (
-                contextlib.suppress(OSError, ValueError),
-                open(f"/proc/{self._proc.pid}/status", "rb") as f,
-            ):
-                for line in f:
-                    if line.startswith(b"VmHWM:"):
-                        peak = max(peak, int(line.split()[1]) * 1024)
-                        break
+        if self._status_fd is not None and self._exit.status is None:
+            # One pread of /proc/PID/status (kept open): VmHWM is the peak resident set.
+            with contextlib.suppress(OSError, ValueError):
+                status = os.pread(self._status_fd, 4096, 0)
+                at = status.find(b"VmHWM:")
+                if at >= 0:
+                    peak = max(peak, int(status[at + 6 : status.index(b"kB", at)]) * 1024)
         return -(-peak // _MB)
 
     def check_memory(self) -> None:
@@ -130,8 +132,14 @@ class ProcessSandbox:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
 
+    def _close_status(self) -> None:
+        if self._status_fd is not None:
+            os.close(self._status_fd)
+            self._status_fd = None
+
     async def destroy(self) -> None:
         self._destroyed = True
+        self._close_status()
         proc = self._proc
         if proc is not None and self._exit.status is None:
             with contextlib.suppress(ProcessLookupError, PermissionError):

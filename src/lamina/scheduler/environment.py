@@ -225,7 +225,8 @@ class Environment:
         config = self.ctx.config
         timeout = config.timeout
         init_ms, self._unreported_init_ms = self._unreported_init_ms, None
-        log_start = self._log.start(request.request_id, config.version)
+        log_start = self._log.size() if request.log_tail else 0
+        self._log.start(request.request_id, config.version)
         started = time.perf_counter()
         future: asyncio.Future[RuntimeOutcome] = self._loop.create_future()
         self._api.submit(
