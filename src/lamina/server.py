@@ -49,6 +49,7 @@ def create_app(
         runtimes,
         metrics,
         task_root=functions.task_root,
+        opt_dir=functions.layers.opt_dir,
         on_code_released=functions.release_code,
     )
 

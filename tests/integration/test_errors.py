@@ -317,14 +317,6 @@ def test_unsupported_features_are_refused_not_ignored(lam: Any, functions: Funct
     with pytest.raises(lam.exceptions.InvalidParameterValueException) as e:
         create(lam, name, make_zip({"app.py": HELLO}), Publish=True)
     assert "Publish" in str(e.value)
-    with pytest.raises(lam.exceptions.InvalidParameterValueException) as e:
-        create(
-            lam,
-            name,
-            make_zip({"app.py": HELLO}),
-            Layers=["arn:aws:lambda:us-east-1:000000000000:layer:x:1"],
-        )
-    assert "Layers" in str(e.value)
     existing = functions.create(HELLO)["FunctionName"]
     with pytest.raises(lam.exceptions.InvalidParameterValueException):
         lam.update_function_code(

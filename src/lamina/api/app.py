@@ -13,6 +13,7 @@ from starlette.routing import Route
 
 from lamina import __version__
 from lamina.api import functions as fn
+from lamina.api import layers
 from lamina.api.context import AppState, app_state
 from lamina.api.errors import http_error, lamina_error, unexpected_error
 from lamina.api.invoke import invoke
@@ -21,6 +22,7 @@ from lamina.errors import LaminaError
 from lamina.observability.metrics import CONTENT_TYPE
 
 _FN = "/2015-03-31/functions"
+_LAYERS = "/2018-10-31/layers"
 
 
 async def health(request: Request) -> Response:
@@ -77,6 +79,15 @@ def build_app(
         Route(_FN + "/{name}/configuration", fn.get_function_configuration, methods=["GET"]),
         Route(_FN + "/{name}/configuration", fn.update_function_configuration, methods=["PUT"]),
         Route(_FN + "/{name}/code", fn.update_function_code, methods=["PUT"]),
+        # ListLayers and GetLayerVersionByArn (?find=LayerVersion) share a path.
+        Route(_LAYERS, layers.list_layers, methods=["GET"]),
+        Route(_LAYERS + "/", layers.list_layers, methods=["GET"]),
+        Route(_LAYERS + "/{name}/versions", layers.list_layer_versions, methods=["GET"]),
+        Route(_LAYERS + "/{name}/versions", layers.publish_layer_version, methods=["POST"]),
+        Route(_LAYERS + "/{name}/versions/{version}", layers.get_layer_version, methods=["GET"]),
+        Route(
+            _LAYERS + "/{name}/versions/{version}", layers.delete_layer_version, methods=["DELETE"]
+        ),
         Route("/lamina/code/{sha256}.zip", fn.download_code, methods=["GET"]),
     ]
     app = Starlette(

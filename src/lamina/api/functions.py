@@ -6,7 +6,13 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
 from lamina.api.context import app_state
-from lamina.api.wire import function_configuration, function_input, json_body, json_response
+from lamina.api.wire import (
+    code_url,
+    function_configuration,
+    function_input,
+    json_body,
+    json_response,
+)
 from lamina.control import packages
 from lamina.errors import InvalidParameterValueError, ResourceNotFoundError, ValidationError
 
@@ -24,6 +30,7 @@ _CREATE_MEMBERS = {
     "Architectures",
     "PackageType",
     "Tags",
+    "Layers",
 }
 _UPDATE_CONFIG_MEMBERS = {
     "Runtime",
@@ -34,13 +41,10 @@ _UPDATE_CONFIG_MEMBERS = {
     "MemorySize",
     "Environment",
     "EphemeralStorage",
+    "Layers",
     "RevisionId",
 }
 _UPDATE_CODE_MEMBERS = {"ZipFile", "Architectures", "RevisionId"}
-
-
-def _code_url(request: Request, sha256: str) -> str:
-    return str(request.base_url).rstrip("/") + f"/lamina/code/{sha256}.zip"
 
 
 async def create_function(request: Request) -> Response:
@@ -71,7 +75,7 @@ async def get_function(request: Request) -> Response:
     fn = await state.functions.get(ref)
     out = {
         "Configuration": function_configuration(fn.latest, state.functions.arn(fn.latest.name)),
-        "Code": {"RepositoryType": "S3", "Location": _code_url(request, fn.latest.code_sha256)},
+        "Code": {"RepositoryType": "S3", "Location": code_url(request, fn.latest.code_sha256)},
     }
     if fn.tags:
         out["Tags"] = fn.tags
@@ -141,10 +145,13 @@ async def delete_function(request: Request) -> Response:
 
 
 async def download_code(request: Request) -> Response:
-    """Where GetFunction's Code.Location points: the package as uploaded."""
+    """Where GetFunction's Code.Location and a layer's Content.Location point: the package
+    as uploaded."""
     state = app_state(request)
     sha = request.path_params["sha256"]
-    path = state.functions.zip_path(sha) if len(sha) == 64 and sha.isalnum() else None
+    path = None
+    if len(sha) == 64 and sha.isalnum():
+        path = state.functions.zip_path(sha) or await state.functions.layers.zip_path(sha)
     if path is None:
         raise ResourceNotFoundError("No such code package.")
     return FileResponse(path, media_type="application/zip")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -10,7 +11,7 @@ from starlette.responses import Response
 
 from lamina.control import FunctionInput
 from lamina.errors import InvalidRequestContentError
-from lamina.models import FunctionConfig
+from lamina.models import FunctionConfig, LayerVersion
 
 # Request members of CreateFunction/UpdateFunctionConfiguration and their domain names.
 _CONFIG_MEMBERS = {
@@ -26,6 +27,7 @@ _CONFIG_MEMBERS = {
     "Architectures": "architectures",
     "PackageType": "package_type",
     "Tags": "tags",
+    "Layers": "layers",
     "RevisionId": "revision_id",
 }
 # Members Lamina accepts and ignores because their value changes nothing here (X-Ray
@@ -33,10 +35,20 @@ _CONFIG_MEMBERS = {
 _IGNORED = {"TracingConfig"}
 
 
-def last_modified(config: FunctionConfig) -> str:
-    """Lambda's LastModified: 2024-01-31T12:34:56.789+0000."""
-    t = config.last_modified
+def timestamp(t: datetime) -> str:
+    """Lambda's LastModified and CreatedDate (UTC): 2024-01-31T12:34:56.789+0000."""
+    t = t.astimezone(UTC)
     return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}+0000"
+
+
+def last_modified(config: FunctionConfig) -> str:
+    return timestamp(config.last_modified)
+
+
+def code_url(request: Request, sha256: str) -> str:
+    """Where Lamina serves a stored package (GetFunction's Code.Location, a layer's
+    Content.Location)."""
+    return str(request.base_url).rstrip("/") + f"/lamina/code/{sha256}.zip"
 
 
 def function_configuration(config: FunctionConfig, arn: str) -> dict[str, Any]:
@@ -65,6 +77,8 @@ def function_configuration(config: FunctionConfig, arn: str) -> dict[str, Any]:
     }
     if config.environment:
         out["Environment"] = {"Variables": dict(config.environment)}
+    if config.layers:
+        out["Layers"] = [{"Arn": lay.arn, "CodeSize": lay.code_size} for lay in config.layers]
     for key, value in (
         ("StateReason", config.state_reason),
         ("StateReasonCode", config.state_reason_code),
@@ -74,6 +88,38 @@ def function_configuration(config: FunctionConfig, arn: str) -> dict[str, Any]:
         if value is not None:
             out[key] = value
     return out
+
+
+def layer_version_item(lv: LayerVersion, version_arn: str) -> dict[str, Any]:
+    """A LayerVersionsListItem."""
+    out: dict[str, Any] = {
+        "LayerVersionArn": version_arn,
+        "Version": lv.version,
+        "Description": lv.description,
+        "CreatedDate": timestamp(lv.created),
+    }
+    if lv.compatible_runtimes:
+        out["CompatibleRuntimes"] = list(lv.compatible_runtimes)
+    if lv.compatible_architectures:
+        out["CompatibleArchitectures"] = list(lv.compatible_architectures)
+    if lv.license_info is not None:
+        out["LicenseInfo"] = lv.license_info
+    return out
+
+
+def layer_version(
+    lv: LayerVersion, layer_arn: str, version_arn: str, location: str
+) -> dict[str, Any]:
+    """GetLayerVersionResponse (PublishLayerVersionResponse has the same members)."""
+    return {
+        "Content": {
+            "Location": location,
+            "CodeSha256": lv.code_sha256_b64,
+            "CodeSize": lv.code_size,
+        },
+        "LayerArn": layer_arn,
+        **layer_version_item(lv, version_arn),
+    }
 
 
 async def json_body(request: Request) -> dict[str, Any]:

@@ -16,8 +16,9 @@ import logging
 import re
 import uuid
 import zipfile
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
@@ -28,6 +29,7 @@ from lamina import limits
 from lamina.arns import FunctionRef, function_arn, parse_function_ref
 from lamina.control import packages
 from lamina.control import validation as v
+from lamina.control.layers import LayerService, opt_key
 from lamina.errors import (
     InvalidParameterValueError,
     PreconditionFailedError,
@@ -35,10 +37,17 @@ from lamina.errors import (
     ResourceNotFoundError,
     ServiceError,
 )
-from lamina.models import LATEST, Function, FunctionConfig, FunctionState, UpdateStatus
+from lamina.models import (
+    LATEST,
+    Function,
+    FunctionConfig,
+    FunctionLayer,
+    FunctionState,
+    UpdateStatus,
+)
 from lamina.runtimes.catalog import RuntimeCatalog
 from lamina.settings import Settings
-from lamina.store import CodeStore, MetadataStore, UnsafePackageError
+from lamina.store import CodeStore, MetadataStore, StoredCode, UnsafePackageError
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +77,7 @@ class FunctionInput:
     architectures: Any = None
     package_type: Any = None
     tags: Any = None
+    layers: Any = None
     zip_file: bytes | None = None
     revision_id: Any = None
     unsupported: list[str] = field(default_factory=list)
@@ -97,6 +107,11 @@ class FunctionService:
         self._code_lock = asyncio.Lock()
         self._listeners: list[ChangeListener] = []
         self._code_users: list[Callable[[str], bool]] = []
+        #: the layer operations, which share this service's worker and code lock
+        self.layers = LayerService(settings, metadata, code, keeper=self)
+        # Merged /opt directory (by key) -> the code of every version that has run with it:
+        # the directory stays while an environment may still run one of them.
+        self._opt_users: dict[str, set[str]] = {}
 
     # -- wiring --------------------------------------------------------------------
 
@@ -105,10 +120,19 @@ class FunctionService:
         configs = await self._run(self._metadata.all_versions)
         self._latest = {c.name: c for c in configs if c.version == LATEST}
         # A crash between forgetting a function and deleting its code leaves orphans.
-        referenced = {c.code_sha256 for c in configs}
+        referenced = await self._run(self._metadata.referenced_code)
         for sha in await self._run(self._code.stored):
             if sha not in referenced:
                 await self._run(self._code.remove, sha)
+        for config in configs:
+            if config.layers:
+                self._track_opt(config)
+                try:
+                    await self._run(self.layers.merges.build, config.layers)
+                except (OSError, UnsafePackageError) as e:
+                    log.error("could not merge the layers of %s: %s", config.name, e)
+        async with self._code_lock:
+            await self._sweep_opt_locked()
 
     def subscribe(self, listener: ChangeListener) -> None:
         """Call `listener(name)` after a function's code or configuration changed or it was
@@ -125,6 +149,22 @@ class FunctionService:
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._worker, partial(fn, *args))
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run blocking store work on the control worker (which serialises writers)."""
+        return await self._run(fn, *args)
+
+    @asynccontextmanager
+    async def storing_code(self, data: bytes, operation: str) -> AsyncIterator[StoredCode]:
+        """Check and store a package, holding the code lock until the block has recorded a
+        reference to it; if the block raises, the package is released again."""
+        async with self._code_lock:
+            stored = await self._store_code(data, operation)
+            try:
+                yield stored
+            except BaseException:
+                await self._release_code_locked(stored.sha256)
+                raise
 
     # -- names ---------------------------------------------------------------------
 
@@ -220,6 +260,7 @@ class FunctionService:
         fields = _configuration(c, req, creating=True)
         archs = v.architectures(c, req.architectures)
         tags = _tags(c, req.tags)
+        layer_arns = v.layer_arns(c, req.layers)
         c.check()
         assert name is not None
         if "handler" not in fields:
@@ -249,12 +290,23 @@ class FunctionService:
         self._busy.add(name)
         try:
             async with self._code_lock:
+                # Layers first: a refused layer leaves no code behind.
+                layers = await self._take_layers(layer_arns or [], ())
                 stored = await self._store_code(req.zip_file, "CreateFunction")
-                config = replace(draft, code_sha256=stored.sha256, code_size=stored.size)
-                if not await self._run(self._metadata.create_function, config, tags or {}):
+                config = replace(
+                    draft, code_sha256=stored.sha256, code_size=stored.size, layers=layers
+                )
+                try:
+                    await self._merge_layers(layers)
+                    created = await self._run(self._metadata.create_function, config, tags or {})
+                except BaseException:
+                    await self._release_code_locked(stored.sha256)
+                    raise
+                if not created:
                     await self._release_code_locked(stored.sha256)
                     raise ResourceConflictError(f"Function already exist: {name}")
                 self._latest[name] = config
+                self._track_opt(config)
         finally:
             self._busy.discard(name)
         return replace(
@@ -294,6 +346,7 @@ class FunctionService:
                 except BaseException:
                     await self._release_code_locked(stored.sha256)
                     raise
+                self._track_opt(new)
         finally:
             self._busy.discard(ref.name)
         if current.code_sha256 != new.code_sha256:
@@ -306,22 +359,44 @@ class FunctionService:
         self._refuse_unsupported(req)
         c = v.Constraints()
         changes = _configuration(c, req, creating=False)
+        layer_arns = v.layer_arns(c, req.layers)
         c.check()
         if "runtime" in changes:
             v.runtime_available(changes["runtime"], self._runtimes)
         current = self._begin_update(ref.name, req.revision_id)
         try:
-            new = replace(
-                current,
-                **changes,
-                revision_id=str(uuid.uuid4()),
-                last_modified=_now(),
-                last_update_status=UpdateStatus.SUCCESSFUL,
-            )
-            await self._commit(current, new)
+            if layer_arns is None:
+                new = self._updated(current, changes)
+                await self._commit(current, new)
+            else:
+                # Under the code lock: the merged /opt must not be swept before the new
+                # configuration that uses it is committed.
+                async with self._code_lock:
+                    layers = await self._take_layers(layer_arns, current.layers)
+                    await self._merge_layers(layers)
+                    new = self._updated(current, {**changes, "layers": layers})
+                    await self._commit(current, new)
+                    self._track_opt(new)
         finally:
             self._busy.discard(ref.name)
+        dropped = {lay.code_sha256 for lay in current.layers} - {
+            lay.code_sha256 for lay in new.layers
+        }
+        for sha in dropped:
+            await self._release_code(sha)
+        if current.layers != new.layers and not dropped:
+            async with self._code_lock:
+                await self._sweep_opt_locked()
         return replace(new, last_update_status=UpdateStatus.IN_PROGRESS)
+
+    def _updated(self, current: FunctionConfig, changes: dict[str, Any]) -> FunctionConfig:
+        return replace(
+            current,
+            **changes,
+            revision_id=str(uuid.uuid4()),
+            last_modified=_now(),
+            last_update_status=UpdateStatus.SUCCESSFUL,
+        )
 
     async def delete(self, ref: FunctionRef) -> None:
         if ref.qualifier == LATEST:
@@ -342,6 +417,8 @@ class FunctionService:
             self._busy.discard(ref.name)
         await self._notify(ref.name)
         await self._release_code(current.code_sha256)
+        for sha in {lay.code_sha256 for lay in current.layers} - {current.code_sha256}:
+            await self._release_code(sha)
 
     # -- internals -----------------------------------------------------------------
 
@@ -408,6 +485,8 @@ class FunctionService:
             await self._release_code_locked(sha256)
 
     async def _release_code_locked(self, sha256: str) -> None:
+        # Environments that stopped may have been the last users of a merged /opt.
+        await self._sweep_opt_locked()
         if any(in_use(sha256) for in_use in self._code_users):
             return
         if await self._run(self._metadata.code_in_use, sha256):
@@ -415,7 +494,42 @@ class FunctionService:
         await self._run(self._code.remove, sha256)
 
     async def release_code(self, sha256: str) -> None:
+        """Delete this code if nothing uses it any more (and merged layers no one uses)."""
         await self._release_code(sha256)
+
+    # -- layers --------------------------------------------------------------------
+
+    async def _take_layers(
+        self, arns: Sequence[str], attached: tuple[FunctionLayer, ...]
+    ) -> tuple[FunctionLayer, ...]:
+        return await self._run(self.layers.resolve, arns, attached)
+
+    async def _merge_layers(self, layers: tuple[FunctionLayer, ...]) -> None:
+        """Build the function's /opt now, so that starting an environment does no file work.
+        Call with the code lock held (the layers' code must stay while they are merged)."""
+        try:
+            await self._run(self.layers.merges.build, layers)
+        except UnsafePackageError as e:
+            raise InvalidParameterValueError(f"The layers cannot be merged: {e}.") from None
+        except OSError as e:
+            log.exception("merging layers failed")
+            raise ServiceError(f"Lamina could not merge the layers: {e}") from None
+
+    def _track_opt(self, config: FunctionConfig) -> None:
+        key = opt_key(config.layers)
+        if key is not None:
+            self._opt_users.setdefault(key, set()).add(config.code_sha256)
+
+    async def _sweep_opt_locked(self) -> None:
+        """Remove merged /opt directories that no function uses and no environment may be
+        running with (environments are known by their code: a conservative test)."""
+        keep = {opt_key(c.layers) for c in self._latest.values()} - {None}
+        for key, shas in self._opt_users.items():
+            if any(in_use(sha) for sha in shas for in_use in self._code_users):
+                keep.add(key)
+        await self._run(self.layers.merges.sweep, {k for k in keep if k is not None})
+        for key in [k for k in self._opt_users if k not in keep]:
+            del self._opt_users[key]
 
 
 def _configuration(c: v.Constraints, req: FunctionInput, *, creating: bool) -> dict[str, Any]:

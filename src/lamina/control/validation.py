@@ -243,3 +243,164 @@ def package_type(value: Any) -> None:
     c = Constraints()
     c.fail(value, "packageType", "Member must satisfy enum value set: [Image, Zip]")
     c.check()
+
+
+# -- layers ------------------------------------------------------------------------
+# Patterns as botocore's `lambda` model spells them (LayerName, LayerVersionArn).
+_LAYER_NAME = re.compile(
+    r"(arn:(aws[a-zA-Z-]*)?:lambda:(eusc-)?[a-z]{2}((-gov)|(-iso([a-z]?)))?-[a-z]+-\d{1}:\d{12}:"
+    r"layer:[a-zA-Z0-9-_]+)|[a-zA-Z0-9-_]+"
+)
+_LAYER_VERSION_ARN = re.compile(
+    r"((arn:(aws[a-zA-Z-]*)?:lambda:(eusc-)?[a-z]{2}((-gov)|(-iso([a-z]?)))?-[a-z]+-\d{1}:\d{12}:"
+    r"layer:[a-zA-Z0-9-_]+:[0-9]+)|(arn:[a-zA-Z0-9-]+:lambda:::awslayer:[a-zA-Z0-9-_]+))"
+)
+LAYER_NAME_MAX_CHARS = 140
+LAYER_VERSION_ARN_MAX_CHARS = 2048
+LICENSE_INFO_MAX_CHARS = 512
+COMPATIBLE_RUNTIMES_MAX = 15
+COMPATIBLE_ARCHITECTURES_MAX = 2
+
+
+def _enum_text(values: frozenset[str] | tuple[str, ...]) -> str:
+    return "[" + ", ".join(sorted(values)) + "]"
+
+
+def layer_name(c: Constraints, value: Any) -> str | None:
+    """LayerName as the layer operations take it: a name or a layer ARN (no version)."""
+    if isinstance(value, str) and not value:
+        c.fail(value, "layerName", "Member must have length greater than or equal to 1")
+        return None
+    return c.string(
+        value, "layerName", max_len=LAYER_NAME_MAX_CHARS, pattern=_LAYER_NAME, required=True
+    )
+
+
+def layer_version_arn(c: Constraints, value: Any, where: str = "arn") -> str | None:
+    return c.string(
+        value,
+        where,
+        max_len=LAYER_VERSION_ARN_MAX_CHARS,
+        pattern=_LAYER_VERSION_ARN,
+        required=True,
+    )
+
+
+def layer_arns(c: Constraints, value: Any) -> list[str] | None:
+    """A function's `Layers`: a list of layer version ARNs (what they name is checked later).
+
+    More than `limits.LAYERS_MAX` is Lambda's InvalidParameterValueException, not a
+    constraint violation, so it is left to the caller too.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        c.fail(value, "layers", "Member must be a list")
+        return None
+    bad = [
+        arn
+        for arn in value
+        if not isinstance(arn, str)
+        or not 1 <= len(arn) <= LAYER_VERSION_ARN_MAX_CHARS
+        or not _LAYER_VERSION_ARN.fullmatch(arn)
+    ]
+    if bad:
+        c.fail(
+            "[" + ", ".join(map(str, value)) + "]",
+            "layers",
+            "Member must satisfy constraint: [Member must have length less than or equal to "
+            f"{LAYER_VERSION_ARN_MAX_CHARS}, Member must have length greater than or equal to 1, "
+            f"Member must satisfy regular expression pattern: {_LAYER_VERSION_ARN.pattern}, "
+            "Member must not be null]",
+        )
+        return None
+    return list(value)
+
+
+def license_info(c: Constraints, value: Any) -> str | None:
+    return c.string(value, "licenseInfo", max_len=LICENSE_INFO_MAX_CHARS)
+
+
+def compatible_runtimes(c: Constraints, value: Any) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        c.fail(value, "compatibleRuntimes", "Member must be a list")
+        return None
+    shown = "[" + ", ".join(map(str, value)) + "]"
+    if len(value) > COMPATIBLE_RUNTIMES_MAX:
+        c.fail(
+            shown,
+            "compatibleRuntimes",
+            f"Member must have length less than or equal to {COMPATIBLE_RUNTIMES_MAX}",
+        )
+        return None
+    if any(r not in LAMBDA_RUNTIMES for r in value):
+        c.fail(
+            shown,
+            "compatibleRuntimes",
+            "Member must satisfy constraint: [Member must satisfy enum value set: "
+            f"{_enum_text(LAMBDA_RUNTIMES)}]",
+        )
+        return None
+    return tuple(value)
+
+
+def compatible_architectures(c: Constraints, value: Any) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        c.fail(value, "compatibleArchitectures", "Member must be a list")
+        return None
+    shown = "[" + ", ".join(map(str, value)) + "]"
+    if len(value) > COMPATIBLE_ARCHITECTURES_MAX:
+        c.fail(
+            shown,
+            "compatibleArchitectures",
+            f"Member must have length less than or equal to {COMPATIBLE_ARCHITECTURES_MAX}",
+        )
+        return None
+    if any(a not in _ARCHITECTURES for a in value):
+        c.fail(
+            shown,
+            "compatibleArchitectures",
+            "Member must satisfy constraint: [Member must satisfy enum value set: [x86_64, arm64]]",
+        )
+        return None
+    return tuple(value)
+
+
+def compatible_runtime(c: Constraints, value: Any) -> str | None:
+    """The CompatibleRuntime filter of ListLayers/ListLayerVersions."""
+    if value is None:
+        return None
+    if value not in LAMBDA_RUNTIMES:
+        c.fail(
+            value,
+            "compatibleRuntime",
+            f"Member must satisfy enum value set: {_enum_text(LAMBDA_RUNTIMES)}",
+        )
+        return None
+    return str(value)
+
+
+def compatible_architecture(c: Constraints, value: Any) -> str | None:
+    """The CompatibleArchitecture filter of ListLayers/ListLayerVersions."""
+    if value is None:
+        return None
+    if value not in _ARCHITECTURES:
+        c.fail(
+            value, "compatibleArchitecture", "Member must satisfy enum value set: [x86_64, arm64]"
+        )
+        return None
+    return str(value)
+
+
+def long_value(c: Constraints, value: Any, where: str) -> int | None:
+    """A `long` that arrived as text (a path or query parameter)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"-?\d{1,19}", value):
+        return int(value)
+    c.fail(value, where, "Member must be a number")
+    return None

@@ -124,12 +124,15 @@ class Scheduler:
         metrics: Metrics,
         task_root: Callable[[str], Path],
         on_code_released: CodeReleased | None = None,
+        opt_dir: Callable[[FunctionConfig], Path] | None = None,
     ) -> None:
         self._settings = settings
         self._backend = backend
         self._runtimes = runtimes
         self._metrics = metrics
         self._task_root = task_root
+        # Where a function's layers are merged (its /opt); a pure lookup, built beforehand.
+        self._opt_dir = opt_dir
         self._on_code_released = on_code_released
         self._pools: dict[tuple[str, str], Pool] = {}
         self._draining: set[Pool] = set()
@@ -186,7 +189,10 @@ class Scheduler:
                 f"{', '.join(self._runtimes.names()) or 'none'})."
             )
         task_root = self._task_root(config.code_sha256)
-        opt_dir = self._settings.data_dir / "opt" / "empty"
+        if self._opt_dir is not None:
+            opt_dir = self._opt_dir(config)
+        else:
+            opt_dir = self._settings.data_dir / "opt" / "empty"
         return EnvironmentContext(
             config=config,
             argv=tuple(runtime.command(task_root)),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     ForeignKey,
+    ForeignKeyConstraint,
     Integer,
     MetaData,
     String,
@@ -32,7 +34,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection, Engine
 
-from lamina.models import Function, FunctionConfig, FunctionState, UpdateStatus
+from lamina.models import (
+    Function,
+    FunctionConfig,
+    FunctionLayer,
+    FunctionState,
+    LayerVersion,
+    UpdateStatus,
+)
 
 _meta = MetaData()
 
@@ -77,14 +86,63 @@ function_versions = Table(
     Column("last_update_status_reason_code", String(64)),
 )
 
+# The layers of each function version, in merge order. The layer's digest and size are copied
+# here: a function keeps its layers' content after the layer versions are deleted.
+function_layers = Table(
+    "function_layers",
+    _meta,
+    Column("function_name", String(64), primary_key=True),
+    Column("version", String(16), primary_key=True),
+    Column("position", Integer, primary_key=True),
+    Column("arn", Text, nullable=False),
+    Column("code_sha256", String(64), nullable=False, index=True),
+    Column("code_size", Integer, nullable=False),
+    ForeignKeyConstraint(
+        ["function_name", "version"],
+        ["function_versions.function_name", "function_versions.version"],
+        ondelete="CASCADE",
+    ),
+)
+
+# One row per layer name ever published: it outlives its versions so that version numbers are
+# never reused, even after every version was deleted.
+layers = Table(
+    "layers",
+    _meta,
+    Column("name", String(140), primary_key=True),
+    Column("next_version", Integer, nullable=False),
+)
+
+layer_versions = Table(
+    "layer_versions",
+    _meta,
+    Column(
+        "layer_name",
+        String(140),
+        ForeignKey("layers.name", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("version", Integer, primary_key=True),
+    Column("description", Text, nullable=False, default=""),
+    Column("compatible_runtimes", JSON, nullable=False),
+    Column("compatible_architectures", JSON, nullable=False),
+    Column("license_info", Text),
+    Column("code_sha256", String(64), nullable=False, index=True),
+    Column("code_size", Integer, nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False),
+)
+
 _CONFIG_COLUMNS = [c.name for c in function_versions.columns if c.name != "function_name"]
+_Layers = dict[tuple[str, str], tuple[FunctionLayer, ...]]
 
 
-def _to_config(row: Any) -> FunctionConfig:
+def _utc(t: datetime) -> datetime:
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t  # SQLite hands naive ones back
+
+
+def _to_config(row: Any, layer_refs: _Layers) -> FunctionConfig:
     m = row._mapping
-    modified: datetime = m["last_modified"]
-    if modified.tzinfo is None:  # SQLite hands naive datetimes back
-        modified = modified.replace(tzinfo=UTC)
+    modified = _utc(m["last_modified"])
     return FunctionConfig(
         name=m["function_name"],
         version=m["version"],
@@ -108,7 +166,55 @@ def _to_config(row: Any) -> FunctionConfig:
         last_update_status=UpdateStatus(m["last_update_status"]),
         last_update_status_reason=m["last_update_status_reason"],
         last_update_status_reason_code=m["last_update_status_reason_code"],
+        layers=layer_refs.get((m["function_name"], m["version"]), ()),
     )
+
+
+def _to_layer_version(row: Any) -> LayerVersion:
+    m = row._mapping
+    return LayerVersion(
+        name=m["layer_name"],
+        version=m["version"],
+        code_sha256=m["code_sha256"],
+        code_size=m["code_size"],
+        created=_utc(m["created"]),
+        description=m["description"],
+        compatible_runtimes=tuple(m["compatible_runtimes"]),
+        compatible_architectures=tuple(m["compatible_architectures"]),
+        license_info=m["license_info"],
+    )
+
+
+def _layer_rows(config: FunctionConfig) -> list[dict[str, Any]]:
+    return [
+        {
+            "function_name": config.name,
+            "version": config.version,
+            "position": i,
+            "arn": layer.arn,
+            "code_sha256": layer.code_sha256,
+            "code_size": layer.code_size,
+        }
+        for i, layer in enumerate(config.layers)
+    ]
+
+
+def _load_layers(conn: Connection, names: list[str] | None = None) -> _Layers:
+    """The layers of every function version (of the functions `names`, if given)."""
+    query = select(function_layers).order_by(
+        function_layers.c.function_name, function_layers.c.version, function_layers.c.position
+    )
+    if names is not None:
+        if not names:
+            return {}
+        query = query.where(function_layers.c.function_name.in_(names))
+    found: dict[tuple[str, str], list[FunctionLayer]] = {}
+    for row in conn.execute(query):
+        m = row._mapping
+        found.setdefault((m["function_name"], m["version"]), []).append(
+            FunctionLayer(arn=m["arn"], code_sha256=m["code_sha256"], code_size=m["code_size"])
+        )
+    return {key: tuple(refs) for key, refs in found.items()}
 
 
 def _config_values(config: FunctionConfig) -> dict[str, Any]:
@@ -121,7 +227,7 @@ def _config_values(config: FunctionConfig) -> dict[str, Any]:
 
 
 class MetadataStore:
-    """Functions and their versions, in a SQL database."""
+    """Functions, their versions and layers, in a SQL database."""
 
     def __init__(self, url: str) -> None:
         self._engine: Engine = create_engine(url)
@@ -152,6 +258,8 @@ class MetadataStore:
                 insert(functions).values(name=config.name, tags=tags, created_at=datetime.now(UTC))
             )
             conn.execute(insert(function_versions).values(**_config_values(config)))
+            if config.layers:
+                conn.execute(insert(function_layers), _layer_rows(config))
             return True
 
     def get_function(self, name: str) -> Function | None:
@@ -165,7 +273,7 @@ class MetadataStore:
                     function_versions.c.version == "$LATEST",
                 )
             ).one()
-            return Function(latest=_to_config(row), tags=dict(tags[0]))
+            return Function(latest=_to_config(row, _load_layers(conn, [name])), tags=dict(tags[0]))
 
     def get_version(self, name: str, version: str) -> FunctionConfig | None:
         with self._tx() as conn:
@@ -175,7 +283,7 @@ class MetadataStore:
                     function_versions.c.version == version,
                 )
             ).first()
-            return _to_config(row) if row else None
+            return _to_config(row, _load_layers(conn, [name])) if row else None
 
     def list_latest(self, after: str | None, limit: int) -> list[FunctionConfig]:
         """`$LATEST` of each function, by name, starting after `after`."""
@@ -184,11 +292,14 @@ class MetadataStore:
             query = query.where(function_versions.c.function_name > after)
         query = query.order_by(function_versions.c.function_name).limit(limit)
         with self._tx() as conn:
-            return [_to_config(r) for r in conn.execute(query)]
+            rows = list(conn.execute(query))
+            refs = _load_layers(conn, [r._mapping["function_name"] for r in rows])
+            return [_to_config(r, refs) for r in rows]
 
     def all_versions(self) -> list[FunctionConfig]:
         with self._tx() as conn:
-            return [_to_config(r) for r in conn.execute(select(function_versions))]
+            refs = _load_layers(conn)
+            return [_to_config(r, refs) for r in conn.execute(select(function_versions))]
 
     def replace_version(self, config: FunctionConfig, *, expect_revision: str) -> bool:
         """Overwrite a version if its revision is still `expect_revision` (optimistic lock)."""
@@ -203,17 +314,131 @@ class MetadataStore:
                 )
                 .values(**values)
             )
-            return result.rowcount == 1
+            if result.rowcount != 1:
+                return False
+            conn.execute(
+                delete(function_layers).where(
+                    function_layers.c.function_name == config.name,
+                    function_layers.c.version == config.version,
+                )
+            )
+            if config.layers:
+                conn.execute(insert(function_layers), _layer_rows(config))
+            return True
 
     def delete_function(self, name: str) -> bool:
         with self._tx() as conn:
+            conn.execute(delete(function_layers).where(function_layers.c.function_name == name))
             conn.execute(delete(function_versions).where(function_versions.c.function_name == name))
             return conn.execute(delete(functions).where(functions.c.name == name)).rowcount == 1
 
     def code_in_use(self, sha256: str) -> bool:
+        """Whether a function version, a function's layer or a layer version uses this code."""
+        with self._tx() as conn:
+            for column in (
+                function_versions.c.code_sha256,
+                function_layers.c.code_sha256,
+                layer_versions.c.code_sha256,
+            ):
+                if conn.execute(select(func.count()).where(column == sha256)).scalar_one():
+                    return True
+            return False
+
+    def referenced_code(self) -> set[str]:
+        """The digest of every package something references."""
+        with self._tx() as conn:
+            found: set[str] = set()
+            for column in (
+                function_versions.c.code_sha256,
+                function_layers.c.code_sha256,
+                layer_versions.c.code_sha256,
+            ):
+                found.update(conn.execute(select(column).distinct()).scalars())
+            return found
+
+    # -- layers --------------------------------------------------------------------
+
+    def publish_layer_version(self, draft: LayerVersion) -> LayerVersion:
+        """Store a new version of a layer (created on first use) under the next number."""
+        with self._tx() as conn:
+            current = conn.execute(
+                select(layers.c.next_version).where(layers.c.name == draft.name).with_for_update()
+            ).scalar_one_or_none()
+            if current is None:
+                number = 1
+                conn.execute(insert(layers).values(name=draft.name, next_version=2))
+            else:
+                number = current
+                conn.execute(
+                    update(layers)
+                    .where(layers.c.name == draft.name)
+                    .values(next_version=number + 1)
+                )
+            conn.execute(
+                insert(layer_versions).values(
+                    layer_name=draft.name,
+                    version=number,
+                    description=draft.description,
+                    compatible_runtimes=list(draft.compatible_runtimes),
+                    compatible_architectures=list(draft.compatible_architectures),
+                    license_info=draft.license_info,
+                    code_sha256=draft.code_sha256,
+                    code_size=draft.code_size,
+                    created=draft.created,
+                )
+            )
+        return replace(draft, version=number)
+
+    def get_layer_version(self, name: str, version: int) -> LayerVersion | None:
+        with self._tx() as conn:
+            row = conn.execute(
+                select(layer_versions).where(
+                    layer_versions.c.layer_name == name, layer_versions.c.version == version
+                )
+            ).first()
+            return _to_layer_version(row) if row else None
+
+    def layer_versions(self, name: str) -> list[LayerVersion]:
+        """Every version of one layer, newest first."""
+        with self._tx() as conn:
+            rows = conn.execute(
+                select(layer_versions)
+                .where(layer_versions.c.layer_name == name)
+                .order_by(layer_versions.c.version.desc())
+            )
+            return [_to_layer_version(r) for r in rows]
+
+    def all_layer_versions(self, after: str | None = None) -> list[LayerVersion]:
+        """Every version of every layer named after `after`, by name, newest version first."""
+        query = select(layer_versions)
+        if after is not None:
+            query = query.where(layer_versions.c.layer_name > after)
+        query = query.order_by(layer_versions.c.layer_name, layer_versions.c.version.desc())
+        with self._tx() as conn:
+            return [_to_layer_version(r) for r in conn.execute(query)]
+
+    def delete_layer_version(self, name: str, version: int) -> LayerVersion | None:
+        """Forget one layer version; returns what was deleted (None if it did not exist)."""
+        with self._tx() as conn:
+            row = conn.execute(
+                select(layer_versions).where(
+                    layer_versions.c.layer_name == name, layer_versions.c.version == version
+                )
+            ).first()
+            if row is None:
+                return None
+            conn.execute(
+                delete(layer_versions).where(
+                    layer_versions.c.layer_name == name, layer_versions.c.version == version
+                )
+            )
+            return _to_layer_version(row)
+
+    def layer_code_exists(self, sha256: str) -> bool:
+        """Whether a layer version (not yet deleted) has this code."""
         with self._tx() as conn:
             count = conn.execute(
-                select(func.count()).where(function_versions.c.code_sha256 == sha256)
+                select(func.count()).where(layer_versions.c.code_sha256 == sha256)
             ).scalar_one()
             return bool(count)
 
