@@ -1,0 +1,152 @@
+// Handler loading for Lamina's Node.js runtime, with AWS's resolution rules and error types,
+// and the `awslambda` global (response streaming) AWS's runtime gives functions.
+
+import { createRequire } from 'node:module';
+import fs from 'node:fs';
+import path from 'node:path';
+import { Writable } from 'node:stream';
+import { pathToFileURL } from 'node:url';
+import {
+  HandlerNotFound,
+  ImportModuleError,
+  MalformedHandlerName,
+  UserCodeSyntaxError,
+} from './errors.mjs';
+
+export const HANDLER_STREAMING = Symbol.for('aws.lambda.runtime.handler.streaming');
+export const HANDLER_HIGHWATERMARK = Symbol.for(
+  'aws.lambda.runtime.handler.streaming.highWaterMark',
+);
+export const STREAM_RESPONSE = 'response';
+
+// Resolved as if required by the runtime's entry point, which is what a missing module's
+// "Require stack" names (on Lambda, /var/runtime/index.mjs).
+const requireFromRuntime = createRequire(new URL('bootstrap.mjs', import.meta.url));
+
+function requireIfExists(file) {
+  return fs.existsSync(file) ? requireFromRuntime(file) : undefined;
+}
+
+async function importIfExists(file) {
+  return fs.existsSync(file) ? await import(pathToFileURL(file).href) : undefined;
+}
+
+/** Whether the nearest package.json, looking up from `folder` to the task root, is ESM. */
+function isModuleScope(folder, taskRoot) {
+  for (;;) {
+    if (folder.endsWith('/node_modules')) return false;
+    const pj = path.join(folder, 'package.json');
+    if (fs.existsSync(pj)) {
+      try {
+        return JSON.parse(fs.readFileSync(pj, 'utf8'))?.type === 'module';
+      } catch (e) {
+        console.warn(
+          `${pj} cannot be read, it will be ignored for ES module detection purposes.`,
+          e,
+        );
+        return false;
+      }
+    }
+    // The task root is as far as it goes: what lies above it is Lamina's, not the function's.
+    const parent = path.dirname(folder);
+    if (folder === taskRoot || parent === folder) return false;
+    folder = parent;
+  }
+}
+
+async function loadModule(taskRoot, moduleRoot, moduleName) {
+  const base = path.resolve(taskRoot, moduleRoot, moduleName);
+  try {
+    const extensionless = requireIfExists(base);
+    if (extensionless) return extensionless;
+    const esm = isModuleScope(path.dirname(base), taskRoot);
+    if (!esm) {
+      const cjs = requireIfExists(base + '.js');
+      if (cjs) return cjs;
+    }
+    const loaded =
+      (esm && (await importIfExists(base + '.js'))) ||
+      (await importIfExists(base + '.mjs')) ||
+      requireIfExists(base + '.cjs');
+    if (loaded) return loaded;
+    // Last, a package name resolved as Node does (node_modules, then NODE_PATH).
+    const resolved = requireFromRuntime.resolve(moduleName, { paths: [taskRoot, moduleRoot] });
+    return requireFromRuntime(resolved);
+  } catch (e) {
+    if (e instanceof SyntaxError) throw new UserCodeSyntaxError(e);
+    if (e?.code === 'MODULE_NOT_FOUND') throw new ImportModuleError(e);
+    throw e;
+  }
+}
+
+export async function loadHandler(taskRoot, fullHandler) {
+  if (fullHandler.includes('..')) {
+    throw new MalformedHandlerName(
+      `'${fullHandler}' is not a valid handler name. Use absolute paths when specifying root ` +
+        'directories in handler names.',
+    );
+  }
+  const moduleAndHandler = path.basename(fullHandler);
+  const moduleRoot = fullHandler.substring(0, fullHandler.indexOf(moduleAndHandler));
+  const match = /^([^.]*)\.(.*)$/.exec(moduleAndHandler);
+  if (match === null) throw new MalformedHandlerName('Bad handler');
+  const app = await loadModule(taskRoot, moduleRoot, match[1]);
+  const handler = match[2].split('.').reduce((obj, key) => obj && obj[key], app);
+  if (!handler) throw new HandlerNotFound(`${fullHandler} is undefined or not exported`);
+  if (typeof handler !== 'function') throw new HandlerNotFound(`${fullHandler} is not a function`);
+  return handler;
+}
+
+// Response streaming (awslambda.streamifyResponse) is buffered: Lamina's Invoke returns the
+// whole response, as Lambda's Invoke does for a streaming function.
+
+/** The `responseStream` a streaming handler writes to; `body()` is everything written. */
+export function makeResponseStream(highWaterMark) {
+  const chunks = [];
+  const stream = new Writable({
+    highWaterMark,
+    write(chunk, _encoding, done) {
+      if (stream._onBeforeFirstWrite) {
+        const before = stream._onBeforeFirstWrite;
+        stream._onBeforeFirstWrite = undefined;
+        before((data) => chunks.push(Buffer.from(data)));
+      }
+      chunks.push(chunk);
+      done();
+    },
+  });
+  stream.contentType = 'application/octet-stream';
+  stream.setContentType = (type) => {
+    stream.contentType = type;
+  };
+  stream.body = () => Buffer.concat(chunks);
+  return stream;
+}
+
+class HttpResponseStream {
+  static from(underlyingStream, prelude) {
+    underlyingStream.setContentType('application/vnd.awslambda.http-integration-response');
+    const metadata = JSON.stringify(prelude);
+    underlyingStream._onBeforeFirstWrite = (write) => {
+      write(metadata);
+      write(new Uint8Array(8));
+    };
+    return underlyingStream;
+  }
+}
+
+export function installAwsLambdaGlobal() {
+  const off = process.env.AWS_LAMBDA_NODEJS_NO_GLOBAL_AWSLAMBDA;
+  if (off === '1' || off === 'true') return;
+  globalThis.awslambda = {
+    streamifyResponse(handler, options) {
+      handler[HANDLER_STREAMING] = STREAM_RESPONSE;
+      if (typeof options?.highWaterMark === 'number') {
+        handler[HANDLER_HIGHWATERMARK] = parseInt(options.highWaterMark);
+      }
+      return handler;
+    },
+    HttpResponseStream,
+  };
+}
+
