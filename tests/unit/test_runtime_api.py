@@ -644,12 +644,12 @@ def test_submit_while_an_invocation_is_pending_or_in_flight_raises() -> None:
 def test_take_current_returns_in_flight_invocation_and_forgets_it() -> None:
     async def test() -> None:
         async with serve() as (server, _), connect(server) as client:
-            assert server.take_current() is None
+            assert server.take_current() == (None, False)
             inv = make_invocation()
             server.submit(inv)
             await client.request("GET", NEXT)
-            assert server.take_current() is inv
-            assert server.take_current() is None
+            assert server.take_current() == (inv, True)
+            assert server.take_current() == (None, False)
             # A late answer is refused and does not settle the future.
             assert (await client.request("POST", response_path("req-1"), b"late"))[0] == 400
             assert not inv.future.done()
@@ -666,7 +666,7 @@ def test_take_current_returns_pending_invocation_so_it_is_never_delivered() -> N
         async with serve() as (server, calls), connect(server) as client:
             inv = make_invocation()
             server.submit(inv)
-            assert server.take_current() is inv
+            assert server.take_current() == (inv, False), "submitted, never picked up"
             await client.send("GET", NEXT)
             await eventually(lambda: calls.ready == 1)
             parked = asyncio.create_task(client.receive())
@@ -694,7 +694,23 @@ def test_close_drops_connections_and_stops_listening() -> None:
             # A submit after close does not go to the dead poller.
             inv = make_invocation()
             server.submit(inv)
-            assert server.take_current() is inv
+            assert server.take_current() == (inv, False)
             server.close()  # twice is fine
+
+    run(test)
+
+
+def test_request_pipelined_behind_a_parked_poll_is_answered_after_it() -> None:
+    async def test() -> None:
+        async with serve() as (server, calls), connect(server) as client:
+            await client.send("GET", NEXT)
+            await client.send("GET", "/2018-06-01/runtime/nothing-here")
+            await eventually(lambda: calls.ready == 1)
+            await asyncio.sleep(0.02)
+            inv = make_invocation()
+            server.submit(inv)
+            assert_is_invocation(*await client.receive(), inv)
+            status, _, _ = await client.receive()
+            assert status == 404
 
     run(test)

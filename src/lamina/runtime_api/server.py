@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
@@ -121,14 +122,17 @@ class RuntimeApiServer:
         if poller is not None and poller.alive:
             self._current = invocation
             poller.write(invocation.next_response())
+            poller.poll_answered()
         else:
             self._pending = invocation
 
-    def take_current(self) -> Invocation | None:
-        """Forget the invocation in flight (it timed out or its runtime died)."""
+    def take_current(self) -> tuple[Invocation | None, bool]:
+        """Forget the invocation in flight (it timed out or its runtime died), and say whether
+        the runtime had picked it up."""
+        delivered = self._current is not None
         inv = self._current or self._pending
         self._current = self._pending = None
-        return inv
+        return inv, delivered
 
     def close(self) -> None:
         if self._server is not None:
@@ -194,6 +198,16 @@ class RuntimeApiServer:
             self._poller = None
 
 
+@dataclass(frozen=True)
+class _Request:
+    method: bytes
+    path: bytes
+    body: bytes
+    size: int
+    error_type: str | None
+    keep_alive: bool
+
+
 class _Connection(asyncio.Protocol):
     """One HTTP/1.1 connection from the runtime (keep-alive, one request at a time)."""
 
@@ -206,6 +220,7 @@ class _Connection(asyncio.Protocol):
         self._size = 0
         self._error_type: str | None = None
         self._close_after_write = False
+        self._queued: deque[_Request] = deque()
         self.alive = False
 
     # asyncio.Protocol
@@ -247,23 +262,41 @@ class _Connection(asyncio.Protocol):
             self._body.append(body)
 
     def on_message_complete(self) -> None:
-        method = self._parser.get_method()
-        path = self._url.split(b"?", 1)[0]
-        body = b"".join(self._body)
+        request = _Request(
+            method=self._parser.get_method(),
+            path=self._url.split(b"?", 1)[0],
+            body=b"".join(self._body),
+            size=self._size,
+            error_type=self._error_type,
+            keep_alive=self._parser.should_keep_alive(),
+        )
+        if self._api._poller is self or self._queued:
+            # HTTP/1.1 answers in order: a request pipelined behind a parked poll waits.
+            self._queued.append(request)
+        else:
+            self._handle(request)
+
+    def _handle(self, request: _Request) -> None:
         api = self._api
+        method, path = request.method, request.path
         if path == _NEXT and method == b"GET":
             api._next(self)
         elif method == b"POST" and (m := _RESULT.fullmatch(path)):
-            api._result(self, m[1], m[2], body, self._size, self._error_type)
+            api._result(self, m[1], m[2], request.body, request.size, request.error_type)
         elif path == _INIT_ERROR and method == b"POST":
-            api._init_error(self, body, self._error_type)
+            api._init_error(self, request.body, request.error_type)
         else:
             self.write(_error("404 Not Found", "NotFound", "Unknown Runtime API path"))
-        if not self._parser.should_keep_alive():
+        if not request.keep_alive:
             if api._poller is self:
                 self._close_after_write = True  # answer the parked poll first
             else:
                 self.close()
+
+    def poll_answered(self) -> None:
+        """The parked poll got its invocation: handle what was pipelined behind it."""
+        while self._queued and self._api._poller is not self:
+            self._handle(self._queued.popleft())
 
     def write(self, data: bytes) -> None:
         if self._transport is not None and not self._transport.is_closing():

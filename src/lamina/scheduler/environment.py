@@ -34,6 +34,13 @@ _PLATFORM_ERRORS = frozenset(
 )
 
 
+_NOT_DELIVERED = "Lamina.NotDelivered"
+
+
+class NotDelivered(Exception):
+    """The environment died before its runtime picked the invocation up: run it elsewhere."""
+
+
 class EnvState(Enum):
     STARTING = "starting"
     IDLE = "idle"
@@ -206,13 +213,16 @@ class Environment:
         kind = "Runtime.OutOfMemory" if oom else "Runtime.ExitError"
         if not self._ready.done():
             self._ready.set_result(_error_payload(kind, f"Error: {message}"))
-        inv = self._api.take_current()
+        inv, delivered = self._api.take_current()
         if inv is not None and not inv.future.done():
+            # An invocation the runtime never picked up was handed to an environment already
+            # on its way out (a runtime may exit just after answering, as Node's does after
+            # an uncaught error): the pool runs it elsewhere.
             inv.future.set_result(
                 RuntimeOutcome(
                     ok=False,
                     body=_error_payload(kind, f"RequestId: {inv.request_id} Error: {message}"),
-                    error_type=kind,
+                    error_type=kind if delivered else _NOT_DELIVERED,
                 )
             )
         self._die()
@@ -249,6 +259,8 @@ class Environment:
             raise
         finally:
             timer.cancel()
+        if outcome.error_type == _NOT_DELIVERED:
+            raise NotDelivered()
         duration_ms = (time.perf_counter() - started) * 1000
         if self.state is EnvState.BUSY:
             self._move(EnvState.IDLE)
@@ -299,7 +311,7 @@ class Environment:
     def _on_timeout(self, future: asyncio.Future[RuntimeOutcome], request_id: str) -> None:
         if future.done():
             return
-        self._api.take_current()
+        self._api.take_current()  # whether picked up or not, its time is over
         future.set_result(
             RuntimeOutcome(
                 ok=False,

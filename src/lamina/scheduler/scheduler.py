@@ -22,13 +22,27 @@ from lamina.models import FunctionConfig, InvokeRequest, InvokeResult
 from lamina.observability import Metrics
 from lamina.runtimes.catalog import Family, RuntimeCatalog
 from lamina.sandbox import SandboxBackend
-from lamina.scheduler.environment import Environment, EnvironmentContext, EnvState, InitFailed
+from lamina.scheduler.environment import (
+    Environment,
+    EnvironmentContext,
+    EnvState,
+    InitFailed,
+    NotDelivered,
+)
 from lamina.scheduler.lambda_env import lambda_environment
 from lamina.settings import Settings
 
 log = logging.getLogger(__name__)
 
 CodeReleased = Callable[[str], Awaitable[None]]
+
+# An invocation handed to an environment that died before taking it is run again elsewhere,
+# this many times in all; past that the runtime keeps dying at start and the caller is told.
+_DELIVERY_ATTEMPTS = 3
+_NEVER_STARTED = (
+    b'{"errorType":"Runtime.ExitError","errorMessage":"Error: the runtime exited before '
+    b'taking the invocation, repeatedly"}'
+)
 
 
 class Pool:
@@ -53,6 +67,22 @@ class Pool:
         return len(self._live)
 
     async def invoke(self, request: InvokeRequest) -> InvokeResult:
+        for _ in range(_DELIVERY_ATTEMPTS - 1):
+            try:
+                return await self._invoke_once(request)
+            except NotDelivered:
+                continue
+        try:
+            return await self._invoke_once(request)
+        except NotDelivered:
+            self._err.inc()
+            return InvokeResult(
+                payload=_NEVER_STARTED,
+                executed_version=self.config.version,
+                function_error="Unhandled",
+            )
+
+    async def _invoke_once(self, request: InvokeRequest) -> InvokeResult:
         env = None
         while self._idle:
             candidate = self._idle.pop()
