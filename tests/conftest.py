@@ -181,6 +181,25 @@ class Functions:
             )
         return resp
 
+    def create_zip(
+        self, zipped: bytes, handler: str, runtime: str, **kwargs: Any
+    ) -> dict[str, Any]:
+        """Create a function from a ready zip (kept modes: a custom runtime's bootstrap)."""
+        name = f"t-{uuid.uuid4().hex[:12]}"
+        resp: dict[str, Any] = self.client.create_function(
+            FunctionName=name,
+            Runtime=runtime,
+            Role=ROLE,
+            Handler=handler,
+            Code={"ZipFile": zipped},
+            **kwargs,
+        )
+        self.names.append(name)
+        self.client.get_waiter("function_active_v2").wait(
+            FunctionName=name, WaiterConfig={"Delay": 0.1, "MaxAttempts": 100}
+        )
+        return resp
+
     def cleanup(self) -> None:
         for name in self.names:
             with contextlib.suppress(self.client.exceptions.ResourceNotFoundException):

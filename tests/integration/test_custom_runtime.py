@@ -94,10 +94,8 @@ def test_aws_tutorial_shell_bootstrap(functions: Functions, lam: Any, runtime: s
         assert body == f"Echoing request: '{json.dumps(payload, separators=(', ', ': '))}'"
 
 
-@pytest.fixture(scope="module")
-def awslambdaric_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def install_awslambdaric(target: Path) -> Path:
     """AWS's own Python runtime interface client, installed into a function package."""
-    target = tmp_path_factory.mktemp("ric")
     subprocess.run(
         [
             sys.executable,
@@ -113,6 +111,12 @@ def awslambdaric_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
         check=True,
         timeout=600,
     )
+    return target
+
+
+@pytest.fixture(scope="module")
+def awslambdaric_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    target = install_awslambdaric(tmp_path_factory.mktemp("ric"))
     (target / "app.py").write_text(
         "import os\n"
         "def handler(event, context):\n"
