@@ -394,6 +394,23 @@ def test_a_function_importing_from_a_layer_works(
     assert got["Configuration"]["Layers"] == created["Layers"]
 
 
+@pytest.mark.parametrize("folder", ["nodejs/node_modules", "nodejs/node20/node_modules"])
+def test_a_node_function_requiring_from_a_layer_works(
+    layers: Layers, functions: Functions, lam: Any, folder: str
+) -> None:
+    layer = layers.publish({f"{folder}/greet/index.js": "exports.who = () => 'node layer';\n"})
+    code = "const greet = require('greet');\nexports.handler = async () => greet.who();\n"
+    name = functions.create(
+        {"index.js": code},
+        handler="index.handler",
+        runtime="nodejs20.x",
+        Layers=[layer["LayerVersionArn"]],
+    )["FunctionName"]
+    result, error = invoke(lam, name)
+    assert error is None, result
+    assert result == "node layer"
+
+
 def test_site_packages_of_the_runtime_version(
     layers: Layers, functions: Functions, lam: Any
 ) -> None:
