@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
+import time
 from typing import Any
 
 from tests.conftest import Functions
@@ -105,3 +106,30 @@ def test_bad_log_type(functions: Functions, lam_unchecked: Any) -> None:
         assert e.response["Error"]["Code"] == "ValidationException"
     else:
         raise AssertionError("LogType=Everything was accepted")
+
+
+def test_log_file_keeps_every_line_in_order(functions: Functions, lam: Any, server: Any) -> None:
+    code = (
+        "def handler(e, c):\n"
+        "    for i in range(20000):\n"
+        "        print('row', i)\n"
+        "    return 'done'\n"
+    )
+    name = functions.create(code)["FunctionName"]
+    resp = lam.invoke(FunctionName=name)
+    rid = resp["ResponseMetadata"]["RequestId"]
+    assert resp["Payload"].read() == b'"done"'
+    log_dir = server.data_dir / "logs" / name
+    deadline = time.monotonic() + 10
+    text = ""
+    while time.monotonic() < deadline:
+        text = "".join(p.read_text() for p in log_dir.glob("*.log"))
+        if f"REPORT RequestId: {rid}" in text:
+            break
+        time.sleep(0.05)
+    lines = text.splitlines()
+    start = lines.index(f"START RequestId: {rid} Version: $LATEST")
+    rows = [line for line in lines[start:] if line.startswith("row ")]
+    assert rows == [f"row {i}" for i in range(20000)]
+    # Everything the runtime wrote before answering comes before END.
+    assert lines.index(f"END RequestId: {rid}") > start + 20000

@@ -50,11 +50,15 @@ def failed(lam: Any, name: str, payload: Any = None) -> tuple[dict[str, Any], An
 
 def function_log(server: Server, marker: str) -> str:
     """Everything the environments logged, from the log that contains `marker`."""
-    for path in sorted(server.data_dir.rglob("*.log")):
-        # Bytes, not text: universal newlines would turn the runtime's \r into line breaks.
-        text = path.read_bytes().decode(errors="replace")
-        if marker in text:
-            return text
+    # Logs reach their files a moment after the invocation (they are written in batches).
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        for path in sorted(server.data_dir.rglob("*.log")):
+            # Bytes, not text: universal newlines would turn the runtime's \r into line breaks.
+            text = path.read_bytes().decode(errors="replace")
+            if marker in text:
+                return text
+        time.sleep(0.05)
     raise AssertionError(f"no function log contains {marker!r}")
 
 

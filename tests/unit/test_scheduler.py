@@ -207,3 +207,15 @@ def test_close_stops_busy_environments(tmp_path: Path, n: int) -> None:
         await asyncio.gather(*tasks)
 
     run(tmp_path, body)
+
+
+def test_request_ids_are_version_4_uuids() -> None:
+    from lamina.api.invoke import _request_id
+
+    ids = {_request_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    for rid in ids:
+        parsed = uuid.UUID(rid)
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
+        assert str(parsed) == rid

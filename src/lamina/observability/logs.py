@@ -1,22 +1,33 @@
-"""An execution environment's log: what its runtime writes, framed by Lambda's platform lines.
+"""Execution environments' logs: what each runtime writes, framed by Lambda's platform lines.
 
-The runtime's stdout and stderr go straight to the environment's log file (the kernel buffers
-them; Lamina spends nothing per line). Around each invocation Lamina appends Lambda's
-`START`, `END` and `REPORT` lines to the same file, through its own O_APPEND descriptor, so
-the lines of one invocation sit between its START and its REPORT.
+A runtime's stdout and stderr are one pipe read by the event loop (`EnvironmentLog.attach`).
+Lamina appends Lambda's `START`, `END` and `REPORT` lines around each invocation into the same
+stream, so the lines of one invocation sit between its START and its REPORT; before END is
+added, whatever the runtime wrote is drained from the pipe (it wrote it before answering).
 
-Trade-off: those appends are small writes to the page cache made on the event loop; they do
-not wait for the disk. The CloudWatch-style log store (its own issue) replaces this file.
+Nothing here touches a disk on the event loop: text goes into per-environment buffers, and
+one `LogWriter` task hands them to a worker thread that appends them to
+`<data-dir>/logs/<function>/<environment>.log` every `FLUSH_INTERVAL_S`. A buffer that the
+writer cannot keep up with is capped at `MAX_PENDING_BYTES`; what is dropped is replaced by a
+line saying how much (the CloudWatch-style log store, its own issue, builds on this).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from lamina import limits
+
+FLUSH_INTERVAL_S = 0.2
+MAX_PENDING_BYTES = 8 * 1024 * 1024
+_READ_CHUNK = 65536
+# What one invocation keeps in memory for LogType=Tail: enough that the last 4 KB survive.
+_TAIL_KEEP = 2 * limits.TAIL_LOG_MAX_BYTES
 
 
 @dataclass(frozen=True)
@@ -57,41 +68,154 @@ class Report:
         return "\t".join(parts) + "\t\n"
 
 
+class LogWriter:
+    """Appends every environment's buffered log text to its file, off the event loop."""
+
+    def __init__(self) -> None:
+        self._dirty: set[EnvironmentLog] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()  # one batch at a time, so a file's appends stay in order
+        self._stopping = False
+
+    def log(self, path: Path) -> EnvironmentLog:
+        return EnvironmentLog(path, self)
+
+    def _mark(self, log: EnvironmentLog) -> None:
+        self._dirty.add(log)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(FLUSH_INTERVAL_S)
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write out everything buffered so far."""
+        async with self._lock:
+            batch = [(log, log._take()) for log in self._dirty]
+            self._dirty.clear()
+            batch = [(log, data) for log, data in batch if data or log.closing]
+            if batch:
+                await asyncio.get_running_loop().run_in_executor(None, _write_batch, batch)
+
+    async def close(self) -> None:
+        """Write out what is left; the writer's task ends (it is never cancelled mid-batch)."""
+        self._stopping = True
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.flush()
+
+
+def _write_batch(batch: list[tuple[EnvironmentLog, bytes]]) -> None:
+    for log, data in batch:
+        try:
+            if data:
+                if log.fd is None:
+                    log.path.parent.mkdir(parents=True, exist_ok=True)
+                    log.fd = os.open(log.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+                os.write(log.fd, data)
+        except OSError:
+            pass  # a full or vanished disk must not take the server down; the text is lost
+        if log.closing and log.fd is not None:
+            os.close(log.fd)
+            log.fd = None
+
+
 class EnvironmentLog:
-    """The log file of one execution environment."""
+    """The log of one execution environment."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, writer: LogWriter) -> None:
         self.path = path
-        self._fd: int | None = None
+        self._writer = writer
+        self._pending = bytearray()
+        self._dropped = 0
+        self._pipe: int | None = None
+        #: the current invocation's text, kept when its caller asked for the tail
+        self._capture: bytearray | None = None
+        self.fd: int | None = None  # the file, owned by the writer's thread
+        self.closing = False
 
-    def open(self) -> None:
-        """Create the file (blocking: call it off the event loop)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    # -- the runtime's output ------------------------------------------------------
+
+    def pipe(self) -> int:
+        """Make the pipe the runtime writes to; returns its write end for the sandbox (the
+        caller closes it once the runtime holds it)."""
+        read_end, write_end = os.pipe2(os.O_CLOEXEC)
+        os.set_blocking(read_end, False)
+        self._pipe = read_end
+        asyncio.get_running_loop().add_reader(read_end, self.drain)
+        return write_end
+
+    def drain(self) -> None:
+        """Take whatever the runtime has written so far (never blocks)."""
+        fd = self._pipe
+        while fd is not None:
+            try:
+                data = os.read(fd, _READ_CHUNK)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:  # every writer is gone
+                self._close_pipe()
+                return
+            self._append(data)
+            if len(data) < _READ_CHUNK:
+                return
+
+    def _close_pipe(self) -> None:
+        if self._pipe is not None:
+            asyncio.get_running_loop().remove_reader(self._pipe)
+            os.close(self._pipe)
+            self._pipe = None
+
+    # -- platform lines ------------------------------------------------------------
+
+    def start(self, request_id: str, version: str, capture: bool = False) -> None:
+        self._capture = bytearray() if capture else None
+        self._append(f"START RequestId: {request_id} Version: {version}\n".encode())
+
+    def finish(self, report: Report, note: str | None = None) -> bytes | None:
+        """Add END and REPORT; returns the invocation's last 4 KB if it was captured."""
+        self.drain()
+        text = f"{note}\n" if note else ""
+        text += f"END RequestId: {report.request_id}\n" + report.line()
+        self._append(text.encode())
+        captured, self._capture = self._capture, None
+        if captured is None:
+            return None
+        return bytes(captured[-limits.TAIL_LOG_MAX_BYTES :])
 
     def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        """The environment is gone: read what is left, then let the writer close the file."""
+        self.drain()
+        self._close_pipe()
+        self.closing = True
+        self._writer._mark(self)
 
-    def write(self, text: str) -> None:
-        if self._fd is not None:
-            os.write(self._fd, text.encode())
+    # -- buffering -----------------------------------------------------------------
 
-    def size(self) -> int:
-        return os.fstat(self._fd).st_size if self._fd is not None else 0
+    def _append(self, data: bytes) -> None:
+        if self._capture is not None:
+            self._capture += data
+            if len(self._capture) > _TAIL_KEEP:
+                del self._capture[: -limits.TAIL_LOG_MAX_BYTES]
+        if len(self._pending) + len(data) > MAX_PENDING_BYTES:
+            self._dropped += len(data)
+        else:
+            self._pending += data
+        self._writer._mark(self)
 
-    def start(self, request_id: str, version: str) -> None:
-        self.write(f"START RequestId: {request_id} Version: {version}\n")
-
-    def finish(self, report: Report, note: str | None = None) -> None:
-        lines = f"{note}\n" if note else ""
-        lines += f"END RequestId: {report.request_id}\n" + report.line()
-        self.write(lines)
-
-    def tail(self, since: int, limit: int = limits.TAIL_LOG_MAX_BYTES) -> bytes:
-        """The last `limit` bytes written since offset `since` (blocking read, page cache)."""
-        with open(self.path, "rb") as f:
-            end = f.seek(0, os.SEEK_END)
-            f.seek(max(since, end - limit))
-            return f.read()
+    def _take(self) -> bytes:
+        data = bytes(self._pending)
+        self._pending.clear()
+        if self._dropped:
+            data += (
+                f"[lamina: {self._dropped} bytes of log dropped: written faster than "
+                f"they could be stored]\n".encode()
+            )
+            self._dropped = 0
+        return data

@@ -79,8 +79,9 @@ class SandboxSpec:
     runtime_dir: Path
     memory_mb: int
     ephemeral_storage_mb: int
-    #: where the runtime's stdout and stderr go
-    log_path: Path
+    #: where the runtime's stdout and stderr go (an open descriptor the caller owns; the
+    #: backend hands the runtime its own copy and never closes this one)
+    output_fd: int
 
 
 class Sandbox(Protocol):

@@ -18,6 +18,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 from lamina.sandbox.api import ExitCallback, ExitWatch, SandboxError, SandboxSpec
@@ -38,6 +39,7 @@ class ProcessSandbox:
         self._peak_bytes = 0
         self._destroyed = False
         self._status_fd: int | None = None
+        self._hwm_read_at = 0.0
 
     @property
     def id(self) -> str:
@@ -72,18 +74,16 @@ class ProcessSandbox:
     def _spawn(self, env: dict[str, str]) -> subprocess.Popen[bytes]:
         spec = self._spec
         self._scratch.mkdir(parents=True, mode=0o700)
-        spec.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(spec.log_path, "ab") as log:
-            return subprocess.Popen(
-                list(spec.argv),
-                env=env,
-                cwd=spec.task_root,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group, killed whole
-                close_fds=True,
-            )
+        return subprocess.Popen(
+            list(spec.argv),
+            env=env,
+            cwd=spec.task_root,
+            stdin=subprocess.DEVNULL,
+            stdout=spec.output_fd,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, killed whole
+            close_fds=True,
+        )
 
     def _pidfd_ready(self, pidfd: int) -> None:
         loop = asyncio.get_running_loop()
@@ -106,15 +106,23 @@ class ProcessSandbox:
         self._exit.on_exit(callback)
 
     def memory_peak_mb(self) -> int:
-        peak = self._peak_bytes
-        if self._status_fd is not None and self._exit.status is None:
-            # One pread of /proc/PID/status (kept open): VmHWM is the peak resident set.
+        # VmHWM (the peak resident set) from /proc/PID/status, read at most once per poll
+        # interval: the kernel renders the whole file for each read, which costs more than a
+        # warm invocation does; in between, the poller's samples stand in.
+        now = time.monotonic()
+        if (
+            self._status_fd is not None
+            and self._exit.status is None
+            and now - self._hwm_read_at >= MEMORY_POLL_S
+        ):
+            self._hwm_read_at = now
             with contextlib.suppress(OSError, ValueError):
                 status = os.pread(self._status_fd, 4096, 0)
                 at = status.find(b"VmHWM:")
                 if at >= 0:
-                    peak = max(peak, int(status[at + 6 : status.index(b"kB", at)]) * 1024)
-        return -(-peak // _MB)
+                    hwm = int(status[at + 6 : status.index(b"kB", at)]) * 1024
+                    self._peak_bytes = max(self._peak_bytes, hwm)
+        return -(-self._peak_bytes // _MB)
 
     def check_memory(self) -> None:
         """Kill the runtime if its resident memory is over the function's limit."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import signal
 import time
 import uuid
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from lamina import limits
 from lamina.models import FunctionConfig, InvokeRequest, InvokeResult
-from lamina.observability import EnvironmentLog, Metrics, Report
+from lamina.observability import LogWriter, Metrics, Report
 from lamina.runtime_api import Invocation, RuntimeApiServer, RuntimeOutcome
 from lamina.sandbox import SafeSandbox, SandboxBackend, SandboxError, SandboxSpec
 
@@ -95,6 +96,7 @@ class EnvironmentContext:
     log_dir: Path
     backend: SandboxBackend
     metrics: Metrics
+    logs: LogWriter
     #: custom runtimes are billed for their init phase, as Lambda bills them
     bill_init: bool = False
 
@@ -119,7 +121,7 @@ class Environment:
         # None once the runtime is ready; an error payload if it failed first.
         self._ready: asyncio.Future[bytes | None] = self._loop.create_future()
         self._destroying: asyncio.Task[None] | None = None
-        self._log = EnvironmentLog(ctx.log_dir / f"{self.id}.log")
+        self._log = ctx.logs.log(ctx.log_dir / f"{self.id}.log")
         # Reported once, on the REPORT line of the invocation that waited for the init.
         self._unreported_init_ms: float | None = None
         ctx.metrics.environments.labels(EnvState.STARTING.value).inc()
@@ -150,6 +152,7 @@ class Environment:
             # The function's own variables come last: Lambda lets them override all but
             # the reserved keys, which control/ has already refused.
             env.update(ctx.config.environment)
+            output = self._log.pipe()
             spec = SandboxSpec(
                 sandbox_id=self.id,
                 argv=ctx.argv,
@@ -158,11 +161,13 @@ class Environment:
                 runtime_dir=ctx.runtime_dir,
                 memory_mb=ctx.config.memory_size,
                 ephemeral_storage_mb=ctx.config.ephemeral_storage,
-                log_path=self._log.path,
+                output_fd=output,
             )
-            await self._loop.run_in_executor(None, self._log.open)
             self._sandbox = SafeSandbox(ctx.backend.create(spec))
-            await self._sandbox.start()
+            try:
+                await self._sandbox.start()
+            finally:
+                os.close(output)  # the runtime holds its own copy now
             self._sandbox.on_exit(self._on_exit)
             t2 = time.perf_counter()
             phase.labels("sandbox", runtime).observe(t2 - t1)
@@ -235,8 +240,7 @@ class Environment:
         config = self.ctx.config
         timeout = config.timeout
         init_ms, self._unreported_init_ms = self._unreported_init_ms, None
-        log_start = self._log.size() if request.log_tail else 0
-        self._log.start(request.request_id, config.version)
+        self._log.start(request.request_id, config.version, capture=request.log_tail)
         started = time.perf_counter()
         future: asyncio.Future[RuntimeOutcome] = self._loop.create_future()
         self._api.submit(
@@ -267,8 +271,7 @@ class Environment:
             self.last_used = time.monotonic()
         tail = None
         if request.log_tail:
-            self._report(request.request_id, duration_ms, init_ms, outcome)
-            tail = self._log.tail(log_start)
+            tail = self._report(request.request_id, duration_ms, init_ms, outcome)
         else:
             # After the caller's answer has gone out (this task writes it before yielding).
             self._loop.call_soon(self._report, request.request_id, duration_ms, init_ms, outcome)
@@ -283,8 +286,9 @@ class Environment:
 
     def _report(
         self, request_id: str, duration_ms: float, init_ms: float | None, outcome: RuntimeOutcome
-    ) -> None:
-        """Append END and REPORT (and Lambda's timeout line) for one invocation."""
+    ) -> bytes | None:
+        """Append END and REPORT (and Lambda's timeout line) for one invocation; returns the
+        invocation's log tail if it was captured."""
         timed_out = outcome.error_type == "Sandbox.Timedout"
         failed = not outcome.ok and outcome.error_type in _PLATFORM_ERRORS
         note = None
@@ -294,7 +298,7 @@ class Environment:
             note = (
                 f"{stamp} {request_id} Task timed out after {self.ctx.config.timeout:.2f} seconds"
             )
-        self._log.finish(
+        return self._log.finish(
             Report(
                 request_id=request_id,
                 duration_ms=duration_ms,

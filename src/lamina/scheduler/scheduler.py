@@ -19,7 +19,7 @@ from pathlib import Path
 
 from lamina.errors import InvalidRuntimeError
 from lamina.models import FunctionConfig, InvokeRequest, InvokeResult
-from lamina.observability import Metrics
+from lamina.observability import LogWriter, Metrics
 from lamina.runtimes.catalog import Family, RuntimeCatalog
 from lamina.sandbox import SandboxBackend
 from lamina.scheduler.environment import (
@@ -160,6 +160,7 @@ class Scheduler:
         self._backend = backend
         self._runtimes = runtimes
         self._metrics = metrics
+        self._logs = LogWriter()
         self._task_root = task_root
         # Where a function's layers are merged (its /opt); a pure lookup, built beforehand.
         self._opt_dir = opt_dir
@@ -207,6 +208,7 @@ class Scheduler:
             self._retire(key)
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._logs.close()
 
     # -- internals -----------------------------------------------------------------
 
@@ -232,6 +234,7 @@ class Scheduler:
             log_dir=self._settings.data_dir / "logs" / config.name,
             backend=self._backend,
             metrics=self._metrics,
+            logs=self._logs,
             bill_init=runtime.family is Family.PROVIDED,
         )
 
