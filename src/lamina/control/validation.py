@@ -322,49 +322,50 @@ def license_info(c: Constraints, value: Any) -> str | None:
 
 
 def compatible_runtimes(c: Constraints, value: Any) -> tuple[str, ...] | None:
-    if value is None:
-        return None
-    if not isinstance(value, list):
-        c.fail(value, "compatibleRuntimes", "Member must be a list")
-        return None
-    shown = "[" + ", ".join(map(str, value)) + "]"
-    if len(value) > COMPATIBLE_RUNTIMES_MAX:
-        c.fail(
-            shown,
-            "compatibleRuntimes",
-            f"Member must have length less than or equal to {COMPATIBLE_RUNTIMES_MAX}",
-        )
-        return None
-    if any(r not in LAMBDA_RUNTIMES for r in value):
-        c.fail(
-            shown,
-            "compatibleRuntimes",
-            "Member must satisfy constraint: [Member must satisfy enum value set: "
-            f"{_enum_text(LAMBDA_RUNTIMES)}]",
-        )
-        return None
-    return tuple(value)
+    return _enum_list(
+        c,
+        value,
+        "compatibleRuntimes",
+        LAMBDA_RUNTIMES,
+        COMPATIBLE_RUNTIMES_MAX,
+        _enum_text(LAMBDA_RUNTIMES),
+    )
 
 
 def compatible_architectures(c: Constraints, value: Any) -> tuple[str, ...] | None:
+    return _enum_list(
+        c,
+        value,
+        "compatibleArchitectures",
+        frozenset(_ARCHITECTURES),
+        COMPATIBLE_ARCHITECTURES_MAX,
+        "[x86_64, arm64]",
+    )
+
+
+def _enum_list(
+    c: Constraints,
+    value: Any,
+    where: str,
+    allowed: frozenset[str],
+    max_len: int,
+    allowed_text: str,
+) -> tuple[str, ...] | None:
+    """A list of at most `max_len` members of an enum, with Lambda's wording."""
     if value is None:
         return None
     if not isinstance(value, list):
-        c.fail(value, "compatibleArchitectures", "Member must be a list")
+        c.fail(value, where, "Member must be a list")
         return None
     shown = "[" + ", ".join(map(str, value)) + "]"
-    if len(value) > COMPATIBLE_ARCHITECTURES_MAX:
-        c.fail(
-            shown,
-            "compatibleArchitectures",
-            f"Member must have length less than or equal to {COMPATIBLE_ARCHITECTURES_MAX}",
-        )
+    if len(value) > max_len:
+        c.fail(shown, where, f"Member must have length less than or equal to {max_len}")
         return None
-    if any(a not in _ARCHITECTURES for a in value):
+    if any(item not in allowed for item in value):
         c.fail(
             shown,
-            "compatibleArchitectures",
-            "Member must satisfy constraint: [Member must satisfy enum value set: [x86_64, arm64]]",
+            where,
+            f"Member must satisfy constraint: [Member must satisfy enum value set: {allowed_text}]",
         )
         return None
     return tuple(value)
