@@ -112,7 +112,6 @@ class Environment:
         self._on_gone = on_gone
         self.state = EnvState.STARTING
         self.last_used = time.monotonic()
-        self.init_duration_ms: float | None = None
         created = datetime.now(UTC)
         self.log_stream = f"{created:%Y/%m/%d}/[{ctx.config.version}]{self.id}"
         self._loop = asyncio.get_running_loop()
@@ -201,7 +200,7 @@ class Environment:
             raise InitFailed(failure)
         t3 = time.perf_counter()
         phase.labels("init", runtime).observe(t3 - t2)
-        self.init_duration_ms = self._unreported_init_ms = (t3 - t0) * 1000
+        self._unreported_init_ms = (t3 - t0) * 1000
         self._move(EnvState.IDLE)
 
     def _on_ready(self) -> None:

@@ -67,20 +67,17 @@ class Pool:
         return len(self._live)
 
     async def invoke(self, request: InvokeRequest) -> InvokeResult:
-        for _ in range(_DELIVERY_ATTEMPTS - 1):
+        for _ in range(_DELIVERY_ATTEMPTS):
             try:
                 return await self._invoke_once(request)
             except NotDelivered:
                 continue
-        try:
-            return await self._invoke_once(request)
-        except NotDelivered:
-            self._err.inc()
-            return InvokeResult(
-                payload=_NEVER_STARTED,
-                executed_version=self.config.version,
-                function_error="Unhandled",
-            )
+        self._err.inc()
+        return InvokeResult(
+            payload=_NEVER_STARTED,
+            executed_version=self.config.version,
+            function_error="Unhandled",
+        )
 
     async def _invoke_once(self, request: InvokeRequest) -> InvokeResult:
         env = None
