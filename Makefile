@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install serve test lint typecheck bench clean
+.PHONY: install serve test lint typecheck bench bench-coldstart clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ test: install lint typecheck
 
 bench: install
 	AWS_EC2_METADATA_DISABLED=true $(BIN)/python bench/invoke.py $(ARGS)
+
+bench-coldstart: install
+	AWS_EC2_METADATA_DISABLED=true $(BIN)/python bench/coldstart.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
