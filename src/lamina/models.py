@@ -85,9 +85,21 @@ class FunctionConfig:
     layers: tuple[FunctionLayer, ...] = ()
 
     @property
+    def network_enabled(self) -> bool:
+        """False when the function is set to have no network (LAMINA_NETWORK=none)."""
+        return self.environment.get(NETWORK_VARIABLE, "default") != "none"
+
+    @property
     def code_sha256_b64(self) -> str:
         """CodeSha256 as Lambda spells it: base64 of the raw SHA-256 digest."""
         return base64.b64encode(bytes.fromhex(self.code_sha256)).decode()
+
+
+#: Lamina's own per-function setting, an environment variable so that every Lambda tool can
+#: set it: `none` gives the function no network at all but its Runtime API (where the sandbox
+#: backend can enforce it: `namespace` does, `process` cannot)
+NETWORK_VARIABLE = "LAMINA_NETWORK"
+NETWORK_VALUES = ("default", "none")
 
 
 @dataclass(frozen=True)

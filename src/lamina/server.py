@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import uvicorn
 from starlette.applications import Starlette
@@ -14,8 +15,8 @@ from starlette.applications import Starlette
 from lamina.api import AppState, build_app
 from lamina.control import FunctionService
 from lamina.observability import Metrics
-from lamina.runtimes.catalog import RuntimeCatalog
-from lamina.sandbox import SandboxBackend
+from lamina.runtimes.catalog import Family, RuntimeCatalog
+from lamina.sandbox import SandboxBackend, namespace
 from lamina.sandbox.process import ProcessBackend
 from lamina.scheduler import Scheduler
 from lamina.settings import Settings, is_loopback
@@ -24,10 +25,39 @@ from lamina.store import CodeStore, MetadataStore
 log = logging.getLogger("lamina")
 
 
-def make_backend(settings: Settings) -> SandboxBackend:
-    if settings.sandbox == "process":
-        return ProcessBackend(settings.sandboxes_dir)
-    raise ValueError(f"unknown sandbox backend {settings.sandbox!r}")
+def make_backend(settings: Settings, runtimes: RuntimeCatalog) -> SandboxBackend:
+    """The backend `settings.sandbox` names; `auto` takes `namespace` where it can run."""
+    choice = settings.sandbox
+    if choice in ("auto", "namespace"):
+        why_not = namespace.available()
+        if why_not is None:
+            backend = namespace.NamespaceBackend(
+                settings.sandboxes_dir,
+                settings.data_dir,
+                api_address=(settings.connect_host, settings.port),
+                warm_pool=settings.warm_pool,
+            )
+            backend.warm_on_start(_zygote_runtimes(runtimes))
+            return backend
+        if choice == "namespace":
+            raise SystemExit(f"lamina: --sandbox namespace cannot run here: {why_not}")
+        log.warning("sandbox: process (namespace unavailable: %s)", why_not)
+    elif choice != "process":
+        raise ValueError(f"unknown sandbox backend {choice!r}")
+    return ProcessBackend(settings.sandboxes_dir)
+
+
+def _zygote_runtimes(runtimes: RuntimeCatalog) -> list[tuple[str, bool, Path]]:
+    """Which zygotes to start at once: one per Python interpreter, and the exec zygote (for
+    Node.js and custom runtimes) if any such runtime is here."""
+    wanted: dict[str, tuple[str, bool, Path]] = {}
+    for runtime in runtimes.all():
+        if runtime.family is Family.PYTHON:
+            wanted[runtime.executable] = (runtime.executable, True, runtime.runtime_dir)
+        else:
+            exe = namespace.exec_interpreter()
+            wanted.setdefault(exe + ":exec", (exe, False, runtime.runtime_dir))
+    return list(wanted.values())
 
 
 def create_app(
@@ -42,7 +72,7 @@ def create_app(
     metadata = MetadataStore.sqlite(settings.db_path)
     code = CodeStore(settings.code_dir)
     functions = FunctionService(settings, metadata, code, runtimes)
-    backend = backend or make_backend(settings)
+    backend = backend or make_backend(settings, runtimes)
     scheduler = Scheduler(
         settings,
         backend,
@@ -69,6 +99,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await functions.load()
+        backend.start()
         scheduler.start()
         state.ready = True
         try:
@@ -94,7 +125,9 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
             file=sys.stderr,
         )
     runtimes = RuntimeCatalog.discover()
-    app = create_app(settings, runtimes=runtimes)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    backend = make_backend(settings, runtimes)
+    app = create_app(settings, backend=backend, runtimes=runtimes)
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -111,7 +144,7 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
     server = _Server(config)
     print(
         f"Lamina listening on {settings.endpoint_url} (data: {settings.data_dir}, sandbox: "
-        f"{settings.sandbox}, runtimes: {', '.join(runtimes.names()) or 'none'})",
+        f"{backend.description}, runtimes: {', '.join(runtimes.names()) or 'none'})",
         file=sys.stderr,
         flush=True,
     )

@@ -34,8 +34,11 @@ class Settings:
     data_dir: Path = field(default_factory=default_data_dir)
     region: str = DEFAULT_REGION
     account_id: str = DEFAULT_ACCOUNT_ID
-    #: sandbox backend: "process" (or "fake" in tests)
-    sandbox: str = "process"
+    #: sandbox backend: "auto" (namespace where it works, else process), "namespace",
+    #: "process" (or "fake" in tests)
+    sandbox: str = "auto"
+    #: environments per runtime kept isolated ahead of need (namespace backend)
+    warm_pool: int = 2
     #: seconds an idle environment is kept before it is stopped (scale to zero)
     idle_timeout_s: float = 600.0
     #: seconds in-flight invocations may take to finish when the server is stopped
@@ -52,6 +55,11 @@ class Settings:
     @property
     def sandboxes_dir(self) -> Path:
         return self.data_dir / "sandboxes"
+
+    @property
+    def connect_host(self) -> str:
+        """The address to reach this server at from this host."""
+        return "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
 
     @property
     def endpoint_url(self) -> str:

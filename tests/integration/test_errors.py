@@ -37,7 +37,8 @@ def nothing_left(server: Server, lam: Any) -> Callable[[str], None]:
     def check(name: str) -> None:
         with pytest.raises(lam.exceptions.ResourceNotFoundException):
             lam.get_function(FunctionName=name)
-        assert code_files(server) == before
+        # Nothing added (code of functions deleted by earlier tests may be collected meanwhile).
+        assert code_files(server) <= before
         assert not list((server.data_dir / "code" / "tmp").iterdir())
 
     return check

@@ -27,7 +27,7 @@ def handler(event, context):
             time.sleep(0.01)
     if do == "big":
         return "x" * (6 * 1024 * 1024 + 10)
-    return os.getpid()
+    return os.environ["AWS_LAMBDA_LOG_STREAM_NAME"]
 """
 
 NODE = """
@@ -40,7 +40,7 @@ exports.handler = async (event) => {
     for (let i = 0; i < 64; i++) { hog.push(Buffer.alloc(8 * 1024 * 1024, 1)); await wait(10); }
   }
   if (event.do === "big") return "x".repeat(6 * 1024 * 1024 + 10);
-  return process.pid;
+  return process.env.AWS_LAMBDA_LOG_STREAM_NAME;
 };
 """
 

@@ -27,7 +27,7 @@ def handler(event, context):
     return {
         "event": event,
         "count": count,
-        "pid": os.getpid(),
+        "pid": os.environ["AWS_LAMBDA_LOG_STREAM_NAME"],
         "tmp_seen": open(path).read(),
         "cwd": os.getcwd(),
         "ctx": {
@@ -122,9 +122,9 @@ def test_warm_environment_is_reused(functions: Functions, lam: Any) -> None:
 
 
 def test_concurrent_invokes_get_their_own_environments(functions: Functions, lam: Any) -> None:
-    code = "import os, time\ndef handler(e, c):\n    time.sleep(0.5)\n    return os.getpid()\n"
+    code = "import time\ndef handler(e, c):\n    time.sleep(0.5)\n    return c.log_stream_name\n"
     name = functions.create(code)["FunctionName"]
-    pids: list[int] = []
+    pids: list[str] = []
 
     def call() -> None:
         pids.append(json.loads(lam.invoke(FunctionName=name)["Payload"].read()))
@@ -190,7 +190,7 @@ def test_timeout_kills_environment(functions: Functions, lam: Any) -> None:
         "def handler(e, c):\n"
         "    if e.get('sleep'):\n"
         "        time.sleep(30)\n"
-        "    return os.getpid()\n"
+        "    return c.log_stream_name\n"
     )
     name = functions.create(code, Timeout=1)["FunctionName"]
     _, pid_before = invoke(lam, name)
@@ -261,8 +261,8 @@ def test_event_invocation_refused_clearly(functions: Functions, lam: Any) -> Non
 
 
 def test_update_code_retires_old_environments(functions: Functions, lam: Any) -> None:
-    v1 = "import os\ndef handler(e, c):\n    return ['v1', os.getpid()]\n"
-    v2 = "import os\ndef handler(e, c):\n    return ['v2', os.getpid()]\n"
+    v1 = "import os\ndef handler(e, c):\n    return ['v1', c.log_stream_name]\n"
+    v2 = "import os\ndef handler(e, c):\n    return ['v2', c.log_stream_name]\n"
     name = functions.create(v1)["FunctionName"]
     _, (version, pid1) = invoke(lam, name)
     assert version == "v1"
@@ -274,7 +274,7 @@ def test_update_code_retires_old_environments(functions: Functions, lam: Any) ->
 
 
 def test_update_configuration_retires_old_environments(functions: Functions, lam: Any) -> None:
-    code = "import os\ndef handler(e, c):\n    return [os.environ.get('KEY'), os.getpid()]\n"
+    code = "import os\ndef handler(e, c):\n    return [os.environ.get('KEY'), c.log_stream_name]\n"
     name = functions.create(code)["FunctionName"]
     _, (value, pid1) = invoke(lam, name)
     assert value is None

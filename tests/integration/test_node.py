@@ -8,7 +8,6 @@ import json
 import shutil
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -64,7 +63,7 @@ def function_log(server: Server, marker: str) -> str:
 
 # -- handler loading ------------------------------------------------------------------------
 
-PID_AND_EVENT = "({ pid: process.pid, event })"
+PID_AND_EVENT = "({ pid: process.env.AWS_LAMBDA_LOG_STREAM_NAME, event })"
 
 
 @pytest.mark.parametrize(
@@ -120,22 +119,20 @@ def test_module_kinds(
     name = create(functions, files, handler=handler)
     out = ok(lam, name, {"hello": "node"})
     assert out["event"] == {"hello": "node"}
-    assert isinstance(out["pid"], int)
+    assert out["pid"].startswith("20")  # the environment's log stream: one per environment
 
 
-def test_package_resolved_through_node_path(functions: Functions, lam: Any, tmp_path: Path) -> None:
+def test_package_resolved_through_node_path(functions: Functions, lam: Any) -> None:
     """With no such file in the code, the module is resolved as a package, NODE_PATH included
     (where Lambda puts /opt/nodejs/node_modules for layers)."""
-    shared = tmp_path / "modules" / "shared"
-    shared.mkdir(parents=True)
-    (shared / "index.js").write_text("exports.handler = async () => __filename;\n")
     name = create(
         functions,
-        {"README": "no code here"},
+        {"lib/modules/shared/index.js": "exports.handler = async () => __filename;\n"},
         handler="shared.handler",
-        Environment={"Variables": {"NODE_PATH": str(tmp_path / "modules")}},
+        # relative entries resolve from the working directory, the code's root
+        Environment={"Variables": {"NODE_PATH": "lib/modules"}},
     )
-    assert ok(lam, name) == str(shared / "index.js")
+    assert ok(lam, name).endswith("/lib/modules/shared/index.js")
 
 
 # -- the invocation contract --------------------------------------------------------------------
@@ -193,7 +190,7 @@ def test_callback_without_waiting_freezes_pending_work(functions: Functions, lam
         "  context.callbackWaitsForEmptyEventLoop = false;\n"
         "  const seen = fired;\n"
         "  setTimeout(() => { fired += 1; }, 500);\n"
-        "  callback(null, { seen, pid: process.pid });\n"
+        "  callback(null, { seen, pid: process.env.AWS_LAMBDA_LOG_STREAM_NAME });\n"
         "};\n"
     )
     name = create(functions, {"index.js": code})
@@ -303,7 +300,7 @@ exports.handler = async (event, context) => {
   count += 1;
   return {
     count,
-    pid: process.pid,
+    pid: process.env.AWS_LAMBDA_LOG_STREAM_NAME,
     cwd: process.cwd(),
     keys: Object.keys(context),
     json: JSON.parse(JSON.stringify(context)),
@@ -477,7 +474,20 @@ def test_non_error_values(
 
 # -- init errors ---------------------------------------------------------------------------------
 
-MARK_INIT = "require('fs').appendFileSync(process.env.MARK, 'x');\n"
+
+def init_attempts(server: Server, name: str) -> int:
+    """How often the function's init logged its mark (its log is written within ~0.2 s)."""
+    count = 0
+    for _ in range(50):
+        logs = (server.data_dir / "logs" / name).glob("*.log")
+        count = sum(p.read_text(errors="replace").count("lamina-init-attempt") for p in logs)
+        if count >= 2:
+            break
+        time.sleep(0.05)
+    return count
+
+
+MARK_INIT = "console.log('lamina-init-attempt');\n"
 
 
 @pytest.mark.parametrize(
@@ -567,18 +577,16 @@ MARK_INIT = "require('fs').appendFileSync(process.env.MARK, 'x');\n"
     ],
 )
 def test_init_errors(
+    server: Server,
     functions: Functions,
     lam: Any,
-    tmp_path: Path,
     files: dict[str, str | bytes],
     handler: str,
     error_type: str,
     message: str,
     runs_init: bool,
 ) -> None:
-    mark = tmp_path / "init-attempts"
-    mark.write_text("")
-    name = create(functions, files, handler=handler, Environment={"Variables": {"MARK": str(mark)}})
+    name = create(functions, files, handler=handler)
     for _ in range(2):  # every invoke retries the init, as Lambda does
         _, out = failed(lam, name)
         assert set(out) == {"errorType", "errorMessage", "trace"}
@@ -590,7 +598,7 @@ def test_init_errors(
             assert out["errorMessage"] == message
         assert out["trace"][0] == f"{error_type}: {out['errorMessage'].splitlines()[0]}"
     if runs_init:
-        assert mark.read_text() == "xx", "each invoke must run the init again"
+        assert init_attempts(server, name) == 2, "each invoke must run the init again"
 
 
 def test_init_error_then_fixed_code(functions: Functions, lam: Any) -> None:
@@ -611,7 +619,7 @@ def test_timeout(functions: Functions, lam: Any) -> None:
     code = (
         "exports.handler = async (event) => {\n"
         "  if (event.sleep) await new Promise((resolve) => setTimeout(resolve, 3000));\n"
-        "  return process.pid;\n"
+        "  return process.env.AWS_LAMBDA_LOG_STREAM_NAME;\n"
         "};\n"
     )
     name = create(functions, {"index.js": code}, Timeout=1)
@@ -642,7 +650,7 @@ def test_unhandled_rejection(functions: Functions, lam: Any) -> None:
         "exports.handler = async (event) => {\n"
         "  if (event.reject) Promise.reject(new Error('nobody listens'));\n"
         "  await new Promise((resolve) => setTimeout(resolve, 200));\n"
-        "  return process.pid;\n"
+        "  return process.env.AWS_LAMBDA_LOG_STREAM_NAME;\n"
         "};\n"
     )
     name = create(functions, {"index.js": code})
@@ -664,7 +672,7 @@ def test_unhandled_rejection_after_the_response(functions: Functions, lam: Any) 
         "async function fails() { throw new Error('too late'); }\n"
         "exports.handler = async (event) => {\n"
         "  if (event.reject) fails();\n"
-        "  return process.pid;\n"
+        "  return process.env.AWS_LAMBDA_LOG_STREAM_NAME;\n"
         "};\n"
     )
     name = create(functions, {"index.js": code})
@@ -677,7 +685,7 @@ def test_uncaught_exception(functions: Functions, lam: Any) -> None:
         "exports.handler = async (event) => {\n"
         "  if (event.boom) setTimeout(() => { throw new SyntaxError('from a timer'); }, 10);\n"
         "  await new Promise((resolve) => setTimeout(resolve, 200));\n"
-        "  return process.pid;\n"
+        "  return process.env.AWS_LAMBDA_LOG_STREAM_NAME;\n"
         "};\n"
     )
     name = create(functions, {"index.js": code})
@@ -797,7 +805,7 @@ def test_json_log_format_and_level(functions: Functions, lam: Any, server: Serve
 def test_response_too_large(functions: Functions, lam: Any) -> None:
     code = (
         "exports.handler = async (event) => event.big ? 'x'.repeat(6 * 1024 * 1024 + 10) : "
-        "process.pid;\n"
+        "process.env.AWS_LAMBDA_LOG_STREAM_NAME;\n"
     )
     name = create(functions, {"index.js": code}, MemorySize=512)
     pid = ok(lam, name)

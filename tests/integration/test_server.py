@@ -15,22 +15,22 @@ import httpx
 import pytest
 from tests.conftest import ROLE, Server, free_port, make_zip
 
-COUNTER = "import os\ndef handler(e, c):\n    return os.getpid()\n"
+COUNTER = "import os\ndef handler(e, c):\n    return os.environ['AWS_LAMBDA_LOG_STREAM_NAME']\n"
 
 
 def runtime_pids(endpoint: str) -> set[int]:
-    """Runtime processes whose environment points at this server."""
-    pids = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if f"AWS_ENDPOINT_URL={endpoint}".encode() + b"\0" in environ:
-            pids.add(int(entry.name))
-    return pids
+    """Runtime processes of this server's environments that are still alive."""
+    try:
+        listed = httpx.get(endpoint + "/lamina/environments", timeout=5).json()
+    except httpx.TransportError:  # the server is gone: are its environments gone too?
+        return {pid for pid in _KNOWN.get(endpoint, set()) if Path(f"/proc/{pid}").exists()}
+    pids = {e["Pid"] for e in listed["Environments"] if e["Pid"]}
+    _KNOWN.setdefault(endpoint, set()).update(pids)
+    return {pid for pid in _KNOWN[endpoint] if Path(f"/proc/{pid}").exists()}
+
+
+# Every runtime pid a server has listed: after it stops, they must all be gone.
+_KNOWN: dict[str, set[int]] = {}
 
 
 @pytest.fixture
@@ -53,7 +53,8 @@ def test_health(server: Server) -> None:
     assert resp.status_code == 200
     body = resp.json()
     assert body["status"] == "ok"
-    assert body["sandbox"] == "process"
+    # `auto`: the namespace backend wherever it can run (as root), else the process one.
+    assert body["sandbox"] == ("namespace" if os.geteuid() == 0 else "process")
 
 
 def test_restart_keeps_functions_and_sigterm_stops_environments(own_server: Any) -> None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import socket
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 import pytest
 
 from lamina.sandbox import SafeSandbox, Sandbox, SandboxError
-from lamina.sandbox.api import ExitCallback
+from lamina.sandbox.api import ExitCallback, RuntimeApiEndpoint
 
 
 class FakeInner:
@@ -30,10 +31,28 @@ class FakeInner:
         return "sbx-1"
 
     @property
+    def pid(self) -> int | None:
+        return None
+
+    @property
     def scratch_dir(self) -> Path:
         return Path("/scratch/sbx-1")
 
-    async def start(self) -> None:
+    @property
+    def out_of_memory(self) -> bool:
+        return False
+
+    def memory_peak_mb(self) -> int:
+        return 0
+
+    def init_done(self) -> None:
+        self.log.append("init_done")
+
+    async def prepare(self) -> RuntimeApiEndpoint:
+        self.log.append("prepare")
+        return RuntimeApiEndpoint(socket.socket(), "127.0.0.1:9001")
+
+    async def start(self, env: Mapping[str, str]) -> None:
         self.log.append("start:begin")
         self.started += 1
         if self.start_gate is not None:
@@ -65,6 +84,13 @@ def make() -> tuple[SafeSandbox, FakeInner]:
     return SafeSandbox(inner), inner
 
 
+async def started(sandbox: SafeSandbox) -> None:
+    """prepare() then start(), as an environment calls them."""
+    endpoint = await sandbox.prepare()
+    endpoint.sock.close()
+    await sandbox.start({})
+
+
 async def settle() -> None:
     for _ in range(5):
         await asyncio.sleep(0)
@@ -85,7 +111,7 @@ def test_start_then_destroy() -> None:
     async def test() -> None:
         sandbox, inner = make()
         assert not sandbox.dead
-        await sandbox.start()
+        await started(sandbox)
         assert inner.started == 1
         assert not sandbox.dead
         await sandbox.destroy()
@@ -98,7 +124,7 @@ def test_start_then_destroy() -> None:
 def test_destroy_twice_destroys_inner_once() -> None:
     async def test() -> None:
         sandbox, inner = make()
-        await sandbox.start()
+        await started(sandbox)
         await sandbox.destroy()
         await sandbox.destroy()
         assert inner.destroyed == 1
@@ -121,7 +147,17 @@ def test_start_after_destroy_raises_and_does_not_start_inner() -> None:
         sandbox, inner = make()
         await sandbox.destroy()
         with pytest.raises(SandboxError):
-            await sandbox.start()
+            await started(sandbox)
+        assert inner.started == 0
+
+    run(test)
+
+
+def test_start_without_prepare_raises() -> None:
+    async def test() -> None:
+        sandbox, inner = make()
+        with pytest.raises(SandboxError):
+            await sandbox.start({})
         assert inner.started == 0
 
     run(test)
@@ -130,9 +166,9 @@ def test_start_after_destroy_raises_and_does_not_start_inner() -> None:
 def test_start_twice_raises() -> None:
     async def test() -> None:
         sandbox, inner = make()
-        await sandbox.start()
+        await started(sandbox)
         with pytest.raises(SandboxError):
-            await sandbox.start()
+            await started(sandbox)
         assert inner.started == 1
 
     run(test)
@@ -144,7 +180,7 @@ def test_start_raising_oserror_destroys_inner_and_raises_sandbox_error() -> None
         cause = OSError(2, "No such file or directory")
         inner.start_error = cause
         with pytest.raises(SandboxError) as exc:
-            await sandbox.start()
+            await started(sandbox)
         assert exc.value.__cause__ is cause
         assert "sbx-1" in str(exc.value)
         assert inner.destroyed == 1
@@ -153,7 +189,7 @@ def test_start_raising_oserror_destroys_inner_and_raises_sandbox_error() -> None
         await sandbox.destroy()
         assert inner.destroyed == 1
         with pytest.raises(SandboxError):
-            await sandbox.start()
+            await started(sandbox)
         assert inner.started == 1
 
     run(test)
@@ -165,7 +201,7 @@ def test_start_raising_sandbox_error_is_passed_through_after_destroy() -> None:
         original = SandboxError("cgroup setup failed")
         inner.start_error = original
         with pytest.raises(SandboxError) as exc:
-            await sandbox.start()
+            await started(sandbox)
         assert exc.value is original
         assert inner.destroyed == 1
 
@@ -176,7 +212,7 @@ def test_cancelled_start_destroys_inner_and_stays_cancelled() -> None:
     async def test() -> None:
         sandbox, inner = make()
         inner.start_gate = asyncio.Event()
-        task = asyncio.create_task(sandbox.start())
+        task = asyncio.create_task(started(sandbox))
         await settle()
         assert inner.started == 1
         task.cancel()
@@ -216,7 +252,7 @@ def test_destroy_sandbox_error_passes_through() -> None:
 def test_concurrent_destroys_both_wait_and_inner_runs_once() -> None:
     async def test() -> None:
         sandbox, inner = make()
-        await sandbox.start()
+        await started(sandbox)
         inner.destroy_gate = asyncio.Event()
         first = asyncio.create_task(sandbox.destroy())
         second = asyncio.create_task(sandbox.destroy())
@@ -236,14 +272,14 @@ def test_destroy_during_start_waits_for_start_to_finish() -> None:
     async def test() -> None:
         sandbox, inner = make()
         inner.start_gate = asyncio.Event()
-        starting = asyncio.create_task(sandbox.start())
+        starting = asyncio.create_task(started(sandbox))
         await settle()
         destroying = asyncio.create_task(sandbox.destroy())
         await settle()
         assert inner.destroyed == 0, "calls must be serialised, not interleaved"
         inner.start_gate.set()
         await asyncio.wait_for(asyncio.gather(starting, destroying), 1)
-        assert inner.log == ["start:begin", "start:end", "destroy:begin", "destroy:end"]
+        assert inner.log == ["prepare", "start:begin", "start:end", "destroy:begin", "destroy:end"]
         assert sandbox.dead
 
     run(test)
@@ -255,7 +291,7 @@ def test_start_queued_behind_destroy_is_refused() -> None:
         inner.destroy_gate = asyncio.Event()
         destroying = asyncio.create_task(sandbox.destroy())
         await settle()
-        starting = asyncio.create_task(sandbox.start())
+        starting = asyncio.create_task(started(sandbox))
         await settle()
         inner.destroy_gate.set()
         await destroying

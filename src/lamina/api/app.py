@@ -32,6 +32,7 @@ async def health(request: Request) -> Response:
             "status": "ok" if state.ready else "starting",
             "version": __version__,
             "sandbox": state.scheduler.backend_name,
+            "sandboxDetail": state.scheduler.backend_description,
             "region": state.settings.region,
             "accountId": state.settings.account_id,
             "environments": state.scheduler.environment_count(),
@@ -57,6 +58,25 @@ async def runtimes(request: Request) -> Response:
     )
 
 
+async def environments(request: Request) -> Response:
+    """The live execution environments (Lamina's own endpoint, for operators and benchmarks)."""
+    return json_response(
+        {
+            "Environments": [
+                {
+                    "Id": env.id,
+                    "FunctionName": env.ctx.config.name,
+                    "Version": env.ctx.config.version,
+                    "State": env.state.value,
+                    "Pid": env.pid,
+                    "LogStreamName": env.log_stream,
+                }
+                for env in app_state(request).scheduler.environments()
+            ]
+        }
+    )
+
+
 async def metrics(request: Request) -> Response:
     return Response(app_state(request).metrics.render(), media_type=CONTENT_TYPE)
 
@@ -69,6 +89,7 @@ def build_app(
         Route("/health", health, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/lamina/runtimes", runtimes, methods=["GET"]),
+        Route("/lamina/environments", environments, methods=["GET"]),
         Route(_FN, fn.list_functions, methods=["GET"]),
         Route(_FN + "/", fn.list_functions, methods=["GET"]),
         Route(_FN, fn.create_function, methods=["POST"]),

@@ -53,10 +53,18 @@ def main() -> None:
 @click.option("--account-id", default=DEFAULT_ACCOUNT_ID, show_default=True)
 @click.option(
     "--sandbox",
-    type=click.Choice(["process"]),
-    default="process",
+    type=click.Choice(["auto", "namespace", "process"]),
+    default="auto",
     show_default=True,
-    help="Execution environment backend.",
+    help="Execution environment backend: namespace (isolated by the kernel; needs root), "
+    "process (unisolated, anywhere), or auto (namespace where it works).",
+)
+@click.option(
+    "--warm-pool",
+    default=2,
+    show_default=True,
+    type=click.IntRange(min=0, max=64),
+    help="Environments per runtime kept isolated ahead of need (namespace backend).",
 )
 @click.option(
     "--idle-timeout",
@@ -85,6 +93,7 @@ def serve(
     region: str,
     account_id: str,
     sandbox: str,
+    warm_pool: int,
     idle_timeout: float,
     shutdown_grace: int,
     allow_non_loopback: bool,
@@ -108,6 +117,7 @@ def serve(
         region=region,
         account_id=account_id,
         sandbox=sandbox,
+        warm_pool=warm_pool,
         idle_timeout_s=idle_timeout,
         shutdown_grace_s=shutdown_grace,
     )

@@ -13,6 +13,7 @@ from typing import Any
 
 from lamina import limits
 from lamina.errors import InvalidParameterValueError, ValidationError
+from lamina.models import NETWORK_VALUES, NETWORK_VARIABLE
 from lamina.runtimes.catalog import DEPRECATED_RUNTIMES, LAMBDA_RUNTIMES, RuntimeCatalog
 
 _NAME = re.compile(r"[a-zA-Z0-9_-]+")
@@ -223,6 +224,11 @@ def environment(c: Constraints, value: Any) -> dict[str, str] | None:
             "variables you have provided contains reserved keys that are currently not "
             f"supported for modification. Reserved keys used in this request: "
             f"{', '.join(reserved)}"
+        )
+    network = variables.get(NETWORK_VARIABLE)
+    if network is not None and network not in NETWORK_VALUES:
+        raise InvalidParameterValueError(
+            f"{NETWORK_VARIABLE} must be one of {', '.join(NETWORK_VALUES)} (got {network!r})."
         )
     measured = json.dumps(variables, separators=(",", ":"))
     if len(measured.encode()) > limits.ENVIRONMENT_MAX_BYTES:

@@ -49,9 +49,10 @@ class Metrics:
         )
         self.cold_start_phase = Histogram(
             "lamina_cold_start_phase_seconds",
-            "Each phase of starting an execution environment: runtime_api (its listener), "
-            "sandbox (create and start the sandbox), init (runtime and handler init, until "
-            "the first /invocation/next).",
+            "Each phase of starting an execution environment: sandbox (make the isolation, "
+            "or take one made ahead), runtime_api (serve its Runtime API), start (attach the "
+            "function and launch its runtime), init (runtime and handler init, until the "
+            "first /invocation/next).",
             ["phase", "runtime"],
             buckets=_PHASE_BUCKETS,
             registry=self.registry,

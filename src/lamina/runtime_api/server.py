@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -107,10 +108,16 @@ class RuntimeApiServer:
         self._connections: set[_Connection] = set()
         self.address = ""
 
-    async def start(self, host: str = "127.0.0.1") -> str:
+    async def start(self, sock: socket.socket | None = None) -> str:
+        """Serve on `sock` (a listening socket, which this server then owns), or on a free
+        port of the host's loopback."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Connection(self), host, 0)
-        port = self._server.sockets[0].getsockname()[1]
+        factory = lambda: _Connection(self)  # noqa: E731
+        if sock is None:
+            self._server = await loop.create_server(factory, "127.0.0.1", 0)
+        else:
+            self._server = await loop.create_server(factory, sock=sock)
+        host, port = self._server.sockets[0].getsockname()[:2]
         self.address = f"{host}:{port}"
         return self.address
 

@@ -129,20 +129,24 @@ class RuntimeInfo:
     #: the interpreter's version, as it reports it ("3.11.2", "20.20.2")
     version: str = ""
 
-    def command(self, task_root: Path) -> list[str]:
-        """The argv that starts this runtime for code unpacked at `task_root`."""
+    def command(self, task_root: Path, seen_as: tuple[Path, Path] | None = None) -> list[str]:
+        """The argv that starts this runtime for code unpacked at `task_root` (on the host).
+
+        `seen_as` is (code, runtime dir) as the runtime sees them, where a sandbox mounts them
+        elsewhere (/var/task and /var/runtime, as on Lambda).
+        """
+        task_in, runtime_in = seen_as or (task_root, self.runtime_dir)
         if self.family is Family.PYTHON:
             # -B: never write bytecode into the (shared, read-only by convention) code dir.
-            return [self.executable, "-B", str(PYTHON_BOOTSTRAP)]
+            return [self.executable, "-B", str(runtime_in / PYTHON_BOOTSTRAP.name)]
         if self.family is Family.NODE:
-            return [self.executable, str(NODE_BOOTSTRAP)]
-        bootstrap = task_root / "bootstrap"
-        if _wants_amazon_linux_sh(bootstrap):
+            return [self.executable, str(runtime_in / NODE_BOOTSTRAP.name)]
+        if _wants_amazon_linux_sh(task_root / "bootstrap"):
             # Lambda's /bin/sh is bash (Amazon Linux), and custom-runtime bootstraps written
             # for it use bash syntax (AWS's own tutorial does). Where the host's /bin/sh is
             # another shell, run them with bash, as they would run on Lambda.
-            return [_BASH, str(bootstrap)]
-        return [str(bootstrap)]
+            return [_BASH, str(task_in / "bootstrap")]
+        return [str(task_in / "bootstrap")]
 
 
 class RuntimeCatalog:

@@ -4,12 +4,19 @@ A *sandbox* is the isolation boundary of one execution environment and the runti
 inside it. The scheduler owns sandboxes only through `SafeSandbox` (see `safe.py`), which
 enforces the calling rules below so that backends need not.
 
-Lifecycle: `backend.create(spec)` allocates (no process yet) → `start()` launches the
-runtime (`spec.argv`) inside → the runtime exits by itself or `destroy()` kills it.
+Lifecycle: `backend.create(spec)` allocates nothing that blocks → `prepare()` makes (or takes
+from a pool made ahead) the isolation and returns the listening socket of the environment's
+Runtime API → `start(env)` launches the runtime (`spec.argv`) inside with that environment →
+the runtime exits by itself or `destroy()` kills it.
 
 Contract for backends:
-- `start()` is called at most once. It returns once the runtime process exists (not when it
-  is ready: readiness is the runtime's first `GET /invocation/next`).
+- `prepare()` and `start()` are each called at most once, in that order. `prepare()` hands
+  over a listening socket the caller serves the Runtime API on (and closes); its address is
+  what the runtime will use, as the runtime sees it (`127.0.0.1:9001` inside a namespace).
+- `start()` returns once the runtime process exists (not when it is ready: readiness is the
+  runtime's first `GET /invocation/next`). If the runtime's entry point cannot be executed,
+  the `SandboxError` it raises has as `__cause__` an `OSError` whose `filename` is
+  `spec.argv[0]`.
 - `on_exit(callback)` registers a callback run on the event loop, once, when the runtime
   process has exited, with its wait status as `subprocess` reports it (negative = signal).
   A callback registered after the exit runs soon after registration.
@@ -18,7 +25,8 @@ Contract for backends:
   no-op. `destroy()` never raises for a sandbox that is already gone.
 - The scratch directory (the function's writable `/tmp`) belongs to the sandbox: the backend
   creates it before the runtime starts and removes it in `destroy()`. `create()` does no
-  blocking I/O (it runs on the event loop); `start()` does its blocking work off the loop.
+  blocking I/O (it runs on the event loop); `prepare()` and `start()` do their blocking work
+  off the loop.
 - A backend enforces `spec.memory_mb` as well as it can (the process backend watches the
   runtime's resident memory; the namespace backend uses a cgroup) and, when it kills the
   runtime for it, sets `out_of_memory` before the exit callbacks run.
@@ -28,6 +36,7 @@ Contract for backends:
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +71,16 @@ class ExitWatch:
             self._callbacks.append(callback)
 
 
+def local_runtime_api() -> RuntimeApiEndpoint:
+    """A Runtime API socket on the host's loopback, on a free port (for backends whose
+    runtimes share the host's network)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    sock.setblocking(False)
+    return RuntimeApiEndpoint(sock, f"127.0.0.1:{sock.getsockname()[1]}")
+
+
 class SandboxError(Exception):
     """A sandbox could not be created, started or stopped."""
 
@@ -71,22 +90,44 @@ class SandboxSpec:
     """Everything a backend needs to make one execution environment."""
 
     sandbox_id: str
+    #: the runtime's command line, with paths as the runtime sees them (see `lambda_paths`)
     argv: Sequence[str]
-    env: Mapping[str, str]
-    #: the function's unpacked code: LAMBDA_TASK_ROOT and the working directory
+    #: the function's unpacked code on the host (LAMBDA_TASK_ROOT, the working directory)
     task_root: Path
-    #: where the runtime's own files are (LAMBDA_RUNTIME_DIR)
+    #: where the runtime's own files are on the host (LAMBDA_RUNTIME_DIR)
     runtime_dir: Path
     memory_mb: int
     ephemeral_storage_mb: int
     #: where the runtime's stdout and stderr go (an open descriptor the caller owns; the
     #: backend hands the runtime its own copy and never closes this one)
     output_fd: int
+    #: the function's merged layers on the host (/opt), if it has any
+    opt_dir: Path | None = None
+    #: the runtime's interpreter on the host ("" for a custom runtime)
+    interpreter: str = ""
+    #: a Python runtime whose bootstrap a backend may run in a warm interpreter (a zygote)
+    #: instead of executing `argv`
+    python_in_zygote: bool = False
+    #: False: no network at all but the Runtime API (where the backend can enforce it)
+    network: bool = True
+
+
+@dataclass(frozen=True)
+class RuntimeApiEndpoint:
+    #: a listening, non-blocking socket; the caller serves the Runtime API on it and closes it
+    sock: socket.socket
+    #: `host:port` as the runtime reaches it (AWS_LAMBDA_RUNTIME_API)
+    address: str
 
 
 class Sandbox(Protocol):
     @property
     def id(self) -> str: ...
+
+    @property
+    def pid(self) -> int | None:
+        """The runtime's process id on the host, once started (None if there is none)."""
+        ...
 
     @property
     def scratch_dir(self) -> Path:
@@ -99,7 +140,14 @@ class Sandbox(Protocol):
         `spec.memory_mb` (set before the exit callbacks run)."""
         ...
 
-    async def start(self) -> None: ...
+    async def prepare(self) -> RuntimeApiEndpoint: ...
+
+    async def start(self, env: Mapping[str, str]) -> None: ...
+
+    def init_done(self) -> None:
+        """The runtime finished its init phase: steady-state limits may apply now (Lambda
+        runs the init phase with more CPU than a small function gets afterwards)."""
+        ...
 
     def on_exit(self, callback: ExitCallback) -> None: ...
 
@@ -114,6 +162,18 @@ class Sandbox(Protocol):
 class SandboxBackend(Protocol):
     #: "process", "namespace", "fake"
     name: str
+    #: True: the code appears at /var/task, the runtime at /var/runtime and layers at /opt
+    #: inside (as on Lambda); False: the runtime sees the host's own paths
+    lambda_paths: bool
+
+    @property
+    def description(self) -> str:
+        """One line for the start-up banner and /health."""
+        ...
+
+    def start(self) -> None:
+        """Begin the backend's own background work (on the event loop, at server start)."""
+        ...
 
     def create(self, spec: SandboxSpec) -> Sandbox:
         """Allocate a sandbox (scratch directory and the like); start nothing yet."""

@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from lamina.runtimes.python import bootstrap
-from lamina.sandbox.api import ExitCallback, ExitWatch, SandboxError, SandboxSpec
+from lamina.sandbox.api import (
+    ExitCallback,
+    ExitWatch,
+    RuntimeApiEndpoint,
+    SandboxError,
+    SandboxSpec,
+    local_runtime_api,
+)
 
 FakeHandler = Callable[[Any, Any], Any]
 
@@ -37,12 +44,19 @@ class FakeSandbox:
         return self._spec.sandbox_id
 
     @property
+    def pid(self) -> int | None:
+        return None
+
+    @property
     def scratch_dir(self) -> Path:
         return self._scratch
 
-    async def start(self) -> None:
+    async def prepare(self) -> RuntimeApiEndpoint:
+        return local_runtime_api()
+
+    async def start(self, env: Mapping[str, str]) -> None:
         self._scratch.mkdir(parents=True)  # tiny, and the fake is for tests: on the loop
-        env = dict(self._spec.env)
+        env = dict(env)
         if "AWS_LAMBDA_RUNTIME_API" not in env:
             raise SandboxError("no AWS_LAMBDA_RUNTIME_API in the sandbox's environment")
         self._client = bootstrap.RuntimeClient(env["AWS_LAMBDA_RUNTIME_API"])
@@ -72,6 +86,9 @@ class FakeSandbox:
     def out_of_memory(self) -> bool:
         return False  # threads share this process's memory: nothing to enforce
 
+    def init_done(self) -> None:
+        pass
+
     def on_exit(self, callback: ExitCallback) -> None:
         self._exit.on_exit(callback)
 
@@ -89,10 +106,15 @@ class FakeSandbox:
 
 class FakeBackend:
     name = "fake"
+    lambda_paths = False
+    description = "fake (threads in the server, for tests)"
 
     def __init__(self, handlers: Mapping[str, FakeHandler]) -> None:
         self.handlers = handlers
         self._root = Path(tempfile.mkdtemp(prefix="lamina-fake-"))
+
+    def start(self) -> None:
+        pass
 
     def create(self, spec: SandboxSpec) -> FakeSandbox:
         return FakeSandbox(spec, self.handlers, self._root)

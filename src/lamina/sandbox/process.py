@@ -19,9 +19,17 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
-from lamina.sandbox.api import ExitCallback, ExitWatch, SandboxError, SandboxSpec
+from lamina.sandbox.api import (
+    ExitCallback,
+    ExitWatch,
+    RuntimeApiEndpoint,
+    SandboxError,
+    SandboxSpec,
+    local_runtime_api,
+)
 
 MEMORY_POLL_S = 0.1
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -46,12 +54,19 @@ class ProcessSandbox:
         return self._spec.sandbox_id
 
     @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
     def scratch_dir(self) -> Path:
         return self._scratch
 
-    async def start(self) -> None:
+    async def prepare(self) -> RuntimeApiEndpoint:
+        return local_runtime_api()
+
+    async def start(self, env: Mapping[str, str]) -> None:
         spec = self._spec
-        env = dict(spec.env)
+        env = dict(env)
         env["TMPDIR"] = str(self._scratch)
         loop = asyncio.get_running_loop()
         try:
@@ -101,6 +116,9 @@ class ProcessSandbox:
     def finished(self) -> bool:
         """Exited or destroyed: nothing left to watch."""
         return self._destroyed or self._exit.status is not None
+
+    def init_done(self) -> None:
+        pass
 
     def on_exit(self, callback: ExitCallback) -> None:
         self._exit.on_exit(callback)
@@ -164,6 +182,8 @@ class ProcessSandbox:
 
 class ProcessBackend:
     name = "process"
+    lambda_paths = False
+    description = "process (no isolation beyond a process group)"
 
     def __init__(self, root: Path) -> None:
         self._root = root
@@ -173,6 +193,9 @@ class ProcessBackend:
             shutil.rmtree(leftover, ignore_errors=True)
         self._live: set[ProcessSandbox] = set()
         self._watcher: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        pass
 
     def create(self, spec: SandboxSpec) -> ProcessSandbox:
         sandbox = ProcessSandbox(spec, self._root)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from pathlib import Path
 
-from lamina.sandbox.api import ExitCallback, Sandbox, SandboxError
+from lamina.sandbox.api import ExitCallback, RuntimeApiEndpoint, Sandbox, SandboxError
 
 
 class SafeSandbox:
@@ -18,6 +19,7 @@ class SafeSandbox:
     def __init__(self, inner: Sandbox) -> None:
         self._inner = inner
         self._lock = asyncio.Lock()
+        self._prepared = False
         self._started = False
         self._dead = False
 
@@ -30,16 +32,33 @@ class SafeSandbox:
         return self._inner.scratch_dir
 
     @property
+    def pid(self) -> int | None:
+        return self._inner.pid
+
+    @property
     def dead(self) -> bool:
         return self._dead
 
-    async def start(self) -> None:
+    async def prepare(self) -> RuntimeApiEndpoint:
         async with self._lock:
-            if self._dead or self._started:
-                raise SandboxError(f"sandbox {self.id} cannot be started again")
+            if self._dead or self._prepared:
+                raise SandboxError(f"sandbox {self.id} cannot be prepared again")
+            self._prepared = True
+            try:
+                return await self._inner.prepare()
+            except BaseException as e:
+                await self._destroy_locked()
+                if isinstance(e, SandboxError | asyncio.CancelledError):
+                    raise
+                raise SandboxError(f"sandbox {self.id} failed to prepare: {e}") from e
+
+    async def start(self, env: Mapping[str, str]) -> None:
+        async with self._lock:
+            if self._dead or self._started or not self._prepared:
+                raise SandboxError(f"sandbox {self.id} cannot be started now")
             self._started = True
             try:
-                await self._inner.start()
+                await self._inner.start(env)
             except BaseException as e:
                 await self._destroy_locked()
                 if isinstance(e, SandboxError | asyncio.CancelledError):
@@ -49,6 +68,9 @@ class SafeSandbox:
     @property
     def out_of_memory(self) -> bool:
         return self._inner.out_of_memory
+
+    def init_done(self) -> None:
+        self._inner.init_done()
 
     def on_exit(self, callback: ExitCallback) -> None:
         self._inner.on_exit(callback)

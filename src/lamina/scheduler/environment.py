@@ -99,6 +99,14 @@ class EnvironmentContext:
     logs: LogWriter
     #: custom runtimes are billed for their init phase, as Lambda bills them
     bill_init: bool = False
+    #: the function's merged layers on the host, if any
+    opt_dir: Path | None = None
+    #: the runtime's interpreter on the host ("" for custom runtimes)
+    interpreter: str = ""
+    #: a Python runtime: a backend may run its bootstrap in a warm zygote
+    python_in_zygote: bool = False
+    #: False for a function set to have no network (LAMINA_NETWORK=none)
+    network: bool = True
 
 
 class Environment:
@@ -125,6 +133,11 @@ class Environment:
         self._unreported_init_ms: float | None = None
         ctx.metrics.environments.labels(EnvState.STARTING.value).inc()
 
+    @property
+    def pid(self) -> int | None:
+        """The runtime's process id on the host, once it has one."""
+        return self._sandbox.pid if self._sandbox is not None else None
+
     def _move(self, new: EnvState) -> None:
         if new not in _ALLOWED[self.state]:
             raise IllegalTransition(f"environment {self.id}: {self.state.name} -> {new.name}")
@@ -142,34 +155,40 @@ class Environment:
         phase = ctx.metrics.cold_start_phase
         t0 = time.perf_counter()
         try:
-            address = await self._api.start()
-            t1 = time.perf_counter()
-            phase.labels("runtime_api", runtime).observe(t1 - t0)
-            env = dict(ctx.base_env)
-            env["AWS_LAMBDA_RUNTIME_API"] = address
-            env["AWS_LAMBDA_LOG_STREAM_NAME"] = self.log_stream
-            # The function's own variables come last: Lambda lets them override all but
-            # the reserved keys, which control/ has already refused.
-            env.update(ctx.config.environment)
             output = self._log.pipe()
             spec = SandboxSpec(
                 sandbox_id=self.id,
                 argv=ctx.argv,
-                env=env,
                 task_root=ctx.task_root,
                 runtime_dir=ctx.runtime_dir,
                 memory_mb=ctx.config.memory_size,
                 ephemeral_storage_mb=ctx.config.ephemeral_storage,
                 output_fd=output,
+                opt_dir=ctx.opt_dir,
+                interpreter=ctx.interpreter,
+                python_in_zygote=ctx.python_in_zygote,
+                network=ctx.network,
             )
             self._sandbox = SafeSandbox(ctx.backend.create(spec))
             try:
-                await self._sandbox.start()
+                endpoint = await self._sandbox.prepare()
+                t1 = time.perf_counter()
+                phase.labels("sandbox", runtime).observe(t1 - t0)
+                await self._api.start(endpoint.sock)
+                env = dict(ctx.base_env)
+                env["AWS_LAMBDA_RUNTIME_API"] = endpoint.address
+                env["AWS_LAMBDA_LOG_STREAM_NAME"] = self.log_stream
+                # The function's own variables come last: Lambda lets them override all but
+                # the reserved keys, which control/ has already refused.
+                env.update(ctx.config.environment)
+                t2 = time.perf_counter()
+                phase.labels("runtime_api", runtime).observe(t2 - t1)
+                await self._sandbox.start(env)
             finally:
                 os.close(output)  # the runtime holds its own copy now
             self._sandbox.on_exit(self._on_exit)
-            t2 = time.perf_counter()
-            phase.labels("sandbox", runtime).observe(t2 - t1)
+            t3 = time.perf_counter()
+            phase.labels("start", runtime).observe(t3 - t2)
         except (SandboxError, OSError) as e:
             await self.destroy()
             cause = e.__cause__ if isinstance(e, SandboxError) else e
@@ -198,9 +217,11 @@ class Environment:
         if failure is not None:
             await self.destroy()
             raise InitFailed(failure)
-        t3 = time.perf_counter()
-        phase.labels("init", runtime).observe(t3 - t2)
-        self._unreported_init_ms = (t3 - t0) * 1000
+        t4 = time.perf_counter()
+        phase.labels("init", runtime).observe(t4 - t3)
+        if self._sandbox is not None:
+            self._sandbox.init_done()
+        self._unreported_init_ms = (t4 - t0) * 1000
         self._move(EnvState.IDLE)
 
     def _on_ready(self) -> None:

@@ -8,6 +8,11 @@ from lamina.models import FunctionConfig
 from lamina.runtimes.catalog import Family, RuntimeInfo
 from lamina.settings import Settings
 
+#: where a sandbox that mounts Lambda's layout shows the code, the runtime and the layers
+LAMBDA_TASK_ROOT = Path("/var/task")
+LAMBDA_RUNTIME_DIR = Path("/var/runtime")
+LAMBDA_OPT = Path("/opt")
+
 # Functions call Lamina's own endpoint with these; they are not secrets (the API has no
 # authentication yet) but keep the AWS SDK from probing an instance-metadata address.
 _DUMMY_KEY_ID = "LAMINAFUNCTIONKEY000"
@@ -21,12 +26,16 @@ def lambda_environment(
     runtime: RuntimeInfo,
     task_root: Path,
     opt_dir: Path,
+    runtime_dir: Path | None = None,
 ) -> dict[str, str]:
     """Every variable Lambda sets, except the per-environment AWS_LAMBDA_RUNTIME_API and
     AWS_LAMBDA_LOG_STREAM_NAME, which the environment adds.
 
-    `opt_dir` is where the function's layers are merged (Lambda's /opt).
+    Paths are as the runtime sees them: `task_root` the code, `opt_dir` where the function's
+    layers are merged (Lambda's /opt), `runtime_dir` the runtime's own files (by default
+    where the runtime has them on the host).
     """
+    runtime_root = str(runtime_dir or runtime.runtime_dir)
     opt = str(opt_dir)
     path = ["/usr/local/bin", "/usr/bin", "/bin", f"{opt}/bin"]
     if runtime.executable:
@@ -48,11 +57,11 @@ def lambda_environment(
         "AWS_ENDPOINT_URL": settings.endpoint_url,
         "AWS_EC2_METADATA_DISABLED": "true",
         "LAMBDA_TASK_ROOT": str(task_root),
-        "LAMBDA_RUNTIME_DIR": str(runtime.runtime_dir),
+        "LAMBDA_RUNTIME_DIR": runtime_root,
         "TZ": ":UTC",
         "LANG": "en_US.UTF-8",
         "PATH": ":".join(path),
-        "LD_LIBRARY_PATH": f"/lib64:/usr/lib64:{runtime.runtime_dir}:{runtime.runtime_dir}/lib:"
+        "LD_LIBRARY_PATH": f"/lib64:/usr/lib64:{runtime_root}:{runtime_root}/lib:"
         f"{task_root}:{task_root}/lib:{opt}/lib",
     }
     if runtime.family is not Family.PROVIDED:
@@ -61,13 +70,12 @@ def lambda_environment(
     if runtime.family is Family.PYTHON:
         # Layers' Python paths, in Lambda's order; the bootstrap puts the code first.
         env["PYTHONPATH"] = (
-            f"{opt}/python/lib/python{runtime.version}/site-packages:{opt}/python:"
-            f"{runtime.runtime_dir}"
+            f"{opt}/python/lib/python{runtime.version}/site-packages:{opt}/python:{runtime_root}"
         )
     elif runtime.family is Family.NODE:
         major = runtime.version.split(".")[0]
         env["NODE_PATH"] = (
             f"{opt}/nodejs/node{major}/node_modules:{opt}/nodejs/node_modules:"
-            f"{runtime.runtime_dir}/node_modules:{runtime.runtime_dir}:{task_root}"
+            f"{runtime_root}/node_modules:{runtime_root}:{task_root}"
         )
     return env

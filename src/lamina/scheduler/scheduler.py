@@ -29,7 +29,12 @@ from lamina.scheduler.environment import (
     InitFailed,
     NotDelivered,
 )
-from lamina.scheduler.lambda_env import lambda_environment
+from lamina.scheduler.lambda_env import (
+    LAMBDA_OPT,
+    LAMBDA_RUNTIME_DIR,
+    LAMBDA_TASK_ROOT,
+    lambda_environment,
+)
 from lamina.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -65,6 +70,10 @@ class Pool:
     @property
     def size(self) -> int:
         return len(self._live)
+
+    @property
+    def live(self) -> list[Environment]:
+        return list(self._live)
 
     async def invoke(self, request: InvokeRequest) -> InvokeResult:
         for _ in range(_DELIVERY_ATTEMPTS):
@@ -171,6 +180,10 @@ class Scheduler:
     def backend_name(self) -> str:
         return self._backend.name
 
+    @property
+    def backend_description(self) -> str:
+        return self._backend.description
+
     def start(self) -> None:
         self._reaper = asyncio.get_running_loop().create_task(self._reap_forever())
 
@@ -193,6 +206,11 @@ class Scheduler:
         """Whether a live environment still runs this code."""
         pools = [*self._pools.values(), *self._draining]
         return any(p.config.code_sha256 == sha256 and p.size for p in pools)
+
+    def environments(self) -> list[Environment]:
+        """Every live environment (idle, busy, starting or being torn down)."""
+        pools = [*self._pools.values(), *self._draining]
+        return [env for pool in pools for env in pool.live]
 
     def environment_count(self) -> int:
         return sum(p.size for p in [*self._pools.values(), *self._draining])
@@ -218,21 +236,34 @@ class Scheduler:
                 f"{', '.join(self._runtimes.names()) or 'none'})."
             )
         task_root = self._task_root(config.code_sha256)
+        layered = self._opt_dir is not None and bool(config.layers)
         if self._opt_dir is not None:
             opt_dir = self._opt_dir(config)
         else:
             opt_dir = self._settings.data_dir / "opt" / "empty"
+        if self._backend.lambda_paths:
+            seen = (LAMBDA_TASK_ROOT, LAMBDA_RUNTIME_DIR)
+            opt_seen = LAMBDA_OPT
+        else:
+            seen = (task_root, runtime.runtime_dir)
+            opt_seen = opt_dir
         return EnvironmentContext(
             config=config,
-            argv=tuple(runtime.command(task_root)),
+            argv=tuple(runtime.command(task_root, seen)),
             task_root=task_root,
             runtime_dir=runtime.runtime_dir,
-            base_env=lambda_environment(config, self._settings, runtime, task_root, opt_dir),
+            base_env=lambda_environment(
+                config, self._settings, runtime, seen[0], opt_seen, seen[1]
+            ),
             log_dir=self._settings.data_dir / "logs" / config.name,
             backend=self._backend,
             metrics=self._metrics,
             logs=self._logs,
             bill_init=runtime.family is Family.PROVIDED,
+            opt_dir=opt_dir if layered else None,
+            interpreter=runtime.executable,
+            python_in_zygote=runtime.family is Family.PYTHON,
+            network=config.network_enabled,
         )
 
     def _retire(self, key: tuple[str, str]) -> None:

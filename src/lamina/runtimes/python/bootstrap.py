@@ -49,7 +49,20 @@ class RuntimeClient:
         self._buf = b""
 
     def _connect(self) -> socket.socket:
-        sock = socket.create_connection(self._address)
+        host, port = self._address
+        try:
+            # An IPv4 literal (Lamina's is 127.0.0.1:9001): connect without getaddrinfo(),
+            # whose first call loads the C library's name-service machinery (~3 ms).
+            socket.inet_aton(host)
+        except OSError:
+            sock = socket.create_connection(self._address)
+        else:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                sock.connect((host, port))
+            except OSError:
+                sock.close()
+                raise
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sock = sock
         self._buf = b""

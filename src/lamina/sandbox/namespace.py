@@ -1,0 +1,530 @@
+"""The `namespace` backend: each environment isolated by the kernel, started by a zygote.
+
+An environment is a child of a warm zygote (`_zygotes.py`, `zygote/zygote.py`) made with new
+mount, PID, IPC and UTS namespaces, joined to a network namespace of its own (`_netns.py`) and
+to a cgroup of its own (`_cgroups.py`). It sees the host's root read-only, with the function's
+code at /var/task, its layers at /opt, the runtime at /var/runtime and a private tmpfs /tmp of
+`EphemeralStorage` MB; Lamina's data directory is hidden; it runs as an unprivileged uid with
+no_new_privs and a seccomp deny-list.
+
+Cold starts are cheap because the isolation is done *ahead*: for each zygote a few children
+wait, already isolated, in a pool (`--warm-pool`, refilled off the request path). A cold start
+claims one, attaches the function (a few bind mounts, `pivot_root`, drop privileges) and runs
+the handler's import; a pool that ran dry makes a child on the spot (a few ms more).
+
+Memory: the cgroup's hard limit is MemorySize + the /tmp size (tmpfs pages are charged to the
+writer's cgroup; on Lambda /tmp is apart from memory), and a watcher kills an environment whose
+own anonymous memory passes MemorySize — reported as Runtime.OutOfMemory either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import pwd
+import signal
+import socket
+import stat
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lamina.sandbox._cgroups import MB, Cgroup, CgroupTree
+from lamina.sandbox._netns import RUNTIME_API_PORT, NetNamespace, NetworkFactory
+from lamina.sandbox._zygotes import Zygote, ZygoteError, close_fd, send
+from lamina.sandbox.api import (
+    ExitCallback,
+    ExitWatch,
+    RuntimeApiEndpoint,
+    SandboxError,
+    SandboxSpec,
+)
+
+log = logging.getLogger(__name__)
+
+MEMORY_POLL_S = 0.1
+_REFILL_DELAY_S = 0.05
+#: Lambda's sandbox user is sbx_user1051, uid 993 / gid 990
+SANDBOX_UID, SANDBOX_GID = 993, 990
+NOBODY = 65534
+#: standard modules a Python zygote imports ahead (handlers use them; children share them)
+PRELOAD = (
+    "base64",
+    "datetime",
+    "hashlib",
+    "http.client",
+    "urllib.parse",
+    "urllib.request",
+    "uuid",
+    "email.message",
+)
+#: the Lambda paths every sandbox mounts over; made (empty) on the host if missing
+MOUNTPOINTS = ("/var/task", "/var/runtime", "/opt")
+
+
+def available() -> str | None:
+    """Why the namespace backend cannot run here, or None if it can."""
+    if os.geteuid() != 0:
+        return "needs root (namespaces, cgroups and mounts)"
+    try:
+        os.close(open_tree(Path("/")))
+    except OSError as e:
+        return f"needs Linux 5.12 or newer (open_tree, mount_setattr): {e}"
+    try:
+        CgroupTree.probe()
+    except OSError as e:
+        return str(e)
+    return None
+
+
+@dataclass(eq=False)
+class _Prepared:
+    """A child of a zygote, isolated and waiting to be claimed."""
+
+    zygote: Zygote
+    pid: int
+    pidfd: int
+    ctl: socket.socket
+    netns: NetNamespace
+    cgroup: Cgroup
+    sandbox_id: str
+    exit: ExitWatch = field(default_factory=ExitWatch)
+
+
+class NamespaceSandbox:
+    def __init__(self, spec: SandboxSpec, backend: NamespaceBackend) -> None:
+        self._spec = spec
+        self._backend = backend
+        self._child: _Prepared | None = None
+        self._exit = ExitWatch()
+        self._oom = False
+        self._relay: asyncio.AbstractServer | None = None
+        self._destroyed = False
+
+    @property
+    def id(self) -> str:
+        return self._spec.sandbox_id
+
+    @property
+    def pid(self) -> int | None:
+        return self._child.pid if self._child is not None else None
+
+    @property
+    def scratch_dir(self) -> Path:
+        return Path("/tmp")
+
+    @property
+    def out_of_memory(self) -> bool:
+        return self._oom
+
+    async def prepare(self) -> RuntimeApiEndpoint:
+        child = await self._backend.claim(self._spec)
+        self._child = child
+        child.exit.on_exit(self._exited)
+        return RuntimeApiEndpoint(child.netns.runtime_api, f"127.0.0.1:{RUNTIME_API_PORT}")
+
+    async def start(self, env: Mapping[str, str]) -> None:
+        child = self._child
+        if child is None:
+            raise SandboxError("start() before prepare()")
+        spec = self._spec
+        loop = asyncio.get_running_loop()
+        try:
+            # CPU is limited once the init phase is over (`init_done`): Lambda lets the init
+            # phase run at full speed, and at 128 MB (7% of a CPU) an import would crawl.
+            child.cgroup.limit_memory(spec.memory_mb, spec.ephemeral_storage_mb)
+            if not spec.network and child.netns.veth is not None:
+                await loop.run_in_executor(None, self._backend.net.drop_egress, child.netns)
+            claim: dict[str, Any] = {
+                "env": dict(env),
+                "argv": list(spec.argv),
+                "task": str(spec.task_root),
+                "opt": str(spec.opt_dir) if spec.opt_dir else None,
+                "tmp_mb": spec.ephemeral_storage_mb,
+            }
+            if not spec.python_in_zygote:
+                claim["runtime_dir"] = str(spec.runtime_dir)
+            trees = [open_tree(spec.task_root)]
+            try:
+                if spec.opt_dir:
+                    trees.append(open_tree(spec.opt_dir))
+                if not spec.python_in_zygote:
+                    trees.append(open_tree(spec.runtime_dir))
+                send(child.ctl, claim, [spec.output_fd, *trees])
+            finally:
+                for tree in trees:
+                    os.close(tree)
+            # Serve the relay to Lamina's API while the child attaches (connections made
+            # before then wait in the listening socket's backlog).
+            relay = child.netns.api_relay
+            if spec.network and relay is not None:
+                self._relay = await self._backend.serve_relay(relay)
+            answer = await loop.sock_recv(child.ctl, 1 << 16)
+        except OSError as e:
+            raise SandboxError(f"sandbox {self.id}: {e}") from e
+        if answer:
+            problem = json.loads(answer)
+            cause = OSError(
+                problem.get("errno") or 0, problem.get("error", "?"), problem.get("filename")
+            )
+            if problem.get("filename"):
+                cause.strerror = os.strerror(problem["errno"]) if problem.get("errno") else ""
+            raise SandboxError(f"sandbox {self.id}: {problem.get('error')}") from cause
+        self._backend.watch_memory(self)
+
+    def init_done(self) -> None:
+        child = self._child
+        if child is not None and child.exit.status is None:
+            with contextlib.suppress(OSError):
+                child.cgroup.limit_cpu(self._spec.memory_mb)
+
+    def check_memory(self) -> None:
+        child = self._child
+        if child is None or self._oom or child.exit.status is not None:
+            return
+        limit = self._spec.memory_mb * MB
+        if child.cgroup.usage_bytes() > limit and child.cgroup.anon_bytes() > limit:
+            self._oom = True
+            self._kill()
+
+    @property
+    def finished(self) -> bool:
+        return self._destroyed or self._exit.status is not None
+
+    def _exited(self, status: int) -> None:
+        # The sandbox's init exits 128 + N when the runtime died of signal N.
+        if status > 128:
+            status = 128 - status
+        child = self._child
+        if child is not None and child.cgroup.oom_kills() > 0:
+            self._oom = True
+        self._exit.exited(status)
+
+    def on_exit(self, callback: ExitCallback) -> None:
+        self._exit.on_exit(callback)
+
+    def memory_peak_mb(self) -> int:
+        child = self._child
+        return -(-child.cgroup.peak_bytes() // MB) if child is not None else 0
+
+    def _kill(self) -> None:
+        child = self._child
+        if child is not None and child.exit.status is None:
+            with contextlib.suppress(OSError):
+                signal.pidfd_send_signal(child.pidfd, signal.SIGKILL)
+
+    async def destroy(self) -> None:
+        self._destroyed = True
+        if self._relay is not None:
+            self._relay.close()
+        child = self._child
+        if child is None:
+            return
+        self._kill()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(child.exit.done), 10)
+        await self._backend.release(child)
+
+
+class NamespaceBackend:
+    name = "namespace"
+    lambda_paths = True
+
+    def __init__(
+        self,
+        root: Path,
+        data_dir: Path,
+        api_address: tuple[str, int],
+        warm_pool: int = 2,
+    ) -> None:
+        self._root = root
+        self._staging = root / "root"
+        self._data_dir = data_dir.resolve()
+        self._api_address = api_address
+        self._warm_pool = warm_pool
+        self.cgroups = CgroupTree.create()
+        self.net = NetworkFactory(api_address[1])
+        self.net.setup()
+        for path in MOUNTPOINTS:
+            os.makedirs(path, exist_ok=True)
+        self._staging.mkdir(parents=True, exist_ok=True)
+        self._uid, self._gid = _sandbox_ids()
+        self._zygotes: dict[tuple[str, bool], Zygote] = {}
+        self._pools: dict[tuple[str, bool], list[_Prepared]] = {}
+        self._refills: dict[tuple[str, bool], asyncio.Task[None]] = {}
+        self._nets: list[NetNamespace] = []
+        self._live: set[NamespaceSandbox] = set()
+        self._watcher: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing = False
+        self._seq = 0
+        self._warm_specs: list[tuple[str, bool, Path]] = []
+
+    @property
+    def description(self) -> str:
+        egress = "egress" if self.net.egress else "loopback only"
+        return f"namespace (cgroups {self.cgroups.versions}; network {egress})"
+
+    def create(self, spec: SandboxSpec) -> NamespaceSandbox:
+        return NamespaceSandbox(spec, self)
+
+    def warm_on_start(self, specs: Iterable[tuple[str, bool, Path]]) -> None:
+        """Zygotes to start, and pools to fill, as soon as `start()` runs (interpreter,
+        in-process Python, runtime dir)."""
+        self._warm_specs = list(specs)
+
+    def start(self) -> None:
+        for interpreter, python, runtime_dir in self._warm_specs:
+            self._zygote(interpreter, python, runtime_dir)
+            self._refill((interpreter, python))
+
+    # -- zygotes and the pool --------------------------------------------------------------
+
+    def _zygote(self, interpreter: str, python: bool, runtime_dir: Path | None) -> Zygote:
+        key = (interpreter, python)
+        zygote = self._zygotes.get(key)
+        if zygote is None:
+            config: dict[str, Any] = {
+                "staging": str(self._staging),
+                "masks": [str(self._data_dir)],
+                "expose": _expose([str(Path(interpreter).resolve().parent.parent)]),
+                "uid": self._uid,
+                "gid": self._gid,
+                "python": python,
+            }
+            if python and runtime_dir is not None:
+                config["runtime_dir"] = str(runtime_dir)
+                config["preload"] = list(PRELOAD)
+            zygote = Zygote(interpreter, config)
+            self._zygotes[key] = zygote
+            self._pools[key] = []
+        return zygote
+
+    async def claim(self, spec: SandboxSpec) -> _Prepared:
+        interpreter = spec.interpreter if spec.python_in_zygote else exec_interpreter()
+        key = (interpreter, spec.python_in_zygote)
+        runtime_dir = spec.runtime_dir if spec.python_in_zygote else None
+        zygote = self._zygote(interpreter, spec.python_in_zygote, runtime_dir)
+        pool = self._pools[key]
+        child = None
+        while pool:
+            candidate = pool.pop()
+            if candidate.exit.status is None:
+                child = candidate
+                break
+            self._background(self.release(candidate))
+        # Refill a moment later: on a small machine the refill would otherwise compete for
+        # the CPU with the very cold start that took from the pool.
+        asyncio.get_running_loop().call_later(_REFILL_DELAY_S, self._refill, key)
+        if child is None:
+            try:
+                child = await self._spawn(zygote)
+            except (OSError, ZygoteError) as e:
+                raise SandboxError(f"cannot make a sandbox: {e}") from e
+        return child
+
+    def _refill(self, key: tuple[str, bool]) -> None:
+        if self._closing or self._warm_pool <= 0:
+            return
+        task = self._refills.get(key)
+        if task is None or task.done():
+            self._refills[key] = asyncio.ensure_future(self._fill(key))
+
+    async def _fill(self, key: tuple[str, bool]) -> None:
+        zygote = self._zygotes[key]
+        pool = self._pools[key]
+        failures = 0
+        while not self._closing and len(pool) < self._warm_pool:
+            try:
+                pool.append(await self._spawn(zygote))
+                failures = 0
+            except (OSError, ZygoteError, SandboxError) as e:
+                failures += 1
+                log.warning("sandbox pool for %s: %s", zygote.interpreter, e)
+                if failures >= 3:
+                    return
+                await asyncio.sleep(0.5 * failures)
+
+    async def _network(self) -> NetNamespace:
+        loop = asyncio.get_running_loop()
+        if self._nets:
+            ns = self._nets.pop()
+        else:
+            ns = await loop.run_in_executor(None, self.net.make, True)
+        return ns
+
+    async def _spawn(self, zygote: Zygote) -> _Prepared:
+        loop = asyncio.get_running_loop()
+        self._seq += 1
+        sandbox_id = f"e{os.getpid()}-{self._seq}"
+        netns = await self._network()
+        cgroup = None
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            cgroup = await loop.run_in_executor(None, self.cgroups.make, sandbox_id)
+            pid = await zygote.spawn(cgroup.procs_files, theirs.fileno(), netns.fd)
+        except BaseException:
+            ours.close()
+            netns.close()
+            self.net.forget(netns)
+            if cgroup is not None:
+                loop.run_in_executor(None, cgroup.remove)
+            raise
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        pidfd = os.pidfd_open(pid)
+        child = _Prepared(zygote, pid, pidfd, ours, netns, cgroup, sandbox_id)
+        zygote.watch(pid, child.exit.exited)
+        ready = await loop.sock_recv(ours, 1 << 16)
+        if not ready or b'"ready"' not in ready:
+            await self.release(child)
+            raise SandboxError(f"sandbox failed to isolate: {ready.decode(errors='replace')}")
+        return child
+
+    async def release(self, child: _Prepared) -> None:
+        """Kill what is left of a child and free its namespace and cgroup."""
+        with contextlib.suppress(OSError):
+            signal.pidfd_send_signal(child.pidfd, signal.SIGKILL)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, child.cgroup.kill_all)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(child.exit.done), 10)
+        child.ctl.close()
+        close_fd(child.pidfd)
+        child.netns.close()
+        self.net.forget(child.netns)
+        await loop.run_in_executor(None, child.cgroup.remove)
+
+    # -- the relay to Lamina's API ---------------------------------------------------------
+
+    async def serve_relay(self, listener: socket.socket) -> asyncio.AbstractServer:
+        host, port = self._api_address
+
+        async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                up_reader, up_writer = await asyncio.open_connection(host, port)
+            except OSError:
+                writer.close()
+                return
+            await asyncio.gather(
+                _pipe(reader, up_writer), _pipe(up_reader, writer), return_exceptions=True
+            )
+
+        return await asyncio.start_server(relay, sock=listener)
+
+    # -- memory ----------------------------------------------------------------------------
+
+    def watch_memory(self, sandbox: NamespaceSandbox) -> None:
+        self._live.add(sandbox)
+        if self._watcher is None:
+            self._watcher = asyncio.ensure_future(self._watch_memory())
+
+    async def _watch_memory(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(MEMORY_POLL_S)
+            live = [s for s in self._live if not s.finished]
+            self._live = set(live)
+            if live:
+                await loop.run_in_executor(None, _check_all, live)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def _background(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        self._closing = True
+        for task in self._refills.values():
+            task.cancel()
+        if self._watcher is not None:
+            self._watcher.cancel()
+        pooled = [c for pool in self._pools.values() for c in pool]
+        await asyncio.gather(*(self.release(c) for c in pooled), return_exceptions=True)
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        for zygote in self._zygotes.values():
+            await zygote.close()
+        for ns in self._nets:
+            ns.close()
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.cgroups.remove)
+        await loop.run_in_executor(None, self.net.close)
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_NR_OPEN_TREE = 428  # the same on x86_64 and aarch64
+_OPEN_TREE_CLONE = 1
+_OPEN_TREE_CLOEXEC = os.O_CLOEXEC
+_AT_RECURSIVE = 0x8000
+
+
+def open_tree(path: Path) -> int:
+    """A detached copy of the mount tree at `path` (in the server's mount namespace), which
+    a sandbox attaches where it wants with move_mount(): the way to hand files to a process
+    that has already left the host's filesystem."""
+    flags = _OPEN_TREE_CLONE | _OPEN_TREE_CLOEXEC | _AT_RECURSIVE
+    fd = int(_libc.syscall(_NR_OPEN_TREE, -100, str(path).encode(), flags))
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"open_tree {path}: {os.strerror(err)}", str(path))
+    return fd
+
+
+def _check_all(sandboxes: list[NamespaceSandbox]) -> None:
+    for sandbox in sandboxes:
+        sandbox.check_memory()
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    finally:
+        writer.close()
+
+
+def exec_interpreter() -> str:
+    """The interpreter that runs the exec zygote: the host's own Python, never a shim."""
+    for candidate in ("/usr/bin/python3", "/usr/local/bin/python3"):
+        if os.access(candidate, os.X_OK):
+            return os.path.realpath(candidate)
+    return os.path.realpath(sys.executable)
+
+
+def _sandbox_ids() -> tuple[int, int]:
+    """Lambda's uid/gid, unless this host already gives that uid to someone."""
+    try:
+        pwd.getpwuid(SANDBOX_UID)
+    except KeyError:
+        return SANDBOX_UID, SANDBOX_GID
+    return NOBODY, NOBODY
+
+
+def _expose(paths: list[str]) -> list[tuple[str, list[str]]]:
+    """For runtime directories under a directory others may not enter (pyenv under a 0700
+    /root): that directory, to cover with an empty tmpfs, and what to bind inside it."""
+    tops: dict[str, list[str]] = {}
+    for path in paths:
+        current = "/"
+        for part in Path(path).parts[1:]:
+            current = os.path.join(current, part)
+            try:
+                mode = os.stat(current).st_mode
+            except OSError:
+                break
+            if stat.S_ISDIR(mode) and not mode & stat.S_IXOTH:
+                if current != path:
+                    tops.setdefault(current, []).append(path)
+                break
+    return list(tops.items())
