@@ -24,8 +24,11 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# The whole suite on the default backend (namespace as root), then the functional tests again
+# on the process backend: the same function code must pass on both.
 test: install lint typecheck
 	AWS_EC2_METADATA_DISABLED=true $(BIN)/python -m pytest $(PYTEST_ARGS)
+	AWS_EC2_METADATA_DISABLED=true LAMINA_TEST_SANDBOX=process $(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
 bench: install
 	AWS_EC2_METADATA_DISABLED=true $(BIN)/python bench/invoke.py $(ARGS)

@@ -41,6 +41,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+def _sandbox_args(extra: tuple[str, ...]) -> tuple[str, ...]:
+    """`LAMINA_TEST_SANDBOX=process` runs the suite on that backend (the default is the
+    server's own `auto`: namespace as root); a test that names a backend keeps it."""
+    backend = os.environ.get("LAMINA_TEST_SANDBOX")
+    if not backend or "--sandbox" in extra:
+        return ()
+    return ("--sandbox", backend)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -85,6 +94,7 @@ class Server:
                 str(self.data_dir),
                 "--log-level",
                 "warning",
+                *_sandbox_args(self.extra_args),
                 *self.extra_args,
             ],
             stdout=log,
