@@ -49,7 +49,8 @@ from lamina.sandbox.api import (
 log = logging.getLogger(__name__)
 
 MEMORY_POLL_S = 0.1
-_REFILL_DELAY_S = 0.05
+_REFILL_AFTER_INIT_S = 0.005
+_REFILL_FALLBACK_S = 0.5
 #: Lambda's sandbox user is sbx_user1051, uid 993 / gid 990
 SANDBOX_UID, SANDBOX_GID = 993, 990
 NOBODY = 65534
@@ -95,6 +96,8 @@ class _Prepared:
     cgroup: Cgroup
     sandbox_id: str
     exit: ExitWatch = field(default_factory=ExitWatch)
+    #: the pool it was taken from (zygote interpreter, in-process Python)
+    key: tuple[str, bool] = ("", False)
 
 
 class NamespaceSandbox:
@@ -180,9 +183,12 @@ class NamespaceSandbox:
 
     def init_done(self) -> None:
         child = self._child
-        if child is not None and child.exit.status is None:
+        if child is None:
+            return
+        if child.exit.status is None:
             with contextlib.suppress(OSError):
                 child.cgroup.limit_cpu(self._spec.memory_mb)
+        self._backend.refill_after_init(child.key)
 
     def check_memory(self) -> None:
         child = self._child
@@ -319,15 +325,20 @@ class NamespaceBackend:
                 child = candidate
                 break
             self._background(self.release(candidate))
-        # Refill a moment later: on a small machine the refill would otherwise compete for
-        # the CPU with the very cold start that took from the pool.
-        asyncio.get_running_loop().call_later(_REFILL_DELAY_S, self._refill, key)
+        # Refill once this cold start is over (`refill_after_init`; here too, in case its
+        # init never ends): on a small machine a refill would otherwise take the CPU from
+        # the very cold start that emptied the pool.
+        asyncio.get_running_loop().call_later(_REFILL_FALLBACK_S, self._refill, key)
         if child is None:
             try:
                 child = await self._spawn(zygote)
             except (OSError, ZygoteError) as e:
                 raise SandboxError(f"cannot make a sandbox: {e}") from e
+        child.key = key
         return child
+
+    def refill_after_init(self, key: tuple[str, bool]) -> None:
+        asyncio.get_running_loop().call_later(_REFILL_AFTER_INIT_S, self._refill, key)
 
     def _refill(self, key: tuple[str, bool]) -> None:
         if self._closing or self._warm_pool <= 0:

@@ -220,7 +220,8 @@ class Environment:
         t4 = time.perf_counter()
         phase.labels("init", runtime).observe(t4 - t3)
         if self._sandbox is not None:
-            self._sandbox.init_done()
+            # Once the first invocation is on its way (the caller submits it before yielding).
+            self._loop.call_soon(self._sandbox.init_done)
         self._unreported_init_ms = (t4 - t0) * 1000
         self._move(EnvState.IDLE)
 
