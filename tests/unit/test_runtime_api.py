@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ NEXT = "/2018-06-01/runtime/invocation/next"
 INIT_ERROR = "/2018-06-01/runtime/init/error"
 ARN = "arn:aws:lambda:us-east-1:000000000000:function:f"
 TRACE = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
-DEADLINE = 1_700_000_000_123
+TIMEOUT_MS = 3000
 TIMEOUT = 2.0
 
 
@@ -37,7 +38,7 @@ def make_invocation(request_id: str = "req-1", payload: bytes = b'{"x":1}') -> I
     return Invocation(
         request_id=request_id,
         payload=payload,
-        deadline_ms=DEADLINE,
+        timeout_ms=TIMEOUT_MS,
         invoked_arn=ARN,
         future=asyncio.get_running_loop().create_future(),
         trace_id=TRACE,
@@ -141,7 +142,10 @@ def assert_is_invocation(
 ) -> None:
     assert status == 200
     assert headers["lambda-runtime-aws-request-id"] == inv.request_id
-    assert headers["lambda-runtime-deadline-ms"] == str(inv.deadline_ms)
+    # The deadline counts from delivery: now plus the function's timeout.
+    deadline = int(headers["lambda-runtime-deadline-ms"])
+    now_ms = time.time() * 1000
+    assert now_ms + inv.timeout_ms - 2000 < deadline <= now_ms + inv.timeout_ms
     assert headers["lambda-runtime-invoked-function-arn"] == inv.invoked_arn
     assert headers["lambda-runtime-trace-id"] == inv.trace_id
     assert body == inv.payload

@@ -175,6 +175,7 @@ class EnvironmentLog:
     # -- platform lines ------------------------------------------------------------
 
     def start(self, request_id: str, version: str, capture: bool = False) -> None:
+        self.drain()  # what the runtime wrote before (its init phase) comes before START
         self._capture = bytearray() if capture else None
         self._append(f"START RequestId: {request_id} Version: {version}\n".encode())
 

@@ -15,6 +15,7 @@ import asyncio
 import json
 import re
 import socket
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,9 +48,10 @@ class Invocation:
 
     request_id: str
     payload: bytes
-    deadline_ms: int
     invoked_arn: str
     future: asyncio.Future[RuntimeOutcome]
+    #: the function's timeout: the deadline is counted from delivery (the runtime's /next)
+    timeout_ms: int
     trace_id: str = ""
     client_context: str | None = None  # JSON text, already base64-decoded
     cognito_identity: str | None = None
@@ -59,7 +61,8 @@ class Invocation:
             b"HTTP/1.1 200 OK",
             b"Content-Type: application/json",
             b"Lambda-Runtime-Aws-Request-Id: " + self.request_id.encode(),
-            b"Lambda-Runtime-Deadline-Ms: " + str(self.deadline_ms).encode(),
+            b"Lambda-Runtime-Deadline-Ms: "
+            + str(int(time.time() * 1000) + self.timeout_ms).encode(),
             b"Lambda-Runtime-Invoked-Function-Arn: " + self.invoked_arn.encode(),
             b"Lambda-Runtime-Trace-Id: " + self.trace_id.encode(),
         ]

@@ -131,6 +131,8 @@ class Environment:
         self._log = ctx.logs.log(ctx.log_dir / f"{self.id}.log")
         # Reported once, on the REPORT line of the invocation that waited for the init.
         self._unreported_init_ms: float | None = None
+        self._first: InvokeRequest | None = None
+        self._ready_at = 0.0
         ctx.metrics.environments.labels(EnvState.STARTING.value).inc()
 
     @property
@@ -148,8 +150,14 @@ class Environment:
 
     # -- start ---------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Start the runtime and wait for its init phase. Raises `InitFailed`."""
+    async def start(
+        self, first: tuple[InvokeRequest, asyncio.Future[RuntimeOutcome]] | None = None
+    ) -> None:
+        """Start the runtime and wait for its init phase. Raises `InitFailed`.
+
+        `first`: an invocation to hand the runtime as the answer to its first /next (see
+        `start_and_invoke`).
+        """
         ctx = self.ctx
         runtime = ctx.config.runtime
         phase = ctx.metrics.cold_start_phase
@@ -204,6 +212,11 @@ class Environment:
                 ) from e
             log.error("environment %s failed to start: %s", self.id, e)
             raise InitFailed(_error_payload("Runtime.Unknown", f"Environment failed: {e}")) from e
+        if first is not None:
+            # Queued now, delivered the moment the runtime asks for work: no hop through
+            # this task between the end of the init phase and the invocation.
+            self._first = first[0]
+            self._api.submit(self._invocation(first[0], first[1]))
         try:
             failure = await asyncio.wait_for(asyncio.shield(self._ready), limits.INIT_TIMEOUT_S)
         except TimeoutError:
@@ -215,6 +228,7 @@ class Environment:
             await self.destroy()
             raise
         if failure is not None:
+            self._api.take_current()
             await self.destroy()
             raise InitFailed(failure)
         t4 = time.perf_counter()
@@ -226,6 +240,12 @@ class Environment:
         self._move(EnvState.IDLE)
 
     def _on_ready(self) -> None:
+        # Called as the runtime's first /next arrives, before a queued first invocation is
+        # written to it: its START line goes after the init phase's output.
+        self._ready_at = time.perf_counter()
+        first, self._first = self._first, None
+        if first is not None:
+            self._log.start(first.request_id, self.ctx.config.version, capture=first.log_tail)
         if not self._ready.done():
             self._ready.set_result(None)
 
@@ -255,26 +275,48 @@ class Environment:
 
     # -- invoke --------------------------------------------------------------------
 
+    async def start_and_invoke(self, request: InvokeRequest) -> InvokeResult:
+        """A cold start: start the environment with `request` queued as the runtime's first
+        invocation. Raises `InitFailed` (the request did not run) or `NotDelivered`."""
+        future: asyncio.Future[RuntimeOutcome] = self._loop.create_future()
+        await self.start(first=(request, future))
+        self._move(EnvState.BUSY)
+        init_ms, self._unreported_init_ms = self._unreported_init_ms, None
+        return await self._outcome(request, future, self._ready_at, init_ms)
+
     async def invoke(self, request: InvokeRequest) -> InvokeResult:
         """Run one invocation. A function failure is a result; the environment may die."""
         self._move(EnvState.BUSY)
-        config = self.ctx.config
-        timeout = config.timeout
         init_ms, self._unreported_init_ms = self._unreported_init_ms, None
-        self._log.start(request.request_id, config.version, capture=request.log_tail)
+        self._log.start(request.request_id, self.ctx.config.version, capture=request.log_tail)
         started = time.perf_counter()
         future: asyncio.Future[RuntimeOutcome] = self._loop.create_future()
-        self._api.submit(
-            Invocation(
-                request_id=request.request_id,
-                payload=request.payload,
-                deadline_ms=int(time.time() * 1000) + timeout * 1000,
-                invoked_arn=request.invoked_arn,
-                future=future,
-                trace_id=request.trace_id,
-                client_context=request.client_context,
-            )
+        self._api.submit(self._invocation(request, future))
+        return await self._outcome(request, future, started, init_ms)
+
+    def _invocation(
+        self, request: InvokeRequest, future: asyncio.Future[RuntimeOutcome]
+    ) -> Invocation:
+        return Invocation(
+            request_id=request.request_id,
+            payload=request.payload,
+            timeout_ms=self.ctx.config.timeout * 1000,
+            invoked_arn=request.invoked_arn,
+            future=future,
+            trace_id=request.trace_id,
+            client_context=request.client_context,
         )
+
+    async def _outcome(
+        self,
+        request: InvokeRequest,
+        future: asyncio.Future[RuntimeOutcome],
+        started: float,
+        init_ms: float | None,
+    ) -> InvokeResult:
+        """Wait for the runtime's answer to an invocation delivered at `started`."""
+        config = self.ctx.config
+        timeout = config.timeout - (time.perf_counter() - started)
         timer = self._loop.call_later(timeout, self._on_timeout, future, request.request_id)
         try:
             outcome = await future

@@ -124,7 +124,7 @@ class Pool:
             self._live.add(env)
             cold = True
             try:
-                await env.start()
+                result = await env.start_and_invoke(request)
             except InitFailed as failure:
                 self._count(None, cold=True)
                 return InvokeResult(
@@ -132,10 +132,13 @@ class Pool:
                     executed_version=self.config.version,
                     function_error="Unhandled",
                 )
-        try:
-            result = await env.invoke(request)
-        finally:
-            self._release(env)
+            finally:
+                self._release(env)
+        else:
+            try:
+                result = await env.invoke(request)
+            finally:
+                self._release(env)
         # Counted after the caller's answer has gone out (it is written before this task
         # next yields).
         asyncio.get_running_loop().call_soon(self._count, result, cold)
