@@ -7,7 +7,6 @@ import logging
 import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import uvicorn
 from starlette.applications import Starlette
@@ -17,6 +16,7 @@ from lamina.control import FunctionService
 from lamina.observability import Metrics
 from lamina.runtimes.catalog import Family, RuntimeCatalog
 from lamina.sandbox import SandboxBackend, namespace
+from lamina.sandbox.api import RuntimeSpec
 from lamina.sandbox.process import ProcessBackend
 from lamina.scheduler import Scheduler
 from lamina.settings import Settings, is_loopback
@@ -37,7 +37,6 @@ def make_backend(settings: Settings, runtimes: RuntimeCatalog) -> SandboxBackend
                 api_address=(settings.connect_host, settings.port),
                 warm_pool=settings.warm_pool,
             )
-            backend.warm_on_start(_zygote_runtimes(runtimes))
             return backend
         if choice == "namespace":
             raise SystemExit(f"lamina: --sandbox namespace cannot run here: {why_not}")
@@ -47,17 +46,14 @@ def make_backend(settings: Settings, runtimes: RuntimeCatalog) -> SandboxBackend
     return ProcessBackend(settings.sandboxes_dir)
 
 
-def _zygote_runtimes(runtimes: RuntimeCatalog) -> list[tuple[str, bool, Path]]:
-    """Which zygotes to start at once: one per Python interpreter, and the exec zygote (for
-    Node.js and custom runtimes) if any such runtime is here."""
-    wanted: dict[str, tuple[str, bool, Path]] = {}
+def _runtime_specs(runtimes: RuntimeCatalog, names: set[str]) -> list[RuntimeSpec]:
+    """What a backend may prepare for the runtimes named (those that functions use)."""
+    specs = []
     for runtime in runtimes.all():
-        if runtime.family is Family.PYTHON:
-            wanted[runtime.executable] = (runtime.executable, True, runtime.runtime_dir)
-        else:
-            exe = namespace.exec_interpreter()
-            wanted.setdefault(exe + ":exec", (exe, False, runtime.runtime_dir))
-    return list(wanted.values())
+        if runtime.name in names:
+            python = runtime.family is Family.PYTHON
+            specs.append(RuntimeSpec(runtime.executable, python, runtime.runtime_dir))
+    return specs
 
 
 def create_app(
@@ -83,10 +79,11 @@ def create_app(
         on_code_released=functions.release_code,
     )
 
-    async def retire(name: str) -> None:
+    async def changed(name: str) -> None:
         scheduler.retire(name)
+        backend.expect(_runtime_specs(runtimes, functions.runtimes_in_use()))
 
-    functions.subscribe(retire)
+    functions.subscribe(changed)
     functions.add_code_user(scheduler.code_in_use)
     state = AppState(
         settings=settings,
@@ -100,6 +97,7 @@ def create_app(
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await functions.load()
         backend.start()
+        backend.expect(_runtime_specs(runtimes, functions.runtimes_in_use()))
         scheduler.start()
         state.ready = True
         try:

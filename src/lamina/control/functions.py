@@ -135,9 +135,14 @@ class FunctionService:
             await self._sweep_opt_locked()
 
     def subscribe(self, listener: ChangeListener) -> None:
-        """Call `listener(name)` after a function's code or configuration changed or it was
-        deleted (the scheduler retires that function's environments)."""
+        """Call `listener(name)` after a function was created, its code or configuration
+        changed, or it was deleted (the scheduler retires that function's environments; the
+        sandbox backend prepares for the runtimes in use)."""
         self._listeners.append(listener)
+
+    def runtimes_in_use(self) -> set[str]:
+        """The runtimes of every function's $LATEST."""
+        return {c.runtime for c in self._latest.values()}
 
     def add_code_user(self, in_use: Callable[[str], bool]) -> None:
         """Code that `in_use(sha)` says is still running is not deleted."""
@@ -309,6 +314,7 @@ class FunctionService:
                 self._track_opt(config)
         finally:
             self._busy.discard(name)
+        await self._notify(name)
         return replace(
             config,
             state=FunctionState.PENDING,

@@ -113,6 +113,15 @@ class SandboxSpec:
 
 
 @dataclass(frozen=True)
+class RuntimeSpec:
+    """A runtime as a backend may prepare for it ahead of need (see `SandboxBackend.expect`)."""
+
+    interpreter: str
+    python_in_zygote: bool
+    runtime_dir: Path
+
+
+@dataclass(frozen=True)
 class RuntimeApiEndpoint:
     #: a listening, non-blocking socket; the caller serves the Runtime API on it and closes it
     sock: socket.socket
@@ -173,6 +182,11 @@ class SandboxBackend(Protocol):
 
     def start(self) -> None:
         """Begin the backend's own background work (on the event loop, at server start)."""
+        ...
+
+    def expect(self, runtimes: Sequence[RuntimeSpec]) -> None:
+        """A hint: functions on these runtimes exist, so cold starts on them are coming. A
+        backend may prepare environments for them ahead of need (on the event loop)."""
         ...
 
     def create(self, spec: SandboxSpec) -> Sandbox:

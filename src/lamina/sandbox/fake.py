@@ -12,7 +12,7 @@ import contextlib
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from lamina.sandbox.api import (
     ExitCallback,
     ExitWatch,
     RuntimeApiEndpoint,
+    RuntimeSpec,
     SandboxError,
     SandboxSpec,
     local_runtime_api,
@@ -114,6 +115,9 @@ class FakeBackend:
         self._root = Path(tempfile.mkdtemp(prefix="lamina-fake-"))
 
     def start(self) -> None:
+        pass
+
+    def expect(self, runtimes: Sequence[RuntimeSpec]) -> None:
         pass
 
     def create(self, spec: SandboxSpec) -> FakeSandbox:

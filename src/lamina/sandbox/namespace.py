@@ -30,7 +30,7 @@ import signal
 import socket
 import stat
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ from lamina.sandbox.api import (
     ExitCallback,
     ExitWatch,
     RuntimeApiEndpoint,
+    RuntimeSpec,
     SandboxError,
     SandboxSpec,
 )
@@ -270,7 +271,6 @@ class NamespaceBackend:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
         self._seq = 0
-        self._warm_specs: list[tuple[str, bool, Path]] = []
 
     @property
     def description(self) -> str:
@@ -280,15 +280,16 @@ class NamespaceBackend:
     def create(self, spec: SandboxSpec) -> NamespaceSandbox:
         return NamespaceSandbox(spec, self)
 
-    def warm_on_start(self, specs: Iterable[tuple[str, bool, Path]]) -> None:
-        """Zygotes to start, and pools to fill, as soon as `start()` runs (interpreter,
-        in-process Python, runtime dir)."""
-        self._warm_specs = list(specs)
-
     def start(self) -> None:
-        for interpreter, python, runtime_dir in self._warm_specs:
-            self._zygote(interpreter, python, runtime_dir)
-            self._refill((interpreter, python))
+        pass
+
+    def expect(self, runtimes: Sequence[RuntimeSpec]) -> None:
+        """Start the zygotes of these runtimes and fill their pools (in the background)."""
+        for spec in runtimes:
+            interpreter = spec.interpreter if spec.python_in_zygote else exec_interpreter()
+            runtime_dir = spec.runtime_dir if spec.python_in_zygote else None
+            self._zygote(interpreter, spec.python_in_zygote, runtime_dir)
+            self._refill((interpreter, spec.python_in_zygote))
 
     # -- zygotes and the pool --------------------------------------------------------------
 

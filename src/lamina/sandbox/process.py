@@ -19,13 +19,14 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from lamina.sandbox.api import (
     ExitCallback,
     ExitWatch,
     RuntimeApiEndpoint,
+    RuntimeSpec,
     SandboxError,
     SandboxSpec,
     local_runtime_api,
@@ -195,6 +196,9 @@ class ProcessBackend:
         self._watcher: asyncio.Task[None] | None = None
 
     def start(self) -> None:
+        pass
+
+    def expect(self, runtimes: Sequence[RuntimeSpec]) -> None:
         pass
 
     def create(self, spec: SandboxSpec) -> ProcessSandbox:
