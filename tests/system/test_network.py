@@ -1,0 +1,313 @@
+"""A namespace sandbox's network: out to the world through Lamina's NAT, to Lamina's own API
+through the relay, and nowhere else — not the host, not another environment; with
+`LAMINA_NETWORK=none`, nowhere at all but the Runtime API.
+
+"The world" is a test host made here, in a network namespace of its own behind a veth pair:
+the tests never send a packet off this machine.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from tests.conftest import Functions
+from tests.system._harness import Neighbour, result
+
+# CI runs the suite as root, and tests/conftest.py fails any CI run in which a test was
+# skipped: this skip can only hide these tests on an unprivileged developer machine.
+if os.geteuid() != 0:
+    pytest.skip("namespace sandboxes need root", allow_module_level=True)
+
+pytestmark = pytest.mark.system
+
+TEST_HOST_PORT = 8080
+#: the test hosts' addresses: one /30 each, apart from Lamina's 10.213.0.0/16
+TEST_NET = ipaddress.IPv4Network("10.214.0.0/16")
+
+# Answers every GET with the address the request came from, as the test host saw it.
+TEST_HOST_SERVER = """
+import http.server, json, sys
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({"client": self.client_address[0], "path": self.path}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer((sys.argv[1], int(sys.argv[2])), Handler).serve_forever()
+"""
+
+NET = """
+import json, os, socket, urllib.error, urllib.request
+
+listener = None
+
+def failure(e):
+    return {"type": type(e).__name__, "errno": getattr(e, "errno", None)}
+
+def fetch(url):
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return {"status": r.status, "body": json.loads(r.read())}
+    except urllib.error.URLError as e:
+        return failure(e.reason)
+    except OSError as e:
+        return failure(e)
+
+def connect(host, port):
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return {"ok": True}
+    except OSError as e:
+        return failure(e)
+
+def gateway():
+    for line in open("/proc/net/route").readlines()[1:]:
+        fields = line.split()
+        if fields[1] == "00000000":
+            return socket.inet_ntoa(int(fields[2], 16).to_bytes(4, "little"))
+
+def handler(event, context):
+    probe = event["probe"]
+    if probe == "fetch":
+        return fetch(event["url"])
+    if probe == "api":
+        return fetch(os.environ["AWS_ENDPOINT_URL"] + "/2015-03-31/functions/")
+    if probe == "interfaces":
+        return {"interfaces": sorted(name for _, name in socket.if_nameindex()),
+                "gateway": gateway()}
+    if probe == "connect":
+        host = gateway() if event["host"] == "gateway" else event["host"]
+        return {"host": host, **connect(host, event["port"])}
+    if probe == "listen":
+        # A listener kept for the life of the environment, and this environment's address.
+        global listener
+        if listener is None:
+            listener = socket.socket()
+            listener.bind(("0.0.0.0", event["port"]))
+            listener.listen(8)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect((event["via"], 9))
+            address = s.getsockname()[0]
+        return {"address": address, "self": connect(address, event["port"])}
+    raise ValueError(probe)
+"""
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
+
+
+@dataclass
+class OutsideHost:
+    """A machine on the outside network, for the sandboxes: a network namespace reached
+    through a veth from the host."""
+
+    netns: str
+    host_veth: str
+    host_address: str
+    address: str
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}:{TEST_HOST_PORT}/lamina-test"
+
+    def run(self, code: str, *args: str) -> subprocess.CompletedProcess[str]:
+        """Python code run inside the test host's namespace."""
+        return subprocess.run(
+            ["ip", "netns", "exec", self.netns, sys.executable, "-c", code, *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+
+def _free_subnet() -> ipaddress.IPv4Network:
+    used = subprocess.run(
+        ["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True, check=True
+    ).stdout
+    subnets = list(TEST_NET.subnets(new_prefix=30))[1:]
+    for _ in range(100):
+        subnet = random.choice(subnets)
+        if not any(f" {host}/" in used for host in subnet):
+            return subnet
+    raise RuntimeError("no free test subnet")
+
+
+@pytest.fixture(scope="module")
+def test_host() -> Iterator[OutsideHost]:
+    tag = uuid.uuid4().hex[:8]
+    netns, outside, inside = f"lamtest-{tag}", f"lt{tag}a", f"lt{tag}b"
+    assert not outside.startswith("lmv")  # Lamina's own prefix, which its firewall matches
+    subnet = _free_subnet()
+    host_address, address = (str(h) for h in subnet.hosts())
+    server = None
+    try:
+        _ip("netns", "add", netns)
+        _ip("link", "add", outside, "type", "veth", "peer", "name", inside, "netns", netns)
+        _ip("addr", "add", f"{host_address}/30", "dev", outside)
+        _ip("link", "set", outside, "up")
+        _ip("-n", netns, "addr", "add", f"{address}/30", "dev", inside)
+        _ip("-n", netns, "link", "set", inside, "up")
+        _ip("-n", netns, "link", "set", "lo", "up")
+        server = subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                netns,
+                sys.executable,
+                "-c",
+                TEST_HOST_SERVER,
+                address,
+                str(TEST_HOST_PORT),
+            ]
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection((address, TEST_HOST_PORT), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(0.05)
+        yield OutsideHost(netns, outside, host_address, address)
+    finally:
+        if server is not None:
+            server.kill()
+            server.wait()
+        # Deleting the namespace takes its end of the veth, and with it the host's end.
+        subprocess.run(["ip", "netns", "del", netns], capture_output=True, timeout=30)
+        subprocess.run(["ip", "link", "del", outside], capture_output=True, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def net_fn(ns_functions: Functions) -> str:
+    return str(ns_functions.create(NET, Timeout=10)["FunctionName"])
+
+
+@pytest.fixture(scope="module")
+def offline_fn(ns_functions: Functions) -> str:
+    env = {"Variables": {"LAMINA_NETWORK": "none"}}
+    return str(ns_functions.create(NET, Timeout=10, Environment=env)["FunctionName"])
+
+
+def test_egress_reaches_the_outside_through_nat(
+    ns_lam: Any, net_fn: str, test_host: OutsideHost, neighbour: Neighbour
+) -> None:
+    out = result(ns_lam, net_fn, {"probe": "fetch", "url": test_host.url})
+    assert out.get("status") == 200, out
+    # Masqueraded: the outside sees the host's address, not the sandbox's.
+    assert out["body"] == {"client": test_host.host_address, "path": "/lamina-test"}
+    neighbour.assert_all_well()
+
+
+def test_no_network_reaches_nothing(
+    ns_lam: Any, net_fn: str, offline_fn: str, test_host: OutsideHost, neighbour: Neighbour
+) -> None:
+    out = result(ns_lam, offline_fn, {"probe": "fetch", "url": test_host.url})
+    assert out == {"type": "OSError", "errno": errno.ENETUNREACH}, out  # no route at all
+    offline = result(ns_lam, offline_fn, {"probe": "interfaces"})
+    assert offline == {"interfaces": ["lo"], "gateway": None}, offline
+    online = result(ns_lam, net_fn, {"probe": "interfaces"})
+    assert online["interfaces"] == ["eth0", "lo"] and online["gateway"], online
+    neighbour.assert_all_well()
+
+
+def test_lamina_api_reachable_from_inside(
+    ns_lam: Any, net_fn: str, offline_fn: str, neighbour: Neighbour
+) -> None:
+    out = result(ns_lam, net_fn, {"probe": "api"})
+    assert out.get("status") == 200, out
+    names = {f["FunctionName"] for f in out["body"]["Functions"]}
+    assert {net_fn, offline_fn, neighbour.name} <= names
+    offline = result(ns_lam, offline_fn, {"probe": "api"})
+    assert "status" not in offline and offline.get("type"), offline
+    neighbour.assert_all_well()
+
+
+def test_environments_cannot_reach_each_other(
+    ns_lam: Any, ns_functions: Functions, net_fn: str, test_host: OutsideHost, neighbour: Neighbour
+) -> None:
+    port = 7000
+    a = result(ns_lam, net_fn, {"probe": "listen", "port": port, "via": test_host.address})
+    assert ipaddress.ip_address(a["address"]) in ipaddress.ip_network("10.213.0.0/16"), a
+    assert a["self"] == {"ok": True}, a  # A's listener is up, on that address
+    other = str(ns_functions.create(NET, Timeout=10)["FunctionName"])
+    b = result(ns_lam, other, {"probe": "connect", "host": a["address"], "port": port})
+    assert b.get("type") in ("TimeoutError", "ConnectionRefusedError"), b
+    # B itself is online (so the failure is the firewall's, not a missing network).
+    assert result(ns_lam, other, {"probe": "fetch", "url": test_host.url}).get("status") == 200
+    neighbour.assert_all_well()
+
+
+def _link_local_of_host_end(gateway: str) -> str:
+    """The IPv6 link-local address of the host's end of the veth whose IPv4 is `gateway`."""
+    links = json.loads(
+        subprocess.run(["ip", "-j", "addr"], capture_output=True, text=True, check=True).stdout
+    )
+    [link] = [k for k in links if any(a.get("local") == gateway for a in k["addr_info"])]
+    assert link["ifname"].startswith("lmv"), link
+    [address] = [
+        a["local"]
+        for a in link["addr_info"]
+        if a["family"] == "inet6" and a["local"].startswith("fe80:")
+    ]
+    return str(address)
+
+
+@pytest.mark.parametrize("host", ["test-veth", "gateway", "ipv6-link-local"])
+def test_host_addresses_out_of_reach(
+    ns_lam: Any, net_fn: str, test_host: OutsideHost, neighbour: Neighbour, host: str
+) -> None:
+    # One listener on every address of the host, IPv4 and IPv6.
+    with socket.socket(socket.AF_INET6) as listener:
+        listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        listener.bind(("::", 0))
+        listener.listen(8)
+        listener.setblocking(False)
+        port = listener.getsockname()[1]
+        if host == "test-veth":
+            target = test_host.host_address
+        elif host == "gateway":
+            target = "gateway"
+        else:
+            gateway = result(ns_lam, net_fn, {"probe": "interfaces"})["gateway"]
+            target = _link_local_of_host_end(gateway) + "%eth0"
+        event = {"probe": "connect", "host": target, "port": port}
+        out = result(ns_lam, net_fn, event)
+        # (a new eth0's own link-local address stays tentative for a second or two)
+        deadline = time.monotonic() + 5
+        while out.get("errno") == errno.EADDRNOTAVAIL and time.monotonic() < deadline:
+            time.sleep(0.2)
+            out = result(ns_lam, net_fn, event)
+        assert out.get("type") == "TimeoutError", out  # dropped by Lamina's firewall
+        with pytest.raises(BlockingIOError):
+            listener.accept()
+        # The same listener, at the test veth's address, is open to the test host: what
+        # stopped the function was Lamina's firewall.
+        code = "import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), 2)"
+        control = test_host.run(code, test_host.host_address, str(port))
+        assert control.returncode == 0, control.stderr
+        listener.setblocking(True)
+        listener.settimeout(5)
+        conn, _ = listener.accept()
+        conn.close()
+    neighbour.assert_all_well()
