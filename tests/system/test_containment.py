@@ -428,7 +428,8 @@ def test_files_out_of_reach(
     for key in ("database", "other_code"):
         assert out[key].get("errno") in (errno.ENOENT, errno.EACCES), (key, out)
     assert out["task"] == ["app.py", "own-file.txt"]
-    assert out["kmsg"].get("errno") in (errno.EACCES, errno.EPERM), out
+    # the sandbox's /dev holds only null, zero, full, random, urandom and tty
+    assert out["kmsg"].get("errno") in (errno.ENOENT, errno.EACCES, errno.EPERM), out
     neighbour.assert_all_well()
 
 
@@ -463,10 +464,14 @@ def test_host_loopback_out_of_reach(ns_lam: Any, probes: str, neighbour: Neighbo
 
 
 def test_nothing_writable_but_tmp(ns_lam: Any, probes: str, neighbour: Neighbour) -> None:
-    read_only = ["/var/task", "/opt", "/var/runtime", "/etc", "/", "/var/tmp", "/dev/shm"]
-    out = result(ns_lam, probes, {"probe": "writes", "dirs": [*read_only, "/tmp"]})
+    read_only = ["/var/task", "/opt", "/var/runtime", "/etc", "/", "/var", "/dev", "/usr"]
+    # not there at all in the sandbox's root (it holds the host's system directories only)
+    absent = ["/var/tmp", "/dev/shm", "/run", "/home"]
+    out = result(ns_lam, probes, {"probe": "writes", "dirs": [*read_only, *absent, "/tmp"]})
     for d in read_only:
         assert out[d].get("errno") in (errno.EROFS, errno.EACCES), (d, out[d])
+    for d in absent:
+        assert out[d].get("errno") == errno.ENOENT, (d, out[d])
     assert out["/tmp"] == {"ok": True}
     neighbour.assert_all_well()
 

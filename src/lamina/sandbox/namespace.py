@@ -28,7 +28,6 @@ import os
 import pwd
 import signal
 import socket
-import stat
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -66,8 +65,8 @@ PRELOAD = (
     "uuid",
     "email.message",
 )
-#: the Lambda paths every sandbox mounts over; made (empty) on the host if missing
-MOUNTPOINTS = ("/var/task", "/var/runtime", "/opt")
+#: as `zygote.SYSTEM_DIRS`: what the sandbox's root shows of the host
+_SYSTEM_DIRS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr", "etc")
 
 
 def available() -> str | None:
@@ -143,8 +142,14 @@ class NamespaceSandbox:
             # CPU is limited once the init phase is over (`init_done`): Lambda lets the init
             # phase run at full speed, and at 128 MB (7% of a CPU) an import would crawl.
             child.cgroup.limit_memory(spec.memory_mb, spec.ephemeral_storage_mb)
-            if not spec.network and child.netns.veth is not None:
-                await loop.run_in_executor(None, self._backend.net.drop_egress, child.netns)
+            if not spec.network:
+                # No network: not even a listener at AWS_ENDPOINT_URL (connections would
+                # wait, unserved, in its backlog); refused at once instead.
+                if child.netns.api_relay is not None:
+                    child.netns.api_relay.close()
+                    child.netns.api_relay = None
+                if child.netns.veth is not None:
+                    await loop.run_in_executor(None, self._backend.net.drop_egress, child.netns)
             claim: dict[str, Any] = {
                 "env": dict(env),
                 "argv": list(spec.argv),
@@ -258,8 +263,6 @@ class NamespaceBackend:
         self.cgroups = CgroupTree.create()
         self.net = NetworkFactory(api_address[1])
         self.net.setup()
-        for path in MOUNTPOINTS:
-            os.makedirs(path, exist_ok=True)
         self._staging.mkdir(parents=True, exist_ok=True)
         self._uid, self._gid = _sandbox_ids()
         self._zygotes: dict[tuple[str, bool], Zygote] = {}
@@ -300,7 +303,7 @@ class NamespaceBackend:
             config: dict[str, Any] = {
                 "staging": str(self._staging),
                 "masks": [str(self._data_dir)],
-                "expose": _expose([str(Path(interpreter).resolve().parent.parent)]),
+                "expose": _expose(str(Path(interpreter).resolve().parent.parent)),
                 "uid": self._uid,
                 "gid": self._gid,
                 "python": python,
@@ -523,20 +526,7 @@ def _sandbox_ids() -> tuple[int, int]:
     return NOBODY, NOBODY
 
 
-def _expose(paths: list[str]) -> list[tuple[str, list[str]]]:
-    """For runtime directories under a directory others may not enter (pyenv under a 0700
-    /root): that directory, to cover with an empty tmpfs, and what to bind inside it."""
-    tops: dict[str, list[str]] = {}
-    for path in paths:
-        current = "/"
-        for part in Path(path).parts[1:]:
-            current = os.path.join(current, part)
-            try:
-                mode = os.stat(current).st_mode
-            except OSError:
-                break
-            if stat.S_ISDIR(mode) and not mode & stat.S_IXOTH:
-                if current != path:
-                    tops.setdefault(current, []).append(path)
-                break
-    return list(tops.items())
+def _expose(prefix: str) -> list[str]:
+    """The runtime's installation, if the sandbox's system directories do not hold it."""
+    top = Path(prefix).parts[1] if len(Path(prefix).parts) > 1 else ""
+    return [] if top in _SYSTEM_DIRS else [prefix]

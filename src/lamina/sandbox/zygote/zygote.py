@@ -81,6 +81,16 @@ MOVE_MOUNT_F_EMPTY_PATH = 0x4
 PR_SET_PDEATHSIG = 1
 #: Lambda's default /tmp size (MB); mounted ahead, resized at claim when a function differs
 DEFAULT_TMP_MB = 512
+#: the host directories a sandbox sees (read-only), where they exist
+SYSTEM_DIRS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr", "etc")
+#: the devices a sandbox has in its /dev
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+DEV_LINKS = (
+    ("fd", "/proc/self/fd"),
+    ("stdin", "/proc/self/fd/0"),
+    ("stdout", "/proc/self/fd/1"),
+    ("stderr", "/proc/self/fd/2"),
+)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 # clone() must run with the GIL held (the child resumes inside this call), so through PyDLL.
@@ -295,25 +305,58 @@ class Child:
         _check(_libc.setns(self.netns, CLONE_NEWNET), "setns net")
         os.close(self.netns)
         socket.sethostname("lamina")
-        root = self.root
+        self.build_root(self.root)
+        # Leave the host's filesystem now, ahead of any claim: detaching the old root costs
+        # about a millisecond that a cold start would otherwise pay.
+        pivot_into(self.root)
+        runtime = os.fork()
+        if runtime != 0:
+            self.be_init(runtime)
+        if self.config.get("python"):
+            warm_up()
+
+    def build_root(self, root: str) -> None:
+        """The sandbox's root filesystem, on an empty tmpfs: the host's system directories
+        (/usr, /etc, /bin, /lib...) and /sys bound read-only, a /dev of the harmless devices
+        only, a fresh /proc, and Lambda's own places (/var/task, /var/runtime, /opt, /tmp).
+
+        Not the whole host root: a read-only mount does not stop connect() on a unix socket,
+        so /run, /var/run, /var/lib, /tmp and /dev of the host (a database's socket,
+        /dev/log, D-Bus) must not be there at all. Nor /home, /root, /srv or Lamina's data.
+        """
         mount(None, "/", None, MS_REC | MS_PRIVATE)
-        mount("/", root, None, MS_BIND | MS_REC)
+        mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=256k,mode=755")
+        for name in SYSTEM_DIRS:
+            host = "/" + name
+            if os.path.islink(host):  # merged /usr: /bin -> usr/bin
+                os.symlink(os.readlink(host), root + host)
+            elif os.path.isdir(host):
+                os.mkdir(root + host)
+                mount(host, root + host, None, MS_BIND | MS_REC)
+        for name in ("dev", "proc", "sys", "tmp", "opt", "var", "var/task", "var/runtime"):
+            os.makedirs(os.path.join(root, name), exist_ok=True)
+        mount("/sys", root + "/sys", None, MS_BIND | MS_REC)
+        mount("tmpfs", root + "/dev", "tmpfs", MS_NOSUID, "size=64k,mode=755")
+        for name in DEVICES:
+            with open(f"{root}/dev/{name}", "w"):
+                pass
+            mount(f"/dev/{name}", f"{root}/dev/{name}", None, MS_BIND)
+        for name, target in DEV_LINKS:
+            os.symlink(target, f"{root}/dev/{name}")
+        for path in self.config["expose"]:
+            # A runtime outside the system directories (pyenv's under /root, say): bound
+            # at its own path, and nothing of what is beside it.
+            os.makedirs(root + path, exist_ok=True)
+            mount(path, root + path, None, MS_BIND | MS_REC)
+        runtime_dir = self.config.get("runtime_dir")
+        if runtime_dir:
+            mount(runtime_dir, root + "/var/runtime", None, MS_BIND | MS_REC)
+        # Everything so far read-only (the root tmpfs included), then the writable /tmp.
         make_tree_readonly(root)
         for path in self.config["masks"]:
             if os.path.isdir(root + path):
                 mount("tmpfs", root + path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=4k")
-        for top, paths in self.config["expose"]:
-            # A runtime installed under a directory the sandbox user may not enter (pyenv
-            # under /root): an empty tmpfs over that directory, with only the runtime bound in.
-            mount("tmpfs", root + top, "tmpfs", MS_NOSUID | MS_NODEV, "size=64k,mode=755")
-            for path in paths:
-                os.makedirs(root + path, exist_ok=True)
-                bind_ro(path, root + path)
-            mount(None, root + top, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
         mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-        runtime_dir = self.config.get("runtime_dir")
-        if runtime_dir:
-            bind_ro(runtime_dir, root + "/var/runtime")
         # /opt empty until a function with layers claims the sandbox; /tmp at Lambda's
         # default size, resized at claim if the function asks for another.
         mount("tmpfs", root + "/opt", "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=4k")
@@ -324,14 +367,6 @@ class Child:
             MS_NOSUID | MS_NODEV,
             f"size={DEFAULT_TMP_MB}m,mode=1777",
         )
-        # Leave the host's filesystem now, ahead of any claim: detaching the old root costs
-        # about a millisecond that a cold start would otherwise pay.
-        pivot_into(root)
-        runtime = os.fork()
-        if runtime != 0:
-            self.be_init(runtime)
-        if self.config.get("python"):
-            warm_up()
 
     def be_init(self, runtime: int) -> None:
         """PID 1 of the sandbox: reap orphans until the runtime exits, then exit as it did.
@@ -343,6 +378,11 @@ class Child:
         128 + N for death by signal N (the shell's convention, read back by the server).
         """
         self.ctl.close()  # the runtime alone holds it: its close is the server's signal
+        # Default dispositions everywhere (Python's own SIGINT handler included): signals a
+        # function sends its namespace's init are then dropped by the kernel.
+        for number in signal.valid_signals():
+            with contextlib.suppress(OSError, ValueError):
+                signal.signal(number, signal.SIG_DFL)
         uid, gid = int(self.config["uid"]), int(self.config["gid"])
         os.setgroups([])
         os.setresgid(gid, gid, gid)
