@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import resource
 import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -122,6 +123,7 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
             "authentication yet: anyone who can reach this port can deploy and run code.",
             file=sys.stderr,
         )
+    _raise_open_files_limit()
     runtimes = RuntimeCatalog.discover()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     backend = make_backend(settings, runtimes)
@@ -160,6 +162,15 @@ class _Server(uvicorn.Server):
                 yield
             finally:
                 self._captured_signals.clear()
+
+
+def _raise_open_files_limit() -> None:
+    """Every environment holds a few descriptors here (its log pipe, Runtime API socket,
+    relay and control sockets): take the hard limit, not the soft default of 1,024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _has_uvloop() -> bool:

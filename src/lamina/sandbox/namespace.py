@@ -49,6 +49,8 @@ from lamina.sandbox.api import (
 log = logging.getLogger(__name__)
 
 MEMORY_POLL_S = 0.1
+#: connections one sandbox may have open to Lamina's API at once (through its relay)
+RELAY_CONNECTIONS = 64
 _REFILL_AFTER_INIT_S = 0.005
 _REFILL_FALLBACK_S = 0.5
 #: Lambda's sandbox user is sbx_user1051, uid 993 / gid 990
@@ -420,17 +422,29 @@ class NamespaceBackend:
     # -- the relay to Lamina's API ---------------------------------------------------------
 
     async def serve_relay(self, listener: socket.socket) -> asyncio.AbstractServer:
+        """Relay connections to AWS_ENDPOINT_URL inside a sandbox to Lamina's API, at most
+        `RELAY_CONNECTIONS` at a time (each costs the server two descriptors)."""
         host, port = self._api_address
+        open_now = 0
 
         async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal open_now
+            if open_now >= RELAY_CONNECTIONS:
+                writer.close()
+                return
+            open_now += 1
             try:
                 up_reader, up_writer = await asyncio.open_connection(host, port)
             except OSError:
                 writer.close()
+                open_now -= 1
                 return
-            await asyncio.gather(
-                _pipe(reader, up_writer), _pipe(up_reader, writer), return_exceptions=True
-            )
+            try:
+                await asyncio.gather(
+                    _pipe(reader, up_writer), _pipe(up_reader, writer), return_exceptions=True
+                )
+            finally:
+                open_now -= 1
 
         return await asyncio.start_server(relay, sock=listener)
 
