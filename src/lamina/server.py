@@ -82,6 +82,9 @@ def create_app(
 
     async def changed(name: str) -> None:
         scheduler.retire(name)
+        config = functions.latest(name)
+        if config is not None:
+            scheduler.prepare(config)
         backend.expect(_runtime_specs(runtimes, functions.runtimes_in_use()))
 
     functions.subscribe(changed)

@@ -182,7 +182,7 @@ def test_metrics_time_each_cold_start_phase(server: Server, lam: Any) -> None:
         text = httpx.get(server.endpoint + "/metrics").text
     finally:
         lam.delete_function(FunctionName="metered")
-    for phase in ("runtime_api", "sandbox", "init"):
+    for phase in ("sandbox", "start", "init"):
         assert (
             f'lamina_cold_start_phase_seconds_count{{phase="{phase}",runtime="python3.11"}}' in text
         )

@@ -140,6 +140,10 @@ class FunctionService:
         sandbox backend prepares for the runtimes in use)."""
         self._listeners.append(listener)
 
+    def latest(self, name: str) -> FunctionConfig | None:
+        """The function's $LATEST configuration, if it exists (no I/O)."""
+        return self._latest.get(name)
+
     def runtimes_in_use(self) -> set[str]:
         """The runtimes of every function's $LATEST."""
         return {c.runtime for c in self._latest.values()}

@@ -50,9 +50,9 @@ class Metrics:
         self.cold_start_phase = Histogram(
             "lamina_cold_start_phase_seconds",
             "Each phase of starting an execution environment: sandbox (make the isolation, "
-            "or take one made ahead), runtime_api (serve its Runtime API), start (attach the "
-            "function and launch its runtime), init (runtime and handler init, until the "
-            "first /invocation/next).",
+            "or take one made ahead), start (attach the function, launch its runtime and "
+            "serve its Runtime API), init (runtime and handler init, until the first "
+            "/invocation/next).",
             ["phase", "runtime"],
             buckets=_PHASE_BUCKETS,
             registry=self.registry,

@@ -181,22 +181,21 @@ class Environment:
             try:
                 endpoint = await self._sandbox.prepare()
                 t1 = time.perf_counter()
-                phase.labels("sandbox", runtime).observe(t1 - t0)
-                await self._api.start(endpoint.sock)
                 env = dict(ctx.base_env)
                 env["AWS_LAMBDA_RUNTIME_API"] = endpoint.address
                 env["AWS_LAMBDA_LOG_STREAM_NAME"] = self.log_stream
                 # The function's own variables come last: Lambda lets them override all but
                 # the reserved keys, which control/ has already refused.
                 env.update(ctx.config.environment)
-                t2 = time.perf_counter()
-                phase.labels("runtime_api", runtime).observe(t2 - t1)
-                await self._sandbox.start(env)
+                # Launch first, then serve the Runtime API while the runtime starts up: its
+                # listening socket holds the runtime's connection until then.
+                await asyncio.gather(self._sandbox.start(env), self._api.start(endpoint.sock))
             finally:
                 os.close(output)  # the runtime holds its own copy now
             self._sandbox.on_exit(self._on_exit)
             t3 = time.perf_counter()
-            phase.labels("start", runtime).observe(t3 - t2)
+            phase.labels("sandbox", runtime).observe(t1 - t0)
+            phase.labels("start", runtime).observe(t3 - t1)
         except (SandboxError, OSError) as e:
             await self.destroy()
             cause = e.__cause__ if isinstance(e, SandboxError) else e

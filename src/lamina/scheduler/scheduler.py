@@ -12,6 +12,7 @@ its pool is retired: idle environments stop at once, busy ones when their invoca
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -214,6 +215,14 @@ class Scheduler:
         self._reaper = asyncio.get_running_loop().create_task(self._reap_forever())
 
     async def invoke(self, config: FunctionConfig, request: InvokeRequest) -> InvokeResult:
+        return await self._pool(config).invoke(request)
+
+    def prepare(self, config: FunctionConfig) -> None:
+        """Make the function's pool ahead of its first invoke (a cold start then skips it)."""
+        with contextlib.suppress(InvalidRuntimeError):  # reported when it is invoked
+            self._pool(config)
+
+    def _pool(self, config: FunctionConfig) -> Pool:
         key = (config.name, config.version)
         pool = self._pools.get(key)
         if pool is None or pool.config.revision_id != config.revision_id:
@@ -221,7 +230,7 @@ class Scheduler:
                 self._retire(key)
             pool = Pool(self._context(config), self)
             self._pools[key] = pool
-        return await pool.invoke(request)
+        return pool
 
     def retire(self, function_name: str) -> None:
         """Retire every pool of a function (its code or configuration changed, or it is gone)."""
