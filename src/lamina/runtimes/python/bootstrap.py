@@ -375,6 +375,20 @@ def install_logging() -> None:
     logging.getLogger().addHandler(handler)
 
 
+_prepared = False
+
+
+def prepare() -> None:
+    """Set up what does not depend on the function: line-buffered stdout and Lambda's log
+    format. Lamina's zygote calls it ahead of need, in environments waiting in its pool."""
+    global _prepared
+    if _prepared:
+        return
+    _prepared = True
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    install_logging()
+
+
 def main() -> None:
     # Make the function's code, not this runtime's directory, the first place imports look.
     here = os.path.dirname(os.path.abspath(__file__))
@@ -383,8 +397,7 @@ def main() -> None:
     task_root = os.environ.get("LAMBDA_TASK_ROOT", os.getcwd())
     if task_root not in sys.path:
         sys.path.insert(0, task_root)
-    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    install_logging()
+    prepare()
     client = RuntimeClient(os.environ["AWS_LAMBDA_RUNTIME_API"])
     try:
         handler = load_handler(os.environ.get("_HANDLER", ""))

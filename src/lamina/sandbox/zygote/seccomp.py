@@ -44,7 +44,7 @@ import functools
 import os
 import platform
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 __all__ = ["DENIED", "build_filter", "install"]
 
@@ -320,12 +320,19 @@ def _bisect(asm: _Assembler, cases: list[tuple[int, str]]) -> None:
     _bisect(asm, cases[middle:])
 
 
-def build_filter(arch: str | None = None) -> bytes:
+def build_filter(
+    arch: str | None = None, deny: Sequence[str] = DENIED, arguments: bool = True
+) -> bytes:
     """Return the filter program for `arch` (default: this machine) as packed `sock_filter`s.
 
     `arch` is a `platform.machine()` name: "x86_64" or "aarch64"; any other raises ValueError.
     Build it once (in the zygote) and `install` the same bytes in every child. For this
     machine's arch it also resolves prctl(2) through ctypes, ahead of the children.
+
+    `deny`: the syscalls refused with EPERM (default: `DENIED`). `arguments`: also apply the
+    argument rules (clone's namespace flags, clone3, personality). Filters stack, the most
+    restrictive answer winning, so a sandbox may install most of the list ahead and a short
+    remainder (without `arguments`) last, where installing costs the least.
     """
     machine = platform.machine() if arch is None else arch
     if machine not in _ARCHES:
@@ -346,8 +353,8 @@ def build_filter(arch: str | None = None) -> bytes:
         asm.jump(_JEQ, _NO_SYSCALL, jt="allow", jf="kill")
         asm.label("native")
     special = {"clone": "clone", "clone3": "enosys", "personality": "personality"}
-    targets = {table[name]: label for name, label in special.items()}
-    targets.update((table[name], "eperm") for name in DENIED if name in table)
+    targets = {table[name]: label for name, label in special.items()} if arguments else {}
+    targets.update((table[name], "eperm") for name in deny if name in table)
     _bisect(asm, sorted(targets.items()))
     asm.label("allow")
     asm.ret(_SECCOMP_RET_ALLOW)
