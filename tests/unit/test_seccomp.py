@@ -148,6 +148,28 @@ def test_denied_syscalls_get_eperm_and_others_are_allowed(arch: str) -> None:
 
 
 @pytest.mark.parametrize("arch", SUPPORTED)
+def test_split_filters_deny_together_what_the_whole_list_denies(arch: str) -> None:
+    """The zygote installs most of the list in the pool and the rest at claim: stacked (the
+    most restrictive answer wins), the two refuse exactly what the single filter refuses."""
+    at_claim = ("mount", "mount_setattr", "move_mount")
+    ahead = seccomp.build_filter(arch, deny=[n for n in seccomp.DENIED if n not in at_claim])
+    last = seccomp.build_filter(arch, deny=at_claim, arguments=False)
+    whole = seccomp.build_filter(arch)
+    table, native = seccomp._ARCHES[arch][1], AUDIT_ARCH[arch]
+    assert run_bpf(ahead, table["mount"], native) == ALLOW
+    assert run_bpf(last, table["mount"], native) == EPERM
+    assert run_bpf(last, table["ptrace"], native) == ALLOW
+    # without `arguments`, clone is not inspected: the filter installed ahead does that
+    clone_user = (CLONE_NEW["CLONE_NEWUSER"] | signal.SIGCHLD,)
+    assert run_bpf(last, NR[arch]["clone"], native, clone_user) == ALLOW
+    assert run_bpf(ahead, NR[arch]["clone"], native, clone_user) == EPERM
+    for nr in range(600):
+        for args in ((), clone_user):
+            stacked = min(run_bpf(ahead, nr, native, args), run_bpf(last, nr, native, args))
+            assert stacked == run_bpf(whole, nr, native, args), nr
+
+
+@pytest.mark.parametrize("arch", SUPPORTED)
 def test_clone_with_a_namespace_flag_is_refused_other_clones_pass(arch: str) -> None:
     program = seccomp.build_filter(arch)
     clone, native = NR[arch]["clone"], AUDIT_ARCH[arch]
