@@ -187,6 +187,12 @@ class Environment:
                 # The function's own variables come last: Lambda lets them override all but
                 # the reserved keys, which control/ has already refused.
                 env.update(ctx.config.environment)
+                if first is not None:
+                    # Queued before the Runtime API is served, delivered the moment the
+                    # runtime asks for work: no hop through this task between the end of
+                    # the init phase and the invocation.
+                    self._first = first[0]
+                    self._api.submit(self._invocation(first[0], first[1]))
                 # Launch first, then serve the Runtime API while the runtime starts up: its
                 # listening socket holds the runtime's connection until then.
                 await asyncio.gather(self._sandbox.start(env), self._api.start(endpoint.sock))
@@ -211,11 +217,6 @@ class Environment:
                 ) from e
             log.error("environment %s failed to start: %s", self.id, e)
             raise InitFailed(_error_payload("Runtime.Unknown", f"Environment failed: {e}")) from e
-        if first is not None:
-            # Queued now, delivered the moment the runtime asks for work: no hop through
-            # this task between the end of the init phase and the invocation.
-            self._first = first[0]
-            self._api.submit(self._invocation(first[0], first[1]))
         try:
             failure = await asyncio.wait_for(asyncio.shield(self._ready), limits.INIT_TIMEOUT_S)
         except TimeoutError:
