@@ -2,15 +2,18 @@
 
 An environment is a child of a warm zygote (`_zygotes.py`, `zygote/zygote.py`) made with new
 mount, PID, IPC and UTS namespaces, joined to a network namespace of its own (`_netns.py`) and
-to a cgroup of its own (`_cgroups.py`). It sees the host's root read-only, with the function's
-code at /var/task, its layers at /opt, the runtime at /var/runtime and a private tmpfs /tmp of
-`EphemeralStorage` MB; Lamina's data directory is hidden; it runs as an unprivileged uid with
-no_new_privs and a seccomp deny-list.
+to a cgroup of its own (`_cgroups.py`). Its root is an empty tmpfs holding, read-only, the
+host's system directories (/usr, /etc, /bin, /lib...), a /dev of harmless devices, and
+Lambda's places: the function's code at /var/task, its layers at /opt, the runtime at
+/var/runtime, a private tmpfs /tmp of `EphemeralStorage` MB. Its init is PID 1; its runtime
+runs as an unprivileged uid with no_new_privs and a seccomp deny-list.
 
 Cold starts are cheap because the isolation is done *ahead*: for each zygote a few children
-wait, already isolated, in a pool (`--warm-pool`, refilled off the request path). A cold start
-claims one, attaches the function (a few bind mounts, `pivot_root`, drop privileges) and runs
-the handler's import; a pool that ran dry makes a child on the spot (a few ms more).
+wait, already isolated (namespaces, root, pivot_root, most of the seccomp filter), in a pool
+(`--warm-pool`, refilled after the cold start that drew on it). A cold start claims one: the
+server hands it the function's files as detached mount trees (open_tree), the child attaches
+them, drops its privileges and runs the handler's import. A pool that ran dry makes a child
+on the spot (some milliseconds more).
 
 Memory: the cgroup's hard limit is MemorySize + the /tmp size (tmpfs pages are charged to the
 writer's cgroup; on Lambda /tmp is apart from memory), and a watcher kills an environment whose
@@ -67,6 +70,8 @@ PRELOAD = (
     "uuid",
     "email.message",
 )
+#: a pool's key: the zygote's interpreter, whether it runs Python in-process, what it exposes
+_Key = tuple[str, bool, tuple[str, ...]]
 #: as `zygote.SYSTEM_DIRS`: what the sandbox's root shows of the host
 _SYSTEM_DIRS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr", "etc")
 
@@ -98,8 +103,8 @@ class _Prepared:
     cgroup: Cgroup
     sandbox_id: str
     exit: ExitWatch = field(default_factory=ExitWatch)
-    #: the pool it was taken from (zygote interpreter, in-process Python)
-    key: tuple[str, bool] = ("", False)
+    #: the pool it was taken from
+    key: _Key = ("", False, ())
 
 
 class NamespaceSandbox:
@@ -267,10 +272,9 @@ class NamespaceBackend:
         self.net.setup()
         self._staging.mkdir(parents=True, exist_ok=True)
         self._uid, self._gid = _sandbox_ids()
-        self._zygotes: dict[tuple[str, bool], Zygote] = {}
-        self._pools: dict[tuple[str, bool], list[_Prepared]] = {}
-        self._refills: dict[tuple[str, bool], asyncio.Task[None]] = {}
-        self._nets: list[NetNamespace] = []
+        self._zygotes: dict[_Key, Zygote] = {}
+        self._pools: dict[_Key, list[_Prepared]] = {}
+        self._refills: dict[_Key, asyncio.Task[None]] = {}
         self._live: set[NamespaceSandbox] = set()
         self._watcher: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -291,38 +295,40 @@ class NamespaceBackend:
     def expect(self, runtimes: Sequence[RuntimeSpec]) -> None:
         """Start the zygotes of these runtimes and fill their pools (in the background)."""
         for spec in runtimes:
-            interpreter = spec.interpreter if spec.python_in_zygote else exec_interpreter()
-            runtime_dir = spec.runtime_dir if spec.python_in_zygote else None
-            self._zygote(interpreter, spec.python_in_zygote, runtime_dir)
-            self._refill((interpreter, spec.python_in_zygote))
+            self._refill(self._zygote(spec.interpreter, spec.python_in_zygote, spec.runtime_dir))
 
     # -- zygotes and the pool --------------------------------------------------------------
 
-    def _zygote(self, interpreter: str, python: bool, runtime_dir: Path | None) -> Zygote:
-        key = (interpreter, python)
-        zygote = self._zygotes.get(key)
-        if zygote is None:
+    def _zygote(self, runtime: str, python: bool, runtime_dir: Path) -> _Key:
+        """The zygote for a runtime (made if need be), by its pool's key.
+
+        A Python runtime's zygote is its own interpreter, running the bootstrap in-process;
+        other runtimes share an "exec" zygote (the host's Python) whose children exec them,
+        one per set of directories to expose (a runtime installed outside the system
+        directories, such as pyenv's or nvm's under /root).
+        """
+        expose = _expose(str(Path(runtime).resolve().parent.parent)) if runtime else []
+        interpreter = runtime if python else exec_interpreter()
+        key: _Key = (interpreter, python, tuple(expose))
+        if key not in self._zygotes:
             config: dict[str, Any] = {
                 "staging": str(self._staging),
                 "masks": [str(self._data_dir)],
-                "expose": _expose(str(Path(interpreter).resolve().parent.parent)),
+                "expose": expose,
                 "uid": self._uid,
                 "gid": self._gid,
                 "python": python,
             }
-            if python and runtime_dir is not None:
+            if python:
                 config["runtime_dir"] = str(runtime_dir)
                 config["preload"] = list(PRELOAD)
-            zygote = Zygote(interpreter, config)
-            self._zygotes[key] = zygote
+            self._zygotes[key] = Zygote(interpreter, config)
             self._pools[key] = []
-        return zygote
+        return key
 
     async def claim(self, spec: SandboxSpec) -> _Prepared:
-        interpreter = spec.interpreter if spec.python_in_zygote else exec_interpreter()
-        key = (interpreter, spec.python_in_zygote)
-        runtime_dir = spec.runtime_dir if spec.python_in_zygote else None
-        zygote = self._zygote(interpreter, spec.python_in_zygote, runtime_dir)
+        key = self._zygote(spec.interpreter, spec.python_in_zygote, spec.runtime_dir)
+        zygote = self._zygotes[key]
         pool = self._pools[key]
         child = None
         while pool:
@@ -343,17 +349,17 @@ class NamespaceBackend:
         child.key = key
         return child
 
-    def refill_after_init(self, key: tuple[str, bool]) -> None:
+    def refill_after_init(self, key: _Key) -> None:
         asyncio.get_running_loop().call_later(_REFILL_AFTER_INIT_S, self._refill, key)
 
-    def _refill(self, key: tuple[str, bool]) -> None:
+    def _refill(self, key: _Key) -> None:
         if self._closing or self._warm_pool <= 0:
             return
         task = self._refills.get(key)
         if task is None or task.done():
             self._refills[key] = asyncio.ensure_future(self._fill(key))
 
-    async def _fill(self, key: tuple[str, bool]) -> None:
+    async def _fill(self, key: _Key) -> None:
         zygote = self._zygotes[key]
         pool = self._pools[key]
         failures = 0
@@ -368,19 +374,12 @@ class NamespaceBackend:
                     return
                 await asyncio.sleep(0.5 * failures)
 
-    async def _network(self) -> NetNamespace:
-        loop = asyncio.get_running_loop()
-        if self._nets:
-            ns = self._nets.pop()
-        else:
-            ns = await loop.run_in_executor(None, self.net.make, True)
-        return ns
-
     async def _spawn(self, zygote: Zygote) -> _Prepared:
         loop = asyncio.get_running_loop()
         self._seq += 1
         sandbox_id = f"e{os.getpid()}-{self._seq}"
-        netns = await self._network()
+        # A network namespace of its own, made now, ahead of the claim (~5 ms with its veth).
+        netns = await loop.run_in_executor(None, self.net.make, True)
         cgroup = None
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
@@ -483,8 +482,6 @@ class NamespaceBackend:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
         for zygote in self._zygotes.values():
             await zygote.close()
-        for ns in self._nets:
-            ns.close()
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.cgroups.remove)
         await loop.run_in_executor(None, self.net.close)
