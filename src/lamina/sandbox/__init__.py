@@ -1,4 +1,4 @@
-"""Execution environments behind one Protocol: `process`, `fake` (and `namespace` to come)."""
+"""Execution environments behind one Protocol: `namespace` (isolated), `process`, `fake`."""
 
 from lamina.sandbox.api import Sandbox, SandboxBackend, SandboxError, SandboxSpec
 from lamina.sandbox.safe import SafeSandbox
