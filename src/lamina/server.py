@@ -32,13 +32,15 @@ def make_backend(settings: Settings, runtimes: RuntimeCatalog) -> SandboxBackend
     if choice in ("auto", "namespace"):
         why_not = namespace.available()
         if why_not is None:
-            backend = namespace.NamespaceBackend(
-                settings.sandboxes_dir,
-                settings.data_dir,
-                api_address=(settings.connect_host, settings.port),
-                warm_pool=settings.warm_pool,
-            )
-            return backend
+            try:
+                return namespace.NamespaceBackend(
+                    settings.sandboxes_dir,
+                    settings.data_dir,
+                    api_address=(settings.connect_host, settings.port),
+                    warm_pool=settings.warm_pool,
+                )
+            except OSError as e:  # e.g. cgroups present but not writable here
+                why_not = str(e)
         if choice == "namespace":
             raise SystemExit(f"lamina: --sandbox namespace cannot run here: {why_not}")
         log.warning("sandbox: process (namespace unavailable: %s)", why_not)
