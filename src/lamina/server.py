@@ -14,6 +14,7 @@ from starlette.applications import Starlette
 
 from lamina.api import AppState, build_app
 from lamina.control import FunctionService
+from lamina.models import LATEST
 from lamina.observability import Metrics
 from lamina.runtimes.catalog import Family, RuntimeCatalog
 from lamina.sandbox import SandboxBackend, namespace
@@ -82,10 +83,10 @@ def create_app(
         on_code_released=functions.release_code,
     )
 
-    async def changed(name: str) -> None:
-        scheduler.retire(name)
+    async def changed(name: str, version: str | None) -> None:
+        scheduler.retire(name, version)
         config = functions.latest(name)
-        if config is not None:
+        if config is not None and version == LATEST:
             scheduler.prepare(config)
         backend.expect(_runtime_specs(runtimes, functions.runtimes_in_use()))
 

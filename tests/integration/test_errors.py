@@ -18,6 +18,7 @@ from botocore.exceptions import ClientError
 from tests.conftest import ROLE, Functions, Server, make_zip
 
 HELLO = "def handler(event, context):\n    return 1\n"
+DLQ = "arn:aws:sqs:us-east-1:000000000000:dead-letters"
 
 
 def code_files(server: Server) -> set[str]:
@@ -316,13 +317,14 @@ def test_unknown_route_is_aws_shaped(server: Server) -> None:
 def test_unsupported_features_are_refused_not_ignored(lam: Any, functions: Functions) -> None:
     name = f"t-{uuid.uuid4().hex[:8]}"
     with pytest.raises(lam.exceptions.InvalidParameterValueException) as e:
-        create(lam, name, make_zip({"app.py": HELLO}), Publish=True)
-    assert "Publish" in str(e.value)
+        create(lam, name, make_zip({"app.py": HELLO}), DeadLetterConfig={"TargetArn": DLQ})
+    assert "DeadLetterConfig" in str(e.value)
     existing = functions.create(HELLO)["FunctionName"]
-    with pytest.raises(lam.exceptions.InvalidParameterValueException):
+    with pytest.raises(lam.exceptions.InvalidParameterValueException) as e:
         lam.update_function_code(
-            FunctionName=existing, ZipFile=make_zip({"app.py": HELLO}), Publish=True
+            FunctionName=existing, ZipFile=make_zip({"app.py": HELLO}), DryRun=True
         )
+    assert "DryRun" in str(e.value)
     # Explicitly off is fine.
     create(lam, name, make_zip({"app.py": HELLO}), Publish=False)
     functions.names.append(name)

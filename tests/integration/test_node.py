@@ -47,15 +47,16 @@ def failed(lam: Any, name: str, payload: Any = None) -> tuple[dict[str, Any], An
     return resp, out
 
 
-def function_log(server: Server, marker: str) -> str:
-    """Everything the environments logged, from the log that contains `marker`."""
+def function_log(server: Server, marker: str, request_id: str | None = None) -> str:
+    """Everything the environments logged, from the log that contains `marker` (and, if
+    given, the REPORT line of `request_id`: the whole invocation)."""
     # Logs reach their files a moment after the invocation (they are written in batches).
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         for path in sorted(server.data_dir.rglob("*.log")):
             # Bytes, not text: universal newlines would turn the runtime's \r into line breaks.
             text = path.read_bytes().decode(errors="replace")
-            if marker in text:
+            if marker in text and (request_id is None or f"REPORT RequestId: {request_id}" in text):
                 return text
         time.sleep(0.05)
     raise AssertionError(f"no function log contains {marker!r}")
@@ -741,7 +742,8 @@ def test_console_output_format(functions: Functions, lam: Any, server: Server) -
     resp, out = invoke(lam, name)
     assert out == "logged"
     request_id = resp["ResponseMetadata"]["RequestId"]
-    lines = [line for line in function_log(server, marker).split("\n") if marker in line]
+    log = function_log(server, marker, request_id)
+    lines = [line for line in log.split("\n") if marker in line]
     records = [line.split("\t", 3) for line in lines]
     for timestamp, *_ in records:
         assert timestamp.endswith("Z") and "T" in timestamp and len(timestamp) == 24

@@ -100,6 +100,8 @@ def build_app(
         Route(_FN + "/{name}/configuration", fn.get_function_configuration, methods=["GET"]),
         Route(_FN + "/{name}/configuration", fn.update_function_configuration, methods=["PUT"]),
         Route(_FN + "/{name}/code", fn.update_function_code, methods=["PUT"]),
+        Route(_FN + "/{name}/versions", fn.publish_version, methods=["POST"]),
+        Route(_FN + "/{name}/versions", fn.list_versions, methods=["GET"]),
         # ListLayers and GetLayerVersionByArn (?find=LayerVersion) share a path.
         Route(_LAYERS, layers.list_layers, methods=["GET"]),
         Route(_LAYERS + "/", layers.list_layers, methods=["GET"]),

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
@@ -15,6 +18,7 @@ from lamina.api.wire import (
 )
 from lamina.control import packages
 from lamina.errors import InvalidParameterValueError, ResourceNotFoundError, ValidationError
+from lamina.models import LATEST, FunctionConfig
 
 _CREATE_MEMBERS = {
     "FunctionName",
@@ -31,6 +35,7 @@ _CREATE_MEMBERS = {
     "PackageType",
     "Tags",
     "Layers",
+    "Publish",
 }
 _UPDATE_CONFIG_MEMBERS = {
     "Runtime",
@@ -44,7 +49,23 @@ _UPDATE_CONFIG_MEMBERS = {
     "Layers",
     "RevisionId",
 }
-_UPDATE_CODE_MEMBERS = {"ZipFile", "Architectures", "RevisionId"}
+_UPDATE_CODE_MEMBERS = {"ZipFile", "Architectures", "RevisionId", "Publish"}
+
+
+def _arn(request: Request, config: FunctionConfig) -> str:
+    """A version's ARN is qualified with its number; `$LATEST`'s is the function's."""
+    qualifier = None if config.version == LATEST else config.version
+    return app_state(request).functions.arn(config.name, qualifier)
+
+
+def _publish_flag(body: dict[str, Any]) -> bool:
+    value = body.get("Publish")
+    if value is not None and not isinstance(value, bool):
+        raise ValidationError(
+            f"1 validation error detected: Value '{value}' at 'publish' failed to satisfy "
+            "constraint: Member must be a boolean"
+        )
+    return bool(value)
 
 
 async def create_function(request: Request) -> Response:
@@ -64,9 +85,16 @@ async def create_function(request: Request) -> Response:
         elif "ZipFile" in code:
             req.zip_file = packages.decode_zip_file(code["ZipFile"], "CreateFunction")
     config = await state.functions.create(req)
-    return json_response(
-        function_configuration(config, state.functions.arn(config.name)), status=201
-    )
+    if _publish_flag(body):
+        published = await state.functions.publish(state.functions.ref(config.name))
+        # As created: the version is as pending as the function.
+        config = replace(
+            published,
+            state=config.state,
+            state_reason=config.state_reason,
+            state_reason_code=config.state_reason_code,
+        )
+    return json_response(function_configuration(config, _arn(request, config)), status=201)
 
 
 async def get_function(request: Request) -> Response:
@@ -74,7 +102,7 @@ async def get_function(request: Request) -> Response:
     ref = state.functions.ref(request.path_params["name"], request.query_params.get("Qualifier"))
     fn = await state.functions.get(ref)
     out = {
-        "Configuration": function_configuration(fn.latest, state.functions.arn(fn.latest.name)),
+        "Configuration": function_configuration(fn.latest, _arn(request, fn.latest)),
         "Code": {"RepositoryType": "S3", "Location": code_url(request, fn.latest.code_sha256)},
     }
     if fn.tags:
@@ -86,22 +114,16 @@ async def get_function_configuration(request: Request) -> Response:
     state = app_state(request)
     ref = state.functions.ref(request.path_params["name"], request.query_params.get("Qualifier"))
     config = await state.functions.get_config(ref)
-    return json_response(function_configuration(config, state.functions.arn(config.name)))
+    return json_response(function_configuration(config, _arn(request, config)))
 
 
 async def list_functions(request: Request) -> Response:
     state = app_state(request)
-    raw_max = request.query_params.get("MaxItems")
-    try:
-        max_items = int(raw_max) if raw_max is not None else None
-    except ValueError:
-        raise ValidationError(
-            f"1 validation error detected: Value '{raw_max}' at 'maxItems' failed to satisfy "
-            "constraint: Member must be an integer"
-        ) from None
-    configs, marker = await state.functions.list(request.query_params.get("Marker"), max_items)
+    configs, marker = await state.functions.list(
+        request.query_params.get("Marker"), _max_items(request)
+    )
     out: dict[str, object] = {
-        "Functions": [function_configuration(c, state.functions.arn(c.name)) for c in configs]
+        "Functions": [function_configuration(c, _arn(request, c)) for c in configs]
     }
     if marker:
         out["NextMarker"] = marker
@@ -122,10 +144,14 @@ async def update_function_code(request: Request) -> Response:
         if body.get("ZipFile") is not None
         else None
     )
+    publish = _publish_flag(body)
     config = await state.functions.update_code(
         ref, zip_file, body.get("RevisionId"), body.get("Architectures")
     )
-    return json_response(function_configuration(config, state.functions.arn(config.name)))
+    if publish:
+        published = await state.functions.publish(ref)
+        config = replace(published, last_update_status=config.last_update_status)
+    return json_response(function_configuration(config, _arn(request, config)))
 
 
 async def update_function_configuration(request: Request) -> Response:
@@ -142,6 +168,48 @@ async def delete_function(request: Request) -> Response:
     ref = state.functions.ref(request.path_params["name"], request.query_params.get("Qualifier"))
     await state.functions.delete(ref)
     return Response(status_code=204)
+
+
+async def publish_version(request: Request) -> Response:
+    state = app_state(request)
+    ref = state.functions.ref(request.path_params["name"])
+    body = await json_body(request)
+    unsupported = sorted(
+        k
+        for k, val in body.items()
+        if k not in ("CodeSha256", "Description", "RevisionId") and val is not None
+    )
+    if unsupported:
+        raise InvalidParameterValueError(f"Lamina does not support {', '.join(unsupported)} yet.")
+    config = await state.functions.publish(
+        ref, body.get("CodeSha256"), body.get("Description"), body.get("RevisionId")
+    )
+    return json_response(function_configuration(config, _arn(request, config)), status=201)
+
+
+async def list_versions(request: Request) -> Response:
+    state = app_state(request)
+    ref = state.functions.ref(request.path_params["name"])
+    configs, marker = state.functions.versions(
+        ref, request.query_params.get("Marker"), _max_items(request)
+    )
+    out: dict[str, object] = {
+        "Versions": [function_configuration(c, _arn(request, c)) for c in configs]
+    }
+    if marker:
+        out["NextMarker"] = marker
+    return json_response(out)
+
+
+def _max_items(request: Request) -> int | None:
+    raw = request.query_params.get("MaxItems")
+    try:
+        return int(raw) if raw is not None else None
+    except ValueError:
+        raise ValidationError(
+            f"1 validation error detected: Value '{raw}' at 'maxItems' failed to satisfy "
+            "constraint: Member must be an integer"
+        ) from None
 
 
 async def download_code(request: Request) -> Response:

@@ -52,7 +52,8 @@ from lamina.store import CodeStore, MetadataStore, StoredCode, UnsafePackageErro
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-ChangeListener = Callable[[str], Awaitable[None]]
+#: `listener(name, version)`: `version` None means every version (the function was deleted)
+ChangeListener = Callable[[str, str | None], Awaitable[None]]
 
 _QUALIFIER = re.compile(r"(|[a-zA-Z0-9$_-]+)")
 
@@ -101,6 +102,8 @@ class FunctionService:
         self._runtimes = runtimes
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lamina-control")
         self._latest: dict[str, FunctionConfig] = {}
+        #: published versions, by (name, version): immutable once made
+        self._versions: dict[tuple[str, str], FunctionConfig] = {}
         self._busy: set[str] = set()  # names with a create/update/delete under way
         # Held from storing code until a version references it, and while deciding to delete
         # code: without it a create could reuse a package the collector is removing.
@@ -119,6 +122,7 @@ class FunctionService:
         """Fill the in-memory view from the store and drop unreferenced code."""
         configs = await self._run(self._metadata.all_versions)
         self._latest = {c.name: c for c in configs if c.version == LATEST}
+        self._versions = {(c.name, c.version): c for c in configs if c.version != LATEST}
         # A crash between forgetting a function and deleting its code leaves orphans.
         referenced = await self._run(self._metadata.referenced_code)
         for sha in await self._run(self._code.stored):
@@ -135,9 +139,10 @@ class FunctionService:
             await self._sweep_opt_locked()
 
     def subscribe(self, listener: ChangeListener) -> None:
-        """Call `listener(name)` after a function was created, its code or configuration
-        changed, or it was deleted (the scheduler retires that function's environments; the
-        sandbox backend prepares for the runtimes in use)."""
+        """Call `listener(name, version)` after a function was created, its `$LATEST` changed,
+        a version was published or deleted (`version` names it), or the function was deleted
+        (`version` None). The scheduler retires environments; the sandbox backend prepares for
+        the runtimes in use."""
         self._listeners.append(listener)
 
     def latest(self, name: str) -> FunctionConfig | None:
@@ -145,8 +150,11 @@ class FunctionService:
         return self._latest.get(name)
 
     def runtimes_in_use(self) -> set[str]:
-        """The runtimes of every function's $LATEST."""
-        return {c.runtime for c in self._latest.values()}
+        """The runtimes of every function version."""
+        return {c.runtime for c in self._all_configs()}
+
+    def _all_configs(self) -> list[FunctionConfig]:
+        return [*self._latest.values(), *self._versions.values()]
 
     def add_code_user(self, in_use: Callable[[str], bool]) -> None:
         """Code that `in_use(sha)` says is still running is not deleted."""
@@ -201,29 +209,60 @@ class FunctionService:
         return ResourceNotFoundError(f"Function not found: {self.arn(name, qualifier)}")
 
     def _check_qualifier(self, ref: FunctionRef) -> None:
+        """Only `$LATEST` may be named here (an update, say, cannot name a version)."""
         if ref.qualifier not in (None, LATEST):
-            # Published versions and aliases arrive with issue 5; until then only $LATEST.
             raise self._not_found(ref.name, ref.qualifier)
 
     # -- reads ---------------------------------------------------------------------
 
     def resolve(self, ref: FunctionRef) -> FunctionConfig:
         """What an invocation of `ref` runs (no I/O: the hot path)."""
-        config = self._latest.get(ref.name)
+        if ref.qualifier in (None, LATEST):
+            config = self._latest.get(ref.name)
+        else:
+            config = self._versions.get((ref.name, ref.qualifier))
         if config is None:
             raise self._not_found(ref.name, ref.qualifier)
-        self._check_qualifier(ref)
         return config
 
     async def get(self, ref: FunctionRef) -> Function:
-        self._check_qualifier(ref)
+        """The function, with `latest` the configuration `ref` names ($LATEST unless a
+        version was given)."""
+        config = self.resolve(ref)
         fn = await self._run(self._metadata.get_function, ref.name)
         if fn is None:
             raise self._not_found(ref.name, ref.qualifier)
-        return fn
+        return fn if config.version == LATEST else replace(fn, latest=config)
 
     async def get_config(self, ref: FunctionRef) -> FunctionConfig:
         return (await self.get(ref)).latest
+
+    def versions(
+        self, ref: FunctionRef, marker: str | None, max_items: int | None
+    ) -> tuple[list[FunctionConfig], str | None]:
+        """ListVersionsByFunction: `$LATEST`, then published versions in number order."""
+        self._check_qualifier(ref)
+        latest = self._latest.get(ref.name)
+        if latest is None:
+            raise self._not_found(ref.name)
+        if max_items is None:
+            max_items = limits.LIST_MAX_ITEMS_DEFAULT
+        if not 1 <= max_items <= limits.LIST_MAX_ITEMS_MAX:
+            c = v.Constraints()
+            c.integer(max_items, "maxItems", 1, limits.LIST_MAX_ITEMS_MAX)
+            c.check()
+        published = sorted(
+            (c for (name, _), c in self._versions.items() if name == ref.name),
+            key=lambda c: int(c.version),
+        )
+        ordered = [latest, *published]
+        start = 0
+        if marker:
+            after = _decode_marker(marker)
+            start = next((i + 1 for i, c in enumerate(ordered) if c.version == after), 0)
+        page = ordered[start : start + max_items]
+        more = start + max_items < len(ordered)
+        return page, _encode_marker(page[-1].version) if more and page else None
 
     async def list(
         self, marker: str | None, max_items: int | None
@@ -247,7 +286,7 @@ class FunctionService:
     def zip_path(self, sha256: str) -> Path | None:
         """The stored package with this digest, if a function uses it."""
         path = self._code.zip_path(sha256)
-        in_use = any(c.code_sha256 == sha256 for c in self._latest.values())
+        in_use = any(c.code_sha256 == sha256 for c in self._all_configs())
         return path if in_use and path.is_file() else None
 
     # -- writes --------------------------------------------------------------------
@@ -318,7 +357,7 @@ class FunctionService:
                 self._track_opt(config)
         finally:
             self._busy.discard(name)
-        await self._notify(name)
+        await self._notify(name, LATEST)
         return replace(
             config,
             state=FunctionState.PENDING,
@@ -413,7 +452,9 @@ class FunctionService:
             raise InvalidParameterValueError(
                 "$LATEST version cannot be deleted without deleting the function."
             )
-        self._check_qualifier(ref)
+        if ref.qualifier is not None:
+            await self._delete_version(ref.name, ref.qualifier)
+            return
         current = self._latest.get(ref.name)
         if current is None:
             raise self._not_found(ref.name)
@@ -423,12 +464,88 @@ class FunctionService:
         try:
             await self._run(self._metadata.delete_function, ref.name)
             self._latest.pop(ref.name, None)
+            gone = [self._versions.pop(k) for k in list(self._versions) if k[0] == ref.name]
         finally:
             self._busy.discard(ref.name)
-        await self._notify(ref.name)
-        await self._release_code(current.code_sha256)
-        for sha in {lay.code_sha256 for lay in current.layers} - {current.code_sha256}:
+        await self._notify(ref.name, None)
+        await self._release_configs([current, *gone])
+
+    async def _delete_version(self, name: str, version: str) -> None:
+        config = self._versions.get((name, version))
+        if config is None:
+            raise self._not_found(name, version)
+        if name in self._busy:
+            raise self._conflict(name)
+        self._busy.add(name)
+        try:
+            await self._run(self._metadata.delete_version, name, version)
+            self._versions.pop((name, version), None)
+        finally:
+            self._busy.discard(name)
+        await self._notify(name, version)
+        await self._release_configs([config])
+
+    async def _release_configs(self, configs: Sequence[FunctionConfig]) -> None:
+        """Delete the code (and layers) of versions that are gone, where nothing else uses it."""
+        shas = {c.code_sha256 for c in configs}
+        shas |= {lay.code_sha256 for c in configs for lay in c.layers}
+        for sha in shas:
             await self._release_code(sha)
+
+    # -- versions ------------------------------------------------------------------
+
+    async def publish(
+        self,
+        ref: FunctionRef,
+        code_sha256: Any = None,
+        description: Any = None,
+        revision_id: Any = None,
+    ) -> FunctionConfig:
+        """PublishVersion: snapshot `$LATEST` as the next numbered version; if neither code
+        nor configuration changed since the last version, that version (as Lambda does)."""
+        self._check_qualifier(ref)
+        c = v.Constraints()
+        if code_sha256 is not None:
+            c.string(code_sha256, "codeSha256", max_len=1024)
+        if description is not None:
+            c.string(description, "description", max_len=256)
+        c.check()
+        current = self._begin_update(ref.name, revision_id)
+        try:
+            if code_sha256 is not None and code_sha256 != current.code_sha256_b64:
+                raise InvalidParameterValueError(
+                    f"CodeSHA256 ({code_sha256}) is different from current CodeSHA256 in "
+                    f"$LATEST ({current.code_sha256_b64}). Please try again"
+                )
+            last = self._last_version(ref.name)
+            if last is not None and _same_content(last, current):
+                return last
+            draft = replace(
+                current,
+                description=current.description if description is None else description,
+                revision_id=str(uuid.uuid4()),
+                last_modified=_now(),
+                state=FunctionState.ACTIVE,
+                last_update_status=UpdateStatus.SUCCESSFUL,
+            )
+            published = await self._run(
+                partial(self._metadata.publish_version, draft, expect_revision=current.revision_id)
+            )
+            if published is None:
+                raise PreconditionFailedError(
+                    "The Revision Id provided does not match the latest Revision Id. Call the "
+                    "GetFunction/GetAlias API to retrieve the latest Revision Id"
+                )
+            self._versions[(published.name, published.version)] = published
+            self._track_opt(published)
+        finally:
+            self._busy.discard(ref.name)
+        await self._notify(ref.name, published.version)
+        return published
+
+    def _last_version(self, name: str) -> FunctionConfig | None:
+        numbered = [c for (n, _), c in self._versions.items() if n == name]
+        return max(numbered, key=lambda c: int(c.version)) if numbered else None
 
     # -- internals -----------------------------------------------------------------
 
@@ -468,12 +585,12 @@ class FunctionService:
                 "GetFunction/GetAlias API to retrieve the latest Revision Id"
             )
         self._latest[new.name] = new
-        await self._notify(new.name)
+        await self._notify(new.name, LATEST)
 
-    async def _notify(self, name: str) -> None:
+    async def _notify(self, name: str, version: str | None) -> None:
         for listener in self._listeners:
             try:
-                await listener(name)
+                await listener(name, version)
             except Exception:
                 log.exception("change listener failed for %s", name)
 
@@ -533,13 +650,33 @@ class FunctionService:
     async def _sweep_opt_locked(self) -> None:
         """Remove merged /opt directories that no function uses and no environment may be
         running with (environments are known by their code: a conservative test)."""
-        keep = {opt_key(c.layers) for c in self._latest.values()} - {None}
+        keep = {opt_key(c.layers) for c in self._all_configs()} - {None}
         for key, shas in self._opt_users.items():
             if any(in_use(sha) for sha in shas for in_use in self._code_users):
                 keep.add(key)
         await self._run(self.layers.merges.sweep, {k for k in keep if k is not None})
         for key in [k for k in self._opt_users if k not in keep]:
             del self._opt_users[key]
+
+
+#: what makes a version differ from another (not its description, revision or timestamps)
+_CONTENT_FIELDS = (
+    "runtime",
+    "handler",
+    "role",
+    "code_sha256",
+    "timeout",
+    "memory_size",
+    "ephemeral_storage",
+    "environment",
+    "architectures",
+    "package_type",
+    "layers",
+)
+
+
+def _same_content(a: FunctionConfig, b: FunctionConfig) -> bool:
+    return all(getattr(a, name) == getattr(b, name) for name in _CONTENT_FIELDS)
 
 
 def _configuration(c: v.Constraints, req: FunctionInput, *, creating: bool) -> dict[str, Any]:

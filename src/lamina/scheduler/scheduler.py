@@ -232,10 +232,12 @@ class Scheduler:
             self._pools[key] = pool
         return pool
 
-    def retire(self, function_name: str) -> None:
-        """Retire every pool of a function (its code or configuration changed, or it is gone)."""
+    def retire(self, function_name: str, version: str | None = None) -> None:
+        """Retire a function version's pool (its configuration changed, or it is gone), or
+        every pool of the function (`version` None: the function is gone)."""
         for key in [k for k in self._pools if k[0] == function_name]:
-            self._retire(key)
+            if version is None or key[1] == version:
+                self._retire(key)
 
     def code_in_use(self, sha256: str) -> bool:
         """Whether a live environment still runs this code."""

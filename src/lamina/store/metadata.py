@@ -29,6 +29,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
     select,
     update,
 )
@@ -51,6 +52,8 @@ functions = Table(
     Column("name", String(64), primary_key=True),
     Column("tags", JSON, nullable=False, default=dict),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # The number the next published version gets: never reused, even after deletion.
+    Column("next_version", Integer, nullable=False, server_default="1"),
 )
 
 # One row per version of a function; `$LATEST` is the mutable one.
@@ -234,6 +237,17 @@ class MetadataStore:
         if url.startswith("sqlite"):
             event.listen(self._engine, "connect", _sqlite_pragmas)
         _meta.create_all(self._engine)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Columns added since a data directory was made (SQLite's create_all adds tables,
+        not columns)."""
+        with self._tx() as conn:
+            have = {c["name"] for c in inspect(conn).get_columns("functions")}
+            if "next_version" not in have:
+                conn.exec_driver_sql(
+                    "ALTER TABLE functions ADD COLUMN next_version INTEGER NOT NULL DEFAULT 1"
+                )
 
     @classmethod
     def sqlite(cls, path: Path) -> MetadataStore:
@@ -284,6 +298,56 @@ class MetadataStore:
                 )
             ).first()
             return _to_config(row, _load_layers(conn, [name])) if row else None
+
+    def publish_version(
+        self, config: FunctionConfig, *, expect_revision: str
+    ) -> FunctionConfig | None:
+        """Store `config` (a copy of `$LATEST` with a new revision, description and time) as
+        the function's next version, numbered here. None if `$LATEST` changed meanwhile."""
+        with self._tx() as conn:
+            latest = conn.execute(
+                select(function_versions.c.revision_id).where(
+                    function_versions.c.function_name == config.name,
+                    function_versions.c.version == "$LATEST",
+                )
+            ).first()
+            if latest is None or latest[0] != expect_revision:
+                return None
+            number = conn.execute(
+                select(functions.c.next_version).where(functions.c.name == config.name)
+            ).scalar_one()
+            published = replace(config, version=str(number))
+            conn.execute(insert(function_versions).values(**_config_values(published)))
+            if published.layers:
+                conn.execute(insert(function_layers), _layer_rows(published))
+            conn.execute(
+                update(functions)
+                .where(functions.c.name == config.name)
+                .values(next_version=number + 1)
+            )
+            return published
+
+    def list_versions(self, name: str) -> list[FunctionConfig]:
+        """Every version of a function, `$LATEST` included (unordered)."""
+        with self._tx() as conn:
+            rows = list(
+                conn.execute(
+                    select(function_versions).where(function_versions.c.function_name == name)
+                )
+            )
+            refs = _load_layers(conn, [name])
+            return [_to_config(r, refs) for r in rows]
+
+    def delete_version(self, name: str, version: str) -> bool:
+        """Delete one published version (its layer references go with it)."""
+        with self._tx() as conn:
+            deleted = conn.execute(
+                delete(function_versions).where(
+                    function_versions.c.function_name == name,
+                    function_versions.c.version == version,
+                )
+            ).rowcount
+            return bool(deleted)
 
     def list_latest(self, after: str | None, limit: int) -> list[FunctionConfig]:
         """`$LATEST` of each function, by name, starting after `after`."""
