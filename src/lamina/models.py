@@ -36,6 +36,19 @@ class FunctionLayer:
 
 
 @dataclass(frozen=True)
+class Alias:
+    """A name for a function version, optionally sending a share of invocations to a second
+    version (`routing`: version -> weight, at most one entry, as Lambda allows)."""
+
+    function_name: str
+    name: str
+    function_version: str
+    revision_id: str
+    description: str = ""
+    routing: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class LayerVersion:
     """One published version of a layer. Versions are immutable."""
 

@@ -12,8 +12,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from lamina import __version__
+from lamina.api import aliases, layers
 from lamina.api import functions as fn
-from lamina.api import layers
 from lamina.api.context import AppState, app_state
 from lamina.api.errors import http_error, lamina_error, unexpected_error
 from lamina.api.invoke import invoke
@@ -102,6 +102,11 @@ def build_app(
         Route(_FN + "/{name}/code", fn.update_function_code, methods=["PUT"]),
         Route(_FN + "/{name}/versions", fn.publish_version, methods=["POST"]),
         Route(_FN + "/{name}/versions", fn.list_versions, methods=["GET"]),
+        Route(_FN + "/{name}/aliases", aliases.create_alias, methods=["POST"]),
+        Route(_FN + "/{name}/aliases", aliases.list_aliases, methods=["GET"]),
+        Route(_FN + "/{name}/aliases/{alias}", aliases.get_alias, methods=["GET"]),
+        Route(_FN + "/{name}/aliases/{alias}", aliases.update_alias, methods=["PUT"]),
+        Route(_FN + "/{name}/aliases/{alias}", aliases.delete_alias, methods=["DELETE"]),
         # ListLayers and GetLayerVersionByArn (?find=LayerVersion) share a path.
         Route(_LAYERS, layers.list_layers, methods=["GET"]),
         Route(_LAYERS + "/", layers.list_layers, methods=["GET"]),

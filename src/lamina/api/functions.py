@@ -16,7 +16,9 @@ from lamina.api.wire import (
     json_body,
     json_response,
 )
+from lamina.arns import FunctionRef
 from lamina.control import packages
+from lamina.control.aliases import is_alias_name
 from lamina.errors import InvalidParameterValueError, ResourceNotFoundError, ValidationError
 from lamina.models import LATEST, FunctionConfig
 
@@ -52,9 +54,12 @@ _UPDATE_CONFIG_MEMBERS = {
 _UPDATE_CODE_MEMBERS = {"ZipFile", "Architectures", "RevisionId", "Publish"}
 
 
-def _arn(request: Request, config: FunctionConfig) -> str:
-    """A version's ARN is qualified with its number; `$LATEST`'s is the function's."""
+def _arn(request: Request, config: FunctionConfig, ref: FunctionRef | None = None) -> str:
+    """A version's ARN is qualified with its number, `$LATEST`'s is the function's, and a
+    configuration read through an alias shows the alias's."""
     qualifier = None if config.version == LATEST else config.version
+    if ref is not None and ref.qualifier is not None and is_alias_name(ref.qualifier):
+        qualifier = ref.qualifier
     return app_state(request).functions.arn(config.name, qualifier)
 
 
@@ -102,7 +107,7 @@ async def get_function(request: Request) -> Response:
     ref = state.functions.ref(request.path_params["name"], request.query_params.get("Qualifier"))
     fn = await state.functions.get(ref)
     out = {
-        "Configuration": function_configuration(fn.latest, _arn(request, fn.latest)),
+        "Configuration": function_configuration(fn.latest, _arn(request, fn.latest, ref)),
         "Code": {"RepositoryType": "S3", "Location": code_url(request, fn.latest.code_sha256)},
     }
     if fn.tags:
@@ -114,7 +119,7 @@ async def get_function_configuration(request: Request) -> Response:
     state = app_state(request)
     ref = state.functions.ref(request.path_params["name"], request.query_params.get("Qualifier"))
     config = await state.functions.get_config(ref)
-    return json_response(function_configuration(config, _arn(request, config)))
+    return json_response(function_configuration(config, _arn(request, config, ref)))
 
 
 async def list_functions(request: Request) -> Response:

@@ -29,6 +29,7 @@ from lamina import limits
 from lamina.arns import FunctionRef, function_arn, parse_function_ref
 from lamina.control import packages
 from lamina.control import validation as v
+from lamina.control.aliases import AliasService, is_alias_name
 from lamina.control.layers import LayerService, opt_key
 from lamina.errors import (
     InvalidParameterValueError,
@@ -112,6 +113,8 @@ class FunctionService:
         self._code_users: list[Callable[[str], bool]] = []
         #: the layer operations, which share this service's worker and code lock
         self.layers = LayerService(settings, metadata, code, keeper=self)
+        #: the alias operations, which share this service's worker
+        self.aliases = AliasService(self, metadata)
         # Merged /opt directory (by key) -> the code of every version that has run with it:
         # the directory stays while an environment may still run one of them.
         self._opt_users: dict[str, set[str]] = {}
@@ -123,6 +126,7 @@ class FunctionService:
         configs = await self._run(self._metadata.all_versions)
         self._latest = {c.name: c for c in configs if c.version == LATEST}
         self._versions = {(c.name, c.version): c for c in configs if c.version != LATEST}
+        self.aliases.load(await self._run(self._metadata.all_aliases))
         # A crash between forgetting a function and deleting its code leaves orphans.
         referenced = await self._run(self._metadata.referenced_code)
         for sha in await self._run(self._code.stored):
@@ -216,19 +220,42 @@ class FunctionService:
     # -- reads ---------------------------------------------------------------------
 
     def resolve(self, ref: FunctionRef) -> FunctionConfig:
-        """What an invocation of `ref` runs (no I/O: the hot path)."""
-        if ref.qualifier in (None, LATEST):
-            config = self._latest.get(ref.name)
-        else:
-            config = self._versions.get((ref.name, ref.qualifier))
+        """What an invocation of `ref` runs (no I/O: the hot path). An alias with routing
+        picks one of its versions at random, by weight, on each call."""
+        version = ref.qualifier
+        if version is not None and is_alias_name(version):
+            version = self.aliases.pick(ref.name, version)
+            if version is None:
+                raise self._not_found(ref.name, ref.qualifier)
+        config = self.version(ref.name, version or LATEST)
         if config is None:
             raise self._not_found(ref.name, ref.qualifier)
         return config
 
+    def version(self, name: str, version: str) -> FunctionConfig | None:
+        """`$LATEST` or a published version's configuration (no I/O)."""
+        if version == LATEST:
+            return self._latest.get(name)
+        return self._versions.get((name, version))
+
+    def require(self, name: str) -> FunctionConfig:
+        """The function's `$LATEST`; ResourceNotFoundException if there is no such function."""
+        config = self._latest.get(name)
+        if config is None:
+            raise self._not_found(name)
+        return config
+
     async def get(self, ref: FunctionRef) -> Function:
         """The function, with `latest` the configuration `ref` names ($LATEST unless a
-        version was given)."""
-        config = self.resolve(ref)
+        version was given; for an alias, the version it points at)."""
+        if ref.qualifier is not None and is_alias_name(ref.qualifier):
+            self.require(ref.name)
+            alias = self.aliases.get(ref.name, ref.qualifier)
+            config = self.version(ref.name, alias.function_version)
+            if config is None:
+                raise self._not_found(ref.name, ref.qualifier)
+        else:
+            config = self.resolve(ref)
         fn = await self._run(self._metadata.get_function, ref.name)
         if fn is None:
             raise self._not_found(ref.name, ref.qualifier)
@@ -465,15 +492,28 @@ class FunctionService:
             await self._run(self._metadata.delete_function, ref.name)
             self._latest.pop(ref.name, None)
             gone = [self._versions.pop(k) for k in list(self._versions) if k[0] == ref.name]
+            self.aliases.forget_function(ref.name)
         finally:
             self._busy.discard(ref.name)
         await self._notify(ref.name, None)
         await self._release_configs([current, *gone])
 
     async def _delete_version(self, name: str, version: str) -> None:
+        if is_alias_name(version):
+            # DeleteFunction's Qualifier names a version; an alias is deleted by DeleteAlias.
+            raise InvalidParameterValueError(
+                f"Deletion of aliases is not supported by DeleteFunction: use DeleteAlias "
+                f"({self.arn(name, version)})."
+            )
         config = self._versions.get((name, version))
         if config is None:
             raise self._not_found(name, version)
+        users = self.aliases.referencing(name, version)
+        if users:
+            raise ResourceConflictError(
+                "Unable to delete version because the following aliases reference it: "
+                f"[{', '.join(users)}]"
+            )
         if name in self._busy:
             raise self._conflict(name)
         self._busy.add(name)

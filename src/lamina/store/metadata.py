@@ -36,6 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine
 
 from lamina.models import (
+    Alias,
     Function,
     FunctionConfig,
     FunctionLayer,
@@ -105,6 +106,23 @@ function_layers = Table(
         ["function_versions.function_name", "function_versions.version"],
         ondelete="CASCADE",
     ),
+)
+
+# Aliases of function versions; `routing` maps an additional version to its weight.
+aliases = Table(
+    "aliases",
+    _meta,
+    Column(
+        "function_name",
+        String(64),
+        ForeignKey("functions.name", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("name", String(128), primary_key=True),
+    Column("function_version", String(16), nullable=False),
+    Column("description", Text, nullable=False, default=""),
+    Column("routing", JSON, nullable=False),
+    Column("revision_id", String(36), nullable=False),
 )
 
 # One row per layer name ever published: it outlives its versions so that version numbers are
@@ -218,6 +236,17 @@ def _load_layers(conn: Connection, names: list[str] | None = None) -> _Layers:
             FunctionLayer(arn=m["arn"], code_sha256=m["code_sha256"], code_size=m["code_size"])
         )
     return {key: tuple(refs) for key, refs in found.items()}
+
+
+def _alias_values(alias: Alias) -> dict[str, Any]:
+    return {
+        "function_name": alias.function_name,
+        "name": alias.name,
+        "function_version": alias.function_version,
+        "description": alias.description,
+        "routing": dict(alias.routing),
+        "revision_id": alias.revision_id,
+    }
 
 
 def _config_values(config: FunctionConfig) -> dict[str, Any]:
@@ -348,6 +377,55 @@ class MetadataStore:
                 )
             ).rowcount
             return bool(deleted)
+
+    def create_alias(self, alias: Alias) -> bool:
+        """False if the function has an alias of that name already."""
+        with self._tx() as conn:
+            if conn.execute(
+                select(aliases.c.name).where(
+                    aliases.c.function_name == alias.function_name, aliases.c.name == alias.name
+                )
+            ).first():
+                return False
+            conn.execute(insert(aliases).values(**_alias_values(alias)))
+            return True
+
+    def replace_alias(self, alias: Alias, *, expect_revision: str) -> bool:
+        with self._tx() as conn:
+            changed = conn.execute(
+                update(aliases)
+                .where(
+                    aliases.c.function_name == alias.function_name,
+                    aliases.c.name == alias.name,
+                    aliases.c.revision_id == expect_revision,
+                )
+                .values(**_alias_values(alias))
+            ).rowcount
+            return bool(changed)
+
+    def delete_alias(self, function_name: str, name: str) -> bool:
+        with self._tx() as conn:
+            return bool(
+                conn.execute(
+                    delete(aliases).where(
+                        aliases.c.function_name == function_name, aliases.c.name == name
+                    )
+                ).rowcount
+            )
+
+    def all_aliases(self) -> list[Alias]:
+        with self._tx() as conn:
+            return [
+                Alias(
+                    function_name=m["function_name"],
+                    name=m["name"],
+                    function_version=m["function_version"],
+                    description=m["description"],
+                    routing={str(k): float(w) for k, w in dict(m["routing"]).items()},
+                    revision_id=m["revision_id"],
+                )
+                for m in (r._mapping for r in conn.execute(select(aliases)))
+            ]
 
     def list_latest(self, after: str | None, limit: int) -> list[FunctionConfig]:
         """`$LATEST` of each function, by name, starting after `after`."""
