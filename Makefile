@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install serve test lint typecheck bench bench-coldstart clean
+.PHONY: install serve test lint typecheck bench bench-coldstart bench-scale clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,9 @@ bench: install
 
 bench-coldstart: install
 	AWS_EC2_METADATA_DISABLED=true $(BIN)/python bench/coldstart.py $(ARGS)
+
+bench-scale: install
+	AWS_EC2_METADATA_DISABLED=true $(BIN)/python bench/scale.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
