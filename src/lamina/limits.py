@@ -36,5 +36,11 @@ UNZIPPED_MAX_BYTES: Final = 250 * 1024 * 1024  # code plus layers, unzipped
 INIT_TIMEOUT_S: Final = 10.0  # the init phase of an on-demand environment
 
 # Listing.
+#: reservations never take the unreserved pool below this (or below the whole account limit,
+#: if that is smaller)
+UNRESERVED_CONCURRENCY_MIN: Final = 100
+#: the account's code storage quota (75 GB), as GetAccountSettings reports it
+TOTAL_CODE_SIZE_MAX_BYTES: Final = 80_530_636_800
+
 LIST_MAX_ITEMS_DEFAULT: Final = 50
 LIST_MAX_ITEMS_MAX: Final = 10_000

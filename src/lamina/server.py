@@ -91,6 +91,7 @@ def create_app(
         backend.expect(_runtime_specs(runtimes, functions.runtimes_in_use()))
 
     functions.subscribe(changed)
+    functions.concurrency.on_change = scheduler.concurrency.set_reserved
     functions.add_code_user(scheduler.code_in_use)
     state = AppState(
         settings=settings,

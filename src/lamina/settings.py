@@ -39,6 +39,8 @@ class Settings:
     sandbox: str = "auto"
     #: environments per runtime kept isolated ahead of need (namespace backend)
     warm_pool: int = 2
+    #: the account's concurrent executions (Lambda's default quota is 1,000)
+    concurrency_limit: int = 1000
     #: seconds an idle environment is kept before it is stopped (scale to zero)
     idle_timeout_s: float = 600.0
     #: seconds in-flight invocations may take to finish when the server is stopped

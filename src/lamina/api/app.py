@@ -12,7 +12,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from lamina import __version__
-from lamina.api import aliases, layers
+from lamina.api import aliases, concurrency, layers
 from lamina.api import functions as fn
 from lamina.api.context import AppState, app_state
 from lamina.api.errors import http_error, lamina_error, unexpected_error
@@ -102,6 +102,23 @@ def build_app(
         Route(_FN + "/{name}/code", fn.update_function_code, methods=["PUT"]),
         Route(_FN + "/{name}/versions", fn.publish_version, methods=["POST"]),
         Route(_FN + "/{name}/versions", fn.list_versions, methods=["GET"]),
+        Route(
+            "/2017-10-31/functions/{name}/concurrency",
+            concurrency.put_function_concurrency,
+            methods=["PUT"],
+        ),
+        Route(
+            "/2017-10-31/functions/{name}/concurrency",
+            concurrency.delete_function_concurrency,
+            methods=["DELETE"],
+        ),
+        Route(
+            "/2019-09-30/functions/{name}/concurrency",
+            concurrency.get_function_concurrency,
+            methods=["GET"],
+        ),
+        Route("/2016-08-19/account-settings/", concurrency.get_account_settings, methods=["GET"]),
+        Route("/2016-08-19/account-settings", concurrency.get_account_settings, methods=["GET"]),
         Route(_FN + "/{name}/aliases", aliases.create_alias, methods=["POST"]),
         Route(_FN + "/{name}/aliases", aliases.list_aliases, methods=["GET"]),
         Route(_FN + "/{name}/aliases/{alias}", aliases.get_alias, methods=["GET"]),

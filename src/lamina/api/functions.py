@@ -112,6 +112,9 @@ async def get_function(request: Request) -> Response:
     }
     if fn.tags:
         out["Tags"] = fn.tags
+    reserved = state.functions.concurrency.get(state.functions.ref(ref.name))
+    if reserved is not None:
+        out["Concurrency"] = {"ReservedConcurrentExecutions": reserved}
     return json_response(out)
 
 

@@ -67,6 +67,13 @@ def main() -> None:
     help="Environments per runtime kept isolated ahead of need (namespace backend).",
 )
 @click.option(
+    "--concurrency-limit",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="The account's concurrent executions (reserved concurrency comes out of it).",
+)
+@click.option(
     "--idle-timeout",
     default=600.0,
     show_default=True,
@@ -94,6 +101,7 @@ def serve(
     account_id: str,
     sandbox: str,
     warm_pool: int,
+    concurrency_limit: int,
     idle_timeout: float,
     shutdown_grace: int,
     allow_non_loopback: bool,
@@ -118,6 +126,7 @@ def serve(
         account_id=account_id,
         sandbox=sandbox,
         warm_pool=warm_pool,
+        concurrency_limit=concurrency_limit,
         idle_timeout_s=idle_timeout,
         shutdown_grace_s=shutdown_grace,
     )

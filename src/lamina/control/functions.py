@@ -30,6 +30,7 @@ from lamina.arns import FunctionRef, function_arn, parse_function_ref
 from lamina.control import packages
 from lamina.control import validation as v
 from lamina.control.aliases import AliasService, is_alias_name
+from lamina.control.concurrency import ReservedConcurrency
 from lamina.control.layers import LayerService, opt_key
 from lamina.errors import (
     InvalidParameterValueError,
@@ -115,6 +116,8 @@ class FunctionService:
         self.layers = LayerService(settings, metadata, code, keeper=self)
         #: the alias operations, which share this service's worker
         self.aliases = AliasService(self, metadata)
+        #: reserved concurrency and the account's limits
+        self.concurrency = ReservedConcurrency(self, metadata, settings)
         # Merged /opt directory (by key) -> the code of every version that has run with it:
         # the directory stays while an environment may still run one of them.
         self._opt_users: dict[str, set[str]] = {}
@@ -127,6 +130,7 @@ class FunctionService:
         self._latest = {c.name: c for c in configs if c.version == LATEST}
         self._versions = {(c.name, c.version): c for c in configs if c.version != LATEST}
         self.aliases.load(await self._run(self._metadata.all_aliases))
+        await self.concurrency.load()
         # A crash between forgetting a function and deleting its code leaves orphans.
         referenced = await self._run(self._metadata.referenced_code)
         for sha in await self._run(self._code.stored):
@@ -156,6 +160,13 @@ class FunctionService:
     def runtimes_in_use(self) -> set[str]:
         """The runtimes of every function version."""
         return {c.runtime for c in self._all_configs()}
+
+    def all_configs(self) -> list[FunctionConfig]:
+        """Every version of every function (no I/O)."""
+        return self._all_configs()
+
+    def function_count(self) -> int:
+        return len(self._latest)
 
     def _all_configs(self) -> list[FunctionConfig]:
         return [*self._latest.values(), *self._versions.values()]
@@ -493,6 +504,7 @@ class FunctionService:
             self._latest.pop(ref.name, None)
             gone = [self._versions.pop(k) for k in list(self._versions) if k[0] == ref.name]
             self.aliases.forget_function(ref.name)
+            self.concurrency.forget(ref.name)
         finally:
             self._busy.discard(ref.name)
         await self._notify(ref.name, None)

@@ -40,6 +40,12 @@ class Metrics:
             ["function", "version", "outcome"],
             registry=self.registry,
         )
+        self.throttles = Counter(
+            "lamina_throttles",
+            "Invocations refused for concurrency (HTTP 429), by function and Lambda's Reason.",
+            ["function", "reason"],
+            registry=self.registry,
+        )
         self.duration = Histogram(
             "lamina_invocation_duration_seconds",
             "Time from hand-off to the runtime until its answer.",

@@ -19,11 +19,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from lamina.errors import InvalidRuntimeError
+from lamina.errors import InvalidRuntimeError, TooManyRequestsError
 from lamina.models import FunctionConfig, InvokeRequest, InvokeResult
 from lamina.observability import LogWriter, Metrics
 from lamina.runtimes.catalog import Family, RuntimeCatalog
 from lamina.sandbox import SandboxBackend
+from lamina.scheduler.concurrency import Concurrency
 from lamina.scheduler.environment import (
     Environment,
     EnvironmentContext,
@@ -190,6 +191,7 @@ class Scheduler:
         opt_dir: Callable[[FunctionConfig], Path] | None = None,
     ) -> None:
         self._settings = settings
+        self.concurrency = Concurrency(settings.concurrency_limit)
         self._backend = backend
         self._runtimes = runtimes
         self._metrics = metrics
@@ -215,7 +217,14 @@ class Scheduler:
         self._reaper = asyncio.get_running_loop().create_task(self._reap_forever())
 
     async def invoke(self, config: FunctionConfig, request: InvokeRequest) -> InvokeResult:
-        return await self._pool(config).invoke(request)
+        """Run one invocation; TooManyRequestsError at once if it is over a concurrency limit."""
+        pool = self._pool(config)
+        try:
+            with self.concurrency.hold(config.name):
+                return await pool.invoke(request)
+        except TooManyRequestsError as throttled:  # only the lease raises it
+            self._metrics.throttles.labels(config.name, str(throttled.fields["Reason"])).inc()
+            raise
 
     def prepare(self, config: FunctionConfig) -> None:
         """Make the function's pool ahead of its first invoke (a cold start then skips it)."""

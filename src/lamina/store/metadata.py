@@ -55,6 +55,8 @@ functions = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     # The number the next published version gets: never reused, even after deletion.
     Column("next_version", Integer, nullable=False, server_default="1"),
+    # PutFunctionConcurrency's ReservedConcurrentExecutions (None: not reserved).
+    Column("reserved_concurrency", Integer, nullable=True),
 )
 
 # One row per version of a function; `$LATEST` is the mutable one.
@@ -277,6 +279,10 @@ class MetadataStore:
                 conn.exec_driver_sql(
                     "ALTER TABLE functions ADD COLUMN next_version INTEGER NOT NULL DEFAULT 1"
                 )
+            if "reserved_concurrency" not in have:
+                conn.exec_driver_sql(
+                    "ALTER TABLE functions ADD COLUMN reserved_concurrency INTEGER"
+                )
 
     @classmethod
     def sqlite(cls, path: Path) -> MetadataStore:
@@ -377,6 +383,27 @@ class MetadataStore:
                 )
             ).rowcount
             return bool(deleted)
+
+    def set_reserved_concurrency(self, name: str, limit: int | None) -> bool:
+        """False if there is no such function."""
+        with self._tx() as conn:
+            return bool(
+                conn.execute(
+                    update(functions)
+                    .where(functions.c.name == name)
+                    .values(reserved_concurrency=limit)
+                ).rowcount
+            )
+
+    def reserved_concurrency(self) -> dict[str, int]:
+        """Every function's reserved concurrency, where set."""
+        with self._tx() as conn:
+            rows = conn.execute(
+                select(functions.c.name, functions.c.reserved_concurrency).where(
+                    functions.c.reserved_concurrency.is_not(None)
+                )
+            )
+            return {name: int(limit) for name, limit in rows}
 
     def create_alias(self, alias: Alias) -> bool:
         """False if the function has an alias of that name already."""

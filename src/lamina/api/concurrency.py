@@ -1,0 +1,55 @@
+"""Lambda REST API: reserved concurrency and account settings. Parse, call control/, serialise."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from lamina import limits
+from lamina.api.context import app_state
+from lamina.api.wire import json_body, json_response
+from lamina.arns import FunctionRef
+from lamina.errors import InvalidParameterValueError
+
+
+def _ref(request: Request) -> FunctionRef:
+    return app_state(request).functions.ref(request.path_params["name"])
+
+
+async def put_function_concurrency(request: Request) -> Response:
+    body = await json_body(request)
+    unknown = sorted(k for k in body if k != "ReservedConcurrentExecutions")
+    if unknown:
+        raise InvalidParameterValueError(f"Lamina does not support {', '.join(unknown)} yet.")
+    concurrency = app_state(request).functions.concurrency
+    limit = await concurrency.put(_ref(request), body.get("ReservedConcurrentExecutions"))
+    return json_response({"ReservedConcurrentExecutions": limit})
+
+
+async def get_function_concurrency(request: Request) -> Response:
+    limit = app_state(request).functions.concurrency.get(_ref(request))
+    return json_response({} if limit is None else {"ReservedConcurrentExecutions": limit})
+
+
+async def delete_function_concurrency(request: Request) -> Response:
+    await app_state(request).functions.concurrency.delete(_ref(request))
+    return Response(status_code=204)
+
+
+async def get_account_settings(request: Request) -> Response:
+    account = app_state(request).functions.concurrency.account()
+    return json_response(
+        {
+            "AccountLimit": {
+                "TotalCodeSize": limits.TOTAL_CODE_SIZE_MAX_BYTES,
+                "CodeSizeUnzipped": limits.UNZIPPED_MAX_BYTES,
+                "CodeSizeZipped": limits.ZIP_UPLOAD_MAX_BYTES,
+                "ConcurrentExecutions": account["concurrent_executions"],
+                "UnreservedConcurrentExecutions": account["unreserved"],
+            },
+            "AccountUsage": {
+                "TotalCodeSize": account["total_code_size"],
+                "FunctionCount": account["function_count"],
+            },
+        }
+    )

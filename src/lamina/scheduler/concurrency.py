@@ -1,0 +1,71 @@
+"""Lambda's concurrency accounting: an account limit, and reserved concurrency per function.
+
+A function with reserved concurrency N runs at most N invocations at once, out of its own
+share; every other function shares what is left of the account limit (the unreserved pool).
+An invocation over its limit is refused at once with HTTP 429 and Lambda's `Reason`, never
+queued. Counting happens on the event loop only (no locks), and `hold()` releases on every
+path, so the counts return to zero whatever the invocations did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from lamina.errors import TooManyRequestsError
+
+RESERVED_EXCEEDED = "ReservedFunctionConcurrentInvocationLimitExceeded"
+ACCOUNT_EXCEEDED = "ConcurrentInvocationLimitExceeded"
+
+
+class Concurrency:
+    def __init__(self, account_limit: int) -> None:
+        self.account_limit = account_limit
+        self._reserved: dict[str, int] = {}
+        self._running: dict[str, int] = {}
+        self._unreserved_running = 0
+
+    @property
+    def unreserved_limit(self) -> int:
+        return self.account_limit - sum(self._reserved.values())
+
+    def set_reserved(self, function_name: str, limit: int | None) -> None:
+        """Set (or, with None, remove) a function's reserved concurrency."""
+        if limit is None:
+            self._reserved.pop(function_name, None)
+        else:
+            self._reserved[function_name] = limit
+
+    def running(self, function_name: str | None = None) -> int:
+        """Invocations running now: of one function, or in all."""
+        if function_name is not None:
+            return self._running.get(function_name, 0)
+        return sum(self._running.values())
+
+    @contextmanager
+    def hold(self, function_name: str) -> Iterator[None]:
+        """A lease on one concurrent execution of the function, for the block's duration;
+        TooManyRequestsError (429) if there is none to be had."""
+        reserved = self._reserved.get(function_name)
+        running = self._running.get(function_name, 0)
+        if reserved is not None:
+            if running >= reserved:
+                raise TooManyRequestsError("Rate Exceeded.", Reason=RESERVED_EXCEEDED)
+        elif self._unreserved_running >= self.unreserved_limit:
+            raise TooManyRequestsError("Rate Exceeded.", Reason=ACCOUNT_EXCEEDED)
+        # The pool the lease came from, fixed now: a reservation changed meanwhile must not
+        # make the release count against the other pool.
+        from_unreserved = reserved is None
+        self._running[function_name] = running + 1
+        if from_unreserved:
+            self._unreserved_running += 1
+        try:
+            yield
+        finally:
+            left = self._running[function_name] - 1
+            if left:
+                self._running[function_name] = left
+            else:
+                del self._running[function_name]
+            if from_unreserved:
+                self._unreserved_running -= 1
