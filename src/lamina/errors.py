@@ -45,6 +45,11 @@ class ResourceNotFoundError(UserError):
     status = 404
 
 
+class ProvisionedConcurrencyConfigNotFoundError(UserError):
+    error_type = "ProvisionedConcurrencyConfigNotFoundException"
+    status = 404
+
+
 class ResourceConflictError(UserError):
     error_type = "ResourceConflictException"
     status = 409

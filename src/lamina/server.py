@@ -92,6 +92,8 @@ def create_app(
 
     functions.subscribe(changed)
     functions.concurrency.on_change = scheduler.concurrency.set_reserved
+    functions.provisioned.on_change = scheduler.provision
+    functions.provisioned.status = scheduler.provisioned
     functions.add_code_user(scheduler.code_in_use)
     state = AppState(
         settings=settings,

@@ -117,6 +117,21 @@ def build_app(
             concurrency.get_function_concurrency,
             methods=["GET"],
         ),
+        Route(
+            "/2019-09-30/functions/{name}/provisioned-concurrency",
+            concurrency.put_provisioned_concurrency,
+            methods=["PUT"],
+        ),
+        Route(
+            "/2019-09-30/functions/{name}/provisioned-concurrency",
+            concurrency.get_provisioned_concurrency,
+            methods=["GET"],
+        ),
+        Route(
+            "/2019-09-30/functions/{name}/provisioned-concurrency",
+            concurrency.delete_provisioned_concurrency,
+            methods=["DELETE"],
+        ),
         Route("/2016-08-19/account-settings/", concurrency.get_account_settings, methods=["GET"]),
         Route("/2016-08-19/account-settings", concurrency.get_account_settings, methods=["GET"]),
         Route(_FN + "/{name}/aliases", aliases.create_alias, methods=["POST"]),

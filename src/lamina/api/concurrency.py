@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import Response
 
 from lamina import limits
 from lamina.api.context import app_state
-from lamina.api.wire import json_body, json_response
+from lamina.api.wire import json_body, json_response, timestamp
 from lamina.arns import FunctionRef
+from lamina.control.provisioned import ProvisionedConfig
 from lamina.errors import InvalidParameterValueError
 
 
@@ -53,3 +56,57 @@ async def get_account_settings(request: Request) -> Response:
             },
         }
     )
+
+
+def _provisioned_body(request: Request, config: ProvisionedConfig) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "RequestedProvisionedConcurrentExecutions": config.requested,
+        "AvailableProvisionedConcurrentExecutions": config.allocated,
+        "AllocatedProvisionedConcurrentExecutions": config.allocated,
+        "Status": config.status,
+        "LastModified": timestamp(config.last_modified),
+    }
+    if config.status_reason:
+        out["StatusReason"] = config.status_reason
+    return out
+
+
+def _qualified(request: Request) -> FunctionRef:
+    functions = app_state(request).functions
+    return functions.ref(request.path_params["name"], request.query_params.get("Qualifier"))
+
+
+async def put_provisioned_concurrency(request: Request) -> Response:
+    body = await json_body(request)
+    unknown = sorted(k for k in body if k != "ProvisionedConcurrentExecutions")
+    if unknown:
+        raise InvalidParameterValueError(f"Lamina does not support {', '.join(unknown)} yet.")
+    provisioned = app_state(request).functions.provisioned
+    config = await provisioned.put(_qualified(request), body.get("ProvisionedConcurrentExecutions"))
+    return json_response(_provisioned_body(request, config), status=202)
+
+
+async def get_provisioned_concurrency(request: Request) -> Response:
+    functions = app_state(request).functions
+    if request.query_params.get("List") is not None:
+        # ListProvisionedConcurrencyConfigs shares the path, with ?List=ALL.
+        name = functions.ref(request.path_params["name"]).name
+        configs = functions.provisioned.list_configs(name)
+        return json_response(
+            {
+                "ProvisionedConcurrencyConfigs": [
+                    {
+                        "FunctionArn": functions.arn(c.function_name, c.qualifier),
+                        **_provisioned_body(request, c),
+                    }
+                    for c in configs
+                ]
+            }
+        )
+    config = functions.provisioned.get(_qualified(request))
+    return json_response(_provisioned_body(request, config))
+
+
+async def delete_provisioned_concurrency(request: Request) -> Response:
+    await app_state(request).functions.provisioned.delete(_qualified(request))
+    return Response(status_code=204)

@@ -173,10 +173,13 @@ class AliasService:
         if not replaced:
             raise _stale()
         self._aliases[(function_name, name)] = new
+        if new.function_version != current.function_version:
+            self._functions.provisioned.refresh(function_name)
         return new
 
     async def delete(self, function_name: str, name: str) -> None:
         self._functions.require(function_name)
+        await self._functions.provisioned.forget(function_name, name)
         # Lambda answers a delete of a missing alias with success.
         await self._functions.run(self._metadata.delete_alias, function_name, name)
         self._aliases.pop((function_name, name), None)

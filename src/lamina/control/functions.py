@@ -32,6 +32,7 @@ from lamina.control import validation as v
 from lamina.control.aliases import AliasService, is_alias_name
 from lamina.control.concurrency import ReservedConcurrency
 from lamina.control.layers import LayerService, opt_key
+from lamina.control.provisioned import ProvisionedConcurrency
 from lamina.errors import (
     InvalidParameterValueError,
     PreconditionFailedError,
@@ -118,6 +119,8 @@ class FunctionService:
         self.aliases = AliasService(self, metadata)
         #: reserved concurrency and the account's limits
         self.concurrency = ReservedConcurrency(self, metadata, settings)
+        #: provisioned concurrency per version or alias
+        self.provisioned = ProvisionedConcurrency(self, metadata)
         # Merged /opt directory (by key) -> the code of every version that has run with it:
         # the directory stays while an environment may still run one of them.
         self._opt_users: dict[str, set[str]] = {}
@@ -131,6 +134,7 @@ class FunctionService:
         self._versions = {(c.name, c.version): c for c in configs if c.version != LATEST}
         self.aliases.load(await self._run(self._metadata.all_aliases))
         await self.concurrency.load()
+        await self.provisioned.load()
         # A crash between forgetting a function and deleting its code leaves orphans.
         referenced = await self._run(self._metadata.referenced_code)
         for sha in await self._run(self._code.stored):
@@ -505,6 +509,7 @@ class FunctionService:
             gone = [self._versions.pop(k) for k in list(self._versions) if k[0] == ref.name]
             self.aliases.forget_function(ref.name)
             self.concurrency.forget(ref.name)
+            self.provisioned.forget_function(ref.name)
         finally:
             self._busy.discard(ref.name)
         await self._notify(ref.name, None)
@@ -530,6 +535,7 @@ class FunctionService:
             raise self._conflict(name)
         self._busy.add(name)
         try:
+            await self.provisioned.forget(name, version)
             await self._run(self._metadata.delete_version, name, version)
             self._versions.pop((name, version), None)
         finally:

@@ -135,6 +135,11 @@ class Environment:
         self._ready_at = 0.0
         ctx.metrics.environments.labels(EnvState.STARTING.value).inc()
 
+    def prewarmed(self) -> None:
+        """Started ahead of need (provisioned concurrency): its init phase belongs to no
+        invocation, so no REPORT line carries its Init Duration (as on Lambda)."""
+        self._unreported_init_ms = None
+
     @property
     def pid(self) -> int | None:
         """The runtime's process id on the host, once it has one."""

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,16 @@ class Pool:
         self._live: set[Environment] = set()
         self.retired = False
         self._metrics: tuple[Any, Any, Any, Any] | None = None
+        # Provisioned concurrency: environments started ahead, kept however long they idle,
+        # and used before on-demand ones.
+        self.provisioned_target = 0
+        self._provisioned: set[Environment] = set()
+        self.provision_error: str | None = None
+        self._provisioner: asyncio.Task[None] | None = None
+        self._provisioned_ctx = replace(
+            ctx,
+            base_env={**ctx.base_env, "AWS_LAMBDA_INITIALIZATION_TYPE": "provisioned-concurrency"},
+        )
 
     def _labelled(self) -> tuple[Any, Any, Any, Any]:
         """This pool's metric children (ok, error, duration, cold starts), made on first use:
@@ -114,7 +125,12 @@ class Pool:
     async def _invoke_once(self, request: InvokeRequest) -> InvokeResult:
         env = None
         cold = False
-        while self._idle:
+        # Provisioned environments first (the most recently used of them), then on-demand.
+        for at in range(len(self._idle) - 1, -1, -1):
+            if self._idle[at] in self._provisioned and self._idle[at].state is EnvState.IDLE:
+                env = self._idle.pop(at)
+                break
+        while env is None and self._idle:
             candidate = self._idle.pop()
             if candidate.state is EnvState.IDLE:
                 env = candidate
@@ -156,23 +172,70 @@ class Pool:
         if env not in self._live:
             return
         self._live.remove(env)
+        if env in self._provisioned:
+            self._provisioned.discard(env)
+            self._keep_provisioned()  # a provisioned environment died: replace it
         if self.retired and not self._live:
             self._scheduler._pool_drained(self)
 
     def retire(self) -> None:
         """Stop idle environments now and busy ones when they finish."""
         self.retired = True
+        if self._provisioner is not None:
+            self._provisioner.cancel()
         idle, self._idle = self._idle, []
         for env in idle:
             self._scheduler._background(env.destroy())
         if not self._live:
             self._scheduler._pool_drained(self)
 
+    # -- provisioned concurrency -------------------------------------------------------
+
+    def provision(self, count: int) -> None:
+        """Keep `count` environments initialised ahead (0: none); surplus ones stop."""
+        self.provisioned_target = count
+        self.provision_error = None
+        surplus = len(self._provisioned) - count
+        for env in [e for e in self._idle if e in self._provisioned][: max(surplus, 0)]:
+            self._provisioned.discard(env)
+            self._idle.remove(env)
+            self._scheduler._background(env.destroy())
+        for env in list(self._provisioned)[: max(len(self._provisioned) - count, 0)]:
+            self._provisioned.discard(env)  # busy now: an on-demand one from here on
+        self._keep_provisioned()
+
+    @property
+    def provisioned_ready(self) -> int:
+        return sum(1 for e in self._provisioned if e.state in (EnvState.IDLE, EnvState.BUSY))
+
+    def _keep_provisioned(self) -> None:
+        if self.retired or self.provision_error is not None:
+            return
+        if self._provisioner is None or self._provisioner.done():
+            self._provisioner = asyncio.ensure_future(self._provision())
+
+    async def _provision(self) -> None:
+        while not self.retired and len(self._provisioned) < self.provisioned_target:
+            env = Environment(self._provisioned_ctx, on_gone=self._gone)
+            self._live.add(env)
+            self._provisioned.add(env)
+            try:
+                await env.start()
+            except InitFailed as failure:
+                self._provisioned.discard(env)
+                self.provision_error = failure.payload.decode(errors="replace")[:500]
+                return
+            env.prewarmed()
+            self._release(env)
+
     def reap(self, idle_before: float) -> None:
-        """Stop environments idle since before `idle_before` (monotonic seconds)."""
+        """Stop environments idle since before `idle_before` (monotonic seconds); provisioned
+        ones stay."""
         keep = []
         for env in self._idle:
-            if env.state is EnvState.IDLE and env.last_used >= idle_before:
+            if env in self._provisioned or (
+                env.state is EnvState.IDLE and env.last_used >= idle_before
+            ):
                 keep.append(env)
             else:
                 self._scheduler._background(env.destroy())
@@ -225,6 +288,17 @@ class Scheduler:
         except TooManyRequestsError as throttled:  # only the lease raises it
             self._metrics.throttles.labels(config.name, str(throttled.fields["Reason"])).inc()
             raise
+
+    def provision(self, config: FunctionConfig, count: int) -> None:
+        """Provisioned concurrency for one function version (0 removes it)."""
+        self._pool(config).provision(count)
+
+    def provisioned(self, config: FunctionConfig) -> tuple[int, str | None]:
+        """(environments ready, the failure that stopped provisioning, if any)."""
+        pool = self._pools.get((config.name, config.version))
+        if pool is None:
+            return 0, None
+        return pool.provisioned_ready, pool.provision_error
 
     def prepare(self, config: FunctionConfig) -> None:
         """Make the function's pool ahead of its first invoke (a cold start then skips it)."""

@@ -127,6 +127,21 @@ aliases = Table(
     Column("revision_id", String(36), nullable=False),
 )
 
+# Provisioned concurrency, per function and qualifier (a version or an alias).
+provisioned = Table(
+    "provisioned_concurrency",
+    _meta,
+    Column(
+        "function_name",
+        String(64),
+        ForeignKey("functions.name", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("qualifier", String(128), primary_key=True),
+    Column("requested", Integer, nullable=False),
+    Column("last_modified", DateTime(timezone=True), nullable=False),
+)
+
 # One row per layer name ever published: it outlives its versions so that version numbers are
 # never reused, even after every version was deleted.
 layers = Table(
@@ -404,6 +419,43 @@ class MetadataStore:
                 )
             )
             return {name: int(limit) for name, limit in rows}
+
+    def put_provisioned(
+        self, function_name: str, qualifier: str, requested: int, at: datetime
+    ) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                delete(provisioned).where(
+                    provisioned.c.function_name == function_name,
+                    provisioned.c.qualifier == qualifier,
+                )
+            )
+            conn.execute(
+                insert(provisioned).values(
+                    function_name=function_name,
+                    qualifier=qualifier,
+                    requested=requested,
+                    last_modified=at,
+                )
+            )
+
+    def delete_provisioned(self, function_name: str, qualifier: str) -> bool:
+        with self._tx() as conn:
+            return bool(
+                conn.execute(
+                    delete(provisioned).where(
+                        provisioned.c.function_name == function_name,
+                        provisioned.c.qualifier == qualifier,
+                    )
+                ).rowcount
+            )
+
+    def all_provisioned(self) -> list[tuple[str, str, int, datetime]]:
+        with self._tx() as conn:
+            return [
+                (r.function_name, r.qualifier, int(r.requested), _utc(r.last_modified))
+                for r in conn.execute(select(provisioned))
+            ]
 
     def create_alias(self, alias: Alias) -> bool:
         """False if the function has an alias of that name already."""
