@@ -18,6 +18,18 @@ def default_data_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".lamina"
 
 
+def default_memory_capacity_mb() -> int:
+    """Most of the host's memory (80%), leaving the rest to the server and the host."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(int(line.split()[1]) * 0.8) // 1024
+    except (OSError, ValueError):
+        pass
+    return 4096
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -41,6 +53,10 @@ class Settings:
     warm_pool: int = 2
     #: the account's concurrent executions (Lambda's default quota is 1,000)
     concurrency_limit: int = 1000
+    #: MB of MemorySize that live environments may add up to on this node
+    memory_capacity_mb: int = field(default_factory=lambda: default_memory_capacity_mb())
+    #: seconds a request may wait for memory for its environment before a 429
+    queue_timeout_s: float = 10.0
     #: seconds an idle environment is kept before it is stopped (scale to zero)
     idle_timeout_s: float = 600.0
     #: seconds in-flight invocations may take to finish when the server is stopped

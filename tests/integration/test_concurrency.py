@@ -201,7 +201,15 @@ def test_account_limit_throttles_unreserved_functions(tmp_path: Path) -> None:
         )
         holder.start()
         try:
-            assert burst(lam, "two", 3)[ACCOUNT] >= 2
+            for _ in range(300):  # until the holder's invoke runs (and holds its lease)
+                listed = httpx.get(srv.endpoint + "/lamina/environments").json()
+                if any(
+                    e["FunctionName"] == "one" and e["State"] == "busy"
+                    for e in listed["Environments"]
+                ):
+                    break
+                time.sleep(0.01)
+            assert burst(lam, "two", 3)[ACCOUNT] == 2
         finally:
             holder.join(30)
         text = httpx.get(srv.endpoint + "/metrics").text

@@ -24,6 +24,7 @@ from lamina.settings import (
     DEFAULT_REGION,
     Settings,
     default_data_dir,
+    default_memory_capacity_mb,
     is_loopback,
 )
 
@@ -74,6 +75,19 @@ def main() -> None:
     help="The account's concurrent executions (reserved concurrency comes out of it).",
 )
 @click.option(
+    "--memory-capacity",
+    default=None,
+    type=click.IntRange(min=128),
+    help="MB of MemorySize that live environments may add up to [default: 80% of the host's].",
+)
+@click.option(
+    "--queue-timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds an invoke may wait for memory for a new environment before a 429.",
+)
+@click.option(
     "--idle-timeout",
     default=600.0,
     show_default=True,
@@ -102,6 +116,8 @@ def serve(
     sandbox: str,
     warm_pool: int,
     concurrency_limit: int,
+    memory_capacity: int | None,
+    queue_timeout: float,
     idle_timeout: float,
     shutdown_grace: int,
     allow_non_loopback: bool,
@@ -127,6 +143,8 @@ def serve(
         sandbox=sandbox,
         warm_pool=warm_pool,
         concurrency_limit=concurrency_limit,
+        memory_capacity_mb=memory_capacity or default_memory_capacity_mb(),
+        queue_timeout_s=queue_timeout,
         idle_timeout_s=idle_timeout,
         shutdown_grace_s=shutdown_grace,
     )

@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from lamina.models import FunctionConfig, InvokeRequest, InvokeResult
 from lamina.observability import LogWriter, Metrics
 from lamina.runtimes.catalog import Family, RuntimeCatalog
 from lamina.sandbox import SandboxBackend
+from lamina.scheduler.capacity import MemoryCapacity
 from lamina.scheduler.concurrency import Concurrency
 from lamina.scheduler.environment import (
     Environment,
@@ -69,6 +71,8 @@ class Pool:
         # and used before on-demand ones.
         self.provisioned_target = 0
         self._provisioned: set[Environment] = set()
+        #: idle environments stopped to make room (memory capacity), until they are gone
+        self._evicted: set[Environment] = set()
         self.provision_error: str | None = None
         self._provisioner: asyncio.Task[None] | None = None
         self._provisioned_ctx = replace(
@@ -138,6 +142,7 @@ class Pool:
         if env is None:
             # The environment leaves _live through _gone, once it is torn down, whichever
             # path kills it (a failed init, a timeout, its runtime exiting, retirement).
+            await self._scheduler.capacity.take(self.config.memory_size)
             env = Environment(self.ctx, on_gone=self._gone)
             self._live.add(env)
             cold = True
@@ -172,6 +177,9 @@ class Pool:
         if env not in self._live:
             return
         self._live.remove(env)
+        evicted = env in self._evicted
+        self._evicted.discard(env)
+        self._scheduler.capacity.give_back(self.config.memory_size, evicted)
         if env in self._provisioned:
             self._provisioned.discard(env)
             self._keep_provisioned()  # a provisioned environment died: replace it
@@ -216,6 +224,11 @@ class Pool:
 
     async def _provision(self) -> None:
         while not self.retired and len(self._provisioned) < self.provisioned_target:
+            try:
+                await self._scheduler.capacity.take(self.config.memory_size)
+            except TooManyRequestsError as e:
+                self.provision_error = e.message
+                return
             env = Environment(self._provisioned_ctx, on_gone=self._gone)
             self._live.add(env)
             self._provisioned.add(env)
@@ -227,6 +240,16 @@ class Pool:
                 return
             env.prewarmed()
             self._release(env)
+
+    def idle_unprovisioned(self) -> list[Environment]:
+        return [e for e in self._idle if e.state is EnvState.IDLE and e not in self._provisioned]
+
+    def evict(self, env: Environment) -> None:
+        """Stop an idle environment to make room for another (memory capacity)."""
+        if env in self._idle:
+            self._idle.remove(env)
+            self._evicted.add(env)
+            self._scheduler._background(env.destroy())
 
     def reap(self, idle_before: float) -> None:
         """Stop environments idle since before `idle_before` (monotonic seconds); provisioned
@@ -255,6 +278,9 @@ class Scheduler:
     ) -> None:
         self._settings = settings
         self.concurrency = Concurrency(settings.concurrency_limit)
+        self.capacity = MemoryCapacity(
+            settings.memory_capacity_mb, settings.queue_timeout_s, self._evictable
+        )
         self._backend = backend
         self._runtimes = runtimes
         self._metrics = metrics
@@ -285,9 +311,17 @@ class Scheduler:
         try:
             with self.concurrency.hold(config.name):
                 return await pool.invoke(request)
-        except TooManyRequestsError as throttled:  # only the lease raises it
+        except TooManyRequestsError as throttled:  # the lease's or the memory capacity's
             self._metrics.throttles.labels(config.name, str(throttled.fields["Reason"])).inc()
             raise
+
+    def _evictable(self) -> list[tuple[float, int, Callable[[], None]]]:
+        """Idle, not provisioned environments of every pool: (last used, MB, stop it)."""
+        return [
+            (env.last_used, pool.config.memory_size, partial(pool.evict, env))
+            for pool in self._pools.values()
+            for env in pool.idle_unprovisioned()
+        ]
 
     def provision(self, config: FunctionConfig, count: int) -> None:
         """Provisioned concurrency for one function version (0 removes it)."""
