@@ -51,10 +51,12 @@ class MemoryCapacity:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         waiter = (memory_mb, future)
         self._waiters.append(waiter)
+        granted = False
         try:
             while True:
                 self._serve()
                 if future.done():
+                    granted = True
                     return  # `_serve` took the memory for us
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -65,6 +67,7 @@ class MemoryCapacity:
                     )
                 try:
                     await asyncio.wait_for(asyncio.shield(future), min(left, 0.05))
+                    granted = True
                     return
                 except TimeoutError:
                     continue
@@ -73,6 +76,9 @@ class MemoryCapacity:
                 self._waiters.remove(waiter)
             if not future.done():
                 future.cancel()
+            elif not granted and not future.cancelled():
+                # Memory handed over just as this request was cancelled: give it back.
+                self.give_back(memory_mb)
 
     def give_back(self, memory_mb: int, evicted: bool = False) -> None:
         """An environment is gone (`evicted`: stopped by `_fits` to make room)."""
