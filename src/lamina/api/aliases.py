@@ -8,8 +8,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from lamina.api.context import app_state
-from lamina.api.wire import json_body, json_response
-from lamina.errors import InvalidParameterValueError, ValidationError
+from lamina.api.wire import json_body, json_response, max_items_param
+from lamina.errors import InvalidParameterValueError
 from lamina.models import Alias
 
 _CREATE = {"Name", "FunctionVersion", "Description", "RoutingConfig"}
@@ -88,19 +88,11 @@ async def delete_alias(request: Request) -> Response:
 
 
 async def list_aliases(request: Request) -> Response:
-    raw = request.query_params.get("MaxItems")
-    try:
-        max_items = int(raw) if raw is not None else None
-    except ValueError:
-        raise ValidationError(
-            f"1 validation error detected: Value '{raw}' at 'maxItems' failed to satisfy "
-            "constraint: Member must be an integer"
-        ) from None
     found, marker = app_state(request).functions.aliases.list_aliases(
         _function(request),
         request.query_params.get("FunctionVersion"),
         request.query_params.get("Marker"),
-        max_items,
+        max_items_param(request),
     )
     out: dict[str, Any] = {"Aliases": [alias_configuration(request, a) for a in found]}
     if marker:

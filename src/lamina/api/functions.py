@@ -15,6 +15,7 @@ from lamina.api.wire import (
     function_input,
     json_body,
     json_response,
+    max_items_param,
 )
 from lamina.arns import FunctionRef
 from lamina.control import packages
@@ -128,7 +129,7 @@ async def get_function_configuration(request: Request) -> Response:
 async def list_functions(request: Request) -> Response:
     state = app_state(request)
     configs, marker = await state.functions.list(
-        request.query_params.get("Marker"), _max_items(request)
+        request.query_params.get("Marker"), max_items_param(request)
     )
     out: dict[str, object] = {
         "Functions": [function_configuration(c, _arn(request, c)) for c in configs]
@@ -199,7 +200,7 @@ async def list_versions(request: Request) -> Response:
     state = app_state(request)
     ref = state.functions.ref(request.path_params["name"])
     configs, marker = state.functions.versions(
-        ref, request.query_params.get("Marker"), _max_items(request)
+        ref, request.query_params.get("Marker"), max_items_param(request)
     )
     out: dict[str, object] = {
         "Versions": [function_configuration(c, _arn(request, c)) for c in configs]
@@ -207,17 +208,6 @@ async def list_versions(request: Request) -> Response:
     if marker:
         out["NextMarker"] = marker
     return json_response(out)
-
-
-def _max_items(request: Request) -> int | None:
-    raw = request.query_params.get("MaxItems")
-    try:
-        return int(raw) if raw is not None else None
-    except ValueError:
-        raise ValidationError(
-            f"1 validation error detected: Value '{raw}' at 'maxItems' failed to satisfy "
-            "constraint: Member must be an integer"
-        ) from None
 
 
 async def download_code(request: Request) -> Response:

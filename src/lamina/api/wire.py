@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from lamina.control import FunctionInput
-from lamina.errors import InvalidRequestContentError
+from lamina.errors import InvalidRequestContentError, ValidationError
 from lamina.models import FunctionConfig, LayerVersion
 
 # Request members of CreateFunction/UpdateFunctionConfiguration and their domain names.
@@ -155,3 +155,15 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
         headers=headers,
         media_type="application/json",
     )
+
+
+def max_items_param(request: Request) -> int | None:
+    """The `MaxItems` query parameter of a list operation (None when absent)."""
+    raw = request.query_params.get("MaxItems")
+    try:
+        return int(raw) if raw is not None else None
+    except ValueError:
+        raise ValidationError(
+            f"1 validation error detected: Value '{raw}' at 'maxItems' failed to satisfy "
+            "constraint: Member must be an integer"
+        ) from None

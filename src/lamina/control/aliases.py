@@ -16,11 +16,9 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from lamina import limits
 from lamina.control import validation as v
 from lamina.errors import (
     InvalidParameterValueError,
-    PreconditionFailedError,
     ResourceConflictError,
     ResourceNotFoundError,
 )
@@ -77,10 +75,8 @@ class AliasService:
         max_items: int | None,
     ) -> tuple[list[Alias], str | None]:
         self._functions.require(function_name)
-        if max_items is None:
-            max_items = limits.LIST_MAX_ITEMS_DEFAULT
         c = v.Constraints()
-        c.integer(max_items, "maxItems", 1, limits.LIST_MAX_ITEMS_MAX)
+        limit = v.max_items(c, max_items)
         if function_version is not None:
             c.string(function_version, "functionVersion", max_len=1024, pattern=_VERSION)
         c.check()
@@ -95,8 +91,8 @@ class AliasService:
         )
         if marker:
             found = [a for a in found if a.name > marker]
-        page = found[:max_items]
-        return page, page[-1].name if len(found) > max_items else None
+        page = found[:limit]
+        return page, page[-1].name if len(found) > limit else None
 
     def referencing(self, function_name: str, version: str) -> list[str]:
         """The aliases that route any invocation to `version`."""
@@ -156,7 +152,7 @@ class AliasService:
         weights = self._check(c, description, routing)
         current = self.get(function_name, name)
         if revision_id is not None and revision_id != current.revision_id:
-            raise _stale()
+            raise v.stale_revision()
         new = replace(
             current,
             function_version=current.function_version
@@ -171,7 +167,7 @@ class AliasService:
             lambda: self._metadata.replace_alias(new, expect_revision=current.revision_id)
         )
         if not replaced:
-            raise _stale()
+            raise v.stale_revision()
         self._aliases[(function_name, name)] = new
         if new.function_version != current.function_version:
             self._functions.provisioned.refresh(function_name)
@@ -257,10 +253,3 @@ class AliasService:
 
     def _not_found(self, function_name: str, name: str) -> ResourceNotFoundError:
         return ResourceNotFoundError(f"Alias not found: {self._functions.arn(function_name, name)}")
-
-
-def _stale() -> PreconditionFailedError:
-    return PreconditionFailedError(
-        "The Revision Id provided does not match the latest Revision Id. Call the "
-        "GetFunction/GetAlias API to retrieve the latest Revision Id"
-    )

@@ -25,7 +25,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from lamina import limits
 from lamina.arns import FunctionRef, function_arn, parse_function_ref
 from lamina.control import packages
 from lamina.control import validation as v
@@ -35,7 +34,6 @@ from lamina.control.layers import LayerService, opt_key
 from lamina.control.provisioned import ProvisionedConcurrency
 from lamina.errors import (
     InvalidParameterValueError,
-    PreconditionFailedError,
     ResourceConflictError,
     ResourceNotFoundError,
     ServiceError,
@@ -287,12 +285,9 @@ class FunctionService:
         latest = self._latest.get(ref.name)
         if latest is None:
             raise self._not_found(ref.name)
-        if max_items is None:
-            max_items = limits.LIST_MAX_ITEMS_DEFAULT
-        if not 1 <= max_items <= limits.LIST_MAX_ITEMS_MAX:
-            c = v.Constraints()
-            c.integer(max_items, "maxItems", 1, limits.LIST_MAX_ITEMS_MAX)
-            c.check()
+        c = v.Constraints()
+        limit = v.max_items(c, max_items)
+        c.check()
         published = sorted(
             (c for (name, _), c in self._versions.items() if name == ref.name),
             key=lambda c: int(c.version),
@@ -302,23 +297,20 @@ class FunctionService:
         if marker:
             after = _decode_marker(marker)
             start = next((i + 1 for i, c in enumerate(ordered) if c.version == after), 0)
-        page = ordered[start : start + max_items]
-        more = start + max_items < len(ordered)
+        page = ordered[start : start + limit]
+        more = start + limit < len(ordered)
         return page, _encode_marker(page[-1].version) if more and page else None
 
     async def list(
         self, marker: str | None, max_items: int | None
     ) -> tuple[list[FunctionConfig], str | None]:
-        if max_items is None:
-            max_items = limits.LIST_MAX_ITEMS_DEFAULT
-        if not 1 <= max_items <= limits.LIST_MAX_ITEMS_MAX:
-            c = v.Constraints()
-            c.integer(max_items, "maxItems", 1, limits.LIST_MAX_ITEMS_MAX)
-            c.check()
+        c = v.Constraints()
+        limit = v.max_items(c, max_items)
+        c.check()
         after = _decode_marker(marker) if marker else None
-        rows = await self._run(self._metadata.list_latest, after, max_items + 1)
-        if len(rows) > max_items:
-            rows = rows[:max_items]
+        rows = await self._run(self._metadata.list_latest, after, limit + 1)
+        if len(rows) > limit:
+            rows = rows[:limit]
             return rows, _encode_marker(rows[-1].name)
         return rows, None
 
@@ -590,10 +582,7 @@ class FunctionService:
                 partial(self._metadata.publish_version, draft, expect_revision=current.revision_id)
             )
             if published is None:
-                raise PreconditionFailedError(
-                    "The Revision Id provided does not match the latest Revision Id. Call the "
-                    "GetFunction/GetAlias API to retrieve the latest Revision Id"
-                )
+                raise v.stale_revision()
             self._versions[(published.name, published.version)] = published
             self._track_opt(published)
         finally:
@@ -626,10 +615,7 @@ class FunctionService:
         if name in self._busy:
             raise self._conflict(name)
         if revision_id is not None and revision_id != current.revision_id:
-            raise PreconditionFailedError(
-                "The Revision Id provided does not match the latest Revision Id. Call the "
-                "GetFunction/GetAlias API to retrieve the latest Revision Id"
-            )
+            raise v.stale_revision()
         self._busy.add(name)
         return current
 
@@ -638,10 +624,7 @@ class FunctionService:
             partial(self._metadata.replace_version, new, expect_revision=current.revision_id)
         )
         if not ok:
-            raise PreconditionFailedError(
-                "The Revision Id provided does not match the latest Revision Id. Call the "
-                "GetFunction/GetAlias API to retrieve the latest Revision Id"
-            )
+            raise v.stale_revision()
         self._latest[new.name] = new
         await self._notify(new.name, LATEST)
 

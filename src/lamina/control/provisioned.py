@@ -122,26 +122,14 @@ class ProvisionedConcurrency:
         return self._config(ref.name, qualifier)
 
     def get(self, ref: FunctionRef) -> ProvisionedConfig:
-        qualifier = self._qualifier(ref)
-        if (ref.name, qualifier) not in self._configs:
-            raise ProvisionedConcurrencyConfigNotFoundError(
-                "No Provisioned Concurrency Config found for this function: "
-                f"{self._functions.arn(ref.name, qualifier)}"
-            )
-        return self._config(ref.name, qualifier)
+        return self._config(ref.name, self._existing(ref))
 
     def list_configs(self, name: str) -> list[ProvisionedConfig]:
         self._functions.require(name)
         return [self._config(n, q) for (n, q) in sorted(self._configs) if n == name]
 
     async def delete(self, ref: FunctionRef) -> None:
-        qualifier = self._qualifier(ref)
-        if (ref.name, qualifier) not in self._configs:
-            raise ProvisionedConcurrencyConfigNotFoundError(
-                "No Provisioned Concurrency Config found for this function: "
-                f"{self._functions.arn(ref.name, qualifier)}"
-            )
-        await self.forget(ref.name, qualifier)
+        await self.forget(ref.name, self._existing(ref))
 
     async def forget(self, name: str, qualifier: str) -> None:
         """Drop a qualifier's configuration (also when its version or alias is deleted)."""
@@ -162,6 +150,16 @@ class ProvisionedConcurrency:
     def forget_function(self, name: str) -> None:
         for key in [k for k in self._configs if k[0] == name]:
             del self._configs[key]
+
+    def _existing(self, ref: FunctionRef) -> str:
+        """The qualifier of a configuration that exists (else Lambda's not-found error)."""
+        qualifier = self._qualifier(ref)
+        if (ref.name, qualifier) not in self._configs:
+            raise ProvisionedConcurrencyConfigNotFoundError(
+                "No Provisioned Concurrency Config found for this function: "
+                f"{self._functions.arn(ref.name, qualifier)}"
+            )
+        return qualifier
 
     def _qualifier(self, ref: FunctionRef) -> str:
         self._functions.require(ref.name)

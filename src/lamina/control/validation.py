@@ -12,7 +12,7 @@ import re
 from typing import Any
 
 from lamina import limits
-from lamina.errors import InvalidParameterValueError, ValidationError
+from lamina.errors import InvalidParameterValueError, PreconditionFailedError, ValidationError
 from lamina.models import NETWORK_VALUES, NETWORK_VARIABLE
 from lamina.runtimes.catalog import DEPRECATED_RUNTIMES, LAMBDA_RUNTIMES, RuntimeCatalog
 
@@ -411,3 +411,20 @@ def long_value(c: Constraints, value: Any, where: str) -> int | None:
         return int(value)
     c.fail(value, where, "Member must be a number")
     return None
+
+
+def max_items(c: Constraints, value: int | None) -> int:
+    """A list operation's MaxItems: Lambda's default when absent, else 1 to the maximum (a
+    value out of range is reported through `c`)."""
+    if value is None:
+        return limits.LIST_MAX_ITEMS_DEFAULT
+    c.integer(value, "maxItems", 1, limits.LIST_MAX_ITEMS_MAX)
+    return value
+
+
+def stale_revision() -> PreconditionFailedError:
+    """A `RevisionId` precondition that does not hold (functions and aliases alike)."""
+    return PreconditionFailedError(
+        "The Revision Id provided does not match the latest Revision Id. Call the "
+        "GetFunction/GetAlias API to retrieve the latest Revision Id"
+    )
