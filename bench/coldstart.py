@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import json
 import math
 import os
@@ -65,7 +64,6 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http.client import HTTPConnection, HTTPException
@@ -73,17 +71,14 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, WaiterError
 
-# Server start/stop and /proc helpers shared with the warm benchmark; bench/ is on sys.path
-# because this file is run as a script from it.
 from invoke import (
     HOST,
     BenchError,
     Server,
     free_port,
+    handler_zip,
     http_ok,
     log,
     log_tail,
@@ -92,6 +87,10 @@ from invoke import (
     stop_server,
     wait_ready,
 )
+
+# Server start/stop and /proc helpers shared with the warm benchmark; bench/ is on sys.path
+# because this file is run as a script from it.
+from invoke import lambda_client as invoke_client
 
 #: the warm pass's function: one vCPU's worth of memory, so the CPU cap does not bind
 WARM_MEMORY_MB = 1769
@@ -291,25 +290,11 @@ def get_json(url: str) -> tuple[int, Any]:
 
 
 def lambda_client(endpoint: str) -> LambdaClient:
-    return boto3.client(
-        "lambda",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-        config=Config(connect_timeout=5, read_timeout=60, retries={"total_max_attempts": 1}),
-    )
-
-
-def hello_zip() -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("app.py", HELLO_HANDLER)
-    return buffer.getvalue()
+    return invoke_client(endpoint, attempts=1)
 
 
 def create_functions(endpoint: str, names: Sequence[str], memory_mb: int = 128) -> None:
-    client, code = lambda_client(endpoint), hello_zip()
+    client, code = lambda_client(endpoint), handler_zip(HELLO_HANDLER)
     try:
         for name in names:
             client.create_function(

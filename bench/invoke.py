@@ -384,21 +384,23 @@ def start_floor(stack: contextlib.ExitStack, tmp: Path) -> Target:
     return Target("floor (uvicorn)", server, url, None)
 
 
-def lambda_client(endpoint: str) -> LambdaClient:
+def lambda_client(endpoint: str, attempts: int = 3) -> LambdaClient:
+    """boto3 against Lamina, with dummy credentials (it never looks for real ones)."""
     return boto3.client(
         "lambda",
         endpoint_url=endpoint,
         region_name="us-east-1",
         aws_access_key_id="test",
         aws_secret_access_key="test",
-        config=Config(connect_timeout=5, read_timeout=60, retries={"max_attempts": 2}),
+        config=Config(connect_timeout=5, read_timeout=60, retries={"total_max_attempts": attempts}),
     )
 
 
-def noop_zip() -> bytes:
+def handler_zip(source: str) -> bytes:
+    """A deployment package holding `source` as app.py."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("app.py", NOOP_HANDLER)
+        archive.writestr("app.py", source)
     return buffer.getvalue()
 
 
@@ -409,7 +411,7 @@ def deploy_noop(endpoint: str) -> None:
         Runtime="python3.11",
         Role="arn:aws:iam::000000000000:role/bench",
         Handler="app.handler",
-        Code={"ZipFile": noop_zip()},
+        Code={"ZipFile": handler_zip(NOOP_HANDLER)},
     )
     waiter = client.get_waiter("function_active_v2")
     waiter.wait(FunctionName=FUNCTION_NAME, WaiterConfig={"Delay": 1, "MaxAttempts": 60})

@@ -50,7 +50,6 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
-import io
 import json
 import os
 import random
@@ -59,7 +58,6 @@ import sys
 import tempfile
 import threading
 import time
-import zipfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -78,6 +76,7 @@ from invoke import (
     BenchError,
     Server,
     free_port,
+    handler_zip,
     http_ok,
     log,
     start_server,
@@ -127,15 +126,8 @@ def start_lamina(stack: contextlib.ExitStack, tmp: Path, sandbox: str | None) ->
     return endpoint
 
 
-def sleep_zip() -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("app.py", SLEEP_HANDLER)
-    return buffer.getvalue()
-
-
 def create_functions(endpoint: str, durations: dict[str, int]) -> None:
-    client, code = lambda_client(endpoint), sleep_zip()
+    client, code = lambda_client(endpoint), handler_zip(SLEEP_HANDLER)
     try:
         for name, sleep_ms in durations.items():
             client.create_function(
