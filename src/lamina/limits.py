@@ -44,3 +44,11 @@ TOTAL_CODE_SIZE_MAX_BYTES: Final = 80_530_636_800
 
 LIST_MAX_ITEMS_DEFAULT: Final = 50
 LIST_MAX_ITEMS_MAX: Final = 10_000
+
+# Asynchronous invocation (PutFunctionEventInvokeConfig's ranges and defaults).
+ASYNC_RETRIES_MIN: Final = 0
+ASYNC_RETRIES_MAX: Final = 2
+ASYNC_RETRIES_DEFAULT: Final = 2
+ASYNC_EVENT_AGE_MIN_S: Final = 60
+ASYNC_EVENT_AGE_MAX_S: Final = 21_600
+ASYNC_EVENT_AGE_DEFAULT_S: Final = 21_600

@@ -96,6 +96,8 @@ class FunctionConfig:
     last_update_status_reason_code: str | None = None
     #: the function's layers in merge order (later layers overwrite earlier files in /opt)
     layers: tuple[FunctionLayer, ...] = ()
+    #: DeadLetterConfig.TargetArn: where an asynchronous event goes after its last failure
+    dead_letter_target: str | None = None
 
     @property
     def network_enabled(self) -> bool:
@@ -121,6 +123,38 @@ class Function:
 
     latest: FunctionConfig
     tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EventInvokeConfig:
+    """How asynchronous invocations of one function qualifier are retried and reported
+    (PutFunctionEventInvokeConfig). `None` fields are unset and take Lambda's defaults."""
+
+    function_name: str
+    #: `$LATEST` (also for the unqualified function), a version number or an alias name
+    qualifier: str
+    last_modified: datetime
+    maximum_retry_attempts: int | None = None
+    maximum_event_age_s: int | None = None
+    #: destination ARNs (DestinationConfig.OnSuccess / OnFailure .Destination)
+    on_success: str | None = None
+    on_failure: str | None = None
+
+    @property
+    def retry_attempts(self) -> int:
+        return (
+            limits.ASYNC_RETRIES_DEFAULT
+            if self.maximum_retry_attempts is None
+            else (self.maximum_retry_attempts)
+        )
+
+    @property
+    def event_age_s(self) -> int:
+        return (
+            limits.ASYNC_EVENT_AGE_DEFAULT_S
+            if self.maximum_event_age_s is None
+            else (self.maximum_event_age_s)
+        )
 
 
 @dataclass(frozen=True)
