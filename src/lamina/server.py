@@ -14,6 +14,7 @@ from starlette.applications import Starlette
 
 from lamina.api import AppState, build_app
 from lamina.control import FunctionService
+from lamina.events import AsyncQueue
 from lamina.models import LATEST
 from lamina.observability import Metrics
 from lamina.runtimes.catalog import Family, RuntimeCatalog
@@ -22,7 +23,7 @@ from lamina.sandbox.api import RuntimeSpec
 from lamina.sandbox.process import ProcessBackend
 from lamina.scheduler import Scheduler
 from lamina.settings import Settings, is_loopback
-from lamina.store import CodeStore, MetadataStore
+from lamina.store import CodeStore, MetadataStore, SqliteEventStore
 
 log = logging.getLogger("lamina")
 
@@ -95,12 +96,15 @@ def create_app(
     functions.provisioned.on_change = scheduler.provision
     functions.provisioned.status = scheduler.provisioned
     functions.add_code_user(scheduler.code_in_use)
+    event_store = SqliteEventStore(settings.events_db_path)
+    async_queue = AsyncQueue(settings, event_store, functions, scheduler, metrics)
     state = AppState(
         settings=settings,
         functions=functions,
         scheduler=scheduler,
         metrics=metrics,
         runtimes=runtimes,
+        async_queue=async_queue,
     )
 
     @asynccontextmanager
@@ -109,11 +113,14 @@ def create_app(
         backend.start()
         backend.expect(_runtime_specs(runtimes, functions.runtimes_in_use()))
         scheduler.start()
+        event_store.open()
+        await async_queue.start()
         state.ready = True
         try:
             yield
         finally:
             state.ready = False
+            await async_queue.close()
             await scheduler.close()
             await backend.close()
             functions.close()

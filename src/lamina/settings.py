@@ -61,10 +61,17 @@ class Settings:
     idle_timeout_s: float = 600.0
     #: seconds in-flight invocations may take to finish when the server is stopped
     shutdown_grace_s: int = 5
+    #: seconds before an asynchronous event's first retry (Lambda: 60; the second waits
+    #: twice this); every other async back-off is scaled by the same factor
+    retry_base_delay_s: float = 60.0
 
     @property
     def db_path(self) -> Path:
         return self.data_dir / "lamina.db"
+
+    @property
+    def events_db_path(self) -> Path:
+        return self.data_dir / "events.db"
 
     @property
     def code_dir(self) -> Path:

@@ -16,8 +16,8 @@ from lamina.api import aliases, concurrency, layers
 from lamina.api import functions as fn
 from lamina.api.context import AppState, app_state
 from lamina.api.errors import http_error, lamina_error, unexpected_error
-from lamina.api.invoke import invoke
-from lamina.api.wire import json_response
+from lamina.api.invoke import invoke, invoke_async
+from lamina.api.wire import json_response, max_items_param
 from lamina.errors import LaminaError
 from lamina.observability.metrics import CONTENT_TYPE
 
@@ -36,6 +36,7 @@ async def health(request: Request) -> Response:
             "region": state.settings.region,
             "accountId": state.settings.account_id,
             "environments": state.scheduler.environment_count(),
+            "asyncQueue": state.async_queue.summary(),
         },
         status=200 if state.ready else 503,
     )
@@ -77,6 +78,31 @@ async def environments(request: Request) -> Response:
     )
 
 
+async def async_events(request: Request) -> Response:
+    """The asynchronous queue: depth and oldest age per function, counts by outcome, and the
+    most recent events given up with why (Lamina's own endpoint, `lamina` CLI and tests)."""
+    queue = app_state(request).async_queue
+    dropped = await queue.dropped(min(max(max_items_param(request) or 100, 1), 10_000))
+    return json_response(
+        {
+            **queue.summary(),
+            "dropped": [
+                {
+                    "requestId": d.id,
+                    "functionName": d.function_name,
+                    "qualifier": d.qualifier,
+                    "reason": d.reason,
+                    "attempts": d.attempts,
+                    "enqueuedAt": d.enqueued_at,
+                    "droppedAt": d.dropped_at,
+                    "detail": d.detail,
+                }
+                for d in dropped
+            ],
+        }
+    )
+
+
 async def metrics(request: Request) -> Response:
     return Response(app_state(request).metrics.render(), media_type=CONTENT_TYPE)
 
@@ -90,6 +116,9 @@ def build_app(
         Route("/metrics", metrics, methods=["GET"]),
         Route("/lamina/runtimes", runtimes, methods=["GET"]),
         Route("/lamina/environments", environments, methods=["GET"]),
+        Route("/lamina/async", async_events, methods=["GET"]),
+        Route("/2014-11-13/functions/{name}/invoke-async/", invoke_async, methods=["POST"]),
+        Route("/2014-11-13/functions/{name}/invoke-async", invoke_async, methods=["POST"]),
         Route(_FN, fn.list_functions, methods=["GET"]),
         Route(_FN + "/", fn.list_functions, methods=["GET"]),
         Route(_FN, fn.create_function, methods=["POST"]),

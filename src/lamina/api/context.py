@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from starlette.requests import Request
 
 from lamina.control import FunctionService
+from lamina.events import AsyncQueue
 from lamina.observability import Metrics
 from lamina.runtimes.catalog import RuntimeCatalog
 from lamina.scheduler import Scheduler
@@ -20,6 +21,7 @@ class AppState:
     scheduler: Scheduler
     metrics: Metrics
     runtimes: RuntimeCatalog
+    async_queue: AsyncQueue
     ready: bool = False
 
 

@@ -6,14 +6,14 @@ import asyncio
 import base64
 import binascii
 import json
-import os
-import time
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from lamina import limits
-from lamina.api.context import app_state
+from lamina import ids, limits
+from lamina.api.context import AppState, app_state
+from lamina.api.wire import json_response
+from lamina.arns import FunctionRef
 from lamina.errors import (
     InvalidParameterValueError,
     InvalidRequestContentError,
@@ -22,7 +22,7 @@ from lamina.errors import (
     ServiceError,
     ValidationError,
 )
-from lamina.models import FunctionState, InvokeRequest
+from lamina.models import FunctionConfig, FunctionState, InvokeRequest
 
 _TYPES = ("Event", "RequestResponse", "DryRun")
 _CLIENT_CONTEXT_MAX = 3583  # bytes of base64, as Lambda limits X-Amz-Client-Context
@@ -46,37 +46,17 @@ async def invoke(request: Request) -> Response:
             f"1 validation error detected: Value '{log_type}' at 'logType' failed to satisfy "
             "constraint: Member must satisfy enum value set: [Tail, None]"
         )
-    payload = await request.body()
-    if len(payload) > limits.SYNC_PAYLOAD_MAX_BYTES:
-        raise RequestTooLargeError(
-            f"Request must be smaller than {limits.SYNC_PAYLOAD_MAX_BYTES} bytes for the "
-            "InvokeFunction operation"
-        )
+    payload = await _read(request, invocation_type)
     config = functions.resolve(ref)
-    if config.state is not FunctionState.ACTIVE:
-        raise ResourceConflictError(
-            "The operation cannot be performed at this time. The function is currently in the "
-            f"following state: {config.state.value}"
-        )
-    if payload:
-        try:
-            json.loads(payload)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise InvalidRequestContentError(
-                f"Could not parse request body into json: Could not parse payload into json: {e}"
-            ) from None
-    else:
-        payload = b"{}"
+    _require_active(config)
+    payload = _json(payload)
     client_context = _client_context(headers.get("x-amz-client-context"))
-    request_id = _request_id()
+    request_id = ids.request_id()
     if invocation_type == "DryRun":
         return Response(status_code=204, headers={"x-amzn-RequestId": request_id})
     if invocation_type == "Event":
-        # Durable asynchronous invocation (retries, destinations) is its own capability;
-        # accepting an event here without it would risk losing it.
-        raise InvalidParameterValueError(
-            "Lamina does not support InvocationType Event yet; use RequestResponse."
-        )
+        await _accept(state, ref, payload, request_id)
+        return Response(status_code=202, headers={"x-amzn-RequestId": request_id})
     try:
         result = await state.scheduler.invoke(
             config,
@@ -85,7 +65,7 @@ async def invoke(request: Request) -> Response:
                 payload=payload,
                 invoked_arn=functions.arn(ref.name, ref.qualifier),
                 client_context=client_context,
-                trace_id=f"Root=1-{int(time.time()):08x}-{os.urandom(12).hex()};Sampled=0",
+                trace_id=ids.trace_id(),
                 log_tail=log_type == "Tail",
             ),
         )
@@ -107,12 +87,63 @@ async def invoke(request: Request) -> Response:
     )
 
 
-def _request_id() -> str:
-    """A random (version 4) UUID as text: what uuid.uuid4() gives, at a quarter of its cost
-    (this runs for every invocation)."""
-    h = os.urandom(16).hex()
-    variant = "89ab"[int(h[16], 16) & 3]
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant}{h[17:20]}-{h[20:]}"
+async def invoke_async(request: Request) -> Response:
+    """InvokeAsync (POST /2014-11-13/functions/{name}/invoke-async/), the deprecated form of
+    Invoke with InvocationType=Event."""
+    state = app_state(request)
+    ref = state.functions.ref(request.path_params["name"])
+    payload = await _read(request, "Event")
+    _require_active(state.functions.resolve(ref))
+    payload = _json(payload)
+    request_id = ids.request_id()
+    await _accept(state, ref, payload, request_id)
+    return json_response({"Status": 202}, status=202, headers={"x-amzn-RequestId": request_id})
+
+
+async def _read(request: Request, invocation_type: str) -> bytes:
+    """The request's payload, checked against the invocation type's size limit."""
+    payload = await request.body()
+    if invocation_type == "Event":
+        limit = limits.ASYNC_PAYLOAD_MAX_BYTES
+    else:
+        limit = limits.SYNC_PAYLOAD_MAX_BYTES
+    if len(payload) > limit:
+        raise RequestTooLargeError(
+            f"{len(payload)} byte payload is too large for the {invocation_type} invocation "
+            f"type (limit {limit} bytes)"
+            if invocation_type == "Event"
+            else f"Request must be smaller than {limit} bytes for the InvokeFunction operation"
+        )
+    return payload
+
+
+def _json(payload: bytes) -> bytes:
+    """The payload checked to be JSON (an empty payload is `{}`)."""
+    if not payload:
+        return b"{}"
+    try:
+        json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InvalidRequestContentError(
+            f"Could not parse request body into json: Could not parse payload into json: {e}"
+        ) from None
+    return payload
+
+
+def _require_active(config: FunctionConfig) -> None:
+    if config.state is not FunctionState.ACTIVE:
+        raise ResourceConflictError(
+            "The operation cannot be performed at this time. The function is currently in the "
+            f"following state: {config.state.value}"
+        )
+
+
+async def _accept(state: AppState, ref: FunctionRef, payload: bytes, request_id: str) -> None:
+    """Queue an asynchronous invocation; it is durable when this returns."""
+    try:
+        await state.async_queue.accept(ref.name, ref.qualifier, payload, request_id)
+    except OSError as e:
+        raise ServiceError(f"The event could not be stored, so it was not accepted: {e}") from None
 
 
 def _client_context(value: str | None) -> str | None:

@@ -102,6 +102,14 @@ def main() -> None:
     help="Seconds in-flight invocations get to finish when the server stops.",
 )
 @click.option(
+    "--retry-base-delay",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds before an asynchronous event's first retry (the second waits twice this); "
+    "every other async back-off is scaled alike. Lambda's is 60; fractions make tests fast.",
+)
+@click.option(
     "--allow-non-loopback",
     is_flag=True,
     help="Allow --host to be an address beyond loopback (the API has no authentication yet).",
@@ -120,6 +128,7 @@ def serve(
     queue_timeout: float,
     idle_timeout: float,
     shutdown_grace: int,
+    retry_base_delay: float,
     allow_non_loopback: bool,
     log_level: str,
 ) -> None:
@@ -147,6 +156,7 @@ def serve(
         queue_timeout_s=queue_timeout,
         idle_timeout_s=idle_timeout,
         shutdown_grace_s=shutdown_grace,
+        retry_base_delay_s=retry_base_delay,
     )
     run_server(settings, log_level=log_level)
 

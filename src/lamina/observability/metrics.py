@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -76,5 +78,35 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.async_events = Counter(
+            "lamina_async_events",
+            "Asynchronous events by function and outcome: accepted, succeeded, retried (a "
+            "function error to be retried), throttled (waits and runs again), failed (retries "
+            "exhausted), expired (older than MaximumEventAgeInSeconds), dropped (the function "
+            "no longer exists), destination (a record sent to a destination), dead_lettered.",
+            ["function", "outcome"],
+            registry=self.registry,
+        )
+        self.async_queue_depth = Gauge(
+            "lamina_async_queue_depth",
+            "Asynchronous events stored and not yet finished (queued or running), by function.",
+            ["function"],
+            registry=self.registry,
+        )
+        self.async_oldest_age = Gauge(
+            "lamina_async_oldest_event_age_seconds",
+            "Age of the oldest unfinished asynchronous event, by function.",
+            ["function"],
+            registry=self.registry,
+        )
+        self._on_scrape: list[Callable[[], None]] = []
+
+    def on_scrape(self, refresh: Callable[[], None]) -> None:
+        """Call `refresh` before each scrape (gauges that are cheaper to compute than to keep
+        current)."""
+        self._on_scrape.append(refresh)
+
     def render(self) -> bytes:
+        for refresh in self._on_scrape:
+            refresh()
         return generate_latest(self.registry)

@@ -1,6 +1,15 @@
-"""Durable storage: the metadata database and the content-addressed code store."""
+"""Durable storage: the metadata database, the content-addressed code store and the queue of
+asynchronous events."""
 
 from lamina.store.blobs import CodeStore, StoredCode, UnsafePackageError
+from lamina.store.event_queue import EventStore, SqliteEventStore
 from lamina.store.metadata import MetadataStore
 
-__all__ = ["CodeStore", "MetadataStore", "StoredCode", "UnsafePackageError"]
+__all__ = [
+    "CodeStore",
+    "EventStore",
+    "MetadataStore",
+    "SqliteEventStore",
+    "StoredCode",
+    "UnsafePackageError",
+]

@@ -1,0 +1,516 @@
+"""Asynchronous invocation (InvocationType=Event): accept durably, run, retry, report.
+
+An event is stored (`store/event_queue.py`) before Invoke answers 202, and leaves the store
+only once its outcome is settled: the function succeeded, or it was given up and whatever
+that leads to (destination records, the dead letter) is stored in the same transaction. A
+crash at any point re-runs the events still stored: delivery is at least once, as Lambda's.
+
+Events run through the same scheduler as synchronous invokes, so reserved concurrency,
+provisioned environments and memory capacity apply unchanged. Each function has a lane that
+runs its due events with a window of concurrent attempts: the window grows by one for each
+attempt that ends while events wait (so a backlog of slow events scales out), and shrinks to
+what was running when an attempt is throttled. A throttled event is not an attempt: it waits
+and runs again, backing off from 1 s to 5 min while nothing of the function can run, as
+Lambda retries throttles, until it is older than its maximum age.
+
+A function error or timeout is retried `MaximumRetryAttempts` times (default 2) after 1 and
+then 2 minutes (Lambda's back-off); `--retry-base-delay` scales every back-off here, so tests
+run in fractions of a second. An event older than `MaximumEventAgeInSeconds` (default 6 h)
+when it is due is dropped, with a record of why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import heapq
+import itertools
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from lamina import ids
+from lamina.arns import FunctionRef, parse_function_ref
+from lamina.control import FunctionService
+from lamina.errors import LaminaError, ResourceNotFoundError, TooManyRequestsError
+from lamina.models import (
+    LATEST,
+    EventInvokeConfig,
+    FunctionConfig,
+    FunctionState,
+    InvokeRequest,
+    InvokeResult,
+)
+from lamina.observability import Metrics
+from lamina.scheduler import Scheduler
+from lamina.settings import Settings
+from lamina.store.event_queue import (
+    EVENT_AGE_EXCEEDED,
+    FUNCTION_NOT_FOUND,
+    RETRIES_EXHAUSTED,
+    DroppedEvent,
+    EventStore,
+    QueuedEvent,
+)
+
+log = logging.getLogger(__name__)
+
+#: payload bytes of queued events held in memory; past this, payloads are read back when due
+_HOLD_BYTES = 64 * 1024 * 1024
+#: concurrent attempts a lane starts with
+_WINDOW_START = 4
+#: Lambda's back-off for throttled events: from 1 s, doubling, up to 5 minutes
+_THROTTLE_FIRST_S = 1.0
+_THROTTLE_MAX_S = 300.0
+#: the shortest back-off however small the scale (a lane would spin otherwise)
+_BACKOFF_FLOOR_S = 0.01
+#: Lambda's waits before the second and the third attempt are 1 and 2 minutes
+_RETRY_UNIT_S = 60.0
+
+
+@dataclass
+class _Lane:
+    """The queued events of one function and the attempts running for it."""
+
+    name: str
+    window: int
+    ready: list[tuple[float, int, QueuedEvent]] = field(default_factory=list)
+    running: set[QueuedEvent] = field(default_factory=set)
+    paused_until: float = 0.0
+    backoff: float = 0.0
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+    def oldest(self) -> float | None:
+        times = [e.enqueued_at for _, _, e in self.ready]
+        times.extend(e.enqueued_at for e in self.running)
+        return min(times, default=None)
+
+
+@dataclass
+class _Attempt:
+    """What the last attempt of an event gave (for its invocation record)."""
+
+    result: InvokeResult | None
+    status: int
+
+
+class AsyncQueue:
+    def __init__(
+        self,
+        settings: Settings,
+        store: EventStore,
+        functions: FunctionService,
+        scheduler: Scheduler,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._functions = functions
+        self._scheduler = scheduler
+        self._metrics = metrics
+        self._clock = clock
+        #: every back-off is Lambda's times this (`--retry-base-delay` / 60 s)
+        self._scale = settings.retry_base_delay_s / _RETRY_UNIT_S
+        self._lanes: dict[str, _Lane] = {}
+        self._seq = itertools.count()
+        self._held = 0
+        self._last: dict[str, _Attempt] = {}
+        self._attempts: set[asyncio.Task[None]] = set()
+        self._closing = False
+        #: functions shown in the gauges at the last scrape
+        self._reported: set[str] = set()
+        #: totals since start-up, by outcome (the metrics have them by function too)
+        self.counts: collections.Counter[str] = collections.Counter()
+        metrics.on_scrape(self._refresh_gauges)
+
+    async def start(self) -> None:
+        """Take up every event a previous run left stored."""
+        for event in await self._store.load(_HOLD_BYTES):
+            if event.payload is not None:
+                self._held += len(event.payload)
+            self._push(event)
+
+    async def accept(
+        self, name: str, qualifier: str | None, payload: bytes, request_id: str
+    ) -> None:
+        """Store one event durably and queue it. Raises OSError if it could not be stored
+        (then it was not accepted)."""
+        event = QueuedEvent(request_id, name, qualifier, payload, self._clock())
+        await self._store.add([event])
+        self._count(name, "accepted")
+        self._hold(event)
+        self._push(event)
+
+    async def close(self) -> None:
+        """Stop running events (those still stored run again at the next start)."""
+        self._closing = True
+        tasks = [*self._attempts, *(lane.task for lane in self._lanes.values() if lane.task)]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._store.close()
+
+    # -- what /health and /metrics show ----------------------------------------------------
+
+    def summary(self) -> dict[str, Any]:
+        now = self._clock()
+        functions = {}
+        for name, lane in sorted(self._lanes.items()):
+            oldest = lane.oldest()
+            functions[name] = {
+                "depth": len(lane.ready) + len(lane.running),
+                "running": len(lane.running),
+                "oldestAgeSeconds": round(now - oldest, 3) if oldest is not None else 0,
+            }
+        return {
+            "depth": sum(f["depth"] for f in functions.values()),
+            "functions": functions,
+            **{outcome: self.counts[outcome] for outcome in _OUTCOMES},
+        }
+
+    async def dropped(self, limit: int = 100) -> list[DroppedEvent]:
+        return await self._store.dropped(limit)
+
+    def _refresh_gauges(self) -> None:
+        now = self._clock()
+        depth, age = self._metrics.async_queue_depth, self._metrics.async_oldest_age
+        for name, lane in self._lanes.items():
+            depth.labels(name).set(len(lane.ready) + len(lane.running))
+            oldest = lane.oldest()
+            age.labels(name).set(now - oldest if oldest is not None else 0)
+        # Functions whose lanes emptied since the last scrape read 0, not their last value.
+        for name in self._reported - self._lanes.keys():
+            depth.labels(name).set(0)
+            age.labels(name).set(0)
+        self._reported = set(self._lanes)
+
+    def _count(self, name: str, outcome: str) -> None:
+        self.counts[outcome] += 1
+        self._metrics.async_events.labels(name, outcome).inc()
+
+    # -- lanes -----------------------------------------------------------------------------
+
+    def _hold(self, event: QueuedEvent) -> None:
+        """Keep the payload in memory while the budget allows (it is stored either way)."""
+        assert event.payload is not None
+        if self._held + len(event.payload) <= _HOLD_BYTES:
+            self._held += len(event.payload)
+        else:
+            event.payload = None
+
+    def _push(self, event: QueuedEvent) -> None:
+        if self._closing:
+            return
+        lane = self._lanes.get(event.function_name)
+        if lane is None:
+            lane = self._lanes[event.function_name] = _Lane(event.function_name, _WINDOW_START)
+        heapq.heappush(lane.ready, (event.due, next(self._seq), event))
+        if lane.task is None or lane.task.done():
+            lane.task = asyncio.get_running_loop().create_task(self._run_lane(lane))
+        else:
+            lane.wake.set()
+
+    async def _run_lane(self, lane: _Lane) -> None:
+        while lane.ready or lane.running:
+            now = self._clock()
+            while (
+                lane.ready
+                and len(lane.running) < lane.window
+                and lane.ready[0][0] <= now
+                and lane.paused_until <= now
+            ):
+                _, _, event = heapq.heappop(lane.ready)
+                lane.running.add(event)
+                task = asyncio.get_running_loop().create_task(self._attempt(lane, event))
+                self._attempts.add(task)
+                task.add_done_callback(self._attempts.discard)
+            timeout = None
+            if lane.ready and len(lane.running) < lane.window:
+                timeout = max(lane.ready[0][0], lane.paused_until) - now
+            lane.wake.clear()
+            if timeout is None:
+                await lane.wake.wait()
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(lane.wake.wait(), max(timeout, 0.0))
+        if self._lanes.get(lane.name) is lane:
+            del self._lanes[lane.name]
+
+    async def _attempt(self, lane: _Lane, event: QueuedEvent) -> None:
+        try:
+            await self._run(lane, event)
+        except asyncio.CancelledError:
+            raise  # the server is stopping: the event stays stored and runs after restart
+        except Exception:  # a bug of ours must not lose the event or stop the lane
+            log.exception("async event %s of %s failed to run", event.id, event.function_name)
+            self._requeue_later(lane, event)
+        finally:
+            lane.running.discard(event)
+            lane.wake.set()
+
+    def _requeue_later(self, lane: _Lane, event: QueuedEvent) -> None:
+        """Back off (Lambda's throttle and service-error back-off) and try the event again."""
+        now = self._clock()
+        lane.backoff = min(
+            max(lane.backoff * 2, _THROTTLE_FIRST_S * self._scale, _BACKOFF_FLOOR_S),
+            max(_THROTTLE_MAX_S * self._scale, _BACKOFF_FLOOR_S),
+        )
+        lane.paused_until = now + lane.backoff
+        event.due = now
+        self._push(event)
+
+    # -- one attempt -----------------------------------------------------------------------
+
+    async def _run(self, lane: _Lane, event: QueuedEvent) -> None:
+        name, qualifier = event.function_name, event.qualifier
+        settings = self._event_config(name, qualifier)
+        now = self._clock()
+        if now - event.enqueued_at > settings.event_age_s:
+            await self._give_up(event, settings, EVENT_AGE_EXCEEDED)
+            return
+        try:
+            config = self._functions.resolve(self._functions.ref(name, qualifier))
+        except ResourceNotFoundError:
+            await self._drop_unknown(event)
+            return
+        payload = event.payload
+        if payload is None:
+            payload = await self._store.payload(event.id)
+            if payload is None:  # finished meanwhile (cannot happen with one dispatcher)
+                return
+        if config.state is not FunctionState.ACTIVE:
+            self._count(name, "throttled")
+            self._requeue_later(lane, event)
+            return
+        request = InvokeRequest(
+            request_id=event.id,
+            payload=payload,
+            invoked_arn=self._functions.arn(name, qualifier),
+            trace_id=ids.trace_id(),
+        )
+        try:
+            result = await self._scheduler.invoke(config, request)
+        except TooManyRequestsError:
+            self._count(name, "throttled")
+            self._last[event.id] = _Attempt(None, 429)
+            others = len(lane.running) - 1
+            if others > 0:
+                # Concurrency is taken by this function's own attempts: run when one ends.
+                lane.window = others
+                event.due = now
+                self._push(event)
+            else:
+                self._requeue_later(lane, event)
+            return
+        except LaminaError as e:  # Lambda's 5xx: retried like a throttle, not an attempt
+            log.warning("async event %s of %s: %s", event.id, name, e)
+            self._last[event.id] = _Attempt(None, e.status)
+            self._count(name, "throttled")
+            self._requeue_later(lane, event)
+            return
+        lane.backoff = 0.0
+        if lane.ready and lane.ready[0][0] <= self._clock():
+            lane.window = min(lane.window + 1, self._settings.concurrency_limit)
+        event.attempts += 1
+        self._last[event.id] = _Attempt(result, 200)
+        if result.function_error is None:
+            await self._succeed(event, config, settings, payload, result)
+        elif event.attempts <= settings.retry_attempts:
+            await self._retry(event, settings)
+        else:
+            await self._give_up(event, settings, RETRIES_EXHAUSTED, config, payload)
+
+    def _event_config(self, name: str, qualifier: str | None) -> EventInvokeConfig:
+        found = self._functions.event_invoke.effective(name, qualifier)
+        if found is not None:
+            return found
+        return EventInvokeConfig(name, qualifier or LATEST, datetime.now(UTC))
+
+    async def _succeed(
+        self,
+        event: QueuedEvent,
+        config: FunctionConfig,
+        settings: EventInvokeConfig,
+        payload: bytes,
+        result: InvokeResult,
+    ) -> None:
+        follow_ups = []
+        if settings.on_success:
+            record = self._record(event, "Success", payload)
+            follow_ups.append(self._follow_up(settings.on_success, record))
+        await self._finish(event, follow_ups)
+        self._count(event.function_name, "succeeded")
+        if follow_ups:
+            self._count(event.function_name, "destination")
+
+    async def _retry(self, event: QueuedEvent, settings: EventInvokeConfig) -> None:
+        now = self._clock()
+        delay = max(_RETRY_UNIT_S * self._scale * event.attempts, _BACKOFF_FLOOR_S)
+        # Past its maximum age it would only be dropped: be due when that happens.
+        expires = event.enqueued_at + settings.event_age_s
+        event.due = min(now + delay, expires + _BACKOFF_FLOOR_S)
+        await self._store.reschedule(event.id, event.attempts, event.due)
+        self._count(event.function_name, "retried")
+        self._push(event)
+
+    async def _give_up(
+        self,
+        event: QueuedEvent,
+        settings: EventInvokeConfig,
+        reason: str,
+        config: FunctionConfig | None = None,
+        payload: bytes | None = None,
+    ) -> None:
+        """The event failed for good: tell its OnFailure destination and its dead-letter
+        target, and keep the record of why."""
+        if payload is None:
+            payload = event.payload or await self._store.payload(event.id) or b"null"
+        if config is None:
+            config = self._config_or_none(event)
+        follow_ups = []
+        if settings.on_failure:
+            record = self._record(event, reason, payload)
+            follow_ups.append(self._follow_up(settings.on_failure, record))
+        if config is not None and config.dead_letter_target:
+            follow_ups.append(self._follow_up(config.dead_letter_target, payload))
+        last = self._last.get(event.id)
+        detail = ""
+        if last is not None and last.result is not None and last.result.function_error:
+            detail = _error_type(last.result.payload)
+        dropped = DroppedEvent(
+            event.id,
+            event.function_name,
+            event.qualifier,
+            reason,
+            event.attempts,
+            event.enqueued_at,
+            self._clock(),
+            detail,
+        )
+        await self._finish(event, follow_ups, dropped)
+        log.warning(
+            "async event %s of %s dropped: %s after %d attempt(s)%s",
+            event.id,
+            event.function_name,
+            reason,
+            event.attempts,
+            f" ({detail})" if detail else "",
+        )
+        self._count(event.function_name, "expired" if reason == EVENT_AGE_EXCEEDED else "failed")
+        if settings.on_failure:
+            self._count(event.function_name, "destination")
+        if config is not None and config.dead_letter_target:
+            self._count(event.function_name, "dead_lettered")
+
+    async def _drop_unknown(self, event: QueuedEvent) -> None:
+        dropped = DroppedEvent(
+            event.id,
+            event.function_name,
+            event.qualifier,
+            FUNCTION_NOT_FOUND,
+            event.attempts,
+            event.enqueued_at,
+            self._clock(),
+            self._functions.arn(event.function_name, event.qualifier),
+        )
+        await self._finish(event, (), dropped)
+        log.warning("async event %s dropped: function %s not found", event.id, dropped.detail)
+        self._count(event.function_name, "dropped")
+
+    async def _finish(
+        self,
+        event: QueuedEvent,
+        follow_ups: list[QueuedEvent] | tuple[()],
+        dropped: DroppedEvent | None = None,
+    ) -> None:
+        await self._store.finish(event.id, follow_ups, dropped)
+        self._last.pop(event.id, None)
+        if event.payload is not None:
+            self._held -= len(event.payload)
+            event.payload = None
+        for follow_up in follow_ups:
+            self._count(follow_up.function_name, "accepted")
+            self._hold(follow_up)
+            self._push(follow_up)
+
+    def _config_or_none(self, event: QueuedEvent) -> FunctionConfig | None:
+        try:
+            return self._functions.resolve(
+                self._functions.ref(event.function_name, event.qualifier)
+            )
+        except LaminaError:
+            return None
+
+    # -- records ---------------------------------------------------------------------------
+
+    def _follow_up(self, target_arn: str, payload: bytes) -> QueuedEvent:
+        """An event for a destination or dead-letter function (validated when configured)."""
+        ref: FunctionRef = parse_function_ref(
+            target_arn, region=self._settings.region, account=self._settings.account_id
+        )
+        return QueuedEvent(ids.request_id(), ref.name, ref.qualifier, payload, self._clock())
+
+    def _record(self, event: QueuedEvent, condition: str, payload: bytes) -> bytes:
+        """Lambda's invocation record, as destinations receive it."""
+        last = self._last.get(event.id)
+        record: dict[str, Any] = {
+            "version": "1.0",
+            "timestamp": _iso(self._clock()),
+            "requestContext": {
+                "requestId": event.id,
+                "functionArn": self._functions.arn(event.function_name, event.qualifier or LATEST),
+                "condition": condition,
+                "approximateInvokeCount": max(event.attempts, 1),
+            },
+            "requestPayload": _json_or_text(payload),
+        }
+        if last is not None:
+            context: dict[str, Any] = {"statusCode": last.status}
+            if last.result is not None:
+                context["executedVersion"] = last.result.executed_version
+                if last.result.function_error:
+                    context["functionError"] = last.result.function_error
+            record["responseContext"] = context
+            if last.result is not None:
+                record["responsePayload"] = _json_or_text(last.result.payload)
+        return json.dumps(record, separators=(",", ":")).encode()
+
+
+#: the outcomes counted (and shown in /health)
+_OUTCOMES = (
+    "accepted",
+    "succeeded",
+    "retried",
+    "throttled",
+    "failed",
+    "expired",
+    "dropped",
+    "destination",
+    "dead_lettered",
+)
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _json_or_text(data: bytes) -> Any:
+    try:
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return data.decode(errors="replace")
+
+
+def _error_type(payload: bytes) -> str:
+    try:
+        value = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        return ""
+    return str(value.get("errorType", "")) if isinstance(value, dict) else ""
