@@ -7,9 +7,11 @@ crash at any point re-runs the events still stored: delivery is at least once, a
 
 Events run through the same scheduler as synchronous invokes, so reserved concurrency,
 provisioned environments and memory capacity apply unchanged. Each function has a lane that
-runs its due events with a window of concurrent attempts: the window grows by one for each
-attempt that ends while events wait (so a backlog of slow events scales out), and shrinks to
-what was running when an attempt is throttled. A throttled event is not an attempt: it waits
+runs its due events with a window of concurrent attempts. The window shrinks to what was
+running when an attempt is throttled, grows back by one per attempt that ends while events
+wait, and past a few grows only for slow attempts: a backlog of slow functions scales out as
+Lambda's would, while a backlog of quick ones is not spread over more environments than the
+host has CPUs to run them. A throttled event is not an attempt: it waits
 and runs again, backing off from 1 s to 5 min while nothing of the function can run, as
 Lambda retries throttles, until it is older than its maximum age.
 
@@ -62,8 +64,10 @@ log = logging.getLogger(__name__)
 
 #: payload bytes of queued events held in memory; past this, payloads are read back when due
 _HOLD_BYTES = 64 * 1024 * 1024
-#: concurrent attempts a lane starts with
+#: concurrent attempts a lane starts with, and grows back to whatever its attempts take
 _WINDOW_START = 4
+#: attempts lasting this long (seconds, cold starts included) grow the window past that
+_SLOW_ATTEMPT_S = 0.02
 #: Lambda's back-off for throttled events: from 1 s, doubling, up to 5 minutes
 _THROTTLE_FIRST_S = 1.0
 _THROTTLE_MAX_S = 300.0
@@ -149,12 +153,18 @@ class AsyncQueue:
         self._push(event)
 
     async def close(self) -> None:
-        """Stop running events (those still stored run again at the next start)."""
+        """Start nothing more, give running attempts the shutdown grace to end, then stop
+        them (events still stored run again at the next start)."""
         self._closing = True
-        tasks = [*self._attempts, *(lane.task for lane in self._lanes.values() if lane.task)]
-        for task in tasks:
+        lanes = [lane.task for lane in self._lanes.values() if lane.task]
+        for task in lanes:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._attempts:
+            await asyncio.wait(list(self._attempts), timeout=self._settings.shutdown_grace_s)
+        attempts = list(self._attempts)
+        for task in attempts:
+            task.cancel()
+        await asyncio.gather(*lanes, *attempts, return_exceptions=True)
         await self._store.close()
 
     # -- what /health and /metrics show ----------------------------------------------------
@@ -214,6 +224,7 @@ class AsyncQueue:
         heapq.heappush(lane.ready, (event.due, next(self._seq), event))
         if lane.task is None or lane.task.done():
             lane.task = asyncio.get_running_loop().create_task(self._run_lane(lane))
+            lane.task.add_done_callback(_report_failure)
         else:
             lane.wake.set()
 
@@ -295,6 +306,7 @@ class AsyncQueue:
             invoked_arn=self._functions.arn(name, qualifier),
             trace_id=ids.trace_id(),
         )
+        started = time.monotonic()
         try:
             result = await self._scheduler.invoke(config, request)
         except TooManyRequestsError:
@@ -316,7 +328,9 @@ class AsyncQueue:
             self._requeue_later(lane, event)
             return
         lane.backoff = 0.0
-        if lane.ready and lane.ready[0][0] <= self._clock():
+        slow = time.monotonic() - started >= _SLOW_ATTEMPT_S
+        waiting = bool(lane.ready) and lane.ready[0][0] <= self._clock()
+        if waiting and (lane.window < _WINDOW_START or slow):
             lane.window = min(lane.window + 1, self._settings.concurrency_limit)
         event.attempts += 1
         self._last[event.id] = _Attempt(result, 200)
@@ -495,6 +509,11 @@ _OUTCOMES = (
     "destination",
     "dead_lettered",
 )
+
+
+def _report_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("async queue lane failed", exc_info=task.exception())
 
 
 def _iso(t: float) -> str:

@@ -28,9 +28,10 @@ RETRIES_EXHAUSTED = "RetriesExhausted"
 FUNCTION_NOT_FOUND = "FunctionNotFound"
 
 
-@dataclass
+@dataclass(eq=False)
 class QueuedEvent:
-    """One accepted asynchronous invocation, as stored."""
+    """One accepted asynchronous invocation, as stored (compared by identity: the queue
+    keeps the running ones in sets)."""
 
     #: the request id Invoke answered with; every attempt runs under it, as on Lambda
     id: str
