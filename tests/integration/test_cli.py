@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,32 @@ def test_runtimes_lists_what_the_host_has(server: Server) -> None:
     assert "provided.al2023" in names
     assert "nodejs20.x" in names  # the host's Node.js 20
     assert "python3.8" not in names  # deprecated: never offered
+
+
+def test_invoke_async_and_queue(server: Server, tmp_path: Path) -> None:
+    src = tmp_path / "asyncfn"
+    src.mkdir()
+    (src / "app.py").write_text("def handler(e, c):\n    raise ValueError('always')\n")
+    ep = server.endpoint
+    deployed = lamina("deploy", "cli-async", str(src), "--handler", "app.handler", endpoint=ep)
+    assert deployed.returncode == 0, deployed.stderr
+    try:
+        # No retries, so the event is given up at once and shows as dropped.
+        lam = server.client()
+        lam.put_function_event_invoke_config(FunctionName="cli-async", MaximumRetryAttempts=0)
+        out = lamina("invoke", "cli-async", "--async", "--payload", '{"n": 1}', endpoint=ep)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.startswith("queued ")
+        request_id = out.stdout.split()[1]
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            shown = lamina("queue", endpoint=ep)
+            assert shown.returncode == 0, shown.stderr
+            if request_id in shown.stdout:
+                break
+            time.sleep(0.1)
+        assert f"cli-async {request_id}: RetriesExhausted after 1 attempt(s) (ValueError)" in (
+            shown.stdout
+        )
+    finally:
+        lamina("rm", "cli-async", endpoint=ep)

@@ -191,10 +191,11 @@ class Api:
         content: bytes | None = None,
         ok_missing: bool = False,
         params: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> httpx.Response:
         try:
             resp = self._client.request(
-                method, path, json=json_body, content=content, params=params
+                method, path, json=json_body, content=content, params=params, headers=headers
             )
         except httpx.TransportError as e:
             _fail(f"cannot reach Lamina at {self.endpoint} ({e}). Is `lamina serve` running?", 2)
@@ -302,9 +303,17 @@ def deploy(
 @click.argument("name")
 @click.option("--payload", default=None, help="JSON event (default {}). '-' reads stdin.")
 @click.option("--qualifier", default=None)
+@click.option(
+    "--async",
+    "asynchronous",
+    is_flag=True,
+    help="Queue the event (InvocationType=Event) and print its request id.",
+)
 @endpoint_option
-def invoke(name: str, payload: str | None, qualifier: str | None, endpoint: str) -> None:
-    """Invoke NAME synchronously and print what it returned."""
+def invoke(
+    name: str, payload: str | None, qualifier: str | None, asynchronous: bool, endpoint: str
+) -> None:
+    """Invoke NAME and print what it returned (with --async: queue it and print its id)."""
     api = Api(endpoint)
     if payload == "-":
         payload = sys.stdin.read()
@@ -319,7 +328,11 @@ def invoke(name: str, payload: str | None, qualifier: str | None, endpoint: str)
         f"{_FN}/{name}/invocations",
         content=(payload or "").encode(),
         params=params,
+        headers={"X-Amz-Invocation-Type": "Event"} if asynchronous else None,
     )
+    if asynchronous:
+        click.echo(f"queued {resp.headers.get('x-amzn-RequestId', '')}")
+        return
     body = resp.text
     with contextlib.suppress(ValueError):
         body = json.dumps(json.loads(body), indent=2)
@@ -383,3 +396,28 @@ def runtimes(endpoint: str) -> None:
         what = r["Executable"] or "the function's own bootstrap"
         version = f" {r['Version']}" if r["Version"] else ""
         click.echo(f"{r['Runtime']:<16} {r['Family']}{version} ({what})")
+
+
+@main.command()
+@endpoint_option
+def queue(endpoint: str) -> None:
+    """Show the asynchronous event queue: per function, and the last events given up."""
+    data = Api(endpoint).call("GET", "/lamina/async", params={"MaxItems": "10"}).json()
+    click.echo(
+        f"queued {data['depth']}  accepted {data['accepted']}  succeeded {data['succeeded']}  "
+        f"retried {data['retried']}  failed {data['failed']}  expired {data['expired']}  "
+        f"dead-lettered {data['dead_lettered']}"
+    )
+    for name, f in data["functions"].items():
+        click.echo(
+            f"  {name:<40} {f['depth']:>7} queued  {f['running']:>4} running  "
+            f"oldest {f['oldestAgeSeconds']:.1f} s"
+        )
+    for d in data["droppedEvents"]:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(d["droppedAt"]))
+        detail = f" ({d['detail']})" if d["detail"] else ""
+        click.secho(
+            f"  dropped {when} {d['functionName']} {d['requestId']}: {d['reason']} after "
+            f"{d['attempts']} attempt(s){detail}",
+            fg="yellow",
+        )
