@@ -12,7 +12,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from lamina import __version__
-from lamina.api import aliases, concurrency, layers
+from lamina.api import aliases, concurrency, event_invoke, layers
 from lamina.api import functions as fn
 from lamina.api.context import AppState, app_state
 from lamina.api.errors import http_error, lamina_error, unexpected_error
@@ -23,6 +23,7 @@ from lamina.observability.metrics import CONTENT_TYPE
 
 _FN = "/2015-03-31/functions"
 _LAYERS = "/2018-10-31/layers"
+_EVENT_INVOKE = "/2019-09-25/functions/{name}/event-invoke-config"
 
 
 async def health(request: Request) -> Response:
@@ -86,7 +87,7 @@ async def async_events(request: Request) -> Response:
     return json_response(
         {
             **queue.summary(),
-            "dropped": [
+            "droppedEvents": [
                 {
                     "requestId": d.id,
                     "functionName": d.function_name,
@@ -161,6 +162,11 @@ def build_app(
             concurrency.delete_provisioned_concurrency,
             methods=["DELETE"],
         ),
+        Route(_EVENT_INVOKE, event_invoke.put_event_invoke_config, methods=["PUT"]),
+        Route(_EVENT_INVOKE, event_invoke.update_event_invoke_config, methods=["POST"]),
+        Route(_EVENT_INVOKE, event_invoke.get_event_invoke_config, methods=["GET"]),
+        Route(_EVENT_INVOKE, event_invoke.delete_event_invoke_config, methods=["DELETE"]),
+        Route(_EVENT_INVOKE + "/list", event_invoke.list_event_invoke_configs, methods=["GET"]),
         Route("/2016-08-19/account-settings/", concurrency.get_account_settings, methods=["GET"]),
         Route("/2016-08-19/account-settings", concurrency.get_account_settings, methods=["GET"]),
         Route(_FN + "/{name}/aliases", aliases.create_alias, methods=["POST"]),

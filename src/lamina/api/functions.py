@@ -38,6 +38,7 @@ _CREATE_MEMBERS = {
     "PackageType",
     "Tags",
     "Layers",
+    "DeadLetterConfig",
     "Publish",
 }
 _UPDATE_CONFIG_MEMBERS = {
@@ -50,6 +51,7 @@ _UPDATE_CONFIG_MEMBERS = {
     "Environment",
     "EphemeralStorage",
     "Layers",
+    "DeadLetterConfig",
     "RevisionId",
 }
 _UPDATE_CODE_MEMBERS = {"ZipFile", "Architectures", "RevisionId", "Publish"}

@@ -28,6 +28,7 @@ _CONFIG_MEMBERS = {
     "PackageType": "package_type",
     "Tags": "tags",
     "Layers": "layers",
+    "DeadLetterConfig": "dead_letter_config",
     "RevisionId": "revision_id",
 }
 # Members Lamina accepts and ignores because their value changes nothing here (X-Ray
@@ -39,6 +40,12 @@ def timestamp(t: datetime) -> str:
     """Lambda's LastModified and CreatedDate (UTC): 2024-01-31T12:34:56.789+0000."""
     t = t.astimezone(UTC)
     return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}+0000"
+
+
+def epoch_seconds(t: datetime) -> float:
+    """A `timestamp` member of the model (rest-json: seconds since the epoch, to the ms), as
+    FunctionEventInvokeConfig's LastModified is."""
+    return round(t.timestamp(), 3)
 
 
 def last_modified(config: FunctionConfig) -> str:
@@ -79,6 +86,8 @@ def function_configuration(config: FunctionConfig, arn: str) -> dict[str, Any]:
         out["Environment"] = {"Variables": dict(config.environment)}
     if config.layers:
         out["Layers"] = [{"Arn": lay.arn, "CodeSize": lay.code_size} for lay in config.layers]
+    if config.dead_letter_target:
+        out["DeadLetterConfig"] = {"TargetArn": config.dead_letter_target}
     for key, value in (
         ("StateReason", config.state_reason),
         ("StateReasonCode", config.state_reason_code),

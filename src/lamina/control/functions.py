@@ -30,6 +30,7 @@ from lamina.control import packages
 from lamina.control import validation as v
 from lamina.control.aliases import AliasService, is_alias_name
 from lamina.control.concurrency import ReservedConcurrency
+from lamina.control.event_invoke import EventInvokeConfigs
 from lamina.control.layers import LayerService, opt_key
 from lamina.control.provisioned import ProvisionedConcurrency
 from lamina.errors import (
@@ -80,6 +81,7 @@ class FunctionInput:
     package_type: Any = None
     tags: Any = None
     layers: Any = None
+    dead_letter_config: Any = None
     zip_file: bytes | None = None
     revision_id: Any = None
     unsupported: list[str] = field(default_factory=list)
@@ -119,6 +121,8 @@ class FunctionService:
         self.concurrency = ReservedConcurrency(self, metadata, settings)
         #: provisioned concurrency per version or alias
         self.provisioned = ProvisionedConcurrency(self, metadata)
+        #: asynchronous invocation settings per qualifier, and where failed events may go
+        self.event_invoke = EventInvokeConfigs(self, metadata, settings)
         # Merged /opt directory (by key) -> the code of every version that has run with it:
         # the directory stays while an environment may still run one of them.
         self._opt_users: dict[str, set[str]] = {}
@@ -133,6 +137,7 @@ class FunctionService:
         self.aliases.load(await self._run(self._metadata.all_aliases))
         await self.concurrency.load()
         await self.provisioned.load()
+        await self.event_invoke.load()
         # A crash between forgetting a function and deleting its code leaves orphans.
         referenced = await self._run(self._metadata.referenced_code)
         for sha in await self._run(self._code.stored):
@@ -350,6 +355,7 @@ class FunctionService:
                 "The Handler parameter is required when PackageType is Zip."
             )
         v.runtime_available(fields["runtime"], self._runtimes)
+        self._check_dead_letter(name, fields)
         if req.zip_file is None:
             raise InvalidParameterValueError(
                 "Code: ZipFile is required (S3 locations are not supported)."
@@ -446,6 +452,7 @@ class FunctionService:
         c.check()
         if "runtime" in changes:
             v.runtime_available(changes["runtime"], self._runtimes)
+        self._check_dead_letter(ref.name, changes)
         current = self._begin_update(ref.name, req.revision_id)
         try:
             if layer_arns is None:
@@ -502,6 +509,7 @@ class FunctionService:
             self.aliases.forget_function(ref.name)
             self.concurrency.forget(ref.name)
             self.provisioned.forget_function(ref.name)
+            self.event_invoke.forget_function(ref.name)
         finally:
             self._busy.discard(ref.name)
         await self._notify(ref.name, None)
@@ -530,6 +538,7 @@ class FunctionService:
             await self.provisioned.forget(name, version)
             await self._run(self._metadata.delete_version, name, version)
             self._versions.pop((name, version), None)
+            self.event_invoke.forget(name, version)
         finally:
             self._busy.discard(name)
         await self._notify(name, version)
@@ -595,6 +604,15 @@ class FunctionService:
         return max(numbered, key=lambda c: int(c.version)) if numbered else None
 
     # -- internals -----------------------------------------------------------------
+
+    def _check_dead_letter(self, name: str, fields: dict[str, Any]) -> None:
+        """A DeadLetterConfig given: its target must be one Lamina can send to; an empty one
+        removes the dead-letter queue (`None` in `fields`)."""
+        if "dead_letter_target" in fields:
+            target = fields["dead_letter_target"] or None
+            if target is not None:
+                self.event_invoke.check_dead_letter(name, target)
+            fields["dead_letter_target"] = target
 
     def _refuse_unsupported(self, req: FunctionInput) -> None:
         if req.unsupported:
@@ -713,6 +731,7 @@ _CONTENT_FIELDS = (
     "architectures",
     "package_type",
     "layers",
+    "dead_letter_target",
 )
 
 
@@ -733,6 +752,8 @@ def _configuration(c: v.Constraints, req: FunctionInput, *, creating: bool) -> d
             None if req.ephemeral_storage is None else v.ephemeral_storage(c, req.ephemeral_storage)
         ),
         "environment": v.environment(c, req.environment),
+        # "" (kept past the filter below) removes the dead-letter queue
+        "dead_letter_target": v.dead_letter_config(c, req.dead_letter_config),
     }
     return {k: value for k, value in fields.items() if value is not None}
 

@@ -239,6 +239,28 @@ def environment(c: Constraints, value: Any) -> dict[str, str] | None:
     return dict(variables)
 
 
+# ResourceArn as botocore's model spells it (DeadLetterConfig.TargetArn): any ARN, or nothing.
+_RESOURCE_ARN = re.compile(r"(arn:(aws[a-zA-Z-]*)?:[a-z0-9-.]+:.*)|()")
+RESOURCE_ARN_MAX_CHARS = 10_000
+
+
+def dead_letter_config(c: Constraints, value: Any) -> str | None:
+    """`DeadLetterConfig` ({"TargetArn": ...}) to the target ARN; "" when the caller removes
+    it (an empty or absent TargetArn, as Lambda takes it). What the ARN names is checked later.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        c.fail(value, "deadLetterConfig", "Member must be a structure")
+        return None
+    target = value.get("TargetArn")
+    if target is None:
+        return ""
+    return c.string(
+        target, "deadLetterConfig.targetArn", max_len=RESOURCE_ARN_MAX_CHARS, pattern=_RESOURCE_ARN
+    )
+
+
 def package_type(value: Any) -> None:
     if value is None or value == "Zip":
         return
@@ -413,12 +435,12 @@ def long_value(c: Constraints, value: Any, where: str) -> int | None:
     return None
 
 
-def max_items(c: Constraints, value: int | None) -> int:
-    """A list operation's MaxItems: Lambda's default when absent, else 1 to the maximum (a
-    value out of range is reported through `c`)."""
+def max_items(c: Constraints, value: int | None, maximum: int = limits.LIST_MAX_ITEMS_MAX) -> int:
+    """A list operation's MaxItems: Lambda's default (or `maximum`, if smaller) when absent,
+    else 1 to `maximum` (a value out of range is reported through `c`)."""
     if value is None:
-        return limits.LIST_MAX_ITEMS_DEFAULT
-    c.integer(value, "maxItems", 1, limits.LIST_MAX_ITEMS_MAX)
+        return min(limits.LIST_MAX_ITEMS_DEFAULT, maximum)
+    c.integer(value, "maxItems", 1, maximum)
     return value
 
 

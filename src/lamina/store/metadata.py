@@ -36,7 +36,9 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine
 
 from lamina.models import (
+    LATEST,
     Alias,
+    EventInvokeConfig,
     Function,
     FunctionConfig,
     FunctionLayer,
@@ -90,6 +92,8 @@ function_versions = Table(
     Column("last_update_status", String(16), nullable=False),
     Column("last_update_status_reason", Text),
     Column("last_update_status_reason_code", String(64)),
+    # DeadLetterConfig.TargetArn (None: no dead-letter queue).
+    Column("dead_letter_target", Text),
 )
 
 # The layers of each function version, in merge order. The layer's digest and size are copied
@@ -139,6 +143,26 @@ provisioned = Table(
     ),
     Column("qualifier", String(128), primary_key=True),
     Column("requested", Integer, nullable=False),
+    Column("last_modified", DateTime(timezone=True), nullable=False),
+)
+
+# Asynchronous invocation settings (PutFunctionEventInvokeConfig), per function and qualifier
+# (`$LATEST`, a version or an alias); None is "unset" (Lambda's default applies). A version's or
+# an alias's row is deleted with it; a function's go with the function (cascade).
+event_invoke_configs = Table(
+    "event_invoke_configs",
+    _meta,
+    Column(
+        "function_name",
+        String(64),
+        ForeignKey("functions.name", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("qualifier", String(128), primary_key=True),
+    Column("maximum_retry_attempts", Integer, nullable=True),
+    Column("maximum_event_age_s", Integer, nullable=True),
+    Column("on_success", Text, nullable=True),
+    Column("on_failure", Text, nullable=True),
     Column("last_modified", DateTime(timezone=True), nullable=False),
 )
 
@@ -205,6 +229,7 @@ def _to_config(row: Any, layer_refs: _Layers) -> FunctionConfig:
         last_update_status_reason=m["last_update_status_reason"],
         last_update_status_reason_code=m["last_update_status_reason_code"],
         layers=layer_refs.get((m["function_name"], m["version"]), ()),
+        dead_letter_target=m["dead_letter_target"],
     )
 
 
@@ -298,6 +323,11 @@ class MetadataStore:
                 conn.exec_driver_sql(
                     "ALTER TABLE functions ADD COLUMN reserved_concurrency INTEGER"
                 )
+            have = {c["name"] for c in inspect(conn).get_columns("function_versions")}
+            if "dead_letter_target" not in have:
+                conn.exec_driver_sql(
+                    "ALTER TABLE function_versions ADD COLUMN dead_letter_target TEXT"
+                )
 
     @classmethod
     def sqlite(cls, path: Path) -> MetadataStore:
@@ -389,8 +419,10 @@ class MetadataStore:
             return [_to_config(r, refs) for r in rows]
 
     def delete_version(self, name: str, version: str) -> bool:
-        """Delete one published version (its layer references go with it)."""
+        """Delete one published version (its layer references and its asynchronous
+        invocation settings go with it)."""
         with self._tx() as conn:
+            _delete_event_invoke(conn, name, version)
             deleted = conn.execute(
                 delete(function_versions).where(
                     function_versions.c.function_name == name,
@@ -457,6 +489,58 @@ class MetadataStore:
                 for r in conn.execute(select(provisioned))
             ]
 
+    def put_event_invoke(self, config: EventInvokeConfig) -> bool:
+        """Store (replace) a qualifier's asynchronous invocation settings; False if the
+        function, version or alias is gone (checked in the same transaction, so a row is never
+        written for something just deleted)."""
+        name, qualifier = config.function_name, config.qualifier
+        with self._tx() as conn:
+            if qualifier == LATEST:
+                exists = select(functions.c.name).where(functions.c.name == name)
+            elif qualifier.isdigit():
+                exists = select(function_versions.c.version).where(
+                    function_versions.c.function_name == name,
+                    function_versions.c.version == qualifier,
+                )
+            else:
+                exists = select(aliases.c.name).where(
+                    aliases.c.function_name == name, aliases.c.name == qualifier
+                )
+            if conn.execute(exists).first() is None:
+                return False
+            _delete_event_invoke(conn, name, qualifier)
+            conn.execute(
+                insert(event_invoke_configs).values(
+                    function_name=name,
+                    qualifier=qualifier,
+                    maximum_retry_attempts=config.maximum_retry_attempts,
+                    maximum_event_age_s=config.maximum_event_age_s,
+                    on_success=config.on_success,
+                    on_failure=config.on_failure,
+                    last_modified=config.last_modified,
+                )
+            )
+            return True
+
+    def delete_event_invoke(self, function_name: str, qualifier: str) -> bool:
+        with self._tx() as conn:
+            return _delete_event_invoke(conn, function_name, qualifier)
+
+    def all_event_invoke(self) -> list[EventInvokeConfig]:
+        with self._tx() as conn:
+            return [
+                EventInvokeConfig(
+                    function_name=m["function_name"],
+                    qualifier=m["qualifier"],
+                    last_modified=_utc(m["last_modified"]),
+                    maximum_retry_attempts=m["maximum_retry_attempts"],
+                    maximum_event_age_s=m["maximum_event_age_s"],
+                    on_success=m["on_success"],
+                    on_failure=m["on_failure"],
+                )
+                for m in (r._mapping for r in conn.execute(select(event_invoke_configs)))
+            ]
+
     def create_alias(self, alias: Alias) -> bool:
         """False if the function has an alias of that name already."""
         with self._tx() as conn:
@@ -483,7 +567,9 @@ class MetadataStore:
             return bool(changed)
 
     def delete_alias(self, function_name: str, name: str) -> bool:
+        """Delete an alias and its asynchronous invocation settings."""
         with self._tx() as conn:
+            _delete_event_invoke(conn, function_name, name)
             return bool(
                 conn.execute(
                     delete(aliases).where(
@@ -549,6 +635,10 @@ class MetadataStore:
 
     def delete_function(self, name: str) -> bool:
         with self._tx() as conn:
+            # The cascade would do it; said here so that no database is relied on for it.
+            conn.execute(
+                delete(event_invoke_configs).where(event_invoke_configs.c.function_name == name)
+            )
             conn.execute(delete(function_layers).where(function_layers.c.function_name == name))
             conn.execute(delete(function_versions).where(function_versions.c.function_name == name))
             return conn.execute(delete(functions).where(functions.c.name == name)).rowcount == 1
@@ -662,6 +752,17 @@ class MetadataStore:
                 select(func.count()).where(layer_versions.c.code_sha256 == sha256)
             ).scalar_one()
             return bool(count)
+
+
+def _delete_event_invoke(conn: Connection, function_name: str, qualifier: str) -> bool:
+    return bool(
+        conn.execute(
+            delete(event_invoke_configs).where(
+                event_invoke_configs.c.function_name == function_name,
+                event_invoke_configs.c.qualifier == qualifier,
+            )
+        ).rowcount
+    )
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
