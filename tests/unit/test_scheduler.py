@@ -210,9 +210,9 @@ def test_close_stops_busy_environments(tmp_path: Path, n: int) -> None:
 
 
 def test_request_ids_are_version_4_uuids() -> None:
-    from lamina.api.invoke import _request_id
+    from lamina.ids import request_id
 
-    ids = {_request_id() for _ in range(2000)}
+    ids = {request_id() for _ in range(2000)}
     assert len(ids) == 2000
     for rid in ids:
         parsed = uuid.UUID(rid)
