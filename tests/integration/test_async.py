@@ -441,6 +441,7 @@ def test_event_older_than_its_maximum_age_is_dropped_with_a_record(tmp_path: Pat
         (record,) = wait_seen(srv, target, 1)
         assert record["event"]["requestContext"]["requestId"] == old
         assert record["event"]["requestContext"]["condition"] == "EventAgeExceeded"
+        assert record["event"]["requestContext"]["approximateInvokeCount"] == 0  # never ran
         assert record["event"]["requestPayload"] == {"age": "old"}
         wait_for(lambda: settled(srv, name), message="the queue to empty")
         state = queue(srv)

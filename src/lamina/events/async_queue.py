@@ -481,7 +481,7 @@ class AsyncQueue:
                 "requestId": event.id,
                 "functionArn": self._functions.arn(event.function_name, event.qualifier or LATEST),
                 "condition": condition,
-                "approximateInvokeCount": max(event.attempts, 1),
+                "approximateInvokeCount": event.attempts,
             },
             "requestPayload": _json_or_text(payload),
         }
