@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install serve test lint typecheck bench bench-coldstart bench-scale clean
+.PHONY: install serve test lint typecheck bench bench-coldstart bench-scale bench-async clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,9 @@ bench-coldstart: install
 
 bench-scale: install
 	AWS_EC2_METADATA_DISABLED=true $(BIN)/python bench/scale.py $(ARGS)
+
+bench-async: install
+	AWS_EC2_METADATA_DISABLED=true $(BIN)/python bench/async.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
