@@ -92,12 +92,17 @@ def create_app(
         backend.expect(_runtime_specs(runtimes, functions.runtimes_in_use()))
 
     functions.subscribe(changed)
-    functions.concurrency.on_change = scheduler.concurrency.set_reserved
     functions.provisioned.on_change = scheduler.provision
     functions.provisioned.status = scheduler.provisioned
     functions.add_code_user(scheduler.code_in_use)
     event_store = SqliteEventStore(settings.events_db_path)
     async_queue = AsyncQueue(settings, event_store, functions, scheduler, metrics)
+
+    def reserved_changed(name: str, reserved: int | None) -> None:
+        scheduler.concurrency.set_reserved(name, reserved)
+        async_queue.nudge(name)
+
+    functions.concurrency.on_change = reserved_changed
     state = AppState(
         settings=settings,
         functions=functions,

@@ -113,6 +113,8 @@ def build_app(
     lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None,
 ) -> Starlette:
     routes = [
+        # First: Starlette tries routes in order, and this is the one on the hot path.
+        Route(_FN + "/{name}/invocations", invoke, methods=["POST"]),
         Route("/health", health, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/lamina/runtimes", runtimes, methods=["GET"]),
@@ -124,7 +126,6 @@ def build_app(
         Route(_FN + "/", fn.list_functions, methods=["GET"]),
         Route(_FN, fn.create_function, methods=["POST"]),
         Route(_FN + "/", fn.create_function, methods=["POST"]),
-        Route(_FN + "/{name}/invocations", invoke, methods=["POST"]),
         Route(_FN + "/{name}", fn.get_function, methods=["GET"]),
         Route(_FN + "/{name}", fn.delete_function, methods=["DELETE"]),
         Route(_FN + "/{name}/configuration", fn.get_function_configuration, methods=["GET"]),

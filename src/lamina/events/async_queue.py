@@ -66,8 +66,11 @@ log = logging.getLogger(__name__)
 _HOLD_BYTES = 64 * 1024 * 1024
 #: concurrent attempts a lane starts with, and grows back to whatever its attempts take
 _WINDOW_START = 4
-#: attempts lasting this long (seconds, cold starts included) grow the window past that
-_SLOW_ATTEMPT_S = 0.02
+#: invocations running this long (ms, in the function: not counting a cold start, which
+#: would feed back into more cold starts) grow the window past that, while the host has CPU
+#: to spare: a function slowed by a busy CPU would only get slower with more environments
+_SLOW_INVOCATION_MS = 20.0
+_CPU_BUSY = 0.9
 #: Lambda's back-off for throttled events: from 1 s, doubling, up to 5 minutes
 _THROTTLE_FIRST_S = 1.0
 _THROTTLE_MAX_S = 300.0
@@ -128,6 +131,7 @@ class AsyncQueue:
         self._last: dict[str, _Attempt] = {}
         self._attempts: set[asyncio.Task[None]] = set()
         self._closing = False
+        self._cpu = _HostCpu()
         #: functions shown in the gauges at the last scrape
         self._reported: set[str] = set()
         #: totals since start-up, by outcome (the metrics have them by function too)
@@ -151,6 +155,16 @@ class AsyncQueue:
         self._count(name, "accepted")
         self._hold(event)
         self._push(event)
+
+    def nudge(self, name: str) -> None:
+        """The function's concurrency changed: end a throttle back-off now rather than at its
+        end, so events held back by a reservation of 0 run as soon as it is lifted."""
+        lane = self._lanes.get(name)
+        if lane is not None:
+            lane.paused_until = 0.0
+            lane.backoff = 0.0
+            lane.window = max(lane.window, _WINDOW_START)
+            lane.wake.set()
 
     async def close(self) -> None:
         """Start nothing more, give running attempts the shutdown grace to end, then stop
@@ -306,7 +320,6 @@ class AsyncQueue:
             invoked_arn=self._functions.arn(name, qualifier),
             trace_id=ids.trace_id(),
         )
-        started = time.monotonic()
         try:
             result = await self._scheduler.invoke(config, request)
         except TooManyRequestsError:
@@ -328,7 +341,7 @@ class AsyncQueue:
             self._requeue_later(lane, event)
             return
         lane.backoff = 0.0
-        slow = time.monotonic() - started >= _SLOW_ATTEMPT_S
+        slow = result.duration_ms >= _SLOW_INVOCATION_MS and self._cpu.busy() < _CPU_BUSY
         waiting = bool(lane.ready) and lane.ready[0][0] <= self._clock()
         if waiting and (lane.window < _WINDOW_START or slow):
             lane.window = min(lane.window + 1, self._settings.concurrency_limit)
@@ -509,6 +522,38 @@ _OUTCOMES = (
     "destination",
     "dead_lettered",
 )
+
+
+class _HostCpu:
+    """The host's CPU use over the last quarter second or so, from /proc/stat (0 where that
+    cannot be read: then the window grows on slowness alone)."""
+
+    _INTERVAL_S = 0.25
+
+    def __init__(self) -> None:
+        self._at = 0.0
+        self._last = self._sample()
+        self._busy = 0.0
+
+    def busy(self) -> float:
+        now = time.monotonic()
+        if now - self._at >= self._INTERVAL_S:
+            sample = self._sample()
+            total = sample[0] - self._last[0]
+            if total > 0:
+                self._busy = 1 - (sample[1] - self._last[1]) / total
+            self._at, self._last = now, sample
+        return self._busy
+
+    @staticmethod
+    def _sample() -> tuple[int, int]:
+        """(all jiffies, idle and iowait jiffies) since boot."""
+        try:
+            with open("/proc/stat", "rb") as f:
+                fields = [int(x) for x in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return (0, 0)
+        return sum(fields[:8]), fields[3] + fields[4]
 
 
 def _report_failure(task: asyncio.Task[None]) -> None:

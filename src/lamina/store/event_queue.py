@@ -297,21 +297,15 @@ class SqliteEventStore:
     def _commit(
         self, conn: sqlite3.Connection, batch: list[tuple[_Op, asyncio.Future[Any]]]
     ) -> None:
-        results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            for op, future in batch:
-                # A savepoint per change: one that fails (a duplicate id) is undone alone.
-                conn.execute("SAVEPOINT op")
-                try:
-                    value = op(conn)
-                except sqlite3.IntegrityError as e:
-                    conn.execute("ROLLBACK TO op")
-                    results.append((future, None, OSError(f"event store: {e}")))
-                else:
-                    results.append((future, value, None))
-                conn.execute("RELEASE op")
-            conn.execute("COMMIT")
+            try:
+                results = self._apply(conn, batch, isolate=False)
+            except sqlite3.IntegrityError:
+                # Rare (a duplicate id): do it again with each change in a savepoint of its
+                # own, so that only the change at fault fails. Not the usual way, because
+                # three statements per change cost the writer more than the sync does.
+                conn.execute("ROLLBACK")
+                results = self._apply(conn, batch, isolate=True)
         except sqlite3.Error as e:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
@@ -320,6 +314,29 @@ class SqliteEventStore:
         assert self._loop is not None
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
             self._loop.call_soon_threadsafe(_settle, results)
+
+    @staticmethod
+    def _apply(
+        conn: sqlite3.Connection, batch: list[tuple[_Op, asyncio.Future[Any]]], *, isolate: bool
+    ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
+        """Run a batch in one transaction and commit it (one sync)."""
+        results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        conn.execute("BEGIN IMMEDIATE")
+        for op, future in batch:
+            if not isolate:
+                results.append((future, op(conn), None))
+                continue
+            conn.execute("SAVEPOINT op")
+            try:
+                value = op(conn)
+            except sqlite3.IntegrityError as e:
+                conn.execute("ROLLBACK TO op")
+                results.append((future, None, OSError(f"event store: {e}")))
+            else:
+                results.append((future, value, None))
+            conn.execute("RELEASE op")
+        conn.execute("COMMIT")
+        return results
 
 
 def _settle(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
