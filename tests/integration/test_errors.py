@@ -318,7 +318,7 @@ def test_unsupported_features_are_refused_not_ignored(lam: Any, functions: Funct
     name = f"t-{uuid.uuid4().hex[:8]}"
     with pytest.raises(lam.exceptions.InvalidParameterValueException) as e:
         create(lam, name, make_zip({"app.py": HELLO}), DeadLetterConfig={"TargetArn": DLQ})
-    assert "DeadLetterConfig" in str(e.value)
+    assert "SQS" in str(e.value) and "DeadLetterConfig" in str(e.value)
     existing = functions.create(HELLO)["FunctionName"]
     with pytest.raises(lam.exceptions.InvalidParameterValueException) as e:
         lam.update_function_code(

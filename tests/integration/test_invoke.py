@@ -253,13 +253,6 @@ def test_dry_run(functions: Functions, lam: Any) -> None:
         lam.invoke(FunctionName="no-such-fn", InvocationType="DryRun")
 
 
-def test_event_invocation_refused_clearly(functions: Functions, lam: Any) -> None:
-    name = functions.create("def handler(e, c):\n    return 1\n")["FunctionName"]
-    with pytest.raises(lam.exceptions.InvalidParameterValueException) as e:
-        lam.invoke(FunctionName=name, InvocationType="Event")
-    assert "Event" in str(e.value)
-
-
 def test_update_code_retires_old_environments(functions: Functions, lam: Any) -> None:
     v1 = "import os\ndef handler(e, c):\n    return ['v1', c.log_stream_name]\n"
     v2 = "import os\ndef handler(e, c):\n    return ['v2', c.log_stream_name]\n"
