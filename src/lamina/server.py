@@ -158,6 +158,9 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
         lifespan="on",
         loop="uvloop" if _has_uvloop() else "asyncio",
         http="httptools",
+        # Nothing stands in front of Lamina; trusting X-Forwarded-* from loopback clients
+        # would let any local caller claim another address (and costs time on every request).
+        proxy_headers=False,
         # In-flight invocations get this long to finish on SIGTERM/Ctrl-C; then they are
         # cancelled and their environments killed (a function may run for 15 minutes).
         timeout_graceful_shutdown=settings.shutdown_grace_s,

@@ -275,6 +275,20 @@ def test_reserved_concurrency_bounds_async_runs(
         assert sum(1 for s in starts if s <= t < s + 0.3) <= 2
 
 
+def test_a_backlog_of_slow_events_scales_out(
+    functions: Functions, lam: Any, server: Server
+) -> None:
+    """A lane starts 4 attempts at a time and scales out while a slow function's events
+    wait, as Lambda scales a function out for its queue."""
+    name = recorder(functions)
+    for i in range(16):
+        send(lam, name, {"sleep": 1.0, "i": i})
+    records = wait_seen(server, name, 16)
+    starts = [r["t"] for r in records]
+    peak = max(sum(1 for s in starts if s <= t < s + 1.0) for t in starts)
+    assert peak > 4
+
+
 # -- destinations and dead letters ---------------------------------------------------------
 
 

@@ -8,10 +8,13 @@ crash at any point re-runs the events still stored: delivery is at least once, a
 Events run through the same scheduler as synchronous invokes, so reserved concurrency,
 provisioned environments and memory capacity apply unchanged. Each function has a lane that
 runs its due events with a window of concurrent attempts. The window shrinks to what was
-running when an attempt is throttled, grows back by one per attempt that ends while events
-wait, and past a few grows only for slow attempts: a backlog of slow functions scales out as
-Lambda's would, while a backlog of quick ones is not spread over more environments than the
-host has CPUs to run them. A throttled event is not an attempt: it waits
+running when an attempt is throttled and grows back to a few at once. Past that, while
+events wait, it grows by a quarter every tenth of a second as long as the host has CPU to
+spare — up to as many environments as it takes to use the host's CPUs (each gets
+MemorySize/1,769 of one), or without bound while no attempt ends for a while (the function
+is slow) — and shrinks by a quarter while the host's CPU is busy: a backlog of slow
+functions scales out as Lambda's would, while a backlog of quick ones is not spread over
+more environments than the host has CPUs to run them. A throttled event is not an attempt: it waits
 and runs again, backing off from 1 s to 5 min while nothing of the function can run, as
 Lambda retries throttles, until it is older than its maximum age.
 
@@ -25,18 +28,19 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import heapq
 import itertools
 import json
 import logging
+import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from lamina import ids
+from lamina import ids, limits
 from lamina.arns import FunctionRef, parse_function_ref
 from lamina.control import FunctionService
 from lamina.errors import LaminaError, ResourceNotFoundError, TooManyRequestsError
@@ -66,11 +70,17 @@ log = logging.getLogger(__name__)
 _HOLD_BYTES = 64 * 1024 * 1024
 #: concurrent attempts a lane starts with, and grows back to whatever its attempts take
 _WINDOW_START = 4
-#: invocations running this long (ms, in the function: not counting a cold start, which
-#: would feed back into more cold starts) grow the window past that, while the host has CPU
-#: to spare: a function slowed by a busy CPU would only get slower with more environments
-_SLOW_INVOCATION_MS = 20.0
+#: a full window with events waiting grows when no attempt has ended for this long
+#: (seconds), while the host's CPU is less busy than `_CPU_BUSY` (a function slowed by a
+#: busy CPU would only get slower with more environments)
+_SATURATED_S = 0.02
 _CPU_BUSY = 0.9
+#: the window is resized past `_WINDOW_START` at most this often (seconds)
+_RESIZE_EVERY_S = 0.1
+#: Lambda gives a function one vCPU at 1,769 MB of memory, and a share in proportion below
+_MB_PER_CPU = 1769
+#: after a throttle, the window does not grow for this long (seconds)
+_THROTTLE_HOLD_S = 1.0
 #: Lambda's back-off for throttled events: from 1 s, doubling, up to 5 minutes
 _THROTTLE_FIRST_S = 1.0
 _THROTTLE_MAX_S = 300.0
@@ -87,10 +97,19 @@ class _Lane:
     name: str
     window: int
     ready: list[tuple[float, int, QueuedEvent]] = field(default_factory=list)
-    running: set[QueuedEvent] = field(default_factory=set)
+    #: running attempts' events, with when each started (monotonic seconds)
+    running: dict[QueuedEvent, float] = field(default_factory=dict)
     paused_until: float = 0.0
     backoff: float = 0.0
+    #: when `_scale_out` last looked at the window (monotonic seconds)
+    resized: float = 0.0
+    #: when an attempt was last throttled (monotonic seconds): the window then stays put a
+    #: while rather than probe the limit again on every completion
+    throttled: float = 0.0
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    #: until when the lane's task sleeps unless woken (epoch seconds; inf: until an attempt
+    #: ends): a new event due later than this needs no wake-up
+    sleeping_until: float = 0.0
     task: asyncio.Task[None] | None = None
 
     def oldest(self) -> float | None:
@@ -134,6 +153,7 @@ class AsyncQueue:
         self._cpu = _HostCpu()
         #: functions shown in the gauges at the last scrape
         self._reported: set[str] = set()
+        self._counters: dict[tuple[str, str], Any] = {}
         #: totals since start-up, by outcome (the metrics have them by function too)
         self.counts: collections.Counter[str] = collections.Counter()
         metrics.on_scrape(self._refresh_gauges)
@@ -191,6 +211,7 @@ class AsyncQueue:
             functions[name] = {
                 "depth": len(lane.ready) + len(lane.running),
                 "running": len(lane.running),
+                "window": lane.window,
                 "oldestAgeSeconds": round(now - oldest, 3) if oldest is not None else 0,
             }
         return {
@@ -217,7 +238,12 @@ class AsyncQueue:
 
     def _count(self, name: str, outcome: str) -> None:
         self.counts[outcome] += 1
-        self._metrics.async_events.labels(name, outcome).inc()
+        counter = self._counters.get((name, outcome))
+        if counter is None:  # prometheus_client's labels() is dear for a per-event path
+            counter = self._counters[(name, outcome)] = self._metrics.async_events.labels(
+                name, outcome
+            )
+        counter.inc()
 
     # -- lanes -----------------------------------------------------------------------------
 
@@ -239,7 +265,12 @@ class AsyncQueue:
         if lane.task is None or lane.task.done():
             lane.task = asyncio.get_running_loop().create_task(self._run_lane(lane))
             lane.task.add_done_callback(_report_failure)
-        else:
+        elif (
+            max(event.due, lane.paused_until) < lane.sleeping_until
+            and len(lane.running) < lane.window
+        ):
+            # Only when it changes what the lane would do: while it is paused by a throttle
+            # or its window is full, a wake-up per accepted event is wasted work.
             lane.wake.set()
 
     async def _run_lane(self, lane: _Lane) -> None:
@@ -252,19 +283,30 @@ class AsyncQueue:
                 and lane.paused_until <= now
             ):
                 _, _, event = heapq.heappop(lane.ready)
-                lane.running.add(event)
+                lane.running[event] = time.monotonic()
                 task = asyncio.get_running_loop().create_task(self._attempt(lane, event))
                 self._attempts.add(task)
                 task.add_done_callback(self._attempts.discard)
             timeout = None
             if lane.ready and len(lane.running) < lane.window:
                 timeout = max(lane.ready[0][0], lane.paused_until) - now
+            elif lane.ready and lane.ready[0][0] <= now:
+                # Full, with events waiting: look again soon whether to scale out.
+                if self._scale_out(lane):
+                    continue
+                timeout = _RESIZE_EVERY_S
             lane.wake.clear()
             if timeout is None:
+                lane.sleeping_until = math.inf
                 await lane.wake.wait()
             else:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(lane.wake.wait(), max(timeout, 0.0))
+                lane.sleeping_until = now + timeout
+                timer = asyncio.get_running_loop().call_later(max(timeout, 0.0), lane.wake.set)
+                try:
+                    await lane.wake.wait()
+                finally:
+                    timer.cancel()
+            lane.sleeping_until = 0.0
         if self._lanes.get(lane.name) is lane:
             del self._lanes[lane.name]
 
@@ -277,7 +319,7 @@ class AsyncQueue:
             log.exception("async event %s of %s failed to run", event.id, event.function_name)
             self._requeue_later(lane, event)
         finally:
-            lane.running.discard(event)
+            lane.running.pop(event, None)
             lane.wake.set()
 
     def _requeue_later(self, lane: _Lane, event: QueuedEvent) -> None:
@@ -326,6 +368,7 @@ class AsyncQueue:
             self._count(name, "throttled")
             self._last[event.id] = _Attempt(None, 429)
             others = len(lane.running) - 1
+            lane.throttled = time.monotonic()
             if others > 0:
                 # Concurrency is taken by this function's own attempts: run when one ends.
                 lane.window = others
@@ -341,10 +384,8 @@ class AsyncQueue:
             self._requeue_later(lane, event)
             return
         lane.backoff = 0.0
-        slow = result.duration_ms >= _SLOW_INVOCATION_MS and self._cpu.busy() < _CPU_BUSY
-        waiting = bool(lane.ready) and lane.ready[0][0] <= self._clock()
-        if waiting and (lane.window < _WINDOW_START or slow):
-            lane.window = min(lane.window + 1, self._settings.concurrency_limit)
+        if lane.window < _WINDOW_START and lane.ready and not self._throttled_lately(lane):
+            lane.window += 1
         event.attempts += 1
         self._last[event.id] = _Attempt(result, 200)
         if result.function_error is None:
@@ -353,6 +394,37 @@ class AsyncQueue:
             await self._retry(event, settings)
         else:
             await self._give_up(event, settings, RETRIES_EXHAUSTED, config, payload)
+
+    def _cpu_share_window(self, name: str) -> int:
+        """How many of the function's environments it takes to use every CPU of the host,
+        each getting MemorySize/1,769 of a CPU as on Lambda: a quick function scales out to
+        this many while its events wait and the host has CPU to spare."""
+        config = self._functions.latest(name)
+        memory = config.memory_size if config is not None else limits.MEMORY_DEFAULT_MB
+        return math.ceil((os.cpu_count() or 1) * _MB_PER_CPU / memory)
+
+    @staticmethod
+    def _throttled_lately(lane: _Lane) -> bool:
+        return time.monotonic() - lane.throttled < _THROTTLE_HOLD_S
+
+    def _scale_out(self, lane: _Lane) -> bool:
+        """A full lane with events waiting: grow its window by a quarter if no attempt has
+        ended for a while and the host has CPU to spare, or shrink it by a quarter (not below
+        the start) while the host's CPU is busy. True if it grew."""
+        now = time.monotonic()
+        if now - lane.resized < _RESIZE_EVERY_S:
+            return False
+        lane.resized = now
+        if self._cpu.busy() >= _CPU_BUSY:
+            lane.window = max(_WINDOW_START, min(lane.window, lane.window * 3 // 4))
+            return False
+        if self._throttled_lately(lane):
+            return False
+        stalled = bool(lane.running) and now - max(lane.running.values()) >= _SATURATED_S
+        if not stalled and lane.window >= self._cpu_share_window(lane.name):
+            return False
+        lane.window = min(lane.window + max(1, lane.window // 4), self._settings.concurrency_limit)
+        return True
 
     def _event_config(self, name: str, qualifier: str | None) -> EventInvokeConfig:
         found = self._functions.event_invoke.effective(name, qualifier)
