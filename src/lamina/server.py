@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
 from lamina.api import AppState, build_app
 from lamina.control import FunctionService
@@ -65,7 +66,7 @@ def create_app(
     settings: Settings,
     backend: SandboxBackend | None = None,
     runtimes: RuntimeCatalog | None = None,
-) -> Starlette:
+) -> ASGIApp:
     """The whole server as an ASGI app; parts start and stop with its lifespan."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     runtimes = runtimes or RuntimeCatalog.discover()

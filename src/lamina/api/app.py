@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 
@@ -10,12 +11,13 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lamina import __version__
 from lamina.api import aliases, concurrency, event_invoke, layers
 from lamina.api import functions as fn
 from lamina.api.context import AppState, app_state
-from lamina.api.errors import http_error, lamina_error, unexpected_error
+from lamina.api.errors import error_response, http_error, lamina_error, unexpected_error
 from lamina.api.invoke import invoke, invoke_async
 from lamina.api.wire import json_response, max_items_param
 from lamina.errors import LaminaError
@@ -111,10 +113,9 @@ async def metrics(request: Request) -> Response:
 def build_app(
     state: AppState,
     lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None,
-) -> Starlette:
+) -> ASGIApp:
     routes = [
-        # First: Starlette tries routes in order, and this is the one on the hot path.
-        Route(_FN + "/{name}/invocations", invoke, methods=["POST"]),
+        # Invoke itself is served by `_InvokeFirst`, in front of these.
         Route("/health", health, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/lamina/runtimes", runtimes, methods=["GET"]),
@@ -196,4 +197,34 @@ def build_app(
         lifespan=lifespan,
     )
     app.state.lamina = state
-    return app
+    return _InvokeFirst(app)
+
+
+class _InvokeFirst:
+    """Invoke, the hot path, served ahead of Starlette's middleware and router: the same
+    handler and the same error responses, without the per-request layers that cost more than
+    an asynchronous invoke's own work. Every other request goes to the Starlette app."""
+
+    _PATH = re.compile(_FN + r"/([^/]+)/invocations/?")
+
+    def __init__(self, app: Starlette) -> None:
+        self.app = app
+        self.state = app.state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        match = None
+        if scope["type"] == "http" and scope["method"] == "POST":
+            match = self._PATH.fullmatch(scope["path"])
+        if match is None:
+            await self.app(scope, receive, send)
+            return
+        scope["app"] = self.app
+        scope["path_params"] = {"name": match[1]}
+        request = Request(scope, receive)
+        try:
+            response = await invoke(request)
+        except LaminaError as e:
+            response = error_response(e)
+        except Exception as e:  # as Starlette's handler for Exception would answer
+            response = await unexpected_error(request, e)
+        await response(scope, receive, send)
