@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,9 @@ class Report:
     #: "timeout" or "error" when the runtime did not answer normally
     status: str | None = None
     error_type: str | None = None
+    #: the function and version that ran (not part of the line: for metering)
+    function_name: str = ""
+    version: str = ""
 
     def billed_ms(self) -> int:
         billed = self.duration_ms
@@ -72,6 +76,8 @@ class LogWriter:
     """Appends every environment's buffered log text to its file, off the event loop."""
 
     def __init__(self) -> None:
+        #: called with every invocation's report as its REPORT line is written
+        self.on_report: list[Callable[[Report], None]] = []
         self._dirty: set[EnvironmentLog] = set()
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # one batch at a time, so a file's appends stay in order
@@ -185,6 +191,8 @@ class EnvironmentLog:
         text = f"{note}\n" if note else ""
         text += f"END RequestId: {report.request_id}\n" + report.line()
         self._append(text.encode())
+        for observe in self._writer.on_report:
+            observe(report)
         captured, self._capture = self._capture, None
         if captured is None:
             return None

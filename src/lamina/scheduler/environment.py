@@ -376,6 +376,8 @@ class Environment:
                 bill_init=self.ctx.bill_init,
                 status="timeout" if timed_out else "error" if failed else None,
                 error_type=outcome.error_type if failed and not timed_out else None,
+                function_name=self.ctx.config.name,
+                version=self.ctx.config.version,
             ),
             note,
         )

@@ -295,6 +295,11 @@ class Scheduler:
         self._reaper: asyncio.Task[None] | None = None
 
     @property
+    def logs(self) -> LogWriter:
+        """Where every environment's log goes (observers subscribe to its reports)."""
+        return self._logs
+
+    @property
     def backend_name(self) -> str:
         return self._backend.name
 
