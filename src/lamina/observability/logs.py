@@ -83,8 +83,8 @@ class LogWriter:
         self._lock = asyncio.Lock()  # one batch at a time, so a file's appends stay in order
         self._stopping = False
 
-    def log(self, path: Path) -> EnvironmentLog:
-        return EnvironmentLog(path, self)
+    def log(self, path: Path, group: str = "", stream: str = "") -> EnvironmentLog:
+        return EnvironmentLog(path, self, group, stream)
 
     def _mark(self, log: EnvironmentLog) -> None:
         self._dirty.add(log)
@@ -133,8 +133,11 @@ def _write_batch(batch: list[tuple[EnvironmentLog, bytes]]) -> None:
 class EnvironmentLog:
     """The log of one execution environment."""
 
-    def __init__(self, path: Path, writer: LogWriter) -> None:
+    def __init__(self, path: Path, writer: LogWriter, group: str = "", stream: str = "") -> None:
         self.path = path
+        #: the CloudWatch-style log group (`/aws/lambda/NAME`) and stream it belongs to
+        self.group = group
+        self.stream = stream
         self._writer = writer
         self._pending = bytearray()
         self._dropped = 0

@@ -128,7 +128,9 @@ class Environment:
         # None once the runtime is ready; an error payload if it failed first.
         self._ready: asyncio.Future[bytes | None] = self._loop.create_future()
         self._destroying: asyncio.Task[None] | None = None
-        self._log = ctx.logs.log(ctx.log_dir / f"{self.id}.log")
+        self._log = ctx.logs.log(
+            ctx.log_dir / f"{self.id}.log", f"/aws/lambda/{ctx.config.name}", self.log_stream
+        )
         # Reported once, on the REPORT line of the invocation that waited for the init.
         self._unreported_init_ms: float | None = None
         self._first: InvokeRequest | None = None
