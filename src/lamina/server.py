@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import resource
@@ -17,7 +18,7 @@ from lamina.api import AppState, build_app
 from lamina.control import FunctionService
 from lamina.events import AsyncQueue
 from lamina.models import LATEST
-from lamina.observability import Metrics
+from lamina.observability import LogStore, Metrics
 from lamina.runtimes.catalog import Family, RuntimeCatalog
 from lamina.sandbox import SandboxBackend, namespace
 from lamina.sandbox.api import RuntimeSpec
@@ -27,6 +28,9 @@ from lamina.settings import Settings, is_loopback
 from lamina.store import CodeStore, MetadataStore, SqliteEventStore
 
 log = logging.getLogger("lamina")
+
+#: seconds between applications of log retention and the log disk cap
+LOG_PRUNE_INTERVAL_S = 60.0
 
 
 def make_backend(settings: Settings, runtimes: RuntimeCatalog) -> SandboxBackend:
@@ -71,6 +75,7 @@ def create_app(
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     runtimes = runtimes or RuntimeCatalog.discover()
     metrics = Metrics()
+    log_store = LogStore(settings.logs_db_path, settings.log_disk_cap_mb * 1024 * 1024)
     metadata = MetadataStore.sqlite(settings.db_path)
     code = CodeStore(settings.code_dir)
     functions = FunctionService(settings, metadata, code, runtimes)
@@ -83,6 +88,7 @@ def create_app(
         task_root=functions.task_root,
         opt_dir=functions.layers.opt_dir,
         on_code_released=functions.release_code,
+        log_store=log_store,
     )
 
     async def changed(name: str, version: str | None) -> None:
@@ -116,6 +122,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await functions.load()
+        log_store.open()
+        pruner = asyncio.get_running_loop().create_task(_prune_logs(log_store))
         backend.start()
         backend.expect(_runtime_specs(runtimes, functions.runtimes_in_use()))
         scheduler.start()
@@ -128,10 +136,25 @@ def create_app(
             state.ready = False
             await async_queue.close()
             await scheduler.close()
+            pruner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pruner
+            await log_store.close()  # after the scheduler: its last lines are handed over
             await backend.close()
             functions.close()
 
     return build_app(state, lifespan)
+
+
+async def _prune_logs(store: LogStore) -> None:
+    """Apply log retention and the disk cap at start and then every minute; a failure
+    (disk trouble) is logged and tried again next time."""
+    while True:
+        try:
+            await store.prune()
+        except OSError as e:
+            log.warning("log store: pruning failed: %s", e)
+        await asyncio.sleep(LOG_PRUNE_INTERVAL_S)
 
 
 def serve(settings: Settings, *, log_level: str = "info") -> None:

@@ -64,6 +64,8 @@ class Settings:
     #: seconds before an asynchronous event's first retry (Lambda: 60; the second waits
     #: twice this); every other async back-off is scaled by the same factor
     retry_base_delay_s: float = 60.0
+    #: MB of disk the log store may take; the oldest events are pruned past it
+    log_disk_cap_mb: int = 1024
 
     @property
     def db_path(self) -> Path:
@@ -72,6 +74,10 @@ class Settings:
     @property
     def events_db_path(self) -> Path:
         return self.data_dir / "events.db"
+
+    @property
+    def logs_db_path(self) -> Path:
+        return self.data_dir / "logs.db"
 
     @property
     def code_dir(self) -> Path:

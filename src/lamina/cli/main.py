@@ -110,6 +110,13 @@ def main() -> None:
     "every other async back-off is scaled alike. Lambda's is 60; fractions make tests fast.",
 )
 @click.option(
+    "--log-disk-cap",
+    default=1024,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="MB of disk the function log store may take; the oldest events go past it.",
+)
+@click.option(
     "--allow-non-loopback",
     is_flag=True,
     help="Allow --host to be an address beyond loopback (the API has no authentication yet).",
@@ -129,6 +136,7 @@ def serve(
     idle_timeout: float,
     shutdown_grace: int,
     retry_base_delay: float,
+    log_disk_cap: int,
     allow_non_loopback: bool,
     log_level: str,
 ) -> None:
@@ -157,6 +165,7 @@ def serve(
         idle_timeout_s=idle_timeout,
         shutdown_grace_s=shutdown_grace,
         retry_base_delay_s=retry_base_delay,
+        log_disk_cap_mb=log_disk_cap,
     )
     run_server(settings, log_level=log_level)
 

@@ -1,6 +1,16 @@
 """Logs, metrics and metering."""
 
+from lamina.observability.log_store import LogEvent, LogGroup, LogStore, LogStream
 from lamina.observability.logs import EnvironmentLog, LogWriter, Report
 from lamina.observability.metrics import Metrics
 
-__all__ = ["EnvironmentLog", "LogWriter", "Metrics", "Report"]
+__all__ = [
+    "EnvironmentLog",
+    "LogEvent",
+    "LogGroup",
+    "LogStore",
+    "LogStream",
+    "LogWriter",
+    "Metrics",
+    "Report",
+]

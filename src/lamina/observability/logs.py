@@ -5,11 +5,19 @@ Lamina appends Lambda's `START`, `END` and `REPORT` lines around each invocation
 stream, so the lines of one invocation sit between its START and its REPORT; before END is
 added, whatever the runtime wrote is drained from the pipe (it wrote it before answering).
 
-Nothing here touches a disk on the event loop: text goes into per-environment buffers, and
-one `LogWriter` task hands them to a worker thread that appends them to
-`<data-dir>/logs/<function>/<environment>.log` every `FLUSH_INTERVAL_S`. A buffer that the
-writer cannot keep up with is capped at `MAX_PENDING_BYTES`; what is dropped is replaced by a
-line saying how much (the CloudWatch-style log store, its own issue, builds on this).
+Each line becomes one CloudWatch-style event of the environment's log group and stream,
+stamped with the time it was read from the pipe; a line without its newline yet is held until
+the newline comes, or until the invocation ends or the environment closes. Events wait in
+per-environment buffers, and one `LogWriter` task hands them to the `LogStore` every
+`FLUSH_INTERVAL_S` (the store writes them off the event loop). The store is where logs are
+kept and queried. The same lines are also appended, as plain text, to
+`<data-dir>/logs/<function>/<environment>.log` by a worker thread: tests and `tail -f` read
+those; they are not bounded by the store's disk cap, and are to go once nothing reads them.
+
+A runtime may write faster than the store's disk takes it. The writer hands nothing more to a
+store whose backlog is past `MAX_STORE_BACKLOG_BYTES`, and each environment's buffer is capped
+at `MAX_PENDING_BYTES`; what does not fit is dropped and replaced by an event saying how much.
+Memory stays bounded and the event loop never waits for the disk.
 """
 
 from __future__ import annotations
@@ -18,14 +26,22 @@ import asyncio
 import contextlib
 import math
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from lamina import limits
+from lamina.observability.log_store import LogStore
 
 FLUSH_INTERVAL_S = 0.2
 MAX_PENDING_BYTES = 8 * 1024 * 1024
+#: bytes the store may have queued and unwritten before environments' events wait (and,
+#: once their own buffers are full, are dropped)
+MAX_STORE_BACKLOG_BYTES = 8 * 1024 * 1024
+#: the longest line held whole while its newline has not come (a longer one is cut in
+#: pieces); the store splits lines into events of CloudWatch's 256 KB anyway
+MAX_LINE_BYTES = 1024 * 1024
 _READ_CHUNK = 65536
 # What one invocation keeps in memory for LogType=Tail: enough that the last 4 KB survive.
 _TAIL_KEEP = 2 * limits.TAIL_LOG_MAX_BYTES
@@ -73,61 +89,84 @@ class Report:
 
 
 class LogWriter:
-    """Appends every environment's buffered log text to its file, off the event loop."""
+    """Hands every environment's buffered events to the log store, and appends their text
+    to the environment's file, in batches and off the event loop."""
 
-    def __init__(self) -> None:
+    def __init__(self, store: LogStore | None = None, files: bool = True) -> None:
         #: called with every invocation's report as its REPORT line is written
         self.on_report: list[Callable[[Report], None]] = []
+        #: where events go; None keeps none (tests of the scheduler alone)
+        self.store = store
+        self._files = files
         self._dirty: set[EnvironmentLog] = set()
         self._task: asyncio.Task[None] | None = None
-        self._lock = asyncio.Lock()  # one batch at a time, so a file's appends stay in order
+        self._lock = asyncio.Lock()  # one file batch at a time, so a file's appends stay in order
         self._stopping = False
+        if store is not None:
+            store.before_flush.append(self.flush)
 
     def log(self, path: Path, group: str = "", stream: str = "") -> EnvironmentLog:
         return EnvironmentLog(path, self, group, stream)
 
     def _mark(self, log: EnvironmentLog) -> None:
         self._dirty.add(log)
-        if self._task is None:
+        if self._task is None and not self._stopping:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
         while not self._stopping:
             await asyncio.sleep(FLUSH_INTERVAL_S)
-            await self.flush()
+            await self._hand_over(force=False)
 
     async def flush(self) -> None:
-        """Write out everything buffered so far."""
+        """Hand everything buffered so far over (the store's own flush awaits this before it
+        waits for its writer)."""
+        await self._hand_over(force=True)
+
+    async def _hand_over(self, force: bool) -> None:
+        store = self.store
+        if not force and store is not None and store.backlog_bytes > MAX_STORE_BACKLOG_BYTES:
+            return  # the disk is behind: environments' buffers hold (and cap) the rest
         async with self._lock:
-            batch = [(log, log._take()) for log in self._dirty]
-            self._dirty.clear()
-            batch = [(log, data) for log, data in batch if data or log.closing]
-            if batch:
-                await asyncio.get_running_loop().run_in_executor(None, _write_batch, batch)
+            dirty, self._dirty = self._dirty, set()
+            batch = [(log, log._take()) for log in dirty]
+            for log, events in batch:
+                if events and store is not None and log.group:
+                    store.append(log.group, log.stream, events)
+            if self._files:
+                batch = [(log, events) for log, events in batch if events or log.closing]
+                if batch:
+                    await asyncio.get_running_loop().run_in_executor(None, _write_files, batch)
 
     async def close(self) -> None:
-        """Write out what is left; the writer's task ends (it is never cancelled mid-batch)."""
+        """Hand over what is left; the writer's task ends (the store is closed by its owner)."""
         self._stopping = True
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        await self.flush()
+        await self._hand_over(force=True)
 
 
-def _write_batch(batch: list[tuple[EnvironmentLog, bytes]]) -> None:
-    for log, data in batch:
+def _write_files(batch: list[tuple[EnvironmentLog, list[tuple[int, str]]]]) -> None:
+    """Each environment's lines, as plain text, to `<data-dir>/logs/<function>/<env>.log`."""
+    for log, events in batch:
         try:
-            if data:
+            if events:
                 if log.fd is None:
                     log.path.parent.mkdir(parents=True, exist_ok=True)
                     log.fd = os.open(log.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-                os.write(log.fd, data)
+                text = "".join(f"{message}\n" for _, message in events)
+                os.write(log.fd, text.encode("utf-8", "replace"))
         except OSError:
             pass  # a full or vanished disk must not take the server down; the text is lost
         if log.closing and log.fd is not None:
             os.close(log.fd)
             log.fd = None
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 class EnvironmentLog:
@@ -139,12 +178,16 @@ class EnvironmentLog:
         self.group = group
         self.stream = stream
         self._writer = writer
-        self._pending = bytearray()
+        self._events: list[tuple[int, str]] = []
+        self._pending = 0  # bytes in _events
         self._dropped = 0
+        #: the start of a line whose newline has not come yet, and when it was read
+        self._partial = b""
+        self._partial_ms = 0
         self._pipe: int | None = None
         #: the current invocation's text, kept when its caller asked for the tail
         self._capture: bytearray | None = None
-        self.fd: int | None = None  # the file, owned by the writer's thread
+        self.fd: int | None = None  # the plain-text file, owned by the writer's thread
         self.closing = False
 
     # -- the runtime's output ------------------------------------------------------
@@ -171,7 +214,7 @@ class EnvironmentLog:
             if not data:  # every writer is gone
                 self._close_pipe()
                 return
-            self._append(data)
+            self._output(data)
             if len(data) < _READ_CHUNK:
                 return
 
@@ -185,15 +228,18 @@ class EnvironmentLog:
 
     def start(self, request_id: str, version: str, capture: bool = False) -> None:
         self.drain()  # what the runtime wrote before (its init phase) comes before START
+        self._end_partial()
         self._capture = bytearray() if capture else None
-        self._append(f"START RequestId: {request_id} Version: {version}\n".encode())
+        self._platform(f"START RequestId: {request_id} Version: {version}")
 
     def finish(self, report: Report, note: str | None = None) -> bytes | None:
         """Add END and REPORT; returns the invocation's last 4 KB if it was captured."""
         self.drain()
-        text = f"{note}\n" if note else ""
-        text += f"END RequestId: {report.request_id}\n" + report.line()
-        self._append(text.encode())
+        self._end_partial()
+        if note:
+            self._platform(note)
+        self._platform(f"END RequestId: {report.request_id}")
+        self._platform(report.line().removesuffix("\n"))
         for observe in self._writer.on_report:
             observe(report)
         captured, self._capture = self._capture, None
@@ -202,32 +248,78 @@ class EnvironmentLog:
         return bytes(captured[-limits.TAIL_LOG_MAX_BYTES :])
 
     def close(self) -> None:
-        """The environment is gone: read what is left, then let the writer close the file."""
+        """The environment is gone: read what is left and hand it over."""
         self.drain()
         self._close_pipe()
+        self._end_partial()
         self.closing = True
         self._writer._mark(self)
 
     # -- buffering -----------------------------------------------------------------
 
-    def _append(self, data: bytes) -> None:
+    def _output(self, data: bytes) -> None:
+        """What the runtime wrote: one event per complete line."""
+        self._keep_tail(data)
+        now = _now_ms()
+        head, newline, rest = data.rpartition(b"\n")
+        if newline:
+            text = (self._partial + head).decode("utf-8", "replace")
+            stamp = self._partial_ms if self._partial else now
+            self._partial = b""
+            lines = text.split("\n")
+            self._event(stamp, lines[0])
+            for line in lines[1:]:
+                self._event(now, line)
+        if rest:
+            if not self._partial:
+                self._partial_ms = now
+            self._partial += rest
+            if len(self._partial) > MAX_LINE_BYTES:  # held no longer: cut here
+                self._event(self._partial_ms, self._partial.decode("utf-8", "replace"))
+                self._partial = b""
+        self._writer._mark(self)
+
+    def _end_partial(self) -> None:
+        """A line the runtime never finished ends with the invocation (or environment)."""
+        if self._partial:
+            self._event(self._partial_ms, self._partial.decode("utf-8", "replace"))
+            self._partial = b""
+            self._writer._mark(self)
+
+    def _platform(self, line: str) -> None:
+        """Lamina's own lines are always kept, after a note of anything dropped before."""
+        self._keep_tail(f"{line}\n".encode())
+        self._note_dropped()
+        self._events.append((_now_ms(), line))
+        self._pending += len(line)
+        self._writer._mark(self)
+
+    def _event(self, stamp: int, line: str) -> None:
+        if self._pending + len(line) > MAX_PENDING_BYTES:
+            self._dropped += len(line.encode("utf-8", "replace")) + 1
+            return
+        self._events.append((stamp, line))
+        self._pending += len(line)
+
+    def _note_dropped(self) -> None:
+        if self._dropped:
+            self._events.append(
+                (
+                    _now_ms(),
+                    f"[lamina: {self._dropped} bytes of log dropped: written faster than "
+                    "they could be stored]",
+                )
+            )
+            self._dropped = 0
+
+    def _keep_tail(self, data: bytes) -> None:
         if self._capture is not None:
             self._capture += data
             if len(self._capture) > _TAIL_KEEP:
                 del self._capture[: -limits.TAIL_LOG_MAX_BYTES]
-        if len(self._pending) + len(data) > MAX_PENDING_BYTES:
-            self._dropped += len(data)
-        else:
-            self._pending += data
-        self._writer._mark(self)
 
-    def _take(self) -> bytes:
-        data = bytes(self._pending)
-        self._pending.clear()
-        if self._dropped:
-            data += (
-                f"[lamina: {self._dropped} bytes of log dropped: written faster than "
-                f"they could be stored]\n".encode()
-            )
-            self._dropped = 0
-        return data
+    def _take(self) -> list[tuple[int, str]]:
+        self._note_dropped()
+        events, self._events = self._events, []
+        self._pending = 0
+        return events

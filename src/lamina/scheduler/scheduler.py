@@ -23,7 +23,7 @@ from typing import Any
 
 from lamina.errors import InvalidRuntimeError, TooManyRequestsError
 from lamina.models import FunctionConfig, InvokeRequest, InvokeResult
-from lamina.observability import LogWriter, Metrics
+from lamina.observability import LogStore, LogWriter, Metrics
 from lamina.runtimes.catalog import Family, RuntimeCatalog
 from lamina.sandbox import SandboxBackend
 from lamina.scheduler.capacity import MemoryCapacity
@@ -275,6 +275,7 @@ class Scheduler:
         task_root: Callable[[str], Path],
         on_code_released: CodeReleased | None = None,
         opt_dir: Callable[[FunctionConfig], Path] | None = None,
+        log_store: LogStore | None = None,
     ) -> None:
         self._settings = settings
         self.concurrency = Concurrency(settings.concurrency_limit)
@@ -284,7 +285,7 @@ class Scheduler:
         self._backend = backend
         self._runtimes = runtimes
         self._metrics = metrics
-        self._logs = LogWriter()
+        self._logs = LogWriter(log_store)
         self._task_root = task_root
         # Where a function's layers are merged (its /opt); a pure lookup, built beforehand.
         self._opt_dir = opt_dir

@@ -1,0 +1,600 @@
+"""The CloudWatch-style log store: log groups, their streams, and the events in each.
+
+Every line an execution environment writes ends up here as one event (see `logs.py`), and the
+Logs API reads it back. It is SQLite (`<data-dir>/logs.db`) in WAL mode with
+`synchronous=NORMAL`: a power cut may lose the last moments of logs, which is acceptable for
+logs (unlike queued events, see `store/event_queue.py`) and saves an fsync per batch.
+
+`append()` is called on the event loop for every batch of lines, so it only puts the batch on
+a queue; one writer thread owns the writing connection and inserts whatever has piled up in
+one transaction. What is queued and not yet written is counted (`backlog_bytes`) so that the
+producer can stop handing over text the disk does not keep up with (it then drops, and says
+so, in its own bounded buffers). Reads run on connections of their own in worker threads
+(`asyncio.to_thread`); WAL lets them read while the writer writes.
+
+A failing disk (full, I/O error) loses the batch being written and is logged; the writer
+carries on with the next one, so a store failure never takes the server down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+_log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+#: CloudWatch counts each event as its message's UTF-8 bytes plus this
+EVENT_OVERHEAD_BYTES = 26
+#: CloudWatch's largest event (message plus overhead); longer lines are split
+MAX_EVENT_BYTES = 256 * 1024
+MAX_MESSAGE_BYTES = MAX_EVENT_BYTES - EVENT_OVERHEAD_BYTES
+#: rows inserted in one transaction at most (a batch larger than this is split)
+_BATCH_ROWS = 20_000
+#: read connections kept open for reuse
+_READERS_KEPT = 4
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS log_groups (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        created_ms INTEGER NOT NULL,
+        retention_days INTEGER
+    )""",
+    """CREATE TABLE IF NOT EXISTS log_streams (
+        id INTEGER PRIMARY KEY,
+        group_id INTEGER NOT NULL REFERENCES log_groups(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        first_event_ms INTEGER,
+        last_event_ms INTEGER,
+        last_ingestion_ms INTEGER,
+        stored_bytes INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (group_id, name)
+    )""",
+    # AUTOINCREMENT: ids are never reused, even after the newest events are pruned, so an id
+    # handed out as a paging cursor keeps its meaning.
+    """CREATE TABLE IF NOT EXISTS log_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        group_id INTEGER NOT NULL,
+        stream_id INTEGER NOT NULL,
+        timestamp_ms INTEGER NOT NULL,
+        ingestion_ms INTEGER NOT NULL,
+        bytes INTEGER NOT NULL,
+        message TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS log_events_stream "
+    "ON log_events (group_id, stream_id, timestamp_ms)",
+    "CREATE INDEX IF NOT EXISTS log_events_group ON log_events (group_id, timestamp_ms)",
+)
+
+
+@dataclass(frozen=True)
+class LogGroup:
+    name: str
+    created_ms: int
+    retention_days: int | None
+    #: the events' size as CloudWatch counts it (UTF-8 message bytes + 26 each)
+    stored_bytes: int
+
+
+@dataclass(frozen=True)
+class LogStream:
+    group: str
+    name: str
+    created_ms: int
+    first_event_ms: int | None
+    last_event_ms: int | None
+    last_ingestion_ms: int | None
+    stored_bytes: int
+
+
+@dataclass(frozen=True)
+class LogEvent:
+    #: increasing per store in insertion order: usable as a paging cursor
+    id: int
+    stream: str
+    timestamp_ms: int
+    ingestion_ms: int
+    message: str
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def message_bytes(message: str) -> int:
+    return len(message.encode("utf-8", "replace"))
+
+
+_Op = Callable[[sqlite3.Connection], Any]
+# An append (group, stream, events, bytes), or an operation and the future awaiting it.
+_Item = tuple[str, str, Sequence[tuple[int, str]], int] | tuple[_Op, asyncio.Future[Any]] | None
+
+
+class LogStore:
+    """Log groups, streams and events in one SQLite file; see the module's docstring."""
+
+    def __init__(self, path: Path, disk_cap_bytes: int) -> None:
+        self.path = path
+        self.disk_cap_bytes = disk_cap_bytes
+        #: coroutines `flush()` awaits first: producers that hold text not yet appended
+        self.before_flush: list[Callable[[], Awaitable[None]]] = []
+        self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
+        self._backlog = 0  # bytes appended and not yet written (approximate, unlocked)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._failures = 0
+
+    @property
+    def backlog_bytes(self) -> int:
+        """Bytes appended that the writer has not written yet."""
+        return self._backlog
+
+    def open(self) -> None:
+        """Create the schema if needed and start the writer thread (on the running loop)."""
+        self._loop = asyncio.get_running_loop()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        # Set before the first table exists: lets prune() give freed pages back to the disk.
+        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        for statement in _SCHEMA:
+            conn.execute(statement)
+        self._thread = threading.Thread(
+            target=self._write_forever, args=(conn,), name="lamina-log-store", daemon=True
+        )
+        self._thread.start()
+
+    async def close(self) -> None:
+        """Write out everything queued, then stop; nothing may be called after."""
+        if self._thread is None:
+            return
+        self._queue.put(None)
+        await asyncio.to_thread(self._thread.join)
+        self._thread = None
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+
+    # -- writing -------------------------------------------------------------------------
+
+    def append(self, group: str, stream: str, events: Sequence[tuple[int, str]]) -> None:
+        """Queue events `(timestamp_ms, message)` for a stream; never blocks. The group and
+        stream are created on first use. Messages longer than an event may be are split."""
+        if not events:
+            return
+        size = sum(len(m) for _, m in events) + EVENT_OVERHEAD_BYTES * len(events)
+        self._backlog += size
+        self._queue.put((group, stream, events, size))
+
+    async def flush(self) -> None:
+        """Return when everything appended so far (and held by `before_flush` producers) is
+        stored."""
+        for produce in list(self.before_flush):
+            await produce()
+        await self._submit(lambda conn: None, own_transaction=True)
+
+    async def set_retention(self, group: str, days: int | None) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            cur = conn.execute(
+                "UPDATE log_groups SET retention_days = ? WHERE name = ?", (days, group)
+            )
+            if cur.rowcount == 0:
+                raise KeyError(group)
+
+        await self._submit(op)
+
+    async def delete_group(self, group: str) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            row = conn.execute("SELECT id FROM log_groups WHERE name = ?", (group,)).fetchone()
+            if row is None:
+                raise KeyError(group)
+            conn.execute("DELETE FROM log_events WHERE group_id = ?", (row[0],))
+            conn.execute("DELETE FROM log_streams WHERE group_id = ?", (row[0],))
+            conn.execute("DELETE FROM log_groups WHERE id = ?", (row[0],))
+
+        await self._submit(op)
+
+    async def prune(self) -> None:
+        """Drop events older than their group's retention, then the oldest events while the
+        store takes more than `disk_cap_bytes` of disk; freed pages go back to the disk."""
+        await self._submit(self._prune, own_transaction=True)
+
+    # -- reading -------------------------------------------------------------------------
+
+    async def groups(self, prefix: str | None = None) -> list[LogGroup]:
+        def read(conn: sqlite3.Connection) -> list[LogGroup]:
+            sql = (
+                "SELECT g.name, g.created_ms, g.retention_days, "
+                "(SELECT COALESCE(SUM(stored_bytes), 0) FROM log_streams WHERE group_id = g.id)"
+                " FROM log_groups g"
+            )
+            args: tuple[Any, ...] = ()
+            if prefix:
+                sql += " WHERE substr(g.name, 1, ?) = ?"
+                args = (len(prefix), prefix)
+            rows = conn.execute(sql + " ORDER BY g.name", args).fetchall()
+            return [LogGroup(*row) for row in rows]
+
+        return await self._read(read)
+
+    async def streams(self, group: str, prefix: str | None = None) -> list[LogStream]:
+        def read(conn: sqlite3.Connection) -> list[LogStream]:
+            group_id = _group_id(conn, group)
+            sql = (
+                "SELECT name, created_ms, first_event_ms, last_event_ms, last_ingestion_ms, "
+                "stored_bytes FROM log_streams WHERE group_id = ?"
+            )
+            args: tuple[Any, ...] = (group_id,)
+            if prefix:
+                sql += " AND substr(name, 1, ?) = ?"
+                args += (len(prefix), prefix)
+            rows = conn.execute(sql + " ORDER BY name", args).fetchall()
+            return [LogStream(group, *row) for row in rows]
+
+        return await self._read(read)
+
+    async def events(
+        self,
+        group: str,
+        *,
+        streams: Sequence[str] | None = None,
+        stream_prefix: str | None = None,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        after_id: int | None = None,
+        before_id: int | None = None,
+        limit: int = 10000,
+        newest_first: bool = False,
+    ) -> list[LogEvent]:
+        """Events of a group, ordered by (timestamp, id), ascending or `newest_first`;
+        `end_ms` is exclusive; `after_id`/`before_id` bound the ids."""
+
+        def read(conn: sqlite3.Connection) -> list[LogEvent]:
+            group_id = _group_id(conn, group)
+            where = ["e.group_id = ?"]
+            args: list[Any] = [group_id]
+            if streams is not None:
+                if not streams:
+                    return []
+                where.append(f"s.name IN ({', '.join('?' * len(streams))})")
+                args += list(streams)
+            if stream_prefix:
+                where.append("substr(s.name, 1, ?) = ?")
+                args += [len(stream_prefix), stream_prefix]
+            if start_ms is not None:
+                where.append("e.timestamp_ms >= ?")
+                args.append(start_ms)
+            if end_ms is not None:
+                where.append("e.timestamp_ms < ?")
+                args.append(end_ms)
+            if after_id is not None:
+                where.append("e.id > ?")
+                args.append(after_id)
+            if before_id is not None:
+                where.append("e.id < ?")
+                args.append(before_id)
+            order = "DESC" if newest_first else "ASC"
+            rows = conn.execute(
+                "SELECT e.id, s.name, e.timestamp_ms, e.ingestion_ms, e.message "
+                "FROM log_events e JOIN log_streams s ON s.id = e.stream_id "
+                f"WHERE {' AND '.join(where)} "
+                f"ORDER BY e.timestamp_ms {order}, e.id {order} LIMIT ?",
+                [*args, max(limit, 0)],
+            ).fetchall()
+            return [LogEvent(*row) for row in rows]
+
+        return await self._read(read)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        def run() -> _T:
+            with self._reader() as conn:
+                return fn(conn)
+
+        return await asyncio.to_thread(run)
+
+    @contextlib.contextmanager
+    def _reader(self) -> Iterator[sqlite3.Connection]:
+        with self._readers_lock:
+            conn = self._readers.pop() if self._readers else None
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA query_only=ON")
+        try:
+            yield conn
+        finally:
+            with self._readers_lock:
+                if len(self._readers) < _READERS_KEPT and self._thread is not None:
+                    self._readers.append(conn)
+                    conn = None
+            if conn is not None:
+                conn.close()
+
+    # -- the writer thread ---------------------------------------------------------------
+
+    async def _submit(self, op: _Op, own_transaction: bool = False) -> Any:
+        if self._thread is None or self._loop is None:
+            raise OSError("the log store is closed")
+        future: asyncio.Future[Any] = self._loop.create_future()
+        if own_transaction:
+            op = _Own(op)
+        self._queue.put((op, future))
+        return await future
+
+    def _write_forever(self, conn: sqlite3.Connection) -> None:
+        writer = _Writer(conn)
+        try:
+            while True:
+                item = self._queue.get()
+                if item is None:
+                    return
+                batch = [item]
+                stop = False
+                while True:  # whatever piled up while the last batch was written
+                    try:
+                        more = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is None:
+                        stop = True
+                        break
+                    batch.append(more)
+                self._write(writer, batch)
+                if stop:
+                    return
+        finally:
+            conn.close()
+
+    def _write(self, writer: _Writer, batch: list[Any]) -> None:
+        results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        appends: list[tuple[str, str, Sequence[tuple[int, str]], int]] = []
+        for item in batch:
+            if len(item) == 4:
+                appends.append(item)
+                continue
+            # Appends before an operation are stored before it runs (flush() relies on it).
+            self._write_appends(writer, appends)
+            appends = []
+            op, future = item
+            try:
+                if isinstance(op, _Own):
+                    value = op.fn(writer.conn)
+                else:
+                    with writer.transaction():
+                        value = op(writer.conn)
+            except KeyError as e:
+                results.append((future, None, e))
+            except sqlite3.Error as e:
+                results.append((future, None, OSError(f"log store: {e}")))
+            else:
+                results.append((future, value, None))
+            # An operation may have deleted groups: their ids are looked up again.
+            writer.forget()
+        self._write_appends(writer, appends)
+        if results and self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+                self._loop.call_soon_threadsafe(_settle, results)
+
+    def _write_appends(
+        self, writer: _Writer, appends: list[tuple[str, str, Sequence[tuple[int, str]], int]]
+    ) -> None:
+        if not appends:
+            return
+        try:
+            writer.insert(appends)
+            self._failures = 0
+        except sqlite3.Error as e:
+            writer.forget()
+            self._failures += 1
+            if self._failures == 1 or self._failures % 100 == 0:
+                _log.warning("log store: %d batches of log events lost: %s", self._failures, e)
+        finally:
+            self._backlog -= sum(a[3] for a in appends)
+
+    def _prune(self, conn: sqlite3.Connection) -> None:
+        now = now_ms()
+        groups = conn.execute(
+            "SELECT id, retention_days FROM log_groups WHERE retention_days IS NOT NULL"
+        ).fetchall()
+        for group_id, days in groups:
+            cutoff = now - days * 86_400_000
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                _delete_events(conn, "group_id = ? AND timestamp_ms < ?", (group_id, cutoff))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        conn.executescript("PRAGMA incremental_vacuum;")  # execute() frees one page
+        while True:
+            used = _used_bytes(conn)
+            if used <= self.disk_cap_bytes:
+                break
+            count, oldest, newest = conn.execute(
+                "SELECT COUNT(*), MIN(id), MAX(id) FROM log_events"
+            ).fetchone()
+            if not count:
+                break
+            # Delete a share of the events in proportion to the excess (ids are dense
+            # enough for an estimate), at least 1 and never fewer than needed by much.
+            share = min(1.0, (used - self.disk_cap_bytes) / used + 0.02)
+            upto = oldest + max(1, int((newest - oldest + 1) * share)) - 1
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                _delete_events(conn, "id <= ?", (upto,))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.executescript("PRAGMA incremental_vacuum;")  # execute() frees one page
+        # Give the WAL's pages back too, so the files stay within the cap.
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+class _Own:
+    """An operation that manages its own transactions (prune: several short ones, so that
+    appends are not held up for one long one)."""
+
+    def __init__(self, fn: _Op) -> None:
+        self.fn = fn
+
+    def __call__(self, conn: sqlite3.Connection) -> Any:
+        return self.fn(conn)
+
+
+class _Writer:
+    """The writer thread's connection, and its cache of group and stream ids."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self._groups: dict[str, int] = {}
+        self._streams: dict[tuple[str, str], int] = {}
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def forget(self) -> None:
+        """After a failure or a deletion, ids are read again."""
+        self._groups.clear()
+        self._streams.clear()
+
+    def insert(self, appends: list[tuple[str, str, Sequence[tuple[int, str]], int]]) -> None:
+        ingestion = now_ms()
+        rows: list[tuple[int, int, int, int, int, str]] = []
+        touched: dict[int, list[int]] = {}  # stream -> [first, last, bytes]
+        with self.transaction():
+            for group, stream, events, _ in appends:
+                group_id, stream_id = self._ids(group, stream, ingestion)
+                stats = touched.setdefault(stream_id, [events[0][0], events[0][0], 0])
+                for ts, message in events:
+                    for part in _split(message):
+                        size = message_bytes(part) + EVENT_OVERHEAD_BYTES
+                        rows.append((group_id, stream_id, ts, ingestion, size, part))
+                        stats[2] += size
+                    stats[0] = min(stats[0], ts)
+                    stats[1] = max(stats[1], ts)
+                    if len(rows) >= _BATCH_ROWS:
+                        self._insert_rows(rows)
+                        rows = []
+            self._insert_rows(rows)
+            self.conn.executemany(
+                "UPDATE log_streams SET "
+                "first_event_ms = MIN(COALESCE(first_event_ms, ?1), ?1), "
+                "last_event_ms = MAX(COALESCE(last_event_ms, ?2), ?2), "
+                "last_ingestion_ms = ?3, stored_bytes = stored_bytes + ?4 WHERE id = ?5",
+                [(f, la, ingestion, b, sid) for sid, (f, la, b) in touched.items()],
+            )
+
+    def _insert_rows(self, rows: list[tuple[int, int, int, int, int, str]]) -> None:
+        if rows:
+            self.conn.executemany(
+                "INSERT INTO log_events (group_id, stream_id, timestamp_ms, ingestion_ms, "
+                "bytes, message) VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+
+    def _ids(self, group: str, stream: str, now: int) -> tuple[int, int]:
+        stream_id = self._streams.get((group, stream))
+        group_id = self._groups.get(group)
+        if stream_id is not None and group_id is not None:
+            return group_id, stream_id
+        if group_id is None:
+            self.conn.execute(
+                "INSERT OR IGNORE INTO log_groups (name, created_ms) VALUES (?, ?)", (group, now)
+            )
+            (group_id,) = self.conn.execute(
+                "SELECT id FROM log_groups WHERE name = ?", (group,)
+            ).fetchone()
+            self._groups[group] = group_id
+        self.conn.execute(
+            "INSERT OR IGNORE INTO log_streams (group_id, name, created_ms) VALUES (?, ?, ?)",
+            (group_id, stream, now),
+        )
+        (stream_id,) = self.conn.execute(
+            "SELECT id FROM log_streams WHERE group_id = ? AND name = ?", (group_id, stream)
+        ).fetchone()
+        self._streams[(group, stream)] = stream_id
+        return group_id, stream_id
+
+
+def _split(message: str) -> list[str]:
+    """A message as events of at most MAX_MESSAGE_BYTES, cut between characters."""
+    if len(message) * 4 <= MAX_MESSAGE_BYTES:
+        return [message]
+    data = message.encode("utf-8", "replace")
+    if len(data) <= MAX_MESSAGE_BYTES:
+        return [message]
+    parts = []
+    start = 0
+    while start < len(data):
+        end = min(start + MAX_MESSAGE_BYTES, len(data))
+        while end < len(data) and (data[end] & 0xC0) == 0x80:  # not inside a character
+            end -= 1
+        parts.append(data[start:end].decode("utf-8", "replace"))
+        start = end
+    return parts
+
+
+def _group_id(conn: sqlite3.Connection, group: str) -> int:
+    row = conn.execute("SELECT id FROM log_groups WHERE name = ?", (group,)).fetchone()
+    if row is None:
+        raise KeyError(group)
+    return int(row[0])
+
+
+def _delete_events(conn: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> None:
+    """Delete events, keeping each stream's stored_bytes and first event right."""
+    freed = conn.execute(
+        f"SELECT stream_id, SUM(bytes) FROM log_events WHERE {where} GROUP BY stream_id", args
+    ).fetchall()
+    if not freed:
+        return
+    conn.execute(f"DELETE FROM log_events WHERE {where}", args)
+    conn.executemany(
+        "UPDATE log_streams SET stored_bytes = stored_bytes - ?, first_event_ms = "
+        "(SELECT MIN(timestamp_ms) FROM log_events "
+        "WHERE group_id = log_streams.group_id AND stream_id = log_streams.id) "
+        "WHERE id = ?",
+        [(size, stream_id) for stream_id, size in freed],
+    )
+
+
+def _used_bytes(conn: sqlite3.Connection) -> int:
+    """Disk the database's pages in use take (freed pages are given back by prune)."""
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+    return int((pages - free) * page_size)
+
+
+def _settle(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, value, error in results:
+        if future.cancelled():
+            continue
+        if error is None:
+            future.set_result(value)
+        else:
+            future.set_exception(error)
