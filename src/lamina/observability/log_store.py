@@ -212,7 +212,8 @@ class LogStore:
 
     async def prune(self) -> None:
         """Drop events older than their group's retention, then the oldest events while the
-        store takes more than `disk_cap_bytes` of disk; freed pages go back to the disk."""
+        database's pages in use take more than `disk_cap_bytes`; freed pages go back to the
+        disk and the WAL is truncated (between prunes it may grow by what a minute writes)."""
         await self._submit(self._prune, own_transaction=True)
 
     # -- reading -------------------------------------------------------------------------
@@ -379,7 +380,7 @@ class LogStore:
                         value = op(writer.conn)
             except KeyError as e:
                 results.append((future, None, e))
-            except sqlite3.Error as e:
+            except Exception as e:  # the writer must outlive any failure
                 results.append((future, None, OSError(f"log store: {e}")))
             else:
                 results.append((future, value, None))
@@ -398,7 +399,7 @@ class LogStore:
         try:
             writer.insert(appends)
             self._failures = 0
-        except sqlite3.Error as e:
+        except Exception as e:  # the writer must outlive any failure
             writer.forget()
             self._failures += 1
             if self._failures == 1 or self._failures % 100 == 0:
