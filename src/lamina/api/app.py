@@ -14,7 +14,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lamina import __version__
-from lamina.api import aliases, concurrency, event_invoke, layers
+from lamina.api import aliases, concurrency, event_invoke, layers, logs_api
 from lamina.api import functions as fn
 from lamina.api.context import AppState, app_state
 from lamina.api.errors import error_response, http_error, lamina_error, unexpected_error
@@ -186,6 +186,7 @@ def build_app(
             _LAYERS + "/{name}/versions/{version}", layers.delete_layer_version, methods=["DELETE"]
         ),
         Route("/lamina/code/{sha256}.zip", fn.download_code, methods=["GET"]),
+        Route("/", logs_api.dispatch, methods=["POST"]),
     ]
     app = Starlette(
         routes=routes,

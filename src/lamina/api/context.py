@@ -9,6 +9,7 @@ from starlette.requests import Request
 from lamina.control import FunctionService
 from lamina.events import AsyncQueue
 from lamina.observability import Metrics
+from lamina.observability.log_store import LogStore
 from lamina.runtimes.catalog import RuntimeCatalog
 from lamina.scheduler import Scheduler
 from lamina.settings import Settings
@@ -23,6 +24,8 @@ class AppState:
     runtimes: RuntimeCatalog
     async_queue: AsyncQueue
     ready: bool = False
+    #: None until the server wires the store in; the Logs API answers ServiceUnavailable then.
+    log_store: LogStore | None = None
 
 
 def app_state(request: Request) -> AppState:

@@ -430,3 +430,6 @@ def queue(endpoint: str) -> None:
             f"{d['attempts']} attempt(s){detail}",
             fg="yellow",
         )
+
+
+from lamina.cli import logs as _logs  # noqa: E402, F401  (registers `logs`; it imports main)
