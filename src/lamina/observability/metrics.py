@@ -34,11 +34,29 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
 class Metrics:
+    """Every metric the server exports, as attributes; `render()` is the /metrics body.
+
+    Labels mean the same everywhere: `function`; `version`, the version that ran (an alias's
+    weights pick it); `qualifier`, what the caller invoked (an alias, a version, or
+    `$LATEST` when it named none); `runtime`. The invocation and throttle counters keep the
+    labels their series were first published with (dashboards and tests name them): the
+    runtime joins onto them from `lamina_function_info` (on function and version), and
+    invocations by qualifier are the duration histogram's `_count`. Hot-path callers keep
+    label children (`.labels(...)` hashes and locks on every call); gauges of state the
+    server knows anyway are filled in by `on_scrape` refreshers rather than on every change.
+    """
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.invocations = Counter(
             "lamina_invocations",
-            "Invocations by function, version and outcome (success, error, timeout).",
+            "Invocations by function, version (executed) and outcome: success; "
+            "function_error (the handler "
+            "returned an error); timeout (Sandbox.Timedout); platform_error (the runtime "
+            "exited or ran out of memory, the response was too large, or the environment "
+            "failed to start or init). Throttled invocations are not here "
+            "(lamina_throttles). Lambda's Errors metric is function_error + timeout + "
+            "platform_error.",
             ["function", "version", "outcome"],
             registry=self.registry,
         )
@@ -48,11 +66,29 @@ class Metrics:
             ["function", "reason"],
             registry=self.registry,
         )
+        self.function_info = Gauge(
+            "lamina_function_info",
+            "1 for each function version with a pool of environments, naming its runtime (join "
+            "on function and version to label other series by runtime).",
+            ["function", "version", "runtime"],
+            registry=self.registry,
+        )
         self.duration = Histogram(
             "lamina_invocation_duration_seconds",
-            "Time from hand-off to the runtime until its answer.",
-            ["function", "version"],
+            "Time from hand-off to the runtime until its answer, per invocation that reached "
+            "a runtime, by function, version (executed), qualifier (invoked: alias, version "
+            "or $LATEST) and runtime.",
+            ["function", "version", "qualifier", "runtime"],
             buckets=_DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.init_duration = Histogram(
+            "lamina_init_duration_seconds",
+            "Time to start a new execution environment until its runtime asks for work (the "
+            "REPORT line's Init Duration), once per environment that starts, on-demand or "
+            "provisioned.",
+            ["function", "version", "runtime"],
+            buckets=_PHASE_BUCKETS,
             registry=self.registry,
         )
         self.cold_start_phase = Histogram(
@@ -67,14 +103,36 @@ class Metrics:
         )
         self.cold_starts = Counter(
             "lamina_cold_starts",
-            "Execution environments started, by function and version.",
-            ["function", "version"],
+            "Invocations that waited for a new execution environment to start (on-demand "
+            "ones; provisioned environments start ahead of any invocation), by function, "
+            "version and runtime.",
+            ["function", "version", "runtime"],
             registry=self.registry,
         )
         self.environments = Gauge(
             "lamina_environments",
             "Live execution environments by state.",
             ["state"],
+            registry=self.registry,
+        )
+
+        self.concurrent_executions = Gauge(
+            "lamina_concurrent_executions",
+            "Invocations running now (Lambda's ConcurrentExecutions), by function.",
+            ["function"],
+            registry=self.registry,
+        )
+        self.provisioned = Gauge(
+            "lamina_provisioned_concurrency",
+            "Provisioned concurrency by function and version: requested (configured) and "
+            "allocated (environments initialised and ready).",
+            ["function", "version", "state"],
+            registry=self.registry,
+        )
+        self.provisioned_utilization = Gauge(
+            "lamina_provisioned_concurrency_utilization",
+            "Busy provisioned environments over allocated ones (0 to 1; 0 with none allocated).",
+            ["function", "version"],
             registry=self.registry,
         )
 

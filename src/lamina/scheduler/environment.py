@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import Enum
+from enum import Enum, IntEnum
 from pathlib import Path
 
 from lamina import limits
@@ -36,6 +36,24 @@ _PLATFORM_ERRORS = frozenset(
 
 
 _NOT_DELIVERED = "Lamina.NotDelivered"
+_TIMED_OUT = "Sandbox.Timedout"
+
+
+class Outcome(IntEnum):
+    """How an invocation ended, as the invocation metric counts it (values index a tuple
+    of metric children, so they run from 0)."""
+
+    SUCCESS = 0
+    #: the handler (or its init, reported through the Runtime API) failed
+    FUNCTION_ERROR = 1
+    TIMEOUT = 2
+    #: the runtime exited or ran out of memory, the response was too large, or the
+    #: environment never started
+    PLATFORM_ERROR = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
 
 
 class NotDelivered(Exception):
@@ -135,6 +153,10 @@ class Environment:
         self._unreported_init_ms: float | None = None
         self._first: InvokeRequest | None = None
         self._ready_at = 0.0
+        #: how long the start took (the init phase included), once it has succeeded
+        self.init_duration_s: float | None = None
+        #: how the last invocation ended (read by the pool, which counts it)
+        self.outcome_kind = Outcome.SUCCESS
         ctx.metrics.environments.labels(EnvState.STARTING.value).inc()
 
     def prewarmed(self) -> None:
@@ -243,6 +265,7 @@ class Environment:
         if self._sandbox is not None:
             # Once the first invocation is on its way (the caller submits it before yielding).
             self._loop.call_soon(self._sandbox.init_done)
+        self.init_duration_s = t4 - t0
         self._unreported_init_ms = (t4 - t0) * 1000
         self._move(EnvState.IDLE)
 
@@ -335,6 +358,14 @@ class Environment:
             timer.cancel()
         if outcome.error_type == _NOT_DELIVERED:
             raise NotDelivered()
+        if outcome.ok:
+            self.outcome_kind = Outcome.SUCCESS
+        elif outcome.error_type == _TIMED_OUT:
+            self.outcome_kind = Outcome.TIMEOUT
+        elif outcome.error_type in _PLATFORM_ERRORS:
+            self.outcome_kind = Outcome.PLATFORM_ERROR
+        else:
+            self.outcome_kind = Outcome.FUNCTION_ERROR
         duration_ms = (time.perf_counter() - started) * 1000
         if self.state is EnvState.BUSY:
             self._move(EnvState.IDLE)
@@ -359,7 +390,7 @@ class Environment:
     ) -> bytes | None:
         """Append END and REPORT (and Lambda's timeout line) for one invocation; returns the
         invocation's log tail if it was captured."""
-        timed_out = outcome.error_type == "Sandbox.Timedout"
+        timed_out = outcome.error_type == _TIMED_OUT
         failed = not outcome.ok and outcome.error_type in _PLATFORM_ERRORS
         note = None
         if timed_out:

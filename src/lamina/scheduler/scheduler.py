@@ -34,6 +34,7 @@ from lamina.scheduler.environment import (
     EnvState,
     InitFailed,
     NotDelivered,
+    Outcome,
 )
 from lamina.scheduler.lambda_env import (
     LAMBDA_OPT,
@@ -56,6 +57,33 @@ _NEVER_STARTED = (
 )
 
 
+_LATEST = "$LATEST"
+# ARN parts of a qualified function ARN: arn:aws:lambda:REGION:ACCOUNT:function:NAME:QUALIFIER
+_QUALIFIED_PARTS = 8
+
+
+def qualifier_of(invoked_arn: str) -> str:
+    """The qualifier (alias or version) an invoked function ARN names, `$LATEST` if none."""
+    parts = invoked_arn.split(":")
+    return parts[-1] if len(parts) == _QUALIFIED_PARTS else _LATEST
+
+
+class _Labelled:
+    """One pool's metric children for one invoked ARN, so counting an invocation is
+    attribute reads and `inc()`, never `labels()` (which hashes and locks)."""
+
+    __slots__ = ("cold_starts", "duration", "outcomes")
+
+    def __init__(self, metrics: Metrics, config: FunctionConfig, qualifier: str) -> None:
+        name, version, runtime = config.name, config.version, config.runtime
+        #: indexed by `Outcome`
+        self.outcomes = tuple(
+            metrics.invocations.labels(name, version, outcome.label) for outcome in Outcome
+        )
+        self.duration = metrics.duration.labels(name, version, qualifier, runtime)
+        self.cold_starts = metrics.cold_starts.labels(name, version, runtime)
+
+
 class Pool:
     """The environments of one function version (one configuration revision)."""
 
@@ -66,7 +94,9 @@ class Pool:
         self._idle: list[Environment] = []
         self._live: set[Environment] = set()
         self.retired = False
-        self._metrics: tuple[Any, Any, Any, Any] | None = None
+        #: metric children by the ARN the caller invoked (see `_labelled`)
+        self._metrics: dict[str, _Labelled] = {}
+        self._init_duration: Any = None
         # Provisioned concurrency: environments started ahead, kept however long they idle,
         # and used before on-demand ones.
         self.provisioned_target = 0
@@ -80,30 +110,42 @@ class Pool:
             base_env={**ctx.base_env, "AWS_LAMBDA_INITIALIZATION_TYPE": "provisioned-concurrency"},
         )
 
-    def _labelled(self) -> tuple[Any, Any, Any, Any]:
-        """This pool's metric children (ok, error, duration, cold starts), made on first use:
-        making them costs ~0.15 ms, which a cold start should not wait for."""
-        if self._metrics is None:
-            metrics = self.ctx.metrics
-            labels = (self.config.name, self.config.version)
-            self._metrics = (
-                metrics.invocations.labels(*labels, "success"),
-                metrics.invocations.labels(*labels, "error"),
-                metrics.duration.labels(*labels),
-                metrics.cold_starts.labels(*labels),
+    def _labelled(self, invoked_arn: str) -> _Labelled:
+        """The metric children for invocations through one ARN, made on first use and kept
+        (a pool sees a handful of ARNs: unqualified, its version, the aliases that point
+        at it): making them costs ~0.15 ms, which a cold start should not wait for, and a
+        warm invoke pays one dict look-up."""
+        labelled = self._metrics.get(invoked_arn)
+        if labelled is None:
+            labelled = self._metrics[invoked_arn] = _Labelled(
+                self.ctx.metrics, self.config, qualifier_of(invoked_arn)
             )
-        return self._metrics
+        return labelled
 
-    def _count(self, result: InvokeResult | None, cold: bool) -> None:
-        ok, err, duration, cold_starts = self._labelled()
+    def _count(
+        self,
+        request: InvokeRequest,
+        result: InvokeResult | None,
+        outcome: int,
+        cold: bool,
+        init_s: float | None = None,
+    ) -> None:
+        labelled = self._labelled(request.invoked_arn)
+        labelled.outcomes[outcome].inc()
         if cold:
-            cold_starts.inc()
-        if result is None or result.function_error is not None:
-            err.inc()
-        else:
-            ok.inc()
+            labelled.cold_starts.inc()
+        if init_s is not None:
+            self._count_init(init_s)
         if result is not None and result.duration_ms:
-            duration.observe(result.duration_ms / 1000)
+            labelled.duration.observe(result.duration_ms / 1000)
+
+    def _count_init(self, init_s: float) -> None:
+        if self._init_duration is None:
+            metrics = self.ctx.metrics
+            self._init_duration = metrics.init_duration.labels(
+                self.config.name, self.config.version, self.config.runtime
+            )
+        self._init_duration.observe(init_s)
 
     @property
     def size(self) -> int:
@@ -119,7 +161,7 @@ class Pool:
                 return await self._invoke_once(request)
             except NotDelivered:
                 continue
-        self._count(None, cold=False)
+        self._count(request, None, Outcome.PLATFORM_ERROR, cold=False)
         return InvokeResult(
             payload=_NEVER_STARTED,
             executed_version=self.config.version,
@@ -149,7 +191,7 @@ class Pool:
             try:
                 result = await env.start_and_invoke(request)
             except InitFailed as failure:
-                self._count(None, cold=True)
+                self._count(request, None, Outcome.PLATFORM_ERROR, cold=True)
                 return InvokeResult(
                     payload=failure.payload,
                     executed_version=self.config.version,
@@ -164,7 +206,9 @@ class Pool:
                 self._release(env)
         # Counted after the caller's answer has gone out (it is written before this task
         # next yields).
-        asyncio.get_running_loop().call_soon(self._count, result, cold)
+        outcome = Outcome.SUCCESS if result.function_error is None else env.outcome_kind
+        init_s = env.init_duration_s if cold else None
+        asyncio.get_running_loop().call_soon(self._count, request, result, outcome, cold, init_s)
         return result
 
     def _release(self, env: Environment) -> None:
@@ -216,6 +260,10 @@ class Pool:
     def provisioned_ready(self) -> int:
         return sum(1 for e in self._provisioned if e.state in (EnvState.IDLE, EnvState.BUSY))
 
+    @property
+    def provisioned_busy(self) -> int:
+        return sum(1 for e in self._provisioned if e.state is EnvState.BUSY)
+
     def _keep_provisioned(self) -> None:
         if self.retired or self.provision_error is not None:
             return
@@ -239,6 +287,8 @@ class Pool:
                 self.provision_error = failure.payload.decode(errors="replace")[:500]
                 return
             env.prewarmed()
+            if env.init_duration_s is not None:
+                self._count_init(env.init_duration_s)
             self._release(env)
 
     def idle_unprovisioned(self) -> list[Environment]:
@@ -294,6 +344,9 @@ class Scheduler:
         self._draining: set[Pool] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._reaper: asyncio.Task[None] | None = None
+        #: throttle counters by (function, reason), made on first use
+        self._throttles: dict[tuple[str, str], Any] = {}
+        metrics.on_scrape(self._refresh_gauges)
 
     @property
     def logs(self) -> LogWriter:
@@ -318,8 +371,37 @@ class Scheduler:
             with self.concurrency.hold(config.name):
                 return await pool.invoke(request)
         except TooManyRequestsError as throttled:  # the lease's or the memory capacity's
-            self._metrics.throttles.labels(config.name, str(throttled.fields["Reason"])).inc()
+            key = (config.name, str(throttled.fields["Reason"]))
+            counter = self._throttles.get(key)
+            if counter is None:
+                counter = self._throttles[key] = self._metrics.throttles.labels(*key)
+            counter.inc()
             raise
+
+    def _refresh_gauges(self) -> None:
+        """Before a scrape: the gauges read from the pools and leases, which know them
+        anyway (cheaper than keeping gauges current on every invoke). A function or version
+        without a pool drops out."""
+        m = self._metrics
+        for gauge in (
+            m.function_info,
+            m.concurrent_executions,
+            m.provisioned,
+            m.provisioned_utilization,
+        ):
+            gauge.clear()
+        for pool in [*self._pools.values(), *self._draining]:
+            name, version = pool.config.name, pool.config.version
+            m.concurrent_executions.labels(name).set(self.concurrency.running(name))
+            if pool.retired:
+                continue
+            m.function_info.labels(name, version, pool.config.runtime).set(1)
+            ready = pool.provisioned_ready
+            if pool.provisioned_target or ready:
+                m.provisioned.labels(name, version, "requested").set(pool.provisioned_target)
+                m.provisioned.labels(name, version, "allocated").set(ready)
+                utilization = pool.provisioned_busy / ready if ready else 0.0
+                m.provisioned_utilization.labels(name, version).set(utilization)
 
     def _evictable(self) -> list[tuple[float, int, Callable[[], None]]]:
         """Idle, not provisioned environments of every pool: (last used, MB, stop it)."""
