@@ -19,6 +19,7 @@ from lamina.control import FunctionService
 from lamina.events import AsyncQueue
 from lamina.models import LATEST
 from lamina.observability import LogStore, Metrics
+from lamina.observability.metering import Meter
 from lamina.runtimes.catalog import Family, RuntimeCatalog
 from lamina.sandbox import SandboxBackend, namespace
 from lamina.sandbox.api import RuntimeSpec
@@ -90,6 +91,8 @@ def create_app(
         on_code_released=functions.release_code,
         log_store=log_store,
     )
+    meter = Meter(settings.data_dir / "usage.db")
+    scheduler.logs.on_report.append(meter.record)
 
     async def changed(name: str, version: str | None) -> None:
         scheduler.retire(name, version)
@@ -117,6 +120,7 @@ def create_app(
         metrics=metrics,
         runtimes=runtimes,
         async_queue=async_queue,
+        meter=meter,
     )
 
     @asynccontextmanager
@@ -124,6 +128,7 @@ def create_app(
         await functions.load()
         log_store.open()
         pruner = asyncio.get_running_loop().create_task(_prune_logs(log_store))
+        await meter.open()
         backend.start()
         backend.expect(_runtime_specs(runtimes, functions.runtimes_in_use()))
         scheduler.start()
@@ -140,6 +145,7 @@ def create_app(
             with contextlib.suppress(asyncio.CancelledError):
                 await pruner
             await log_store.close()  # after the scheduler: its last lines are handed over
+            await meter.close()  # after the scheduler: the last invocations' reports count
             await backend.close()
             functions.close()
 

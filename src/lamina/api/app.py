@@ -19,6 +19,7 @@ from lamina.api import functions as fn
 from lamina.api.context import AppState, app_state
 from lamina.api.errors import error_response, http_error, lamina_error, unexpected_error
 from lamina.api.invoke import invoke, invoke_async
+from lamina.api.usage import usage
 from lamina.api.wire import json_response, max_items_param
 from lamina.errors import LaminaError
 from lamina.observability.metrics import CONTENT_TYPE
@@ -121,6 +122,7 @@ def build_app(
         Route("/lamina/runtimes", runtimes, methods=["GET"]),
         Route("/lamina/environments", environments, methods=["GET"]),
         Route("/lamina/async", async_events, methods=["GET"]),
+        Route("/lamina/usage", usage, methods=["GET"]),
         Route("/2014-11-13/functions/{name}/invoke-async/", invoke_async, methods=["POST"]),
         Route("/2014-11-13/functions/{name}/invoke-async", invoke_async, methods=["POST"]),
         Route(_FN, fn.list_functions, methods=["GET"]),

@@ -8,7 +8,7 @@ from starlette.requests import Request
 
 from lamina.control import FunctionService
 from lamina.events import AsyncQueue
-from lamina.observability import Metrics
+from lamina.observability import Meter, Metrics
 from lamina.observability.log_store import LogStore
 from lamina.runtimes.catalog import RuntimeCatalog
 from lamina.scheduler import Scheduler
@@ -26,6 +26,7 @@ class AppState:
     ready: bool = False
     #: None until the server wires the store in; the Logs API answers ServiceUnavailable then.
     log_store: LogStore | None = None
+    meter: Meter | None = None
 
 
 def app_state(request: Request) -> AppState:

@@ -433,3 +433,4 @@ def queue(endpoint: str) -> None:
 
 
 from lamina.cli import logs as _logs  # noqa: E402, F401  (registers `logs`; it imports main)
+from lamina.cli import usage as _usage  # noqa: E402, F401  (registers `usage`; it imports main)

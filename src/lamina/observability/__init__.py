@@ -2,6 +2,7 @@
 
 from lamina.observability.log_store import LogEvent, LogGroup, LogStore, LogStream
 from lamina.observability.logs import EnvironmentLog, LogWriter, Report
+from lamina.observability.metering import Meter, Usage
 from lamina.observability.metrics import Metrics
 
 __all__ = [
@@ -11,6 +12,8 @@ __all__ = [
     "LogStore",
     "LogStream",
     "LogWriter",
+    "Meter",
     "Metrics",
     "Report",
+    "Usage",
 ]
