@@ -121,6 +121,7 @@ def create_app(
         runtimes=runtimes,
         async_queue=async_queue,
         meter=meter,
+        log_store=log_store,
     )
 
     @asynccontextmanager
