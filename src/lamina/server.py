@@ -91,7 +91,7 @@ def create_app(
         on_code_released=functions.release_code,
         log_store=log_store,
     )
-    meter = Meter(settings.data_dir / "usage.db")
+    meter = Meter(settings.usage_db_path)
     scheduler.logs.on_report.append(meter.record)
 
     async def changed(name: str, version: str | None) -> None:

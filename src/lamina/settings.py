@@ -76,6 +76,10 @@ class Settings:
         return self.data_dir / "events.db"
 
     @property
+    def usage_db_path(self) -> Path:
+        return self.data_dir / "usage.db"
+
+    @property
     def logs_db_path(self) -> Path:
         return self.data_dir / "logs.db"
 

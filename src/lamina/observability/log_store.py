@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from lamina._batches import batches
+
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
@@ -118,7 +120,7 @@ def message_bytes(message: str) -> int:
 
 _Op = Callable[[sqlite3.Connection], Any]
 # An append (group, stream, events, bytes), or an operation and the future awaiting it.
-_Item = tuple[str, str, Sequence[tuple[int, str]], int] | tuple[_Op, asyncio.Future[Any]] | None
+_Work = tuple[str, str, Sequence[tuple[int, str]], int] | tuple[_Op, asyncio.Future[Any]]
 
 
 class LogStore:
@@ -129,7 +131,7 @@ class LogStore:
         self.disk_cap_bytes = disk_cap_bytes
         #: coroutines `flush()` awaits first: producers that hold text not yet appended
         self.before_flush: list[Callable[[], Awaitable[None]]] = []
-        self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
         self._backlog = 0  # bytes appended and not yet written (approximate, unlocked)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -340,24 +342,10 @@ class LogStore:
     def _write_forever(self, conn: sqlite3.Connection) -> None:
         writer = _Writer(conn)
         try:
-            while True:
-                item = self._queue.get()
-                if item is None:
-                    return
-                batch = [item]
-                stop = False
-                while True:  # whatever piled up while the last batch was written
-                    try:
-                        more = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if more is None:
-                        stop = True
-                        break
-                    batch.append(more)
+            # Whatever piled up while the last batch was written goes into the next one.
+            work: Iterator[list[_Work]] = batches(self._queue)
+            for batch in work:
                 self._write(writer, batch)
-                if stop:
-                    return
         finally:
             conn.close()
 

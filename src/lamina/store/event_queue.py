@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from lamina._batches import batches
+
 #: why an event left the queue without success (kept in `dropped_events`)
 EVENT_AGE_EXCEEDED = "EventAgeExceeded"
 RETRIES_EXHAUSTED = "RetriesExhausted"
@@ -272,25 +274,9 @@ class SqliteEventStore:
 
     def _write_forever(self, conn: sqlite3.Connection) -> None:
         try:
-            while True:
-                first = self._ops.get()
-                if first is None:
-                    return
-                batch = [first]
-                stop = False
-                # Whatever arrived while the last commit was syncing goes into this one.
-                while len(batch) < _BATCH_MAX:
-                    try:
-                        item = self._ops.get_nowait()
-                    except queue.Empty:
-                        break
-                    if item is None:
-                        stop = True
-                        break
-                    batch.append(item)
+            # Whatever arrived while the last commit was syncing goes into the next one.
+            for batch in batches(self._ops, _BATCH_MAX):
                 self._commit(conn, batch)
-                if stop:
-                    return
         finally:
             conn.close()
 
