@@ -50,6 +50,23 @@ def _sandbox_args(extra: tuple[str, ...]) -> tuple[str, ...]:
     return ("--sandbox", backend)
 
 
+def lamina_env(endpoint: str) -> dict[str, str]:
+    """The environment for the `lamina` command against `endpoint`, without colours."""
+    return dict(os.environ, LAMINA_ENDPOINT=endpoint, NO_COLOR="1")
+
+
+def lamina(*args: str, endpoint: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the `lamina` command against a server and capture what it printed."""
+    return subprocess.run(
+        [sys.executable, "-m", "lamina", *args],
+        capture_output=True,
+        text=True,
+        env=lamina_env(endpoint),
+        input=stdin,
+        timeout=60,
+    )
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -128,9 +145,9 @@ class Server:
         path = self.data_dir.parent / f"server-{self.port}.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
-    def client(self, **config: Any) -> Any:
+    def client(self, service: str = "lambda", **config: Any) -> Any:
         return boto3.client(
-            "lambda",
+            service,
             endpoint_url=self.endpoint,
             region_name="us-east-1",
             aws_access_key_id="test",

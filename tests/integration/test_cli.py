@@ -2,26 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from tests.conftest import Server, free_port
-
-
-def lamina(*args: str, endpoint: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, LAMINA_ENDPOINT=endpoint, NO_COLOR="1")
-    return subprocess.run(
-        [sys.executable, "-m", "lamina", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        input=stdin,
-        timeout=60,
-    )
+from tests.conftest import Server, free_port, lamina
 
 
 def test_deploy_invoke_ls_rm(server: Server, tmp_path: Path) -> None:

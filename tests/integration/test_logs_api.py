@@ -7,10 +7,8 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import httpx
 import pytest
-from botocore.config import Config
 from botocore.exceptions import ClientError
 from tests.conftest import Functions, Server
 
@@ -26,14 +24,7 @@ def handler(event, context):
 
 @pytest.fixture(scope="module")
 def logs(server: Server) -> Any:
-    return boto3.client(
-        "logs",
-        endpoint_url=server.endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-        config=Config(retries={"total_max_attempts": 1}),
-    )
+    return server.client("logs")
 
 
 def invoke(lam: Any, name: str, event: dict[str, Any]) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import queue
 import signal
 import subprocess
@@ -15,7 +14,7 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 import click
-from tests.conftest import Functions, Server
+from tests.conftest import Functions, Server, lamina, lamina_env
 
 from lamina.cli.logs import format_event, parse_since, short_stream
 
@@ -25,20 +24,6 @@ def handler(event, context):
         print(text)
     return "ok"
 """
-
-
-def lamina_env(endpoint: str) -> dict[str, str]:
-    return dict(os.environ, LAMINA_ENDPOINT=endpoint, NO_COLOR="1")
-
-
-def lamina(*args: str, endpoint: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "lamina", *args],
-        capture_output=True,
-        text=True,
-        env=lamina_env(endpoint),
-        timeout=60,
-    )
 
 
 def say(lam: Any, name: str, *lines: str) -> None:

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.conftest import Functions, Server
+from tests.conftest import Functions, Server, lamina
 
 CODE = """
 import time
@@ -83,17 +80,6 @@ def assert_matches(rows: list[dict[str, Any]], expected: Expected) -> None:
         assert got[version][2] == pytest.approx(mb_ms / 1_024_000, rel=1e-12), version
 
 
-def lamina_cli(*args: str, endpoint: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, LAMINA_ENDPOINT=endpoint, NO_COLOR="1")
-    return subprocess.run(
-        [sys.executable, "-m", "lamina", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
-
-
 def test_usage_equals_the_sum_of_the_report_lines(own_server: Server) -> None:
     lam = own_server.client()
     functions = Functions(lam)
@@ -137,7 +123,7 @@ def test_usage_equals_the_sum_of_the_report_lines(own_server: Server) -> None:
     assert bad.status_code == 400
 
     # The CLI: the same figures, and the cost at the prices given.
-    out = lamina_cli(
+    out = lamina(
         "usage",
         "--json",
         "--function",
@@ -165,7 +151,7 @@ def test_usage_equals_the_sum_of_the_report_lines(own_server: Server) -> None:
         total_mb_ms / 1_024_000 * 0.5 + total_requests * 2
     )
 
-    table = lamina_cli("usage", "--since", "24h", endpoint=own_server.endpoint)
+    table = lamina("usage", "--since", "24h", endpoint=own_server.endpoint)
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
     assert lines[1].split() == [
@@ -181,7 +167,7 @@ def test_usage_equals_the_sum_of_the_report_lines(own_server: Server) -> None:
     assert lines[2].split()[:3] == [name, "$LATEST", "6"]
     assert lines[3].split()[:3] == [name, "1", "2"]
     assert lines[-1].split()[:2] == ["TOTAL", "8"]
-    help_text = " ".join(lamina_cli("usage", "--help", endpoint=own_server.endpoint).stdout.split())
+    help_text = " ".join(lamina("usage", "--help", endpoint=own_server.endpoint).stdout.split())
     assert "x86 on-demand list price" in help_text and "no free" in help_text
 
     # Usage is durable: a restart keeps every figure.
