@@ -68,6 +68,37 @@ class LayerVersion:
         return base64.b64encode(bytes.fromhex(self.code_sha256)).decode()
 
 
+class LogFormat(StrEnum):
+    TEXT = "Text"
+    JSON = "JSON"
+
+
+#: application log levels, most detailed first (Lambda's ApplicationLogLevel)
+APPLICATION_LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")
+#: system (platform) log levels, most detailed first (Lambda's SystemLogLevel)
+SYSTEM_LOG_LEVELS = ("DEBUG", "INFO", "WARN")
+#: the level Lambda gives both in JSON format when the caller names none
+DEFAULT_LOG_LEVEL = "INFO"
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    """Where and how a function's logs go (Lambda's LoggingConfig). The levels are set only
+    in JSON format, where Lambda filters by them; `log_group` None is `/aws/lambda/NAME`."""
+
+    log_format: LogFormat = LogFormat.TEXT
+    application_log_level: str | None = None
+    system_log_level: str | None = None
+    log_group: str | None = None
+
+    def group(self, function_name: str) -> str:
+        return self.log_group or f"/aws/lambda/{function_name}"
+
+    @property
+    def json(self) -> bool:
+        return self.log_format is LogFormat.JSON
+
+
 @dataclass(frozen=True)
 class FunctionConfig:
     """One version of a function: its code and configuration, as stored."""
@@ -98,6 +129,12 @@ class FunctionConfig:
     layers: tuple[FunctionLayer, ...] = ()
     #: DeadLetterConfig.TargetArn: where an asynchronous event goes after its last failure
     dead_letter_target: str | None = None
+    logging: LoggingConfig = LoggingConfig()
+
+    @property
+    def log_group(self) -> str:
+        """The log group its environments write to."""
+        return self.logging.group(self.name)
 
     @property
     def network_enabled(self) -> bool:

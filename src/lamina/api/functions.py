@@ -39,6 +39,7 @@ _CREATE_MEMBERS = {
     "Tags",
     "Layers",
     "DeadLetterConfig",
+    "LoggingConfig",
     "Publish",
 }
 _UPDATE_CONFIG_MEMBERS = {
@@ -52,6 +53,7 @@ _UPDATE_CONFIG_MEMBERS = {
     "EphemeralStorage",
     "Layers",
     "DeadLetterConfig",
+    "LoggingConfig",
     "RevisionId",
 }
 _UPDATE_CODE_MEMBERS = {"ZipFile", "Architectures", "RevisionId", "Publish"}

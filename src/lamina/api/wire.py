@@ -29,6 +29,7 @@ _CONFIG_MEMBERS = {
     "Tags": "tags",
     "Layers": "layers",
     "DeadLetterConfig": "dead_letter_config",
+    "LoggingConfig": "logging_config",
     "RevisionId": "revision_id",
 }
 # Members Lamina accepts and ignores because their value changes nothing here (X-Ray
@@ -80,7 +81,7 @@ def function_configuration(config: FunctionConfig, arn: str) -> dict[str, Any]:
         "Architectures": list(config.architectures),
         "EphemeralStorage": {"Size": config.ephemeral_storage},
         "SnapStart": {"ApplyOn": "None", "OptimizationStatus": "Off"},
-        "LoggingConfig": {"LogFormat": "Text", "LogGroup": f"/aws/lambda/{config.name}"},
+        "LoggingConfig": _logging_config(config),
     }
     if config.environment:
         out["Environment"] = {"Variables": dict(config.environment)}
@@ -96,6 +97,15 @@ def function_configuration(config: FunctionConfig, arn: str) -> dict[str, Any]:
     ):
         if value is not None:
             out[key] = value
+    return out
+
+
+def _logging_config(config: FunctionConfig) -> dict[str, str]:
+    out = {"LogFormat": config.logging.log_format.value, "LogGroup": config.log_group}
+    if config.logging.application_log_level:
+        out["ApplicationLogLevel"] = config.logging.application_log_level
+    if config.logging.system_log_level:
+        out["SystemLogLevel"] = config.logging.system_log_level
     return out
 
 

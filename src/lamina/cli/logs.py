@@ -71,11 +71,24 @@ class LogsClient:
         return data
 
     def function_exists(self, name: str) -> bool:
+        return self._configuration(name) is not None
+
+    def log_group(self, name: str) -> str:
+        """The function's log group: its LoggingConfig's, or `/aws/lambda/NAME` (also for a
+        function that is gone, whose logs stay)."""
+        config = self._configuration(name) or {}
+        group = config.get("LoggingConfig", {}).get("LogGroup")
+        return group if isinstance(group, str) and group else f"/aws/lambda/{name}"
+
+    def _configuration(self, name: str) -> dict[str, Any] | None:
         try:
             resp = self._client.get(f"{_FN}/{name}/configuration")
         except httpx.TransportError as e:
             _fail(f"cannot reach Lamina at {self.endpoint} ({e}). Is `lamina serve` running?", 2)
-        return resp.status_code == 200
+        if resp.status_code != 200:
+            return None
+        body = resp.json()
+        return body if isinstance(body, dict) else None
 
     def events(self, group: str, start_ms: int, pattern: str | None) -> Iterator[dict[str, Any]]:
         """Every event of the group from `start_ms` on (matching `pattern`), page by page."""
@@ -157,13 +170,14 @@ def _use_color() -> bool:
 )
 @endpoint_option
 def logs_command(name: str, follow: bool, since: str, pattern: str | None, endpoint: str) -> None:
-    """Print function NAME's log events (its log group /aws/lambda/NAME)."""
+    """Print function NAME's log events (its log group: /aws/lambda/NAME unless its
+    LoggingConfig names another, which other functions may share)."""
     try:
         start_ms = parse_since(since)
     except click.BadParameter as e:
         _fail(f"--since: {e.message}", code=2)
     client = LogsClient(endpoint)
-    group = f"/aws/lambda/{name}"
+    group = client.log_group(name)
     color = _use_color()
     try:
         if follow:

@@ -45,6 +45,7 @@ from lamina.models import (
     FunctionConfig,
     FunctionLayer,
     FunctionState,
+    LoggingConfig,
     UpdateStatus,
 )
 from lamina.runtimes.catalog import RuntimeCatalog
@@ -82,6 +83,7 @@ class FunctionInput:
     tags: Any = None
     layers: Any = None
     dead_letter_config: Any = None
+    logging_config: Any = None
     zip_file: bytes | None = None
     revision_id: Any = None
     unsupported: list[str] = field(default_factory=list)
@@ -356,6 +358,8 @@ class FunctionService:
             )
         v.runtime_available(fields["runtime"], self._runtimes)
         self._check_dead_letter(name, fields)
+        if "logging" in fields:
+            fields["logging"] = v.merge_logging(LoggingConfig(), fields["logging"])
         if req.zip_file is None:
             raise InvalidParameterValueError(
                 "Code: ZipFile is required (S3 locations are not supported)."
@@ -455,6 +459,8 @@ class FunctionService:
         self._check_dead_letter(ref.name, changes)
         current = self._begin_update(ref.name, req.revision_id)
         try:
+            if "logging" in changes:
+                changes["logging"] = v.merge_logging(current.logging, changes["logging"])
             if layer_arns is None:
                 new = self._updated(current, changes)
                 await self._commit(current, new)
@@ -732,6 +738,7 @@ _CONTENT_FIELDS = (
     "package_type",
     "layers",
     "dead_letter_target",
+    "logging",
 )
 
 
@@ -754,6 +761,8 @@ def _configuration(c: v.Constraints, req: FunctionInput, *, creating: bool) -> d
         "environment": v.environment(c, req.environment),
         # "" (kept past the filter below) removes the dead-letter queue
         "dead_letter_target": v.dead_letter_config(c, req.dead_letter_config),
+        # the members given, merged with the function's own ones by the caller
+        "logging": v.logging_config(c, req.logging_config),
     }
     return {k: value for k, value in fields.items() if value is not None}
 

@@ -13,7 +13,15 @@ from typing import Any
 
 from lamina import limits
 from lamina.errors import InvalidParameterValueError, PreconditionFailedError, ValidationError
-from lamina.models import NETWORK_VALUES, NETWORK_VARIABLE
+from lamina.models import (
+    APPLICATION_LOG_LEVELS,
+    DEFAULT_LOG_LEVEL,
+    NETWORK_VALUES,
+    NETWORK_VARIABLE,
+    SYSTEM_LOG_LEVELS,
+    LogFormat,
+    LoggingConfig,
+)
 from lamina.runtimes.catalog import DEPRECATED_RUNTIMES, LAMBDA_RUNTIMES, RuntimeCatalog
 
 _NAME = re.compile(r"[a-zA-Z0-9_-]+")
@@ -259,6 +267,77 @@ def dead_letter_config(c: Constraints, value: Any) -> str | None:
     return c.string(
         target, "deadLetterConfig.targetArn", max_len=RESOURCE_ARN_MAX_CHARS, pattern=_RESOURCE_ARN
     )
+
+
+# LoggingConfig.LogGroup as botocore's model constrains it.
+_LOG_GROUP = re.compile(r"[\.\-_/#A-Za-z0-9]+")
+LOG_GROUP_MAX_CHARS = 512
+_LOGGING_ENUMS = (
+    ("LogFormat", "logFormat", tuple(f.value for f in LogFormat)),
+    ("ApplicationLogLevel", "applicationLogLevel", APPLICATION_LOG_LEVELS),
+    ("SystemLogLevel", "systemLogLevel", SYSTEM_LOG_LEVELS),
+)
+
+
+def logging_config(c: Constraints, value: Any) -> dict[str, str] | None:
+    """`LoggingConfig`'s members that the caller set, each checked on its own; how they
+    combine with each other and with the function's current ones is `control/`'s rule."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        c.fail(value, "loggingConfig", "Member must be a structure")
+        return None
+    out: dict[str, str] = {}
+    for key, where, allowed in _LOGGING_ENUMS:
+        member = value.get(key)
+        if member is None:
+            continue
+        if member not in allowed:
+            c.fail(
+                member,
+                f"loggingConfig.{where}",
+                f"Member must satisfy enum value set: [{', '.join(allowed)}]",
+            )
+            continue
+        out[key] = member
+    group = value.get("LogGroup")
+    if isinstance(group, str) and not group:
+        c.fail(
+            group, "loggingConfig.logGroup", "Member must have length greater than or equal to 1"
+        )
+    elif group is not None:
+        checked = c.string(
+            group, "loggingConfig.logGroup", max_len=LOG_GROUP_MAX_CHARS, pattern=_LOG_GROUP
+        )
+        if checked is not None:
+            out["LogGroup"] = checked
+    return out
+
+
+def merge_logging(current: LoggingConfig, given: dict[str, str]) -> LoggingConfig:
+    """The function's LoggingConfig after a create or update that set `given` (an update
+    changes only the members it names, as Lambda's does).
+
+    Levels exist only in JSON format: naming one while the format is, or stays, Text is
+    refused as Lambda refuses it; going back to Text drops them; JSON without them takes
+    INFO for both, which Lambda then reports.
+    """
+    log_format = LogFormat(given.get("LogFormat", current.log_format.value))
+    levels_given = "ApplicationLogLevel" in given or "SystemLogLevel" in given
+    if log_format is LogFormat.TEXT:
+        if levels_given:
+            raise InvalidParameterValueError(
+                'LogLevel is not supported when LogFormat is set to "Text". Remove LogLevel '
+                'from your request or change the LogFormat to "JSON" and try again.'
+            )
+        application = system = None
+    else:
+        application = (
+            given.get("ApplicationLogLevel") or current.application_log_level or DEFAULT_LOG_LEVEL
+        )
+        system = given.get("SystemLogLevel") or current.system_log_level or DEFAULT_LOG_LEVEL
+    group = given.get("LogGroup", current.log_group)
+    return LoggingConfig(log_format, application, system, group)
 
 
 def package_type(value: Any) -> None:

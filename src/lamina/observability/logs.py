@@ -18,12 +18,19 @@ A runtime may write faster than the store's disk takes it. The writer hands noth
 store whose backlog is past `MAX_STORE_BACKLOG_BYTES`, and each environment's buffer is capped
 at `MAX_PENDING_BYTES`; what does not fit is dropped and replaced by an event saying how much.
 Memory stays bounded and the event loop never waits for the disk.
+
+A function's `LoggingConfig` decides the shape: in Text format the platform lines are Lambda's
+text lines; in JSON format they are Lambda's `platform.*` JSON records (`platform.start`,
+`platform.report`, and `platform.runtimeDone` at DEBUG), kept or dropped by SystemLogLevel, and
+the function's own lines are dropped when under ApplicationLogLevel: a line that is a JSON
+object has the level its `level` member names, any other line is INFO (Lambda's rule).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import os
 import time
@@ -32,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lamina import limits
+from lamina.models import APPLICATION_LOG_LEVELS, SYSTEM_LOG_LEVELS, LoggingConfig
 from lamina.observability.log_store import LogStore
 
 FLUSH_INTERVAL_S = 0.2
@@ -71,6 +79,25 @@ class Report:
             billed += self.init_duration_ms
         return max(math.ceil(billed), 1)
 
+    def record(self) -> dict[str, object]:
+        """The `record` of Lambda's JSON `platform.report` event."""
+        metrics: dict[str, object] = {
+            "durationMs": round(self.duration_ms, 3),
+            "billedDurationMs": self.billed_ms(),
+            "memorySizeMB": self.memory_size_mb,
+            "maxMemoryUsedMB": self.max_memory_used_mb,
+        }
+        if self.init_duration_ms is not None:
+            metrics["initDurationMs"] = round(self.init_duration_ms, 3)
+        out: dict[str, object] = {
+            "requestId": self.request_id,
+            "metrics": metrics,
+            "status": self.status or "success",
+        }
+        if self.error_type:
+            out["errorType"] = self.error_type
+        return out
+
     def line(self) -> str:
         parts = [
             f"REPORT RequestId: {self.request_id}",
@@ -105,8 +132,14 @@ class LogWriter:
         if store is not None:
             store.before_flush.append(self.flush)
 
-    def log(self, path: Path, group: str = "", stream: str = "") -> EnvironmentLog:
-        return EnvironmentLog(path, self, group, stream)
+    def log(
+        self,
+        path: Path,
+        group: str = "",
+        stream: str = "",
+        logging: LoggingConfig | None = None,
+    ) -> EnvironmentLog:
+        return EnvironmentLog(path, self, group, stream, logging)
 
     def _mark(self, log: EnvironmentLog) -> None:
         self._dirty.add(log)
@@ -172,7 +205,14 @@ def _now_ms() -> int:
 class EnvironmentLog:
     """The log of one execution environment."""
 
-    def __init__(self, path: Path, writer: LogWriter, group: str = "", stream: str = "") -> None:
+    def __init__(
+        self,
+        path: Path,
+        writer: LogWriter,
+        group: str = "",
+        stream: str = "",
+        logging: LoggingConfig | None = None,
+    ) -> None:
         self.path = path
         #: the CloudWatch-style log group (`/aws/lambda/NAME`) and stream it belongs to
         self.group = group
@@ -189,6 +229,11 @@ class EnvironmentLog:
         self._capture: bytearray | None = None
         self.fd: int | None = None  # the plain-text file, owned by the writer's thread
         self.closing = False
+        logging = logging or LoggingConfig()
+        #: JSON format: platform records as JSON, and lines under the levels dropped
+        self._json = logging.json
+        self._app_level = _rank(APPLICATION_LOG_LEVELS, logging.application_log_level)
+        self._system_level = _rank(SYSTEM_LOG_LEVELS, logging.system_log_level)
 
     # -- the runtime's output ------------------------------------------------------
 
@@ -230,16 +275,29 @@ class EnvironmentLog:
         self.drain()  # what the runtime wrote before (its init phase) comes before START
         self._end_partial()
         self._capture = bytearray() if capture else None
-        self._platform(f"START RequestId: {request_id} Version: {version}")
+        if self._json:
+            self._record("INFO", "platform.start", {"requestId": request_id, "version": version})
+        else:
+            self._platform(f"START RequestId: {request_id} Version: {version}")
 
     def finish(self, report: Report, note: str | None = None) -> bytes | None:
-        """Add END and REPORT; returns the invocation's last 4 KB if it was captured."""
+        """Add END and REPORT (in JSON format: `platform.runtimeDone` and `platform.report`,
+        whose status says what the text's `note` would); returns the invocation's last 4 KB
+        if it was captured."""
         self.drain()
         self._end_partial()
-        if note:
-            self._platform(note)
-        self._platform(f"END RequestId: {report.request_id}")
-        self._platform(report.line().removesuffix("\n"))
+        if self._json:
+            done: dict[str, object] = {
+                "requestId": report.request_id,
+                "status": report.status or "success",
+            }
+            self._record("DEBUG", "platform.runtimeDone", done)
+            self._record("INFO", "platform.report", report.record())
+        else:
+            if note:
+                self._platform(note)
+            self._platform(f"END RequestId: {report.request_id}")
+            self._platform(report.line().removesuffix("\n"))
         for observe in self._writer.on_report:
             observe(report)
         captured, self._capture = self._capture, None
@@ -294,7 +352,15 @@ class EnvironmentLog:
         self._pending += len(line)
         self._writer._mark(self)
 
+    def _record(self, level: str, kind: str, record: dict[str, object]) -> None:
+        """One of Lambda's JSON platform events, if SystemLogLevel lets `level` through."""
+        if _rank(SYSTEM_LOG_LEVELS, level) < self._system_level:
+            return
+        self._platform(json.dumps({"time": _iso_now(), "type": kind, "record": record}))
+
     def _event(self, stamp: int, line: str) -> None:
+        if self._json and _line_rank(line) < self._app_level:
+            return  # under ApplicationLogLevel: Lambda does not send it
         if self._pending + len(line) > MAX_PENDING_BYTES:
             self._dropped += len(line.encode("utf-8", "replace")) + 1
             return
@@ -302,7 +368,18 @@ class EnvironmentLog:
         self._pending += len(line)
 
     def _note_dropped(self) -> None:
-        if self._dropped:
+        if self._dropped and self._json:
+            record = {
+                "reason": "Some logs were dropped because they were written faster than they "
+                "could be stored.",
+                "droppedBytes": self._dropped,
+            }
+            self._dropped = 0
+            line = json.dumps(
+                {"time": _iso_now(), "type": "platform.logsDropped", "record": record}
+            )
+            self._events.append((_now_ms(), line))
+        elif self._dropped:
             self._events.append(
                 (
                     _now_ms(),
@@ -323,3 +400,32 @@ class EnvironmentLog:
         events, self._events = self._events, []
         self._pending = 0
         return events
+
+
+def _rank(levels: tuple[str, ...], level: str | None) -> int:
+    """How detailed `level` is among `levels` (0: most); no level lets everything through."""
+    if level is None:
+        return 0
+    try:
+        return levels.index(level)
+    except ValueError:
+        return levels.index("INFO")
+
+
+def _line_rank(line: str) -> int:
+    """A function's line's application level: a JSON object's `level` member (as Lambda
+    reads it: any case; missing or unknown is INFO), INFO for any other line."""
+    level = "INFO"
+    if line.startswith("{"):
+        try:
+            value = json.loads(line)
+        except ValueError:
+            value = None
+        if isinstance(value, dict) and isinstance(value.get("level"), str):
+            level = value["level"].upper()
+    return _rank(APPLICATION_LOG_LEVELS, level)
+
+
+def _iso_now() -> str:
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"

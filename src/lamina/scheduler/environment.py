@@ -147,7 +147,10 @@ class Environment:
         self._ready: asyncio.Future[bytes | None] = self._loop.create_future()
         self._destroying: asyncio.Task[None] | None = None
         self._log = ctx.logs.log(
-            ctx.log_dir / f"{self.id}.log", f"/aws/lambda/{ctx.config.name}", self.log_stream
+            ctx.log_dir / f"{self.id}.log",
+            ctx.config.log_group,
+            self.log_stream,
+            ctx.config.logging,
         )
         # Reported once, on the REPORT line of the invocation that waited for the init.
         self._unreported_init_ms: float | None = None

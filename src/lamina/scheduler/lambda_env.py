@@ -47,7 +47,7 @@ def lambda_environment(
         "AWS_LAMBDA_FUNCTION_NAME": config.name,
         "AWS_LAMBDA_FUNCTION_VERSION": config.version,
         "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(config.memory_size),
-        "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{config.name}",
+        "AWS_LAMBDA_LOG_GROUP_NAME": config.log_group,
         "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
         "AWS_REGION": settings.region,
         "AWS_DEFAULT_REGION": settings.region,
@@ -64,6 +64,10 @@ def lambda_environment(
         "LD_LIBRARY_PATH": f"/lib64:/usr/lib64:{runtime_root}:{runtime_root}/lib:"
         f"{task_root}:{task_root}/lib:{opt}/lib",
     }
+    if config.logging.json:
+        # What Lambda's runtimes read to log JSON records and drop those under the level.
+        env["AWS_LAMBDA_LOG_FORMAT"] = "JSON"
+        env["AWS_LAMBDA_LOG_LEVEL"] = config.logging.application_log_level or "INFO"
     if runtime.family is not Family.PROVIDED:
         # Lambda sets no execution environment name for custom runtimes.
         env["AWS_EXECUTION_ENV"] = f"AWS_Lambda_{config.runtime}"

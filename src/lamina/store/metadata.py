@@ -44,6 +44,8 @@ from lamina.models import (
     FunctionLayer,
     FunctionState,
     LayerVersion,
+    LogFormat,
+    LoggingConfig,
     UpdateStatus,
 )
 
@@ -94,6 +96,8 @@ function_versions = Table(
     Column("last_update_status_reason_code", String(64)),
     # DeadLetterConfig.TargetArn (None: no dead-letter queue).
     Column("dead_letter_target", Text),
+    # LoggingConfig as a dict of its set fields (None: Lambda's defaults).
+    Column("logging_config", JSON),
 )
 
 # The layers of each function version, in merge order. The layer's digest and size are copied
@@ -230,7 +234,31 @@ def _to_config(row: Any, layer_refs: _Layers) -> FunctionConfig:
         last_update_status_reason_code=m["last_update_status_reason_code"],
         layers=layer_refs.get((m["function_name"], m["version"]), ()),
         dead_letter_target=m["dead_letter_target"],
+        logging=_to_logging(m["logging_config"]),
     )
+
+
+def _to_logging(value: dict[str, Any] | None) -> LoggingConfig:
+    if not value:
+        return LoggingConfig()
+    return LoggingConfig(
+        log_format=LogFormat(value.get("format", LogFormat.TEXT.value)),
+        application_log_level=value.get("application_level"),
+        system_log_level=value.get("system_level"),
+        log_group=value.get("group"),
+    )
+
+
+def _logging_values(config: LoggingConfig) -> dict[str, Any] | None:
+    if config == LoggingConfig():
+        return None
+    values = {
+        "format": config.log_format.value,
+        "application_level": config.application_log_level,
+        "system_level": config.system_log_level,
+        "group": config.log_group,
+    }
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def _to_layer_version(row: Any) -> LayerVersion:
@@ -292,7 +320,8 @@ def _alias_values(alias: Alias) -> dict[str, Any]:
 
 
 def _config_values(config: FunctionConfig) -> dict[str, Any]:
-    values = {name: getattr(config, name) for name in _CONFIG_COLUMNS}
+    values = {name: getattr(config, name) for name in _CONFIG_COLUMNS if name != "logging_config"}
+    values["logging_config"] = _logging_values(config.logging)
     values["architectures"] = list(config.architectures)
     values["state"] = config.state.value
     values["last_update_status"] = config.last_update_status.value
@@ -328,6 +357,8 @@ class MetadataStore:
                 conn.exec_driver_sql(
                     "ALTER TABLE function_versions ADD COLUMN dead_letter_target TEXT"
                 )
+            if "logging_config" not in have:
+                conn.exec_driver_sql("ALTER TABLE function_versions ADD COLUMN logging_config JSON")
 
     @classmethod
     def sqlite(cls, path: Path) -> MetadataStore:

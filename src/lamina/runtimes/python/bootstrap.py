@@ -341,7 +341,20 @@ def _post_error(
 
 
 def _log_error(kind: str, message: str, stack: list[str]) -> None:
-    """Lambda's Python runtime logs an unhandled error with its traceback."""
+    """Lambda's Python runtime logs an unhandled error with its traceback (one JSON record
+    in JSON log format)."""
+    if _json_logs:
+        record = {
+            "timestamp": _iso_time(time.time()),
+            "level": "ERROR",
+            "message": message,
+            "errorType": kind,
+            "errorMessage": message,
+            "requestId": _RequestIdFilter.request_id,
+            "stackTrace": stack,
+        }
+        print(json.dumps(record, default=str), flush=True)
+        return
     text = f"[ERROR] {kind}: {message}"
     if stack:
         text += "\nTraceback (most recent call last):\n" + "".join(stack).rstrip("\n")
@@ -358,6 +371,72 @@ class _RequestIdFilter(logging.Filter):
         return True
 
 
+#: Lambda's level names for Python's levels, and back (TRACE is finer than DEBUG)
+_TRACE = 5
+_LAMBDA_LEVELS = {
+    _TRACE: "TRACE",
+    logging.DEBUG: "DEBUG",
+    logging.INFO: "INFO",
+    logging.WARNING: "WARN",
+    logging.ERROR: "ERROR",
+    logging.CRITICAL: "FATAL",
+}
+_PYTHON_LEVELS = {name: level for level, name in _LAMBDA_LEVELS.items()}
+#: the attributes every LogRecord has; any other one came from `extra=` and is logged too
+_RECORD_FIELDS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "asctime",
+    "aws_request_id",
+}
+_json_logs = False
+
+
+def _iso_time(seconds: float) -> str:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    return f"{stamp}.{int(seconds * 1000) % 1000:03d}Z"
+
+
+class JsonFormatter(logging.Formatter):
+    """Lambda's JSON log records: timestamp, level, message, logger, requestId, the fields
+    given with `extra=`, and the error of `exc_info` as errorType/errorMessage/stackTrace."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "timestamp": _iso_time(record.created),
+            "level": _LAMBDA_LEVELS.get(record.levelno, record.levelname),
+            "message": record.getMessage(),
+            "logger": record.name,
+            "requestId": getattr(record, "aws_request_id", ""),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _RECORD_FIELDS:
+                out[key] = value
+        if record.exc_info and record.exc_info[1] is not None:
+            error = record.exc_info[1]
+            out["errorType"] = type(error).__name__
+            out["errorMessage"] = str(error)
+            out["stackTrace"] = traceback.format_tb(error.__traceback__)
+        out["location"] = f"{record.pathname}:{record.funcName}:{record.lineno}"
+        return json.dumps(out, default=str)
+
+
+def configure_logging(env: Mapping[str, str]) -> None:
+    """Apply the function's LoggingConfig, which the environment tells: in JSON format
+    (AWS_LAMBDA_LOG_FORMAT) records are JSON and the root logger's level is
+    AWS_LAMBDA_LOG_LEVEL (INFO unless set), as on Lambda; in Text format nothing changes."""
+    global _json_logs
+    _json_logs = env.get("AWS_LAMBDA_LOG_FORMAT", "").upper() == "JSON"
+    if not _json_logs:
+        return
+    logging.addLevelName(_TRACE, "TRACE")
+    root = logging.getLogger()
+    for handler in root.handlers:
+        if getattr(handler, "lambda_runtime", False):
+            handler.setFormatter(JsonFormatter())
+    level = env.get("AWS_LAMBDA_LOG_LEVEL", "INFO").upper()
+    root.setLevel(_PYTHON_LEVELS.get(level, logging.INFO))
+
+
 def install_logging() -> None:
     """Lambda's Python logging: a root handler writing `[LEVEL]\tUTC time\trequest id\tmessage`.
 
@@ -372,6 +451,7 @@ def install_logging() -> None:
     formatter.converter = time.gmtime
     handler.setFormatter(formatter)
     handler.addFilter(_RequestIdFilter())
+    handler.lambda_runtime = True  # type: ignore[attr-defined]  # configure_logging finds it
     logging.getLogger().addHandler(handler)
 
 
@@ -398,6 +478,7 @@ def main() -> None:
     if task_root not in sys.path:
         sys.path.insert(0, task_root)
     prepare()
+    configure_logging(os.environ)
     client = RuntimeClient(os.environ["AWS_LAMBDA_RUNTIME_API"])
     try:
         handler = load_handler(os.environ.get("_HANDLER", ""))
