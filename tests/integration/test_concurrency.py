@@ -214,8 +214,8 @@ def test_account_limit_throttles_unreserved_functions(tmp_path: Path) -> None:
             holder.join(30)
         text = httpx.get(srv.endpoint + "/metrics").text
         assert (
-            'lamina_throttles_total{function="one",reason="ConcurrentInvocationLimitExceeded"} 3.0'
-            in text
+            'lamina_throttles_total{function="one",qualifier="$LATEST",'
+            'reason="ConcurrentInvocationLimitExceeded",runtime="python3.11"} 3.0' in text
         )
     finally:
         assert srv.stop() == 0

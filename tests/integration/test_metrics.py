@@ -57,7 +57,9 @@ def scrape(srv: Server) -> Samples:
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
+    """The sum of the series of `name` whose labels include `labels`."""
+    wanted = set(labels.items())
+    return sum(v for (n, have), v in samples.items() if n == name and wanted <= have)
 
 
 def create(lam: Any, name: str, **kwargs: Any) -> None:
@@ -133,6 +135,21 @@ def test_each_counter_moves_by_exactly_the_invocations_made(srv: Server, lam: An
     )
     assert total == sum(expected.values())
     assert value(after, "lamina_throttles_total", function=name, reason=RESERVED) == 1
+    # Labelled by what was invoked and by runtime too: version 1 through the alias and by number.
+    for qualifier in ("live", "1"):
+        by = {"function": name, "version": "1", "qualifier": qualifier, "runtime": RUNTIME}
+        assert value(after, "lamina_invocations_total", outcome="success", **by) == 1, qualifier
+    assert (
+        value(
+            after,
+            "lamina_throttles_total",
+            function=name,
+            qualifier="$LATEST",
+            runtime=RUNTIME,
+            reason=RESERVED,
+        )
+        == 1
+    )
 
     # Every invocation that reached a runtime has a duration, under the qualifier it named.
     def durations(qualifier: str, version: str, suffix: str = "_count", **le: str) -> float:

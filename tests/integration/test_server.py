@@ -187,7 +187,8 @@ def test_metrics_time_each_cold_start_phase(server: Server, lam: Any) -> None:
             f'lamina_cold_start_phase_seconds_count{{phase="{phase}",runtime="python3.11"}}' in text
         )
     assert (
-        'lamina_invocations_total{function="metered",outcome="success",version="$LATEST"}' in text
+        'lamina_invocations_total{function="metered",outcome="success",qualifier="$LATEST",'
+        'runtime="python3.11",version="$LATEST"}' in text
     )
 
 

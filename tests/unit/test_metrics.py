@@ -20,9 +20,11 @@ def filled() -> Metrics:
     """Every metric with a child, as a busy server would have them."""
     m = Metrics()
     for outcome in Outcome:
-        m.invocations.labels("f", "$LATEST", outcome.label).inc()
-    m.invocations.labels("f", "2", "success").inc(3)
-    m.throttles.labels("f", "ReservedFunctionConcurrentInvocationLimitExceeded").inc()
+        m.invocations.labels("f", "$LATEST", "$LATEST", "python3.11", outcome.label).inc()
+    m.invocations.labels("f", "2", "live", "python3.11", "success").inc(3)
+    m.throttles.labels(
+        "f", "live", "python3.11", "ReservedFunctionConcurrentInvocationLimitExceeded"
+    ).inc()
     m.function_info.labels("f", "$LATEST", "python3.11").set(1)
     m.duration.labels("f", "2", "live", "python3.11").observe(0.003)
     m.init_duration.labels("f", "$LATEST", "python3.11").observe(0.04)
@@ -52,10 +54,14 @@ def test_the_exposition_parses_with_prometheus_text_parser() -> None:
     }
     assert outcomes == {"success": 1, "function_error": 1, "timeout": 1, "platform_error": 1}
     # Dashboards (and tests) name these series with exactly these labels.
-    assert 'lamina_invocations_total{function="f",outcome="success",version="$LATEST"} 1.0' in text
     assert (
-        'lamina_throttles_total{function="f",'
-        'reason="ReservedFunctionConcurrentInvocationLimitExceeded"} 1.0' in text
+        'lamina_invocations_total{function="f",outcome="success",qualifier="live",'
+        'runtime="python3.11",version="2"} 3.0' in text
+    )
+    assert (
+        'lamina_throttles_total{function="f",qualifier="live",'
+        'reason="ReservedFunctionConcurrentInvocationLimitExceeded",runtime="python3.11"} 1.0'
+        in text
     )
 
 

@@ -38,32 +38,31 @@ class Metrics:
 
     Labels mean the same everywhere: `function`; `version`, the version that ran (an alias's
     weights pick it); `qualifier`, what the caller invoked (an alias, a version, or
-    `$LATEST` when it named none); `runtime`. The invocation and throttle counters keep the
-    labels their series were first published with (dashboards and tests name them): the
-    runtime joins onto them from `lamina_function_info` (on function and version), and
-    invocations by qualifier are the duration histogram's `_count`. Hot-path callers keep
-    label children (`.labels(...)` hashes and locks on every call); gauges of state the
-    server knows anyway are filled in by `on_scrape` refreshers rather than on every change.
+    `$LATEST` when it named none); `runtime`. Hot-path callers keep label children
+    (`.labels(...)` hashes and locks on every call); gauges of state the server knows anyway
+    are filled in by `on_scrape` refreshers rather than on every change.
     """
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.invocations = Counter(
             "lamina_invocations",
-            "Invocations by function, version (executed) and outcome: success; "
+            "Invocations by function, version (executed), qualifier (invoked: alias, version "
+            "or $LATEST), runtime and outcome: success; "
             "function_error (the handler "
             "returned an error); timeout (Sandbox.Timedout); platform_error (the runtime "
             "exited or ran out of memory, the response was too large, or the environment "
             "failed to start or init). Throttled invocations are not here "
             "(lamina_throttles). Lambda's Errors metric is function_error + timeout + "
             "platform_error.",
-            ["function", "version", "outcome"],
+            ["function", "version", "qualifier", "runtime", "outcome"],
             registry=self.registry,
         )
         self.throttles = Counter(
             "lamina_throttles",
-            "Invocations refused for concurrency (HTTP 429), by function and Lambda's Reason.",
-            ["function", "reason"],
+            "Invocations refused for concurrency (HTTP 429), by function, qualifier (invoked), "
+            "runtime and Lambda's Reason.",
+            ["function", "qualifier", "runtime", "reason"],
             registry=self.registry,
         )
         self.function_info = Gauge(

@@ -78,7 +78,8 @@ class _Labelled:
         name, version, runtime = config.name, config.version, config.runtime
         #: indexed by `Outcome`
         self.outcomes = tuple(
-            metrics.invocations.labels(name, version, outcome.label) for outcome in Outcome
+            metrics.invocations.labels(name, version, qualifier, runtime, outcome.label)
+            for outcome in Outcome
         )
         self.duration = metrics.duration.labels(name, version, qualifier, runtime)
         self.cold_starts = metrics.cold_starts.labels(name, version, runtime)
@@ -345,7 +346,7 @@ class Scheduler:
         self._tasks: set[asyncio.Task[None]] = set()
         self._reaper: asyncio.Task[None] | None = None
         #: throttle counters by (function, reason), made on first use
-        self._throttles: dict[tuple[str, str], Any] = {}
+        self._throttles: dict[tuple[str, str, str, str], Any] = {}
         metrics.on_scrape(self._refresh_gauges)
 
     @property
@@ -371,7 +372,8 @@ class Scheduler:
             with self.concurrency.hold(config.name):
                 return await pool.invoke(request)
         except TooManyRequestsError as throttled:  # the lease's or the memory capacity's
-            key = (config.name, str(throttled.fields["Reason"]))
+            reason = str(throttled.fields["Reason"])
+            key = (config.name, qualifier_of(request.invoked_arn), config.runtime, reason)
             counter = self._throttles.get(key)
             if counter is None:
                 counter = self._throttles[key] = self._metrics.throttles.labels(*key)
