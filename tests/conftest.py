@@ -7,6 +7,7 @@ import io
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -144,6 +145,35 @@ class Server:
     def log(self) -> str:
         path = self.data_dir.parent / f"server-{self.port}.log"
         return path.read_text(errors="replace") if path.exists() else ""
+
+    def log_events(self, group: str | None = None) -> list[tuple[str, str]]:
+        """(stream, message) of every event the server's log store holds (of one group, if
+        given), in time order; read from `<data-dir>/logs.db` without the server's help."""
+        db = self.data_dir / "logs.db"
+        if not db.exists():
+            return []
+        query = (
+            "SELECT s.name, e.message FROM log_events e JOIN log_streams s ON s.id = e.stream_id "
+            "JOIN log_groups g ON g.id = e.group_id"
+        )
+        args: tuple[str, ...] = ()
+        if group is not None:
+            query += " WHERE g.name = ?"
+            args = (group,)
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            rows = conn.execute(query + " ORDER BY e.timestamp_ms, e.id", args).fetchall()
+        finally:
+            conn.close()
+        return [(stream, message) for stream, message in rows]
+
+    def streams_text(self, group: str | None = None) -> dict[str, str]:
+        """Each log stream's messages joined into text, a line each (a message keeps the \r
+        a runtime writes in place of a multi-line record's newlines)."""
+        out: dict[str, list[str]] = {}
+        for stream, message in self.log_events(group):
+            out.setdefault(stream, []).append(message)
+        return {stream: "".join(f"{m}\n" for m in lines) for stream, lines in out.items()}
 
     def client(self, service: str = "lambda", **config: Any) -> Any:
         return boto3.client(

@@ -108,7 +108,7 @@ def test_bad_log_type(functions: Functions, lam_unchecked: Any) -> None:
         raise AssertionError("LogType=Everything was accepted")
 
 
-def test_log_file_keeps_every_line_in_order(functions: Functions, lam: Any, server: Any) -> None:
+def test_log_store_keeps_every_line_in_order(functions: Functions, lam: Any, server: Any) -> None:
     code = (
         "def handler(e, c):\n"
         "    for i in range(20000):\n"
@@ -119,15 +119,13 @@ def test_log_file_keeps_every_line_in_order(functions: Functions, lam: Any, serv
     resp = lam.invoke(FunctionName=name)
     rid = resp["ResponseMetadata"]["RequestId"]
     assert resp["Payload"].read() == b'"done"'
-    log_dir = server.data_dir / "logs" / name
     deadline = time.monotonic() + 10
-    text = ""
+    lines: list[str] = []
     while time.monotonic() < deadline:
-        text = "".join(p.read_text() for p in log_dir.glob("*.log"))
-        if f"REPORT RequestId: {rid}" in text:
+        lines = [m for _, m in server.log_events(f"/aws/lambda/{name}")]
+        if any(m.startswith(f"REPORT RequestId: {rid}") for m in lines):
             break
         time.sleep(0.05)
-    lines = text.splitlines()
     start = lines.index(f"START RequestId: {rid} Version: $LATEST")
     rows = [line for line in lines[start:] if line.startswith("row ")]
     assert rows == [f"row {i}" for i in range(20000)]

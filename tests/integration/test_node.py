@@ -50,12 +50,10 @@ def failed(lam: Any, name: str, payload: Any = None) -> tuple[dict[str, Any], An
 def function_log(server: Server, marker: str, request_id: str | None = None) -> str:
     """Everything the environments logged, from the log that contains `marker` (and, if
     given, the REPORT line of `request_id`: the whole invocation)."""
-    # Logs reach their files a moment after the invocation (they are written in batches).
+    # Logs reach the store a moment after the invocation (they are written in batches).
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        for path in sorted(server.data_dir.rglob("*.log")):
-            # Bytes, not text: universal newlines would turn the runtime's \r into line breaks.
-            text = path.read_bytes().decode(errors="replace")
+        for text in server.streams_text().values():
             if marker in text and (request_id is None or f"REPORT RequestId: {request_id}" in text):
                 return text
         time.sleep(0.05)
@@ -482,8 +480,8 @@ def init_attempts(server: Server, name: str) -> int:
     """How often the function's init logged its mark (its log is written within ~0.2 s)."""
     count = 0
     for _ in range(50):
-        logs = (server.data_dir / "logs" / name).glob("*.log")
-        count = sum(p.read_text(errors="replace").count("lamina-init-attempt") for p in logs)
+        events = server.log_events(f"/aws/lambda/{name}")
+        count = sum(message.count("lamina-init-attempt") for _, message in events)
         if count >= 2:
             break
         time.sleep(0.05)

@@ -183,7 +183,7 @@ def test_flush_waits_for_producers(db: Path) -> None:
 
     async def body(store: LogStore) -> None:
         writer = LogWriter(store)
-        log = writer.log(db.parent / "unused.log", G, "s")
+        log = writer.log(G, "s")
         log._output(b"one\ntwo\npart")
         await store.flush()
         assert messages(await store.events(G)) == ["one", "two"]

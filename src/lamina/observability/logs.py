@@ -10,9 +10,8 @@ stamped with the time it was read from the pipe; a line without its newline yet 
 the newline comes, or until the invocation ends or the environment closes. Events wait in
 per-environment buffers, and one `LogWriter` task hands them to the `LogStore` every
 `FLUSH_INTERVAL_S` (the store writes them off the event loop). The store is where logs are
-kept and queried. The same lines are also appended, as plain text, to
-`<data-dir>/logs/<function>/<environment>.log` by a worker thread: tests and `tail -f` read
-those; they are not bounded by the store's disk cap, and are to go once nothing reads them.
+kept and queried (the Logs API, `lamina logs`); there is no second copy elsewhere, so the
+store's disk cap bounds them all.
 
 A runtime may write faster than the store's disk takes it. The writer hands nothing more to a
 store whose backlog is past `MAX_STORE_BACKLOG_BYTES`, and each environment's buffer is capped
@@ -36,7 +35,6 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from lamina import limits
 from lamina.models import APPLICATION_LOG_LEVELS, SYSTEM_LOG_LEVELS, LoggingConfig
@@ -116,30 +114,23 @@ class Report:
 
 
 class LogWriter:
-    """Hands every environment's buffered events to the log store, and appends their text
-    to the environment's file, in batches and off the event loop."""
+    """Hands every environment's buffered events to the log store, in batches."""
 
-    def __init__(self, store: LogStore | None = None, files: bool = True) -> None:
+    def __init__(self, store: LogStore | None = None) -> None:
         #: called with every invocation's report as its REPORT line is written
         self.on_report: list[Callable[[Report], None]] = []
         #: where events go; None keeps none (tests of the scheduler alone)
         self.store = store
-        self._files = files
         self._dirty: set[EnvironmentLog] = set()
         self._task: asyncio.Task[None] | None = None
-        self._lock = asyncio.Lock()  # one file batch at a time, so a file's appends stay in order
         self._stopping = False
         if store is not None:
             store.before_flush.append(self.flush)
 
     def log(
-        self,
-        path: Path,
-        group: str = "",
-        stream: str = "",
-        logging: LoggingConfig | None = None,
+        self, group: str = "", stream: str = "", logging: LoggingConfig | None = None
     ) -> EnvironmentLog:
-        return EnvironmentLog(path, self, group, stream, logging)
+        return EnvironmentLog(self, group, stream, logging)
 
     def _mark(self, log: EnvironmentLog) -> None:
         self._dirty.add(log)
@@ -160,16 +151,11 @@ class LogWriter:
         store = self.store
         if not force and store is not None and store.backlog_bytes > MAX_STORE_BACKLOG_BYTES:
             return  # the disk is behind: environments' buffers hold (and cap) the rest
-        async with self._lock:
-            dirty, self._dirty = self._dirty, set()
-            batch = [(log, log._take()) for log in dirty]
-            for log, events in batch:
-                if events and store is not None and log.group:
-                    store.append(log.group, log.stream, events)
-            if self._files:
-                batch = [(log, events) for log, events in batch if events or log.closing]
-                if batch:
-                    await asyncio.get_running_loop().run_in_executor(None, _write_files, batch)
+        dirty, self._dirty = self._dirty, set()
+        for log in dirty:
+            events = log._take()
+            if events and store is not None and log.group:
+                store.append(log.group, log.stream, events)
 
     async def close(self) -> None:
         """Hand over what is left; the writer's task ends (the store is closed by its owner)."""
@@ -181,23 +167,6 @@ class LogWriter:
         await self._hand_over(force=True)
 
 
-def _write_files(batch: list[tuple[EnvironmentLog, list[tuple[int, str]]]]) -> None:
-    """Each environment's lines, as plain text, to `<data-dir>/logs/<function>/<env>.log`."""
-    for log, events in batch:
-        try:
-            if events:
-                if log.fd is None:
-                    log.path.parent.mkdir(parents=True, exist_ok=True)
-                    log.fd = os.open(log.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-                text = "".join(f"{message}\n" for _, message in events)
-                os.write(log.fd, text.encode("utf-8", "replace"))
-        except OSError:
-            pass  # a full or vanished disk must not take the server down; the text is lost
-        if log.closing and log.fd is not None:
-            os.close(log.fd)
-            log.fd = None
-
-
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -207,13 +176,11 @@ class EnvironmentLog:
 
     def __init__(
         self,
-        path: Path,
         writer: LogWriter,
         group: str = "",
         stream: str = "",
         logging: LoggingConfig | None = None,
     ) -> None:
-        self.path = path
         #: the CloudWatch-style log group (`/aws/lambda/NAME`) and stream it belongs to
         self.group = group
         self.stream = stream
@@ -227,8 +194,6 @@ class EnvironmentLog:
         self._pipe: int | None = None
         #: the current invocation's text, kept when its caller asked for the tail
         self._capture: bytearray | None = None
-        self.fd: int | None = None  # the plain-text file, owned by the writer's thread
-        self.closing = False
         logging = logging or LoggingConfig()
         #: JSON format: platform records as JSON, and lines under the levels dropped
         self._json = logging.json
@@ -310,7 +275,6 @@ class EnvironmentLog:
         self.drain()
         self._close_pipe()
         self._end_partial()
-        self.closing = True
         self._writer._mark(self)
 
     # -- buffering -----------------------------------------------------------------

@@ -111,7 +111,6 @@ class EnvironmentContext:
     runtime_dir: Path
     #: the Lambda-defined variables that do not depend on the environment itself
     base_env: Mapping[str, str]
-    log_dir: Path
     backend: SandboxBackend
     metrics: Metrics
     logs: LogWriter
@@ -147,7 +146,6 @@ class Environment:
         self._ready: asyncio.Future[bytes | None] = self._loop.create_future()
         self._destroying: asyncio.Task[None] | None = None
         self._log = ctx.logs.log(
-            ctx.log_dir / f"{self.id}.log",
             ctx.config.log_group,
             self.log_stream,
             ctx.config.logging,

@@ -499,7 +499,6 @@ class Scheduler:
             base_env=lambda_environment(
                 config, self._settings, runtime, seen[0], opt_seen, seen[1]
             ),
-            log_dir=self._settings.data_dir / "logs" / config.name,
             backend=self._backend,
             metrics=self._metrics,
             logs=self._logs,
