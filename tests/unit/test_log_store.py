@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -10,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from lamina.observability import LogStore
+from lamina.models import LogFormat, LoggingConfig
+from lamina.observability import LogStore, logs
 from lamina.observability.log_store import MAX_MESSAGE_BYTES, _Writer, now_ms
-from lamina.observability.logs import LogWriter
+from lamina.observability.logs import LogWriter, Report
 
 G = "/aws/lambda/fn"
 
@@ -190,6 +192,46 @@ def test_flush_waits_for_producers(db: Path) -> None:
         log.close()  # the unfinished line ends with the environment
         await store.flush()
         assert messages(await store.events(G)) == ["one", "two", "part"]
+        await writer.close()
+
+    run(body, db)
+
+
+def test_json_format_records_levels_and_drops(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In JSON format the platform lines are `platform.*` records filtered by the system
+    level, the function's lines are filtered by the application level (JSON by `level`,
+    anything else as INFO), and a drop is reported as `platform.logsDropped`."""
+    monkeypatch.setattr(logs, "MAX_PENDING_BYTES", 200)
+    config = LoggingConfig(LogFormat.JSON, application_log_level="WARN", system_log_level="INFO")
+
+    async def body(store: LogStore) -> None:
+        writer = LogWriter(store)
+        log = writer.log(G, "s", config)
+        log.start("rid", "$LATEST")
+        log._output(b'plain\n{"level":"debug","m":1}\n{"level":"Error","m":2}\n{"m":3}\n')
+        big = b'{"level":"WARN","pad":"' + b"x" * 300 + b'"}'
+        log._output(b'{"level":"WARN","m":4}\n' + big + b"\n")  # over the cap: dropped
+        log.finish(Report("rid", 1.2, 128, 30, status="timeout"), "Task timed out")
+        await store.flush()
+        got = [json.loads(m) for m in messages(await store.events(G))]
+        assert [r.get("type") or r["m"] for r in got] == [
+            "platform.start",
+            2,
+            4,
+            "platform.logsDropped",
+            "platform.report",
+        ]
+        assert got[3]["record"]["droppedBytes"] == len(big) + 1
+        assert got[4]["record"] == {
+            "requestId": "rid",
+            "metrics": {
+                "durationMs": 1.2,
+                "billedDurationMs": 2,
+                "memorySizeMB": 128,
+                "maxMemoryUsedMB": 30,
+            },
+            "status": "timeout",
+        }
         await writer.close()
 
     run(body, db)

@@ -320,7 +320,7 @@ class EnvironmentLog:
         """One of Lambda's JSON platform events, if SystemLogLevel lets `level` through."""
         if _rank(SYSTEM_LOG_LEVELS, level) < self._system_level:
             return
-        self._platform(json.dumps({"time": _iso_now(), "type": kind, "record": record}))
+        self._platform(_compact({"time": _iso_now(), "type": kind, "record": record}))
 
     def _event(self, stamp: int, line: str) -> None:
         if self._json and _line_rank(line) < self._app_level:
@@ -339,9 +339,7 @@ class EnvironmentLog:
                 "droppedBytes": self._dropped,
             }
             self._dropped = 0
-            line = json.dumps(
-                {"time": _iso_now(), "type": "platform.logsDropped", "record": record}
-            )
+            line = _compact({"time": _iso_now(), "type": "platform.logsDropped", "record": record})
             self._events.append((_now_ms(), line))
         elif self._dropped:
             self._events.append(
@@ -388,6 +386,11 @@ def _line_rank(line: str) -> int:
         if isinstance(value, dict) and isinstance(value.get("level"), str):
             level = value["level"].upper()
     return _rank(APPLICATION_LOG_LEVELS, level)
+
+
+def _compact(value: object) -> str:
+    """JSON as Lambda writes its platform records: no spaces."""
+    return json.dumps(value, separators=(",", ":"))
 
 
 def _iso_now() -> str:
