@@ -14,7 +14,15 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lamina import __version__
-from lamina.api import aliases, concurrency, event_invoke, function_urls, layers, logs_api
+from lamina.api import (
+    aliases,
+    concurrency,
+    event_invoke,
+    function_urls,
+    http_routes,
+    layers,
+    logs_api,
+)
 from lamina.api import functions as fn
 from lamina.api.context import AppState, app_state
 from lamina.api.errors import error_response, http_error, lamina_error, unexpected_error
@@ -125,6 +133,9 @@ def build_app(
         Route("/lamina/environments", environments, methods=["GET"]),
         Route("/lamina/async", async_events, methods=["GET"]),
         Route("/lamina/usage", usage, methods=["GET"]),
+        Route("/lamina/routes", http_routes.list_routes, methods=["GET"]),
+        Route("/lamina/routes", http_routes.add_route, methods=["POST"]),
+        Route("/lamina/routes", http_routes.remove_route, methods=["DELETE"]),
         Route("/2014-11-13/functions/{name}/invoke-async/", invoke_async, methods=["POST"]),
         Route("/2014-11-13/functions/{name}/invoke-async", invoke_async, methods=["POST"]),
         Route(_FN, fn.list_functions, methods=["GET"]),
@@ -208,7 +219,8 @@ def build_app(
     )
     app.state.lamina = state
     # Function URLs and HTTP routes take any method and path, so they go first.
-    return HttpFront(_InvokeFirst(app), state)
+    route_front = http_routes.RouteFront(state) if state.http_routes is not None else None
+    return HttpFront(_InvokeFirst(app), state, route_front)
 
 
 class _InvokeFirst:

@@ -141,7 +141,7 @@ async def run_function(
 class HttpFront:
     """Function URLs (and HTTP routes, when a router is given) ahead of `app`."""
 
-    def __init__(self, app: ASGIApp, state: AppState, routes: Any = None) -> None:
+    def __init__(self, app: ASGIApp, state: AppState, routes: ASGIApp | None = None) -> None:
         self.app = app
         self.state = state
         self.routes = routes
