@@ -44,6 +44,8 @@ def handler(event, context):
         return {"hello": "world"}
     if path == "/fail":
         raise RuntimeError("boom")
+    if path == "/sleep":
+        time.sleep(5)
     return event
 """
 
@@ -420,6 +422,19 @@ def test_function_error_is_502(echo: tuple[str, str]) -> None:
     status, _, body = fetch(url + "fail")
     assert status == 502
     assert body == b"Internal Server Error"
+
+
+def test_timeout_is_502_and_throttling_429(functions: Functions, lam: Any) -> None:
+    name = functions.create(ECHO, Timeout=1)["FunctionName"]
+    url = lam.create_function_url_config(FunctionName=name, AuthType="NONE")["FunctionUrl"]
+    status, _, body = fetch(url + "sleep")
+    assert (status, body) == (502, b"Internal Server Error")
+    lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=0)
+    status, _, body = fetch(url)
+    assert status == 429
+    assert json.loads(body) == {"Message": "Rate Exceeded."}
+    lam.delete_function_concurrency(FunctionName=name)
+    assert fetch(url)[0] == 200
 
 
 def test_unknown_url_id_is_forbidden(server: Server) -> None:

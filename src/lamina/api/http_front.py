@@ -157,10 +157,13 @@ class HttpFront:
             elif self.routes is not None and (path == "/_http" or path.startswith("/_http/")):
                 await self.routes(scope, receive, send)
                 return
-            host = _URL_HOST.fullmatch(_host(scope).split(":", 1)[0])
-            if host is not None and host[2] == self.state.settings.region:
-                await self._url(scope, receive, send, host[1], raw_path_of(scope))
-                return
+            for name, value in scope["headers"]:
+                # A cheap test first: this runs ahead of every Invoke.
+                if name == b"host" and b".lambda-url." in value:
+                    host = _URL_HOST.fullmatch(value.decode("latin-1").split(":", 1)[0])
+                    if host is not None and host[2] == self.state.settings.region:
+                        await self._url(scope, receive, send, host[1], raw_path_of(scope))
+                        return
         await self.app(scope, receive, send)
 
     async def _url(

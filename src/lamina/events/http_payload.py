@@ -286,8 +286,10 @@ def _structured(result: dict[str, Any]) -> HttpResponse:
     if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
         raise BadResponse(f"statusCode {status!r} is not an HTTP status")
     headers: list[tuple[str, str]] = []
-    given = result.get("headers") or {}
-    multi = result.get("multiValueHeaders") or {}
+    given = result.get("headers")
+    given = {} if given is None else given
+    multi = result.get("multiValueHeaders")
+    multi = {} if multi is None else multi
     if not isinstance(given, dict) or not isinstance(multi, dict):
         raise BadResponse("headers and multiValueHeaders must be objects")
     for name, values in multi.items():
@@ -297,7 +299,8 @@ def _structured(result: dict[str, Any]) -> HttpResponse:
     seen = {name.lower() for name, _ in headers}
     # A header in both keeps multiValueHeaders' values, as API Gateway does.
     headers += [(str(n), _text(v)) for n, v in given.items() if str(n).lower() not in seen]
-    cookies = result.get("cookies") or []
+    cookies = result.get("cookies")
+    cookies = [] if cookies is None else cookies
     if not isinstance(cookies, list):
         raise BadResponse("cookies must be a list")
     headers += [("set-cookie", _text(c)) for c in cookies]
