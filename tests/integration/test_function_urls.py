@@ -437,6 +437,17 @@ def test_timeout_is_502_and_throttling_429(functions: Functions, lam: Any) -> No
     assert fetch(url)[0] == 200
 
 
+def test_requests_over_the_payload_limit_are_413(echo: tuple[str, str]) -> None:
+    _, url = echo
+    binary = {"Content-Type": "application/octet-stream"}
+    # Within 6 MB as sent, over it as a base64-encoded event; then over it as sent.
+    for size in (5 * 1024 * 1024, 6 * 1024 * 1024 + 1):
+        status, _, body = fetch(url, b"\0" * size, binary)
+        assert status == 413, size
+        assert "Request must be smaller than 6291456 bytes" in json.loads(body)["Message"]
+    assert fetch(url, b"\0" * 1024 * 1024, binary)[0] == 200
+
+
 def test_unknown_url_id_is_forbidden(server: Server) -> None:
     status, _, body = fetch(f"{server.endpoint}/lambda-url/{'a' * 32}/")
     assert status == 403

@@ -123,15 +123,19 @@ def raw_path_of(scope: Scope) -> str:
 async def run_function(
     state: AppState, ref: FunctionRef, event: dict[str, Any], request_id: str
 ) -> InvokeResult:
-    """Invoke `ref` synchronously with `event` (TooManyRequestsError when throttled; a
-    LaminaError if the function cannot be resolved)."""
+    """Invoke `ref` synchronously with `event`: TooLarge if the event is over Lambda's
+    synchronous payload limit, TooManyRequestsError when throttled, another LaminaError if
+    the function cannot be resolved."""
+    payload = json.dumps(event, separators=(",", ":")).encode()
+    if len(payload) > limits.SYNC_PAYLOAD_MAX_BYTES:
+        raise TooLarge
     functions = state.functions
     config = functions.resolve(ref)
     return await state.scheduler.invoke(
         config,
         InvokeRequest(
             request_id=request_id,
-            payload=json.dumps(event).encode(),
+            payload=payload,
             invoked_arn=functions.arn(ref.name, ref.qualifier),
             trace_id=ids.trace_id(),
         ),
@@ -178,17 +182,7 @@ class HttpFront:
         try:
             body = await read_body(receive)
         except TooLarge:
-            await send_response(
-                json_error(
-                    413,
-                    {
-                        "Message": "Request must be smaller than 6291456 bytes for the "
-                        "InvokeFunction operation"
-                    },
-                    request_id,
-                ),
-                send,
-            )
+            await send_response(_too_large(request_id), send)
             return
         req = http_request(scope, raw_path, body)
         response = await self._serve_url(url, req, scope, request_id)
@@ -230,12 +224,10 @@ class HttpFront:
         self, ref: FunctionRef, event: dict[str, Any], request_id: str
     ) -> hp.HttpResponse:
         """The function's answer to a URL request, or Lambda's error response for it."""
-        if len(json.dumps(event)) > limits.SYNC_PAYLOAD_MAX_BYTES:
-            return json_error(
-                413, {"Message": "Request must be smaller than 6291456 bytes"}, request_id
-            )
         try:
             result = await run_function(self.state, ref, event, request_id)
+        except TooLarge:
+            return _too_large(request_id)
         except TooManyRequestsError:
             return json_error(429, {"Message": "Rate Exceeded."}, request_id)
         except LaminaError:
@@ -247,6 +239,14 @@ class HttpFront:
             return hp.response_v2(result.payload)
         except hp.BadResponse:
             return _internal_error()
+
+
+def _too_large(request_id: str) -> hp.HttpResponse:
+    message = (
+        f"Request must be smaller than {limits.SYNC_PAYLOAD_MAX_BYTES} bytes for the "
+        "InvokeFunction operation"
+    )
+    return json_error(413, {"Message": message}, request_id)
 
 
 def _internal_error() -> hp.HttpResponse:

@@ -95,6 +95,8 @@ class RouteFront:
         ref = FunctionRef(route.function_name, route.qualifier)
         try:
             result = await run_function(self.state, ref, event, request_id)
+        except TooLarge:
+            return _message(413, "Request Entity Too Large", request_id)
         except TooManyRequestsError:
             return _message(429, "Too Many Requests", request_id)
         except LaminaError:  # the function is gone, or cannot run
