@@ -230,6 +230,10 @@ def test_structured_result() -> None:
         {"statusCode": 200, "cookies": "a=1"},
         {"statusCode": 200, "body": "!!", "isBase64Encoded": True},
         {"statusCode": 200, "multiValueHeaders": {"x": "notalist"}},
+        {"statusCode": 200, "headers": {"x-split": "a\r\nx-evil: 1"}},
+        {"statusCode": 200, "headers": {"bad name": "v"}},
+        {"statusCode": 200, "headers": {"x-emoji": "\U0001f600"}},
+        {"statusCode": 200, "cookies": ["a=1\nb=2"]},
     ],
 )
 def test_bad_structured_results(bad: dict[str, Any]) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +41,9 @@ _TEXT_TYPES = frozenset(
         "application/graphql",
     }
 )
+#: a header name (RFC 9110's token) and a header value Lamina can send (latin-1, no controls)
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 
 
 @dataclass(frozen=True)
@@ -304,6 +308,10 @@ def _structured(result: dict[str, Any]) -> HttpResponse:
     if not isinstance(cookies, list):
         raise BadResponse("cookies must be a list")
     headers += [("set-cookie", _text(c)) for c in cookies]
+    for name, value in headers:
+        # A header that HTTP/1.1 cannot carry would break the response (or split it in two).
+        if not _TOKEN.fullmatch(name) or not _FIELD_VALUE.fullmatch(value):
+            raise BadResponse(f"header {name!r} cannot be sent in HTTP/1.1")
     body = result.get("body")
     if body is None:
         data = b""
