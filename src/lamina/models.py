@@ -222,3 +222,31 @@ class InvokeRequest:
     trace_id: str = ""
     #: the caller wants the end of the invocation's log back (LogType=Tail)
     log_tail: bool = False
+
+
+@dataclass(frozen=True)
+class UrlCors:
+    """A function URL's CORS settings (`Cors`); `None` members were not given."""
+
+    allow_credentials: bool | None = None
+    allow_headers: tuple[str, ...] | None = None
+    allow_methods: tuple[str, ...] | None = None
+    allow_origins: tuple[str, ...] | None = None
+    expose_headers: tuple[str, ...] | None = None
+    max_age: int | None = None
+
+
+@dataclass(frozen=True)
+class FunctionUrl:
+    """A function URL: a dedicated HTTP endpoint for one function qualifier (`$LATEST`, which
+    the unqualified function also means, or an alias)."""
+
+    function_name: str
+    qualifier: str
+    #: 32 lower-case letters and digits, stable for the URL's life (the `<url-id>`)
+    url_id: str
+    auth_type: str
+    invoke_mode: str
+    created: datetime
+    last_modified: datetime
+    cors: UrlCors | None = None

@@ -17,6 +17,7 @@ from starlette.types import ASGIApp
 from lamina.api import AppState, build_app
 from lamina.control import FunctionService
 from lamina.events import AsyncQueue
+from lamina.events.http_routes import HttpRoutes
 from lamina.models import LATEST
 from lamina.observability import LogStore, Metrics
 from lamina.observability.metering import Meter
@@ -113,6 +114,7 @@ def create_app(
         async_queue.nudge(name)
 
     functions.concurrency.on_change = reserved_changed
+    routes = HttpRoutes(settings, functions)
     state = AppState(
         settings=settings,
         functions=functions,
@@ -122,11 +124,13 @@ def create_app(
         async_queue=async_queue,
         meter=meter,
         log_store=log_store,
+        http_routes=routes,
     )
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await functions.load()
+        await routes.load()  # after the functions: a bad route file stops the start
         log_store.open()
         pruner = asyncio.get_running_loop().create_task(_prune_logs(log_store))
         await meter.open()

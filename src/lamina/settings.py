@@ -66,6 +66,8 @@ class Settings:
     retry_base_delay_s: float = 60.0
     #: MB of disk the log store may take; the oldest events are pruned past it
     log_disk_cap_mb: int = 1024
+    #: the HTTP route file (None: `routes.json` in the data directory)
+    routes_file: Path | None = None
 
     @property
     def db_path(self) -> Path:
@@ -82,6 +84,10 @@ class Settings:
     @property
     def logs_db_path(self) -> Path:
         return self.data_dir / "logs.db"
+
+    @property
+    def routes_path(self) -> Path:
+        return self.routes_file or self.data_dir / "routes.json"
 
     @property
     def code_dir(self) -> Path:

@@ -14,10 +14,19 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lamina import __version__
-from lamina.api import aliases, concurrency, event_invoke, layers, logs_api
+from lamina.api import (
+    aliases,
+    concurrency,
+    event_invoke,
+    function_urls,
+    http_routes,
+    layers,
+    logs_api,
+)
 from lamina.api import functions as fn
 from lamina.api.context import AppState, app_state
 from lamina.api.errors import error_response, http_error, lamina_error, unexpected_error
+from lamina.api.http_front import HttpFront
 from lamina.api.invoke import invoke, invoke_async
 from lamina.api.usage import usage
 from lamina.api.wire import json_response, max_items_param
@@ -27,6 +36,7 @@ from lamina.observability.metrics import CONTENT_TYPE
 _FN = "/2015-03-31/functions"
 _LAYERS = "/2018-10-31/layers"
 _EVENT_INVOKE = "/2019-09-25/functions/{name}/event-invoke-config"
+_URL = "/2021-10-31/functions/{name}/url"
 
 
 async def health(request: Request) -> Response:
@@ -123,6 +133,9 @@ def build_app(
         Route("/lamina/environments", environments, methods=["GET"]),
         Route("/lamina/async", async_events, methods=["GET"]),
         Route("/lamina/usage", usage, methods=["GET"]),
+        Route("/lamina/routes", http_routes.list_routes, methods=["GET"]),
+        Route("/lamina/routes", http_routes.add_route, methods=["POST"]),
+        Route("/lamina/routes", http_routes.remove_route, methods=["DELETE"]),
         Route("/2014-11-13/functions/{name}/invoke-async/", invoke_async, methods=["POST"]),
         Route("/2014-11-13/functions/{name}/invoke-async", invoke_async, methods=["POST"]),
         Route(_FN, fn.list_functions, methods=["GET"]),
@@ -171,6 +184,11 @@ def build_app(
         Route(_EVENT_INVOKE, event_invoke.get_event_invoke_config, methods=["GET"]),
         Route(_EVENT_INVOKE, event_invoke.delete_event_invoke_config, methods=["DELETE"]),
         Route(_EVENT_INVOKE + "/list", event_invoke.list_event_invoke_configs, methods=["GET"]),
+        Route(_URL, function_urls.create_function_url_config, methods=["POST"]),
+        Route(_URL, function_urls.get_function_url_config, methods=["GET"]),
+        Route(_URL, function_urls.update_function_url_config, methods=["PUT"]),
+        Route(_URL, function_urls.delete_function_url_config, methods=["DELETE"]),
+        Route(_URL + "s", function_urls.list_function_url_configs, methods=["GET"]),
         Route("/2016-08-19/account-settings/", concurrency.get_account_settings, methods=["GET"]),
         Route("/2016-08-19/account-settings", concurrency.get_account_settings, methods=["GET"]),
         Route(_FN + "/{name}/aliases", aliases.create_alias, methods=["POST"]),
@@ -200,7 +218,9 @@ def build_app(
         lifespan=lifespan,
     )
     app.state.lamina = state
-    return _InvokeFirst(app)
+    # Function URLs and HTTP routes take any method and path, so they go first.
+    route_front = http_routes.RouteFront(state) if state.http_routes is not None else None
+    return HttpFront(_InvokeFirst(app), state, route_front)
 
 
 class _InvokeFirst:

@@ -8,6 +8,7 @@ from starlette.requests import Request
 
 from lamina.control import FunctionService
 from lamina.events import AsyncQueue
+from lamina.events.http_routes import HttpRoutes
 from lamina.observability import Meter, Metrics
 from lamina.observability.log_store import LogStore
 from lamina.runtimes.catalog import RuntimeCatalog
@@ -27,6 +28,8 @@ class AppState:
     #: None until the server wires the store in; the Logs API answers ServiceUnavailable then.
     log_store: LogStore | None = None
     meter: Meter | None = None
+    #: the HTTP routes served under /_http (None: none, for servers built without them)
+    http_routes: HttpRoutes | None = None
 
 
 def app_state(request: Request) -> AppState:

@@ -117,6 +117,14 @@ def main() -> None:
     help="MB of disk the function log store may take; the oldest events go past it.",
 )
 @click.option(
+    "--routes",
+    "routes_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The HTTP route file (JSON; read at start, rewritten by `lamina routes add|rm`) "
+    "[default: routes.json in the data directory].",
+)
+@click.option(
     "--allow-non-loopback",
     is_flag=True,
     help="Allow --host to be an address beyond loopback (the API has no authentication yet).",
@@ -137,6 +145,7 @@ def serve(
     shutdown_grace: int,
     retry_base_delay: float,
     log_disk_cap: int,
+    routes_file: Path | None,
     allow_non_loopback: bool,
     log_level: str,
 ) -> None:
@@ -166,6 +175,7 @@ def serve(
         shutdown_grace_s=shutdown_grace,
         retry_base_delay_s=retry_base_delay,
         log_disk_cap_mb=log_disk_cap,
+        routes_file=routes_file.expanduser().resolve() if routes_file else None,
     )
     run_server(settings, log_level=log_level)
 
@@ -433,4 +443,5 @@ def queue(endpoint: str) -> None:
 
 
 from lamina.cli import logs as _logs  # noqa: E402, F401  (registers `logs`; it imports main)
+from lamina.cli import routes as _routes  # noqa: E402, F401  (registers `routes`; it imports main)
 from lamina.cli import usage as _usage  # noqa: E402, F401  (registers `usage`; it imports main)

@@ -31,6 +31,7 @@ from lamina.control import validation as v
 from lamina.control.aliases import AliasService, is_alias_name
 from lamina.control.concurrency import ReservedConcurrency
 from lamina.control.event_invoke import EventInvokeConfigs
+from lamina.control.function_urls import FunctionUrls
 from lamina.control.layers import LayerService, opt_key
 from lamina.control.provisioned import ProvisionedConcurrency
 from lamina.errors import (
@@ -51,6 +52,7 @@ from lamina.models import (
 from lamina.runtimes.catalog import RuntimeCatalog
 from lamina.settings import Settings
 from lamina.store import CodeStore, MetadataStore, StoredCode, UnsafePackageError
+from lamina.store.function_urls import FunctionUrlStore
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +127,8 @@ class FunctionService:
         self.provisioned = ProvisionedConcurrency(self, metadata)
         #: asynchronous invocation settings per qualifier, and where failed events may go
         self.event_invoke = EventInvokeConfigs(self, metadata, settings)
+        #: function URLs per `$LATEST` or alias
+        self.urls = FunctionUrls(self, FunctionUrlStore(metadata))
         # Merged /opt directory (by key) -> the code of every version that has run with it:
         # the directory stays while an environment may still run one of them.
         self._opt_users: dict[str, set[str]] = {}
@@ -140,6 +144,7 @@ class FunctionService:
         await self.concurrency.load()
         await self.provisioned.load()
         await self.event_invoke.load()
+        await self.urls.load()
         # A crash between forgetting a function and deleting its code leaves orphans.
         referenced = await self._run(self._metadata.referenced_code)
         for sha in await self._run(self._code.stored):
@@ -516,6 +521,7 @@ class FunctionService:
             self.concurrency.forget(ref.name)
             self.provisioned.forget_function(ref.name)
             self.event_invoke.forget_function(ref.name)
+            self.urls.forget_function(ref.name)
         finally:
             self._busy.discard(ref.name)
         await self._notify(ref.name, None)

@@ -6,7 +6,7 @@ Rows never leave this module: callers get and give domain models. Every method i
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -198,6 +198,10 @@ layer_versions = Table(
     Column("created", DateTime(timezone=True), nullable=False),
 )
 
+#: `delete(conn, function_name, qualifier)`: rows of another store module that belong to a
+#: function (qualifier None) or one of its aliases, deleted in the same transaction as it
+Dependent = Callable[[Connection, str, str | None], None]
+
 _CONFIG_COLUMNS = [c.name for c in function_versions.columns if c.name != "function_name"]
 _Layers = dict[tuple[str, str], tuple[FunctionLayer, ...]]
 
@@ -334,6 +338,7 @@ class MetadataStore:
 
     def __init__(self, url: str) -> None:
         self._engine: Engine = create_engine(url)
+        self._dependents: list[Dependent] = []
         if url.startswith("sqlite"):
             event.listen(self._engine, "connect", _sqlite_pragmas)
         _meta.create_all(self._engine)
@@ -371,6 +376,16 @@ class MetadataStore:
     def _tx(self) -> Iterator[Connection]:
         with self._engine.begin() as conn:
             yield conn
+
+    @property
+    def engine(self) -> Engine:
+        """The database, for store modules that keep their own tables in it."""
+        return self._engine
+
+    def add_dependent(self, delete: Dependent) -> None:
+        """Have `delete` remove another module's rows of a function or alias being deleted,
+        in the deleting transaction."""
+        self._dependents.append(delete)
 
     def create_function(self, config: FunctionConfig, tags: dict[str, str]) -> bool:
         """Insert a new function with its `$LATEST`; False if the name is taken."""
@@ -601,6 +616,8 @@ class MetadataStore:
         """Delete an alias and its asynchronous invocation settings."""
         with self._tx() as conn:
             _delete_event_invoke(conn, function_name, name)
+            for dependent in self._dependents:
+                dependent(conn, function_name, name)
             return bool(
                 conn.execute(
                     delete(aliases).where(
@@ -667,6 +684,8 @@ class MetadataStore:
     def delete_function(self, name: str) -> bool:
         with self._tx() as conn:
             # The cascade would do it; said here so that no database is relied on for it.
+            for dependent in self._dependents:
+                dependent(conn, name, None)
             conn.execute(
                 delete(event_invoke_configs).where(event_invoke_configs.c.function_name == name)
             )

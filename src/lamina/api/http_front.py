@@ -1,0 +1,295 @@
+"""Function URLs and HTTP routes, served ahead of the Lambda API on the same port.
+
+An ASGI wrapper in front of the rest (as `_InvokeFirst` is for Invoke): a request for a function
+URL or an HTTP route never enters Starlette's router, so any path and method reach the function.
+
+- A function URL is served at `<endpoint>/lambda-url/<url-id>/<path>` (the `FunctionUrl` that
+  CreateFunctionUrlConfig returns: it works with curl as it is), and on any path of a request
+  whose Host is `<url-id>.lambda-url.<region>.<anything>` (Lambda's own form, for a DNS name or
+  a proxy that points such names here).
+- HTTP routes are served under `/_http/` (see `lamina.events.http_routes`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from lamina import ids, limits
+from lamina.api.context import AppState
+from lamina.api.function_urls import URL_PATH_PREFIX
+from lamina.arns import FunctionRef
+from lamina.errors import LaminaError, TooManyRequestsError
+from lamina.events import http_payload as hp
+from lamina.models import LATEST, FunctionUrl, InvokeRequest, InvokeResult, UrlCors
+
+#: a Host of Lambda's function URL form; the region must be this server's
+_URL_HOST = re.compile(r"([a-z0-9]{32})\.lambda-url\.([a-z0-9-]+)(\..*)?")
+#: the front of Lamina's path form, `/lambda-url/<url-id>`, and the rest of the path
+_URL_PATH = re.compile(re.escape(URL_PATH_PREFIX) + r"([a-z0-9]{32})(/.*)?", re.DOTALL)
+#: response headers Lambda sets itself when a URL has CORS settings
+_CORS_RESPONSE_HEADERS = frozenset(
+    {
+        "access-control-allow-origin",
+        "access-control-allow-credentials",
+        "access-control-expose-headers",
+        "access-control-allow-methods",
+        "access-control-allow-headers",
+        "access-control-max-age",
+    }
+)
+
+
+class TooLarge(Exception):
+    """A request body over Lambda's synchronous payload limit."""
+
+
+async def send_response(response: hp.HttpResponse, send: Send) -> None:
+    """Send `response` as one ASGI response (headers may repeat: Set-Cookie)."""
+    headers = [(n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in response.headers]
+    headers = [(n, v) for n, v in headers if n != b"content-length"]
+    headers.append((b"content-length", str(len(response.body)).encode()))
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    await send({"type": "http.response.body", "body": response.body})
+
+
+def json_error(status: int, body: dict[str, str], request_id: str) -> hp.HttpResponse:
+    return hp.HttpResponse(
+        status,
+        [("content-type", "application/json"), ("x-amzn-requestid", request_id)],
+        json.dumps(body).encode(),
+    )
+
+
+async def read_body(receive: Receive) -> bytes:
+    """The whole request body (TooLarge past Lambda's 6 MB synchronous limit)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limits.SYNC_PAYLOAD_MAX_BYTES:
+            raise TooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def http_request(scope: Scope, raw_path: str, body: bytes) -> hp.HttpRequest:
+    """The request `scope` describes, with `raw_path` the part the function sees."""
+    headers = tuple((n.decode("latin-1").lower(), v.decode("latin-1")) for n, v in scope["headers"])
+    client = scope.get("client")
+    source_ip = client[0] if client else "127.0.0.1"
+    server = scope.get("server")
+    # What Lambda's front end adds (unless a caller sent them: then theirs stay first).
+    extra = [
+        ("x-forwarded-for", source_ip),
+        ("x-forwarded-proto", scope.get("scheme", "http")),
+        ("x-forwarded-port", str(server[1]) if server else ""),
+        ("x-amzn-trace-id", ids.trace_id().split(";", 1)[0]),
+    ]
+    have = {n for n, _ in headers}
+    headers += tuple((n, v) for n, v in extra if n not in have)
+    return hp.HttpRequest(
+        method=scope["method"],
+        raw_path=raw_path or "/",
+        query=scope.get("query_string", b"").decode("latin-1"),
+        headers=headers,
+        body=body,
+        source_ip=source_ip,
+        protocol=f"HTTP/{scope.get('http_version', '1.1')}",
+    )
+
+
+def _host(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == b"host":
+            return str(value.decode("latin-1"))
+    return ""
+
+
+def raw_path_of(scope: Scope) -> str:
+    raw = scope.get("raw_path")
+    return raw.decode("latin-1") if raw else str(scope["path"])
+
+
+async def run_function(
+    state: AppState, ref: FunctionRef, event: dict[str, Any], request_id: str
+) -> InvokeResult:
+    """Invoke `ref` synchronously with `event`: TooLarge if the event is over Lambda's
+    synchronous payload limit, TooManyRequestsError when throttled, another LaminaError if
+    the function cannot be resolved."""
+    payload = json.dumps(event, separators=(",", ":")).encode()
+    if len(payload) > limits.SYNC_PAYLOAD_MAX_BYTES:
+        raise TooLarge
+    functions = state.functions
+    config = functions.resolve(ref)
+    return await state.scheduler.invoke(
+        config,
+        InvokeRequest(
+            request_id=request_id,
+            payload=payload,
+            invoked_arn=functions.arn(ref.name, ref.qualifier),
+            trace_id=ids.trace_id(),
+        ),
+    )
+
+
+class HttpFront:
+    """Function URLs (and HTTP routes, when a router is given) ahead of `app`."""
+
+    def __init__(self, app: ASGIApp, state: AppState, routes: ASGIApp | None = None) -> None:
+        self.app = app
+        self.state = state
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            if path.startswith(URL_PATH_PREFIX):
+                match = _URL_PATH.fullmatch(raw_path_of(scope))
+                if match is not None:
+                    await self._url(scope, receive, send, match[1], match[2] or "/")
+                    return
+            elif self.routes is not None and (path == "/_http" or path.startswith("/_http/")):
+                await self.routes(scope, receive, send)
+                return
+            for name, value in scope["headers"]:
+                # A cheap test first: this runs ahead of every Invoke.
+                if name == b"host" and b".lambda-url." in value:
+                    host = _URL_HOST.fullmatch(value.decode("latin-1").split(":", 1)[0])
+                    if host is not None and host[2] == self.state.settings.region:
+                        await self._url(scope, receive, send, host[1], raw_path_of(scope))
+                        return
+        await self.app(scope, receive, send)
+
+    async def _url(
+        self, scope: Scope, receive: Receive, send: Send, url_id: str, raw_path: str
+    ) -> None:
+        request_id = ids.request_id()
+        url = self.state.functions.urls.by_id(url_id)
+        if url is None:
+            # What Lambda answers for a URL that does not exist (any more).
+            await send_response(json_error(403, {"Message": "Forbidden"}, request_id), send)
+            return
+        try:
+            body = await read_body(receive)
+        except TooLarge:
+            await send_response(_too_large(request_id), send)
+            return
+        req = http_request(scope, raw_path, body)
+        response = await self._serve_url(url, req, scope, request_id)
+        response.headers.append(("x-amzn-requestid", request_id))
+        await send_response(response, send)
+
+    async def _serve_url(
+        self, url: FunctionUrl, req: hp.HttpRequest, scope: Scope, request_id: str
+    ) -> hp.HttpResponse:
+        origin = req.header("origin")
+        cors = url.cors
+        if (
+            cors is not None
+            and req.method == "OPTIONS"
+            and origin is not None
+            and req.header("access-control-request-method") is not None
+        ):
+            return hp.HttpResponse(200, preflight_headers(cors, origin), b"")
+        host = _host(scope)
+        target = hp.Target(
+            request_id=request_id,
+            # Lambda's for AuthType NONE: the caller is anonymous
+            account_id="anonymous",
+            api_id=url.url_id,
+            domain_name=host or self.state.settings.endpoint_url.split("//", 1)[1],
+            domain_prefix=url.url_id,
+        )
+        event = hp.event_v2(req, target)
+        ref = FunctionRef(url.function_name, None if url.qualifier == LATEST else url.qualifier)
+        response = await self._invoke(ref, event, request_id)
+        if cors is not None and origin is not None:
+            response.headers = [
+                (n, v) for n, v in response.headers if n.lower() not in _CORS_RESPONSE_HEADERS
+            ]
+            response.headers += cors_headers(cors, origin)
+        return response
+
+    async def _invoke(
+        self, ref: FunctionRef, event: dict[str, Any], request_id: str
+    ) -> hp.HttpResponse:
+        """The function's answer to a URL request, or Lambda's error response for it."""
+        try:
+            result = await run_function(self.state, ref, event, request_id)
+        except TooLarge:
+            return _too_large(request_id)
+        except TooManyRequestsError:
+            return json_error(429, {"Message": "Rate Exceeded."}, request_id)
+        except LaminaError:
+            return _internal_error()
+        if result.function_error:
+            # A function error, a timeout or a crash: Lambda's URL answer for all of them.
+            return _internal_error()
+        try:
+            return hp.response_v2(result.payload)
+        except hp.BadResponse:
+            return _internal_error()
+
+
+def _too_large(request_id: str) -> hp.HttpResponse:
+    message = (
+        f"Request must be smaller than {limits.SYNC_PAYLOAD_MAX_BYTES} bytes for the "
+        "InvokeFunction operation"
+    )
+    return json_error(413, {"Message": message}, request_id)
+
+
+def _internal_error() -> hp.HttpResponse:
+    return hp.HttpResponse(502, [("content-type", "application/json")], b"Internal Server Error")
+
+
+def _origin_allowed(cors: UrlCors, origin: str) -> str | None:
+    """The Access-Control-Allow-Origin value for `origin` (None: not allowed)."""
+    origins = cors.allow_origins or ()
+    if "*" in origins:
+        # A wildcard cannot go with credentials (browsers refuse it): echo the origin then.
+        return origin if cors.allow_credentials else "*"
+    lowered = origin.lower()
+    return origin if any(o.lower() == lowered for o in origins) else None
+
+
+def cors_headers(cors: UrlCors, origin: str) -> list[tuple[str, str]]:
+    """The CORS headers of an actual (not preflight) response to `origin`."""
+    allowed = _origin_allowed(cors, origin)
+    if allowed is None:
+        return []
+    out = [("access-control-allow-origin", allowed), ("vary", "Origin")]
+    if cors.allow_credentials:
+        out.append(("access-control-allow-credentials", "true"))
+    if cors.expose_headers:
+        out.append(("access-control-expose-headers", ",".join(cors.expose_headers)))
+    return out
+
+
+def preflight_headers(cors: UrlCors, origin: str) -> list[tuple[str, str]]:
+    """The answer to a preflight OPTIONS from `origin`, from the URL's CORS settings."""
+    allowed = _origin_allowed(cors, origin)
+    if allowed is None:
+        return [("vary", "Origin")]
+    out = [("access-control-allow-origin", allowed), ("vary", "Origin")]
+    if cors.allow_methods:
+        out.append(("access-control-allow-methods", ",".join(cors.allow_methods)))
+    if cors.allow_headers:
+        out.append(("access-control-allow-headers", ",".join(cors.allow_headers)))
+    if cors.max_age is not None:
+        out.append(("access-control-max-age", str(cors.max_age)))
+    if cors.allow_credentials:
+        out.append(("access-control-allow-credentials", "true"))
+    if cors.expose_headers:
+        out.append(("access-control-expose-headers", ",".join(cors.expose_headers)))
+    return out
