@@ -16,7 +16,10 @@ from starlette.types import ASGIApp
 
 from lamina.api import AppState, build_app
 from lamina.control import FunctionService
+from lamina.control.rules import RuleService
 from lamina.events import AsyncQueue
+from lamina.events.bus import EventBus
+from lamina.events.schedules import ScheduleClock, ScheduleRunner
 from lamina.models import LATEST
 from lamina.observability import LogStore, Metrics
 from lamina.observability.metering import Meter
@@ -27,6 +30,7 @@ from lamina.sandbox.process import ProcessBackend
 from lamina.scheduler import Scheduler
 from lamina.settings import Settings, is_loopback
 from lamina.store import CodeStore, MetadataStore, SqliteEventStore
+from lamina.store.rules import RuleStore
 
 log = logging.getLogger("lamina")
 
@@ -113,6 +117,12 @@ def create_app(
         async_queue.nudge(name)
 
     functions.concurrency.on_change = reserved_changed
+    # EventBridge rules share the metadata database file (their own tables and engine).
+    clock = ScheduleClock(settings.test_clock_rate, settings.test_clock_origin_path)
+    rules = RuleService(settings, RuleStore.sqlite(settings.db_path), clock=clock.now)
+    event_bus = EventBus(settings, rules, async_queue)
+    schedules = ScheduleRunner(rules, event_bus, clock)
+    rules.on_change = schedules.wake
     state = AppState(
         settings=settings,
         functions=functions,
@@ -122,6 +132,9 @@ def create_app(
         async_queue=async_queue,
         meter=meter,
         log_store=log_store,
+        rules=rules,
+        event_bus=event_bus,
+        schedules=schedules,
     )
 
     @asynccontextmanager
@@ -135,11 +148,14 @@ def create_app(
         scheduler.start()
         event_store.open()
         await async_queue.start()
+        await rules.load()
+        schedules.start()  # after the queue: a due tick goes straight to it
         state.ready = True
         try:
             yield
         finally:
             state.ready = False
+            await schedules.close()  # before the queue: a claimed tick is always queued
             await async_queue.close()
             await scheduler.close()
             pruner.cancel()
@@ -149,6 +165,7 @@ def create_app(
             await meter.close()  # after the scheduler: the last invocations' reports count
             await backend.close()
             functions.close()
+            rules.close()
 
     return build_app(state, lifespan)
 

@@ -66,6 +66,10 @@ class Settings:
     retry_base_delay_s: float = 60.0
     #: MB of disk the log store may take; the oldest events are pruned past it
     log_disk_cap_mb: int = 1024
+    #: TEST-ONLY: schedules (rate/cron rules) run this many times as fast as real time, so a
+    #: test sees `rate(1 minute)` fire every second at 60 (`--test-clock-rate`,
+    #: `LAMINA_TEST_CLOCK_RATE`). 1 is real time.
+    test_clock_rate: float = 1.0
 
     @property
     def db_path(self) -> Path:
@@ -82,6 +86,11 @@ class Settings:
     @property
     def logs_db_path(self) -> Path:
         return self.data_dir / "logs.db"
+
+    @property
+    def test_clock_origin_path(self) -> Path:
+        """Where the sped-up test clock keeps its origin (continuous across restarts)."""
+        return self.data_dir / "test-clock-origin"
 
     @property
     def code_dir(self) -> Path:

@@ -14,11 +14,12 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lamina import __version__
-from lamina.api import aliases, concurrency, event_invoke, layers, logs_api
+from lamina.api import aliases, concurrency, event_invoke, events_api, layers, logs_api
 from lamina.api import functions as fn
 from lamina.api.context import AppState, app_state
 from lamina.api.errors import error_response, http_error, lamina_error, unexpected_error
 from lamina.api.invoke import invoke, invoke_async
+from lamina.api.schedules import schedules
 from lamina.api.usage import usage
 from lamina.api.wire import json_response, max_items_param
 from lamina.errors import LaminaError
@@ -107,6 +108,15 @@ async def async_events(request: Request) -> Response:
     )
 
 
+async def json_protocol(request: Request) -> Response:
+    """`POST /`: AWS's JSON-protocol APIs (CloudWatch Logs, EventBridge) share the root path;
+    the X-Amz-Target prefix names the service. Anything not EventBridge's goes to the Logs API,
+    which answers an unknown target itself."""
+    if request.headers.get("x-amz-target", "").startswith(events_api.TARGET_PREFIX):
+        return await events_api.dispatch(request)
+    return await logs_api.dispatch(request)
+
+
 async def metrics(request: Request) -> Response:
     return Response(app_state(request).metrics.render(), media_type=CONTENT_TYPE)
 
@@ -123,6 +133,7 @@ def build_app(
         Route("/lamina/environments", environments, methods=["GET"]),
         Route("/lamina/async", async_events, methods=["GET"]),
         Route("/lamina/usage", usage, methods=["GET"]),
+        Route("/lamina/schedules", schedules, methods=["GET"]),
         Route("/2014-11-13/functions/{name}/invoke-async/", invoke_async, methods=["POST"]),
         Route("/2014-11-13/functions/{name}/invoke-async", invoke_async, methods=["POST"]),
         Route(_FN, fn.list_functions, methods=["GET"]),
@@ -188,7 +199,7 @@ def build_app(
             _LAYERS + "/{name}/versions/{version}", layers.delete_layer_version, methods=["DELETE"]
         ),
         Route("/lamina/code/{sha256}.zip", fn.download_code, methods=["GET"]),
-        Route("/", logs_api.dispatch, methods=["POST"]),
+        Route("/", json_protocol, methods=["POST"]),
     ]
     app = Starlette(
         routes=routes,

@@ -7,7 +7,10 @@ from dataclasses import dataclass
 from starlette.requests import Request
 
 from lamina.control import FunctionService
+from lamina.control.rules import RuleService
 from lamina.events import AsyncQueue
+from lamina.events.bus import EventBus
+from lamina.events.schedules import ScheduleRunner
 from lamina.observability import Meter, Metrics
 from lamina.observability.log_store import LogStore
 from lamina.runtimes.catalog import RuntimeCatalog
@@ -27,6 +30,11 @@ class AppState:
     #: None until the server wires the store in; the Logs API answers ServiceUnavailable then.
     log_store: LogStore | None = None
     meter: Meter | None = None
+    #: EventBridge rules, the default bus and the schedule runner (None: the Events API
+    #: answers ServiceUnavailable)
+    rules: RuleService | None = None
+    event_bus: EventBus | None = None
+    schedules: ScheduleRunner | None = None
 
 
 def app_state(request: Request) -> AppState:
