@@ -330,7 +330,8 @@ class RuleService:
         the caller fires it (see `events/schedules.py` for why this comes first)."""
         claimed = await self._run(self._store.claim_tick, name, tick)
         rule = self._rules.get(name)
-        if claimed and rule is not None:
+        # Claimed or not, the stored last tick is now at least `tick`: planning moves past it.
+        if rule is not None and (rule.last_tick is None or rule.last_tick < tick):
             self._rules[name] = replace(rule, last_tick=tick)
         return claimed
 

@@ -137,15 +137,16 @@ class ScheduleRunner:
             # Cleared before planning: a change made while ticks fire wakes the next wait.
             self._wake.clear()
             try:
-                wait = await self._fire_due()
+                wait = await self.fire_due()
             except Exception as e:  # a bad moment (disk trouble) must not end all schedules
                 log.error("schedules: %s", e, exc_info=e)
                 wait = 1.0
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=wait)
 
-    async def _fire_due(self) -> float:
-        """Fire every due tick; the real seconds until the next one (capped)."""
+    async def fire_due(self) -> float:
+        """One pass: fire every due tick; the real seconds until the next one is due (capped).
+        The runner's task calls it in a loop; tests call it with a clock of their own."""
         while True:
             now = self._clock.now()
             soonest: datetime | None = None
@@ -157,8 +158,9 @@ class ScheduleRunner:
                 if tick is None:
                     continue
                 if tick <= now:
-                    await self._fire(rule.name, tick)
-                    fired = True
+                    # Only a claimed tick moves the rule on; one that was not (it was fired
+                    # already) must not make this pass spin on it.
+                    fired = await self._fire(rule.name, tick) or fired
                 elif soonest is None or tick < soonest:
                     soonest = tick
             if not fired or self._closing:
@@ -168,14 +170,16 @@ class ScheduleRunner:
         ahead = (soonest - self._clock.now()).total_seconds()
         return min(_MAX_SLEEP_S, max(0.001, self._clock.real_seconds(ahead)))
 
-    async def _fire(self, name: str, tick: datetime) -> None:
+    async def _fire(self, name: str, tick: datetime) -> bool:
+        """Claim the tick and queue its event for the rule's targets; False if it was
+        claimed already (or the rule is gone)."""
         # Claim first: a tick claimed is never fired again (see the module's docstring).
         if not await self._rules.claim_tick(name, tick):
-            return
+            return False
         try:
             rule = self._rules.get(name)
         except LaminaError:
-            return  # deleted meanwhile
+            return False  # deleted meanwhile
         event = self._bus.event(
             "aws.events", "Scheduled Event", {}, [self._rules.arn(name)], tick.timestamp()
         )
@@ -183,5 +187,6 @@ class ScheduleRunner:
             await self._bus.deliver(event, [rule])
         except OSError as e:
             log.error("schedules: rule %s lost its tick %s: %s", name, tick.isoformat(), e)
-            return
+            return True
         self.fired += 1
+        return True
