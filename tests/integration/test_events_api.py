@@ -72,7 +72,14 @@ class Rules:
 
     def cleanup(self) -> None:
         for name in self.names:
-            self.client.delete_rule(Name=name, Force=True)
+            try:
+                listed = self.client.list_targets_by_rule(Rule=name)["Targets"]
+            except self.client.exceptions.ResourceNotFoundException:
+                continue  # the test deleted it
+            ids = [t["Id"] for t in listed]
+            if ids:
+                self.client.remove_targets(Rule=name, Ids=ids)
+            self.client.delete_rule(Name=name)
 
 
 @pytest.fixture
@@ -251,6 +258,10 @@ def test_rule_lifecycle(events: Any, rules: Rules) -> None:
     events.put_targets(Rule=name, Targets=[{"Id": "a", "Arn": target}])
     with pytest.raises(ClientError) as e:
         events.delete_rule(Name=name)
+    assert code(e) == "ValidationException"
+    assert e.value.response["Error"]["Message"] == "Rule can't be deleted since it has targets."
+    with pytest.raises(ClientError) as e:
+        events.delete_rule(Name=name, Force=True)  # Force is for AWS-managed rules only
     assert code(e) == "ValidationException"
     assert events.remove_targets(Rule=name, Ids=["a", "missing"])["FailedEntryCount"] == 0
     assert events.list_targets_by_rule(Rule=name)["Targets"] == []

@@ -164,9 +164,7 @@ async def list_rules(body: dict[str, Any], state: AppState) -> dict[str, Any]:
 
 
 async def delete_rule(body: dict[str, Any], state: AppState) -> dict[str, Any]:
-    await _rules(state).delete_rule(
-        body.get("Name"), body.get("EventBusName"), force=body.get("Force") is True
-    )
+    await _rules(state).delete_rule(body.get("Name"), body.get("EventBusName"))
     return {}
 
 
@@ -208,9 +206,7 @@ async def remove_targets(body: dict[str, Any], state: AppState) -> dict[str, Any
             "1 validation error detected: Value at 'ids' failed to satisfy constraint: "
             "Member must have length between 1 and 100"
         )
-    await _rules(state).remove_targets(
-        body.get("Rule"), body.get("EventBusName"), ids, force=body.get("Force") is True
-    )
+    await _rules(state).remove_targets(body.get("Rule"), body.get("EventBusName"), ids)
     return {"FailedEntryCount": 0, "FailedEntries": []}
 
 

@@ -270,16 +270,17 @@ class RuleService:
             self._remember(rule)
         self.on_change()
 
-    async def delete_rule(self, name: Any, bus: Any, force: bool = False) -> None:
-        """DeleteRule: refused while the rule has targets (EventBridge's rule); a rule that
-        does not exist is nothing to do."""
+    async def delete_rule(self, name: Any, bus: Any) -> None:
+        """DeleteRule: refused while the rule has targets, as EventBridge does (its `Force`
+        is for rules managed by AWS services, which Lamina has none of); a rule that does not
+        exist is nothing to do."""
         _check_name(name, "name")
         self.bus(bus)
         async with self._writing:
             rule = self._rules.get(name)
             if rule is None:
                 return
-            if rule.targets and not force:
+            if rule.targets:
                 raise ValidationError("Rule can't be deleted since it has targets.")
             await self._run(self._store.delete, name)
             self._forget(name)
@@ -312,7 +313,7 @@ class RuleService:
         self.on_change()
         return failed
 
-    async def remove_targets(self, name: Any, bus: Any, ids: Sequence[Any], force: bool) -> None:
+    async def remove_targets(self, name: Any, bus: Any, ids: Sequence[Any]) -> None:
         """RemoveTargets: Ids the rule does not have are nothing to remove."""
         for target_id in ids:
             _check_name(target_id, "ids", max_len=64)
