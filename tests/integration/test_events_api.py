@@ -9,6 +9,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -165,7 +166,7 @@ def test_put_events_reaches_exactly_the_matching_functions(
         targets=[{"Id": "other", "Arn": other_arn}],
     )
     first = put(events, {"tag": tag, "amount": 150}, Resources=["arn:aws:s3:::bucket"])
-    second = put(events, {"tag": tag, "amount": 50})
+    second = put(events, {"tag": tag, "amount": 50}, Time=datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC))
 
     (got,) = wait_seen(server, big, 1)
     event = got["event"]
@@ -178,7 +179,9 @@ def test_put_events_reaches_exactly_the_matching_functions(
     assert event["resources"] == ["arn:aws:s3:::bucket"]
     assert event["detail"] == {"tag": tag, "amount": 150}
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", event["time"])
-    assert {r["event"]["id"] for r in wait_seen(server, every, 2)} == {first, second}
+    got_every = {r["event"]["id"]: r["event"] for r in wait_seen(server, every, 2)}
+    assert set(got_every) == {first, second}
+    assert got_every[second]["time"] == "2024-01-02T03:04:05Z"
 
     wait_for(lambda: not queued(server) & {big, every, other}, message="the queue to empty")
     assert len(seen(server, big)) == 1
