@@ -12,9 +12,11 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import botocore.session
 import httpx
 import pytest
 from botocore.exceptions import ClientError
+from botocore.validate import ParamValidator
 from tests.conftest import Functions, Server
 
 # The recorder prints what it got; its log file under the data directory is read back.
@@ -457,3 +459,44 @@ def test_logs_and_events_share_post_root(server: Server, events: Any) -> None:
     )
     assert resp.status_code == 400
     assert resp.json()["__type"] == "UnknownOperationException"
+
+
+def test_raw_responses_fit_botocore_s_output_shapes(server: Server, rules: Rules) -> None:
+    """What the server sends, before boto3 parses (and silently drops) anything: every member
+    is in the model, with the model's type, and required members are there."""
+    model = botocore.session.get_session().get_service_model("events")
+    name = rules.put(EventPattern={"source": ["shape"]}, ScheduleExpression="rate(1 day)")
+    fn = f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:f"
+    calls: list[tuple[str, dict[str, Any]]] = [
+        ("DescribeRule", {"Name": name}),
+        ("ListRules", {"NamePrefix": name, "Limit": 1}),
+        ("PutTargets", {"Rule": name, "Targets": [{"Id": "a", "Arn": fn, "InputPath": "$.x"}]}),
+        ("PutTargets", {"Rule": name, "Targets": [{"Id": "b", "Arn": "arn:aws:sqs:x:1:q"}]}),
+        ("ListTargetsByRule", {"Rule": name}),
+        ("PutEvents", {"Entries": [{"Source": "s", "DetailType": "d", "Detail": "{}"}, {}]}),
+        ("TestEventPattern", {"EventPattern": '{"a": ["b"]}', "Event": "{}"}),
+        ("RemoveTargets", {"Rule": name, "Ids": ["a"]}),
+        ("DisableRule", {"Name": name}),
+        ("PutRule", {"Name": name, "EventPattern": '{"source": ["shape"]}'}),
+    ]
+    validator = ParamValidator()
+    for operation, body in calls:
+        resp = httpx.post(
+            server.endpoint + "/",
+            headers={
+                "X-Amz-Target": f"AWSEvents.{operation}",
+                "Content-Type": "application/x-amz-json-1.1",
+            },
+            content=json.dumps(body).encode(),
+        )
+        data = resp.json()
+        if operation == "TestEventPattern":  # the event lacks required fields
+            assert resp.status_code == 400 and data["__type"] == "ValidationException"
+            continue
+        assert resp.status_code == 200, (operation, data)
+        shape = model.operation_model(operation).output_shape
+        if shape is None:
+            assert data == {}, operation
+            continue
+        report = validator.validate(data, shape)
+        assert not report.has_errors(), (operation, report.generate_report())
