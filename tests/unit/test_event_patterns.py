@@ -138,6 +138,13 @@ def test_escaped_wildcard_star_is_literal() -> None:
     assert match({"name": [{"wildcard": "a*b"}]}, {"name": "axxb"})
 
 
+def test_matches_takes_pattern_text_too() -> None:
+    assert matches('{"source": ["aws.ec2"]}', EVENT)
+    assert not matches('{"source": ["aws.s3"]}', EVENT)
+    with pytest.raises(InvalidEventPatternError):
+        matches('{"source": "aws.ec2"}', EVENT)
+
+
 def test_ipv6_cidr() -> None:
     assert match({"ip": [{"cidr": "2001:db8::/32"}]}, {"ip": "2001:db8::1"})
     assert not match({"ip": [{"cidr": "2001:db8::/32"}]}, {"ip": "2001:db9::1"})

@@ -96,9 +96,10 @@ def validate(pattern_json: str) -> None:
     compile(pattern_json)
 
 
-def matches(pattern: Pattern, event: dict[str, Any]) -> bool:
-    """Whether `event` (a decoded JSON object) matches the compiled pattern."""
-    return _match_object(pattern, event)
+def matches(pattern: Pattern | str, event: dict[str, Any]) -> bool:
+    """Whether `event` (a decoded JSON object) matches the pattern: compiled, or JSON text
+    (compiled here, raising InvalidEventPatternError if it is not valid)."""
+    return _match_object(compile(pattern) if isinstance(pattern, str) else pattern, event)
 
 
 # -- compiling -------------------------------------------------------------------------------
