@@ -271,8 +271,10 @@ def test_rule_lifecycle(events: Any, rules: Rules) -> None:
     assert events.remove_targets(Rule=name, Ids=["a", "missing"])["FailedEntryCount"] == 0
     assert events.list_targets_by_rule(Rule=name)["Targets"] == []
     events.delete_rule(Name=name)
-    with pytest.raises(events.exceptions.ResourceNotFoundException):
+    with pytest.raises(events.exceptions.ResourceNotFoundException) as e:
         events.describe_rule(Name=name)
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    events.delete_rule(Name=name)  # a rule already gone: nothing to do, as on EventBridge
 
 
 def test_list_rules_by_prefix_with_paging(events: Any, rules: Rules) -> None:
