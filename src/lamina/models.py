@@ -250,3 +250,38 @@ class FunctionUrl:
     created: datetime
     last_modified: datetime
     cors: UrlCors | None = None
+
+
+class RuleState(StrEnum):
+    ENABLED = "ENABLED"
+    DISABLED = "DISABLED"
+
+
+@dataclass(frozen=True)
+class RuleTarget:
+    """Where a rule sends what matched: a Lambda function (ARN, maybe qualified), with the
+    event itself, a constant `input` (JSON text) or the part of the event `input_path` picks."""
+
+    id: str
+    arn: str
+    input: str | None = None
+    input_path: str | None = None
+
+
+@dataclass(frozen=True)
+class Rule:
+    """An EventBridge rule on an event bus: a pattern, a schedule, or both."""
+
+    name: str
+    bus: str
+    state: RuleState
+    created_at: datetime
+    #: when rate() ticks count from: the rule's creation, or its last enabling or new schedule
+    anchor: datetime
+    description: str = ""
+    event_pattern: str | None = None
+    schedule_expression: str | None = None
+    role_arn: str | None = None
+    #: the last scheduled tick claimed for firing (None: none yet)
+    last_tick: datetime | None = None
+    targets: tuple[RuleTarget, ...] = ()

@@ -16,8 +16,11 @@ from starlette.types import ASGIApp
 
 from lamina.api import AppState, build_app
 from lamina.control import FunctionService
+from lamina.control.rules import RuleService
 from lamina.events import AsyncQueue
+from lamina.events.bus import EventBus
 from lamina.events.http_routes import HttpRoutes
+from lamina.events.schedules import ScheduleClock, ScheduleRunner
 from lamina.models import LATEST
 from lamina.observability import LogStore, Metrics
 from lamina.observability.metering import Meter
@@ -28,6 +31,7 @@ from lamina.sandbox.process import ProcessBackend
 from lamina.scheduler import Scheduler
 from lamina.settings import Settings, is_loopback
 from lamina.store import CodeStore, MetadataStore, SqliteEventStore
+from lamina.store.rules import RuleStore
 
 log = logging.getLogger("lamina")
 
@@ -115,6 +119,12 @@ def create_app(
 
     functions.concurrency.on_change = reserved_changed
     routes = HttpRoutes(settings, functions)
+    # EventBridge rules share the metadata database file (their own tables and engine).
+    clock = ScheduleClock(settings.test_clock_rate, settings.test_clock_origin_path)
+    rules = RuleService(settings, RuleStore.sqlite(settings.db_path), clock=clock.now)
+    event_bus = EventBus(settings, rules, async_queue)
+    schedules = ScheduleRunner(rules, event_bus, clock)
+    rules.on_change = schedules.wake
     state = AppState(
         settings=settings,
         functions=functions,
@@ -125,6 +135,9 @@ def create_app(
         meter=meter,
         log_store=log_store,
         http_routes=routes,
+        rules=rules,
+        event_bus=event_bus,
+        schedules=schedules,
     )
 
     @asynccontextmanager
@@ -139,11 +152,14 @@ def create_app(
         scheduler.start()
         event_store.open()
         await async_queue.start()
+        await rules.load()
+        schedules.start()  # after the queue: a due tick goes straight to it
         state.ready = True
         try:
             yield
         finally:
             state.ready = False
+            await schedules.close()  # before the queue: a claimed tick is always queued
             await async_queue.close()
             await scheduler.close()
             pruner.cancel()
@@ -153,6 +169,7 @@ def create_app(
             await meter.close()  # after the scheduler: the last invocations' reports count
             await backend.close()
             functions.close()
+            rules.close()
 
     return build_app(state, lifespan)
 

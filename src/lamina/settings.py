@@ -68,6 +68,10 @@ class Settings:
     log_disk_cap_mb: int = 1024
     #: the HTTP route file (None: `routes.json` in the data directory)
     routes_file: Path | None = None
+    #: TEST-ONLY: schedules (rate/cron rules) run this many times as fast as real time, so a
+    #: test sees `rate(1 minute)` fire every second at 60 (`--test-clock-rate`,
+    #: `LAMINA_TEST_CLOCK_RATE`). 1 is real time.
+    test_clock_rate: float = 1.0
 
     @property
     def db_path(self) -> Path:
@@ -88,6 +92,11 @@ class Settings:
     @property
     def routes_path(self) -> Path:
         return self.routes_file or self.data_dir / "routes.json"
+
+    @property
+    def test_clock_origin_path(self) -> Path:
+        """Where the sped-up test clock keeps its origin (continuous across restarts)."""
+        return self.data_dir / "test-clock-origin"
 
     @property
     def code_dir(self) -> Path:

@@ -18,6 +18,7 @@ from lamina.api import (
     aliases,
     concurrency,
     event_invoke,
+    events_api,
     function_urls,
     http_routes,
     layers,
@@ -28,6 +29,7 @@ from lamina.api.context import AppState, app_state
 from lamina.api.errors import error_response, http_error, lamina_error, unexpected_error
 from lamina.api.http_front import HttpFront
 from lamina.api.invoke import invoke, invoke_async
+from lamina.api.schedules import schedules
 from lamina.api.usage import usage
 from lamina.api.wire import json_response, max_items_param
 from lamina.errors import LaminaError
@@ -117,6 +119,15 @@ async def async_events(request: Request) -> Response:
     )
 
 
+async def json_protocol(request: Request) -> Response:
+    """`POST /`: AWS's JSON-protocol APIs (CloudWatch Logs, EventBridge) share the root path;
+    the X-Amz-Target prefix names the service. Anything not EventBridge's goes to the Logs API,
+    which answers an unknown target itself."""
+    if request.headers.get("x-amz-target", "").startswith(events_api.TARGET_PREFIX):
+        return await events_api.dispatch(request)
+    return await logs_api.dispatch(request)
+
+
 async def metrics(request: Request) -> Response:
     return Response(app_state(request).metrics.render(), media_type=CONTENT_TYPE)
 
@@ -136,6 +147,7 @@ def build_app(
         Route("/lamina/routes", http_routes.list_routes, methods=["GET"]),
         Route("/lamina/routes", http_routes.add_route, methods=["POST"]),
         Route("/lamina/routes", http_routes.remove_route, methods=["DELETE"]),
+        Route("/lamina/schedules", schedules, methods=["GET"]),
         Route("/2014-11-13/functions/{name}/invoke-async/", invoke_async, methods=["POST"]),
         Route("/2014-11-13/functions/{name}/invoke-async", invoke_async, methods=["POST"]),
         Route(_FN, fn.list_functions, methods=["GET"]),
@@ -206,7 +218,7 @@ def build_app(
             _LAYERS + "/{name}/versions/{version}", layers.delete_layer_version, methods=["DELETE"]
         ),
         Route("/lamina/code/{sha256}.zip", fn.download_code, methods=["GET"]),
-        Route("/", logs_api.dispatch, methods=["POST"]),
+        Route("/", json_protocol, methods=["POST"]),
     ]
     app = Starlette(
         routes=routes,

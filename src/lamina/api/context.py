@@ -7,8 +7,11 @@ from dataclasses import dataclass
 from starlette.requests import Request
 
 from lamina.control import FunctionService
+from lamina.control.rules import RuleService
 from lamina.events import AsyncQueue
+from lamina.events.bus import EventBus
 from lamina.events.http_routes import HttpRoutes
+from lamina.events.schedules import ScheduleRunner
 from lamina.observability import Meter, Metrics
 from lamina.observability.log_store import LogStore
 from lamina.runtimes.catalog import RuntimeCatalog
@@ -30,6 +33,11 @@ class AppState:
     meter: Meter | None = None
     #: the HTTP routes served under /_http (None: none, for servers built without them)
     http_routes: HttpRoutes | None = None
+    #: EventBridge rules, the default bus and the schedule runner (None: the Events API
+    #: answers ServiceUnavailable)
+    rules: RuleService | None = None
+    event_bus: EventBus | None = None
+    schedules: ScheduleRunner | None = None
 
 
 def app_state(request: Request) -> AppState:

@@ -125,6 +125,13 @@ def main() -> None:
     "[default: routes.json in the data directory].",
 )
 @click.option(
+    "--test-clock-rate",
+    default=1.0,
+    envvar="LAMINA_TEST_CLOCK_RATE",
+    type=click.FloatRange(min=0, min_open=True),
+    hidden=True,  # test-only: schedules run this many times as fast as real time
+)
+@click.option(
     "--allow-non-loopback",
     is_flag=True,
     help="Allow --host to be an address beyond loopback (the API has no authentication yet).",
@@ -146,6 +153,7 @@ def serve(
     retry_base_delay: float,
     log_disk_cap: int,
     routes_file: Path | None,
+    test_clock_rate: float,
     allow_non_loopback: bool,
     log_level: str,
 ) -> None:
@@ -176,6 +184,7 @@ def serve(
         retry_base_delay_s=retry_base_delay,
         log_disk_cap_mb=log_disk_cap,
         routes_file=routes_file.expanduser().resolve() if routes_file else None,
+        test_clock_rate=test_clock_rate,
     )
     run_server(settings, log_level=log_level)
 
@@ -444,4 +453,5 @@ def queue(endpoint: str) -> None:
 
 from lamina.cli import logs as _logs  # noqa: E402, F401  (registers `logs`; it imports main)
 from lamina.cli import routes as _routes  # noqa: E402, F401  (registers `routes`; it imports main)
+from lamina.cli import schedules as _schedules  # noqa: E402, F401  (registers `schedules`)
 from lamina.cli import usage as _usage  # noqa: E402, F401  (registers `usage`; it imports main)

@@ -1,0 +1,192 @@
+"""Scheduled rules: one task fires each enabled rule's ScheduleExpression ticks, sending
+EventBridge's "Scheduled Event" to the rule's targets through the asynchronous queue.
+
+Once per tick, across restarts. Before a tick's event is queued, the tick is claimed in the
+rules database (`RuleService.claim_tick`: one conditional UPDATE of the rule's last tick). A
+tick already claimed is never fired again, so a restart — or a crash — cannot fire a tick
+twice. The price is the other side of the window: a crash after the claim and before the
+queue has stored the event loses that one tick (at most once per tick; everything after the
+claim is a local SQLite write, so the window is a few milliseconds). EventBridge itself is at
+least once, but a scheduled job run twice is the worse surprise for a restart to cause;
+a graceful stop never lands in the window, as the task finishes a fire it has begun.
+
+Ticks missed while the server was down are not replayed: a tick at most `GRACE` old still
+fires (once), older ones are skipped, as a scheduler that was briefly away would catch up.
+
+Time here is a `ScheduleClock`. With `--test-clock-rate N` (test-only) it runs N times as
+fast as real time, from an origin kept in the data directory so that it stays continuous
+across restarts: a test sees `rate(1 minute)` fire every second with N = 60.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from lamina.control.rules import RuleService
+from lamina.errors import LaminaError
+from lamina.events.bus import EventBus
+from lamina.events.schedule_expr import Schedule
+from lamina.models import Rule, RuleState
+
+log = logging.getLogger(__name__)
+
+#: a tick missed by at most this much (schedule time) still fires once; older ones are skipped
+GRACE = timedelta(seconds=60)
+#: the runner looks again at least this often (real seconds), whatever it expects next
+_MAX_SLEEP_S = 30.0
+
+
+class ScheduleClock:
+    """The time schedules run on: real time, or (test-only) `rate` times as fast.
+
+    Sped-up time is `origin + (real - origin) * rate`, with the origin read from (or first
+    written to) `origin_file`, so the same data directory sees one continuous sped-up time
+    across restarts.
+    """
+
+    def __init__(
+        self,
+        rate: float = 1.0,
+        origin_file: Path | None = None,
+        real: Callable[[], float] = time.time,
+    ) -> None:
+        if rate <= 0:
+            raise ValueError("the clock rate must be positive")
+        self.rate = rate
+        self._real = real
+        self._origin = real()
+        if rate != 1.0 and origin_file is not None:
+            try:
+                self._origin = float(origin_file.read_text())
+            except (OSError, ValueError):
+                origin_file.write_text(repr(self._origin))
+
+    def time(self) -> float:
+        """Schedule time as epoch seconds."""
+        return self._origin + (self._real() - self._origin) * self.rate
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.time(), UTC)
+
+    def real_seconds(self, schedule_seconds: float) -> float:
+        """How long `schedule_seconds` of schedule time take in real time."""
+        return schedule_seconds / self.rate
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A scheduled rule and when it fires next (None: disabled, or no tick left)."""
+
+    rule: Rule
+    next_fire: datetime | None
+
+
+def next_tick(rule: Rule, schedule: Schedule, now: datetime) -> datetime | None:
+    """The rule's next tick to fire, as of `now`: after the last one fired, after its anchor
+    (creation or enabling), and no older than `GRACE`. It may be at or before `now` (due)."""
+    base = max(t for t in (rule.anchor, rule.last_tick, now - GRACE) if t is not None)
+    return schedule.next_after(base, rule.anchor)
+
+
+class ScheduleRunner:
+    def __init__(self, rules: RuleService, bus: EventBus, clock: ScheduleClock) -> None:
+        self._rules = rules
+        self._bus = bus
+        self._clock = clock
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+        #: ticks fired since start-up (tests and /lamina/schedules)
+        self.fired = 0
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    def wake(self) -> None:
+        """Rules changed: plan again now."""
+        self._wake.set()
+
+    async def close(self) -> None:
+        """Stop after the fire under way, if any (a claimed tick is always queued)."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+
+    def plan(self) -> list[Planned]:
+        now = self._clock.now()
+        out = []
+        for rule, schedule in self._rules.scheduled():
+            due = None
+            if rule.state is RuleState.ENABLED:
+                due = next_tick(rule, schedule, now)
+                if due is not None and due < now:  # due: it fires as soon as the task runs
+                    due = now
+            out.append(Planned(rule, due))
+        return out
+
+    async def _loop(self) -> None:
+        while not self._closing:
+            # Cleared before planning: a change made while ticks fire wakes the next wait.
+            self._wake.clear()
+            try:
+                wait = await self.fire_due()
+            except Exception as e:  # a bad moment (disk trouble) must not end all schedules
+                log.error("schedules: %s", e, exc_info=e)
+                wait = 1.0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=wait)
+
+    async def fire_due(self) -> float:
+        """One pass: fire every due tick; the real seconds until the next one is due (capped).
+        The runner's task calls it in a loop; tests call it with a clock of their own."""
+        while True:
+            now = self._clock.now()
+            soonest: datetime | None = None
+            fired = False
+            for rule, schedule in self._rules.scheduled():
+                if rule.state is not RuleState.ENABLED:
+                    continue
+                tick = next_tick(rule, schedule, now)
+                if tick is None:
+                    continue
+                if tick <= now:
+                    # Only a claimed tick moves the rule on; one that was not (it was fired
+                    # already) must not make this pass spin on it.
+                    fired = await self._fire(rule.name, tick) or fired
+                elif soonest is None or tick < soonest:
+                    soonest = tick
+            if not fired or self._closing:
+                break
+        if soonest is None:
+            return _MAX_SLEEP_S
+        ahead = (soonest - self._clock.now()).total_seconds()
+        return min(_MAX_SLEEP_S, max(0.001, self._clock.real_seconds(ahead)))
+
+    async def _fire(self, name: str, tick: datetime) -> bool:
+        """Claim the tick and queue its event for the rule's targets; False if it was
+        claimed already (or the rule is gone)."""
+        # Claim first: a tick claimed is never fired again (see the module's docstring).
+        if not await self._rules.claim_tick(name, tick):
+            return False
+        try:
+            rule = self._rules.get(name)
+        except LaminaError:
+            return False  # deleted meanwhile
+        event = self._bus.event(
+            "aws.events", "Scheduled Event", {}, [self._rules.arn(name)], tick.timestamp()
+        )
+        try:
+            await self._bus.deliver(event, [rule])
+        except OSError as e:
+            log.error("schedules: rule %s lost its tick %s: %s", name, tick.isoformat(), e)
+            return True
+        self.fired += 1
+        return True
