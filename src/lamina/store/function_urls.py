@@ -26,7 +26,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 
 from lamina.models import LATEST, FunctionUrl, UrlCors
-from lamina.store.metadata import MetadataStore, aliases, functions
+from lamina.store.metadata import MetadataStore
+from lamina.store.schema import aliases, functions
 
 _meta = MetaData()
 

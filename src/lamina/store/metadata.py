@@ -1,4 +1,4 @@
-"""The metadata database (SQLAlchemy 2; SQLite by default).
+"""The metadata database (SQLAlchemy 2; SQLite by default); its tables are in `schema`.
 
 Rows never leave this module: callers get and give domain models. Every method is blocking;
 `control/` runs them on its own single worker thread, which also serialises SQLite writers.
@@ -14,16 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
-    JSON,
-    Column,
-    DateTime,
-    ForeignKey,
-    ForeignKeyConstraint,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
     create_engine,
     delete,
     event,
@@ -48,154 +38,16 @@ from lamina.models import (
     LoggingConfig,
     UpdateStatus,
 )
-
-_meta = MetaData()
-
-functions = Table(
-    "functions",
-    _meta,
-    Column("name", String(64), primary_key=True),
-    Column("tags", JSON, nullable=False, default=dict),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    # The number the next published version gets: never reused, even after deletion.
-    Column("next_version", Integer, nullable=False, server_default="1"),
-    # PutFunctionConcurrency's ReservedConcurrentExecutions (None: not reserved).
-    Column("reserved_concurrency", Integer, nullable=True),
-)
-
-# One row per version of a function; `$LATEST` is the mutable one.
-function_versions = Table(
-    "function_versions",
-    _meta,
-    Column(
-        "function_name",
-        String(64),
-        ForeignKey("functions.name", ondelete="CASCADE"),
-        primary_key=True,
-    ),
-    Column("version", String(16), primary_key=True),
-    Column("runtime", String(32), nullable=False),
-    Column("handler", String(128), nullable=False),
-    Column("role", Text, nullable=False),
-    Column("description", Text, nullable=False, default=""),
-    Column("timeout", Integer, nullable=False),
-    Column("memory_size", Integer, nullable=False),
-    Column("ephemeral_storage", Integer, nullable=False),
-    Column("environment", JSON, nullable=False),
-    Column("architectures", JSON, nullable=False),
-    Column("package_type", String(8), nullable=False),
-    Column("code_sha256", String(64), nullable=False, index=True),
-    Column("code_size", Integer, nullable=False),
-    Column("revision_id", String(36), nullable=False),
-    Column("last_modified", DateTime(timezone=True), nullable=False),
-    Column("state", String(16), nullable=False),
-    Column("state_reason", Text),
-    Column("state_reason_code", String(64)),
-    Column("last_update_status", String(16), nullable=False),
-    Column("last_update_status_reason", Text),
-    Column("last_update_status_reason_code", String(64)),
-    # DeadLetterConfig.TargetArn (None: no dead-letter queue).
-    Column("dead_letter_target", Text),
-    # LoggingConfig as a dict of its set fields (None: Lambda's defaults).
-    Column("logging_config", JSON),
-)
-
-# The layers of each function version, in merge order. The layer's digest and size are copied
-# here: a function keeps its layers' content after the layer versions are deleted.
-function_layers = Table(
-    "function_layers",
-    _meta,
-    Column("function_name", String(64), primary_key=True),
-    Column("version", String(16), primary_key=True),
-    Column("position", Integer, primary_key=True),
-    Column("arn", Text, nullable=False),
-    Column("code_sha256", String(64), nullable=False, index=True),
-    Column("code_size", Integer, nullable=False),
-    ForeignKeyConstraint(
-        ["function_name", "version"],
-        ["function_versions.function_name", "function_versions.version"],
-        ondelete="CASCADE",
-    ),
-)
-
-# Aliases of function versions; `routing` maps an additional version to its weight.
-aliases = Table(
-    "aliases",
-    _meta,
-    Column(
-        "function_name",
-        String(64),
-        ForeignKey("functions.name", ondelete="CASCADE"),
-        primary_key=True,
-    ),
-    Column("name", String(128), primary_key=True),
-    Column("function_version", String(16), nullable=False),
-    Column("description", Text, nullable=False, default=""),
-    Column("routing", JSON, nullable=False),
-    Column("revision_id", String(36), nullable=False),
-)
-
-# Provisioned concurrency, per function and qualifier (a version or an alias).
-provisioned = Table(
-    "provisioned_concurrency",
-    _meta,
-    Column(
-        "function_name",
-        String(64),
-        ForeignKey("functions.name", ondelete="CASCADE"),
-        primary_key=True,
-    ),
-    Column("qualifier", String(128), primary_key=True),
-    Column("requested", Integer, nullable=False),
-    Column("last_modified", DateTime(timezone=True), nullable=False),
-)
-
-# Asynchronous invocation settings (PutFunctionEventInvokeConfig), per function and qualifier
-# (`$LATEST`, a version or an alias); None is "unset" (Lambda's default applies). A version's or
-# an alias's row is deleted with it; a function's go with the function (cascade).
-event_invoke_configs = Table(
-    "event_invoke_configs",
-    _meta,
-    Column(
-        "function_name",
-        String(64),
-        ForeignKey("functions.name", ondelete="CASCADE"),
-        primary_key=True,
-    ),
-    Column("qualifier", String(128), primary_key=True),
-    Column("maximum_retry_attempts", Integer, nullable=True),
-    Column("maximum_event_age_s", Integer, nullable=True),
-    Column("on_success", Text, nullable=True),
-    Column("on_failure", Text, nullable=True),
-    Column("last_modified", DateTime(timezone=True), nullable=False),
-)
-
-# One row per layer name ever published: it outlives its versions so that version numbers are
-# never reused, even after every version was deleted.
-layers = Table(
-    "layers",
-    _meta,
-    Column("name", String(140), primary_key=True),
-    Column("next_version", Integer, nullable=False),
-)
-
-layer_versions = Table(
-    "layer_versions",
-    _meta,
-    Column(
-        "layer_name",
-        String(140),
-        ForeignKey("layers.name", ondelete="CASCADE"),
-        primary_key=True,
-    ),
-    Column("version", Integer, primary_key=True),
-    Column("description", Text, nullable=False, default=""),
-    Column("compatible_runtimes", JSON, nullable=False),
-    Column("compatible_architectures", JSON, nullable=False),
-    Column("license_info", Text),
-    Column("code_sha256", String(64), nullable=False, index=True),
-    Column("code_size", Integer, nullable=False),
-    Column("created", DateTime(timezone=True), nullable=False),
+from lamina.store.schema import (
+    aliases,
+    event_invoke_configs,
+    function_layers,
+    function_versions,
+    functions,
+    layer_versions,
+    layers,
+    metadata,
+    provisioned,
 )
 
 #: `delete(conn, function_name, qualifier)`: rows of another store module that belong to a
@@ -341,7 +193,7 @@ class MetadataStore:
         self._dependents: list[Dependent] = []
         if url.startswith("sqlite"):
             event.listen(self._engine, "connect", _sqlite_pragmas)
-        _meta.create_all(self._engine)
+        metadata.create_all(self._engine)
         self._migrate()
 
     def _migrate(self) -> None:
