@@ -131,6 +131,18 @@ def test_json_format_python(functions: Functions, lam: Any, logs: Any) -> None:
     assert app[f"json-error {tag}"]["level"] == "ERROR"
     assert f"printed {tag}" in found  # print stays plain text, INFO
 
+    # JSON filter patterns pick records by their fields.
+    hits = logs.filter_log_events(
+        logGroupName=f"/aws/lambda/{name}",
+        filterPattern=f'{{ $.level = "WARN" && $.requestId = "{rid}" }}',
+    )["events"]
+    assert [json.loads(e["message"])["message"] for e in hits] == [f"warn {tag}"]
+    reports = logs.filter_log_events(
+        logGroupName=f"/aws/lambda/{name}",
+        filterPattern='{ $.type = "platform.report" && $.record.metrics.billedDurationMs >= 1 }',
+    )["events"]
+    assert len(reports) == 1
+
     (start,) = platform(found, "platform.start", rid)
     assert start["record"]["version"] == "$LATEST"
     (report,) = platform(found, "platform.report", rid)

@@ -1,4 +1,5 @@
-"""CloudWatch Logs filter patterns, the text kind: which log events a pattern matches.
+"""CloudWatch Logs filter patterns: which log events a pattern matches. The text kind is
+here; JSON patterns (`{ $.level = "ERROR" }`) are `json_filter`'s, and `parse` hands them on.
 
 A pattern is a list of terms separated by whitespace. A plain term must appear in the message,
 a `-term` must not, and of the `?term`s at least one must (when there are any). A term in
@@ -10,8 +11,8 @@ Mixing plain terms with `?` terms is not defined by CloudWatch's documentation; 
 terms are all required and the `?` terms form one OR-group on top of them — the reading that
 never returns an event a plain term rules out.
 
-JSON patterns (`{ $.level = "ERROR" }`), space-delimited patterns (`[ip, user, ...]`) and
-regular expressions (`%...%`) are refused as not supported yet rather than read as text, so that
+Space-delimited patterns (`[ip, user, ...]`) and regular expressions (`%...%`) are refused as
+not supported yet rather than read as text, so that
 a pattern written for CloudWatch never silently matches something else here. Regular
 expressions stay out on purpose until they can run with a bound on time (a pattern comes from
 the caller, and matching runs in the server).
@@ -23,12 +24,22 @@ Logs API reports as InvalidParameterException.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
-__all__ = ["FilterPattern", "FilterPatternError", "parse"]
+__all__ = ["FilterPattern", "FilterPatternError", "Matcher", "parse"]
 
 
 class FilterPatternError(ValueError):
     """The pattern is malformed, or of a kind not supported yet; the message says which."""
+
+
+class Matcher(Protocol):
+    """What a parsed pattern of either kind offers."""
+
+    @property
+    def matches_everything(self) -> bool: ...
+
+    def matches(self, message: str) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -52,15 +63,15 @@ class FilterPattern:
         return not self.any_of or any(term in message for term in self.any_of)
 
 
-def parse(pattern: str) -> FilterPattern:
-    """Parse a text filter pattern; raise `FilterPatternError` if it is malformed or of a kind
-    (JSON, space-delimited, regular expression) not supported yet."""
+def parse(pattern: str) -> Matcher:
+    """Parse a filter pattern, text or JSON; raise `FilterPatternError` if it is malformed or
+    of a kind (space-delimited, regular expression) not supported yet."""
     stripped = pattern.strip()
     if stripped.startswith("{"):
-        raise FilterPatternError(
-            "JSON filter patterns ({ $.field = value }) are not supported yet; "
-            'use terms, "quoted phrases", -exclusions and ?alternatives'
-        )
+        # Imported here: json_filter raises this module's FilterPatternError.
+        from lamina.observability import json_filter
+
+        return json_filter.parse(stripped)
     if stripped.startswith("["):
         raise FilterPatternError(
             "space-delimited filter patterns ([a, b, ...]) are not supported yet"
