@@ -73,7 +73,7 @@ def test_filter_finds_a_printed_phrase(logs: Any, lam: Any, printer: str) -> Non
 
 def test_bad_filter_patterns_are_refused(logs: Any, lam: Any, printer: str) -> None:
     invoke(lam, printer, {"say": ["x"]})
-    for pattern in ['"unclosed', '{ $.level = "ERROR"', '{ $.latency > fast }']:
+    for pattern in ['"unclosed', '{ $.level = "ERROR"', "{ $.latency > fast }"]:
         with pytest.raises(ClientError) as e:
             logs.filter_log_events(logGroupName=group_of(printer), filterPattern=pattern)
         assert e.value.response["Error"]["Code"] == "InvalidParameterException"
