@@ -284,7 +284,7 @@ def _wait_ready(api: Api, name: str) -> dict[str, Any]:
 @click.option("--timeout", type=int, default=None, help="Seconds (1-900).")
 @click.option("--memory", type=int, default=None, help="MB (128-10240).")
 @click.option("--env", "env", multiple=True, metavar="KEY=VALUE", help="Environment variable.")
-@click.option("--role", default=None, help="Execution role ARN (recorded, not yet enforced).")
+@click.option("--role", default=None, help="Execution role ARN (see `lamina roles`).")
 @endpoint_option
 def deploy(
     name: str,
