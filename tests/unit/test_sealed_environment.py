@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lamina.store import environment
-from lamina.store.sealed import Sealer, SealedError
+from lamina.store.sealed import SealedError, Sealer
 
 KEY = bytes(range(32))
 
@@ -17,9 +17,9 @@ def test_a_sealed_environment_opens_only_in_its_own_row() -> None:
     assert environment.unseal(sealer, "fn", "$LATEST", stored) == {"TOKEN": "hunter2"}
     with pytest.raises(SealedError, match="fn:1"):
         environment.unseal(sealer, "fn", "1", stored)
-    with pytest.raises(SealedError, match="other:\\$LATEST"):
+    with pytest.raises(SealedError, match=r"other:\$LATEST"):
         environment.unseal(sealer, "other", "$LATEST", stored)
-    with pytest.raises(SealedError, match="secret.key"):
+    with pytest.raises(SealedError, match=r"secret\.key"):
         environment.unseal(Sealer(bytes(32)), "fn", "$LATEST", stored)
 
 
