@@ -6,6 +6,7 @@ import base64
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from lamina import limits
 
@@ -130,6 +131,9 @@ class FunctionConfig:
     #: DeadLetterConfig.TargetArn: where an asynchronous event goes after its last failure
     dead_letter_target: str | None = None
     logging: LoggingConfig = LoggingConfig()
+    #: KMSKeyArn as given (recorded only: the data directory's key is what encrypts the
+    #: environment at rest); None or "" when not set
+    kms_key_arn: str | None = None
 
     @property
     def log_group(self) -> str:
@@ -250,6 +254,20 @@ class FunctionUrl:
     created: datetime
     last_modified: datetime
     cors: UrlCors | None = None
+
+
+@dataclass(frozen=True)
+class Role:
+    """An execution role defined in Lamina: what a function's role session may do."""
+
+    name: str
+    #: IAM path, `/` or `/a/b/`
+    path: str
+    arn: str
+    #: identity policy documents (parsed JSON), in the order given
+    policies: tuple[dict[str, Any], ...]
+    created: datetime
+    description: str = ""
 
 
 class RuleState(StrEnum):

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp
 
 from lamina.api import AppState, build_app
 from lamina.control import FunctionService
+from lamina.control.roles import RoleService
 from lamina.control.rules import RuleService
 from lamina.events import AsyncQueue
 from lamina.events.bus import EventBus
@@ -31,7 +32,9 @@ from lamina.sandbox.process import ProcessBackend
 from lamina.scheduler import Scheduler
 from lamina.settings import Settings, is_loopback
 from lamina.store import CodeStore, MetadataStore, SqliteEventStore
+from lamina.store.roles import RoleStore
 from lamina.store.rules import RuleStore
+from lamina.store.sealed import Sealer
 
 log = logging.getLogger("lamina")
 
@@ -82,9 +85,11 @@ def create_app(
     runtimes = runtimes or RuntimeCatalog.discover()
     metrics = Metrics()
     log_store = LogStore(settings.logs_db_path, settings.log_disk_cap_mb * 1024 * 1024)
-    metadata = MetadataStore.sqlite(settings.db_path)
+    metadata = MetadataStore.sqlite(settings.db_path, Sealer.open(settings.data_dir))
     code = CodeStore(settings.code_dir)
     functions = FunctionService(settings, metadata, code, runtimes)
+    roles = RoleService(settings, RoleStore(metadata), functions)
+    functions.check_role = roles.check_assumable
     backend = backend or make_backend(settings, runtimes)
     scheduler = Scheduler(
         settings,
@@ -138,11 +143,13 @@ def create_app(
         rules=rules,
         event_bus=event_bus,
         schedules=schedules,
+        roles=roles,
     )
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await functions.load()
+        await roles.load()
         await routes.load()  # after the functions: a bad route file stops the start
         log_store.open()
         pruner = asyncio.get_running_loop().create_task(_prune_logs(log_store))

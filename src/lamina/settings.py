@@ -72,6 +72,10 @@ class Settings:
     #: test sees `rate(1 minute)` fire every second at 60 (`--test-clock-rate`,
     #: `LAMINA_TEST_CLOCK_RATE`). 1 is real time.
     test_clock_rate: float = 1.0
+    #: refuse a function whose Role names no role defined in Lamina (`--strict-roles`), as
+    #: Lambda refuses a role it cannot assume; without it such a role is accepted and grants
+    #: nothing
+    strict_roles: bool = False
 
     @property
     def db_path(self) -> Path:

@@ -23,6 +23,7 @@ from lamina.api import (
     http_routes,
     layers,
     logs_api,
+    roles,
 )
 from lamina.api import functions as fn
 from lamina.api.context import AppState, app_state
@@ -148,6 +149,10 @@ def build_app(
         Route("/lamina/routes", http_routes.add_route, methods=["POST"]),
         Route("/lamina/routes", http_routes.remove_route, methods=["DELETE"]),
         Route("/lamina/schedules", schedules, methods=["GET"]),
+        Route("/lamina/roles", roles.list_roles, methods=["GET"]),
+        Route("/lamina/roles/{name}", roles.put_role, methods=["PUT"]),
+        Route("/lamina/roles/{name}", roles.get_role, methods=["GET"]),
+        Route("/lamina/roles/{name}", roles.delete_role, methods=["DELETE"]),
         Route("/2014-11-13/functions/{name}/invoke-async/", invoke_async, methods=["POST"]),
         Route("/2014-11-13/functions/{name}/invoke-async", invoke_async, methods=["POST"]),
         Route(_FN, fn.list_functions, methods=["GET"]),

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from starlette.requests import Request
 
 from lamina.control import FunctionService
+from lamina.control.roles import RoleService
 from lamina.control.rules import RuleService
 from lamina.events import AsyncQueue
 from lamina.events.bus import EventBus
@@ -38,6 +39,9 @@ class AppState:
     rules: RuleService | None = None
     event_bus: EventBus | None = None
     schedules: ScheduleRunner | None = None
+    #: execution roles defined in Lamina (None: the /lamina/roles endpoints answer
+    #: ServiceUnavailable)
+    roles: RoleService | None = None
 
 
 def app_state(request: Request) -> AppState:

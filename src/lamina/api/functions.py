@@ -40,6 +40,7 @@ _CREATE_MEMBERS = {
     "Layers",
     "DeadLetterConfig",
     "LoggingConfig",
+    "KMSKeyArn",
     "Publish",
 }
 _UPDATE_CONFIG_MEMBERS = {
@@ -54,6 +55,7 @@ _UPDATE_CONFIG_MEMBERS = {
     "Layers",
     "DeadLetterConfig",
     "LoggingConfig",
+    "KMSKeyArn",
     "RevisionId",
 }
 _UPDATE_CODE_MEMBERS = {"ZipFile", "Architectures", "RevisionId", "Publish"}

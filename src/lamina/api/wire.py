@@ -30,6 +30,7 @@ _CONFIG_MEMBERS = {
     "Layers": "layers",
     "DeadLetterConfig": "dead_letter_config",
     "LoggingConfig": "logging_config",
+    "KMSKeyArn": "kms_key_arn",
     "RevisionId": "revision_id",
 }
 # Members Lamina accepts and ignores because their value changes nothing here (X-Ray
@@ -89,6 +90,8 @@ def function_configuration(config: FunctionConfig, arn: str) -> dict[str, Any]:
         out["Layers"] = [{"Arn": lay.arn, "CodeSize": lay.code_size} for lay in config.layers]
     if config.dead_letter_target:
         out["DeadLetterConfig"] = {"TargetArn": config.dead_letter_target}
+    if config.kms_key_arn:
+        out["KMSKeyArn"] = config.kms_key_arn
     for key, value in (
         ("StateReason", config.state_reason),
         ("StateReasonCode", config.state_reason_code),

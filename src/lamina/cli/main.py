@@ -132,6 +132,12 @@ def main() -> None:
     hidden=True,  # test-only: schedules run this many times as fast as real time
 )
 @click.option(
+    "--strict-roles",
+    is_flag=True,
+    help="Refuse a function whose Role is not a role defined with `lamina roles put`, as "
+    "Lambda refuses a role it cannot assume [default: accept it; it grants nothing].",
+)
+@click.option(
     "--allow-non-loopback",
     is_flag=True,
     help="Allow --host to be an address beyond loopback (the API has no authentication yet).",
@@ -154,6 +160,7 @@ def serve(
     log_disk_cap: int,
     routes_file: Path | None,
     test_clock_rate: float,
+    strict_roles: bool,
     allow_non_loopback: bool,
     log_level: str,
 ) -> None:
@@ -185,6 +192,7 @@ def serve(
         log_disk_cap_mb=log_disk_cap,
         routes_file=routes_file.expanduser().resolve() if routes_file else None,
         test_clock_rate=test_clock_rate,
+        strict_roles=strict_roles,
     )
     run_server(settings, log_level=log_level)
 
@@ -276,7 +284,7 @@ def _wait_ready(api: Api, name: str) -> dict[str, Any]:
 @click.option("--timeout", type=int, default=None, help="Seconds (1-900).")
 @click.option("--memory", type=int, default=None, help="MB (128-10240).")
 @click.option("--env", "env", multiple=True, metavar="KEY=VALUE", help="Environment variable.")
-@click.option("--role", default=None, help="Execution role ARN (recorded, not yet enforced).")
+@click.option("--role", default=None, help="Execution role ARN (see `lamina roles`).")
 @endpoint_option
 def deploy(
     name: str,
@@ -452,6 +460,7 @@ def queue(endpoint: str) -> None:
 
 
 from lamina.cli import logs as _logs  # noqa: E402, F401  (registers `logs`; it imports main)
+from lamina.cli import roles as _roles  # noqa: E402, F401  (registers `roles`; it imports main)
 from lamina.cli import routes as _routes  # noqa: E402, F401  (registers `routes`; it imports main)
 from lamina.cli import schedules as _schedules  # noqa: E402, F401  (registers `schedules`)
 from lamina.cli import usage as _usage  # noqa: E402, F401  (registers `usage`; it imports main)

@@ -86,6 +86,7 @@ class FunctionInput:
     layers: Any = None
     dead_letter_config: Any = None
     logging_config: Any = None
+    kms_key_arn: Any = None
     zip_file: bytes | None = None
     revision_id: Any = None
     unsupported: list[str] = field(default_factory=list)
@@ -132,6 +133,8 @@ class FunctionService:
         # Merged /opt directory (by key) -> the code of every version that has run with it:
         # the directory stays while an environment may still run one of them.
         self._opt_users: dict[str, set[str]] = {}
+        #: refuses a Role Lambda could not assume (the server sets RoleService's check)
+        self.check_role: Callable[[str], None] = lambda arn: None
 
     # -- wiring --------------------------------------------------------------------
 
@@ -362,6 +365,7 @@ class FunctionService:
                 "The Handler parameter is required when PackageType is Zip."
             )
         v.runtime_available(fields["runtime"], self._runtimes)
+        self.check_role(fields["role"])
         self._check_dead_letter(name, fields)
         if "logging" in fields:
             fields["logging"] = v.merge_logging(LoggingConfig(), fields["logging"])
@@ -461,6 +465,8 @@ class FunctionService:
         c.check()
         if "runtime" in changes:
             v.runtime_available(changes["runtime"], self._runtimes)
+        if "role" in changes:
+            self.check_role(changes["role"])
         self._check_dead_letter(ref.name, changes)
         current = self._begin_update(ref.name, req.revision_id)
         try:
@@ -745,6 +751,7 @@ _CONTENT_FIELDS = (
     "layers",
     "dead_letter_target",
     "logging",
+    "kms_key_arn",
 )
 
 
@@ -769,6 +776,8 @@ def _configuration(c: v.Constraints, req: FunctionInput, *, creating: bool) -> d
         "dead_letter_target": v.dead_letter_config(c, req.dead_letter_config),
         # the members given, merged with the function's own ones by the caller
         "logging": v.logging_config(c, req.logging_config),
+        # "" (kept past the filter below) goes back to no key, as on Lambda
+        "kms_key_arn": v.kms_key_arn(c, req.kms_key_arn),
     }
     return {k: value for k, value in fields.items() if value is not None}
 

@@ -27,6 +27,8 @@ from lamina.runtimes.catalog import DEPRECATED_RUNTIMES, LAMBDA_RUNTIMES, Runtim
 _NAME = re.compile(r"[a-zA-Z0-9_-]+")
 _HANDLER = re.compile(r"[^\s]+")
 _ROLE = re.compile(r"arn:(aws[a-zA-Z-]*)?:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/]+")
+# KMSKeyArn (botocore's model; "" is allowed: it removes the key)
+_KMS_KEY_ARN = re.compile(r"(arn:(aws[a-zA-Z-]*)?:[a-z0-9-.]+:.*)|()")
 _ENV_KEY = re.compile(r"[a-zA-Z]([a-zA-Z0-9_])+")
 _ARCHITECTURES = ("x86_64", "arm64")
 
@@ -129,6 +131,11 @@ def handler(c: Constraints, value: Any, *, required: bool) -> str | None:
 
 def role(c: Constraints, value: Any, *, required: bool) -> str | None:
     return c.string(value, "role", max_len=10_000, pattern=_ROLE, required=required)
+
+
+def kms_key_arn(c: Constraints, value: Any) -> str | None:
+    """KMSKeyArn: checked and recorded; Lamina encrypts with its data directory's key."""
+    return c.string(value, "kMSKeyArn", max_len=10_000, pattern=_KMS_KEY_ARN)
 
 
 def description(c: Constraints, value: Any) -> str | None:

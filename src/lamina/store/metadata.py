@@ -38,6 +38,7 @@ from lamina.models import (
     LoggingConfig,
     UpdateStatus,
 )
+from lamina.store import environment
 from lamina.store.schema import (
     aliases,
     event_invoke_configs,
@@ -49,6 +50,7 @@ from lamina.store.schema import (
     metadata,
     provisioned,
 )
+from lamina.store.sealed import Sealer
 
 #: `delete(conn, function_name, qualifier)`: rows of another store module that belong to a
 #: function (qualifier None) or one of its aliases, deleted in the same transaction as it
@@ -62,7 +64,7 @@ def _utc(t: datetime) -> datetime:
     return t.replace(tzinfo=UTC) if t.tzinfo is None else t  # SQLite hands naive ones back
 
 
-def _to_config(row: Any, layer_refs: _Layers) -> FunctionConfig:
+def _to_config(row: Any, layer_refs: _Layers, sealer: Sealer) -> FunctionConfig:
     m = row._mapping
     modified = _utc(m["last_modified"])
     return FunctionConfig(
@@ -75,7 +77,7 @@ def _to_config(row: Any, layer_refs: _Layers) -> FunctionConfig:
         timeout=m["timeout"],
         memory_size=m["memory_size"],
         ephemeral_storage=m["ephemeral_storage"],
-        environment=dict(m["environment"]),
+        environment=environment.unseal(sealer, m["function_name"], m["version"], m["environment"]),
         architectures=tuple(m["architectures"]),
         package_type=m["package_type"],
         code_sha256=m["code_sha256"],
@@ -91,6 +93,7 @@ def _to_config(row: Any, layer_refs: _Layers) -> FunctionConfig:
         layers=layer_refs.get((m["function_name"], m["version"]), ()),
         dead_letter_target=m["dead_letter_target"],
         logging=_to_logging(m["logging_config"]),
+        kms_key_arn=m["kms_key_arn"],
     )
 
 
@@ -175,8 +178,11 @@ def _alias_values(alias: Alias) -> dict[str, Any]:
     }
 
 
-def _config_values(config: FunctionConfig) -> dict[str, Any]:
+def _config_values(config: FunctionConfig, sealer: Sealer) -> dict[str, Any]:
     values = {name: getattr(config, name) for name in _CONFIG_COLUMNS if name != "logging_config"}
+    values["environment"] = environment.seal(
+        sealer, config.name, config.version, config.environment
+    )
     values["logging_config"] = _logging_values(config.logging)
     values["architectures"] = list(config.architectures)
     values["state"] = config.state.value
@@ -186,15 +192,20 @@ def _config_values(config: FunctionConfig) -> dict[str, Any]:
 
 
 class MetadataStore:
-    """Functions, their versions and layers, in a SQL database."""
+    """Functions, their versions and layers, in a SQL database. Versions' environment
+    variables are sealed with `sealer` (see `store.environment`)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, sealer: Sealer) -> None:
         self._engine: Engine = create_engine(url)
+        self._sealer = sealer
         self._dependents: list[Dependent] = []
         if url.startswith("sqlite"):
             event.listen(self._engine, "connect", _sqlite_pragmas)
         metadata.create_all(self._engine)
         self._migrate()
+        # At start rather than on each row's next write: a data directory stops holding
+        # values in clear as soon as this version runs, not when each function next changes.
+        environment.seal_plain_rows(self._engine, sealer)
 
     def _migrate(self) -> None:
         """Columns added since a data directory was made (SQLite's create_all adds tables,
@@ -216,10 +227,14 @@ class MetadataStore:
                 )
             if "logging_config" not in have:
                 conn.exec_driver_sql("ALTER TABLE function_versions ADD COLUMN logging_config JSON")
+            if "kms_key_arn" not in have:
+                conn.exec_driver_sql("ALTER TABLE function_versions ADD COLUMN kms_key_arn TEXT")
 
     @classmethod
-    def sqlite(cls, path: Path) -> MetadataStore:
-        return cls(f"sqlite:///{path}")
+    def sqlite(cls, path: Path, sealer: Sealer | None = None) -> MetadataStore:
+        """The store in the SQLite file `path`; `sealer` defaults to the key of the
+        directory that holds it (the data directory)."""
+        return cls(f"sqlite:///{path}", sealer or Sealer.open(path.parent))
 
     def close(self) -> None:
         self._engine.dispose()
@@ -249,7 +264,7 @@ class MetadataStore:
             conn.execute(
                 insert(functions).values(name=config.name, tags=tags, created_at=datetime.now(UTC))
             )
-            conn.execute(insert(function_versions).values(**_config_values(config)))
+            conn.execute(insert(function_versions).values(**_config_values(config, self._sealer)))
             if config.layers:
                 conn.execute(insert(function_layers), _layer_rows(config))
             return True
@@ -265,7 +280,9 @@ class MetadataStore:
                     function_versions.c.version == "$LATEST",
                 )
             ).one()
-            return Function(latest=_to_config(row, _load_layers(conn, [name])), tags=dict(tags[0]))
+            return Function(
+                latest=_to_config(row, _load_layers(conn, [name]), self._sealer), tags=dict(tags[0])
+            )
 
     def get_version(self, name: str, version: str) -> FunctionConfig | None:
         with self._tx() as conn:
@@ -275,7 +292,7 @@ class MetadataStore:
                     function_versions.c.version == version,
                 )
             ).first()
-            return _to_config(row, _load_layers(conn, [name])) if row else None
+            return _to_config(row, _load_layers(conn, [name]), self._sealer) if row else None
 
     def publish_version(
         self, config: FunctionConfig, *, expect_revision: str
@@ -295,7 +312,9 @@ class MetadataStore:
                 select(functions.c.next_version).where(functions.c.name == config.name)
             ).scalar_one()
             published = replace(config, version=str(number))
-            conn.execute(insert(function_versions).values(**_config_values(published)))
+            conn.execute(
+                insert(function_versions).values(**_config_values(published, self._sealer))
+            )
             if published.layers:
                 conn.execute(insert(function_layers), _layer_rows(published))
             conn.execute(
@@ -314,7 +333,7 @@ class MetadataStore:
                 )
             )
             refs = _load_layers(conn, [name])
-            return [_to_config(r, refs) for r in rows]
+            return [_to_config(r, refs, self._sealer) for r in rows]
 
     def delete_version(self, name: str, version: str) -> bool:
         """Delete one published version (its layer references and its asynchronous
@@ -501,16 +520,18 @@ class MetadataStore:
         with self._tx() as conn:
             rows = list(conn.execute(query))
             refs = _load_layers(conn, [r._mapping["function_name"] for r in rows])
-            return [_to_config(r, refs) for r in rows]
+            return [_to_config(r, refs, self._sealer) for r in rows]
 
     def all_versions(self) -> list[FunctionConfig]:
         with self._tx() as conn:
             refs = _load_layers(conn)
-            return [_to_config(r, refs) for r in conn.execute(select(function_versions))]
+            return [
+                _to_config(r, refs, self._sealer) for r in conn.execute(select(function_versions))
+            ]
 
     def replace_version(self, config: FunctionConfig, *, expect_revision: str) -> bool:
         """Overwrite a version if its revision is still `expect_revision` (optimistic lock)."""
-        values = _config_values(config)
+        values = _config_values(config, self._sealer)
         with self._tx() as conn:
             result = conn.execute(
                 update(function_versions)

@@ -52,6 +52,8 @@ function_versions = Table(
     Column("timeout", Integer, nullable=False),
     Column("memory_size", Integer, nullable=False),
     Column("ephemeral_storage", Integer, nullable=False),
+    # Environment.Variables sealed (`store.sealed`): a JSON string of base64 text. A JSON
+    # object is a row stored in clear before sealing came; it is sealed at start.
     Column("environment", JSON, nullable=False),
     Column("architectures", JSON, nullable=False),
     Column("package_type", String(8), nullable=False),
@@ -69,6 +71,8 @@ function_versions = Table(
     Column("dead_letter_target", Text),
     # LoggingConfig as a dict of its set fields (None: Lambda's defaults).
     Column("logging_config", JSON),
+    # KMSKeyArn as given: recorded only (the data directory's key seals the environment).
+    Column("kms_key_arn", Text),
 )
 
 # The layers of each function version, in merge order. The layer's digest and size are copied
