@@ -23,6 +23,7 @@ from lamina.api import (
     http_routes,
     layers,
     logs_api,
+    policies,
 )
 from lamina.api import functions as fn
 from lamina.api.context import AppState, app_state
@@ -203,6 +204,9 @@ def build_app(
         Route(_URL + "s", function_urls.list_function_url_configs, methods=["GET"]),
         Route("/2016-08-19/account-settings/", concurrency.get_account_settings, methods=["GET"]),
         Route("/2016-08-19/account-settings", concurrency.get_account_settings, methods=["GET"]),
+        Route(_FN + "/{name}/policy", policies.add_permission, methods=["POST"]),
+        Route(_FN + "/{name}/policy", policies.get_policy, methods=["GET"]),
+        Route(_FN + "/{name}/policy/{sid}", policies.remove_permission, methods=["DELETE"]),
         Route(_FN + "/{name}/aliases", aliases.create_alias, methods=["POST"]),
         Route(_FN + "/{name}/aliases", aliases.list_aliases, methods=["GET"]),
         Route(_FN + "/{name}/aliases/{alias}", aliases.get_alias, methods=["GET"]),
