@@ -26,6 +26,7 @@ from lamina.api import (
     policies,
 )
 from lamina.api import functions as fn
+from lamina.api.authz import Authorize
 from lamina.api.context import AppState, app_state
 from lamina.api.errors import error_response, http_error, lamina_error, unexpected_error
 from lamina.api.http_front import HttpFront
@@ -234,9 +235,11 @@ def build_app(
         lifespan=lifespan,
     )
     app.state.lamina = state
-    # Function URLs and HTTP routes take any method and path, so they go first.
+    # Function URLs and HTTP routes take any method and path, so they go first; they have
+    # their own rules (a URL's AuthType and resource policy), so they skip `Authorize`, which
+    # checks every API request, Invoke included, against the caller's policies.
     route_front = http_routes.RouteFront(state) if state.http_routes is not None else None
-    return HttpFront(_InvokeFirst(app), state, route_front)
+    return HttpFront(Authorize(_InvokeFirst(app), state), state, route_front)
 
 
 class _InvokeFirst:
