@@ -125,6 +125,15 @@ def test_refusals(functions: Functions, lam: Any, lam_unchecked: Any) -> None:
         with pytest.raises(lam.exceptions.ClientError) as exc:
             lam_unchecked.add_permission(FunctionName=name, **bad)
         assert error(exc)[0] == "ValidationException", bad
+    long_arn = "arn:aws:events:us-east-1:000000000000:rule/" + "r" * 6000
+    for i in range(3):
+        lam.add_permission(
+            FunctionName=name, StatementId=f"s{i}", Action="*", Principal="*", SourceArn=long_arn
+        )
+    with pytest.raises(lam.exceptions.PolicyLengthExceededException):
+        lam.add_permission(
+            FunctionName=name, StatementId="s4", Action="*", Principal="*", SourceArn=long_arn
+        )
     with pytest.raises(lam.exceptions.ResourceNotFoundException) as exc:
         lam.add_permission(FunctionName="nope-none", StatementId="a", Action="*", Principal="*")
     with pytest.raises(lam.exceptions.ResourceNotFoundException) as exc:

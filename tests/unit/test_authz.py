@@ -180,3 +180,9 @@ def test_trigger_rules() -> None:
 
 
 pytestmark = pytest.mark.anyio
+
+
+async def test_a_malformed_identity_policy_denies() -> None:
+    broken = {"Version": "2012-10-17", "Statement": {"Effect": "Allow", "Action": "lambda:*"}}
+    async with client(alice(broken)) as c:
+        assert (await c.get("/2015-03-31/functions/")).status_code == 403

@@ -14,6 +14,7 @@ Function URLs and HTTP routes never reach it: `HttpFront` serves them ahead of t
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -24,9 +25,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from lamina import ids
 from lamina.api.access import AccessMap
 from lamina.api.context import AppState
-from lamina.auth.policy import Policy, authorize, identity_decision
+from lamina.auth.policy import Policy, PolicyError, authorize, identity_decision
 from lamina.auth.principal import AccessRequest, Decision, Principal
 
+log = logging.getLogger(__name__)
+
+#: where the authentication wrapper leaves the verified caller
 PRINCIPAL_KEY = "lamina.principal"
 
 
@@ -63,7 +67,12 @@ class Authorize:
             request.resource,
             {**request_context(scope, principal), **request.context},
         )
-        decision = authorize(principal, request, self._resource_policy(request.resource))
+        try:
+            decision = authorize(principal, request, self._resource_policy(request.resource))
+        except PolicyError as e:
+            # An identity policy that slipped past validation: fail closed, and say why here.
+            log.error("authz: a policy of %s is malformed: %s", principal.arn, e)
+            decision = Decision.IMPLICIT_DENY
         if decision is Decision.ALLOW:
             await self.app(scope, receive, send)
             return

@@ -489,11 +489,25 @@ def _parse_cached(text: str, resource_policy: bool) -> Policy:
     return parse(text, resource_policy=resource_policy)
 
 
+# Identity policies arrive as mappings with every request's principal, usually the same
+# objects (the key store keeps them): parsed once per object, found by id. The entry holds the
+# document, so its id cannot be reused while cached; the cache is emptied when full.
+_BY_ID: dict[tuple[int, bool], tuple[PolicyDocument, Policy]] = {}
+_BY_ID_MAX = 4096
+
+
 def _as_policy(document: Policy | PolicyDocument, resource_policy: bool) -> Policy:
     if isinstance(document, Policy):
         return document
-    # Identity policies arrive as mappings on every request: parse each text once.
-    return _parse_cached(json.dumps(document, sort_keys=True), resource_policy)
+    key = (id(document), resource_policy)
+    found = _BY_ID.get(key)
+    if found is not None and found[0] is document:
+        return found[1]
+    policy = _parse_cached(json.dumps(document, sort_keys=True), resource_policy)
+    if len(_BY_ID) >= _BY_ID_MAX:
+        _BY_ID.clear()
+    _BY_ID[key] = (document, policy)
+    return policy
 
 
 def authorize(

@@ -22,6 +22,7 @@ from lamina.auth.policy import Policy, parse, policy_json
 from lamina.control import validation as v
 from lamina.errors import (
     InvalidParameterValueError,
+    PolicyLengthExceededError,
     PreconditionFailedError,
     ResourceConflictError,
     ResourceNotFoundError,
@@ -47,6 +48,8 @@ _ORG_ID = re.compile(r"o-[a-z0-9]{10,32}")
 # A service principal: `events.amazonaws.com`, `s3.amazonaws.com`, `elasticloadbalancing...`.
 _SERVICE = re.compile(r"[a-z0-9-]+(\.[a-z0-9-]+)*\.(amazonaws\.com|amazon\.com)")
 _AUTH_TYPES = ("NONE", "AWS_IAM")
+#: Lambda's quota on a function's resource-based policy (per function, version or alias)
+POLICY_MAX_BYTES = 20 * 1024
 
 
 @dataclass
@@ -165,6 +168,11 @@ class FunctionPolicies:
         self, key: tuple[str, str], current: StoredPolicy | None, statements: list[Any]
     ) -> None:
         text = policy_json(statements) if statements else None
+        if text is not None and len(text.encode()) > POLICY_MAX_BYTES:
+            raise PolicyLengthExceededError(
+                f"The final policy size ({len(text.encode())}) is bigger than the limit "
+                f"({POLICY_MAX_BYTES})."
+            )
         revision = str(uuid.uuid4())
         expect = current.revision_id if current is not None else None
         written = await self._functions.run(
