@@ -127,7 +127,7 @@ async def _deny(send: Send, message: str, *, json_api: bool) -> None:
         body = {"__type": "AccessDeniedException", "Message": message}
         content_type = b"application/x-amz-json-1.1"
     else:
-        body = {"Message": message, "Type": "User"}
+        body = {"Message": message}  # what Lambda sends: only the message
         content_type = b"application/json"
     data = json.dumps(body).encode()
     await send(
