@@ -3,8 +3,8 @@
 `AccessMap.request` names the `AccessRequest` of every operation Lamina serves, as AWS's
 service authorization reference names them:
 
-- Lambda: `lambda:<Operation>` (InvokeAsync is `lambda:InvokeFunction`, as the brief for
-  issue 9 asks; AWS's console names it the same way for its permission). Function operations
+- Lambda: `lambda:<Operation>` (Invoke and InvokeAsync are both `lambda:InvokeFunction`, the
+  permission Lambda checks for them). Function operations
   act on the function ARN, qualified when the request names a version or alias (a `Qualifier`
   parameter, or a qualified name or ARN in the path); operations on the function as a whole
   (updates, publishing, aliases, reserved concurrency, listings of its sub-resources) act on the
