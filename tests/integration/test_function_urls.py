@@ -106,8 +106,9 @@ def curl(*args: str) -> tuple[int, str]:
 needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
 
 
-def make_public(lam: Any, name: str, qualifier: str | None = None) -> None:
-    """The permission a public URL needs on Lambda (what the console adds for AuthType NONE)."""
+def make_public(lam: Any, name: str, qualifier: str | None = None, *, both: bool = True) -> None:
+    """The permissions a public URL needs on Lambda (the two statements its console adds for
+    AuthType NONE; only the first unless `both`)."""
     extra = {"Qualifier": qualifier} if qualifier else {}
     lam.add_permission(
         FunctionName=name,
@@ -117,6 +118,15 @@ def make_public(lam: Any, name: str, qualifier: str | None = None) -> None:
         FunctionUrlAuthType="NONE",
         **extra,
     )
+    if both:
+        lam.add_permission(
+            FunctionName=name,
+            StatementId="FunctionURLAllowInvokeAction",
+            Action="lambda:InvokeFunction",
+            Principal="*",
+            InvokedViaFunctionUrl=True,
+            **extra,
+        )
 
 
 @pytest.fixture
@@ -467,19 +477,16 @@ def test_requests_over_the_payload_limit_are_413(echo: tuple[str, str]) -> None:
 
 
 def test_a_url_needs_its_resource_policy(functions: Functions, lam: Any) -> None:
-    """As on Lambda: AuthType NONE serves only if the resource policy allows
-    lambda:InvokeFunctionUrl to `*` for lambda:FunctionUrlAuthType NONE (the alias's policy
-    for an alias's URL)."""
+    """As on Lambda: AuthType NONE serves only if the resource policy allows `*` both
+    lambda:InvokeFunctionUrl (for lambda:FunctionUrlAuthType NONE) and lambda:InvokeFunction
+    (for lambda:InvokedViaFunctionUrl) — the alias's policy for an alias's URL."""
     name = functions.create(ECHO, Publish=True)["FunctionName"]
     url = lam.create_function_url_config(FunctionName=name, AuthType="NONE")["FunctionUrl"]
     lam.create_alias(FunctionName=name, Name="live", FunctionVersion="1")
     live = lam.create_function_url_config(FunctionName=name, Qualifier="live", AuthType="NONE")
     status, _, body = fetch(url)
     assert (status, json.loads(body)) == (403, {"Message": "Forbidden"})
-    # Not what a public URL needs: another action, or an auth type condition of AWS_IAM.
-    lam.add_permission(
-        FunctionName=name, StatementId="invoke", Action="lambda:InvokeFunction", Principal="*"
-    )
+    # Not what a public URL needs: an auth type condition of AWS_IAM.
     lam.add_permission(
         FunctionName=name,
         StatementId="iam",
@@ -488,7 +495,21 @@ def test_a_url_needs_its_resource_policy(functions: Functions, lam: Any) -> None
         FunctionUrlAuthType="AWS_IAM",
     )
     assert fetch(url)[0] == 403
-    make_public(lam, name)
+    make_public(lam, name, both=False)
+    assert fetch(url)[0] == 403  # lambda:InvokeFunction is needed too (since October 2025)
+    lam.add_permission(
+        FunctionName=name, StatementId="invoke", Action="lambda:InvokeFunction", Principal="*"
+    )
+    assert fetch(url)[0] == 200
+    lam.remove_permission(FunctionName=name, StatementId="invoke")
+    assert fetch(url)[0] == 403
+    lam.add_permission(
+        FunctionName=name,
+        StatementId="FunctionURLAllowInvokeAction",
+        Action="lambda:InvokeFunction",
+        Principal="*",
+        InvokedViaFunctionUrl=True,
+    )
     assert fetch(url)[0] == 200
     assert fetch(live["FunctionUrl"])[0] == 403  # the function's policy is not the alias's
     make_public(lam, name, "live")

@@ -64,6 +64,25 @@ def test_add_get_remove(functions: Functions, lam: Any) -> None:
         Principal="*",
         FunctionUrlAuthType="NONE",
     )
+    via = lam.add_permission(
+        FunctionName=name,
+        StatementId="via-url",
+        Action="lambda:InvokeFunction",
+        Principal="*",
+        InvokedViaFunctionUrl=True,
+    )
+    assert json.loads(via["Statement"])["Condition"] == {
+        "Bool": {"lambda:InvokedViaFunctionUrl": "true"}
+    }
+    with pytest.raises(lam.exceptions.InvalidParameterValueException):
+        lam.add_permission(
+            FunctionName=name,
+            StatementId="bad-via",
+            Action="lambda:GetFunction",
+            Principal="*",
+            InvokedViaFunctionUrl=True,
+        )
+    lam.remove_permission(FunctionName=name, StatementId="via-url")
     lam.add_permission(
         FunctionName=name, StatementId="acct", Action="lambda:*", Principal="111122223333"
     )

@@ -153,11 +153,37 @@ def test_trigger_rules() -> None:
         },
         resource_policy=True,
     )
-    assert public_url_allowed(FN + "f", url_policy)
+    # lambda:InvokeFunctionUrl alone is not enough: lambda:InvokeFunction too, since 2025
+    assert not public_url_allowed(FN + "f", url_policy)
+    both = parse(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": "*",
+                    "Action": "lambda:InvokeFunctionUrl",
+                    "Resource": FN + "f",
+                    "Condition": {"StringEquals": {"lambda:FunctionUrlAuthType": "NONE"}},
+                },
+                {
+                    "Effect": "Allow",
+                    "Principal": "*",
+                    "Action": "lambda:InvokeFunction",
+                    "Resource": FN + "f",
+                    "Condition": {"Bool": {"lambda:InvokedViaFunctionUrl": "true"}},
+                },
+            ],
+        },
+        resource_policy=True,
+    )
+    assert public_url_allowed(FN + "f", both)
     assert not public_url_allowed(FN + "f", None)
-    assert not public_url_allowed(FN + "f:live", url_policy)
-    assert authorize_url(alice(), FN + "f", url_policy).value == "implicit_deny"
+    assert not public_url_allowed(FN + "f:live", both)
+    assert authorize_url(alice(), FN + "f", both).value == "implicit_deny"  # NONE only
     me = alice(allow("lambda:InvokeFunctionUrl", FN + "f"))
+    assert authorize_url(me, FN + "f", None).value == "implicit_deny"
+    me = alice(allow("lambda:InvokeFunction*", FN + "f"))
     assert authorize_url(me, FN + "f", None).value == "allow"
 
     rule = f"arn:aws:events:us-east-1:{ACCOUNT}:rule/r"

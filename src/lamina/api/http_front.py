@@ -10,9 +10,10 @@ URL or an HTTP route never enters Starlette's router, so any path and method rea
 - HTTP routes are served under `/_http/` (see `lamina.events.http_routes`).
 
 A URL serves only callers its function's resource policy lets in, as on Lambda (see
-`lamina.auth.triggers`): AuthType NONE needs a statement allowing `lambda:InvokeFunctionUrl`
-to `*` for `lambda:FunctionUrlAuthType` NONE; AWS_IAM needs a signed caller whom the policies
-allow. Anything else gets Lambda's 403 `{"Message":"Forbidden"}`. HTTP routes need no
+`lamina.auth.triggers`): AuthType NONE needs statements allowing `*` both
+`lambda:InvokeFunctionUrl` (for `lambda:FunctionUrlAuthType` NONE) and `lambda:InvokeFunction`
+(for `lambda:InvokedViaFunctionUrl`); AWS_IAM needs a signed caller whom the policies allow
+both. Anything else gets Lambda's 403 `{"Message":"Forbidden"}`. HTTP routes need no
 permission: like an API Gateway integration, the route's own configuration, made by an
 operator through `/lamina/routes`, is the grant.
 """

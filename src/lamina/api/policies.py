@@ -24,6 +24,7 @@ _MEMBERS = {
     "EventSourceToken": "event_source_token",
     "PrincipalOrgID": "principal_org_id",
     "FunctionUrlAuthType": "function_url_auth_type",
+    "InvokedViaFunctionUrl": "invoked_via_function_url",
     "RevisionId": "revision_id",
 }
 
@@ -43,7 +44,7 @@ async def add_permission(request: Request) -> Response:
         if key in _MEMBERS:
             setattr(req, _MEMBERS[key], value)
         elif value not in (None, False):
-            # InvokedViaFunctionUrl and anything newer: refused rather than ignored.
+            # Anything newer than this server: refused rather than ignored.
             unknown.append(key)
     if unknown:
         raise InvalidParameterValueError(f"Lamina does not support {', '.join(sorted(unknown))}.")

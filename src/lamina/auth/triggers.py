@@ -4,11 +4,14 @@ Lambda checks these against the function's resource-based policy (the one AddPer
 writes), whatever identity policies say:
 
 - a URL with AuthType NONE serves only if the policy of its function (or alias) allows
-  `lambda:InvokeFunctionUrl` to everyone (`Principal: "*"`) with `lambda:FunctionUrlAuthType`
-  NONE — what `aws lambda add-permission --principal '*' --function-url-auth-type NONE`
-  writes, and what the console adds when it makes a public URL;
+  everyone (`Principal: "*"`) both `lambda:InvokeFunctionUrl` (with
+  `lambda:FunctionUrlAuthType` NONE) and `lambda:InvokeFunction` (with
+  `lambda:InvokedViaFunctionUrl` true): Lambda's rule since October 2025, and the two
+  statements its console adds for a public URL (`add-permission --action
+  lambda:InvokeFunctionUrl --function-url-auth-type NONE` and `--action lambda:InvokeFunction
+  --invoked-via-function-url`);
 - a URL with AuthType AWS_IAM serves a signed caller whom the identity policies or the
-  resource policy allow `lambda:InvokeFunctionUrl` (`authorize_url`);
+  resource policy allow both actions (`authorize_url`);
 - an EventBridge rule invokes a target only if the target's policy allows
   `lambda:InvokeFunction` to the service principal `events.amazonaws.com` (with the rule's ARN
   as `aws:SourceArn` and the account as `aws:SourceAccount`, for the conditions AddPermission
@@ -24,15 +27,22 @@ INVOKE_URL = "lambda:InvokeFunctionUrl"
 INVOKE = "lambda:InvokeFunction"
 
 
-def url_request(function_arn: str, auth_type: str, principal: Principal | None) -> AccessRequest:
+def url_requests(
+    function_arn: str, auth_type: str, principal: Principal | None
+) -> tuple[AccessRequest, AccessRequest]:
+    """The two requests a function URL call makes: InvokeFunctionUrl, then InvokeFunction."""
     context: dict[str, str | list[str]] = {
         "lambda:FunctionUrlAuthType": auth_type,
         "lambda:FunctionArn": function_arn,
+        "lambda:InvokedViaFunctionUrl": "true",
     }
     if principal is not None:
         context["aws:PrincipalArn"] = principal.role_arn or principal.arn
         context["aws:PrincipalAccount"] = principal.account
-    return AccessRequest(INVOKE_URL, function_arn, context)
+    return (
+        AccessRequest(INVOKE_URL, function_arn, context),
+        AccessRequest(INVOKE, function_arn, context),
+    )
 
 
 def public_url_allowed(function_arn: str, resource_policy: Policy | None) -> bool:
@@ -40,18 +50,23 @@ def public_url_allowed(function_arn: str, resource_policy: Policy | None) -> boo
     alias's URL, and `resource_policy` is that alias's)."""
     if resource_policy is None:
         return False
-    decision = authorize(
-        None, url_request(function_arn, "NONE", None), resource_policy, caller=Caller()
+    return all(
+        authorize(None, request, resource_policy, caller=Caller()) is Decision.ALLOW
+        for request in url_requests(function_arn, "NONE", None)
     )
-    return decision is Decision.ALLOW
 
 
 def authorize_url(
     principal: Principal | None, function_arn: str, resource_policy: Policy | None
 ) -> Decision:
-    """The decision for a signed caller of a URL with AuthType AWS_IAM (None: authentication
-    is off, which allows, as for the API)."""
-    return authorize(principal, url_request(function_arn, "AWS_IAM", principal), resource_policy)
+    """The decision for a signed caller of a URL with AuthType AWS_IAM: the first of the two
+    actions that is not allowed decides (None: authentication is off, which allows, as for
+    the API)."""
+    for request in url_requests(function_arn, "AWS_IAM", principal):
+        decision = authorize(principal, request, resource_policy)
+        if decision is not Decision.ALLOW:
+            return decision
+    return Decision.ALLOW
 
 
 def events_may_invoke(

@@ -64,6 +64,7 @@ class PermissionInput:
     event_source_token: Any = None
     principal_org_id: Any = None
     function_url_auth_type: Any = None
+    invoked_via_function_url: Any = None
     revision_id: Any = None
 
 
@@ -231,8 +232,15 @@ class FunctionPolicies:
                 "functionUrlAuthType",
                 "Member must satisfy enum value set: [NONE, AWS_IAM]",
             )
+        via_url = req.invoked_via_function_url
+        if via_url is not None and not isinstance(via_url, bool):
+            c.fail(via_url, "invokedViaFunctionUrl", "Member must be a boolean")
         c.check()
         assert sid is not None and action is not None and principal is not None
+        if via_url and action != "lambda:InvokeFunction":
+            raise InvalidParameterValueError(
+                "InvokedViaFunctionUrl is only valid with the lambda:InvokeFunction action."
+            )
         string_equals: dict[str, str] = {}
         if source_account is not None:
             string_equals["AWS:SourceAccount"] = source_account
@@ -247,6 +255,8 @@ class FunctionPolicies:
             condition["StringEquals"] = string_equals
         if source_arn is not None:
             condition["ArnLike"] = {"AWS:SourceArn": source_arn}
+        if via_url:
+            condition["Bool"] = {"lambda:InvokedViaFunctionUrl": "true"}
         qualifier = _key(ref.qualifier) or None
         statement: dict[str, Any] = {
             "Sid": sid,
