@@ -291,6 +291,11 @@ def test_a_target_needs_a_resource_policy_that_lets_the_rule_invoke_it(
     log = server.log()
     for target in (bare_arn, elsewhere_arn, alias_arn + ":live"):
         assert f"rule {rule} may not invoke {target}:" in log
+    metrics = httpx.get(server.endpoint + "/metrics").text
+    assert (
+        f'lamina_events_failed_invocations_total{{reason="permission",rule="{rule}"}} 3.0'
+        in metrics
+    )
 
 
 # -- rules and targets -------------------------------------------------------------------

@@ -34,6 +34,7 @@ from lamina.control.rules import DEFAULT_BUS, RuleService
 from lamina.errors import LaminaError
 from lamina.events.async_queue import AsyncQueue
 from lamina.models import Rule
+from lamina.observability import Metrics
 from lamina.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -79,12 +80,14 @@ class EventBus:
         queue: AsyncQueue,
         policies: PolicySource,
         clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
     ) -> None:
         self._settings = settings
         self._rules = rules
         self._queue = queue
         self._policies = policies
         self._clock = clock
+        self._metrics = metrics
         #: targets not invoked because their resource policy did not allow it, by rule name
         self.failed_invocations: Counter[str] = Counter()
 
@@ -138,7 +141,7 @@ class EventBus:
         for rule in rules:
             for d in self._rules.deliveries(rule, event):
                 if not self._permitted(rule, d.function_name, d.qualifier):
-                    self.failed_invocations[rule.name] += 1
+                    self._failed(rule, "permission")
                     log.warning(
                         "events: rule %s may not invoke %s: the function's resource policy "
                         "does not allow lambda:InvokeFunction to events.amazonaws.com for it "
@@ -154,12 +157,19 @@ class EventBus:
                         d.function_name, d.qualifier, d.payload, ids.request_id()
                     )
                 except LaminaError as e:  # e.g. a payload over the async limit
+                    self._failed(rule, "rejected")
                     log.warning(
                         "events: rule %s could not send to %s: %s", rule.name, d.target.arn, e
                     )
                     continue
                 sent += 1
         return sent
+
+    def _failed(self, rule: Rule, reason: str) -> None:
+        if reason == "permission":
+            self.failed_invocations[rule.name] += 1
+        if self._metrics is not None:
+            self._metrics.events_failed_invocations.labels(rule.name, reason).inc()
 
     def _permitted(self, rule: Rule, name: str, qualifier: str | None) -> bool:
         """Whether the target's resource policy lets this rule invoke it (no I/O)."""
