@@ -149,6 +149,7 @@ def test_every_json_api_operation_has_a_mapping() -> None:
         ),
         ("GET", "/2016-08-19/account-settings/", {}, "lambda:GetAccountSettings", "*"),
         ("GET", "/lamina/usage", {}, "lamina:GetUsage", "*"),
+        ("HEAD", "/2015-03-31/functions/f", {}, "lambda:GetFunction", FN + "f"),
         ("GET", "/nowhere", {}, UNKNOWN, "*"),
     ],
 )

@@ -146,6 +146,8 @@ class AccessMap:
         open endpoints. `headers` has lower-case names."""
         if path in _OPEN_PATHS or _CODE.fullmatch(path):
             return None
+        if method == "HEAD":
+            method = "GET"  # Starlette serves HEAD wherever GET is: the same permission
         if path == "/" and method == "POST":
             return self._json_api(headers.get("x-amz-target", ""), body)
         trimmed = path.rstrip("/") or "/"
