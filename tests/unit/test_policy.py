@@ -87,6 +87,8 @@ def test_resource_policy_statements_need_a_principal() -> None:
         parse(allow("lambda:InvokeFunction"), resource_policy=True)
     with pytest.raises(PolicyError, match="Principal type"):
         parse(allow("*", Principal={"Federated": "x"}), resource_policy=True)
+    with pytest.raises(PolicyError, match="NotPrincipal can only be used with Effect Deny"):
+        parse(allow("*", NotPrincipal={"AWS": USER}), resource_policy=True)
     with pytest.raises(PolicyError, match="Invalid principal"):
         parse(allow("*", Principal={"AWS": "alice"}), resource_policy=True)
 

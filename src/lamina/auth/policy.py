@@ -189,6 +189,8 @@ def _statement(raw: Any, index: int, resource_policy: bool, version: str) -> Sta
         raise PolicyError(f"{where}: an identity policy cannot name a Principal.")
     principals = _principals(s["principal"], where) if "principal" in s else None
     not_principals = _principals(s["notprincipal"], where) if "notprincipal" in s else None
+    if not_principals is not None and effect == "Allow":
+        raise PolicyError(f"{where}: NotPrincipal can only be used with Effect Deny.")
     conditions = _conditions(s["condition"], where) if "condition" in s else ()
     return Statement(
         sid=sid,
