@@ -60,6 +60,19 @@ class PreconditionFailedError(UserError):
     status = 412
 
 
+class PolicyLengthExceededError(UserError):
+    """A function's resource-based policy over Lambda's 20 KB."""
+
+    error_type = "PolicyLengthExceededException"
+
+
+class MalformedPolicyDocumentError(UserError):
+    """A policy document IAM would refuse (IAM's error code; `auth.policy.PolicyError` says
+    what is wrong)."""
+
+    error_type = "MalformedPolicyDocument"
+
+
 class RequestTooLargeError(UserError):
     error_type = "RequestTooLargeException"
     status = 413

@@ -127,7 +127,7 @@ def create_app(
     # EventBridge rules share the metadata database file (their own tables and engine).
     clock = ScheduleClock(settings.test_clock_rate, settings.test_clock_origin_path)
     rules = RuleService(settings, RuleStore.sqlite(settings.db_path), clock=clock.now)
-    event_bus = EventBus(settings, rules, async_queue)
+    event_bus = EventBus(settings, rules, async_queue, functions.policies, metrics=metrics)
     schedules = ScheduleRunner(rules, event_bus, clock)
     rules.on_change = schedules.wake
     state = AppState(

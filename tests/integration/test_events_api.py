@@ -92,8 +92,25 @@ def rules(events: Any) -> Iterator[Rules]:
     r.cleanup()
 
 
-def recorder(functions: Functions) -> tuple[str, str]:
+def allow_events(lam: Any, name: str, qualifier: str | None = None, **extra: Any) -> None:
+    """The resource policy statement EventBridge needs to invoke a function, as on AWS."""
+    if qualifier:
+        extra["Qualifier"] = qualifier
+    lam.add_permission(
+        FunctionName=name,
+        StatementId=f"events-{uuid.uuid4().hex[:8]}",
+        Action="lambda:InvokeFunction",
+        Principal="events.amazonaws.com",
+        **extra,
+    )
+
+
+def recorder(functions: Functions, allowed: bool = True) -> tuple[str, str]:
+    """A function that records its events, which EventBridge may invoke (unless not
+    `allowed`): (name, ARN)."""
     config = functions.create(RECORDER)
+    if allowed:
+        allow_events(functions.client, config["FunctionName"])
     return config["FunctionName"], config["FunctionArn"]
 
 
@@ -198,6 +215,7 @@ def test_input_input_path_and_a_qualified_target(
     (constant, constant_arn), (path, path_arn) = recorder(functions), recorder(functions)
     lam.publish_version(FunctionName=path)
     lam.create_alias(FunctionName=path, Name="live", FunctionVersion="1")
+    allow_events(lam, path, "live")  # the alias's own policy: the function's does not cover it
     tag = uuid.uuid4().hex
     rules.put(
         EventPattern={"detail": {"tag": [tag]}},
@@ -233,6 +251,51 @@ def test_a_disabled_rule_does_not_fire_until_enabled(
     wait_seen(server, name, 1)
     wait_for(lambda: name not in queued(server), message="the queue to empty")
     assert [r["event"]["detail"]["n"] for r in seen(server, name)] == [2]
+
+
+def test_a_target_needs_a_resource_policy_that_lets_the_rule_invoke_it(
+    server: Server, lam: Any, events: Any, functions: Functions, rules: Rules
+) -> None:
+    """As on AWS: without lambda:InvokeFunction for events.amazonaws.com (and a SourceArn
+    that matches the rule, when given) the target is not invoked; PutEvents still succeeds."""
+    (bare, bare_arn), (elsewhere, elsewhere_arn), (mine, mine_arn), (alias, alias_arn) = (
+        recorder(functions, allowed=False) for _ in "abcd"
+    )
+    tag = uuid.uuid4().hex
+    rule = rules.put(
+        EventPattern={"detail": {"tag": [tag]}},
+        targets=[
+            {"Id": "bare", "Arn": bare_arn},
+            {"Id": "elsewhere", "Arn": elsewhere_arn},
+            {"Id": "mine", "Arn": mine_arn},
+            {"Id": "alias", "Arn": alias_arn + ":live"},
+        ],
+    )
+    rule_arn = events.describe_rule(Name=rule)["Arn"]
+    allow_events(lam, elsewhere, SourceArn=rule_arn + "-other")
+    allow_events(lam, mine, SourceArn=rule_arn, SourceAccount=ACCOUNT)
+    lam.publish_version(FunctionName=alias)
+    lam.create_alias(FunctionName=alias, Name="live", FunctionVersion="1")
+    allow_events(lam, alias)  # the function's policy, not the alias's: does not cover :live
+    lam.add_permission(  # everyone but EventBridge
+        FunctionName=bare, StatementId="acct", Action="lambda:*", Principal=ACCOUNT
+    )
+    resp = events.put_events(
+        Entries=[{"Source": "app", "DetailType": "t", "Detail": json.dumps({"tag": tag})}]
+    )
+    assert resp["FailedEntryCount"] == 0
+    wait_seen(server, mine, 1)
+    wait_for(lambda: not queued(server) & {bare, elsewhere, mine, alias}, message="the queue")
+    for name in (bare, elsewhere, alias):
+        assert seen(server, name) == [], name
+    log = server.log()
+    for target in (bare_arn, elsewhere_arn, alias_arn + ":live"):
+        assert f"rule {rule} may not invoke {target}:" in log
+    metrics = httpx.get(server.endpoint + "/metrics").text
+    assert (
+        f'lamina_events_failed_invocations_total{{reason="permission",rule="{rule}"}} 3.0'
+        in metrics
+    )
 
 
 # -- rules and targets -------------------------------------------------------------------

@@ -106,11 +106,35 @@ def curl(*args: str) -> tuple[int, str]:
 needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
 
 
+def make_public(lam: Any, name: str, qualifier: str | None = None, *, both: bool = True) -> None:
+    """The permissions a public URL needs on Lambda (the two statements its console adds for
+    AuthType NONE; only the first unless `both`)."""
+    extra = {"Qualifier": qualifier} if qualifier else {}
+    lam.add_permission(
+        FunctionName=name,
+        StatementId="FunctionURLAllowPublicAccess",
+        Action="lambda:InvokeFunctionUrl",
+        Principal="*",
+        FunctionUrlAuthType="NONE",
+        **extra,
+    )
+    if both:
+        lam.add_permission(
+            FunctionName=name,
+            StatementId="FunctionURLAllowInvokeAction",
+            Action="lambda:InvokeFunction",
+            Principal="*",
+            InvokedViaFunctionUrl=True,
+            **extra,
+        )
+
+
 @pytest.fixture
 def echo(functions: Functions, lam: Any) -> tuple[str, str]:
-    """A function that echoes its event, with a URL: (name, FunctionUrl)."""
+    """A function that echoes its event, with a public URL: (name, FunctionUrl)."""
     name = functions.create(ECHO)["FunctionName"]
     url = lam.create_function_url_config(FunctionName=name, AuthType="NONE")["FunctionUrl"]
+    make_public(lam, name)
     return name, url
 
 
@@ -266,6 +290,8 @@ def test_deleted_with_alias_and_function(functions: Functions, lam: Any) -> None
         FunctionName=name, Qualifier="live", AuthType="NONE"
     )["FunctionUrl"]
     latest_url = lam.create_function_url_config(FunctionName=name, AuthType="NONE")["FunctionUrl"]
+    make_public(lam, name, "live")
+    make_public(lam, name)
     assert fetch(alias_url)[0] == 200
 
     lam.delete_alias(FunctionName=name, Name="live")
@@ -290,6 +316,7 @@ def test_urls_survive_a_restart(tmp_path: Path) -> None:
         Functions(lam).create(ECHO, FunctionName="kept")
         cors = {"AllowOrigins": ["*"], "MaxAge": 10}
         url = lam.create_function_url_config(FunctionName="kept", AuthType="NONE", Cors=cors)
+        make_public(lam, "kept")
         assert srv.stop() == 0
         srv.start()
         got = lam.get_function_url_config(FunctionName="kept")
@@ -427,6 +454,7 @@ def test_function_error_is_502(echo: tuple[str, str]) -> None:
 def test_timeout_is_502_and_throttling_429(functions: Functions, lam: Any) -> None:
     name = functions.create(ECHO, Timeout=1)["FunctionName"]
     url = lam.create_function_url_config(FunctionName=name, AuthType="NONE")["FunctionUrl"]
+    make_public(lam, name)
     status, _, body = fetch(url + "sleep")
     assert (status, body) == (502, b"Internal Server Error")
     lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=0)
@@ -446,6 +474,48 @@ def test_requests_over_the_payload_limit_are_413(echo: tuple[str, str]) -> None:
         assert status == 413, size
         assert "Request must be smaller than 6291456 bytes" in json.loads(body)["Message"]
     assert fetch(url, b"\0" * 1024 * 1024, binary)[0] == 200
+
+
+def test_a_url_needs_its_resource_policy(functions: Functions, lam: Any) -> None:
+    """As on Lambda: AuthType NONE serves only if the resource policy allows `*` both
+    lambda:InvokeFunctionUrl (for lambda:FunctionUrlAuthType NONE) and lambda:InvokeFunction
+    (for lambda:InvokedViaFunctionUrl) — the alias's policy for an alias's URL."""
+    name = functions.create(ECHO, Publish=True)["FunctionName"]
+    url = lam.create_function_url_config(FunctionName=name, AuthType="NONE")["FunctionUrl"]
+    lam.create_alias(FunctionName=name, Name="live", FunctionVersion="1")
+    live = lam.create_function_url_config(FunctionName=name, Qualifier="live", AuthType="NONE")
+    status, _, body = fetch(url)
+    assert (status, json.loads(body)) == (403, {"Message": "Forbidden"})
+    # Not what a public URL needs: an auth type condition of AWS_IAM.
+    lam.add_permission(
+        FunctionName=name,
+        StatementId="iam",
+        Action="lambda:InvokeFunctionUrl",
+        Principal="*",
+        FunctionUrlAuthType="AWS_IAM",
+    )
+    assert fetch(url)[0] == 403
+    make_public(lam, name, both=False)
+    assert fetch(url)[0] == 403  # lambda:InvokeFunction is needed too (since October 2025)
+    lam.add_permission(
+        FunctionName=name, StatementId="invoke", Action="lambda:InvokeFunction", Principal="*"
+    )
+    assert fetch(url)[0] == 200
+    lam.remove_permission(FunctionName=name, StatementId="invoke")
+    assert fetch(url)[0] == 403
+    lam.add_permission(
+        FunctionName=name,
+        StatementId="FunctionURLAllowInvokeAction",
+        Action="lambda:InvokeFunction",
+        Principal="*",
+        InvokedViaFunctionUrl=True,
+    )
+    assert fetch(url)[0] == 200
+    assert fetch(live["FunctionUrl"])[0] == 403  # the function's policy is not the alias's
+    make_public(lam, name, "live")
+    assert fetch(live["FunctionUrl"])[0] == 200
+    lam.remove_permission(FunctionName=name, StatementId="FunctionURLAllowPublicAccess")
+    assert fetch(url)[0] == 403
 
 
 def test_unknown_url_id_is_forbidden(server: Server) -> None:

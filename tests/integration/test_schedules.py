@@ -47,6 +47,14 @@ def every_minute_rule(server: Server) -> tuple[str, str, str]:
     fn = Functions(server.client()).create(RECORDER)
     events = server.client("events")
     rule_arn = events.put_rule(Name="every-minute", ScheduleExpression="rate(1 minute)")["RuleArn"]
+    # What `aws events put-targets` users add on AWS: the rule's permission to invoke.
+    server.client().add_permission(
+        FunctionName=fn["FunctionName"],
+        StatementId="every-minute",
+        Action="lambda:InvokeFunction",
+        Principal="events.amazonaws.com",
+        SourceArn=rule_arn,
+    )
     events.put_targets(Rule="every-minute", Targets=[{"Id": "fn", "Arn": fn["FunctionArn"]}])
     return fn["FunctionName"], fn["FunctionArn"], rule_arn
 

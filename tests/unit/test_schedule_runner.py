@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
+from lamina.auth.policy import Policy, parse
 from lamina.control.rules import RuleService, TargetInput
 from lamina.events.async_queue import AsyncQueue
 from lamina.events.bus import EventBus
@@ -31,6 +32,26 @@ class FakeQueue:
         self.accepted.append((name, qualifier, json.loads(payload)))
 
 
+class EventsAllowed:
+    """Every function's resource policy lets EventBridge invoke it."""
+
+    policy = parse(
+        {
+            "Version": "2012-10-17",
+            "Statement": {
+                "Effect": "Allow",
+                "Principal": {"Service": "events.amazonaws.com"},
+                "Action": "lambda:InvokeFunction",
+                "Resource": "*",
+            },
+        },
+        resource_policy=True,
+    )
+
+    def policy_for(self, name: str, qualifier: str | None) -> Policy | None:
+        return self.policy
+
+
 class World:
     """A server's schedule parts over one data directory, with a settable real time."""
 
@@ -44,7 +65,9 @@ class World:
         settings = Settings(data_dir=self.data)
         clock = ScheduleClock(self.rate, settings.test_clock_origin_path, real=lambda: self.real)
         rules = RuleService(settings, RuleStore.sqlite(settings.db_path), clock=clock.now)
-        bus = EventBus(settings, rules, cast(AsyncQueue, self.queue), clock=clock.time)
+        bus = EventBus(
+            settings, rules, cast(AsyncQueue, self.queue), EventsAllowed(), clock=clock.time
+        )
         return rules, ScheduleRunner(rules, bus, clock)
 
     def ticks(self) -> list[str]:

@@ -23,9 +23,11 @@ from lamina.api import (
     http_routes,
     layers,
     logs_api,
+    policies,
     roles,
 )
 from lamina.api import functions as fn
+from lamina.api.authz import Authorize
 from lamina.api.context import AppState, app_state
 from lamina.api.errors import error_response, http_error, lamina_error, unexpected_error
 from lamina.api.http_front import HttpFront
@@ -208,6 +210,9 @@ def build_app(
         Route(_URL + "s", function_urls.list_function_url_configs, methods=["GET"]),
         Route("/2016-08-19/account-settings/", concurrency.get_account_settings, methods=["GET"]),
         Route("/2016-08-19/account-settings", concurrency.get_account_settings, methods=["GET"]),
+        Route(_FN + "/{name}/policy", policies.add_permission, methods=["POST"]),
+        Route(_FN + "/{name}/policy", policies.get_policy, methods=["GET"]),
+        Route(_FN + "/{name}/policy/{sid}", policies.remove_permission, methods=["DELETE"]),
         Route(_FN + "/{name}/aliases", aliases.create_alias, methods=["POST"]),
         Route(_FN + "/{name}/aliases", aliases.list_aliases, methods=["GET"]),
         Route(_FN + "/{name}/aliases/{alias}", aliases.get_alias, methods=["GET"]),
@@ -235,9 +240,11 @@ def build_app(
         lifespan=lifespan,
     )
     app.state.lamina = state
-    # Function URLs and HTTP routes take any method and path, so they go first.
+    # Function URLs and HTTP routes take any method and path, so they go first; they have
+    # their own rules (a URL's AuthType and resource policy), so they skip `Authorize`, which
+    # checks every API request, Invoke included, against the caller's policies.
     route_front = http_routes.RouteFront(state) if state.http_routes is not None else None
-    return HttpFront(_InvokeFirst(app), state, route_front)
+    return HttpFront(Authorize(_InvokeFirst(app), state), state, route_front)
 
 
 class _InvokeFirst:

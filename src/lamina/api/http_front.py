@@ -8,6 +8,14 @@ URL or an HTTP route never enters Starlette's router, so any path and method rea
   whose Host is `<url-id>.lambda-url.<region>.<anything>` (Lambda's own form, for a DNS name or
   a proxy that points such names here).
 - HTTP routes are served under `/_http/` (see `lamina.events.http_routes`).
+
+A URL serves only callers its function's resource policy lets in, as on Lambda (see
+`lamina.auth.triggers`): AuthType NONE needs statements allowing `*` both
+`lambda:InvokeFunctionUrl` (for `lambda:FunctionUrlAuthType` NONE) and `lambda:InvokeFunction`
+(for `lambda:InvokedViaFunctionUrl`); AWS_IAM needs a signed caller whom the policies allow
+both. Anything else gets Lambda's 403 `{"Message":"Forbidden"}`. HTTP routes need no
+permission: like an API Gateway integration, the route's own configuration, made by an
+operator through `/lamina/routes`, is the grant.
 """
 
 from __future__ import annotations
@@ -22,6 +30,8 @@ from lamina import ids, limits
 from lamina.api.context import AppState
 from lamina.api.function_urls import URL_PATH_PREFIX
 from lamina.arns import FunctionRef
+from lamina.auth.principal import Decision
+from lamina.auth.triggers import authorize_url, public_url_allowed
 from lamina.errors import LaminaError, TooManyRequestsError
 from lamina.events import http_payload as hp
 from lamina.models import LATEST, FunctionUrl, InvokeRequest, InvokeResult, UrlCors
@@ -175,8 +185,9 @@ class HttpFront:
     ) -> None:
         request_id = ids.request_id()
         url = self.state.functions.urls.by_id(url_id)
-        if url is None:
-            # What Lambda answers for a URL that does not exist (any more).
+        if url is None or not self._permitted(url, scope):
+            # What Lambda answers for a URL that does not exist (any more) or that the
+            # function's resource policy does not open to this caller.
             await send_response(json_error(403, {"Message": "Forbidden"}, request_id), send)
             return
         try:
@@ -188,6 +199,19 @@ class HttpFront:
         response = await self._serve_url(url, req, scope, request_id)
         response.headers.append(("x-amzn-requestid", request_id))
         await send_response(response, send)
+
+    def _permitted(self, url: FunctionUrl, scope: Scope) -> bool:
+        """Whether the function's resource policy (its alias's, for an alias's URL) lets this
+        caller use the URL (no I/O: policies are in memory)."""
+        qualifier = None if url.qualifier == LATEST else url.qualifier
+        functions = self.state.functions
+        arn = functions.arn(url.function_name, qualifier)
+        policy = functions.policies.policy_for(url.function_name, qualifier)
+        if url.auth_type == "NONE":
+            return public_url_allowed(arn, policy)
+        # AWS_IAM: the authentication wrapper verified the signature and left the caller.
+        principal = scope.get("lamina.principal")
+        return principal is not None and authorize_url(principal, arn, policy) is Decision.ALLOW
 
     async def _serve_url(
         self, url: FunctionUrl, req: hp.HttpRequest, scope: Scope, request_id: str

@@ -179,9 +179,10 @@ class AliasService:
         # Lambda answers a delete of a missing alias with success.
         await self._functions.run(self._metadata.delete_alias, function_name, name)
         self._aliases.pop((function_name, name), None)
-        # The store deleted the alias's asynchronous invocation settings and URL with it.
+        # The store deleted the alias's asynchronous invocation settings, URL and policy with it.
         self._functions.event_invoke.forget(function_name, name)
         self._functions.urls.forget(function_name, name)
+        self._functions.policies.forget(function_name, name)
 
     # -- rules ---------------------------------------------------------------------
 

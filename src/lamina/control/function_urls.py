@@ -8,7 +8,8 @@ memory, by qualifier and by url-id, because serving a request to one must not to
 database. The store deletes a URL with its function or alias (one transaction); `forget` and
 `forget_function` drop it here.
 
-Lamina has no authentication yet, so `AuthType` must be `NONE`; and no response streaming yet,
+Lamina has no authentication yet, so `AuthType` must be `NONE` (a URL then serves only if the
+function's resource policy opens it, see `api.http_front`); and no response streaming yet,
 so `InvokeMode` must be `BUFFERED`. Both are refused clearly otherwise.
 """
 
@@ -249,8 +250,9 @@ def _auth_type(c: v.Constraints, value: Any, *, required: bool) -> str | None:
     if value == "AWS_IAM":
         raise InvalidParameterValueError(
             "Lamina does not support AuthType AWS_IAM yet: it has no authentication (that "
-            "arrives with a later release). Use AuthType NONE: the URL is then open to anyone "
-            "who can reach this server."
+            "arrives with a later release). Use AuthType NONE, and open the URL with a "
+            "resource policy as on Lambda: add-permission --action lambda:InvokeFunctionUrl "
+            "--principal '*' --function-url-auth-type NONE."
         )
     return str(value)
 

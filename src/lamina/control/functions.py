@@ -31,6 +31,7 @@ from lamina.control import validation as v
 from lamina.control.aliases import AliasService, is_alias_name
 from lamina.control.concurrency import ReservedConcurrency
 from lamina.control.event_invoke import EventInvokeConfigs
+from lamina.control.function_policies import FunctionPolicies
 from lamina.control.function_urls import FunctionUrls
 from lamina.control.layers import LayerService, opt_key
 from lamina.control.provisioned import ProvisionedConcurrency
@@ -52,6 +53,7 @@ from lamina.models import (
 from lamina.runtimes.catalog import RuntimeCatalog
 from lamina.settings import Settings
 from lamina.store import CodeStore, MetadataStore, StoredCode, UnsafePackageError
+from lamina.store.function_policies import FunctionPolicyStore
 from lamina.store.function_urls import FunctionUrlStore
 
 log = logging.getLogger(__name__)
@@ -130,6 +132,8 @@ class FunctionService:
         self.event_invoke = EventInvokeConfigs(self, metadata, settings)
         #: function URLs per `$LATEST` or alias
         self.urls = FunctionUrls(self, FunctionUrlStore(metadata))
+        #: resource-based policies per function, version or alias
+        self.policies = FunctionPolicies(self, FunctionPolicyStore(metadata))
         # Merged /opt directory (by key) -> the code of every version that has run with it:
         # the directory stays while an environment may still run one of them.
         self._opt_users: dict[str, set[str]] = {}
@@ -148,6 +152,7 @@ class FunctionService:
         await self.provisioned.load()
         await self.event_invoke.load()
         await self.urls.load()
+        await self.policies.load()
         # A crash between forgetting a function and deleting its code leaves orphans.
         referenced = await self._run(self._metadata.referenced_code)
         for sha in await self._run(self._code.stored):
@@ -528,6 +533,7 @@ class FunctionService:
             self.provisioned.forget_function(ref.name)
             self.event_invoke.forget_function(ref.name)
             self.urls.forget_function(ref.name)
+            self.policies.forget_function(ref.name)
         finally:
             self._busy.discard(ref.name)
         await self._notify(ref.name, None)
@@ -557,6 +563,7 @@ class FunctionService:
             await self._run(self._metadata.delete_version, name, version)
             self._versions.pop((name, version), None)
             self.event_invoke.forget(name, version)
+            self.policies.forget(name, version)
         finally:
             self._busy.discard(name)
         await self._notify(name, version)

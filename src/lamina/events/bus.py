@@ -5,6 +5,13 @@ invokes of Lambda do).
 
 Each entry is checked on its own, as PutEvents does: a bad entry fails with EventBridge's
 ErrorCode and message while the others go through.
+
+A target is invoked only if its function's resource policy (the version's or alias's, for a
+qualified target) allows `lambda:InvokeFunction` to `events.amazonaws.com` for this rule, as on
+AWS (see `lamina.auth.triggers`). Otherwise EventBridge's invocation fails: the event is not
+delivered, the failure is logged and counted per rule (`failed_invocations`, EventBridge's
+FailedInvocations metric), and PutEvents still reports the entry as accepted, as EventBridge
+does (the failure is the target's, not the entry's).
 """
 
 from __future__ import annotations
@@ -13,16 +20,21 @@ import json
 import logging
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from lamina import ids
+from lamina.arns import function_arn
+from lamina.auth.policy import Policy
+from lamina.auth.triggers import events_may_invoke
 from lamina.control.rules import DEFAULT_BUS, RuleService
 from lamina.errors import LaminaError
 from lamina.events.async_queue import AsyncQueue
 from lamina.models import Rule
+from lamina.observability import Metrics
 from lamina.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -54,18 +66,30 @@ def event_time(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+class PolicySource(Protocol):
+    """Where functions' resource policies are (`control.function_policies.FunctionPolicies`)."""
+
+    def policy_for(self, name: str, qualifier: str | None) -> Policy | None: ...
+
+
 class EventBus:
     def __init__(
         self,
         settings: Settings,
         rules: RuleService,
         queue: AsyncQueue,
+        policies: PolicySource,
         clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
     ) -> None:
         self._settings = settings
         self._rules = rules
         self._queue = queue
+        self._policies = policies
         self._clock = clock
+        self._metrics = metrics
+        #: targets not invoked because their resource policy did not allow it, by rule name
+        self.failed_invocations: Counter[str] = Counter()
 
     def event(
         self,
@@ -116,17 +140,46 @@ class EventBus:
         sent = 0
         for rule in rules:
             for d in self._rules.deliveries(rule, event):
+                if not self._permitted(rule, d.function_name, d.qualifier):
+                    self._failed(rule, "permission")
+                    log.warning(
+                        "events: rule %s may not invoke %s: the function's resource policy "
+                        "does not allow lambda:InvokeFunction to events.amazonaws.com for it "
+                        "(aws lambda add-permission --principal events.amazonaws.com "
+                        "--source-arn %s)",
+                        rule.name,
+                        d.target.arn,
+                        self._rules.arn(rule.name),
+                    )
+                    continue
                 try:
                     await self._queue.accept(
                         d.function_name, d.qualifier, d.payload, ids.request_id()
                     )
                 except LaminaError as e:  # e.g. a payload over the async limit
+                    self._failed(rule, "rejected")
                     log.warning(
                         "events: rule %s could not send to %s: %s", rule.name, d.target.arn, e
                     )
                     continue
                 sent += 1
         return sent
+
+    def _failed(self, rule: Rule, reason: str) -> None:
+        if reason == "permission":
+            self.failed_invocations[rule.name] += 1
+        if self._metrics is not None:
+            self._metrics.events_failed_invocations.labels(rule.name, reason).inc()
+
+    def _permitted(self, rule: Rule, name: str, qualifier: str | None) -> bool:
+        """Whether the target's resource policy lets this rule invoke it (no I/O)."""
+        settings = self._settings
+        return events_may_invoke(
+            function_arn(settings.region, settings.account_id, name, qualifier),
+            self._rules.arn(rule.name),
+            settings.account_id,
+            self._policies.policy_for(name, qualifier),
+        )
 
     def _entry_event(self, entry: EntryInput) -> dict[str, Any]:
         try:

@@ -144,6 +144,15 @@ class Metrics:
             ["function", "outcome"],
             registry=self.registry,
         )
+        self.events_failed_invocations = Counter(
+            "lamina_events_failed_invocations",
+            "EventBridge target invocations that failed before reaching the asynchronous queue "
+            "(EventBridge's FailedInvocations), by rule and reason: permission (the function's "
+            "resource policy does not let the rule invoke it), rejected (the queue refused "
+            "the event, e.g. too large).",
+            ["rule", "reason"],
+            registry=self.registry,
+        )
         self.async_queue_depth = Gauge(
             "lamina_async_queue_depth",
             "Asynchronous events stored and not yet finished (queued or running), by function.",

@@ -53,7 +53,8 @@ from lamina.store.schema import (
 from lamina.store.sealed import Sealer
 
 #: `delete(conn, function_name, qualifier)`: rows of another store module that belong to a
-#: function (qualifier None) or one of its aliases, deleted in the same transaction as it
+#: function (qualifier None) or one of its aliases or versions, deleted in the same
+#: transaction as it
 Dependent = Callable[[Connection, str, str | None], None]
 
 _CONFIG_COLUMNS = [c.name for c in function_versions.columns if c.name != "function_name"]
@@ -336,10 +337,12 @@ class MetadataStore:
             return [_to_config(r, refs, self._sealer) for r in rows]
 
     def delete_version(self, name: str, version: str) -> bool:
-        """Delete one published version (its layer references and its asynchronous
-        invocation settings go with it)."""
+        """Delete one published version (its layer references, its asynchronous invocation
+        settings and its dependents' rows go with it)."""
         with self._tx() as conn:
             _delete_event_invoke(conn, name, version)
+            for dependent in self._dependents:
+                dependent(conn, name, version)
             deleted = conn.execute(
                 delete(function_versions).where(
                     function_versions.c.function_name == name,

@@ -1,0 +1,297 @@
+"""What each API request asks to do, in IAM's terms: the action and the resource ARN.
+
+`AccessMap.request` names the `AccessRequest` of every operation Lamina serves, as AWS's
+service authorization reference names them:
+
+- Lambda: `lambda:<Operation>` (Invoke and InvokeAsync are both `lambda:InvokeFunction`, the
+  permission Lambda checks for them). Function operations
+  act on the function ARN, qualified when the request names a version or alias (a `Qualifier`
+  parameter, or a qualified name or ARN in the path); operations on the function as a whole
+  (updates, publishing, aliases, reserved concurrency, listings of its sub-resources) act on the
+  unqualified ARN. IAM matches ARNs as strings, so a policy on `function:NAME` does not cover
+  `function:NAME:prod`: policies use `function:NAME:*` for versions and aliases, as on AWS.
+- Layers: `layer:NAME` for PublishLayerVersion, `layer:NAME:VERSION` for a version's operations.
+- CloudWatch Logs: `log-group:NAME:*` (a stream's operations: `log-group:NAME:log-stream:S`);
+  DescribeLogGroups acts on `log-group:*`.
+- EventBridge: `rule/NAME` (default bus), PutEvents on `event-bus/default`, listings on `*`.
+- Lamina's own `/lamina/...` endpoints: `lamina:<Name>` on `*`.
+
+`/health`, `/metrics` and code downloads (`/lamina/code/...`, the Location GetFunction hands
+out, which stands in for S3's pre-signed URL) are open: `request` returns None for them. A
+path no rule knows gets `lamina:UnknownOperation` on `*`, so that only the admin reaches the
+router's 404: authorization fails closed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from lamina.api.events_api import TARGET_PREFIX as EVENTS_PREFIX
+from lamina.api.logs_api import TARGET_PREFIX as LOGS_PREFIX
+from lamina.arns import function_arn, parse_function_ref
+from lamina.auth.principal import AccessRequest
+from lamina.errors import LaminaError
+
+UNKNOWN = "lamina:UnknownOperation"
+_OPEN_PATHS = frozenset({"/health", "/metrics"})
+_CODE = re.compile(r"/lamina/code/[^/]+\.zip")
+# /<api-version>/functions/<name>[/<rest>]
+_FUNCTION = re.compile(
+    r"/(2015-03-31|2014-11-13|2017-10-31|2019-09-30|2019-09-25|2021-10-31)/functions"
+    r"(?:/([^/]+)(/.*)?)?"
+)
+_LAYERS = re.compile(r"/2018-10-31/layers(?:/([^/]+)/versions(?:/([^/]+))?)?")
+_LAMINA = {
+    ("GET", "/lamina/runtimes"): "ListRuntimes",
+    ("GET", "/lamina/environments"): "ListEnvironments",
+    ("GET", "/lamina/async"): "GetAsyncQueue",
+    ("GET", "/lamina/usage"): "GetUsage",
+    ("GET", "/lamina/routes"): "ListRoutes",
+    ("POST", "/lamina/routes"): "AddRoute",
+    ("DELETE", "/lamina/routes"): "RemoveRoute",
+    ("GET", "/lamina/schedules"): "ListSchedules",
+    ("GET", "/lamina/roles"): "ListRoles",
+}
+#: /lamina/roles/<name>: (method) -> operation
+_LAMINA_ROLE = re.compile(r"/lamina/roles/[^/]+")
+_ROLE_OPS = {"PUT": "PutRole", "GET": "GetRole", "DELETE": "DeleteRole"}
+# (API version, the path after the function name, method) -> (operation, qualified?)
+_FUNCTION_OPS: dict[tuple[str, str, str], tuple[str, bool]] = {
+    ("2015-03-31", "", "GET"): ("GetFunction", True),
+    ("2015-03-31", "", "DELETE"): ("DeleteFunction", True),
+    ("2015-03-31", "/configuration", "GET"): ("GetFunctionConfiguration", True),
+    ("2015-03-31", "/configuration", "PUT"): ("UpdateFunctionConfiguration", False),
+    ("2015-03-31", "/code", "PUT"): ("UpdateFunctionCode", False),
+    ("2015-03-31", "/versions", "POST"): ("PublishVersion", False),
+    ("2015-03-31", "/versions", "GET"): ("ListVersionsByFunction", False),
+    ("2015-03-31", "/invocations", "POST"): ("InvokeFunction", True),
+    ("2015-03-31", "/policy", "POST"): ("AddPermission", True),
+    ("2015-03-31", "/policy", "GET"): ("GetPolicy", True),
+    ("2015-03-31", "/policy/*", "DELETE"): ("RemovePermission", True),
+    ("2015-03-31", "/aliases", "POST"): ("CreateAlias", False),
+    ("2015-03-31", "/aliases", "GET"): ("ListAliases", False),
+    ("2015-03-31", "/aliases/*", "GET"): ("GetAlias", False),
+    ("2015-03-31", "/aliases/*", "PUT"): ("UpdateAlias", False),
+    ("2015-03-31", "/aliases/*", "DELETE"): ("DeleteAlias", False),
+    ("2014-11-13", "/invoke-async", "POST"): ("InvokeFunction", True),
+    ("2017-10-31", "/concurrency", "PUT"): ("PutFunctionConcurrency", False),
+    ("2017-10-31", "/concurrency", "DELETE"): ("DeleteFunctionConcurrency", False),
+    ("2019-09-30", "/concurrency", "GET"): ("GetFunctionConcurrency", False),
+    ("2019-09-30", "/provisioned-concurrency", "PUT"): ("PutProvisionedConcurrencyConfig", True),
+    ("2019-09-30", "/provisioned-concurrency", "GET"): ("GetProvisionedConcurrencyConfig", True),
+    ("2019-09-30", "/provisioned-concurrency", "DELETE"): (
+        "DeleteProvisionedConcurrencyConfig",
+        True,
+    ),
+    ("2019-09-25", "/event-invoke-config", "PUT"): ("PutFunctionEventInvokeConfig", True),
+    ("2019-09-25", "/event-invoke-config", "POST"): ("UpdateFunctionEventInvokeConfig", True),
+    ("2019-09-25", "/event-invoke-config", "GET"): ("GetFunctionEventInvokeConfig", True),
+    ("2019-09-25", "/event-invoke-config", "DELETE"): ("DeleteFunctionEventInvokeConfig", True),
+    ("2019-09-25", "/event-invoke-config/list", "GET"): (
+        "ListFunctionEventInvokeConfigs",
+        False,
+    ),
+    ("2021-10-31", "/url", "POST"): ("CreateFunctionUrlConfig", True),
+    ("2021-10-31", "/url", "GET"): ("GetFunctionUrlConfig", True),
+    ("2021-10-31", "/url", "PUT"): ("UpdateFunctionUrlConfig", True),
+    ("2021-10-31", "/url", "DELETE"): ("DeleteFunctionUrlConfig", True),
+    ("2021-10-31", "/urls", "GET"): ("ListFunctionUrlConfigs", False),
+}
+# Operations whose body carries a condition key or the resource's name.
+_BODY_OPS = frozenset({"AddPermission", "CreateFunctionUrlConfig", "UpdateFunctionUrlConfig"})
+# Logs operations that name a stream as well as a group
+_STREAM_OPS = frozenset({"GetLogEvents", "PutLogEvents"})
+_RULE_MEMBER = {
+    "PutRule": "Name",
+    "DescribeRule": "Name",
+    "DeleteRule": "Name",
+    "EnableRule": "Name",
+    "DisableRule": "Name",
+    "PutTargets": "Rule",
+    "RemoveTargets": "Rule",
+    "ListTargetsByRule": "Rule",
+}
+
+
+class AccessMap:
+    """Names requests' actions and resources for one server's region and account."""
+
+    def __init__(self, region: str, account: str) -> None:
+        self.region = region
+        self.account = account
+
+    def needs_body(self, method: str, path: str) -> bool:
+        """Whether `request` needs the body to name this request (the JSON APIs on `POST /`,
+        CreateFunction, and the operations whose body holds a condition key)."""
+        if method != "POST" and method != "PUT":
+            return False
+        if path == "/":
+            return True
+        m = _FUNCTION.fullmatch(path.rstrip("/") or "/")
+        if m is None:
+            return False
+        if m[2] is None:
+            return method == "POST"  # CreateFunction names its function in the body
+        op = _FUNCTION_OPS.get((m[1], _shape(m[3]), method))
+        return op is not None and op[0] in _BODY_OPS
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        query: Mapping[str, str],
+        headers: Mapping[str, str],
+        body: bytes | None = None,
+    ) -> AccessRequest | None:
+        """The request's action, resource and action-specific context keys; None for the
+        open endpoints. `headers` has lower-case names."""
+        if path in _OPEN_PATHS or _CODE.fullmatch(path):
+            return None
+        if method == "HEAD":
+            method = "GET"  # Starlette serves HEAD wherever GET is: the same permission
+        if path == "/" and method == "POST":
+            return self._json_api(headers.get("x-amz-target", ""), body)
+        trimmed = path.rstrip("/") or "/"
+        m = _FUNCTION.fullmatch(trimmed)
+        if m is not None:
+            return self._function(method, m, query, body)
+        m = _LAYERS.fullmatch(trimmed)
+        if m is not None:
+            return self._layer(method, m, query)
+        if trimmed == "/2016-08-19/account-settings" and method == "GET":
+            return AccessRequest("lambda:GetAccountSettings", "*")
+        name = _LAMINA.get((method, trimmed))
+        if name is None and _LAMINA_ROLE.fullmatch(trimmed):
+            name = _ROLE_OPS.get(method)
+        if name is not None:
+            return AccessRequest(f"lamina:{name}", "*")
+        return AccessRequest(UNKNOWN, "*")
+
+    # -- Lambda --------------------------------------------------------------------
+
+    def function_arn(self, name: str, qualifier: str | None = None) -> str:
+        return function_arn(self.region, self.account, name, qualifier)
+
+    def _function_resource(self, raw: str, qualifier: str | None, qualified: bool) -> str:
+        """The ARN of the function a path names: qualified by the name's own qualifier or the
+        Qualifier parameter if the operation acts on a version or alias."""
+        try:
+            ref = parse_function_ref(
+                raw, region=self.region, account=self.account, qualifier=qualifier
+            )
+        except LaminaError:
+            # The handler will refuse the name; authorization still needs a resource.
+            return self.function_arn(raw)
+        return self.function_arn(ref.name, ref.qualifier if qualified else None)
+
+    def _function(
+        self, method: str, m: re.Match[str], query: Mapping[str, str], body: bytes | None
+    ) -> AccessRequest:
+        version, raw_name, rest = m[1], m[2], m[3]
+        if raw_name is None:
+            if version != "2015-03-31":
+                return AccessRequest(UNKNOWN, "*")
+            if method == "GET":
+                return AccessRequest("lambda:ListFunctions", "*")
+            if method == "POST":
+                name = _json(body).get("FunctionName")
+                resource = self.function_arn(name) if isinstance(name, str) and name else "*"
+                return AccessRequest("lambda:CreateFunction", resource)
+            return AccessRequest(UNKNOWN, "*")
+        op = _FUNCTION_OPS.get((version, _shape(rest), method))
+        if op is None:
+            return AccessRequest(UNKNOWN, "*")
+        operation, qualified = op
+        if operation == "GetProvisionedConcurrencyConfig" and "List" in query:
+            operation, qualified = "ListProvisionedConcurrencyConfigs", False
+        resource = self._function_resource(raw_name, query.get("Qualifier"), qualified)
+        context: dict[str, str | list[str]] = {"lambda:FunctionArn": resource}
+        if operation in _BODY_OPS:
+            data = _json(body)
+            if isinstance(data.get("AuthType"), str):
+                context["lambda:FunctionUrlAuthType"] = data["AuthType"]
+            if isinstance(data.get("Principal"), str):
+                context["lambda:Principal"] = data["Principal"]
+        return AccessRequest(f"lambda:{operation}", resource, context)
+
+    def _layer(self, method: str, m: re.Match[str], query: Mapping[str, str]) -> AccessRequest:
+        name, version = m[1], m[2]
+        if name is None:
+            if method != "GET":
+                return AccessRequest(UNKNOWN, "*")
+            if query.get("find") == "LayerVersion":
+                return AccessRequest("lambda:GetLayerVersion", query.get("Arn") or "*")
+            return AccessRequest("lambda:ListLayers", "*")
+        layer = self._layer_arn(name)
+        if version is None:
+            if method == "GET":
+                return AccessRequest("lambda:ListLayerVersions", "*")
+            if method == "POST":
+                return AccessRequest("lambda:PublishLayerVersion", layer)
+            return AccessRequest(UNKNOWN, "*")
+        operation = {"GET": "GetLayerVersion", "DELETE": "DeleteLayerVersion"}.get(method)
+        if operation is None:
+            return AccessRequest(UNKNOWN, "*")
+        return AccessRequest(f"lambda:{operation}", f"{layer}:{version}")
+
+    def _layer_arn(self, name: str) -> str:
+        if name.startswith("arn:"):
+            return name  # LayerName may be the layer's ARN
+        return f"arn:aws:lambda:{self.region}:{self.account}:layer:{name}"
+
+    # -- the JSON APIs -------------------------------------------------------------
+
+    def _json_api(self, target: str, body: bytes | None) -> AccessRequest:
+        data = _json(body)
+        if target.startswith(EVENTS_PREFIX):
+            operation = target.removeprefix(EVENTS_PREFIX)
+            member = _RULE_MEMBER.get(operation)
+            if member is not None:
+                name = data.get(member)
+                resource = self.rule_arn(name if isinstance(name, str) else "*")
+            elif operation == "PutEvents":
+                resource = f"arn:aws:events:{self.region}:{self.account}:event-bus/default"
+            else:
+                resource = "*"
+            return AccessRequest(f"events:{operation}", resource)
+        if target.startswith(LOGS_PREFIX):
+            operation = target.removeprefix(LOGS_PREFIX)
+            group = data.get("logGroupName") or data.get("logGroupIdentifier")
+            if not isinstance(group, str) or not group:
+                resource = f"arn:aws:logs:{self.region}:{self.account}:log-group:*"
+            elif group.startswith("arn:"):
+                resource = group if group.endswith(":*") else f"{group}:*"
+            else:
+                resource = f"arn:aws:logs:{self.region}:{self.account}:log-group:{group}:*"
+            stream = data.get("logStreamName")
+            if operation in _STREAM_OPS and isinstance(stream, str):
+                resource = f"{resource.removesuffix(':*')}:log-stream:{stream}"
+            return AccessRequest(f"logs:{operation}", resource)
+        return AccessRequest(UNKNOWN, "*")
+
+    def rule_arn(self, name: str) -> str:
+        return f"arn:aws:events:{self.region}:{self.account}:rule/{name}"
+
+
+def _shape(rest: str | None) -> str:
+    """The part of a function path after the name, with its one variable part as `*`
+    (`/aliases/live` -> `/aliases/*`)."""
+    if not rest:
+        return ""
+    parts = rest.split("/")
+    if len(parts) == 3 and parts[1] in ("aliases", "policy"):
+        return f"/{parts[1]}/*"
+    return rest
+
+
+def _json(body: bytes | None) -> dict[str, Any]:
+    if not body:
+        return {}
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -1,0 +1,171 @@
+"""Authorization of API requests: an ASGI wrapper inside the authentication wrapper.
+
+Authentication puts the verified caller in `scope["lamina.principal"]`; when it is absent
+(authentication off) every request goes through, as before issue 9. Otherwise the wrapper
+names the request's action and resource (`api.access`), adds the request's context keys, takes
+the function's resource policy when the resource is a function (from memory: no database
+read on the Invoke path), and answers a denial as AWS does: `AccessDeniedException`, HTTP 403,
+"User: <arn> is not authorized to perform: <action> on resource: <arn> because ...".
+
+Function URLs and HTTP routes never reach it: `HttpFront` serves them ahead of this wrapper
+(a URL's AuthType decides, see `auth.triggers`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from urllib.parse import parse_qsl
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from lamina import ids
+from lamina.api.access import AccessMap
+from lamina.api.context import AppState
+from lamina.auth.policy import Policy, PolicyError, authorize, identity_decision
+from lamina.auth.principal import AccessRequest, Decision, Principal
+
+log = logging.getLogger(__name__)
+
+#: where the authentication wrapper leaves the verified caller
+PRINCIPAL_KEY = "lamina.principal"
+
+
+class Authorize:
+    """Lets a request through to `app` only if its principal may make it."""
+
+    def __init__(self, app: ASGIApp, state: AppState) -> None:
+        self.app = app
+        self.state = state
+        self.access = AccessMap(state.settings.region, state.settings.account_id)
+        self._function_prefix = (
+            f"arn:aws:lambda:{state.settings.region}:{state.settings.account_id}:function:"
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        principal: Principal | None = scope.get(PRINCIPAL_KEY)
+        if scope["type"] != "http" or principal is None or principal.admin:
+            await self.app(scope, receive, send)
+            return
+        method: str = scope["method"]
+        path: str = scope["path"]
+        body = None
+        if self.access.needs_body(method, path):
+            body = await _read_body(receive)
+            receive = _replay(body, receive)
+        headers = {n.decode("latin-1").lower(): v.decode("latin-1") for n, v in scope["headers"]}
+        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+        request = self.access.request(method, path, query, headers, body)
+        if request is None:
+            await self.app(scope, receive, send)
+            return
+        request = AccessRequest(
+            request.action,
+            request.resource,
+            {**request_context(scope, principal), **request.context},
+        )
+        try:
+            decision = authorize(principal, request, self._resource_policy(request.resource))
+        except PolicyError as e:
+            # An identity policy that slipped past validation: fail closed, and say why here.
+            log.error("authz: a policy of %s is malformed: %s", principal.arn, e)
+            decision = Decision.IMPLICIT_DENY
+        if decision is Decision.ALLOW:
+            await self.app(scope, receive, send)
+            return
+        json_api = path == "/" and method == "POST"
+        await _deny(send, denial_message(principal, request, decision), json_api=json_api)
+
+    def _resource_policy(self, resource: str) -> Policy | None:
+        """The resource policy of the function (version, alias) `resource` names, if any."""
+        if not resource.startswith(self._function_prefix):
+            return None
+        name, _, qualifier = resource.removeprefix(self._function_prefix).partition(":")
+        return self.state.functions.policies.policy_for(name, qualifier or None)
+
+
+def request_context(scope: Scope, principal: Principal) -> dict[str, str | list[str]]:
+    """The global condition keys of a request (`aws:SourceIp`, `aws:CurrentTime`, ...)."""
+    now = time.time()
+    client = scope.get("client")
+    return {
+        "aws:SourceIp": client[0] if client else "127.0.0.1",
+        "aws:CurrentTime": datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "aws:EpochTime": str(int(now)),
+        "aws:SecureTransport": "true" if scope.get("scheme") == "https" else "false",
+        # A role session's aws:PrincipalArn is its role's ARN, as IAM sets it.
+        "aws:PrincipalArn": principal.role_arn or principal.arn,
+        "aws:PrincipalAccount": principal.account,
+    }
+
+
+def denial_message(principal: Principal, request: AccessRequest, decision: Decision) -> str:
+    """AWS's AccessDeniedException message, with where the deny came from."""
+    head = (
+        f"User: {principal.arn} is not authorized to perform: {request.action} on resource: "
+        f"{request.resource} "
+    )
+    if decision is Decision.EXPLICIT_DENY:
+        where = (
+            "an identity-based policy"
+            if identity_decision(principal, request) is Decision.EXPLICIT_DENY
+            else "a resource-based policy"
+        )
+        return head + f"with an explicit deny in {where}"
+    return head + f"because no identity-based policy allows the {request.action} action"
+
+
+async def _deny(send: Send, message: str, *, json_api: bool) -> None:
+    """AccessDeniedException in the caller's protocol: the Lambda REST API names the error in
+    `x-amzn-ErrorType`; the JSON 1.1 APIs (Logs, EventBridge) in the body's `__type`."""
+    request_id = ids.request_id()
+    body: Mapping[str, str]
+    if json_api:
+        body = {"__type": "AccessDeniedException", "Message": message}
+        content_type = b"application/x-amz-json-1.1"
+    else:
+        body = {"Message": message}  # what Lambda sends: only the message
+        content_type = b"application/json"
+    data = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 403,
+            "headers": [
+                (b"content-type", content_type),
+                (b"content-length", str(len(data)).encode()),
+                (b"x-amzn-errortype", b"AccessDeniedException"),
+                (b"x-amzn-requestid", request_id.encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": data})
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that hands the already-read body over again, then defers to `receive`."""
+    sent = False
+
+    async def again() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return again

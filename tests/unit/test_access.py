@@ -1,0 +1,225 @@
+"""The action table: every route of the app names an IAM action and resource."""
+
+from __future__ import annotations
+
+import json
+import re
+from types import SimpleNamespace
+from typing import Any
+
+import botocore.session
+import pytest
+from starlette.routing import Route
+
+from lamina.api import events_api, logs_api
+from lamina.api.access import UNKNOWN, AccessMap
+from lamina.api.app import build_app
+
+ACCOUNT = "000000000000"
+FN = f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:"
+SAMPLE_PARAMS = {"name": "fn", "alias": "live", "sid": "s1", "version": "3", "sha256": "ab12"}
+OPEN = {"/health", "/metrics", "/lamina/code/{sha256}.zip"}
+_LAMBDA_OPS = set(botocore.session.get_session().get_service_model("lambda").operation_names)
+
+access = AccessMap("us-east-1", ACCOUNT)
+
+
+def routes() -> list[Route]:
+    state: Any = SimpleNamespace(
+        http_routes=None, settings=SimpleNamespace(region="us-east-1", account_id=ACCOUNT)
+    )
+    app: Any = build_app(state)
+    starlette = app.app.app.app  # HttpFront -> Authorize -> _InvokeFirst -> Starlette
+    return [r for r in starlette.routes if isinstance(r, Route)]
+
+
+def sample(path: str) -> str:
+    return re.sub(r"\{(\w+)\}", lambda m: SAMPLE_PARAMS[m[1]], path)
+
+
+def test_every_route_has_a_mapping() -> None:
+    seen = 0
+    for route in routes():
+        for method in sorted((route.methods or set()) - {"HEAD"}):
+            path = sample(route.path)
+            if route.path == "/":
+                continue  # the JSON APIs: by X-Amz-Target, below
+            got = access.request(method, path, {}, {}, b'{"FunctionName": "fn"}')
+            if route.path in OPEN:
+                assert got is None, route.path
+                continue
+            assert got is not None, (method, route.path)
+            assert got.action != UNKNOWN, (method, route.path)
+            service, _, op = got.action.partition(":")
+            if service == "lambda" and op != "InvokeFunction":
+                assert op in _LAMBDA_OPS, got.action
+            seen += 1
+    assert seen > 50
+
+
+def test_every_json_api_operation_has_a_mapping() -> None:
+    for prefix, ops, service in (
+        (logs_api.TARGET_PREFIX, logs_api._OPERATIONS, "logs"),
+        (events_api.TARGET_PREFIX, events_api._OPERATIONS, "events"),
+    ):
+        for op in ops:
+            got = access.request("POST", "/", {}, {"x-amz-target": prefix + op}, b"{}")
+            assert got is not None and got.action == f"{service}:{op}"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "query", "action", "resource"),
+    [
+        ("POST", "/2015-03-31/functions/f/invocations", {}, "lambda:InvokeFunction", FN + "f"),
+        (
+            "POST",
+            "/2015-03-31/functions/f:prod/invocations",
+            {},
+            "lambda:InvokeFunction",
+            FN + "f:prod",
+        ),
+        (
+            "POST",
+            f"/2015-03-31/functions/{FN}f:7/invocations",
+            {},
+            "lambda:InvokeFunction",
+            FN + "f:7",
+        ),
+        (
+            "POST",
+            "/2015-03-31/functions/f/invocations",
+            {"Qualifier": "live"},
+            "lambda:InvokeFunction",
+            FN + "f:live",
+        ),
+        ("POST", "/2014-11-13/functions/f/invoke-async/", {}, "lambda:InvokeFunction", FN + "f"),
+        ("GET", "/2015-03-31/functions/f", {"Qualifier": "2"}, "lambda:GetFunction", FN + "f:2"),
+        ("GET", "/2015-03-31/functions/", {}, "lambda:ListFunctions", "*"),
+        ("PUT", "/2015-03-31/functions/f:1/code", {}, "lambda:UpdateFunctionCode", FN + "f"),
+        ("POST", "/2015-03-31/functions/f/versions", {}, "lambda:PublishVersion", FN + "f"),
+        ("GET", "/2015-03-31/functions/f/aliases/live", {}, "lambda:GetAlias", FN + "f"),
+        (
+            "DELETE",
+            "/2015-03-31/functions/f/policy/s",
+            {"Qualifier": "a"},
+            "lambda:RemovePermission",
+            FN + "f:a",
+        ),
+        (
+            "PUT",
+            "/2017-10-31/functions/f/concurrency",
+            {},
+            "lambda:PutFunctionConcurrency",
+            FN + "f",
+        ),
+        (
+            "GET",
+            "/2019-09-30/functions/f/provisioned-concurrency",
+            {"List": "ALL"},
+            "lambda:ListProvisionedConcurrencyConfigs",
+            FN + "f",
+        ),
+        (
+            "GET",
+            "/2019-09-30/functions/f/provisioned-concurrency",
+            {"Qualifier": "1"},
+            "lambda:GetProvisionedConcurrencyConfig",
+            FN + "f:1",
+        ),
+        (
+            "GET",
+            "/2018-10-31/layers/lib/versions/3",
+            {},
+            "lambda:GetLayerVersion",
+            f"arn:aws:lambda:us-east-1:{ACCOUNT}:layer:lib:3",
+        ),
+        (
+            "POST",
+            "/2018-10-31/layers/lib/versions",
+            {},
+            "lambda:PublishLayerVersion",
+            f"arn:aws:lambda:us-east-1:{ACCOUNT}:layer:lib",
+        ),
+        (
+            "GET",
+            "/2018-10-31/layers",
+            {"find": "LayerVersion", "Arn": "arn:x:layer:l:1"},
+            "lambda:GetLayerVersion",
+            "arn:x:layer:l:1",
+        ),
+        ("GET", "/2016-08-19/account-settings/", {}, "lambda:GetAccountSettings", "*"),
+        ("GET", "/lamina/usage", {}, "lamina:GetUsage", "*"),
+        ("HEAD", "/2015-03-31/functions/f", {}, "lambda:GetFunction", FN + "f"),
+        ("GET", "/nowhere", {}, UNKNOWN, "*"),
+    ],
+)
+def test_actions_and_resources(
+    method: str, path: str, query: dict[str, str], action: str, resource: str
+) -> None:
+    got = access.request(method, path, query, {})
+    assert got is not None
+    assert (got.action, got.resource) == (action, resource)
+
+
+def test_body_named_resources_and_context_keys() -> None:
+    assert access.needs_body("POST", "/2015-03-31/functions")
+    assert access.needs_body("POST", "/")
+    assert access.needs_body("POST", "/2021-10-31/functions/f/url")
+    assert not access.needs_body("POST", "/2015-03-31/functions/f/invocations")
+    got = access.request("POST", "/2015-03-31/functions", {}, {}, b'{"FunctionName":"g"}')
+    assert got is not None and got.resource == FN + "g"
+    got = access.request("POST", "/2021-10-31/functions/f/url", {}, {}, b'{"AuthType":"NONE"}')
+    assert got is not None and got.context["lambda:FunctionUrlAuthType"] == "NONE"
+    got = access.request(
+        "POST", "/2015-03-31/functions/f/policy", {}, {}, b'{"Principal":"events.amazonaws.com"}'
+    )
+    assert got is not None and got.context["lambda:Principal"] == "events.amazonaws.com"
+
+
+@pytest.mark.parametrize(
+    ("target", "body", "action", "resource"),
+    [
+        (
+            "Logs_20140328.DescribeLogGroups",
+            {},
+            "logs:DescribeLogGroups",
+            f"arn:aws:logs:us-east-1:{ACCOUNT}:log-group:*",
+        ),
+        (
+            "Logs_20140328.FilterLogEvents",
+            {"logGroupName": "/aws/lambda/f"},
+            "logs:FilterLogEvents",
+            f"arn:aws:logs:us-east-1:{ACCOUNT}:log-group:/aws/lambda/f:*",
+        ),
+        (
+            "Logs_20140328.GetLogEvents",
+            {"logGroupName": "g", "logStreamName": "s"},
+            "logs:GetLogEvents",
+            f"arn:aws:logs:us-east-1:{ACCOUNT}:log-group:g:log-stream:s",
+        ),
+        (
+            "AWSEvents.PutRule",
+            {"Name": "r"},
+            "events:PutRule",
+            f"arn:aws:events:us-east-1:{ACCOUNT}:rule/r",
+        ),
+        (
+            "AWSEvents.PutTargets",
+            {"Rule": "r"},
+            "events:PutTargets",
+            f"arn:aws:events:us-east-1:{ACCOUNT}:rule/r",
+        ),
+        (
+            "AWSEvents.PutEvents",
+            {},
+            "events:PutEvents",
+            f"arn:aws:events:us-east-1:{ACCOUNT}:event-bus/default",
+        ),
+        ("AWSEvents.ListRules", {}, "events:ListRules", "*"),
+        ("Nothing.Here", {}, UNKNOWN, "*"),
+    ],
+)
+def test_json_api_resources(target: str, body: dict[str, str], action: str, resource: str) -> None:
+    got = access.request("POST", "/", {}, {"x-amz-target": target}, json.dumps(body).encode())
+    assert got is not None
+    assert (got.action, got.resource) == (action, resource)
