@@ -72,6 +72,9 @@ class Settings:
     #: test sees `rate(1 minute)` fire every second at 60 (`--test-clock-rate`,
     #: `LAMINA_TEST_CLOCK_RATE`). 1 is real time.
     test_clock_rate: float = 1.0
+    #: whether every AWS-protocol request must be SigV4-signed (`--auth on|off`; off is only
+    #: allowed on loopback)
+    auth: bool = True
 
     @property
     def db_path(self) -> Path:
@@ -97,6 +100,10 @@ class Settings:
     def test_clock_origin_path(self) -> Path:
         """Where the sped-up test clock keeps its origin (continuous across restarts)."""
         return self.data_dir / "test-clock-origin"
+
+    @property
+    def auth_db_path(self) -> Path:
+        return self.data_dir / "auth.db"
 
     @property
     def code_dir(self) -> Path:

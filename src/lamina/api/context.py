@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
+from lamina.auth.keys import KeyStore
 from lamina.control import FunctionService
 from lamina.control.rules import RuleService
 from lamina.events import AsyncQueue
@@ -38,6 +39,8 @@ class AppState:
     rules: RuleService | None = None
     event_bus: EventBus | None = None
     schedules: ScheduleRunner | None = None
+    #: the access keys (None: authentication is off, `lamina serve --auth off`)
+    keys: KeyStore | None = None
 
 
 def app_state(request: Request) -> AppState:

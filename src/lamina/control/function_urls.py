@@ -246,12 +246,6 @@ def _auth_type(c: v.Constraints, value: Any, *, required: bool) -> str | None:
     if value not in AUTH_TYPES:
         c.fail(value, "authType", "Member must satisfy enum value set: [NONE, AWS_IAM]")
         return None
-    if value == "AWS_IAM":
-        raise InvalidParameterValueError(
-            "Lamina does not support AuthType AWS_IAM yet: it has no authentication (that "
-            "arrives with a later release). Use AuthType NONE: the URL is then open to anyone "
-            "who can reach this server."
-        )
     return str(value)
 
 
