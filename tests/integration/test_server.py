@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.conftest import ROLE, Server, free_port, make_zip
+from tests.conftest import ROLE, SIGNED_HTTP, Server, free_port, make_zip
 
 COUNTER = "import os\ndef handler(e, c):\n    return os.environ['AWS_LAMBDA_LOG_STREAM_NAME']\n"
 
@@ -21,7 +21,7 @@ COUNTER = "import os\ndef handler(e, c):\n    return os.environ['AWS_LAMBDA_LOG_
 def runtime_pids(endpoint: str) -> set[int]:
     """Runtime processes of this server's environments that are still alive."""
     try:
-        listed = httpx.get(endpoint + "/lamina/environments", timeout=5).json()
+        listed = SIGNED_HTTP.get(endpoint + "/lamina/environments", timeout=5).json()
     except httpx.TransportError:  # the server is gone: are its environments gone too?
         return {pid for pid in _KNOWN.get(endpoint, set()) if Path(f"/proc/{pid}").exists()}
     pids = {e["Pid"] for e in listed["Environments"] if e["Pid"]}

@@ -73,11 +73,13 @@ def _root_profile() -> str | None:
 class Signer(httpx.Auth):
     """httpx authentication that signs every request with SigV4 for the server's region."""
 
-    def __init__(self, endpoint: str, credentials: Credentials | None = None) -> None:
+    def __init__(
+        self, endpoint: str, credentials: Credentials | None = None, region: str | None = None
+    ) -> None:
         self._endpoint = endpoint.rstrip("/")
         self._credentials = credentials
         self._found = credentials is not None
-        self._region: str | None = None
+        self._region = region
 
     def _region_of_server(self) -> str:
         if self._region is None:
