@@ -501,14 +501,9 @@ class Scheduler:
             task_root=task_root,
             runtime_dir=runtime.runtime_dir,
             base_env=lambda_environment(
-                config,
-                self._settings,
-                runtime,
-                seen[0],
-                opt_seen,
-                seen[1],
-                credentials=self._credentials(config) if self._credentials else None,
+                config, self._settings, runtime, seen[0], opt_seen, seen[1]
             ),
+            credentials=partial(self._credentials, config) if self._credentials else None,
             backend=self._backend,
             metrics=self._metrics,
             logs=self._logs,
