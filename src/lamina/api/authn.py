@@ -30,6 +30,7 @@ from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from lamina import limits
 from lamina.api.http_front import signed_request
 from lamina.auth.keys import KeyStore
 from lamina.auth.sigv4 import AuthError, MissingAuthenticationToken, Verifier
@@ -106,7 +107,11 @@ class Authn:
         ):
             await self.app(scope, receive, send)
             return
-        body, more = await _read_body(receive)
+        try:
+            body, more = await _read_body(receive)
+        except AuthError as e:
+            await _error(scope, send, e)
+            return
         request = signed_request(scope, body)
         try:
             if not self.verifier.is_signed(request):
@@ -122,14 +127,30 @@ class Authn:
         await self.app(scope, _replay(body, more, receive), send)
 
 
+class _TooLarge(AuthError):
+    """A body larger than any request the API takes, refused before it is all read: an
+    unauthenticated caller must not make the server hold more than that."""
+
+    error_type = "RequestEntityTooLargeException"
+    status = 413
+
+    def __init__(self) -> None:
+        super().__init__("Request must be smaller than 69905067 bytes for the operation.")
+
+
 async def _read_body(receive: Receive) -> tuple[bytes, bool]:
     """The whole body, and whether the client disconnected while sending it."""
     chunks: list[bytes] = []
+    size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             return b"".join(chunks), True
-        chunks.append(message.get("body", b""))
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limits.CREATE_REQUEST_MAX_BYTES:
+            raise _TooLarge()
+        chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks), False
 
