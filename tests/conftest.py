@@ -206,11 +206,12 @@ class Server:
             out.setdefault(stream, []).append(message)
         return {stream: "".join(f"{m}\n" for m in lines) for stream, lines in out.items()}
 
-    def client(self, service: str = "lambda", **config: Any) -> Any:
+    def client(self, service: str = "lambda", region: str = "us-east-1", **config: Any) -> Any:
+        """A boto3 client signing as the admin key for `region` (the server's)."""
         return boto3.client(
             service,
             endpoint_url=self.endpoint,
-            region_name="us-east-1",
+            region_name=region,
             aws_access_key_id="test",
             aws_secret_access_key="test",
             config=Config(retries={"total_max_attempts": 1}, read_timeout=120, **config),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -347,3 +348,31 @@ def test_good_callers_keep_working_under_a_flood_of_bad_signatures(server: Serve
         for t in threads:
             t.join()
     assert refused > 0
+
+
+def test_cli_falls_back_to_the_data_dirs_admin_key(server: Server, tmp_path: Path) -> None:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE")
+    }
+    env |= {
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+        "AWS_CONFIG_FILE": str(tmp_path / "none-config"),
+        "LAMINA_ENDPOINT": server.endpoint,
+    }
+
+    def ls(data_dir: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "lamina", "ls"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env | {"LAMINA_DATA_DIR": str(data_dir)},
+        )
+
+    found = ls(server.data_dir)
+    assert found.returncode == 0, found.stderr
+    unsigned = ls(tmp_path / "empty")
+    assert unsigned.returncode != 0
+    assert "MissingAuthenticationTokenException" in unsigned.stderr

@@ -95,7 +95,7 @@ def test_restart_keeps_functions_and_sigterm_stops_environments(own_server: Any)
 
 def test_region_and_account_are_configurable(own_server: Any, tmp_path: Path) -> None:
     srv = own_server(tmp_path / "other", "--region", "eu-west-1", "--account-id", "123456789012")
-    lam = srv.client()
+    lam = srv.client(region="eu-west-1")  # signed for the server's region, as it must be
     resp = lam.create_function(
         FunctionName="here",
         Runtime="python3.11",
