@@ -6,7 +6,7 @@ Run: ``.venv/bin/python bench/auth.py [--requests N] [--flooders N]``.
 One ``lamina serve --admin-key test:test`` on 127.0.0.1. A good caller sends signed
 ListFunctions requests (signed with botocore's SigV4 once per request, over one keep-alive
 connection with http.client) and its latencies are recorded: first alone, then while
-``--flooders`` threads send the same request with a wrong signature as fast as they can (each
+``--flooders`` processes send the same request with a wrong signature as fast as they can (each
 answered 403 InvalidSignatureException). Printed: p50/p99 of each phase, the ratio
 (flooded / alone), and how many bad requests were refused meanwhile. A ratio near the share of
 the CPU the flood takes is expected: verification costs the same for good and bad requests,
@@ -17,20 +17,21 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import multiprocessing
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from http.client import HTTPConnection
 from pathlib import Path
+from typing import Any
 
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 # bench/ is on sys.path: this file is run as a script from it.
-from invoke import HOST, free_port, start_server, stop_server
+from invoke import HOST, free_port, http_ok, start_server, stop_server, wait_ready
 
 PATH = "/2015-03-31/functions"
 
@@ -62,13 +63,15 @@ def _good_latencies(port: int, n: int) -> list[float]:
     return out
 
 
-def _flood(port: int, stop: threading.Event, counts: list[int], i: int) -> None:
+def _flood(port: int, stop: Any, count: Any) -> None:
+    """One flooder (a process of its own, so it does not share the good caller's GIL)."""
     conn = HTTPConnection(HOST, port, timeout=30)
     headers = _headers(port, "wrong-secret")  # one bad signature, replayed
     while not stop.is_set():
         if _get(conn, headers) != 403:
             raise SystemExit("a bad signature was accepted")
-        counts[i] += 1
+        with count.get_lock():
+            count.value += 1
     conn.close()
 
 
@@ -91,24 +94,27 @@ def main() -> int:
         argv += ["--admin-key", "test:test", "--sandbox", "process"]
         server = start_server("lamina", argv, Path(tmp), Path(tmp) / "lamina.log")
         stack.callback(stop_server, server)
+        endpoint = f"http://{HOST}:{port}"
+        wait_ready(server, lambda: http_ok(f"{endpoint}/health", expect_json_ok=True))
         _good_latencies(port, 50)  # warm-up
         alone = _summary("alone", _good_latencies(port, args.requests))
-        stop = threading.Event()
-        counts = [0] * args.flooders
-        threads = [
-            threading.Thread(target=_flood, args=(port, stop, counts, i), daemon=True)
-            for i in range(args.flooders)
+        stop = multiprocessing.Event()
+        count = multiprocessing.Value("q", 0)
+        flooders = [
+            multiprocessing.Process(target=_flood, args=(port, stop, count), daemon=True)
+            for _ in range(args.flooders)
         ]
-        for t in threads:
-            t.start()
+        for p in flooders:
+            p.start()
         try:
+            time.sleep(0.5)  # the flood under way before the good caller starts
             flooded = _summary("flooded", _good_latencies(port, args.requests))
         finally:
             stop.set()
-            for t in threads:
-                t.join()
+            for p in flooders:
+                p.join()
         print(f"ratio      p50 flooded / alone = {flooded / alone:.2f}x")
-        print(f"refused    {sum(counts)} bad-signature requests meanwhile")
+        print(f"refused    {count.value} bad-signature requests meanwhile")
     return 0
 
 
