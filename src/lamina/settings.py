@@ -102,10 +102,6 @@ class Settings:
         return self.data_dir / "test-clock-origin"
 
     @property
-    def auth_db_path(self) -> Path:
-        return self.data_dir / "auth.db"
-
-    @property
     def code_dir(self) -> Path:
         return self.data_dir / "code"
 

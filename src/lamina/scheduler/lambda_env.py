@@ -13,8 +13,9 @@ LAMBDA_TASK_ROOT = Path("/var/task")
 LAMBDA_RUNTIME_DIR = Path("/var/runtime")
 LAMBDA_OPT = Path("/opt")
 
-# With authentication off, functions get these: they are not checked, and keep the AWS SDK
-# from probing an instance-metadata address.
+# Placeholders: each environment replaces them with its role session's when it starts (see
+# `EnvironmentContext.credentials`); with authentication off they stay, unchecked, and keep
+# the AWS SDK from probing an instance-metadata address.
 _DUMMY_KEY_ID = "LAMINAFUNCTIONKEY000"
 _DUMMY_SECRET = "lamina-function-secret-not-checked"
 _DUMMY_TOKEN = "lamina-function-session-token"
@@ -27,17 +28,14 @@ def lambda_environment(
     task_root: Path,
     opt_dir: Path,
     runtime_dir: Path | None = None,
-    credentials: tuple[str, str, str] | None = None,
 ) -> dict[str, str]:
     """Every variable Lambda sets, except the per-environment AWS_LAMBDA_RUNTIME_API and
     AWS_LAMBDA_LOG_STREAM_NAME, which the environment adds.
 
     Paths are as the runtime sees them: `task_root` the code, `opt_dir` where the function's
     layers are merged (Lambda's /opt), `runtime_dir` the runtime's own files (by default
-    where the runtime has them on the host). `credentials` (key id, secret, session token) are
-    the execution role's session, as Lambda provides them; without, dummies.
+    where the runtime has them on the host).
     """
-    key_id, secret, token = credentials or (_DUMMY_KEY_ID, _DUMMY_SECRET, _DUMMY_TOKEN)
     runtime_root = str(runtime_dir or runtime.runtime_dir)
     opt = str(opt_dir)
     path = ["/usr/local/bin", "/usr/bin", "/bin", f"{opt}/bin"]
@@ -54,9 +52,9 @@ def lambda_environment(
         "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
         "AWS_REGION": settings.region,
         "AWS_DEFAULT_REGION": settings.region,
-        "AWS_ACCESS_KEY_ID": key_id,
-        "AWS_SECRET_ACCESS_KEY": secret,
-        "AWS_SESSION_TOKEN": token,
+        "AWS_ACCESS_KEY_ID": _DUMMY_KEY_ID,
+        "AWS_SECRET_ACCESS_KEY": _DUMMY_SECRET,
+        "AWS_SESSION_TOKEN": _DUMMY_TOKEN,
         "AWS_ENDPOINT_URL": settings.endpoint_url,
         "AWS_EC2_METADATA_DISABLED": "true",
         "LAMBDA_TASK_ROOT": str(task_root),
