@@ -208,6 +208,8 @@ def start_lamina(
     port = free_port()
     argv = [sys.executable, "-m", "lamina", "serve", "--host", HOST, "--port", str(port)]
     argv += ["--data-dir", str(data_dir), "--log-level", "warning"]
+    # Raw HTTP (wrk, sockets) does not sign; bench/auth.py measures authentication's cost.
+    argv += ["--auth", "off"]
     argv += ["--sandbox", sandbox] if sandbox else []
     argv += ["--retry-base-delay", str(retry_base_delay)] if retry_base_delay else []
     server = start_server("lamina", argv, tmp, tmp / "lamina.log")

@@ -262,6 +262,8 @@ def start_lamina(stack: contextlib.ExitStack, tmp: Path, backend: str) -> tuple[
     port = free_port()
     argv = [sys.executable, "-m", "lamina", "serve", "--sandbox", backend, "--host", HOST]
     argv += ["--port", str(port), "--data-dir", str(data_dir), "--log-level", "warning"]
+    # Raw HTTP does not sign; bench/auth.py measures authentication's cost.
+    argv += ["--auth", "off"]
     server = start_server(f"lamina ({backend})", argv, tmp, tmp / f"{backend}.log")
     stack.callback(stop_server, server)
     endpoint = f"http://{HOST}:{port}"

@@ -429,6 +429,8 @@ def start_lamina(stack: contextlib.ExitStack, tmp: Path, lua: Path) -> Target:
     port = free_port()
     argv = [sys.executable, "-m", "lamina", "serve", "--host", HOST, "--port", str(port)]
     argv += ["--data-dir", str(data_dir), "--log-level", "warning"]
+    # Raw HTTP (wrk, sockets) does not sign; bench/auth.py measures authentication's cost.
+    argv += ["--auth", "off"]
     server = start_server("lamina", argv, tmp, tmp / "lamina.log")
     stack.callback(stop_server, server)
     endpoint = f"http://{HOST}:{port}"

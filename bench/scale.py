@@ -118,6 +118,8 @@ def start_lamina(stack: contextlib.ExitStack, tmp: Path, sandbox: str | None) ->
     port = free_port()
     argv = [sys.executable, "-m", "lamina", "serve", "--host", HOST, "--port", str(port)]
     argv += ["--data-dir", str(data_dir), "--log-level", "warning"]
+    # Raw HTTP (wrk, sockets) does not sign; bench/auth.py measures authentication's cost.
+    argv += ["--auth", "off"]
     argv += ["--sandbox", sandbox] if sandbox else []
     server: Server = start_server("lamina", argv, tmp, tmp / "lamina.log")
     stack.callback(stop_server, server)

@@ -10,6 +10,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 import zipfile
@@ -22,6 +23,9 @@ import boto3
 import httpx
 import pytest
 from botocore.config import Config
+from botocore.credentials import Credentials
+
+from lamina.cli.signing import Signer
 
 # boto3 must never look for credentials on an instance-metadata address.
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
@@ -29,6 +33,18 @@ for _var in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
     os.environ.pop(_var, None)
 
 ROLE = "arn:aws:iam::000000000000:role/lamina-test"
+
+#: every test server's admin key (`--admin-key test:test`), what boto3 clients here sign with
+ADMIN_KEY = ("test", "test")
+#: httpx auth that signs as the admin key (for raw HTTP calls to Lamina's endpoints)
+SIGNED = Signer("", Credentials(*ADMIN_KEY), region="us-east-1")
+#: an httpx client that signs so (thread-safe; a test's raw calls to the Lambda API)
+SIGNED_HTTP = httpx.Client(auth=SIGNED, timeout=5.0)
+
+# No test writes the real ~/.aws: a server that makes a profile writes it here.
+_AWS_FILES = tempfile.mkdtemp(prefix="lamina-test-aws-")
+os.environ.setdefault("AWS_SHARED_CREDENTIALS_FILE", os.path.join(_AWS_FILES, "credentials"))
+os.environ.setdefault("AWS_CONFIG_FILE", os.path.join(_AWS_FILES, "config"))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -51,9 +67,23 @@ def _sandbox_args(extra: tuple[str, ...]) -> tuple[str, ...]:
     return ("--sandbox", backend)
 
 
+def _auth_args(extra: tuple[str, ...]) -> tuple[str, ...]:
+    """Test servers' admin key is test:test (what the boto3 clients here sign with), unless
+    a test sets up authentication itself."""
+    if any(a in extra for a in ("--admin-key", "--auth")):
+        return ()
+    return ("--admin-key", ":".join(ADMIN_KEY))
+
+
 def lamina_env(endpoint: str) -> dict[str, str]:
     """The environment for the `lamina` command against `endpoint`, without colours."""
-    return dict(os.environ, LAMINA_ENDPOINT=endpoint, NO_COLOR="1")
+    return dict(
+        os.environ,
+        LAMINA_ENDPOINT=endpoint,
+        NO_COLOR="1",
+        AWS_ACCESS_KEY_ID=ADMIN_KEY[0],
+        AWS_SECRET_ACCESS_KEY=ADMIN_KEY[1],
+    )
 
 
 def lamina(*args: str, endpoint: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -113,6 +143,7 @@ class Server:
                 "--log-level",
                 "warning",
                 *_sandbox_args(self.extra_args),
+                *_auth_args(self.extra_args),
                 *self.extra_args,
             ],
             stdout=log,
@@ -175,11 +206,12 @@ class Server:
             out.setdefault(stream, []).append(message)
         return {stream: "".join(f"{m}\n" for m in lines) for stream, lines in out.items()}
 
-    def client(self, service: str = "lambda", **config: Any) -> Any:
+    def client(self, service: str = "lambda", region: str = "us-east-1", **config: Any) -> Any:
+        """A boto3 client signing as the admin key for `region` (the server's)."""
         return boto3.client(
             service,
             endpoint_url=self.endpoint,
-            region_name="us-east-1",
+            region_name=region,
             aws_access_key_id="test",
             aws_secret_access_key="test",
             config=Config(retries={"total_max_attempts": 1}, read_timeout=120, **config),

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import resource
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 
 import uvicorn
@@ -15,14 +15,19 @@ from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
 from lamina.api import AppState, build_app
+from lamina.auth import policy
+from lamina.auth.keys import KeyStore
+from lamina.auth.principal import PolicyDocument
+from lamina.auth.profile import setup_admin_key
 from lamina.control import FunctionService
 from lamina.control.roles import RoleService
 from lamina.control.rules import RuleService
+from lamina.errors import MalformedPolicyDocumentError
 from lamina.events import AsyncQueue
 from lamina.events.bus import EventBus
 from lamina.events.http_routes import HttpRoutes
 from lamina.events.schedules import ScheduleClock, ScheduleRunner
-from lamina.models import LATEST
+from lamina.models import LATEST, FunctionConfig
 from lamina.observability import LogStore, Metrics
 from lamina.observability.metering import Meter
 from lamina.runtimes.catalog import Family, RuntimeCatalog
@@ -79,17 +84,26 @@ def create_app(
     settings: Settings,
     backend: SandboxBackend | None = None,
     runtimes: RuntimeCatalog | None = None,
+    keys: KeyStore | None = None,
 ) -> ASGIApp:
-    """The whole server as an ASGI app; parts start and stop with its lifespan."""
+    """The whole server as an ASGI app; parts start and stop with its lifespan. With
+    `settings.auth`, requests are checked against `keys` (by default the data directory's)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.auth and keys is None:
+        keys = KeyStore(settings.data_dir, settings.account_id)
     runtimes = runtimes or RuntimeCatalog.discover()
     metrics = Metrics()
     log_store = LogStore(settings.logs_db_path, settings.log_disk_cap_mb * 1024 * 1024)
     metadata = MetadataStore.sqlite(settings.db_path, Sealer.open(settings.data_dir))
     code = CodeStore(settings.code_dir)
     functions = FunctionService(settings, metadata, code, runtimes)
-    roles = RoleService(settings, RoleStore(metadata), functions)
+    roles = RoleService(settings, RoleStore(metadata), functions, validator=_check_role_policy)
     functions.check_role = roles.check_assumable
+    if keys is not None:
+        # A role session may do what its role's policies allow; keys' policies are checked
+        # by the same engine that evaluates them.
+        keys.role_policies = roles.policies_for
+        keys.validate_policy = _check_key_policy
     backend = backend or make_backend(settings, runtimes)
     scheduler = Scheduler(
         settings,
@@ -100,6 +114,7 @@ def create_app(
         opt_dir=functions.layers.opt_dir,
         on_code_released=functions.release_code,
         log_store=log_store,
+        credentials=_role_credentials(keys) if keys is not None else None,
     )
     meter = Meter(settings.usage_db_path)
     scheduler.logs.on_report.append(meter.record)
@@ -144,6 +159,7 @@ def create_app(
         event_bus=event_bus,
         schedules=schedules,
         roles=roles,
+        keys=keys if settings.auth else None,
     )
 
     @asynccontextmanager
@@ -177,8 +193,36 @@ def create_app(
             await backend.close()
             functions.close()
             rules.close()
+            if keys is not None:
+                keys.close()
 
-    return build_app(state, lifespan)
+    return build_app(state, lifespan, keys if settings.auth else None)
+
+
+#: how long an environment's role session lasts (Lambda's execution-role credentials are
+#: refreshed well within 12 h; an environment rarely lives that long here)
+ROLE_SESSION_TTL_S = 12 * 3600
+
+
+def _check_role_policy(document: PolicyDocument) -> None:
+    policy.parse(document)  # a PolicyError is a ValueError: the role service reports it
+
+
+def _check_key_policy(document: PolicyDocument) -> None:
+    try:
+        policy.parse(document)
+    except policy.PolicyError as e:
+        raise MalformedPolicyDocumentError(str(e)) from None
+
+
+def _role_credentials(keys: KeyStore) -> Callable[[FunctionConfig], tuple[str, str, str]]:
+    """What the scheduler gives each new environment: a session of the function's role."""
+
+    def credentials(config: FunctionConfig) -> tuple[str, str, str]:
+        key_id, secret, token, _ = keys.issue_session(config.role, config.name, ROLE_SESSION_TTL_S)
+        return key_id, secret, token
+
+    return credentials
 
 
 async def _prune_logs(store: LogStore) -> None:
@@ -192,22 +236,37 @@ async def _prune_logs(store: LogStore) -> None:
         await asyncio.sleep(LOG_PRUNE_INTERVAL_S)
 
 
-def serve(settings: Settings, *, log_level: str = "info") -> None:
+def serve(
+    settings: Settings,
+    *,
+    log_level: str = "info",
+    admin_key: tuple[str, str] | None = None,
+    write_profile: bool = False,
+) -> None:
+    """Run the server until SIGTERM/SIGINT. `admin_key` replaces the stored admin key (no
+    profile is written then, unless `write_profile`); without one, the first start makes one
+    and writes the `lamina` AWS profile (see `auth.profile`)."""
     logging.basicConfig(
         level=getattr(logging, log_level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if not is_loopback(settings.host):
+    if not settings.auth:
+        if not is_loopback(settings.host):  # the CLI refuses this first; never serve it
+            raise SystemExit("lamina: --auth off is only allowed on a loopback address")
         print(
-            f"WARNING: listening on {settings.host}, beyond loopback. The Lamina API has no "
-            "authentication yet: anyone who can reach this port can deploy and run code.",
+            "WARNING: authentication is off (--auth off): any local process can deploy and "
+            "run code through this server.",
             file=sys.stderr,
         )
     _raise_open_files_limit()
     runtimes = RuntimeCatalog.discover()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    keys = None
+    if settings.auth:
+        keys = KeyStore(settings.data_dir, settings.account_id)
+        setup_admin_key(keys, settings, admin_key, write_profile=write_profile)
     backend = make_backend(settings, runtimes)
-    app = create_app(settings, backend=backend, runtimes=runtimes)
+    app = create_app(settings, backend=backend, runtimes=runtimes, keys=keys)
     config = uvicorn.Config(
         app,
         host=settings.host,

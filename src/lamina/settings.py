@@ -76,6 +76,9 @@ class Settings:
     #: Lambda refuses a role it cannot assume; without it such a role is accepted and grants
     #: nothing
     strict_roles: bool = False
+    #: whether every AWS-protocol request must be SigV4-signed (`--auth on|off`; off is only
+    #: allowed on loopback)
+    auth: bool = True
 
     @property
     def db_path(self) -> Path:

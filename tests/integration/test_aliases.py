@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.conftest import ROLE, Functions, Server, make_zip
+from tests.conftest import ROLE, SIGNED, Functions, Server, make_zip
 
 
 def code(answer: str) -> str:
@@ -74,7 +74,7 @@ def test_weighted_routing_splits_invocations_by_weight(functions: Functions, lam
     invokes = 2000
     seen: Counter[tuple[str, str]] = Counter()
     url = f"{lam.meta.endpoint_url}/2015-03-31/functions/{name}/invocations?Qualifier=canary"
-    with httpx.Client() as http:
+    with httpx.Client(auth=SIGNED) as http:
         for _ in range(invokes):
             resp = http.post(url, content=b"{}")
             assert resp.status_code == 200

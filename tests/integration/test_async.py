@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.conftest import Functions, Server
+from tests.conftest import SIGNED_HTTP, Functions, Server
 
 # Back-offs at this scale: retries after 0.3 s and 0.6 s; throttled events from 10 ms up
 # to 1.5 s.
@@ -95,7 +95,7 @@ def wait_seen(server: Server, name: str, count: int, timeout: float = 20.0) -> l
 
 
 def queue(server: Server) -> dict[str, Any]:
-    data: dict[str, Any] = httpx.get(server.endpoint + "/lamina/async").json()
+    data: dict[str, Any] = SIGNED_HTTP.get(server.endpoint + "/lamina/async").json()
     return data
 
 

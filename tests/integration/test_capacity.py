@@ -10,9 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from tests.conftest import ROLE, Server, make_zip
+from tests.conftest import ROLE, SIGNED_HTTP, Server, make_zip
 
 SLEEPER = (
     "import time\n"
@@ -46,7 +45,7 @@ def small(tmp_path: Path) -> Iterator[tuple[Server, Any]]:
 
 
 def running(srv: Server) -> list[str]:
-    listed = httpx.get(srv.endpoint + "/lamina/environments").json()["Environments"]
+    listed = SIGNED_HTTP.get(srv.endpoint + "/lamina/environments").json()["Environments"]
     return sorted(e["FunctionName"] for e in listed)
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.conftest import ROLE, Server, make_zip
+from tests.conftest import ROLE, SIGNED_HTTP, Server, make_zip
 
 SLEEPER = (
     "import time\n"
@@ -142,7 +142,7 @@ def test_reservation_covers_every_version_and_alias(lam: Any, server: Server) ->
     try:
         # Once version 1 has an environment, its invoke holds the function's one lease.
         for _ in range(200):
-            listed = httpx.get(server.endpoint + "/lamina/environments").json()
+            listed = SIGNED_HTTP.get(server.endpoint + "/lamina/environments").json()
             if any(e["FunctionName"] == name for e in listed["Environments"]):
                 break
             time.sleep(0.01)
@@ -202,7 +202,7 @@ def test_account_limit_throttles_unreserved_functions(tmp_path: Path) -> None:
         holder.start()
         try:
             for _ in range(300):  # until the holder's invoke runs (and holds its lease)
-                listed = httpx.get(srv.endpoint + "/lamina/environments").json()
+                listed = SIGNED_HTTP.get(srv.endpoint + "/lamina/environments").json()
                 if any(
                     e["FunctionName"] == "one" and e["State"] == "busy"
                     for e in listed["Environments"]

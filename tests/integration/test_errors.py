@@ -12,10 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from botocore.exceptions import ClientError
-from tests.conftest import ROLE, Functions, Server, make_zip
+from tests.conftest import ROLE, SIGNED_HTTP, Functions, Server, make_zip
 
 HELLO = "def handler(event, context):\n    return 1\n"
 DLQ = "arn:aws:sqs:us-east-1:000000000000:dead-letters"
@@ -128,7 +127,7 @@ def test_bad_base64(server: Server, nothing_left: Callable[[str], None]) -> None
         "Handler": "app.handler",
         "Code": {"ZipFile": "!!! not base64 !!!"},
     }
-    resp = httpx.post(server.endpoint + "/2015-03-31/functions", json=body)
+    resp = SIGNED_HTTP.post(server.endpoint + "/2015-03-31/functions", json=body)
     assert resp.status_code == 400
     assert resp.headers["x-amzn-ErrorType"] == "InvalidParameterValueException"
     assert "base64" in resp.json()["message"]
@@ -136,7 +135,7 @@ def test_bad_base64(server: Server, nothing_left: Callable[[str], None]) -> None
 
 
 def test_malformed_json_body(server: Server) -> None:
-    resp = httpx.post(server.endpoint + "/2015-03-31/functions", content=b"{nope")
+    resp = SIGNED_HTTP.post(server.endpoint + "/2015-03-31/functions", content=b"{nope")
     assert resp.status_code == 400
     assert resp.headers["x-amzn-ErrorType"] == "InvalidRequestContentException"
 
@@ -152,7 +151,7 @@ def test_zip_over_upload_limit(server: Server, nothing_left: Callable[[str], Non
         "Handler": "app.handler",
         "Code": {"ZipFile": big},
     }
-    resp = httpx.post(server.endpoint + "/2015-03-31/functions", json=body, timeout=60)
+    resp = SIGNED_HTTP.post(server.endpoint + "/2015-03-31/functions", json=body, timeout=60)
     assert resp.status_code == 413
     assert resp.headers["x-amzn-ErrorType"] == "RequestEntityTooLargeException"
     nothing_left(name)
@@ -308,7 +307,7 @@ def test_unpublished_version_is_not_found(functions: Functions, lam: Any) -> Non
 
 
 def test_unknown_route_is_aws_shaped(server: Server) -> None:
-    resp = httpx.get(server.endpoint + "/2015-03-31/nothing-here")
+    resp = SIGNED_HTTP.get(server.endpoint + "/2015-03-31/nothing-here")
     assert resp.status_code == 404
     assert resp.headers["x-amzn-ErrorType"] == "UnknownOperationException"
     assert json.loads(resp.content)["message"]

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from botocore.exceptions import ClientError
 from botocore.validate import ParamValidator
-from tests.conftest import Functions, Server
+from tests.conftest import SIGNED_HTTP, Functions, Server
 
 # The recorder prints what it got; its log file under the data directory is read back.
 RECORDER = """
@@ -144,7 +144,7 @@ def wait_seen(server: Server, name: str, count: int) -> list[dict[str, Any]]:
 
 def queued(server: Server) -> set[str]:
     """Functions with events still in the async queue."""
-    return set(httpx.get(server.endpoint + "/lamina/async").json()["functions"])
+    return set(SIGNED_HTTP.get(server.endpoint + "/lamina/async").json()["functions"])
 
 
 def put(events: Any, detail: dict[str, Any], source: str = "app.orders", **kw: Any) -> str:
@@ -515,7 +515,7 @@ def test_logs_and_events_share_post_root(server: Server, events: Any) -> None:
     logs = server.client("logs")
     assert "logGroups" in logs.describe_log_groups(limit=1)
     assert "Rules" in events.list_rules(Limit=1)
-    resp = httpx.post(
+    resp = SIGNED_HTTP.post(
         server.endpoint + "/",
         headers={
             "X-Amz-Target": "AWSEvents.NoSuchThing",
@@ -547,7 +547,7 @@ def test_raw_responses_fit_botocore_s_output_shapes(server: Server, rules: Rules
     ]
     validator = ParamValidator()
     for operation, body in calls:
-        resp = httpx.post(
+        resp = SIGNED_HTTP.post(
             server.endpoint + "/",
             headers={
                 "X-Amz-Target": f"AWSEvents.{operation}",

@@ -239,9 +239,6 @@ def test_refusals(functions: Functions, lam: Any, lam_unchecked: Any) -> None:
         lam.get_function_url_config(FunctionName=f"{name}:1")
     assert version_arn.value.response["Error"]["Code"] == "ValidationException"
 
-    with pytest.raises(lam.exceptions.InvalidParameterValueException) as iam:
-        lam.create_function_url_config(FunctionName=name, AuthType="AWS_IAM")
-    assert "no authentication" in message(iam)
     with pytest.raises(lam.exceptions.InvalidParameterValueException) as stream:
         lam.create_function_url_config(
             FunctionName=name, AuthType="NONE", InvokeMode="RESPONSE_STREAM"

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import Functions, Server, lamina
+from tests.conftest import SIGNED_HTTP, Functions, Server, lamina
 
 ECHO = """
 import json
@@ -73,7 +73,7 @@ def routes_of(srv: Server) -> list[dict[str, Any]]:
     out = lamina("routes", "list", endpoint=srv.endpoint)
     assert out.returncode == 0, out.stderr
     data: list[dict[str, Any]] = json.loads(
-        urllib.request.urlopen(f"{srv.endpoint}/lamina/routes", timeout=10).read()
+        SIGNED_HTTP.get(f"{srv.endpoint}/lamina/routes", timeout=10).content
     )["routes"]
     return data
 

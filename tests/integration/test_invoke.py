@@ -7,9 +7,8 @@ import json
 import threading
 from typing import Any
 
-import httpx
 import pytest
-from tests.conftest import Functions, Server, make_zip
+from tests.conftest import SIGNED_HTTP, Functions, Server, make_zip
 
 PROBE = """
 import os, json, tempfile
@@ -288,7 +287,7 @@ def test_crash_of_one_function_does_not_hurt_another(functions: Functions, lam: 
 
 def test_invoke_over_raw_http_headers(functions: Functions, server: Server) -> None:
     name = functions.create("def handler(e, c):\n    return e\n")["FunctionName"]
-    resp = httpx.post(
+    resp = SIGNED_HTTP.post(
         f"{server.endpoint}/2015-03-31/functions/{name}/invocations", content=b'{"a": [1, 2]}'
     )
     assert resp.status_code == 200

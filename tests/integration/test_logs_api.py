@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from botocore.exceptions import ClientError
-from tests.conftest import Functions, Server
+from tests.conftest import SIGNED_HTTP, Functions, Server
 
 PRINTER = """
 def handler(event, context):
@@ -258,7 +258,7 @@ def test_retention_and_delete(logs: Any, lam: Any, printer: str) -> None:
 
 def test_wire_errors(server: Server) -> None:
     def post(target: str, body: bytes = b"{}") -> httpx.Response:
-        return httpx.post(
+        return SIGNED_HTTP.post(
             server.endpoint + "/",
             content=body,
             headers={"X-Amz-Target": target, "Content-Type": "application/x-amz-json-1.1"},

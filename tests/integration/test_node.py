@@ -10,9 +10,8 @@ import time
 import uuid
 from typing import Any
 
-import httpx
 import pytest
-from tests.conftest import ROLE, Functions, Server, make_zip
+from tests.conftest import ROLE, SIGNED_HTTP, Functions, Server, make_zip
 
 pytestmark = pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
 
@@ -699,7 +698,8 @@ def test_uncaught_exception(functions: Functions, lam: Any) -> None:
 
 def test_uninstalled_node_runtime_is_refused(lam: Any, server: Server) -> None:
     installed = {
-        r["Runtime"] for r in httpx.get(f"{server.endpoint}/lamina/runtimes").json()["Runtimes"]
+        r["Runtime"]
+        for r in SIGNED_HTTP.get(f"{server.endpoint}/lamina/runtimes").json()["Runtimes"]
     }
     missing = [r for r in ("nodejs18.x", "nodejs22.x") if r not in installed]
     if not missing:

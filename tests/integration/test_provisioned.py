@@ -8,9 +8,8 @@ import json
 import time
 from typing import Any
 
-import httpx
 import pytest
-from tests.conftest import Functions, Server
+from tests.conftest import SIGNED_HTTP, Functions, Server
 
 CODE = (
     "import os\n"
@@ -24,7 +23,7 @@ CODE = (
 
 
 def environments(server: Server, name: str) -> list[dict[str, Any]]:
-    listed = httpx.get(server.endpoint + "/lamina/environments").json()["Environments"]
+    listed = SIGNED_HTTP.get(server.endpoint + "/lamina/environments").json()["Environments"]
     return [e for e in listed if e["FunctionName"] == name]
 
 

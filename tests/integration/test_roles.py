@@ -9,10 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from botocore.exceptions import ClientError
-from tests.conftest import ROLE, Functions, Server, lamina, make_zip
+from tests.conftest import ROLE, SIGNED_HTTP, Functions, Server, lamina, make_zip
 
 POLICY = {
     "Version": "2012-10-17",
@@ -79,7 +78,7 @@ def test_cli_put_list_get_delete_and_roles_survive_a_restart(
 
     first.stop()
     second = own_server(data_dir=first.data_dir)
-    again = httpx.get(second.endpoint + "/lamina/roles/app-role").json()["Role"]
+    again = SIGNED_HTTP.get(second.endpoint + "/lamina/roles/app-role").json()["Role"]
     assert again == got, "a role is kept across a restart"
 
     deleted = lamina("roles", "delete", "app-role", endpoint=second.endpoint)
@@ -103,20 +102,22 @@ def test_cli_refuses_a_policy_file_that_is_not_json(server: Server, tmp_path: Pa
 def test_endpoints_put_get_list_delete(server: Server) -> None:
     name = _name()
     url = f"{server.endpoint}/lamina/roles/{name}"
-    resp = httpx.put(url, json={"Policies": POLICY, "Description": "one document"})
+    resp = SIGNED_HTTP.put(url, json={"Policies": POLICY, "Description": "one document"})
     assert resp.status_code == 200, resp.text
     role = resp.json()["Role"]
     assert role["Arn"] == f"arn:aws:iam::000000000000:role/{name}"
     assert role["Path"] == "/" and role["Policies"] == [POLICY]
     assert role["CreateDate"].endswith("+0000")
-    names = [r["RoleName"] for r in httpx.get(server.endpoint + "/lamina/roles").json()["Roles"]]
+    names = [
+        r["RoleName"] for r in SIGNED_HTTP.get(server.endpoint + "/lamina/roles").json()["Roles"]
+    ]
     assert name in names
     # Role names are unique without regard to case, as in IAM.
-    clash = httpx.put(url.replace(name, name.upper()), json={"Policies": [POLICY]})
+    clash = SIGNED_HTTP.put(url.replace(name, name.upper()), json={"Policies": [POLICY]})
     assert clash.status_code == 409
-    assert httpx.delete(url).status_code == 204
-    assert httpx.get(url).status_code == 404
-    assert httpx.delete(url).status_code == 404
+    assert SIGNED_HTTP.delete(url).status_code == 204
+    assert SIGNED_HTTP.get(url).status_code == 404
+    assert SIGNED_HTTP.delete(url).status_code == 404
 
 
 @pytest.mark.parametrize(
@@ -147,7 +148,7 @@ def test_endpoints_put_get_list_delete(server: Server) -> None:
 def test_bad_names_and_policies_are_refused_clearly(
     server: Server, name: str, body: dict[str, Any], status: int, kind: str, says: str
 ) -> None:
-    resp = httpx.put(f"{server.endpoint}/lamina/roles/{name}", json=body)
+    resp = SIGNED_HTTP.put(f"{server.endpoint}/lamina/roles/{name}", json=body)
     assert resp.status_code == status
     assert resp.headers["x-amzn-ErrorType"] == kind
     assert says in resp.json()["message"]
@@ -193,7 +194,7 @@ def test_strict_roles_refuse_a_role_lamina_does_not_know(own_server: Any) -> Non
     assert err["Message"] == "The role defined for the function cannot be assumed by Lambda."
     assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
 
-    role = httpx.put(srv.endpoint + "/lamina/roles/known", json={"Policies": [POLICY]})
+    role = SIGNED_HTTP.put(srv.endpoint + "/lamina/roles/known", json={"Policies": [POLICY]})
     arn = role.json()["Role"]["Arn"]
     made = _create(lam, arn, FunctionName="strict-fn")
     assert made["Role"] == arn
@@ -202,7 +203,7 @@ def test_strict_roles_refuse_a_role_lamina_does_not_know(own_server: Any) -> Non
     assert e.value.response["Error"]["Code"] == "InvalidParameterValueException"
 
     # Deleting a role in use is allowed (as in IAM); the function keeps naming it.
-    assert httpx.delete(srv.endpoint + "/lamina/roles/known").status_code == 204
+    assert SIGNED_HTTP.delete(srv.endpoint + "/lamina/roles/known").status_code == 204
     assert lam.get_function_configuration(FunctionName="strict-fn")["Role"] == arn
     # ...and an update that leaves the Role alone still works.
     lam.get_waiter("function_updated_v2").wait(

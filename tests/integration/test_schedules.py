@@ -13,9 +13,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from tests.conftest import Functions, Server, lamina
+from tests.conftest import SIGNED_HTTP, Functions, Server, lamina
 from tests.integration.test_events_api import RECORDER, queued, seen, wait_for, wait_seen
 
 RATE = 60  # schedule time runs 60x: rate(1 minute) fires every second
@@ -60,7 +59,7 @@ def every_minute_rule(server: Server) -> tuple[str, str, str]:
 
 
 def schedules(server: Server) -> list[dict[str, Any]]:
-    listed: list[dict[str, Any]] = httpx.get(server.endpoint + "/lamina/schedules").json()[
+    listed: list[dict[str, Any]] = SIGNED_HTTP.get(server.endpoint + "/lamina/schedules").json()[
         "Schedules"
     ]
     return listed

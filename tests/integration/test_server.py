@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.conftest import ROLE, Server, free_port, make_zip
+from tests.conftest import ROLE, SIGNED_HTTP, Server, make_zip
 
 COUNTER = "import os\ndef handler(e, c):\n    return os.environ['AWS_LAMBDA_LOG_STREAM_NAME']\n"
 
@@ -21,7 +21,7 @@ COUNTER = "import os\ndef handler(e, c):\n    return os.environ['AWS_LAMBDA_LOG_
 def runtime_pids(endpoint: str) -> set[int]:
     """Runtime processes of this server's environments that are still alive."""
     try:
-        listed = httpx.get(endpoint + "/lamina/environments", timeout=5).json()
+        listed = SIGNED_HTTP.get(endpoint + "/lamina/environments", timeout=5).json()
     except httpx.TransportError:  # the server is gone: are its environments gone too?
         return {pid for pid in _KNOWN.get(endpoint, set()) if Path(f"/proc/{pid}").exists()}
     pids = {e["Pid"] for e in listed["Environments"] if e["Pid"]}
@@ -95,7 +95,7 @@ def test_restart_keeps_functions_and_sigterm_stops_environments(own_server: Any)
 
 def test_region_and_account_are_configurable(own_server: Any, tmp_path: Path) -> None:
     srv = own_server(tmp_path / "other", "--region", "eu-west-1", "--account-id", "123456789012")
-    lam = srv.client()
+    lam = srv.client(region="eu-west-1")  # signed for the server's region, as it must be
     resp = lam.create_function(
         FunctionName="here",
         Runtime="python3.11",
@@ -108,7 +108,9 @@ def test_region_and_account_are_configurable(own_server: Any, tmp_path: Path) ->
     assert got["Configuration"]["FunctionName"] == "here"
 
 
-def test_non_loopback_needs_explicit_flag(tmp_path: Path) -> None:
+def test_non_loopback_without_auth_is_refused(tmp_path: Path) -> None:
+    """Beyond loopback, authentication is required (on by default). Tests never bind beyond
+    loopback: this one is refused before anything binds."""
     result = subprocess.run(
         [
             sys.executable,
@@ -117,6 +119,8 @@ def test_non_loopback_needs_explicit_flag(tmp_path: Path) -> None:
             "serve",
             "--host",
             "0.0.0.0",
+            "--auth",
+            "off",
             "--port",
             "1",
             "--data-dir",
@@ -127,46 +131,8 @@ def test_non_loopback_needs_explicit_flag(tmp_path: Path) -> None:
         timeout=30,
     )
     assert result.returncode == 2
-    assert "--allow-non-loopback" in result.stderr
+    assert "--auth off is only allowed on a loopback address" in result.stderr
     assert not (tmp_path / "d").exists()
-
-
-def test_non_loopback_warns(tmp_path: Path) -> None:
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "lamina",
-            "serve",
-            "--host",
-            "0.0.0.0",
-            "--port",
-            str(port),
-            "--allow-non-loopback",
-            "--data-dir",
-            str(tmp_path / "d"),
-            "--log-level",
-            "warning",
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stderr is not None
-        line = proc.stderr.readline()
-        assert "WARNING" in line and "no authentication" in line
-        for _ in range(200):
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            os.sched_yield()
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=20)
-    assert proc.returncode == 0
 
 
 def test_metrics_time_each_cold_start_phase(server: Server, lam: Any) -> None:

@@ -10,9 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from tests.conftest import Functions, Server, lamina
+from tests.conftest import SIGNED_HTTP, Functions, Server, lamina
 
 CODE = """
 import time
@@ -58,7 +57,7 @@ def invoke(lam: Any, name: str, event: dict[str, Any], expected: Expected, **kw:
 
 
 def usage(server: Server, **params: str) -> dict[str, Any]:
-    resp = httpx.get(server.endpoint + "/lamina/usage", params=params, timeout=10)
+    resp = SIGNED_HTTP.get(server.endpoint + "/lamina/usage", params=params, timeout=10)
     assert resp.status_code == 200, resp.text
     data: dict[str, Any] = resp.json()
     return data
@@ -119,7 +118,7 @@ def test_usage_equals_the_sum_of_the_report_lines(own_server: Server) -> None:
     assert usage(own_server, function="no-such-function")["usage"] == []
     assert_matches(usage(own_server, since=str(int(time.time())))["usage"], expected)
     assert usage(own_server, since="2999-01-01")["usage"] == []
-    bad = httpx.get(own_server.endpoint + "/lamina/usage", params={"since": "soon"})
+    bad = SIGNED_HTTP.get(own_server.endpoint + "/lamina/usage", params={"since": "soon"})
     assert bad.status_code == 400
 
     # The CLI: the same figures, and the cost at the prices given.

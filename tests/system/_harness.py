@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from tests.conftest import Functions, Server
+from tests.conftest import SIGNED_HTTP, Functions, Server
 
 MB = 1024 * 1024
 
@@ -110,7 +110,7 @@ def unique(prefix: str) -> str:
 
 def environment_pids(server: Server, function_name: str) -> list[int]:
     """Host pids of the sandboxes' inits for a function's live environments."""
-    envs = httpx.get(server.endpoint + "/lamina/environments", timeout=5).json()
+    envs = SIGNED_HTTP.get(server.endpoint + "/lamina/environments", timeout=5).json()
     return [int(e["Pid"]) for e in envs["Environments"] if e["FunctionName"] == function_name]
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from tests.conftest import ROLE, Server, make_zip
+from tests.conftest import ROLE, SIGNED_HTTP, Server, make_zip
 
 EVENTS = 1000
 CLIENTS = 16
@@ -41,7 +41,7 @@ def _recorded(path: Path) -> collections.Counter[str]:
 
 
 def _queue(server: Server) -> dict[str, Any]:
-    data: dict[str, Any] = httpx.get(server.endpoint + "/lamina/async", timeout=10).json()
+    data: dict[str, Any] = SIGNED_HTTP.get(server.endpoint + "/lamina/async", timeout=10).json()
     return data
 
 

@@ -18,9 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from tests.conftest import Functions, Server
+from tests.conftest import SIGNED_HTTP, Functions, Server
 from tests.system._harness import (
     MB,
     Neighbour,
@@ -507,7 +506,7 @@ def test_own_hostname_and_cgroup(ns_lam: Any, probes: str, neighbour: Neighbour)
 
 def test_environments_report_sandbox_pids(ns_server: Server, neighbour: Neighbour) -> None:
     neighbour.check()
-    envs = httpx.get(ns_server.endpoint + "/lamina/environments", timeout=5).json()
+    envs = SIGNED_HTTP.get(ns_server.endpoint + "/lamina/environments", timeout=5).json()
     mine = [e for e in envs["Environments"] if e["FunctionName"] == neighbour.name]
     assert mine, envs
     for env in mine:

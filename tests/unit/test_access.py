@@ -17,7 +17,14 @@ from lamina.api.app import build_app
 
 ACCOUNT = "000000000000"
 FN = f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:"
-SAMPLE_PARAMS = {"name": "fn", "alias": "live", "sid": "s1", "version": "3", "sha256": "ab12"}
+SAMPLE_PARAMS = {
+    "name": "fn",
+    "alias": "live",
+    "sid": "s1",
+    "version": "3",
+    "sha256": "ab12",
+    "key_id": "AKIAEXAMPLE",
+}
 OPEN = {"/health", "/metrics", "/lamina/code/{sha256}.zip"}
 _LAMBDA_OPS = set(botocore.session.get_session().get_service_model("lambda").operation_names)
 

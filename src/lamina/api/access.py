@@ -54,10 +54,15 @@ _LAMINA = {
     ("DELETE", "/lamina/routes"): "RemoveRoute",
     ("GET", "/lamina/schedules"): "ListSchedules",
     ("GET", "/lamina/roles"): "ListRoles",
+    ("GET", "/lamina/keys"): "ListKeys",
+    ("POST", "/lamina/keys"): "CreateKey",
 }
 #: /lamina/roles/<name>: (method) -> operation
 _LAMINA_ROLE = re.compile(r"/lamina/roles/[^/]+")
 _ROLE_OPS = {"PUT": "PutRole", "GET": "GetRole", "DELETE": "DeleteRole"}
+#: /lamina/keys/<id> and /lamina/keys/<id>/policies (admin-only in their handlers as well)
+_LAMINA_KEY = re.compile(r"/lamina/keys/[^/]+")
+_LAMINA_KEY_POLICIES = re.compile(r"/lamina/keys/[^/]+/policies")
 # (API version, the path after the function name, method) -> (operation, qualified?)
 _FUNCTION_OPS: dict[tuple[str, str, str], tuple[str, bool]] = {
     ("2015-03-31", "", "GET"): ("GetFunction", True),
@@ -166,6 +171,10 @@ class AccessMap:
         name = _LAMINA.get((method, trimmed))
         if name is None and _LAMINA_ROLE.fullmatch(trimmed):
             name = _ROLE_OPS.get(method)
+        elif name is None and method == "DELETE" and _LAMINA_KEY.fullmatch(trimmed):
+            name = "DeleteKey"
+        elif name is None and method == "POST" and _LAMINA_KEY_POLICIES.fullmatch(trimmed):
+            name = "AttachKeyPolicy"
         if name is not None:
             return AccessRequest(f"lamina:{name}", "*")
         return AccessRequest(UNKNOWN, "*")

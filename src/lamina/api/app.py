@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lamina import __version__
 from lamina.api import (
+    access_keys,
     aliases,
     concurrency,
     event_invoke,
@@ -27,6 +28,7 @@ from lamina.api import (
     roles,
 )
 from lamina.api import functions as fn
+from lamina.api.authn import Authn
 from lamina.api.authz import Authorize
 from lamina.api.context import AppState, app_state
 from lamina.api.errors import error_response, http_error, lamina_error, unexpected_error
@@ -35,6 +37,8 @@ from lamina.api.invoke import invoke, invoke_async
 from lamina.api.schedules import schedules
 from lamina.api.usage import usage
 from lamina.api.wire import json_response, max_items_param
+from lamina.auth.keys import KeyStore
+from lamina.auth.sigv4 import Verifier
 from lamina.errors import LaminaError
 from lamina.observability.metrics import CONTENT_TYPE
 
@@ -138,7 +142,10 @@ async def metrics(request: Request) -> Response:
 def build_app(
     state: AppState,
     lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None,
+    keys: KeyStore | None = None,
 ) -> ASGIApp:
+    """The whole HTTP surface; with `keys`, every AWS-protocol request must be SigV4-signed by
+    one of them (`api.authn`), else nothing is checked (`lamina serve --auth off`)."""
     routes = [
         # Invoke itself is served by `_InvokeFirst`, in front of these.
         Route("/health", health, methods=["GET"]),
@@ -155,6 +162,10 @@ def build_app(
         Route("/lamina/roles/{name}", roles.put_role, methods=["PUT"]),
         Route("/lamina/roles/{name}", roles.get_role, methods=["GET"]),
         Route("/lamina/roles/{name}", roles.delete_role, methods=["DELETE"]),
+        Route("/lamina/keys", access_keys.list_keys, methods=["GET"]),
+        Route("/lamina/keys", access_keys.create_key, methods=["POST"]),
+        Route("/lamina/keys/{key_id}", access_keys.delete_key, methods=["DELETE"]),
+        Route("/lamina/keys/{key_id}/policies", access_keys.attach_policy, methods=["POST"]),
         Route("/2014-11-13/functions/{name}/invoke-async/", invoke_async, methods=["POST"]),
         Route("/2014-11-13/functions/{name}/invoke-async", invoke_async, methods=["POST"]),
         Route(_FN, fn.list_functions, methods=["GET"]),
@@ -244,7 +255,12 @@ def build_app(
     # their own rules (a URL's AuthType and resource policy), so they skip `Authorize`, which
     # checks every API request, Invoke included, against the caller's policies.
     route_front = http_routes.RouteFront(state) if state.http_routes is not None else None
-    return HttpFront(Authorize(_InvokeFirst(app), state), state, route_front)
+    inner = Authorize(_InvokeFirst(app), state)
+    if keys is None:
+        return HttpFront(inner, state, route_front)
+    verifier = Verifier(keys, state.settings.region)
+    front = HttpFront(inner, state, route_front, verifier)
+    return Authn(front, keys, verifier, front.target)
 
 
 class _InvokeFirst:

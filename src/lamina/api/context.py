@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
+from lamina.auth.keys import KeyStore
 from lamina.control import FunctionService
 from lamina.control.roles import RoleService
 from lamina.control.rules import RuleService
@@ -42,6 +43,8 @@ class AppState:
     #: execution roles defined in Lamina (None: the /lamina/roles endpoints answer
     #: ServiceUnavailable)
     roles: RoleService | None = None
+    #: the access keys (None: authentication is off, `lamina serve --auth off`)
+    keys: KeyStore | None = None
 
 
 def app_state(request: Request) -> AppState:

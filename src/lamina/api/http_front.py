@@ -31,6 +31,7 @@ from lamina.api.context import AppState
 from lamina.api.function_urls import URL_PATH_PREFIX
 from lamina.arns import FunctionRef
 from lamina.auth.principal import Decision
+from lamina.auth.sigv4 import AuthError, SignedRequest, Verifier
 from lamina.auth.triggers import authorize_url, public_url_allowed
 from lamina.errors import LaminaError, TooManyRequestsError
 from lamina.events import http_payload as hp
@@ -118,6 +119,22 @@ def http_request(scope: Scope, raw_path: str, body: bytes) -> hp.HttpRequest:
     )
 
 
+def signed_request(scope: Scope, body: bytes) -> SignedRequest:
+    """What the SigV4 verifier needs of the request `scope` describes."""
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in scope["headers"]:
+        name = raw_name.decode("latin-1").lower()
+        value = raw_value.decode("latin-1")
+        headers[name] = f"{headers[name]},{value}" if name in headers else value
+    return SignedRequest(
+        method=scope["method"],
+        raw_path=raw_path_of(scope),
+        query=scope.get("query_string", b"").decode("latin-1"),
+        headers=headers,
+        body=body,
+    )
+
+
 def _host(scope: Scope) -> str:
     for name, value in scope["headers"]:
         if name == b"host":
@@ -155,37 +172,57 @@ async def run_function(
 class HttpFront:
     """Function URLs (and HTTP routes, when a router is given) ahead of `app`."""
 
-    def __init__(self, app: ASGIApp, state: AppState, routes: ASGIApp | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        state: AppState,
+        routes: ASGIApp | None = None,
+        verifier: Verifier | None = None,
+    ) -> None:
         self.app = app
         self.state = state
         self.routes = routes
+        #: checks AWS_IAM function URLs' signatures (None: authentication is off)
+        self.verifier = verifier
+
+    def target(self, scope: Scope) -> tuple[str, str] | str | None:
+        """What this front serves `scope` as: a function URL (its id and the path the function
+        sees), `"routes"` for an HTTP route, or None (the Lambda API's). Authentication asks
+        this too: these requests are not AWS-signed, and must not be checked as if they were."""
+        if scope["type"] != "http":
+            return None
+        path: str = scope["path"]
+        if path.startswith(URL_PATH_PREFIX):
+            match = _URL_PATH.fullmatch(raw_path_of(scope))
+            if match is not None:
+                return match[1], match[2] or "/"
+        elif self.routes is not None and (path == "/_http" or path.startswith("/_http/")):
+            return "routes"
+        for name, value in scope["headers"]:
+            # A cheap test first: this runs ahead of every Invoke.
+            if name == b"host" and b".lambda-url." in value:
+                host = _URL_HOST.fullmatch(value.decode("latin-1").split(":", 1)[0])
+                if host is not None and host[2] == self.state.settings.region:
+                    return host[1], raw_path_of(scope)
+        return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            path: str = scope["path"]
-            if path.startswith(URL_PATH_PREFIX):
-                match = _URL_PATH.fullmatch(raw_path_of(scope))
-                if match is not None:
-                    await self._url(scope, receive, send, match[1], match[2] or "/")
-                    return
-            elif self.routes is not None and (path == "/_http" or path.startswith("/_http/")):
-                await self.routes(scope, receive, send)
-                return
-            for name, value in scope["headers"]:
-                # A cheap test first: this runs ahead of every Invoke.
-                if name == b"host" and b".lambda-url." in value:
-                    host = _URL_HOST.fullmatch(value.decode("latin-1").split(":", 1)[0])
-                    if host is not None and host[2] == self.state.settings.region:
-                        await self._url(scope, receive, send, host[1], raw_path_of(scope))
-                        return
-        await self.app(scope, receive, send)
+        target = self.target(scope)
+        if target is None:
+            await self.app(scope, receive, send)
+        elif isinstance(target, tuple):
+            await self._url(scope, receive, send, *target)
+        else:
+            assert self.routes is not None
+            await self.routes(scope, receive, send)
 
     async def _url(
         self, scope: Scope, receive: Receive, send: Send, url_id: str, raw_path: str
     ) -> None:
         request_id = ids.request_id()
         url = self.state.functions.urls.by_id(url_id)
-        if url is None or not self._permitted(url, scope):
+        # NONE: decided before the body is read (an unopened URL costs nothing more).
+        if url is None or (url.auth_type == "NONE" and not self._permitted(url, scope)):
             # What Lambda answers for a URL that does not exist (any more) or that the
             # function's resource policy does not open to this caller.
             await send_response(json_error(403, {"Message": "Forbidden"}, request_id), send)
@@ -194,6 +231,13 @@ class HttpFront:
             body = await read_body(receive)
         except TooLarge:
             await send_response(_too_large(request_id), send)
+            return
+        if url.auth_type == "AWS_IAM" and not (
+            self._iam_allowed(scope, body) and self._permitted(url, scope)
+        ):
+            # Lambda's answer to an AWS_IAM URL request that is unsigned or signed wrongly,
+            # or whose signer no policy lets invoke the URL.
+            await send_response(json_error(403, {"Message": "Forbidden"}, request_id), send)
             return
         req = http_request(scope, raw_path, body)
         response = await self._serve_url(url, req, scope, request_id)
@@ -209,9 +253,23 @@ class HttpFront:
         policy = functions.policies.policy_for(url.function_name, qualifier)
         if url.auth_type == "NONE":
             return public_url_allowed(arn, policy)
-        # AWS_IAM: the authentication wrapper verified the signature and left the caller.
+        if self.verifier is None:
+            return True  # authentication off: every caller is let through, as on the API
+        # AWS_IAM: `_iam_allowed` verified the signature and left the caller in the scope.
         principal = scope.get("lamina.principal")
         return principal is not None and authorize_url(principal, arn, policy) is Decision.ALLOW
+
+    def _iam_allowed(self, scope: Scope, body: bytes) -> bool:
+        """Whether an AWS_IAM URL's request is SigV4-signed (service `lambda`) by a live key;
+        with authentication off, every request is let through, as every API request is."""
+        if self.verifier is None:
+            return True
+        try:
+            principal = self.verifier.verify(signed_request(scope, body), frozenset({"lambda"}))
+        except AuthError:
+            return False
+        scope["lamina.principal"] = principal
+        return True
 
     async def _serve_url(
         self, url: FunctionUrl, req: hp.HttpRequest, scope: Scope, request_id: str

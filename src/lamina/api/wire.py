@@ -57,7 +57,12 @@ def last_modified(config: FunctionConfig) -> str:
 def code_url(request: Request, sha256: str) -> str:
     """Where Lamina serves a stored package (GetFunction's Code.Location, a layer's
     Content.Location)."""
-    return str(request.base_url).rstrip("/") + f"/lamina/code/{sha256}.zip"
+    path = f"/lamina/code/{sha256}.zip"
+    url = str(request.base_url).rstrip("/") + path
+    # With authentication on, the URL carries an expiring signature of the server's own, as
+    # Lambda's presigned S3 URL does, so that it downloads without AWS credentials.
+    signer = request.scope.get("lamina.code_url_signer")
+    return f"{url}?{signer.query(path)}" if signer is not None else url
 
 
 def function_configuration(config: FunctionConfig, arn: str) -> dict[str, Any]:

@@ -25,6 +25,7 @@ import click
 import httpx
 
 from lamina.cli.main import _FN, _fail, endpoint_option, main
+from lamina.cli.signing import Signer
 
 POLL_INTERVAL_S = 0.3
 FOLLOW_OVERLAP_MS = 2_000
@@ -45,7 +46,9 @@ class LogsClient:
 
     def __init__(self, endpoint: str) -> None:
         self.endpoint = endpoint.rstrip("/")
-        self._client = httpx.Client(base_url=self.endpoint, timeout=30.0)
+        self._client = httpx.Client(
+            base_url=self.endpoint, timeout=30.0, auth=Signer(self.endpoint)
+        )
 
     def call(self, operation: str, body: dict[str, Any]) -> dict[str, Any]:
         try:

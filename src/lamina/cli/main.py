@@ -17,6 +17,7 @@ import click
 import httpx
 
 from lamina import __version__
+from lamina.cli.signing import Signer
 from lamina.settings import (
     DEFAULT_ACCOUNT_ID,
     DEFAULT_HOST,
@@ -34,7 +35,14 @@ _FN = "/2015-03-31/functions"
 
 @click.group()
 @click.version_option(__version__, prog_name="lamina")
-def main() -> None:
+@click.option(
+    "--profile",
+    envvar="AWS_PROFILE",
+    default=None,
+    help="AWS profile whose key signs requests [default: $AWS_PROFILE, else $AWS_ACCESS_KEY_ID, "
+    "else the 'lamina' profile, else the admin key in the data directory].",
+)
+def main(profile: str | None) -> None:
     """Lamina: self-hosted AWS Lambda."""
 
 
@@ -138,10 +146,26 @@ def main() -> None:
     "Lambda refuses a role it cannot assume [default: accept it; it grants nothing].",
 )
 @click.option(
-    "--allow-non-loopback",
-    is_flag=True,
-    help="Allow --host to be an address beyond loopback (the API has no authentication yet).",
+    "--auth",
+    type=click.Choice(["on", "off"]),
+    default="on",
+    show_default=True,
+    help="Require SigV4-signed requests. 'off' is for local use: only on a loopback address.",
 )
+@click.option(
+    "--admin-key",
+    envvar="LAMINA_ADMIN_KEY",
+    default=None,
+    metavar="AKID:SECRET",
+    help="Use this admin access key (replacing the stored one); no AWS profile is written "
+    "unless --write-profile [default: $LAMINA_ADMIN_KEY, else the stored or a new one].",
+)
+@click.option(
+    "--write-profile",
+    is_flag=True,
+    help="With --admin-key: write it as the 'lamina' AWS profile too.",
+)
+@click.option("--allow-non-loopback", is_flag=True, hidden=True)  # accepted, no longer needed
 @click.option("--log-level", default="info", show_default=True)
 def serve(
     host: str,
@@ -161,18 +185,27 @@ def serve(
     routes_file: Path | None,
     test_clock_rate: float,
     strict_roles: bool,
+    auth: str,
+    admin_key: str | None,
+    write_profile: bool,
     allow_non_loopback: bool,
     log_level: str,
 ) -> None:
     """Run the Lamina server (Lambda API, Runtime API and environments) in this process."""
     from lamina.server import serve as run_server
 
-    if not is_loopback(host) and not allow_non_loopback:
+    if auth == "off" and not is_loopback(host):
         _fail(
-            f"--host {host} is not a loopback address. Lamina's API has no authentication yet; "
-            "pass --allow-non-loopback to listen there anyway.",
+            f"--auth off is only allowed on a loopback address, not --host {host}: beyond "
+            "loopback every request must be signed.",
             code=2,
         )
+    admin: tuple[str, str] | None = None
+    if admin_key:
+        key_id, sep, secret = admin_key.partition(":")
+        if not sep or not key_id or not secret:
+            _fail("--admin-key takes ACCESS_KEY_ID:SECRET_ACCESS_KEY", code=2)
+        admin = (key_id, secret)
     if not (account_id.isdigit() and len(account_id) == 12):
         _fail("--account-id must be 12 digits", code=2)
     settings = Settings(
@@ -193,8 +226,9 @@ def serve(
         routes_file=routes_file.expanduser().resolve() if routes_file else None,
         test_clock_rate=test_clock_rate,
         strict_roles=strict_roles,
+        auth=auth == "on",
     )
-    run_server(settings, log_level=log_level)
+    run_server(settings, log_level=log_level, admin_key=admin, write_profile=write_profile)
 
 
 # -- client commands ---------------------------------------------------------------------
@@ -216,7 +250,9 @@ def _fail(message: str, code: int = 1) -> NoReturn:
 class Api:
     def __init__(self, endpoint: str) -> None:
         self.endpoint = endpoint.rstrip("/")
-        self._client = httpx.Client(base_url=self.endpoint, timeout=930.0)
+        self._client = httpx.Client(
+            base_url=self.endpoint, timeout=930.0, auth=Signer(self.endpoint)
+        )
 
     def call(
         self,
@@ -459,6 +495,7 @@ def queue(endpoint: str) -> None:
         )
 
 
+from lamina.cli import keys as _keys  # noqa: E402, F401  (registers `keys`)
 from lamina.cli import logs as _logs  # noqa: E402, F401  (registers `logs`; it imports main)
 from lamina.cli import roles as _roles  # noqa: E402, F401  (registers `roles`; it imports main)
 from lamina.cli import routes as _routes  # noqa: E402, F401  (registers `routes`; it imports main)

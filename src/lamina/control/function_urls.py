@@ -247,13 +247,6 @@ def _auth_type(c: v.Constraints, value: Any, *, required: bool) -> str | None:
     if value not in AUTH_TYPES:
         c.fail(value, "authType", "Member must satisfy enum value set: [NONE, AWS_IAM]")
         return None
-    if value == "AWS_IAM":
-        raise InvalidParameterValueError(
-            "Lamina does not support AuthType AWS_IAM yet: it has no authentication (that "
-            "arrives with a later release). Use AuthType NONE, and open the URL with a "
-            "resource policy as on Lambda: add-permission --action lambda:InvokeFunctionUrl "
-            "--principal '*' --function-url-auth-type NONE."
-        )
     return str(value)
 
 

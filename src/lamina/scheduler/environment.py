@@ -124,6 +124,9 @@ class EnvironmentContext:
     python_in_zygote: bool = False
     #: False for a function set to have no network (LAMINA_NETWORK=none)
     network: bool = True
+    #: each new environment's AWS credentials (key id, secret, session token), made when it
+    #: starts so that a long-lived pool's later environments get fresh ones (None: dummies)
+    credentials: Callable[[], tuple[str, str, str]] | None = None
 
 
 class Environment:
@@ -214,6 +217,11 @@ class Environment:
                 env = dict(ctx.base_env)
                 env["AWS_LAMBDA_RUNTIME_API"] = endpoint.address
                 env["AWS_LAMBDA_LOG_STREAM_NAME"] = self.log_stream
+                if ctx.credentials is not None:
+                    key_id, secret, token = ctx.credentials()
+                    env["AWS_ACCESS_KEY_ID"] = key_id
+                    env["AWS_SECRET_ACCESS_KEY"] = secret
+                    env["AWS_SESSION_TOKEN"] = token
                 # The function's own variables come last: Lambda lets them override all but
                 # the reserved keys, which control/ has already refused.
                 env.update(ctx.config.environment)

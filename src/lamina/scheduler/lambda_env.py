@@ -13,8 +13,9 @@ LAMBDA_TASK_ROOT = Path("/var/task")
 LAMBDA_RUNTIME_DIR = Path("/var/runtime")
 LAMBDA_OPT = Path("/opt")
 
-# Functions call Lamina's own endpoint with these; they are not secrets (the API has no
-# authentication yet) but keep the AWS SDK from probing an instance-metadata address.
+# Placeholders: each environment replaces them with its role session's when it starts (see
+# `EnvironmentContext.credentials`); with authentication off they stay, unchecked, and keep
+# the AWS SDK from probing an instance-metadata address.
 _DUMMY_KEY_ID = "LAMINAFUNCTIONKEY000"
 _DUMMY_SECRET = "lamina-function-secret-not-checked"
 _DUMMY_TOKEN = "lamina-function-session-token"

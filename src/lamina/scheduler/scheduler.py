@@ -327,8 +327,12 @@ class Scheduler:
         on_code_released: CodeReleased | None = None,
         opt_dir: Callable[[FunctionConfig], Path] | None = None,
         log_store: LogStore | None = None,
+        credentials: Callable[[FunctionConfig], tuple[str, str, str]] | None = None,
     ) -> None:
         self._settings = settings
+        # Each new environment's AWS credentials (key id, secret, session token): a session of
+        # the function's role, made by whoever holds the keys (the scheduler knows no auth).
+        self._credentials = credentials
         self.concurrency = Concurrency(settings.concurrency_limit)
         self.capacity = MemoryCapacity(
             settings.memory_capacity_mb, settings.queue_timeout_s, self._evictable
@@ -499,6 +503,7 @@ class Scheduler:
             base_env=lambda_environment(
                 config, self._settings, runtime, seen[0], opt_seen, seen[1]
             ),
+            credentials=partial(self._credentials, config) if self._credentials else None,
             backend=self._backend,
             metrics=self._metrics,
             logs=self._logs,

@@ -1,0 +1,196 @@
+"""Authentication: the outermost ASGI wrapper. Every AWS-protocol request proves its key here.
+
+A request is verified (SigV4, `lamina.auth.sigv4`) before anything else sees it; its
+`Principal` goes into `scope["lamina.principal"]` for authorization, and its body, read once to
+check the payload hash, is replayed to the app. A request that fails never reaches the app: it
+gets AWS's 403 error (the type in `x-amzn-ErrorType` for the Lambda REST API, and in `__type`
+for the JSON APIs on `POST /`).
+
+Open without a signature:
+- `GET /health` and `GET /metrics` (health checks and Prometheus scrapers do not sign; both
+  tell only counts and states, never code or payloads);
+- `GET /lamina/code/<sha256>.zip` with a server-made, expiring signature in its query string
+  (GetFunction's `Code.Location` and a layer's `Content.Location`: like Lambda's presigned S3
+  URLs, they work with plain curl for `CODE_URL_TTL_S`, and a signed request works too);
+- function URLs and HTTP routes, which are not AWS API calls: `HttpFront` checks an `AWS_IAM`
+  URL's signature itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import secrets
+import time
+import uuid
+from collections.abc import Callable
+from urllib.parse import parse_qsl
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from lamina import limits
+from lamina.api.http_front import signed_request
+from lamina.auth.keys import KeyStore
+from lamina.auth.sigv4 import AuthError, MissingAuthenticationToken, Verifier
+
+#: seconds a code download URL stays valid (Lambda's presigned URLs: 10 minutes)
+CODE_URL_TTL_S = 600
+#: where the principal of a verified request is put in the ASGI scope
+PRINCIPAL = "lamina.principal"
+#: where the code URL presigner is put (see `CodeUrlSigner.query`)
+CODE_URL_SIGNER = "lamina.code_url_signer"
+_OPEN = frozenset({("GET", "/health"), ("GET", "/metrics")})
+_CODE_PREFIX = "/lamina/code/"
+#: past this size, hashing the body moves to a thread (6 MB of SHA-256 is ~15 ms)
+_HASH_INLINE_MAX = 256 * 1024
+
+
+class CodeUrlSigner:
+    """Signs and checks code download URLs with a key made at start (URLs end with the
+    process, well within their 10 minutes' life in the common case)."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._key = secrets.token_bytes(32)
+        self._clock = clock
+
+    def _mac(self, path: str, expires: str) -> str:
+        return hmac.new(self._key, f"{path}\n{expires}".encode(), hashlib.sha256).hexdigest()
+
+    def query(self, path: str) -> str:
+        """The query string that makes `path` downloadable without a signature, for a while."""
+        expires = str(int(self._clock()) + CODE_URL_TTL_S)
+        return f"X-Lamina-Expires={expires}&X-Lamina-Signature={self._mac(path, expires)}"
+
+    def check(self, path: str, query: str) -> bool:
+        params = dict(parse_qsl(query))
+        expires = params.get("X-Lamina-Expires", "")
+        signature = params.get("X-Lamina-Signature", "")
+        if not expires.isdigit() or int(expires) < self._clock():
+            return False
+        return hmac.compare_digest(self._mac(path, expires), signature)
+
+
+class Authn:
+    """The authentication wrapper around `app` (see the module's docstring)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        keys: KeyStore,
+        verifier: Verifier,
+        is_front: Callable[[Scope], object],
+    ) -> None:
+        self.app = app
+        self.keys = keys
+        self.verifier = verifier
+        self.code_urls = CodeUrlSigner()
+        #: whether a request is a function URL's or an HTTP route's (not AWS-signed)
+        self._is_front = is_front
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        scope[CODE_URL_SIGNER] = self.code_urls
+        method, path = scope["method"], scope["path"]
+        if (method, path) in _OPEN or self._is_front(scope) is not None:
+            await self.app(scope, receive, send)
+            return
+        query = scope.get("query_string", b"").decode("latin-1")
+        if (
+            method == "GET"
+            and path.startswith(_CODE_PREFIX)
+            and "X-Lamina-Signature=" in query
+            and self.code_urls.check(path, query)
+        ):
+            await self.app(scope, receive, send)
+            return
+        try:
+            body, more = await _read_body(receive)
+        except AuthError as e:
+            await _error(scope, send, e)
+            return
+        request = signed_request(scope, body)
+        try:
+            if not self.verifier.is_signed(request):
+                raise MissingAuthenticationToken()
+            if len(body) > _HASH_INLINE_MAX:
+                principal = await asyncio.to_thread(self.verifier.verify, request)
+            else:
+                principal = self.verifier.verify(request)
+        except AuthError as e:
+            await _error(scope, send, e)
+            return
+        scope[PRINCIPAL] = principal
+        await self.app(scope, _replay(body, more, receive), send)
+
+
+class _TooLarge(AuthError):
+    """A body larger than any request the API takes, refused before it is all read: an
+    unauthenticated caller must not make the server hold more than that."""
+
+    error_type = "RequestEntityTooLargeException"
+    status = 413
+
+    def __init__(self) -> None:
+        super().__init__("Request must be smaller than 69905067 bytes for the operation.")
+
+
+async def _read_body(receive: Receive) -> tuple[bytes, bool]:
+    """The whole body, and whether the client disconnected while sending it."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return b"".join(chunks), True
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limits.CREATE_REQUEST_MAX_BYTES:
+            raise _TooLarge()
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks), False
+
+
+def _replay(body: bytes, disconnected: bool, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            if disconnected:
+                return {"type": "http.disconnect"}
+            return {"type": "http.request", "body": body, "more_body": False}
+        # After the body, the app only waits for a disconnect: pass the real one on.
+        return await receive()
+
+    return replay
+
+
+async def _error(scope: Scope, send: Send, error: AuthError) -> None:
+    """AWS's answer to a request that failed authentication, for either protocol."""
+    json_protocol = any(name == b"x-amz-target" for name, _ in scope["headers"])
+    if json_protocol:
+        payload: dict[str, str] = {"__type": error.error_type, "message": error.message}
+        content_type = b"application/x-amz-json-1.1"
+    else:
+        payload = {"Type": error.fault, "message": error.message}
+        content_type = b"application/json"
+    body = json.dumps(payload).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": error.status,
+            "headers": [
+                (b"content-type", content_type),
+                (b"content-length", str(len(body)).encode()),
+                (b"x-amzn-errortype", error.error_type.encode()),
+                (b"x-amzn-requestid", str(uuid.uuid4()).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
