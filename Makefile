@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install serve test lint typecheck bench bench-coldstart bench-scale bench-async clean
+.PHONY: install serve test lint typecheck bench bench-coldstart bench-scale bench-async bench-auth clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,9 @@ bench-scale: install
 
 bench-async: install
 	AWS_EC2_METADATA_DISABLED=true $(BIN)/python bench/async.py $(ARGS)
+
+bench-auth: install
+	AWS_EC2_METADATA_DISABLED=true $(BIN)/python bench/auth.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
