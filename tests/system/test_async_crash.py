@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from tests.conftest import ROLE, SIGNED_HTTP, Server, make_zip
+from tests.conftest import ROLE, SIGNED, SIGNED_HTTP, Server, make_zip
 
 EVENTS = 1000
 CLIENTS = 16
@@ -50,7 +50,7 @@ def _send_all(server: Server, name: str) -> list[str]:
 
     def send(worker: int) -> list[str]:
         ids = []
-        with httpx.Client(timeout=30) as client:
+        with httpx.Client(timeout=30, auth=SIGNED) as client:
             for i in range(worker, EVENTS, CLIENTS):
                 resp = client.post(
                     url, content=b'{"n": %d}' % i, headers={"X-Amz-Invocation-Type": "Event"}
