@@ -19,7 +19,7 @@ import zipfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -31,6 +31,12 @@ from lamina.control import validation as v
 from lamina.control.aliases import AliasService, is_alias_name
 from lamina.control.concurrency import ReservedConcurrency
 from lamina.control.event_invoke import EventInvokeConfigs
+from lamina.control.function_input import (
+    FunctionInput,
+    checked_tags,
+    configuration,
+    same_content,
+)
 from lamina.control.function_policies import FunctionPolicies
 from lamina.control.function_urls import FunctionUrls
 from lamina.control.layers import LayerService, opt_key
@@ -63,35 +69,6 @@ T = TypeVar("T")
 ChangeListener = Callable[[str, str | None], Awaitable[None]]
 
 _QUALIFIER = re.compile(r"(|[a-zA-Z0-9$_-]+)")
-
-
-@dataclass
-class FunctionInput:
-    """A create or a configuration update, as the caller sent it (values not yet checked).
-
-    `None` means "not given". `unsupported` names features the caller asked for that Lamina
-    does not have yet.
-    """
-
-    name: Any = None
-    runtime: Any = None
-    role: Any = None
-    handler: Any = None
-    description: Any = None
-    timeout: Any = None
-    memory_size: Any = None
-    environment: Any = None
-    ephemeral_storage: Any = None
-    architectures: Any = None
-    package_type: Any = None
-    tags: Any = None
-    layers: Any = None
-    dead_letter_config: Any = None
-    logging_config: Any = None
-    kms_key_arn: Any = None
-    zip_file: bytes | None = None
-    revision_id: Any = None
-    unsupported: list[str] = field(default_factory=list)
 
 
 def _now() -> datetime:
@@ -359,9 +336,9 @@ class FunctionService:
             req.name = ref.name
         name = v.function_name(c, req.name)
         v.package_type(req.package_type)
-        fields = _configuration(c, req, creating=True)
+        fields = configuration(c, req, creating=True)
         archs = v.architectures(c, req.architectures)
-        tags = _tags(c, req.tags)
+        tags = checked_tags(c, req.tags)
         layer_arns = v.layer_arns(c, req.layers)
         c.check()
         assert name is not None
@@ -465,7 +442,7 @@ class FunctionService:
             self._check_qualifier(ref)
         self._refuse_unsupported(req)
         c = v.Constraints()
-        changes = _configuration(c, req, creating=False)
+        changes = configuration(c, req, creating=False)
         layer_arns = v.layer_arns(c, req.layers)
         c.check()
         if "runtime" in changes:
@@ -602,7 +579,7 @@ class FunctionService:
                     f"$LATEST ({current.code_sha256_b64}). Please try again"
                 )
             last = self._last_version(ref.name)
-            if last is not None and _same_content(last, current):
+            if last is not None and same_content(last, current):
                 return last
             draft = replace(
                 current,
@@ -741,63 +718,6 @@ class FunctionService:
         await self._run(self.layers.merges.sweep, {k for k in keep if k is not None})
         for key in [k for k in self._opt_users if k not in keep]:
             del self._opt_users[key]
-
-
-#: what makes a version differ from another (not its description, revision or timestamps)
-_CONTENT_FIELDS = (
-    "runtime",
-    "handler",
-    "role",
-    "code_sha256",
-    "timeout",
-    "memory_size",
-    "ephemeral_storage",
-    "environment",
-    "architectures",
-    "package_type",
-    "layers",
-    "dead_letter_target",
-    "logging",
-    "kms_key_arn",
-)
-
-
-def _same_content(a: FunctionConfig, b: FunctionConfig) -> bool:
-    return all(getattr(a, name) == getattr(b, name) for name in _CONTENT_FIELDS)
-
-
-def _configuration(c: v.Constraints, req: FunctionInput, *, creating: bool) -> dict[str, Any]:
-    """The configuration fields `req` sets, checked; fields it leaves out are not returned."""
-    fields = {
-        "role": v.role(c, req.role, required=creating),
-        "runtime": v.runtime(c, req.runtime, required=creating),
-        "handler": v.handler(c, req.handler, required=False),
-        "description": v.description(c, req.description),
-        "timeout": None if req.timeout is None else v.timeout(c, req.timeout),
-        "memory_size": None if req.memory_size is None else v.memory_size(c, req.memory_size),
-        "ephemeral_storage": (
-            None if req.ephemeral_storage is None else v.ephemeral_storage(c, req.ephemeral_storage)
-        ),
-        "environment": v.environment(c, req.environment),
-        # "" (kept past the filter below) removes the dead-letter queue
-        "dead_letter_target": v.dead_letter_config(c, req.dead_letter_config),
-        # the members given, merged with the function's own ones by the caller
-        "logging": v.logging_config(c, req.logging_config),
-        # "" (kept past the filter below) goes back to no key, as on Lambda
-        "kms_key_arn": v.kms_key_arn(c, req.kms_key_arn),
-    }
-    return {k: value for k, value in fields.items() if value is not None}
-
-
-def _tags(c: v.Constraints, value: Any) -> dict[str, str] | None:
-    if value is None:
-        return None
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(x, str) for k, x in value.items()
-    ):
-        c.fail(value, "tags", "Member must be a map of strings to strings")
-        return None
-    return dict(value)
 
 
 def _encode_marker(name: str) -> str:

@@ -1,0 +1,97 @@
+"""A create or configuration update as the caller sent it (`FunctionInput`), and the rules
+that turn it into configuration fields: which members set what, checked by `validation`, and
+which fields make one version's content differ from another's."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from lamina.control import validation as v
+from lamina.models import FunctionConfig
+
+
+@dataclass
+class FunctionInput:
+    """A create or a configuration update, as the caller sent it (values not yet checked).
+
+    `None` means "not given". `unsupported` names features the caller asked for that Lamina
+    does not have yet.
+    """
+
+    name: Any = None
+    runtime: Any = None
+    role: Any = None
+    handler: Any = None
+    description: Any = None
+    timeout: Any = None
+    memory_size: Any = None
+    environment: Any = None
+    ephemeral_storage: Any = None
+    architectures: Any = None
+    package_type: Any = None
+    tags: Any = None
+    layers: Any = None
+    dead_letter_config: Any = None
+    logging_config: Any = None
+    kms_key_arn: Any = None
+    zip_file: bytes | None = None
+    revision_id: Any = None
+    unsupported: list[str] = field(default_factory=list)
+
+
+#: what makes a version differ from another (not its description, revision or timestamps)
+CONTENT_FIELDS = (
+    "runtime",
+    "handler",
+    "role",
+    "code_sha256",
+    "timeout",
+    "memory_size",
+    "ephemeral_storage",
+    "environment",
+    "architectures",
+    "package_type",
+    "layers",
+    "dead_letter_target",
+    "logging",
+    "kms_key_arn",
+)
+
+
+def same_content(a: FunctionConfig, b: FunctionConfig) -> bool:
+    return all(getattr(a, name) == getattr(b, name) for name in CONTENT_FIELDS)
+
+
+def configuration(c: v.Constraints, req: FunctionInput, *, creating: bool) -> dict[str, Any]:
+    """The configuration fields `req` sets, checked; fields it leaves out are not returned."""
+    fields = {
+        "role": v.role(c, req.role, required=creating),
+        "runtime": v.runtime(c, req.runtime, required=creating),
+        "handler": v.handler(c, req.handler, required=False),
+        "description": v.description(c, req.description),
+        "timeout": None if req.timeout is None else v.timeout(c, req.timeout),
+        "memory_size": None if req.memory_size is None else v.memory_size(c, req.memory_size),
+        "ephemeral_storage": (
+            None if req.ephemeral_storage is None else v.ephemeral_storage(c, req.ephemeral_storage)
+        ),
+        "environment": v.environment(c, req.environment),
+        # "" (kept past the filter below) removes the dead-letter queue
+        "dead_letter_target": v.dead_letter_config(c, req.dead_letter_config),
+        # the members given, merged with the function's own ones by the caller
+        "logging": v.logging_config(c, req.logging_config),
+        # "" (kept past the filter below) goes back to no key, as on Lambda
+        "kms_key_arn": v.kms_key_arn(c, req.kms_key_arn),
+    }
+    return {k: value for k, value in fields.items() if value is not None}
+
+
+def checked_tags(c: v.Constraints, value: Any) -> dict[str, str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(x, str) for k, x in value.items()
+    ):
+        c.fail(value, "tags", "Member must be a map of strings to strings")
+        return None
+    return dict(value)
