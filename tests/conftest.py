@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import signal
 import socket
@@ -12,9 +13,11 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 import uuid
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -218,6 +221,56 @@ class Server:
         )
 
 
+def fetch(
+    url: str, data: bytes | None = None, headers: dict[str, str] | None = None, method: str = ""
+) -> tuple[int, dict[str, list[str]], bytes]:
+    """(status, headers by lower-case name, body) of one plain urllib request, errors included
+    (function URLs and HTTP routes are not AWS-signed)."""
+    req = urllib.request.Request(url, data=data, headers=headers or {}, method=method or None)
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            status, raw_headers, body = resp.status, resp.headers, resp.read()
+    except urllib.error.HTTPError as e:
+        status, raw_headers, body = e.code, e.headers, e.read()
+    found: dict[str, list[str]] = {}
+    for name, value in raw_headers.items():
+        found.setdefault(name.lower(), []).append(value)
+    return status, found, body
+
+
+def wait_for(what: Callable[[], Any], timeout: float = 20.0, message: str = "condition") -> Any:
+    """Poll `what` until it returns something true; that value, or AssertionError."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = what()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {message}")
+
+
+def seen(server: Server, name: str) -> list[dict[str, Any]]:
+    """What a recorder function printed as `SEEN <json>` lines, from the log store, in the
+    order of their `t` (the async queue's and EventBridge's tests use such recorders)."""
+    out = [
+        json.loads(message[5:])
+        for _, message in server.log_events(f"/aws/lambda/{name}")
+        if message.startswith("SEEN ")
+    ]
+    return sorted(out, key=lambda r: r["t"])
+
+
+def wait_seen(server: Server, name: str, count: int, timeout: float = 20.0) -> list[Any]:
+    """The recorder's records once there are at least `count` of them."""
+
+    def enough() -> list[Any] | None:
+        records = seen(server, name)
+        return records if len(records) >= count else None
+
+    found: list[Any] = wait_for(enough, timeout, f"{count} invocation(s) of {name}")
+    return found
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     base = tmp_path_factory.mktemp("lamina")
@@ -225,6 +278,24 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     yield srv
     code = srv.stop()
     assert code == 0, srv.log()
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    """Starts servers of the test's own, `own_server(data_dir=None, *args)` (`data_dir` again
+    to restart on the same data), and stops those still running after the test."""
+    servers: list[Server] = []
+
+    def start(data_dir: Path | None = None, *args: str) -> Server:
+        srv = Server(data_dir=data_dir or tmp_path / "data", extra_args=args).start()
+        servers.append(srv)
+        return srv
+
+    yield start
+    for srv in servers:
+        if srv.proc is not None and srv.proc.poll() is None:
+            with contextlib.suppress(Exception):
+                srv.stop()
 
 
 @pytest.fixture(scope="session")

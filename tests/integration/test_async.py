@@ -8,13 +8,13 @@ import hashlib
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from tests.conftest import SIGNED_HTTP, Functions, Server
+from tests.conftest import SIGNED_HTTP, Functions, Server, seen, wait_for, wait_seen
 
 # Back-offs at this scale: retries after 0.3 s and 0.6 s; throttled events from 10 ms up
 # to 1.5 s.
@@ -63,35 +63,6 @@ def functions(lam: Any) -> Iterator[Functions]:
     f = Functions(lam)
     yield f
     f.cleanup()
-
-
-def seen(server: Server, name: str) -> list[dict[str, Any]]:
-    """What the recorder function printed, from the log store, in time order."""
-    out = [
-        json.loads(message[5:])
-        for _, message in server.log_events(f"/aws/lambda/{name}")
-        if message.startswith("SEEN ")
-    ]
-    return sorted(out, key=lambda r: r["t"])
-
-
-def wait_for(what: Callable[[], Any], timeout: float = 20.0, message: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = what()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {message}")
-
-
-def wait_seen(server: Server, name: str, count: int, timeout: float = 20.0) -> list[Any]:
-    def enough() -> list[Any] | None:
-        records = seen(server, name)
-        return records if len(records) >= count else None
-
-    found: list[Any] = wait_for(enough, timeout, f"{count} invocation(s) of {name}")
-    return found
 
 
 def queue(server: Server) -> dict[str, Any]:

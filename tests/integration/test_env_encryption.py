@@ -7,29 +7,12 @@ import json
 import sqlite3
 import stat
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-from tests.conftest import ROLE, Server, make_zip
+from tests.conftest import ROLE, make_zip
 
 ECHO = "import os\ndef handler(e, c):\n    return os.environ.get(e['name'])\n"
-
-
-@pytest.fixture
-def own_server(tmp_path: Path) -> Iterator[Any]:
-    servers: list[Server] = []
-
-    def start(data_dir: Path | None = None) -> Server:
-        srv = Server(data_dir=data_dir or tmp_path / "data").start()
-        servers.append(srv)
-        return srv
-
-    yield start
-    for srv in servers:
-        if srv.proc is not None and srv.proc.poll() is None:
-            srv.stop()
 
 
 def database_bytes(data_dir: Path) -> bytes:

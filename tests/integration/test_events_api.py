@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import json
 import re
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,7 +16,7 @@ import httpx
 import pytest
 from botocore.exceptions import ClientError
 from botocore.validate import ParamValidator
-from tests.conftest import SIGNED_HTTP, Functions, Server
+from tests.conftest import SIGNED_HTTP, Functions, Server, seen, wait_for, wait_seen
 
 # The recorder prints what it got; its log file under the data directory is read back.
 RECORDER = """
@@ -112,34 +111,6 @@ def recorder(functions: Functions, allowed: bool = True) -> tuple[str, str]:
     if allowed:
         allow_events(functions.client, config["FunctionName"])
     return config["FunctionName"], config["FunctionArn"]
-
-
-def seen(server: Server, name: str) -> list[dict[str, Any]]:
-    """What the recorder function printed, from the log store, in time order."""
-    out = [
-        json.loads(message[5:])
-        for _, message in server.log_events(f"/aws/lambda/{name}")
-        if message.startswith("SEEN ")
-    ]
-    return sorted(out, key=lambda r: r["t"])
-
-
-def wait_for(what: Callable[[], Any], timeout: float = 20.0, message: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = what()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {message}")
-
-
-def wait_seen(server: Server, name: str, count: int) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = wait_for(
-        lambda: (r := seen(server, name)) and len(r) >= count and r,
-        message=f"{count} invocation(s) of {name}",
-    )
-    return found
 
 
 def queued(server: Server) -> set[str]:

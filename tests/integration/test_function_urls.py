@@ -9,14 +9,12 @@ import json
 import re
 import shutil
 import subprocess
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import botocore.session
 import pytest
-from tests.conftest import Functions, Server
+from tests.conftest import Functions, Server, fetch
 
 _MODEL = botocore.session.get_session().get_service_model("lambda")
 
@@ -72,22 +70,6 @@ def url_id(url: str) -> str:
     match = URL_FORM.fullmatch(url)
     assert match is not None, url
     return match[2]
-
-
-def fetch(
-    url: str, data: bytes | None = None, headers: dict[str, str] | None = None, method: str = ""
-) -> tuple[int, dict[str, list[str]], bytes]:
-    """(status, headers by lower-case name, body) of one request, errors included."""
-    req = urllib.request.Request(url, data=data, headers=headers or {}, method=method or None)
-    try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            status, raw_headers, body = resp.status, resp.headers, resp.read()
-    except urllib.error.HTTPError as e:
-        status, raw_headers, body = e.code, e.headers, e.read()
-    found: dict[str, list[str]] = {}
-    for name, value in raw_headers.items():
-        found.setdefault(name.lower(), []).append(value)
-    return status, found, body
 
 
 def curl(*args: str) -> tuple[int, str]:

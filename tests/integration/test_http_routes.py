@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import base64
 import json
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import SIGNED_HTTP, Functions, Server, lamina
+from tests.conftest import SIGNED_HTTP, Functions, Server, fetch, lamina
 
 ECHO = """
 import json
@@ -31,21 +29,6 @@ def handler(event, context):
         "body": json.dumps(event),
     }
 """
-
-
-def fetch(
-    url: str, data: bytes | None = None, headers: dict[str, str] | None = None, method: str = ""
-) -> tuple[int, dict[str, list[str]], bytes]:
-    req = urllib.request.Request(url, data=data, headers=headers or {}, method=method or None)
-    try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            status, raw_headers, body = resp.status, resp.headers, resp.read()
-    except urllib.error.HTTPError as e:
-        status, raw_headers, body = e.code, e.headers, e.read()
-    found: dict[str, list[str]] = {}
-    for name, value in raw_headers.items():
-        found.setdefault(name.lower(), []).append(value)
-    return status, found, body
 
 
 @pytest.fixture(scope="module")

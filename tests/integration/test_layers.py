@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import io
 import json
@@ -13,7 +12,6 @@ import time
 import uuid
 import zipfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import botocore.session
@@ -611,22 +609,6 @@ def test_merged_opt_is_shared_and_removed_when_unused(
     while made & opt_dirs(server) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not made & opt_dirs(server)
-
-
-@pytest.fixture
-def own_server(tmp_path: Path) -> Iterator[Any]:
-    servers: list[Server] = []
-
-    def start(data_dir: Path | None = None) -> Server:
-        srv = Server(data_dir=data_dir or tmp_path / "data").start()
-        servers.append(srv)
-        return srv
-
-    yield start
-    for srv in servers:
-        if srv.proc is not None and srv.proc.poll() is None:
-            with contextlib.suppress(Exception):
-                srv.stop()
 
 
 def test_layers_survive_a_restart(own_server: Any) -> None:

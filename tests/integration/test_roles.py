@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,21 +17,6 @@ POLICY = {
     "Statement": [{"Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": "*"}],
 }
 KMS = "arn:aws:kms:us-east-1:000000000000:key/1234abcd-12ab-34cd-56ef-1234567890ab"
-
-
-@pytest.fixture
-def own_server(tmp_path: Path) -> Iterator[Any]:
-    servers: list[Server] = []
-
-    def start(*args: str, data_dir: Path | None = None) -> Server:
-        srv = Server(data_dir=data_dir or tmp_path / "data", extra_args=args).start()
-        servers.append(srv)
-        return srv
-
-    yield start
-    for srv in servers:
-        if srv.proc is not None and srv.proc.poll() is None:
-            srv.stop()
 
 
 def _name() -> str:
@@ -184,7 +168,7 @@ def test_an_unknown_role_is_accepted_without_strict_roles(lam: Any, functions: F
 
 
 def test_strict_roles_refuse_a_role_lamina_does_not_know(own_server: Any) -> None:
-    srv = own_server("--strict-roles")
+    srv = own_server(None, "--strict-roles")
     lam = srv.client()
     unknown = "arn:aws:iam::000000000000:role/unknown"
     with pytest.raises(ClientError) as e:

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import SIGNED_HTTP, Functions, Server, lamina
-from tests.integration.test_events_api import RECORDER, queued, seen, wait_for, wait_seen
+from tests.conftest import SIGNED_HTTP, Functions, Server, lamina, seen, wait_for, wait_seen
+from tests.integration.test_events_api import RECORDER, queued
 
 RATE = 60  # schedule time runs 60x: rate(1 minute) fires every second
 

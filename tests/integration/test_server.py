@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from tests.conftest import ROLE, SIGNED_HTTP, Server, make_zip
 
 COUNTER = "import os\ndef handler(e, c):\n    return os.environ['AWS_LAMBDA_LOG_STREAM_NAME']\n"
@@ -31,21 +30,6 @@ def runtime_pids(endpoint: str) -> set[int]:
 
 # Every runtime pid a server has listed: after it stops, they must all be gone.
 _KNOWN: dict[str, set[int]] = {}
-
-
-@pytest.fixture
-def own_server(tmp_path: Path) -> Any:
-    servers: list[Server] = []
-
-    def start(data_dir: Path | None = None, *args: str) -> Server:
-        srv = Server(data_dir=data_dir or tmp_path / "data", extra_args=args).start()
-        servers.append(srv)
-        return srv
-
-    yield start
-    for srv in servers:
-        if srv.proc is not None and srv.proc.poll() is None:
-            srv.stop()
 
 
 def test_health(server: Server) -> None:
