@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from lamina.auth.principal import PolicyDocument, Principal
-from lamina.auth.sigv4 import ExpiredToken, SecretLookup, UnrecognizedClient
+from lamina.auth.sigv4 import ExpiredToken, UnrecognizedClient
 from lamina.errors import ValidationError
 from lamina.store.sealed import Sealer
 
@@ -92,7 +92,7 @@ class _Session:
 
 
 @dataclass
-class KeyStore(SecretLookup):
+class KeyStore:
     """The access keys in `<data-dir>/auth.db` and the sessions issued since start.
 
     Reads are from memory and thread-safe; `create`/`delete`/`attach_policy` write through.

@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 from botocore.auth import SigV4Auth
@@ -86,15 +86,16 @@ class ExpiredToken(AuthError):
         super().__init__("The security token included in the request is expired")
 
 
-class SecretLookup:
-    """What the verifier needs from a key store (see `auth.keys.KeyStore`)."""
+class SecretLookup(Protocol):
+    """What the verifier needs from a key store (`auth.keys.KeyStore` is one)."""
 
     def secret_for(self, access_key_id: str, session_token: str | None) -> str:
         """The secret of a live key; raises `UnrecognizedClient` / `ExpiredToken`."""
-        raise NotImplementedError
+        ...
 
     def principal(self, access_key_id: str) -> Principal:
-        raise NotImplementedError
+        """The caller an access key (or session) stands for."""
+        ...
 
 
 @dataclass(frozen=True)
