@@ -86,7 +86,6 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from http.client import HTTPConnection, HTTPException
 from pathlib import Path
-from types import FrameType
 from typing import Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -101,11 +100,13 @@ from invoke import (
     Server,
     deploy_noop,
     free_port,
+    guarded,
     http_ok,
     lambda_client,
     log,
     start_server,
     stop_server,
+    unbroken_cleanup,
     wait_ready,
 )
 
@@ -900,28 +901,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
     started = time.perf_counter()
-    try:
+
+    def work() -> Run:
         tmp_dir = tempfile.TemporaryDirectory(prefix="lamina-async-", ignore_cleanup_errors=True)
-        with tmp_dir as tmp:
-            try:
-                result = run(Path(tmp), args)
-            finally:  # don't let a second Ctrl-C cut the clean-up short
-                signal.signal(signal.SIGINT, signal.SIG_IGN)
-                signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; servers stopped", file=sys.stderr)
-        return 130
+        with tmp_dir as tmp, unbroken_cleanup():
+            return run(Path(tmp), args)
+
+    result = guarded(work)
     problems = report(result)
     print(f"\nrun took {time.perf_counter() - started:.0f} s", flush=True)
     for problem in problems:

@@ -56,7 +56,6 @@ import contextlib
 import json
 import math
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -68,7 +67,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http.client import HTTPConnection, HTTPException
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError, WaiterError
@@ -78,6 +76,7 @@ from invoke import (
     BenchError,
     Server,
     free_port,
+    guarded,
     handler_zip,
     http_ok,
     log,
@@ -85,6 +84,7 @@ from invoke import (
     process_tree,
     start_server,
     stop_server,
+    unbroken_cleanup,
     wait_ready,
 )
 
@@ -640,31 +640,19 @@ def run(tmp: Path, args: argparse.Namespace, failures: list[str]) -> list[Result
     return results
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
     failures: list[str] = []
-    try:
+
+    def work() -> tuple[Floors, list[Result]]:
         floors = measure_floors()
         tmp_dir = tempfile.TemporaryDirectory(
             prefix="lamina-coldstart-", ignore_cleanup_errors=True
         )
-        with tmp_dir as tmp:
-            try:
-                results = run(Path(tmp), args, failures)
-            finally:  # don't let a second Ctrl-C cut the clean-up short
-                signal.signal(signal.SIGINT, signal.SIG_IGN)
-                signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; servers stopped", file=sys.stderr)
-        return 130
+        with tmp_dir as tmp, unbroken_cleanup():
+            return floors, run(Path(tmp), args, failures)
+
+    floors, results = guarded(work)
     report(results, floors, args)
     for failure in failures:
         print(f"FAILED: {failure}", flush=True)

@@ -55,12 +55,12 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from http.client import HTTPException
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import boto3
 from botocore.config import Config
@@ -128,6 +128,39 @@ custom:
 
 class BenchError(Exception):
     """A server failed to start or a measurement could not be taken."""
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+T = TypeVar("T")
+
+
+def guarded(work: Callable[[], T], stopped: str = "servers") -> T:
+    """Run a benchmark's `work` with SIGTERM taken as Ctrl-C. A `BenchError` or an interrupt
+    is printed and ends the process (exit status 1, or 130) once `work`'s clean-up is done;
+    `work` wraps its clean-up in `unbroken_cleanup()` so a second signal cannot cut it short."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return work()
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        print(f"interrupted; {stopped} stopped", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+@contextlib.contextmanager
+def unbroken_cleanup() -> Iterator[None]:
+    """From the end of the block on, ignore Ctrl-C and SIGTERM: what the enclosing `with`
+    statements clean up (servers, temporary directories) is then done whole."""
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def log(message: str) -> None:
@@ -602,30 +635,18 @@ def run(
     return [measure(target, args.duration) for target in targets]
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if shutil.which("wrk") is None:
         print("error: wrk not found; install it with: apt-get install -y wrk", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, _interrupt)
     failures: list[str] = []
-    try:
-        with contextlib.ExitStack() as stack:
-            try:
-                measurements = run(stack, args, failures)
-            finally:  # don't let a second Ctrl-C cut the clean-up short
-                signal.signal(signal.SIGINT, signal.SIG_IGN)
-                signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; servers stopped", file=sys.stderr)
-        return 130
+
+    def work() -> list[Measurement]:
+        with contextlib.ExitStack() as stack, unbroken_cleanup():
+            return run(stack, args, failures)
+
+    measurements = guarded(work)
     report(measurements, args.duration)
     for failure in failures:
         print(f"FAILED: {failure}", flush=True)

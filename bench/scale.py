@@ -53,7 +53,6 @@ import contextlib
 import json
 import os
 import random
-import signal
 import sys
 import tempfile
 import threading
@@ -63,7 +62,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from http.client import HTTPConnection, HTTPException
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError, WaiterError
@@ -76,11 +74,13 @@ from invoke import (
     BenchError,
     Server,
     free_port,
+    guarded,
     handler_zip,
     http_ok,
     log,
     start_server,
     stop_server,
+    unbroken_cleanup,
     wait_ready,
 )
 
@@ -574,27 +574,15 @@ def run(tmp: Path, args: argparse.Namespace) -> list[str]:
     return report(result, durations, limits, header)
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
+
+    def work() -> list[str]:
         tmp_dir = tempfile.TemporaryDirectory(prefix="lamina-scale-", ignore_cleanup_errors=True)
-        with tmp_dir as tmp:
-            try:
-                problems = run(Path(tmp), args)
-            finally:  # don't let a second Ctrl-C cut the clean-up short
-                signal.signal(signal.SIGINT, signal.SIG_IGN)
-                signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; server stopped", file=sys.stderr)
-        return 130
+        with tmp_dir as tmp, unbroken_cleanup():
+            return run(Path(tmp), args)
+
+    problems = guarded(work, "server")
     for problem in problems:
         print(f"FAILED: {problem}", flush=True)
     return 1 if problems else 0
