@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from lamina.control import listing
 from lamina.control import validation as v
 from lamina.errors import (
     InvalidParameterValueError,
@@ -80,19 +81,13 @@ class AliasService:
         if function_version is not None:
             c.string(function_version, "functionVersion", max_len=1024, pattern=_VERSION)
         c.check()
-        found = sorted(
-            (
-                a
-                for (fn, _), a in self._aliases.items()
-                if fn == function_name
-                and (function_version is None or a.function_version == function_version)
-            ),
-            key=lambda a: a.name,
+        found = (
+            a
+            for (fn, _), a in self._aliases.items()
+            if fn == function_name
+            and (function_version is None or a.function_version == function_version)
         )
-        if marker:
-            found = [a for a in found if a.name > marker]
-        page = found[:limit]
-        return page, page[-1].name if len(found) > limit else None
+        return listing.page(found, lambda a: a.name, limit, marker, order=str)
 
     def referencing(self, function_name: str, version: str) -> list[str]:
         """The aliases that route any invocation to `version`."""

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from lamina import limits
 from lamina.arns import FunctionRef
+from lamina.control import listing
 from lamina.control import validation as v
 from lamina.control.aliases import is_alias_name
 from lamina.errors import InvalidParameterValueError, ResourceNotFoundError
@@ -67,15 +68,6 @@ _MEMBERS = (
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _order(qualifier: str) -> tuple[int, int, str]:
-    """Listing order: `$LATEST`, versions by number, aliases by name."""
-    if qualifier == LATEST:
-        return (0, 0, "")
-    if qualifier.isdigit():
-        return (1, int(qualifier), "")
-    return (2, 0, qualifier)
 
 
 class EventInvokeConfigs:
@@ -123,14 +115,8 @@ class EventInvokeConfigs:
         c = v.Constraints()
         limit = v.max_items(c, max_items, LIST_MAX_ITEMS)
         c.check()
-        found = sorted(
-            (config for (name, _), config in self._configs.items() if name == ref.name),
-            key=lambda config: _order(config.qualifier),
-        )
-        if marker:
-            found = [c for c in found if _order(c.qualifier) > _order(marker)]
-        page = found[:limit]
-        return page, page[-1].qualifier if len(found) > limit else None
+        configs = (config for (name, _), config in self._configs.items() if name == ref.name)
+        return listing.page(configs, lambda config: config.qualifier, limit, marker)
 
     # -- writes --------------------------------------------------------------------
 

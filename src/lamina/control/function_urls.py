@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from lamina.arns import FunctionRef
+from lamina.control import listing
 from lamina.control import validation as v
 from lamina.errors import (
     InvalidParameterValueError,
@@ -108,14 +109,8 @@ class FunctionUrls:
         c = v.Constraints()
         limit = v.max_items(c, max_items, LIST_MAX_ITEMS)
         c.check()
-        found = sorted(
-            (url for (name, _), url in self._urls.items() if name == ref.name),
-            key=lambda url: _order(url.qualifier),
-        )
-        if marker:
-            found = [url for url in found if _order(url.qualifier) > _order(marker)]
-        page = found[:limit]
-        return page, page[-1].qualifier if len(found) > limit else None
+        urls = (url for (name, _), url in self._urls.items() if name == ref.name)
+        return listing.page(urls, lambda url: url.qualifier, limit, marker)
 
     # -- writes --------------------------------------------------------------------
 
@@ -232,11 +227,6 @@ class FunctionUrls:
 
 def _no_url() -> ResourceNotFoundError:
     return ResourceNotFoundError("The resource you requested does not exist.")
-
-
-def _order(qualifier: str) -> tuple[int, str]:
-    """Listing order: `$LATEST`, then aliases by name."""
-    return (0, "") if qualifier == LATEST else (1, qualifier)
 
 
 def _auth_type(c: v.Constraints, value: Any, *, required: bool) -> str | None:
