@@ -9,9 +9,9 @@ from typing import Any
 import httpx
 import pytest
 
-from lamina.api.authz import PRINCIPAL_KEY, Authorize
+from lamina.api.authz import Authorize
 from lamina.auth.policy import parse
-from lamina.auth.principal import Principal
+from lamina.auth.principal import SCOPE_KEY, Principal
 from lamina.auth.triggers import authorize_url, events_may_invoke, public_url_allowed
 
 ACCOUNT = "000000000000"
@@ -51,7 +51,7 @@ def client(principal: Principal | None, policies: Policies | None = None) -> htt
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         if principal is not None:
-            scope[PRINCIPAL_KEY] = principal
+            scope[SCOPE_KEY] = principal
         await wrapped(scope, receive, send)
 
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")

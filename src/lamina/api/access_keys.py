@@ -11,7 +11,7 @@ from starlette.responses import Response
 from lamina.api.context import app_state
 from lamina.api.wire import json_body, json_response
 from lamina.auth.keys import AccessKey, KeyStore
-from lamina.auth.principal import Principal
+from lamina.auth.principal import SCOPE_KEY, Principal
 from lamina.errors import ResourceNotFoundError, ServiceError, UserError
 
 
@@ -25,7 +25,7 @@ def _keys(request: Request) -> KeyStore:
     keys = app_state(request).keys
     if keys is None:
         raise ServiceError("Authentication is off on this server (--auth off): it has no keys.")
-    principal: Principal | None = request.scope.get("lamina.principal")
+    principal: Principal | None = request.scope.get(SCOPE_KEY)
     if principal is None or not principal.admin:
         arn = principal.arn if principal else "anonymous"
         raise AccessDenied(f"User: {arn} is not authorized to manage access keys")

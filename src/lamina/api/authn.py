@@ -33,12 +33,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from lamina import limits
 from lamina.api.http_front import signed_request
 from lamina.auth.keys import KeyStore
+from lamina.auth.principal import SCOPE_KEY
 from lamina.auth.sigv4 import AuthError, MissingAuthenticationToken, Verifier
 
 #: seconds a code download URL stays valid (Lambda's presigned URLs: 10 minutes)
 CODE_URL_TTL_S = 600
-#: where the principal of a verified request is put in the ASGI scope
-PRINCIPAL = "lamina.principal"
 #: where the code URL presigner is put (see `CodeUrlSigner.query`)
 CODE_URL_SIGNER = "lamina.code_url_signer"
 _OPEN = frozenset({("GET", "/health"), ("GET", "/metrics")})
@@ -108,7 +107,7 @@ class Authn:
             await self.app(scope, receive, send)
             return
         try:
-            body, more = await _read_body(receive)
+            body, more = await read_body(receive)
         except AuthError as e:
             await _error(scope, send, e)
             return
@@ -123,8 +122,8 @@ class Authn:
         except AuthError as e:
             await _error(scope, send, e)
             return
-        scope[PRINCIPAL] = principal
-        await self.app(scope, _replay(body, more, receive), send)
+        scope[SCOPE_KEY] = principal
+        await self.app(scope, replay(body, more, receive), send)
 
 
 class _TooLarge(AuthError):
@@ -138,8 +137,9 @@ class _TooLarge(AuthError):
         super().__init__("Request must be smaller than 69905067 bytes for the operation.")
 
 
-async def _read_body(receive: Receive) -> tuple[bytes, bool]:
-    """The whole body, and whether the client disconnected while sending it."""
+async def read_body(receive: Receive) -> tuple[bytes, bool]:
+    """The whole body, and whether the client disconnected while sending it (a body past
+    Lambda's largest request is refused before it is all read)."""
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -155,7 +155,9 @@ async def _read_body(receive: Receive) -> tuple[bytes, bool]:
             return b"".join(chunks), False
 
 
-def _replay(body: bytes, disconnected: bool, receive: Receive) -> Receive:
+def replay(body: bytes, disconnected: bool, receive: Receive) -> Receive:
+    """A `receive` that hands the already-read body (or the disconnect) over again, then
+    defers to `receive`."""
     sent = False
 
     async def replay() -> Message:

@@ -20,18 +20,18 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from urllib.parse import parse_qsl
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lamina import ids
 from lamina.api.access import AccessMap
+from lamina.api.authn import read_body, replay
 from lamina.api.context import AppState
 from lamina.auth.policy import Policy, PolicyError, authorize, identity_decision
-from lamina.auth.principal import AccessRequest, Decision, Principal
+from lamina.auth.principal import SCOPE_KEY, AccessRequest, Decision, Principal
 
 log = logging.getLogger(__name__)
 
 #: where the authentication wrapper leaves the verified caller
-PRINCIPAL_KEY = "lamina.principal"
 
 
 class Authorize:
@@ -46,7 +46,7 @@ class Authorize:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        principal: Principal | None = scope.get(PRINCIPAL_KEY)
+        principal: Principal | None = scope.get(SCOPE_KEY)
         if scope["type"] != "http" or principal is None or principal.admin:
             await self.app(scope, receive, send)
             return
@@ -54,8 +54,9 @@ class Authorize:
         path: str = scope["path"]
         body = None
         if self.access.needs_body(method, path):
-            body = await _read_body(receive)
-            receive = _replay(body, receive)
+            # Read once more from what authentication replays (memory, not the socket).
+            body, disconnected = await read_body(receive)
+            receive = replay(body, disconnected, receive)
         headers = {n.decode("latin-1").lower(): v.decode("latin-1") for n, v in scope["headers"]}
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
         request = self.access.request(method, path, query, headers, body)
@@ -143,29 +144,3 @@ async def _deny(send: Send, message: str, *, json_api: bool) -> None:
         }
     )
     await send({"type": "http.response.body", "body": data})
-
-
-async def _read_body(receive: Receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """A `receive` that hands the already-read body over again, then defers to `receive`."""
-    sent = False
-
-    async def again() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return again

@@ -30,7 +30,7 @@ from lamina import ids, limits
 from lamina.api.context import AppState
 from lamina.api.function_urls import URL_PATH_PREFIX
 from lamina.arns import FunctionRef
-from lamina.auth.principal import Decision
+from lamina.auth.principal import SCOPE_KEY, Decision
 from lamina.auth.sigv4 import AuthError, SignedRequest, Verifier
 from lamina.auth.triggers import authorize_url, public_url_allowed
 from lamina.errors import LaminaError, TooManyRequestsError
@@ -256,7 +256,7 @@ class HttpFront:
         if self.verifier is None:
             return True  # authentication off: every caller is let through, as on the API
         # AWS_IAM: `_iam_allowed` verified the signature and left the caller in the scope.
-        principal = scope.get("lamina.principal")
+        principal = scope.get(SCOPE_KEY)
         return principal is not None and authorize_url(principal, arn, policy) is Decision.ALLOW
 
     def _iam_allowed(self, scope: Scope, body: bytes) -> bool:
@@ -268,7 +268,7 @@ class HttpFront:
             principal = self.verifier.verify(signed_request(scope, body), frozenset({"lambda"}))
         except AuthError:
             return False
-        scope["lamina.principal"] = principal
+        scope[SCOPE_KEY] = principal
         return True
 
     async def _serve_url(

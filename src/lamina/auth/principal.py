@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+#: where authentication leaves the verified `Principal` in an ASGI request's scope
+SCOPE_KEY = "lamina.principal"
+
 #: an IAM-style policy document as parsed JSON ({"Version": ..., "Statement": [...]})
 PolicyDocument = Mapping[str, Any]
 
