@@ -21,17 +21,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import json
 import secrets
 import time
-import uuid
 from collections.abc import Callable
 from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lamina import limits
+from lamina.api.errors import error_response
 from lamina.api.http_front import signed_request
+from lamina.api.wire import aws_json_error
 from lamina.auth.keys import KeyStore
 from lamina.auth.principal import SCOPE_KEY
 from lamina.auth.sigv4 import AuthError, MissingAuthenticationToken, Verifier
@@ -109,7 +109,7 @@ class Authn:
         try:
             body, more = await read_body(receive)
         except AuthError as e:
-            await _error(scope, send, e)
+            await _error(scope, receive, send, e)
             return
         request = signed_request(scope, body)
         try:
@@ -120,7 +120,7 @@ class Authn:
             else:
                 principal = self.verifier.verify(request)
         except AuthError as e:
-            await _error(scope, send, e)
+            await _error(scope, receive, send, e)
             return
         scope[SCOPE_KEY] = principal
         await self.app(scope, replay(body, more, receive), send)
@@ -173,26 +173,12 @@ def replay(body: bytes, disconnected: bool, receive: Receive) -> Receive:
     return replay
 
 
-async def _error(scope: Scope, send: Send, error: AuthError) -> None:
-    """AWS's answer to a request that failed authentication, for either protocol."""
+async def _error(scope: Scope, receive: Receive, send: Send, error: AuthError) -> None:
+    """AWS's answer to a request that failed authentication, in the caller's protocol: the
+    JSON 1.1 APIs' (X-Amz-Target) or the Lambda REST API's, as every other error is sent."""
     json_protocol = any(name == b"x-amz-target" for name, _ in scope["headers"])
     if json_protocol:
-        payload: dict[str, str] = {"__type": error.error_type, "message": error.message}
-        content_type = b"application/x-amz-json-1.1"
+        response = aws_json_error(error.error_type, error.message, error.status)
     else:
-        payload = {"Type": error.fault, "message": error.message}
-        content_type = b"application/json"
-    body = json.dumps(payload).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": error.status,
-            "headers": [
-                (b"content-type", content_type),
-                (b"content-length", str(len(body)).encode()),
-                (b"x-amzn-errortype", error.error_type.encode()),
-                (b"x-amzn-requestid", str(uuid.uuid4()).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+        response = error_response(error)
+    await response(scope, receive, send)

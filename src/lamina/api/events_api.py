@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -18,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from lamina.api.context import AppState, app_state
+from lamina.api.wire import aws_json_error, aws_json_response
 from lamina.control.rules import RuleService, TargetInput
 from lamina.errors import LaminaError, UserError, ValidationError
 from lamina.events.bus import EntryInput, EventBus
@@ -26,7 +26,6 @@ from lamina.models import Rule, RuleState
 log = logging.getLogger(__name__)
 
 TARGET_PREFIX = "AWSEvents."
-CONTENT_TYPE = "application/x-amz-json-1.1"
 #: PutEvents and PutTargets take 1 to 10 entries (botocore's model)
 MAX_ENTRIES = 10
 #: PutEvents' total size limit (EventBridge: 256 KB per request)
@@ -36,30 +35,15 @@ MAX_REQUEST_BYTES = 256 * 1024
 _TARGET_MEMBERS = frozenset({"Id", "Arn", "Input", "InputPath", "RoleArn"})
 
 
-def _json(body: object, status: int = 200) -> Response:
-    return Response(
-        json.dumps(body, separators=(",", ":")),
-        status_code=status,
-        media_type=CONTENT_TYPE,
-        headers={"x-amzn-RequestId": str(uuid.uuid4())},
-    )
-
-
-def _error(error_type: str, message: str, status: int) -> Response:
-    response = _json({"__type": error_type, "message": message}, status)
-    response.headers["x-amzn-ErrorType"] = error_type
-    return response
-
-
 async def dispatch(request: Request) -> Response:
     """`POST /` with an `AWSEvents.` target: find the operation and answer it."""
     target = request.headers.get("x-amz-target", "")
     handler = _OPERATIONS.get(target.removeprefix(TARGET_PREFIX))
     if not target.startswith(TARGET_PREFIX) or handler is None:
-        return _error("UnknownOperationException", f"No operation {target}", 400)
+        return aws_json_error("UnknownOperationException", f"No operation {target}", 400)
     state = app_state(request)
     if state.rules is None or state.event_bus is None:
-        return _error("ServiceUnavailableException", "This server has no event bus.", 503)
+        return aws_json_error("ServiceUnavailableException", "This server has no event bus.", 503)
     try:
         raw = await request.body()
         try:
@@ -70,15 +54,15 @@ async def dispatch(request: Request) -> Response:
             raise _Serialization("The body must be a JSON object.")
         if len(raw) > MAX_REQUEST_BYTES and target.endswith("PutEvents"):
             raise ValidationError("Total size of the entries in the request is over the limit.")
-        return _json(await handler(body, state))
+        return aws_json_response(await handler(body, state))
     except _Serialization as e:
-        return _error("SerializationException", e.message, 400)
+        return aws_json_error("SerializationException", e.message, 400)
     except LaminaError as e:
         # The JSON protocol answers every caller error with 400; botocore reads `__type`.
-        return _error(e.error_type, e.message, 400 if isinstance(e, UserError) else 500)
+        return aws_json_error(e.error_type, e.message, 400 if isinstance(e, UserError) else 500)
     except Exception as e:  # the JSON protocol's shape even for our own failures
         log.error("unhandled error in %s", target, exc_info=e)
-        return _error(
+        return aws_json_error(
             "InternalException", f"Lamina failed to handle the request: {type(e).__name__}", 500
         )
 

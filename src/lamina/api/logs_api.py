@@ -20,7 +20,6 @@ import binascii
 import json
 import logging
 import re
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from lamina.api.context import app_state
+from lamina.api.wire import aws_json_error, aws_json_response
 from lamina.observability.filter_pattern import FilterPatternError
 from lamina.observability.filter_pattern import parse as parse_filter_pattern
 from lamina.observability.log_store import LogEvent, LogGroup, LogStore, LogStream
@@ -36,7 +36,6 @@ from lamina.observability.log_store import LogEvent, LogGroup, LogStore, LogStre
 log = logging.getLogger(__name__)
 
 TARGET_PREFIX = "Logs_20140328."
-CONTENT_TYPE = "application/x-amz-json-1.1"
 
 # Limits from the botocore model (DescribeLimit, EventsLimit, Days).
 DESCRIBE_LIMIT = 50
@@ -80,19 +79,8 @@ def _bad_token() -> LogsApiError:
     return _invalid("The specified nextToken is invalid.")
 
 
-def _json(body: object, status: int = 200) -> Response:
-    return Response(
-        json.dumps(body, separators=(",", ":")),
-        status_code=status,
-        media_type=CONTENT_TYPE,
-        headers={"x-amzn-RequestId": str(uuid.uuid4())},
-    )
-
-
 def _error(error: LogsApiError) -> Response:
-    response = _json({"__type": error.error_type, "message": error.message}, error.status)
-    response.headers["x-amzn-ErrorType"] = error.error_type
-    return response
+    return aws_json_error(error.error_type, error.message, error.status)
 
 
 async def dispatch(request: Request) -> Response:
@@ -116,7 +104,7 @@ async def dispatch(request: Request) -> Response:
         if not isinstance(body, dict):
             raise LogsApiError("SerializationException", "The body must be a JSON object.")
         settings = app_state(request).settings
-        return _json(
+        return aws_json_response(
             await handler(_Params(body), _Context(store, settings.region, settings.account_id))
         )
     except LogsApiError as e:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -173,6 +174,28 @@ def function_input(body: dict[str, Any], *, allowed: set[str]) -> FunctionInput:
         elif value not in (None, [], {}, False):
             req.unsupported.append(key)
     return req
+
+
+#: the content type of AWS's JSON 1.1 protocol (the Logs and Events APIs on `POST /`)
+AWS_JSON_CONTENT_TYPE = "application/x-amz-json-1.1"
+
+
+def aws_json_response(body: object, status: int = 200) -> Response:
+    """An answer of a JSON 1.1 protocol API, with its request id."""
+    return Response(
+        json.dumps(body, separators=(",", ":")),
+        status_code=status,
+        media_type=AWS_JSON_CONTENT_TYPE,
+        headers={"x-amzn-RequestId": str(uuid.uuid4())},
+    )
+
+
+def aws_json_error(error_type: str, message: str, status: int) -> Response:
+    """A JSON 1.1 protocol error: the type in `__type` and in `x-amzn-ErrorType`, as AWS
+    sends it (botocore reads either)."""
+    response = aws_json_response({"__type": error_type, "message": message}, status)
+    response.headers["x-amzn-ErrorType"] = error_type
+    return response
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
