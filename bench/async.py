@@ -105,6 +105,7 @@ from invoke import (
     lambda_client,
     log,
     start_server,
+    start_uvicorn_floor,
     stop_server,
     unbroken_cleanup,
     wait_ready,
@@ -175,16 +176,7 @@ def filesystem(path: Path) -> str:
 
 
 def start_floor(stack: contextlib.ExitStack, tmp: Path) -> tuple[Server, int]:
-    app_dir = tmp / "floor"
-    app_dir.mkdir()
-    (app_dir / "floor_app.py").write_text(FLOOR_APP)
-    port = free_port()
-    argv = [sys.executable, "-m", "uvicorn", "floor_app:app", "--host", HOST, "--port", str(port)]
-    argv += ["--log-level", "warning", "--no-access-log"]
-    server = start_server("floor", argv, app_dir, tmp / "floor.log")
-    stack.callback(stop_server, server)
-    wait_ready(server, lambda: port_answers(port))
-    return server, port
+    return start_uvicorn_floor(stack, tmp, FLOOR_APP, port_answers)
 
 
 def port_answers(port: int) -> bool:

@@ -403,18 +403,28 @@ def measure(target: Target, seconds: int) -> Measurement:
     return Measurement(target.name, c1, c16, tree, warmup.problems())
 
 
-def start_floor(stack: contextlib.ExitStack, tmp: Path) -> Target:
+def start_uvicorn_floor(
+    stack: contextlib.ExitStack, tmp: Path, source: str, ready: Callable[[int], bool]
+) -> tuple[Server, int]:
+    """A bare uvicorn app (`source`, defining `app`) on a free port, stopped with `stack`,
+    once `ready(port)` says it answers: the floor a benchmark measures Lamina beside."""
     app_dir = tmp / "floor"
     app_dir.mkdir()
-    (app_dir / "floor_app.py").write_text(FLOOR_APP)
+    (app_dir / "floor_app.py").write_text(source)
     port = free_port()
     argv = [sys.executable, "-m", "uvicorn", "floor_app:app", "--host", HOST, "--port", str(port)]
     argv += ["--log-level", "warning", "--no-access-log"]
     server = start_server("floor", argv, app_dir, tmp / "floor.log")
     stack.callback(stop_server, server)
-    url = f"http://{HOST}:{port}/"
-    wait_ready(server, lambda: http_ok(url))
-    return Target("floor (uvicorn)", server, url, None)
+    wait_ready(server, lambda: ready(port))
+    return server, port
+
+
+def start_floor(stack: contextlib.ExitStack, tmp: Path) -> Target:
+    server, port = start_uvicorn_floor(
+        stack, tmp, FLOOR_APP, lambda port: http_ok(f"http://{HOST}:{port}/")
+    )
+    return Target("floor (uvicorn)", server, f"http://{HOST}:{port}/", None)
 
 
 def lambda_client(endpoint: str, attempts: int = 3) -> LambdaClient:
