@@ -13,7 +13,7 @@ import pytest
 
 from lamina import networks
 from lamina.networks import NetworkSpecError, Subnet, Vpc, parse_cidr, parse_vpc
-from lamina.sandbox._egress import EgressPolicy, Firewall, HostFacts, resolvers
+from lamina.sandbox._egress import TOKENS, EgressPolicy, Firewall, HostFacts, resolvers
 
 
 def test_parse_cidr_takes_networks_and_refuses_the_never_reachable() -> None:
@@ -91,6 +91,14 @@ def test_the_table_matches_only_this_servers_groups() -> None:
     assert f"iifgroup {base + 1} ip daddr {{ 172.20.0.0/16 }} accept" in script
     assert f"iifgroup {base + 1} ip6 daddr {{ fd20::/64 }} accept" in script
     assert f"iifgroup {base + 2} ip daddr {{ 192.168.50.0/24 }} accept" in script
+
+
+def test_every_token_gives_groups_ip_accepts() -> None:
+    firewall = Firewall("nft", "ip", EgressPolicy(vpcs={f"vpc-{i}": () for i in range(255)}))
+    firewall.token = max(TOKENS)
+    assert firewall.group("vpc-254") == 2**31 - 1  # ip parses groups as signed 32-bit
+    with pytest.raises(ValueError):
+        Firewall("nft", "ip", EgressPolicy(vpcs={f"vpc-{i}": () for i in range(256)}))
 
 
 def test_the_rules_come_in_the_policys_order() -> None:

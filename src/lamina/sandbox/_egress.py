@@ -43,6 +43,9 @@ LOCK_DIR = Path("/run/lamina")
 _TABLE = re.compile(r"lamina_([0-9a-f]{6})")
 #: groups per server: the default one, then one per VPC
 _BLOCK = 256
+#: a server's token times the block: interface groups below 2**31, which `ip` takes (it
+#: parses a group as a signed 32-bit number)
+TOKENS = range(1, (1 << 31) // _BLOCK)
 RESOLV_CONF = Path("/etc/resolv.conf")
 
 
@@ -172,8 +175,7 @@ class Firewall:
         LOCK_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
         tables = self._tables()
         for _ in range(64):
-            # (group numbers are 32-bit: a 24-bit token times the 256-group block)
-            token = random.randrange(1, 1 << 24)
+            token = random.choice(TOKENS)
             if f"lamina_{token:06x}" in tables:
                 continue
             path = LOCK_DIR / f"egress-{token:06x}.lock"
