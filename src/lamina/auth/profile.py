@@ -3,8 +3,8 @@
 On the first start (no admin key stored), `lamina serve` makes one and writes the profile
 `lamina` into the shared credentials file (`AWS_SHARED_CREDENTIALS_FILE`, else
 `~/.aws/credentials`) and the config file (`AWS_CONFIG_FILE`, else `~/.aws/config`:
-`[profile lamina]` with `region` and `endpoint_url`, which boto3 and AWS CLI v2 honour), then
-says how to use it, once. Other profiles in those files are left as they are: only the
+`[profile lamina]` with `region` and `endpoint_url`, which boto3 and AWS CLI v1 and v2 honour),
+then says how to use it, once. Other profiles in those files are left as they are: only the
 `lamina` section is replaced (files are 0600).
 
 With `--admin-key AKID:SECRET` (or `LAMINA_ADMIN_KEY`) that key replaces the stored admin key,
