@@ -16,6 +16,7 @@ import random
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import urllib.request
 from collections.abc import Iterator
@@ -63,6 +64,40 @@ def handler(event, context):
 """
 
 
+# Answers every A query with the second address given (UDP, port 53 of the first: bound to
+# it, so that replies come from the address the query went to).
+DNS_SERVER = """
+import socket, struct, sys
+answer = socket.inet_aton(sys.argv[2])
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.bind((sys.argv[1], 53))
+while True:
+    query, peer = sock.recvfrom(512)
+    end = 12
+    while query[end]:
+        end += query[end] + 1
+    question = query[12:end + 5]
+    qtype = struct.unpack(">H", query[end + 1:end + 3])[0]
+    records = struct.pack(">HHHLH", 0xC00C, 1, 1, 60, 4) + answer if qtype == 1 else b""
+    header = query[:2] + struct.pack(">HHHHH", 0x8180, 1, 1 if records else 0, 0, 0)
+    sock.sendto(header + question + records, peer)
+"""
+
+DNS_PROBE = """
+import socket
+
+def handler(event, context):
+    resolv = open("/etc/resolv.conf").read()
+    if event["resolver"] not in resolv:
+        return {"resolv": resolv}  # not the test's resolver: ask nothing
+    try:
+        infos = socket.getaddrinfo(event["name"], 8080, socket.AF_INET, socket.SOCK_STREAM)
+    except OSError as e:
+        return {"resolv": resolv, "error": str(e)}
+    return {"resolv": resolv, "addresses": sorted({i[4][0] for i in infos})}
+"""
+
+
 @dataclass
 class Hosts:
     world: OutsideHost
@@ -74,6 +109,8 @@ class Hosts:
     vpc_subnet: str
     #: private, opened by nothing
     closed: str
+    #: private, where a DNS server runs (the host's resolver, for the DNS test's server)
+    resolver: str
     #: a test host directly on a network of the host's (made before the servers start)
     lan: OutsideHost
 
@@ -83,8 +120,8 @@ class Hosts:
 
 
 def _private_addresses() -> tuple[list[str], list[str]]:
-    """Three addresses in three different /24s of PRIVATE_NET, and those /24s."""
-    subnets = random.sample(list(PRIVATE_NET.subnets(new_prefix=24)), 3)
+    """Four addresses in four different /24s of PRIVATE_NET, and those /24s."""
+    subnets = random.sample(list(PRIVATE_NET.subnets(new_prefix=24)), 4)
     addresses = [free_address(ipaddress.IPv4Network(f"{s.network_address}/29")) for s in subnets]
     return addresses, [str(s) for s in subnets]
 
@@ -92,13 +129,13 @@ def _private_addresses() -> tuple[list[str], list[str]]:
 @pytest.fixture(scope="module")
 def hosts() -> Iterator[Hosts]:
     public = free_address(PUBLIC_NET)
-    (allowed, in_vpc, closed), (_, vpc_subnet, _) = _private_addresses()
-    routed = [public, METADATA, allowed, in_vpc, closed]
+    (allowed, in_vpc, closed, resolver), (_, vpc_subnet, _, _) = _private_addresses()
+    routed = [public, METADATA, allowed, in_vpc, closed, resolver]
     with (
         outside_host(routed=routed) as world,
         outside_host(transit=free_subnet(LAN_NET)) as lan,
     ):
-        yield Hosts(world, public, allowed, in_vpc, vpc_subnet, closed, lan)
+        yield Hosts(world, public, allowed, in_vpc, vpc_subnet, closed, resolver, lan)
 
 
 @pytest.fixture(scope="module")
@@ -262,4 +299,47 @@ def test_each_server_applies_its_own_policy(
             if srv.proc is not None and srv.proc.poll() is None:
                 srv.proc.kill()
                 srv.proc.wait()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_dns_to_the_hosts_resolver_stays_open_on_port_53_only(hosts: Hosts, tmp_path: Path) -> None:
+    """Functions resolve names with the host's resolver even where it is a private address
+    (a VPC's .2 resolver, say): port 53 to it is open, nothing else. The server runs in a
+    mount namespace of its own whose /etc/resolv.conf names a resolver made here."""
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text(f"nameserver {hosts.resolver}\n")
+    in_world = ("ip", "netns", "exec", hosts.world.netns, sys.executable, "-c")
+    dns = subprocess.Popen([*in_world, DNS_SERVER, hosts.resolver, hosts.public])
+    base = Path(tempfile.mkdtemp(prefix="lamina-system-", dir="/var/tmp"))
+    base.chmod(0o755)
+    mount_resolv = 'mount --bind "$0" /etc/resolv.conf && exec "$@"'
+    unshare = ("unshare", "--mount", "--propagation", "private", "--")
+    server = Server(
+        data_dir=base / "data",
+        extra_args=("--sandbox", "namespace"),
+        wrapper=(*unshare, "sh", "-c", mount_resolv, str(resolv)),
+    )
+    try:
+        server.start()
+        with functions_on(server) as theirs:
+            lam = server.client()
+            # (a refused query fails in a second rather than glibc's 2 x 5 s)
+            quick = {"Variables": {"RES_OPTIONS": "timeout:1 attempts:1"}}
+            probe = str(theirs.create(DNS_PROBE, Timeout=10, Environment=quick)["FunctionName"])
+            name = "lamina-egress.test"
+            out = result(lam, probe, {"resolver": hosts.resolver, "name": name})
+            assert out == {"resolv": resolv.read_text(), "addresses": [hosts.public]}, out
+            fn = str(theirs.create(PROBE, Timeout=10)["FunctionName"])
+            got = result(lam, fn, {"url": f"http://{name}:8080/lamina-test"})
+            assert reached(got, hosts.public)
+            # The resolver's host answers HTTP too (from the host), but not to functions.
+            from_host(hosts.resolver)
+            assert not reached(fetch(lam, fn, hosts.resolver), hosts.resolver)
+        assert server.stop() == 0, server.log()
+    finally:
+        if server.proc is not None and server.proc.poll() is None:
+            server.proc.kill()
+            server.proc.wait()
+        dns.kill()
+        dns.wait()
         shutil.rmtree(base, ignore_errors=True)
