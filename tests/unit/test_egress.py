@@ -4,6 +4,7 @@ nftables table one server loads (checked by `nft -c` where it can run)."""
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import shutil
 import subprocess
@@ -13,7 +14,14 @@ import pytest
 
 from lamina import networks
 from lamina.networks import NetworkSpecError, Subnet, Vpc, parse_cidr, parse_vpc
-from lamina.sandbox._egress import TOKENS, EgressPolicy, Firewall, HostFacts, resolvers
+from lamina.sandbox._egress import (
+    TOKENS,
+    EgressPolicy,
+    Firewall,
+    HostFacts,
+    host_networks,
+    resolvers,
+)
 
 
 def test_parse_cidr_takes_networks_and_refuses_the_never_reachable() -> None:
@@ -148,3 +156,36 @@ def test_resolvers_are_read_from_resolv_conf(tmp_path: Path) -> None:
     )
     assert resolvers(conf) == (ipaddress.ip_address("10.0.0.2"), ipaddress.ip_address("fe80::1"))
     assert resolvers(tmp_path / "missing") == ()
+
+
+def test_host_networks_leave_out_loopback_link_local_and_the_sandboxes(tmp_path: Path) -> None:
+    addrs = [
+        {"ifname": "lo", "addr_info": [{"local": "127.0.0.1", "prefixlen": 8}]},
+        {
+            "ifname": "eth0",
+            "addr_info": [
+                {"local": "192.0.2.2", "prefixlen": 24},
+                {"local": "fd00::2", "prefixlen": 64},
+                {"local": "fe80::1", "prefixlen": 64},
+            ],
+        },
+        {"ifname": "lmv12", "addr_info": [{"local": "10.213.0.49", "prefixlen": 30}]},
+        {"ifname": "br0", "addr_info": [{"local": "10.213.200.1", "prefixlen": 24}]},
+    ]
+    routes = [
+        {"dst": "default", "dev": "eth0"},
+        {"dst": "198.51.100.0/24", "dev": "eth1"},
+        {"dst": "10.213.0.48/30", "dev": "lmv12"},
+    ]
+    fake_ip = tmp_path / "ip"
+    fake_ip.write_text(
+        "#!/bin/sh\n"
+        f"case \"$2\" in addr) echo '{json.dumps(addrs)}';; route) echo '{json.dumps(routes)}';; "
+        "esac\n"
+    )
+    fake_ip.chmod(0o755)
+    assert [str(n) for n in host_networks(str(fake_ip))] == [
+        "192.0.2.0/24",
+        "fd00::/64",
+        "198.51.100.0/24",
+    ]
