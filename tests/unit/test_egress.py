@@ -174,6 +174,7 @@ def test_host_networks_leave_out_loopback_link_local_and_the_sandboxes(tmp_path:
     ]
     routes = [
         {"dst": "default", "dev": "eth0"},
+        {"dst": "192.0.2.0/24", "dev": "eth0"},
         {"dst": "198.51.100.0/24", "dev": "eth1"},
         {"dst": "10.213.0.48/30", "dev": "lmv12"},
     ]

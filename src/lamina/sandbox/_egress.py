@@ -279,9 +279,10 @@ def host_networks(ip: str) -> tuple[IPNetwork, ...]:
             if route.get("dev", "").startswith("lmv") or route.get("dst") in (None, "default"):
                 continue
             found.append(ipaddress.ip_network(route["dst"], strict=False))
+    # (an address's network and its on-link route are usually the same network: once)
     return tuple(
         n
-        for n in found
+        for n in dict.fromkeys(found)
         if not (n.is_loopback or n.is_link_local)
         and not (isinstance(n, ipaddress.IPv4Network) and n.overlaps(SANDBOX_SUBNET))
     )

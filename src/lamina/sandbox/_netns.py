@@ -198,6 +198,14 @@ class NetworkFactory:
             return
         self.firewall = firewall
         self.egress = True
+        log.info(
+            "sandbox egress: table inet %s; open to every function: %s; VPCs: %s; closed "
+            "host networks: %s",
+            firewall.table,
+            ", ".join(map(str, self._policy.allow)) or "none beyond the internet",
+            ", ".join(self._policy.vpcs) or "none",
+            ", ".join(map(str, firewall.facts.networks)) or "none",
+        )
 
     def make(self, egress: bool) -> NetNamespace:
         """A new namespace (blocking: call it off the event loop)."""
