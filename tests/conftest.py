@@ -126,6 +126,8 @@ class Server:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     extra_args: tuple[str, ...] = ()
+    #: a command that runs the server's (`unshare ...`): it must exec it, not fork
+    wrapper: tuple[str, ...] = ()
 
     @property
     def endpoint(self) -> str:
@@ -135,6 +137,7 @@ class Server:
         log = open(self.data_dir.parent / f"server-{self.port}.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [
+                *self.wrapper,
                 sys.executable,
                 "-m",
                 "lamina",

@@ -106,6 +106,15 @@ class InvalidRuntimeError(LaminaError):
     fault = "User"
 
 
+class InvalidSubnetIDError(LaminaError):
+    """A function's subnet is no longer one of the server's VPCs (Invoke's
+    InvalidSubnetIDException: Lambda cannot set up the function's VPC access)."""
+
+    error_type = "InvalidSubnetIDException"
+    status = 502
+    fault = "User"
+
+
 class ServiceError(LaminaError):
     """Something broke on our side; the message must still be useful to the caller."""
 

@@ -101,6 +101,22 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class VpcConfig:
+    """The VPC a function joins (Lambda's VpcConfig): subnets of one of the operator's VPCs
+    (`networks.Vpc`), whose networks its environments may reach. No subnets and no security
+    groups: a function taken out of its VPC (Lambda keeps reporting the empty lists)."""
+
+    subnet_ids: tuple[str, ...] = ()
+    #: recorded and reported only: Lamina has no security groups (inbound connections never
+    #: reach an environment, and outbound to the VPC is open, as with a default group)
+    security_group_ids: tuple[str, ...] = ()
+    #: the VPC the subnets are in ("" with no subnets)
+    vpc_id: str = ""
+    #: recorded and reported only: environments have no IPv6 egress
+    ipv6_allowed_for_dual_stack: bool = False
+
+
+@dataclass(frozen=True)
 class FunctionConfig:
     """One version of a function: its code and configuration, as stored."""
 
@@ -134,6 +150,13 @@ class FunctionConfig:
     #: KMSKeyArn as given (recorded only: the data directory's key is what encrypts the
     #: environment at rest); None or "" when not set
     kms_key_arn: str | None = None
+    #: the VPC the function joins (None: never given one; see `VpcConfig`)
+    vpc: VpcConfig | None = None
+
+    @property
+    def vpc_id(self) -> str | None:
+        """The VPC whose networks the function's environments reach (None: none)."""
+        return self.vpc.vpc_id if self.vpc is not None and self.vpc.vpc_id else None
 
     @property
     def log_group(self) -> str:

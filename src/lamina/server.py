@@ -59,6 +59,10 @@ def make_backend(settings: Settings, runtimes: RuntimeCatalog) -> SandboxBackend
                     settings.data_dir,
                     api_address=(settings.connect_host, settings.port),
                     warm_pool=settings.warm_pool,
+                    egress=namespace.EgressPolicy(
+                        allow=settings.allow_egress,
+                        vpcs={vpc.id: vpc.cidrs for vpc in settings.vpcs},
+                    ),
                 )
             except OSError as e:  # e.g. cgroups present but not writable here
                 why_not = str(e)
@@ -67,6 +71,13 @@ def make_backend(settings: Settings, runtimes: RuntimeCatalog) -> SandboxBackend
         log.warning("sandbox: process (namespace unavailable: %s)", why_not)
     elif choice != "process":
         raise ValueError(f"unknown sandbox backend {choice!r}")
+    # The process backend shares the host's network: it has no egress policy to open.
+    ignored = settings.allow_egress or settings.vpcs
+    log.warning(
+        "sandbox: process: functions share the host's network; nothing limits their egress "
+        "(metadata and private addresses included)%s",
+        "; --allow-egress and --vpc change nothing" if ignored else "",
+    )
     return ProcessBackend(settings.sandboxes_dir)
 
 

@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lamina.networks import IPNetwork, Vpc
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8484
 DEFAULT_REGION = "us-east-1"
@@ -79,6 +81,11 @@ class Settings:
     #: whether every AWS-protocol request must be SigV4-signed (`--auth on|off`; off is only
     #: allowed on loopback)
     auth: bool = True
+    #: networks every function may reach although the egress policy closes them (private
+    #: ranges, the host's own networks), `--allow-egress CIDR` (namespace backend)
+    allow_egress: tuple[IPNetwork, ...] = ()
+    #: the VPCs functions may join through `VpcConfig.SubnetIds`, `--vpc` (see `networks`)
+    vpcs: tuple[Vpc, ...] = ()
 
     @property
     def db_path(self) -> Path:

@@ -28,8 +28,9 @@ def handler(event, context):
 
 
 @contextmanager
-def running_server(backend: str) -> Iterator[Server]:
-    """A `lamina serve --sandbox <backend>` of its own, stopped (cleanly) and removed after.
+def running_server(backend: str, extra_args: tuple[str, ...] = ()) -> Iterator[Server]:
+    """A `lamina serve --sandbox <backend> [extra_args]` of its own, stopped (cleanly) and
+    removed after.
 
     The data directory is under /var/tmp, made world-readable: a namespace sandbox sees the
     host's root (read-only) but a private /tmp, so under /tmp, or under a 0700 directory, the
@@ -38,7 +39,7 @@ def running_server(backend: str) -> Iterator[Server]:
     """
     base = Path(tempfile.mkdtemp(prefix="lamina-system-", dir="/var/tmp"))
     base.chmod(0o755)
-    server = Server(data_dir=base / "data", extra_args=("--sandbox", backend))
+    server = Server(data_dir=base / "data", extra_args=("--sandbox", backend, *extra_args))
     try:
         try:
             server.start()

@@ -2,8 +2,9 @@
 through the relay, and nowhere else — not the host, not another environment; with
 `LAMINA_NETWORK=none`, nowhere at all but the Runtime API.
 
-"The world" is a test host made here, in a network namespace of its own behind a veth pair:
-the tests never send a packet off this machine.
+"The world" is a test host made here (`_testnet.py`), in a network namespace of its own behind
+a veth pair, at a public-style address the host routes to it: the tests never send a packet off
+this machine. What the egress policy closes is tests/system/test_egress.py's.
 """
 
 from __future__ import annotations
@@ -12,12 +13,9 @@ import errno
 import ipaddress
 import json
 import os
-import random
 import socket
 import subprocess
-import sys
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +23,7 @@ from typing import Any
 import pytest
 from tests.conftest import Functions
 from tests.system._harness import Neighbour, result
+from tests.system._testnet import PUBLIC_NET, OutsideHost, free_address, outside_host
 
 # CI runs the suite as root, and tests/conftest.py fails any CI run in which a test was
 # skipped: this skip can only hide these tests on an unprivileged developer machine.
@@ -32,26 +31,6 @@ if os.geteuid() != 0:
     pytest.skip("namespace sandboxes need root", allow_module_level=True)
 
 pytestmark = pytest.mark.system
-
-TEST_HOST_PORT = 8080
-#: the test hosts' addresses: one /30 each, apart from Lamina's 10.213.0.0/16
-TEST_NET = ipaddress.IPv4Network("10.214.0.0/16")
-
-# Answers every GET with the address the request came from, as the test host saw it.
-TEST_HOST_SERVER = """
-import http.server, json, sys
-class Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = json.dumps({"client": self.client_address[0], "path": self.path}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
-http.server.HTTPServer((sys.argv[1], int(sys.argv[2])), Handler).serve_forever()
-"""
 
 NET = """
 import json, os, socket, urllib.error, urllib.request
@@ -122,92 +101,33 @@ def handler(event, context):
 """
 
 
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
-
-
 @dataclass
-class OutsideHost:
-    """A machine on the outside network, for the sandboxes: a network namespace reached
-    through a veth from the host."""
+class World:
+    """The outside as the tests see it: a test host with a public-style address routed to
+    it (the internet, which the egress policy leaves open)."""
 
-    netns: str
-    host_veth: str
-    host_address: str
+    host: OutsideHost
+    #: the routed public-style address (TEST-NET-3)
     address: str
 
     @property
     def url(self) -> str:
-        return f"http://{self.address}:{TEST_HOST_PORT}/lamina-test"
+        return self.host.url(self.address)
+
+    @property
+    def host_address(self) -> str:
+        """The host's end of the test host's veth: the NAT's address, as the outside sees it."""
+        return self.host.host_address
 
     def run(self, code: str, *args: str) -> subprocess.CompletedProcess[str]:
-        """Python code run inside the test host's namespace."""
-        return subprocess.run(
-            ["ip", "netns", "exec", self.netns, sys.executable, "-c", code, *args],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-
-
-def _free_subnet() -> ipaddress.IPv4Network:
-    used = subprocess.run(
-        ["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True, check=True
-    ).stdout
-    subnets = list(TEST_NET.subnets(new_prefix=30))[1:]
-    for _ in range(100):
-        subnet = random.choice(subnets)
-        if not any(f" {host}/" in used for host in subnet):
-            return subnet
-    raise RuntimeError("no free test subnet")
+        return self.host.run(code, *args)
 
 
 @pytest.fixture(scope="module")
-def test_host() -> Iterator[OutsideHost]:
-    tag = uuid.uuid4().hex[:8]
-    netns, outside, inside = f"lamtest-{tag}", f"lt{tag}a", f"lt{tag}b"
-    assert not outside.startswith("lmv")  # Lamina's own prefix, which its firewall matches
-    subnet = _free_subnet()
-    host_address, address = (str(h) for h in subnet.hosts())
-    server = None
-    try:
-        _ip("netns", "add", netns)
-        _ip("link", "add", outside, "type", "veth", "peer", "name", inside, "netns", netns)
-        _ip("addr", "add", f"{host_address}/30", "dev", outside)
-        _ip("link", "set", outside, "up")
-        _ip("-n", netns, "addr", "add", f"{address}/30", "dev", inside)
-        _ip("-n", netns, "link", "set", inside, "up")
-        _ip("-n", netns, "link", "set", "lo", "up")
-        server = subprocess.Popen(
-            [
-                "ip",
-                "netns",
-                "exec",
-                netns,
-                sys.executable,
-                "-c",
-                TEST_HOST_SERVER,
-                address,
-                str(TEST_HOST_PORT),
-            ]
-        )
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection((address, TEST_HOST_PORT), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise
-                time.sleep(0.05)
-        yield OutsideHost(netns, outside, host_address, address)
-    finally:
-        if server is not None:
-            server.kill()
-            server.wait()
-        # Deleting the namespace takes its end of the veth, and with it the host's end.
-        subprocess.run(["ip", "netns", "del", netns], capture_output=True, timeout=30)
-        subprocess.run(["ip", "link", "del", outside], capture_output=True, timeout=30)
+def test_host() -> Iterator[World]:
+    address = free_address(PUBLIC_NET)
+    with outside_host(routed=[address]) as host:
+        yield World(host, address)
 
 
 @pytest.fixture(scope="module")
@@ -222,17 +142,21 @@ def offline_fn(ns_functions: Functions) -> str:
 
 
 def test_egress_reaches_the_outside_through_nat(
-    ns_lam: Any, net_fn: str, test_host: OutsideHost, neighbour: Neighbour
+    ns_lam: Any, net_fn: str, test_host: World, neighbour: Neighbour
 ) -> None:
     out = result(ns_lam, net_fn, {"probe": "fetch", "url": test_host.url})
     assert out.get("status") == 200, out
     # Masqueraded: the outside sees the host's address, not the sandbox's.
-    assert out["body"] == {"client": test_host.host_address, "path": "/lamina-test"}
+    assert out["body"] == {
+        "client": test_host.host_address,
+        "server": test_host.address,
+        "path": "/lamina-test",
+    }
     neighbour.assert_all_well()
 
 
 def test_no_network_reaches_nothing(
-    ns_lam: Any, net_fn: str, offline_fn: str, test_host: OutsideHost, neighbour: Neighbour
+    ns_lam: Any, net_fn: str, offline_fn: str, test_host: World, neighbour: Neighbour
 ) -> None:
     out = result(ns_lam, offline_fn, {"probe": "fetch", "url": test_host.url})
     assert out == {"type": "OSError", "errno": errno.ENETUNREACH}, out  # no route at all
@@ -254,7 +178,7 @@ def test_lamina_api_reachable_from_inside(
 
 
 def test_environments_cannot_reach_each_other(
-    ns_lam: Any, ns_functions: Functions, net_fn: str, test_host: OutsideHost, neighbour: Neighbour
+    ns_lam: Any, ns_functions: Functions, net_fn: str, test_host: World, neighbour: Neighbour
 ) -> None:
     port = 7000
     a = result(ns_lam, net_fn, {"probe": "listen", "port": port, "via": test_host.address})
@@ -285,7 +209,7 @@ def _link_local_of_host_end(gateway: str) -> str:
 
 @pytest.mark.parametrize("host", ["test-veth", "gateway", "ipv6-link-local"])
 def test_host_addresses_out_of_reach(
-    ns_lam: Any, net_fn: str, test_host: OutsideHost, neighbour: Neighbour, host: str
+    ns_lam: Any, net_fn: str, test_host: World, neighbour: Neighbour, host: str
 ) -> None:
     # One listener on every address of the host, IPv4 and IPv6.
     with socket.socket(socket.AF_INET6) as listener:

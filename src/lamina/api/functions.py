@@ -41,6 +41,7 @@ _CREATE_MEMBERS = {
     "DeadLetterConfig",
     "LoggingConfig",
     "KMSKeyArn",
+    "VpcConfig",
     "Publish",
 }
 _UPDATE_CONFIG_MEMBERS = {
@@ -56,6 +57,7 @@ _UPDATE_CONFIG_MEMBERS = {
     "DeadLetterConfig",
     "LoggingConfig",
     "KMSKeyArn",
+    "VpcConfig",
     "RevisionId",
 }
 _UPDATE_CODE_MEMBERS = {"ZipFile", "Architectures", "RevisionId", "Publish"}

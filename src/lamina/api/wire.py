@@ -32,6 +32,7 @@ _CONFIG_MEMBERS = {
     "DeadLetterConfig": "dead_letter_config",
     "LoggingConfig": "logging_config",
     "KMSKeyArn": "kms_key_arn",
+    "VpcConfig": "vpc_config",
     "RevisionId": "revision_id",
 }
 # Members Lamina accepts and ignores because their value changes nothing here (X-Ray
@@ -98,6 +99,13 @@ def function_configuration(config: FunctionConfig, arn: str) -> dict[str, Any]:
         out["DeadLetterConfig"] = {"TargetArn": config.dead_letter_target}
     if config.kms_key_arn:
         out["KMSKeyArn"] = config.kms_key_arn
+    if config.vpc is not None:
+        out["VpcConfig"] = {
+            "SubnetIds": list(config.vpc.subnet_ids),
+            "SecurityGroupIds": list(config.vpc.security_group_ids),
+            "VpcId": config.vpc.vpc_id,
+            "Ipv6AllowedForDualStack": config.vpc.ipv6_allowed_for_dual_stack,
+        }
     for key, value in (
         ("StateReason", config.state_reason),
         ("StateReasonCode", config.state_reason_code),

@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 import click
 import httpx
 
-from lamina import __version__
+from lamina import __version__, networks
 from lamina.cli.signing import Signer
 from lamina.settings import (
     DEFAULT_ACCOUNT_ID,
@@ -165,6 +165,24 @@ def main(profile: str | None) -> None:
     is_flag=True,
     help="With --admin-key: write it as the 'lamina' AWS profile too.",
 )
+@click.option(
+    "--allow-egress",
+    "allow_egress",
+    multiple=True,
+    metavar="CIDR",
+    help="Let every function reach this network, which the egress policy closes (private "
+    "ranges, the host's own networks). Repeatable. Link-local and metadata addresses stay "
+    "closed. See docs/networking.md.",
+)
+@click.option(
+    "--vpc",
+    "vpcs",
+    multiple=True,
+    metavar="VPC_ID=SUBNET_ID:CIDR[,...]",
+    help="Define a VPC whose subnets functions join through VpcConfig.SubnetIds; they reach "
+    "all its CIDRs. Repeatable, e.g. --vpc vpc-lab=subnet-db:10.20.1.0/24. See "
+    "docs/networking.md.",
+)
 @click.option("--allow-non-loopback", is_flag=True, hidden=True)  # accepted, no longer needed
 @click.option("--log-level", default="info", show_default=True)
 def serve(
@@ -188,6 +206,8 @@ def serve(
     auth: str,
     admin_key: str | None,
     write_profile: bool,
+    allow_egress: tuple[str, ...],
+    vpcs: tuple[str, ...],
     allow_non_loopback: bool,
     log_level: str,
 ) -> None:
@@ -208,6 +228,12 @@ def serve(
         admin = (key_id, secret)
     if not (account_id.isdigit() and len(account_id) == 12):
         _fail("--account-id must be 12 digits", code=2)
+    try:
+        allowed = tuple(networks.parse_cidr(c, "--allow-egress") for c in allow_egress)
+        defined = tuple(networks.parse_vpc(v) for v in vpcs)
+        networks.check_vpcs(defined)
+    except networks.NetworkSpecError as e:
+        _fail(str(e), code=2)
     settings = Settings(
         host=host,
         port=port,
@@ -227,6 +253,8 @@ def serve(
         test_clock_rate=test_clock_rate,
         strict_roles=strict_roles,
         auth=auth == "on",
+        allow_egress=allowed,
+        vpcs=defined,
     )
     run_server(settings, log_level=log_level, admin_key=admin, write_profile=write_profile)
 

@@ -35,6 +35,7 @@ class FunctionInput:
     dead_letter_config: Any = None
     logging_config: Any = None
     kms_key_arn: Any = None
+    vpc_config: Any = None
     zip_file: bytes | None = None
     revision_id: Any = None
     unsupported: list[str] = field(default_factory=list)
@@ -56,6 +57,7 @@ CONTENT_FIELDS = (
     "dead_letter_target",
     "logging",
     "kms_key_arn",
+    "vpc",
 )
 
 
@@ -82,6 +84,8 @@ def configuration(c: v.Constraints, req: FunctionInput, *, creating: bool) -> di
         "logging": v.logging_config(c, req.logging_config),
         # "" (kept past the filter below) goes back to no key, as on Lambda
         "kms_key_arn": v.kms_key_arn(c, req.kms_key_arn),
+        # its VpcId is filled in by `control.vpc` (which knows the server's VPCs)
+        "vpc": v.vpc_config(c, req.vpc_config),
     }
     return {k: value for k, value in fields.items() if value is not None}
 

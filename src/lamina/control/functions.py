@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 from lamina.arns import FunctionRef, function_arn, parse_function_ref
 from lamina.control import packages
 from lamina.control import validation as v
+from lamina.control import vpc as vpcs
 from lamina.control.aliases import AliasService, is_alias_name
 from lamina.control.concurrency import ReservedConcurrency
 from lamina.control.event_invoke import EventInvokeConfigs
@@ -56,6 +57,7 @@ from lamina.models import (
     LoggingConfig,
     UpdateStatus,
 )
+from lamina.networks import VpcDirectory
 from lamina.runtimes.catalog import RuntimeCatalog
 from lamina.settings import Settings
 from lamina.store import CodeStore, MetadataStore, StoredCode, UnsafePackageError
@@ -87,6 +89,7 @@ class FunctionService:
         self._metadata = metadata
         self._code = code
         self._runtimes = runtimes
+        self._vpcs = VpcDirectory(settings.vpcs)
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lamina-control")
         self._latest: dict[str, FunctionConfig] = {}
         #: published versions, by (name, version): immutable once made
@@ -349,6 +352,8 @@ class FunctionService:
         v.runtime_available(fields["runtime"], self._runtimes)
         self.check_role(fields["role"])
         self._check_dead_letter(name, fields)
+        if "vpc" in fields:
+            fields["vpc"] = vpcs.resolve(self._vpcs, fields["vpc"])
         if "logging" in fields:
             fields["logging"] = v.merge_logging(LoggingConfig(), fields["logging"])
         if req.zip_file is None:
@@ -450,6 +455,8 @@ class FunctionService:
         if "role" in changes:
             self.check_role(changes["role"])
         self._check_dead_letter(ref.name, changes)
+        if "vpc" in changes:
+            changes["vpc"] = vpcs.resolve(self._vpcs, changes["vpc"])
         current = self._begin_update(ref.name, req.revision_id)
         try:
             if "logging" in changes:

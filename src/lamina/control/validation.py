@@ -21,7 +21,9 @@ from lamina.models import (
     SYSTEM_LOG_LEVELS,
     LogFormat,
     LoggingConfig,
+    VpcConfig,
 )
+from lamina.networks import SECURITY_GROUP_ID, SUBNET_ID
 from lamina.runtimes.catalog import DEPRECATED_RUNTIMES, LAMBDA_RUNTIMES, RuntimeCatalog
 
 _NAME = re.compile(r"[a-zA-Z0-9_-]+")
@@ -131,6 +133,51 @@ def handler(c: Constraints, value: Any, *, required: bool) -> str | None:
 
 def role(c: Constraints, value: Any, *, required: bool) -> str | None:
     return c.string(value, "role", max_len=10_000, pattern=_ROLE, required=required)
+
+
+def vpc_config(c: Constraints, value: Any) -> VpcConfig | None:
+    """VpcConfig's shape, as botocore's model constrains it (the subnets' VPC is looked up
+    by the caller: `control.vpc`)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        c.fail(value, "vpcConfig", "Member must be a structure")
+        return None
+    subnets = _id_list(c, value.get("SubnetIds"), "vpcConfig.subnetIds", SUBNET_ID, 16)
+    groups = _id_list(
+        c, value.get("SecurityGroupIds"), "vpcConfig.securityGroupIds", SECURITY_GROUP_ID, 5
+    )
+    ipv6 = value.get("Ipv6AllowedForDualStack")
+    if ipv6 is not None and not isinstance(ipv6, bool):
+        c.fail(ipv6, "vpcConfig.ipv6AllowedForDualStack", "Member must be a boolean")
+        return None
+    if subnets is None or groups is None:
+        return None
+    return VpcConfig(tuple(subnets), tuple(groups), "", bool(ipv6))
+
+
+def _id_list(
+    c: Constraints, value: Any, where: str, pattern: re.Pattern[str], most: int
+) -> list[str] | None:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        c.fail(value, where, "Member must be a list")
+        return None
+    shown = "[" + ", ".join(str(x) for x in value) + "]"
+    if len(value) > most:
+        c.fail(shown, where, f"Member must have length less than or equal to {most}")
+        return None
+    if not all(isinstance(x, str) and len(x) <= 1024 and pattern.fullmatch(x) for x in value):
+        c.fail(
+            shown,
+            where,
+            "Member must satisfy constraint: [Member must have length less than or equal to "
+            "1024, Member must have length greater than or equal to 0, Member must satisfy "
+            f"regular expression pattern: ^{pattern.pattern}$]",
+        )
+        return None
+    return list(value)
 
 
 def kms_key_arn(c: Constraints, value: Any) -> str | None:

@@ -11,7 +11,11 @@ Egress (the default, as on Lambda): a veth pair, the host end `lmv<N>` with 10.2
 the namespace's `eth0` with .2, the default route through the host, and masquerading out.
 nftables rules (table `inet lamina`, shared by every Lamina server on the host) drop what
 arrives from `lmv*` for the host itself (so the host's services are out of reach) and what
-would go from one sandbox to another. Without `nft`, namespaces get loopback only.
+would go from one sandbox to another. Every server loads the same shared table, replacing it
+in one transaction (`nft -f` applies a file atomically), so a server starting never opens a
+gap under one that runs. What the environments may reach beyond that (no metadata, no private
+networks unless opened) is each server's own table (`_egress.py`). Without `nft`, or if that
+table cannot be loaded, namespaces get loopback only.
 
 Namespaces are held by descriptor only, never named under /run/netns: when the environment's
 processes are gone and Lamina closes the descriptor (or dies), the kernel frees the namespace
@@ -33,6 +37,8 @@ import struct
 import subprocess
 import threading
 from dataclasses import dataclass, field
+
+from lamina.sandbox._egress import EgressPolicy, Firewall, set_group
 
 log = logging.getLogger(__name__)
 
@@ -161,12 +167,15 @@ class NetNamespace:
 class NetworkFactory:
     """Makes network namespaces from one thread (setns is per thread)."""
 
-    def __init__(self, api_port: int) -> None:
+    def __init__(self, api_port: int, policy: EgressPolicy | None = None) -> None:
         self._api_port = api_port
+        self._policy = policy or EgressPolicy()
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lamina-netns")
         self._host_ns = os.open("/proc/self/ns/net", os.O_RDONLY)
         self._ip = shutil.which("ip") or "/usr/sbin/ip"
         self.egress = False
+        #: this server's egress rules (None: no egress)
+        self.firewall: Firewall | None = None
         self._used: set[int] = set()
         self._lock = threading.Lock()
 
@@ -176,14 +185,27 @@ class NetworkFactory:
         if nft is None or not os.path.exists(self._ip):
             log.warning("nft or ip missing: sandboxes get loopback only (no egress)")
             return
+        firewall = Firewall(nft, self._ip, self._policy)
         try:
             subprocess.run([nft, "-f", "-"], input=_NFT_RULES.encode(), check=True, timeout=30)
+            # Fail closed: without this server's policy, its environments get no veth at all.
+            firewall.install()
             with open("/proc/sys/net/ipv4/ip_forward", "w") as f:
                 f.write("1")
         except (OSError, subprocess.SubprocessError) as e:
+            firewall.remove()
             log.warning("sandbox egress disabled: %s", e)
             return
+        self.firewall = firewall
         self.egress = True
+        log.info(
+            "sandbox egress: table inet %s; open to every function: %s; VPCs: %s; closed "
+            "host networks: %s",
+            firewall.table,
+            ", ".join(map(str, self._policy.allow)) or "none beyond the internet",
+            ", ".join(self._policy.vpcs) or "none",
+            ", ".join(map(str, firewall.facts.networks)) or "none",
+        )
 
     def make(self, egress: bool) -> NetNamespace:
         """A new namespace (blocking: call it off the event loop)."""
@@ -216,8 +238,11 @@ class NetworkFactory:
             index = self._allocate()
             veth = f"lmv{index}"
             host, inside = _addresses(index)
+            assert self.firewall is not None
+            group = self.firewall.default_group
             script = (
-                f"link add {veth} type veth peer name eth0 netns /proc/{os.getpid()}/fd/{ns.fd}\n"
+                f"link add {veth} group {group} type veth peer name eth0 "
+                f"netns /proc/{os.getpid()}/fd/{ns.fd}\n"
                 f"addr add {host}/30 dev {veth}\n"
                 f"link set {veth} up\n"
             )
@@ -246,6 +271,13 @@ class NetworkFactory:
         finally:
             if _libc.setns(self._host_ns, CLONE_NEWNET) != 0:  # pragma: no cover
                 os._exit(70)
+
+    def join_vpc(self, ns: NetNamespace, vpc: str) -> None:
+        """Open the networks of `vpc` to this environment (its function is in that VPC).
+        One netlink message, no process (blocking, briefly: call it off the event loop)."""
+        if ns.veth is None or self.firewall is None:
+            return
+        set_group(ns.veth, self.firewall.group(vpc))
 
     def drop_egress(self, ns: NetNamespace) -> None:
         """Take the veth away (a function with no network); blocking."""
@@ -277,6 +309,8 @@ class NetworkFactory:
 
     def close(self) -> None:
         self._thread.shutdown(wait=True)
+        if self.firewall is not None:
+            self.firewall.remove()
         with contextlib.suppress(OSError):
             os.close(self._host_ns)
 

@@ -110,6 +110,9 @@ class SandboxSpec:
     python_in_zygote: bool = False
     #: False: no network at all but the Runtime API (where the backend can enforce it)
     network: bool = True
+    #: the VPC (one of the backend's `EgressPolicy.vpcs`) whose networks the environment may
+    #: reach beyond the default egress policy (where the backend enforces one)
+    vpc: str | None = None
 
 
 @dataclass(frozen=True)

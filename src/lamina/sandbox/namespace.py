@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from lamina.sandbox._cgroups import MB, Cgroup, CgroupTree
+from lamina.sandbox._egress import EgressPolicy as EgressPolicy
 from lamina.sandbox._netns import RUNTIME_API_PORT, NetNamespace, NetworkFactory
 from lamina.sandbox._zygotes import Zygote, ZygoteError, close_fd, send
 from lamina.sandbox.api import (
@@ -157,6 +158,10 @@ class NamespaceSandbox:
                     child.netns.api_relay = None
                 if child.netns.veth is not None:
                     await loop.run_in_executor(None, self._backend.net.drop_egress, child.netns)
+            elif spec.vpc is not None and child.netns.veth is not None:
+                # Made before its function was known: it joins the VPC now, before any of
+                # the function's code runs.
+                await loop.run_in_executor(None, self._backend.net.join_vpc, child.netns, spec.vpc)
             claim: dict[str, Any] = {
                 "env": dict(env),
                 "argv": list(spec.argv),
@@ -261,6 +266,7 @@ class NamespaceBackend:
         data_dir: Path,
         api_address: tuple[str, int],
         warm_pool: int = 2,
+        egress: EgressPolicy | None = None,
     ) -> None:
         self._root = root
         self._staging = root / "root"
@@ -268,7 +274,7 @@ class NamespaceBackend:
         self._api_address = api_address
         self._warm_pool = warm_pool
         self.cgroups = CgroupTree.create()
-        self.net = NetworkFactory(api_address[1])
+        self.net = NetworkFactory(api_address[1], egress)
         self.net.setup()
         self._staging.mkdir(parents=True, exist_ok=True)
         self._uid, self._gid = _sandbox_ids()
@@ -283,7 +289,8 @@ class NamespaceBackend:
 
     @property
     def description(self) -> str:
-        egress = "egress" if self.net.egress else "loopback only"
+        firewall = self.net.firewall
+        egress = f"egress, table inet {firewall.table}" if firewall else "loopback only"
         return f"namespace (cgroups {self.cgroups.versions}; network {egress})"
 
     def create(self, spec: SandboxSpec) -> NamespaceSandbox:

@@ -124,6 +124,8 @@ class EnvironmentContext:
     python_in_zygote: bool = False
     #: False for a function set to have no network (LAMINA_NETWORK=none)
     network: bool = True
+    #: the VPC whose networks its environments may reach (None: none)
+    vpc: str | None = None
     #: each new environment's AWS credentials (key id, secret, session token), made when it
     #: starts so that a long-lived pool's later environments get fresh ones (None: dummies)
     credentials: Callable[[], tuple[str, str, str]] | None = None
@@ -209,6 +211,7 @@ class Environment:
                 interpreter=ctx.interpreter,
                 python_in_zygote=ctx.python_in_zygote,
                 network=ctx.network,
+                vpc=ctx.vpc,
             )
             self._sandbox = SafeSandbox(ctx.backend.create(spec))
             try:

@@ -21,8 +21,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from lamina.errors import InvalidRuntimeError, TooManyRequestsError
+from lamina.errors import InvalidRuntimeError, InvalidSubnetIDError, TooManyRequestsError
 from lamina.models import FunctionConfig, InvokeRequest, InvokeResult
+from lamina.networks import VpcDirectory
 from lamina.observability import LogStore, LogWriter, Metrics
 from lamina.runtimes.catalog import Family, RuntimeCatalog
 from lamina.sandbox import SandboxBackend
@@ -339,6 +340,7 @@ class Scheduler:
         )
         self._backend = backend
         self._runtimes = runtimes
+        self._vpcs = VpcDirectory(settings.vpcs)
         self._metrics = metrics
         self._logs = LogWriter(log_store)
         self._task_root = task_root
@@ -430,7 +432,8 @@ class Scheduler:
 
     def prepare(self, config: FunctionConfig) -> None:
         """Make the function's pool ahead of its first invoke (a cold start then skips it)."""
-        with contextlib.suppress(InvalidRuntimeError):  # reported when it is invoked
+        # (reported when it is invoked)
+        with contextlib.suppress(InvalidRuntimeError, InvalidSubnetIDError):
             self._pool(config)
 
     def _pool(self, config: FunctionConfig) -> Pool:
@@ -512,7 +515,24 @@ class Scheduler:
             interpreter=runtime.executable,
             python_in_zygote=runtime.family is Family.PYTHON,
             network=config.network_enabled,
+            vpc=self._vpc(config),
         )
+
+    def _vpc(self, config: FunctionConfig) -> str | None:
+        """The VPC of the function's subnets, which must still be one of this server's (the
+        operator may have restarted it without them): otherwise no environment starts, as
+        Lambda starts none it cannot give its VPC access."""
+        if config.vpc is None or not config.vpc.subnet_ids:
+            return None
+        for subnet in config.vpc.subnet_ids:
+            vpc = self._vpcs.vpc_of(subnet)
+            if vpc is None or vpc.id != config.vpc.vpc_id:
+                raise InvalidSubnetIDError(
+                    f"The subnet ID '{subnet}' of the function's VpcConfig is not a subnet of "
+                    f"{config.vpc.vpc_id} on this server (lamina serve --vpc): Lamina cannot "
+                    "set up the function's VPC access."
+                )
+        return config.vpc.vpc_id
 
     def _retire(self, key: tuple[str, str]) -> None:
         pool = self._pools.pop(key)

@@ -37,6 +37,7 @@ from lamina.models import (
     LogFormat,
     LoggingConfig,
     UpdateStatus,
+    VpcConfig,
 )
 from lamina.store import environment
 from lamina.store.schema import (
@@ -95,6 +96,7 @@ def _to_config(row: Any, layer_refs: _Layers, sealer: Sealer) -> FunctionConfig:
         dead_letter_target=m["dead_letter_target"],
         logging=_to_logging(m["logging_config"]),
         kms_key_arn=m["kms_key_arn"],
+        vpc=_to_vpc(m["vpc_config"]),
     )
 
 
@@ -107,6 +109,28 @@ def _to_logging(value: dict[str, Any] | None) -> LoggingConfig:
         system_log_level=value.get("system_level"),
         log_group=value.get("group"),
     )
+
+
+def _to_vpc(value: dict[str, Any] | None) -> VpcConfig | None:
+    if value is None:
+        return None
+    return VpcConfig(
+        subnet_ids=tuple(value.get("subnets", ())),
+        security_group_ids=tuple(value.get("security_groups", ())),
+        vpc_id=value.get("vpc", ""),
+        ipv6_allowed_for_dual_stack=bool(value.get("ipv6", False)),
+    )
+
+
+def _vpc_values(config: VpcConfig | None) -> dict[str, Any] | None:
+    if config is None:
+        return None
+    return {
+        "subnets": list(config.subnet_ids),
+        "security_groups": list(config.security_group_ids),
+        "vpc": config.vpc_id,
+        "ipv6": config.ipv6_allowed_for_dual_stack,
+    }
 
 
 def _logging_values(config: LoggingConfig) -> dict[str, Any] | None:
@@ -180,11 +204,16 @@ def _alias_values(alias: Alias) -> dict[str, Any]:
 
 
 def _config_values(config: FunctionConfig, sealer: Sealer) -> dict[str, Any]:
-    values = {name: getattr(config, name) for name in _CONFIG_COLUMNS if name != "logging_config"}
+    values = {
+        name: getattr(config, name)
+        for name in _CONFIG_COLUMNS
+        if name not in ("logging_config", "vpc_config")
+    }
     values["environment"] = environment.seal(
         sealer, config.name, config.version, config.environment
     )
     values["logging_config"] = _logging_values(config.logging)
+    values["vpc_config"] = _vpc_values(config.vpc)
     values["architectures"] = list(config.architectures)
     values["state"] = config.state.value
     values["last_update_status"] = config.last_update_status.value
@@ -230,6 +259,8 @@ class MetadataStore:
                 conn.exec_driver_sql("ALTER TABLE function_versions ADD COLUMN logging_config JSON")
             if "kms_key_arn" not in have:
                 conn.exec_driver_sql("ALTER TABLE function_versions ADD COLUMN kms_key_arn TEXT")
+            if "vpc_config" not in have:
+                conn.exec_driver_sql("ALTER TABLE function_versions ADD COLUMN vpc_config JSON")
 
     @classmethod
     def sqlite(cls, path: Path, sealer: Sealer | None = None) -> MetadataStore:

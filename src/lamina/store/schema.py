@@ -73,6 +73,8 @@ function_versions = Table(
     Column("logging_config", JSON),
     # KMSKeyArn as given: recorded only (the data directory's key seals the environment).
     Column("kms_key_arn", Text),
+    # VpcConfig (None: the function was never given one), see `_vpc_values`.
+    Column("vpc_config", JSON),
 )
 
 # The layers of each function version, in merge order. The layer's digest and size are copied
