@@ -55,20 +55,25 @@ def packages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     the (stand-in) core library in lib/, one fat jar, and a zip without the core library
     (the runtime provides those interfaces, as AWS's does)."""
     out = tmp_path_factory.mktemp("java-classes")
-    core, functions = out / "core", out / "functions"
+    core, layer, functions = out / "core", out / "layer", out / "functions"
     javac = str(_JDKS[17].javac)
-    core_sources = [str(p) for p in (SOURCES / "core").rglob("*.java")]
-    fn_sources = [str(p) for p in (SOURCES / "functions").rglob("*.java")]
-    subprocess.run([javac, "-d", str(core), *core_sources], check=True, timeout=300)
-    subprocess.run(
-        [javac, "-cp", str(core), "-d", str(functions), *fn_sources], check=True, timeout=300
-    )
+
+    def compile_(what: str, into: Path, classpath: str = "") -> None:
+        sources = [str(p) for p in (SOURCES / what).rglob("*.java")]
+        cp = ["-cp", classpath] if classpath else []
+        subprocess.run([javac, *cp, "-d", str(into), *sources], check=True, timeout=300)
+
+    compile_("core", core)
+    compile_("layer", layer)
+    compile_("functions", functions, f"{core}:{layer}")
     core_jar = _jar(_classes(core))
     fn = _classes(functions)
     return {
         "zip": _jar({**fn, "lib/aws-lambda-java-core.jar": core_jar}),
         "jar": _jar({**fn, **_classes(core)}),
         "bare": _jar(fn),
+        # a layer: its jars under java/lib/ (Lambda's /opt/java/lib)
+        "layer": _jar({"java/lib/shout.jar": _jar(_classes(layer))}),
     }
 
 
@@ -221,6 +226,27 @@ def test_method_handler_signatures(
     OutputStream, Context), static or not; among overloads the longest wins."""
     name = create(functions, packages, handler)
     assert ok(lam, name, event) == expected
+
+
+def test_layer_jars_on_the_class_path(
+    lam: Any, functions: Functions, packages: dict[str, bytes]
+) -> None:
+    """A layer's java/lib/*.jar (Lambda's /opt/java/lib) is on the function's class path."""
+    layer = lam.publish_layer_version(
+        LayerName="t-java-shout",
+        Content={"ZipFile": packages["layer"]},
+        CompatibleRuntimes=[RUNTIME],
+    )
+    try:
+        name = create(
+            functions,
+            packages,
+            "example.UsesLayer::handleRequest",
+            Layers=[layer["LayerVersionArn"]],
+        )
+        assert ok(lam, name, "hi") == "HI (from a layer)"
+    finally:
+        lam.delete_layer_version(LayerName="t-java-shout", VersionNumber=layer["Version"])
 
 
 def test_handler_instance_is_kept_between_invocations(
@@ -394,9 +420,10 @@ def test_context_env_and_jvm(
 def test_heap_follows_memory_size(
     lam: Any, functions: Functions, packages: dict[str, bytes]
 ) -> None:
-    name = create(functions, packages, "example.Probe::handleRequest", MemorySize=256)
+    """At Lambda's smallest size too: the JVM fits in 128 MB."""
+    name = create(functions, packages, "example.Probe::handleRequest", MemorySize=128)
     out = ok(lam, name, {})
-    assert 0.70 * 256 * 2**20 < out["maxHeap"] <= 0.85 * 256 * 2**20
+    assert 0.70 * 128 * 2**20 < out["maxHeap"] <= 0.85 * 128 * 2**20
 
 
 # -- which runtimes ----------------------------------------------------------------------

@@ -7,7 +7,7 @@ the host with the JDK that will run it). Nothing here imports the rest of Lamina
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,10 +40,11 @@ class JavaRuntime:
 
 
 def discover(
-    cache_root: Path, env: Mapping[str, str] | None = None
+    cache_root: Path, env: Mapping[str, str] | None = None, found_jdks: Iterable[Jdk] | None = None
 ) -> tuple[list[JavaRuntime], dict[str, str]]:
-    """(the Java runtimes this host can run, {runtime: why not} for the others)."""
-    jdks = best_by_major(find_jdks(env))
+    """(the Java runtimes this host can run, {runtime: why not} for the others), from the
+    JDKs `find_jdks` finds (or those given)."""
+    jdks = best_by_major(find_jdks(env) if found_jdks is None else found_jdks)
     full = sorted(major for major, jdk in jdks.items() if jdk.has_javac)
     have = ", ".join(map(str, full)) or "none"
     builds: dict[int, JavaRuntimeBuild] = {}
