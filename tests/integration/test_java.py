@@ -61,7 +61,9 @@ def packages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     def compile_(what: str, into: Path, classpath: str = "") -> None:
         sources = [str(p) for p in (SOURCES / what).rglob("*.java")]
         cp = ["-cp", classpath] if classpath else []
-        subprocess.run([javac, *cp, "-d", str(into), *sources], check=True, timeout=300)
+        # Java 8 class files: the same package runs on every Java runtime the host has.
+        release = ["--release", "8", "-Xlint:-options"]
+        subprocess.run([javac, *release, *cp, "-d", str(into), *sources], check=True, timeout=300)
 
     compile_("core", core)
     compile_("layer", layer)
@@ -342,6 +344,29 @@ def test_static_initializer_failure_is_an_init_error(
     function_log(server, name, "java.lang.IllegalArgumentException: static init failed")
 
 
+def test_constructor_failure_is_an_init_error(
+    lam: Any, functions: Functions, packages: dict[str, bytes]
+) -> None:
+    name = create(functions, packages, "example.BadConstructor::handleRequest")
+    assert failed(lam, name, {}) == {
+        "errorMessage": "constructor refused",
+        "errorType": "java.lang.UnsupportedOperationException",
+    }
+
+
+def test_out_of_memory_error_ends_the_environment(
+    lam: Any, functions: Functions, packages: dict[str, bytes]
+) -> None:
+    """The heap (85% of MemorySize) runs out before the environment's memory does: the
+    handler's OutOfMemoryError is the answer, and the JVM exits after it (a VM error)."""
+    name = create(functions, packages, "example.Hog::handleRequest", MemorySize=256)
+    assert ok(lam, name, {"mb": 8}) == "kept 8 MB"
+    out = failed(lam, name, {"mb": 1024})
+    assert out["errorType"] == "java.lang.OutOfMemoryError", out
+    # A new environment (a fresh heap) runs the next invocation.
+    assert ok(lam, name, {"mb": 8}) == "kept 8 MB"
+
+
 def test_timeout(lam: Any, functions: Functions, packages: dict[str, bytes]) -> None:
     name = create(functions, packages, "example.Sleep::handleRequest", Timeout=2)
     out = failed(lam, name, {"ms": 20000})
@@ -415,6 +440,39 @@ def test_context_env_and_jvm(
     assert "probe global logger line\n" in text
     report = next(line for line in text.splitlines() if line.startswith("REPORT"))
     assert "\tInit Duration: " in report
+
+
+def test_logger_levels_text_and_json(
+    server: Server, lam: Any, functions: Functions, packages: dict[str, bytes]
+) -> None:
+    """LambdaLogger with levels: "[LEVEL] message" in text format; in JSON format a record
+    per message (timestamp, level, message, AWSRequestId), those below the function's
+    ApplicationLogLevel dropped."""
+    text_fn = create(functions, packages, "example.Levels::handleRequest")
+    assert ok(lam, text_fn, {}) == "logged"
+    text = function_log(server, text_fn, "level-none")
+    assert "[DEBUG] level-debug\n" in text and "[INFO] level-info\n" in text
+    assert "\nlevel-none\n" in text
+    json_fn = create(
+        functions,
+        packages,
+        "example.Levels::handleRequest",
+        LoggingConfig={"LogFormat": "JSON", "ApplicationLogLevel": "INFO"},
+    )
+    resp, out = invoke(lam, json_fn, {})
+    assert out == "logged"
+    function_log(server, json_fn, "level-none")
+    records = [
+        json.loads(m)
+        for _, m in server.log_events(f"/aws/lambda/{json_fn}")
+        if m.startswith("{") and "level-" in m
+    ]
+    by_message = {r["message"]: r for r in records}
+    assert set(by_message) == {"level-info", "level-error", "level-none"}
+    assert by_message["level-error"]["level"] == "ERROR"
+    assert by_message["level-none"]["level"] == "UNDEFINED"
+    assert by_message["level-info"]["AWSRequestId"] == resp["ResponseMetadata"]["RequestId"]
+    assert by_message["level-info"]["timestamp"].endswith("Z")
 
 
 def test_heap_follows_memory_size(
