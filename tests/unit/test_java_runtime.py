@@ -124,3 +124,25 @@ def test_a_failed_build_says_why_and_leaves_nothing(tmp_path: Path) -> None:
         build.ensure()
     assert not build.directory.exists()
     assert [p.name for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".")] == []
+
+
+def test_the_client_is_compiled_once_per_jdk_and_kept(tmp_path: Path) -> None:
+    """ensure() runs javac the first time only; a later server on the same data dir (a new
+    builder) finds the build and reuses it: no cold start waits for javac."""
+    calls = tmp_path / "javac-calls"
+    jdk = fake_jdk(tmp_path, "17.0.2", java_script=f'echo run >> "{calls}"\n')
+    cache = tmp_path / "cache"
+    build = JavaRuntimeBuild(jdk, cache)
+    build.ensure()
+    build.ensure()
+    assert (build.directory / "bootstrap").exists()
+    assert (build.directory / "lib" / JAR_NAME).exists()
+    assert os.access(build.directory / "bootstrap", os.X_OK)
+    JavaRuntimeBuild(jdk, cache).ensure()
+    assert calls.read_text().count("run") == 1
+    # Another JDK build (an upgrade) is built apart.
+    other = fake_jdk(tmp_path / "newer", "17.0.3", java_script=f'echo run >> "{calls}"\n')
+    newer = JavaRuntimeBuild(other, cache)
+    assert newer.directory != build.directory
+    newer.ensure()
+    assert calls.read_text().count("run") == 2

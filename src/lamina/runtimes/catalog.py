@@ -239,7 +239,8 @@ class RuntimeCatalog:
 
 
 def _runtime_sort_key(name: str) -> tuple[str, int, str]:
-    family = name.rstrip("0123456789.x")
+    # The leading letters: "java" for java8.al2 and java17 alike, so they sort by release.
+    family = name[: len(name) - len(name.lstrip("abcdefghijklmnopqrstuvwxyz"))]
     digits = "".join(ch if ch.isdigit() else " " for ch in name).split()
     number = int(digits[-1]) if family == "python" and digits else int(digits[0]) if digits else 0
     return family, number, name
