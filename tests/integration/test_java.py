@@ -475,6 +475,23 @@ def test_logger_levels_text_and_json(
     assert by_message["level-info"]["timestamp"].endswith("Z")
 
 
+def test_uncaught_error_is_an_error_record_in_json_format(
+    server: Server, lam: Any, functions: Functions, packages: dict[str, bytes]
+) -> None:
+    name = create(
+        functions, packages, "example.Fail::handleRequest", LoggingConfig={"LogFormat": "JSON"}
+    )
+    failed(lam, name, {})
+    function_log(server, name, "outer failure")
+    records = [
+        json.loads(m)
+        for _, m in server.log_events(f"/aws/lambda/{name}")
+        if m.startswith("{") and "outer failure" in m
+    ]
+    assert len(records) == 1 and records[0]["level"] == "ERROR"
+    assert "java.lang.IllegalStateException: outer failure" in records[0]["message"]
+
+
 def test_heap_follows_memory_size(
     lam: Any, functions: Functions, packages: dict[str, bytes]
 ) -> None:

@@ -47,6 +47,11 @@ final class Logger implements LambdaLogger {
         this.tenantId = tenantId;
     }
 
+    /** An error the runtime reports: an ERROR record in JSON format, plain text otherwise. */
+    void error(String message) {
+        log(message, json ? LogLevel.ERROR : LogLevel.UNDEFINED);
+    }
+
     @Override
     public void log(String message) {
         log(message, LogLevel.UNDEFINED);

@@ -70,7 +70,7 @@ public final class Main {
 
     private static void initFailed(RuntimeClient client, Logger logger, Fault f) {
         flush();
-        logger.log(f.logText());
+        logger.error(f.logText());
         try {
             client.postInitError(f.toJson().getBytes(StandardCharsets.UTF_8), f.errorType);
         } catch (IOException e) {
@@ -143,7 +143,7 @@ public final class Main {
                     flush();
                 }
             } catch (Fault f) {
-                logger.log(f.logText());
+                logger.error(f.logText());
                 post(client, requestId, f.toJson(), f.errorType);
                 if (f.fatal) {
                     System.exit(1);
@@ -167,7 +167,7 @@ public final class Main {
 
     private static void failed(RuntimeClient client, Logger logger, String requestId, Throwable t) {
         Fault.filter(t);
-        logger.log(Fault.of(t, false).logText());
+        logger.error(Fault.of(t, false).logText());
         post(client, requestId, Fault.errorJson(t), t.getClass().getName());
     }
 
