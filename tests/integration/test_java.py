@@ -74,6 +74,15 @@ def packages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
         "zip": _jar({**fn, "lib/aws-lambda-java-core.jar": core_jar}),
         "jar": _jar({**fn, **_classes(core)}),
         "bare": _jar(fn),
+        # the function brings its own JSON serializer, as a service
+        "custom": _jar(
+            {
+                **fn,
+                "META-INF/services/com.amazonaws.services.lambda.runtime.CustomPojoSerializer": (
+                    b"example.TaggingSerializer\n"
+                ),
+            }
+        ),
         # a layer: its jars under java/lib/ (Lambda's /opt/java/lib)
         "layer": _jar({"java/lib/shout.jar": _jar(_classes(layer))}),
     }
@@ -249,6 +258,15 @@ def test_layer_jars_on_the_class_path(
         assert ok(lam, name, "hi") == "HI (from a layer)"
     finally:
         lam.delete_layer_version(LayerName="t-java-shout", VersionNumber=layer["Version"])
+
+
+def test_custom_pojo_serializer(lam: Any, functions: Functions, packages: dict[str, bytes]) -> None:
+    """A CustomPojoSerializer the package declares (META-INF/services) maps the POJO
+    handler's input and output instead of the runtime's mapper, as on AWS."""
+    name = create(functions, packages, "example.Methods::shout", "custom")
+    resp = lam.invoke(FunctionName=name, Payload=b'{"a":1}')
+    assert "FunctionError" not in resp
+    assert resp["Payload"].read() == b'"custom:RAW:{"A":1}!"'
 
 
 def test_handler_instance_is_kept_between_invocations(
