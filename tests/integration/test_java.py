@@ -519,6 +519,23 @@ def test_heap_follows_memory_size(
     assert 0.70 * 128 * 2**20 < out["maxHeap"] <= 0.85 * 128 * 2**20
 
 
+def test_lamina_deploy_a_jar(
+    server: Server, lam: Any, packages: dict[str, bytes], tmp_path: Path
+) -> None:
+    """`lamina deploy NAME app.jar --runtime java17`: a fat jar is the package as it is."""
+    jar = tmp_path / "app.jar"
+    jar.write_bytes(packages["jar"])
+    name = f"t-java-deploy-{time.monotonic_ns() % 10**8}"
+    args = ["deploy", name, str(jar), "--runtime", RUNTIME, "--handler", "example.PojoHandler"]
+    try:
+        out = lamina(*args, "--memory", "512", endpoint=server.endpoint)
+        assert out.returncode == 0, out.stderr
+        assert f"({RUNTIME}, example.PojoHandler" in out.stdout
+        assert ok(lam, name, PERSON) == GREETING
+    finally:
+        lam.delete_function(FunctionName=name)
+
+
 # -- which runtimes ----------------------------------------------------------------------
 
 
