@@ -375,11 +375,11 @@ def test_constructor_failure_is_an_init_error(
 def test_out_of_memory_error_ends_the_environment(
     lam: Any, functions: Functions, packages: dict[str, bytes]
 ) -> None:
-    """The heap (85% of MemorySize) runs out before the environment's memory does: the
-    handler's OutOfMemoryError is the answer, and the JVM exits after it (a VM error)."""
+    """Past the heap (85% of MemorySize): the handler's OutOfMemoryError is the answer, and
+    the JVM exits after it (a VM error), so the next invocation gets a fresh environment."""
     name = create(functions, packages, "example.Hog::handleRequest", MemorySize=256)
     assert ok(lam, name, {"mb": 8}) == "kept 8 MB"
-    out = failed(lam, name, {"mb": 1024})
+    out = failed(lam, name, {"beyondHeap": True})
     assert out["errorType"] == "java.lang.OutOfMemoryError", out
     # A new environment (a fresh heap) runs the next invocation.
     assert ok(lam, name, {"mb": 8}) == "kept 8 MB"
