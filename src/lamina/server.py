@@ -102,7 +102,7 @@ def create_app(
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if settings.auth and keys is None:
         keys = KeyStore(settings.data_dir, settings.account_id)
-    runtimes = runtimes or RuntimeCatalog.discover()
+    runtimes = runtimes or RuntimeCatalog.discover(settings.data_dir)
     metrics = Metrics()
     log_store = LogStore(settings.logs_db_path, settings.log_disk_cap_mb * 1024 * 1024)
     metadata = MetadataStore.sqlite(settings.db_path, Sealer.open(settings.data_dir))
@@ -270,7 +270,7 @@ def serve(
             file=sys.stderr,
         )
     _raise_open_files_limit()
-    runtimes = RuntimeCatalog.discover()
+    runtimes = RuntimeCatalog.discover(settings.data_dir)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     keys = None
     if settings.auth:

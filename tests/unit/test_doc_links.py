@@ -19,7 +19,6 @@ PENDING = {
     "docs/security.md",
     "docs/execution-environment.md",
     "docs/extensions.md",
-    "docs/java.md",
 }
 
 _LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")

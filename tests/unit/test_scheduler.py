@@ -60,11 +60,16 @@ def slow(event: Any, context: Any) -> Any:
 HANDLERS = {"h.ok": ident, "h.fail": fail, "h.slow": slow}
 
 
-def run(tmp_path: Path, body: Callable[[Scheduler], Awaitable[None]], **settings: Any) -> None:
+def run(
+    tmp_path: Path,
+    body: Callable[[Scheduler], Awaitable[None]],
+    runtime: RuntimeInfo | None = None,
+    **settings: Any,
+) -> None:
     async def main() -> None:
         backend = FakeBackend(HANDLERS)
         catalog = RuntimeCatalog(
-            [RuntimeInfo("python3.11", "/nonexistent/python3.11", tmp_path / "runtime")]
+            [runtime or RuntimeInfo("python3.11", "/nonexistent/python3.11", tmp_path / "runtime")]
         )
         released: list[str] = []
 
@@ -106,6 +111,39 @@ def test_warm_reuse(tmp_path: Path) -> None:
         assert s.environment_count() == 1
 
     run(tmp_path, body)
+
+
+def test_a_runtime_is_prepared_before_its_first_start(tmp_path: Path) -> None:
+    """A runtime with something to build (Java's client) has it built before an environment
+    starts, off the event loop, and outside the Init Duration; a failure to build is the
+    invocation's error, not the server's."""
+    built: list[str] = []
+    broken = False
+
+    def prepare() -> None:
+        if broken:
+            raise OSError("javac failed: no space left")
+        time.sleep(0.6)  # not counted as init
+        built.append("yes")
+
+    runtime = RuntimeInfo(
+        "python3.11", "/nonexistent/python3.11", tmp_path / "runtime", prepare=prepare
+    )
+
+    async def body(s: Scheduler) -> None:
+        nonlocal broken
+        result = await s.invoke(config(), request({"n": 1}))
+        assert result.function_error is None
+        assert built
+        assert result.init_duration_ms is not None and result.init_duration_ms < 600
+        broken = True
+        result = await s.invoke(config(revision="r2"), request({"n": 2}))
+        assert result.function_error == "Unhandled"
+        error = payload(result)
+        assert error["errorType"] == "Runtime.Unknown"
+        assert "could not prepare the python3.11 runtime: javac failed" in error["errorMessage"]
+
+    run(tmp_path, body, runtime)
 
 
 def test_scales_out_one_invocation_per_environment(tmp_path: Path) -> None:

@@ -78,6 +78,11 @@ async def runtimes(request: Request) -> Response:
                 }
                 for r in app_state(request).runtimes.all()
             ]
+            + [
+                # Implemented, but this host lacks what they need (a JDK of that release).
+                {"Runtime": name, "Family": "", "Version": "", "Executable": "", "Missing": why}
+                for name, why in app_state(request).runtimes.all_unavailable().items()
+            ]
         }
     )
 

@@ -493,6 +493,9 @@ def runtimes(endpoint: str) -> None:
     """List the runtimes the server can run, and on what."""
     listed = Api(endpoint).call("GET", "/lamina/runtimes").json()["Runtimes"]
     for r in listed:
+        if r.get("Missing"):
+            click.echo(f"{r['Runtime']:<16} unavailable: {r['Missing']}")
+            continue
         what = r["Executable"] or "the function's own bootstrap"
         version = f" {r['Version']}" if r["Version"] else ""
         click.echo(f"{r['Runtime']:<16} {r['Family']}{version} ({what})")

@@ -232,6 +232,13 @@ def runtime_available(value: str, catalog: RuntimeCatalog) -> None:
             "updating functions."
         )
     if catalog.get(value) is None:
+        missing = catalog.unavailable(value)
+        if missing is not None:
+            # Lamina implements it; the host lacks what it needs (e.g. a JDK of that release).
+            raise InvalidParameterValueError(
+                f"The runtime {value} is not available on this Lamina host: {missing}. "
+                "Install it and restart Lamina (see `lamina runtimes`)."
+            )
         available = ", ".join(catalog.names()) or "none"
         raise InvalidParameterValueError(
             f"The runtime {value} is not available on this Lamina host. "

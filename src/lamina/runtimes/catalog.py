@@ -10,10 +10,12 @@ import glob
 import os
 import shutil
 import subprocess
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+
+from lamina.runtimes import java
 
 #: Every runtime identifier Lambda's API knows (botocore's `Runtime` enum).
 LAMBDA_RUNTIMES: frozenset[str] = frozenset(
@@ -114,6 +116,7 @@ class Family(StrEnum):
     PYTHON = "python"
     NODE = "node"
     PROVIDED = "provided"
+    JAVA = "java"
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,9 @@ class RuntimeInfo:
     family: Family = Family.PYTHON
     #: the interpreter's version, as it reports it ("3.11.2", "20.20.2")
     version: str = ""
+    #: makes what the runtime needs before its first start (blocking, cheap once done), if
+    #: anything: Lamina's Java client is compiled per JDK
+    prepare: Callable[[], None] | None = field(default=None, compare=False)
 
     def command(self, task_root: Path, seen_as: tuple[Path, Path] | None = None) -> list[str]:
         """The argv that starts this runtime for code unpacked at `task_root` (on the host).
@@ -141,6 +147,9 @@ class RuntimeInfo:
             return [self.executable, "-B", str(runtime_in / PYTHON_BOOTSTRAP.name)]
         if self.family is Family.NODE:
             return [self.executable, str(runtime_in / NODE_BOOTSTRAP.name)]
+        if self.family is Family.JAVA:
+            # The built client's launcher, which execs the JVM with Lambda's flags.
+            return [str(runtime_in / "bootstrap")]
         if _wants_amazon_linux_sh(task_root / "bootstrap"):
             # Lambda's /bin/sh is bash (Amazon Linux), and custom-runtime bootstraps written
             # for it use bash syntax (AWS's own tutorial does). Where the host's /bin/sh is
@@ -150,12 +159,19 @@ class RuntimeInfo:
 
 
 class RuntimeCatalog:
-    def __init__(self, runtimes: Iterable[RuntimeInfo]) -> None:
+    def __init__(
+        self, runtimes: Iterable[RuntimeInfo], unavailable: Mapping[str, str] | None = None
+    ) -> None:
         self._by_name = {r.name: r for r in runtimes}
+        #: runtimes Lamina implements that this host cannot run, each with what is missing
+        self._unavailable = dict(unavailable or {})
 
     @classmethod
-    def discover(cls) -> RuntimeCatalog:
+    def discover(cls, data_dir: Path | None = None) -> RuntimeCatalog:
+        """What this host can run. Java runtimes need `data_dir` (their client is built
+        there); without it none is listed."""
         found = []
+        unavailable: dict[str, str] = {}
         for name in PYTHON_RUNTIMES:
             version = name.removeprefix("python")
             exe = _find_python(version)
@@ -188,10 +204,32 @@ class RuntimeCatalog:
                     name=name, executable="", runtime_dir=BOOTSTRAP_DIR, family=Family.PROVIDED
                 )
             )
-        return cls(found)
+        if data_dir is not None:
+            javas, missing = java.discover(data_dir / "runtimes" / "java")
+            unavailable.update(missing)
+            found += [
+                RuntimeInfo(
+                    name=j.name,
+                    executable=str(j.jdk.java),
+                    runtime_dir=j.runtime_dir,
+                    family=Family.JAVA,
+                    version=j.jdk.version,
+                    prepare=j.prepare,
+                )
+                for j in javas
+            ]
+        return cls(found, unavailable)
 
     def get(self, name: str) -> RuntimeInfo | None:
         return self._by_name.get(name)
+
+    def unavailable(self, name: str) -> str | None:
+        """Why this host cannot run a runtime Lamina implements (None: it can, or Lamina does
+        not implement it)."""
+        return self._unavailable.get(name)
+
+    def all_unavailable(self) -> dict[str, str]:
+        return {n: self._unavailable[n] for n in sorted(self._unavailable, key=_runtime_sort_key)}
 
     def names(self) -> list[str]:
         return sorted(self._by_name, key=_runtime_sort_key)
@@ -201,7 +239,8 @@ class RuntimeCatalog:
 
 
 def _runtime_sort_key(name: str) -> tuple[str, int, str]:
-    family = name.rstrip("0123456789.x")
+    # The leading letters: "java" for java8.al2 and java17 alike, so they sort by release.
+    family = name[: len(name) - len(name.lstrip("abcdefghijklmnopqrstuvwxyz"))]
     digits = "".join(ch if ch.isdigit() else " " for ch in name).split()
     number = int(digits[-1]) if family == "python" and digits else int(digits[0]) if digits else 0
     return family, number, name

@@ -129,6 +129,9 @@ class EnvironmentContext:
     #: each new environment's AWS credentials (key id, secret, session token), made when it
     #: starts so that a long-lived pool's later environments get fresh ones (None: dummies)
     credentials: Callable[[], tuple[str, str, str]] | None = None
+    #: builds what the runtime needs before it can start, if anything (blocking, cheap once
+    #: done; Java's client is compiled on first use)
+    prepare_runtime: Callable[[], None] | None = None
 
 
 class Environment:
@@ -196,6 +199,18 @@ class Environment:
         ctx = self.ctx
         runtime = ctx.config.runtime
         phase = ctx.metrics.cold_start_phase
+        if ctx.prepare_runtime is not None:
+            # Before the clock starts: building the runtime is not the function's init.
+            try:
+                await self._loop.run_in_executor(None, ctx.prepare_runtime)
+            except Exception as e:
+                await self.destroy()
+                log.error("runtime %s could not be prepared: %s", runtime, e)
+                raise InitFailed(
+                    _error_payload(
+                        "Runtime.Unknown", f"Lamina could not prepare the {runtime} runtime: {e}"
+                    )
+                ) from e
         t0 = time.perf_counter()
         try:
             output = self._log.pipe()

@@ -77,6 +77,10 @@ def lambda_environment(
         env["PYTHONPATH"] = (
             f"{opt}/python/lib/python{runtime.version}/site-packages:{opt}/python:{runtime_root}"
         )
+    elif runtime.family is Family.JAVA and opt != str(LAMBDA_OPT):
+        # Lamina's Java client looks for layers' jars under /opt/java/lib; where a backend
+        # shows layers elsewhere (the process backend), it is told where (not a Lambda name).
+        env["_LAMINA_OPT"] = opt
     elif runtime.family is Family.NODE:
         major = runtime.version.split(".")[0]
         env["NODE_PATH"] = (

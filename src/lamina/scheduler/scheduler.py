@@ -431,10 +431,14 @@ class Scheduler:
         return pool.provisioned_ready, pool.provision_error
 
     def prepare(self, config: FunctionConfig) -> None:
-        """Make the function's pool ahead of its first invoke (a cold start then skips it)."""
+        """Make the function's pool ahead of its first invoke (a cold start then skips it),
+        and what its runtime needs built (Java's client), in the background."""
         # (reported when it is invoked)
         with contextlib.suppress(InvalidRuntimeError, InvalidSubnetIDError):
             self._pool(config)
+        runtime = self._runtimes.get(config.runtime)
+        if runtime is not None and runtime.prepare is not None:
+            self._background(asyncio.get_running_loop().run_in_executor(None, runtime.prepare))
 
     def _pool(self, config: FunctionConfig) -> Pool:
         key = (config.name, config.version)
@@ -516,6 +520,7 @@ class Scheduler:
             python_in_zygote=runtime.family is Family.PYTHON,
             network=config.network_enabled,
             vpc=self._vpc(config),
+            prepare_runtime=runtime.prepare,
         )
 
     def _vpc(self, config: FunctionConfig) -> str | None:

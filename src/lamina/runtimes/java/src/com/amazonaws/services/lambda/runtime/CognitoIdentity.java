@@ -1,0 +1,9 @@
+package com.amazonaws.services.lambda.runtime;
+
+/** The Amazon Cognito identity of the caller. */
+public interface CognitoIdentity {
+
+    String getIdentityId();
+
+    String getIdentityPoolId();
+}

@@ -1,0 +1,6 @@
+package example;
+
+public class Address {
+    public String city;
+    public int zip;
+}
