@@ -46,6 +46,8 @@ from lamina.errors import (
     ResourceConflictError,
     ResourceNotFoundError,
     ServiceError,
+    StorageFullError,
+    is_disk_full,
 )
 from lamina.models import (
     LATEST,
@@ -664,6 +666,8 @@ class FunctionService:
         except (zipfile.BadZipFile, EOFError, ValueError, UnicodeDecodeError):
             raise packages.unzip_failed() from None
         except OSError as e:
+            if is_disk_full(e):
+                raise StorageFullError("the code") from None
             log.exception("storing code failed")
             raise ServiceError(f"Lamina could not store the code: {e.strerror}") from None
 
