@@ -58,25 +58,27 @@ class Losses:
     def __bool__(self) -> bool:
         return bool(self._counts)
 
-    def add(self, reason: str, lines: int, size: int) -> None:
+    def add(self, reason: str, lines: int, size: int, at_ms: int) -> None:
+        """Count a loss; `at_ms` is when the first line lost was written (the marker stands
+        there in the stream)."""
         counts = self._counts.get(reason)
         if counts is None:
-            self._counts[reason] = [lines, size]
+            self._counts[reason] = [lines, size, at_ms]
         else:
             counts[0] += lines
             counts[1] += size
+            counts[2] = min(counts[2], at_ms)
 
     def items(self) -> list[tuple[str, int, int]]:
         """(reason, lines, bytes) of each reason with a loss."""
-        return [(reason, lines, size) for reason, (lines, size) in self._counts.items()]
+        return [(reason, lines, size) for reason, (lines, size, _) in self._counts.items()]
 
     def markers(self, json_format: bool) -> list[tuple[int, str]]:
-        """One marker event `(timestamp_ms, message)` per reason (the counts stay: `clear()`
-        once they are stored)."""
-        stamp = time.time_ns() // 1_000_000
+        """One marker event `(timestamp_ms, message)` per reason, stamped when the first line
+        it stands for was written (the counts stay: `clear()` once they are stored)."""
         return [
-            (stamp, marker(reason, lines, size, json_format))
-            for reason, (lines, size) in self._counts.items()
+            (at, marker(reason, lines, size, json_format))
+            for reason, (lines, size, at) in self._counts.items()
         ]
 
     def clear(self) -> None:

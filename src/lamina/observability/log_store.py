@@ -467,7 +467,12 @@ class LogStore:
         if not appends:
             return
         try:
-            for chunk in _chunks(appends, _TXN_BYTES):
+            if self._lost:  # earlier losses first: their markers stand before these lines
+                self._write_markers(writer)
+            # Transactions small beside the budget too, so that a burst is pruned for as it
+            # is written rather than lost whole.
+            limit = max(64 * 1024, min(_TXN_BYTES, self.budget.limit() // 8))
+            for chunk in _chunks(appends, limit):
                 self._store_chunk(writer, chunk)
             if self._lost:
                 self._write_markers(writer)
@@ -510,15 +515,19 @@ class LogStore:
         """Pages in use to prune down to so that `size` more bytes fit in the budget, with a
         tenth of the budget spare so that the next batches do not each prune."""
         limit = self.budget.limit()
-        fixed = WAL_ALLOWANCE_BYTES + self.budget.emergency_bytes()
-        return max(0, limit - fixed - size - limit // 10)
+        return max(0, limit - self._fixed(limit) - size - limit // 10)
+
+    def _fixed(self, limit: int) -> int:
+        """What the budget keeps beside the pages: the WAL's room and the emergency file
+        (a quarter of the budget at most: a small cap still holds events)."""
+        return min(WAL_ALLOWANCE_BYTES + self.budget.emergency_bytes(), limit // 4)
 
     def _make_room(self, conn: sqlite3.Connection, size: int) -> bool:
         """Whether `size` bytes of events fit in the budget, after pruning the oldest if
         needed (the budget is read from the filesystem at most once a second)."""
         need = size + size // 5
         limit = self.budget.limit()
-        fixed = WAL_ALLOWANCE_BYTES + self.budget.emergency_bytes()
+        fixed = self._fixed(limit)
         if used_bytes(conn) + need + fixed <= limit:
             return True
         self._shrink(conn, self._target(need))
@@ -528,7 +537,8 @@ class LogStore:
         for item in chunk:
             lines = len(item.events)
             size = sum(len(m.encode("utf-8", "replace")) + 1 for _, m in item.events)
-            self._lost.setdefault(item.source, Losses()).add(reason, lines, size)
+            first = min(ts for ts, _ in item.events)
+            self._lost.setdefault(item.source, Losses()).add(reason, lines, size, first)
             if self.on_loss is not None:
                 with contextlib.suppress(Exception):  # a metric must not stop the writer
                     self.on_loss(item.source.function, reason, lines, size)

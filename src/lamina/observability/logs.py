@@ -365,10 +365,12 @@ class EnvironmentLog:
         # Characters stand for bytes in the checks (exact for ASCII, close otherwise): the
         # exact count is taken only for what is dropped.
         if self._limiter is not None and not self._limiter.allow(len(line) + 1):
-            self._losses.add(log_loss.RATE_LIMIT, 1, len(line.encode("utf-8", "replace")) + 1)
+            size = len(line.encode("utf-8", "replace")) + 1
+            self._losses.add(log_loss.RATE_LIMIT, 1, size, stamp)
             return
         if self._pending + len(line) > MAX_PENDING_BYTES:
-            self._losses.add(log_loss.BUFFER_FULL, 1, len(line.encode("utf-8", "replace")) + 1)
+            size = len(line.encode("utf-8", "replace")) + 1
+            self._losses.add(log_loss.BUFFER_FULL, 1, size, stamp)
             return
         self._events.append((stamp, line))
         self._pending += len(line)
