@@ -172,3 +172,33 @@ def test_logs_leave_the_reserve_and_say_what_they_lost(tmp_path: Path) -> None:
         assert got[-1] == "back" and not got[0].startswith("0 ")
 
     run(body, store)
+
+
+def test_a_full_disk_is_a_429_with_retry_after_not_a_500() -> None:
+    """A request that fails for want of disk (SQLite's SQLITE_FULL, wrapped by SQLAlchemy,
+    or ENOSPC) is answered 429 TooManyRequestsException with Retry-After; other failures
+    stay 500s."""
+    import errno
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+    from starlette.requests import Request
+
+    from lamina.api.errors import unexpected_error
+
+    def answer(exc: Exception) -> tuple[int, str, str | None]:
+        request = Request({"type": "http", "method": "POST", "path": "/", "headers": []})
+        resp = asyncio.run(unexpected_error(request, exc))
+        return resp.status_code, resp.headers["x-amzn-ErrorType"], resp.headers.get("retry-after")
+
+    full = OperationalError("INSERT", {}, sqlite3.OperationalError("database or disk is full"))
+    assert answer(full) == (429, "TooManyRequestsException", "5")
+    assert answer(OSError(errno.ENOSPC, "No space left on device"))[0] == 429
+    try:
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError as e:
+            raise RuntimeError("wrapped") from e
+    except RuntimeError as wrapped:
+        assert answer(wrapped)[0] == 429
+    assert answer(RuntimeError("other")) == (500, "ServiceException", None)
