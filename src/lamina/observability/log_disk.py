@@ -80,6 +80,7 @@ class DiskBudget:
         self._checked = -float("inf")
         self._avail = 0
         self._reserve = 0
+        self._emergency = 0
 
     def limit(self, *, fresh: bool = False) -> int:
         """Bytes the store's files (database, WAL, emergency file) may take; read from the
@@ -100,6 +101,10 @@ class DiskBudget:
         self._reserve = (
             self.reserve_bytes if self.reserve_bytes is not None else default_reserve(size)
         )
+        try:
+            self._emergency = self.emergency_path.stat().st_size
+        except OSError:
+            self._emergency = 0
         return max(0, min(self.cap_bytes, self.files_bytes() + self._avail - self._reserve))
 
     def free_bytes(self) -> int:
@@ -128,10 +133,8 @@ class DiskBudget:
         return self.db_path.with_name(self.db_path.name + "-wal")
 
     def emergency_bytes(self) -> int:
-        try:
-            return self.emergency_path.stat().st_size
-        except OSError:
-            return 0
+        """The emergency file's size as of the last look at the filesystem (`limit()`)."""
+        return self._emergency
 
     def release_emergency(self) -> bool:
         """Remove the emergency file (the disk is full); whether there was one."""

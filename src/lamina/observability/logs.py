@@ -54,6 +54,10 @@ MAX_STORE_BACKLOG_BYTES = 8 * 1024 * 1024
 #: pieces); the store splits lines into events of CloudWatch's 256 KB anyway
 MAX_LINE_BYTES = 1024 * 1024
 _READ_CHUNK = 65536
+#: seconds between two loss markers of one environment in the middle of an invocation (a
+#: flood would otherwise leave one at every hand-over); START, END and close always say
+#: what was lost before them
+MARKER_INTERVAL_S = 1.0
 # What one invocation keeps in memory for LogType=Tail: enough that the last 4 KB survive.
 _TAIL_KEEP = 2 * limits.TAIL_LOG_MAX_BYTES
 
@@ -184,7 +188,7 @@ class LogWriter:
             return  # the disk is behind: environments' buffers hold (and cap) the rest
         dirty, self._dirty = self._dirty, set()
         for log in dirty:
-            events = log._take()
+            events = log._take(force)
             if events and store is not None and log.group:
                 store.append(log.group, log.stream, events, log.source)
 
@@ -224,6 +228,7 @@ class EnvironmentLog:
         self._events: list[tuple[int, str]] = []
         self._pending = 0  # bytes in _events
         self._losses = Losses()
+        self._noted_at = -math.inf  # monotonic time of the last loss marker
         #: the start of a line whose newline has not come yet, and when it was read
         self._partial = b""
         self._partial_ms = 0
@@ -310,6 +315,7 @@ class EnvironmentLog:
         self.drain()
         self._close_pipe()
         self._end_partial()
+        self._note_dropped()
         self._writer._mark(self)
 
     # -- buffering -----------------------------------------------------------------
@@ -386,6 +392,7 @@ class EnvironmentLog:
                 observe(self.source.function, reason, lines, size)
         self._events.extend(self._losses.markers(self._json))
         self._losses.clear()
+        self._noted_at = time.monotonic()
 
     def _keep_tail(self, data: bytes) -> None:
         if self._capture is not None:
@@ -393,8 +400,12 @@ class EnvironmentLog:
             if len(self._capture) > _TAIL_KEEP:
                 del self._capture[: -limits.TAIL_LOG_MAX_BYTES]
 
-    def _take(self) -> list[tuple[int, str]]:
-        self._note_dropped()
+    def _take(self, force: bool = False) -> list[tuple[int, str]]:
+        if self._losses:
+            if force or time.monotonic() - self._noted_at >= MARKER_INTERVAL_S:
+                self._note_dropped()
+            else:
+                self._writer._mark(self)  # said at a later hand-over
         events, self._events = self._events, []
         self._pending = 0
         return events
