@@ -245,3 +245,48 @@ def _try_create(functions: Functions, name: str) -> dict[str, Any] | None:
     except functions.client.exceptions.TooManyRequestsException:
         time.sleep(0.5)
         return None
+
+
+def test_a_disk_full_for_everything_answers_429_and_recovers(disk: Path) -> None:
+    """With no reserve (`--log-disk-reserve 0`) and another writer taking every byte, a
+    request that must write is answered 429 TooManyRequestsException with Retry-After,
+    never a 500, leaves nothing behind, and works again once there is room."""
+    import botocore.exceptions
+
+    data = disk / "data"
+    server = start(data, "--log-disk-reserve", "0")
+    try:
+        lam = server.client()
+        functions = Functions(lam)
+        name = f"full-{uuid.uuid4().hex[:8]}"
+        recorder = functions.create(RECORDER)["FunctionName"]
+        filler = fill(disk, "filler-3")
+        try:
+            with pytest.raises(lam.exceptions.TooManyRequestsException) as refused:
+                functions.create(RECORDER, FunctionName=name)
+            meta = refused.value.response["ResponseMetadata"]
+            assert meta["HTTPStatusCode"] == 429
+            assert meta["HTTPHeaders"]["retry-after"] == "5"
+            assert "disk is full" in str(refused.value)
+            with pytest.raises(lam.exceptions.ResourceNotFoundException):
+                lam.get_function(FunctionName=name)  # nothing half-made
+            # An async invoke either still fits (the WAL keeps room) or is refused the same
+            # way: never a 500.
+            answers = set()
+            for _ in range(20):
+                try:
+                    resp = lam.invoke(
+                        FunctionName=recorder,
+                        InvocationType="Event",
+                        Payload=json.dumps({"pad": "x" * 65536}),
+                    )
+                    answers.add(resp["StatusCode"])
+                except botocore.exceptions.ClientError as e:
+                    answers.add(e.response["ResponseMetadata"]["HTTPStatusCode"])
+                    assert e.response["Error"]["Code"] == "TooManyRequestsException", e
+            assert answers <= {202, 429}, answers
+        finally:
+            filler.unlink()
+        control_plane_works(server, functions, 1)
+    finally:
+        assert server.stop() == 0, server.log()[-3000:]

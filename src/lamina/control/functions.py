@@ -181,7 +181,15 @@ class FunctionService:
         self._metadata.close()
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._worker, partial(fn, *args))
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._worker, partial(fn, *args)
+            )
+        except Exception as e:
+            # The metadata store rolled the change back whole; the caller may retry.
+            if is_disk_full(e):
+                raise StorageFullError("the change") from e
+            raise
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking store work on the control worker (which serialises writers)."""
