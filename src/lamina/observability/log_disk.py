@@ -30,6 +30,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from lamina.errors import is_disk_full
 
@@ -46,6 +47,11 @@ CHECK_INTERVAL_S = 1.0
 EMERGENCY_BYTES = 4 * MB
 #: room kept for the WAL between checkpoints (see LogStore: journal_size_limit)
 WAL_ALLOWANCE_BYTES = 6 * MB
+#: events deleted in one pruning transaction at most (and their bytes): bounds the WAL too
+PRUNE_ROWS = 2000
+PRUNE_BYTES = 8 * MB
+#: what an event costs in the database beyond its message (row, index entries), roughly
+ROW_OVERHEAD = 64
 
 
 def default_reserve(filesystem_bytes: int) -> int:
@@ -194,6 +200,39 @@ def used_bytes(conn: sqlite3.Connection) -> int:
     pages = conn.execute("PRAGMA page_count").fetchone()[0]
     free = conn.execute("PRAGMA freelist_count").fetchone()[0]
     return int((pages - free) * page_size)
+
+
+def oldest_upto(conn: sqlite3.Connection, excess: int) -> int | None:
+    """The id up to which the oldest events free about `excess` bytes, within one pruning
+    transaction's bounds (None: there are no events)."""
+    rows = conn.execute(
+        "SELECT id, bytes FROM log_events ORDER BY id LIMIT ?", (PRUNE_ROWS,)
+    ).fetchall()
+    if not rows:
+        return None
+    total = 0
+    for event_id, size in rows:
+        total += size + ROW_OVERHEAD
+        if total >= min(excess, PRUNE_BYTES):
+            return int(event_id)
+    return int(rows[-1][0])
+
+
+def delete_events(conn: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> None:
+    """Delete events, keeping each stream's stored_bytes and first event right."""
+    freed = conn.execute(
+        f"SELECT stream_id, SUM(bytes) FROM log_events WHERE {where} GROUP BY stream_id", args
+    ).fetchall()
+    if not freed:
+        return
+    conn.execute(f"DELETE FROM log_events WHERE {where}", args)
+    conn.executemany(
+        "UPDATE log_streams SET stored_bytes = stored_bytes - ?, first_event_ms = "
+        "(SELECT MIN(timestamp_ms) FROM log_events "
+        "WHERE group_id = log_streams.group_id AND stream_id = log_streams.id) "
+        "WHERE id = ?",
+        [(size, stream_id) for stream_id, size in freed],
+    )
 
 
 def give_back(conn: sqlite3.Connection, keep_free_bytes: int = 0) -> None:

@@ -40,11 +40,14 @@ from lamina._batches import batches
 from lamina.observability import log_loss
 from lamina.observability.log_disk import (
     EMERGENCY_BYTES,
+    PRUNE_ROWS,
     WAL_ALLOWANCE_BYTES,
     DiskBudget,
+    delete_events,
     give_back,
     is_disk_full,
     journal_in_memory,
+    oldest_upto,
     transaction,
     used_bytes,
 )
@@ -64,11 +67,6 @@ _BATCH_ROWS = 20_000
 _READERS_KEPT = 4
 #: bytes of events written in one transaction at most: bounds what the WAL must hold
 _TXN_BYTES = 2 * 1024 * 1024
-#: events deleted in one pruning transaction at most (and their bytes): bounds the WAL too
-_PRUNE_ROWS = 2000
-_PRUNE_BYTES = 8 * 1024 * 1024
-#: what an event costs in the database beyond its message (row, index entries), roughly
-_ROW_OVERHEAD = 64
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS log_groups (
@@ -588,7 +586,7 @@ class LogStore:
                 row = conn.execute(
                     "SELECT MAX(id) FROM (SELECT id FROM log_events WHERE group_id = ? AND "
                     "timestamp_ms < ? ORDER BY id LIMIT ?)",
-                    (group_id, cutoff, _PRUNE_ROWS),
+                    (group_id, cutoff, PRUNE_ROWS),
                 ).fetchone()
                 if row[0] is None:
                     break
@@ -605,18 +603,9 @@ class LogStore:
             excess = used_bytes(conn) - target
             if excess <= 0:
                 return
-            rows = conn.execute(
-                "SELECT id, bytes FROM log_events ORDER BY id LIMIT ?", (_PRUNE_ROWS,)
-            ).fetchall()
-            if not rows:
+            upto = oldest_upto(conn, excess)
+            if upto is None:
                 return
-            total = 0
-            upto = rows[-1][0]
-            for event_id, size in rows:
-                total += size + _ROW_OVERHEAD
-                if total >= min(excess, _PRUNE_BYTES):
-                    upto = event_id
-                    break
             self._delete(conn, "id <= ?", (upto,))
 
     def _delete(self, conn: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> None:
@@ -624,12 +613,12 @@ class LogStore:
         for its journal and it is tried again."""
         try:
             with transaction(conn):
-                _delete_events(conn, where, args)
+                delete_events(conn, where, args)
         except sqlite3.Error as e:
             if not (is_disk_full(e) and self.budget.release_emergency()):
                 raise
             with transaction(conn):
-                _delete_events(conn, where, args)
+                delete_events(conn, where, args)
 
     def _close_readers(self) -> None:
         """Close the idle read connections (the journal mode can only change without them)."""
@@ -749,23 +738,6 @@ def _group_id(conn: sqlite3.Connection, group: str) -> int:
     if row is None:
         raise KeyError(group)
     return int(row[0])
-
-
-def _delete_events(conn: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> None:
-    """Delete events, keeping each stream's stored_bytes and first event right."""
-    freed = conn.execute(
-        f"SELECT stream_id, SUM(bytes) FROM log_events WHERE {where} GROUP BY stream_id", args
-    ).fetchall()
-    if not freed:
-        return
-    conn.execute(f"DELETE FROM log_events WHERE {where}", args)
-    conn.executemany(
-        "UPDATE log_streams SET stored_bytes = stored_bytes - ?, first_event_ms = "
-        "(SELECT MIN(timestamp_ms) FROM log_events "
-        "WHERE group_id = log_streams.group_id AND stream_id = log_streams.id) "
-        "WHERE id = ?",
-        [(size, stream_id) for stream_id, size in freed],
-    )
 
 
 def _chunks(appends: list[_Append], limit: int) -> Iterator[list[_Append]]:
