@@ -7,6 +7,9 @@ A function that fails is not an error of ours: that is a result (see `models.Inv
 
 from __future__ import annotations
 
+import errno
+import sqlite3
+
 
 class LaminaError(Exception):
     """A user-facing error with its AWS error type and HTTP status."""
@@ -15,6 +18,8 @@ class LaminaError(Exception):
     status: int = 500
     #: Lambda's "Type" field in error bodies: "User" for caller mistakes, "Service" for ours.
     fault: str = "Service"
+    #: seconds for the Retry-After header (None: no header)
+    retry_after_s: int | None = None
 
     def __init__(self, message: str, **fields: object) -> None:
         super().__init__(message)
@@ -91,6 +96,44 @@ class UnsupportedMediaTypeError(UserError):
 class TooManyRequestsError(UserError):
     error_type = "TooManyRequestsException"
     status = 429
+
+
+class StorageFullError(TooManyRequestsError):
+    """Lamina's data disk has no room for a change, which was left undone (the request may
+    be sent again). A 429 TooManyRequestsException with Retry-After, not a 500: every Lambda
+    operation lists it, every SDK backs off and retries it by itself, and the condition is
+    temporary (the log store gives space back within seconds; see docs/log-limits.md)."""
+
+    retry_after_s = 5
+
+    def __init__(self, what: str) -> None:
+        super().__init__(
+            f"Lamina's data disk is full: {what} could not be stored and nothing was changed. "
+            "Retry later."
+        )
+
+
+def is_disk_full(error: BaseException | None) -> bool:
+    """Whether an error (or one it was raised from, or wraps: SQLAlchemy's `orig`) is a full
+    disk or quota, as the OS or SQLite says it."""
+    seen = 0
+    while error is not None and seen < 8:
+        if isinstance(error, sqlite3.Error):
+            if getattr(error, "sqlite_errorcode", None) == _SQLITE_FULL:
+                return True
+            if "database or disk is full" in str(error):
+                return True
+        elif isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        inner = getattr(error, "orig", None)
+        if isinstance(inner, BaseException) and is_disk_full(inner):
+            return True
+        error = error.__cause__ or error.__context__
+        seen += 1
+    return False
+
+
+_SQLITE_FULL = 13
 
 
 class UnknownOperationError(UserError):

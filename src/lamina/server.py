@@ -81,6 +81,17 @@ def make_backend(settings: Settings, runtimes: RuntimeCatalog) -> SandboxBackend
     return ProcessBackend(settings.sandboxes_dir)
 
 
+def make_log_store(settings: Settings, metrics: Metrics | None = None) -> LogStore:
+    """The log store `settings` describe (cap, reserve), counting losses in `metrics`."""
+    reserve = settings.log_disk_reserve_mb
+    return LogStore(
+        settings.logs_db_path,
+        settings.log_disk_cap_mb * 1024 * 1024,
+        reserve_bytes=reserve * 1024 * 1024 if reserve is not None else None,
+        on_loss=metrics.log_lost if metrics is not None else None,
+    )
+
+
 def _runtime_specs(runtimes: RuntimeCatalog, names: set[str]) -> list[RuntimeSpec]:
     """What a backend may prepare for the runtimes named (those that functions use)."""
     specs = []
@@ -104,7 +115,8 @@ def create_app(
         keys = KeyStore(settings.data_dir, settings.account_id)
     runtimes = runtimes or RuntimeCatalog.discover(settings.data_dir)
     metrics = Metrics()
-    log_store = LogStore(settings.logs_db_path, settings.log_disk_cap_mb * 1024 * 1024)
+    log_store = make_log_store(settings, metrics)
+    log_store.reclaim()  # before the other stores open: they need room to
     metadata = MetadataStore.sqlite(settings.db_path, Sealer.open(settings.data_dir))
     code = CodeStore(settings.code_dir)
     functions = FunctionService(settings, metadata, code, runtimes)
@@ -272,6 +284,9 @@ def serve(
     _raise_open_files_limit()
     runtimes = RuntimeCatalog.discover(settings.data_dir)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # A disk left full (by logs, or with a smaller --log-disk-cap now) gets room back before
+    # the key store and the other databases open.
+    make_log_store(settings).reclaim()
     keys = None
     if settings.auth:
         keys = KeyStore(settings.data_dir, settings.account_id)

@@ -66,8 +66,16 @@ class Settings:
     #: seconds before an asynchronous event's first retry (Lambda: 60; the second waits
     #: twice this); every other async back-off is scaled by the same factor
     retry_base_delay_s: float = 60.0
-    #: MB of disk the log store may take; the oldest events are pruned past it
+    #: MB of disk the log store may take at most; the oldest events are pruned past it
     log_disk_cap_mb: int = 1024
+    #: MB of the data directory's filesystem logs never take (None: the larger of 5% of it
+    #: and 256 MB, at most a quarter of it; see observability/log_disk.py)
+    log_disk_reserve_mb: int | None = None
+    #: MB a second of log lines each function may write (a token bucket shared by its
+    #: environments); 0 for no limit. Lines over it are dropped and a marker says so.
+    log_rate_limit_mb: float = 1.0
+    #: MB a function may write at once above its rate (the bucket's size)
+    log_burst_mb: float = 8.0
     #: the HTTP route file (None: `routes.json` in the data directory)
     routes_file: Path | None = None
     #: TEST-ONLY: schedules (rate/cron rules) run this many times as fast as real time, so a

@@ -13,9 +13,7 @@ from typing import Any
 import pytest
 from tests.conftest import Functions, Server
 
-DROPPED = re.compile(
-    r"\[lamina: (\d+) bytes of log dropped: written faster than they could be stored\]"
-)
+DROPPED = re.compile(r"\[lamina: \d+ log lines \((\d+) bytes\) dropped: [^\]]+\]")
 
 
 def stored(

@@ -20,7 +20,9 @@ from lamina.errors import (
     RequestTooLargeError,
     ResourceConflictError,
     ServiceError,
+    StorageFullError,
     ValidationError,
+    is_disk_full,
 )
 from lamina.models import FunctionConfig, FunctionState, InvokeRequest
 
@@ -155,6 +157,8 @@ async def _accept(state: AppState, ref: FunctionRef, payload: bytes, request_id:
     try:
         await state.async_queue.accept(ref.name, ref.qualifier, payload, request_id)
     except OSError as e:
+        if is_disk_full(e):
+            raise StorageFullError("the event") from None
         raise ServiceError(f"The event could not be stored, so it was not accepted: {e}") from None
 
 

@@ -122,7 +122,33 @@ def main(profile: str | None) -> None:
     default=1024,
     show_default=True,
     type=click.IntRange(min=1),
-    help="MB of disk the function log store may take; the oldest events go past it.",
+    help="MB of disk the function log store may take at most; the oldest events go past "
+    "it. Logs also never take the free space --log-disk-reserve keeps.",
+)
+@click.option(
+    "--log-disk-reserve",
+    default=None,
+    type=click.IntRange(min=0),
+    metavar="MB",
+    help="MB of the data directory's filesystem that logs never take [default: the larger "
+    "of 5% of the filesystem and 256 MB, at most a quarter of it].",
+)
+@click.option(
+    "--log-rate-limit",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    metavar="MB",
+    help="MB a second of log lines each function may write (0: no limit); lines over it "
+    "are dropped and a marker line in the stream counts them.",
+)
+@click.option(
+    "--log-burst",
+    default=8.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    metavar="MB",
+    help="MB of log lines a function may write at once above its rate.",
 )
 @click.option(
     "--routes",
@@ -200,6 +226,9 @@ def serve(
     shutdown_grace: int,
     retry_base_delay: float,
     log_disk_cap: int,
+    log_disk_reserve: int | None,
+    log_rate_limit: float,
+    log_burst: float,
     routes_file: Path | None,
     test_clock_rate: float,
     strict_roles: bool,
@@ -249,6 +278,9 @@ def serve(
         shutdown_grace_s=shutdown_grace,
         retry_base_delay_s=retry_base_delay,
         log_disk_cap_mb=log_disk_cap,
+        log_disk_reserve_mb=log_disk_reserve,
+        log_rate_limit_mb=log_rate_limit,
+        log_burst_mb=log_burst,
         routes_file=routes_file.expanduser().resolve() if routes_file else None,
         test_clock_rate=test_clock_rate,
         strict_roles=strict_roles,

@@ -47,6 +47,8 @@ from lamina.errors import (
     ResourceConflictError,
     ResourceNotFoundError,
     ServiceError,
+    StorageFullError,
+    is_disk_full,
 )
 from lamina.models import (
     LATEST,
@@ -182,7 +184,15 @@ class FunctionService:
         self._metadata.close()
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._worker, partial(fn, *args))
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._worker, partial(fn, *args)
+            )
+        except Exception as e:
+            # The metadata store rolled the change back whole; the caller may retry.
+            if is_disk_full(e):
+                raise StorageFullError("the change") from e
+            raise
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking store work on the control worker (which serialises writers)."""
@@ -671,6 +681,8 @@ class FunctionService:
         except (zipfile.BadZipFile, EOFError, ValueError, UnicodeDecodeError):
             raise packages.unzip_failed() from None
         except OSError as e:
+            if is_disk_full(e):
+                raise StorageFullError("the code") from None
             log.exception("storing code failed")
             raise ServiceError(f"Lamina could not store the code: {e.strerror}") from None
 

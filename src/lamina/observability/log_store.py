@@ -12,8 +12,14 @@ producer can stop handing over text the disk does not keep up with (it then drop
 so, in its own bounded buffers). Reads run on connections of their own in worker threads
 (`asyncio.to_thread`); WAL lets them read while the writer writes.
 
-A failing disk (full, I/O error) loses the batch being written and is logged; the writer
-carries on with the next one, so a store failure never takes the server down.
+The store stays within a disk budget (`log_disk.DiskBudget`: the operator's cap, and the
+filesystem's free space less a reserve kept for the rest of Lamina). Before each batch the
+writer checks the budget and prunes the oldest events to make room; a batch that still does
+not fit, or that the disk refuses (full, I/O error) even after room was made, is lost, and
+the loss is said by a marker line in each stream it belonged to (`log_loss`) as soon as one
+can be written, and counted in the metrics. The writer carries on with the next batch, so a
+store failure never takes the server down, and pruning works on a full disk (see
+`log_disk`).
 """
 
 from __future__ import annotations
@@ -31,6 +37,21 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from lamina._batches import batches
+from lamina.observability import log_loss
+from lamina.observability.log_disk import (
+    EMERGENCY_BYTES,
+    PRUNE_ROWS,
+    WAL_ALLOWANCE_BYTES,
+    DiskBudget,
+    delete_events,
+    give_back,
+    is_disk_full,
+    journal_in_memory,
+    oldest_upto,
+    transaction,
+    used_bytes,
+)
+from lamina.observability.log_loss import LogSource, Losses, LossObserver
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -44,6 +65,8 @@ MAX_MESSAGE_BYTES = MAX_EVENT_BYTES - EVENT_OVERHEAD_BYTES
 _BATCH_ROWS = 20_000
 #: read connections kept open for reuse
 _READERS_KEPT = 4
+#: bytes of events written in one transaction at most: bounds what the WAL must hold
+_TXN_BYTES = 2 * 1024 * 1024
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS log_groups (
@@ -119,16 +142,42 @@ def message_bytes(message: str) -> int:
 
 
 _Op = Callable[[sqlite3.Connection], Any]
-# An append (group, stream, events, bytes), or an operation and the future awaiting it.
-_Work = tuple[str, str, Sequence[tuple[int, str]], int] | tuple[_Op, asyncio.Future[Any]]
+
+
+class _Append:
+    """Events for one stream, queued for the writer, and their size (approximate bytes)."""
+
+    __slots__ = ("events", "size", "source")
+
+    def __init__(self, source: LogSource, events: Sequence[tuple[int, str]], size: int) -> None:
+        self.source = source
+        self.events = events
+        self.size = size
+
+
+# An append, or an operation and the future awaiting it.
+_Work = _Append | tuple[_Op, asyncio.Future[Any]]
 
 
 class LogStore:
     """Log groups, streams and events in one SQLite file; see the module's docstring."""
 
-    def __init__(self, path: Path, disk_cap_bytes: int) -> None:
+    def __init__(
+        self,
+        path: Path,
+        disk_cap_bytes: int,
+        *,
+        reserve_bytes: int | None = None,
+        on_loss: LossObserver | None = None,
+    ) -> None:
         self.path = path
         self.disk_cap_bytes = disk_cap_bytes
+        #: the cap and the free-space reserve (None: the default share of the filesystem)
+        self.budget = DiskBudget(path, disk_cap_bytes, reserve_bytes)
+        #: told of every batch of lines the store loses (the metrics), from its thread
+        self.on_loss = on_loss
+        # Losses not yet said in their streams (the writer thread's alone).
+        self._lost: dict[LogSource, Losses] = {}
         #: coroutines `flush()` awaits first: producers that hold text not yet appended
         self.before_flush: list[Callable[[], Awaitable[None]]] = []
         self._queue: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
@@ -154,12 +203,38 @@ class LogStore:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
-        for statement in _SCHEMA:
-            conn.execute(statement)
+        # The WAL is checkpointed every 2 MB and cut back to 2 MB after: with transactions
+        # of at most _TXN_BYTES it stays within WAL_ALLOWANCE_BYTES of the budget.
+        conn.execute("PRAGMA wal_autocheckpoint=512")
+        conn.execute(f"PRAGMA journal_size_limit={2 * 1024 * 1024}")
+        try:
+            for statement in _SCHEMA:
+                conn.execute(statement)
+        except sqlite3.Error as e:
+            # A full disk cannot stop the server: the first prune makes room.
+            _log.warning("log store: could not create its schema yet: %s", e)
         self._thread = threading.Thread(
             target=self._write_forever, args=(conn,), name="lamina-log-store", daemon=True
         )
         self._thread.start()
+
+    def reclaim(self) -> None:
+        """Bring the store within its budget now, blocking: called at start before anything
+        else opens the data directory, so that a disk left full (or a smaller cap) does not
+        stop the start. On a full disk the emergency file goes first: SQLite cannot even open
+        a WAL database without a little room."""
+        if not self.path.exists():
+            return
+        if self.budget.free_bytes() < EMERGENCY_BYTES:
+            self.budget.release_emergency()
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None)
+            try:
+                self._prune(conn)
+            finally:
+                conn.close()
+        except sqlite3.Error as e:
+            _log.warning("log store: could not make room at start: %s", e)
 
     async def close(self) -> None:
         """Write out everything queued, then stop; nothing may be called after."""
@@ -175,14 +250,21 @@ class LogStore:
 
     # -- writing -------------------------------------------------------------------------
 
-    def append(self, group: str, stream: str, events: Sequence[tuple[int, str]]) -> None:
+    def append(
+        self,
+        group: str,
+        stream: str,
+        events: Sequence[tuple[int, str]],
+        source: LogSource | None = None,
+    ) -> None:
         """Queue events `(timestamp_ms, message)` for a stream; never blocks. The group and
-        stream are created on first use. Messages longer than an event may be are split."""
+        stream are created on first use. Messages longer than an event may be are split.
+        `source` names the function and format for a loss marker (default: Text, none)."""
         if not events:
             return
         size = sum(len(m) for _, m in events) + EVENT_OVERHEAD_BYTES * len(events)
         self._backlog += size
-        self._queue.put((group, stream, events, size))
+        self._queue.put(_Append(source or LogSource(group, stream), events, size))
 
     async def flush(self) -> None:
         """Return when everything appended so far (and held by `before_flush` producers) is
@@ -214,8 +296,8 @@ class LogStore:
 
     async def prune(self) -> None:
         """Drop events older than their group's retention, then the oldest events while the
-        database's pages in use take more than `disk_cap_bytes`; freed pages go back to the
-        disk and the WAL is truncated (between prunes it may grow by what a minute writes)."""
+        store's files would take more than its budget (cap and free-space reserve); freed
+        pages go back to the disk and the WAL is truncated. Works on a full disk."""
         await self._submit(self._prune, own_transaction=True)
 
     # -- reading -------------------------------------------------------------------------
@@ -351,9 +433,9 @@ class LogStore:
 
     def _write(self, writer: _Writer, batch: list[Any]) -> None:
         results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
-        appends: list[tuple[str, str, Sequence[tuple[int, str]], int]] = []
+        appends: list[_Append] = []
         for item in batch:
-            if len(item) == 4:
+            if isinstance(item, _Append):
                 appends.append(item)
                 continue
             # Appends before an operation are stored before it runs (flush() relies on it).
@@ -379,60 +461,171 @@ class LogStore:
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
                 self._loop.call_soon_threadsafe(_settle, results)
 
-    def _write_appends(
-        self, writer: _Writer, appends: list[tuple[str, str, Sequence[tuple[int, str]], int]]
-    ) -> None:
+    def _write_appends(self, writer: _Writer, appends: list[_Append]) -> None:
         if not appends:
             return
         try:
-            writer.insert(appends)
+            if self._lost:  # earlier losses first: their markers stand before these lines
+                self._write_markers(writer)
+            # Transactions small beside the budget too, so that a burst is pruned for as it
+            # is written rather than lost whole.
+            limit = max(64 * 1024, min(_TXN_BYTES, self.budget.limit() // 8))
+            for chunk in _chunks(appends, limit):
+                self._store_chunk(writer, chunk)
+            if self._lost:
+                self._write_markers(writer)
+        finally:
+            self._backlog -= sum(a.size for a in appends)
+
+    def _store_chunk(self, writer: _Writer, chunk: list[_Append]) -> None:
+        """Store one transaction's worth of events, making room first; lose them (and say
+        so) if they do not fit or the disk refuses them even after room was made."""
+        size = sum(a.size for a in chunk)
+        error: Exception | None = None
+        try:
+            if not self._make_room(writer.conn, size):
+                self._lose(chunk, log_loss.DISK_CAP)
+                return
+            writer.insert(chunk)
             self._failures = 0
+            return
         except Exception as e:  # the writer must outlive any failure
             writer.forget()
-            self._failures += 1
-            if self._failures == 1 or self._failures % 100 == 0:
-                _log.warning("log store: %d batches of log events lost: %s", self._failures, e)
-        finally:
-            self._backlog -= sum(a[3] for a in appends)
+            error = e
+        if is_disk_full(error):
+            # The disk filled under us (another writer): give up the emergency file and the
+            # oldest events, and try once more, so lines already read are not lost to it.
+            try:
+                self.budget.release_emergency()
+                self._shrink(writer.conn, self._target(size))
+                writer.insert(chunk)
+                self._failures = 0
+                return
+            except Exception as e:
+                writer.forget()
+                error = e
+        self._failures += 1
+        if self._failures == 1 or self._failures % 100 == 0:
+            _log.warning("log store: %d batches of log events lost: %s", self._failures, error)
+        self._lose(chunk, log_loss.WRITE_FAILED)
+
+    def _target(self, size: int) -> int:
+        """Pages in use to prune down to so that `size` more bytes fit in the budget, with a
+        tenth of the budget spare so that the next batches do not each prune."""
+        limit = self.budget.limit()
+        return max(0, limit - self._fixed(limit) - size - limit // 10)
+
+    def _fixed(self, limit: int) -> int:
+        """What the budget keeps beside the pages: the WAL's room and the emergency file
+        (a quarter of the budget at most: a small cap still holds events)."""
+        return min(WAL_ALLOWANCE_BYTES + self.budget.emergency_bytes(), limit // 4)
+
+    def _make_room(self, conn: sqlite3.Connection, size: int) -> bool:
+        """Whether `size` bytes of events fit in the budget, after pruning the oldest if
+        needed (the budget is read from the filesystem at most once a second)."""
+        need = size + size // 5
+        limit = self.budget.limit()
+        fixed = self._fixed(limit)
+        if used_bytes(conn) + need + fixed <= limit:
+            return True
+        self._shrink(conn, self._target(need))
+        return used_bytes(conn) + need + fixed <= limit
+
+    def _lose(self, chunk: list[_Append], reason: str) -> None:
+        for item in chunk:
+            lines = len(item.events)
+            size = sum(len(m.encode("utf-8", "replace")) + 1 for _, m in item.events)
+            first = min(ts for ts, _ in item.events)
+            self._lost.setdefault(item.source, Losses()).add(reason, lines, size, first)
+            if self.on_loss is not None:
+                with contextlib.suppress(Exception):  # a metric must not stop the writer
+                    self.on_loss(item.source.function, reason, lines, size)
+
+    def _write_markers(self, writer: _Writer) -> None:
+        """Say each loss in its stream; kept for the next batch if that cannot be written
+        either (markers are small: a little room is enough)."""
+        markers = [
+            _Append(source, losses.markers(source.json), 0) for source, losses in self._lost.items()
+        ]
+        try:
+            writer.insert(markers)
+        except Exception:  # the writer must outlive any failure
+            writer.forget()
+            return
+        self._lost.clear()
 
     def _prune(self, conn: sqlite3.Connection) -> None:
         now = now_ms()
+        try:
+            self._expire(conn, now)
+            self.budget.limit(fresh=True)
+            self._shrink(conn, self._target(0))
+            give_back(conn)
+            # Give the WAL's pages back too, so the files stay within the budget.
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as e:
+            if not is_disk_full(e):
+                raise
+            # Even the emergency file is gone (or never was: a disk filled by an older
+            # Lamina): prune with the journal in memory, which needs no disk.
+            self._close_readers()
+            with journal_in_memory(conn):
+                self._expire(conn, now)
+                self._shrink(conn, self._target(0))
+                give_back(conn)
+        self.budget.ensure_emergency()
+
+    def _expire(self, conn: sqlite3.Connection, now: int) -> None:
+        """Delete events older than their group's retention, a few thousand at a time."""
         groups = conn.execute(
             "SELECT id, retention_days FROM log_groups WHERE retention_days IS NOT NULL"
         ).fetchall()
         for group_id, days in groups:
             cutoff = now - days * 86_400_000
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                _delete_events(conn, "group_id = ? AND timestamp_ms < ?", (group_id, cutoff))
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-        conn.executescript("PRAGMA incremental_vacuum;")  # execute() frees one page
+            while True:
+                row = conn.execute(
+                    "SELECT MAX(id) FROM (SELECT id FROM log_events WHERE group_id = ? AND "
+                    "timestamp_ms < ? ORDER BY id LIMIT ?)",
+                    (group_id, cutoff, PRUNE_ROWS),
+                ).fetchone()
+                if row[0] is None:
+                    break
+                self._delete(
+                    conn,
+                    "group_id = ? AND timestamp_ms < ? AND id <= ?",
+                    (group_id, cutoff, row[0]),
+                )
+
+    def _shrink(self, conn: sqlite3.Connection, target: int) -> None:
+        """Delete the oldest events until the pages in use are at most `target` bytes, in
+        small transactions."""
         while True:
-            used = _used_bytes(conn)
-            if used <= self.disk_cap_bytes:
-                break
-            count, oldest, newest = conn.execute(
-                "SELECT COUNT(*), MIN(id), MAX(id) FROM log_events"
-            ).fetchone()
-            if not count:
-                break
-            # Delete a share of the events in proportion to the excess (ids are dense
-            # enough for an estimate), at least 1 and never fewer than needed by much.
-            share = min(1.0, (used - self.disk_cap_bytes) / used + 0.02)
-            upto = oldest + max(1, int((newest - oldest + 1) * share)) - 1
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                _delete_events(conn, "id <= ?", (upto,))
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
+            excess = used_bytes(conn) - target
+            if excess <= 0:
+                return
+            upto = oldest_upto(conn, excess)
+            if upto is None:
+                return
+            self._delete(conn, "id <= ?", (upto,))
+
+    def _delete(self, conn: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> None:
+        """One small deleting transaction; on a full disk, the emergency file makes room
+        for its journal and it is tried again."""
+        try:
+            with transaction(conn):
+                delete_events(conn, where, args)
+        except sqlite3.Error as e:
+            if not (is_disk_full(e) and self.budget.release_emergency()):
                 raise
-            conn.executescript("PRAGMA incremental_vacuum;")  # execute() frees one page
-        # Give the WAL's pages back too, so the files stay within the cap.
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            with transaction(conn):
+                delete_events(conn, where, args)
+
+    def _close_readers(self) -> None:
+        """Close the idle read connections (the journal mode can only change without them)."""
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
 
 
 class _Own:
@@ -454,29 +647,22 @@ class _Writer:
         self._groups: dict[str, int] = {}
         self._streams: dict[tuple[str, str], int] = {}
 
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
+    def transaction(self) -> contextlib.AbstractContextManager[None]:
+        return transaction(self.conn)
 
     def forget(self) -> None:
         """After a failure or a deletion, ids are read again."""
         self._groups.clear()
         self._streams.clear()
 
-    def insert(self, appends: list[tuple[str, str, Sequence[tuple[int, str]], int]]) -> None:
+    def insert(self, appends: list[_Append]) -> None:
         ingestion = now_ms()
         rows: list[tuple[int, int, int, int, int, str]] = []
         touched: dict[int, list[int]] = {}  # stream -> [first, last, bytes]
         with self.transaction():
-            for group, stream, events, _ in appends:
-                group_id, stream_id = self._ids(group, stream, ingestion)
+            for item in appends:
+                events = item.events
+                group_id, stream_id = self._ids(item.source.group, item.source.stream, ingestion)
                 stats = touched.setdefault(stream_id, [events[0][0], events[0][0], 0])
                 for ts, message in events:
                     for part in _split(message):
@@ -554,29 +740,32 @@ def _group_id(conn: sqlite3.Connection, group: str) -> int:
     return int(row[0])
 
 
-def _delete_events(conn: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> None:
-    """Delete events, keeping each stream's stored_bytes and first event right."""
-    freed = conn.execute(
-        f"SELECT stream_id, SUM(bytes) FROM log_events WHERE {where} GROUP BY stream_id", args
-    ).fetchall()
-    if not freed:
-        return
-    conn.execute(f"DELETE FROM log_events WHERE {where}", args)
-    conn.executemany(
-        "UPDATE log_streams SET stored_bytes = stored_bytes - ?, first_event_ms = "
-        "(SELECT MIN(timestamp_ms) FROM log_events "
-        "WHERE group_id = log_streams.group_id AND stream_id = log_streams.id) "
-        "WHERE id = ?",
-        [(size, stream_id) for stream_id, size in freed],
-    )
-
-
-def _used_bytes(conn: sqlite3.Connection) -> int:
-    """Disk the database's pages in use take (freed pages are given back by prune)."""
-    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
-    pages = conn.execute("PRAGMA page_count").fetchone()[0]
-    free = conn.execute("PRAGMA freelist_count").fetchone()[0]
-    return int((pages - free) * page_size)
+def _chunks(appends: list[_Append], limit: int) -> Iterator[list[_Append]]:
+    """The appends in groups of about `limit` bytes (a larger append is cut between
+    events), one transaction each."""
+    chunk: list[_Append] = []
+    size = 0
+    for item in appends:
+        if item.size <= limit:
+            if size + item.size > limit and chunk:
+                yield chunk
+                chunk, size = [], 0
+            chunk.append(item)
+            size += item.size
+            continue
+        start = 0
+        part = 0
+        for i, (_, message) in enumerate(item.events):
+            part += len(message) + EVENT_OVERHEAD_BYTES
+            if part >= limit:
+                yield [*chunk, _Append(item.source, item.events[start : i + 1], part)]
+                chunk, size = [], 0
+                start, part = i + 1, 0
+        if start < len(item.events):
+            chunk.append(_Append(item.source, item.events[start:], part))
+            size += part
+    if chunk:
+        yield chunk
 
 
 def _settle(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:

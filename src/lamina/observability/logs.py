@@ -16,7 +16,10 @@ store's disk cap bounds them all.
 A runtime may write faster than the store's disk takes it. The writer hands nothing more to a
 store whose backlog is past `MAX_STORE_BACKLOG_BYTES`, and each environment's buffer is capped
 at `MAX_PENDING_BYTES`; what does not fit is dropped and replaced by an event saying how much.
-Memory stays bounded and the event loop never waits for the disk.
+Memory stays bounded and the event loop never waits for the disk. Each function may also be
+held to a rate (a token bucket of bytes per second with a burst, shared by its environments:
+`--log-rate-limit`, `--log-burst`); lines over it are dropped the same way. Every such loss
+is counted per reason and said in the stream by a marker line (see `log_loss`).
 
 A function's `LoggingConfig` decides the shape: in Text format the platform lines are Lambda's
 text lines; in JSON format they are Lambda's `platform.*` JSON records (`platform.start`,
@@ -38,6 +41,8 @@ from dataclasses import dataclass
 
 from lamina import limits
 from lamina.models import APPLICATION_LOG_LEVELS, SYSTEM_LOG_LEVELS, LoggingConfig
+from lamina.observability import log_loss
+from lamina.observability.log_loss import LogSource, Losses, LossObserver, RateLimiter
 from lamina.observability.log_store import LogStore
 
 FLUSH_INTERVAL_S = 0.2
@@ -49,6 +54,10 @@ MAX_STORE_BACKLOG_BYTES = 8 * 1024 * 1024
 #: pieces); the store splits lines into events of CloudWatch's 256 KB anyway
 MAX_LINE_BYTES = 1024 * 1024
 _READ_CHUNK = 65536
+#: seconds between two loss markers of one environment in the middle of an invocation (a
+#: flood would otherwise leave one at every hand-over); START, END and close always say
+#: what was lost before them
+MARKER_INTERVAL_S = 1.0
 # What one invocation keeps in memory for LogType=Tail: enough that the last 4 KB survive.
 _TAIL_KEEP = 2 * limits.TAIL_LOG_MAX_BYTES
 
@@ -116,11 +125,24 @@ class Report:
 class LogWriter:
     """Hands every environment's buffered events to the log store, in batches."""
 
-    def __init__(self, store: LogStore | None = None) -> None:
+    def __init__(
+        self,
+        store: LogStore | None = None,
+        *,
+        rate_bytes_s: float | None = None,
+        burst_bytes: float | None = None,
+        on_loss: LossObserver | None = None,
+    ) -> None:
         #: called with every invocation's report as its REPORT line is written
         self.on_report: list[Callable[[Report], None]] = []
         #: where events go; None keeps none (tests of the scheduler alone)
         self.store = store
+        #: told of lines dropped here (the metrics); the store tells of its own
+        self.on_loss = on_loss
+        # Each function's bucket (None: no limit), shared by its environments.
+        self._rate = rate_bytes_s
+        self._burst = burst_bytes if burst_bytes is not None else rate_bytes_s
+        self._limiters: dict[str, RateLimiter] = {}
         self._dirty: set[EnvironmentLog] = set()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -128,9 +150,22 @@ class LogWriter:
             store.before_flush.append(self.flush)
 
     def log(
-        self, group: str = "", stream: str = "", logging: LoggingConfig | None = None
+        self,
+        group: str = "",
+        stream: str = "",
+        logging: LoggingConfig | None = None,
+        function: str = "",
     ) -> EnvironmentLog:
-        return EnvironmentLog(self, group, stream, logging)
+        return EnvironmentLog(self, group, stream, logging, function)
+
+    def limiter(self, function: str) -> RateLimiter | None:
+        """The function's log rate bucket (None when logs are not rate-limited)."""
+        if self._rate is None or self._burst is None:
+            return None
+        bucket = self._limiters.get(function)
+        if bucket is None:
+            bucket = self._limiters[function] = RateLimiter(self._rate, self._burst)
+        return bucket
 
     def _mark(self, log: EnvironmentLog) -> None:
         self._dirty.add(log)
@@ -153,9 +188,9 @@ class LogWriter:
             return  # the disk is behind: environments' buffers hold (and cap) the rest
         dirty, self._dirty = self._dirty, set()
         for log in dirty:
-            events = log._take()
+            events = log._take(force)
             if events and store is not None and log.group:
-                store.append(log.group, log.stream, events)
+                store.append(log.group, log.stream, events, log.source)
 
     async def close(self) -> None:
         """Hand over what is left; the writer's task ends (the store is closed by its owner)."""
@@ -180,21 +215,26 @@ class EnvironmentLog:
         group: str = "",
         stream: str = "",
         logging: LoggingConfig | None = None,
+        function: str = "",
     ) -> None:
         #: the CloudWatch-style log group (`/aws/lambda/NAME`) and stream it belongs to
         self.group = group
         self.stream = stream
+        logging = logging or LoggingConfig()
+        #: what the store needs to mark a loss of its own in this stream
+        self.source = LogSource(group, stream, function, logging.json)
         self._writer = writer
+        self._limiter = writer.limiter(function)
         self._events: list[tuple[int, str]] = []
         self._pending = 0  # bytes in _events
-        self._dropped = 0
+        self._losses = Losses()
+        self._noted_at = -math.inf  # monotonic time of the last loss marker
         #: the start of a line whose newline has not come yet, and when it was read
         self._partial = b""
         self._partial_ms = 0
         self._pipe: int | None = None
         #: the current invocation's text, kept when its caller asked for the tail
         self._capture: bytearray | None = None
-        logging = logging or LoggingConfig()
         #: JSON format: platform records as JSON, and lines under the levels dropped
         self._json = logging.json
         self._app_level = _rank(APPLICATION_LOG_LEVELS, logging.application_log_level)
@@ -275,6 +315,7 @@ class EnvironmentLog:
         self.drain()
         self._close_pipe()
         self._end_partial()
+        self._note_dropped()
         self._writer._mark(self)
 
     # -- buffering -----------------------------------------------------------------
@@ -283,6 +324,8 @@ class EnvironmentLog:
         """What the runtime wrote: one event per complete line."""
         self._keep_tail(data)
         now = _now_ms()
+        if self._limiter is not None:
+            self._limiter.refill()
         head, newline, rest = data.rpartition(b"\n")
         if newline:
             text = (self._partial + head).decode("utf-8", "replace")
@@ -320,36 +363,36 @@ class EnvironmentLog:
         """One of Lambda's JSON platform events, if SystemLogLevel lets `level` through."""
         if _rank(SYSTEM_LOG_LEVELS, level) < self._system_level:
             return
-        self._platform(_compact({"time": _iso_now(), "type": kind, "record": record}))
+        self._platform(_compact({"time": log_loss.iso_now(), "type": kind, "record": record}))
 
     def _event(self, stamp: int, line: str) -> None:
         if self._json and _line_rank(line) < self._app_level:
             return  # under ApplicationLogLevel: Lambda does not send it
+        # Characters stand for bytes in the checks (exact for ASCII, close otherwise): the
+        # exact count is taken only for what is dropped.
+        if self._limiter is not None and not self._limiter.allow(len(line) + 1):
+            size = len(line.encode("utf-8", "replace")) + 1
+            self._losses.add(log_loss.RATE_LIMIT, 1, size, stamp)
+            return
         if self._pending + len(line) > MAX_PENDING_BYTES:
-            self._dropped += len(line.encode("utf-8", "replace")) + 1
+            size = len(line.encode("utf-8", "replace")) + 1
+            self._losses.add(log_loss.BUFFER_FULL, 1, size, stamp)
             return
         self._events.append((stamp, line))
         self._pending += len(line)
 
     def _note_dropped(self) -> None:
-        if self._dropped and self._json:
-            record = {
-                "reason": "Some logs were dropped because they were written faster than they "
-                "could be stored.",
-                "droppedBytes": self._dropped,
-            }
-            self._dropped = 0
-            line = _compact({"time": _iso_now(), "type": "platform.logsDropped", "record": record})
-            self._events.append((_now_ms(), line))
-        elif self._dropped:
-            self._events.append(
-                (
-                    _now_ms(),
-                    f"[lamina: {self._dropped} bytes of log dropped: written faster than "
-                    "they could be stored]",
-                )
-            )
-            self._dropped = 0
+        """Put a marker for what was dropped since the last one into the stream (and tell
+        the metrics): before every platform line and at every hand-over."""
+        if not self._losses:
+            return
+        observe = self._writer.on_loss
+        if observe is not None:
+            for reason, lines, size in self._losses.items():
+                observe(self.source.function, reason, lines, size)
+        self._events.extend(self._losses.markers(self._json))
+        self._losses.clear()
+        self._noted_at = time.monotonic()
 
     def _keep_tail(self, data: bytes) -> None:
         if self._capture is not None:
@@ -357,8 +400,12 @@ class EnvironmentLog:
             if len(self._capture) > _TAIL_KEEP:
                 del self._capture[: -limits.TAIL_LOG_MAX_BYTES]
 
-    def _take(self) -> list[tuple[int, str]]:
-        self._note_dropped()
+    def _take(self, force: bool = False) -> list[tuple[int, str]]:
+        if self._losses:
+            if force or time.monotonic() - self._noted_at >= MARKER_INTERVAL_S:
+                self._note_dropped()
+            else:
+                self._writer._mark(self)  # said at a later hand-over
         events, self._events = self._events, []
         self._pending = 0
         return events
@@ -391,8 +438,3 @@ def _line_rank(line: str) -> int:
 def _compact(value: object) -> str:
     """JSON as Lambda writes its platform records: no spaces."""
     return json.dumps(value, separators=(",", ":"))
-
-
-def _iso_now() -> str:
-    now = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"

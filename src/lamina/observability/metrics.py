@@ -165,7 +165,29 @@ class Metrics:
             ["function"],
             registry=self.registry,
         )
+        self.log_dropped_lines = Counter(
+            "lamina_log_dropped_lines",
+            "Log lines dropped instead of stored, by function and reason: rate_limit (over the "
+            "function's log rate), disk_cap (no room under the log store's cap or free-space "
+            "reserve), buffer_full (written faster than the store could take them), "
+            "write_failed (the disk refused them). Each loss also leaves a marker line in its "
+            "stream.",
+            ["function", "reason"],
+            registry=self.registry,
+        )
+        self.log_dropped_bytes = Counter(
+            "lamina_log_dropped_bytes",
+            "Bytes of log lines dropped instead of stored, by function and reason (as "
+            "lamina_log_dropped_lines).",
+            ["function", "reason"],
+            registry=self.registry,
+        )
         self._on_scrape: list[Callable[[], None]] = []
+
+    def log_lost(self, function: str, reason: str, lines: int, size: int) -> None:
+        """Count lines lost (the log writer and store call this; thread-safe)."""
+        self.log_dropped_lines.labels(function, reason).inc(lines)
+        self.log_dropped_bytes.labels(function, reason).inc(size)
 
     def on_scrape(self, refresh: Callable[[], None]) -> None:
         """Call `refresh` before each scrape (gauges that are cheaper to compute than to keep

@@ -157,6 +157,7 @@ class Environment:
             ctx.config.log_group,
             self.log_stream,
             ctx.config.logging,
+            ctx.config.name,
         )
         # Reported once, on the REPORT line of the invocation that waited for the init.
         self._unreported_init_ms: float | None = None

@@ -342,7 +342,13 @@ class Scheduler:
         self._runtimes = runtimes
         self._vpcs = VpcDirectory(settings.vpcs)
         self._metrics = metrics
-        self._logs = LogWriter(log_store)
+        rate = settings.log_rate_limit_mb * 1024 * 1024
+        self._logs = LogWriter(
+            log_store,
+            rate_bytes_s=rate or None,
+            burst_bytes=max(settings.log_burst_mb * 1024 * 1024, rate),
+            on_loss=metrics.log_lost,
+        )
         self._task_root = task_root
         # Where a function's layers are merged (its /opt); a pure lookup, built beforehand.
         self._opt_dir = opt_dir

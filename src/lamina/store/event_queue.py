@@ -296,6 +296,7 @@ class SqliteEventStore:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             failure = OSError(f"event store: {e}")
+            failure.__cause__ = e  # the caller tells a full disk from other failures
             results = [(future, None, failure) for _, future in batch]
         assert self._loop is not None
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
