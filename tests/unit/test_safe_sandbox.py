@@ -52,7 +52,7 @@ class FakeInner:
         self.log.append("prepare")
         return RuntimeApiEndpoint(socket.socket(), "127.0.0.1:9001")
 
-    async def start(self, env: Mapping[str, str]) -> None:
+    async def start(self, env: Mapping[str, str], gate: Awaitable[None] | None = None) -> None:
         self.log.append("start:begin")
         self.started += 1
         if self.start_gate is not None:
@@ -63,6 +63,9 @@ class FakeInner:
 
     def on_exit(self, callback: ExitCallback) -> None:
         self.exit_callbacks.append(callback)
+
+    async def connect(self, port: int) -> socket.socket:
+        raise OSError("no network here")
 
     async def destroy(self) -> None:
         self.log.append("destroy:begin")

@@ -3,11 +3,19 @@
 States go STARTING → IDLE ⇄ BUSY → DEAD, and only through `_move()`, which rejects anything
 else. An environment runs one invocation at a time. It dies when its runtime exits, when an
 invocation times out (the sandbox is killed, as Lambda does), or when its owner destroys it.
+
+Extensions (see `runtime_api/extensions.py`) stretch the lifecycle as on Lambda: the
+executables of the layers' `/opt/extensions/` start before the runtime, which waits until
+they have registered; the caller gets the runtime's answer at once, but the environment stays
+BUSY (and its REPORT unwritten) until every extension that took the INVOKE is back in
+`/event/next`, and that time is billed. When the environment ends, extensions subscribed to
+SHUTDOWN get it and up to `SHUTDOWN_EXTERNAL_S` to finish before everything is killed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -24,6 +32,7 @@ from lamina import limits
 from lamina.models import FunctionConfig, InvokeRequest, InvokeResult
 from lamina.observability import LogWriter, Metrics, Report
 from lamina.runtime_api import Invocation, RuntimeApiServer, RuntimeOutcome
+from lamina.runtime_api.extensions import SHUTDOWN_EXTERNAL_S, Extension
 from lamina.sandbox import SafeSandbox, SandboxBackend, SandboxError, SandboxSpec
 
 log = logging.getLogger(__name__)
@@ -37,6 +46,8 @@ _PLATFORM_ERRORS = frozenset(
 
 _NOT_DELIVERED = "Lamina.NotDelivered"
 _TIMED_OUT = "Sandbox.Timedout"
+#: how often a shutting-down environment looks whether its extensions are done
+_SHUTDOWN_POLL_S = 0.01
 
 
 class Outcome(IntEnum):
@@ -91,6 +102,31 @@ def _error_payload(error_type: str, message: str) -> bytes:
     return json.dumps({"errorMessage": message, "errorType": error_type}).encode()
 
 
+def _status(outcome: RuntimeOutcome) -> str:
+    """The Telemetry API's status of an invocation."""
+    if outcome.ok:
+        return "success"
+    if outcome.error_type == _TIMED_OUT:
+        return "timeout"
+    if outcome.error_type in _PLATFORM_ERRORS:
+        return "failure"
+    return "error"
+
+
+def list_extensions(opt_dir: Path) -> list[str]:
+    """The external extensions in a function's layers: executable files directly under
+    `/opt/extensions/`, by name (Lambda starts them in this order)."""
+    try:
+        entries = sorted(os.scandir(opt_dir / "extensions"), key=lambda e: e.name)
+    except OSError:
+        return []
+    return [
+        e.name
+        for e in entries
+        if e.is_file() and os.access(e.path, os.X_OK) and not e.name.startswith(".")
+    ]
+
+
 def _describe_exit(status: int) -> str:
     if status < 0:
         try:
@@ -127,6 +163,8 @@ class EnvironmentContext:
     #: each new environment's AWS credentials (key id, secret, session token), made when it
     #: starts so that a long-lived pool's later environments get fresh ones (None: dummies)
     credentials: Callable[[], tuple[str, str, str]] | None = None
+    #: the account the function belongs to (the Extensions API's register answer)
+    account_id: str = ""
 
 
 class Environment:
@@ -143,7 +181,28 @@ class Environment:
         created = datetime.now(UTC)
         self.log_stream = f"{created:%Y/%m/%d}/[{ctx.config.version}]{self.id}"
         self._loop = asyncio.get_running_loop()
-        self._api = RuntimeApiServer(on_ready=self._on_ready, on_init_error=self._on_init_error)
+        config = ctx.config
+        self._api = RuntimeApiServer(
+            on_ready=self._on_ready,
+            on_init_error=self._on_init_error,
+            function_info={
+                "functionName": config.name,
+                "functionVersion": config.version,
+                "handler": config.handler,
+                "accountId": ctx.account_id,
+            },
+            on_settled=self._on_settled,
+            on_extension=self._on_extension,
+        )
+        self._telemetry = self._api.telemetry
+        #: released when the runtime may start: every external extension registered
+        self._gate: asyncio.Future[None] | None = None
+        #: set while the extensions finish an invocation the runtime has answered
+        self.settling: asyncio.Future[None] | None = None
+        self._tasks: set[asyncio.Task[bytes | None]] = set()
+        self._runtime_exited = False
+        self._extensions_gone = False
+        self._shutdown_reason = "spindown"
         self._sandbox: SafeSandbox | None = None
         # None once the runtime is ready; an error payload if it failed first.
         self._ready: asyncio.Future[bytes | None] = self._loop.create_future()
@@ -195,7 +254,31 @@ class Environment:
         runtime = ctx.config.runtime
         phase = ctx.metrics.cold_start_phase
         t0 = time.perf_counter()
+        extensions: tuple[str, ...] = ()
+        ext_output: int | None = None
+        self._telemetry.platform(
+            (
+                "platform.initStart",
+                {
+                    "initializationType": "on-demand",
+                    "phase": "init",
+                    "functionName": ctx.config.name,
+                    "functionVersion": ctx.config.version,
+                    "instanceId": self.id,
+                    "instanceMaxMemory": ctx.config.memory_size,
+                },
+            )
+        )
+        self._log.listener = self._line
         try:
+            if ctx.opt_dir is not None:
+                names = await self._loop.run_in_executor(None, list_extensions, ctx.opt_dir)
+                if names:
+                    seen = Path("/opt") if ctx.backend.lambda_paths else ctx.opt_dir
+                    extensions = tuple(str(seen / "extensions" / n) for n in names)
+                    self._api.extensions.expected = frozenset(names)
+                    self._gate = self._loop.create_future()
+                    ext_output = self._log.pipe("extension", on_eof=self._on_extensions_gone)
             output = self._log.pipe()
             spec = SandboxSpec(
                 sandbox_id=self.id,
@@ -209,8 +292,11 @@ class Environment:
                 interpreter=ctx.interpreter,
                 python_in_zygote=ctx.python_in_zygote,
                 network=ctx.network,
+                extensions=extensions,
+                extension_output_fd=ext_output,
             )
             self._sandbox = SafeSandbox(ctx.backend.create(spec))
+            self._telemetry.connect = self._sandbox.connect
             try:
                 endpoint = await self._sandbox.prepare()
                 t1 = time.perf_counter()
@@ -231,11 +317,24 @@ class Environment:
                     # the init phase and the invocation.
                     self._first = first[0]
                     self._api.submit(self._invocation(first[0], first[1]))
+                gate_timer = None
+                if self._gate is not None:
+                    # Extensions that never register hold the runtime back no longer than the
+                    # init phase may last; the init phase then fails as timed out.
+                    gate_timer = self._loop.call_later(limits.INIT_TIMEOUT_S, self._open_gate)
                 # Launch first, then serve the Runtime API while the runtime starts up: its
                 # listening socket holds the runtime's connection until then.
-                await asyncio.gather(self._sandbox.start(env), self._api.start(endpoint.sock))
+                try:
+                    await asyncio.gather(
+                        self._sandbox.start(env, self._gate), self._api.start(endpoint.sock)
+                    )
+                finally:
+                    if gate_timer is not None:
+                        gate_timer.cancel()
             finally:
                 os.close(output)  # the runtime holds its own copy now
+                if ext_output is not None:
+                    os.close(ext_output)
             self._sandbox.on_exit(self._on_exit)
             t3 = time.perf_counter()
             phase.labels("sandbox", runtime).observe(t1 - t0)
@@ -256,7 +355,8 @@ class Environment:
             log.error("environment %s failed to start: %s", self.id, e)
             raise InitFailed(_error_payload("Runtime.Unknown", f"Environment failed: {e}")) from e
         try:
-            failure = await asyncio.wait_for(asyncio.shield(self._ready), limits.INIT_TIMEOUT_S)
+            left = limits.INIT_TIMEOUT_S - (time.perf_counter() - t1)
+            failure = await asyncio.wait_for(asyncio.shield(self._ready), max(left, 0.001))
         except TimeoutError:
             failure = _error_payload(
                 "Sandbox.Timedout",
@@ -266,10 +366,13 @@ class Environment:
             await self.destroy()
             raise
         if failure is not None:
+            self._init_telemetry("failure", (time.perf_counter() - t0) * 1000, failure)
             self._api.take_current()
+            self._runtime_exited = True  # a failed init gets no SHUTDOWN
             await self.destroy()
             raise InitFailed(failure)
         t4 = time.perf_counter()
+        self._init_telemetry("success", (t4 - t0) * 1000, None)
         phase.labels("init", runtime).observe(t4 - t3)
         if self._sandbox is not None:
             # Once the first invocation is on its way (the caller submits it before yielding).
@@ -278,6 +381,49 @@ class Environment:
         self._unreported_init_ms = (t4 - t0) * 1000
         self._move(EnvState.IDLE)
 
+    def _open_gate(self) -> None:
+        if self._gate is not None and not self._gate.done():
+            self._gate.set_result(None)
+
+    def _on_extension(self, ext: Extension) -> None:
+        record = {"name": ext.name, "state": "Ready", "events": sorted(ext.events)}
+        self._telemetry.platform(("platform.extension", record), ("platform.extension", record))
+        extensions = self._api.extensions
+        if extensions.expected <= {e.name for e in extensions.by_id.values() if e.external}:
+            self._open_gate()
+
+    def _on_extensions_gone(self) -> None:
+        self._extensions_gone = True
+
+    def _line(self, category: str, stamp_ms: int, text: str) -> None:
+        self._telemetry.line(category, stamp_ms, text)
+
+    def _init_telemetry(self, status: str, duration_ms: float, failure: bytes | None) -> None:
+        common: dict[str, object] = {"initializationType": "on-demand", "phase": "init"}
+        error: dict[str, object] = {}
+        if failure is not None:
+            with contextlib.suppress(ValueError, AttributeError):
+                error_type = json.loads(failure).get("errorType")
+                if isinstance(error_type, str):
+                    error["errorType"] = error_type
+        self._telemetry.platform(
+            ("platform.initRuntimeDone", {**common, "status": status, **error})
+        )
+        self._telemetry.platform(
+            (
+                "platform.initReport",
+                {
+                    **common,
+                    "status": status,
+                    **error,
+                    "metrics": {"durationMs": round(duration_ms, 3)},
+                },
+            )
+        )
+        self._telemetry.end_backlog()
+        if not self._telemetry.wants_lines:
+            self._log.listener = None  # nobody takes log lines: none of their cost
+
     def _on_ready(self) -> None:
         # Called as the runtime's first /next arrives, before a queued first invocation is
         # written to it: its START line goes after the init phase's output.
@@ -285,10 +431,13 @@ class Environment:
         first, self._first = self._first, None
         if first is not None:
             self._log.start(first.request_id, self.ctx.config.version, capture=first.log_tail)
+            if self._telemetry.active:
+                self._start_telemetry(first)
         if not self._ready.done():
             self._ready.set_result(None)
 
     def _on_init_error(self, body: bytes, error_type: str | None) -> None:
+        self._open_gate()
         if not self._ready.done():
             self._ready.set_result(body or _error_payload(error_type or "Runtime.Unknown", ""))
 
@@ -296,6 +445,7 @@ class Environment:
         message = f"Runtime exited with error: {_describe_exit(status)}"
         oom = self._sandbox is not None and self._sandbox.out_of_memory
         kind = "Runtime.OutOfMemory" if oom else "Runtime.ExitError"
+        self._runtime_exited = True
         if not self._ready.done():
             self._ready.set_result(_error_payload(kind, f"Error: {message}"))
         inv, delivered = self._api.take_current()
@@ -328,10 +478,22 @@ class Environment:
         self._move(EnvState.BUSY)
         init_ms, self._unreported_init_ms = self._unreported_init_ms, None
         self._log.start(request.request_id, self.ctx.config.version, capture=request.log_tail)
+        if self._telemetry.active:
+            self._start_telemetry(request)
         started = time.perf_counter()
         future: asyncio.Future[RuntimeOutcome] = self._loop.create_future()
         self._api.submit(self._invocation(request, future))
         return await self._outcome(request, future, started, init_ms)
+
+    def _start_telemetry(self, request: InvokeRequest) -> None:
+        version = self.ctx.config.version
+        record: dict[str, object] = {"requestId": request.request_id, "version": version}
+        if request.trace_id:
+            record["tracing"] = {"type": "X-Amzn-Trace-Id", "value": request.trace_id}
+        self._telemetry.platform(
+            ("platform.start", record),
+            ("platform.start", {"requestId": request.request_id, "version": version}),
+        )
 
     def _invocation(
         self, request: InvokeRequest, future: asyncio.Future[RuntimeOutcome]
@@ -376,6 +538,29 @@ class Environment:
         else:
             self.outcome_kind = Outcome.FUNCTION_ERROR
         duration_ms = (time.perf_counter() - started) * 1000
+        if self._telemetry.active:
+            self._runtime_done_telemetry(request.request_id, duration_ms, outcome)
+        if self._api.extensions_busy and self.state is EnvState.BUSY:
+            # The caller gets the answer now; the environment is done when the extensions
+            # that took this INVOKE are, and its REPORT counts (and bills) their time.
+            self.settling = self._loop.create_future()
+            remaining = config.timeout - (time.perf_counter() - started)
+            finishing = self._after_extensions(request, started, init_ms, outcome, remaining)
+            tail = None
+            if request.log_tail:
+                tail = await finishing  # the tail ends with the REPORT line
+            else:
+                task = self._loop.create_task(finishing)
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            return InvokeResult(
+                payload=outcome.body,
+                executed_version=config.version,
+                function_error=None if outcome.ok else "Unhandled",
+                duration_ms=duration_ms,
+                init_duration_ms=init_ms,
+                log_tail=tail,
+            )
         if self.state is EnvState.BUSY:
             self._move(EnvState.IDLE)
             self.last_used = time.monotonic()
@@ -394,6 +579,56 @@ class Environment:
             log_tail=tail,
         )
 
+    async def _after_extensions(
+        self,
+        request: InvokeRequest,
+        started: float,
+        init_ms: float | None,
+        outcome: RuntimeOutcome,
+        remaining_s: float,
+    ) -> bytes | None:
+        """Wait for the extensions to finish the invocation (within its timeout), then
+        free the environment and write the REPORT; returns the log tail if captured."""
+        settling = self.settling
+        assert settling is not None
+        try:
+            await asyncio.wait_for(asyncio.shield(settling), max(remaining_s, 0.001))
+        except TimeoutError:
+            # Extensions past the function's timeout: the invocation timed out, as on
+            # Lambda, and the environment is reset.
+            outcome = RuntimeOutcome(ok=outcome.ok, body=outcome.body, error_type=_TIMED_OUT)
+            self._shutdown_reason = "timeout"
+            self._die()
+        finally:
+            if not settling.done():
+                settling.set_result(None)
+        duration_ms = (time.perf_counter() - started) * 1000
+        if self.state is EnvState.BUSY:
+            self._move(EnvState.IDLE)
+            self.last_used = time.monotonic()
+        return self._report(request.request_id, duration_ms, init_ms, outcome)
+
+    def _on_settled(self) -> None:
+        settling = self.settling
+        if settling is not None and not settling.done():
+            settling.set_result(None)
+
+    def _runtime_done_telemetry(
+        self, request_id: str, duration_ms: float, outcome: RuntimeOutcome
+    ) -> None:
+        status = _status(outcome)
+        record: dict[str, object] = {
+            "requestId": request_id,
+            "status": status,
+            "metrics": {"durationMs": round(duration_ms, 3), "producedBytes": len(outcome.body)},
+        }
+        if status != "success" and outcome.error_type:
+            record["errorType"] = outcome.error_type
+        self._telemetry.platform(
+            ("platform.runtimeDone", record),
+            ("platform.runtimeDone", {"requestId": request_id, "status": status}),
+        )
+
     def _report(
         self, request_id: str, duration_ms: float, init_ms: float | None, outcome: RuntimeOutcome
     ) -> bytes | None:
@@ -408,21 +643,30 @@ class Environment:
             note = (
                 f"{stamp} {request_id} Task timed out after {self.ctx.config.timeout:.2f} seconds"
             )
-        return self._log.finish(
-            Report(
-                request_id=request_id,
-                duration_ms=duration_ms,
-                memory_size_mb=self.ctx.config.memory_size,
-                max_memory_used_mb=self._sandbox.memory_peak_mb() if self._sandbox else 0,
-                init_duration_ms=init_ms,
-                bill_init=self.ctx.bill_init,
-                status="timeout" if timed_out else "error" if failed else None,
-                error_type=outcome.error_type if failed and not timed_out else None,
-                function_name=self.ctx.config.name,
-                version=self.ctx.config.version,
-            ),
-            note,
+        report = Report(
+            request_id=request_id,
+            duration_ms=duration_ms,
+            memory_size_mb=self.ctx.config.memory_size,
+            max_memory_used_mb=self._sandbox.memory_peak_mb() if self._sandbox else 0,
+            init_duration_ms=init_ms,
+            bill_init=self.ctx.bill_init,
+            status="timeout" if timed_out else "error" if failed else None,
+            error_type=outcome.error_type if failed and not timed_out else None,
+            function_name=self.ctx.config.name,
+            version=self.ctx.config.version,
         )
+        tail = self._log.finish(report, note)
+        if self._telemetry.active:
+            record = report.record()
+            metrics = record["metrics"]
+            self._telemetry.platform(
+                ("platform.report", record),
+                ("platform.end", {"requestId": request_id}),
+            )
+            self._telemetry.platform(
+                None, ("platform.report", {"requestId": request_id, "metrics": metrics})
+            )
+        return tail
 
     def _on_timeout(self, future: asyncio.Future[RuntimeOutcome], request_id: str) -> None:
         if future.done():
@@ -439,9 +683,27 @@ class Environment:
                 error_type="Sandbox.Timedout",
             )
         )
+        self._shutdown_reason = "timeout"
         self._die()
 
     # -- death ---------------------------------------------------------------------
+
+    async def _shutdown_extensions(self) -> None:
+        """Lambda's Shutdown phase: SHUTDOWN to the extensions subscribed to it, and until
+        its deadline for them to finish (call /event/next again, or exit)."""
+        targets = self._api.extensions.shutdown_subscribers()
+        if not targets or self._extensions_gone:
+            return
+        budget = SHUTDOWN_EXTERNAL_S
+        end = time.monotonic() + budget
+        # What is buffered for them goes first, so the last REPORT reaches its subscriber.
+        await self._telemetry.drain(budget / 4)
+        deadline_ms = int(time.time() * 1000 + (end - time.monotonic()) * 1000)
+        targets = self._api.shutdown(self._shutdown_reason, deadline_ms)
+        while time.monotonic() < end and not self._extensions_gone:
+            if all(t.done for t in targets):
+                break
+            await asyncio.sleep(_SHUTDOWN_POLL_S)
 
     def _die(self) -> None:
         """Mark dead now and tear down in the background."""
@@ -458,6 +720,9 @@ class Environment:
         await asyncio.shield(self._destroying)
 
     async def _teardown(self) -> None:
+        if self._sandbox is not None and not self._runtime_exited:
+            with contextlib.suppress(Exception):
+                await self._shutdown_extensions()
         self._api.close()
         try:
             if self._sandbox is not None:

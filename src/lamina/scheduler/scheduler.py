@@ -213,6 +213,11 @@ class Pool:
         return result
 
     def _release(self, env: Environment) -> None:
+        settling = env.settling
+        if env.state is EnvState.BUSY and settling is not None and not settling.done():
+            # Its extensions are still on the invocation the caller already has.
+            settling.add_done_callback(lambda _: self._release(env))
+            return
         if env.state is EnvState.IDLE and not self.retired:
             self._idle.append(env)
         else:
@@ -495,9 +500,17 @@ class Scheduler:
         else:
             seen = (task_root, runtime.runtime_dir)
             opt_seen = opt_dir
+        argv = runtime.command(task_root, seen)
+        in_zygote = runtime.family is Family.PYTHON
+        wrapper = config.environment.get("AWS_LAMBDA_EXEC_WRAPPER")
+        if wrapper and runtime.family in (Family.PYTHON, Family.NODE):
+            # Lambda starts a managed runtime as `wrapper <runtime command...>`. The wrapper
+            # must exec a fresh interpreter, so the zygote's in-process fast path is off.
+            argv = [wrapper_path(wrapper, self._backend.lambda_paths, task_root, opt_dir), *argv]
+            in_zygote = False
         return EnvironmentContext(
             config=config,
-            argv=tuple(runtime.command(task_root, seen)),
+            argv=tuple(argv),
             task_root=task_root,
             runtime_dir=runtime.runtime_dir,
             base_env=lambda_environment(
@@ -510,8 +523,9 @@ class Scheduler:
             bill_init=runtime.family is Family.PROVIDED,
             opt_dir=opt_dir if layered else None,
             interpreter=runtime.executable,
-            python_in_zygote=runtime.family is Family.PYTHON,
+            python_in_zygote=in_zygote,
             network=config.network_enabled,
+            account_id=self._settings.account_id,
         )
 
     def _retire(self, key: tuple[str, str]) -> None:
@@ -543,3 +557,14 @@ class Scheduler:
             cutoff = time.monotonic() - keep_alive
             for pool in list(self._pools.values()):
                 pool.reap(cutoff)
+
+
+def wrapper_path(wrapper: str, lambda_paths: bool, task_root: Path, opt_dir: Path) -> str:
+    """AWS_LAMBDA_EXEC_WRAPPER's script as the runtime sees it: a backend without Lambda's
+    paths shows /var/task and /opt at their places on the host."""
+    if lambda_paths:
+        return wrapper
+    for seen, host in ((LAMBDA_OPT, opt_dir), (LAMBDA_TASK_ROOT, task_root)):
+        if wrapper.startswith(f"{seen}/"):
+            return str(host / wrapper.removeprefix(f"{seen}/"))
+    return wrapper
