@@ -198,7 +198,10 @@ class Environment:
         #: released when the runtime may start: every external extension registered
         self._gate: asyncio.Future[None] | None = None
         #: set while the extensions finish an invocation the runtime has answered
-        self.settling: asyncio.Future[None] | None = None
+        self._settling: asyncio.Future[None] | None = None
+        #: done once an invocation the extensions held is over (the environment is IDLE
+        #: again, or DEAD): when its owner may take it back
+        self.finishing: asyncio.Future[None] | None = None
         self._tasks: set[asyncio.Task[bytes | None]] = set()
         self._runtime_exited = False
         self._extensions_gone = False
@@ -543,7 +546,8 @@ class Environment:
         if self._api.extensions_busy and self.state is EnvState.BUSY:
             # The caller gets the answer now; the environment is done when the extensions
             # that took this INVOKE are, and its REPORT counts (and bills) their time.
-            self.settling = self._loop.create_future()
+            self._settling = self._loop.create_future()
+            self.finishing = self._loop.create_future()
             remaining = config.timeout - (time.perf_counter() - started)
             finishing = self._after_extensions(request, started, init_ms, outcome, remaining)
             tail = None
@@ -589,27 +593,29 @@ class Environment:
     ) -> bytes | None:
         """Wait for the extensions to finish the invocation (within its timeout), then
         free the environment and write the REPORT; returns the log tail if captured."""
-        settling = self.settling
-        assert settling is not None
+        settling, finishing = self._settling, self.finishing
+        assert settling is not None and finishing is not None
         try:
-            await asyncio.wait_for(asyncio.shield(settling), max(remaining_s, 0.001))
-        except TimeoutError:
-            # Extensions past the function's timeout: the invocation timed out, as on
-            # Lambda, and the environment is reset.
-            outcome = RuntimeOutcome(ok=outcome.ok, body=outcome.body, error_type=_TIMED_OUT)
-            self._shutdown_reason = "timeout"
-            self._die()
+            try:
+                await asyncio.wait_for(asyncio.shield(settling), max(remaining_s, 0.001))
+            except TimeoutError:
+                # Extensions past the function's timeout: the invocation timed out, as on
+                # Lambda, and the environment is reset.
+                outcome = RuntimeOutcome(ok=outcome.ok, body=outcome.body, error_type=_TIMED_OUT)
+                self._shutdown_reason = "timeout"
+                self._die()
+            duration_ms = (time.perf_counter() - started) * 1000
+            if self.state is EnvState.BUSY:
+                self._move(EnvState.IDLE)
+                self.last_used = time.monotonic()
+            return self._report(request.request_id, duration_ms, init_ms, outcome)
         finally:
-            if not settling.done():
-                settling.set_result(None)
-        duration_ms = (time.perf_counter() - started) * 1000
-        if self.state is EnvState.BUSY:
-            self._move(EnvState.IDLE)
-            self.last_used = time.monotonic()
-        return self._report(request.request_id, duration_ms, init_ms, outcome)
+            self._settling = None
+            if not finishing.done():
+                finishing.set_result(None)
 
     def _on_settled(self) -> None:
-        settling = self.settling
+        settling = self._settling
         if settling is not None and not settling.done():
             settling.set_result(None)
 

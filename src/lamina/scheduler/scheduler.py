@@ -213,10 +213,10 @@ class Pool:
         return result
 
     def _release(self, env: Environment) -> None:
-        settling = env.settling
-        if env.state is EnvState.BUSY and settling is not None and not settling.done():
+        finishing = env.finishing
+        if env.state is EnvState.BUSY and finishing is not None and not finishing.done():
             # Its extensions are still on the invocation the caller already has.
-            settling.add_done_callback(lambda _: self._release(env))
+            finishing.add_done_callback(lambda _: self._release(env))
             return
         if env.state is EnvState.IDLE and not self.retired:
             self._idle.append(env)
