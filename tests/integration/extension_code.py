@@ -15,7 +15,7 @@ reports what it sees as lines of its own output (which land in the function's lo
 
 from __future__ import annotations
 
-PY_EXTENSION = r'''#!/usr/bin/env python3
+PY_EXTENSION = r"""#!/usr/bin/env python3
 import json
 import os
 import socket
@@ -115,7 +115,7 @@ while True:
         left = event["deadlineMs"] - int(time.time() * 1000)
         say("SHUTDOWN", event["shutdownReason"], left)
         sys.exit(0)
-'''
+"""
 
 NODE_EXTENSION = r"""#!/usr/bin/env node
 const http = require('http');

@@ -76,7 +76,13 @@ def wait_line(server: Server, name: str, pattern: str, timeout: float = 20.0) ->
     ("runtime", "handler", "code", "ext_name", "ext_code"),
     [
         ("python3.11", "app.handler", {"app.py": HANDLER_PY}, "py-recorder", PY_EXTENSION),
-        ("nodejs20.x", "index.handler", {"index.js": HANDLER_NODE}, "node-recorder", NODE_EXTENSION),
+        (
+            "nodejs20.x",
+            "index.handler",
+            {"index.js": HANDLER_NODE},
+            "node-recorder",
+            NODE_EXTENSION,
+        ),
     ],
     ids=["python", "node"],
 )
@@ -91,7 +97,9 @@ def test_external_extension_lifecycle_and_telemetry(
     ext_name: str,
     ext_code: str,
 ) -> None:
-    layer = publish(lam, layer_arns, {f"extensions/{ext_name}": ext_code}, (f"extensions/{ext_name}",))
+    layer = publish(
+        lam, layer_arns, {f"extensions/{ext_name}": ext_code}, (f"extensions/{ext_name}",)
+    )
     name = functions.create(
         code,
         handler=handler,

@@ -38,6 +38,7 @@ class Parkable(Protocol):
     """A connection an extension's `/event/next` can wait on."""
 
     alive: bool
+    parked: bool
 
     def write(self, data: bytes) -> None: ...
 
@@ -202,9 +203,9 @@ class Extensions:
             )
         return ext
 
-    def next(self, conn: Parkable, identifier: str | None) -> bool:
+    def next(self, conn: Parkable, identifier: str | None) -> None:
         """An extension's `/event/next`: answers with its next event, or parks `conn`
-        (returns True) until there is one."""
+        until there is one."""
         ext = self.find(identifier)
         changed = False
         if ext.shutting_down and not ext.done:
@@ -214,16 +215,15 @@ class Extensions:
             ext.waiting = True
             self.busy.discard(ext)
             changed = True
-        parked = False
         if ext.queue:
             ext.waiting = False
             conn.write(ext.queue.popleft())
         else:
+            # Parked before anyone hears of it: `on_change` may answer it at once.
             ext.poller = conn
-            parked = True
+            conn.parked = True
         if changed:
             self._on_change()
-        return parked
 
     def error(
         self, kind: str, identifier: str | None, error_type: str | None, body: bytes

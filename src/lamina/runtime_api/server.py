@@ -263,8 +263,7 @@ class RuntimeApiServer:
         ext_api = self.extensions
         try:
             if path == _EXT_NEXT and method == b"GET":
-                if ext_api.next(conn, headers.get(b"lambda-extension-identifier")):
-                    conn.parked = True
+                ext_api.next(conn, headers.get(b"lambda-extension-identifier"))
             elif path == _EXT_REGISTER and method == b"POST":
                 conn.write(
                     ext_api.register(
