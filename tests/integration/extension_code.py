@@ -5,6 +5,7 @@ Each registers for INVOKE and SHUTDOWN, subscribes a listener to the Telemetry A
 reports what it sees as lines of its own output (which land in the function's log stream):
 
     EXT <name> REGISTERED <functionName> <handler>
+    EXT <name> LISTEN <host>                     (where its telemetry listener listens)
     EXT <name> ERR <status> <errorType>          (a deliberately bad call)
     EXT <name> INVOKE <requestId> <invokedFunctionArn>
     EXT <name> DONE <requestId>                  (after its post-processing)
@@ -75,6 +76,7 @@ def listen():
     except OSError:
         host = "127.0.0.1"
     server = HTTPServer((host, 0), Listener)
+    say("LISTEN", host)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server.server_address[1]
 

@@ -8,6 +8,7 @@ which land in the function's log stream; the tests read them from the server's l
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 import uuid
@@ -119,6 +120,13 @@ def test_external_extension_lifecycle_and_telemetry(
     assert f"EXT {ext_name} REGISTERED {name} {handler} 000000000000" in ext_lines
     assert f"EXT {ext_name} SUBSCRIBED 200" in ext_lines
     if ext_name == "py-recorder":
+        # Inside a namespace sandbox, sandbox.localdomain resolves, as on Lambda.
+        host = (
+            "127.0.0.1"
+            if os.environ.get("LAMINA_TEST_SANDBOX") == "process"
+            else ("sandbox.localdomain")
+        )
+        assert f"EXT {ext_name} LISTEN {host}" in ext_lines
         assert f"EXT {ext_name} ERR 403 Extension.InvalidExtensionIdentifier" in ext_lines
         assert f"EXT {ext_name} ERR 403 Extension.UnknownExtensionIdentifier" in ext_lines
     else:
@@ -184,6 +192,31 @@ def test_shutdown_on_idle_timeout(own_server: Any, tmp_path: Any) -> None:
     assert "FunctionError" not in lam.invoke(FunctionName="idle", Payload=b"{}")
     shutdown = wait_line(server, "idle", r"EXT rec SHUTDOWN (\w+)", timeout=30)
     assert shutdown[1] == "spindown"
+
+
+def test_extension_past_the_timeout_times_the_invocation_out(
+    server: Server, lam: Any, functions: Functions, layer_arns: list[str]
+) -> None:
+    layer = publish(lam, layer_arns, {"extensions/slow": PY_EXTENSION}, ("extensions/slow",))
+    name = functions.create(
+        HANDLER_PY,
+        Layers=[layer],
+        Timeout=1,
+        Environment={"Variables": {"EXT_POST_PROCESS_S": "5"}},
+    )["FunctionName"]
+    resp = lam.invoke(FunctionName=name, Payload=b"{}")
+    # The runtime answered in time: the caller has its result ...
+    assert "FunctionError" not in resp
+    rid = resp["ResponseMetadata"]["HTTPHeaders"]["x-amzn-requestid"]
+    # ... but the extension held the invocation past the timeout: reset, as on Lambda.
+    report = wait_line(server, name, rf"REPORT RequestId: {rid}\t.*")
+    assert "Status: timeout" in report[0]
+    # The next invocation gets a new environment (its extension registers again).
+    assert "FunctionError" not in lam.invoke(FunctionName=name, Payload=b"{}")
+    wait_for(
+        lambda: len([m for m in lines(server, name) if m.startswith("EXT slow REGISTERED")]) == 2,
+        message="a second environment",
+    )
 
 
 def test_extension_init_error_fails_the_init(
