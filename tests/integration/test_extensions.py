@@ -219,6 +219,20 @@ def test_extension_past_the_timeout_times_the_invocation_out(
     )
 
 
+def test_extension_that_exits_before_registering_fails_the_init_at_once(
+    lam: Any, functions: Functions, layer_arns: list[str]
+) -> None:
+    crashing = "#!/bin/sh\necho 'crashing now'\nexit 3\n"
+    layer = publish(lam, layer_arns, {"extensions/crash": crashing}, ("extensions/crash",))
+    name = functions.create(HANDLER_PY, Layers=[layer])["FunctionName"]
+    t0 = time.monotonic()
+    resp = lam.invoke(FunctionName=name, Payload=b"{}")
+    # Not the init phase's 10 s timeout: the extension's exit ends it.
+    assert time.monotonic() - t0 < 5
+    assert resp["FunctionError"] == "Unhandled"
+    assert json.loads(resp["Payload"].read())["errorType"] == "Extension.Crash"
+
+
 def test_extension_init_error_fails_the_init(
     lam: Any, functions: Functions, layer_arns: list[str]
 ) -> None:

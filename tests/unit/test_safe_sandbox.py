@@ -52,7 +52,11 @@ class FakeInner:
         self.log.append("prepare")
         return RuntimeApiEndpoint(socket.socket(), "127.0.0.1:9001")
 
-    async def start(self, env: Mapping[str, str], gate: Awaitable[None] | None = None) -> None:
+    async def start(
+        self,
+        env: Mapping[str, str],
+        extensions_started: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.log.append("start:begin")
         self.started += 1
         if self.start_gate is not None:

@@ -262,6 +262,19 @@ class Extensions:
                     ext.waiting = False
         return targets
 
+    def external_gone(self) -> None:
+        """Every external extension process has exited: none of them holds an invocation
+        or gets events any more."""
+        for ext in self.by_id.values():
+            if ext.external:
+                ext.done = True
+                ext.poller = None
+                self.busy.discard(ext)
+        self.invoke_subscribers = any(
+            INVOKE in e.events and not e.done for e in self.by_id.values()
+        )
+        self._on_change()
+
     def forget(self, conn: Parkable) -> None:
         """A connection closed: an extension parked on it is no longer listening."""
         for ext in self.by_id.values():

@@ -16,8 +16,8 @@ Contract for backends:
 - Extensions: when `spec.extensions` names executables, `start()` launches them first, in
   the sandbox and with the same environment, their stdout/stderr on
   `spec.extension_output_fd` (which only they hold: its end of file tells the caller they
-  are all gone); then it waits for `gate` (the caller's sign that they have registered)
-  before it launches the runtime.
+  are all gone); then it awaits `extensions_started()` (the caller closes its copy of that
+  descriptor, and returns once they have registered) before it launches the runtime.
 - `connect(port)` gives a socket connected to `port` on the sandbox's own loopback (how
   Lamina reaches an extension's Telemetry API listener).
 - `start()` returns once the runtime process exists (not when it is ready: readiness is the
@@ -175,7 +175,11 @@ class Sandbox(Protocol):
 
     async def prepare(self) -> RuntimeApiEndpoint: ...
 
-    async def start(self, env: Mapping[str, str], gate: Awaitable[None] | None = None) -> None: ...
+    async def start(
+        self,
+        env: Mapping[str, str],
+        extensions_started: Callable[[], Awaitable[None]] | None = None,
+    ) -> None: ...
 
     async def connect(self, port: int) -> socket.socket:
         """A TCP socket connected to `port` on the sandbox's loopback (raises OSError)."""

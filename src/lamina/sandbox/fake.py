@@ -60,9 +60,13 @@ class FakeSandbox:
     async def connect(self, port: int) -> socket.socket:
         return await connect_local(port)
 
-    async def start(self, env: Mapping[str, str], gate: Awaitable[None] | None = None) -> None:
-        if gate is not None:
-            await gate  # the fake starts no extension processes; in-process ones register
+    async def start(
+        self,
+        env: Mapping[str, str],
+        extensions_started: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        if extensions_started is not None:
+            await extensions_started()  # the fake starts no processes; in-process ones register
         self._scratch.mkdir(parents=True)  # tiny, and the fake is for tests: on the loop
         env = dict(env)
         if "AWS_LAMBDA_RUNTIME_API" not in env:

@@ -32,7 +32,7 @@ import pwd
 import signal
 import socket
 import sys
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,7 +152,11 @@ class NamespaceSandbox:
             raise
         return sock
 
-    async def start(self, env: Mapping[str, str], gate: Awaitable[None] | None = None) -> None:
+    async def start(
+        self,
+        env: Mapping[str, str],
+        extensions_started: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         child = self._child
         if child is None:
             raise SandboxError("start() before prepare()")
@@ -201,8 +205,8 @@ class NamespaceSandbox:
             answer = await loop.sock_recv(child.ctl, 1 << 16)
             if answer and b'"launched"' in answer:
                 # The extensions run; the runtime starts once they have registered.
-                if gate is not None:
-                    await gate
+                if extensions_started is not None:
+                    await extensions_started()
                 await loop.sock_sendall(child.ctl, b'{"go": true}')
                 answer = await loop.sock_recv(child.ctl, 1 << 16)
         except OSError as e:

@@ -21,7 +21,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
 from lamina.sandbox.api import (
@@ -73,7 +73,11 @@ class ProcessSandbox:
     async def connect(self, port: int) -> socket.socket:
         return await connect_local(port)
 
-    async def start(self, env: Mapping[str, str], gate: Awaitable[None] | None = None) -> None:
+    async def start(
+        self,
+        env: Mapping[str, str],
+        extensions_started: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         spec = self._spec
         env = dict(env)
         env["TMPDIR"] = str(self._scratch)
@@ -83,8 +87,8 @@ class ProcessSandbox:
                 await loop.run_in_executor(None, self._spawn_extensions, env)
             except OSError as e:
                 raise SandboxError(f"cannot start extensions: {e}") from e
-            if gate is not None:
-                await gate
+            if extensions_started is not None:
+                await extensions_started()
         try:
             # Opening the log, fork and exec all block: off the event loop.
             self._proc = await loop.run_in_executor(None, self._spawn, env)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 from lamina.sandbox.api import ExitCallback, RuntimeApiEndpoint, Sandbox, SandboxError
@@ -53,13 +53,17 @@ class SafeSandbox:
                     raise
                 raise SandboxError(f"sandbox {self.id} failed to prepare: {e}") from e
 
-    async def start(self, env: Mapping[str, str], gate: Awaitable[None] | None = None) -> None:
+    async def start(
+        self,
+        env: Mapping[str, str],
+        extensions_started: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         async with self._lock:
             if self._dead or self._started or not self._prepared:
                 raise SandboxError(f"sandbox {self.id} cannot be started now")
             self._started = True
             try:
-                await self._inner.start(env, gate)
+                await self._inner.start(env, extensions_started)
             except BaseException as e:
                 await self._destroy_locked()
                 if isinstance(e, SandboxError | asyncio.CancelledError):

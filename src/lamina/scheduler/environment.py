@@ -205,6 +205,7 @@ class Environment:
         self._tasks: set[asyncio.Task[bytes | None]] = set()
         self._runtime_exited = False
         self._extensions_gone = False
+        self._ext_output: int | None = None
         self._shutdown_reason = "spindown"
         self._sandbox: SafeSandbox | None = None
         # None once the runtime is ready; an error payload if it failed first.
@@ -282,6 +283,7 @@ class Environment:
                     self._api.extensions.expected = frozenset(names)
                     self._gate = self._loop.create_future()
                     ext_output = self._log.pipe("extension", on_eof=self._on_extensions_gone)
+                    self._ext_output = ext_output
             output = self._log.pipe()
             spec = SandboxSpec(
                 sandbox_id=self.id,
@@ -328,16 +330,16 @@ class Environment:
                 # Launch first, then serve the Runtime API while the runtime starts up: its
                 # listening socket holds the runtime's connection until then.
                 try:
+                    started = self._extensions_started if self._gate is not None else None
                     await asyncio.gather(
-                        self._sandbox.start(env, self._gate), self._api.start(endpoint.sock)
+                        self._sandbox.start(env, started), self._api.start(endpoint.sock)
                     )
                 finally:
                     if gate_timer is not None:
                         gate_timer.cancel()
             finally:
                 os.close(output)  # the runtime holds its own copy now
-                if ext_output is not None:
-                    os.close(ext_output)
+                self._close_extension_output()
             self._sandbox.on_exit(self._on_exit)
             t3 = time.perf_counter()
             phase.labels("sandbox", runtime).observe(t1 - t0)
@@ -384,6 +386,17 @@ class Environment:
         self._unreported_init_ms = (t4 - t0) * 1000
         self._move(EnvState.IDLE)
 
+    async def _extensions_started(self) -> None:
+        # Only the extensions hold their pipe from now on: its end of file is their exit.
+        self._close_extension_output()
+        assert self._gate is not None
+        await self._gate
+
+    def _close_extension_output(self) -> None:
+        if self._ext_output is not None:
+            os.close(self._ext_output)
+            self._ext_output = None
+
     def _open_gate(self) -> None:
         if self._gate is not None and not self._gate.done():
             self._gate.set_result(None)
@@ -396,7 +409,17 @@ class Environment:
             self._open_gate()
 
     def _on_extensions_gone(self) -> None:
+        """Every external extension has exited (their output pipe's end of file)."""
         self._extensions_gone = True
+        if not self._ready.done():
+            # Before the init phase ended: it cannot end any more (Lambda's Extension.Crash).
+            self._on_init_error(
+                _error_payload(
+                    "Extension.Crash", "An extension exited before the init phase ended"
+                ),
+                "Extension.Crash",
+            )
+        self._api.extensions.external_gone()
 
     def _line(self, category: str, stamp_ms: int, text: str) -> None:
         self._telemetry.line(category, stamp_ms, text)
