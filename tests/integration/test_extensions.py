@@ -32,6 +32,42 @@ HANDLER_NODE = (
     "  return { wrapped: process.env.WRAPPED || null, args: process.env.WRAPPED_ARGS || null };\n"
     "};\n"
 )
+#: a function that shuts down gracefully on SIGTERM, with an internal extension if INTERNAL=1
+HANDLER_GRACEFUL = """
+import json, os, signal, sys, threading, urllib.request
+
+API = os.environ["AWS_LAMBDA_RUNTIME_API"]
+
+
+def on_term(signum, frame):
+    print("RUNTIME SIGTERM", flush=True)
+    sys.exit(0)
+
+
+signal.signal(signal.SIGTERM, on_term)
+if os.environ.get("INTERNAL") == "1":
+    request = urllib.request.Request(
+        f"http://{API}/2020-01-01/extension/register",
+        data=b'{"events": ["INVOKE"]}',
+        headers={"Lambda-Extension-Name": "inproc"},
+    )
+    ident = urllib.request.urlopen(request).headers["Lambda-Extension-Identifier"]
+
+    def events():
+        while True:
+            request = urllib.request.Request(
+                f"http://{API}/2020-01-01/extension/event/next",
+                headers={"Lambda-Extension-Identifier": ident},
+            )
+            event = json.loads(urllib.request.urlopen(request).read())
+            print("INTERNAL", event["eventType"], event["requestId"], flush=True)
+
+    threading.Thread(target=events, daemon=True).start()
+
+
+def handler(event, context):
+    return {"ok": True}
+"""
 WRAPPER = '#!/bin/bash\nexport WRAPPED=yes\nexport WRAPPED_ARGS="$*"\nexec "$@"\n'
 #: how long the extensions work on each INVOKE after the runtime has answered
 POST_PROCESS_S = 1.0
@@ -171,6 +207,35 @@ def test_external_extension_lifecycle_and_telemetry(
     shutdown = wait_line(server, name, rf"EXT {ext_name} SHUTDOWN (\w+) (-?\d+)")
     assert shutdown[1] == "spindown"
     assert 0 < int(shutdown[2]) <= 2000
+
+
+def test_runtime_gets_sigterm_after_the_extensions_shutdown(
+    server: Server, lam: Any, functions: Functions, layer_arns: list[str]
+) -> None:
+    layer = publish(lam, layer_arns, {"extensions/rec": PY_EXTENSION}, ("extensions/rec",))
+    name = functions.create(HANDLER_GRACEFUL, Layers=[layer])["FunctionName"]
+    assert "FunctionError" not in lam.invoke(FunctionName=name, Payload=b"{}")
+    wait_line(server, name, r"REPORT RequestId")
+    lam.delete_function(FunctionName=name)
+    wait_line(server, name, r"RUNTIME SIGTERM")
+    stream = lines(server, name, "")
+    assert stream.index("RUNTIME SIGTERM") > next(
+        i for i, m in enumerate(stream) if m.startswith("EXT rec SHUTDOWN spindown")
+    )
+
+
+def test_internal_extension_gets_invoke_and_the_runtime_sigterm(
+    server: Server, lam: Any, functions: Functions
+) -> None:
+    name = functions.create(HANDLER_GRACEFUL, Environment={"Variables": {"INTERNAL": "1"}})[
+        "FunctionName"
+    ]
+    resp = lam.invoke(FunctionName=name, Payload=b"{}")
+    assert "FunctionError" not in resp
+    rid = resp["ResponseMetadata"]["HTTPHeaders"]["x-amzn-requestid"]
+    wait_line(server, name, rf"INTERNAL INVOKE {rid}")
+    lam.delete_function(FunctionName=name)
+    wait_line(server, name, r"RUNTIME SIGTERM")
 
 
 def test_shutdown_on_idle_timeout(own_server: Any, tmp_path: Any) -> None:

@@ -68,6 +68,9 @@ class FakeInner:
     def on_exit(self, callback: ExitCallback) -> None:
         self.exit_callbacks.append(callback)
 
+    def terminate(self) -> None:
+        self.log.append("terminate")
+
     async def connect(self, port: int) -> socket.socket:
         raise OSError("no network here")
 

@@ -26,8 +26,10 @@ from typing import Protocol
 
 #: how many extensions one function may have (Lambda's limit)
 MAX_EXTENSIONS = 10
-#: SHUTDOWN's time budget: 2 s with external extensions, as on Lambda
+#: the Shutdown phase's time budget, as on Lambda: 2 s with external extensions, 0.5 s with
+#: internal ones only (none without extensions: the environment is killed at once)
 SHUTDOWN_EXTERNAL_S = 2.0
+SHUTDOWN_INTERNAL_S = 0.5
 INVOKE = "INVOKE"
 SHUTDOWN = "SHUTDOWN"
 _EXTERNAL_EVENTS = frozenset({INVOKE, SHUTDOWN})

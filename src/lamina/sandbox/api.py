@@ -185,6 +185,11 @@ class Sandbox(Protocol):
         """A TCP socket connected to `port` on the sandbox's loopback (raises OSError)."""
         ...
 
+    def terminate(self) -> None:
+        """Send the runtime (not the extensions) SIGTERM, as Lambda does in its Shutdown
+        phase; a no-op once it is gone. Never raises."""
+        ...
+
     def init_done(self) -> None:
         """The runtime finished its init phase: steady-state limits may apply now (Lambda
         runs the init phase with more CPU than a small function gets afterwards)."""

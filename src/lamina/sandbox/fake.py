@@ -98,6 +98,9 @@ class FakeSandbox:
     def out_of_memory(self) -> bool:
         return False  # threads share this process's memory: nothing to enforce
 
+    def terminate(self) -> None:
+        pass  # the fake's runtime is a thread: no signal reaches it
+
     def init_done(self) -> None:
         pass
 

@@ -221,6 +221,20 @@ class NamespaceSandbox:
             raise SandboxError(f"sandbox {self.id}: {problem.get('error')}") from cause
         self._backend.watch_memory(self)
 
+    def terminate(self) -> None:
+        # The sandbox's init ignores SIGTERM (it is a PID namespace's init without a
+        # handler): the runtime is its first child, forked before any extension.
+        child = self._child
+        if child is None or child.exit.status is not None:
+            return
+        try:
+            with open(f"/proc/{child.pid}/task/{child.pid}/children") as f:
+                first = f.read().split()[:1]
+            if first:
+                os.kill(int(first[0]), signal.SIGTERM)
+        except (OSError, ValueError):
+            pass  # gone already, or a kernel without the children file: killed later
+
     def init_done(self) -> None:
         child = self._child
         if child is None:

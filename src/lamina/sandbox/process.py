@@ -164,6 +164,11 @@ class ProcessSandbox:
         """Exited or destroyed: nothing left to watch."""
         return self._destroyed or self._exit.status is not None
 
+    def terminate(self) -> None:
+        if self._proc is not None and self._exit.status is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(self._proc.pid, signal.SIGTERM)
+
     def init_done(self) -> None:
         pass
 

@@ -79,6 +79,10 @@ class SafeSandbox:
     def out_of_memory(self) -> bool:
         return self._inner.out_of_memory
 
+    def terminate(self) -> None:
+        if not self._dead:
+            self._inner.terminate()
+
     def init_done(self) -> None:
         self._inner.init_done()
 

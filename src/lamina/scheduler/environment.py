@@ -32,7 +32,7 @@ from lamina import limits
 from lamina.models import FunctionConfig, InvokeRequest, InvokeResult
 from lamina.observability import LogWriter, Metrics, Report
 from lamina.runtime_api import Invocation, RuntimeApiServer, RuntimeOutcome
-from lamina.runtime_api.extensions import SHUTDOWN_EXTERNAL_S, Extension
+from lamina.runtime_api.extensions import SHUTDOWN_EXTERNAL_S, SHUTDOWN_INTERNAL_S, Extension
 from lamina.sandbox import SafeSandbox, SandboxBackend, SandboxError, SandboxSpec
 
 log = logging.getLogger(__name__)
@@ -718,21 +718,40 @@ class Environment:
     # -- death ---------------------------------------------------------------------
 
     async def _shutdown_extensions(self) -> None:
-        """Lambda's Shutdown phase: SHUTDOWN to the extensions subscribed to it, and until
-        its deadline for them to finish (call /event/next again, or exit)."""
-        targets = self._api.extensions.shutdown_subscribers()
-        if not targets or self._extensions_gone:
+        """Lambda's Shutdown phase, for an environment with extensions: SHUTDOWN to the
+        external ones subscribed to it, until they are done (back in /event/next, or
+        exited), then SIGTERM to the runtime until it exits; all within the phase's budget.
+
+        Lambda signals the runtime and the extensions at once; here the runtime comes last
+        because a namespace sandbox ends with its runtime, extensions included.
+        """
+        extensions = self._api.extensions
+        if not extensions.by_id:
             return
-        budget = SHUTDOWN_EXTERNAL_S
-        end = time.monotonic() + budget
-        # What is buffered for them goes first, so the last REPORT reaches its subscriber.
-        await self._telemetry.drain(budget / 4)
-        deadline_ms = int(time.time() * 1000 + (end - time.monotonic()) * 1000)
-        targets = self._api.shutdown(self._shutdown_reason, deadline_ms)
-        while time.monotonic() < end and not self._extensions_gone:
-            if all(t.done for t in targets):
-                break
-            await asyncio.sleep(_SHUTDOWN_POLL_S)
+        external = extensions.any_external and not self._extensions_gone
+        end = time.monotonic() + (SHUTDOWN_EXTERNAL_S if external else SHUTDOWN_INTERNAL_S)
+        targets = extensions.shutdown_subscribers() if external else []
+        if targets:
+            # What is buffered for them goes first, so the last REPORT reaches them.
+            await self._telemetry.drain(SHUTDOWN_EXTERNAL_S / 4)
+            deadline_ms = int(time.time() * 1000 + (end - time.monotonic()) * 1000)
+            targets = self._api.shutdown(self._shutdown_reason, deadline_ms)
+            while time.monotonic() < end and not self._extensions_gone:
+                if all(t.done for t in targets):
+                    break
+                await asyncio.sleep(_SHUTDOWN_POLL_S)
+        if self._sandbox is None or self._runtime_exited:
+            return
+        exited: asyncio.Future[None] = self._loop.create_future()
+
+        def on_exit(_status: int) -> None:
+            if not exited.done():
+                exited.set_result(None)
+
+        self._sandbox.on_exit(on_exit)
+        self._sandbox.terminate()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(exited, max(end - time.monotonic(), 0.001))
 
     def _die(self) -> None:
         """Mark dead now and tear down in the background."""
