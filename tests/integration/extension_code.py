@@ -11,6 +11,7 @@ reports what it sees as lines of its own output (which land in the function's lo
     EXT <name> DONE <requestId>                  (after its post-processing)
     EXT <name> TYPE <telemetry event type>       (the first of each type it receives)
     EXT <name> FUNCTION-LINE <record>            (a function line carrying MARK)
+    EXT <name> platform.runtimeDone|platform.report <requestId> <status> <durationMs>
     EXT <name> SHUTDOWN <shutdownReason> <ms to the deadline>
 """
 
@@ -59,6 +60,9 @@ class Listener(BaseHTTPRequestHandler):
             if new:
                 say("TYPE", event["type"])
             record = event.get("record")
+            if event["type"] in ("platform.runtimeDone", "platform.report"):
+                say(event["type"], record["requestId"], record["status"],
+                    record["metrics"]["durationMs"])
             if event["type"] == "function" and "MARK" in str(record):
                 say("FUNCTION-LINE", str(record).strip())
         # Answered once handled: Lamina sends SHUTDOWN after its last batch is taken.
@@ -156,6 +160,10 @@ function listen() {
           if (!seenTypes.has(event.type)) {
             seenTypes.add(event.type);
             say('TYPE', event.type);
+          }
+          if (event.type === 'platform.runtimeDone' || event.type === 'platform.report') {
+            const r = event.record;
+            say(event.type, r.requestId, r.status, r.metrics.durationMs);
           }
           if (event.type === 'function' && String(event.record).includes('MARK')) {
             say('FUNCTION-LINE', String(event.record).trim());

@@ -200,6 +200,13 @@ def test_external_extension_lifecycle_and_telemetry(
     ):
         wait_line(server, name, rf"EXT {ext_name} TYPE {re.escape(kind)}$")
     wait_line(server, name, rf"EXT {ext_name} FUNCTION-LINE .*MARK {rid2}")
+    # The runtime's own duration, and the invocation's (the extension's time included).
+    runtime_done = wait_line(
+        server, name, rf"EXT {ext_name} platform.runtimeDone {rid2} (\S+) (\S+)"
+    )
+    assert runtime_done[1] == "success" and float(runtime_done[2]) < POST_PROCESS_S * 1000
+    reported = wait_line(server, name, rf"EXT {ext_name} platform.report {rid2} (\S+) (\S+)")
+    assert reported[1] == "success" and float(reported[2]) >= POST_PROCESS_S * 1000
 
     # The environment ends (the function is deleted): SHUTDOWN, with time left before its
     # deadline (2 s with external extensions, as on Lambda).

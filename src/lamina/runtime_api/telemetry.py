@@ -27,7 +27,7 @@ import logging
 import socket
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -220,6 +220,67 @@ class Telemetry:
             self._emit(False, "platform", _event(*telemetry, stamp))
         if logs_api is not None:
             self._emit(True, "platform", _event(*logs_api, stamp))
+
+    # Lambda's platform events, each in the shape of each API.
+
+    def init_start(self, function: str, version: str, instance: str, memory_mb: int) -> None:
+        record = {
+            "initializationType": "on-demand",
+            "phase": "init",
+            "functionName": function,
+            "functionVersion": version,
+            "instanceId": instance,
+            "instanceMaxMemory": memory_mb,
+        }
+        self.platform(("platform.initStart", record))
+
+    def init_done(self, status: str, duration_ms: float, error_type: str | None) -> None:
+        """The init phase ended (`success` or `failure`): later subscribers get events from
+        now on only."""
+        record: dict[str, Any] = {"initializationType": "on-demand", "phase": "init"}
+        record["status"] = status
+        if error_type:
+            record["errorType"] = error_type
+        self.platform(("platform.initRuntimeDone", record))
+        metrics = {"metrics": {"durationMs": round(duration_ms, 3)}}
+        self.platform(("platform.initReport", {**record, **metrics}))
+        self.end_backlog()
+
+    def extension(self, name: str, events: Iterable[str]) -> None:
+        record = {"name": name, "state": "Ready", "events": sorted(events)}
+        self.platform(("platform.extension", record), ("platform.extension", record))
+
+    def invoke_start(self, request_id: str, version: str, trace_id: str) -> None:
+        record: dict[str, Any] = {"requestId": request_id, "version": version}
+        if trace_id:
+            record["tracing"] = {"type": "X-Amzn-Trace-Id", "value": trace_id}
+        logs_record = {"requestId": request_id, "version": version}
+        self.platform(("platform.start", record), ("platform.start", logs_record))
+
+    def runtime_done(
+        self,
+        request_id: str,
+        status: str,
+        duration_ms: float,
+        produced_bytes: int,
+        error_type: str | None,
+    ) -> None:
+        """The runtime answered (`success`, `error`, `failure` or `timeout`)."""
+        record: dict[str, Any] = {
+            "requestId": request_id,
+            "status": status,
+            "metrics": {"durationMs": round(duration_ms, 3), "producedBytes": produced_bytes},
+        }
+        if error_type:
+            record["errorType"] = error_type
+        logs_record = {"requestId": request_id, "status": status}
+        self.platform(("platform.runtimeDone", record), ("platform.runtimeDone", logs_record))
+
+    def report(self, request_id: str, record: dict[str, Any]) -> None:
+        """The invocation's REPORT (`record`: the Telemetry API's, with its `metrics`)."""
+        self.platform(("platform.report", record), ("platform.end", {"requestId": request_id}))
+        logs_record = {"requestId": request_id, "metrics": record["metrics"]}
+        self.platform(None, ("platform.report", logs_record))
 
     def line(self, category: str, stamp_ms: int, text: str) -> None:
         """A log line of the function (`function`) or of an extension (`extension`)."""

@@ -260,18 +260,8 @@ class Environment:
         t0 = time.perf_counter()
         extensions: tuple[str, ...] = ()
         ext_output: int | None = None
-        self._telemetry.platform(
-            (
-                "platform.initStart",
-                {
-                    "initializationType": "on-demand",
-                    "phase": "init",
-                    "functionName": ctx.config.name,
-                    "functionVersion": ctx.config.version,
-                    "instanceId": self.id,
-                    "instanceMaxMemory": ctx.config.memory_size,
-                },
-            )
+        self._telemetry.init_start(
+            ctx.config.name, ctx.config.version, self.id, ctx.config.memory_size
         )
         self._log.listener = self._line
         try:
@@ -402,8 +392,7 @@ class Environment:
             self._gate.set_result(None)
 
     def _on_extension(self, ext: Extension) -> None:
-        record = {"name": ext.name, "state": "Ready", "events": sorted(ext.events)}
-        self._telemetry.platform(("platform.extension", record), ("platform.extension", record))
+        self._telemetry.extension(ext.name, ext.events)
         extensions = self._api.extensions
         if extensions.expected <= {e.name for e in extensions.by_id.values() if e.external}:
             self._open_gate()
@@ -425,28 +414,12 @@ class Environment:
         self._telemetry.line(category, stamp_ms, text)
 
     def _init_telemetry(self, status: str, duration_ms: float, failure: bytes | None) -> None:
-        common: dict[str, object] = {"initializationType": "on-demand", "phase": "init"}
-        error: dict[str, object] = {}
+        error_type = None
         if failure is not None:
             with contextlib.suppress(ValueError, AttributeError):
-                error_type = json.loads(failure).get("errorType")
-                if isinstance(error_type, str):
-                    error["errorType"] = error_type
-        self._telemetry.platform(
-            ("platform.initRuntimeDone", {**common, "status": status, **error})
-        )
-        self._telemetry.platform(
-            (
-                "platform.initReport",
-                {
-                    **common,
-                    "status": status,
-                    **error,
-                    "metrics": {"durationMs": round(duration_ms, 3)},
-                },
-            )
-        )
-        self._telemetry.end_backlog()
+                found = json.loads(failure).get("errorType")
+                error_type = found if isinstance(found, str) else None
+        self._telemetry.init_done(status, duration_ms, error_type)
         if not self._telemetry.wants_lines:
             self._log.listener = None  # nobody takes log lines: none of their cost
 
@@ -458,7 +431,9 @@ class Environment:
         if first is not None:
             self._log.start(first.request_id, self.ctx.config.version, capture=first.log_tail)
             if self._telemetry.active:
-                self._start_telemetry(first)
+                self._telemetry.invoke_start(
+                    first.request_id, self.ctx.config.version, first.trace_id
+                )
         if not self._ready.done():
             self._ready.set_result(None)
 
@@ -505,21 +480,13 @@ class Environment:
         init_ms, self._unreported_init_ms = self._unreported_init_ms, None
         self._log.start(request.request_id, self.ctx.config.version, capture=request.log_tail)
         if self._telemetry.active:
-            self._start_telemetry(request)
+            self._telemetry.invoke_start(
+                request.request_id, self.ctx.config.version, request.trace_id
+            )
         started = time.perf_counter()
         future: asyncio.Future[RuntimeOutcome] = self._loop.create_future()
         self._api.submit(self._invocation(request, future))
         return await self._outcome(request, future, started, init_ms)
-
-    def _start_telemetry(self, request: InvokeRequest) -> None:
-        version = self.ctx.config.version
-        record: dict[str, object] = {"requestId": request.request_id, "version": version}
-        if request.trace_id:
-            record["tracing"] = {"type": "X-Amzn-Trace-Id", "value": request.trace_id}
-        self._telemetry.platform(
-            ("platform.start", record),
-            ("platform.start", {"requestId": request.request_id, "version": version}),
-        )
 
     def _invocation(
         self, request: InvokeRequest, future: asyncio.Future[RuntimeOutcome]
@@ -565,7 +532,14 @@ class Environment:
             self.outcome_kind = Outcome.FUNCTION_ERROR
         duration_ms = (time.perf_counter() - started) * 1000
         if self._telemetry.active:
-            self._runtime_done_telemetry(request.request_id, duration_ms, outcome)
+            status = _status(outcome)
+            self._telemetry.runtime_done(
+                request.request_id,
+                status,
+                duration_ms,
+                len(outcome.body),
+                outcome.error_type if status != "success" else None,
+            )
         if self._api.extensions_busy and self.state is EnvState.BUSY:
             # The caller gets the answer now; the environment is done when the extensions
             # that took this INVOKE are, and its REPORT counts (and bills) their time.
@@ -642,22 +616,6 @@ class Environment:
         if settling is not None and not settling.done():
             settling.set_result(None)
 
-    def _runtime_done_telemetry(
-        self, request_id: str, duration_ms: float, outcome: RuntimeOutcome
-    ) -> None:
-        status = _status(outcome)
-        record: dict[str, object] = {
-            "requestId": request_id,
-            "status": status,
-            "metrics": {"durationMs": round(duration_ms, 3), "producedBytes": len(outcome.body)},
-        }
-        if status != "success" and outcome.error_type:
-            record["errorType"] = outcome.error_type
-        self._telemetry.platform(
-            ("platform.runtimeDone", record),
-            ("platform.runtimeDone", {"requestId": request_id, "status": status}),
-        )
-
     def _report(
         self, request_id: str, duration_ms: float, init_ms: float | None, outcome: RuntimeOutcome
     ) -> bytes | None:
@@ -686,15 +644,7 @@ class Environment:
         )
         tail = self._log.finish(report, note)
         if self._telemetry.active:
-            record = report.record()
-            metrics = record["metrics"]
-            self._telemetry.platform(
-                ("platform.report", record),
-                ("platform.end", {"requestId": request_id}),
-            )
-            self._telemetry.platform(
-                None, ("platform.report", {"requestId": request_id, "metrics": metrics})
-            )
+            self._telemetry.report(request_id, report.record())
         return tail
 
     def _on_timeout(self, future: asyncio.Future[RuntimeOutcome], request_id: str) -> None:
