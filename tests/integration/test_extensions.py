@@ -245,6 +245,25 @@ def test_internal_extension_gets_invoke_and_the_runtime_sigterm(
     wait_line(server, name, r"RUNTIME SIGTERM")
 
 
+def test_json_log_lines_reach_telemetry_as_objects(
+    server: Server, lam: Any, functions: Functions, layer_arns: list[str]
+) -> None:
+    layer = publish(lam, layer_arns, {"extensions/rec": PY_EXTENSION}, ("extensions/rec",))
+    code = (
+        "import json\n"
+        "def handler(event, context):\n"
+        "    print(json.dumps({'level': 'INFO', 'MARK': context.aws_request_id}))\n"
+    )
+    name = functions.create(code, Layers=[layer], LoggingConfig={"LogFormat": "JSON"})[
+        "FunctionName"
+    ]
+    resp = lam.invoke(FunctionName=name, Payload=b"{}")
+    rid = resp["ResponseMetadata"]["HTTPHeaders"]["x-amzn-requestid"]
+    # The extension prints the record it got with Python's repr: a dict, not a string.
+    line = wait_line(server, name, r"EXT rec FUNCTION-LINE (.*)")
+    assert line[1] == repr({"level": "INFO", "MARK": rid})
+
+
 def test_shutdown_on_idle_timeout(own_server: Any, tmp_path: Any) -> None:
     server = own_server(None, "--idle-timeout", "1")
     lam = server.client()

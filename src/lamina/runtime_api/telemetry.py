@@ -282,9 +282,10 @@ class Telemetry:
         logs_record = {"requestId": request_id, "metrics": record["metrics"]}
         self.platform(None, ("platform.report", logs_record))
 
-    def line(self, category: str, stamp_ms: int, text: str) -> None:
-        """A log line of the function (`function`) or of an extension (`extension`)."""
-        event = {"time": iso_time(stamp_ms / 1000), "type": category, "record": text}
+    def line(self, category: str, stamp_ms: int, record: object) -> None:
+        """A log line of the function (`function`) or of an extension (`extension`): its
+        text, or the JSON object it holds (JSON log format)."""
+        event = {"time": iso_time(stamp_ms / 1000), "type": category, "record": record}
         self._emit(False, category, event)
         self._emit(True, category, event)
 

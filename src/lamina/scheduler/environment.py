@@ -411,7 +411,12 @@ class Environment:
         self._api.extensions.external_gone()
 
     def _line(self, category: str, stamp_ms: int, text: str) -> None:
-        self._telemetry.line(category, stamp_ms, text)
+        record: object = text
+        if self.ctx.config.logging.json and text.startswith("{"):
+            # In JSON log format a line that is a JSON object is sent as that object.
+            with contextlib.suppress(ValueError):
+                record = json.loads(text)
+        self._telemetry.line(category, stamp_ms, record)
 
     def _init_telemetry(self, status: str, duration_ms: float, failure: bytes | None) -> None:
         error_type = None
