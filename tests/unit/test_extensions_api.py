@@ -301,3 +301,71 @@ def test_a_dead_listener_costs_nothing_but_the_batch() -> None:
             await server.telemetry.drain(1.0)  # the batch is dropped, nothing raised
 
     run(test)
+
+
+def test_platform_events_in_each_api_schema() -> None:
+    async def test() -> None:
+        async with serve() as (server, _, _):
+            listener, port, batches = await _listener()
+            try:
+                ident = await register(server, "inproc", ["INVOKE"])
+                uri = f"http://sandbox.localdomain:{port}/t"
+                async with connect(server) as ext:
+                    for path, body in (
+                        ("/2022-07-01/telemetry", {"schemaVersion": "2022-12-13"}),
+                        ("/2020-08-15/logs", {}),
+                    ):
+                        request = {
+                            **body,
+                            "destination": {"protocol": "HTTP", "URI": uri},
+                            "types": ["platform"],
+                            "buffering": {"timeoutMs": 25},
+                        }
+                        assert await put(ext, path, request, ident) == (200, b'"OK"')
+                telemetry = server.telemetry
+                telemetry.init_done("success", 12.3456, None)
+                telemetry.invoke_start("r1", "$LATEST", "Root=1-abc")
+                telemetry.runtime_done("r1", "error", 5.5, 17, "Handled")
+                metrics = {"durationMs": 7.0, "billedDurationMs": 7, "memorySizeMB": 128}
+                telemetry.report("r1", {"requestId": "r1", "status": "error", "metrics": metrics})
+                got: list[dict[str, object]] = []
+                while len(got) < 11:
+                    got += await asyncio.wait_for(batches.get(), 2)
+                by_type: dict[str, list[object]] = {}
+                for event in got:
+                    by_type.setdefault(str(event["type"]), []).append(event["record"])
+                assert by_type["platform.initReport"] == [
+                    {
+                        "initializationType": "on-demand",
+                        "phase": "init",
+                        "status": "success",
+                        "metrics": {"durationMs": 12.346},
+                    }
+                ]
+                # Each API's own shape of the same moments.
+                assert sorted(by_type["platform.start"], key=len) == [
+                    {"requestId": "r1", "version": "$LATEST"},
+                    {
+                        "requestId": "r1",
+                        "version": "$LATEST",
+                        "tracing": {"type": "X-Amzn-Trace-Id", "value": "Root=1-abc"},
+                    },
+                ]
+                assert sorted(by_type["platform.runtimeDone"], key=len) == [
+                    {"requestId": "r1", "status": "error"},
+                    {
+                        "requestId": "r1",
+                        "status": "error",
+                        "metrics": {"durationMs": 5.5, "producedBytes": 17},
+                        "errorType": "Handled",
+                    },
+                ]
+                assert by_type["platform.end"] == [{"requestId": "r1"}]
+                assert sorted(by_type["platform.report"], key=len) == [
+                    {"requestId": "r1", "metrics": metrics},
+                    {"requestId": "r1", "status": "error", "metrics": metrics},
+                ]
+            finally:
+                listener.close()
+
+    run(test)
