@@ -52,6 +52,8 @@ _EXT_EXIT_ERROR = _EXT_PREFIX + b"/exit/error"
 _TELEMETRY = (b"/2022-07-01/telemetry", b"/2022-07-01/telemetry/")
 _LOGS = (b"/2020-08-15/logs", b"/2020-08-15/logs/")
 _EXT_HEADER_PREFIX = b"lambda-extension-"
+#: a request's extension headers when it has none (shared, never written to)
+_NO_HEADERS: dict[bytes, str] = {}
 
 
 @dataclass(frozen=True)
@@ -360,7 +362,7 @@ class _Connection(asyncio.Protocol):
         self._error_type: str | None = None
         self._close_after_write = False
         self._queued: deque[_Request] = deque()
-        self._headers: dict[bytes, str] = {}
+        self._headers = _NO_HEADERS
         self.alive = False
         #: waiting in a long poll (the runtime's /next or an extension's /event/next)
         self.parked = False
@@ -389,8 +391,7 @@ class _Connection(asyncio.Protocol):
         self._body = []
         self._size = 0
         self._error_type = None
-        if self._headers:
-            self._headers = {}
+        self._headers = _NO_HEADERS
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -400,6 +401,8 @@ class _Connection(asyncio.Protocol):
         if lower == _ERROR_TYPE_HEADER:
             self._error_type = value.decode("latin-1")
         elif lower.startswith(_EXT_HEADER_PREFIX):
+            if self._headers is _NO_HEADERS:
+                self._headers = {}  # this request's own (a queued one keeps its own)
             self._headers[lower] = value.decode("latin-1")
 
     def on_body(self, body: bytes) -> None:
