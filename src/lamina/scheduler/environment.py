@@ -9,7 +9,8 @@ executables of the layers' `/opt/extensions/` start before the runtime, which wa
 they have registered; the caller gets the runtime's answer at once, but the environment stays
 BUSY (and its REPORT unwritten) until every extension that took the INVOKE is back in
 `/event/next`, and that time is billed. When the environment ends, extensions subscribed to
-SHUTDOWN get it and up to `SHUTDOWN_EXTERNAL_S` to finish before everything is killed.
+SHUTDOWN get it, then the runtime SIGTERM, all within Lambda's Shutdown budget
+(`SHUTDOWN_EXTERNAL_S`, or `SHUTDOWN_INTERNAL_S` with internal extensions only).
 """
 
 from __future__ import annotations
