@@ -324,6 +324,28 @@ def test_extension_that_exits_before_registering_fails_the_init_at_once(
     assert json.loads(resp["Payload"].read())["errorType"] == "Extension.Crash"
 
 
+def test_shutdown_when_the_server_stops(own_server: Any) -> None:
+    server = own_server()
+    lam = server.client()
+    layer = lam.publish_layer_version(
+        LayerName="recorder",
+        Content={"ZipFile": exe_zip({"extensions/rec": PY_EXTENSION}, ("extensions/rec",))},
+    )["LayerVersionArn"]
+    lam.create_function(
+        FunctionName="stopping",
+        Runtime="python3.11",
+        Role=ROLE,
+        Handler="app.handler",
+        Code={"ZipFile": make_zip({"app.py": HANDLER_PY})},
+        Layers=[layer],
+    )
+    lam.get_waiter("function_active_v2").wait(FunctionName="stopping")
+    assert "FunctionError" not in lam.invoke(FunctionName="stopping", Payload=b"{}")
+    wait_line(server, "stopping", r"REPORT RequestId")
+    assert server.stop() == 0
+    assert any(m.startswith("EXT rec SHUTDOWN spindown") for m in lines(server, "stopping"))
+
+
 def test_extension_init_error_fails_the_init(
     lam: Any, functions: Functions, layer_arns: list[str]
 ) -> None:
@@ -376,6 +398,22 @@ def test_exec_wrapper_from_a_layer(
     assert result["wrapped"] == "yes"
     # The wrapper got the runtime's own command line, which it ran.
     assert "bootstrap" in result["args"]
+
+
+def test_node_options_reach_the_runtime(lam: Any, functions: Functions) -> None:
+    code = {
+        "preload.js": "globalThis.preloaded = 'by NODE_OPTIONS';\n",
+        "index.js": "exports.handler = async () => globalThis.preloaded || null;\n",
+    }
+    name = functions.create(
+        code,
+        handler="index.handler",
+        runtime="nodejs20.x",
+        # Relative to the working directory, the code's (/var/task in a namespace sandbox).
+        Environment={"Variables": {"NODE_OPTIONS": "--require ./preload.js"}},
+    )["FunctionName"]
+    resp = lam.invoke(FunctionName=name, Payload=b"{}")
+    assert json.loads(resp["Payload"].read()) == "by NODE_OPTIONS"
 
 
 def test_missing_exec_wrapper_is_an_invalid_entrypoint(lam: Any, functions: Functions) -> None:
