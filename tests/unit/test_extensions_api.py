@@ -22,7 +22,7 @@ from tests.unit.test_runtime_api import (
     run,
 )
 
-from lamina.runtime_api import RuntimeApiServer
+from lamina.runtime_api import RuntimeApiServer, telemetry
 from lamina.sandbox.api import connect_local
 
 REGISTER = "/2020-01-01/extension/register"
@@ -367,5 +367,37 @@ def test_platform_events_in_each_api_schema() -> None:
                 ]
             finally:
                 listener.close()
+
+    run(test)
+
+
+def test_a_listener_that_never_answers_holds_a_bounded_backlog() -> None:
+    async def test() -> None:
+        async with serve() as (server, _, _):
+            stuck: list[asyncio.StreamWriter] = []
+
+            async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                stuck.append(writer)  # reads nothing, answers nothing
+
+            listener = await asyncio.start_server(hold, "127.0.0.1", 0)
+            port = listener.sockets[0].getsockname()[1]
+            try:
+                ident = await register(server, "inproc", ["INVOKE"])
+                request = {
+                    "schemaVersion": "2022-12-13",
+                    "destination": {"protocol": "HTTP", "URI": f"http://sandbox:{port}/"},
+                    "types": ["function"],
+                    "buffering": {"maxItems": 25},
+                }
+                async with connect(server) as ext:
+                    await put(ext, "/2022-07-01/telemetry", request, ident)
+                for i in range(25 * 100):
+                    server.telemetry.line("function", 0, f"line {i}")
+                sub = server.telemetry._subs[0]
+                assert len(sub.batches) <= telemetry.MAX_QUEUED_BATCHES
+            finally:
+                listener.close()
+                for writer in stuck:
+                    writer.close()
 
     run(test)

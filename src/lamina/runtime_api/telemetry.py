@@ -42,6 +42,9 @@ TYPES = frozenset({"platform", "function", "extension"})
 SANDBOX_HOSTS = frozenset({"sandbox.localdomain", "sandbox", "localhost", "127.0.0.1"})
 BACKLOG_EVENTS = 1000
 POST_TIMEOUT_S = 5.0
+#: batches waiting for a slow listener, per subscriber; later ones are dropped (memory stays
+#: bounded whatever the function writes)
+MAX_QUEUED_BATCHES = 16
 
 #: Lambda's buffering bounds (min, max, default) per API
 _TELEMETRY_BUFFERING = {
@@ -317,6 +320,11 @@ class Telemetry:
         if not sub.pending:
             return
         events, sub.pending, sub.pending_bytes = sub.pending, [], 0
+        if len(sub.batches) >= MAX_QUEUED_BATCHES:
+            log.debug(
+                "telemetry to %s: listener too slow, %d events dropped", sub.name, len(events)
+            )
+            return
         sub.batches.append(json.dumps(events, separators=(",", ":")).encode())
         if sub.sender is None or sub.sender.done():
             sub.sender = asyncio.get_running_loop().create_task(self._send(sub))
