@@ -264,6 +264,25 @@ def test_json_log_lines_reach_telemetry_as_objects(
     assert line[1] == repr({"level": "INFO", "MARK": rid})
 
 
+def test_an_environment_held_by_extensions_counts_against_concurrency(
+    server: Server, lam: Any, functions: Functions, layer_arns: list[str]
+) -> None:
+    layer = publish(lam, layer_arns, {"extensions/rec": PY_EXTENSION}, ("extensions/rec",))
+    name = functions.create(
+        HANDLER_PY,
+        Layers=[layer],
+        Environment={"Variables": {"EXT_POST_PROCESS_S": str(POST_PROCESS_S * 2)}},
+    )["FunctionName"]
+    lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=1)
+    first = lam.invoke(FunctionName=name, Payload=b"{}")
+    rid = first["ResponseMetadata"]["HTTPHeaders"]["x-amzn-requestid"]
+    # Answered, but its extension still works: the one execution is in use, as on Lambda.
+    with pytest.raises(lam.exceptions.TooManyRequestsException):
+        lam.invoke(FunctionName=name, Payload=b"{}")
+    wait_line(server, name, rf"REPORT RequestId: {rid}")
+    assert "FunctionError" not in lam.invoke(FunctionName=name, Payload=b"{}")
+
+
 def test_shutdown_on_idle_timeout(own_server: Any, tmp_path: Any) -> None:
     server = own_server(None, "--idle-timeout", "1")
     lam = server.client()

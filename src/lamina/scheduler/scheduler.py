@@ -27,7 +27,7 @@ from lamina.observability import LogStore, LogWriter, Metrics
 from lamina.runtimes.catalog import Family, RuntimeCatalog
 from lamina.sandbox import SandboxBackend
 from lamina.scheduler.capacity import MemoryCapacity
-from lamina.scheduler.concurrency import Concurrency
+from lamina.scheduler.concurrency import Concurrency, Lease
 from lamina.scheduler.environment import (
     Environment,
     EnvironmentContext,
@@ -156,10 +156,10 @@ class Pool:
     def live(self) -> list[Environment]:
         return list(self._live)
 
-    async def invoke(self, request: InvokeRequest) -> InvokeResult:
+    async def invoke(self, request: InvokeRequest, lease: Lease | None = None) -> InvokeResult:
         for _ in range(_DELIVERY_ATTEMPTS):
             try:
-                return await self._invoke_once(request)
+                return await self._invoke_once(request, lease)
             except NotDelivered:
                 continue
         self._count(request, None, Outcome.PLATFORM_ERROR, cold=False)
@@ -169,7 +169,7 @@ class Pool:
             function_error="Unhandled",
         )
 
-    async def _invoke_once(self, request: InvokeRequest) -> InvokeResult:
+    async def _invoke_once(self, request: InvokeRequest, lease: Lease | None) -> InvokeResult:
         env = None
         cold = False
         # Provisioned environments first (the most recently used of them), then on-demand.
@@ -205,6 +205,8 @@ class Pool:
                 result = await env.invoke(request)
             finally:
                 self._release(env)
+        if lease is not None and env.finishing is not None and not env.finishing.done():
+            lease.extend_until(env.finishing)  # its extensions are still on this invocation
         # Counted after the caller's answer has gone out (it is written before this task
         # next yields).
         outcome = Outcome.SUCCESS if result.function_error is None else env.outcome_kind
@@ -378,8 +380,8 @@ class Scheduler:
         """Run one invocation; TooManyRequestsError at once if it is over a concurrency limit."""
         pool = self._pool(config)
         try:
-            with self.concurrency.hold(config.name):
-                return await pool.invoke(request)
+            with self.concurrency.hold(config.name) as lease:
+                return await pool.invoke(request, lease)
         except TooManyRequestsError as throttled:  # the lease's or the memory capacity's
             reason = str(throttled.fields["Reason"])
             key = (config.name, qualifier_of(request.invoked_arn), config.runtime, reason)
