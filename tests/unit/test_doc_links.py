@@ -17,7 +17,6 @@ PENDING = {
     "docs/errors.md",
     "docs/security.md",
     "docs/execution-environment.md",
-    "docs/extensions.md",
 }
 
 _LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")

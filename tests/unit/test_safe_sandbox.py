@@ -52,7 +52,11 @@ class FakeInner:
         self.log.append("prepare")
         return RuntimeApiEndpoint(socket.socket(), "127.0.0.1:9001")
 
-    async def start(self, env: Mapping[str, str]) -> None:
+    async def start(
+        self,
+        env: Mapping[str, str],
+        extensions_started: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.log.append("start:begin")
         self.started += 1
         if self.start_gate is not None:
@@ -63,6 +67,12 @@ class FakeInner:
 
     def on_exit(self, callback: ExitCallback) -> None:
         self.exit_callbacks.append(callback)
+
+    def terminate(self) -> None:
+        self.log.append("terminate")
+
+    async def connect(self, port: int) -> socket.socket:
+        raise OSError("no network here")
 
     async def destroy(self) -> None:
         self.log.append("destroy:begin")

@@ -1,6 +1,8 @@
 """Execution environments' logs: what each runtime writes, framed by Lambda's platform lines.
 
-A runtime's stdout and stderr are one pipe read by the event loop (`EnvironmentLog.attach`).
+A runtime's stdout and stderr are one pipe read by the event loop (`EnvironmentLog.pipe`);
+the environment's extensions, if any, write to a second one (their lines go to the same
+stream, as on Lambda, but the Telemetry API tells them apart as `extension` lines).
 Lamina appends Lambda's `START`, `END` and `REPORT` lines around each invocation into the same
 stream, so the lines of one invocation sit between its START and its REPORT; before END is
 added, whatever the runtime wrote is drained from the pipe (it wrote it before answering).
@@ -230,9 +232,10 @@ class EnvironmentLog:
         self._losses = Losses()
         self._noted_at = -math.inf  # monotonic time of the last loss marker
         #: the start of a line whose newline has not come yet, and when it was read
-        self._partial = b""
-        self._partial_ms = 0
-        self._pipe: int | None = None
+        self._pipe = _Reader(None, "function")
+        self._extra: list[_Reader] = []
+        #: called with (category, stamp ms, text) for each line read (the Telemetry API)
+        self.listener: Callable[[str, int, str], None] | None = None
         #: the current invocation's text, kept when its caller asked for the tail
         self._capture: bytearray | None = None
         #: JSON format: platform records as JSON, and lines under the levels dropped
@@ -242,43 +245,61 @@ class EnvironmentLog:
 
     # -- the runtime's output ------------------------------------------------------
 
-    def pipe(self) -> int:
-        """Make the pipe the runtime writes to; returns its write end for the sandbox (the
-        caller closes it once the runtime holds it)."""
+    def pipe(self, category: str = "function", on_eof: Callable[[], None] | None = None) -> int:
+        """Make a pipe the runtime (`function`) or the extensions (`extension`) write to;
+        returns its write end for the sandbox (the caller closes it once the sandbox holds
+        it). `on_eof` runs when every writer is gone."""
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
         os.set_blocking(read_end, False)
-        self._pipe = read_end
-        asyncio.get_running_loop().add_reader(read_end, self.drain)
+        if category == "function":
+            reader = self._pipe
+            reader.fd, reader.on_eof = read_end, on_eof
+        else:
+            reader = _Reader(read_end, category, on_eof)
+            self._extra.append(reader)
+        asyncio.get_running_loop().add_reader(read_end, self._drain_one, reader)
         return write_end
 
     def drain(self) -> None:
-        """Take whatever the runtime has written so far (never blocks)."""
-        fd = self._pipe
-        while fd is not None:
+        """Take whatever the runtime (and the extensions) wrote so far (never blocks)."""
+        self._drain_one(self._pipe)
+        for reader in self._extra:
+            self._drain_one(reader)
+
+    def _drain_one(self, reader: _Reader) -> None:
+        while reader.fd is not None:
             try:
-                data = os.read(fd, _READ_CHUNK)
+                data = os.read(reader.fd, _READ_CHUNK)
             except BlockingIOError:
                 return
             except OSError:
                 data = b""
             if not data:  # every writer is gone
-                self._close_pipe()
+                self._close_reader(reader)
                 return
-            self._output(data)
+            self._output(data, reader)
             if len(data) < _READ_CHUNK:
                 return
 
+    def _close_reader(self, reader: _Reader) -> None:
+        if reader.fd is not None:
+            asyncio.get_running_loop().remove_reader(reader.fd)
+            os.close(reader.fd)
+            reader.fd = None
+            if reader.on_eof is not None:
+                reader.on_eof()
+
     def _close_pipe(self) -> None:
-        if self._pipe is not None:
-            asyncio.get_running_loop().remove_reader(self._pipe)
-            os.close(self._pipe)
-            self._pipe = None
+        self._close_reader(self._pipe)
+        for reader in self._extra:
+            self._close_reader(reader)
+        self._extra = []
 
     # -- platform lines ------------------------------------------------------------
 
     def start(self, request_id: str, version: str, capture: bool = False) -> None:
         self.drain()  # what the runtime wrote before (its init phase) comes before START
-        self._end_partial()
+        self._end_partials()
         self._capture = bytearray() if capture else None
         if self._json:
             self._record("INFO", "platform.start", {"requestId": request_id, "version": version})
@@ -290,7 +311,7 @@ class EnvironmentLog:
         whose status says what the text's `note` would); returns the invocation's last 4 KB
         if it was captured."""
         self.drain()
-        self._end_partial()
+        self._end_partials()
         if self._json:
             done: dict[str, object] = {
                 "requestId": report.request_id,
@@ -314,42 +335,50 @@ class EnvironmentLog:
         """The environment is gone: read what is left and hand it over."""
         self.drain()
         self._close_pipe()
-        self._end_partial()
+        self._end_partials()
         self._note_dropped()
         self._writer._mark(self)
 
     # -- buffering -----------------------------------------------------------------
 
-    def _output(self, data: bytes) -> None:
-        """What the runtime wrote: one event per complete line."""
+    def _output(self, data: bytes, reader: _Reader | None = None) -> None:
+        """What the runtime (or, through `reader`, an extension) wrote: one event per
+        complete line."""
+        reader = reader or self._pipe
         self._keep_tail(data)
         now = _now_ms()
         if self._limiter is not None:
             self._limiter.refill()
         head, newline, rest = data.rpartition(b"\n")
         if newline:
-            text = (self._partial + head).decode("utf-8", "replace")
-            stamp = self._partial_ms if self._partial else now
-            self._partial = b""
+            text = (reader.partial + head).decode("utf-8", "replace")
+            stamp = reader.partial_ms if reader.partial else now
+            reader.partial = b""
             lines = text.split("\n")
-            self._event(stamp, lines[0])
+            self._line(reader, stamp, lines[0])
             for line in lines[1:]:
-                self._event(now, line)
+                self._line(reader, now, line)
         if rest:
-            if not self._partial:
-                self._partial_ms = now
-            self._partial += rest
-            if len(self._partial) > MAX_LINE_BYTES:  # held no longer: cut here
-                self._event(self._partial_ms, self._partial.decode("utf-8", "replace"))
-                self._partial = b""
+            if not reader.partial:
+                reader.partial_ms = now
+            reader.partial += rest
+            if len(reader.partial) > MAX_LINE_BYTES:  # held no longer: cut here
+                self._line(reader, reader.partial_ms, reader.partial.decode("utf-8", "replace"))
+                reader.partial = b""
         self._writer._mark(self)
 
-    def _end_partial(self) -> None:
-        """A line the runtime never finished ends with the invocation (or environment)."""
-        if self._partial:
-            self._event(self._partial_ms, self._partial.decode("utf-8", "replace"))
-            self._partial = b""
-            self._writer._mark(self)
+    def _line(self, reader: _Reader, stamp: int, line: str) -> None:
+        self._event(stamp, line)
+        if self.listener is not None:
+            self.listener(reader.category, stamp, line)
+
+    def _end_partials(self) -> None:
+        """A line never finished ends with the invocation (or environment)."""
+        for reader in (self._pipe, *self._extra):
+            if reader.partial:
+                self._line(reader, reader.partial_ms, reader.partial.decode("utf-8", "replace"))
+                reader.partial = b""
+                self._writer._mark(self)
 
     def _platform(self, line: str) -> None:
         """Lamina's own lines are always kept, after a note of anything dropped before."""
@@ -409,6 +438,17 @@ class EnvironmentLog:
         events, self._events = self._events, []
         self._pending = 0
         return events
+
+
+@dataclass(eq=False)
+class _Reader:
+    """One pipe into the log and the start of a line not finished yet."""
+
+    fd: int | None
+    category: str
+    on_eof: Callable[[], None] | None = None
+    partial: bytes = b""
+    partial_ms: int = 0
 
 
 def _rank(levels: tuple[str, ...], level: str | None) -> int:

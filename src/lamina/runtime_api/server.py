@@ -7,6 +7,11 @@ settles the invocation's future.
 
 This sits on the hot path of every invoke, so it is an asyncio Protocol over httptools' C
 parser rather than a framework: a warm invoke costs two small HTTP exchanges here.
+
+The same listener serves the Extensions API (`/2020-01-01/extension/...`, `extensions.py`)
+and the Telemetry and Logs APIs (`telemetry.py`), as Lambda's does: extensions reach it at
+the same AWS_LAMBDA_RUNTIME_API. With extensions registered, the init phase ends only when
+they too wait in `/event/next`, and the first invocation waits for that.
 """
 
 from __future__ import annotations
@@ -24,12 +29,31 @@ from typing import cast
 import httptools
 
 from lamina import limits
+from lamina.runtime_api.extensions import (
+    INVOKE,
+    Extension,
+    ExtensionError,
+    Extensions,
+    invoke_event,
+    shutdown_event,
+)
+from lamina.runtime_api.telemetry import Telemetry
 
 _PREFIX = b"/2018-06-01/runtime"
 _NEXT = _PREFIX + b"/invocation/next"
 _INIT_ERROR = _PREFIX + b"/init/error"
 _RESULT = re.compile(rb"/2018-06-01/runtime/invocation/([^/]+)/(response|error)")
 _ERROR_TYPE_HEADER = b"lambda-runtime-function-error-type"
+_EXT_PREFIX = b"/2020-01-01/extension"
+_EXT_REGISTER = _EXT_PREFIX + b"/register"
+_EXT_NEXT = _EXT_PREFIX + b"/event/next"
+_EXT_INIT_ERROR = _EXT_PREFIX + b"/init/error"
+_EXT_EXIT_ERROR = _EXT_PREFIX + b"/exit/error"
+_TELEMETRY = (b"/2022-07-01/telemetry", b"/2022-07-01/telemetry/")
+_LOGS = (b"/2020-08-15/logs", b"/2020-08-15/logs/")
+_EXT_HEADER_PREFIX = b"lambda-extension-"
+#: a request's extension headers when it has none (shared, never written to)
+_NO_HEADERS: dict[bytes, str] = {}
 
 
 @dataclass(frozen=True)
@@ -92,18 +116,33 @@ def _error(status: str, error_type: str, message: str) -> bytes:
 class RuntimeApiServer:
     """The Runtime API of one environment.
 
-    Callbacks run on the event loop: `on_ready` at the first `/invocation/next` (the runtime
-    finished its init phase), `on_init_error(body, error_type)` at `/init/error`.
+    Callbacks run on the event loop: `on_ready` when the init phase is over (the runtime's
+    first `/invocation/next`, and every extension waiting in `/event/next`),
+    `on_init_error(body, error_type)` at `/init/error` (the runtime's or an extension's),
+    `on_settled()` when the extensions that took an invocation are all done with it.
     """
 
     def __init__(
         self,
         on_ready: Callable[[], None],
         on_init_error: Callable[[bytes, str | None], None],
+        function_info: dict[str, str] | None = None,
+        on_settled: Callable[[], None] | None = None,
+        on_extension: Callable[[Extension], None] | None = None,
     ) -> None:
         self._on_ready = on_ready
         self._on_init_error = on_init_error
+        self._on_settled = on_settled
         self._ready = False
+        self._runtime_waiting = False
+        self.extensions = Extensions(
+            function_info
+            or {"functionName": "", "functionVersion": "", "handler": "", "accountId": ""},
+            on_change=self._extensions_changed,
+            on_registered=on_extension,
+            on_error=self._extension_error,
+        )
+        self.telemetry = Telemetry()
         self._server: asyncio.AbstractServer | None = None
         self._pending: Invocation | None = None  # submitted, not yet picked up
         self._current: Invocation | None = None  # picked up, not yet answered
@@ -128,13 +167,32 @@ class RuntimeApiServer:
         """Hand an invocation to the runtime (now, if it is polling; else at its next poll)."""
         if self._pending is not None or self._current is not None:
             raise RuntimeError("environment already has an invocation")
-        poller, self._poller = self._poller, None
-        if poller is not None and poller.alive:
-            self._current = invocation
-            poller.write(invocation.next_response())
-            poller.poll_answered()
+        poller = self._poller
+        if poller is not None and poller.alive and self._ready:
+            self._poller = None
+            self._deliver(poller, invocation)
+            poller.unpark()
         else:
             self._pending = invocation
+
+    def _deliver(self, conn: _Connection, inv: Invocation) -> None:
+        self._current = inv
+        response = inv.next_response()
+        conn.write(response)
+        if self.extensions.invoke_subscribers:
+            deadline = int(time.time() * 1000) + inv.timeout_ms
+            self.extensions.dispatch(
+                INVOKE, invoke_event(inv.request_id, inv.invoked_arn, deadline, inv.trace_id)
+            )
+
+    @property
+    def extensions_busy(self) -> bool:
+        """Some extension is still working on the last invocation."""
+        return bool(self.extensions.busy)
+
+    def shutdown(self, reason: str, deadline_ms: int) -> list[Extension]:
+        """Send SHUTDOWN to the extensions subscribed to it; returns them."""
+        return self.extensions.dispatch("SHUTDOWN", shutdown_event(reason, deadline_ms))
 
     def take_current(self) -> tuple[Invocation | None, bool]:
         """Forget the invocation in flight (it timed out or its runtime died), and say whether
@@ -145,6 +203,7 @@ class RuntimeApiServer:
         return inv, delivered
 
     def close(self) -> None:
+        self.telemetry.close()
         if self._server is not None:
             self._server.close()
             self._server = None
@@ -156,14 +215,82 @@ class RuntimeApiServer:
 
     def _next(self, conn: _Connection) -> None:
         if not self._ready:
-            self._ready = True
-            self._on_ready()
+            self._runtime_waiting = True
+            if not self.extensions.init_complete():
+                self._poller = conn  # the init phase waits for the extensions too
+                conn.parked = True
+                return
+            self._init_over()
         inv, self._pending = self._pending, None
         if inv is not None:
-            self._current = inv
-            conn.write(inv.next_response())
+            self._deliver(conn, inv)
         else:
             self._poller = conn
+            conn.parked = True
+
+    def _init_over(self) -> None:
+        self._ready = True
+        self.extensions.registration_open = False
+        self._on_ready()
+
+    def _extensions_changed(self) -> None:
+        if not self._ready:
+            if self._runtime_waiting and self.extensions.init_complete():
+                self._init_over()
+                poller = self._poller
+                inv, self._pending = self._pending, None
+                if inv is not None and poller is not None and poller.alive:
+                    self._poller = None
+                    self._deliver(poller, inv)
+                    poller.unpark()
+                elif inv is not None:
+                    self._pending = inv
+            return
+        if not self.extensions.busy and self._on_settled is not None:
+            self._on_settled()
+
+    def _extension_error(self, kind: str, ext: Extension, error_type: str, body: bytes) -> None:
+        if kind == "init" and not self._ready:
+            # Lambda fails the init phase with the extension's error.
+            self._on_init_error(
+                body
+                or json.dumps(
+                    {"errorMessage": f"Extension {ext.name} failed", "errorType": error_type}
+                ).encode(),
+                error_type,
+            )
+
+    def _extension_call(self, conn: _Connection, request: _Request) -> None:
+        path, method, headers = request.path, request.method, request.headers
+        ext_api = self.extensions
+        try:
+            if path == _EXT_NEXT and method == b"GET":
+                ext_api.next(conn, headers.get(b"lambda-extension-identifier"))
+            elif path == _EXT_REGISTER and method == b"POST":
+                conn.write(
+                    ext_api.register(
+                        headers.get(b"lambda-extension-name"),
+                        request.body,
+                        headers.get(b"lambda-extension-accept-feature"),
+                    )
+                )
+            elif path in (_EXT_INIT_ERROR, _EXT_EXIT_ERROR) and method == b"POST":
+                kind = "init" if path == _EXT_INIT_ERROR else "exit"
+                conn.write(
+                    ext_api.error(
+                        kind,
+                        headers.get(b"lambda-extension-identifier"),
+                        headers.get(b"lambda-extension-function-error-type"),
+                        request.body,
+                    )
+                )
+            elif (path in _TELEMETRY or path in _LOGS) and method == b"PUT":
+                ext = ext_api.find(headers.get(b"lambda-extension-identifier"))
+                conn.write(self.telemetry.subscribe(ext.name, request.body, path in _LOGS))
+            else:
+                conn.write(_error("404 Not Found", "NotFound", "Unknown Extensions API path"))
+        except ExtensionError as e:
+            conn.write(_error(e.status, e.error_type, e.message))
 
     def _result(
         self,
@@ -206,6 +333,8 @@ class RuntimeApiServer:
         self._connections.discard(conn)
         if self._poller is conn:
             self._poller = None
+        if self.extensions.by_id:
+            self.extensions.forget(conn)
 
 
 @dataclass(frozen=True)
@@ -216,6 +345,8 @@ class _Request:
     size: int
     error_type: str | None
     keep_alive: bool
+    #: the `Lambda-Extension-*` headers, by lower-case name (empty for the runtime's calls)
+    headers: dict[bytes, str]
 
 
 class _Connection(asyncio.Protocol):
@@ -231,7 +362,10 @@ class _Connection(asyncio.Protocol):
         self._error_type: str | None = None
         self._close_after_write = False
         self._queued: deque[_Request] = deque()
+        self._headers = _NO_HEADERS
         self.alive = False
+        #: waiting in a long poll (the runtime's /next or an extension's /event/next)
+        self.parked = False
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -257,13 +391,19 @@ class _Connection(asyncio.Protocol):
         self._body = []
         self._size = 0
         self._error_type = None
+        self._headers = _NO_HEADERS
 
     def on_url(self, url: bytes) -> None:
         self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if name.lower() == _ERROR_TYPE_HEADER:
+        lower = name.lower()
+        if lower == _ERROR_TYPE_HEADER:
             self._error_type = value.decode("latin-1")
+        elif lower.startswith(_EXT_HEADER_PREFIX):
+            if self._headers is _NO_HEADERS:
+                self._headers = {}  # this request's own (a queued one keeps its own)
+            self._headers[lower] = value.decode("latin-1")
 
     def on_body(self, body: bytes) -> None:
         self._size += len(body)
@@ -279,8 +419,9 @@ class _Connection(asyncio.Protocol):
             size=self._size,
             error_type=self._error_type,
             keep_alive=self._parser.should_keep_alive(),
+            headers=self._headers,
         )
-        if self._api._poller is self or self._queued:
+        if self.parked or self._queued:
             # HTTP/1.1 answers in order: a request pipelined behind a parked poll waits.
             self._queued.append(request)
         else:
@@ -295,17 +436,20 @@ class _Connection(asyncio.Protocol):
             api._result(self, m[1], m[2], request.body, request.size, request.error_type)
         elif path == _INIT_ERROR and method == b"POST":
             api._init_error(self, request.body, request.error_type)
+        elif not path.startswith(_PREFIX):
+            api._extension_call(self, request)
         else:
             self.write(_error("404 Not Found", "NotFound", "Unknown Runtime API path"))
         if not request.keep_alive:
-            if api._poller is self:
+            if self.parked:
                 self._close_after_write = True  # answer the parked poll first
             else:
                 self.close()
 
-    def poll_answered(self) -> None:
-        """The parked poll got its invocation: handle what was pipelined behind it."""
-        while self._queued and self._api._poller is not self:
+    def unpark(self) -> None:
+        """The parked poll got its answer: handle what was pipelined behind it."""
+        self.parked = False
+        while self._queued and not self.parked:
             self._handle(self._queued.popleft())
 
     def write(self, data: bytes) -> None:

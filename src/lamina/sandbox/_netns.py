@@ -233,6 +233,22 @@ class NetworkFactory:
             if _libc.setns(self._host_ns, CLONE_NEWNET) != 0:  # pragma: no cover
                 os._exit(70)  # a server thread stuck in a sandbox's namespace: never go on
 
+    def socket_in(self, ns: NetNamespace) -> socket.socket:
+        """A new, non-blocking TCP socket living in `ns` (blocking: off the event loop)."""
+        return self._thread.submit(self._socket_inside, ns.fd).result()
+
+    def _socket_inside(self, fd: int) -> socket.socket:
+        if _libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns: {os.strerror(err)}")
+        try:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            return sock
+        finally:
+            if _libc.setns(self._host_ns, CLONE_NEWNET) != 0:  # pragma: no cover
+                os._exit(70)
+
     def _add_veth(self, ns: NetNamespace) -> None:
         for _ in range(16):
             index = self._allocate()

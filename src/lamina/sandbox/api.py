@@ -13,6 +13,13 @@ Contract for backends:
 - `prepare()` and `start()` are each called at most once, in that order. `prepare()` hands
   over a listening socket the caller serves the Runtime API on (and closes); its address is
   what the runtime will use, as the runtime sees it (`127.0.0.1:9001` inside a namespace).
+- Extensions: when `spec.extensions` names executables, `start()` launches them first, in
+  the sandbox and with the same environment, their stdout/stderr on
+  `spec.extension_output_fd` (which only they hold: its end of file tells the caller they
+  are all gone); then it awaits `extensions_started()` (the caller closes its copy of that
+  descriptor, and returns once they have registered) before it launches the runtime.
+- `connect(port)` gives a socket connected to `port` on the sandbox's own loopback (how
+  Lamina reaches an extension's Telemetry API listener).
 - `start()` returns once the runtime process exists (not when it is ready: readiness is the
   runtime's first `GET /invocation/next`). If the runtime's entry point cannot be executed,
   the `SandboxError` it raises has as `__cause__` an `OSError` whose `filename` is
@@ -37,7 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -69,6 +76,19 @@ class ExitWatch:
             self._loop.call_soon(callback, self.status)
         else:
             self._callbacks.append(callback)
+
+
+async def connect_local(port: int) -> socket.socket:
+    """A socket connected to `port` on the host's loopback (for backends whose sandboxes
+    share the host's network)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def local_runtime_api() -> RuntimeApiEndpoint:
@@ -113,6 +133,10 @@ class SandboxSpec:
     #: the VPC (one of the backend's `EgressPolicy.vpcs`) whose networks the environment may
     #: reach beyond the default egress policy (where the backend enforces one)
     vpc: str | None = None
+    #: external extensions to start before the runtime, as the runtime would see their paths
+    extensions: Sequence[str] = ()
+    #: where the extensions' stdout and stderr go (the caller owns it, as `output_fd`)
+    extension_output_fd: int | None = None
 
 
 @dataclass(frozen=True)
@@ -154,7 +178,20 @@ class Sandbox(Protocol):
 
     async def prepare(self) -> RuntimeApiEndpoint: ...
 
-    async def start(self, env: Mapping[str, str]) -> None: ...
+    async def start(
+        self,
+        env: Mapping[str, str],
+        extensions_started: Callable[[], Awaitable[None]] | None = None,
+    ) -> None: ...
+
+    async def connect(self, port: int) -> socket.socket:
+        """A TCP socket connected to `port` on the sandbox's loopback (raises OSError)."""
+        ...
+
+    def terminate(self) -> None:
+        """Send the runtime (not the extensions) SIGTERM, as Lambda does in its Shutdown
+        phase; a no-op once it is gone. Never raises."""
+        ...
 
     def init_done(self) -> None:
         """The runtime finished its init phase: steady-state limits may apply now (Lambda

@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import socket
 import tempfile
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from lamina.sandbox.api import (
     RuntimeSpec,
     SandboxError,
     SandboxSpec,
+    connect_local,
     local_runtime_api,
 )
 
@@ -55,7 +57,16 @@ class FakeSandbox:
     async def prepare(self) -> RuntimeApiEndpoint:
         return local_runtime_api()
 
-    async def start(self, env: Mapping[str, str]) -> None:
+    async def connect(self, port: int) -> socket.socket:
+        return await connect_local(port)
+
+    async def start(
+        self,
+        env: Mapping[str, str],
+        extensions_started: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        if extensions_started is not None:
+            await extensions_started()  # the fake starts no processes; in-process ones register
         self._scratch.mkdir(parents=True)  # tiny, and the fake is for tests: on the loop
         env = dict(env)
         if "AWS_LAMBDA_RUNTIME_API" not in env:
@@ -86,6 +97,9 @@ class FakeSandbox:
     @property
     def out_of_memory(self) -> bool:
         return False  # threads share this process's memory: nothing to enforce
+
+    def terminate(self) -> None:
+        pass  # the fake's runtime is a thread: no signal reaches it
 
     def init_done(self) -> None:
         pass

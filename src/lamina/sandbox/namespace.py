@@ -32,7 +32,7 @@ import pwd
 import signal
 import socket
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,7 +140,24 @@ class NamespaceSandbox:
         child.exit.on_exit(self._exited)
         return RuntimeApiEndpoint(child.netns.runtime_api, f"127.0.0.1:{RUNTIME_API_PORT}")
 
-    async def start(self, env: Mapping[str, str]) -> None:
+    async def connect(self, port: int) -> socket.socket:
+        child = self._child
+        if child is None or child.netns.closed:
+            raise OSError(f"sandbox {self.id} has no network namespace")
+        loop = asyncio.get_running_loop()
+        sock = await loop.run_in_executor(None, self._backend.net.socket_in, child.netns)
+        try:
+            await loop.sock_connect(sock, ("127.0.0.1", port))
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    async def start(
+        self,
+        env: Mapping[str, str],
+        extensions_started: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         child = self._child
         if child is None:
             raise SandboxError("start() before prepare()")
@@ -168,16 +185,20 @@ class NamespaceSandbox:
                 "task": str(spec.task_root),
                 "opt": str(spec.opt_dir) if spec.opt_dir else None,
                 "tmp_mb": spec.ephemeral_storage_mb,
+                "extensions": list(spec.extensions),
             }
             if not spec.python_in_zygote:
                 claim["runtime_dir"] = str(spec.runtime_dir)
+            outputs = [spec.output_fd]
+            if spec.extensions and spec.extension_output_fd is not None:
+                outputs.append(spec.extension_output_fd)
             trees = [open_tree(spec.task_root)]
             try:
                 if spec.opt_dir:
                     trees.append(open_tree(spec.opt_dir))
                 if not spec.python_in_zygote:
                     trees.append(open_tree(spec.runtime_dir))
-                send(child.ctl, claim, [spec.output_fd, *trees])
+                send(child.ctl, claim, [*outputs, *trees])
             finally:
                 for tree in trees:
                     os.close(tree)
@@ -187,6 +208,12 @@ class NamespaceSandbox:
             if spec.network and relay is not None:
                 self._relay = await self._backend.serve_relay(relay)
             answer = await loop.sock_recv(child.ctl, 1 << 16)
+            if answer and b'"launched"' in answer:
+                # The extensions run; the runtime starts once they have registered.
+                if extensions_started is not None:
+                    await extensions_started()
+                await loop.sock_sendall(child.ctl, b'{"go": true}')
+                answer = await loop.sock_recv(child.ctl, 1 << 16)
         except OSError as e:
             raise SandboxError(f"sandbox {self.id}: {e}") from e
         if answer:
@@ -198,6 +225,20 @@ class NamespaceSandbox:
                 cause.strerror = os.strerror(problem["errno"]) if problem.get("errno") else ""
             raise SandboxError(f"sandbox {self.id}: {problem.get('error')}") from cause
         self._backend.watch_memory(self)
+
+    def terminate(self) -> None:
+        # The sandbox's init ignores SIGTERM (it is a PID namespace's init without a
+        # handler): the runtime is its first child, forked before any extension.
+        child = self._child
+        if child is None or child.exit.status is not None:
+            return
+        try:
+            with open(f"/proc/{child.pid}/task/{child.pid}/children") as f:
+                first = f.read().split()[:1]
+            if first:
+                os.kill(int(first[0]), signal.SIGTERM)
+        except (OSError, ValueError):
+            pass  # gone already, or a kernel without the children file: killed later
 
     def init_done(self) -> None:
         child = self._child

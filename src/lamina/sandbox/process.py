@@ -17,9 +17,11 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
 from lamina.sandbox.api import (
@@ -29,6 +31,7 @@ from lamina.sandbox.api import (
     RuntimeSpec,
     SandboxError,
     SandboxSpec,
+    connect_local,
     local_runtime_api,
 )
 
@@ -43,6 +46,8 @@ class ProcessSandbox:
         self._dir = root / spec.sandbox_id
         self._scratch = self._dir / "tmp"
         self._proc: subprocess.Popen[bytes] | None = None
+        #: the extensions' process group (the first extension's pid), once started
+        self._ext_group: int | None = None
         self._exit = ExitWatch()
         self._oom = False
         self._peak_bytes = 0
@@ -65,11 +70,25 @@ class ProcessSandbox:
     async def prepare(self) -> RuntimeApiEndpoint:
         return local_runtime_api()
 
-    async def start(self, env: Mapping[str, str]) -> None:
+    async def connect(self, port: int) -> socket.socket:
+        return await connect_local(port)
+
+    async def start(
+        self,
+        env: Mapping[str, str],
+        extensions_started: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         spec = self._spec
         env = dict(env)
         env["TMPDIR"] = str(self._scratch)
         loop = asyncio.get_running_loop()
+        if spec.extensions:
+            try:
+                await loop.run_in_executor(None, self._spawn_extensions, env)
+            except OSError as e:
+                raise SandboxError(f"cannot start extensions: {e}") from e
+            if extensions_started is not None:
+                await extensions_started()
         try:
             # Opening the log, fork and exec all block: off the event loop.
             self._proc = await loop.run_in_executor(None, self._spawn, env)
@@ -87,9 +106,36 @@ class ProcessSandbox:
         with contextlib.suppress(OSError):
             self._status_fd = os.open(f"/proc/{self._proc.pid}/status", os.O_RDONLY)
 
-    def _spawn(self, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    def _spawn_extensions(self, env: dict[str, str]) -> None:
+        """Each extension a process of one group of their own (killed whole), its output on
+        the extensions' pipe; an extension that cannot be executed is reported on it."""
         spec = self._spec
         self._scratch.mkdir(parents=True, mode=0o700)
+        out = spec.extension_output_fd
+        for path in spec.extensions:
+            try:
+                proc = subprocess.Popen(
+                    [path],
+                    env=env,
+                    cwd=spec.task_root,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    process_group=self._ext_group or 0,
+                    close_fds=True,
+                )
+            except OSError as e:
+                if out is not None:
+                    os.write(out, f"lamina: extension {path} failed to start: {e}\n".encode())
+                continue
+            if self._ext_group is None:
+                self._ext_group = proc.pid
+            # Reaped by a waiter thread: the process backend has no init to do it.
+            threading.Thread(target=proc.wait, daemon=True).start()
+
+    def _spawn(self, env: dict[str, str]) -> subprocess.Popen[bytes]:
+        spec = self._spec
+        self._scratch.mkdir(parents=True, mode=0o700, exist_ok=True)
         return subprocess.Popen(
             list(spec.argv),
             env=env,
@@ -117,6 +163,11 @@ class ProcessSandbox:
     def finished(self) -> bool:
         """Exited or destroyed: nothing left to watch."""
         return self._destroyed or self._exit.status is not None
+
+    def terminate(self) -> None:
+        if self._proc is not None and self._exit.status is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(self._proc.pid, signal.SIGTERM)
 
     def init_done(self) -> None:
         pass
@@ -167,6 +218,9 @@ class ProcessSandbox:
     async def destroy(self) -> None:
         self._destroyed = True
         self._close_status()
+        if self._ext_group is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._ext_group, signal.SIGKILL)
         proc = self._proc
         if proc is not None and self._exit.status is None:
             with contextlib.suppress(ProcessLookupError, PermissionError):

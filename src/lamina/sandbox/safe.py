@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import socket
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 from lamina.sandbox.api import ExitCallback, RuntimeApiEndpoint, Sandbox, SandboxError
@@ -52,22 +53,35 @@ class SafeSandbox:
                     raise
                 raise SandboxError(f"sandbox {self.id} failed to prepare: {e}") from e
 
-    async def start(self, env: Mapping[str, str]) -> None:
+    async def start(
+        self,
+        env: Mapping[str, str],
+        extensions_started: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         async with self._lock:
             if self._dead or self._started or not self._prepared:
                 raise SandboxError(f"sandbox {self.id} cannot be started now")
             self._started = True
             try:
-                await self._inner.start(env)
+                await self._inner.start(env, extensions_started)
             except BaseException as e:
                 await self._destroy_locked()
                 if isinstance(e, SandboxError | asyncio.CancelledError):
                     raise
                 raise SandboxError(f"sandbox {self.id} failed to start: {e}") from e
 
+    async def connect(self, port: int) -> socket.socket:
+        if self._dead:
+            raise OSError(f"sandbox {self.id} is gone")
+        return await self._inner.connect(port)
+
     @property
     def out_of_memory(self) -> bool:
         return self._inner.out_of_memory
+
+    def terminate(self) -> None:
+        if not self._dead:
+            self._inner.terminate()
 
     def init_done(self) -> None:
         self._inner.init_done()

@@ -9,6 +9,7 @@ path, so the counts return to zero whatever the invocations did.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -43,9 +44,9 @@ class Concurrency:
         return sum(self._running.values())
 
     @contextmanager
-    def hold(self, function_name: str) -> Iterator[None]:
-        """A lease on one concurrent execution of the function, for the block's duration;
-        TooManyRequestsError (429) if there is none to be had."""
+    def hold(self, function_name: str) -> Iterator[Lease]:
+        """A lease on one concurrent execution of the function, for the block's duration
+        (or longer: `Lease.extend_until`); TooManyRequestsError (429) if there is none."""
         reserved = self._reserved.get(function_name)
         running = self._running.get(function_name, 0)
         if reserved is not None:
@@ -59,9 +60,8 @@ class Concurrency:
         self._running[function_name] = running + 1
         if from_unreserved:
             self._unreserved_running += 1
-        try:
-            yield
-        finally:
+
+        def release() -> None:
             left = self._running[function_name] - 1
             if left:
                 self._running[function_name] = left
@@ -69,3 +69,24 @@ class Concurrency:
                 del self._running[function_name]
             if from_unreserved:
                 self._unreserved_running -= 1
+
+        lease = Lease()
+        try:
+            yield lease
+        finally:
+            if lease.until is not None and not lease.until.done():
+                lease.until.add_done_callback(lambda _: release())
+            else:
+                release()
+
+
+class Lease:
+    """One concurrent execution held by `Concurrency.hold`."""
+
+    def __init__(self) -> None:
+        self.until: asyncio.Future[None] | None = None
+
+    def extend_until(self, done: asyncio.Future[None]) -> None:
+        """Keep the execution counted after the block, until `done` (an environment whose
+        extensions still work on the invocation is still busy, as Lambda counts it)."""
+        self.until = done

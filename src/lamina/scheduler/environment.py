@@ -3,11 +3,20 @@
 States go STARTING → IDLE ⇄ BUSY → DEAD, and only through `_move()`, which rejects anything
 else. An environment runs one invocation at a time. It dies when its runtime exits, when an
 invocation times out (the sandbox is killed, as Lambda does), or when its owner destroys it.
+
+Extensions (see `runtime_api/extensions.py`) stretch the lifecycle as on Lambda: the
+executables of the layers' `/opt/extensions/` start before the runtime, which waits until
+they have registered; the caller gets the runtime's answer at once, but the environment stays
+BUSY (and its REPORT unwritten) until every extension that took the INVOKE is back in
+`/event/next`, and that time is billed. When the environment ends, extensions subscribed to
+SHUTDOWN get it, then the runtime SIGTERM, all within Lambda's Shutdown budget
+(`SHUTDOWN_EXTERNAL_S`, or `SHUTDOWN_INTERNAL_S` with internal extensions only).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -24,6 +33,7 @@ from lamina import limits
 from lamina.models import FunctionConfig, InvokeRequest, InvokeResult
 from lamina.observability import LogWriter, Metrics, Report
 from lamina.runtime_api import Invocation, RuntimeApiServer, RuntimeOutcome
+from lamina.runtime_api.extensions import SHUTDOWN_EXTERNAL_S, SHUTDOWN_INTERNAL_S, Extension
 from lamina.sandbox import SafeSandbox, SandboxBackend, SandboxError, SandboxSpec
 
 log = logging.getLogger(__name__)
@@ -37,6 +47,8 @@ _PLATFORM_ERRORS = frozenset(
 
 _NOT_DELIVERED = "Lamina.NotDelivered"
 _TIMED_OUT = "Sandbox.Timedout"
+#: how often a shutting-down environment looks whether its extensions are done
+_SHUTDOWN_POLL_S = 0.01
 
 
 class Outcome(IntEnum):
@@ -91,6 +103,31 @@ def _error_payload(error_type: str, message: str) -> bytes:
     return json.dumps({"errorMessage": message, "errorType": error_type}).encode()
 
 
+def _status(outcome: RuntimeOutcome) -> str:
+    """The Telemetry API's status of an invocation."""
+    if outcome.ok:
+        return "success"
+    if outcome.error_type == _TIMED_OUT:
+        return "timeout"
+    if outcome.error_type in _PLATFORM_ERRORS:
+        return "failure"
+    return "error"
+
+
+def list_extensions(opt_dir: Path) -> list[str]:
+    """The external extensions in a function's layers: executable files directly under
+    `/opt/extensions/`, by name (Lambda starts them in this order)."""
+    try:
+        entries = sorted(os.scandir(opt_dir / "extensions"), key=lambda e: e.name)
+    except OSError:
+        return []
+    return [
+        e.name
+        for e in entries
+        if e.is_file() and os.access(e.path, os.X_OK) and not e.name.startswith(".")
+    ]
+
+
 def _describe_exit(status: int) -> str:
     if status < 0:
         try:
@@ -132,6 +169,8 @@ class EnvironmentContext:
     #: builds what the runtime needs before it can start, if anything (blocking, cheap once
     #: done; Java's client is compiled on first use)
     prepare_runtime: Callable[[], None] | None = None
+    #: the account the function belongs to (the Extensions API's register answer)
+    account_id: str = ""
 
 
 class Environment:
@@ -148,7 +187,32 @@ class Environment:
         created = datetime.now(UTC)
         self.log_stream = f"{created:%Y/%m/%d}/[{ctx.config.version}]{self.id}"
         self._loop = asyncio.get_running_loop()
-        self._api = RuntimeApiServer(on_ready=self._on_ready, on_init_error=self._on_init_error)
+        config = ctx.config
+        self._api = RuntimeApiServer(
+            on_ready=self._on_ready,
+            on_init_error=self._on_init_error,
+            function_info={
+                "functionName": config.name,
+                "functionVersion": config.version,
+                "handler": config.handler,
+                "accountId": ctx.account_id,
+            },
+            on_settled=self._on_settled,
+            on_extension=self._on_extension,
+        )
+        self._telemetry = self._api.telemetry
+        #: released when the runtime may start: every external extension registered
+        self._gate: asyncio.Future[None] | None = None
+        #: set while the extensions finish an invocation the runtime has answered
+        self._settling: asyncio.Future[None] | None = None
+        #: done once an invocation the extensions held is over (the environment is IDLE
+        #: again, or DEAD): when its owner may take it back
+        self.finishing: asyncio.Future[None] | None = None
+        self._tasks: set[asyncio.Task[bytes | None]] = set()
+        self._runtime_exited = False
+        self._extensions_gone = False
+        self._ext_output: int | None = None
+        self._shutdown_reason = "spindown"
         self._sandbox: SafeSandbox | None = None
         # None once the runtime is ready; an error payload if it failed first.
         self._ready: asyncio.Future[bytes | None] = self._loop.create_future()
@@ -213,7 +277,22 @@ class Environment:
                     )
                 ) from e
         t0 = time.perf_counter()
+        extensions: tuple[str, ...] = ()
+        ext_output: int | None = None
+        self._telemetry.init_start(
+            ctx.config.name, ctx.config.version, self.id, ctx.config.memory_size
+        )
+        self._log.listener = self._line
         try:
+            if ctx.opt_dir is not None:
+                names = await self._loop.run_in_executor(None, list_extensions, ctx.opt_dir)
+                if names:
+                    seen = Path("/opt") if ctx.backend.lambda_paths else ctx.opt_dir
+                    extensions = tuple(str(seen / "extensions" / n) for n in names)
+                    self._api.extensions.expected = frozenset(names)
+                    self._gate = self._loop.create_future()
+                    ext_output = self._log.pipe("extension", on_eof=self._on_extensions_gone)
+                    self._ext_output = ext_output
             output = self._log.pipe()
             spec = SandboxSpec(
                 sandbox_id=self.id,
@@ -228,8 +307,11 @@ class Environment:
                 python_in_zygote=ctx.python_in_zygote,
                 network=ctx.network,
                 vpc=ctx.vpc,
+                extensions=extensions,
+                extension_output_fd=ext_output,
             )
             self._sandbox = SafeSandbox(ctx.backend.create(spec))
+            self._telemetry.connect = self._sandbox.connect
             try:
                 endpoint = await self._sandbox.prepare()
                 t1 = time.perf_counter()
@@ -250,11 +332,24 @@ class Environment:
                     # the init phase and the invocation.
                     self._first = first[0]
                     self._api.submit(self._invocation(first[0], first[1]))
+                gate_timer = None
+                if self._gate is not None:
+                    # Extensions that never register hold the runtime back no longer than the
+                    # init phase may last; the init phase then fails as timed out.
+                    gate_timer = self._loop.call_later(limits.INIT_TIMEOUT_S, self._open_gate)
                 # Launch first, then serve the Runtime API while the runtime starts up: its
                 # listening socket holds the runtime's connection until then.
-                await asyncio.gather(self._sandbox.start(env), self._api.start(endpoint.sock))
+                try:
+                    started = self._extensions_started if self._gate is not None else None
+                    await asyncio.gather(
+                        self._sandbox.start(env, started), self._api.start(endpoint.sock)
+                    )
+                finally:
+                    if gate_timer is not None:
+                        gate_timer.cancel()
             finally:
                 os.close(output)  # the runtime holds its own copy now
+                self._close_extension_output()
             self._sandbox.on_exit(self._on_exit)
             t3 = time.perf_counter()
             phase.labels("sandbox", runtime).observe(t1 - t0)
@@ -275,7 +370,8 @@ class Environment:
             log.error("environment %s failed to start: %s", self.id, e)
             raise InitFailed(_error_payload("Runtime.Unknown", f"Environment failed: {e}")) from e
         try:
-            failure = await asyncio.wait_for(asyncio.shield(self._ready), limits.INIT_TIMEOUT_S)
+            left = limits.INIT_TIMEOUT_S - (time.perf_counter() - t1)
+            failure = await asyncio.wait_for(asyncio.shield(self._ready), max(left, 0.001))
         except TimeoutError:
             failure = _error_payload(
                 "Sandbox.Timedout",
@@ -285,10 +381,13 @@ class Environment:
             await self.destroy()
             raise
         if failure is not None:
+            self._init_telemetry("failure", (time.perf_counter() - t0) * 1000, failure)
             self._api.take_current()
+            self._runtime_exited = True  # a failed init gets no SHUTDOWN
             await self.destroy()
             raise InitFailed(failure)
         t4 = time.perf_counter()
+        self._init_telemetry("success", (t4 - t0) * 1000, None)
         phase.labels("init", runtime).observe(t4 - t3)
         if self._sandbox is not None:
             # Once the first invocation is on its way (the caller submits it before yielding).
@@ -297,6 +396,58 @@ class Environment:
         self._unreported_init_ms = (t4 - t0) * 1000
         self._move(EnvState.IDLE)
 
+    async def _extensions_started(self) -> None:
+        # Only the extensions hold their pipe from now on: its end of file is their exit.
+        self._close_extension_output()
+        assert self._gate is not None
+        await self._gate
+
+    def _close_extension_output(self) -> None:
+        if self._ext_output is not None:
+            os.close(self._ext_output)
+            self._ext_output = None
+
+    def _open_gate(self) -> None:
+        if self._gate is not None and not self._gate.done():
+            self._gate.set_result(None)
+
+    def _on_extension(self, ext: Extension) -> None:
+        self._telemetry.extension(ext.name, ext.events)
+        extensions = self._api.extensions
+        if extensions.expected <= {e.name for e in extensions.by_id.values() if e.external}:
+            self._open_gate()
+
+    def _on_extensions_gone(self) -> None:
+        """Every external extension has exited (their output pipe's end of file)."""
+        self._extensions_gone = True
+        if not self._ready.done():
+            # Before the init phase ended: it cannot end any more (Lambda's Extension.Crash).
+            self._on_init_error(
+                _error_payload(
+                    "Extension.Crash", "An extension exited before the init phase ended"
+                ),
+                "Extension.Crash",
+            )
+        self._api.extensions.external_gone()
+
+    def _line(self, category: str, stamp_ms: int, text: str) -> None:
+        record: object = text
+        if self.ctx.config.logging.json and text.startswith("{"):
+            # In JSON log format a line that is a JSON object is sent as that object.
+            with contextlib.suppress(ValueError):
+                record = json.loads(text)
+        self._telemetry.line(category, stamp_ms, record)
+
+    def _init_telemetry(self, status: str, duration_ms: float, failure: bytes | None) -> None:
+        error_type = None
+        if failure is not None:
+            with contextlib.suppress(ValueError, AttributeError):
+                found = json.loads(failure).get("errorType")
+                error_type = found if isinstance(found, str) else None
+        self._telemetry.init_done(status, duration_ms, error_type)
+        if not self._telemetry.wants_lines:
+            self._log.listener = None  # nobody takes log lines: none of their cost
+
     def _on_ready(self) -> None:
         # Called as the runtime's first /next arrives, before a queued first invocation is
         # written to it: its START line goes after the init phase's output.
@@ -304,10 +455,15 @@ class Environment:
         first, self._first = self._first, None
         if first is not None:
             self._log.start(first.request_id, self.ctx.config.version, capture=first.log_tail)
+            if self._telemetry.active:
+                self._telemetry.invoke_start(
+                    first.request_id, self.ctx.config.version, first.trace_id
+                )
         if not self._ready.done():
             self._ready.set_result(None)
 
     def _on_init_error(self, body: bytes, error_type: str | None) -> None:
+        self._open_gate()
         if not self._ready.done():
             self._ready.set_result(body or _error_payload(error_type or "Runtime.Unknown", ""))
 
@@ -315,6 +471,7 @@ class Environment:
         message = f"Runtime exited with error: {_describe_exit(status)}"
         oom = self._sandbox is not None and self._sandbox.out_of_memory
         kind = "Runtime.OutOfMemory" if oom else "Runtime.ExitError"
+        self._runtime_exited = True
         if not self._ready.done():
             self._ready.set_result(_error_payload(kind, f"Error: {message}"))
         inv, delivered = self._api.take_current()
@@ -347,6 +504,10 @@ class Environment:
         self._move(EnvState.BUSY)
         init_ms, self._unreported_init_ms = self._unreported_init_ms, None
         self._log.start(request.request_id, self.ctx.config.version, capture=request.log_tail)
+        if self._telemetry.active:
+            self._telemetry.invoke_start(
+                request.request_id, self.ctx.config.version, request.trace_id
+            )
         started = time.perf_counter()
         future: asyncio.Future[RuntimeOutcome] = self._loop.create_future()
         self._api.submit(self._invocation(request, future))
@@ -395,6 +556,37 @@ class Environment:
         else:
             self.outcome_kind = Outcome.FUNCTION_ERROR
         duration_ms = (time.perf_counter() - started) * 1000
+        if self._telemetry.active:
+            status = _status(outcome)
+            self._telemetry.runtime_done(
+                request.request_id,
+                status,
+                duration_ms,
+                len(outcome.body),
+                outcome.error_type if status != "success" else None,
+            )
+        if self._api.extensions_busy and self.state is EnvState.BUSY:
+            # The caller gets the answer now; the environment is done when the extensions
+            # that took this INVOKE are, and its REPORT counts (and bills) their time.
+            self._settling = self._loop.create_future()
+            self.finishing = self._loop.create_future()
+            remaining = config.timeout - (time.perf_counter() - started)
+            finishing = self._after_extensions(request, started, init_ms, outcome, remaining)
+            tail = None
+            if request.log_tail:
+                tail = await finishing  # the tail ends with the REPORT line
+            else:
+                task = self._loop.create_task(finishing)
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            return InvokeResult(
+                payload=outcome.body,
+                executed_version=config.version,
+                function_error=None if outcome.ok else "Unhandled",
+                duration_ms=duration_ms,
+                init_duration_ms=init_ms,
+                log_tail=tail,
+            )
         if self.state is EnvState.BUSY:
             self._move(EnvState.IDLE)
             self.last_used = time.monotonic()
@@ -413,6 +605,42 @@ class Environment:
             log_tail=tail,
         )
 
+    async def _after_extensions(
+        self,
+        request: InvokeRequest,
+        started: float,
+        init_ms: float | None,
+        outcome: RuntimeOutcome,
+        remaining_s: float,
+    ) -> bytes | None:
+        """Wait for the extensions to finish the invocation (within its timeout), then
+        free the environment and write the REPORT; returns the log tail if captured."""
+        settling, finishing = self._settling, self.finishing
+        assert settling is not None and finishing is not None
+        try:
+            try:
+                await asyncio.wait_for(asyncio.shield(settling), max(remaining_s, 0.001))
+            except TimeoutError:
+                # Extensions past the function's timeout: the invocation timed out, as on
+                # Lambda, and the environment is reset.
+                outcome = RuntimeOutcome(ok=outcome.ok, body=outcome.body, error_type=_TIMED_OUT)
+                self._shutdown_reason = "timeout"
+                self._die()
+            duration_ms = (time.perf_counter() - started) * 1000
+            if self.state is EnvState.BUSY:
+                self._move(EnvState.IDLE)
+                self.last_used = time.monotonic()
+            return self._report(request.request_id, duration_ms, init_ms, outcome)
+        finally:
+            self._settling = None
+            if not finishing.done():
+                finishing.set_result(None)
+
+    def _on_settled(self) -> None:
+        settling = self._settling
+        if settling is not None and not settling.done():
+            settling.set_result(None)
+
     def _report(
         self, request_id: str, duration_ms: float, init_ms: float | None, outcome: RuntimeOutcome
     ) -> bytes | None:
@@ -427,21 +655,22 @@ class Environment:
             note = (
                 f"{stamp} {request_id} Task timed out after {self.ctx.config.timeout:.2f} seconds"
             )
-        return self._log.finish(
-            Report(
-                request_id=request_id,
-                duration_ms=duration_ms,
-                memory_size_mb=self.ctx.config.memory_size,
-                max_memory_used_mb=self._sandbox.memory_peak_mb() if self._sandbox else 0,
-                init_duration_ms=init_ms,
-                bill_init=self.ctx.bill_init,
-                status="timeout" if timed_out else "error" if failed else None,
-                error_type=outcome.error_type if failed and not timed_out else None,
-                function_name=self.ctx.config.name,
-                version=self.ctx.config.version,
-            ),
-            note,
+        report = Report(
+            request_id=request_id,
+            duration_ms=duration_ms,
+            memory_size_mb=self.ctx.config.memory_size,
+            max_memory_used_mb=self._sandbox.memory_peak_mb() if self._sandbox else 0,
+            init_duration_ms=init_ms,
+            bill_init=self.ctx.bill_init,
+            status="timeout" if timed_out else "error" if failed else None,
+            error_type=outcome.error_type if failed and not timed_out else None,
+            function_name=self.ctx.config.name,
+            version=self.ctx.config.version,
         )
+        tail = self._log.finish(report, note)
+        if self._telemetry.active:
+            self._telemetry.report(request_id, report.record())
+        return tail
 
     def _on_timeout(self, future: asyncio.Future[RuntimeOutcome], request_id: str) -> None:
         if future.done():
@@ -458,9 +687,46 @@ class Environment:
                 error_type="Sandbox.Timedout",
             )
         )
+        self._shutdown_reason = "timeout"
         self._die()
 
     # -- death ---------------------------------------------------------------------
+
+    async def _shutdown_extensions(self) -> None:
+        """Lambda's Shutdown phase, for an environment with extensions: SHUTDOWN to the
+        external ones subscribed to it, until they are done (back in /event/next, or
+        exited), then SIGTERM to the runtime until it exits; all within the phase's budget.
+
+        Lambda signals the runtime and the extensions at once; here the runtime comes last
+        because a namespace sandbox ends with its runtime, extensions included.
+        """
+        extensions = self._api.extensions
+        if not extensions.by_id:
+            return
+        external = extensions.any_external and not self._extensions_gone
+        end = time.monotonic() + (SHUTDOWN_EXTERNAL_S if external else SHUTDOWN_INTERNAL_S)
+        targets = extensions.shutdown_subscribers() if external else []
+        if targets:
+            # What is buffered for them goes first, so the last REPORT reaches them.
+            await self._telemetry.drain(SHUTDOWN_EXTERNAL_S / 4)
+            deadline_ms = int(time.time() * 1000 + (end - time.monotonic()) * 1000)
+            targets = self._api.shutdown(self._shutdown_reason, deadline_ms)
+            while time.monotonic() < end and not self._extensions_gone:
+                if all(t.done for t in targets):
+                    break
+                await asyncio.sleep(_SHUTDOWN_POLL_S)
+        if self._sandbox is None or self._runtime_exited:
+            return
+        exited: asyncio.Future[None] = self._loop.create_future()
+
+        def on_exit(_status: int) -> None:
+            if not exited.done():
+                exited.set_result(None)
+
+        self._sandbox.on_exit(on_exit)
+        self._sandbox.terminate()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(exited, max(end - time.monotonic(), 0.001))
 
     def _die(self) -> None:
         """Mark dead now and tear down in the background."""
@@ -477,6 +743,9 @@ class Environment:
         await asyncio.shield(self._destroying)
 
     async def _teardown(self) -> None:
+        if self._sandbox is not None and not self._runtime_exited:
+            with contextlib.suppress(Exception):
+                await self._shutdown_extensions()
         self._api.close()
         try:
             if self._sandbox is not None:

@@ -28,7 +28,7 @@ from lamina.observability import LogStore, LogWriter, Metrics
 from lamina.runtimes.catalog import Family, RuntimeCatalog
 from lamina.sandbox import SandboxBackend
 from lamina.scheduler.capacity import MemoryCapacity
-from lamina.scheduler.concurrency import Concurrency
+from lamina.scheduler.concurrency import Concurrency, Lease
 from lamina.scheduler.environment import (
     Environment,
     EnvironmentContext,
@@ -157,10 +157,10 @@ class Pool:
     def live(self) -> list[Environment]:
         return list(self._live)
 
-    async def invoke(self, request: InvokeRequest) -> InvokeResult:
+    async def invoke(self, request: InvokeRequest, lease: Lease | None = None) -> InvokeResult:
         for _ in range(_DELIVERY_ATTEMPTS):
             try:
-                return await self._invoke_once(request)
+                return await self._invoke_once(request, lease)
             except NotDelivered:
                 continue
         self._count(request, None, Outcome.PLATFORM_ERROR, cold=False)
@@ -170,7 +170,7 @@ class Pool:
             function_error="Unhandled",
         )
 
-    async def _invoke_once(self, request: InvokeRequest) -> InvokeResult:
+    async def _invoke_once(self, request: InvokeRequest, lease: Lease | None) -> InvokeResult:
         env = None
         cold = False
         # Provisioned environments first (the most recently used of them), then on-demand.
@@ -206,6 +206,8 @@ class Pool:
                 result = await env.invoke(request)
             finally:
                 self._release(env)
+        if lease is not None and env.finishing is not None and not env.finishing.done():
+            lease.extend_until(env.finishing)  # its extensions are still on this invocation
         # Counted after the caller's answer has gone out (it is written before this task
         # next yields).
         outcome = Outcome.SUCCESS if result.function_error is None else env.outcome_kind
@@ -214,6 +216,11 @@ class Pool:
         return result
 
     def _release(self, env: Environment) -> None:
+        finishing = env.finishing
+        if env.state is EnvState.BUSY and finishing is not None and not finishing.done():
+            # Its extensions are still on the invocation the caller already has.
+            finishing.add_done_callback(lambda _: self._release(env))
+            return
         if env.state is EnvState.IDLE and not self.retired:
             self._idle.append(env)
         else:
@@ -381,8 +388,8 @@ class Scheduler:
         """Run one invocation; TooManyRequestsError at once if it is over a concurrency limit."""
         pool = self._pool(config)
         try:
-            with self.concurrency.hold(config.name):
-                return await pool.invoke(request)
+            with self.concurrency.hold(config.name) as lease:
+                return await pool.invoke(request, lease)
         except TooManyRequestsError as throttled:  # the lease's or the memory capacity's
             reason = str(throttled.fields["Reason"])
             key = (config.name, qualifier_of(request.invoked_arn), config.runtime, reason)
@@ -508,9 +515,17 @@ class Scheduler:
         else:
             seen = (task_root, runtime.runtime_dir)
             opt_seen = opt_dir
+        argv = runtime.command(task_root, seen)
+        in_zygote = runtime.family is Family.PYTHON
+        wrapper = config.environment.get("AWS_LAMBDA_EXEC_WRAPPER")
+        if wrapper and runtime.family in (Family.PYTHON, Family.NODE):
+            # Lambda starts a managed runtime as `wrapper <runtime command...>`. The wrapper
+            # must exec a fresh interpreter, so the zygote's in-process fast path is off.
+            argv = [wrapper_path(wrapper, self._backend.lambda_paths, task_root, opt_dir), *argv]
+            in_zygote = False
         return EnvironmentContext(
             config=config,
-            argv=tuple(runtime.command(task_root, seen)),
+            argv=tuple(argv),
             task_root=task_root,
             runtime_dir=runtime.runtime_dir,
             base_env=lambda_environment(
@@ -523,10 +538,11 @@ class Scheduler:
             bill_init=runtime.family is Family.PROVIDED,
             opt_dir=opt_dir if layered else None,
             interpreter=runtime.executable,
-            python_in_zygote=runtime.family is Family.PYTHON,
+            python_in_zygote=in_zygote,
             network=config.network_enabled,
             vpc=self._vpc(config),
             prepare_runtime=runtime.prepare,
+            account_id=self._settings.account_id,
         )
 
     def _vpc(self, config: FunctionConfig) -> str | None:
@@ -574,3 +590,14 @@ class Scheduler:
             cutoff = time.monotonic() - keep_alive
             for pool in list(self._pools.values()):
                 pool.reap(cutoff)
+
+
+def wrapper_path(wrapper: str, lambda_paths: bool, task_root: Path, opt_dir: Path) -> str:
+    """AWS_LAMBDA_EXEC_WRAPPER's script as the runtime sees it: a backend without Lambda's
+    paths shows /var/task and /opt at their places on the host."""
+    if lambda_paths:
+        return wrapper
+    for seen, host in ((LAMBDA_OPT, opt_dir), (LAMBDA_TASK_ROOT, task_root)):
+        if wrapper.startswith(f"{seen}/"):
+            return str(host / wrapper.removeprefix(f"{seen}/"))
+    return wrapper

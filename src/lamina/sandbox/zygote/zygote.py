@@ -179,6 +179,30 @@ def make_tree_readonly(root: str) -> None:
             _libc.mount(None, _b(point), None, flags, None)  # best effort per submount
 
 
+#: what Lambda's /etc/hosts adds: the name extensions' Telemetry API listeners use
+SANDBOX_HOSTS_LINE = "127.0.0.1\tsandbox.localdomain sandbox\n"
+
+
+def add_sandbox_host(root: str) -> None:
+    """The host's /etc/hosts plus `sandbox.localdomain` (the sandbox's own loopback), bound
+    over the sandbox's /etc/hosts. The file is made in the root tmpfs and unlinked once
+    bound: the mount keeps it, and / shows nothing more."""
+    target = root + "/etc/hosts"
+    if not os.path.isfile(target):
+        return
+    with open(target) as f:
+        content = f.read()
+    if content and not content.endswith("\n"):
+        content += "\n"
+    source = root + "/.lamina-hosts"
+    with open(source, "w") as f:
+        f.write(content + SANDBOX_HOSTS_LINE)
+    try:
+        mount(source, target, None, MS_BIND)
+    finally:
+        os.unlink(source)
+
+
 def pivot_into(root: str) -> None:
     """Make `root` the process's `/` and drop the old root from view."""
     os.chdir(root)
@@ -273,6 +297,7 @@ class Child:
         self.ctl = ctl
         self.netns = netns
         self.root = config["staging"]
+        self.extension_output = -1
 
     def run(self, cgroups: list[str]) -> None:
         code = 1
@@ -355,6 +380,7 @@ class Child:
         runtime_dir = self.config.get("runtime_dir")
         if runtime_dir:
             mount(runtime_dir, root + "/var/runtime", None, MS_BIND | MS_REC)
+        add_sandbox_host(root)
         # Everything so far read-only (the root tmpfs included), then the writable /tmp.
         make_tree_readonly(root)
         for path in self.config["masks"]:
@@ -408,10 +434,14 @@ class Child:
     def attach(self, claim: dict[str, Any], fds: list[int]) -> None:
         """A function claimed this sandbox: its files, then the point of no return.
 
-        `fds`: stdout/stderr, then detached mount trees for /var/task, /opt (if the function
-        has layers) and /var/runtime (for exec'd runtimes), in that order.
+        `fds`: stdout/stderr, the extensions' stdout/stderr (if it has extensions), then
+        detached mount trees for /var/task, /opt (if the function has layers) and
+        /var/runtime (for exec'd runtimes), in that order.
         """
-        output, trees = fds[0], iter(fds[1:])
+        output, rest = fds[0], fds[1:]
+        if claim.get("extensions"):
+            self.extension_output, rest = rest[0], rest[1:]
+        trees = iter(rest)
         attach_tree(next(trees), "/var/task")
         if claim.get("opt"):
             attach_tree(next(trees), "/opt")
@@ -437,9 +467,38 @@ class Child:
         # Credential changes clear the parent-death signal: set it again.
         _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
+    def launch_extensions(self, paths: list[str], env: dict[str, str]) -> None:
+        """Start each external extension as Lambda does, before the runtime: a process of
+        the sandbox (orphaned to its init, which reaps it), its output on the extensions'
+        pipe, which the runtime does not keep (so its end of file means they are all gone).
+        Then wait for the server's go: the extensions have registered."""
+        out = self.extension_output
+        for path in paths:
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    if os.fork() == 0:
+                        os.dup2(out, 1)
+                        os.dup2(out, 2)
+                        os.execve(path, [path], env)
+                except BaseException as e:
+                    with contextlib.suppress(OSError):
+                        os.write(out, f"lamina: extension {path} failed to start: {e}\n".encode())
+                os._exit(0)
+            os.waitpid(pid, 0)
+        os.close(out)
+        send(self.ctl, {"launched": len(paths)})
+        go, fds = receive(self.ctl)
+        for fd in fds:
+            os.close(fd)
+        if go is None:
+            os._exit(0)  # the server gave up on this sandbox
+
     def hand_over(self, claim: dict[str, Any]) -> int:
         env = claim["env"]
         argv = claim["argv"]
+        if claim.get("extensions"):
+            self.launch_extensions(claim["extensions"], env)
         if not self.config.get("python"):
             try:
                 os.execve(argv[0], argv, env)
