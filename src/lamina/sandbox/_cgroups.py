@@ -271,6 +271,24 @@ class Cgroup:
                     return int(line[len(key) :])
         return 0
 
+    def _stat(self, *keys: bytes) -> dict[bytes, int]:
+        found: dict[bytes, int] = {}
+        with contextlib.suppress(OSError, ValueError):
+            for line in (self._mem / "memory.stat").read_bytes().splitlines():
+                name, _, value = line.partition(b" ")
+                if name in keys:
+                    found[name] = int(value)
+        return found
+
+    def function_peak_bytes(self) -> int:
+        """The most memory the function has used as Lambda counts it: the cgroup's peak less
+        what /tmp holds (tmpfs pages are charged to the cgroup as shmem, but on Lambda /tmp
+        is storage apart from memory), and never less than what its processes hold now."""
+        stat = self._stat(b"shmem", b"anon" if self._v2 else b"rss")
+        shmem = stat.get(b"shmem", 0)
+        anon = stat.get(b"anon" if self._v2 else b"rss", 0)
+        return max(self.peak_bytes() - shmem, anon)
+
     def peak_bytes(self) -> int:
         with contextlib.suppress(OSError, ValueError):
             return int(self._peak_file.read_bytes())

@@ -14,7 +14,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum, IntEnum
@@ -127,6 +127,11 @@ class EnvironmentContext:
     #: each new environment's AWS credentials (key id, secret, session token), made when it
     #: starts so that a long-lived pool's later environments get fresh ones (None: dummies)
     credentials: Callable[[], tuple[str, str, str]] | None = None
+    #: the runtime's image on the host (Lambda's /var/lang), None for a custom runtime
+    lang_dir: Path | None = None
+    #: awaited before each start: returns once the runtime's image is ready, or has had
+    #: its time (see `RuntimeImages.wait`)
+    image_ready: Callable[[], Awaitable[None]] | None = None
 
 
 class Environment:
@@ -194,6 +199,9 @@ class Environment:
         ctx = self.ctx
         runtime = ctx.config.runtime
         phase = ctx.metrics.cold_start_phase
+        if ctx.image_ready is not None:
+            # Before the clock starts: an SDK being installed is no part of the init phase.
+            await ctx.image_ready()
         t0 = time.perf_counter()
         try:
             output = self._log.pipe()
@@ -206,6 +214,7 @@ class Environment:
                 ephemeral_storage_mb=ctx.config.ephemeral_storage,
                 output_fd=output,
                 opt_dir=ctx.opt_dir,
+                lang_dir=ctx.lang_dir,
                 interpreter=ctx.interpreter,
                 python_in_zygote=ctx.python_in_zygote,
                 network=ctx.network,
@@ -344,6 +353,7 @@ class Environment:
             future=future,
             trace_id=request.trace_id,
             client_context=request.client_context,
+            tenant_id=request.tenant_id,
         )
 
     async def _outcome(

@@ -337,8 +337,17 @@ class Child:
             elif os.path.isdir(host):
                 os.mkdir(root + host)
                 mount(host, root + host, None, MS_BIND | MS_REC)
-        for name in ("dev", "proc", "sys", "tmp", "opt", "var", "var/task", "var/runtime"):
+        for name in ("dev", "proc", "sys", "tmp", "opt", "var/task", "var/runtime", "var/lang"):
             os.makedirs(os.path.join(root, name), exist_ok=True)
+        # Node.js resolves an ES module's bare imports through the node_modules of the
+        # importing file's parents only (never NODE_PATH): from /var/task that reaches
+        # /node_modules, which leads to the runtime's bundled SDK, as Lambda's ESM imports
+        # of @aws-sdk/* find it.
+        os.symlink("/var/lang/lib/node_modules", root + "/node_modules")
+        for name, source in self.config.get("etc_files", {}).items():
+            # Lambda's own user database (the sandbox user sbx_user1051, its group) over the
+            # host's: home-directory and user-name lookups work, and reveal nothing.
+            mount(source, f"{root}/etc/{name}", None, MS_BIND)
         mount("/sys", root + "/sys", None, MS_BIND | MS_REC)
         mount("tmpfs", root + "/dev", "tmpfs", MS_NOSUID, "size=64k,mode=755")
         for name in DEVICES:
@@ -409,7 +418,8 @@ class Child:
         """A function claimed this sandbox: its files, then the point of no return.
 
         `fds`: stdout/stderr, then detached mount trees for /var/task, /opt (if the function
-        has layers) and /var/runtime (for exec'd runtimes), in that order.
+        has layers), /var/runtime (for exec'd runtimes) and /var/lang (a managed runtime's
+        image), in that order.
         """
         output, trees = fds[0], iter(fds[1:])
         attach_tree(next(trees), "/var/task")
@@ -417,6 +427,8 @@ class Child:
             attach_tree(next(trees), "/opt")
         if claim.get("runtime_dir"):
             attach_tree(next(trees), "/var/runtime")
+        if claim.get("lang"):
+            attach_tree(next(trees), "/var/lang")
         tmp_mb = int(claim["tmp_mb"])
         if tmp_mb != DEFAULT_TMP_MB:
             mount(None, "/tmp", None, MS_REMOUNT | MS_NOSUID | MS_NODEV, f"size={tmp_mb}m")
