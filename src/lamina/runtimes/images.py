@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 #: depends on the runtime release and the region (AWS documents no fixed one); Lamina pins one
 #: so that every host runs the same code. Its dependencies (botocore, s3transfer, jmespath,
 #: python-dateutil, urllib3) come with it, at the versions boto3 asks for.
-PYTHON_SDK: tuple[str, ...] = ("boto3==1.43.11",)
+PYTHON_SDK: tuple[str, ...] = ("boto3==1.43.11", "botocore==1.43.11")
 
 #: The AWS SDK for JavaScript v3 packages Lamina bundles with every Node.js runtime. Lambda
 #: bundles every v3 client; Lamina installs the ones functions use most (the rest a function
@@ -150,6 +150,15 @@ class RuntimeImages:
             task = self._tasks.get(runtime.name)
             if task is None:
                 self._tasks[runtime.name] = asyncio.ensure_future(self._ensure(runtime))
+
+    async def install(self, runtimes: Iterable[RuntimeInfo]) -> dict[str, SdkState]:
+        """Make the images of `runtimes` and install their SDKs now (for tools and test
+        set-ups that want them in place before any server starts); returns each one's state."""
+        wanted = list(runtimes)
+        await asyncio.get_running_loop().run_in_executor(None, self.link, wanted)
+        self.ensure(wanted)
+        await asyncio.gather(*(self._tasks[r.name] for r in wanted if r.name in self._tasks))
+        return {r.name: self.status(r) for r in wanted}
 
     async def wait(self, runtime: RuntimeInfo, limit_s: float) -> None:
         """Wait, at most `limit_s` seconds, for an install of the runtime's SDK under way:

@@ -32,10 +32,17 @@ _DUMMY_TOKEN = "lamina-function-session-token"
 
 def aws_endpoints(settings: Settings) -> dict[str, str]:
     """`AWS_ENDPOINT_URL_<ID>` for each service: Lamina's own services at Lamina, then the
-    server-wide `--aws-endpoint` settings (which may also move those). No global
-    AWS_ENDPOINT_URL: a service nobody pointed anywhere goes to its default endpoint, which
-    AWS's SDKs derive from the region, as on Lambda."""
-    env = {f"AWS_ENDPOINT_URL_{s.endpoint_id}": settings.endpoint_url for s in SERVED}
+    server-wide `--aws-endpoint` settings (which may also move those); a function's own
+    Environment variables, applied later, win over all of them.
+
+    The global AWS_ENDPOINT_URL, which SDKs use for a service with no variable of its own,
+    points at Lamina too: a call to a service nobody pointed anywhere then gets Lamina's clear
+    "Lamina does not serve dynamodb; set AWS_ENDPOINT_URL_DYNAMODB" at once, rather than
+    going to AWS with credentials AWS never issued. A function that sets AWS_ENDPOINT_URL
+    itself moves every such service; the service-specific variables keep Lambda, Logs and
+    Events at Lamina whatever it says."""
+    env = {"AWS_ENDPOINT_URL": settings.endpoint_url}
+    env.update({f"AWS_ENDPOINT_URL_{s.endpoint_id}": settings.endpoint_url for s in SERVED})
     for service, url in settings.aws_endpoints:
         env[f"AWS_ENDPOINT_URL_{service}"] = url
     return env
