@@ -354,7 +354,7 @@ class Functions:
         resp: dict[str, Any] = self.client.create_function(
             FunctionName=name,
             Runtime=runtime,
-            Role=ROLE,
+            Role=kwargs.pop("Role", ROLE),
             Handler=handler,
             Code={"ZipFile": make_zip(files)},
             **kwargs,
