@@ -73,7 +73,7 @@ def test_a_failed_install_leaves_the_runtime_without_its_sdk_and_says_so(
     images = RuntimeImages(tmp_path)
     states = asyncio.run(images.install([PY]))
     assert states["python3.11"].state == "missing"
-    assert "install failed" in states["python3.11"].detail
+    assert "install failed: pip exited 1" in states["python3.11"].detail
     assert "network is unreachable" in states["python3.11"].detail
     assert "could not be installed" in caplog.text
     assert not (tmp_path / "python3.11" / "lib").exists()  # nothing half-made

@@ -226,16 +226,15 @@ class RuntimeImages:
         await loop.run_in_executor(None, lambda: shutil.rmtree(staging, ignore_errors=True))
         try:
             if runtime.family is Family.PYTHON:
-                await _run(
-                    runtime.name, _pip_command(runtime, staging / site_packages(runtime)[4:])
-                )
+                target = staging / site_packages(runtime).removeprefix("lib/")
+                await _run(runtime.name, "pip", _pip_command(runtime, target))
             else:
                 npm = shutil.which("npm")
                 if npm is None:
                     raise InstallError("npm is not installed on this host")
                 # npm installs into <prefix>/node_modules; the image keeps it as lib/.
-                (staging).mkdir(parents=True)
-                await _run(runtime.name, _npm_command(npm, runtime, staging))
+                staging.mkdir(parents=True)
+                await _run(runtime.name, "npm", _npm_command(npm, runtime, staging))
             (staging / _MARKER).write_text(" ".join(sdk_packages(runtime)))
             await loop.run_in_executor(None, _swap, staging, image / "lib")
         finally:
@@ -283,7 +282,7 @@ def _npm_command(npm: str, runtime: RuntimeInfo, prefix: Path) -> list[str]:
     ]
 
 
-async def _run(name: str, argv: list[str]) -> None:
+async def _run(name: str, tool: str, argv: list[str]) -> None:
     """Run an installer, its output line by line into the server log (the progress)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env["PIP_PROGRESS_BAR"] = "off"
@@ -310,7 +309,7 @@ async def _run(name: str, argv: list[str]) -> None:
         await proc.wait()
         raise
     if status != 0:
-        raise InstallError(f"{Path(argv[0]).name} exited {status}: {' / '.join(tail[-2:])}")
+        raise InstallError(f"{tool} exited {status}: {' / '.join(tail[-2:])}")
 
 
 def _interpreter_names(runtime: RuntimeInfo) -> list[str]:
