@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+from lamina.cli.main import _aws_endpoints
 from lamina.models import FunctionConfig
 from lamina.runtimes.catalog import Family, RuntimeInfo
 from lamina.scheduler.lambda_env import lambda_environment
@@ -84,3 +85,19 @@ def test_x_ray_variables_point_at_loopback() -> None:
     assert env["AWS_XRAY_DAEMON_ADDRESS"] == "127.0.0.1:2000"
     assert env["AWS_XRAY_CONTEXT_MISSING"] == "LOG_ERROR"
     assert "_X_AMZN_TRACE_ID" not in env  # per invocation, set by the runtime
+
+
+def test_aws_endpoint_options_name_services_as_sdks_do() -> None:
+    parsed = _aws_endpoints(
+        (
+            "dynamodb=http://127.0.0.1:8000/",
+            "secretsmanager=https://secrets.internal",
+            "SECRETS_MANAGER=https://other.internal",
+            "cognito-idp=http://c:1",
+        )
+    )
+    assert parsed == (
+        ("COGNITO_IDENTITY_PROVIDER", "http://c:1"),
+        ("DYNAMODB", "http://127.0.0.1:8000"),
+        ("SECRETS_MANAGER", "https://other.internal"),
+    )
