@@ -45,6 +45,11 @@ log = logging.getLogger(__name__)
 #: so that every host runs the same code. Its dependencies (botocore, s3transfer, jmespath,
 #: python-dateutil, urllib3) come with it, at the versions boto3 asks for.
 PYTHON_SDK: tuple[str, ...] = ("boto3==1.43.11", "botocore==1.43.11")
+#: Runtimes whose Python the pin no longer supports keep the last boto3 that did, as AWS
+#: freezes a deprecated runtime's SDK (boto3 1.43 needs Python 3.10 or newer).
+PYTHON_SDK_FOR: dict[str, tuple[str, ...]] = {
+    "3.9": ("boto3==1.42.97", "botocore==1.42.97"),
+}
 
 #: The AWS SDK for JavaScript v3 packages Lamina bundles with every Node.js runtime. Lambda
 #: bundles every v3 client; Lamina installs the ones functions use most (the rest a function
@@ -84,7 +89,7 @@ class SdkState:
 def sdk_packages(runtime: RuntimeInfo) -> tuple[str, ...]:
     """What is bundled with `runtime` (nothing for a custom runtime)."""
     if runtime.family is Family.PYTHON:
-        return PYTHON_SDK
+        return PYTHON_SDK_FOR.get(".".join(runtime.version.split(".")[:2]), PYTHON_SDK)
     if runtime.family is Family.NODE:
         return NODE_SDK
     return ()
@@ -263,7 +268,7 @@ def _pip_command(runtime: RuntimeInfo, target: Path) -> list[str]:
         minor,
         "--target",
         str(target),
-        *PYTHON_SDK,
+        *sdk_packages(runtime),
     ]
 
 
