@@ -285,6 +285,13 @@ class Environment:
             self._loop.call_soon(self._sandbox.init_done)
         self.init_duration_s = t4 - t0
         self._unreported_init_ms = (t4 - t0) * 1000
+        if self.state is EnvState.DEAD:
+            # The runtime exited between its first /next and this task's wake-up (a first
+            # invocation's handler that ends the process, on a busy loop): `_on_exit` has
+            # settled that invocation already; without one, the start failed.
+            if first is None:
+                raise InitFailed(_error_payload("Runtime.ExitError", "Error: Runtime exited"))
+            return
         self._move(EnvState.IDLE)
 
     def _on_ready(self) -> None:
@@ -328,7 +335,8 @@ class Environment:
         invocation. Raises `InitFailed` (the request did not run) or `NotDelivered`."""
         future: asyncio.Future[RuntimeOutcome] = self._loop.create_future()
         await self.start(first=(request, future))
-        self._move(EnvState.BUSY)
+        if self.state is EnvState.IDLE:
+            self._move(EnvState.BUSY)
         init_ms, self._unreported_init_ms = self._unreported_init_ms, None
         return await self._outcome(request, future, self._ready_at, init_ms)
 
