@@ -240,8 +240,8 @@ class RuntimeImages:
                 # npm installs into <prefix>/node_modules; the image keeps it as lib/.
                 staging.mkdir(parents=True)
                 await _run(runtime.name, "npm", _npm_command(npm, runtime, staging))
-            (staging / _MARKER).write_text(" ".join(sdk_packages(runtime)))
-            await loop.run_in_executor(None, _swap, staging, image / "lib")
+            marker = " ".join(sdk_packages(runtime))
+            await loop.run_in_executor(None, _swap, staging, image / "lib", marker)
         finally:
             await loop.run_in_executor(None, lambda: shutil.rmtree(staging, ignore_errors=True))
 
@@ -360,9 +360,11 @@ def _lock(path: Path) -> int:
     return fd
 
 
-def _swap(staging: Path, lib: Path) -> None:
-    """Put `staging` in place of `lib` (a rename each: a sandbox mounting the image in
-    between sees the old SDK or the new one, never half of one)."""
+def _swap(staging: Path, lib: Path, marker: str) -> None:
+    """Mark `staging` as holding `marker`'s packages and put it in place of `lib` (a rename
+    each: a sandbox mounting the image in between sees the old SDK or the new one, never half
+    of one)."""
+    (staging / _MARKER).write_text(marker)
     old = lib.with_name(f"lib.old-{os.getpid()}")
     if lib.exists():
         os.rename(lib, old)
