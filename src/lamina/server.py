@@ -85,13 +85,16 @@ def _loopback_ports(settings: Settings) -> tuple[int, ...]:
     return tuple(sorted(set(ports)))
 
 
-def _runtime_specs(runtimes: RuntimeCatalog, names: set[str]) -> list[RuntimeSpec]:
+def _runtime_specs(
+    runtimes: RuntimeCatalog, names: set[str], images: RuntimeImages
+) -> list[RuntimeSpec]:
     """What a backend may prepare for the runtimes named (those that functions use)."""
     specs = []
     for runtime in runtimes.all():
         if runtime.name in names:
             python = runtime.family is Family.PYTHON
-            specs.append(RuntimeSpec(runtime.executable, python, runtime.runtime_dir))
+            lang = images.image_dir(runtime)
+            specs.append(RuntimeSpec(runtime.executable, python, runtime.runtime_dir, lang))
     return specs
 
 
@@ -145,7 +148,7 @@ def create_app(
         config = functions.latest(name)
         if config is not None and version == LATEST:
             scheduler.prepare(config)
-        backend.expect(_runtime_specs(runtimes, functions.runtimes_in_use()))
+        backend.expect(_runtime_specs(runtimes, functions.runtimes_in_use(), images))
         images.ensure(_in_use(runtimes, functions.runtimes_in_use()))
 
     functions.subscribe(changed)
@@ -198,7 +201,7 @@ def create_app(
         await loop.run_in_executor(None, images.link, runtimes.all())
         # Each runtime's SDK, installed in the background where missing (first start).
         images.ensure(_in_use(runtimes, functions.runtimes_in_use()))
-        backend.expect(_runtime_specs(runtimes, functions.runtimes_in_use()))
+        backend.expect(_runtime_specs(runtimes, functions.runtimes_in_use(), images))
         scheduler.start()
         event_store.open()
         await async_queue.start()

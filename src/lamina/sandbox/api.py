@@ -122,6 +122,8 @@ class RuntimeSpec:
     interpreter: str
     python_in_zygote: bool
     runtime_dir: Path
+    #: the runtime's image (Lambda's /var/lang), as `SandboxSpec.lang_dir`
+    lang_dir: Path | None = None
 
 
 @dataclass(frozen=True)

@@ -169,7 +169,10 @@ class NamespaceSandbox:
             }
             if not spec.python_in_zygote:
                 claim["runtime_dir"] = str(spec.runtime_dir)
-            if spec.lang_dir is not None:
+            # A Python zygote's children have the image already (see `_zygote`); an exec'd
+            # runtime's get it now.
+            attach_lang = spec.lang_dir is not None and not spec.python_in_zygote
+            if attach_lang:
                 claim["lang"] = str(spec.lang_dir)
             trees = [open_tree(spec.task_root)]
             try:
@@ -177,7 +180,8 @@ class NamespaceSandbox:
                     trees.append(open_tree(spec.opt_dir))
                 if not spec.python_in_zygote:
                     trees.append(open_tree(spec.runtime_dir))
-                if spec.lang_dir is not None:
+                if attach_lang:
+                    assert spec.lang_dir is not None
                     trees.append(open_tree(spec.lang_dir))
                 send(child.ctl, claim, [spec.output_fd, *trees])
             finally:
@@ -309,11 +313,17 @@ class NamespaceBackend:
     def expect(self, runtimes: Sequence[RuntimeSpec]) -> None:
         """Start the zygotes of these runtimes and fill their pools (in the background)."""
         for spec in runtimes:
-            self._refill(self._zygote(spec.interpreter, spec.python_in_zygote, spec.runtime_dir))
+            self._refill(
+                self._zygote(
+                    spec.interpreter, spec.python_in_zygote, spec.runtime_dir, spec.lang_dir
+                )
+            )
 
     # -- zygotes and the pool --------------------------------------------------------------
 
-    def _zygote(self, runtime: str, python: bool, runtime_dir: Path) -> _Key:
+    def _zygote(
+        self, runtime: str, python: bool, runtime_dir: Path, lang_dir: Path | None = None
+    ) -> _Key:
         """The zygote for a runtime (made if need be), by its pool's key.
 
         A Python runtime's zygote is its own interpreter, running the bootstrap in-process;
@@ -337,12 +347,16 @@ class NamespaceBackend:
             if python:
                 config["runtime_dir"] = str(runtime_dir)
                 config["preload"] = list(PRELOAD)
+                if lang_dir is not None and lang_dir.is_dir():
+                    # A Python zygote serves one runtime: its image is bound at /var/lang in
+                    # the pool, ahead of any claim (a bind shows the SDK installed later too).
+                    config["lang_dir"] = str(lang_dir)
             self._zygotes[key] = Zygote(interpreter, config)
             self._pools[key] = []
         return key
 
     async def claim(self, spec: SandboxSpec) -> _Prepared:
-        key = self._zygote(spec.interpreter, spec.python_in_zygote, spec.runtime_dir)
+        key = self._zygote(spec.interpreter, spec.python_in_zygote, spec.runtime_dir, spec.lang_dir)
         zygote = self._zygotes[key]
         pool = self._pools[key]
         child = None

@@ -364,6 +364,9 @@ class Child:
         runtime_dir = self.config.get("runtime_dir")
         if runtime_dir:
             mount(runtime_dir, root + "/var/runtime", None, MS_BIND | MS_REC)
+        lang_dir = self.config.get("lang_dir")
+        if lang_dir:
+            mount(lang_dir, root + "/var/lang", None, MS_BIND | MS_REC)
         # Everything so far read-only (the root tmpfs included), then the writable /tmp.
         make_tree_readonly(root)
         for path in self.config["masks"]:
