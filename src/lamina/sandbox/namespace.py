@@ -3,10 +3,12 @@
 An environment is a child of a warm zygote (`_zygotes.py`, `zygote/zygote.py`) made with new
 mount, PID, IPC and UTS namespaces, joined to a network namespace of its own (`_netns.py`) and
 to a cgroup of its own (`_cgroups.py`). Its root is an empty tmpfs holding, read-only, the
-host's system directories (/usr, /etc, /bin, /lib...), a /dev of harmless devices, and
+host's system directories (/usr, /etc, /bin, /lib...) with Lambda's own user database over
+/etc/passwd and /etc/group (the sandbox user `sbx_user1051`), a /dev of harmless devices, and
 Lambda's places: the function's code at /var/task, its layers at /opt, the runtime at
-/var/runtime, a private tmpfs /tmp of `EphemeralStorage` MB. Its init is PID 1; its runtime
-runs as an unprivileged uid with no_new_privs and a seccomp deny-list.
+/var/runtime, the runtime image (interpreter links, bundled SDK) at /var/lang, a private tmpfs
+/tmp of `EphemeralStorage` MB. Its init is PID 1; its runtime runs as an unprivileged uid
+with no_new_privs and a seccomp deny-list.
 
 Cold starts are cheap because the isolation is done *ahead*: for each zygote a few children
 wait, already isolated (namespaces, root, pivot_root, most of the seccomp filter), in a pool

@@ -321,8 +321,9 @@ class Child:
 
     def build_root(self, root: str) -> None:
         """The sandbox's root filesystem, on an empty tmpfs: the host's system directories
-        (/usr, /etc, /bin, /lib...) and /sys bound read-only, a /dev of the harmless devices
-        only, a fresh /proc, and Lambda's own places (/var/task, /var/runtime, /opt, /tmp).
+        (/usr, /etc, /bin, /lib...) and /sys bound read-only, the sandbox's own /etc/passwd
+        and /etc/group over the host's, a /dev of the harmless devices only, a fresh /proc,
+        and Lambda's own places (/var/task, /var/runtime, /var/lang, /opt, /tmp).
 
         Not the whole host root: a read-only mount does not stop connect() on a unix socket,
         so /run, /var/run, /var/lib, /tmp and /dev of the host (a database's socket,
