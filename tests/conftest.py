@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
@@ -29,6 +30,8 @@ from botocore.config import Config
 from botocore.credentials import Credentials
 
 from lamina.cli.signing import Signer
+from lamina.runtimes.catalog import RuntimeCatalog
+from lamina.runtimes.images import RuntimeImages, SdkState
 
 # boto3 must never look for credentials on an instance-metadata address.
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
@@ -48,6 +51,24 @@ SIGNED_HTTP = httpx.Client(auth=SIGNED, timeout=5.0)
 _AWS_FILES = tempfile.mkdtemp(prefix="lamina-test-aws-")
 os.environ.setdefault("AWS_SHARED_CREDENTIALS_FILE", os.path.join(_AWS_FILES, "credentials"))
 os.environ.setdefault("AWS_CONFIG_FILE", os.path.join(_AWS_FILES, "config"))
+
+
+# Runtime images (the bundled boto3 and AWS SDK for JavaScript v3) are installed once for every
+# test server of a run, and kept between runs on this machine: `runtime_images` fills it.
+os.environ.setdefault(
+    "LAMINA_RUNTIME_CACHE", os.path.join(tempfile.gettempdir(), "lamina-test-runtimes")
+)
+#: the runtimes the tests deploy on, whose SDKs are installed before the first server starts
+TEST_RUNTIMES = ("python3.11", "nodejs20.x", "nodejs22.x", "nodejs18.x")
+
+
+@pytest.fixture(scope="session")
+def runtime_images() -> dict[str, SdkState]:
+    """Install the test runtimes' bundled SDKs into the shared runtime cache (from PyPI and
+    npm the first time), so no test's first invoke waits for a download."""
+    images = RuntimeImages(Path(os.environ["LAMINA_RUNTIME_CACHE"]))
+    wanted = [r for r in RuntimeCatalog.discover().all() if r.name in TEST_RUNTIMES]
+    return asyncio.run(images.install(wanted))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -275,7 +296,9 @@ def wait_seen(server: Server, name: str, count: int, timeout: float = 20.0) -> l
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(
+    tmp_path_factory: pytest.TempPathFactory, runtime_images: dict[str, SdkState]
+) -> Iterator[Server]:
     base = tmp_path_factory.mktemp("lamina")
     srv = Server(data_dir=base / "data").start()
     yield srv
@@ -284,7 +307,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 @pytest.fixture
-def own_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+def own_server(
+    tmp_path: Path, runtime_images: dict[str, SdkState]
+) -> Iterator[Callable[..., Server]]:
     """Starts servers of the test's own, `own_server(data_dir=None, *args)` (`data_dir` again
     to restart on the same data), and stops those still running after the test."""
     servers: list[Server] = []
@@ -332,7 +357,7 @@ class Functions:
         resp: dict[str, Any] = self.client.create_function(
             FunctionName=name,
             Runtime=runtime,
-            Role=ROLE,
+            Role=kwargs.pop("Role", ROLE),
             Handler=handler,
             Code={"ZipFile": make_zip(files)},
             **kwargs,

@@ -163,3 +163,10 @@ class ServiceError(LaminaError):
 
     error_type = "ServiceException"
     status = 500
+
+
+class ServiceNotServedError(UserError):
+    """A request for an AWS service Lamina does not serve (a function's SDK pointed at
+    Lamina for DynamoDB, say): refused at once, with a status SDKs do not retry."""
+
+    error_type = "UnsupportedServiceException"

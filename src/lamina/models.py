@@ -247,6 +247,8 @@ class InvokeRequest:
     #: the ClientContext JSON text (already base64-decoded), if the caller sent one
     client_context: str | None = None
     trace_id: str = ""
+    #: Invoke's TenantId (the caller's tenant in a multi-tenant function), if given
+    tenant_id: str | None = None
     #: the caller wants the end of the invocation's log back (LogType=Tail)
     log_tail: bool = False
 

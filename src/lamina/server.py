@@ -9,6 +9,7 @@ import resource
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
 
 import uvicorn
 from starlette.applications import Starlette
@@ -30,7 +31,8 @@ from lamina.events.schedules import ScheduleClock, ScheduleRunner
 from lamina.models import LATEST, FunctionConfig
 from lamina.observability import LogStore, Metrics
 from lamina.observability.metering import Meter
-from lamina.runtimes.catalog import Family, RuntimeCatalog
+from lamina.runtimes.catalog import Family, RuntimeCatalog, RuntimeInfo
+from lamina.runtimes.images import RuntimeImages
 from lamina.sandbox import SandboxBackend, namespace
 from lamina.sandbox.api import RuntimeSpec
 from lamina.sandbox.process import ProcessBackend
@@ -63,6 +65,7 @@ def make_backend(settings: Settings, runtimes: RuntimeCatalog) -> SandboxBackend
                         allow=settings.allow_egress,
                         vpcs={vpc.id: vpc.cidrs for vpc in settings.vpcs},
                     ),
+                    relay_ports=_loopback_ports(settings),
                 )
             except OSError as e:  # e.g. cgroups present but not writable here
                 why_not = str(e)
@@ -92,14 +95,33 @@ def make_log_store(settings: Settings, metrics: Metrics | None = None) -> LogSto
     )
 
 
-def _runtime_specs(runtimes: RuntimeCatalog, names: set[str]) -> list[RuntimeSpec]:
+def _loopback_ports(settings: Settings) -> tuple[int, ...]:
+    """Ports of `--aws-endpoint` URLs on this host's loopback: a namespace sandbox has a
+    loopback of its own, so the backend relays these ports into it."""
+    ports = []
+    for _, url in settings.aws_endpoints:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        if parts.hostname and is_loopback(parts.hostname):
+            ports.append(port)
+    return tuple(sorted(set(ports)))
+
+
+def _runtime_specs(
+    runtimes: RuntimeCatalog, names: set[str], images: RuntimeImages
+) -> list[RuntimeSpec]:
     """What a backend may prepare for the runtimes named (those that functions use)."""
     specs = []
     for runtime in runtimes.all():
         if runtime.name in names:
             python = runtime.family is Family.PYTHON
-            specs.append(RuntimeSpec(runtime.executable, python, runtime.runtime_dir))
+            lang = images.image_dir(runtime)
+            specs.append(RuntimeSpec(runtime.executable, python, runtime.runtime_dir, lang))
     return specs
+
+
+def _in_use(runtimes: RuntimeCatalog, names: set[str]) -> list[RuntimeInfo]:
+    return [r for r in runtimes.all() if r.name in names]
 
 
 def create_app(
@@ -128,6 +150,7 @@ def create_app(
         keys.role_policies = roles.policies_for
         keys.validate_policy = _check_key_policy
     backend = backend or make_backend(settings, runtimes)
+    images = RuntimeImages(settings.runtimes_dir, install=settings.install_sdks)
     scheduler = Scheduler(
         settings,
         backend,
@@ -138,6 +161,7 @@ def create_app(
         on_code_released=functions.release_code,
         log_store=log_store,
         credentials=_role_credentials(keys) if keys is not None else None,
+        images=images,
     )
     meter = Meter(settings.usage_db_path)
     scheduler.logs.on_report.append(meter.record)
@@ -147,7 +171,8 @@ def create_app(
         config = functions.latest(name)
         if config is not None and version == LATEST:
             scheduler.prepare(config)
-        backend.expect(_runtime_specs(runtimes, functions.runtimes_in_use()))
+        backend.expect(_runtime_specs(runtimes, functions.runtimes_in_use(), images))
+        images.ensure(_in_use(runtimes, functions.runtimes_in_use()))
 
     functions.subscribe(changed)
     functions.provisioned.on_change = scheduler.provision
@@ -183,6 +208,7 @@ def create_app(
         schedules=schedules,
         roles=roles,
         keys=keys if settings.auth else None,
+        images=images,
     )
 
     @asynccontextmanager
@@ -194,7 +220,11 @@ def create_app(
         pruner = asyncio.get_running_loop().create_task(_prune_logs(log_store))
         await meter.open()
         backend.start()
-        backend.expect(_runtime_specs(runtimes, functions.runtimes_in_use()))
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, images.link, runtimes.all())
+        # Each runtime's SDK, installed in the background where missing (first start).
+        images.ensure(_in_use(runtimes, functions.runtimes_in_use()))
+        backend.expect(_runtime_specs(runtimes, functions.runtimes_in_use(), images))
         scheduler.start()
         event_store.open()
         await async_queue.start()
@@ -214,6 +244,7 @@ def create_app(
             await log_store.close()  # after the scheduler: its last lines are handed over
             await meter.close()  # after the scheduler: the last invocations' reports count
             await backend.close()
+            await images.close()
             functions.close()
             rules.close()
             if keys is not None:

@@ -32,6 +32,13 @@ def default_memory_capacity_mb() -> int:
     return 4096
 
 
+def default_runtimes_dir() -> Path | None:
+    """`LAMINA_RUNTIME_CACHE`, if set: runtime images (bundled SDKs) shared by every server
+    that names it, so tests and CI download each SDK once per run."""
+    env = os.environ.get("LAMINA_RUNTIME_CACHE")
+    return Path(env).expanduser() if env else None
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -94,6 +101,16 @@ class Settings:
     allow_egress: tuple[IPNetwork, ...] = ()
     #: the VPCs functions may join through `VpcConfig.SubnetIds`, `--vpc` (see `networks`)
     vpcs: tuple[Vpc, ...] = ()
+    #: where functions' AWS SDKs send each service (`--aws-endpoint SERVICE=URL`), by the
+    #: SDKs' service id as in AWS_ENDPOINT_URL_<ID> (e.g. "DYNAMODB": "http://..."); a
+    #: function's own Environment variables win over these
+    aws_endpoints: tuple[tuple[str, str], ...] = ()
+    #: where runtime images (the bundled AWS SDKs) live (None: `runtimes` in the data
+    #: directory; `LAMINA_RUNTIME_CACHE` sets it)
+    runtimes_cache: Path | None = field(default_factory=default_runtimes_dir)
+    #: install the runtimes' bundled SDKs (boto3, AWS SDK for JavaScript v3) from PyPI/npm
+    #: when missing (`--no-runtime-sdk` turns it off: runtimes then run without them)
+    install_sdks: bool = True
 
     @property
     def db_path(self) -> Path:
@@ -123,6 +140,11 @@ class Settings:
     @property
     def code_dir(self) -> Path:
         return self.data_dir / "code"
+
+    @property
+    def runtimes_dir(self) -> Path:
+        """Runtime images: per runtime, its /var/lang (interpreter links, bundled SDK)."""
+        return self.runtimes_cache or self.data_dir / "runtimes"
 
     @property
     def sandboxes_dir(self) -> Path:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
-from tests.conftest import Server, free_port, lamina
+from tests.conftest import Server, free_port, lamina, lamina_env, make_zip
 
 
 def test_deploy_invoke_ls_rm(server: Server, tmp_path: Path) -> None:
@@ -132,3 +136,75 @@ def test_invoke_async_and_queue(server: Server, tmp_path: Path) -> None:
         )
     finally:
         lamina("rm", "cli-async", endpoint=ep)
+
+
+def test_runtimes_shows_bundled_sdks_and_architectures(server: Server) -> None:
+    out = lamina("runtimes", endpoint=server.endpoint)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    python = lines.index(next(line for line in lines if line.startswith("python3.11 ")))
+    assert lines[python + 1].strip().startswith("bundled SDK: ready (boto3 1.43.11")
+    assert any(line.startswith("architectures: x86_64") or "arm64" in line for line in lines)
+
+
+def test_failed_authentication_names_the_credentials_tried(server: Server, tmp_path: Path) -> None:
+    env = dict(
+        lamina_env(server.endpoint),
+        AWS_ACCESS_KEY_ID="AKIDNOSUCHKEY0000000",
+        AWS_SECRET_ACCESS_KEY="wrong",
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "lamina", "ls"], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert out.returncode == 1
+    assert "UnrecognizedClientException" in out.stderr
+    assert (
+        "Credentials tried: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY from the environment "
+        "(key AKIDNOSUCHKEY0000000)" in out.stderr
+    )
+    assert "To fix:" in out.stderr and "lamina keys create" in out.stderr
+
+    # With nothing to sign with at all, it says what it looked for.
+    bare = {
+        k: v
+        for k, v in env.items()
+        if not k.startswith("AWS_ACCESS") and k != "AWS_SECRET_ACCESS_KEY"
+    }
+    bare["LAMINA_DATA_DIR"] = str(tmp_path / "no-data-dir")
+    out = subprocess.run(
+        [sys.executable, "-m", "lamina", "ls"], capture_output=True, text=True, env=bare, timeout=60
+    )
+    assert out.returncode == 1
+    assert "Credentials tried: none" in out.stderr
+    assert "no admin key readable in" in out.stderr
+
+
+def test_deploy_takes_layers_role_memory_timeout_and_env(server: Server, tmp_path: Path) -> None:
+    lam = server.client()
+    layer = lam.publish_layer_version(
+        LayerName=f"cli-layer-{uuid.uuid4().hex[:6]}",
+        Content={"ZipFile": make_zip({"python/cli_layer_mod.py": "VALUE = 'from the layer'\n"})},
+    )["LayerVersionArn"]
+    src = tmp_path / "fn"
+    src.mkdir()
+    (src / "app.py").write_text(
+        "import os, cli_layer_mod\n"
+        "def handler(e, c):\n"
+        "    return [cli_layer_mod.VALUE, os.environ['GREETING'], c.memory_limit_in_mb]\n"
+    )
+    name = f"cli-opts-{uuid.uuid4().hex[:6]}"
+    role = f"arn:aws:iam::000000000000:role/{name}"
+    args = ["--handler", "app.handler", "--layers", layer, "--role", role]
+    args += ["--memory", "256", "--timeout", "7", "--env", "GREETING=hello=there"]
+    deployed = lamina("deploy", name, str(src), *args, endpoint=server.endpoint)
+    try:
+        assert deployed.returncode == 0, deployed.stderr
+        config = lam.get_function_configuration(FunctionName=name)
+        assert [x["Arn"] for x in config["Layers"]] == [layer]
+        assert config["Role"] == role
+        assert (config["MemorySize"], config["Timeout"]) == (256, 7)
+        assert config["Environment"]["Variables"] == {"GREETING": "hello=there"}
+        out = lamina("invoke", name, endpoint=server.endpoint)
+        assert json.loads(out.stdout) == ["from the layer", "hello=there", "256"]
+    finally:
+        lamina("rm", name, endpoint=server.endpoint)

@@ -10,6 +10,15 @@ import pytest
 from tests.conftest import Functions, Server
 from tests.system._harness import Neighbour, functions_on, running_server
 
+from lamina.runtimes.images import SdkState
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _runtime_sdks(runtime_images: dict[str, SdkState]) -> dict[str, SdkState]:
+    """The bundled SDKs in place before any system test's server starts (as for the
+    integration tests' servers): no cold start here waits for a download."""
+    return runtime_images
+
 
 @pytest.fixture(scope="module")
 def ns_server() -> Iterator[Server]:

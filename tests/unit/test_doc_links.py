@@ -16,7 +16,6 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 PENDING = {
     "docs/errors.md",
     "docs/security.md",
-    "docs/execution-environment.md",
 }
 
 _LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")

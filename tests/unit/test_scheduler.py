@@ -18,6 +18,7 @@ from lamina.observability import Metrics
 from lamina.runtimes.catalog import RuntimeCatalog, RuntimeInfo
 from lamina.sandbox.fake import FakeBackend
 from lamina.scheduler import Scheduler
+from lamina.scheduler.environment import Environment
 from lamina.settings import Settings
 
 
@@ -257,3 +258,25 @@ def test_request_ids_are_version_4_uuids() -> None:
         assert parsed.version == 4
         assert parsed.variant == uuid.RFC_4122
         assert str(parsed) == rid
+
+
+def test_a_runtime_that_exits_right_after_its_init_fails_the_invocation_cleanly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runtime's exit can be seen before the cold start's task wakes from the init wait
+    (a first handler that ends the process, on a busy loop): that invocation fails as an exit,
+    never as an illegal state change of the environment."""
+    original = Environment._on_ready
+
+    def ready_then_exit(self: Environment) -> None:
+        original(self)
+        self._on_exit(1)
+
+    monkeypatch.setattr(Environment, "_on_ready", ready_then_exit)
+
+    async def body(s: Scheduler) -> None:
+        result = await s.invoke(config(), request())
+        assert result.function_error == "Unhandled"
+        assert payload(result)["errorType"] == "Runtime.ExitError"
+
+    run(tmp_path, body)

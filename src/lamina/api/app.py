@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -35,6 +36,7 @@ from lamina.api.errors import error_response, http_error, lamina_error, unexpect
 from lamina.api.http_front import HttpFront
 from lamina.api.invoke import invoke, invoke_async
 from lamina.api.schedules import schedules
+from lamina.api.unserved import RefuseUnservedServices
 from lamina.api.usage import usage
 from lamina.api.wire import json_response, max_items_param
 from lamina.auth.keys import KeyStore
@@ -66,23 +68,33 @@ async def health(request: Request) -> Response:
 
 
 async def runtimes(request: Request) -> Response:
-    """The runtimes this server can run (Lamina's own endpoint; `lamina runtimes`)."""
+    """The runtimes this server can run (Lamina's own endpoint; `lamina runtimes`): each with
+    its bundled SDK's state, and the architectures the host runs."""
+    state = app_state(request)
+    listed = []
+    for r in state.runtimes.all():
+        entry: dict[str, Any] = {
+            "Runtime": r.name,
+            "Family": r.family.value,
+            "Version": r.version,
+            "Executable": r.executable,
+        }
+        if state.images is not None:
+            sdk = state.images.status(r)
+            entry["Sdk"] = {"State": sdk.state, "Detail": sdk.detail}
+        listed.append(entry)
     return json_response(
         {
-            "Runtimes": [
-                {
-                    "Runtime": r.name,
-                    "Family": r.family.value,
-                    "Version": r.version,
-                    "Executable": r.executable,
-                }
-                for r in app_state(request).runtimes.all()
-            ]
+            "Runtimes": listed
             + [
                 # Implemented, but this host lacks what they need (a JDK of that release).
                 {"Runtime": name, "Family": "", "Version": "", "Executable": "", "Missing": why}
-                for name, why in app_state(request).runtimes.all_unavailable().items()
-            ]
+                for name, why in state.runtimes.all_unavailable().items()
+            ],
+            "Architectures": [
+                {"Architecture": arch, "How": how}
+                for arch, how in sorted(state.runtimes.architectures.items())
+            ],
         }
     )
 
@@ -261,11 +273,12 @@ def build_app(
     # checks every API request, Invoke included, against the caller's policies.
     route_front = http_routes.RouteFront(state) if state.http_routes is not None else None
     inner = Authorize(_InvokeFirst(app), state)
+    # Requests for AWS services Lamina does not serve are refused first (`api.unserved`).
     if keys is None:
-        return HttpFront(inner, state, route_front)
+        return RefuseUnservedServices(HttpFront(inner, state, route_front))
     verifier = Verifier(keys, state.settings.region)
     front = HttpFront(inner, state, route_front, verifier)
-    return Authn(front, keys, verifier, front.target)
+    return RefuseUnservedServices(Authn(front, keys, verifier, front.target))
 
 
 class _InvokeFirst:

@@ -17,6 +17,7 @@ from lamina.events.schedules import ScheduleRunner
 from lamina.observability import Meter, Metrics
 from lamina.observability.log_store import LogStore
 from lamina.runtimes.catalog import RuntimeCatalog
+from lamina.runtimes.images import RuntimeImages
 from lamina.scheduler import Scheduler
 from lamina.settings import Settings
 
@@ -45,6 +46,8 @@ class AppState:
     roles: RoleService | None = None
     #: the access keys (None: authentication is off, `lamina serve --auth off`)
     keys: KeyStore | None = None
+    #: the runtime images and their bundled SDKs (None: servers built without them)
+    images: RuntimeImages | None = None
 
 
 def app_state(request: Request) -> AppState:

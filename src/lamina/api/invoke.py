@@ -6,6 +6,7 @@ import asyncio
 import base64
 import binascii
 import json
+import re
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -70,6 +71,7 @@ async def invoke(request: Request) -> Response:
                 payload=payload,
                 invoked_arn=functions.arn(ref.name, ref.qualifier),
                 client_context=client_context,
+                tenant_id=_tenant_id(headers.get("x-amz-tenant-id")),
                 trace_id=ids.trace_id(),
                 log_tail=log_type == "Tail",
             ),
@@ -103,6 +105,23 @@ async def invoke_async(request: Request) -> Response:
     request_id = ids.request_id()
     await _accept(state, ref, payload, request_id)
     return json_response({"Status": 202}, status=202, headers={"x-amzn-RequestId": request_id})
+
+
+_TENANT_ID = re.compile(r"[a-zA-Z0-9._:/=+\-@ ]{1,256}")
+
+
+def _tenant_id(value: str | None) -> str | None:
+    """Invoke's TenantId, by the model's constraints (1-256 of letters, digits, ._:/=+-@ and
+    space)."""
+    if value is None:
+        return None
+    if not _TENANT_ID.fullmatch(value):
+        raise ValidationError(
+            f"1 validation error detected: Value '{value}' at 'tenantId' failed to satisfy "
+            "constraint: Member must satisfy regular expression pattern: "
+            "[a-zA-Z0-9\\._:\\/=+\\-@ ]+"
+        )
+    return value
 
 
 def _invoke_headers(request: Request) -> dict[str, str]:

@@ -12,12 +12,14 @@ import time
 import zipfile
 from pathlib import Path
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 import click
 import httpx
 
 from lamina import __version__, networks
-from lamina.cli.signing import Signer
+from lamina.aws_services import endpoint_id
+from lamina.cli.signing import AUTH_ERRORS, AUTH_FIX, Signer
 from lamina.settings import (
     DEFAULT_ACCOUNT_ID,
     DEFAULT_HOST,
@@ -209,6 +211,21 @@ def main(profile: str | None) -> None:
     "all its CIDRs. Repeatable, e.g. --vpc vpc-lab=subnet-db:10.20.1.0/24. See "
     "docs/networking.md.",
 )
+@click.option(
+    "--aws-endpoint",
+    "aws_endpoints",
+    multiple=True,
+    metavar="SERVICE=URL",
+    help="Where functions' AWS SDKs send SERVICE (repeatable), e.g. dynamodb=http://127.0.0.1:8000:"
+    " sets AWS_ENDPOINT_URL_DYNAMODB in every function (a function's own Environment wins). "
+    "Loopback URLs are relayed into namespace sandboxes.",
+)
+@click.option(
+    "--no-runtime-sdk",
+    is_flag=True,
+    help="Do not download the AWS SDKs Lambda bundles with its runtimes (boto3, the AWS SDK "
+    "for JavaScript v3) from PyPI/npm; runtimes run without them unless already installed.",
+)
 @click.option("--allow-non-loopback", is_flag=True, hidden=True)  # accepted, no longer needed
 @click.option("--log-level", default="info", show_default=True)
 def serve(
@@ -237,6 +254,8 @@ def serve(
     write_profile: bool,
     allow_egress: tuple[str, ...],
     vpcs: tuple[str, ...],
+    aws_endpoints: tuple[str, ...],
+    no_runtime_sdk: bool,
     allow_non_loopback: bool,
     log_level: str,
 ) -> None:
@@ -287,8 +306,25 @@ def serve(
         auth=auth == "on",
         allow_egress=allowed,
         vpcs=defined,
+        aws_endpoints=_aws_endpoints(aws_endpoints),
+        install_sdks=not no_runtime_sdk,
     )
     run_server(settings, log_level=log_level, admin_key=admin, write_profile=write_profile)
+
+
+def _aws_endpoints(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """`--aws-endpoint SERVICE=URL` values as (endpoint id, URL): the service by its signing
+    name (dynamodb, secretsmanager) or its endpoint id (DYNAMODB, SECRETS_MANAGER)."""
+    found: dict[str, str] = {}
+    for value in values:
+        service, sep, url = value.partition("=")
+        parts = urlsplit(url)
+        if not sep or not service or parts.scheme not in ("http", "https") or not parts.netloc:
+            _fail(f"--aws-endpoint takes SERVICE=http(s)://HOST[:PORT], not {value!r}", code=2)
+        key = service.strip()
+        endpoint_key = key if key.isupper() else endpoint_id(key.lower())
+        found[endpoint_key.replace("-", "_")] = url.rstrip("/")
+    return tuple(sorted(found.items()))
 
 
 # -- client commands ---------------------------------------------------------------------
@@ -310,9 +346,8 @@ def _fail(message: str, code: int = 1) -> NoReturn:
 class Api:
     def __init__(self, endpoint: str) -> None:
         self.endpoint = endpoint.rstrip("/")
-        self._client = httpx.Client(
-            base_url=self.endpoint, timeout=930.0, auth=Signer(self.endpoint)
-        )
+        self._signer = Signer(self.endpoint)
+        self._client = httpx.Client(base_url=self.endpoint, timeout=930.0, auth=self._signer)
 
     def call(
         self,
@@ -339,6 +374,11 @@ class Api:
                 message = resp.json().get("message") or resp.text
             except ValueError:
                 message = resp.text
+            if kind in AUTH_ERRORS:
+                # Say which credentials were tried and how to get working ones.
+                message += f"\nCredentials tried: {self._signer.source}.\n{AUTH_FIX}"
+            elif kind == "AccessDeniedException":
+                message += f"\nCredentials used: {self._signer.source}."
             _fail(f"{kind}: {message}")
         return resp
 
@@ -381,6 +421,13 @@ def _wait_ready(api: Api, name: str) -> dict[str, Any]:
 @click.option("--memory", type=int, default=None, help="MB (128-10240).")
 @click.option("--env", "env", multiple=True, metavar="KEY=VALUE", help="Environment variable.")
 @click.option("--role", default=None, help="Execution role ARN (see `lamina roles`).")
+@click.option(
+    "--layers",
+    "layers",
+    multiple=True,
+    metavar="ARN",
+    help="Layer version ARN, in order (repeatable, or comma-separated; at most 5).",
+)
 @endpoint_option
 def deploy(
     name: str,
@@ -391,6 +438,7 @@ def deploy(
     memory: int | None,
     env: tuple[str, ...],
     role: str | None,
+    layers: tuple[str, ...],
     endpoint: str,
 ) -> None:
     """Zip PATH (a directory or a .zip) and create function NAME, or update it."""
@@ -406,6 +454,8 @@ def deploy(
         if any(len(p) != 2 for p in pairs):
             _fail("--env takes KEY=VALUE")
         config["Environment"] = {"Variables": dict(pairs)}
+    if layers:
+        config["Layers"] = [arn.strip() for item in layers for arn in item.split(",") if arn]
     existing = api.call("GET", f"{_FN}/{name}", ok_missing=True)
     if existing.status_code == 404:
         account = os.environ.get("LAMINA_ACCOUNT_ID", DEFAULT_ACCOUNT_ID)
@@ -523,14 +573,26 @@ def rm(name: str, endpoint: str) -> None:
 @endpoint_option
 def runtimes(endpoint: str) -> None:
     """List the runtimes the server can run, and on what."""
-    listed = Api(endpoint).call("GET", "/lamina/runtimes").json()["Runtimes"]
-    for r in listed:
+    data = Api(endpoint).call("GET", "/lamina/runtimes").json()
+    for r in data["Runtimes"]:
         if r.get("Missing"):
             click.echo(f"{r['Runtime']:<16} unavailable: {r['Missing']}")
             continue
         what = r["Executable"] or "the function's own bootstrap"
         version = f" {r['Version']}" if r["Version"] else ""
         click.echo(f"{r['Runtime']:<16} {r['Family']}{version} ({what})")
+        sdk = r.get("Sdk")
+        if sdk and sdk["State"] != "none":
+            colour = {"ready": "green", "installing": "yellow"}.get(sdk["State"], "red")
+            line = f"  bundled SDK: {sdk['State']}" + (
+                f" ({sdk['Detail']})" if sdk["Detail"] else ""
+            )
+            click.secho(line, fg=colour)
+    archs = data.get("Architectures", [])
+    if archs:
+        click.echo(
+            "architectures: " + ", ".join(f"{a['Architecture']} ({a['How']})" for a in archs)
+        )
 
 
 @main.command()

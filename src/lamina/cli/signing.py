@@ -46,20 +46,52 @@ def _profile_credentials(profile: str) -> Credentials | None:
 
 def find_credentials(profile: str | None = None) -> Credentials | None:
     """The credentials the CLI signs with (see the module docstring for the order)."""
+    return locate_credentials(profile)[0]
+
+
+def locate_credentials(profile: str | None = None) -> tuple[Credentials | None, str]:
+    """The credentials the CLI signs with, and where they came from (in words, for an
+    authentication failure's message)."""
     profile = profile or os.environ.get("AWS_PROFILE")
     if profile:
         creds = _profile_credentials(profile)
         if creds is None:
             raise click.ClickException(f"the AWS profile {profile!r} has no credentials")
-        return creds
+        return creds, f"the AWS profile {profile!r} (key {creds.access_key})"
     key_id, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
     if key_id and secret:
-        return Credentials(key_id, secret, os.environ.get("AWS_SESSION_TOKEN") or None)
+        creds = Credentials(key_id, secret, os.environ.get("AWS_SESSION_TOKEN") or None)
+        return creds, f"AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY from the environment (key {key_id})"
     creds = _profile_credentials("lamina")
     if creds is not None:
-        return creds
-    admin = read_admin_key(default_data_dir())
-    return Credentials(*admin) if admin is not None else None
+        return creds, f"the 'lamina' AWS profile (key {creds.access_key})"
+    data_dir = default_data_dir()
+    admin = read_admin_key(data_dir)
+    if admin is not None:
+        return Credentials(*admin), f"the admin key in {data_dir} (key {admin[0]})"
+    return None, (
+        "none: no --profile/AWS_PROFILE, no AWS_ACCESS_KEY_ID in the environment, no 'lamina' "
+        f"AWS profile, and no admin key readable in {data_dir} (the request went unsigned)"
+    )
+
+
+#: the error types of a request whose signature or key the server did not accept
+AUTH_ERRORS = frozenset(
+    {
+        "MissingAuthenticationTokenException",
+        "UnrecognizedClientException",
+        "InvalidSignatureException",
+        "IncompleteSignatureException",
+        "ExpiredTokenException",
+    }
+)
+
+AUTH_FIX = (
+    "To fix: run the command as the user that runs `lamina serve` on the same host (it reads "
+    "the admin key from the data directory; set LAMINA_DATA_DIR if the server uses --data-dir), "
+    "or use the 'lamina' AWS profile the server wrote on its first start (--profile lamina), "
+    "or export AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY of a key made with `lamina keys create`."
+)
 
 
 def _root_profile() -> str | None:
@@ -80,6 +112,8 @@ class Signer(httpx.Auth):
         self._credentials = credentials
         self._found = credentials is not None
         self._region = region
+        #: where the credentials came from, in words (after the first request)
+        self.source = "the credentials given" if credentials is not None else "none looked up yet"
 
     def _region_of_server(self) -> str:
         if self._region is None:
@@ -92,7 +126,7 @@ class Signer(httpx.Auth):
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         if not self._found:
-            self._credentials = find_credentials(_root_profile())
+            self._credentials, self.source = locate_credentials(_root_profile())
             self._found = True
         if self._credentials is not None:
             self.sign(request, self._credentials)

@@ -360,6 +360,7 @@ class FunctionService:
                 "The Handler parameter is required when PackageType is Zip."
             )
         v.runtime_available(fields["runtime"], self._runtimes)
+        v.architecture_available(archs, self._runtimes)
         self.check_role(fields["role"])
         self._check_dead_letter(name, fields)
         if "vpc" in fields:
@@ -423,6 +424,7 @@ class FunctionService:
         c = v.Constraints()
         archs = v.architectures(c, architectures)
         c.check()
+        v.architecture_available(archs, self._runtimes)
         if zip_file is None:
             raise InvalidParameterValueError(
                 "ZipFile is required (S3 locations are not supported)."

@@ -24,7 +24,12 @@ from lamina.models import (
     VpcConfig,
 )
 from lamina.networks import SECURITY_GROUP_ID, SUBNET_ID
-from lamina.runtimes.catalog import DEPRECATED_RUNTIMES, LAMBDA_RUNTIMES, RuntimeCatalog
+from lamina.runtimes.catalog import (
+    DEPRECATED_RUNTIMES,
+    LAMBDA_RUNTIMES,
+    RuntimeCatalog,
+    implemented_family,
+)
 
 _NAME = re.compile(r"[a-zA-Z0-9_-]+")
 _HANDLER = re.compile(r"[^\s]+")
@@ -231,6 +236,12 @@ def runtime_available(value: str, catalog: RuntimeCatalog) -> None:
             "AWS Lambda functions. We recommend you use a supported runtime while creating or "
             "updating functions."
         )
+    if implemented_family(value) is None:
+        raise InvalidParameterValueError(
+            f"Lamina does not implement the {value} runtime. Runtimes Lamina implements: "
+            f"{', '.join(catalog.names()) or 'none'} (see `lamina runtimes`); any other "
+            "language runs as a custom runtime (provided.al2023) with its own bootstrap."
+        )
     if catalog.get(value) is None:
         missing = catalog.unavailable(value)
         if missing is not None:
@@ -261,6 +272,19 @@ def architectures(c: Constraints, value: Any) -> tuple[str, ...] | None:
         )
         return None
     return (arch,)
+
+
+def architecture_available(archs: tuple[str, ...] | None, catalog: RuntimeCatalog) -> None:
+    """Refuse an architecture this host cannot run (natively or through qemu-user), rather
+    than run the function on another one."""
+    for arch in archs or ():
+        if arch not in catalog.architectures:
+            raise InvalidParameterValueError(
+                f"Architectures [{arch}] cannot run on this Lamina host: it runs "
+                f"{', '.join(sorted(catalog.architectures)) or 'none'} (an arm64 function "
+                "needs an aarch64 host, or qemu-user registered with binfmt_misc; see "
+                "`lamina runtimes`)."
+            )
 
 
 def environment(c: Constraints, value: Any) -> dict[str, str] | None:

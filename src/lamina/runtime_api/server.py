@@ -79,6 +79,8 @@ class Invocation:
     trace_id: str = ""
     client_context: str | None = None  # JSON text, already base64-decoded
     cognito_identity: str | None = None
+    #: Invoke's TenantId (X-Amz-Tenant-Id), given to the runtime as Lambda does
+    tenant_id: str | None = None
 
     def next_response(self) -> bytes:
         headers = [
@@ -92,6 +94,8 @@ class Invocation:
         ]
         if self.client_context:
             headers.append(b"Lambda-Runtime-Client-Context: " + self.client_context.encode())
+        if self.tenant_id:
+            headers.append(b"Lambda-Runtime-Aws-Tenant-Id: " + self.tenant_id.encode())
         if self.cognito_identity:
             headers.append(b"Lambda-Runtime-Cognito-Identity: " + self.cognito_identity.encode())
         headers.append(b"Content-Length: " + str(len(self.payload)).encode())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import os
+import platform
 import shutil
 import subprocess
 from collections.abc import Callable, Iterable, Mapping
@@ -119,6 +120,50 @@ class Family(StrEnum):
     JAVA = "java"
 
 
+#: The runtime families Lamina implements, by the prefix of Lambda's runtime identifiers. A
+#: runtime of any other family (ruby, dotnet, ...) is refused as one
+#: Lamina does not implement, whatever the host has installed. A new family adds its prefix
+#: here, its members to `RuntimeCatalog.discover`, and its bootstrap beside the others.
+IMPLEMENTED_FAMILIES: dict[str, Family] = {
+    "python": Family.PYTHON,
+    "nodejs": Family.NODE,
+    "provided": Family.PROVIDED,
+    "java": Family.JAVA,
+}
+
+
+def implemented_family(runtime: str) -> Family | None:
+    """The family of a Lambda runtime identifier, if Lamina implements it."""
+    for prefix, family in IMPLEMENTED_FAMILIES.items():
+        if runtime.startswith(prefix):
+            return family
+    return None
+
+
+#: Lambda's name for each machine architecture Linux reports
+_LAMBDA_ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}
+#: binfmt_misc handlers that run the other architecture's binaries (qemu-user)
+_QEMU = {"arm64": "qemu-aarch64", "x86_64": "qemu-x86_64"}
+BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
+
+
+def host_architectures(binfmt_dir: Path = BINFMT_DIR) -> dict[str, str]:
+    """The Lambda architectures this host can run, each with how: "native", or
+    "qemu-user (binfmt_misc)" where an enabled qemu handler runs the other one's binaries."""
+    native = _LAMBDA_ARCH.get(platform.machine().lower())
+    found = {native: "native"} if native else {}
+    for arch, handler in _QEMU.items():
+        if arch in found:
+            continue
+        try:
+            status = (binfmt_dir / handler).read_text()
+        except OSError:
+            continue
+        if status.splitlines()[:1] == ["enabled"]:
+            found[arch] = "qemu-user (binfmt_misc)"
+    return found
+
+
 @dataclass(frozen=True)
 class RuntimeInfo:
     """A runtime this host can run."""
@@ -144,7 +189,9 @@ class RuntimeInfo:
         task_in, runtime_in = seen_as or (task_root, self.runtime_dir)
         if self.family is Family.PYTHON:
             # -B: never write bytecode into the (shared, read-only by convention) code dir.
-            return [self.executable, "-B", str(runtime_in / PYTHON_BOOTSTRAP.name)]
+            # -S: no `site`, so none of the host's site-packages (Lambda's Python sees only
+            # the standard library, the runtime's own directories and the function's).
+            return [self.executable, "-B", "-S", str(runtime_in / PYTHON_BOOTSTRAP.name)]
         if self.family is Family.NODE:
             return [self.executable, str(runtime_in / NODE_BOOTSTRAP.name)]
         if self.family is Family.JAVA:
@@ -160,11 +207,16 @@ class RuntimeInfo:
 
 class RuntimeCatalog:
     def __init__(
-        self, runtimes: Iterable[RuntimeInfo], unavailable: Mapping[str, str] | None = None
+        self,
+        runtimes: Iterable[RuntimeInfo],
+        unavailable: Mapping[str, str] | None = None,
+        architectures: dict[str, str] | None = None,
     ) -> None:
         self._by_name = {r.name: r for r in runtimes}
         #: runtimes Lamina implements that this host cannot run, each with what is missing
         self._unavailable = dict(unavailable or {})
+        #: the Lambda architectures this host runs, each with how (see `host_architectures`)
+        self.architectures = architectures if architectures is not None else host_architectures()
 
     @classmethod
     def discover(cls, data_dir: Path | None = None) -> RuntimeCatalog:

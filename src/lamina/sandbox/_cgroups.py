@@ -199,6 +199,8 @@ class Cgroup:
         self._memory: tuple[int, int] | None = None
         self._cpu: int | None = None
         self._hard_bytes = 1 << 62  # a new cgroup is unlimited
+        self._peak_seen = -1
+        self._function_peak = 0
 
     @property
     def procs_files(self) -> list[str]:
@@ -270,6 +272,31 @@ class Cgroup:
                 if line.startswith(key):
                     return int(line[len(key) :])
         return 0
+
+    def _stat(self, *keys: bytes) -> dict[bytes, int]:
+        found: dict[bytes, int] = {}
+        with contextlib.suppress(OSError, ValueError):
+            for line in (self._mem / "memory.stat").read_bytes().splitlines():
+                name, _, value = line.partition(b" ")
+                if name in keys:
+                    found[name] = int(value)
+        return found
+
+    def function_peak_bytes(self) -> int:
+        """The most memory the function has used as Lambda counts it: the cgroup's peak less
+        what /tmp holds (tmpfs pages are charged to the cgroup as shmem, but on Lambda /tmp
+        is storage apart from memory), and never less than what its processes hold now."""
+        peak = self.peak_bytes()
+        if peak == self._peak_seen:
+            # Read after every invocation: while the peak stands still (a warm function's
+            # usual case) the answer does too, and memory.stat is not read again.
+            return self._function_peak
+        stat = self._stat(b"shmem", b"anon" if self._v2 else b"rss")
+        shmem = stat.get(b"shmem", 0)
+        anon = stat.get(b"anon" if self._v2 else b"rss", 0)
+        self._peak_seen = peak
+        self._function_peak = max(peak - shmem, anon)
+        return self._function_peak
 
     def peak_bytes(self) -> int:
         with contextlib.suppress(OSError, ValueError):

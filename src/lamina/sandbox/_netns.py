@@ -147,6 +147,9 @@ class NetNamespace:
     runtime_api: socket.socket
     #: listens on the port of Lamina's API inside the namespace (None: no network)
     api_relay: socket.socket | None
+    #: listeners on the ports of other loopback services relayed in (`--aws-endpoint`
+    #: URLs on the host's loopback), by port
+    extra_relays: dict[int, socket.socket] = field(default_factory=dict)
     #: the host end of the veth (None: loopback only)
     veth: str | None = None
     index: int | None = None
@@ -161,15 +164,23 @@ class NetNamespace:
         self.runtime_api.close()
         if self.api_relay is not None:
             self.api_relay.close()
+        for relay in self.extra_relays.values():
+            relay.close()
         os.close(self.fd)
 
 
 class NetworkFactory:
     """Makes network namespaces from one thread (setns is per thread)."""
 
-    def __init__(self, api_port: int, policy: EgressPolicy | None = None) -> None:
+    def __init__(
+        self,
+        api_port: int,
+        policy: EgressPolicy | None = None,
+        extra_ports: tuple[int, ...] = (),
+    ) -> None:
         self._api_port = api_port
         self._policy = policy or EgressPolicy()
+        self._extra_ports = tuple(p for p in extra_ports if p not in (api_port, RUNTIME_API_PORT))
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lamina-netns")
         self._host_ns = os.open("/proc/self/ns/net", os.O_RDONLY)
         self._ip = shutil.which("ip") or "/usr/sbin/ip"
@@ -228,7 +239,8 @@ class NetworkFactory:
                 _link_up(ctl, "lo")
             api = _listen(RUNTIME_API_PORT)
             relay = _listen(self._api_port)
-            return NetNamespace(fd=fd, runtime_api=api, api_relay=relay)
+            extra = {port: _listen(port) for port in self._extra_ports}
+            return NetNamespace(fd=fd, runtime_api=api, api_relay=relay, extra_relays=extra)
         finally:
             if _libc.setns(self._host_ns, CLONE_NEWNET) != 0:  # pragma: no cover
                 os._exit(70)  # a server thread stuck in a sandbox's namespace: never go on

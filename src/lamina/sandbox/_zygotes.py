@@ -64,7 +64,9 @@ class Zygote:
             self._proc = await loop.run_in_executor(
                 None,
                 lambda: subprocess.Popen(
-                    [self.interpreter, "-B", str(ZYGOTE), str(theirs.fileno())],
+                    # -S: no `site`, so the host's site-packages are on no sys.path a Python
+                    # runtime inherits (its children see only what Lambda's would).
+                    [self.interpreter, "-B", "-S", str(ZYGOTE), str(theirs.fileno())],
                     pass_fds=[theirs.fileno()],
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,

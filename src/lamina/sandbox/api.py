@@ -123,6 +123,9 @@ class SandboxSpec:
     output_fd: int
     #: the function's merged layers on the host (/opt), if it has any
     opt_dir: Path | None = None
+    #: the runtime's image on the host (Lambda's /var/lang: bin/ and the bundled SDK in
+    #: lib/), None for a custom runtime; a backend with `lambda_paths` shows it at /var/lang
+    lang_dir: Path | None = None
     #: the runtime's interpreter on the host ("" for a custom runtime)
     interpreter: str = ""
     #: a Python runtime whose bootstrap a backend may run in a warm interpreter (a zygote)
@@ -146,6 +149,8 @@ class RuntimeSpec:
     interpreter: str
     python_in_zygote: bool
     runtime_dir: Path
+    #: the runtime's image (Lambda's /var/lang), as `SandboxSpec.lang_dir`
+    lang_dir: Path | None = None
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,12 @@
 An environment is a child of a warm zygote (`_zygotes.py`, `zygote/zygote.py`) made with new
 mount, PID, IPC and UTS namespaces, joined to a network namespace of its own (`_netns.py`) and
 to a cgroup of its own (`_cgroups.py`). Its root is an empty tmpfs holding, read-only, the
-host's system directories (/usr, /etc, /bin, /lib...), a /dev of harmless devices, and
+host's system directories (/usr, /etc, /bin, /lib...) with Lambda's own user database over
+/etc/passwd and /etc/group (the sandbox user `sbx_user1051`), a /dev of harmless devices, and
 Lambda's places: the function's code at /var/task, its layers at /opt, the runtime at
-/var/runtime, a private tmpfs /tmp of `EphemeralStorage` MB. Its init is PID 1; its runtime
-runs as an unprivileged uid with no_new_privs and a seccomp deny-list.
+/var/runtime, the runtime image (interpreter links, bundled SDK) at /var/lang, a private tmpfs
+/tmp of `EphemeralStorage` MB. Its init is PID 1; its runtime runs as an unprivileged uid
+with no_new_privs and a seccomp deny-list.
 
 Cold starts are cheap because the isolation is done *ahead*: for each zygote a few children
 wait, already isolated (namespaces, root, pivot_root, most of the seccomp filter), in a pool
@@ -115,7 +117,7 @@ class NamespaceSandbox:
         self._child: _Prepared | None = None
         self._exit = ExitWatch()
         self._oom = False
-        self._relay: asyncio.AbstractServer | None = None
+        self._relays: list[asyncio.AbstractServer] = []
         self._destroyed = False
 
     @property
@@ -173,6 +175,9 @@ class NamespaceSandbox:
                 if child.netns.api_relay is not None:
                     child.netns.api_relay.close()
                     child.netns.api_relay = None
+                for extra in child.netns.extra_relays.values():
+                    extra.close()
+                child.netns.extra_relays.clear()
                 if child.netns.veth is not None:
                     await loop.run_in_executor(None, self._backend.net.drop_egress, child.netns)
             elif spec.vpc is not None and child.netns.veth is not None:
@@ -192,12 +197,20 @@ class NamespaceSandbox:
             outputs = [spec.output_fd]
             if spec.extensions and spec.extension_output_fd is not None:
                 outputs.append(spec.extension_output_fd)
+            # A Python zygote's children have the image already (see `_zygote`); an exec'd
+            # runtime's get it now.
+            attach_lang = spec.lang_dir is not None and not spec.python_in_zygote
+            if attach_lang:
+                claim["lang"] = str(spec.lang_dir)
             trees = [open_tree(spec.task_root)]
             try:
                 if spec.opt_dir:
                     trees.append(open_tree(spec.opt_dir))
                 if not spec.python_in_zygote:
                     trees.append(open_tree(spec.runtime_dir))
+                if attach_lang:
+                    assert spec.lang_dir is not None
+                    trees.append(open_tree(spec.lang_dir))
                 send(child.ctl, claim, [*outputs, *trees])
             finally:
                 for tree in trees:
@@ -206,7 +219,10 @@ class NamespaceSandbox:
             # before then wait in the listening socket's backlog).
             relay = child.netns.api_relay
             if spec.network and relay is not None:
-                self._relay = await self._backend.serve_relay(relay)
+                self._relays.append(await self._backend.serve_relay(relay))
+            if spec.network:
+                for port, listener in child.netns.extra_relays.items():
+                    self._relays.append(await self._backend.serve_relay(listener, port))
             answer = await loop.sock_recv(child.ctl, 1 << 16)
             if answer and b'"launched"' in answer:
                 # The extensions run; the runtime starts once they have registered.
@@ -276,7 +292,7 @@ class NamespaceSandbox:
 
     def memory_peak_mb(self) -> int:
         child = self._child
-        return -(-child.cgroup.peak_bytes() // MB) if child is not None else 0
+        return -(-child.cgroup.function_peak_bytes() // MB) if child is not None else 0
 
     def _kill(self) -> None:
         child = self._child
@@ -286,8 +302,8 @@ class NamespaceSandbox:
 
     async def destroy(self) -> None:
         self._destroyed = True
-        if self._relay is not None:
-            self._relay.close()
+        for server in self._relays:
+            server.close()
         child = self._child
         if child is None:
             return
@@ -308,6 +324,7 @@ class NamespaceBackend:
         api_address: tuple[str, int],
         warm_pool: int = 2,
         egress: EgressPolicy | None = None,
+        relay_ports: tuple[int, ...] = (),
     ) -> None:
         self._root = root
         self._staging = root / "root"
@@ -315,10 +332,13 @@ class NamespaceBackend:
         self._api_address = api_address
         self._warm_pool = warm_pool
         self.cgroups = CgroupTree.create()
-        self.net = NetworkFactory(api_address[1], egress)
+        # Lamina's API, and loopback services functions are pointed at (`--aws-endpoint`),
+        # relayed from the sandbox's own loopback to the host's.
+        self.net = NetworkFactory(api_address[1], egress, relay_ports)
         self.net.setup()
         self._staging.mkdir(parents=True, exist_ok=True)
         self._uid, self._gid = _sandbox_ids()
+        self._etc_files = write_user_database(root / "etc", self._uid, self._gid)
         self._zygotes: dict[_Key, Zygote] = {}
         self._pools: dict[_Key, list[_Prepared]] = {}
         self._refills: dict[_Key, asyncio.Task[None]] = {}
@@ -343,11 +363,17 @@ class NamespaceBackend:
     def expect(self, runtimes: Sequence[RuntimeSpec]) -> None:
         """Start the zygotes of these runtimes and fill their pools (in the background)."""
         for spec in runtimes:
-            self._refill(self._zygote(spec.interpreter, spec.python_in_zygote, spec.runtime_dir))
+            self._refill(
+                self._zygote(
+                    spec.interpreter, spec.python_in_zygote, spec.runtime_dir, spec.lang_dir
+                )
+            )
 
     # -- zygotes and the pool --------------------------------------------------------------
 
-    def _zygote(self, runtime: str, python: bool, runtime_dir: Path) -> _Key:
+    def _zygote(
+        self, runtime: str, python: bool, runtime_dir: Path, lang_dir: Path | None = None
+    ) -> _Key:
         """The zygote for a runtime (made if need be), by its pool's key.
 
         A Python runtime's zygote is its own interpreter, running the bootstrap in-process;
@@ -361,6 +387,7 @@ class NamespaceBackend:
         if key not in self._zygotes:
             config: dict[str, Any] = {
                 "staging": str(self._staging),
+                "etc_files": self._etc_files,
                 "masks": [str(self._data_dir)],
                 "expose": expose,
                 "uid": self._uid,
@@ -370,12 +397,16 @@ class NamespaceBackend:
             if python:
                 config["runtime_dir"] = str(runtime_dir)
                 config["preload"] = list(PRELOAD)
+                if lang_dir is not None and lang_dir.is_dir():
+                    # A Python zygote serves one runtime: its image is bound at /var/lang in
+                    # the pool, ahead of any claim (a bind shows the SDK installed later too).
+                    config["lang_dir"] = str(lang_dir)
             self._zygotes[key] = Zygote(interpreter, config)
             self._pools[key] = []
         return key
 
     async def claim(self, spec: SandboxSpec) -> _Prepared:
-        key = self._zygote(spec.interpreter, spec.python_in_zygote, spec.runtime_dir)
+        key = self._zygote(spec.interpreter, spec.python_in_zygote, spec.runtime_dir, spec.lang_dir)
         zygote = self._zygotes[key]
         pool = self._pools[key]
         child = None
@@ -468,10 +499,17 @@ class NamespaceBackend:
 
     # -- the relay to Lamina's API ---------------------------------------------------------
 
-    async def serve_relay(self, listener: socket.socket) -> asyncio.AbstractServer:
-        """Relay connections to AWS_ENDPOINT_URL inside a sandbox to Lamina's API, at most
-        `RELAY_CONNECTIONS` at a time (each costs the server two descriptors)."""
-        host, port = self._api_address
+    async def serve_relay(
+        self, listener: socket.socket, port: int | None = None
+    ) -> asyncio.AbstractServer:
+        """Relay connections to Lamina's API inside a sandbox (or, with `port`, to that port
+        of the host's loopback) to the host, at most `RELAY_CONNECTIONS` at a time (each
+        costs the server two descriptors)."""
+        host, api_port = self._api_address
+        if port is None:
+            port = api_port
+        else:
+            host = "127.0.0.1"
         open_now = 0
 
         async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -574,6 +612,34 @@ def exec_interpreter() -> str:
         if os.access(candidate, os.X_OK):
             return os.path.realpath(candidate)
     return os.path.realpath(sys.executable)
+
+
+#: Lambda's sandbox user, and where its home directory is said to be (it does not exist on
+#: Lambda either; HOME is not set there: lookups go through the user database)
+SANDBOX_USER = "sbx_user1051"
+SANDBOX_HOME = "/home/sbx_user1051"
+
+
+def write_user_database(directory: Path, uid: int, gid: int) -> dict[str, str]:
+    """The sandbox's /etc/passwd and /etc/group, as Lambda's: root, and the sandbox user
+    under the uid/gid it runs as. Returns {name in /etc: file on the host}."""
+    directory.mkdir(parents=True, exist_ok=True)
+    passwd = "root:x:0:0:root:/root:/sbin/nologin\n"
+    group = "root:x:0:\n"
+    if uid != NOBODY:
+        passwd += f"nobody:x:{NOBODY}:{NOBODY}:nobody:/nonexistent:/sbin/nologin\n"
+        group += f"nobody:x:{NOBODY}:\n"
+    passwd += f"{SANDBOX_USER}:x:{uid}:{gid}::{SANDBOX_HOME}:/sbin/nologin\n"
+    group += f"{SANDBOX_USER}:x:{gid}:\n"
+    files = {}
+    for name, text in (("passwd", passwd), ("group", group)):
+        path = directory / name
+        tmp = path.with_name(f".{name}.{os.getpid()}")
+        tmp.write_text(text)
+        tmp.chmod(0o644)
+        os.replace(tmp, path)
+        files[name] = str(path)
+    return files
 
 
 def _sandbox_ids() -> tuple[int, int]:

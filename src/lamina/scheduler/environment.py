@@ -23,7 +23,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum, IntEnum
@@ -171,6 +171,11 @@ class EnvironmentContext:
     prepare_runtime: Callable[[], None] | None = None
     #: the account the function belongs to (the Extensions API's register answer)
     account_id: str = ""
+    #: the runtime's image on the host (Lambda's /var/lang), None for a custom runtime
+    lang_dir: Path | None = None
+    #: awaited before each start: returns once the runtime's image is ready, or has had
+    #: its time (see `RuntimeImages.wait`)
+    image_ready: Callable[[], Awaitable[None]] | None = None
 
 
 class Environment:
@@ -276,6 +281,9 @@ class Environment:
                         "Runtime.Unknown", f"Lamina could not prepare the {runtime} runtime: {e}"
                     )
                 ) from e
+        if ctx.image_ready is not None:
+            # Before the clock starts: an SDK being installed is no part of the init phase.
+            await ctx.image_ready()
         t0 = time.perf_counter()
         extensions: tuple[str, ...] = ()
         ext_output: int | None = None
@@ -303,6 +311,7 @@ class Environment:
                 ephemeral_storage_mb=ctx.config.ephemeral_storage,
                 output_fd=output,
                 opt_dir=ctx.opt_dir,
+                lang_dir=ctx.lang_dir,
                 interpreter=ctx.interpreter,
                 python_in_zygote=ctx.python_in_zygote,
                 network=ctx.network,
@@ -394,6 +403,13 @@ class Environment:
             self._loop.call_soon(self._sandbox.init_done)
         self.init_duration_s = t4 - t0
         self._unreported_init_ms = (t4 - t0) * 1000
+        if self.state is EnvState.DEAD:
+            # The runtime exited between its first /next and this task's wake-up (a first
+            # invocation's handler that ends the process, on a busy loop): `_on_exit` has
+            # settled that invocation already; without one, the start failed.
+            if first is None:
+                raise InitFailed(_error_payload("Runtime.ExitError", "Error: Runtime exited"))
+            return
         self._move(EnvState.IDLE)
 
     async def _extensions_started(self) -> None:
@@ -495,7 +511,8 @@ class Environment:
         invocation. Raises `InitFailed` (the request did not run) or `NotDelivered`."""
         future: asyncio.Future[RuntimeOutcome] = self._loop.create_future()
         await self.start(first=(request, future))
-        self._move(EnvState.BUSY)
+        if self.state is EnvState.IDLE:
+            self._move(EnvState.BUSY)
         init_ms, self._unreported_init_ms = self._unreported_init_ms, None
         return await self._outcome(request, future, self._ready_at, init_ms)
 
@@ -524,6 +541,7 @@ class Environment:
             future=future,
             trace_id=request.trace_id,
             client_context=request.client_context,
+            tenant_id=request.tenant_id,
         )
 
     async def _outcome(

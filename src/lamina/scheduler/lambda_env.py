@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lamina.aws_services import SERVED
 from lamina.models import FunctionConfig
 from lamina.runtimes.catalog import Family, RuntimeInfo
 from lamina.settings import Settings
@@ -12,6 +13,14 @@ from lamina.settings import Settings
 LAMBDA_TASK_ROOT = Path("/var/task")
 LAMBDA_RUNTIME_DIR = Path("/var/runtime")
 LAMBDA_OPT = Path("/opt")
+#: where Lambda keeps a managed runtime's interpreter (bin/) and bundled libraries (lib/)
+LAMBDA_LANG = Path("/var/lang")
+
+#: the X-Ray daemon's address as functions see it. Lambda's is a link-local address
+#: (169.254.79.129:2000) that has no daemon here; loopback keeps an X-Ray SDK's UDP segments
+#: inside the sandbox, dropped, instead of sent toward an address Lamina does not own.
+XRAY_DAEMON_HOST = "127.0.0.1"
+XRAY_DAEMON_PORT = 2000
 
 # Placeholders: each environment replaces them with its role session's when it starts (see
 # `EnvironmentContext.credentials`); with authentication off they stay, unchecked, and keep
@@ -21,6 +30,24 @@ _DUMMY_SECRET = "lamina-function-secret-not-checked"
 _DUMMY_TOKEN = "lamina-function-session-token"
 
 
+def aws_endpoints(settings: Settings) -> dict[str, str]:
+    """`AWS_ENDPOINT_URL_<ID>` for each service: Lamina's own services at Lamina, then the
+    server-wide `--aws-endpoint` settings (which may also move those); a function's own
+    Environment variables, applied later, win over all of them.
+
+    The global AWS_ENDPOINT_URL, which SDKs use for a service with no variable of its own,
+    points at Lamina too: a call to a service nobody pointed anywhere then gets Lamina's clear
+    "Lamina does not serve dynamodb; set AWS_ENDPOINT_URL_DYNAMODB" at once, rather than
+    going to AWS with credentials AWS never issued. A function that sets AWS_ENDPOINT_URL
+    itself moves every such service; the service-specific variables keep Lambda, Logs and
+    Events at Lamina whatever it says."""
+    env = {"AWS_ENDPOINT_URL": settings.endpoint_url}
+    env.update({f"AWS_ENDPOINT_URL_{s.endpoint_id}": settings.endpoint_url for s in SERVED})
+    for service, url in settings.aws_endpoints:
+        env[f"AWS_ENDPOINT_URL_{service}"] = url
+    return env
+
+
 def lambda_environment(
     config: FunctionConfig,
     settings: Settings,
@@ -28,21 +55,29 @@ def lambda_environment(
     task_root: Path,
     opt_dir: Path,
     runtime_dir: Path | None = None,
+    lang_dir: Path | None = None,
 ) -> dict[str, str]:
     """Every variable Lambda sets, except the per-environment AWS_LAMBDA_RUNTIME_API and
-    AWS_LAMBDA_LOG_STREAM_NAME, which the environment adds.
+    AWS_LAMBDA_LOG_STREAM_NAME, which the environment adds, and the per-invocation
+    _X_AMZN_TRACE_ID, which the runtime sets from each invocation's trace header.
 
     Paths are as the runtime sees them: `task_root` the code, `opt_dir` where the function's
     layers are merged (Lambda's /opt), `runtime_dir` the runtime's own files (by default
-    where the runtime has them on the host).
+    where the runtime has them on the host), `lang_dir` the runtime image (Lambda's
+    /var/lang: the interpreter under bin/, the bundled SDK under lib/), None for a custom
+    runtime, which has none.
     """
     runtime_root = str(runtime_dir or runtime.runtime_dir)
     opt = str(opt_dir)
-    path = ["/usr/local/bin", "/usr/bin", "/bin", f"{opt}/bin"]
-    if runtime.executable:
-        interpreter_dir = str(Path(runtime.executable).parent)
-        if interpreter_dir not in path:
-            path.append(interpreter_dir)
+    lang = str(lang_dir) if lang_dir is not None else None
+    # Lambda's PATH, with the image's bin/ (links to the interpreter) in /var/lang/bin's
+    # place: never the directory the host happens to keep the interpreter in.
+    path = ["/usr/local/bin", "/usr/bin/", "/bin", "/opt/bin" if opt == "/opt" else f"{opt}/bin"]
+    libs = ["/lib64", "/usr/lib64", runtime_root, f"{runtime_root}/lib"]
+    libs += [str(task_root), f"{task_root}/lib", f"{opt}/lib"]
+    if lang is not None:
+        path.insert(0, f"{lang}/bin")
+        libs.insert(0, f"{lang}/lib")
     env = {
         "_HANDLER": config.handler,
         "AWS_LAMBDA_FUNCTION_NAME": config.name,
@@ -55,15 +90,18 @@ def lambda_environment(
         "AWS_ACCESS_KEY_ID": _DUMMY_KEY_ID,
         "AWS_SECRET_ACCESS_KEY": _DUMMY_SECRET,
         "AWS_SESSION_TOKEN": _DUMMY_TOKEN,
-        "AWS_ENDPOINT_URL": settings.endpoint_url,
+        **aws_endpoints(settings),
         "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR",
+        "AWS_XRAY_DAEMON_ADDRESS": f"{XRAY_DAEMON_HOST}:{XRAY_DAEMON_PORT}",
+        "_AWS_XRAY_DAEMON_ADDRESS": XRAY_DAEMON_HOST,
+        "_AWS_XRAY_DAEMON_PORT": str(XRAY_DAEMON_PORT),
         "LAMBDA_TASK_ROOT": str(task_root),
         "LAMBDA_RUNTIME_DIR": runtime_root,
         "TZ": ":UTC",
         "LANG": "en_US.UTF-8",
         "PATH": ":".join(path),
-        "LD_LIBRARY_PATH": f"/lib64:/usr/lib64:{runtime_root}:{runtime_root}/lib:"
-        f"{task_root}:{task_root}/lib:{opt}/lib",
+        "LD_LIBRARY_PATH": ":".join(libs),
     }
     if config.logging.json:
         # What Lambda's runtimes read to log JSON records and drop those under the level.
@@ -73,18 +111,22 @@ def lambda_environment(
         # Lambda sets no execution environment name for custom runtimes.
         env["AWS_EXECUTION_ENV"] = f"AWS_Lambda_{config.runtime}"
     if runtime.family is Family.PYTHON:
-        # Layers' Python paths, in Lambda's order; the bootstrap puts the code first.
-        env["PYTHONPATH"] = (
-            f"{opt}/python/lib/python{runtime.version}/site-packages:{opt}/python:{runtime_root}"
-        )
+        # Layers' Python paths, then the bundled SDK, then the runtime: Lambda's order (the
+        # bootstrap puts the code first).
+        minor = ".".join(runtime.version.split(".")[:2])
+        python_path = [f"{opt}/python/lib/python{minor}/site-packages", f"{opt}/python"]
+        if lang is not None:
+            python_path.append(f"{lang}/lib/python{minor}/site-packages")
+        env["PYTHONPATH"] = ":".join([*python_path, runtime_root])
     elif runtime.family is Family.JAVA and opt != str(LAMBDA_OPT):
         # Lamina's Java client looks for layers' jars under /opt/java/lib; where a backend
         # shows layers elsewhere (the process backend), it is told where (not a Lambda name).
         env["_LAMINA_OPT"] = opt
     elif runtime.family is Family.NODE:
         major = runtime.version.split(".")[0]
-        env["NODE_PATH"] = (
-            f"{opt}/nodejs/node{major}/node_modules:{opt}/nodejs/node_modules:"
-            f"{runtime_root}/node_modules:{runtime_root}:{task_root}"
-        )
+        node_path = [f"{opt}/nodejs/node{major}/node_modules", f"{opt}/nodejs/node_modules"]
+        if lang is not None:
+            # Lambda's /var/runtime/node_modules: where the bundled SDK is found.
+            node_path.append(f"{lang}/lib/node_modules")
+        env["NODE_PATH"] = ":".join([*node_path, runtime_root, str(task_root)])
     return env

@@ -25,7 +25,8 @@ from lamina.errors import InvalidRuntimeError, InvalidSubnetIDError, TooManyRequ
 from lamina.models import FunctionConfig, InvokeRequest, InvokeResult
 from lamina.networks import VpcDirectory
 from lamina.observability import LogStore, LogWriter, Metrics
-from lamina.runtimes.catalog import Family, RuntimeCatalog
+from lamina.runtimes.catalog import Family, RuntimeCatalog, RuntimeInfo
+from lamina.runtimes.images import RuntimeImages
 from lamina.sandbox import SandboxBackend
 from lamina.scheduler.capacity import MemoryCapacity
 from lamina.scheduler.concurrency import Concurrency, Lease
@@ -38,6 +39,7 @@ from lamina.scheduler.environment import (
     Outcome,
 )
 from lamina.scheduler.lambda_env import (
+    LAMBDA_LANG,
     LAMBDA_OPT,
     LAMBDA_RUNTIME_DIR,
     LAMBDA_TASK_ROOT,
@@ -46,6 +48,10 @@ from lamina.scheduler.lambda_env import (
 from lamina.settings import Settings
 
 log = logging.getLogger(__name__)
+
+#: seconds a cold start waits for its runtime's SDK while it is being installed (the first
+#: functions after a fresh start); past it the environment starts without the SDK
+SDK_WAIT_S = 120.0
 
 CodeReleased = Callable[[str], Awaitable[None]]
 
@@ -336,8 +342,12 @@ class Scheduler:
         opt_dir: Callable[[FunctionConfig], Path] | None = None,
         log_store: LogStore | None = None,
         credentials: Callable[[FunctionConfig], tuple[str, str, str]] | None = None,
+        images: RuntimeImages | None = None,
     ) -> None:
         self._settings = settings
+        # Runtime images (Lambda's /var/lang: interpreter links and the bundled SDK); None in
+        # tests that run without them.
+        self._images = images
         # Each new environment's AWS credentials (key id, secret, session token): a session of
         # the function's role, made by whoever holds the keys (the scheduler knows no auth).
         self._credentials = credentials
@@ -509,12 +519,15 @@ class Scheduler:
             opt_dir = self._opt_dir(config)
         else:
             opt_dir = self._settings.data_dir / "opt" / "empty"
+        image = self._images.image_dir(runtime) if self._images is not None else None
         if self._backend.lambda_paths:
             seen = (LAMBDA_TASK_ROOT, LAMBDA_RUNTIME_DIR)
             opt_seen = LAMBDA_OPT
+            lang_seen = LAMBDA_LANG if image is not None else None
         else:
             seen = (task_root, runtime.runtime_dir)
             opt_seen = opt_dir
+            lang_seen = image
         argv = runtime.command(task_root, seen)
         in_zygote = runtime.family is Family.PYTHON
         wrapper = config.environment.get("AWS_LAMBDA_EXEC_WRAPPER")
@@ -529,8 +542,10 @@ class Scheduler:
             task_root=task_root,
             runtime_dir=runtime.runtime_dir,
             base_env=lambda_environment(
-                config, self._settings, runtime, seen[0], opt_seen, seen[1]
+                config, self._settings, runtime, seen[0], opt_seen, seen[1], lang_seen
             ),
+            lang_dir=image,
+            image_ready=partial(self._image_ready, runtime) if image is not None else None,
             credentials=partial(self._credentials, config) if self._credentials else None,
             backend=self._backend,
             metrics=self._metrics,
@@ -560,6 +575,11 @@ class Scheduler:
                     "set up the function's VPC access."
                 )
         return config.vpc.vpc_id
+
+    async def _image_ready(self, runtime: RuntimeInfo) -> None:
+        """Before a cold start: give an install of the runtime's SDK under way some time."""
+        if self._images is not None:
+            await self._images.wait(runtime, SDK_WAIT_S)
 
     def _retire(self, key: tuple[str, str]) -> None:
         pool = self._pools.pop(key)

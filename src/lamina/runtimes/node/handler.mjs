@@ -1,7 +1,7 @@
 // Handler loading for Lamina's Node.js runtime, with AWS's resolution rules and error types,
 // and the `awslambda` global (response streaming) AWS's runtime gives functions.
 
-import { createRequire } from 'node:module';
+import module, { createRequire } from 'node:module';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Writable } from 'node:stream';
@@ -28,7 +28,35 @@ function requireIfExists(file) {
 }
 
 async function importIfExists(file) {
-  return fs.existsSync(file) ? await import(pathToFileURL(file).href) : undefined;
+  if (!fs.existsSync(file)) return undefined;
+  const url = pathToFileURL(file).href;
+  try {
+    return await import(url);
+  } catch (e) {
+    // A bare import NODE_PATH would have found (a layer's package, the bundled SDK outside a
+    // sandbox that shows it at /node_modules): hook the resolver and import again, under
+    // another URL, since the failed one stays failed in the module map.
+    if (e?.code !== 'ERR_MODULE_NOT_FOUND' || !findNodePathFromEsm()) throw e;
+    return await import(`${url}?lamina-node-path`);
+  }
+}
+
+let esmHooked = false;
+
+/**
+ * Let ES modules' bare imports fall back to NODE_PATH (the layers' node_modules, the bundled
+ * SDK), as Lambda's do (see esm_paths.mjs). Registered only once an import has needed it:
+ * the hooks run on a thread of their own that costs a cold start tens of milliseconds.
+ * Returns whether hooks were newly registered.
+ */
+function findNodePathFromEsm() {
+  if (esmHooked || typeof module.register !== 'function') return false;
+  esmHooked = true;
+  const dirs = (process.env.NODE_PATH ?? '').split(':').filter((d) => d.endsWith('/node_modules'));
+  if (dirs.length === 0) return false;
+  const parents = dirs.map((d) => pathToFileURL(path.join(path.dirname(d), 'lamina-esm.mjs')).href);
+  module.register(new URL('esm_paths.mjs', import.meta.url), { data: { parents } });
+  return true;
 }
 
 /** Whether the nearest package.json, looking up from `folder` to the task root, is ESM. */

@@ -206,6 +206,8 @@ class LambdaContext:
         self.identity = CognitoIdentity(json.loads(identity)) if identity else None
         client_context = headers.get("Lambda-Runtime-Client-Context")
         self.client_context = ClientContext(json.loads(client_context)) if client_context else None
+        #: the caller's tenant (Invoke's TenantId), None when it named none
+        self.tenant_id = headers.get("Lambda-Runtime-Aws-Tenant-Id")
 
     def get_remaining_time_in_millis(self) -> int:
         return max(self._deadline_ms - int(time.time() * 1000), 0)

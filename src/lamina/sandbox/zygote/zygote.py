@@ -346,8 +346,9 @@ class Child:
 
     def build_root(self, root: str) -> None:
         """The sandbox's root filesystem, on an empty tmpfs: the host's system directories
-        (/usr, /etc, /bin, /lib...) and /sys bound read-only, a /dev of the harmless devices
-        only, a fresh /proc, and Lambda's own places (/var/task, /var/runtime, /opt, /tmp).
+        (/usr, /etc, /bin, /lib...) and /sys bound read-only, the sandbox's own /etc/passwd
+        and /etc/group over the host's, a /dev of the harmless devices only, a fresh /proc,
+        and Lambda's own places (/var/task, /var/runtime, /var/lang, /opt, /tmp).
 
         Not the whole host root: a read-only mount does not stop connect() on a unix socket,
         so /run, /var/run, /var/lib, /tmp and /dev of the host (a database's socket,
@@ -362,8 +363,17 @@ class Child:
             elif os.path.isdir(host):
                 os.mkdir(root + host)
                 mount(host, root + host, None, MS_BIND | MS_REC)
-        for name in ("dev", "proc", "sys", "tmp", "opt", "var", "var/task", "var/runtime"):
+        for name in ("dev", "proc", "sys", "tmp", "opt", "var/task", "var/runtime", "var/lang"):
             os.makedirs(os.path.join(root, name), exist_ok=True)
+        # Node.js resolves an ES module's bare imports through the node_modules of the
+        # importing file's parents only (never NODE_PATH): from /var/task that reaches
+        # /node_modules, which leads to the runtime's bundled SDK, as Lambda's ESM imports
+        # of @aws-sdk/* find it.
+        os.symlink("/var/lang/lib/node_modules", root + "/node_modules")
+        for name, source in self.config.get("etc_files", {}).items():
+            # Lambda's own user database (the sandbox user sbx_user1051, its group) over the
+            # host's: home-directory and user-name lookups work, and reveal nothing.
+            mount(source, f"{root}/etc/{name}", None, MS_BIND)
         mount("/sys", root + "/sys", None, MS_BIND | MS_REC)
         mount("tmpfs", root + "/dev", "tmpfs", MS_NOSUID, "size=64k,mode=755")
         for name in DEVICES:
@@ -381,6 +391,9 @@ class Child:
         if runtime_dir:
             mount(runtime_dir, root + "/var/runtime", None, MS_BIND | MS_REC)
         add_sandbox_host(root)
+        lang_dir = self.config.get("lang_dir")
+        if lang_dir:
+            mount(lang_dir, root + "/var/lang", None, MS_BIND | MS_REC)
         # Everything so far read-only (the root tmpfs included), then the writable /tmp.
         make_tree_readonly(root)
         for path in self.config["masks"]:
@@ -435,8 +448,9 @@ class Child:
         """A function claimed this sandbox: its files, then the point of no return.
 
         `fds`: stdout/stderr, the extensions' stdout/stderr (if it has extensions), then
-        detached mount trees for /var/task, /opt (if the function has layers) and
-        /var/runtime (for exec'd runtimes), in that order.
+        detached mount trees for /var/task, /opt (if the function has layers),
+        /var/runtime (for exec'd runtimes) and /var/lang (a managed runtime's image), in that
+        order.
         """
         output, rest = fds[0], fds[1:]
         if claim.get("extensions"):
@@ -447,6 +461,8 @@ class Child:
             attach_tree(next(trees), "/opt")
         if claim.get("runtime_dir"):
             attach_tree(next(trees), "/var/runtime")
+        if claim.get("lang"):
+            attach_tree(next(trees), "/var/lang")
         tmp_mb = int(claim["tmp_mb"])
         if tmp_mb != DEFAULT_TMP_MB:
             mount(None, "/tmp", None, MS_REMOUNT | MS_NOSUID | MS_NODEV, f"size={tmp_mb}m")
