@@ -110,7 +110,7 @@ def test_host_architectures_see_qemu_user_through_binfmt(tmp_path: Path) -> None
         ("provided.al2023", Family.PROVIDED),
         ("ruby3.3", None),
         ("dotnet8", None),
-        ("java21", None),
+        ("java21", Family.JAVA),
     ],
 )
 def test_implemented_families(runtime: str, family: Family | None) -> None:
