@@ -208,3 +208,36 @@ def test_deploy_takes_layers_role_memory_timeout_and_env(server: Server, tmp_pat
         assert json.loads(out.stdout) == ["from the layer", "hello=there", "256"]
     finally:
         lamina("rm", name, endpoint=server.endpoint)
+
+
+def test_endpoint_comes_from_the_profile(server: Server, tmp_path: Path) -> None:
+    """Without --endpoint or $LAMINA_ENDPOINT, the profile's endpoint_url (which `lamina
+    serve` writes) picks the server: a server on another port needs no flag."""
+    config = tmp_path / "config"
+    config.write_text(
+        f"[profile lamina]\nregion = us-east-1\nendpoint_url = {server.endpoint}\n"
+        f"[profile other]\nregion = us-east-1\nendpoint_url = http://127.0.0.1:{free_port()}\n"
+        "aws_access_key_id = AKIDOTHERPROFILE0000\naws_secret_access_key = other\n"
+    )
+    env = {k: v for k, v in lamina_env(server.endpoint).items() if k != "LAMINA_ENDPOINT"}
+    env.pop("AWS_PROFILE", None)
+    env["AWS_CONFIG_FILE"] = str(config)
+    out = subprocess.run(
+        [sys.executable, "-m", "lamina", "runtimes"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "python3.11" in out.stdout
+    # --profile names another profile: its endpoint (nothing listens there) is used.
+    out = subprocess.run(
+        [sys.executable, "-m", "lamina", "--profile", "other", "runtimes"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert "cannot reach Lamina" in out.stderr

@@ -19,7 +19,7 @@ import httpx
 
 from lamina import __version__, networks
 from lamina.aws_services import endpoint_id
-from lamina.cli.signing import AUTH_ERRORS, AUTH_FIX, Signer
+from lamina.cli.signing import AUTH_ERRORS, AUTH_FIX, Signer, profile_endpoint
 from lamina.settings import (
     DEFAULT_ACCOUNT_ID,
     DEFAULT_HOST,
@@ -329,12 +329,23 @@ def _aws_endpoints(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
 
 # -- client commands ---------------------------------------------------------------------
 
+
+def _endpoint(ctx: click.Context, _param: click.Parameter, value: str | None) -> str:
+    """--endpoint or $LAMINA_ENDPOINT; else the AWS profile's `endpoint_url` (the one
+    `--profile`/$AWS_PROFILE names, else `lamina`, which `lamina serve` writes with its own
+    address); else the default address."""
+    if value:
+        return value
+    profile = ctx.find_root().params.get("profile") or os.environ.get("AWS_PROFILE") or "lamina"
+    return profile_endpoint(str(profile)) or DEFAULT_ENDPOINT
+
+
 endpoint_option = click.option(
     "--endpoint",
     envvar="LAMINA_ENDPOINT",
-    default=DEFAULT_ENDPOINT,
-    show_default=True,
-    help="Lamina server URL (or $LAMINA_ENDPOINT).",
+    callback=_endpoint,
+    help="Lamina server URL (or $LAMINA_ENDPOINT); by default the AWS profile's "
+    f"endpoint_url, else {DEFAULT_ENDPOINT}.",
 )
 
 

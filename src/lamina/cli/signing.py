@@ -94,6 +94,15 @@ AUTH_FIX = (
 )
 
 
+def profile_endpoint(profile: str) -> str | None:
+    """The `endpoint_url` of an AWS profile in the shared config file, if it sets one."""
+    try:
+        value = Session(profile=profile).get_scoped_config().get("endpoint_url")
+    except BotoCoreError:  # a profile that does not exist, or an unreadable config file
+        return None
+    return str(value) if value else None
+
+
 def _root_profile() -> str | None:
     ctx = click.get_current_context(silent=True)
     if ctx is None:
