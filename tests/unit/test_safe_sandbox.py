@@ -48,6 +48,12 @@ class FakeInner:
     def init_done(self) -> None:
         self.log.append("init_done")
 
+    def freeze(self) -> None:
+        self.log.append("freeze")
+
+    def thaw(self) -> None:
+        self.log.append("thaw")
+
     async def prepare(self) -> RuntimeApiEndpoint:
         self.log.append("prepare")
         return RuntimeApiEndpoint(socket.socket(), "127.0.0.1:9001")

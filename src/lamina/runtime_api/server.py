@@ -93,16 +93,20 @@ class RuntimeApiServer:
     """The Runtime API of one environment.
 
     Callbacks run on the event loop: `on_ready` at the first `/invocation/next` (the runtime
-    finished its init phase), `on_init_error(body, error_type)` at `/init/error`.
+    finished its init phase), `on_init_error(body, error_type)` at `/init/error`, and
+    `on_parked` when the runtime's `/invocation/next` waits with nothing to hand it (the
+    runtime is idle: the moment Lambda freezes an environment).
     """
 
     def __init__(
         self,
         on_ready: Callable[[], None],
         on_init_error: Callable[[bytes, str | None], None],
+        on_parked: Callable[[], None] | None = None,
     ) -> None:
         self._on_ready = on_ready
         self._on_init_error = on_init_error
+        self._on_parked = on_parked
         self._ready = False
         self._server: asyncio.AbstractServer | None = None
         self._pending: Invocation | None = None  # submitted, not yet picked up
@@ -164,6 +168,8 @@ class RuntimeApiServer:
             conn.write(inv.next_response())
         else:
             self._poller = conn
+            if self._on_parked is not None:
+                self._on_parked()
 
     def _result(
         self,

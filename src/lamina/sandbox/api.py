@@ -30,6 +30,12 @@ Contract for backends:
 - A backend enforces `spec.memory_mb` as well as it can (the process backend watches the
   runtime's resident memory; the namespace backend uses a cgroup) and, when it kills the
   runtime for it, sets `out_of_memory` before the exit callbacks run.
+- `freeze()` stops every process of the sandbox where it stands, as Lambda freezes an
+  environment between invocations; `thaw()` lets them run again. The caller freezes only an
+  idle sandbox whose runtime is parked in `GET /invocation/next` (the request is sent; the
+  answer waits for `thaw()`), and thaws before it answers. Both are cheap, never block and
+  never raise; a backend that cannot freeze does nothing. `destroy()` works on a frozen
+  sandbox (a backend thaws first where its kill needs it).
 - A backend raises only `SandboxError` (wrapping the OS error that caused it).
 """
 
@@ -159,6 +165,12 @@ class Sandbox(Protocol):
         ...
 
     def on_exit(self, callback: ExitCallback) -> None: ...
+
+    def freeze(self) -> None:
+        """Stop the sandbox's processes until `thaw()` (see the module's contract)."""
+        ...
+
+    def thaw(self) -> None: ...
 
     def memory_peak_mb(self) -> int:
         """The most memory the runtime has used so far, in MB (0 if unknown). Cheap, but may

@@ -203,6 +203,16 @@ class NamespaceSandbox:
                 child.cgroup.limit_cpu(self._spec.memory_mb)
         self._backend.refill_after_init(child.key)
 
+    def freeze(self) -> None:
+        child = self._child
+        if child is not None and child.exit.status is None:
+            child.cgroup.freeze()
+
+    def thaw(self) -> None:
+        child = self._child
+        if child is not None:
+            child.cgroup.thaw()
+
     def check_memory(self) -> None:
         child = self._child
         if child is None or self._oom or child.exit.status is not None:
@@ -235,6 +245,8 @@ class NamespaceSandbox:
     def _kill(self) -> None:
         child = self._child
         if child is not None and child.exit.status is None:
+            # A task frozen by the v1 freezer does not die until it is thawed.
+            child.cgroup.thaw()
             with contextlib.suppress(OSError):
                 signal.pidfd_send_signal(child.pidfd, signal.SIGKILL)
 

@@ -143,7 +143,9 @@ class Environment:
         created = datetime.now(UTC)
         self.log_stream = f"{created:%Y/%m/%d}/[{ctx.config.version}]{self.id}"
         self._loop = asyncio.get_running_loop()
-        self._api = RuntimeApiServer(on_ready=self._on_ready, on_init_error=self._on_init_error)
+        self._api = RuntimeApiServer(
+            on_ready=self._on_ready, on_init_error=self._on_init_error, on_parked=self._on_parked
+        )
         self._sandbox: SafeSandbox | None = None
         # None once the runtime is ready; an error payload if it failed first.
         self._ready: asyncio.Future[bytes | None] = self._loop.create_future()
@@ -288,6 +290,14 @@ class Environment:
         if not self._ready.done():
             self._ready.set_result(None)
 
+    def _on_parked(self) -> None:
+        # The runtime waits in /next with nothing to do: freeze the whole environment, as
+        # Lambda does between invocations (and after an init that no invocation waits for),
+        # so that threads and processes a handler left behind make no progress while idle.
+        # Its request to /next is already sent; `invoke` thaws before answering it.
+        if self._sandbox is not None:
+            self._sandbox.freeze()
+
     def _on_init_error(self, body: bytes, error_type: str | None) -> None:
         if not self._ready.done():
             self._ready.set_result(body or _error_payload(error_type or "Runtime.Unknown", ""))
@@ -330,6 +340,8 @@ class Environment:
         self._log.start(request.request_id, self.ctx.config.version, capture=request.log_tail)
         started = time.perf_counter()
         future: asyncio.Future[RuntimeOutcome] = self._loop.create_future()
+        if self._sandbox is not None:
+            self._sandbox.thaw()
         self._api.submit(self._invocation(request, future))
         return await self._outcome(request, future, started, init_ms)
 
