@@ -30,6 +30,15 @@ def default_memory_capacity_mb() -> int:
     return 4096
 
 
+def parse_listen(value: str) -> tuple[str, int]:
+    """`HOST:PORT` (`[V6]:PORT` for an IPv6 address) as (host, port); ValueError if not."""
+    host, sep, port = value.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    return host, int(port)
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -79,6 +88,9 @@ class Settings:
     #: whether every AWS-protocol request must be SigV4-signed (`--auth on|off`; off is only
     #: allowed on loopback)
     auth: bool = True
+    #: serve `/metrics` (and `/health`) on this (host, port) instead of the main address
+    #: (`--metrics-listen HOST:PORT`); None: on the main address, unsigned
+    metrics_listen: tuple[str, int] | None = None
 
     @property
     def db_path(self) -> Path:

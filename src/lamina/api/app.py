@@ -34,6 +34,7 @@ from lamina.api.context import AppState, app_state
 from lamina.api.errors import error_response, http_error, lamina_error, unexpected_error
 from lamina.api.http_front import HttpFront
 from lamina.api.invoke import invoke, invoke_async
+from lamina.api.listeners import ListenerGate, Listeners
 from lamina.api.schedules import schedules
 from lamina.api.usage import usage
 from lamina.api.wire import json_response, max_items_param
@@ -143,9 +144,11 @@ def build_app(
     state: AppState,
     lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None,
     keys: KeyStore | None = None,
+    listeners: Listeners | None = None,
 ) -> ASGIApp:
     """The whole HTTP surface; with `keys`, every AWS-protocol request must be SigV4-signed by
-    one of them (`api.authn`), else nothing is checked (`lamina serve --auth off`)."""
+    one of them (`api.authn`), else nothing is checked (`lamina serve --auth off`). With
+    `listeners`, what each listener serves is enforced first (`api.listeners`)."""
     routes = [
         # Invoke itself is served by `_InvokeFirst`, in front of these.
         Route("/health", health, methods=["GET"]),
@@ -256,11 +259,14 @@ def build_app(
     # checks every API request, Invoke included, against the caller's policies.
     route_front = http_routes.RouteFront(state) if state.http_routes is not None else None
     inner = Authorize(_InvokeFirst(app), state)
+    outer: ASGIApp
     if keys is None:
-        return HttpFront(inner, state, route_front)
-    verifier = Verifier(keys, state.settings.region)
-    front = HttpFront(inner, state, route_front, verifier)
-    return Authn(front, keys, verifier, front.target)
+        outer = HttpFront(inner, state, route_front)
+    else:
+        verifier = Verifier(keys, state.settings.region)
+        front = HttpFront(inner, state, route_front, verifier)
+        outer = Authn(front, keys, verifier, front.target)
+    return outer if listeners is None else ListenerGate(outer, listeners)
 
 
 class _InvokeFirst:

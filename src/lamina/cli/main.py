@@ -27,6 +27,7 @@ from lamina.settings import (
     default_data_dir,
     default_memory_capacity_mb,
     is_loopback,
+    parse_listen,
 )
 
 DEFAULT_ENDPOINT = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
@@ -165,6 +166,13 @@ def main(profile: str | None) -> None:
     is_flag=True,
     help="With --admin-key: write it as the 'lamina' AWS profile too.",
 )
+@click.option(
+    "--metrics-listen",
+    default=None,
+    metavar="HOST:PORT",
+    help="Serve /metrics (and /health) on this address only, not on the main one "
+    "[default: /metrics on the main address, unsigned].",
+)
 @click.option("--allow-non-loopback", is_flag=True, hidden=True)  # accepted, no longer needed
 @click.option("--log-level", default="info", show_default=True)
 def serve(
@@ -188,6 +196,7 @@ def serve(
     auth: str,
     admin_key: str | None,
     write_profile: bool,
+    metrics_listen: str | None,
     allow_non_loopback: bool,
     log_level: str,
 ) -> None:
@@ -208,6 +217,14 @@ def serve(
         admin = (key_id, secret)
     if not (account_id.isdigit() and len(account_id) == 12):
         _fail("--account-id must be 12 digits", code=2)
+    metrics_address = None
+    if metrics_listen is not None:
+        try:
+            metrics_address = parse_listen(metrics_listen)
+        except ValueError as e:
+            _fail(f"--metrics-listen: {e}", code=2)
+        if metrics_address == (host, port):
+            _fail("--metrics-listen must differ from --host/--port", code=2)
     settings = Settings(
         host=host,
         port=port,
@@ -227,6 +244,7 @@ def serve(
         test_clock_rate=test_clock_rate,
         strict_roles=strict_roles,
         auth=auth == "on",
+        metrics_listen=metrics_address,
     )
     run_server(settings, log_level=log_level, admin_key=admin, write_profile=write_profile)
 

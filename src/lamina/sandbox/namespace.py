@@ -273,11 +273,16 @@ class NamespaceBackend:
         data_dir: Path,
         api_address: tuple[str, int],
         warm_pool: int = 2,
+        relay_to: tuple[str, int] | None = None,
     ) -> None:
+        """`api_address`: Lamina's API as the host reaches it (its port is also where
+        `AWS_ENDPOINT_URL` points inside a sandbox); `relay_to`: where the relay takes a
+        sandbox's connections to it (the server's sandbox listener; default `api_address`)."""
         self._root = root
         self._staging = root / "root"
         self._data_dir = data_dir.resolve()
         self._api_address = api_address
+        self._relay_to = relay_to or api_address
         self._warm_pool = warm_pool
         self.cgroups = CgroupTree.create()
         self.net = NetworkFactory(api_address[1])
@@ -434,8 +439,10 @@ class NamespaceBackend:
 
     async def serve_relay(self, listener: socket.socket) -> asyncio.AbstractServer:
         """Relay connections to AWS_ENDPOINT_URL inside a sandbox to Lamina's API, at most
-        `RELAY_CONNECTIONS` at a time (each costs the server two descriptors)."""
-        host, port = self._api_address
+        `RELAY_CONNECTIONS` at a time (each costs the server two descriptors). They go to
+        the server's sandbox listener, so that Lamina knows them for a sandbox's by the
+        socket they arrive on (nothing in the request, which a function could forge)."""
+        host, port = self._relay_to
         open_now = 0
 
         async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
