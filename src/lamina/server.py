@@ -24,6 +24,7 @@ from lamina.auth.profile import setup_admin_key
 from lamina.control import FunctionService
 from lamina.control.roles import RoleService
 from lamina.control.rules import RuleService
+from lamina.datadir import make_private, restrict_umask
 from lamina.errors import MalformedPolicyDocumentError
 from lamina.events import AsyncQueue
 from lamina.events.bus import EventBus
@@ -97,7 +98,7 @@ def create_app(
     """The whole server as an ASGI app; parts start and stop with its lifespan. With
     `settings.auth`, requests are checked against `keys` (by default the data directory's).
     `listeners`: the ports of the sandbox and metrics listeners, if any (`api.listeners`)."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    make_private(settings.data_dir)
     if settings.auth and keys is None:
         keys = KeyStore(settings.data_dir, settings.account_id)
     runtimes = runtimes or RuntimeCatalog.discover()
@@ -268,8 +269,11 @@ def serve(
             file=sys.stderr,
         )
     _raise_open_files_limit()
+    # Before anything is created and before any thread exists (the umask is process-wide):
+    # the data directory and everything the server writes in it are private to its user.
+    restrict_umask()
+    make_private(settings.data_dir)
     runtimes = RuntimeCatalog.discover()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
     keys = None
     if settings.auth:
         keys = KeyStore(settings.data_dir, settings.account_id)

@@ -133,7 +133,7 @@ class CgroupTree:
             assert v2_mount is not None
             _write(Path(v2_mount, "cgroup.subtree_control"), wanted)
         for d in sorted({p.parent for p in places}):
-            d.mkdir(exist_ok=True)
+            _mkdir(d)
         if any(p.version == 2 for p in places):
             assert v2_mount is not None
             _write(Path(v2_mount) / name / "cgroup.subtree_control", wanted)
@@ -141,7 +141,7 @@ class CgroupTree:
         if freezer is not None:
             try:
                 _sweep(freezer.parent.parent)
-                freezer.parent.mkdir(exist_ok=True)
+                _mkdir(freezer.parent)
                 places.append(freezer)
             except OSError:
                 pass  # optional: without it, environments are not frozen when idle
@@ -163,7 +163,7 @@ class CgroupTree:
         paths = {}
         for place in self._places:
             path = place.parent / sandbox_id
-            path.mkdir(exist_ok=True)
+            _mkdir(path)
             paths[place.controller] = (place.version, path)
         cgroup = Cgroup(paths)
         cgroup.open_freezer()
@@ -180,6 +180,14 @@ class CgroupTree:
                 if child.is_dir():
                     _rmdir(child)
             _rmdir(d)
+
+
+def _mkdir(path: Path) -> None:
+    """A cgroup directory that the function inside may read (runtimes size their heaps from
+    their cgroup's memory limit, as Node.js and the JVM do): 0755 whatever the server's
+    umask (which is private, see `lamina.datadir`)."""
+    path.mkdir(exist_ok=True)
+    os.chmod(path, 0o755)
 
 
 def _sweep(base: Path) -> None:

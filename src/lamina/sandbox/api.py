@@ -36,6 +36,7 @@ Contract for backends:
   answer waits for `thaw()`), and thaws before it answers. Both are cheap, never block and
   never raise; a backend that cannot freeze does nothing. `destroy()` works on a frozen
   sandbox (a backend thaws first where its kill needs it).
+- The runtime starts with umask `RUNTIME_UMASK`, not the server's.
 - A backend raises only `SandboxError` (wrapping the OS error that caused it).
 """
 
@@ -49,6 +50,11 @@ from pathlib import Path
 from typing import Protocol
 
 ExitCallback = Callable[[int], None]
+
+#: the umask a runtime starts with, whatever the server's own (which keeps its data private,
+#: see `lamina.datadir`): files a function writes in its /tmp get the modes they would get on
+#: an ordinary Linux host
+RUNTIME_UMASK = 0o022
 
 
 class ExitWatch:

@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from lamina.sandbox.api import (
+    RUNTIME_UMASK,
     ExitCallback,
     ExitWatch,
     RuntimeApiEndpoint,
@@ -99,6 +100,7 @@ class ProcessSandbox:
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, killed whole
             close_fds=True,
+            umask=RUNTIME_UMASK,
         )
 
     def _pidfd_ready(self, pidfd: int) -> None:
