@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from tests.conftest import Functions
+from tests.integration.test_provisioned import wait_status
 
 #: a handler whose first call starts a counter in the background (a thread or a child
 #: process, by the event), incremented every 5 ms in /tmp; every call returns its value, and
@@ -100,3 +101,23 @@ def test_frozen_environment_still_times_out_and_is_replaced(functions: Functions
     assert "Task timed out" in resp["Payload"].read().decode()
     # A new environment: its counter starts again from the beginning.
     assert call(lam, name) < 50
+
+
+#: the counter started by the init phase (module import), as a provisioned environment runs it
+COUNTER_AT_INIT = COUNTER.replace("started = False", "started = True") + (
+    "\nthreading.Thread(target=count, daemon=True).start()\n"
+)
+
+
+def test_a_provisioned_environment_is_frozen_after_its_init(functions: Functions, lam: Any) -> None:
+    """Lambda freezes an environment after its init phase too: what the init started does
+    not run while the provisioned environment waits for its first invocation."""
+    name = functions.create(COUNTER_AT_INIT, Publish=True)["FunctionName"]
+    lam.put_provisioned_concurrency_config(
+        FunctionName=name, Qualifier="1", ProvisionedConcurrentExecutions=1
+    )
+    wait_status(lam, name, "1", "READY")
+    time.sleep(IDLE_S)
+    resp = lam.invoke(FunctionName=name, Qualifier="1", Payload="{}")
+    assert "FunctionError" not in resp
+    assert int(json.loads(resp["Payload"].read())) < MOST_WHILE_IDLE

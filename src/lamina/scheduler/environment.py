@@ -37,6 +37,10 @@ _PLATFORM_ERRORS = frozenset(
 
 _NOT_DELIVERED = "Lamina.NotDelivered"
 _TIMED_OUT = "Sandbox.Timedout"
+#: how long an environment whose runtime waits for work stays unfrozen: one invoked again
+#: within it (a busy function) never pays for a freeze and a thaw on its warm path, and a
+#: handler's leftovers get at most this much more time than on Lambda
+FREEZE_AFTER_S = 0.01
 
 
 class Outcome(IntEnum):
@@ -157,6 +161,7 @@ class Environment:
         )
         # Reported once, on the REPORT line of the invocation that waited for the init.
         self._unreported_init_ms: float | None = None
+        self._freeze_timer: asyncio.TimerHandle | None = None
         self._first: InvokeRequest | None = None
         self._ready_at = 0.0
         #: how long the start took (the init phase included), once it has succeeded
@@ -296,7 +301,9 @@ class Environment:
         # so that threads and processes a handler left behind make no progress while idle.
         # Its request to /next is already sent; `invoke` thaws before answering it.
         if self._sandbox is not None:
-            self._sandbox.freeze()
+            if self._freeze_timer is not None:
+                self._freeze_timer.cancel()
+            self._freeze_timer = self._loop.call_later(FREEZE_AFTER_S, self._sandbox.freeze)
 
     def _on_init_error(self, body: bytes, error_type: str | None) -> None:
         if not self._ready.done():
@@ -340,6 +347,9 @@ class Environment:
         self._log.start(request.request_id, self.ctx.config.version, capture=request.log_tail)
         started = time.perf_counter()
         future: asyncio.Future[RuntimeOutcome] = self._loop.create_future()
+        if self._freeze_timer is not None:
+            self._freeze_timer.cancel()
+            self._freeze_timer = None
         if self._sandbox is not None:
             self._sandbox.thaw()
         self._api.submit(self._invocation(request, future))
@@ -459,6 +469,9 @@ class Environment:
         """Mark dead now and tear down in the background."""
         if self.state is not EnvState.DEAD:
             self._move(EnvState.DEAD)
+        if self._freeze_timer is not None:
+            self._freeze_timer.cancel()
+            self._freeze_timer = None
         if self._destroying is None:
             self._destroying = self._loop.create_task(self._teardown())
 
