@@ -12,6 +12,7 @@ from collections.abc import Callable
 import httpx
 from tests.conftest import SIGNED_HTTP, Functions, Server, free_port, lamina
 from tests.integration.test_authorization import ACCOUNT, CALLER, ECHO, arn
+from tests.integration.test_function_urls import make_public, url_id
 
 #: the signing caller of the authorization tests, plus unsigned GETs of Lamina's own
 #: operator endpoints through the same AWS_ENDPOINT_URL
@@ -108,6 +109,13 @@ def test_metrics_listen_serves_metrics_there_and_not_on_the_main_address(
         other = SIGNED_HTTP.get(f"http://127.0.0.1:{port}/2015-03-31/functions/")
         assert other.status_code == 404
         assert name not in other.text
+        # A function URL's own /metrics path is the function's, not Lamina's metrics.
+        url = lam.create_function_url_config(FunctionName=name, AuthType="NONE")["FunctionUrl"]
+        make_public(lam, name)
+        host = f"{url_id(url)}.lambda-url.us-east-1.on.aws"
+        own_path = httpx.get(server.endpoint + "/metrics", headers={"Host": host})
+        assert own_path.status_code == 200, own_path.text
+        assert own_path.json() == {"ran": name}
     finally:
         own.cleanup()
 

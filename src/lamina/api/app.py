@@ -261,12 +261,13 @@ def build_app(
     inner = Authorize(_InvokeFirst(app), state)
     outer: ASGIApp
     if keys is None:
-        outer = HttpFront(inner, state, route_front)
+        front = HttpFront(inner, state, route_front)
+        outer = front
     else:
         verifier = Verifier(keys, state.settings.region)
         front = HttpFront(inner, state, route_front, verifier)
         outer = Authn(front, keys, verifier, front.target)
-    return outer if listeners is None else ListenerGate(outer, listeners)
+    return outer if listeners is None else ListenerGate(outer, listeners, front.target)
 
 
 class _InvokeFirst:

@@ -16,7 +16,9 @@ forge it, whatever headers it sends.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -38,11 +40,18 @@ class Listeners:
 
 
 class ListenerGate:
-    """The outermost ASGI wrapper: refuses what a request's listener does not serve."""
+    """The outermost ASGI wrapper: refuses what a request's listener does not serve.
 
-    def __init__(self, app: ASGIApp, listeners: Listeners) -> None:
+    `front(scope)` says whether a request is for a function URL or an HTTP route (`HttpFront`
+    serves those, whatever their path): `/metrics` there is the function's own path, not
+    Lamina's metrics, and goes through."""
+
+    def __init__(
+        self, app: ASGIApp, listeners: Listeners, front: Callable[[Scope], Any] | None = None
+    ) -> None:
         self.app = app
         self.listeners = listeners
+        self.front = front
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -51,16 +60,20 @@ class ListenerGate:
             path: str = scope["path"]
             refusal: LaminaError | None = None
             if port is not None and port == self.listeners.sandbox_port:
-                if path in OPERATOR_PATHS:
+                if path in OPERATOR_PATHS and not self._fronted(scope):
                     refusal = AccessDeniedError(
                         f"{path} is not available from inside an execution environment"
                     )
             elif port is not None and port == self.listeners.metrics_port:
-                if path not in OPERATOR_PATHS:
+                if path not in OPERATOR_PATHS or self._fronted(scope):
                     refusal = UnknownOperationError(
                         f"No operation at {scope['method']} {path} (this is the metrics listener)"
                     )
-            elif path == "/metrics" and self.listeners.metrics_port is not None:
+            elif (
+                path == "/metrics"
+                and self.listeners.metrics_port is not None
+                and not self._fronted(scope)
+            ):
                 refusal = UnknownOperationError(
                     "No operation at /metrics here: metrics are served on the metrics listener"
                 )
@@ -68,3 +81,6 @@ class ListenerGate:
                 await error_response(refusal)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+    def _fronted(self, scope: Scope) -> bool:
+        return self.front is not None and self.front(scope) is not None
