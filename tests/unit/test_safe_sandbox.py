@@ -306,3 +306,23 @@ def test_start_queued_behind_destroy_is_refused() -> None:
         assert inner.started == 0
 
     run(test)
+
+
+def test_freeze_and_thaw_only_a_live_started_sandbox_once() -> None:
+    async def test() -> None:
+        sandbox, inner = make()
+        sandbox.freeze()  # not started: nothing to freeze
+        sandbox.thaw()  # not frozen: nothing to thaw
+        await started(sandbox)
+        sandbox.freeze()
+        sandbox.freeze()
+        sandbox.thaw()
+        sandbox.thaw()
+        sandbox.freeze()
+        await sandbox.destroy()
+        sandbox.thaw()  # dead: the backend's destroy() dealt with the frozen sandbox
+        sandbox.freeze()
+        calls = [c for c in inner.log if c in ("freeze", "thaw")]
+        assert calls == ["freeze", "thaw", "freeze"]
+
+    run(test)

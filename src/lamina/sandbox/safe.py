@@ -76,10 +76,6 @@ class SafeSandbox:
     def on_exit(self, callback: ExitCallback) -> None:
         self._inner.on_exit(callback)
 
-    @property
-    def frozen(self) -> bool:
-        return self._frozen
-
     def freeze(self) -> None:
         """Freeze a started, live sandbox (once: a second call does nothing)."""
         if self._started and not self._dead and not self._frozen:
