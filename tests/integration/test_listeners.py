@@ -120,8 +120,8 @@ def test_metrics_listen_serves_metrics_there_and_not_on_the_main_address(
         own.cleanup()
 
 
-def test_metrics_listen_is_checked(own_server: Callable[..., Server]) -> None:
-    for bad in ("nowhere", "127.0.0.1:", "127.0.0.1:99999", ":9000"):
+def test_metrics_listen_is_checked() -> None:
+    for bad in ("nowhere", "127.0.0.1:", "127.0.0.1:99999", ":9000", "127.0.0.1:8484"):
         done = lamina("serve", "--metrics-listen", bad, endpoint="http://127.0.0.1:1")
         assert done.returncode == 2, (bad, done.stderr)
         assert "--metrics-listen" in done.stderr

@@ -170,8 +170,8 @@ def main(profile: str | None) -> None:
     "--metrics-listen",
     default=None,
     metavar="HOST:PORT",
-    help="Serve /metrics (and /health) on this address only, not on the main one "
-    "[default: /metrics on the main address, unsigned].",
+    help="Serve /metrics on this address instead of the main one (/health is served on "
+    "both) [default: /metrics on the main address, unsigned].",
 )
 @click.option("--allow-non-loopback", is_flag=True, hidden=True)  # accepted, no longer needed
 @click.option("--log-level", default="info", show_default=True)
