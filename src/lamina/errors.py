@@ -45,6 +45,11 @@ class InvalidRequestContentError(UserError):
     error_type = "InvalidRequestContentException"
 
 
+class AccessDeniedError(UserError):
+    error_type = "AccessDeniedException"
+    status = 403
+
+
 class ResourceNotFoundError(UserError):
     error_type = "ResourceNotFoundException"
     status = 404

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import resource
+import socket
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -16,6 +17,7 @@ from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
 from lamina.api import AppState, build_app
+from lamina.api.listeners import Listeners
 from lamina.auth import policy
 from lamina.auth.keys import KeyStore
 from lamina.auth.principal import PolicyDocument
@@ -23,6 +25,7 @@ from lamina.auth.profile import setup_admin_key
 from lamina.control import FunctionService
 from lamina.control.roles import RoleService
 from lamina.control.rules import RuleService
+from lamina.datadir import make_private, restrict_umask
 from lamina.errors import MalformedPolicyDocumentError
 from lamina.events import AsyncQueue
 from lamina.events.bus import EventBus
@@ -49,8 +52,12 @@ log = logging.getLogger("lamina")
 LOG_PRUNE_INTERVAL_S = 60.0
 
 
-def make_backend(settings: Settings, runtimes: RuntimeCatalog) -> SandboxBackend:
-    """The backend `settings.sandbox` names; `auto` takes `namespace` where it can run."""
+def make_backend(
+    settings: Settings, runtimes: RuntimeCatalog, sandbox_port: int | None = None
+) -> SandboxBackend:
+    """The backend `settings.sandbox` names; `auto` takes `namespace` where it can run.
+    `sandbox_port`: the loopback port of the sandbox listener (see `api.listeners`), where the
+    namespace backend relays its sandboxes' connections (default: the main port)."""
     choice = settings.sandbox
     if choice in ("auto", "namespace"):
         why_not = namespace.available()
@@ -66,6 +73,7 @@ def make_backend(settings: Settings, runtimes: RuntimeCatalog) -> SandboxBackend
                         vpcs={vpc.id: vpc.cidrs for vpc in settings.vpcs},
                     ),
                     relay_ports=_loopback_ports(settings),
+                    relay_to=("127.0.0.1", sandbox_port) if sandbox_port else None,
                 )
             except OSError as e:  # e.g. cgroups present but not writable here
                 why_not = str(e)
@@ -129,10 +137,12 @@ def create_app(
     backend: SandboxBackend | None = None,
     runtimes: RuntimeCatalog | None = None,
     keys: KeyStore | None = None,
+    listeners: Listeners | None = None,
 ) -> ASGIApp:
     """The whole server as an ASGI app; parts start and stop with its lifespan. With
-    `settings.auth`, requests are checked against `keys` (by default the data directory's)."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    `settings.auth`, requests are checked against `keys` (by default the data directory's).
+    `listeners`: the ports of the sandbox and metrics listeners, if any (`api.listeners`)."""
+    make_private(settings.data_dir)
     if settings.auth and keys is None:
         keys = KeyStore(settings.data_dir, settings.account_id)
     runtimes = runtimes or RuntimeCatalog.discover(settings.data_dir)
@@ -250,7 +260,7 @@ def create_app(
             if keys is not None:
                 keys.close()
 
-    return build_app(state, lifespan, keys if settings.auth else None)
+    return build_app(state, lifespan, keys if settings.auth else None, listeners)
 
 
 #: how long an environment's role session lasts (Lambda's execution-role credentials are
@@ -313,8 +323,11 @@ def serve(
             file=sys.stderr,
         )
     _raise_open_files_limit()
+    # Before anything is created and before any thread exists (the umask is process-wide):
+    # the data directory and everything the server writes in it are private to its user.
+    restrict_umask()
+    make_private(settings.data_dir)
     runtimes = RuntimeCatalog.discover(settings.data_dir)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
     # A disk left full (by logs, or with a smaller --log-disk-cap now) gets room back before
     # the key store and the other databases open.
     make_log_store(settings).reclaim()
@@ -322,8 +335,20 @@ def serve(
     if settings.auth:
         keys = KeyStore(settings.data_dir, settings.account_id)
         setup_admin_key(keys, settings, admin_key, write_profile=write_profile)
-    backend = make_backend(settings, runtimes)
-    app = create_app(settings, backend=backend, runtimes=runtimes, keys=keys)
+    # One server, several sockets: the main address, the sandbox listener (loopback, a port
+    # of its own: what the namespace backend's relay connects to, so that the app can tell a
+    # sandbox's requests from others by the socket they came in on) and, if asked for, the
+    # metrics listener. The app tells them apart by port (`api.listeners`).
+    sockets = [_bind(settings.host, settings.port)]
+    sockets.append(_bind("127.0.0.1", 0))
+    sandbox_port = int(sockets[-1].getsockname()[1])
+    metrics_port = None
+    if settings.metrics_listen is not None:
+        sockets.append(_bind(*settings.metrics_listen))
+        metrics_port = int(sockets[-1].getsockname()[1])
+    backend = make_backend(settings, runtimes, sandbox_port)
+    listeners = Listeners(sandbox_port=sandbox_port, metrics_port=metrics_port)
+    app = create_app(settings, backend=backend, runtimes=runtimes, keys=keys, listeners=listeners)
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -341,13 +366,34 @@ def serve(
         timeout_graceful_shutdown=settings.shutdown_grace_s,
     )
     server = _Server(config)
+    metrics_note = ""
+    if settings.metrics_listen is not None:
+        metrics_note = f", metrics: {_url(*settings.metrics_listen)}/metrics"
     print(
         f"Lamina listening on {settings.endpoint_url} (data: {settings.data_dir}, sandbox: "
-        f"{backend.description}, runtimes: {', '.join(runtimes.names()) or 'none'})",
+        f"{backend.description}, runtimes: {', '.join(runtimes.names()) or 'none'}"
+        f"{metrics_note})",
         file=sys.stderr,
         flush=True,
     )
-    server.run()
+    server.run(sockets=sockets)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A bound TCP socket (uvicorn listens on it), or exit with why not."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise SystemExit(f"lamina: cannot listen on {_url(host, port)}: {e.strerror}") from e
+    return sock
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 class _Server(uvicorn.Server):

@@ -39,6 +39,15 @@ def default_runtimes_dir() -> Path | None:
     return Path(env).expanduser() if env else None
 
 
+def parse_listen(value: str) -> tuple[str, int]:
+    """`HOST:PORT` (`[V6]:PORT` for an IPv6 address) as (host, port); ValueError if not."""
+    host, sep, port = value.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    return host, int(port)
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -111,6 +120,9 @@ class Settings:
     #: install the runtimes' bundled SDKs (boto3, AWS SDK for JavaScript v3) from PyPI/npm
     #: when missing (`--no-runtime-sdk` turns it off: runtimes then run without them)
     install_sdks: bool = True
+    #: serve `/metrics` (and `/health`) on this (host, port) instead of the main address
+    #: (`--metrics-listen HOST:PORT`); None: on the main address, unsigned
+    metrics_listen: tuple[str, int] | None = None
 
     @property
     def db_path(self) -> Path:

@@ -89,3 +89,28 @@ def test_a_claim_like_the_pool_default_writes_nothing(tmp_path: Path) -> None:
     assert not (tmp_path / "memory.max").exists()
     cgroup.limit_memory(256, 512)
     assert (tmp_path / "memory.max").read_text() == str(768 * MB)
+
+
+def test_freezer_writes_v2_and_v1_values(tmp_path: Path) -> None:
+    (tmp_path / "cgroup.freeze").write_text("0")
+    cgroup = Cgroup({c: (2, tmp_path) for c in ("memory", "cpu", "pids", "freezer")})
+    cgroup.open_freezer()
+    assert cgroup.can_freeze
+    cgroup.freeze()
+    assert (tmp_path / "cgroup.freeze").read_text().startswith("1")
+
+    base = tmp_path / "v1"
+    base.mkdir()
+    (base / "freezer.state").write_text("")
+    v1_cgroup = Cgroup({c: (1, base) for c in ("memory", "cpu", "pids", "freezer")})
+    v1_cgroup.open_freezer()
+    v1_cgroup.freeze()
+    assert (base / "freezer.state").read_text().startswith("FROZEN")
+
+
+def test_no_freezer_means_no_freezing(tmp_path: Path) -> None:
+    cgroup = v1(tmp_path)
+    cgroup.open_freezer()
+    assert not cgroup.can_freeze
+    cgroup.freeze()  # nothing to write to, and no error
+    cgroup.thaw()

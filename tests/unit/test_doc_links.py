@@ -15,7 +15,6 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 #: strict xfail below turns its links' tests into failures until it is taken off this list)
 PENDING = {
     "docs/errors.md",
-    "docs/security.md",
 }
 
 _LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")

@@ -49,6 +49,7 @@ def make_invocation(request_id: str = "req-1", payload: bytes = b'{"x":1}') -> I
 class Calls:
     ready: int = 0
     init_errors: list[tuple[bytes, str | None]] = field(default_factory=list)
+    parked: int = 0
 
 
 @asynccontextmanager
@@ -61,7 +62,10 @@ async def serve() -> AsyncIterator[tuple[RuntimeApiServer, Calls]]:
     def on_init_error(body: bytes, error_type: str | None) -> None:
         calls.init_errors.append((body, error_type))
 
-    server = RuntimeApiServer(on_ready=on_ready, on_init_error=on_init_error)
+    def on_parked() -> None:
+        calls.parked += 1
+
+    server = RuntimeApiServer(on_ready=on_ready, on_init_error=on_init_error, on_parked=on_parked)
     await server.start()
     try:
         yield server, calls
@@ -188,6 +192,28 @@ def test_submit_before_poll_is_delivered_at_the_poll() -> None:
             assert calls.ready == 0
             assert_is_invocation(*await client.request("GET", NEXT), inv)
             assert calls.ready == 1
+
+    run(test)
+
+
+def test_parked_is_reported_only_when_next_waits() -> None:
+    """`on_parked` (where the environment is frozen) fires when /next has nothing to take,
+    never when an invocation is waiting for it (a cold start's first, or one submitted
+    between the response and the next poll)."""
+
+    async def test() -> None:
+        async with serve() as (server, calls), connect(server) as client:
+            server.submit(make_invocation("first"))
+            await client.request("GET", NEXT)
+            assert calls.parked == 0
+            status, _, _ = await client.request("POST", response_path("first"), b"{}")
+            assert status == 202
+            server.submit(make_invocation("second"))
+            await client.request("GET", NEXT)
+            assert calls.parked == 0
+            await client.request("POST", response_path("second"), b"{}")
+            await client.send("GET", NEXT)
+            await eventually(lambda: calls.parked == 1)
 
     run(test)
 

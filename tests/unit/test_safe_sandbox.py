@@ -48,6 +48,12 @@ class FakeInner:
     def init_done(self) -> None:
         self.log.append("init_done")
 
+    def freeze(self) -> None:
+        self.log.append("freeze")
+
+    def thaw(self) -> None:
+        self.log.append("thaw")
+
     async def prepare(self) -> RuntimeApiEndpoint:
         self.log.append("prepare")
         return RuntimeApiEndpoint(socket.socket(), "127.0.0.1:9001")
@@ -308,5 +314,25 @@ def test_start_queued_behind_destroy_is_refused() -> None:
         with pytest.raises(SandboxError):
             await starting
         assert inner.started == 0
+
+    run(test)
+
+
+def test_freeze_and_thaw_only_a_live_started_sandbox_once() -> None:
+    async def test() -> None:
+        sandbox, inner = make()
+        sandbox.freeze()  # not started: nothing to freeze
+        sandbox.thaw()  # not frozen: nothing to thaw
+        await started(sandbox)
+        sandbox.freeze()
+        sandbox.freeze()
+        sandbox.thaw()
+        sandbox.thaw()
+        sandbox.freeze()
+        await sandbox.destroy()
+        sandbox.thaw()  # dead: the backend's destroy() dealt with the frozen sandbox
+        sandbox.freeze()
+        calls = [c for c in inner.log if c in ("freeze", "thaw")]
+        assert calls == ["freeze", "thaw", "freeze"]
 
     run(test)

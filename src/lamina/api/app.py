@@ -35,6 +35,7 @@ from lamina.api.context import AppState, app_state
 from lamina.api.errors import error_response, http_error, lamina_error, unexpected_error
 from lamina.api.http_front import HttpFront
 from lamina.api.invoke import invoke, invoke_async
+from lamina.api.listeners import ListenerGate, Listeners
 from lamina.api.schedules import schedules
 from lamina.api.unserved import RefuseUnservedServices
 from lamina.api.usage import usage
@@ -160,9 +161,11 @@ def build_app(
     state: AppState,
     lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None,
     keys: KeyStore | None = None,
+    listeners: Listeners | None = None,
 ) -> ASGIApp:
     """The whole HTTP surface; with `keys`, every AWS-protocol request must be SigV4-signed by
-    one of them (`api.authn`), else nothing is checked (`lamina serve --auth off`)."""
+    one of them (`api.authn`), else nothing is checked (`lamina serve --auth off`). With
+    `listeners`, what each listener serves is enforced first (`api.listeners`)."""
     routes = [
         # Invoke itself is served by `_InvokeFirst`, in front of these.
         Route("/health", health, methods=["GET"]),
@@ -273,12 +276,18 @@ def build_app(
     # checks every API request, Invoke included, against the caller's policies.
     route_front = http_routes.RouteFront(state) if state.http_routes is not None else None
     inner = Authorize(_InvokeFirst(app), state)
-    # Requests for AWS services Lamina does not serve are refused first (`api.unserved`).
+    outer: ASGIApp
     if keys is None:
-        return RefuseUnservedServices(HttpFront(inner, state, route_front))
-    verifier = Verifier(keys, state.settings.region)
-    front = HttpFront(inner, state, route_front, verifier)
-    return RefuseUnservedServices(Authn(front, keys, verifier, front.target))
+        front = HttpFront(inner, state, route_front)
+        outer = front
+    else:
+        verifier = Verifier(keys, state.settings.region)
+        front = HttpFront(inner, state, route_front, verifier)
+        outer = Authn(front, keys, verifier, front.target)
+    # Requests for AWS services Lamina does not serve are refused first (`api.unserved`),
+    # after the listener gate (what a sandbox's connection may reach at all).
+    outer = RefuseUnservedServices(outer)
+    return outer if listeners is None else ListenerGate(outer, listeners, front.target)
 
 
 class _InvokeFirst:

@@ -29,6 +29,7 @@ from lamina.settings import (
     default_data_dir,
     default_memory_capacity_mb,
     is_loopback,
+    parse_listen,
 )
 
 DEFAULT_ENDPOINT = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
@@ -226,6 +227,13 @@ def main(profile: str | None) -> None:
     help="Do not download the AWS SDKs Lambda bundles with its runtimes (boto3, the AWS SDK "
     "for JavaScript v3) from PyPI/npm; runtimes run without them unless already installed.",
 )
+@click.option(
+    "--metrics-listen",
+    default=None,
+    metavar="HOST:PORT",
+    help="Serve /metrics on this address instead of the main one (/health is served on "
+    "both) [default: /metrics on the main address, unsigned].",
+)
 @click.option("--allow-non-loopback", is_flag=True, hidden=True)  # accepted, no longer needed
 @click.option("--log-level", default="info", show_default=True)
 def serve(
@@ -256,6 +264,7 @@ def serve(
     vpcs: tuple[str, ...],
     aws_endpoints: tuple[str, ...],
     no_runtime_sdk: bool,
+    metrics_listen: str | None,
     allow_non_loopback: bool,
     log_level: str,
 ) -> None:
@@ -282,6 +291,14 @@ def serve(
         networks.check_vpcs(defined)
     except networks.NetworkSpecError as e:
         _fail(str(e), code=2)
+    metrics_address = None
+    if metrics_listen is not None:
+        try:
+            metrics_address = parse_listen(metrics_listen)
+        except ValueError as e:
+            _fail(f"--metrics-listen: {e}", code=2)
+        if metrics_address == (host, port):
+            _fail("--metrics-listen must differ from --host/--port", code=2)
     settings = Settings(
         host=host,
         port=port,
@@ -308,6 +325,7 @@ def serve(
         vpcs=defined,
         aws_endpoints=_aws_endpoints(aws_endpoints),
         install_sdks=not no_runtime_sdk,
+        metrics_listen=metrics_address,
     )
     run_server(settings, log_level=log_level, admin_key=admin, write_profile=write_profile)
 

@@ -36,6 +36,7 @@ from lamina.errors import InvalidParameterValueError, ResourceNotFoundError, Val
 from lamina.models import FunctionConfig, FunctionLayer, LayerVersion
 from lamina.settings import Settings
 from lamina.store import CodeStore, MetadataStore, StoredCode, UnsafePackageError
+from lamina.store.blobs import open_dirs
 
 log = logging.getLogger(__name__)
 
@@ -320,6 +321,7 @@ class LayerMerges:
         self._tmp = root / "tmp"
         self._tmp.mkdir(parents=True, exist_ok=True)
         (root / "empty").mkdir(exist_ok=True)
+        open_dirs(root / "empty")  # the /opt of functions without layers: sandboxes read it
         for leftover in self._tmp.iterdir():  # from a crash mid-build
             _remove_tree(leftover)
 
@@ -337,7 +339,7 @@ class LayerMerges:
         if not layers or final.is_dir():
             return final
         work = self._tmp / uuid.uuid4().hex
-        work.mkdir(mode=0o755)
+        work.mkdir()
         try:
             for layer in layers:
                 source = self._code.task_dir(layer.code_sha256)
@@ -345,6 +347,7 @@ class LayerMerges:
                     raise FileNotFoundError(f"layer code {layer.code_sha256} is not stored")
                 _merge(source, work)
             _check_links(work)
+            open_dirs(work)
             try:
                 os.rename(work, final)
             except OSError:
@@ -385,7 +388,7 @@ def _merge(source: Path, dest: Path) -> None:
             elif entry.is_dir(follow_symlinks=False):
                 if target.is_symlink() or (target.exists() and not target.is_dir()):
                     _clear(target)
-                target.mkdir(mode=0o755, exist_ok=True)
+                target.mkdir(exist_ok=True)
                 _merge(Path(entry.path), target)
             else:
                 _clear(target)

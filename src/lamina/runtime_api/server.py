@@ -123,7 +123,9 @@ class RuntimeApiServer:
     Callbacks run on the event loop: `on_ready` when the init phase is over (the runtime's
     first `/invocation/next`, and every extension waiting in `/event/next`),
     `on_init_error(body, error_type)` at `/init/error` (the runtime's or an extension's),
-    `on_settled()` when the extensions that took an invocation are all done with it.
+    `on_settled()` when the extensions that took an invocation are all done with it, and
+    `on_parked` when the runtime's `/invocation/next` waits with nothing to hand it (the
+    runtime is idle: the moment Lambda freezes an environment).
     """
 
     def __init__(
@@ -133,10 +135,12 @@ class RuntimeApiServer:
         function_info: dict[str, str] | None = None,
         on_settled: Callable[[], None] | None = None,
         on_extension: Callable[[Extension], None] | None = None,
+        on_parked: Callable[[], None] | None = None,
     ) -> None:
         self._on_ready = on_ready
         self._on_init_error = on_init_error
         self._on_settled = on_settled
+        self._on_parked = on_parked
         self._ready = False
         self._runtime_waiting = False
         self.extensions = Extensions(
@@ -231,6 +235,8 @@ class RuntimeApiServer:
         else:
             self._poller = conn
             conn.parked = True
+            if self._on_parked is not None:
+                self._on_parked()
 
     def _init_over(self) -> None:
         self._ready = True

@@ -9,6 +9,10 @@ server that is gone are removed at start-up.
 
 Limits, as Lambda sets them: memory = MemorySize (plus the /tmp size, see `limit`), CPU
 proportional to memory (1,769 MB = one vCPU), and a cap on processes and threads.
+
+Freezing (as Lambda freezes an environment between invocations): the v1 `freezer` controller
+where it is mounted, else v2's `cgroup.freeze` (which every non-root v2 cgroup has, with or
+without controllers). A host with neither gets no freezing; everything else still works.
 """
 
 from __future__ import annotations
@@ -20,6 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CONTROLLERS = ("memory", "cpu", "pids")
+#: optional: environments are frozen between invocations where the host has it
+FREEZER = "freezer"
+#: an empty v1 freezer cgroup kept frozen while the server runs (see `CgroupTree.create`)
+_FREEZER_ANCHOR = "frozen-anchor"
 MB = 1024 * 1024
 #: Lambda: 1,769 MB of memory buys one vCPU
 MB_PER_VCPU = 1769
@@ -47,7 +55,7 @@ def _mounts() -> tuple[str | None, dict[str, str]]:
                 v2 = point
             elif fstype == "cgroup":
                 for option in options.split(","):
-                    if option in CONTROLLERS:
+                    if option in CONTROLLERS or option == FREEZER:
                         v1[option] = point
     return v2, v1
 
@@ -118,28 +126,47 @@ class CgroupTree:
                 places.append(_Place(controller, 2, Path(v2_mount) / name))
             else:
                 raise CgroupUnavailable(f"no cgroup controller {controller!r} on this host")
-        tree = cls(places)
         for place in places:
             _sweep(place.parent.parent)
         if any(p.version == 2 for p in places):
             wanted = " ".join(f"+{p.controller}" for p in places if p.version == 2)
             assert v2_mount is not None
             _write(Path(v2_mount, "cgroup.subtree_control"), wanted)
-        for d in tree.dirs:
-            d.mkdir(exist_ok=True)
+        for d in sorted({p.parent for p in places}):
+            _mkdir(d)
         if any(p.version == 2 for p in places):
             assert v2_mount is not None
             _write(Path(v2_mount) / name / "cgroup.subtree_control", wanted)
-        return tree
+        freezer = _freezer_place(v2_mount, v1_mounts, own_v1, name)
+        if freezer is not None:
+            try:
+                _sweep(freezer.parent.parent)
+                _mkdir(freezer.parent)
+                places.append(freezer)
+            except OSError:
+                pass  # optional: without it, environments are not frozen when idle
+            else:
+                if freezer.version == 1:
+                    # The v1 freezer switches a kernel-wide static key on when the first
+                    # cgroup of the host starts freezing and off when the last thaws, and
+                    # patching kernel text costs ~80 us per write: every freeze and thaw of
+                    # a lone idle environment would pay it. One empty cgroup kept frozen
+                    # holds the key on, and a freeze or thaw costs ~1 us.
+                    with contextlib.suppress(OSError):
+                        anchor = freezer.parent / _FREEZER_ANCHOR
+                        anchor.mkdir(exist_ok=True)
+                        _write(anchor / "freezer.state", "FROZEN")
+        return cls(places)
 
     def make(self, sandbox_id: str) -> Cgroup:
         """A cgroup for one environment (blocking: a few mkdirs)."""
         paths = {}
         for place in self._places:
             path = place.parent / sandbox_id
-            path.mkdir(exist_ok=True)
+            _mkdir(path)
             paths[place.controller] = (place.version, path)
         cgroup = Cgroup(paths)
+        cgroup.open_freezer()
         cgroup.set_pids(PIDS_MAX)
         # Lambda's defaults, so that most claims change nothing.
         cgroup.limit_memory(DEFAULT_MEMORY_MB, DEFAULT_TMP_MB)
@@ -147,10 +174,20 @@ class CgroupTree:
 
     def remove(self) -> None:
         for d in self.dirs:
+            with contextlib.suppress(OSError):
+                _write(d / _FREEZER_ANCHOR / "freezer.state", "THAWED")
             for child in d.iterdir():
                 if child.is_dir():
                     _rmdir(child)
             _rmdir(d)
+
+
+def _mkdir(path: Path) -> None:
+    """A cgroup directory that the function inside may read (runtimes size their heaps from
+    their cgroup's memory limit, as Node.js and the JVM do): 0755 whatever the server's
+    umask (which is private, see `lamina.datadir`)."""
+    path.mkdir(exist_ok=True)
+    os.chmod(path, 0o755)
 
 
 def _sweep(base: Path) -> None:
@@ -183,6 +220,17 @@ def _rmdir(path: Path) -> None:
             time.sleep(0.005)
 
 
+def _freezer_place(
+    v2_mount: str | None, v1_mounts: dict[str, str], own_v1: dict[str, str], name: str
+) -> _Place | None:
+    if FREEZER in v1_mounts:
+        base = Path(v1_mounts[FREEZER] + own_v1.get(FREEZER, "/"))
+        return _Place(FREEZER, 1, base / name)
+    if v2_mount is not None:
+        return _Place(FREEZER, 2, Path(v2_mount) / name)
+    return None
+
+
 class Cgroup:
     """One environment's cgroup (a directory per v1 controller, or one v2 directory)."""
 
@@ -201,6 +249,41 @@ class Cgroup:
         self._hard_bytes = 1 << 62  # a new cgroup is unlimited
         self._peak_seen = -1
         self._function_peak = 0
+        self._freezer_fd: int | None = None
+        self._freeze_values = (b"1", b"0")
+
+    def open_freezer(self) -> None:
+        """Open the freezer's control file once (blocking), so that freezing and thawing are
+        one write() each on the warm-invoke path."""
+        place = self._paths.get(FREEZER)
+        if place is None or self._freezer_fd is not None:
+            return
+        version, path = place
+        name = "cgroup.freeze" if version == 2 else "freezer.state"
+        if version == 1:
+            self._freeze_values = (b"FROZEN", b"THAWED")
+        try:
+            self._freezer_fd = os.open(path / name, os.O_WRONLY | os.O_CLOEXEC)
+        except OSError:
+            self._freezer_fd = None  # e.g. a v2 kernel older than 5.2: no freezing
+
+    @property
+    def can_freeze(self) -> bool:
+        return self._freezer_fd is not None
+
+    def freeze(self) -> None:
+        """Stop every process of the cgroup where it stands. The write returns at once (the
+        kernel freezes the tasks asynchronously): cheap enough for the event loop."""
+        if self._freezer_fd is not None:
+            with contextlib.suppress(OSError):
+                os.write(self._freezer_fd, self._freeze_values[0])
+
+    def thaw(self) -> None:
+        """Let the cgroup's processes run again (also before killing them: a v1-frozen task
+        does not die of SIGKILL until it is thawed)."""
+        if self._freezer_fd is not None:
+            with contextlib.suppress(OSError):
+                os.write(self._freezer_fd, self._freeze_values[1])
 
     @property
     def procs_files(self) -> list[str]:
@@ -304,6 +387,7 @@ class Cgroup:
         return 0
 
     def kill_all(self) -> None:
+        self.thaw()
         _, path = self._paths["pids"]
         if self._v2:
             with contextlib.suppress(OSError):
@@ -316,5 +400,8 @@ class Cgroup:
 
     def remove(self) -> None:
         """Blocking; retries while the kernel finishes with the last processes."""
+        if self._freezer_fd is not None:
+            os.close(self._freezer_fd)
+            self._freezer_fd = None
         for _, path in self._paths.values():
             _rmdir(path)

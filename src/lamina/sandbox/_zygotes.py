@@ -21,6 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lamina.sandbox.api import RUNTIME_UMASK
+
 log = logging.getLogger(__name__)
 
 ZYGOTE = Path(__file__).resolve().parent / "zygote" / "zygote.py"
@@ -73,6 +75,9 @@ class Zygote:
                     stderr=sys.stderr,
                     env=env,
                     cwd="/",
+                    # The zygote makes its children's mount points and runs their runtimes:
+                    # not with the server's private umask.
+                    umask=RUNTIME_UMASK,
                 ),
             )
         finally:

@@ -37,6 +37,13 @@ Contract for backends:
 - A backend enforces `spec.memory_mb` as well as it can (the process backend watches the
   runtime's resident memory; the namespace backend uses a cgroup) and, when it kills the
   runtime for it, sets `out_of_memory` before the exit callbacks run.
+- `freeze()` stops every process of the sandbox where it stands, as Lambda freezes an
+  environment between invocations; `thaw()` lets them run again. The caller freezes only an
+  idle sandbox whose runtime is parked in `GET /invocation/next` (the request is sent; the
+  answer waits for `thaw()`), and thaws before it answers. Both are cheap, never block and
+  never raise; a backend that cannot freeze does nothing. `destroy()` works on a frozen
+  sandbox (a backend thaws first where its kill needs it).
+- The runtime starts with umask `RUNTIME_UMASK`, not the server's.
 - A backend raises only `SandboxError` (wrapping the OS error that caused it).
 """
 
@@ -50,6 +57,11 @@ from pathlib import Path
 from typing import Protocol
 
 ExitCallback = Callable[[int], None]
+
+#: the umask a runtime starts with, whatever the server's own (which keeps its data private,
+#: see `lamina.datadir`): files a function writes in its /tmp get the modes they would get on
+#: an ordinary Linux host
+RUNTIME_UMASK = 0o022
 
 
 class ExitWatch:
@@ -204,6 +216,12 @@ class Sandbox(Protocol):
         ...
 
     def on_exit(self, callback: ExitCallback) -> None: ...
+
+    def freeze(self) -> None:
+        """Stop the sandbox's processes until `thaw()` (see the module's contract)."""
+        ...
+
+    def thaw(self) -> None: ...
 
     def memory_peak_mb(self) -> int:
         """The most memory the runtime has used so far, in MB (0 if unknown). Cheap, but may

@@ -104,6 +104,12 @@ class FakeSandbox:
     def init_done(self) -> None:
         pass
 
+    def freeze(self) -> None:
+        pass  # a thread of this process cannot be stopped alone
+
+    def thaw(self) -> None:
+        pass
+
     def on_exit(self, callback: ExitCallback) -> None:
         self._exit.on_exit(callback)
 

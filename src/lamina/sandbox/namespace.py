@@ -265,6 +265,16 @@ class NamespaceSandbox:
                 child.cgroup.limit_cpu(self._spec.memory_mb)
         self._backend.refill_after_init(child.key)
 
+    def freeze(self) -> None:
+        child = self._child
+        if child is not None and child.exit.status is None:
+            child.cgroup.freeze()
+
+    def thaw(self) -> None:
+        child = self._child
+        if child is not None:
+            child.cgroup.thaw()
+
     def check_memory(self) -> None:
         child = self._child
         if child is None or self._oom or child.exit.status is not None:
@@ -297,6 +307,8 @@ class NamespaceSandbox:
     def _kill(self) -> None:
         child = self._child
         if child is not None and child.exit.status is None:
+            # A task frozen by the v1 freezer does not die until it is thawed.
+            child.cgroup.thaw()
             with contextlib.suppress(OSError):
                 signal.pidfd_send_signal(child.pidfd, signal.SIGKILL)
 
@@ -325,11 +337,16 @@ class NamespaceBackend:
         warm_pool: int = 2,
         egress: EgressPolicy | None = None,
         relay_ports: tuple[int, ...] = (),
+        relay_to: tuple[str, int] | None = None,
     ) -> None:
+        """`api_address`: Lamina's API as the host reaches it (its port is also where
+        `AWS_ENDPOINT_URL` points inside a sandbox); `relay_to`: where the relay takes a
+        sandbox's connections to it (the server's sandbox listener; default `api_address`)."""
         self._root = root
         self._staging = root / "root"
         self._data_dir = data_dir.resolve()
         self._api_address = api_address
+        self._relay_to = relay_to or api_address
         self._warm_pool = warm_pool
         self.cgroups = CgroupTree.create()
         # Lamina's API, and loopback services functions are pointed at (`--aws-endpoint`),
@@ -502,12 +519,13 @@ class NamespaceBackend:
     async def serve_relay(
         self, listener: socket.socket, port: int | None = None
     ) -> asyncio.AbstractServer:
-        """Relay connections to Lamina's API inside a sandbox (or, with `port`, to that port
-        of the host's loopback) to the host, at most `RELAY_CONNECTIONS` at a time (each
-        costs the server two descriptors)."""
-        host, api_port = self._api_address
+        """Relay connections to AWS_ENDPOINT_URL inside a sandbox to Lamina's API (or, with
+        `port`, to that port of the host's loopback), at most `RELAY_CONNECTIONS` at a time
+        (each costs the server two descriptors). Lamina's go to the server's sandbox
+        listener, so that Lamina knows them for a sandbox's by the socket they arrive on
+        (nothing in the request, which a function could forge)."""
         if port is None:
-            port = api_port
+            host, port = self._relay_to
         else:
             host = "127.0.0.1"
         open_now = 0

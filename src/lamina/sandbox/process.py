@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
 from lamina.sandbox.api import (
+    RUNTIME_UMASK,
     ExitCallback,
     ExitWatch,
     RuntimeApiEndpoint,
@@ -145,6 +146,7 @@ class ProcessSandbox:
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, killed whole
             close_fds=True,
+            umask=RUNTIME_UMASK,
         )
 
     def _pidfd_ready(self, pidfd: int) -> None:
@@ -171,6 +173,21 @@ class ProcessSandbox:
 
     def init_done(self) -> None:
         pass
+
+    def freeze(self) -> None:
+        # No cgroup here: SIGSTOP to the runtime's process group stops the runtime and what
+        # it started (unless a child left the group with setsid). A stopped process can
+        # still be killed, so `destroy()` needs no thaw.
+        self._signal_group(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self._signal_group(signal.SIGCONT)
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        proc = self._proc
+        if proc is not None and self._exit.status is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, sig)
 
     def on_exit(self, callback: ExitCallback) -> None:
         self._exit.on_exit(callback)

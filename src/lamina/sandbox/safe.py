@@ -23,6 +23,7 @@ class SafeSandbox:
         self._prepared = False
         self._started = False
         self._dead = False
+        self._frozen = False
 
     @property
     def id(self) -> str:
@@ -88,6 +89,19 @@ class SafeSandbox:
 
     def on_exit(self, callback: ExitCallback) -> None:
         self._inner.on_exit(callback)
+
+    def freeze(self) -> None:
+        """Freeze a started, live sandbox (once: a second call does nothing)."""
+        if self._started and not self._dead and not self._frozen:
+            self._frozen = True
+            self._inner.freeze()
+
+    def thaw(self) -> None:
+        """Thaw it if it is frozen (so callers may thaw unconditionally)."""
+        if self._frozen:
+            self._frozen = False
+            if not self._dead:
+                self._inner.thaw()
 
     def memory_peak_mb(self) -> int:
         return self._inner.memory_peak_mb()

@@ -49,6 +49,10 @@ _NOT_DELIVERED = "Lamina.NotDelivered"
 _TIMED_OUT = "Sandbox.Timedout"
 #: how often a shutting-down environment looks whether its extensions are done
 _SHUTDOWN_POLL_S = 0.01
+#: how long an environment whose runtime waits for work stays unfrozen: one invoked again
+#: within it (a busy function) never pays for a freeze and a thaw on its warm path, and a
+#: handler's leftovers get at most this much more time than on Lambda
+FREEZE_AFTER_S = 0.01
 
 
 class Outcome(IntEnum):
@@ -204,6 +208,7 @@ class Environment:
             },
             on_settled=self._on_settled,
             on_extension=self._on_extension,
+            on_parked=self._on_parked,
         )
         self._telemetry = self._api.telemetry
         #: released when the runtime may start: every external extension registered
@@ -230,6 +235,7 @@ class Environment:
         )
         # Reported once, on the REPORT line of the invocation that waited for the init.
         self._unreported_init_ms: float | None = None
+        self._freeze_timer: asyncio.TimerHandle | None = None
         self._first: InvokeRequest | None = None
         self._ready_at = 0.0
         #: how long the start took (the init phase included), once it has succeeded
@@ -478,6 +484,27 @@ class Environment:
         if not self._ready.done():
             self._ready.set_result(None)
 
+    def _on_parked(self) -> None:
+        # The runtime waits in /next with nothing to do: freeze the whole environment, as
+        # Lambda does between invocations (and after an init that no invocation waits for),
+        # so that threads and processes a handler left behind make no progress while idle.
+        # Its request to /next is already sent; `invoke` thaws before answering it.
+        if self._sandbox is not None:
+            if self._freeze_timer is not None:
+                self._freeze_timer.cancel()
+            self._freeze_timer = self._loop.call_later(FREEZE_AFTER_S, self._freeze)
+
+    def _freeze(self) -> None:
+        self._freeze_timer = None
+        if self._sandbox is None or self.state is EnvState.DEAD:
+            return
+        if self._api.extensions.by_id and (self._api.extensions_busy or self._telemetry.active):
+            # Lambda freezes only once every extension is back in /event/next (`_on_settled`
+            # tries again then); and Lamina delivers telemetry into the sandbox over HTTP,
+            # which a frozen listener would never answer: with a subscription, no freezing.
+            return
+        self._sandbox.freeze()
+
     def _on_init_error(self, body: bytes, error_type: str | None) -> None:
         self._open_gate()
         if not self._ready.done():
@@ -527,6 +554,11 @@ class Environment:
             )
         started = time.perf_counter()
         future: asyncio.Future[RuntimeOutcome] = self._loop.create_future()
+        if self._freeze_timer is not None:
+            self._freeze_timer.cancel()
+            self._freeze_timer = None
+        if self._sandbox is not None:
+            self._sandbox.thaw()
         self._api.submit(self._invocation(request, future))
         return await self._outcome(request, future, started, init_ms)
 
@@ -658,6 +690,7 @@ class Environment:
         settling = self._settling
         if settling is not None and not settling.done():
             settling.set_result(None)
+        self._on_parked()  # the extensions are idle now: the environment may freeze
 
     def _report(
         self, request_id: str, duration_ms: float, init_ms: float | None, outcome: RuntimeOutcome
@@ -750,6 +783,9 @@ class Environment:
         """Mark dead now and tear down in the background."""
         if self.state is not EnvState.DEAD:
             self._move(EnvState.DEAD)
+        if self._freeze_timer is not None:
+            self._freeze_timer.cancel()
+            self._freeze_timer = None
         if self._destroying is None:
             self._destroying = self._loop.create_task(self._teardown())
 
@@ -761,6 +797,9 @@ class Environment:
         await asyncio.shield(self._destroying)
 
     async def _teardown(self) -> None:
+        if self._sandbox is not None:
+            # SHUTDOWN and SIGTERM need the environment running, not frozen.
+            self._sandbox.thaw()
         if self._sandbox is not None and not self._runtime_exited:
             with contextlib.suppress(Exception):
                 await self._shutdown_extensions()

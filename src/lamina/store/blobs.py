@@ -103,12 +103,26 @@ class CodeStore:
 
 
 def _unpack(data: bytes, dest: Path) -> None:
-    dest.mkdir(mode=0o755)
+    dest.mkdir()
     try:
         _unpack_into(data, dest)
     except (FileExistsError, FileNotFoundError, NotADirectoryError, IsADirectoryError) as e:
         # Entries that collide (a file where a directory or link must go): the package's fault.
         raise UnsafePackageError(f"conflicting entries ({e.strerror}: {e.filename})") from None
+    open_dirs(dest)
+
+
+def open_dirs(root: Path) -> None:
+    """Make `root` and every directory below it 0755: a sandbox's runtime, an unprivileged
+    uid, reads the tree through its own mount. Directories are made with the server's private
+    umask (see `lamina.datadir`), whatever mode `mkdir` asks for, hence the explicit chmod;
+    the tree's parents stay 0700, so no other local user reaches it."""
+    os.chmod(root, 0o755)
+    for here, dirs, _ in os.walk(root):
+        for name in dirs:
+            path = os.path.join(here, name)
+            if not os.path.islink(path):
+                os.chmod(path, 0o755)
 
 
 def _unpack_into(data: bytes, dest: Path) -> None:
@@ -118,9 +132,9 @@ def _unpack_into(data: bytes, dest: Path) -> None:
             target = dest / info.filename
             mode = info.external_attr >> 16
             if info.is_dir():
-                target.mkdir(mode=0o755, parents=True, exist_ok=True)
+                target.mkdir(parents=True, exist_ok=True)
                 continue
-            target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            target.parent.mkdir(parents=True, exist_ok=True)
             if stat.S_ISLNK(mode):
                 links.append((target, zf.read(info).decode()))
                 continue

@@ -15,6 +15,9 @@
 // invocation *synchronously* (a worker thread holds the long poll while the main thread blocks
 // on Atomics.wait: see client.mjs), which freezes the main event loop the same way. When
 // nothing is pending (the usual case) the poll is an ordinary asynchronous request.
+// Lamina's backends now freeze the environment too while the runtime waits for its next event
+// (docs/security.md); this stays so that the runtime behaves the same where nothing freezes
+// it (and so that nothing of the handler's runs between the poll and the freeze).
 //
 // The other modules: client.mjs (the Runtime API client), handler.mjs (loading the handler),
 // errors.mjs (error types and shapes), logging.mjs (console.* as on Lambda).
