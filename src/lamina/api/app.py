@@ -31,7 +31,13 @@ from lamina.api import functions as fn
 from lamina.api.authn import Authn
 from lamina.api.authz import Authorize
 from lamina.api.context import AppState, app_state
-from lamina.api.errors import error_response, http_error, lamina_error, unexpected_error
+from lamina.api.errors import (
+    LastResort,
+    error_response,
+    http_error,
+    lamina_error,
+    unexpected_error,
+)
 from lamina.api.http_front import HttpFront
 from lamina.api.invoke import invoke, invoke_async
 from lamina.api.schedules import schedules
@@ -257,10 +263,10 @@ def build_app(
     route_front = http_routes.RouteFront(state) if state.http_routes is not None else None
     inner = Authorize(_InvokeFirst(app), state)
     if keys is None:
-        return HttpFront(inner, state, route_front)
+        return LastResort(HttpFront(inner, state, route_front))
     verifier = Verifier(keys, state.settings.region)
     front = HttpFront(inner, state, route_front, verifier)
-    return Authn(front, keys, verifier, front.target)
+    return LastResort(Authn(front, keys, verifier, front.target))
 
 
 class _InvokeFirst:

@@ -9,7 +9,6 @@ check lives in `control/rules.py` and `events/bus.py`.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,13 +16,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from lamina.api.context import AppState, app_state
+from lamina.api.errors import internal_error
 from lamina.api.wire import aws_json_error, aws_json_response
 from lamina.control.rules import RuleService, TargetInput
 from lamina.errors import LaminaError, UserError, ValidationError
 from lamina.events.bus import EntryInput, EventBus
 from lamina.models import Rule, RuleState
-
-log = logging.getLogger(__name__)
 
 TARGET_PREFIX = "AWSEvents."
 #: PutEvents and PutTargets take 1 to 10 entries (botocore's model)
@@ -61,10 +59,7 @@ async def dispatch(request: Request) -> Response:
         # The JSON protocol answers every caller error with 400; botocore reads `__type`.
         return aws_json_error(e.error_type, e.message, 400 if isinstance(e, UserError) else 500)
     except Exception as e:  # the JSON protocol's shape even for our own failures
-        log.error("unhandled error in %s", target, exc_info=e)
-        return aws_json_error(
-            "InternalException", f"Lamina failed to handle the request: {type(e).__name__}", 500
-        )
+        return aws_json_error("InternalException", internal_error(e, target).message, 500)
 
 
 class _Serialization(LaminaError):

@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -28,12 +27,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from lamina.api.context import app_state
+from lamina.api.errors import internal_error
 from lamina.api.wire import aws_json_error, aws_json_response
 from lamina.observability.filter_pattern import FilterPatternError
 from lamina.observability.filter_pattern import parse as parse_filter_pattern
 from lamina.observability.log_store import LogEvent, LogGroup, LogStore, LogStream
-
-log = logging.getLogger(__name__)
 
 TARGET_PREFIX = "Logs_20140328."
 
@@ -110,14 +108,8 @@ async def dispatch(request: Request) -> Response:
     except LogsApiError as e:
         return _error(e)
     except Exception as e:  # the JSON protocol's shape even for our own failures
-        log.error("unhandled error in %s", target, exc_info=e)
-        return _error(
-            LogsApiError(
-                "ServiceUnavailableException",
-                f"Lamina failed to handle the request: {type(e).__name__}",
-                status=500,
-            )
-        )
+        error = internal_error(e, target)
+        return _error(LogsApiError("ServiceUnavailableException", error.message, status=500))
 
 
 @dataclass(frozen=True)
