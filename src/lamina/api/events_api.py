@@ -8,13 +8,13 @@ check lives in `control/rules.py` and `events/bus.py`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from lamina import untrusted_json
 from lamina.api.context import AppState, app_state
 from lamina.api.errors import internal_error
 from lamina.api.wire import aws_json_error, aws_json_response
@@ -45,7 +45,7 @@ async def dispatch(request: Request) -> Response:
     try:
         raw = await request.body()
         try:
-            body = json.loads(raw or b"{}")
+            body = untrusted_json.loads(raw or b"{}")
         except ValueError as e:
             raise _Serialization(f"The body is not JSON: {e}") from e
         if not isinstance(body, dict):

@@ -26,6 +26,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from lamina import untrusted_json
 from lamina.api.context import app_state
 from lamina.api.errors import internal_error
 from lamina.api.wire import aws_json_error, aws_json_response
@@ -96,7 +97,7 @@ async def dispatch(request: Request) -> Response:
                 "ServiceUnavailableException", "This server keeps no logs.", status=503
             )
         try:
-            body = json.loads(await request.body() or b"{}")
+            body = untrusted_json.loads(await request.body() or b"{}")
         except ValueError as e:
             raise LogsApiError("SerializationException", f"The body is not JSON: {e}") from e
         if not isinstance(body, dict):
@@ -193,7 +194,7 @@ def _encode(key: Sequence[object]) -> str:
 
 def _decode(token: str) -> list[Any]:
     try:
-        key = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        key = untrusted_json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
     except (ValueError, binascii.Error) as e:
         raise _bad_token() from e
     if not isinstance(key, list):

@@ -10,6 +10,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from lamina import untrusted_json
 from lamina.control import FunctionInput
 from lamina.errors import InvalidRequestContentError, ValidationError
 from lamina.models import FunctionConfig, LayerVersion
@@ -155,7 +156,7 @@ async def json_body(request: Request) -> dict[str, Any]:
     if not raw:
         return {}
     try:
-        body = json.loads(raw)
+        body = untrusted_json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
         raise InvalidRequestContentError(f"Could not parse request body into json: {e}") from None
     if not isinstance(body, dict):

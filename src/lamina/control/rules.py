@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any, TypeVar
 
+from lamina import untrusted_json
 from lamina.errors import ResourceNotFoundError, UserError, ValidationError
 from lamina.events import patterns
 from lamina.events.schedule_expr import Schedule
@@ -189,7 +190,7 @@ class RuleService:
             raise ValidationError("Parameter EventPattern is not valid.")
         compiled = patterns.compile(pattern)
         try:
-            event = json.loads(event_json) if isinstance(event_json, str) else None
+            event = untrusted_json.loads(event_json) if isinstance(event_json, str) else None
         except ValueError:
             event = None
         required = ("id", "account", "source", "time", "region", "detail-type")
@@ -391,7 +392,7 @@ class RuleService:
             if not isinstance(entry.input, str) or len(entry.input) > _INPUT_MAX:
                 return "Parameter Input is not valid."
             try:
-                json.loads(entry.input)
+                untrusted_json.loads(entry.input)
             except ValueError:
                 return "Parameter Input is not valid JSON."
         if entry.input_path is not None and not valid_path(entry.input_path):
