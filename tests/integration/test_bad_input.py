@@ -3,15 +3,17 @@ connection usable (issue 15, items 4 and 5)."""
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import sqlite3
+import uuid
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
-from tests.conftest import SIGNED, Functions, Server
+from tests.conftest import SIGNED, Functions, Server, make_zip
 
 from lamina import limits
 from lamina.events import patterns
@@ -163,3 +165,107 @@ def send_once(server: Server, request: httpx.Request) -> tuple[int, dict[str, st
         return send(conn, request)
     finally:
         conn.close()
+
+
+def other_marker(operation: str) -> str:
+    """A marker as Lamina makes them, but issued by `operation`."""
+    return base64.urlsafe_b64encode(json.dumps([operation, "a"]).encode()).decode().rstrip("=")
+
+
+#: markers no listing gave out: not base64, base64 of plain text, bytes that are not UTF-8,
+#: and a well-formed marker of another operation
+GARBAGE_MARKERS = ["garbage!!", "Zm9v", "AAAA", "//79", other_marker("ListSomethingElse")]
+
+
+def test_garbage_markers_are_refused(lam: Any, functions: Functions) -> None:
+    """Every paginated Lambda list refuses a marker it did not give out (it used to start
+    over, or answer an empty page), and continues from one it did."""
+    name = functions.create(ECHO)["FunctionName"]
+    functions.create(ECHO)  # ListFunctions needs two pages
+    for timeout in (5, 6):
+        lam.update_function_configuration(FunctionName=name, Timeout=timeout)
+        lam.get_waiter("function_updated_v2").wait(
+            FunctionName=name, WaiterConfig={"Delay": 0.1, "MaxAttempts": 100}
+        )
+        version = lam.publish_version(FunctionName=name)["Version"]
+        lam.create_alias(FunctionName=name, Name=f"a{version}", FunctionVersion=version)
+        lam.put_function_event_invoke_config(
+            FunctionName=name, Qualifier=version, MaximumRetryAttempts=0
+        )
+        lam.create_function_url_config(
+            FunctionName=name, Qualifier=f"a{version}", AuthType="AWS_IAM"
+        )
+        lam.put_provisioned_concurrency_config(
+            FunctionName=name, Qualifier=version, ProvisionedConcurrentExecutions=1
+        )
+    layers = [f"l-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    layer = layers[0]
+    for each in (layer, *layers):  # two versions of one, and a second layer
+        lam.publish_layer_version(LayerName=each, Content={"ZipFile": make_zip({"a.py": ""})})
+    lists: list[tuple[str, Callable[..., Any], dict[str, Any], str]] = [
+        ("ListFunctions", lam.list_functions, {}, "Functions"),
+        (
+            "ListVersionsByFunction",
+            lam.list_versions_by_function,
+            {"FunctionName": name},
+            "Versions",
+        ),
+        ("ListAliases", lam.list_aliases, {"FunctionName": name}, "Aliases"),
+        ("ListLayers", lam.list_layers, {}, "Layers"),
+        ("ListLayerVersions", lam.list_layer_versions, {"LayerName": layer}, "LayerVersions"),
+        (
+            "ListFunctionUrlConfigs",
+            lam.list_function_url_configs,
+            {"FunctionName": name},
+            "FunctionUrlConfigs",
+        ),
+        (
+            "ListFunctionEventInvokeConfigs",
+            lam.list_function_event_invoke_configs,
+            {"FunctionName": name},
+            "FunctionEventInvokeConfigs",
+        ),
+        (
+            "ListProvisionedConcurrencyConfigs",
+            lam.list_provisioned_concurrency_configs,
+            {"FunctionName": name},
+            "ProvisionedConcurrencyConfigs",
+        ),
+    ]
+    try:
+        for operation, call, args, member in lists:
+            whole = call(**args, MaxItems=50)[member]
+            first = call(**args, MaxItems=1)
+            assert first.get("NextMarker"), operation
+            rest = call(**args, Marker=first["NextMarker"], MaxItems=50)[member]
+            assert first[member] + rest == whole, operation
+            for marker in GARBAGE_MARKERS:
+                with pytest.raises(lam.exceptions.InvalidParameterValueException) as e:
+                    call(**args, Marker=marker)
+                assert "Marker" in e.value.response["Error"]["Message"], (operation, marker)
+    finally:
+        for each, version in ((layer, 1), (layer, 2), (layers[1], 1)):
+            lam.delete_layer_version(LayerName=each, VersionNumber=version)
+
+
+def test_garbage_tokens_are_refused(server: Server) -> None:
+    """The Logs and EventBridge lists refuse tokens they did not give out."""
+    events = server.client("events")
+    names = [f"r-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    for rule in names:
+        events.put_rule(Name=rule, ScheduleExpression="rate(1 day)", State="DISABLED")
+    logs = server.client("logs")
+    try:
+        first = events.list_rules(Limit=1)
+        assert events.list_rules(NextToken=first["NextToken"])["Rules"]
+        for token in GARBAGE_MARKERS:
+            with pytest.raises(events.exceptions.ClientError) as e:
+                events.list_rules(NextToken=token)
+            assert e.value.response["Error"]["Code"] == "ValidationException"
+        # [] and ["x", 1] decode as JSON lists, but of the wrong shape for either order
+        for token in [*GARBAGE_MARKERS, "W10", other_marker("x")]:
+            with pytest.raises(logs.exceptions.InvalidParameterException):
+                logs.describe_log_groups(nextToken=token)
+    finally:
+        for rule in names:
+            events.delete_rule(Name=rule)

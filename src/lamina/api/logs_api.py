@@ -192,12 +192,20 @@ def _encode(key: Sequence[object]) -> str:
     return base64.urlsafe_b64encode(json.dumps(list(key)).encode()).decode().rstrip("=")
 
 
-def _decode(token: str) -> list[Any]:
+def _decode(token: str, shape: Sequence[type]) -> list[Any]:
+    """The sort key a token carries, which must have `shape` (the types of its members): a
+    token of any other shape is refused, not read as "from the start"."""
     try:
         key = untrusted_json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
     except (ValueError, binascii.Error) as e:
         raise _bad_token() from e
-    if not isinstance(key, list):
+    if (
+        not isinstance(key, list)
+        or len(key) != len(shape)
+        or not all(
+            isinstance(k, t) and not isinstance(k, bool) for k, t in zip(key, shape, strict=True)
+        )
+    ):
         raise _bad_token()
     return key
 
@@ -205,21 +213,17 @@ def _decode(token: str) -> list[Any]:
 def _page_after(
     items: list[Any],
     key: Callable[[Any], list[Any]],
+    shape: Sequence[type],
     token: str | None,
     limit: int,
     *,
     descending: bool = False,
 ) -> tuple[list[Any], str | None]:
-    """The `limit` items past the token's key (items are sorted by `key`, descending or not),
-    and the token for the rest, if any."""
+    """The `limit` items past the token's key (items are sorted by `key`, whose members have
+    the types `shape`, descending or not), and the token for the rest, if any."""
     if token is not None:
-        after = _decode(token)
-        try:
-            items = [
-                item for item in items if (key(item) < after if descending else key(item) > after)
-            ]
-        except TypeError as e:  # a key of the wrong shape
-            raise _bad_token() from e
+        after = _decode(token, shape)
+        items = [item for item in items if (key(item) < after if descending else key(item) > after)]
     page = items[:limit]
     more = len(items) > limit
     return page, _encode(key(page[-1])) if more else None
@@ -340,7 +344,7 @@ async def describe_log_groups(p: _Params, ctx: _Context) -> dict[str, Any]:
     limit = p.integer("limit", low=1, high=DESCRIBE_LIMIT) or DESCRIBE_LIMIT
     await ctx.store.flush()
     groups = sorted(await ctx.store.groups(prefix), key=lambda g: g.name)
-    page, token = _page_after(groups, lambda g: [g.name], p.text("nextToken"), limit)
+    page, token = _page_after(groups, lambda g: [g.name], (str,), p.text("nextToken"), limit)
     out: dict[str, Any] = {"logGroups": [_group_shape(g, ctx) for g in page]}
     if token:
         out["nextToken"] = token
@@ -385,7 +389,10 @@ async def describe_log_streams(p: _Params, ctx: _Context) -> dict[str, Any]:
         return [s.name]
 
     streams.sort(key=key, reverse=descending)
-    page, token = _page_after(streams, key, p.text("nextToken"), limit, descending=descending)
+    shape = (int, str) if order_by == "LastEventTime" else (str,)
+    page, token = _page_after(
+        streams, key, shape, p.text("nextToken"), limit, descending=descending
+    )
     out: dict[str, Any] = {"logStreams": [_stream_shape(s, ctx) for s in page]}
     if token:
         out["nextToken"] = token
@@ -480,9 +487,7 @@ async def filter_log_events(p: _Params, ctx: _Context) -> dict[str, Any]:
     token = p.text("nextToken")
     gap = _Gap(start_ms if start_ms is not None else 0, -1)
     if token is not None:
-        key = _decode(token)
-        if len(key) != 2 or not all(isinstance(k, int) for k in key):
-            raise _bad_token()
+        key = _decode(token, (int, int))
         gap = max(gap, _Gap(key[0], key[1]))
     scope = _Scope(group, streams, stream_prefix, start_ms, end_ms)
     await ctx.store.flush()

@@ -13,8 +13,6 @@ are refused per entry in PutTargets' FailedEntries, so a caller sees which and w
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 import re
 from collections.abc import Callable, Sequence
@@ -25,6 +23,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from lamina import untrusted_json
+from lamina.control import listing
 from lamina.errors import ResourceNotFoundError, UserError, ValidationError
 from lamina.events import patterns
 from lamina.events.schedule_expr import Schedule
@@ -153,11 +152,12 @@ class RuleService:
         """A page of rules by name, and the token of the next page if there is one."""
         self.bus(bus)
         names = sorted(n for n in self._rules if not prefix or n.startswith(prefix))
-        after = _decode_token(token)
-        if after is not None:
+        if token is not None:
+            after = listing.decode_marker("ListRules", token, _invalid_token)
             names = [n for n in names if n > after]
         page, more = _page(names, limit)
-        return [self._rules[n] for n in page], _encode_token(page[-1]) if more else None
+        next_token = listing.encode_marker("ListRules", page[-1]) if more else None
+        return [self._rules[n] for n in page], next_token
 
     def list_targets(
         self, name: Any, bus: Any, token: Any, limit: Any
@@ -165,11 +165,11 @@ class RuleService:
         rule = self.get(name, bus)
         start = 0
         if token is not None:
-            after = _decode_token(token)
+            after = listing.decode_marker("ListTargetsByRule", token, _invalid_token)
             ids = [t.id for t in rule.targets]
             start = ids.index(after) + 1 if after in ids else len(ids)
         page, more = _page(list(rule.targets[start:]), limit)
-        return page, _encode_token(page[-1].id) if more else None
+        return page, listing.encode_marker("ListTargetsByRule", page[-1].id) if more else None
 
     def matching(self, event: dict[str, Any]) -> list[Rule]:
         """The enabled rules of the default bus whose pattern `event` matches."""
@@ -470,14 +470,5 @@ def _page(items: list[T], limit: Any) -> tuple[list[T], bool]:
     return items[:limit], len(items) > limit
 
 
-def _encode_token(key: str) -> str:
-    return base64.urlsafe_b64encode(key.encode()).decode()
-
-
-def _decode_token(token: Any) -> str | None:
-    if token is None:
-        return None
-    try:
-        return base64.urlsafe_b64decode(str(token).encode()).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise ValidationError("The NextToken is not valid.") from None
+def _invalid_token() -> ValidationError:
+    return ValidationError("The NextToken is not valid.")
