@@ -269,3 +269,46 @@ def test_garbage_tokens_are_refused(server: Server) -> None:
     finally:
         for rule in names:
             events.delete_rule(Name=rule)
+
+
+@pytest.mark.parametrize(
+    "member", ["Runtime", "Handler", "Timeout", "MemorySize", "Environment", "Layers", "KMSKeyArn"]
+)
+def test_null_member_is_refused(
+    server: Server, lam: Any, functions: Functions, member: str
+) -> None:
+    """`{"Runtime": null}` used to change nothing and answer 200: a member sent as null is a
+    ValidationException naming it, and the function is left as it was."""
+    name = functions.create(ECHO)["FunctionName"]
+    before = lam.get_function_configuration(FunctionName=name)
+    url = f"{server.endpoint}/2015-03-31/functions/{name}/configuration"
+    body = json.dumps({member: None, "Description": "changed"}).encode()
+    status, headers, raw = send_once(server, signed("PUT", url, body))
+    assert status == 400
+    assert headers["x-amzn-errortype"] == "ValidationException"
+    where = member[0].lower() + member[1:]
+    assert f"Value null at '{where}'" in json.loads(raw)["message"]
+    after = lam.get_function_configuration(FunctionName=name)
+    assert after["RevisionId"] == before["RevisionId"]
+    assert after["Description"] == before["Description"]
+
+
+@pytest.mark.parametrize(
+    ("target", "error_type"),
+    [
+        ("Logs_20140328.DescribeLogGroups", "InvalidParameterException"),
+        ("AWSEvents.ListRules", "ValidationException"),
+    ],
+)
+def test_null_member_json_protocol(server: Server, target: str, error_type: str) -> None:
+    request = signed(
+        "POST",
+        server.endpoint + "/",
+        b'{"limit": null, "Limit": null}',
+        {"x-amz-target": target, "content-type": "application/x-amz-json-1.1"},
+    )
+    status, _, body = send_once(server, request)
+    assert status == 400
+    error = json.loads(body)
+    assert error["__type"] == error_type
+    assert "Value null at 'limit'" in error["message"]

@@ -17,7 +17,7 @@ from starlette.responses import Response
 from lamina import untrusted_json
 from lamina.api.context import AppState, app_state
 from lamina.api.errors import internal_error
-from lamina.api.wire import aws_json_error, aws_json_response
+from lamina.api.wire import aws_json_error, aws_json_response, null_members
 from lamina.control.rules import RuleService, TargetInput
 from lamina.errors import LaminaError, UserError, ValidationError
 from lamina.events.bus import EntryInput, EventBus
@@ -50,6 +50,9 @@ async def dispatch(request: Request) -> Response:
             raise _Serialization(f"The body is not JSON: {e}") from e
         if not isinstance(body, dict):
             raise _Serialization("The body must be a JSON object.")
+        nulls = null_members(body)
+        if nulls:
+            raise ValidationError(nulls)
         if len(raw) > MAX_REQUEST_BYTES and target.endswith("PutEvents"):
             raise ValidationError("Total size of the entries in the request is over the limit.")
         return aws_json_response(await handler(body, state))

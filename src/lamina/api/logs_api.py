@@ -29,7 +29,7 @@ from starlette.responses import Response
 from lamina import untrusted_json
 from lamina.api.context import app_state
 from lamina.api.errors import internal_error
-from lamina.api.wire import aws_json_error, aws_json_response
+from lamina.api.wire import aws_json_error, aws_json_response, null_members
 from lamina.observability.filter_pattern import FilterPatternError
 from lamina.observability.filter_pattern import parse as parse_filter_pattern
 from lamina.observability.log_store import LogEvent, LogGroup, LogStore, LogStream
@@ -102,6 +102,9 @@ async def dispatch(request: Request) -> Response:
             raise LogsApiError("SerializationException", f"The body is not JSON: {e}") from e
         if not isinstance(body, dict):
             raise LogsApiError("SerializationException", "The body must be a JSON object.")
+        nulls = null_members(body)
+        if nulls:
+            raise _invalid(nulls)
         settings = app_state(request).settings
         return aws_json_response(
             await handler(_Params(body), _Context(store, settings.region, settings.account_id))

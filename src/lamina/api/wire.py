@@ -152,6 +152,9 @@ def layer_version(
 
 
 async def json_body(request: Request) -> dict[str, Any]:
+    """A REST request's JSON object body ({} when empty). A member sent as `null` is
+    refused (ValidationException naming it), not taken as absent: `{"Runtime": null}` asks
+    for something, and Lamina will not guess whether it means "unset" or "leave alone"."""
     raw = await request.body()
     if not raw:
         return {}
@@ -161,7 +164,24 @@ async def json_body(request: Request) -> dict[str, Any]:
         raise InvalidRequestContentError(f"Could not parse request body into json: {e}") from None
     if not isinstance(body, dict):
         raise InvalidRequestContentError("Could not parse request body into json: not an object")
+    problem = null_members(body)
+    if problem:
+        raise ValidationError(problem)
     return body
+
+
+def null_members(body: dict[str, Any]) -> str | None:
+    """What is wrong with a request body's members sent as JSON `null`, in AWS's validation
+    wording (members named with their first letter lower-cased: `memorySize`, `kMSKeyArn`);
+    None when there are none. Every API refuses them rather than guess what null means."""
+    nulls = [key[:1].lower() + key[1:] for key, value in body.items() if value is None]
+    if not nulls:
+        return None
+    noun = "error" if len(nulls) == 1 else "errors"
+    return f"{len(nulls)} validation {noun} detected: " + "; ".join(
+        f"Value null at '{member}' failed to satisfy constraint: Member must not be null"
+        for member in nulls
+    )
 
 
 def function_input(body: dict[str, Any], *, allowed: set[str]) -> FunctionInput:
