@@ -4,8 +4,10 @@ connection usable (issue 15, items 4 and 5)."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import json
+import socket
 import sqlite3
 import uuid
 from collections.abc import Callable
@@ -312,3 +314,61 @@ def test_null_member_json_protocol(server: Server, target: str, error_type: str)
     error = json.loads(body)
     assert error["__type"] == error_type
     assert "Value null at 'limit'" in error["message"]
+
+
+def raw_exchange(server: Server, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send raw bytes; the (status, headers, body) of the one response, read to its close."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+            sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):  # the server closes after refusing
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "error_type"),
+    [
+        (
+            b"GET /2015-03-31/functions/" + b"a" * 100_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+            414,
+            "RequestUriTooLongException",
+        ),
+        (
+            b"GET /health?" + b"q" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+            414,
+            "RequestUriTooLongException",
+        ),
+        (
+            b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 5_000_000 + b"\r\n\r\n",
+            431,
+            "RequestHeaderFieldsTooLargeException",
+        ),
+        (b"NOT AN HTTP REQUEST\r\n\r\n", 400, "BadRequestException"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n", 400, "BadRequestException"),
+    ],
+    ids=["long-path", "long-query", "huge-header", "garbage", "bad-length"],
+)
+def test_unparseable_request_is_aws_shaped(
+    server: Server, request_bytes: bytes, status: int, error_type: str
+) -> None:
+    """uvicorn answered these with plain text `400 Invalid HTTP request received.`"""
+    got, headers, body = raw_exchange(server, request_bytes)
+    assert got == status
+    assert headers["x-amzn-errortype"] == error_type
+    assert headers["content-type"] == "application/json"
+    error = json.loads(body)
+    assert error["__type"] == error_type
+    assert error["message"]
+
+
+def test_long_path_under_the_limit_reaches_the_api(server: Server) -> None:
+    """A long target below the bound is routed like any other (here: no such function)."""
+    url = f"{server.endpoint}/2015-03-31/functions/{'a' * 60_000}"
+    status, headers, _ = send_once(server, signed("GET", url))
+    assert status in (400, 404)
+    assert headers["x-amzn-errortype"] in ("ValidationException", "ResourceNotFoundException")

@@ -1,0 +1,107 @@
+"""uvicorn's HTTP/1.1 protocol (httptools), answering requests it cannot take in AWS's error
+shape rather than uvicorn's plain-text `400 Invalid HTTP request received.`
+
+These requests never reach the application: they fail while the request line and headers are
+read, before there is a request to route. What is refused here, and how:
+
+- a request target (path and query) over `URL_MAX_BYTES`: 414 `RequestUriTooLongException`.
+  65,535 bytes is httptools' own bound (its URL parser keeps 16-bit offsets); refusing at that
+  bound, as soon as it is passed, also spares holding the rest.
+- a request head (request line and headers) over `HEAD_MAX_BYTES`: 431
+  `RequestHeaderFieldsTooLargeException` (httptools sets no bound; without one, a client could
+  make the server buffer an endless header).
+- anything else httptools cannot parse: 400 `BadRequestException`.
+
+The body carries the error type both as the REST protocol's `x-amzn-ErrorType` header and as
+the JSON 1.1 protocol's `__type` (which API the request meant is not known yet), and the
+connection is closed: a parser that failed cannot find where the next request starts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+log = logging.getLogger(__name__)
+
+#: the longest request target taken (httptools' own bound)
+URL_MAX_BYTES = 65_535
+#: the most bytes a request's line and headers may take together (about: counted as read)
+HEAD_MAX_BYTES = 128 * 1024
+
+_REASONS = {400: b"Bad Request", 414: b"URI Too Long", 431: b"Request Header Fields Too Large"}
+
+
+class _Refused(Exception):
+    """Raised from a parser callback: httptools stops and uvicorn calls `send_400_response`."""
+
+
+class AwsErrorsHttpProtocol(HttpToolsProtocol):
+    """`HttpToolsProtocol` with the limits and error answers described in the module's
+    docstring; everything else is uvicorn's."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: bytes received since the current request began and before its headers ended
+        self._head_bytes = 0
+        self._in_head = True
+        self._refusal: tuple[int, str, str] | None = None
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head = True
+        self._head_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        if len(self.url) > URL_MAX_BYTES:
+            self._refusal = (
+                414,
+                "RequestUriTooLongException",
+                f"The request URI must be at most {URL_MAX_BYTES} bytes.",
+            )
+            raise _Refused
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        super().on_headers_complete()
+
+    def data_received(self, data: bytes) -> None:
+        if self._in_head:
+            self._head_bytes += len(data)
+            if self._head_bytes > HEAD_MAX_BYTES:
+                self._refusal = (
+                    431,
+                    "RequestHeaderFieldsTooLargeException",
+                    f"The request line and headers must be at most {HEAD_MAX_BYTES} bytes.",
+                )
+                self.send_400_response("")
+                return
+        super().data_received(data)
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a request httptools could not parse, in AWS's shape."""
+        status, error_type, message = self._refusal or (
+            400,
+            "BadRequestException",
+            "The request is not valid HTTP/1.1.",
+        )
+        log.info("refused a request before routing: %s %s", status, message)
+        body = json.dumps(
+            {"Type": "User", "__type": error_type, "message": message}, separators=(",", ":")
+        ).encode()
+        head = [
+            b"HTTP/1.1 %d %s" % (status, _REASONS[status]),
+            b"content-type: application/json",
+            b"content-length: %d" % len(body),
+            b"x-amzn-ErrorType: " + error_type.encode(),
+            b"x-amzn-RequestId: " + str(uuid.uuid4()).encode(),
+            b"connection: close",
+        ]
+        head += [name + b": " + value for name, value in self.server_state.default_headers]
+        self.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
+        self.transport.close()
