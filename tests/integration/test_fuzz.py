@@ -10,6 +10,7 @@ the test's own: the fuzzing changes and deletes what it finds.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import Iterator
@@ -62,6 +63,130 @@ TEXTS = ["", "x", "-1", "0", "99999999999999999999999999", "1e400", "%00", "%ff%
 _MODELS = botocore.session.get_session()
 
 
+_ZIP = base64.b64encode(make_zip({"app.py": "def handler(e, c):\n    return e\n"})).decode()
+_FN_ARN = "arn:aws:lambda:us-east-1:000000000000:function:fz"
+#: a valid body of each operation that takes a rich one: each member of it, at any depth, is
+#: then replaced by each of VALUES in turn (the checks behind the first ones are reached)
+LAMBDA_BASES: dict[str, dict[str, Any]] = {
+    "CreateFunction": {
+        "FunctionName": "fz-made",
+        "Runtime": "python3.11",
+        "Role": ROLE,
+        "Handler": "app.handler",
+        "Code": {"ZipFile": _ZIP},
+        "Timeout": 3,
+        "MemorySize": 128,
+        "Environment": {"Variables": {"A": "b"}},
+        "EphemeralStorage": {"Size": 512},
+        "Architectures": ["x86_64"],
+        "Layers": ["arn:aws:lambda:us-east-1:000000000000:layer:fzl:1"],
+        "DeadLetterConfig": {"TargetArn": _FN_ARN},
+        "LoggingConfig": {"LogFormat": "JSON", "ApplicationLogLevel": "INFO"},
+        "Tags": {"k": "v"},
+        "Publish": False,
+    },
+    "UpdateFunctionConfiguration": {
+        "Timeout": 3,
+        "MemorySize": 128,
+        "Environment": {"Variables": {"A": "b"}},
+        "LoggingConfig": {"LogFormat": "Text"},
+        "Layers": [],
+    },
+    "UpdateFunctionCode": {"ZipFile": _ZIP, "Publish": False},
+    "PublishVersion": {"Description": "d"},
+    "CreateAlias": {"Name": "a2", "FunctionVersion": "1", "RoutingConfig": {}},
+    "UpdateAlias": {
+        "FunctionVersion": "1",
+        "RoutingConfig": {"AdditionalVersionWeights": {"1": 0.5}},
+    },
+    "AddPermission": {
+        "StatementId": "s2",
+        "Action": "lambda:InvokeFunction",
+        "Principal": "events.amazonaws.com",
+        "SourceArn": "arn:aws:events:us-east-1:000000000000:rule/r",
+    },
+    "CreateFunctionUrlConfig": {
+        "AuthType": "AWS_IAM",
+        "Cors": {"AllowOrigins": ["*"], "MaxAge": 10, "AllowMethods": ["GET"]},
+    },
+    "UpdateFunctionUrlConfig": {"AuthType": "AWS_IAM", "Cors": {"AllowHeaders": ["x"]}},
+    "PutFunctionEventInvokeConfig": {
+        "MaximumRetryAttempts": 1,
+        "MaximumEventAgeInSeconds": 60,
+        "DestinationConfig": {"OnFailure": {"Destination": _FN_ARN}},
+    },
+    "UpdateFunctionEventInvokeConfig": {"MaximumRetryAttempts": 2},
+    "PutFunctionConcurrency": {"ReservedConcurrentExecutions": 5},
+    "PutProvisionedConcurrencyConfig": {"ProvisionedConcurrentExecutions": 1},
+    "PublishLayerVersion": {
+        "Content": {"ZipFile": _ZIP},
+        "CompatibleRuntimes": ["python3.11"],
+        "CompatibleArchitectures": ["x86_64"],
+        "LicenseInfo": "MIT",
+    },
+}
+_EVENT = {
+    "Source": "s",
+    "DetailType": "d",
+    "Detail": json.dumps({"a": [1, {"b": "c"}]}),
+    "Resources": ["r"],
+}
+JSON_BASES: dict[str, dict[str, Any]] = {
+    "PutRule": {"Name": "r1", "EventPattern": json.dumps({"source": ["s"]}), "State": "ENABLED"},
+    "PutTargets": {"Rule": "r1", "Targets": [{"Id": "t", "Arn": _FN_ARN, "Input": "{}"}]},
+    "RemoveTargets": {"Rule": "r1", "Ids": ["t"]},
+    "PutEvents": {"Entries": [_EVENT]},
+    "TestEventPattern": {
+        "EventPattern": json.dumps({"detail": {"a": [1]}}),
+        "Event": json.dumps(
+            {
+                "id": "1",
+                "account": "000000000000",
+                "source": "s",
+                "time": "2024-01-01T00:00:00Z",
+                "region": "us-east-1",
+                "detail-type": "d",
+                "resources": [],
+                "detail": {"a": [1]},
+            }
+        ),
+    },
+    "ListRules": {"NamePrefix": "r", "Limit": 1},
+    "FilterLogEvents": {
+        "logGroupName": "/aws/lambda/fz",
+        "filterPattern": "{ $.a = 1 }",
+        "startTime": 0,
+        "endTime": 2**40,
+        "limit": 10,
+        "logStreamNames": ["x"],
+    },
+    "GetLogEvents": {"logGroupName": "/aws/lambda/fz", "logStreamName": "x", "limit": 5},
+    "DescribeLogStreams": {"logGroupName": "/aws/lambda/fz", "orderBy": "LastEventTime"},
+    "PutRetentionPolicy": {"logGroupName": "/aws/lambda/fz", "retentionInDays": 1},
+}
+
+
+def mutations(base: Any, path: tuple[Any, ...] = ()) -> Iterator[bytes]:
+    """`base` with one member at a time, at any depth, replaced by each of VALUES."""
+    if isinstance(base, dict):
+        items: list[tuple[Any, Any]] = list(base.items())
+    elif isinstance(base, list):
+        items = list(enumerate(base))
+    else:
+        return
+    for key, value in items:
+        for bad in VALUES:
+            yield json.dumps(_replaced(base, key, bad)).encode()
+        for inner in mutations(value, (*path, key)):
+            yield json.dumps(_replaced(base, key, json.loads(inner))).encode()
+
+
+def _replaced(base: Any, key: Any, value: Any) -> Any:
+    copy = dict(base) if isinstance(base, dict) else list(base)
+    copy[key] = value
+    return copy
+
+
 def deep_member(name: str) -> bytes:
     return b'{"' + name.encode() + b'":' + b"[" * 50_000 + b"]" * 50_000 + b"}"
 
@@ -87,7 +212,7 @@ class Fuzzer:
         """One request (`signed` as the admin key, else a function URL's or a route's
         caller); a 500, no answer, or an error of the wrong shape is recorded."""
         self.sent += 1
-        what = f"{method} {path[:120]} {body[:80]!r} {headers or ''}"
+        what = f"{method} {path[:120]} {body[:300]!r} {headers or ''}"
         try:
             response = (self.http if signed else httpx).request(
                 method, self.server.endpoint + path, content=body, headers=headers or {}
@@ -163,11 +288,13 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         lam.add_permission(
             FunctionName="fz-front", StatementId=sid, Action=action, Principal="*", **extra
         )
-    route = Fuzzer(server).send(
+    setup = Fuzzer(server)
+    route = setup.send(
         "POST",
         "/lamina/routes",
         json.dumps({"routeKey": "ANY /f/{proxy+}", "function": "fz-front"}).encode(),
     )
+    setup.check()
     assert route is not None and route.status_code < 300, route and route.text
     server.function_url = url  # type: ignore[attr-defined]
     yield server
@@ -233,6 +360,8 @@ def test_lambda_api(fuzzed: Server) -> None:
                 for value in VALUES:
                     fuzzer.send(method, path, json.dumps({member: value}).encode())
                 fuzzer.send(method, path, deep_member(member))
+        for body in mutations(LAMBDA_BASES.get(op.name, {})):
+            fuzzer.send(method, path, body)
     fuzzer.check()
     assert fuzzer.sent > 1000
 
@@ -256,6 +385,8 @@ def test_json_apis(fuzzed: Server, service: str, prefix: str) -> None:
                 body = json.dumps({member: value}).encode()
                 fuzzer.send("POST", "/", body, headers, json_protocol=True)
             fuzzer.send("POST", "/", deep_member(member), headers, json_protocol=True)
+        for body in mutations(JSON_BASES.get(name, {})):
+            fuzzer.send("POST", "/", body, headers, json_protocol=True)
     fuzzer.check()
 
 

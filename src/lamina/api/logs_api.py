@@ -48,6 +48,8 @@ RETENTION_DAYS = frozenset(
 # calls, never one unbounded one.
 FILTER_SCAN_BUDGET = 20_000
 _SCAN_BATCH = 2_000
+#: the largest `long` of the model (timestamps in ms, limits): what the store can hold
+_LONG_MAX = 2**63 - 1
 _GROUP_NAME = re.compile(r"[\.\-_/#A-Za-z0-9]+")
 _LOG_GROUP_ARN = re.compile(r"arn:[^:]+:logs:[^:]*:[^:]*:log-group:([^:]+)(?::\*)?")
 
@@ -143,15 +145,15 @@ class _Params:
             raise _invalid(f"{name} must be a non-empty string.")
         return value
 
-    def integer(self, name: str, *, low: int = 0, high: int | None = None) -> int | None:
+    def integer(self, name: str, *, low: int = 0, high: int = _LONG_MAX) -> int | None:
+        """An integer member in [low, high] (by default, any the model's `long` holds)."""
         value = self.body.get(name)
         if value is None:
             return None
         if isinstance(value, bool) or not isinstance(value, int):
             raise _invalid(f"{name} must be an integer.")
-        if value < low or (high is not None and value > high):
-            bound = f"between {low} and {high}" if high is not None else f"at least {low}"
-            raise _invalid(f"{name} must be {bound}; got {value}.")
+        if not low <= value <= high:
+            raise _invalid(f"{name} must be between {low} and {high}; got {value}.")
         return value
 
     def flag(self, name: str) -> bool:
