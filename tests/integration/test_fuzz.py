@@ -58,7 +58,11 @@ VALUES: list[Any] = [
     {"a": {"b": {"c": None}}},
 ]
 #: values for one query-string parameter or path segment
-TEXTS = ["", "x", "-1", "0", "99999999999999999999999999", "1e400", "%00", "%ff%fe", "a" * 3000]
+TEXTS = ["", "x", "-1", "0", "99999999999999999999999999", "1e400", "%00", "%ff%fe", "%zz"]
+TEXTS += ["a" * 3000]
+#: values for one header
+HEADER_VALUES = ["", "x", "-1", "{}", "e30=", "W10=", "!!!", "a" * 5000]
+HEADER_VALUES += [base64.b64encode(b"[" * 2000 + b"]" * 2000).decode()]
 
 _MODELS = botocore.session.get_session()
 
@@ -354,7 +358,7 @@ def test_lambda_api(fuzzed: Server) -> None:
                 for text in TEXTS:
                     fuzzer.send(method, f"{path}{sep}{wire}={text}", b"{}")
             elif where == "header":
-                for text in ["", "x", "-1", "{}", "e30=", "W10=", "a" * 5000]:
+                for text in HEADER_VALUES:
                     fuzzer.send(method, path, b"{}", {wire: text})
             else:
                 for value in VALUES:
@@ -362,6 +366,10 @@ def test_lambda_api(fuzzed: Server) -> None:
                 fuzzer.send(method, path, deep_member(member))
         for body in mutations(LAMBDA_BASES.get(op.name, {})):
             fuzzer.send(method, path, body)
+        if op.name == "Invoke":  # the asynchronous and dry-run paths read the body too
+            for kind in ("Event", "DryRun"):
+                for body in BODIES:
+                    fuzzer.send(method, path, body, {"X-Amz-Invocation-Type": kind})
     fuzzer.check()
     assert fuzzer.sent > 1000
 
