@@ -46,13 +46,17 @@ def loads(data: str | bytes | bytearray) -> Any:
 
 
 def depth_exceeds(value: dict[str, Any] | list[Any], limit: int) -> bool:
-    """Whether decoded JSON `value` nests deeper than `limit` levels (walked with a stack,
-    not recursion)."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
+    """Whether decoded JSON `value` nests deeper than `limit` levels: walked a level at a
+    time, not recursively, and only its containers are kept from one level to the next."""
+    level: list[Any] = [value]
+    depth = 1
+    while level:
         if depth > limit:
             return True
-        children = item.values() if isinstance(item, dict) else item
-        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+        below: list[Any] = []
+        for item in level:
+            children = item.values() if type(item) is dict else item
+            below += [c for c in children if type(c) is dict or type(c) is list]
+        level = below
+        depth += 1
     return False
