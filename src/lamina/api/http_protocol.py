@@ -14,7 +14,10 @@ read, before there is a request to route. What is refused here, and how:
 
 The body carries the error type both as the REST protocol's `x-amzn-ErrorType` header and as
 the JSON 1.1 protocol's `__type` (which API the request meant is not known yet), and the
-connection is closed: a parser that failed cannot find where the next request starts.
+connection is closed: a parser that failed cannot find where the next request starts. It is
+closed gently: the server stops sending, then reads and drops what the client is still sending
+for up to `DRAIN_S` (closing a socket with unread data makes the kernel reset the connection,
+and the client would lose the answer before reading it).
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ log = logging.getLogger(__name__)
 URL_MAX_BYTES = 65_535
 #: the most bytes a request's line and headers may take together (about: counted as read)
 HEAD_MAX_BYTES = 128 * 1024
+#: how long a refused connection's remaining input is read and dropped before it is closed
+DRAIN_S = 5.0
 
 _REASONS = {400: b"Bad Request", 414: b"URI Too Long", 431: b"Request Header Fields Too Large"}
 
@@ -50,6 +55,7 @@ class AwsErrorsHttpProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._in_head = True
         self._refusal: tuple[int, str, str] | None = None
+        self._draining = False
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -71,6 +77,8 @@ class AwsErrorsHttpProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def data_received(self, data: bytes) -> None:
+        if self._draining:
+            return  # a refused request's rest: dropped (see `send_400_response`)
         if self._in_head:
             self._head_bytes += len(data)
             if self._head_bytes > HEAD_MAX_BYTES:
@@ -104,4 +112,10 @@ class AwsErrorsHttpProtocol(HttpToolsProtocol):
         ]
         head += [name + b": " + value for name, value in self.server_state.default_headers]
         self.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
-        self.transport.close()
+        if not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        # Half-close, drop what still arrives, and close when the client does (or later).
+        self.transport.write_eof()
+        self._draining = True
+        self.loop.call_later(DRAIN_S, self.transport.close)
