@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +40,9 @@ DEFAULT_BUS = "default"
 MAX_TARGETS = 5
 #: Limit's maximum in ListRules and ListTargetsByRule (botocore's LimitMax100)
 LIST_LIMIT = 100
+
+log = logging.getLogger(__name__)
+
 _NAME = re.compile(r"[\.\-_A-Za-z0-9]+")
 _NAME_PATTERN = r"[\.\-_A-Za-z0-9]+"
 _BUS_ARN = re.compile(r"arn:aws[\w-]*:events:(?P<region>[^:]*):(?P<account>\d*):event-bus/(.+)")
@@ -362,7 +366,12 @@ class RuleService:
         self._patterns.pop(rule.name, None)
         self._schedules.pop(rule.name, None)
         if rule.event_pattern:
-            self._patterns[rule.name] = patterns.compile(rule.event_pattern)
+            try:
+                self._patterns[rule.name] = patterns.compile(rule.event_pattern)
+            except patterns.InvalidEventPatternError as e:
+                # Stored by a version with looser limits: the rule matches nothing until it
+                # is put again, rather than stopping the server from starting.
+                log.warning("rule %s: its pattern is no longer valid: %s", rule.name, e.reason)
         if rule.schedule_expression:
             self._schedules[rule.name] = parse_schedule(rule.schedule_expression)
 
