@@ -201,6 +201,7 @@ class Fuzzer:
     def __init__(self, server: Server) -> None:
         self.server = server
         self.http = httpx.Client(auth=SIGNED, timeout=60)
+        self.plain = httpx.Client(timeout=60)
         self.problems: list[str] = []
         self.sent = 0
 
@@ -218,7 +219,7 @@ class Fuzzer:
         self.sent += 1
         what = f"{method} {path[:120]} {body[:300]!r} {headers or ''}"
         try:
-            response = (self.http if signed else httpx).request(
+            response = (self.http if signed else self.plain).request(
                 method, self.server.endpoint + path, content=body, headers=headers or {}
             )
         except httpx.HTTPError as e:
@@ -235,6 +236,7 @@ class Fuzzer:
     def check(self) -> None:
         """Fails with every problem found (all printed, the first ones in the message)."""
         self.http.close()
+        self.plain.close()
         for problem in self.problems:
             print(problem)
         assert not self.problems, "\n".join(self.problems[:30])
@@ -447,4 +449,46 @@ def test_function_url_and_route(fuzzed: Server) -> None:
             {"x-amz-content-sha256": "nonsense"},
         ):
             fuzzer.send("POST", base + "h", b"\xff" * 100, headers, signed=False)
+    fuzzer.check()
+
+
+def test_malformed_signatures(fuzzed: Server) -> None:
+    """Broken Authorization headers and presigned query strings: 403s of AWS's types."""
+    fuzzer = Fuzzer(fuzzed)
+    cred = "test/20240101/us-east-1/lambda/aws4_request"
+    authorizations = [
+        "",
+        "AWS4-HMAC-SHA256",
+        "AWS4-HMAC-SHA256 Credential=",
+        f"AWS4-HMAC-SHA256 Credential={cred}, SignedHeaders=host, Signature=00",
+        "AWS4-HMAC-SHA256 Credential=a/b/c, SignedHeaders=, Signature=",
+        "AWS4-HMAC-SHA256 Credential=//////, SignedHeaders=;;;, Signature=zz",
+        "AWS4-HMAC-SHA256 Credential=%C3%A9/x/y/z/aws4_request, SignedHeaders=host, Signature=a",
+        "AWS4-HMAC-SHA256 Credential=test/20240101/us-east-1/lambda/aws4_request/extra",
+        "Basic dXNlcjpwYXNz",
+        "AWS4-HMAC-SHA256 " + "Credential=x," * 5000,
+    ]
+    dates = ["", "20240101T000000Z", "not-a-date", "99999999T999999Z", "2024"]
+    for path, target in (("/2015-03-31/functions", None), ("/", "AWSEvents.ListRules")):
+        method = "GET" if target is None else "POST"
+        for authorization in authorizations:
+            for date in dates:
+                headers = {"authorization": authorization, "x-amz-date": date}
+                if target:
+                    headers["x-amz-target"] = target
+                response = fuzzer.send(
+                    method, path, b"{}", headers, json_protocol=bool(target), signed=False
+                )
+                assert response is None or response.status_code == 403, response.text
+    for query in (
+        "X-Amz-Signature=x",
+        "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=a&X-Amz-Date=b"
+        "&X-Amz-SignedHeaders=host&X-Amz-Signature=c",
+        f"X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential={cred}&X-Amz-Date=20240101T000000Z"
+        "&X-Amz-SignedHeaders=host&X-Amz-Signature=c&X-Amz-Expires=abc",
+        f"X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential={cred}&X-Amz-Date=20240101T000000Z"
+        "&X-Amz-SignedHeaders=host&X-Amz-Signature=c&X-Amz-Expires=99999999999999999999",
+        "X-Amz-Signature=%ff%fe&X-Amz-Credential=%00",
+    ):
+        fuzzer.send("GET", f"/2015-03-31/functions?{query}", signed=False)
     fuzzer.check()
