@@ -274,21 +274,33 @@ def test_garbage_tokens_are_refused(server: Server) -> None:
 
 
 @pytest.mark.parametrize(
-    "member", ["Runtime", "Handler", "Timeout", "MemorySize", "Environment", "Layers", "KMSKeyArn"]
+    ("body", "where"),
+    [
+        ({"Runtime": None}, "runtime"),
+        ({"Handler": None}, "handler"),
+        ({"Timeout": None}, "timeout"),
+        ({"MemorySize": None}, "memorySize"),
+        ({"KMSKeyArn": None}, "kMSKeyArn"),
+        ({"Environment": None}, "environment"),
+        ({"Environment": {"Variables": None}}, "environment.variables"),
+        ({"Environment": {"Variables": {"A": None}}}, "environment.variables.a"),
+        ({"EphemeralStorage": {"Size": None}}, "ephemeralStorage.size"),
+        ({"LoggingConfig": {"LogFormat": None}}, "loggingConfig.logFormat"),
+        ({"Layers": [None]}, "layers"),
+    ],
 )
 def test_null_member_is_refused(
-    server: Server, lam: Any, functions: Functions, member: str
+    server: Server, lam: Any, functions: Functions, body: dict[str, Any], where: str
 ) -> None:
-    """`{"Runtime": null}` used to change nothing and answer 200: a member sent as null is a
-    ValidationException naming it, and the function is left as it was."""
+    """`{"Runtime": null}` used to change nothing and answer 200: a member sent as null, at
+    any depth, is a ValidationException naming it, and the function is left as it was."""
     name = functions.create(ECHO)["FunctionName"]
     before = lam.get_function_configuration(FunctionName=name)
     url = f"{server.endpoint}/2015-03-31/functions/{name}/configuration"
-    body = json.dumps({member: None, "Description": "changed"}).encode()
-    status, headers, raw = send_once(server, signed("PUT", url, body))
+    raw_body = json.dumps({**body, "Description": "changed"}).encode()
+    status, headers, raw = send_once(server, signed("PUT", url, raw_body))
     assert status == 400
     assert headers["x-amzn-errortype"] == "ValidationException"
-    where = member[0].lower() + member[1:]
     assert f"Value null at '{where}'" in json.loads(raw)["message"]
     after = lam.get_function_configuration(FunctionName=name)
     assert after["RevisionId"] == before["RevisionId"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 
@@ -171,17 +172,35 @@ async def json_body(request: Request) -> dict[str, Any]:
 
 
 def null_members(body: dict[str, Any]) -> str | None:
-    """What is wrong with a request body's members sent as JSON `null`, in AWS's validation
-    wording (members named with their first letter lower-cased: `memorySize`, `kMSKeyArn`);
-    None when there are none. Every API refuses them rather than guess what null means."""
-    nulls = [key[:1].lower() + key[1:] for key, value in body.items() if value is None]
-    if not nulls:
+    """What is wrong with a request body's members sent as JSON `null`, at any depth, in AWS's
+    validation wording (members named as AWS names them: first letter lower-cased, nested ones
+    joined with dots, `environment.variables`; a list holding a null is named itself); None
+    when there are none. Every API refuses them rather than guess what null means."""
+    found: list[str] = []
+    pending: deque[tuple[str, Any]] = deque([("", body)])
+    while pending:
+        path, value = pending.popleft()
+        if isinstance(value, dict):
+            children = [(_member_path(path, key), child) for key, child in value.items()]
+        else:
+            children = [(path, child) for child in value]
+        for where, child in children:
+            if child is None and where not in found:
+                found.append(where)
+            elif isinstance(child, (dict, list)):
+                pending.append((where, child))
+    if not found:
         return None
-    noun = "error" if len(nulls) == 1 else "errors"
-    return f"{len(nulls)} validation {noun} detected: " + "; ".join(
+    noun = "error" if len(found) == 1 else "errors"
+    return f"{len(found)} validation {noun} detected: " + "; ".join(
         f"Value null at '{member}' failed to satisfy constraint: Member must not be null"
-        for member in nulls
+        for member in found
     )
+
+
+def _member_path(path: str, key: str) -> str:
+    name = key[:1].lower() + key[1:]
+    return f"{path}.{name}" if path else name
 
 
 def function_input(body: dict[str, Any], *, allowed: set[str]) -> FunctionInput:
