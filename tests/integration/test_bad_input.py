@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.conftest import SIGNED, Functions, Server, make_zip
+from tests.conftest import SIGNED, Functions, Server, make_zip, wait_for
 
 from lamina import limits
 from lamina.events import patterns
@@ -384,3 +384,29 @@ def test_long_path_under_the_limit_reaches_the_api(server: Server) -> None:
     status, headers, _ = send_once(server, signed("GET", url))
     assert status in (400, 404)
     assert headers["x-amzn-errortype"] in ("ValidationException", "ResourceNotFoundException")
+
+
+DEEP_LOGGER = """
+def handler(event, context):
+    print('{"a":' + '[' * 5000 + ']' * 5000 + '}')
+    print('{"a": 1}')
+    return 1
+"""
+
+
+def test_filter_patterns_and_deep_log_lines(server: Server, lam: Any, functions: Functions) -> None:
+    """A JSON filter pattern nested past its bound is InvalidParameterException (it was a
+    RecursionError), and a log line too deep to parse simply does not match."""
+    logs = server.client("logs")
+    name = functions.create(DEEP_LOGGER)["FunctionName"]
+    lam.invoke(FunctionName=name)
+    group = f"/aws/lambda/{name}"
+    deep_pattern = "{ " + "(" * 300 + "$.a = 1" + ")" * 300 + " }"
+    with pytest.raises(logs.exceptions.InvalidParameterException):
+        logs.filter_log_events(logGroupName=group, filterPattern=deep_pattern)
+
+    def matched() -> list[str]:
+        found = logs.filter_log_events(logGroupName=group, filterPattern="{ $.a = 1 }")
+        return [e["message"].strip() for e in found["events"]]
+
+    assert wait_for(matched, message="the matching line") == ['{"a": 1}']
