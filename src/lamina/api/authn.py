@@ -1,10 +1,15 @@
-"""Authentication: the outermost ASGI wrapper. Every AWS-protocol request proves its key here.
+"""Authentication: the ASGI wrapper in front of the app (only `api.errors.LastResort` is
+outside it). Every AWS-protocol request proves its key here.
 
 A request is verified (SigV4, `lamina.auth.sigv4`) before anything else sees it; its
 `Principal` goes into `scope["lamina.principal"]` for authorization, and its body, read once to
 check the payload hash, is replayed to the app. A request that fails never reaches the app: it
 gets AWS's 403 error (the type in `x-amzn-ErrorType` for the Lambda REST API, and in `__type`
 for the JSON APIs on `POST /`).
+
+The credential scope must name the service of the API addressed (`signing_service`): `lambda`
+for the Lambda API and Lamina's own `/lamina/...` endpoints (boto3, the AWS CLI and the
+`lamina` command sign them so), `logs` and `events` for the JSON APIs by X-Amz-Target.
 
 Open without a signature:
 - `GET /health` and `GET /metrics` (health checks and Prometheus scrapers do not sign; both
