@@ -18,6 +18,8 @@ log = logging.getLogger(__name__)
 #: what a caller is told about a failure of ours: no exception name or detail (those go to
 #: the server's log, under the same request id)
 INTERNAL_ERROR = "Lamina encountered an internal error. (RequestId: {request_id})"
+#: set on an exception `internal_error` has logged, so that `LastResort` does not log it again
+_LOGGED = "_lamina_logged"
 
 
 def error_response(error: LaminaError) -> Response:
@@ -54,6 +56,7 @@ def internal_error(exc: BaseException, where: str = "request") -> ServiceError:
     request id that finds it in the log."""
     request_id = str(uuid.uuid4())
     log.error("unhandled error in %s (RequestId: %s)", where, request_id, exc_info=exc)
+    setattr(exc, _LOGGED, True)
     return ServiceError(INTERNAL_ERROR.format(request_id=request_id))
 
 
@@ -95,7 +98,11 @@ class LastResort:
             await self.app(scope, receive, tracked)
         except Exception as exc:
             if progress == 2:
-                return  # answered already (Starlette's handler, which then re-raises)
+                # Answered already: by Starlette's handler, which then re-raises (and has
+                # logged it), or the failure came after the response (a background task).
+                if not getattr(exc, _LOGGED, False):
+                    log.error("unhandled error after the response was sent", exc_info=exc)
+                return
             if progress == 1:
                 raise
             error = internal_error(exc, f"{scope['method']} {scope['path']}")
