@@ -65,8 +65,6 @@ HEADER_VALUES = ["", "x", "-1", "{}", "e30=", "W10=", "!!!", "a" * 5000]
 HEADER_VALUES += [base64.b64encode(b"[" * 2000 + b"]" * 2000).decode()]
 
 _MODELS = botocore.session.get_session()
-
-
 _ZIP = base64.b64encode(make_zip({"app.py": "def handler(e, c):\n    return e\n"})).decode()
 _FN_ARN = "arn:aws:lambda:us-east-1:000000000000:function:fz"
 #: a valid body of each operation that takes a rich one: each member of it, at any depth, is
@@ -170,7 +168,7 @@ JSON_BASES: dict[str, dict[str, Any]] = {
 }
 
 
-def mutations(base: Any, path: tuple[Any, ...] = ()) -> Iterator[bytes]:
+def mutations(base: Any) -> Iterator[bytes]:
     """`base` with one member at a time, at any depth, replaced by each of VALUES."""
     if isinstance(base, dict):
         items: list[tuple[Any, Any]] = list(base.items())
@@ -181,7 +179,7 @@ def mutations(base: Any, path: tuple[Any, ...] = ()) -> Iterator[bytes]:
     for key, value in items:
         for bad in VALUES:
             yield json.dumps(_replaced(base, key, bad)).encode()
-        for inner in mutations(value, (*path, key)):
+        for inner in mutations(value):
             yield json.dumps(_replaced(base, key, json.loads(inner))).encode()
 
 
