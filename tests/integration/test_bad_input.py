@@ -18,6 +18,7 @@ import pytest
 from tests.conftest import SIGNED, Functions, Server, make_zip, wait_for
 
 from lamina import limits
+from lamina.api.http_protocol import HEAD_MAX_BYTES
 from lamina.events import patterns
 
 
@@ -412,3 +413,25 @@ def test_filter_patterns_and_deep_log_lines(server: Server, lam: Any, functions:
         return [e["message"].strip() for e in found["events"]]
 
     assert wait_for(matched, message="the matching line") == ['{"a": 1}']
+
+
+def test_large_body_in_one_write_is_not_taken_for_headers(
+    server: Server, functions: Functions
+) -> None:
+    """The head-size bound counts the request line and headers only: a head just under it
+    followed by a large body, which arrive in the same reads, is a request like any other."""
+    name = functions.create(ECHO)["FunctionName"]
+    payload = json.dumps({"a": "x" * 1_000_000}).encode()
+    url = f"{server.endpoint}/2015-03-31/functions/{name}/invocations"
+    request = signed("POST", url, payload, {"x-padding": "p" * (HEAD_MAX_BYTES - 8 * 1024)})
+    head = f"POST {request.url.raw_path.decode()} HTTP/1.1\r\n" + "".join(
+        f"{k}: {v}\r\n" for k, v in request.headers.items()
+    )
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(head.encode() + b"connection: close\r\n\r\n" + payload)
+        data = b""
+        while chunk := sock.recv(1 << 20):
+            data += chunk
+    status_line = data.split(b"\r\n", 1)[0]
+    assert status_line.split()[1] == b"200", data[:300]
+    assert json.loads(data.partition(b"\r\n\r\n")[2]) == {"a": "x" * 1_000_000}

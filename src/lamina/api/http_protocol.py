@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 
 #: the longest request target taken (httptools' own bound)
 URL_MAX_BYTES = 65_535
-#: the most bytes a request's line and headers may take together (about: counted as read)
+#: the most bytes a request's line and headers may take together (counted a read at a time,
+#: so a head may pass it by up to one read, at most 256 KiB, before it is refused)
 HEAD_MAX_BYTES = 128 * 1024
 #: how long a refused connection's remaining input is read and dropped before it is closed
 DRAIN_S = 5.0
@@ -51,15 +52,18 @@ class AwsErrorsHttpProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        #: bytes received since the current request began and before its headers ended
+        #: bytes of the current request's line and headers read so far (see `data_received`)
         self._head_bytes = 0
-        self._in_head = True
+        self._in_head = False
+        #: whether a request began during the read being parsed
+        self._began = False
         self._refusal: tuple[int, str, str] | None = None
         self._draining = False
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_head = True
+        self._began = True
         self._head_bytes = 0
 
     def on_url(self, url: bytes) -> None:
@@ -79,17 +83,22 @@ class AwsErrorsHttpProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._draining:
             return  # a refused request's rest: dropped (see `send_400_response`)
-        if self._in_head:
-            self._head_bytes += len(data)
-            if self._head_bytes > HEAD_MAX_BYTES:
-                self._refusal = (
-                    431,
-                    "RequestHeaderFieldsTooLargeException",
-                    f"The request line and headers must be at most {HEAD_MAX_BYTES} bytes.",
-                )
-                self.send_400_response("")
-                return
+        self._began = False
         super().data_received(data)
+        if self._draining or not self._in_head:
+            return
+        # Still inside a request's head after this read: all of it was head, unless the
+        # request began within it (the read may end a body too: not counted, so the bound is
+        # loose by at most one read, never tight on a body).
+        if not self._began:
+            self._head_bytes += len(data)
+        if self._head_bytes > HEAD_MAX_BYTES:
+            self._refusal = (
+                431,
+                "RequestHeaderFieldsTooLargeException",
+                f"The request line and headers must be at most {HEAD_MAX_BYTES} bytes.",
+            )
+            self.send_400_response("")
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to a request httptools could not parse, in AWS's shape."""
