@@ -49,8 +49,9 @@ def test_internal_error_keeps_the_connection(own_server: Callable[..., Server]) 
     ServiceException without internal names, is logged, and the keep-alive connection
     answers the next request."""
     server = own_server()
-    with sqlite3.connect(server.data_dir / "lamina.db") as db:
+    with contextlib.closing(sqlite3.connect(server.data_dir / "lamina.db")) as db:
         db.execute("DROP TABLE layer_versions")
+        db.commit()
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
     try:
         status, headers, body = send(conn, signed("GET", server.endpoint + "/2018-10-31/layers"))
