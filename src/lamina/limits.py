@@ -52,3 +52,7 @@ ASYNC_RETRIES_DEFAULT: Final = 2
 ASYNC_EVENT_AGE_MIN_S: Final = 60
 ASYNC_EVENT_AGE_MAX_S: Final = 21_600
 ASYNC_EVENT_AGE_DEFAULT_S: Final = 21_600
+
+# JSON from callers (Lamina's own limit; Lambda documents none). Deeper documents are refused
+# as malformed: parsing and re-encoding recurse once per level, and Python's stack is finite.
+JSON_MAX_DEPTH: Final = 500

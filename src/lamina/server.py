@@ -17,6 +17,7 @@ from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
 from lamina.api import AppState, build_app
+from lamina.api.http_protocol import AwsErrorsHttpProtocol
 from lamina.api.listeners import Listeners
 from lamina.auth import policy
 from lamina.auth.keys import KeyStore
@@ -357,7 +358,8 @@ def serve(
         access_log=False,
         lifespan="on",
         loop="uvloop" if _has_uvloop() else "asyncio",
-        http="httptools",
+        # httptools, answering requests it cannot parse (too long, malformed) in AWS's shape.
+        http=AwsErrorsHttpProtocol,
         # Nothing stands in front of Lamina; trusting X-Forwarded-* from loopback clients
         # would let any local caller claim another address (and costs time on every request).
         proxy_headers=False,

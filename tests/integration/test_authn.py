@@ -398,3 +398,35 @@ def test_cli_falls_back_to_the_data_dirs_admin_key(server: Server, tmp_path: Pat
     unsigned = ls(tmp_path / "empty")
     assert unsigned.returncode != 0
     assert "MissingAuthenticationTokenException" in unsigned.stderr
+
+
+@pytest.mark.parametrize(
+    ("path", "target", "expected"),
+    [
+        (_FN, None, "lambda"),
+        ("/lamina/routes", None, "lambda"),
+        ("/", "Logs_20140328.DescribeLogGroups", "logs"),
+        ("/", "AWSEvents.ListRules", "events"),
+    ],
+)
+def test_credential_scope_names_the_api_addressed(
+    server: Server, path: str, target: str | None, expected: str
+) -> None:
+    """A request signed for another of Lamina's services is refused as AWS refuses it, naming
+    the service of the API it addressed (it used to be accepted, and a wrong scope was told
+    'events' whatever the API)."""
+    method = "GET" if target is None else "POST"
+    headers = {} if target is None else {"X-Amz-Target": target}
+    body = b"" if target is None else b"{}"
+    for service in ("lambda", "logs", "events"):
+        request = AWSRequest(method=method, url=server.endpoint + path, data=body, headers=headers)
+        botocore.auth.SigV4Auth(Credentials(*ADMIN_KEY), service, "us-east-1").add_auth(request)
+        resp = _send(request)
+        if service == expected:
+            assert resp.status_code == 200, resp.text
+            continue
+        assert resp.status_code == 403, (service, resp.text)
+        error = resp.json()
+        error_type = error["__type"] if target else resp.headers["x-amzn-ErrorType"]
+        assert error_type == "InvalidSignatureException"
+        assert error["message"] == f"Credential should be scoped to correct service: '{expected}'. "

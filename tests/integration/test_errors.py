@@ -109,6 +109,44 @@ def test_not_a_zip(lam: Any, nothing_left: Callable[[str], None]) -> None:
     nothing_left(name)
 
 
+def empty_zip() -> bytes:
+    """A zip with no entries: its end-of-central-directory record alone, 22 bytes."""
+    buf = io.BytesIO()
+    zipfile.ZipFile(buf, "w").close()
+    assert len(buf.getvalue()) == 22
+    return buf.getvalue()
+
+
+def test_empty_zip(lam: Any, functions: Functions, nothing_left: Callable[[str], None]) -> None:
+    """An empty zip is refused as Lambda refuses it, by create, code update and layers."""
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(lam.exceptions.InvalidParameterValueException) as e:
+        create(lam, name, empty_zip())
+    assert e.value.response["Error"]["Message"] == "Uploaded file must be a non-empty zip"
+    nothing_left(name)
+    existing = functions.create(HELLO)["FunctionName"]
+    with pytest.raises(lam.exceptions.InvalidParameterValueException) as e:
+        lam.update_function_code(FunctionName=existing, ZipFile=empty_zip())
+    assert e.value.response["Error"]["Message"] == "Uploaded file must be a non-empty zip"
+    assert lam.get_function(FunctionName=existing)["Configuration"]["CodeSize"] > 22
+    with pytest.raises(lam.exceptions.InvalidParameterValueException) as e:
+        lam.publish_layer_version(LayerName=name, Content={"ZipFile": empty_zip()})
+    assert e.value.response["Error"]["Message"] == "Uploaded file must be a non-empty zip"
+    assert lam.list_layer_versions(LayerName=name)["LayerVersions"] == []
+
+
+def test_nul_in_entry_name(lam: Any, nothing_left: Callable[[str], None]) -> None:
+    """`zipfile` would read "app.py\0.txt" as "app.py": the name as stored is refused."""
+    # `zipfile` cuts the name when writing too: the NUL goes into the bytes afterwards.
+    zipped = make_zip({"app.py": HELLO, "lib/x.py#.txt": HELLO}).replace(b"#", b"\0")
+    assert zipped.count(b"lib/x.py\0.txt") == 2  # the local and the central header
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(lam.exceptions.InvalidParameterValueException) as e:
+        create(lam, name, zipped)
+    assert "NUL" in e.value.response["Error"]["Message"]
+    nothing_left(name)
+
+
 def test_corrupt_member(lam: Any, nothing_left: Callable[[str], None]) -> None:
     good = bytearray(make_zip({"app.py": HELLO * 50}))
     # Flip a byte inside the compressed data of the only member: its CRC no longer matches.

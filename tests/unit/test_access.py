@@ -36,8 +36,8 @@ def routes() -> list[Route]:
         http_routes=None, settings=SimpleNamespace(region="us-east-1", account_id=ACCOUNT)
     )
     app: Any = build_app(state)
-    # RefuseUnservedServices -> HttpFront -> Authorize -> _InvokeFirst -> Starlette
-    starlette = app.app.app.app.app
+    # LastResort -> RefuseUnservedServices -> HttpFront -> Authorize -> _InvokeFirst -> Starlette
+    starlette = app.app.app.app.app.app
     return [r for r in starlette.routes if isinstance(r, Route)]
 
 

@@ -88,7 +88,7 @@ def _verify(store: KeyStore, request: AWSRequest, now: dt.datetime) -> Principal
         headers={k.lower(): v for k, v in request.headers.items()} | {"host": host},
         body=request.body or b"",
     )
-    return Verifier(store, "us-east-1", now=lambda: now).verify(signed)
+    return Verifier(store, "us-east-1", now=lambda: now).verify(signed, "lambda")
 
 
 def test_verifier_checks_region_and_signature(tmp_path: Path) -> None:
@@ -106,6 +106,12 @@ def test_verifier_checks_region_and_signature(tmp_path: Path) -> None:
     botocore.auth.SigV4Auth(Credentials(key_id, secret), "s3", "us-east-1").add_auth(wrong_service)
     with pytest.raises(InvalidSignature):
         _verify(store, wrong_service, now)
+    # A service Lamina serves, but not the one this request addresses.
+    other_api = AWSRequest(method="GET", url="http://127.0.0.1:1/2015-03-31/functions")
+    botocore.auth.SigV4Auth(Credentials(key_id, secret), "events", "us-east-1").add_auth(other_api)
+    with pytest.raises(InvalidSignature) as e:
+        _verify(store, other_api, now)
+    assert e.value.message == "Credential should be scoped to correct service: 'lambda'. "
 
 
 def test_profile_sections_are_replaced_not_clobbered() -> None:

@@ -20,9 +20,9 @@ from lamina.control.rules import (
     valid_path,
 )
 from lamina.errors import ResourceNotFoundError, ValidationError
-from lamina.events.patterns import InvalidEventPatternError
+from lamina.events.patterns import MAX_DEPTH, InvalidEventPatternError
 from lamina.events.schedule_expr import ScheduleExpressionError
-from lamina.models import RuleState
+from lamina.models import Rule, RuleState
 from lamina.settings import Settings
 from lamina.store.rules import RuleStore
 
@@ -205,3 +205,24 @@ def test_input_path_selects(path: str, expected: Any) -> None:
 @pytest.mark.parametrize("path", ["", "detail", "$.", "$..a", "$.a[", "$.a[x]", "$ .a", 5])
 def test_invalid_input_paths(path: Any) -> None:
     assert not valid_path(path)
+
+
+def test_a_stored_pattern_no_longer_valid_does_not_stop_loading(tmp_path: Path) -> None:
+    """A pattern an older version stored, deeper than patterns.MAX_DEPTH now allows, leaves
+    its rule matching nothing; the other rules load and match."""
+    deep = '{"a":' * MAX_DEPTH + '["x"]' + "}" * MAX_DEPTH
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    store = RuleStore.sqlite(tmp_path / "lamina.db")
+    for name, pattern in (("old", deep), ("fine", '{"source": ["s"]}')):
+        store.put(Rule(name, "default", RuleState.ENABLED, now, now, event_pattern=pattern))
+    store.close()
+
+    async def test(rules: RuleService, _: Clock) -> None:
+        assert sorted(r.name for r in rules.list_rules(None, None, None, None)[0]) == [
+            "fine",
+            "old",
+        ]
+        event = {"source": "s", "detail-type": "d", "detail": {}}
+        assert [r.name for r in rules.matching(event)] == ["fine"]
+
+    run(tmp_path, test)

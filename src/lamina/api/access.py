@@ -24,11 +24,11 @@ router's 404: authorization fails closed.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from typing import Any
 
+from lamina import untrusted_json
 from lamina.api.events_api import TARGET_PREFIX as EVENTS_PREFIX
 from lamina.api.logs_api import TARGET_PREFIX as LOGS_PREFIX
 from lamina.arns import function_arn, parse_function_ref
@@ -300,7 +300,7 @@ def _json(body: bytes | None) -> dict[str, Any]:
     if not body:
         return {}
     try:
-        data = json.loads(body)
+        data = untrusted_json.loads(body)
     except (ValueError, UnicodeDecodeError):
         return {}
     return data if isinstance(data, dict) else {}

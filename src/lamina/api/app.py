@@ -32,7 +32,13 @@ from lamina.api import functions as fn
 from lamina.api.authn import Authn
 from lamina.api.authz import Authorize
 from lamina.api.context import AppState, app_state
-from lamina.api.errors import error_response, http_error, lamina_error, unexpected_error
+from lamina.api.errors import (
+    LastResort,
+    error_response,
+    http_error,
+    lamina_error,
+    unexpected_error,
+)
 from lamina.api.http_front import HttpFront
 from lamina.api.invoke import invoke, invoke_async
 from lamina.api.listeners import ListenerGate, Listeners
@@ -287,7 +293,10 @@ def build_app(
     # Requests for AWS services Lamina does not serve are refused first (`api.unserved`),
     # after the listener gate (what a sandbox's connection may reach at all).
     outer = RefuseUnservedServices(outer)
-    return outer if listeners is None else ListenerGate(outer, listeners, front.target)
+    if listeners is not None:
+        outer = ListenerGate(outer, listeners, front.target)
+    # Outermost: whatever escapes is still answered, and the connection stays usable.
+    return LastResort(outer)
 
 
 class _InvokeFirst:

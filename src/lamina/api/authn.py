@@ -1,10 +1,15 @@
-"""Authentication: the outermost ASGI wrapper. Every AWS-protocol request proves its key here.
+"""Authentication: the ASGI wrapper in front of the app (only `api.errors.LastResort` is
+outside it). Every AWS-protocol request proves its key here.
 
 A request is verified (SigV4, `lamina.auth.sigv4`) before anything else sees it; its
 `Principal` goes into `scope["lamina.principal"]` for authorization, and its body, read once to
 check the payload hash, is replayed to the app. A request that fails never reaches the app: it
 gets AWS's 403 error (the type in `x-amzn-ErrorType` for the Lambda REST API, and in `__type`
 for the JSON APIs on `POST /`).
+
+The credential scope must name the service of the API addressed (`signing_service`): `lambda`
+for the Lambda API and Lamina's own `/lamina/...` endpoints (boto3, the AWS CLI and the
+`lamina` command sign them so), `logs` and `events` for the JSON APIs by X-Amz-Target.
 
 Open without a signature:
 - `GET /health` and `GET /metrics` (health checks and Prometheus scrapers do not sign; both
@@ -23,14 +28,16 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lamina import limits
 from lamina.api.errors import error_response
+from lamina.api.events_api import TARGET_PREFIX as EVENTS_PREFIX
 from lamina.api.http_front import signed_request
+from lamina.api.logs_api import TARGET_PREFIX as LOGS_PREFIX
 from lamina.api.wire import aws_json_error
 from lamina.auth.keys import KeyStore
 from lamina.auth.principal import SCOPE_KEY
@@ -115,15 +122,32 @@ class Authn:
         try:
             if not self.verifier.is_signed(request):
                 raise MissingAuthenticationToken()
+            service = signing_service(method, path, request.headers)
             if len(body) > _HASH_INLINE_MAX:
-                principal = await asyncio.to_thread(self.verifier.verify, request)
+                principal = await asyncio.to_thread(self.verifier.verify, request, service)
             else:
-                principal = self.verifier.verify(request)
+                principal = self.verifier.verify(request, service)
         except AuthError as e:
             await _error(scope, receive, send, e)
             return
         scope[SCOPE_KEY] = principal
         await self.app(scope, replay(body, more, receive), send)
+
+
+def signing_service(method: str, path: str, headers: Mapping[str, str]) -> str | None:
+    """The service a request's credential scope must name: the API it addresses. `POST /`
+    is the JSON 1.1 APIs', by X-Amz-Target (`logs`, `events`; None for a target neither
+    serves, answered UnknownOperation whatever it was signed for); every other path is the
+    Lambda API's or Lamina's own endpoints', which boto3, the AWS CLI and `lamina` sign as
+    `lambda`."""
+    if method == "POST" and path == "/":
+        target = headers.get("x-amz-target", "")
+        if target.startswith(LOGS_PREFIX):
+            return "logs"
+        if target.startswith(EVENTS_PREFIX):
+            return "events"
+        return None
+    return "lambda"
 
 
 class _TooLarge(AuthError):

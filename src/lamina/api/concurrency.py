@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from lamina import limits
 from lamina.api.context import app_state
-from lamina.api.wire import json_body, json_response, timestamp
+from lamina.api.wire import json_body, json_response, max_items_param, timestamp
 from lamina.arns import FunctionRef
 from lamina.control.provisioned import ProvisionedConfig
 from lamina.errors import InvalidParameterValueError
@@ -91,18 +91,21 @@ async def get_provisioned_concurrency(request: Request) -> Response:
     if request.query_params.get("List") is not None:
         # ListProvisionedConcurrencyConfigs shares the path, with ?List=ALL.
         name = functions.ref(request.path_params["name"]).name
-        configs = functions.provisioned.list_configs(name)
-        return json_response(
-            {
-                "ProvisionedConcurrencyConfigs": [
-                    {
-                        "FunctionArn": functions.arn(c.function_name, c.qualifier),
-                        **_provisioned_body(request, c),
-                    }
-                    for c in configs
-                ]
-            }
+        configs, marker = functions.provisioned.list_configs(
+            name, request.query_params.get("Marker"), max_items_param(request)
         )
+        out: dict[str, Any] = {
+            "ProvisionedConcurrencyConfigs": [
+                {
+                    "FunctionArn": functions.arn(c.function_name, c.qualifier),
+                    **_provisioned_body(request, c),
+                }
+                for c in configs
+            ]
+        }
+        if marker:
+            out["NextMarker"] = marker
+        return json_response(out)
     config = functions.provisioned.get(_qualified(request))
     return json_response(_provisioned_body(request, config))
 

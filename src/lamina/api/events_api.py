@@ -8,22 +8,20 @@ check lives in `control/rules.py` and `events/bus.py`.
 
 from __future__ import annotations
 
-import json
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from lamina import untrusted_json
 from lamina.api.context import AppState, app_state
-from lamina.api.wire import aws_json_error, aws_json_response
+from lamina.api.errors import internal_error
+from lamina.api.wire import aws_json_error, aws_json_response, null_members
 from lamina.control.rules import RuleService, TargetInput
 from lamina.errors import LaminaError, UserError, ValidationError
 from lamina.events.bus import EntryInput, EventBus
 from lamina.models import Rule, RuleState
-
-log = logging.getLogger(__name__)
 
 TARGET_PREFIX = "AWSEvents."
 #: PutEvents and PutTargets take 1 to 10 entries (botocore's model)
@@ -47,11 +45,14 @@ async def dispatch(request: Request) -> Response:
     try:
         raw = await request.body()
         try:
-            body = json.loads(raw or b"{}")
+            body = untrusted_json.loads(raw or b"{}")
         except ValueError as e:
             raise _Serialization(f"The body is not JSON: {e}") from e
         if not isinstance(body, dict):
             raise _Serialization("The body must be a JSON object.")
+        nulls = null_members(body)
+        if nulls:
+            raise ValidationError(nulls)
         if len(raw) > MAX_REQUEST_BYTES and target.endswith("PutEvents"):
             raise ValidationError("Total size of the entries in the request is over the limit.")
         return aws_json_response(await handler(body, state))
@@ -61,10 +62,7 @@ async def dispatch(request: Request) -> Response:
         # The JSON protocol answers every caller error with 400; botocore reads `__type`.
         return aws_json_error(e.error_type, e.message, 400 if isinstance(e, UserError) else 500)
     except Exception as e:  # the JSON protocol's shape even for our own failures
-        log.error("unhandled error in %s", target, exc_info=e)
-        return aws_json_error(
-            "InternalException", f"Lamina failed to handle the request: {type(e).__name__}", 500
-        )
+        return aws_json_error("InternalException", internal_error(e, target).message, 500)
 
 
 class _Serialization(LaminaError):

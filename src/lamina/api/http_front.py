@@ -265,7 +265,7 @@ class HttpFront:
         if self.verifier is None:
             return True
         try:
-            principal = self.verifier.verify(signed_request(scope, body), frozenset({"lambda"}))
+            principal = self.verifier.verify(signed_request(scope, body), "lambda")
         except AuthError:
             return False
         scope[SCOPE_KEY] = principal

@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import json
 import re
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from lamina import ids, limits
+from lamina import ids, limits, untrusted_json
 from lamina.api.context import AppState, app_state
 from lamina.api.wire import json_response
 from lamina.arns import FunctionRef
@@ -155,7 +154,7 @@ def _json(payload: bytes) -> bytes:
     if not payload:
         return b"{}"
     try:
-        json.loads(payload)
+        untrusted_json.loads(payload)
     except (ValueError, UnicodeDecodeError) as e:
         raise InvalidRequestContentError(
             f"Could not parse request body into json: Could not parse payload into json: {e}"
@@ -190,7 +189,7 @@ def _client_context(value: str | None) -> str | None:
         )
     try:
         text = base64.b64decode(value, validate=True).decode()
-        json.loads(text)
+        untrusted_json.loads(text)
     except (binascii.Error, ValueError, UnicodeDecodeError):
         raise InvalidRequestContentError(
             "Client context must be a valid Base64-encoded JSON object."

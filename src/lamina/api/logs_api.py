@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -27,13 +26,13 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from lamina import untrusted_json
 from lamina.api.context import app_state
-from lamina.api.wire import aws_json_error, aws_json_response
+from lamina.api.errors import internal_error
+from lamina.api.wire import aws_json_error, aws_json_response, null_members
 from lamina.observability.filter_pattern import FilterPatternError
 from lamina.observability.filter_pattern import parse as parse_filter_pattern
 from lamina.observability.log_store import LogEvent, LogGroup, LogStore, LogStream
-
-log = logging.getLogger(__name__)
 
 TARGET_PREFIX = "Logs_20140328."
 
@@ -49,6 +48,8 @@ RETENTION_DAYS = frozenset(
 # calls, never one unbounded one.
 FILTER_SCAN_BUDGET = 20_000
 _SCAN_BATCH = 2_000
+#: the largest `long` of the model (timestamps in ms, limits): what the store can hold
+_LONG_MAX = 2**63 - 1
 _GROUP_NAME = re.compile(r"[\.\-_/#A-Za-z0-9]+")
 _LOG_GROUP_ARN = re.compile(r"arn:[^:]+:logs:[^:]*:[^:]*:log-group:([^:]+)(?::\*)?")
 
@@ -98,11 +99,14 @@ async def dispatch(request: Request) -> Response:
                 "ServiceUnavailableException", "This server keeps no logs.", status=503
             )
         try:
-            body = json.loads(await request.body() or b"{}")
+            body = untrusted_json.loads(await request.body() or b"{}")
         except ValueError as e:
             raise LogsApiError("SerializationException", f"The body is not JSON: {e}") from e
         if not isinstance(body, dict):
             raise LogsApiError("SerializationException", "The body must be a JSON object.")
+        nulls = null_members(body)
+        if nulls:
+            raise _invalid(nulls)
         settings = app_state(request).settings
         return aws_json_response(
             await handler(_Params(body), _Context(store, settings.region, settings.account_id))
@@ -110,14 +114,8 @@ async def dispatch(request: Request) -> Response:
     except LogsApiError as e:
         return _error(e)
     except Exception as e:  # the JSON protocol's shape even for our own failures
-        log.error("unhandled error in %s", target, exc_info=e)
-        return _error(
-            LogsApiError(
-                "ServiceUnavailableException",
-                f"Lamina failed to handle the request: {type(e).__name__}",
-                status=500,
-            )
-        )
+        error = internal_error(e, target)
+        return _error(LogsApiError("ServiceUnavailableException", error.message, status=500))
 
 
 @dataclass(frozen=True)
@@ -147,15 +145,15 @@ class _Params:
             raise _invalid(f"{name} must be a non-empty string.")
         return value
 
-    def integer(self, name: str, *, low: int = 0, high: int | None = None) -> int | None:
+    def integer(self, name: str, *, low: int = 0, high: int = _LONG_MAX) -> int | None:
+        """An integer member in [low, high] (by default, any the model's `long` holds)."""
         value = self.body.get(name)
         if value is None:
             return None
         if isinstance(value, bool) or not isinstance(value, int):
             raise _invalid(f"{name} must be an integer.")
-        if value < low or (high is not None and value > high):
-            bound = f"between {low} and {high}" if high is not None else f"at least {low}"
-            raise _invalid(f"{name} must be {bound}; got {value}.")
+        if not low <= value <= high:
+            raise _invalid(f"{name} must be between {low} and {high}; got {value}.")
         return value
 
     def flag(self, name: str) -> bool:
@@ -199,12 +197,20 @@ def _encode(key: Sequence[object]) -> str:
     return base64.urlsafe_b64encode(json.dumps(list(key)).encode()).decode().rstrip("=")
 
 
-def _decode(token: str) -> list[Any]:
+def _decode(token: str, shape: Sequence[type]) -> list[Any]:
+    """The sort key a token carries, which must have `shape` (the types of its members): a
+    token of any other shape is refused, not read as "from the start"."""
     try:
-        key = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        key = untrusted_json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
     except (ValueError, binascii.Error) as e:
         raise _bad_token() from e
-    if not isinstance(key, list):
+    if (
+        not isinstance(key, list)
+        or len(key) != len(shape)
+        or not all(
+            isinstance(k, t) and not isinstance(k, bool) for k, t in zip(key, shape, strict=True)
+        )
+    ):
         raise _bad_token()
     return key
 
@@ -212,21 +218,17 @@ def _decode(token: str) -> list[Any]:
 def _page_after(
     items: list[Any],
     key: Callable[[Any], list[Any]],
+    shape: Sequence[type],
     token: str | None,
     limit: int,
     *,
     descending: bool = False,
 ) -> tuple[list[Any], str | None]:
-    """The `limit` items past the token's key (items are sorted by `key`, descending or not),
-    and the token for the rest, if any."""
+    """The `limit` items past the token's key (items are sorted by `key`, whose members have
+    the types `shape`, descending or not), and the token for the rest, if any."""
     if token is not None:
-        after = _decode(token)
-        try:
-            items = [
-                item for item in items if (key(item) < after if descending else key(item) > after)
-            ]
-        except TypeError as e:  # a key of the wrong shape
-            raise _bad_token() from e
+        after = _decode(token, shape)
+        items = [item for item in items if (key(item) < after if descending else key(item) > after)]
     page = items[:limit]
     more = len(items) > limit
     return page, _encode(key(page[-1])) if more else None
@@ -347,7 +349,7 @@ async def describe_log_groups(p: _Params, ctx: _Context) -> dict[str, Any]:
     limit = p.integer("limit", low=1, high=DESCRIBE_LIMIT) or DESCRIBE_LIMIT
     await ctx.store.flush()
     groups = sorted(await ctx.store.groups(prefix), key=lambda g: g.name)
-    page, token = _page_after(groups, lambda g: [g.name], p.text("nextToken"), limit)
+    page, token = _page_after(groups, lambda g: [g.name], (str,), p.text("nextToken"), limit)
     out: dict[str, Any] = {"logGroups": [_group_shape(g, ctx) for g in page]}
     if token:
         out["nextToken"] = token
@@ -392,7 +394,10 @@ async def describe_log_streams(p: _Params, ctx: _Context) -> dict[str, Any]:
         return [s.name]
 
     streams.sort(key=key, reverse=descending)
-    page, token = _page_after(streams, key, p.text("nextToken"), limit, descending=descending)
+    shape = (int, str) if order_by == "LastEventTime" else (str,)
+    page, token = _page_after(
+        streams, key, shape, p.text("nextToken"), limit, descending=descending
+    )
     out: dict[str, Any] = {"logStreams": [_stream_shape(s, ctx) for s in page]}
     if token:
         out["nextToken"] = token
@@ -487,9 +492,7 @@ async def filter_log_events(p: _Params, ctx: _Context) -> dict[str, Any]:
     token = p.text("nextToken")
     gap = _Gap(start_ms if start_ms is not None else 0, -1)
     if token is not None:
-        key = _decode(token)
-        if len(key) != 2 or not all(isinstance(k, int) for k in key):
-            raise _bad_token()
+        key = _decode(token, (int, int))
         gap = max(gap, _Gap(key[0], key[1]))
     scope = _Scope(group, streams, stream_prefix, start_ms, end_ms)
     await ctx.store.flush()

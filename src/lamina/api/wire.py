@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from lamina import untrusted_json
 from lamina.control import FunctionInput
 from lamina.errors import InvalidRequestContentError, ValidationError
 from lamina.models import FunctionConfig, LayerVersion
@@ -159,16 +161,54 @@ def layer_version(
 
 
 async def json_body(request: Request) -> dict[str, Any]:
+    """A REST request's JSON object body ({} when empty). A member sent as `null` is
+    refused (ValidationException naming it), not taken as absent: `{"Runtime": null}` asks
+    for something, and Lamina will not guess whether it means "unset" or "leave alone"."""
     raw = await request.body()
     if not raw:
         return {}
     try:
-        body = json.loads(raw)
+        body = untrusted_json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
         raise InvalidRequestContentError(f"Could not parse request body into json: {e}") from None
     if not isinstance(body, dict):
         raise InvalidRequestContentError("Could not parse request body into json: not an object")
+    problem = null_members(body)
+    if problem:
+        raise ValidationError(problem)
     return body
+
+
+def null_members(body: dict[str, Any]) -> str | None:
+    """What is wrong with a request body's members sent as JSON `null`, at any depth, in AWS's
+    validation wording (members named as AWS names them: first letter lower-cased, nested ones
+    joined with dots, `environment.variables`; a list holding a null is named itself); None
+    when there are none. Every API refuses them rather than guess what null means."""
+    found: list[str] = []
+    pending: deque[tuple[str, Any]] = deque([("", body)])
+    while pending:
+        path, value = pending.popleft()
+        if isinstance(value, dict):
+            children = [(_member_path(path, key), child) for key, child in value.items()]
+        else:
+            children = [(path, child) for child in value]
+        for where, child in children:
+            if child is None and where not in found:
+                found.append(where)
+            elif isinstance(child, (dict, list)):
+                pending.append((where, child))
+    if not found:
+        return None
+    noun = "error" if len(found) == 1 else "errors"
+    return f"{len(found)} validation {noun} detected: " + "; ".join(
+        f"Value null at '{member}' failed to satisfy constraint: Member must not be null"
+        for member in found
+    )
+
+
+def _member_path(path: str, key: str) -> str:
+    name = key[:1].lower() + key[1:]
+    return f"{path}.{name}" if path else name
 
 
 def function_input(body: dict[str, Any], *, allowed: set[str]) -> FunctionInput:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from lamina import untrusted_json
 from lamina.auth.principal import AccessRequest, Decision, PolicyDocument, Principal
 
 VERSIONS = ("2012-10-17", "2008-10-17")
@@ -115,7 +116,7 @@ def parse(document: PolicyDocument | str, *, resource_policy: bool = False) -> P
     statements must name a Principal; an identity policy's must not."""
     if isinstance(document, str):
         try:
-            document = json.loads(document)
+            document = untrusted_json.loads(document)
         except ValueError as e:
             raise PolicyError(f"Syntax errors in policy: {e}.") from None
     if not isinstance(document, Mapping):

@@ -37,7 +37,7 @@ MAX_SKEW = dt.timedelta(minutes=5)
 #: the longest a presigned URL may live (AWS: 7 days)
 MAX_EXPIRES_S = 7 * 24 * 3600
 #: the services boto3 signs Lamina's APIs for (`lambda` also signs Lamina's own endpoints)
-SERVICES = frozenset({"lambda", "logs", "events"})
+SERVICES = ("lambda", "logs", "events")
 _AMZ_DATE = "%Y%m%dT%H%M%SZ"
 _AUTH_PART = re.compile(r"\s*(\w+)=([^,\s]*)\s*")
 
@@ -161,8 +161,14 @@ class Verifier:
         """Whether the request carries a signature of either form (else it is anonymous)."""
         return "authorization" in request.headers or "X-Amz-Signature" in request.query
 
-    def verify(self, request: SignedRequest, services: frozenset[str] = SERVICES) -> Principal:
-        """The principal that signed `request`, or an `AuthError` saying why not."""
+    def verify(self, request: SignedRequest, service: str | None) -> Principal:
+        """The principal that signed `request`, or an `AuthError` saying why not.
+
+        `service` is the API the request addresses: its credential scope must name it (a
+        Lambda request signed for `logs` is refused, as AWS refuses it). None, for a request
+        whose API is unknown (it will be answered UnknownOperation), takes any of `SERVICES`.
+        """
+        services = SERVICES if service is None else (service,)
         auth = request.headers.get("authorization")
         if auth is not None:
             return self._verify_header(request, auth, services)
@@ -171,7 +177,7 @@ class Verifier:
         raise MissingAuthenticationToken()
 
     def _verify_header(
-        self, request: SignedRequest, auth: str, services: frozenset[str]
+        self, request: SignedRequest, auth: str, services: tuple[str, ...]
     ) -> Principal:
         algorithm, _, rest = auth.strip().partition(" ")
         if algorithm != ALGORITHM:
@@ -213,7 +219,7 @@ class Verifier:
             query=request.query,
         )
 
-    def _verify_query(self, request: SignedRequest, services: frozenset[str]) -> Principal:
+    def _verify_query(self, request: SignedRequest, services: tuple[str, ...]) -> Principal:
         params = dict(parse_qsl(request.query, keep_blank_values=True))
         needed = ("X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-SignedHeaders")
         missing = [k for k in needed if k not in params]
@@ -270,7 +276,7 @@ class Verifier:
         signature: str,
         token: str | None,
         payload_hashes: tuple[str, ...],
-        services: frozenset[str],
+        services: tuple[str, ...],
         *,
         query: str,
     ) -> Principal:
@@ -290,9 +296,11 @@ class Verifier:
                 f"Credential should be scoped to a valid region. Credential={credential[:200]}"
             )
         if service not in services:
+            # AWS's wording, which names the one service the endpoint answers for.
             raise InvalidSignature(
-                f"Credential should be scoped to correct service: '{sorted(services)[0]}'. "
-                f"Credential={credential[:200]}"
+                "Credential should be scoped to correct service: "
+                + " or ".join(f"'{s}'" for s in services)
+                + ". "
             )
         signed = [h.strip().lower() for h in signed_headers.split(";") if h.strip()]
         if "host" not in signed:

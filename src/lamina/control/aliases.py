@@ -87,7 +87,7 @@ class AliasService:
             if fn == function_name
             and (function_version is None or a.function_version == function_version)
         )
-        return listing.page(found, lambda a: a.name, limit, marker, order=str)
+        return listing.page("ListAliases", found, lambda a: a.name, limit, marker, order=str)
 
     def referencing(self, function_name: str, version: str) -> list[str]:
         """The aliases that route any invocation to `version`."""

@@ -116,7 +116,9 @@ class EventInvokeConfigs:
         limit = v.max_items(c, max_items, LIST_MAX_ITEMS)
         c.check()
         configs = (config for (name, _), config in self._configs.items() if name == ref.name)
-        return listing.page(configs, lambda config: config.qualifier, limit, marker)
+        return listing.page(
+            "ListFunctionEventInvokeConfigs", configs, lambda c: c.qualifier, limit, marker
+        )
 
     # -- writes --------------------------------------------------------------------
 

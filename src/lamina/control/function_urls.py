@@ -110,7 +110,9 @@ class FunctionUrls:
         limit = v.max_items(c, max_items, LIST_MAX_ITEMS)
         c.check()
         urls = (url for (name, _), url in self._urls.items() if name == ref.name)
-        return listing.page(urls, lambda url: url.qualifier, limit, marker)
+        return listing.page(
+            "ListFunctionUrlConfigs", urls, lambda url: url.qualifier, limit, marker
+        )
 
     # -- writes --------------------------------------------------------------------
 

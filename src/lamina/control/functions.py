@@ -10,8 +10,6 @@ Blocking work (SQL, unzipping) runs on one worker thread, which also serialises 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
 import re
 import uuid
@@ -26,7 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from lamina.arns import FunctionRef, function_arn, parse_function_ref
-from lamina.control import packages
+from lamina.control import listing, packages
 from lamina.control import validation as v
 from lamina.control import vpc as vpcs
 from lamina.control.aliases import AliasService, is_alias_name
@@ -302,14 +300,9 @@ class FunctionService:
             (c for (name, _), c in self._versions.items() if name == ref.name),
             key=lambda c: int(c.version),
         )
-        ordered = [latest, *published]
-        start = 0
-        if marker:
-            after = _decode_marker(marker)
-            start = next((i + 1 for i, c in enumerate(ordered) if c.version == after), 0)
-        page = ordered[start : start + limit]
-        more = start + limit < len(ordered)
-        return page, _encode_marker(page[-1].version) if more and page else None
+        return listing.page(
+            "ListVersionsByFunction", [latest, *published], lambda c: c.version, limit, marker
+        )
 
     async def list(
         self, marker: str | None, max_items: int | None
@@ -317,11 +310,11 @@ class FunctionService:
         c = v.Constraints()
         limit = v.max_items(c, max_items)
         c.check()
-        after = _decode_marker(marker) if marker else None
+        after = listing.decode_marker("ListFunctions", marker) if marker else None
         rows = await self._run(self._metadata.list_latest, after, limit + 1)
         if len(rows) > limit:
             rows = rows[:limit]
-            return rows, _encode_marker(rows[-1].name)
+            return rows, listing.encode_marker("ListFunctions", rows[-1].name)
         return rows, None
 
     def task_root(self, sha256: str) -> Path:
@@ -739,14 +732,3 @@ class FunctionService:
         await self._run(self.layers.merges.sweep, {k for k in keep if k is not None})
         for key in [k for k in self._opt_users if k not in keep]:
             del self._opt_users[key]
-
-
-def _encode_marker(name: str) -> str:
-    return base64.urlsafe_b64encode(name.encode()).decode()
-
-
-def _decode_marker(marker: str) -> str:
-    try:
-        return base64.urlsafe_b64decode(marker.encode()).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise InvalidParameterValueError("Invalid Marker.") from None

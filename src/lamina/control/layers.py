@@ -14,8 +14,6 @@ hard links into the unpacked layers.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import logging
 import os
@@ -30,7 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from lamina import limits
-from lamina.control import packages
+from lamina.control import listing, packages
 from lamina.control import validation as v
 from lamina.errors import InvalidParameterValueError, ResourceNotFoundError, ValidationError
 from lamina.models import FunctionConfig, FunctionLayer, LayerVersion
@@ -203,7 +201,7 @@ class LayerService:
     ) -> LayerPage:
         """Each layer with its newest version that matches the filters, by name."""
         limit, wanted = _list_args(runtime, architecture, max_items)
-        after = _decode_marker(marker) if marker else None
+        after = listing.decode_marker("ListLayers", marker) if marker else None
         versions = await self._keeper.run(self._metadata.all_layer_versions, after)
         latest: dict[str, LayerVersion] = {}
         for lv in versions:  # by name, newest version first
@@ -212,7 +210,7 @@ class LayerService:
         items = list(latest.values())
         if len(items) > limit:
             items = items[:limit]
-            return LayerPage(items, _encode_marker(items[-1].name))
+            return LayerPage(items, listing.encode_marker("ListLayers", items[-1].name))
         return LayerPage(items, None)
 
     async def list_versions(
@@ -224,9 +222,9 @@ class LayerService:
         name = self._local_name(layer_name)
         before = None
         if marker:
-            decoded = _decode_marker(marker)
+            decoded = listing.decode_marker("ListLayerVersions", marker)
             if not decoded.isdigit():
-                raise InvalidParameterValueError("Invalid Marker.")
+                raise listing.invalid_marker()
             before = int(decoded)
         if name is None:
             return LayerPage([], None)
@@ -234,7 +232,9 @@ class LayerService:
         items = [lv for lv in versions if wanted(lv) and (before is None or lv.version < before)]
         if len(items) > limit:
             items = items[:limit]
-            return LayerPage(items, _encode_marker(str(items[-1].version)))
+            return LayerPage(
+                items, listing.encode_marker("ListLayerVersions", str(items[-1].version))
+            )
         return LayerPage(items, None)
 
     async def zip_path(self, sha256: str) -> Path | None:
@@ -480,14 +480,3 @@ def _list_args(
         return wanted_arch is None or wanted_arch in lv.compatible_architectures
 
     return limit, wanted
-
-
-def _encode_marker(value: str) -> str:
-    return base64.urlsafe_b64encode(value.encode()).decode()
-
-
-def _decode_marker(marker: Any) -> str:
-    try:
-        return base64.urlsafe_b64decode(str(marker).encode()).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise InvalidParameterValueError("Invalid Marker.") from None

@@ -14,6 +14,8 @@ from lamina import limits
 from lamina.errors import InvalidParameterValueError, RequestEntityTooLargeError
 
 _UNZIP_FAILED = "Could not unzip uploaded file. Please check your file, then try to upload again."
+#: Lambda's answer to a zip with no entries (the 22-byte end record and nothing else)
+_EMPTY_ZIP = "Uploaded file must be a non-empty zip"
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,8 @@ def check_package(data: bytes, operation: str) -> CheckedPackage:
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError):
         raise InvalidParameterValueError(_UNZIP_FAILED) from None
     with zf:
+        if not zf.infolist():
+            raise InvalidParameterValueError(_EMPTY_ZIP)
         total = 0
         # Compare entries by their normalised names: "./a/b" and "a//b" are "a/b".
         names = [posixpath.normpath(i.filename) for i in zf.infolist()]
@@ -89,7 +93,12 @@ def unzip_failed(detail: str | None = None) -> InvalidParameterValueError:
 def _check_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, links: set[str]) -> None:
     name = info.filename
     parts = posixpath.normpath(name).split("/")
-    if _escapes(name) or "\\" in name or "\x00" in name:
+    # `zipfile` cuts a name at its first NUL (`filename`); the name as stored is kept apart.
+    if "\x00" in info.orig_filename:
+        raise InvalidParameterValueError(
+            f"Could not unzip uploaded file: entry {info.orig_filename!r} has a NUL in its name."
+        )
+    if _escapes(name) or "\\" in name:
         raise InvalidParameterValueError(
             f"Could not unzip uploaded file: entry '{name}' is outside the package root."
         )

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from lamina.arns import FunctionRef
+from lamina.control import listing
 from lamina.control import validation as v
 from lamina.control.aliases import is_alias_name
 from lamina.errors import (
@@ -29,6 +30,9 @@ from lamina.store import MetadataStore
 
 if TYPE_CHECKING:
     from lamina.control.functions import FunctionService
+
+#: ListProvisionedConcurrencyConfigs' MaxItems range (botocore's model: 1 to 50)
+LIST_MAX_ITEMS = 50
 
 
 @dataclass(frozen=True)
@@ -124,9 +128,19 @@ class ProvisionedConcurrency:
     def get(self, ref: FunctionRef) -> ProvisionedConfig:
         return self._config(ref.name, self._existing(ref))
 
-    def list_configs(self, name: str) -> list[ProvisionedConfig]:
+    def list_configs(
+        self, name: str, marker: str | None, max_items: int | None
+    ) -> tuple[list[ProvisionedConfig], str | None]:
+        """A page of the function's configurations (versions by number, then aliases by
+        name) and the marker of the next page, if there is one."""
         self._functions.require(name)
-        return [self._config(n, q) for (n, q) in sorted(self._configs) if n == name]
+        c = v.Constraints()
+        limit = v.max_items(c, max_items, LIST_MAX_ITEMS)
+        c.check()
+        configs = [self._config(n, q) for (n, q) in self._configs if n == name]
+        return listing.page(
+            "ListProvisionedConcurrencyConfigs", configs, lambda c: c.qualifier, limit, marker
+        )
 
     async def delete(self, ref: FunctionRef) -> None:
         await self.forget(ref.name, self._existing(ref))

@@ -553,7 +553,7 @@ def _enum_list(
     if len(value) > max_len:
         c.fail(shown, where, f"Member must have length less than or equal to {max_len}")
         return None
-    if any(item not in allowed for item in value):
+    if any(not isinstance(item, str) or item not in allowed for item in value):
         c.fail(
             shown,
             where,
@@ -567,7 +567,7 @@ def compatible_runtime(c: Constraints, value: Any) -> str | None:
     """The CompatibleRuntime filter of ListLayers/ListLayerVersions."""
     if value is None:
         return None
-    if value not in LAMBDA_RUNTIMES:
+    if not isinstance(value, str) or value not in LAMBDA_RUNTIMES:
         c.fail(
             value,
             "compatibleRuntime",

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from lamina import ids, limits
+from lamina import ids, limits, untrusted_json
 from lamina.arns import FunctionRef, parse_function_ref
 from lamina.control import FunctionService
 from lamina.errors import LaminaError, ResourceNotFoundError, TooManyRequestsError
@@ -639,14 +639,14 @@ def _iso(t: float) -> str:
 
 def _json_or_text(data: bytes) -> Any:
     try:
-        return json.loads(data)
+        return untrusted_json.loads(data)
     except (ValueError, UnicodeDecodeError):
         return data.decode(errors="replace")
 
 
 def _error_type(payload: bytes) -> str:
     try:
-        value = json.loads(payload)
+        value = untrusted_json.loads(payload)
     except (ValueError, UnicodeDecodeError):
         return ""
     return str(value.get("errorType", "")) if isinstance(value, dict) else ""

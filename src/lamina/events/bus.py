@@ -16,7 +16,6 @@ does (the failure is the target's, not the entry's).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
@@ -26,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from lamina import ids
+from lamina import ids, untrusted_json
 from lamina.arns import function_arn
 from lamina.auth.policy import Policy
 from lamina.auth.triggers import events_may_invoke
@@ -198,7 +197,7 @@ class EventBus:
                     f"Parameter {member} is not valid. Reason: {member} is a required argument.",
                 )
         try:
-            detail = json.loads(entry.detail)
+            detail = untrusted_json.loads(entry.detail)
         except ValueError:
             detail = None
         if not isinstance(detail, dict):

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
+from lamina import untrusted_json
+
 #: media types (besides text/*) whose bodies are text, so not base64-encoded
 _TEXT_TYPES = frozenset(
     {
@@ -263,7 +265,7 @@ def event_v1(req: HttpRequest, target: Target, resource: str) -> dict[str, Any]:
 def response_v2(payload: bytes) -> HttpResponse:
     """Map a function's result in format 2.0 (BadResponse if it cannot be)."""
     try:
-        result = json.loads(payload) if payload else None
+        result = untrusted_json.loads(payload) if payload else None
     except (ValueError, UnicodeDecodeError) as e:
         raise BadResponse(f"the result is not JSON: {e}") from None
     if isinstance(result, dict) and "statusCode" in result:
@@ -275,7 +277,7 @@ def response_v2(payload: bytes) -> HttpResponse:
 def response_v1(payload: bytes) -> HttpResponse:
     """Map a function's result in format 1.0, which must be structured (BadResponse if not)."""
     try:
-        result = json.loads(payload) if payload else None
+        result = untrusted_json.loads(payload) if payload else None
     except (ValueError, UnicodeDecodeError) as e:
         raise BadResponse(f"the result is not JSON: {e}") from None
     if not isinstance(result, dict) or "statusCode" not in result:

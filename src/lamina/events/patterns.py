@@ -21,14 +21,17 @@ Invalid patterns raise `InvalidEventPatternError` with EventBridge's message for
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from lamina import untrusted_json
 from lamina.errors import UserError
 
+#: Lamina's limit on a pattern's nesting (EventBridge documents none): compiling and matching
+#: recurse per level, and every event put is matched against every rule's pattern
+MAX_DEPTH = 100
 #: EventBridge accepts numbers in numeric matchers within ±5.0e9
 _NUMERIC_LIMIT = 5.0e9
 _MATCH_TYPES = frozenset(
@@ -82,11 +85,13 @@ class Pattern:
 def compile(pattern_json: str) -> Pattern:
     """Parse and validate a pattern; raises InvalidEventPatternError naming the problem."""
     try:
-        parsed = json.loads(pattern_json)
+        parsed = untrusted_json.loads(pattern_json)
     except (ValueError, TypeError) as e:
         raise InvalidEventPatternError(f"Filter is not valid JSON: {e}") from e
     if not isinstance(parsed, dict):
         raise InvalidEventPatternError("Filter is not an object")
+    if untrusted_json.depth_exceeds(parsed, MAX_DEPTH):
+        raise InvalidEventPatternError(f"Filter is nested deeper than {MAX_DEPTH} levels")
     pattern = _object(parsed, "")
     return Pattern(pattern.fields, pattern.alternatives, pattern_json)
 
@@ -356,14 +361,19 @@ def _match_object(pattern: Pattern, obj: Any) -> bool:
 
 
 def _match_nested(pattern: Pattern, value: Any) -> bool:
-    if isinstance(value, list):
-        # An array of objects: some element must match the whole nested pattern. An empty
-        # array is treated like a missing object, which `exists: false` still matches.
-        return (
-            any(_match_nested(pattern, v) for v in value) if value else _match_object(pattern, {})
-        )
-    # A missing (or non-object) parent leaves every field below it missing.
-    return _match_object(pattern, value if isinstance(value, dict) else {})
+    # An array of objects: some element must match the whole nested pattern, and arrays
+    # within arrays count as one flat array (walked with a stack: an event's arrays may nest
+    # as deep as its JSON may). An empty array is treated like a missing object, which
+    # `exists: false` still matches; a missing (or non-object) parent leaves every field
+    # below it missing.
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list) and item:
+            stack.extend(reversed(item))
+        elif _match_object(pattern, item if isinstance(item, dict) else {}):
+            return True
+    return False
 
 
 def _match_leaf(leaf: _Leaf, value: Any) -> bool:

@@ -19,17 +19,20 @@ event (no regular expressions built from the caller's text, so no pathological p
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from lamina import untrusted_json
 from lamina.observability.filter_pattern import FilterPatternError
 
 __all__ = ["JsonPattern", "parse"]
 
 _MISSING = object()
+#: how deep parentheses may nest in a JSON filter pattern (Lamina's bound; CloudWatch states
+#: none, and its patterns are at most 1,024 characters)
+MAX_PARENTHESES = 50
 _TOKEN = re.compile(
     r"""\s*(?:
         (?P<op>&&|\|\||!=|<=|>=|=|<|>|\(|\)|\{|\})
@@ -60,8 +63,8 @@ class JsonPattern:
         if not message.startswith("{"):
             return False
         try:
-            value = json.loads(message)
-        except ValueError:
+            value = untrusted_json.loads(message)
+        except ValueError:  # not JSON, or nested too deep to be a record worth matching
             return False
         return isinstance(value, dict) and self._test(value)
 
@@ -96,6 +99,8 @@ class _Parser:
     def __init__(self, tokens: list[str]) -> None:
         self.tokens = tokens
         self.i = 0
+        #: parentheses open around the current position
+        self.depth = 0
 
     def peek(self) -> str | None:
         return self.tokens[self.i] if self.i < len(self.tokens) else None
@@ -132,9 +137,17 @@ class _Parser:
 
     def unary(self) -> Test:
         if self.peek() == "(":
+            # Each level costs three frames of this recursive descent (and the pattern may
+            # be 1,024 characters): a bound keeps the parser off Python's recursion limit.
+            if self.depth == MAX_PARENTHESES:
+                raise FilterPatternError(
+                    f"parentheses are nested deeper than {MAX_PARENTHESES} levels"
+                )
             self.i += 1
+            self.depth += 1
             inner = self.expression()
             self.expect(")")
+            self.depth -= 1
             return inner
         return self.comparison()
 

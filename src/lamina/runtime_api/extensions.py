@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from lamina import untrusted_json
+
 #: how many extensions one function may have (Lambda's limit)
 MAX_EXTENSIONS = 10
 #: the Shutdown phase's time budget, as on Lambda: 2 s with external extensions, 0.5 s with
@@ -127,7 +129,7 @@ class Extensions:
         if not name:
             raise ExtensionError("403 Forbidden", "Extension.InvalidExtensionName", "Empty name")
         try:
-            request = json.loads(body or b"{}")
+            request = untrusted_json.loads(body or b"{}")
         except ValueError as e:
             raise ExtensionError("403 Forbidden", "InvalidRequestFormat", str(e)) from e
         events = request.get("events", []) if isinstance(request, dict) else None

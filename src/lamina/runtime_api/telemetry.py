@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from lamina import untrusted_json
 from lamina.runtime_api.extensions import ExtensionError, http_json
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ class Telemetry:
 
     def subscribe(self, name: str, body: bytes, logs_api: bool) -> bytes:
         try:
-            request = json.loads(body or b"{}")
+            request = untrusted_json.loads(body or b"{}")
         except ValueError as e:
             raise ExtensionError("400 Bad Request", "ValidationError", f"Invalid JSON: {e}") from e
         if not isinstance(request, dict):

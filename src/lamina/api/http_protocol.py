@@ -1,0 +1,130 @@
+"""uvicorn's HTTP/1.1 protocol (httptools), answering requests it cannot take in AWS's error
+shape rather than uvicorn's plain-text `400 Invalid HTTP request received.`
+
+These requests never reach the application: they fail while the request line and headers are
+read, before there is a request to route. What is refused here, and how:
+
+- a request target (path and query) over `URL_MAX_BYTES`: 414 `RequestUriTooLongException`.
+  65,535 bytes is httptools' own bound (its URL parser keeps 16-bit offsets); refusing at that
+  bound, as soon as it is passed, also spares holding the rest.
+- a request head (request line and headers) over `HEAD_MAX_BYTES`: 431
+  `RequestHeaderFieldsTooLargeException` (httptools sets no bound; without one, a client could
+  make the server buffer an endless header).
+- anything else httptools cannot parse: 400 `BadRequestException`.
+
+The body carries the error type both as the REST protocol's `x-amzn-ErrorType` header and as
+the JSON 1.1 protocol's `__type` (which API the request meant is not known yet), and the
+connection is closed: a parser that failed cannot find where the next request starts. It is
+closed gently: the server stops sending, then reads and drops what the client is still sending
+for up to `DRAIN_S` (closing a socket with unread data makes the kernel reset the connection,
+and the client would lose the answer before reading it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+log = logging.getLogger(__name__)
+
+#: the longest request target taken (httptools' own bound)
+URL_MAX_BYTES = 65_535
+#: the most bytes a request's line and headers may take together (counted a read at a time,
+#: so a head may pass it by up to one read, at most 256 KiB, before it is refused)
+HEAD_MAX_BYTES = 128 * 1024
+#: how long a refused connection's remaining input is read and dropped before it is closed
+DRAIN_S = 5.0
+
+_REASONS = {400: b"Bad Request", 414: b"URI Too Long", 431: b"Request Header Fields Too Large"}
+
+
+class _Refused(Exception):
+    """Raised from a parser callback: httptools stops and uvicorn calls `send_400_response`."""
+
+
+class AwsErrorsHttpProtocol(HttpToolsProtocol):
+    """`HttpToolsProtocol` with the limits and error answers described in the module's
+    docstring; everything else is uvicorn's."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: bytes of the current request's line and headers read so far (see `data_received`)
+        self._head_bytes = 0
+        self._in_head = False
+        #: whether a request began during the read being parsed
+        self._began = False
+        self._refusal: tuple[int, str, str] | None = None
+        self._draining = False
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head = True
+        self._began = True
+        self._head_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        if len(self.url) > URL_MAX_BYTES:
+            self._refusal = (
+                414,
+                "RequestUriTooLongException",
+                f"The request URI must be at most {URL_MAX_BYTES} bytes.",
+            )
+            raise _Refused
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        super().on_headers_complete()
+
+    def data_received(self, data: bytes) -> None:
+        if self._draining:
+            return  # a refused request's rest: dropped (see `send_400_response`)
+        self._began = False
+        super().data_received(data)
+        if self._draining or not self._in_head:
+            return
+        # Still inside a request's head after this read: all of it was head, unless the
+        # request began within it (the read may end a body too: not counted, so the bound is
+        # loose by at most one read, never tight on a body).
+        if not self._began:
+            self._head_bytes += len(data)
+        if self._head_bytes > HEAD_MAX_BYTES:
+            self._refusal = (
+                431,
+                "RequestHeaderFieldsTooLargeException",
+                f"The request line and headers must be at most {HEAD_MAX_BYTES} bytes.",
+            )
+            self.send_400_response("")
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a request httptools could not parse, in AWS's shape."""
+        status, error_type, message = self._refusal or (
+            400,
+            "BadRequestException",
+            "The request is not valid HTTP/1.1.",
+        )
+        log.info("refused a request before routing: %s %s", status, message)
+        body = json.dumps(
+            {"Type": "User", "__type": error_type, "message": message}, separators=(",", ":")
+        ).encode()
+        head = [
+            b"HTTP/1.1 %d %s" % (status, _REASONS[status]),
+            b"content-type: application/json",
+            b"content-length: %d" % len(body),
+            b"x-amzn-ErrorType: " + error_type.encode(),
+            b"x-amzn-RequestId: " + str(uuid.uuid4()).encode(),
+            b"connection: close",
+        ]
+        head += [name + b": " + value for name, value in self.server_state.default_headers]
+        self.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
+        if not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        # Half-close, drop what still arrives, and close when the client does (or later).
+        self.transport.write_eof()
+        self._draining = True
+        self.loop.call_later(DRAIN_S, self.transport.close)
