@@ -388,3 +388,33 @@ def test_runtimes_endpoint_reports_each_runtimes_sdk(server: Server) -> None:
     assert by_name["python3.11"]["Sdk"]["State"] == "ready"
     assert "boto3 1.43.11" in by_name["python3.11"]["Sdk"]["Detail"]
     assert by_name["provided.al2023"]["Sdk"]["State"] == "none"
+
+
+def test_sdk_installed_by_a_server_is_readable_in_its_sandboxes(tmp_path: Any) -> None:
+    """Without the tests' shared runtime cache, a server installs the bundled SDK into its own
+    data directory under its private umask (see `lamina.datadir`); the sandbox's user must
+    still import it, and every file of the image stays readable to it."""
+    server = Server(
+        data_dir=tmp_path / "data",
+        wrapper=("env", "-u", "LAMINA_RUNTIME_CACHE"),
+        extra_args=("--log-level", "info"),
+    ).start()
+    try:
+        functions = Functions(server.client())
+        name = functions.create(
+            "import boto3\n\ndef handler(event, context):\n    return boto3.__version__\n"
+        )["FunctionName"]
+        resp = server.client().invoke(FunctionName=name)  # waits for the install if need be
+        out = json.loads(resp["Payload"].read())
+        assert "FunctionError" not in resp, out
+        assert re.fullmatch(r"\d+\.\d+\.\d+", out)
+        image = tmp_path / "data" / "runtimes" / "python3.11"
+        closed = []
+        for here, _dirs, files in os.walk(image):
+            for entry in [here, *(os.path.join(here, f) for f in files)]:
+                mode = os.lstat(entry).st_mode
+                if not os.path.islink(entry) and mode & 0o004 == 0:
+                    closed.append(entry)
+        assert closed == []
+    finally:
+        server.stop()

@@ -13,8 +13,7 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 #: pages being written on other branches; the lead removes each once it is merged (then the
 #: strict xfail below turns its links' tests into failures until it is taken off this list)
-PENDING = {
-}
+PENDING = {}
 
 _LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
 _FENCE = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)

@@ -129,6 +129,10 @@ class RuntimeImages:
                 continue
             bin_dir = image / "bin"
             bin_dir.mkdir(parents=True, exist_ok=True)
+            # The sandbox's user reads the image through a mount of it, whatever the server's
+            # (private) umask made of it.
+            for readable in (image, bin_dir):
+                os.chmod(readable, 0o755)
             for name in _interpreter_names(runtime):
                 _symlink(bin_dir / name, runtime.executable)
             if (image / "lib" / _MARKER).exists():
@@ -204,7 +208,7 @@ class RuntimeImages:
             log.info("runtime %s: installing its AWS SDK (%s)...", runtime.name, wanted)
             try:
                 await asyncio.wait_for(self._install_into(runtime, image), INSTALL_TIMEOUT_S)
-            except (OSError, InstallError, TimeoutError) as e:
+            except Exception as e:  # whatever failed, the runtime goes on without its SDK
                 why = str(e) or type(e).__name__
                 self._states[runtime.name] = SdkState("missing", f"install failed: {why}")
                 log.warning(
@@ -240,8 +244,12 @@ class RuntimeImages:
                     raise InstallError("npm is not installed on this host")
                 # npm installs into <prefix>/node_modules; the image keeps it as lib/.
                 staging.mkdir(parents=True)
+                os.chmod(staging, 0o755)
                 await _run(runtime.name, "npm", _npm_command(npm, runtime, staging))
             marker = " ".join(sdk_packages(runtime))
+            # The installers wrote under the server's private umask (`lamina.datadir`); the
+            # sandbox's user reads the image through a mount of it.
+            await loop.run_in_executor(None, _open_up, staging)
             await loop.run_in_executor(None, _swap, staging, image / "lib", marker)
         finally:
             await loop.run_in_executor(None, lambda: shutil.rmtree(staging, ignore_errors=True))
@@ -361,11 +369,24 @@ def _lock(path: Path) -> int:
     return fd
 
 
+def _open_up(tree: Path) -> None:
+    """Make `tree` readable (and its directories and executables usable) by every user."""
+    for here, _dirs, files in os.walk(tree):  # (symlinked directories are not entered)
+        os.chmod(here, 0o755)
+        for name in files:
+            path = os.path.join(here, name)
+            if not os.path.islink(path):
+                mode = os.stat(path).st_mode
+                os.chmod(path, 0o755 if mode & 0o100 else 0o644)
+
+
 def _swap(staging: Path, lib: Path, marker: str) -> None:
     """Mark `staging` as holding `marker`'s packages and put it in place of `lib` (a rename
     each: a sandbox mounting the image in between sees the old SDK or the new one, never half
     of one)."""
     (staging / _MARKER).write_text(marker)
+    os.chmod(staging / _MARKER, 0o644)
+    os.chmod(staging, 0o755)
     old = lib.with_name(f"lib.old-{os.getpid()}")
     if lib.exists():
         os.rename(lib, old)
