@@ -186,6 +186,7 @@ def create_app(
         images.ensure(_in_use(runtimes, functions.runtimes_in_use()))
 
     functions.subscribe(changed)
+    scheduler.check_startable = functions.runtime_management.check_startable
     functions.provisioned.on_change = scheduler.provision
     functions.provisioned.status = scheduler.provisioned
     functions.add_code_user(scheduler.code_in_use)

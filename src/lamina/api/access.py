@@ -40,7 +40,8 @@ _OPEN_PATHS = frozenset({"/health", "/metrics"})
 _CODE = re.compile(r"/lamina/code/[^/]+\.zip")
 # /<api-version>/functions/<name>[/<rest>]
 _FUNCTION = re.compile(
-    r"/(2015-03-31|2014-11-13|2017-10-31|2019-09-30|2019-09-25|2021-10-31)/functions"
+    r"/(2015-03-31|2014-11-13|2017-10-31|2019-09-30|2019-09-25|2021-10-31|2021-07-20|"
+    r"2024-08-31)/functions"
     r"(?:/([^/]+)(/.*)?)?"
 )
 _LAYERS = re.compile(r"/2018-10-31/layers(?:/([^/]+)/versions(?:/([^/]+))?)?")
@@ -104,6 +105,10 @@ _FUNCTION_OPS: dict[tuple[str, str, str], tuple[str, bool]] = {
     ("2021-10-31", "/url", "PUT"): ("UpdateFunctionUrlConfig", True),
     ("2021-10-31", "/url", "DELETE"): ("DeleteFunctionUrlConfig", True),
     ("2021-10-31", "/urls", "GET"): ("ListFunctionUrlConfigs", False),
+    ("2021-07-20", "/runtime-management-config", "GET"): ("GetRuntimeManagementConfig", True),
+    ("2021-07-20", "/runtime-management-config", "PUT"): ("PutRuntimeManagementConfig", True),
+    ("2024-08-31", "/recursion-config", "GET"): ("GetFunctionRecursionConfig", False),
+    ("2024-08-31", "/recursion-config", "PUT"): ("PutFunctionRecursionConfig", False),
 }
 # Operations whose body carries a condition key or the resource's name.
 _BODY_OPS = frozenset({"AddPermission", "CreateFunctionUrlConfig", "UpdateFunctionUrlConfig"})

@@ -28,6 +28,7 @@ from lamina.api import (
     policies,
     roles,
 )
+from lamina.api import function_settings as settings_api
 from lamina.api import functions as fn
 from lamina.api.authn import Authn
 from lamina.api.authz import Authorize
@@ -55,6 +56,8 @@ _FN = "/2015-03-31/functions"
 _LAYERS = "/2018-10-31/layers"
 _EVENT_INVOKE = "/2019-09-25/functions/{name}/event-invoke-config"
 _URL = "/2021-10-31/functions/{name}/url"
+_RUNTIME_MGMT = "/2021-07-20/functions/{name}/runtime-management-config"
+_RECURSION = "/2024-08-31/functions/{name}/recursion-config"
 
 
 async def health(request: Request) -> Response:
@@ -264,6 +267,10 @@ def build_app(
         Route(
             _LAYERS + "/{name}/versions/{version}", layers.delete_layer_version, methods=["DELETE"]
         ),
+        Route(_RUNTIME_MGMT, settings_api.get_runtime_management_config, methods=["GET"]),
+        Route(_RUNTIME_MGMT, settings_api.put_runtime_management_config, methods=["PUT"]),
+        Route(_RECURSION, settings_api.get_function_recursion_config, methods=["GET"]),
+        Route(_RECURSION, settings_api.put_function_recursion_config, methods=["PUT"]),
         Route("/lamina/code/{sha256}.zip", fn.download_code, methods=["GET"]),
         Route("/", json_protocol, methods=["POST"]),
     ]

@@ -72,6 +72,11 @@ def _arn(request: Request, config: FunctionConfig, ref: FunctionRef | None = Non
     return app_state(request).functions.arn(config.name, qualifier)
 
 
+def _configuration(request: Request, config: FunctionConfig, arn: str) -> dict[str, Any]:
+    management = app_state(request).functions.runtime_management
+    return function_configuration(config, arn, management.configured_arn(config))
+
+
 def _publish_flag(body: dict[str, Any]) -> bool:
     value = body.get("Publish")
     if value is not None and not isinstance(value, bool):
@@ -108,7 +113,7 @@ async def create_function(request: Request) -> Response:
             state_reason=config.state_reason,
             state_reason_code=config.state_reason_code,
         )
-    return json_response(function_configuration(config, _arn(request, config)), status=201)
+    return json_response(_configuration(request, config, _arn(request, config)), status=201)
 
 
 async def get_function(request: Request) -> Response:
@@ -116,7 +121,7 @@ async def get_function(request: Request) -> Response:
     ref = state.functions.ref(request.path_params["name"], request.query_params.get("Qualifier"))
     fn = await state.functions.get(ref)
     out = {
-        "Configuration": function_configuration(fn.latest, _arn(request, fn.latest, ref)),
+        "Configuration": _configuration(request, fn.latest, _arn(request, fn.latest, ref)),
         "Code": {"RepositoryType": "S3", "Location": code_url(request, fn.latest.code_sha256)},
     }
     if fn.tags:
@@ -131,7 +136,7 @@ async def get_function_configuration(request: Request) -> Response:
     state = app_state(request)
     ref = state.functions.ref(request.path_params["name"], request.query_params.get("Qualifier"))
     config = await state.functions.get_config(ref)
-    return json_response(function_configuration(config, _arn(request, config, ref)))
+    return json_response(_configuration(request, config, _arn(request, config, ref)))
 
 
 async def list_functions(request: Request) -> Response:
@@ -140,7 +145,7 @@ async def list_functions(request: Request) -> Response:
         request.query_params.get("Marker"), max_items_param(request)
     )
     out: dict[str, object] = {
-        "Functions": [function_configuration(c, _arn(request, c)) for c in configs]
+        "Functions": [_configuration(request, c, _arn(request, c)) for c in configs]
     }
     if marker:
         out["NextMarker"] = marker
@@ -168,7 +173,7 @@ async def update_function_code(request: Request) -> Response:
     if publish:
         published = await state.functions.publish(ref)
         config = replace(published, last_update_status=config.last_update_status)
-    return json_response(function_configuration(config, _arn(request, config)))
+    return json_response(_configuration(request, config, _arn(request, config)))
 
 
 async def update_function_configuration(request: Request) -> Response:
@@ -177,7 +182,7 @@ async def update_function_configuration(request: Request) -> Response:
     body = await json_body(request)
     req = function_input(body, allowed=_UPDATE_CONFIG_MEMBERS)
     config = await state.functions.update_config(ref, req)
-    return json_response(function_configuration(config, state.functions.arn(config.name)))
+    return json_response(_configuration(request, config, state.functions.arn(config.name)))
 
 
 async def delete_function(request: Request) -> Response:
@@ -201,7 +206,7 @@ async def publish_version(request: Request) -> Response:
     config = await state.functions.publish(
         ref, body.get("CodeSha256"), body.get("Description"), body.get("RevisionId")
     )
-    return json_response(function_configuration(config, _arn(request, config)), status=201)
+    return json_response(_configuration(request, config, _arn(request, config)), status=201)
 
 
 async def list_versions(request: Request) -> Response:
@@ -211,7 +216,7 @@ async def list_versions(request: Request) -> Response:
         ref, request.query_params.get("Marker"), max_items_param(request)
     )
     out: dict[str, object] = {
-        "Versions": [function_configuration(c, _arn(request, c)) for c in configs]
+        "Versions": [_configuration(request, c, _arn(request, c)) for c in configs]
     }
     if marker:
         out["NextMarker"] = marker

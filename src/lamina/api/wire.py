@@ -69,7 +69,9 @@ def code_url(request: Request, sha256: str) -> str:
     return f"{url}?{signer.query(path)}" if signer is not None else url
 
 
-def function_configuration(config: FunctionConfig, arn: str) -> dict[str, Any]:
+def function_configuration(
+    config: FunctionConfig, arn: str, runtime_version_arn: str | None = None
+) -> dict[str, Any]:
     out: dict[str, Any] = {
         "FunctionName": config.name,
         "FunctionArn": arn,
@@ -116,6 +118,8 @@ def function_configuration(config: FunctionConfig, arn: str) -> dict[str, Any]:
     ):
         if value is not None:
             out[key] = value
+    if runtime_version_arn is not None:
+        out["RuntimeVersionConfig"] = {"RuntimeVersionArn": runtime_version_arn}
     return out
 
 

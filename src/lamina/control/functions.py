@@ -40,6 +40,8 @@ from lamina.control.function_policies import FunctionPolicies
 from lamina.control.function_urls import FunctionUrls
 from lamina.control.layers import LayerService, opt_key
 from lamina.control.provisioned import ProvisionedConcurrency
+from lamina.control.recursion import RecursionConfigs
+from lamina.control.runtime_management import RuntimeManagement
 from lamina.errors import (
     InvalidParameterValueError,
     ResourceConflictError,
@@ -62,6 +64,7 @@ from lamina.runtimes.catalog import RuntimeCatalog
 from lamina.settings import Settings
 from lamina.store import CodeStore, MetadataStore, StoredCode, UnsafePackageError
 from lamina.store.function_policies import FunctionPolicyStore
+from lamina.store.function_settings import FunctionSettingsStore
 from lamina.store.function_urls import FunctionUrlStore
 
 log = logging.getLogger(__name__)
@@ -114,6 +117,11 @@ class FunctionService:
         self.urls = FunctionUrls(self, FunctionUrlStore(metadata))
         #: resource-based policies per function, version or alias
         self.policies = FunctionPolicies(self, FunctionPolicyStore(metadata))
+        function_settings = FunctionSettingsStore(metadata)
+        #: UpdateRuntimeOn per `$LATEST` or version, and the host's runtime version ARNs
+        self.runtime_management = RuntimeManagement(self, function_settings, runtimes, settings)
+        #: RecursiveLoop per function, and the trace Lineage that counts a chain
+        self.recursion = RecursionConfigs(self, function_settings)
         # Merged /opt directory (by key) -> the code of every version that has run with it:
         # the directory stays while an environment may still run one of them.
         self._opt_users: dict[str, set[str]] = {}
@@ -133,6 +141,8 @@ class FunctionService:
         await self.event_invoke.load()
         await self.urls.load()
         await self.policies.load()
+        await self.runtime_management.load()
+        await self.recursion.load()
         # A crash between forgetting a function and deleting its code leaves orphans.
         referenced = await self._run(self._metadata.referenced_code)
         for sha in await self._run(self._code.stored):
@@ -229,6 +239,10 @@ class FunctionService:
 
     def arn(self, name: str, qualifier: str | None = None) -> str:
         return function_arn(self._settings.region, self._settings.account_id, name, qualifier)
+
+    def not_found(self, name: str, qualifier: str | None = None) -> ResourceNotFoundError:
+        """Lambda's error for a function (or version, alias) that does not exist."""
+        return self._not_found(name, qualifier)
 
     def _not_found(self, name: str, qualifier: str | None = None) -> ResourceNotFoundError:
         return ResourceNotFoundError(f"Function not found: {self.arn(name, qualifier)}")
@@ -523,6 +537,8 @@ class FunctionService:
             self.event_invoke.forget_function(ref.name)
             self.urls.forget_function(ref.name)
             self.policies.forget_function(ref.name)
+            self.runtime_management.forget(ref.name, None)
+            self.recursion.forget_function(ref.name)
         finally:
             self._busy.discard(ref.name)
         await self._notify(ref.name, None)
@@ -553,6 +569,7 @@ class FunctionService:
             self._versions.pop((name, version), None)
             self.event_invoke.forget(name, version)
             self.policies.forget(name, version)
+            self.runtime_management.forget(name, version)
         finally:
             self._busy.discard(name)
         await self._notify(name, version)
@@ -659,6 +676,10 @@ class FunctionService:
             raise v.stale_revision()
         self._latest[new.name] = new
         await self._notify(new.name, LATEST)
+
+    async def notify(self, name: str, version: str | None) -> None:
+        """Tell the listeners that what a version runs changed (see `subscribe`)."""
+        await self._notify(name, version)
 
     async def _notify(self, name: str, version: str | None) -> None:
         for listener in self._listeners:

@@ -372,6 +372,9 @@ class Scheduler:
         self._on_code_released = on_code_released
         self._pools: dict[tuple[str, str], Pool] = {}
         self._draining: set[Pool] = set()
+        #: raises (InvalidRuntimeError) for a version that may not start environments here:
+        #: one pinned to a runtime version the host no longer runs (control sets it)
+        self.check_startable: Callable[[FunctionConfig], None] = lambda config: None
         self._tasks: set[asyncio.Task[None]] = set()
         self._reaper: asyncio.Task[None] | None = None
         #: throttle counters by (function, reason), made on first use
@@ -513,6 +516,7 @@ class Scheduler:
                 f"The runtime {config.runtime} is not available on this host (available: "
                 f"{', '.join(self._runtimes.names()) or 'none'})."
             )
+        self.check_startable(config)
         task_root = self._task_root(config.code_sha256)
         layered = self._opt_dir is not None and bool(config.layers)
         if self._opt_dir is not None:
