@@ -32,9 +32,7 @@ def _code(e: pytest.ExceptionInfo[ClientError]) -> tuple[str, str]:
     return e.value.response["Error"]["Code"], e.value.response["Error"]["Message"]
 
 
-def test_defaults_and_the_runtime_version_arn_from_the_host(
-    functions: Functions, lam: Any
-) -> None:
+def test_defaults_and_the_runtime_version_arn_from_the_host(functions: Functions, lam: Any) -> None:
     created = functions.create(CODE)
     name = created["FunctionName"]
     arn = created["RuntimeVersionConfig"]["RuntimeVersionArn"]
@@ -52,9 +50,7 @@ def test_defaults_and_the_runtime_version_arn_from_the_host(
     assert listed[0]["RuntimeVersionConfig"] == {"RuntimeVersionArn": arn}
 
 
-def test_manual_pins_a_version_and_each_version_has_its_own(
-    functions: Functions, lam: Any
-) -> None:
+def test_manual_pins_a_version_and_each_version_has_its_own(functions: Functions, lam: Any) -> None:
     created = functions.create(CODE)
     name = created["FunctionName"]
     arn = created["RuntimeVersionConfig"]["RuntimeVersionArn"]

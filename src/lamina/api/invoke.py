@@ -134,11 +134,12 @@ def _tenant_id(value: str | None) -> str | None:
 
 
 def _invoke_headers(request: Request) -> dict[str, str]:
-    """The X-Amz-* headers of an Invoke request, by lower-case name (ASGI gives them so)."""
+    """The X-Amz-* headers (X-Amzn-Trace-Id among them) of an Invoke request, by lower-case
+    name (ASGI gives them so)."""
     return {
         name.decode("latin-1"): value.decode("latin-1")
         for name, value in request.scope["headers"]
-        if name.startswith(b"x-amz-")
+        if name.startswith(b"x-amz")
     }
 
 
