@@ -41,9 +41,18 @@ _CODE = re.compile(r"/lamina/code/[^/]+\.zip")
 # /<api-version>/functions/<name>[/<rest>]
 _FUNCTION = re.compile(
     r"/(2015-03-31|2014-11-13|2017-10-31|2019-09-30|2019-09-25|2021-10-31|2021-07-20|"
-    r"2024-08-31)/functions"
+    r"2024-08-31|2025-11-30)/functions"
     r"(?:/([^/]+)(/.*)?)?"
 )
+_CAPACITY = re.compile(r"/2025-11-30/capacity-providers(?:/([^/]+)(/function-versions)?)?")
+_CAPACITY_OPS = {
+    ("GET", False, False): "ListCapacityProviders",
+    ("POST", False, False): "CreateCapacityProvider",
+    ("GET", True, False): "GetCapacityProvider",
+    ("PUT", True, False): "UpdateCapacityProvider",
+    ("DELETE", True, False): "DeleteCapacityProvider",
+    ("GET", True, True): "ListFunctionVersionsByCapacityProvider",
+}
 _LAYERS = re.compile(r"/2018-10-31/layers(?:/([^/]+)/versions(?:/([^/]+))?)?")
 _LAMINA = {
     ("GET", "/lamina/runtimes"): "ListRuntimes",
@@ -109,6 +118,8 @@ _FUNCTION_OPS: dict[tuple[str, str, str], tuple[str, bool]] = {
     ("2021-07-20", "/runtime-management-config", "PUT"): ("PutRuntimeManagementConfig", True),
     ("2024-08-31", "/recursion-config", "GET"): ("GetFunctionRecursionConfig", False),
     ("2024-08-31", "/recursion-config", "PUT"): ("PutFunctionRecursionConfig", False),
+    ("2025-11-30", "/function-scaling-config", "GET"): ("GetFunctionScalingConfig", True),
+    ("2025-11-30", "/function-scaling-config", "PUT"): ("PutFunctionScalingConfig", True),
 }
 # Operations whose body carries a condition key or the resource's name.
 _BODY_OPS = frozenset({"AddPermission", "CreateFunctionUrlConfig", "UpdateFunctionUrlConfig"})
@@ -140,6 +151,8 @@ class AccessMap:
             return False
         if path == "/":
             return True
+        if method == "POST" and path.rstrip("/") == "/2025-11-30/capacity-providers":
+            return True  # CreateCapacityProvider names its provider in the body
         m = _FUNCTION.fullmatch(path.rstrip("/") or "/")
         if m is None:
             return False
@@ -171,6 +184,9 @@ class AccessMap:
         m = _LAYERS.fullmatch(trimmed)
         if m is not None:
             return self._layer(method, m, query)
+        m = _CAPACITY.fullmatch(trimmed)
+        if m is not None:
+            return self._capacity(method, m, body)
         if trimmed == "/2016-08-19/account-settings" and method == "GET":
             return AccessRequest("lambda:GetAccountSettings", "*")
         name = _LAMINA.get((method, trimmed))
@@ -250,6 +266,22 @@ class AccessMap:
         if operation is None:
             return AccessRequest(UNKNOWN, "*")
         return AccessRequest(f"lambda:{operation}", f"{layer}:{version}")
+
+    def _capacity(self, method: str, m: re.Match[str], body: bytes | None) -> AccessRequest:
+        """Capacity providers act on `capacity-provider:NAME` (a name given as an ARN is
+        taken as is); the listing on `*`."""
+        operation = _CAPACITY_OPS.get((method, m[1] is not None, m[2] is not None))
+        if operation is None:
+            return AccessRequest(UNKNOWN, "*")
+        name: Any = m[1]
+        if operation == "CreateCapacityProvider":
+            name = _json(body).get("CapacityProviderName")
+        if not isinstance(name, str) or not name:
+            return AccessRequest(f"lambda:{operation}", "*")
+        if name.startswith("arn:"):
+            return AccessRequest(f"lambda:{operation}", name)
+        resource = f"arn:aws:lambda:{self.region}:{self.account}:capacity-provider:{name}"
+        return AccessRequest(f"lambda:{operation}", resource)
 
     def _layer_arn(self, name: str) -> str:
         if name.startswith("arn:"):

@@ -18,6 +18,7 @@ from lamina import __version__
 from lamina.api import (
     access_keys,
     aliases,
+    capacity,
     concurrency,
     event_invoke,
     events_api,
@@ -58,6 +59,8 @@ _EVENT_INVOKE = "/2019-09-25/functions/{name}/event-invoke-config"
 _URL = "/2021-10-31/functions/{name}/url"
 _RUNTIME_MGMT = "/2021-07-20/functions/{name}/runtime-management-config"
 _RECURSION = "/2024-08-31/functions/{name}/recursion-config"
+_CP = "/2025-11-30/capacity-providers"
+_SCALING = "/2025-11-30/functions/{name}/function-scaling-config"
 
 
 async def health(request: Request) -> Response:
@@ -271,6 +274,18 @@ def build_app(
         Route(_RUNTIME_MGMT, settings_api.put_runtime_management_config, methods=["PUT"]),
         Route(_RECURSION, settings_api.get_function_recursion_config, methods=["GET"]),
         Route(_RECURSION, settings_api.put_function_recursion_config, methods=["PUT"]),
+        Route(_CP, capacity.list_capacity_providers, methods=["GET"]),
+        Route(_CP, capacity.create_capacity_provider, methods=["POST"]),
+        Route(_CP + "/{name}", capacity.get_capacity_provider, methods=["GET"]),
+        Route(_CP + "/{name}", capacity.update_capacity_provider, methods=["PUT"]),
+        Route(_CP + "/{name}", capacity.delete_capacity_provider, methods=["DELETE"]),
+        Route(
+            _CP + "/{name}/function-versions",
+            capacity.list_function_versions_by_capacity_provider,
+            methods=["GET"],
+        ),
+        Route(_SCALING, capacity.get_function_scaling_config, methods=["GET"]),
+        Route(_SCALING, capacity.put_function_scaling_config, methods=["PUT"]),
         Route("/lamina/code/{sha256}.zip", fn.download_code, methods=["GET"]),
         Route("/", json_protocol, methods=["POST"]),
     ]

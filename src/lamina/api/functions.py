@@ -43,6 +43,7 @@ _CREATE_MEMBERS = {
     "KMSKeyArn",
     "VpcConfig",
     "Publish",
+    "CapacityProviderConfig",
 }
 _UPDATE_CONFIG_MEMBERS = {
     "Runtime",
@@ -59,6 +60,7 @@ _UPDATE_CONFIG_MEMBERS = {
     "KMSKeyArn",
     "VpcConfig",
     "RevisionId",
+    "CapacityProviderConfig",
 }
 _UPDATE_CODE_MEMBERS = {"ZipFile", "Architectures", "RevisionId", "Publish"}
 
@@ -73,8 +75,13 @@ def _arn(request: Request, config: FunctionConfig, ref: FunctionRef | None = Non
 
 
 def _configuration(request: Request, config: FunctionConfig, arn: str) -> dict[str, Any]:
-    management = app_state(request).functions.runtime_management
-    return function_configuration(config, arn, management.configured_arn(config))
+    functions = app_state(request).functions
+    return function_configuration(
+        config,
+        arn,
+        functions.runtime_management.configured_arn(config),
+        functions.capacity.wire_config(config),
+    )
 
 
 def _publish_flag(body: dict[str, Any]) -> bool:
@@ -103,7 +110,16 @@ async def create_function(request: Request) -> Response:
             req.unsupported += [f"Code.{k}" for k in unsupported]
         elif "ZipFile" in code:
             req.zip_file = packages.decode_zip_file(code["ZipFile"], "CreateFunction")
+    capacity = state.functions.capacity
+    attachment = None
+    if body.get("CapacityProviderConfig") is not None:
+        # Checked before the function exists, so that a refusal leaves nothing behind.
+        archs = body.get("Architectures")
+        arch = archs[0] if isinstance(archs, list) and archs else "x86_64"
+        attachment = capacity.check_function_config(body["CapacityProviderConfig"], str(arch))
     config = await state.functions.create(req)
+    if attachment is not None:
+        await capacity.attach(config, attachment)
     if _publish_flag(body):
         published = await state.functions.publish(state.functions.ref(config.name))
         # As created: the version is as pending as the function.
@@ -181,7 +197,15 @@ async def update_function_configuration(request: Request) -> Response:
     ref = state.functions.ref(request.path_params["name"])
     body = await json_body(request)
     req = function_input(body, allowed=_UPDATE_CONFIG_MEMBERS)
+    attachment = None
+    if body.get("CapacityProviderConfig") is not None:
+        current = state.functions.require(ref.name)
+        attachment = state.functions.capacity.check_function_config(
+            body["CapacityProviderConfig"], current.architectures[0]
+        )
     config = await state.functions.update_config(ref, req)
+    if attachment is not None:
+        await state.functions.capacity.attach(config, attachment)
     return json_response(_configuration(request, config, state.functions.arn(config.name)))
 
 

@@ -70,7 +70,10 @@ def code_url(request: Request, sha256: str) -> str:
 
 
 def function_configuration(
-    config: FunctionConfig, arn: str, runtime_version_arn: str | None = None
+    config: FunctionConfig,
+    arn: str,
+    runtime_version_arn: str | None = None,
+    capacity_provider_config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {
         "FunctionName": config.name,
@@ -120,6 +123,8 @@ def function_configuration(
             out[key] = value
     if runtime_version_arn is not None:
         out["RuntimeVersionConfig"] = {"RuntimeVersionArn": runtime_version_arn}
+    if capacity_provider_config is not None:
+        out["CapacityProviderConfig"] = capacity_provider_config
     return out
 
 

@@ -28,6 +28,7 @@ from lamina.control import listing, packages
 from lamina.control import validation as v
 from lamina.control import vpc as vpcs
 from lamina.control.aliases import AliasService, is_alias_name
+from lamina.control.capacity_providers import CapacityProviders
 from lamina.control.concurrency import ReservedConcurrency
 from lamina.control.event_invoke import EventInvokeConfigs
 from lamina.control.function_input import (
@@ -42,6 +43,7 @@ from lamina.control.layers import LayerService, opt_key
 from lamina.control.provisioned import ProvisionedConcurrency
 from lamina.control.recursion import RecursionConfigs
 from lamina.control.runtime_management import RuntimeManagement
+from lamina.control.scaling import FunctionScaling
 from lamina.errors import (
     InvalidParameterValueError,
     ResourceConflictError,
@@ -63,6 +65,7 @@ from lamina.networks import VpcDirectory
 from lamina.runtimes.catalog import RuntimeCatalog
 from lamina.settings import Settings
 from lamina.store import CodeStore, MetadataStore, StoredCode, UnsafePackageError
+from lamina.store.capacity import CapacityStore
 from lamina.store.function_policies import FunctionPolicyStore
 from lamina.store.function_settings import FunctionSettingsStore
 from lamina.store.function_urls import FunctionUrlStore
@@ -122,6 +125,14 @@ class FunctionService:
         self.runtime_management = RuntimeManagement(self, function_settings, runtimes, settings)
         #: RecursiveLoop per function, and the trace Lineage that counts a chain
         self.recursion = RecursionConfigs(self, function_settings)
+        capacity_store = CapacityStore(metadata)
+        #: capacity providers (named shares of this host's CPU) and the versions on them
+        self.capacity = CapacityProviders(
+            self, capacity_store, settings, lambda: set(runtimes.architectures)
+        )
+        #: Min/MaxExecutionEnvironments of versions on a capacity provider
+        self.scaling = FunctionScaling(self, capacity_store, self.capacity)
+        self.capacity.on_attach = self.scaling.apply
         # Merged /opt directory (by key) -> the code of every version that has run with it:
         # the directory stays while an environment may still run one of them.
         self._opt_users: dict[str, set[str]] = {}
@@ -143,6 +154,8 @@ class FunctionService:
         await self.policies.load()
         await self.runtime_management.load()
         await self.recursion.load()
+        await self.capacity.load()
+        await self.scaling.load()
         # A crash between forgetting a function and deleting its code leaves orphans.
         referenced = await self._run(self._metadata.referenced_code)
         for sha in await self._run(self._code.stored):
@@ -539,6 +552,8 @@ class FunctionService:
             self.policies.forget_function(ref.name)
             self.runtime_management.forget(ref.name, None)
             self.recursion.forget_function(ref.name)
+            self.scaling.forget(ref.name, None)
+            self.capacity.forget(ref.name, None)
         finally:
             self._busy.discard(ref.name)
         await self._notify(ref.name, None)
@@ -570,6 +585,8 @@ class FunctionService:
             self.event_invoke.forget(name, version)
             self.policies.forget(name, version)
             self.runtime_management.forget(name, version)
+            self.scaling.forget(name, version)
+            self.capacity.forget(name, version)
         finally:
             self._busy.discard(name)
         await self._notify(name, version)
@@ -625,6 +642,7 @@ class FunctionService:
                 raise v.stale_revision()
             self._versions[(published.name, published.version)] = published
             self._track_opt(published)
+            await self.capacity.published(published.name, published.version)
         finally:
             self._busy.discard(ref.name)
         await self._notify(ref.name, published.version)

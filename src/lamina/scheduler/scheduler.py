@@ -45,6 +45,7 @@ from lamina.scheduler.lambda_env import (
     LAMBDA_TASK_ROOT,
     lambda_environment,
 )
+from lamina.scheduler.limits import EnvironmentLimits
 from lamina.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -372,6 +373,8 @@ class Scheduler:
         self._on_code_released = on_code_released
         self._pools: dict[tuple[str, str], Pool] = {}
         self._draining: set[Pool] = set()
+        #: scaling configs' MaxExecutionEnvironments and capacity providers' MaxVCpuCount
+        self.limits = EnvironmentLimits()
         #: raises (InvalidRuntimeError) for a version that may not start environments here:
         #: one pinned to a runtime version the host no longer runs (control sets it)
         self.check_startable: Callable[[FunctionConfig], None] = lambda config: None
@@ -401,7 +404,10 @@ class Scheduler:
         """Run one invocation; TooManyRequestsError at once if it is over a concurrency limit."""
         pool = self._pool(config)
         try:
-            with self.concurrency.hold(config.name) as lease:
+            with (
+                self.concurrency.hold(config.name) as lease,
+                self.limits.hold(config.name, config.version),
+            ):
                 return await pool.invoke(request, lease)
         except TooManyRequestsError as throttled:  # the lease's or the memory capacity's
             reason = str(throttled.fields["Reason"])
