@@ -166,3 +166,62 @@ def test_a_synchronous_invoke_past_the_limit_is_refused(
     assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
     lam.put_function_recursion_config(FunctionName=name, RecursiveLoop="Allow")
     assert json.loads(client.invoke(FunctionName=name)["Payload"].read()) == "ran"
+
+
+PUTTER = """
+import json, os, time
+import boto3, botocore.config
+
+client = boto3.client("events", config=botocore.config.Config(retries={"total_max_attempts": 1}))
+
+def handler(event, context):
+    n = event["detail"]["n"]
+    print("SEEN " + json.dumps({"t": time.time(), "n": n}))
+    client.put_events(Entries=[{
+        "Source": event["source"], "DetailType": "loop", "Detail": json.dumps({"n": n + 1}),
+    }])
+"""
+
+
+def test_a_loop_through_an_eventbridge_rule_stops_after_16(
+    functions: Functions, lam: Any, server: Server
+) -> None:
+    """function -> PutEvents -> rule -> the same function: one chain, stopped at the 17th."""
+    role = f"put-{uuid.uuid4().hex[:8]}"
+    statements = [{"Effect": "Allow", "Action": "events:PutEvents", "Resource": "*"}]
+    put = SIGNED_HTTP.put(
+        f"{server.endpoint}/lamina/roles/{role}",
+        json={"Policies": [{"Version": "2012-10-17", "Statement": statements}]},
+    )
+    assert put.status_code in (200, 201), put.text
+    recorder = functions.create(RECORDER)["FunctionName"]
+    name = functions.create(
+        PUTTER, Role=f"arn:aws:iam::{ACCOUNT}:role/{role}", MemorySize=512, Timeout=30
+    )["FunctionName"]
+    lam.put_function_event_invoke_config(
+        FunctionName=name,
+        MaximumRetryAttempts=0,
+        DestinationConfig={"OnFailure": {"Destination": _arn(recorder)}},
+    )
+    lam.add_permission(
+        FunctionName=name,
+        StatementId="events",
+        Action="lambda:InvokeFunction",
+        Principal="events.amazonaws.com",
+    )
+    events = server.client("events")
+    source = f"loop.{uuid.uuid4().hex[:8]}"
+    rule = f"loop-{uuid.uuid4().hex[:8]}"
+    events.put_rule(Name=rule, EventPattern=json.dumps({"source": [source]}))
+    try:
+        events.put_targets(Rule=rule, Targets=[{"Id": "fn", "Arn": _arn(name)}])
+        events.put_events(
+            Entries=[{"Source": source, "DetailType": "loop", "Detail": json.dumps({"n": 1})}]
+        )
+        (failure,) = wait_seen(server, recorder, 1, timeout=120)
+        assert failure["event"]["requestContext"]["condition"] == "RecursiveInvocationException"
+        assert failure["event"]["requestPayload"]["detail"] == {"n": 17}
+        assert [r["n"] for r in seen(server, name)] == list(range(1, 17))
+    finally:
+        events.remove_targets(Rule=rule, Ids=["fn"])
+        events.delete_rule(Name=rule)
