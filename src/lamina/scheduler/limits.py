@@ -52,6 +52,10 @@ class EnvironmentLimits:
         else:
             self._provider_max[provider] = max_vcpus
 
+    def applies(self, name: str, version: str) -> bool:
+        """Whether the version has a cap of its own or a provider's (no cap: no counting)."""
+        return (name, version) in self._versions
+
     def running(self, name: str, version: str) -> int:
         return self._running.get((name, version), 0)
 

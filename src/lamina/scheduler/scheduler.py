@@ -404,10 +404,13 @@ class Scheduler:
         """Run one invocation; TooManyRequestsError at once if it is over a concurrency limit."""
         pool = self._pool(config)
         try:
-            with (
-                self.concurrency.hold(config.name) as lease,
-                self.limits.hold(config.name, config.version),
-            ):
+            # Most versions have no such limits: skip their bookkeeping (the hot path).
+            limited = (
+                self.limits.hold(config.name, config.version)
+                if self.limits.applies(config.name, config.version)
+                else contextlib.nullcontext()
+            )
+            with self.concurrency.hold(config.name) as lease, limited:
                 return await pool.invoke(request, lease)
         except TooManyRequestsError as throttled:  # the lease's or the memory capacity's
             reason = str(throttled.fields["Reason"])
