@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -306,3 +307,37 @@ def test_a_providers_vcpu_cap_is_shared_by_its_versions(
     with ThreadPoolExecutor(5) as pool:
         results = sorted(pool.map(one, [(first, 1.0)] * 3 + [(second, 1.0)] * 2))
     assert results == ["ok"] * 5
+
+
+def test_providers_attachments_and_scaling_survive_a_restart(
+    own_server: Callable[..., Server],
+) -> None:
+    srv = own_server()
+    lam = srv.client()
+    fns = Functions(lam)
+    name = f"cp-{uuid.uuid4().hex[:8]}"
+    lam.create_capacity_provider(
+        CapacityProviderName=name,
+        VpcConfig=VPC,
+        PermissionsConfig=OPERATOR,
+        CapacityProviderScalingConfig={"MaxVCpuCount": 4},
+    )
+    fn = fns.create(SLEEPER, CapacityProviderConfig=_attached(name))["FunctionName"]
+    lam.publish_version(FunctionName=fn)
+    lam.put_function_scaling_config(
+        FunctionName=fn,
+        Qualifier="1",
+        FunctionScalingConfig={"MinExecutionEnvironments": 1, "MaxExecutionEnvironments": 1},
+    )
+    lam.put_function_recursion_config(FunctionName=fn, RecursiveLoop="Allow")
+    before = lam.get_capacity_provider(CapacityProviderName=name)["CapacityProvider"]
+    srv.stop()
+    srv.start()
+    assert lam.get_capacity_provider(CapacityProviderName=name)["CapacityProvider"] == before
+    assert lam.get_function(FunctionName=fn, Qualifier="1")["Configuration"][
+        "CapacityProviderConfig"
+    ] == _attached(name)
+    assert lam.get_function_recursion_config(FunctionName=fn)["RecursiveLoop"] == "Allow"
+    wait_for(lambda: _environments(srv, fn) == {"1": 1}, 30, "the minimum started again")
+    assert _burst(lam, fn, "1", 2, sleep=1.0) == ["TooManyRequestsException", "ok"]
+    fns.cleanup()

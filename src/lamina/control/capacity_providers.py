@@ -24,7 +24,7 @@ versions are in `control.scaling`.
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from lamina.control import listing
@@ -154,11 +154,12 @@ class CapacityProviders:
             spec["KmsKeyArn"] = kms
         if tags:
             spec["Tags"] = dict(tags)
+        at = datetime.now(UTC)
         if name in self._providers or not await self._functions.run(
-            lambda: self._store.put_provider(name, spec, create=True)
+            lambda: self._store.put_provider(name, spec, at, create=True)
         ):
             raise ResourceConflictError(f"Capacity provider already exists: {self.arn(name)}")
-        self._providers[name] = (spec, datetime.now().astimezone())
+        self._providers[name] = (spec, at)
         self._tell_provider(name)
         return self.describe(name)
 
@@ -179,11 +180,12 @@ class CapacityProviders:
         spec = dict(spec)
         if "CapacityProviderScalingConfig" in body:
             spec["CapacityProviderScalingConfig"] = scaling
+        at = datetime.now(UTC)
         if not await self._functions.run(
-            lambda: self._store.put_provider(name, spec, create=False)
+            lambda: self._store.put_provider(name, spec, at, create=False)
         ):
             raise ResourceNotFoundError(f"Capacity provider not found: {self.arn(name)}")
-        self._providers[name] = (spec, datetime.now().astimezone())
+        self._providers[name] = (spec, at)
         self._tell_provider(name)
         return self.describe(name)
 
@@ -257,7 +259,8 @@ class CapacityProviders:
         ):
             if key in spec:
                 out[key] = spec[key]
-        out["LastModified"] = at.astimezone().strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "+0000"
+        # Lambda's LastModified form (as FunctionConfiguration's), in UTC.
+        out["LastModified"] = at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "+0000"
         return out
 
     # -- functions -----------------------------------------------------------------

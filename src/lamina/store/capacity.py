@@ -81,7 +81,7 @@ class CapacityStore:
 
     # -- providers -----------------------------------------------------------------
 
-    def put_provider(self, name: str, spec: dict[str, Any], *, create: bool) -> bool:
+    def put_provider(self, name: str, spec: dict[str, Any], at: datetime, *, create: bool) -> bool:
         """Insert (`create`) or replace a provider; False if it exists (create) or not."""
         with self._engine.begin() as conn:
             exists = conn.execute(
@@ -91,11 +91,7 @@ class CapacityStore:
                 return False
             if exists is not None:
                 conn.execute(delete(capacity_providers).where(capacity_providers.c.name == name))
-            conn.execute(
-                insert(capacity_providers).values(
-                    name=name, spec=spec, last_modified=datetime.now(UTC)
-                )
-            )
+            conn.execute(insert(capacity_providers).values(name=name, spec=spec, last_modified=at))
             return True
 
     def delete_provider(self, name: str) -> str | None:
