@@ -75,6 +75,16 @@ def test_manual_pins_a_version_and_each_version_has_its_own(functions: Functions
     )
     assert _body(put) == {"UpdateRuntimeOn": "FunctionUpdate", "FunctionArn": _arn(name, version)}
     assert lam.get_runtime_management_config(FunctionName=name)["UpdateRuntimeOn"] == "Manual"
+    # A pinned $LATEST keeps its runtime.
+    with pytest.raises(ClientError) as e:
+        lam.update_function_configuration(FunctionName=name, Runtime="nodejs20.x")
+    assert _code(e) == (
+        "InvalidParameterValueException",
+        "Cannot change runtime identifier when runtime management configuration is set to "
+        "'Manual'. Change the runtime management configuration to 'Auto' or 'FunctionUpdate', "
+        "then retry.",
+    )
+    assert lam.get_function_configuration(FunctionName=name)["Runtime"] == "python3.11"
     # Back to Auto drops the pin.
     lam.put_runtime_management_config(FunctionName=name, UpdateRuntimeOn="Auto")
     assert "RuntimeVersionArn" not in lam.get_runtime_management_config(FunctionName=name)

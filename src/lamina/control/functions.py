@@ -484,6 +484,7 @@ class FunctionService:
         c.check()
         if "runtime" in changes:
             v.runtime_available(changes["runtime"], self._runtimes)
+            self.runtime_management.check_runtime_change(ref.name, changes["runtime"])
         if "role" in changes:
             self.check_role(changes["role"])
         self._check_dead_letter(ref.name, changes)

@@ -97,6 +97,23 @@ class RuntimeManagement:
                 "or pin the current version, with PutRuntimeManagementConfig."
             )
 
+    def check_runtime_change(self, name: str, runtime: str) -> None:
+        """UpdateFunctionConfiguration may not change the runtime of a `$LATEST` pinned to a
+        version of its current one (Lambda's rule)."""
+        row = self._configs.get((name, LATEST))
+        current = self._functions.latest(name)
+        if (
+            row is not None
+            and row.update_runtime_on == "Manual"
+            and current is not None
+            and runtime != current.runtime
+        ):
+            raise InvalidParameterValueError(
+                "Cannot change runtime identifier when runtime management configuration is set "
+                "to 'Manual'. Change the runtime management configuration to 'Auto' or "
+                "'FunctionUpdate', then retry."
+            )
+
     def get(self, ref: FunctionRef) -> tuple[str, RuntimeManagementRow]:
         """GetRuntimeManagementConfig: (the version's ARN, its setting)."""
         config = self._version(ref)
