@@ -129,6 +129,26 @@ def test_capacity_provider_operations(lam: Any, lam_unchecked: Any, provider: An
     assert refused(lam.get_capacity_provider, CapacityProviderName="cp-types")[0] == (
         "ResourceNotFoundException"
     )
+    # Pages of one: every provider once, in name order.
+    others = sorted([name, provider(), provider()])
+    seen_names: list[str] = []
+    marker: dict[str, str] = {}
+    while True:
+        page = lam.list_capacity_providers(MaxItems=1, **marker)
+        assert len(page["CapacityProviders"]) <= 1
+        seen_names += [
+            p["CapacityProviderArn"].rsplit(":", 1)[1] for p in page["CapacityProviders"]
+        ]
+        if "NextMarker" not in page:
+            break
+        marker = {"Marker": page["NextMarker"]}
+    assert [n for n in seen_names if n in others] == others
+    assert (
+        refused(lam.list_function_versions_by_capacity_provider, CapacityProviderName="cp-missing")[
+            0
+        ]
+        == "ResourceNotFoundException"
+    )
     deleted = lam.delete_capacity_provider(CapacityProviderName=name)
     assert deleted["CapacityProvider"]["State"] == "Deleting"
     assert refused(lam.get_capacity_provider, CapacityProviderName=name)[0] == (
