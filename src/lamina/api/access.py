@@ -10,6 +10,7 @@ service authorization reference names them:
   (updates, publishing, aliases, reserved concurrency, listings of its sub-resources) act on the
   unqualified ARN. IAM matches ARNs as strings, so a policy on `function:NAME` does not cover
   `function:NAME:prod`: policies use `function:NAME:*` for versions and aliases, as on AWS.
+- Tags: the ARN the request names (TagResource, UntagResource, ListTags).
 - Layers: `layer:NAME` for PublishLayerVersion, `layer:NAME:VERSION` for a version's operations.
 - CloudWatch Logs: `log-group:NAME:*` (a stream's operations: `log-group:NAME:log-stream:S`);
   DescribeLogGroups acts on `log-group:*`.
@@ -44,6 +45,9 @@ _FUNCTION = re.compile(
     r"(?:/([^/]+)(/.*)?)?"
 )
 _LAYERS = re.compile(r"/2018-10-31/layers(?:/([^/]+)/versions(?:/([^/]+))?)?")
+# Tags are addressed by the resource's ARN, which is the resource IAM checks.
+_TAGS = re.compile(r"/2017-03-31/tags/([^/]+)")
+_TAG_OPS = {"POST": "TagResource", "DELETE": "UntagResource", "GET": "ListTags"}
 _LAMINA = {
     ("GET", "/lamina/runtimes"): "ListRuntimes",
     ("GET", "/lamina/environments"): "ListEnvironments",
@@ -166,6 +170,12 @@ class AccessMap:
         m = _LAYERS.fullmatch(trimmed)
         if m is not None:
             return self._layer(method, m, query)
+        m = _TAGS.fullmatch(trimmed)
+        if m is not None:
+            operation = _TAG_OPS.get(method)
+            if operation is None:
+                return AccessRequest(UNKNOWN, "*")
+            return AccessRequest(f"lambda:{operation}", m[1])
         if trimmed == "/2016-08-19/account-settings" and method == "GET":
             return AccessRequest("lambda:GetAccountSettings", "*")
         name = _LAMINA.get((method, trimmed))

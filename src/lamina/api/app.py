@@ -27,6 +27,7 @@ from lamina.api import (
     logs_api,
     policies,
     roles,
+    tags,
 )
 from lamina.api import functions as fn
 from lamina.api.authn import Authn
@@ -264,6 +265,9 @@ def build_app(
         Route(
             _LAYERS + "/{name}/versions/{version}", layers.delete_layer_version, methods=["DELETE"]
         ),
+        Route("/2017-03-31/tags/{arn}", tags.tag_resource, methods=["POST"]),
+        Route("/2017-03-31/tags/{arn}", tags.untag_resource, methods=["DELETE"]),
+        Route("/2017-03-31/tags/{arn}", tags.list_tags, methods=["GET"]),
         Route("/lamina/code/{sha256}.zip", fn.download_code, methods=["GET"]),
         Route("/", json_protocol, methods=["POST"]),
     ]

@@ -40,6 +40,7 @@ from lamina.control.function_policies import FunctionPolicies
 from lamina.control.function_urls import FunctionUrls
 from lamina.control.layers import LayerService, opt_key
 from lamina.control.provisioned import ProvisionedConcurrency
+from lamina.control.tags import FunctionTags, TagService, check_tag_limits
 from lamina.errors import (
     InvalidParameterValueError,
     ResourceConflictError,
@@ -114,6 +115,9 @@ class FunctionService:
         self.urls = FunctionUrls(self, FunctionUrlStore(metadata))
         #: resource-based policies per function, version or alias
         self.policies = FunctionPolicies(self, FunctionPolicyStore(metadata))
+        #: tags by resource ARN; other kinds of resources register their own holders
+        self.tags = TagService(settings.region, settings.account_id)
+        self.tags.register("function", FunctionTags(self.run, metadata))
         # Merged /opt directory (by key) -> the code of every version that has run with it:
         # the directory stays while an environment may still run one of them.
         self._opt_users: dict[str, set[str]] = {}
@@ -348,6 +352,8 @@ class FunctionService:
         layer_arns = v.layer_arns(c, req.layers)
         c.check()
         assert name is not None
+        if tags:
+            check_tag_limits(tags)
         if "handler" not in fields:
             raise InvalidParameterValueError(
                 "The Handler parameter is required when PackageType is Zip."

@@ -316,6 +316,18 @@ class MetadataStore:
                 latest=_to_config(row, _load_layers(conn, [name]), self._sealer), tags=dict(tags[0])
             )
 
+    def function_tags(self, name: str) -> dict[str, str] | None:
+        """A function's tags; None if there is no such function."""
+        with self._tx() as conn:
+            row = conn.execute(select(functions.c.tags).where(functions.c.name == name)).first()
+            return dict(row[0]) if row is not None else None
+
+    def set_function_tags(self, name: str, tags: dict[str, str]) -> bool:
+        """Replace a function's tags; False if there is no such function."""
+        with self._tx() as conn:
+            done = conn.execute(update(functions).where(functions.c.name == name).values(tags=tags))
+            return done.rowcount == 1
+
     def get_version(self, name: str, version: str) -> FunctionConfig | None:
         with self._tx() as conn:
             row = conn.execute(
