@@ -116,7 +116,5 @@ def test_create_function_checks_tags(functions: Functions, lam: Any) -> None:
     with pytest.raises(lam.exceptions.InvalidParameterValueException):
         functions.create(CODE, Tags={"aws:k": "v"})
     assert not [
-        f
-        for f in lam.list_functions()["Functions"]
-        if f["FunctionName"] in functions.names
+        f for f in lam.list_functions()["Functions"] if f["FunctionName"] in functions.names
     ]
