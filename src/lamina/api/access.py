@@ -10,7 +10,8 @@ service authorization reference names them:
   (updates, publishing, aliases, reserved concurrency, listings of its sub-resources) act on the
   unqualified ARN. IAM matches ARNs as strings, so a policy on `function:NAME` does not cover
   `function:NAME:prod`: policies use `function:NAME:*` for versions and aliases, as on AWS.
-- Tags: the ARN the request names (TagResource, UntagResource, ListTags).
+- Tags and whole resource policies: the ARN the request names (TagResource, UntagResource,
+  ListTags, Get/Put/DeleteResourcePolicy).
 - Layers: `layer:NAME` for PublishLayerVersion, `layer:NAME:VERSION` for a version's operations.
 - CloudWatch Logs: `log-group:NAME:*` (a stream's operations: `log-group:NAME:log-stream:S`);
   DescribeLogGroups acts on `log-group:*`.
@@ -48,6 +49,12 @@ _LAYERS = re.compile(r"/2018-10-31/layers(?:/([^/]+)/versions(?:/([^/]+))?)?")
 # Tags are addressed by the resource's ARN, which is the resource IAM checks.
 _TAGS = re.compile(r"/2017-03-31/tags/([^/]+)")
 _TAG_OPS = {"POST": "TagResource", "DELETE": "UntagResource", "GET": "ListTags"}
+_RESOURCE_POLICY = re.compile(r"/2026-07-09/resource-policy/(.+)")
+_RESOURCE_POLICY_OPS = {
+    "GET": "GetResourcePolicy",
+    "PUT": "PutResourcePolicy",
+    "DELETE": "DeleteResourcePolicy",
+}
 _LAMINA = {
     ("GET", "/lamina/runtimes"): "ListRuntimes",
     ("GET", "/lamina/environments"): "ListEnvironments",
@@ -173,6 +180,12 @@ class AccessMap:
         m = _TAGS.fullmatch(trimmed)
         if m is not None:
             operation = _TAG_OPS.get(method)
+            if operation is None:
+                return AccessRequest(UNKNOWN, "*")
+            return AccessRequest(f"lambda:{operation}", m[1])
+        m = _RESOURCE_POLICY.fullmatch(trimmed)
+        if m is not None:
+            operation = _RESOURCE_POLICY_OPS.get(method)
             if operation is None:
                 return AccessRequest(UNKNOWN, "*")
             return AccessRequest(f"lambda:{operation}", m[1])

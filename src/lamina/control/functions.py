@@ -40,6 +40,7 @@ from lamina.control.function_policies import FunctionPolicies
 from lamina.control.function_urls import FunctionUrls
 from lamina.control.layers import LayerService, opt_key
 from lamina.control.provisioned import ProvisionedConcurrency
+from lamina.control.resource_policies import ResourcePolicies
 from lamina.control.tags import FunctionTags, TagService, check_tag_limits
 from lamina.errors import (
     InvalidParameterValueError,
@@ -115,6 +116,8 @@ class FunctionService:
         self.urls = FunctionUrls(self, FunctionUrlStore(metadata))
         #: resource-based policies per function, version or alias
         self.policies = FunctionPolicies(self, FunctionPolicyStore(metadata))
+        #: whole policy documents by resource ARN (the same policies as `policies`)
+        self.resource_policies = ResourcePolicies(self, settings.region, settings.account_id)
         #: tags by resource ARN; other kinds of resources register their own holders
         self.tags = TagService(settings.region, settings.account_id)
         self.tags.register("function", FunctionTags(self.run, metadata))
