@@ -55,6 +55,7 @@ from lamina.observability.metrics import CONTENT_TYPE
 
 _FN = "/2015-03-31/functions"
 _LAYERS = "/2018-10-31/layers"
+_LAYER_POLICY = _LAYERS + "/{name}/versions/{version}/policy"
 _EVENT_INVOKE = "/2019-09-25/functions/{name}/event-invoke-config"
 _URL = "/2021-10-31/functions/{name}/url"
 # A runtime's ARN has slashes (`runtime/...`): the whole rest of the path.
@@ -274,6 +275,9 @@ def build_app(
         Route(_POLICY, resource_policies.get_resource_policy, methods=["GET"]),
         Route(_POLICY, resource_policies.put_resource_policy, methods=["PUT"]),
         Route(_POLICY, resource_policies.delete_resource_policy, methods=["DELETE"]),
+        Route(_LAYER_POLICY, layers.add_layer_version_permission, methods=["POST"]),
+        Route(_LAYER_POLICY, layers.get_layer_version_policy, methods=["GET"]),
+        Route(_LAYER_POLICY + "/{sid}", layers.remove_layer_version_permission, methods=["DELETE"]),
         Route("/lamina/code/{sha256}.zip", fn.download_code, methods=["GET"]),
         Route("/", json_protocol, methods=["POST"]),
     ]

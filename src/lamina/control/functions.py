@@ -140,6 +140,7 @@ class FunctionService:
         await self.event_invoke.load()
         await self.urls.load()
         await self.policies.load()
+        await self.layers.policies.load()
         # A crash between forgetting a function and deleting its code leaves orphans.
         referenced = await self._run(self._metadata.referenced_code)
         for sha in await self._run(self._code.stored):

@@ -57,6 +57,8 @@ from lamina.store.sealed import Sealer
 #: function (qualifier None) or one of its aliases or versions, deleted in the same
 #: transaction as it
 Dependent = Callable[[Connection, str, str | None], None]
+#: deletes another module's rows of a layer version (name, version) in the deleting transaction
+LayerDependent = Callable[[Connection, str, int], None]
 
 _CONFIG_COLUMNS = [c.name for c in function_versions.columns if c.name != "function_name"]
 _Layers = dict[tuple[str, str], tuple[FunctionLayer, ...]]
@@ -229,6 +231,7 @@ class MetadataStore:
         self._engine: Engine = create_engine(url)
         self._sealer = sealer
         self._dependents: list[Dependent] = []
+        self._layer_dependents: list[LayerDependent] = []
         if url.startswith("sqlite"):
             event.listen(self._engine, "connect", _sqlite_pragmas)
         metadata.create_all(self._engine)
@@ -285,6 +288,11 @@ class MetadataStore:
         """Have `delete` remove another module's rows of a function or alias being deleted,
         in the deleting transaction."""
         self._dependents.append(delete)
+
+    def add_layer_dependent(self, delete: LayerDependent) -> None:
+        """Have `delete` remove another module's rows of a layer version being deleted, in the
+        deleting transaction."""
+        self._layer_dependents.append(delete)
 
     def create_function(self, config: FunctionConfig, tags: dict[str, str]) -> bool:
         """Insert a new function with its `$LATEST`; False if the name is taken."""
@@ -712,6 +720,8 @@ class MetadataStore:
                     layer_versions.c.layer_name == name, layer_versions.c.version == version
                 )
             )
+            for dependent in self._layer_dependents:
+                dependent(conn, name, version)
             return _to_layer_version(row)
 
     def layer_code_exists(self, sha256: str) -> bool:
