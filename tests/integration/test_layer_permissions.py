@@ -255,3 +255,43 @@ def test_the_policy_grants_use_of_the_layer(
     denied(lambda: user.update_function_configuration(FunctionName=fn, Layers=[arn]))
     # Leaving the layers alone needs no permission on them.
     user.update_function_configuration(FunctionName=fn, Description="d")
+
+
+def test_policies_and_tags_survive_a_restart(own_server: Any, tmp_path: Path) -> None:
+    srv = own_server()
+    lam = srv.client()
+    name = f"l-{uuid.uuid4().hex[:10]}"
+    zipped = make_zip({"python/lib.py": "X = 1\n"})
+    layer = lam.publish_layer_version(LayerName=name, Content={"ZipFile": zipped})
+    lam.add_layer_version_permission(
+        LayerName=name,
+        VersionNumber=1,
+        StatementId="mine",
+        Action="lambda:GetLayerVersion",
+        Principal=ACCOUNT,
+    )
+    policy = lam.get_layer_version_policy(LayerName=name, VersionNumber=1)
+    fn = "tagged"
+    lam.create_function(
+        FunctionName=fn,
+        Runtime="python3.11",
+        Role=ROLE,
+        Handler="app.handler",
+        Code={"ZipFile": make_zip({"app.py": CODE})},
+        Tags={"team": "a"},
+    )
+    lam.tag_resource(Resource=f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:{fn}", Tags={"b": "2"})
+    assert srv.stop() == 0, srv.log()
+
+    srv = own_server(srv.data_dir)
+    lam = srv.client()
+    again = lam.get_layer_version_policy(LayerName=name, VersionNumber=1)
+    assert (again["Policy"], again["RevisionId"]) == (policy["Policy"], policy["RevisionId"])
+    assert lam.list_tags(Resource=f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:{fn}")["Tags"] == {
+        "team": "a",
+        "b": "2",
+    }
+    # Loaded, not only stored: the policy still lets a key without permissions read it.
+    key = new_key(srv, tmp_path)
+    user = client(srv, key)
+    assert user.get_layer_version_by_arn(Arn=layer["LayerVersionArn"])["Version"] == 1
