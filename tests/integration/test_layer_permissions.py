@@ -144,8 +144,16 @@ def test_bad_input(lam: Any, lam_unchecked: Any, layer: dict[str, Any]) -> None:
     with pytest.raises(lam.exceptions.PreconditionFailedException):
         lam.add_layer_version_permission(**good, RevisionId=str(uuid.uuid4()))
     for where in ({"VersionNumber": version + 1}, {"LayerName": "no-such-layer"}):
-        with pytest.raises(lam.exceptions.ResourceNotFoundException):
+        with pytest.raises(lam.exceptions.ResourceNotFoundException) as exc:
             lam.add_layer_version_permission(**(good | where))
+        wanted = f"arn:aws:lambda:us-east-1:{ACCOUNT}:layer:" + (
+            f"{(good | where)['LayerName']}:{(good | where)['VersionNumber']}"
+        )
+        assert error(exc) == (
+            "ResourceNotFoundException",
+            f"Layer version {wanted} does not exist.",
+            404,
+        )
         with pytest.raises(lam.exceptions.ResourceNotFoundException):
             lam.get_layer_version_policy(
                 LayerName=(good | where)["LayerName"], VersionNumber=(good | where)["VersionNumber"]

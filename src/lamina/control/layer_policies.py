@@ -48,6 +48,8 @@ class LayerVersions(Protocol):
 
     async def get(self, layer_name: Any, version: Any) -> LayerVersion: ...
 
+    def layer_arn(self, name: str) -> str: ...
+
     def version_arn(self, name: str, version: int) -> str: ...
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T: ...
@@ -87,7 +89,7 @@ class LayerPolicies:
 
     async def get(self, layer_name: Any, version: Any) -> tuple[str, str]:
         """GetLayerVersionPolicy: the policy's text and revision id."""
-        lv = await self._layers.get(layer_name, version)
+        lv = await self._version(layer_name, version)
         found = self._policies.get((lv.name, lv.version))
         if found is None:
             raise ResourceNotFoundError("No policy is associated with the given resource.")
@@ -119,7 +121,7 @@ class LayerPolicies:
             raise InvalidParameterValueError(
                 "OrganizationId can only be specified with the principal '*'."
             )
-        lv = await self._layers.get(layer_name, version)
+        lv = await self._version(layer_name, version)
         key = (lv.name, lv.version)
         statement: dict[str, Any] = {
             "Sid": sid,
@@ -150,7 +152,7 @@ class LayerPolicies:
         c = v.Constraints()
         c.string(statement_id, "statementId", max_len=100, pattern=_STATEMENT_ID, required=True)
         c.check()
-        lv = await self._layers.get(layer_name, version)
+        lv = await self._version(layer_name, version)
         key = (lv.name, lv.version)
         async with self._writing:
             current = self._policies.get(key)
@@ -163,6 +165,17 @@ class LayerPolicies:
                     f"Statement {statement_id} is not found in resource policy."
                 )
             await self._write(key, current, kept)
+
+    async def _version(self, layer_name: Any, version: Any) -> LayerVersion:
+        try:
+            return await self._layers.get(layer_name, version)
+        except ResourceNotFoundError:
+            # Name and number passed validation in `get`: both print as they were given.
+            name = str(layer_name)
+            arn = name if name.startswith("arn:") else self._layers.layer_arn(name)
+            raise ResourceNotFoundError(
+                f"Layer version {arn}:{int(version)} does not exist."
+            ) from None
 
     async def _write(
         self, key: tuple[str, int], current: _Stored | None, statements: list[Any]
