@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import Functions
+from botocore.exceptions import ClientError
+from tests.conftest import Functions, Server
+from tests.integration.test_authorization import client, new_key
 
 CODE = "def handler(event, context):\n    return 1\n"
 ARN = "arn:aws:lambda:us-east-1:000000000000:function:"
@@ -118,3 +121,32 @@ def test_create_function_checks_tags(functions: Functions, lam: Any) -> None:
     assert not [
         f for f in lam.list_functions()["Functions"] if f["FunctionName"] in functions.names
     ]
+
+
+def test_get_function_shows_tags_only_to_who_may_list_them(
+    functions: Functions, lam: Any, server: Server, tmp_path: Path
+) -> None:
+    name = functions.create(CODE, Tags={"team": "a"})["FunctionName"]
+    arn = ARN + name
+    get = {"Effect": "Allow", "Action": "lambda:GetFunction", "Resource": arn}
+    reader = client(server, new_key(server, tmp_path, get))
+    got = reader.get_function(FunctionName=name)
+    assert "Tags" not in got
+    assert got["TagsError"]["ErrorCode"] == "AccessDeniedException"
+    assert got["TagsError"]["Message"].endswith(
+        f"is not authorized to perform: lambda:ListTags on resource: {arn} because no "
+        "identity-based policy allows the lambda:ListTags action"
+    )
+    lister = client(
+        server,
+        new_key(
+            server, tmp_path, get, {"Effect": "Allow", "Action": "lambda:ListTags", "Resource": arn}
+        ),
+    )
+    got = lister.get_function(FunctionName=name)
+    assert got["Tags"] == {"team": "a"} and "TagsError" not in got
+    assert lister.list_tags(Resource=arn)["Tags"] == {"team": "a"}
+    # TagResource is an action of its own.
+    with pytest.raises(ClientError) as exc:
+        lister.tag_resource(Resource=arn, Tags={"k": "v"})
+    assert error(exc)[0] == "AccessDeniedException"
