@@ -24,6 +24,10 @@ DESCRIPTION_MAX_CHARS: Final = 256
 HANDLER_MAX_CHARS: Final = 128
 FUNCTION_NAME_MAX_CHARS: Final = 64
 LAYERS_MAX: Final = 5
+#: tags per resource (function, code signing config, event source mapping)
+TAGS_MAX: Final = 50
+TAG_KEY_MAX_CHARS: Final = 128
+TAG_VALUE_MAX_CHARS: Final = 256
 TAIL_LOG_MAX_BYTES: Final = 4 * 1024
 
 # Deployment packages.

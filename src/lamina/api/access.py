@@ -10,6 +10,8 @@ service authorization reference names them:
   (updates, publishing, aliases, reserved concurrency, listings of its sub-resources) act on the
   unqualified ARN. IAM matches ARNs as strings, so a policy on `function:NAME` does not cover
   `function:NAME:prod`: policies use `function:NAME:*` for versions and aliases, as on AWS.
+- Tags and whole resource policies: the ARN the request names (TagResource, UntagResource,
+  ListTags, Get/Put/DeleteResourcePolicy).
 - Layers: `layer:NAME` for PublishLayerVersion, `layer:NAME:VERSION` for a version's operations.
 - CloudWatch Logs: `log-group:NAME:*` (a stream's operations: `log-group:NAME:log-stream:S`);
   DescribeLogGroups acts on `log-group:*`.
@@ -43,7 +45,22 @@ _FUNCTION = re.compile(
     r"/(2015-03-31|2014-11-13|2017-10-31|2019-09-30|2019-09-25|2021-10-31)/functions"
     r"(?:/([^/]+)(/.*)?)?"
 )
-_LAYERS = re.compile(r"/2018-10-31/layers(?:/([^/]+)/versions(?:/([^/]+))?)?")
+_LAYERS = re.compile(r"/2018-10-31/layers(?:/([^/]+)/versions(?:/([^/]+)(/policy(?:/[^/]+)?)?)?)?")
+# A layer version's policy: (method, with a statement id?) -> operation
+_LAYER_POLICY_OPS = {
+    ("POST", False): "AddLayerVersionPermission",
+    ("GET", False): "GetLayerVersionPolicy",
+    ("DELETE", True): "RemoveLayerVersionPermission",
+}
+# Tags are addressed by the resource's ARN, which is the resource IAM checks.
+_TAGS = re.compile(r"/2017-03-31/tags/([^/]+)")
+_TAG_OPS = {"POST": "TagResource", "DELETE": "UntagResource", "GET": "ListTags"}
+_RESOURCE_POLICY = re.compile(r"/2026-07-09/resource-policy/(.+)")
+_RESOURCE_POLICY_OPS = {
+    "GET": "GetResourcePolicy",
+    "PUT": "PutResourcePolicy",
+    "DELETE": "DeleteResourcePolicy",
+}
 _LAMINA = {
     ("GET", "/lamina/runtimes"): "ListRuntimes",
     ("GET", "/lamina/environments"): "ListEnvironments",
@@ -106,7 +123,17 @@ _FUNCTION_OPS: dict[tuple[str, str, str], tuple[str, bool]] = {
     ("2021-10-31", "/urls", "GET"): ("ListFunctionUrlConfigs", False),
 }
 # Operations whose body carries a condition key or the resource's name.
-_BODY_OPS = frozenset({"AddPermission", "CreateFunctionUrlConfig", "UpdateFunctionUrlConfig"})
+_BODY_OPS = frozenset(
+    {
+        "AddPermission",
+        "CreateFunctionUrlConfig",
+        "UpdateFunctionUrlConfig",
+        # for the layers it attaches (`attached_layers`)
+        "UpdateFunctionConfiguration",
+    }
+)
+# Operations that attach layers, for which the caller needs lambda:GetLayerVersion on each
+_LAYER_USERS = frozenset({"lambda:CreateFunction", "lambda:UpdateFunctionConfiguration"})
 # Logs operations that name a stream as well as a group
 _STREAM_OPS = frozenset({"GetLogEvents", "PutLogEvents"})
 _RULE_MEMBER = {
@@ -143,6 +170,16 @@ class AccessMap:
         op = _FUNCTION_OPS.get((m[1], _shape(m[3]), method))
         return op is not None and op[0] in _BODY_OPS
 
+    def attached_layers(self, action: str, body: bytes) -> list[str]:
+        """The layer version ARNs a CreateFunction or UpdateFunctionConfiguration body
+        attaches (what is not a list of strings is left to the handler to refuse)."""
+        if action not in _LAYER_USERS:
+            return []
+        layers = _json(body).get("Layers")
+        if not isinstance(layers, list):
+            return []
+        return [arn for arn in layers if isinstance(arn, str)]
+
     def request(
         self,
         method: str,
@@ -166,6 +203,18 @@ class AccessMap:
         m = _LAYERS.fullmatch(trimmed)
         if m is not None:
             return self._layer(method, m, query)
+        m = _TAGS.fullmatch(trimmed)
+        if m is not None:
+            operation = _TAG_OPS.get(method)
+            if operation is None:
+                return AccessRequest(UNKNOWN, "*")
+            return AccessRequest(f"lambda:{operation}", m[1])
+        m = _RESOURCE_POLICY.fullmatch(trimmed)
+        if m is not None:
+            operation = _RESOURCE_POLICY_OPS.get(method)
+            if operation is None:
+                return AccessRequest(UNKNOWN, "*")
+            return AccessRequest(f"lambda:{operation}", m[1])
         if trimmed == "/2016-08-19/account-settings" and method == "GET":
             return AccessRequest("lambda:GetAccountSettings", "*")
         name = _LAMINA.get((method, trimmed))
@@ -241,7 +290,10 @@ class AccessMap:
             if method == "POST":
                 return AccessRequest("lambda:PublishLayerVersion", layer)
             return AccessRequest(UNKNOWN, "*")
-        operation = {"GET": "GetLayerVersion", "DELETE": "DeleteLayerVersion"}.get(method)
+        if m[3] is not None:
+            operation = _LAYER_POLICY_OPS.get((method, m[3] != "/policy"))
+        else:
+            operation = {"GET": "GetLayerVersion", "DELETE": "DeleteLayerVersion"}.get(method)
         if operation is None:
             return AccessRequest(UNKNOWN, "*")
         return AccessRequest(f"lambda:{operation}", f"{layer}:{version}")

@@ -26,7 +26,9 @@ from lamina.api import (
     layers,
     logs_api,
     policies,
+    resource_policies,
     roles,
+    tags,
 )
 from lamina.api import functions as fn
 from lamina.api.authn import Authn
@@ -53,8 +55,11 @@ from lamina.observability.metrics import CONTENT_TYPE
 
 _FN = "/2015-03-31/functions"
 _LAYERS = "/2018-10-31/layers"
+_LAYER_POLICY = _LAYERS + "/{name}/versions/{version}/policy"
 _EVENT_INVOKE = "/2019-09-25/functions/{name}/event-invoke-config"
 _URL = "/2021-10-31/functions/{name}/url"
+# A runtime's ARN has slashes (`runtime/...`): the whole rest of the path.
+_POLICY = "/2026-07-09/resource-policy/{arn:path}"
 
 
 async def health(request: Request) -> Response:
@@ -264,6 +269,15 @@ def build_app(
         Route(
             _LAYERS + "/{name}/versions/{version}", layers.delete_layer_version, methods=["DELETE"]
         ),
+        Route("/2017-03-31/tags/{arn}", tags.tag_resource, methods=["POST"]),
+        Route("/2017-03-31/tags/{arn}", tags.untag_resource, methods=["DELETE"]),
+        Route("/2017-03-31/tags/{arn}", tags.list_tags, methods=["GET"]),
+        Route(_POLICY, resource_policies.get_resource_policy, methods=["GET"]),
+        Route(_POLICY, resource_policies.put_resource_policy, methods=["PUT"]),
+        Route(_POLICY, resource_policies.delete_resource_policy, methods=["DELETE"]),
+        Route(_LAYER_POLICY, layers.add_layer_version_permission, methods=["POST"]),
+        Route(_LAYER_POLICY, layers.get_layer_version_policy, methods=["GET"]),
+        Route(_LAYER_POLICY + "/{sid}", layers.remove_layer_version_permission, methods=["DELETE"]),
         Route("/lamina/code/{sha256}.zip", fn.download_code, methods=["GET"]),
         Route("/", json_protocol, methods=["POST"]),
     ]

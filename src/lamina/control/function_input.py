@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lamina.control import validation as v
+from lamina.control.tags import check_tags
 from lamina.models import FunctionConfig
 
 
@@ -91,11 +92,5 @@ def configuration(c: v.Constraints, req: FunctionInput, *, creating: bool) -> di
 
 
 def checked_tags(c: v.Constraints, value: Any) -> dict[str, str] | None:
-    if value is None:
-        return None
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(x, str) for k, x in value.items()
-    ):
-        c.fail(value, "tags", "Member must be a map of strings to strings")
-        return None
-    return dict(value)
+    """CreateFunction's `Tags` (limits: `tags.check_tag_limits`, once the rest is valid)."""
+    return check_tags(c, value)

@@ -40,6 +40,8 @@ from lamina.control.function_policies import FunctionPolicies
 from lamina.control.function_urls import FunctionUrls
 from lamina.control.layers import LayerService, opt_key
 from lamina.control.provisioned import ProvisionedConcurrency
+from lamina.control.resource_policies import ResourcePolicies
+from lamina.control.tags import FunctionTags, TagService, check_tag_limits
 from lamina.errors import (
     InvalidParameterValueError,
     ResourceConflictError,
@@ -114,6 +116,11 @@ class FunctionService:
         self.urls = FunctionUrls(self, FunctionUrlStore(metadata))
         #: resource-based policies per function, version or alias
         self.policies = FunctionPolicies(self, FunctionPolicyStore(metadata))
+        #: whole policy documents by resource ARN (the same policies as `policies`)
+        self.resource_policies = ResourcePolicies(self, settings.region, settings.account_id)
+        #: tags by resource ARN; other kinds of resources register their own holders
+        self.tags = TagService(settings.region, settings.account_id)
+        self.tags.register("function", FunctionTags(self.run, metadata))
         # Merged /opt directory (by key) -> the code of every version that has run with it:
         # the directory stays while an environment may still run one of them.
         self._opt_users: dict[str, set[str]] = {}
@@ -133,6 +140,7 @@ class FunctionService:
         await self.event_invoke.load()
         await self.urls.load()
         await self.policies.load()
+        await self.layers.policies.load()
         # A crash between forgetting a function and deleting its code leaves orphans.
         referenced = await self._run(self._metadata.referenced_code)
         for sha in await self._run(self._code.stored):
@@ -348,6 +356,8 @@ class FunctionService:
         layer_arns = v.layer_arns(c, req.layers)
         c.check()
         assert name is not None
+        if tags:
+            check_tag_limits(tags)
         if "handler" not in fields:
             raise InvalidParameterValueError(
                 "The Handler parameter is required when PackageType is Zip."

@@ -30,11 +30,13 @@ from typing import Any, Protocol, TypeVar
 from lamina import limits
 from lamina.control import listing, packages
 from lamina.control import validation as v
+from lamina.control.layer_policies import LayerPolicies
 from lamina.errors import InvalidParameterValueError, ResourceNotFoundError, ValidationError
 from lamina.models import FunctionConfig, FunctionLayer, LayerVersion
 from lamina.settings import Settings
 from lamina.store import CodeStore, MetadataStore, StoredCode, UnsafePackageError
 from lamina.store.blobs import open_dirs
+from lamina.store.layer_policies import LayerPolicyStore
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +95,12 @@ class LayerService:
         self._code = code
         self._keeper = keeper
         self.merges = LayerMerges(settings.data_dir / "opt", code)
+        #: each layer version's resource-based policy
+        self.policies = LayerPolicies(self, LayerPolicyStore(metadata))
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a blocking store call on the control worker."""
+        return await self._keeper.run(fn, *args)
 
     # -- names ---------------------------------------------------------------------
 
@@ -161,6 +169,7 @@ class LayerService:
         if name is None:
             return
         gone = await self._keeper.run(self._metadata.delete_layer_version, name, number)
+        self.policies.forget(name, number)
         if gone is not None:
             await self._keeper.release_code(gone.code_sha256)
 
