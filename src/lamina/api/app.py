@@ -18,6 +18,7 @@ from lamina import __version__
 from lamina.api import (
     access_keys,
     aliases,
+    code_signing,
     concurrency,
     event_invoke,
     events_api,
@@ -55,6 +56,8 @@ _FN = "/2015-03-31/functions"
 _LAYERS = "/2018-10-31/layers"
 _EVENT_INVOKE = "/2019-09-25/functions/{name}/event-invoke-config"
 _URL = "/2021-10-31/functions/{name}/url"
+_CSC = "/2020-04-22/code-signing-configs"
+_FN_CSC = "/2020-06-30/functions/{name}/code-signing-config"
 
 
 async def health(request: Request) -> Response:
@@ -264,6 +267,24 @@ def build_app(
         Route(
             _LAYERS + "/{name}/versions/{version}", layers.delete_layer_version, methods=["DELETE"]
         ),
+        Route(_CSC, code_signing.create_code_signing_config, methods=["POST"]),
+        Route(_CSC, code_signing.list_code_signing_configs, methods=["GET"]),
+        Route(_CSC + "/", code_signing.list_code_signing_configs, methods=["GET"]),
+        Route(_CSC + "/{arn}", code_signing.get_code_signing_config, methods=["GET"]),
+        Route(_CSC + "/{arn}", code_signing.update_code_signing_config, methods=["PUT"]),
+        Route(_CSC + "/{arn}", code_signing.delete_code_signing_config, methods=["DELETE"]),
+        Route(
+            _CSC + "/{arn}/functions",
+            code_signing.list_functions_by_code_signing_config,
+            methods=["GET"],
+        ),
+        Route(_FN_CSC, code_signing.put_function_code_signing_config, methods=["PUT"]),
+        Route(_FN_CSC, code_signing.get_function_code_signing_config, methods=["GET"]),
+        Route(_FN_CSC, code_signing.delete_function_code_signing_config, methods=["DELETE"]),
+        Route("/lamina/signers", code_signing.list_signers, methods=["GET"]),
+        Route("/lamina/signers", code_signing.put_signer, methods=["PUT"]),
+        Route("/lamina/signers", code_signing.remove_signer, methods=["DELETE"]),
+        Route("/lamina/signers/revoke", code_signing.revoke_signer, methods=["POST"]),
         Route("/lamina/code/{sha256}.zip", fn.download_code, methods=["GET"]),
         Route("/", json_protocol, methods=["POST"]),
     ]

@@ -28,6 +28,7 @@ from lamina.control import listing, packages
 from lamina.control import validation as v
 from lamina.control import vpc as vpcs
 from lamina.control.aliases import AliasService, is_alias_name
+from lamina.control.code_signing import CodeSigning
 from lamina.control.concurrency import ReservedConcurrency
 from lamina.control.event_invoke import EventInvokeConfigs
 from lamina.control.function_input import (
@@ -61,6 +62,7 @@ from lamina.networks import VpcDirectory
 from lamina.runtimes.catalog import RuntimeCatalog
 from lamina.settings import Settings
 from lamina.store import CodeStore, MetadataStore, StoredCode, UnsafePackageError
+from lamina.store.code_signing import CodeSigningStore
 from lamina.store.function_policies import FunctionPolicyStore
 from lamina.store.function_urls import FunctionUrlStore
 
@@ -114,6 +116,8 @@ class FunctionService:
         self.urls = FunctionUrls(self, FunctionUrlStore(metadata))
         #: resource-based policies per function, version or alias
         self.policies = FunctionPolicies(self, FunctionPolicyStore(metadata))
+        #: code signing configurations, trusted signers, and the check of each package
+        self.signing = CodeSigning(self, CodeSigningStore(metadata), settings)
         # Merged /opt directory (by key) -> the code of every version that has run with it:
         # the directory stays while an environment may still run one of them.
         self._opt_users: dict[str, set[str]] = {}
@@ -133,6 +137,7 @@ class FunctionService:
         await self.event_invoke.load()
         await self.urls.load()
         await self.policies.load()
+        await self.signing.load()
         # A crash between forgetting a function and deleting its code leaves orphans.
         referenced = await self._run(self._metadata.referenced_code)
         for sha in await self._run(self._code.stored):
@@ -328,8 +333,11 @@ class FunctionService:
 
     # -- writes --------------------------------------------------------------------
 
-    async def create(self, req: FunctionInput) -> FunctionConfig:
-        """Create a function. Returns its configuration as of acceptance (State Pending)."""
+    async def create(
+        self, req: FunctionInput, code_signing_config_arn: Any = None
+    ) -> FunctionConfig:
+        """Create a function. Returns its configuration as of acceptance (State Pending).
+        With a code signing configuration, the package must pass its checks."""
         self._refuse_unsupported(req)
         c = v.Constraints()
         if isinstance(req.name, str) and ":" in req.name:
@@ -366,6 +374,9 @@ class FunctionService:
             )
         if name in self._latest or name in self._busy:
             raise ResourceConflictError(f"Function already exist: {name}")
+        signing = self.signing.config_for_new_function(code_signing_config_arn)
+        if signing is not None:
+            await self._run(self.signing.check, name, signing, req.zip_file)
         draft = FunctionConfig(
             name=name,
             version=LATEST,
@@ -399,6 +410,8 @@ class FunctionService:
                     raise ResourceConflictError(f"Function already exist: {name}")
                 self._latest[name] = config
                 self._track_opt(config)
+            if signing is not None:
+                await self.signing.link_new(name, signing)
         finally:
             self._busy.discard(name)
         await self._notify(name, LATEST)
@@ -424,6 +437,9 @@ class FunctionService:
             )
         current = self._begin_update(ref.name, revision_id)
         try:
+            signing = self.signing.of_function(ref.name)
+            if signing is not None:
+                await self._run(self.signing.check, ref.name, signing, zip_file)
             async with self._code_lock:
                 stored = await self._store_code(zip_file, "UpdateFunctionCode")
                 new = replace(
@@ -523,6 +539,7 @@ class FunctionService:
             self.event_invoke.forget_function(ref.name)
             self.urls.forget_function(ref.name)
             self.policies.forget_function(ref.name)
+            self.signing.forget_function(ref.name)
         finally:
             self._busy.discard(ref.name)
         await self._notify(ref.name, None)
