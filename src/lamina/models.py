@@ -152,6 +152,9 @@ class FunctionConfig:
     kms_key_arn: str | None = None
     #: the VPC the function joins (None: never given one; see `VpcConfig`)
     vpc: VpcConfig | None = None
+    #: (SigningProfileVersionArn, SigningJobArn) of a package that passed code signing's
+    #: checks (None: unsigned, or deployed without a check)
+    signed_by: tuple[str, str] | None = None
 
     @property
     def vpc_id(self) -> str | None:

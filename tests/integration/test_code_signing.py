@@ -310,7 +310,12 @@ def test_enforce_takes_only_trusted_intact_packages(
         FunctionName=name, WaiterConfig={"Delay": 0.1, "MaxAttempts": 100}
     )
     assert lam.get_function_code_signing_config(FunctionName=name)["CodeSigningConfigArn"] == csc
-    before = lam.get_function_configuration(FunctionName=name)["CodeSha256"]
+    conf = lam.get_function_configuration(FunctionName=name)
+    before = conf["CodeSha256"]
+    assert conf["SigningProfileVersionArn"] == signer.arn
+    assert re.fullmatch(
+        rf"arn:aws:signer:us-east-1:{ACCOUNT}:/signing-jobs/[0-9a-f]{{32}}", conf["SigningJobArn"]
+    )
 
     # UpdateFunctionCode: the same checks; a refused package leaves the code as it was.
     for bad, code in (
@@ -322,8 +327,10 @@ def test_enforce_takes_only_trusted_intact_packages(
         assert _error(e)[0] == code
     assert lam.get_function_configuration(FunctionName=name)["CodeSha256"] == before
     update = signer.sign(make_zip({"app.py": CODE % 3}))
-    after = lam.update_function_code(FunctionName=name, ZipFile=update)["CodeSha256"]
-    assert after != before
+    updated = lam.update_function_code(FunctionName=name, ZipFile=update)
+    assert updated["CodeSha256"] != before
+    assert updated["SigningProfileVersionArn"] == signer.arn
+    assert updated["SigningJobArn"] != conf["SigningJobArn"]
 
     # Revoking the profile makes its signatures fail.
     out = lamina("signers", "revoke", signer.arn, endpoint=server.endpoint)
@@ -349,6 +356,7 @@ def test_warn_takes_failing_packages_and_counts_them(
     name = _new_function(lam, functions, make_zip({"app.py": CODE % 1}), csc)
     line = f'lamina_signature_validation_errors_total{{check="Unsigned",function="{name}"}} 1.0'
     assert line in httpx.get(server.endpoint + "/metrics").text
+    assert "SigningProfileVersionArn" not in lam.get_function_configuration(FunctionName=name)
     assert f"function:{name} deployed with a package that failed the Unsigned check" in (
         server.log()
     )
@@ -387,3 +395,40 @@ def test_sign_command_signs_in_place(server: Server, tmp_path: Path) -> None:
     public = code_signature.load_public_key(signer.public_file.read_bytes())
     assert code_signature.verify(public, unsigned, sig)
     assert not code_signature.verify(public, code_signature.split(make_zip({"a": "b"}))[0], sig)
+
+
+def test_configs_links_and_signers_survive_a_restart(own_server: Any, tmp_path: Path) -> None:
+    srv = own_server()
+    lam = srv.client()
+    signer = Signer(srv, tmp_path).trust()
+    csc = lam.create_code_signing_config(
+        AllowedPublishers={"SigningProfileVersionArns": [signer.arn]},
+        CodeSigningPolicies={"UntrustedArtifactOnDeployment": "Enforce"},
+    )["CodeSigningConfig"]
+    lam.create_function(
+        FunctionName="kept",
+        Runtime="python3.11",
+        Role=ROLE,
+        Handler="app.handler",
+        Code={"ZipFile": signer.sign(make_zip({"app.py": CODE % 1}))},
+        CodeSigningConfigArn=csc["CodeSigningConfigArn"],
+    )
+    assert srv.stop() == 0
+    srv = own_server(srv.data_dir)
+    lam = srv.client()
+    got = lam.get_code_signing_config(CodeSigningConfigArn=csc["CodeSigningConfigArn"])
+    assert got["CodeSigningConfig"] == csc
+    assert (
+        lam.get_function_code_signing_config(FunctionName="kept")["CodeSigningConfigArn"]
+        == csc["CodeSigningConfigArn"]
+    )
+    assert lam.get_function_configuration(FunctionName="kept")["SigningProfileVersionArn"] == (
+        signer.arn
+    )
+    # The signer is still trusted, and the policy still enforced.
+    lam.update_function_code(
+        FunctionName="kept", ZipFile=signer.sign(make_zip({"app.py": CODE % 2}))
+    )
+    with pytest.raises(ClientError) as e:
+        lam.update_function_code(FunctionName="kept", ZipFile=make_zip({"app.py": CODE % 3}))
+    assert _error(e)[0] == "CodeVerificationFailedException"

@@ -27,7 +27,7 @@ import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
@@ -82,14 +82,6 @@ class Functions(Protocol):
     def arn(self, name: str, qualifier: str | None = None) -> str: ...
 
     def run(self, fn: Callable[..., T], *args: Any) -> Awaitable[T]: ...
-
-
-@dataclass(frozen=True)
-class SignedBy:
-    """Who signed a package that passed every check."""
-
-    profile_arn: str
-    job: str
 
 
 class CodeSigning:
@@ -355,11 +347,14 @@ class CodeSigning:
 
     # -- the check of a deployment ---------------------------------------------------
 
-    def check(self, name: str, config: CodeSigningConfig | None, package: bytes) -> SignedBy | None:
+    def check(
+        self, name: str, config: CodeSigningConfig | None, package: bytes
+    ) -> tuple[str, str] | None:
         """Check a package deployed to the function `name` under `config` (nothing to check
-        without one). Raises as Lambda refuses; returns who signed it when every check
-        passed, None when it was accepted with a warning or not checked. CPU-bound on large
-        packages (one SHA-256 pass): callers run it off the event loop."""
+        without one). Raises as Lambda refuses; returns (SigningProfileVersionArn,
+        SigningJobArn) when every check passed, None when it was accepted with a warning or
+        not checked. CPU-bound on large packages (one SHA-256 pass): callers run it off the
+        event loop."""
         if config is None:
             return None
         arn = self._functions.arn(name)
@@ -385,7 +380,9 @@ class CodeSigning:
             failed = "Revocation"
         if failed is None:
             assert sig is not None
-            return SignedBy(sig.profile, sig.job)
+            s = self._settings
+            job = f"arn:aws:signer:{s.region}:{s.account_id}:/signing-jobs/{sig.job}"
+            return sig.profile, job
         if config.policy == "Enforce":
             raise CodeVerificationFailedError(
                 "Lambda cannot deploy the function. The function or layer might be signed "

@@ -375,8 +375,9 @@ class FunctionService:
         if name in self._latest or name in self._busy:
             raise ResourceConflictError(f"Function already exist: {name}")
         signing = self.signing.config_for_new_function(code_signing_config_arn)
+        signed_by = None
         if signing is not None:
-            await self._run(self.signing.check, name, signing, req.zip_file)
+            signed_by = await self._run(self.signing.check, name, signing, req.zip_file)
         draft = FunctionConfig(
             name=name,
             version=LATEST,
@@ -388,6 +389,7 @@ class FunctionService:
             # The code is unpacked before the row is written, so the stored function is
             # Active at once; the answer below still says Pending, as it was while unpacking.
             state=FunctionState.ACTIVE,
+            signed_by=signed_by,
             **fields,
         )
         self._busy.add(name)
@@ -438,8 +440,9 @@ class FunctionService:
         current = self._begin_update(ref.name, revision_id)
         try:
             signing = self.signing.of_function(ref.name)
+            signed_by = None
             if signing is not None:
-                await self._run(self.signing.check, ref.name, signing, zip_file)
+                signed_by = await self._run(self.signing.check, ref.name, signing, zip_file)
             async with self._code_lock:
                 stored = await self._store_code(zip_file, "UpdateFunctionCode")
                 new = replace(
@@ -447,6 +450,7 @@ class FunctionService:
                     code_sha256=stored.sha256,
                     code_size=stored.size,
                     architectures=archs or current.architectures,
+                    signed_by=signed_by,
                     revision_id=str(uuid.uuid4()),
                     last_modified=_now(),
                     last_update_status=UpdateStatus.SUCCESSFUL,
