@@ -432,3 +432,49 @@ def test_configs_links_and_signers_survive_a_restart(own_server: Any, tmp_path: 
     with pytest.raises(ClientError) as e:
         lam.update_function_code(FunctionName="kept", ZipFile=make_zip({"app.py": CODE % 3}))
     assert _error(e)[0] == "CodeVerificationFailedException"
+
+
+def test_layers_of_a_signed_function_must_pass_too(
+    server: Server, lam: Any, configs: list[str], functions: Functions, tmp_path: Path
+) -> None:
+    signer = Signer(server, tmp_path).trust()
+    csc = _create(lam, configs, [signer.arn], "Enforce")["CodeSigningConfigArn"]
+    layer_name = f"l-{uuid.uuid4().hex[:10]}"
+    layer_files = {"python/helper.py": "X = 1\n"}
+    unsigned = lam.publish_layer_version(
+        LayerName=layer_name, Content={"ZipFile": make_zip(layer_files)}
+    )
+    signed = lam.publish_layer_version(
+        LayerName=layer_name, Content={"ZipFile": signer.sign(make_zip(layer_files))}
+    )
+    try:
+        with pytest.raises(ClientError) as e:
+            lam.create_function(
+                FunctionName=f"t-{uuid.uuid4().hex[:12]}",
+                Runtime="python3.11",
+                Role=ROLE,
+                Handler="app.handler",
+                Code={"ZipFile": signer.sign(make_zip({"app.py": CODE % 1}))},
+                CodeSigningConfigArn=csc,
+                Layers=[unsigned["LayerVersionArn"]],
+            )
+        assert _error(e)[0] == "CodeVerificationFailedException"
+        name = _new_function(lam, functions, signer.sign(make_zip({"app.py": CODE % 1})), csc)
+        lam.get_waiter("function_active_v2").wait(
+            FunctionName=name, WaiterConfig={"Delay": 0.1, "MaxAttempts": 100}
+        )
+        with pytest.raises(ClientError) as e:
+            lam.update_function_configuration(
+                FunctionName=name, Layers=[unsigned["LayerVersionArn"]]
+            )
+        assert _error(e)[0] == "CodeVerificationFailedException"
+        assert "Layers" not in lam.get_function_configuration(FunctionName=name)
+        lam.update_function_configuration(FunctionName=name, Layers=[signed["LayerVersionArn"]])
+        assert (
+            lam.get_function_configuration(FunctionName=name)["Layers"][0]["Arn"]
+            == (signed["LayerVersionArn"])
+        )
+    finally:
+        for v in (unsigned, signed):
+            lam.delete_layer_version(LayerName=layer_name, VersionNumber=v["Version"])
+        assert lamina("signers", "remove", signer.arn, endpoint=server.endpoint).returncode == 0

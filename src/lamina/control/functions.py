@@ -51,6 +51,7 @@ from lamina.errors import (
 )
 from lamina.models import (
     LATEST,
+    CodeSigningConfig,
     Function,
     FunctionConfig,
     FunctionLayer,
@@ -397,6 +398,8 @@ class FunctionService:
             async with self._code_lock:
                 # Layers first: a refused layer leaves no code behind.
                 layers = await self._take_layers(layer_arns or [], ())
+                if signing is not None and layers:
+                    await self._run(self._check_layer_signatures, name, signing, layers)
                 stored = await self._store_code(req.zip_file, "CreateFunction")
                 config = replace(
                     draft, code_sha256=stored.sha256, code_size=stored.size, layers=layers
@@ -494,6 +497,9 @@ class FunctionService:
                 # configuration that uses it is committed.
                 async with self._code_lock:
                     layers = await self._take_layers(layer_arns, current.layers)
+                    signing = self.signing.of_function(ref.name)
+                    if signing is not None and layers:
+                        await self._run(self._check_layer_signatures, ref.name, signing, layers)
                     await self._merge_layers(layers)
                     new = self._updated(current, {**changes, "layers": layers})
                     await self._commit(current, new)
@@ -726,6 +732,18 @@ class FunctionService:
         self, arns: Sequence[str], attached: tuple[FunctionLayer, ...]
     ) -> tuple[FunctionLayer, ...]:
         return await self._run(self.layers.resolve, arns, attached)
+
+    def _check_layer_signatures(
+        self, name: str, signing: CodeSigningConfig, layers: tuple[FunctionLayer, ...]
+    ) -> None:
+        """(worker) A function with a code signing configuration takes only layers whose
+        packages pass its checks too, as Lambda requires."""
+        for layer in layers:
+            try:
+                data = self._code.zip_path(layer.code_sha256).read_bytes()
+            except OSError as e:
+                raise ServiceError(f"Lamina could not read the layer {layer.arn}: {e}") from None
+            self.signing.check(name, signing, data)
 
     async def _merge_layers(self, layers: tuple[FunctionLayer, ...]) -> None:
         """Build the function's /opt now, so that starting an environment does no file work.
