@@ -26,7 +26,8 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
@@ -95,6 +96,7 @@ class CodeSigning:
         self._links: dict[str, str] = {}  # function name -> config id
         self._signers: dict[str, TrustedSigner] = {}  # by profile ARN
         self._keys: dict[str, code_signature.PublicKey] = {}
+        self._held: dict[str, int] = {}  # config id -> functions being created with it
         self._writing = asyncio.Lock()
         #: told of every check a Warn-policy package failed (the server counts them)
         self.on_warning: WarningSink = lambda name, check: None
@@ -175,7 +177,9 @@ class CodeSigning:
     async def delete(self, arn: Any) -> None:
         async with self._writing:
             config = self.find(arn)
-            if not await self._functions.run(self._store.delete_config, config.id):
+            if config.id in self._held or not await self._functions.run(
+                self._store.delete_config, config.id
+            ):
                 raise ResourceConflictError(
                     "The code signing configuration cannot be deleted because it is used by "
                     "one or more functions."
@@ -246,6 +250,21 @@ class CodeSigning:
                 )
             self._links[name] = config.id
         return name, config
+
+    @contextmanager
+    def holding(self, config: CodeSigningConfig | None) -> Iterator[None]:
+        """Keep `config` from being deleted while a function is being created with it (its
+        link is written after the function's row)."""
+        if config is None:
+            yield
+            return
+        self._held[config.id] = self._held.get(config.id, 0) + 1
+        try:
+            yield
+        finally:
+            self._held[config.id] -= 1
+            if not self._held[config.id]:
+                del self._held[config.id]
 
     async def link_new(self, name: str, config: CodeSigningConfig) -> None:
         """Record the configuration a just-created function was created with."""

@@ -376,49 +376,52 @@ class FunctionService:
         if name in self._latest or name in self._busy:
             raise ResourceConflictError(f"Function already exist: {name}")
         signing = self.signing.config_for_new_function(code_signing_config_arn)
-        signed_by = None
-        if signing is not None:
-            signed_by = await self._run(self.signing.check, name, signing, req.zip_file)
-        draft = FunctionConfig(
-            name=name,
-            version=LATEST,
-            architectures=archs or ("x86_64",),
-            code_sha256="",
-            code_size=0,
-            revision_id=str(uuid.uuid4()),
-            last_modified=_now(),
-            # The code is unpacked before the row is written, so the stored function is
-            # Active at once; the answer below still says Pending, as it was while unpacking.
-            state=FunctionState.ACTIVE,
-            signed_by=signed_by,
-            **fields,
-        )
-        self._busy.add(name)
-        try:
-            async with self._code_lock:
-                # Layers first: a refused layer leaves no code behind.
-                layers = await self._take_layers(layer_arns or [], ())
-                if signing is not None and layers:
-                    await self._run(self._check_layer_signatures, name, signing, layers)
-                stored = await self._store_code(req.zip_file, "CreateFunction")
-                config = replace(
-                    draft, code_sha256=stored.sha256, code_size=stored.size, layers=layers
-                )
-                try:
-                    await self._merge_layers(layers)
-                    created = await self._run(self._metadata.create_function, config, tags or {})
-                except BaseException:
-                    await self._release_code_locked(stored.sha256)
-                    raise
-                if not created:
-                    await self._release_code_locked(stored.sha256)
-                    raise ResourceConflictError(f"Function already exist: {name}")
-                self._latest[name] = config
-                self._track_opt(config)
+        with self.signing.holding(signing):
+            signed_by = None
             if signing is not None:
-                await self.signing.link_new(name, signing)
-        finally:
-            self._busy.discard(name)
+                signed_by = await self._run(self.signing.check, name, signing, req.zip_file)
+            draft = FunctionConfig(
+                name=name,
+                version=LATEST,
+                architectures=archs or ("x86_64",),
+                code_sha256="",
+                code_size=0,
+                revision_id=str(uuid.uuid4()),
+                last_modified=_now(),
+                # The code is unpacked before the row is written, so the stored function is
+                # Active at once; the answer below still says Pending, as it was while unpacking.
+                state=FunctionState.ACTIVE,
+                signed_by=signed_by,
+                **fields,
+            )
+            self._busy.add(name)
+            try:
+                async with self._code_lock:
+                    # Layers first: a refused layer leaves no code behind.
+                    layers = await self._take_layers(layer_arns or [], ())
+                    if signing is not None and layers:
+                        await self._run(self._check_layer_signatures, name, signing, layers)
+                    stored = await self._store_code(req.zip_file, "CreateFunction")
+                    config = replace(
+                        draft, code_sha256=stored.sha256, code_size=stored.size, layers=layers
+                    )
+                    try:
+                        await self._merge_layers(layers)
+                        created = await self._run(
+                            self._metadata.create_function, config, tags or {}
+                        )
+                    except BaseException:
+                        await self._release_code_locked(stored.sha256)
+                        raise
+                    if not created:
+                        await self._release_code_locked(stored.sha256)
+                        raise ResourceConflictError(f"Function already exist: {name}")
+                    self._latest[name] = config
+                    self._track_opt(config)
+                if signing is not None:
+                    await self.signing.link_new(name, signing)
+            finally:
+                self._busy.discard(name)
         await self._notify(name, LATEST)
         return replace(
             config,
