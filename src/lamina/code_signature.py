@@ -30,7 +30,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
@@ -120,7 +120,10 @@ def signed_text(unsigned: bytes, profile: str, job: str, signed: int, expires: i
 
 def load_public_key(pem: bytes) -> PublicKey:
     """A PEM public key of a kind Lamina verifies with; ValueError otherwise."""
-    key = serialization.load_pem_public_key(pem)
+    try:
+        key = serialization.load_pem_public_key(pem)
+    except UnsupportedAlgorithm as e:
+        raise ValueError(f"unsupported key: {e}") from None
     if not isinstance(key, ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
         raise ValueError("the key must be Ed25519, ECDSA or RSA")
     return key
@@ -128,7 +131,12 @@ def load_public_key(pem: bytes) -> PublicKey:
 
 def load_private_key(pem: bytes) -> PrivateKey:
     """A PEM private key (unencrypted) of a kind Lamina signs with; ValueError otherwise."""
-    key = serialization.load_pem_private_key(pem, password=None)
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except UnsupportedAlgorithm as e:
+        raise ValueError(f"unsupported key: {e}") from None
+    except TypeError as e:  # an encrypted key, given no password
+        raise ValueError(str(e)) from None
     if not isinstance(
         key, ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
     ):

@@ -395,6 +395,13 @@ def test_sign_command_signs_in_place(server: Server, tmp_path: Path) -> None:
     public = code_signature.load_public_key(signer.public_file.read_bytes())
     assert code_signature.verify(public, unsigned, sig)
     assert not code_signature.verify(public, code_signature.split(make_zip({"a": "b"}))[0], sig)
+    # A file that is not a public key is refused by the server, and nothing is trusted.
+    bad = tmp_path / "bad.pem"
+    bad.write_text("not a key\n")
+    out = lamina("signers", "add", signer.arn, str(bad), endpoint=server.endpoint)
+    assert out.returncode == 1
+    assert "InvalidParameterValueException" in out.stderr
+    assert signer.arn not in lamina("signers", "list", endpoint=server.endpoint).stdout
 
 
 def test_configs_links_and_signers_survive_a_restart(own_server: Any, tmp_path: Path) -> None:
