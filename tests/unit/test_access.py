@@ -104,6 +104,32 @@ def test_every_json_api_operation_has_a_mapping() -> None:
         ("POST", "/2014-11-13/functions/f/invoke-async/", {}, "lambda:InvokeFunction", FN + "f"),
         ("GET", "/2015-03-31/functions/f", {"Qualifier": "2"}, "lambda:GetFunction", FN + "f:2"),
         ("GET", "/2015-03-31/functions/", {}, "lambda:ListFunctions", "*"),
+        ("POST", "/2020-04-22/code-signing-configs", {}, "lambda:CreateCodeSigningConfig", "*"),
+        ("GET", "/2020-04-22/code-signing-configs/", {}, "lambda:ListCodeSigningConfigs", "*"),
+        (
+            "DELETE",
+            "/2020-04-22/code-signing-configs/"
+            + f"arn:aws:lambda:us-east-1:{ACCOUNT}:code-signing-config:csc-0123456789abcdef0",
+            {},
+            "lambda:DeleteCodeSigningConfig",
+            f"arn:aws:lambda:us-east-1:{ACCOUNT}:code-signing-config:csc-0123456789abcdef0",
+        ),
+        (
+            "GET",
+            "/2020-04-22/code-signing-configs/"
+            + f"arn:aws:lambda:us-east-1:{ACCOUNT}:code-signing-config:csc-0123456789abcdef0"
+            + "/functions",
+            {},
+            "lambda:ListFunctionsByCodeSigningConfig",
+            f"arn:aws:lambda:us-east-1:{ACCOUNT}:code-signing-config:csc-0123456789abcdef0",
+        ),
+        (
+            "PUT",
+            "/2020-06-30/functions/f:1/code-signing-config",
+            {},
+            "lambda:PutFunctionCodeSigningConfig",
+            FN + "f",
+        ),
         ("PUT", "/2015-03-31/functions/f:1/code", {}, "lambda:UpdateFunctionCode", FN + "f"),
         ("POST", "/2015-03-31/functions/f/versions", {}, "lambda:PublishVersion", FN + "f"),
         ("GET", "/2015-03-31/functions/f/aliases/live", {}, "lambda:GetAlias", FN + "f"),

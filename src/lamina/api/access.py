@@ -42,7 +42,7 @@ _OPEN_PATHS = frozenset({"/health", "/metrics"})
 _CODE = re.compile(r"/lamina/code/[^/]+\.zip")
 # /<api-version>/functions/<name>[/<rest>]
 _FUNCTION = re.compile(
-    r"/(2015-03-31|2014-11-13|2017-10-31|2019-09-30|2019-09-25|2021-10-31)/functions"
+    r"/(2015-03-31|2014-11-13|2017-10-31|2019-09-30|2019-09-25|2021-10-31|2020-06-30)/functions"
     r"(?:/([^/]+)(/.*)?)?"
 )
 _LAYERS = re.compile(r"/2018-10-31/layers(?:/([^/]+)/versions(?:/([^/]+)(/policy(?:/[^/]+)?)?)?)?")
@@ -61,6 +61,13 @@ _RESOURCE_POLICY_OPS = {
     "PUT": "PutResourcePolicy",
     "DELETE": "DeleteResourcePolicy",
 }
+# /2020-04-22/code-signing-configs[/<arn>[/functions]]
+_CSC = re.compile(r"/2020-04-22/code-signing-configs(?:/([^/]+)(/functions)?)?")
+_CSC_OPS = {
+    "GET": "GetCodeSigningConfig",
+    "PUT": "UpdateCodeSigningConfig",
+    "DELETE": "DeleteCodeSigningConfig",
+}
 _LAMINA = {
     ("GET", "/lamina/runtimes"): "ListRuntimes",
     ("GET", "/lamina/environments"): "ListEnvironments",
@@ -73,6 +80,10 @@ _LAMINA = {
     ("GET", "/lamina/roles"): "ListRoles",
     ("GET", "/lamina/keys"): "ListKeys",
     ("POST", "/lamina/keys"): "CreateKey",
+    ("GET", "/lamina/signers"): "ListSigners",
+    ("PUT", "/lamina/signers"): "PutSigner",
+    ("DELETE", "/lamina/signers"): "RemoveSigner",
+    ("POST", "/lamina/signers/revoke"): "RevokeSigner",
 }
 #: /lamina/roles/<name>: (method) -> operation
 _LAMINA_ROLE = re.compile(r"/lamina/roles/[^/]+")
@@ -121,6 +132,9 @@ _FUNCTION_OPS: dict[tuple[str, str, str], tuple[str, bool]] = {
     ("2021-10-31", "/url", "PUT"): ("UpdateFunctionUrlConfig", True),
     ("2021-10-31", "/url", "DELETE"): ("DeleteFunctionUrlConfig", True),
     ("2021-10-31", "/urls", "GET"): ("ListFunctionUrlConfigs", False),
+    ("2020-06-30", "/code-signing-config", "PUT"): ("PutFunctionCodeSigningConfig", False),
+    ("2020-06-30", "/code-signing-config", "GET"): ("GetFunctionCodeSigningConfig", False),
+    ("2020-06-30", "/code-signing-config", "DELETE"): ("DeleteFunctionCodeSigningConfig", False),
 }
 # Operations whose body carries a condition key or the resource's name.
 _BODY_OPS = frozenset(
@@ -215,6 +229,9 @@ class AccessMap:
             if operation is None:
                 return AccessRequest(UNKNOWN, "*")
             return AccessRequest(f"lambda:{operation}", m[1])
+        m = _CSC.fullmatch(trimmed)
+        if m is not None:
+            return self._code_signing(method, m)
         if trimmed == "/2016-08-19/account-settings" and method == "GET":
             return AccessRequest("lambda:GetAccountSettings", "*")
         name = _LAMINA.get((method, trimmed))
@@ -297,6 +314,21 @@ class AccessMap:
         if operation is None:
             return AccessRequest(UNKNOWN, "*")
         return AccessRequest(f"lambda:{operation}", f"{layer}:{version}")
+
+    def _code_signing(self, method: str, m: re.Match[str]) -> AccessRequest:
+        """Creating and listing act on `*`; the rest on the configuration's ARN (as given:
+        the handler refuses a malformed one)."""
+        arn, functions = m[1], m[2]
+        if arn is None:
+            operation = {"POST": "CreateCodeSigningConfig", "GET": "ListCodeSigningConfigs"}
+            name = operation.get(method)
+            return AccessRequest(f"lambda:{name}" if name else UNKNOWN, "*")
+        if functions:
+            if method != "GET":
+                return AccessRequest(UNKNOWN, "*")
+            return AccessRequest("lambda:ListFunctionsByCodeSigningConfig", arn)
+        name = _CSC_OPS.get(method)
+        return AccessRequest(f"lambda:{name}" if name else UNKNOWN, arn if name else "*")
 
     def _layer_arn(self, name: str) -> str:
         if name.startswith("arn:"):

@@ -18,6 +18,7 @@ from lamina import __version__
 from lamina.api import (
     access_keys,
     aliases,
+    code_signing,
     concurrency,
     event_invoke,
     events_api,
@@ -60,6 +61,8 @@ _EVENT_INVOKE = "/2019-09-25/functions/{name}/event-invoke-config"
 _URL = "/2021-10-31/functions/{name}/url"
 # A runtime's ARN has slashes (`runtime/...`): the whole rest of the path.
 _POLICY = "/2026-07-09/resource-policy/{arn:path}"
+_CSC = "/2020-04-22/code-signing-configs"
+_FN_CSC = "/2020-06-30/functions/{name}/code-signing-config"
 
 
 async def health(request: Request) -> Response:
@@ -278,6 +281,24 @@ def build_app(
         Route(_LAYER_POLICY, layers.add_layer_version_permission, methods=["POST"]),
         Route(_LAYER_POLICY, layers.get_layer_version_policy, methods=["GET"]),
         Route(_LAYER_POLICY + "/{sid}", layers.remove_layer_version_permission, methods=["DELETE"]),
+        Route(_CSC, code_signing.create_code_signing_config, methods=["POST"]),
+        Route(_CSC, code_signing.list_code_signing_configs, methods=["GET"]),
+        Route(_CSC + "/", code_signing.list_code_signing_configs, methods=["GET"]),
+        Route(_CSC + "/{arn}", code_signing.get_code_signing_config, methods=["GET"]),
+        Route(_CSC + "/{arn}", code_signing.update_code_signing_config, methods=["PUT"]),
+        Route(_CSC + "/{arn}", code_signing.delete_code_signing_config, methods=["DELETE"]),
+        Route(
+            _CSC + "/{arn}/functions",
+            code_signing.list_functions_by_code_signing_config,
+            methods=["GET"],
+        ),
+        Route(_FN_CSC, code_signing.put_function_code_signing_config, methods=["PUT"]),
+        Route(_FN_CSC, code_signing.get_function_code_signing_config, methods=["GET"]),
+        Route(_FN_CSC, code_signing.delete_function_code_signing_config, methods=["DELETE"]),
+        Route("/lamina/signers", code_signing.list_signers, methods=["GET"]),
+        Route("/lamina/signers", code_signing.put_signer, methods=["PUT"]),
+        Route("/lamina/signers", code_signing.remove_signer, methods=["DELETE"]),
+        Route("/lamina/signers/revoke", code_signing.revoke_signer, methods=["POST"]),
         Route("/lamina/code/{sha256}.zip", fn.download_code, methods=["GET"]),
         Route("/", json_protocol, methods=["POST"]),
     ]

@@ -46,6 +46,7 @@ _CREATE_MEMBERS = {
     "KMSKeyArn",
     "VpcConfig",
     "Publish",
+    "CodeSigningConfigArn",
 }
 _UPDATE_CONFIG_MEMBERS = {
     "Runtime",
@@ -101,7 +102,7 @@ async def create_function(request: Request) -> Response:
             req.unsupported += [f"Code.{k}" for k in unsupported]
         elif "ZipFile" in code:
             req.zip_file = packages.decode_zip_file(code["ZipFile"], "CreateFunction")
-    config = await state.functions.create(req)
+    config = await state.functions.create(req, body.get("CodeSigningConfigArn"))
     if _publish_flag(body):
         published = await state.functions.publish(state.functions.ref(config.name))
         # As created: the version is as pending as the function.

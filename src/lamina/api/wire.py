@@ -101,6 +101,8 @@ def function_configuration(config: FunctionConfig, arn: str) -> dict[str, Any]:
         out["DeadLetterConfig"] = {"TargetArn": config.dead_letter_target}
     if config.kms_key_arn:
         out["KMSKeyArn"] = config.kms_key_arn
+    if config.signed_by is not None:
+        out["SigningProfileVersionArn"], out["SigningJobArn"] = config.signed_by
     if config.vpc is not None:
         out["VpcConfig"] = {
             "SubnetIds": list(config.vpc.subnet_ids),

@@ -649,6 +649,7 @@ def queue(endpoint: str) -> None:
         )
 
 
+from lamina.cli import code_signing as _code_signing  # noqa: E402, F401  (`signers`, `sign`)
 from lamina.cli import keys as _keys  # noqa: E402, F401  (registers `keys`)
 from lamina.cli import logs as _logs  # noqa: E402, F401  (registers `logs`; it imports main)
 from lamina.cli import roles as _roles  # noqa: E402, F401  (registers `roles`; it imports main)

@@ -28,6 +28,7 @@ from lamina.control import listing, packages
 from lamina.control import validation as v
 from lamina.control import vpc as vpcs
 from lamina.control.aliases import AliasService, is_alias_name
+from lamina.control.code_signing import CodeSigning
 from lamina.control.concurrency import ReservedConcurrency
 from lamina.control.event_invoke import EventInvokeConfigs
 from lamina.control.function_input import (
@@ -41,7 +42,7 @@ from lamina.control.function_urls import FunctionUrls
 from lamina.control.layers import LayerService, opt_key
 from lamina.control.provisioned import ProvisionedConcurrency
 from lamina.control.resource_policies import ResourcePolicies
-from lamina.control.tags import FunctionTags, TagService, check_tag_limits
+from lamina.control.tags import CodeSigningConfigTags, FunctionTags, TagService, check_tag_limits
 from lamina.errors import (
     InvalidParameterValueError,
     ResourceConflictError,
@@ -52,6 +53,7 @@ from lamina.errors import (
 )
 from lamina.models import (
     LATEST,
+    CodeSigningConfig,
     Function,
     FunctionConfig,
     FunctionLayer,
@@ -63,6 +65,7 @@ from lamina.networks import VpcDirectory
 from lamina.runtimes.catalog import RuntimeCatalog
 from lamina.settings import Settings
 from lamina.store import CodeStore, MetadataStore, StoredCode, UnsafePackageError
+from lamina.store.code_signing import CodeSigningStore
 from lamina.store.function_policies import FunctionPolicyStore
 from lamina.store.function_urls import FunctionUrlStore
 
@@ -121,6 +124,12 @@ class FunctionService:
         #: tags by resource ARN; other kinds of resources register their own holders
         self.tags = TagService(settings.region, settings.account_id)
         self.tags.register("function", FunctionTags(self.run, metadata))
+        #: code signing configurations, trusted signers, and the check of each package
+        self.signing = CodeSigning(self, CodeSigningStore(metadata), settings)
+        self.tags.register(
+            "code-signing-config",
+            CodeSigningConfigTags(self.signing.read_tags, self.signing.write_tags),
+        )
         # Merged /opt directory (by key) -> the code of every version that has run with it:
         # the directory stays while an environment may still run one of them.
         self._opt_users: dict[str, set[str]] = {}
@@ -141,6 +150,7 @@ class FunctionService:
         await self.urls.load()
         await self.policies.load()
         await self.layers.policies.load()
+        await self.signing.load()
         # A crash between forgetting a function and deleting its code leaves orphans.
         referenced = await self._run(self._metadata.referenced_code)
         for sha in await self._run(self._code.stored):
@@ -336,8 +346,11 @@ class FunctionService:
 
     # -- writes --------------------------------------------------------------------
 
-    async def create(self, req: FunctionInput) -> FunctionConfig:
-        """Create a function. Returns its configuration as of acceptance (State Pending)."""
+    async def create(
+        self, req: FunctionInput, code_signing_config_arn: Any = None
+    ) -> FunctionConfig:
+        """Create a function. Returns its configuration as of acceptance (State Pending).
+        With a code signing configuration, the package must pass its checks."""
         self._refuse_unsupported(req)
         c = v.Constraints()
         if isinstance(req.name, str) and ":" in req.name:
@@ -376,41 +389,53 @@ class FunctionService:
             )
         if name in self._latest or name in self._busy:
             raise ResourceConflictError(f"Function already exist: {name}")
-        draft = FunctionConfig(
-            name=name,
-            version=LATEST,
-            architectures=archs or ("x86_64",),
-            code_sha256="",
-            code_size=0,
-            revision_id=str(uuid.uuid4()),
-            last_modified=_now(),
-            # The code is unpacked before the row is written, so the stored function is
-            # Active at once; the answer below still says Pending, as it was while unpacking.
-            state=FunctionState.ACTIVE,
-            **fields,
-        )
-        self._busy.add(name)
-        try:
-            async with self._code_lock:
-                # Layers first: a refused layer leaves no code behind.
-                layers = await self._take_layers(layer_arns or [], ())
-                stored = await self._store_code(req.zip_file, "CreateFunction")
-                config = replace(
-                    draft, code_sha256=stored.sha256, code_size=stored.size, layers=layers
-                )
-                try:
-                    await self._merge_layers(layers)
-                    created = await self._run(self._metadata.create_function, config, tags or {})
-                except BaseException:
-                    await self._release_code_locked(stored.sha256)
-                    raise
-                if not created:
-                    await self._release_code_locked(stored.sha256)
-                    raise ResourceConflictError(f"Function already exist: {name}")
-                self._latest[name] = config
-                self._track_opt(config)
-        finally:
-            self._busy.discard(name)
+        signing = self.signing.config_for_new_function(code_signing_config_arn)
+        with self.signing.holding(signing):
+            signed_by = None
+            if signing is not None:
+                signed_by = await self._run(self.signing.check, name, signing, req.zip_file)
+            draft = FunctionConfig(
+                name=name,
+                version=LATEST,
+                architectures=archs or ("x86_64",),
+                code_sha256="",
+                code_size=0,
+                revision_id=str(uuid.uuid4()),
+                last_modified=_now(),
+                # The code is unpacked before the row is written, so the stored function is
+                # Active at once; the answer below still says Pending, as it was while unpacking.
+                state=FunctionState.ACTIVE,
+                signed_by=signed_by,
+                **fields,
+            )
+            self._busy.add(name)
+            try:
+                async with self._code_lock:
+                    # Layers first: a refused layer leaves no code behind.
+                    layers = await self._take_layers(layer_arns or [], ())
+                    if signing is not None and layers:
+                        await self._run(self._check_layer_signatures, name, signing, layers)
+                    stored = await self._store_code(req.zip_file, "CreateFunction")
+                    config = replace(
+                        draft, code_sha256=stored.sha256, code_size=stored.size, layers=layers
+                    )
+                    try:
+                        await self._merge_layers(layers)
+                        created = await self._run(
+                            self._metadata.create_function, config, tags or {}
+                        )
+                    except BaseException:
+                        await self._release_code_locked(stored.sha256)
+                        raise
+                    if not created:
+                        await self._release_code_locked(stored.sha256)
+                        raise ResourceConflictError(f"Function already exist: {name}")
+                    self._latest[name] = config
+                    self._track_opt(config)
+                if signing is not None:
+                    await self.signing.link_new(name, signing)
+            finally:
+                self._busy.discard(name)
         await self._notify(name, LATEST)
         return replace(
             config,
@@ -434,6 +459,10 @@ class FunctionService:
             )
         current = self._begin_update(ref.name, revision_id)
         try:
+            signing = self.signing.of_function(ref.name)
+            signed_by = None
+            if signing is not None:
+                signed_by = await self._run(self.signing.check, ref.name, signing, zip_file)
             async with self._code_lock:
                 stored = await self._store_code(zip_file, "UpdateFunctionCode")
                 new = replace(
@@ -441,6 +470,7 @@ class FunctionService:
                     code_sha256=stored.sha256,
                     code_size=stored.size,
                     architectures=archs or current.architectures,
+                    signed_by=signed_by,
                     revision_id=str(uuid.uuid4()),
                     last_modified=_now(),
                     last_update_status=UpdateStatus.SUCCESSFUL,
@@ -484,6 +514,9 @@ class FunctionService:
                 # configuration that uses it is committed.
                 async with self._code_lock:
                     layers = await self._take_layers(layer_arns, current.layers)
+                    signing = self.signing.of_function(ref.name)
+                    if signing is not None and layers:
+                        await self._run(self._check_layer_signatures, ref.name, signing, layers)
                     await self._merge_layers(layers)
                     new = self._updated(current, {**changes, "layers": layers})
                     await self._commit(current, new)
@@ -533,6 +566,7 @@ class FunctionService:
             self.event_invoke.forget_function(ref.name)
             self.urls.forget_function(ref.name)
             self.policies.forget_function(ref.name)
+            self.signing.forget_function(ref.name)
         finally:
             self._busy.discard(ref.name)
         await self._notify(ref.name, None)
@@ -715,6 +749,18 @@ class FunctionService:
         self, arns: Sequence[str], attached: tuple[FunctionLayer, ...]
     ) -> tuple[FunctionLayer, ...]:
         return await self._run(self.layers.resolve, arns, attached)
+
+    def _check_layer_signatures(
+        self, name: str, signing: CodeSigningConfig, layers: tuple[FunctionLayer, ...]
+    ) -> None:
+        """(worker) A function with a code signing configuration takes only layers whose
+        packages pass its checks too, as Lambda requires."""
+        for layer in layers:
+            try:
+                data = self._code.zip_path(layer.code_sha256).read_bytes()
+            except OSError as e:
+                raise ServiceError(f"Lamina could not read the layer {layer.arn}: {e}") from None
+            self.signing.check(name, signing, data)
 
     async def _merge_layers(self, layers: tuple[FunctionLayer, ...]) -> None:
         """Build the function's /opt now, so that starting an environment does no file work.

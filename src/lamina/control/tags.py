@@ -131,6 +131,24 @@ class FunctionTags:
         return await self._run(self._metadata.set_function_tags, resource_id, tags)
 
 
+class CodeSigningConfigTags:
+    """Code signing configurations' tags, kept with each configuration."""
+
+    def __init__(
+        self,
+        read: Callable[[str], Awaitable[dict[str, str] | None]],
+        write: Callable[[str, dict[str, str]], Awaitable[bool]],
+    ) -> None:
+        self._read = read
+        self._write = write
+
+    async def read(self, resource_id: str) -> dict[str, str] | None:
+        return await self._read(resource_id)
+
+    async def write(self, resource_id: str, tags: dict[str, str]) -> bool:
+        return await self._write(resource_id, tags)
+
+
 class TagService:
     """TagResource, UntagResource and ListTags for every kind registered."""
 

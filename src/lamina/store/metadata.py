@@ -99,6 +99,7 @@ def _to_config(row: Any, layer_refs: _Layers, sealer: Sealer) -> FunctionConfig:
         logging=_to_logging(m["logging_config"]),
         kms_key_arn=m["kms_key_arn"],
         vpc=_to_vpc(m["vpc_config"]),
+        signed_by=(m["signed_by"][0], m["signed_by"][1]) if m["signed_by"] else None,
     )
 
 
@@ -217,6 +218,7 @@ def _config_values(config: FunctionConfig, sealer: Sealer) -> dict[str, Any]:
     values["logging_config"] = _logging_values(config.logging)
     values["vpc_config"] = _vpc_values(config.vpc)
     values["architectures"] = list(config.architectures)
+    values["signed_by"] = list(config.signed_by) if config.signed_by else None
     values["state"] = config.state.value
     values["last_update_status"] = config.last_update_status.value
     values["function_name"] = config.name
@@ -264,6 +266,8 @@ class MetadataStore:
                 conn.exec_driver_sql("ALTER TABLE function_versions ADD COLUMN kms_key_arn TEXT")
             if "vpc_config" not in have:
                 conn.exec_driver_sql("ALTER TABLE function_versions ADD COLUMN vpc_config JSON")
+            if "signed_by" not in have:
+                conn.exec_driver_sql("ALTER TABLE function_versions ADD COLUMN signed_by JSON")
 
     @classmethod
     def sqlite(cls, path: Path, sealer: Sealer | None = None) -> MetadataStore:

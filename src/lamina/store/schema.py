@@ -75,6 +75,8 @@ function_versions = Table(
     Column("kms_key_arn", Text),
     # VpcConfig (None: the function was never given one), see `_vpc_values`.
     Column("vpc_config", JSON),
+    # [SigningProfileVersionArn, SigningJobArn] of a package that passed code signing's checks
+    Column("signed_by", JSON),
 )
 
 # The layers of each function version, in merge order. The layer's digest and size are copied
