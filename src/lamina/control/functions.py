@@ -40,6 +40,7 @@ from lamina.control.function_policies import FunctionPolicies
 from lamina.control.function_urls import FunctionUrls
 from lamina.control.layers import LayerService, opt_key
 from lamina.control.provisioned import ProvisionedConcurrency
+from lamina.control.s3_code import S3CodeFetcher, S3Location, s3_location
 from lamina.errors import (
     InvalidParameterValueError,
     ResourceConflictError,
@@ -71,6 +72,7 @@ T = TypeVar("T")
 ChangeListener = Callable[[str, str | None], Awaitable[None]]
 
 _QUALIFIER = re.compile(r"(|[a-zA-Z0-9$_-]+)")
+_NO_CODE = "Please provide a source for function code: ZipFile, or S3Bucket and S3Key."
 
 
 def _now() -> datetime:
@@ -100,6 +102,8 @@ class FunctionService:
         self._code_lock = asyncio.Lock()
         self._listeners: list[ChangeListener] = []
         self._code_users: list[Callable[[str], bool]] = []
+        #: reads packages named by an S3 location (`--s3-endpoint`)
+        self._s3 = S3CodeFetcher(settings.s3_endpoint, settings.region)
         #: the layer operations, which share this service's worker and code lock
         self.layers = LayerService(settings, metadata, code, keeper=self)
         #: the alias operations, which share this service's worker
@@ -178,6 +182,7 @@ class FunctionService:
         self._code_users.append(in_use)
 
     def close(self) -> None:
+        self._s3.close()
         self._worker.shutdown(wait=True)
         self._metadata.close()
 
@@ -196,12 +201,30 @@ class FunctionService:
         """Run blocking store work on the control worker (which serialises writers)."""
         return await self._run(fn, *args)
 
+    async def fetch_package(
+        self, zip_file: bytes | None, s3: S3Location | None, missing: str
+    ) -> tuple[bytes, bool]:
+        """The package a request names, as (bytes, whether it came from S3): the uploaded
+        zip, or the object read from the S3 endpoint. `missing` is the error when neither is
+        given. Call it before taking the code lock: reading S3 may take a while."""
+        if s3 is not None:
+            if zip_file is not None:
+                raise InvalidParameterValueError(
+                    "Please don't provide both a ZipFile and an S3 location for the code."
+                )
+            return await self._s3.fetch(s3), True
+        if zip_file is None:
+            raise InvalidParameterValueError(missing)
+        return zip_file, False
+
     @asynccontextmanager
-    async def storing_code(self, data: bytes, operation: str) -> AsyncIterator[StoredCode]:
+    async def storing_code(
+        self, data: bytes, operation: str, *, from_s3: bool = False
+    ) -> AsyncIterator[StoredCode]:
         """Check and store a package, holding the code lock until the block has recorded a
         reference to it; if the block raises, the package is released again."""
         async with self._code_lock:
-            stored = await self._store_code(data, operation)
+            stored = await self._store_code(data, operation, from_s3=from_s3)
             try:
                 yield stored
             except BaseException:
@@ -360,10 +383,7 @@ class FunctionService:
             fields["vpc"] = vpcs.resolve(self._vpcs, fields["vpc"])
         if "logging" in fields:
             fields["logging"] = v.merge_logging(LoggingConfig(), fields["logging"])
-        if req.zip_file is None:
-            raise InvalidParameterValueError(
-                "Code: ZipFile is required (S3 locations are not supported)."
-            )
+        s3 = s3_location(req.s3_code or {}, "code.")
         if name in self._latest or name in self._busy:
             raise ResourceConflictError(f"Function already exist: {name}")
         draft = FunctionConfig(
@@ -381,10 +401,11 @@ class FunctionService:
         )
         self._busy.add(name)
         try:
+            package, from_s3 = await self.fetch_package(req.zip_file, s3, _NO_CODE)
             async with self._code_lock:
                 # Layers first: a refused layer leaves no code behind.
                 layers = await self._take_layers(layer_arns or [], ())
-                stored = await self._store_code(req.zip_file, "CreateFunction")
+                stored = await self._store_code(package, "CreateFunction", from_s3=from_s3)
                 config = replace(
                     draft, code_sha256=stored.sha256, code_size=stored.size, layers=layers
                 )
@@ -410,22 +431,29 @@ class FunctionService:
         )
 
     async def update_code(
-        self, ref: FunctionRef, zip_file: bytes | None, revision_id: Any, architectures: Any = None
+        self,
+        ref: FunctionRef,
+        zip_file: bytes | None,
+        revision_id: Any,
+        architectures: Any = None,
+        s3_code: dict[str, Any] | None = None,
     ) -> FunctionConfig:
+        """Replace `$LATEST`'s code with an uploaded zip or one read from S3 (`s3_code`: the
+        request's S3Bucket/S3Key/S3ObjectVersion members)."""
         if ref.qualifier is not None:
             self._check_qualifier(ref)
         c = v.Constraints()
         archs = v.architectures(c, architectures)
         c.check()
+        s3 = s3_location(s3_code or {}, "")
         v.architecture_available(archs, self._runtimes)
-        if zip_file is None:
-            raise InvalidParameterValueError(
-                "ZipFile is required (S3 locations are not supported)."
-            )
+        if zip_file is None and s3 is None:
+            raise InvalidParameterValueError(_NO_CODE)
         current = self._begin_update(ref.name, revision_id)
         try:
+            package, from_s3 = await self.fetch_package(zip_file, s3, _NO_CODE)
             async with self._code_lock:
-                stored = await self._store_code(zip_file, "UpdateFunctionCode")
+                stored = await self._store_code(package, "UpdateFunctionCode", from_s3=from_s3)
                 new = replace(
                     current,
                     code_sha256=stored.sha256,
@@ -667,8 +695,8 @@ class FunctionService:
             except Exception:
                 log.exception("change listener failed for %s", name)
 
-    async def _store_code(self, data: bytes, operation: str) -> Any:
-        checked = await self._run(packages.check_package, data, operation)
+    async def _store_code(self, data: bytes, operation: str, *, from_s3: bool = False) -> Any:
+        checked = await self._run(partial(packages.check_package, from_s3=from_s3), data, operation)
         try:
             return await self._run(self._code.put, checked.data)
         except UnsafePackageError as e:
