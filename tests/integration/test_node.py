@@ -700,8 +700,9 @@ def test_uninstalled_node_runtime_is_refused(lam: Any, server: Server) -> None:
     installed = {
         r["Runtime"]
         for r in SIGNED_HTTP.get(f"{server.endpoint}/lamina/runtimes").json()["Runtimes"]
+        if not r.get("Missing")
     }
-    missing = [r for r in ("nodejs18.x", "nodejs22.x") if r not in installed]
+    missing = [r for r in ("nodejs18.x", "nodejs22.x", "nodejs24.x") if r not in installed]
     if not missing:
         pytest.skip("every Node.js runtime Lamina knows is installed here")
     name = f"t-{uuid.uuid4().hex[:12]}"
@@ -714,8 +715,40 @@ def test_uninstalled_node_runtime_is_refused(lam: Any, server: Server) -> None:
             Code={"ZipFile": make_zip({"index.js": "exports.handler = async () => 1;\n"})},
         )
     message = e.value.response["Error"]["Message"]
-    assert f"The runtime {missing[0]} is not available on this Lamina host." in message
-    assert "Available runtimes:" in message and RUNTIME in message
+    major = missing[0].removeprefix("nodejs").removesuffix(".x")
+    # What the host lacks, as `lamina runtimes` says it.
+    assert f"The runtime {missing[0]} is not available on this Lamina host: no Node.js {major}" in (
+        message
+    )
+
+
+def test_nodejs24_refuses_callback_handlers(lam: Any, server: Server) -> None:
+    listed = SIGNED_HTTP.get(f"{server.endpoint}/lamina/runtimes").json()["Runtimes"]
+    if not any(r["Runtime"] == "nodejs24.x" and not r.get("Missing") for r in listed):
+        pytest.skip("this host has no Node.js 24")
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    lam.create_function(
+        FunctionName=name,
+        Runtime="nodejs24.x",
+        Role=ROLE,
+        Handler="index.handler",
+        Code={"ZipFile": make_zip({"index.js": "exports.handler = (e, c, cb) => cb(null, 1);\n"})},
+    )
+    try:
+        lam.get_waiter("function_active_v2").wait(FunctionName=name)
+        resp = lam.invoke(FunctionName=name)
+        assert resp["FunctionError"] == "Unhandled"
+        out = json.loads(resp["Payload"].read())
+        assert out["errorType"] == "Runtime.CallbackHandlerDeprecated"
+        # An async handler with the same arity is not a callback handler.
+        lam.update_function_code(
+            FunctionName=name,
+            ZipFile=make_zip({"index.js": "exports.handler = async (e, c, cb) => 2;\n"}),
+        )
+        lam.get_waiter("function_updated_v2").wait(FunctionName=name)
+        assert json.loads(lam.invoke(FunctionName=name)["Payload"].read()) == 2
+    finally:
+        lam.delete_function(FunctionName=name)
 
 
 # -- logging -------------------------------------------------------------------------------------
