@@ -722,35 +722,6 @@ def test_uninstalled_node_runtime_is_refused(lam: Any, server: Server) -> None:
     )
 
 
-def test_nodejs24_refuses_callback_handlers(lam: Any, server: Server) -> None:
-    listed = SIGNED_HTTP.get(f"{server.endpoint}/lamina/runtimes").json()["Runtimes"]
-    if not any(r["Runtime"] == "nodejs24.x" and not r.get("Missing") for r in listed):
-        pytest.skip("this host has no Node.js 24")
-    name = f"t-{uuid.uuid4().hex[:12]}"
-    lam.create_function(
-        FunctionName=name,
-        Runtime="nodejs24.x",
-        Role=ROLE,
-        Handler="index.handler",
-        Code={"ZipFile": make_zip({"index.js": "exports.handler = (e, c, cb) => cb(null, 1);\n"})},
-    )
-    try:
-        lam.get_waiter("function_active_v2").wait(FunctionName=name)
-        resp = lam.invoke(FunctionName=name)
-        assert resp["FunctionError"] == "Unhandled"
-        out = json.loads(resp["Payload"].read())
-        assert out["errorType"] == "Runtime.CallbackHandlerDeprecated"
-        # An async handler with the same arity is not a callback handler.
-        lam.update_function_code(
-            FunctionName=name,
-            ZipFile=make_zip({"index.js": "exports.handler = async (e, c, cb) => 2;\n"}),
-        )
-        lam.get_waiter("function_updated_v2").wait(FunctionName=name)
-        assert json.loads(lam.invoke(FunctionName=name)["Payload"].read()) == 2
-    finally:
-        lam.delete_function(FunctionName=name)
-
-
 # -- logging -------------------------------------------------------------------------------------
 
 

@@ -137,8 +137,8 @@ class S3CodeFetcher:
                     # serve buckets under the path, not as subdomains.
                     config=Config(
                         s3={"addressing_style": "path"},
-                        retries={"max_attempts": 3, "mode": "standard"},
-                        connect_timeout=10,
+                        retries={"max_attempts": 2, "mode": "standard"},
+                        connect_timeout=5,
                         read_timeout=60,
                     ),
                 )
