@@ -8,11 +8,15 @@ import asyncio
 import base64
 import hashlib
 import json
+import os
+import socket
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -29,31 +33,32 @@ from lamina.errors import InvalidParameterValueError
 S3_KEY = ("s3-reader", "s3-secret")
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A `moto_server` on a free loopback port, for this module's tests."""
+@contextmanager
+def moto_server(log_dir: Path, **env: str) -> Iterator[str]:
+    """A `moto_server` on a free loopback port (with `env` added to its environment)."""
     port = free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")  # noqa: SIM115
+    log = open(log_dir / f"moto-{port}.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=log,
         stderr=subprocess.STDOUT,
+        env={**os.environ, **env},
     )
     log.close()
-    endpoint = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
         while True:
             if proc.poll() is not None:
                 raise RuntimeError(f"moto_server exited with {proc.returncode}")
+            # A bare connect, not a request: with authorization on, moto counts requests.
             try:
-                httpx.get(endpoint, timeout=1)
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 break
-            except httpx.TransportError:
+            except OSError:
                 if time.monotonic() > deadline:
                     raise RuntimeError("moto_server did not start") from None
                 time.sleep(0.1)
-        yield endpoint
+        yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()
         try:
@@ -61,6 +66,13 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """This module's object store."""
+    with moto_server(tmp_path_factory.mktemp("moto")) as endpoint:
+        yield endpoint
 
 
 @pytest.fixture(scope="module")
@@ -241,6 +253,77 @@ def test_missing_objects_get_lambdas_errors_and_leave_nothing(
         FunctionName="keeps-code", WaiterConfig={"Delay": 0.1, "MaxAttempts": 100}
     )
     assert _invoke(lam, "keeps-code") == "kept"
+
+
+def test_access_denied_and_missing_credentials_are_answered_clearly(
+    own_server: Callable[..., Server], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # moto checks credentials and IAM policies after its first 5 requests: the set-up below.
+    with moto_server(tmp_path, INITIAL_NO_AUTH_ACTION_COUNT="5") as endpoint:
+        iam = boto3.client(
+            "iam",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="setup",
+            aws_secret_access_key="setup",
+        )
+        iam.create_user(UserName="admin")
+        iam.create_user(UserName="nobody")
+        iam.put_user_policy(
+            UserName="admin",
+            PolicyName="everything",
+            PolicyDocument=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
+                }
+            ),
+        )
+        admin = iam.create_access_key(UserName="admin")["AccessKey"]
+        nobody = iam.create_access_key(UserName="nobody")["AccessKey"]
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=admin["AccessKeyId"],
+            aws_secret_access_key=admin["SecretAccessKey"],
+        )
+        s3.create_bucket(Bucket="locked")
+        s3.put_object(Bucket="locked", Key="app.zip", Body=_handler("never"))
+
+        # Lamina's credentials may not read the bucket.
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", nobody["AccessKeyId"])
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", nobody["SecretAccessKey"])
+        lam = own_server(tmp_path / "denied", "--s3-endpoint", endpoint).client()
+        with pytest.raises(ClientError) as e:
+            lam.create_function(
+                FunctionName="denied",
+                Runtime="python3.11",
+                Role=ROLE,
+                Handler="app.handler",
+                Code={"S3Bucket": "locked", "S3Key": "app.zip"},
+            )
+        assert _error(e) == (
+            "InvalidParameterValueException",
+            "Error occurred while GetObject. S3 Error Code: AccessDenied. S3 Error Message: "
+            "Access Denied",
+        )
+
+        # Lamina has no credentials at all.
+        monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+        monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+        monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+        monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+        lam = own_server(tmp_path / "anonymous", "--s3-endpoint", endpoint).client()
+        with pytest.raises(lam.exceptions.InvalidParameterValueException) as e:
+            lam.create_function(
+                FunctionName="anonymous",
+                Runtime="python3.11",
+                Role=ROLE,
+                Handler="app.handler",
+                Code={"S3Bucket": "locked", "S3Key": "app.zip"},
+            )
+        assert "no credentials for its S3 endpoint" in str(e.value)
 
 
 def test_not_a_zip_in_s3_is_refused_like_an_upload(s3_server: Server, s3: Any, bucket: str) -> None:
