@@ -372,6 +372,20 @@ def test_s3_locations_are_validated_as_the_model_says(lam_unchecked: Any) -> Non
         "1 validation error detected: Value 'ab' at 'code.s3Bucket' failed to satisfy "
         "constraint: Member must have length greater than or equal to 3",
     )
+    # ...reported with the request's other validation errors, as one ValidationException.
+    with pytest.raises(ClientError) as e:
+        lam.create_function(
+            FunctionName="bad-bucket",
+            Runtime="python3.11",
+            Role=ROLE,
+            Handler="app.handler",
+            Timeout=0,
+            Code={"S3Bucket": "ab", "S3Key": "app.zip"},
+        )
+    code, message = _error(e)
+    assert code == "ValidationException"
+    assert message.startswith("2 validation errors detected:")
+    assert "'code.s3Bucket'" in message and "'timeout'" in message
     with pytest.raises(ClientError) as e:
         lam.update_function_code(FunctionName="whatever", S3Bucket="bucket.", S3Key="k")
     code, message = _error(e)

@@ -40,7 +40,7 @@ from lamina.control.function_policies import FunctionPolicies
 from lamina.control.function_urls import FunctionUrls
 from lamina.control.layers import LayerService, opt_key
 from lamina.control.provisioned import ProvisionedConcurrency
-from lamina.control.s3_code import S3CodeFetcher, S3Location, s3_location
+from lamina.control.s3_code import S3CodeFetcher, S3Location, s3_constraints, s3_location
 from lamina.errors import (
     InvalidParameterValueError,
     ResourceConflictError,
@@ -369,6 +369,7 @@ class FunctionService:
         archs = v.architectures(c, req.architectures)
         tags = checked_tags(c, req.tags)
         layer_arns = v.layer_arns(c, req.layers)
+        s3_constraints(c, req.s3_code, "code.")
         c.check()
         assert name is not None
         if "handler" not in fields:
@@ -444,6 +445,7 @@ class FunctionService:
             self._check_qualifier(ref)
         c = v.Constraints()
         archs = v.architectures(c, architectures)
+        s3_constraints(c, s3_code, "")
         c.check()
         s3 = s3_location(s3_code or {}, "")
         v.architecture_available(archs, self._runtimes)

@@ -30,7 +30,7 @@ from typing import Any, Protocol, TypeVar
 from lamina import limits
 from lamina.control import listing, packages
 from lamina.control import validation as v
-from lamina.control.s3_code import S3_MEMBERS, S3Location, s3_location
+from lamina.control.s3_code import S3_MEMBERS, S3Location, s3_constraints, s3_location
 from lamina.errors import InvalidParameterValueError, ResourceNotFoundError, ValidationError
 from lamina.models import FunctionConfig, FunctionLayer, LayerVersion
 from lamina.settings import Settings
@@ -140,6 +140,7 @@ class LayerService:
         license_info = v.license_info(c, req.license_info)
         if req.content is None:
             c.fail(None, "content", "Member must not be null")
+        s3_constraints(c, req.content, "content.")
         c.check()
         name = self._local_name(raw_name)
         if name is None:

@@ -56,15 +56,23 @@ def s3_location(members: dict[str, Any], where: str) -> S3Location | None:
     if bucket is None and key is None and version is None:
         return None
     c = v.Constraints()
-    _string(c, bucket, f"{where}s3Bucket", 3, 63, _BUCKET)
-    _string(c, key, f"{where}s3Key", 1, 1024)
-    _string(c, version, f"{where}s3ObjectVersion", 1, 1024)
+    s3_constraints(c, members, where)
     c.check()
     if bucket is None or key is None:
         raise InvalidParameterValueError(
             "An S3 location needs both S3Bucket and S3Key (S3ObjectVersion is optional)."
         )
     return S3Location(bucket=bucket, key=key, version=version)
+
+
+def s3_constraints(c: v.Constraints, members: Any, where: str) -> None:
+    """Add the model's constraints on a location's members to `c` (so that they are reported
+    with the request's other validation errors, as Lambda does)."""
+    if not isinstance(members, dict):
+        return
+    _string(c, members.get("S3Bucket"), f"{where}s3Bucket", 3, 63, _BUCKET)
+    _string(c, members.get("S3Key"), f"{where}s3Key", 1, 1024)
+    _string(c, members.get("S3ObjectVersion"), f"{where}s3ObjectVersion", 1, 1024)
 
 
 def _string(
