@@ -425,3 +425,25 @@ def test_the_fetcher_stops_reading_past_the_size_limit(
 
 def _sha256_b64(data: bytes) -> str:
     return base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
+def test_serve_refuses_an_s3_endpoint_that_is_not_a_url(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lamina",
+            "serve",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--port",
+            str(free_port()),
+            "--s3-endpoint",
+            "minio.local:9000",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert "--s3-endpoint: 'minio.local:9000' is not an http(s) URL" in out.stderr
