@@ -53,6 +53,7 @@ from lamina.auth.keys import KeyStore
 from lamina.auth.sigv4 import Verifier
 from lamina.errors import LaminaError
 from lamina.observability.metrics import CONTENT_TYPE
+from lamina.runtimes.catalog import implemented_family
 
 _FN = "/2015-03-31/functions"
 _LAYERS = "/2018-10-31/layers"
@@ -102,8 +103,15 @@ async def runtimes(request: Request) -> Response:
         {
             "Runtimes": listed
             + [
-                # Implemented, but this host lacks what they need (a JDK of that release).
-                {"Runtime": name, "Family": "", "Version": "", "Executable": "", "Missing": why}
+                # Lambda runtimes Lamina implements that this host lacks (an interpreter, a
+                # JDK of that release), each with what is missing.
+                {
+                    "Runtime": name,
+                    "Family": family.value if (family := implemented_family(name)) else "",
+                    "Version": "",
+                    "Executable": "",
+                    "Missing": why,
+                }
                 for name, why in state.runtimes.all_unavailable().items()
             ],
             "Architectures": [

@@ -23,6 +23,7 @@ from lamina.auth.policy import PolicyError, authorize
 from lamina.auth.principal import SCOPE_KEY, AccessRequest, Decision, Principal
 from lamina.control import packages
 from lamina.control.aliases import is_alias_name
+from lamina.control.s3_code import S3_MEMBERS
 from lamina.errors import InvalidParameterValueError, ResourceNotFoundError, ValidationError
 from lamina.models import LATEST, FunctionConfig
 
@@ -64,7 +65,7 @@ _UPDATE_CONFIG_MEMBERS = {
     "VpcConfig",
     "RevisionId",
 }
-_UPDATE_CODE_MEMBERS = {"ZipFile", "Architectures", "RevisionId", "Publish"}
+_UPDATE_CODE_MEMBERS = {"ZipFile", *S3_MEMBERS, "Architectures", "RevisionId", "Publish"}
 
 
 def _arn(request: Request, config: FunctionConfig, ref: FunctionRef | None = None) -> str:
@@ -97,11 +98,15 @@ async def create_function(request: Request) -> Response:
             "Member must not be null"
         )
     if isinstance(code, dict):
-        unsupported = [k for k in code if k != "ZipFile" and code[k] is not None]
+        unsupported = [
+            k for k in code if k != "ZipFile" and k not in S3_MEMBERS and code[k] is not None
+        ]
         if unsupported:
             req.unsupported += [f"Code.{k}" for k in unsupported]
-        elif "ZipFile" in code:
-            req.zip_file = packages.decode_zip_file(code["ZipFile"], "CreateFunction")
+        else:
+            req.s3_code = {k: code[k] for k in S3_MEMBERS if k in code}
+            if code.get("ZipFile") is not None:
+                req.zip_file = packages.decode_zip_file(code["ZipFile"], "CreateFunction")
     config = await state.functions.create(req, body.get("CodeSigningConfigArn"))
     if _publish_flag(body):
         published = await state.functions.publish(state.functions.ref(config.name))
@@ -186,7 +191,11 @@ async def update_function_code(request: Request) -> Response:
     )
     publish = _publish_flag(body)
     config = await state.functions.update_code(
-        ref, zip_file, body.get("RevisionId"), body.get("Architectures")
+        ref,
+        zip_file,
+        body.get("RevisionId"),
+        body.get("Architectures"),
+        {k: body[k] for k in S3_MEMBERS if k in body},
     )
     if publish:
         published = await state.functions.publish(ref)

@@ -38,6 +38,8 @@ class FunctionInput:
     kms_key_arn: Any = None
     vpc_config: Any = None
     zip_file: bytes | None = None
+    #: the `Code` members naming an S3 location (S3Bucket, S3Key, S3ObjectVersion), as sent
+    s3_code: dict[str, Any] | None = None
     revision_id: Any = None
     unsupported: list[str] = field(default_factory=list)
 

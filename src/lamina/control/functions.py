@@ -42,6 +42,7 @@ from lamina.control.function_urls import FunctionUrls
 from lamina.control.layers import LayerService, opt_key
 from lamina.control.provisioned import ProvisionedConcurrency
 from lamina.control.resource_policies import ResourcePolicies
+from lamina.control.s3_code import S3CodeFetcher, S3Location, s3_constraints, s3_location
 from lamina.control.tags import CodeSigningConfigTags, FunctionTags, TagService, check_tag_limits
 from lamina.errors import (
     InvalidParameterValueError,
@@ -76,6 +77,7 @@ T = TypeVar("T")
 ChangeListener = Callable[[str, str | None], Awaitable[None]]
 
 _QUALIFIER = re.compile(r"(|[a-zA-Z0-9$_-]+)")
+_NO_CODE = "Please provide a source for function code: ZipFile, or S3Bucket and S3Key."
 
 
 def _now() -> datetime:
@@ -105,6 +107,8 @@ class FunctionService:
         self._code_lock = asyncio.Lock()
         self._listeners: list[ChangeListener] = []
         self._code_users: list[Callable[[str], bool]] = []
+        #: reads packages named by an S3 location (`--s3-endpoint`)
+        self._s3 = S3CodeFetcher(settings.s3_endpoint, settings.region)
         #: the layer operations, which share this service's worker and code lock
         self.layers = LayerService(settings, metadata, code, keeper=self)
         #: the alias operations, which share this service's worker
@@ -196,6 +200,7 @@ class FunctionService:
         self._code_users.append(in_use)
 
     def close(self) -> None:
+        self._s3.close()
         self._worker.shutdown(wait=True)
         self._metadata.close()
 
@@ -214,12 +219,30 @@ class FunctionService:
         """Run blocking store work on the control worker (which serialises writers)."""
         return await self._run(fn, *args)
 
+    async def fetch_package(
+        self, zip_file: bytes | None, s3: S3Location | None, missing: str
+    ) -> tuple[bytes, bool]:
+        """The package a request names, as (bytes, whether it came from S3): the uploaded
+        zip, or the object read from the S3 endpoint. `missing` is the error when neither is
+        given. Call it before taking the code lock: reading S3 may take a while."""
+        if s3 is not None:
+            if zip_file is not None:
+                raise InvalidParameterValueError(
+                    "Please don't provide both a ZipFile and an S3 location for the code."
+                )
+            return await self._s3.fetch(s3), True
+        if zip_file is None:
+            raise InvalidParameterValueError(missing)
+        return zip_file, False
+
     @asynccontextmanager
-    async def storing_code(self, data: bytes, operation: str) -> AsyncIterator[StoredCode]:
+    async def storing_code(
+        self, data: bytes, operation: str, *, from_s3: bool = False
+    ) -> AsyncIterator[StoredCode]:
         """Check and store a package, holding the code lock until the block has recorded a
         reference to it; if the block raises, the package is released again."""
         async with self._code_lock:
-            stored = await self._store_code(data, operation)
+            stored = await self._store_code(data, operation, from_s3=from_s3)
             try:
                 yield stored
             except BaseException:
@@ -367,6 +390,7 @@ class FunctionService:
         archs = v.architectures(c, req.architectures)
         tags = checked_tags(c, req.tags)
         layer_arns = v.layer_arns(c, req.layers)
+        s3_constraints(c, req.s3_code, "code.")
         c.check()
         assert name is not None
         if tags:
@@ -383,39 +407,38 @@ class FunctionService:
             fields["vpc"] = vpcs.resolve(self._vpcs, fields["vpc"])
         if "logging" in fields:
             fields["logging"] = v.merge_logging(LoggingConfig(), fields["logging"])
-        if req.zip_file is None:
-            raise InvalidParameterValueError(
-                "Code: ZipFile is required (S3 locations are not supported)."
-            )
+        s3 = s3_location(req.s3_code or {}, "code.")
         if name in self._latest or name in self._busy:
             raise ResourceConflictError(f"Function already exist: {name}")
         signing = self.signing.config_for_new_function(code_signing_config_arn)
         with self.signing.holding(signing):
-            signed_by = None
-            if signing is not None:
-                signed_by = await self._run(self.signing.check, name, signing, req.zip_file)
-            draft = FunctionConfig(
-                name=name,
-                version=LATEST,
-                architectures=archs or ("x86_64",),
-                code_sha256="",
-                code_size=0,
-                revision_id=str(uuid.uuid4()),
-                last_modified=_now(),
-                # The code is unpacked before the row is written, so the stored function is
-                # Active at once; the answer below still says Pending, as it was while unpacking.
-                state=FunctionState.ACTIVE,
-                signed_by=signed_by,
-                **fields,
-            )
             self._busy.add(name)
             try:
+                package, from_s3 = await self.fetch_package(req.zip_file, s3, _NO_CODE)
+                signed_by = None
+                if signing is not None:
+                    signed_by = await self._run(self.signing.check, name, signing, package)
+                draft = FunctionConfig(
+                    name=name,
+                    version=LATEST,
+                    architectures=archs or ("x86_64",),
+                    code_sha256="",
+                    code_size=0,
+                    revision_id=str(uuid.uuid4()),
+                    last_modified=_now(),
+                    # The code is unpacked before the row is written, so the stored function
+                    # is Active at once; the answer below still says Pending, as it was while
+                    # unpacking.
+                    state=FunctionState.ACTIVE,
+                    signed_by=signed_by,
+                    **fields,
+                )
                 async with self._code_lock:
                     # Layers first: a refused layer leaves no code behind.
                     layers = await self._take_layers(layer_arns or [], ())
                     if signing is not None and layers:
                         await self._run(self._check_layer_signatures, name, signing, layers)
-                    stored = await self._store_code(req.zip_file, "CreateFunction")
+                    stored = await self._store_code(package, "CreateFunction", from_s3=from_s3)
                     config = replace(
                         draft, code_sha256=stored.sha256, code_size=stored.size, layers=layers
                     )
@@ -445,26 +468,34 @@ class FunctionService:
         )
 
     async def update_code(
-        self, ref: FunctionRef, zip_file: bytes | None, revision_id: Any, architectures: Any = None
+        self,
+        ref: FunctionRef,
+        zip_file: bytes | None,
+        revision_id: Any,
+        architectures: Any = None,
+        s3_code: dict[str, Any] | None = None,
     ) -> FunctionConfig:
+        """Replace `$LATEST`'s code with an uploaded zip or one read from S3 (`s3_code`: the
+        request's S3Bucket/S3Key/S3ObjectVersion members)."""
         if ref.qualifier is not None:
             self._check_qualifier(ref)
         c = v.Constraints()
         archs = v.architectures(c, architectures)
+        s3_constraints(c, s3_code, "")
         c.check()
+        s3 = s3_location(s3_code or {}, "")
         v.architecture_available(archs, self._runtimes)
-        if zip_file is None:
-            raise InvalidParameterValueError(
-                "ZipFile is required (S3 locations are not supported)."
-            )
+        if zip_file is None and s3 is None:
+            raise InvalidParameterValueError(_NO_CODE)
         current = self._begin_update(ref.name, revision_id)
         try:
+            package, from_s3 = await self.fetch_package(zip_file, s3, _NO_CODE)
             signing = self.signing.of_function(ref.name)
             signed_by = None
             if signing is not None:
-                signed_by = await self._run(self.signing.check, ref.name, signing, zip_file)
+                signed_by = await self._run(self.signing.check, ref.name, signing, package)
             async with self._code_lock:
-                stored = await self._store_code(zip_file, "UpdateFunctionCode")
+                stored = await self._store_code(package, "UpdateFunctionCode", from_s3=from_s3)
                 new = replace(
                     current,
                     code_sha256=stored.sha256,
@@ -711,8 +742,8 @@ class FunctionService:
             except Exception:
                 log.exception("change listener failed for %s", name)
 
-    async def _store_code(self, data: bytes, operation: str) -> Any:
-        checked = await self._run(packages.check_package, data, operation)
+    async def _store_code(self, data: bytes, operation: str, *, from_s3: bool = False) -> Any:
+        checked = await self._run(partial(packages.check_package, from_s3=from_s3), data, operation)
         try:
             return await self._run(self._code.put, checked.data)
         except UnsafePackageError as e:
