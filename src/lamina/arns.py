@@ -5,7 +5,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from lamina.errors import InvalidParameterValueError, ResourceNotFoundError, ValidationError
+from lamina.errors import (
+    AccessDeniedError,
+    InvalidParameterValueError,
+    ResourceNotFoundError,
+    ValidationError,
+)
 
 # FunctionName as the API accepts it: a name, a partial ARN (account:function:name) or a full
 # ARN, each optionally with ":qualifier" (the pattern of botocore's NamespacedFunctionName).
@@ -17,9 +22,10 @@ _REF = re.compile(
     r"(?P<name>[a-zA-Z0-9_-]+)"
     r"(?::(?P<qualifier>\$LATEST|[a-zA-Z0-9_-]+))?"
 )
+# The pattern AWS quotes when a FunctionName does not match (botocore's current model).
 _REF_PATTERN_TEXT = (
-    r"(arn:(aws[a-zA-Z-]*)?:lambda:)?([a-z]{2}(-gov)?-[a-z]+-\d{1}:)?(\d{12}:)?(function:)?"
-    r"([a-zA-Z0-9-_]+)(:(\$LATEST|[a-zA-Z0-9-_]+))?"
+    r"(arn:(aws[a-zA-Z-]*)?:lambda:)?((eusc-)?[a-z]{2}((-gov)|(-iso([a-z]?)))?-[a-z]+-\d{1}:)?"
+    r"(\d{12}:)?(function:)?([a-zA-Z0-9-_]+)(:(\$LATEST|[a-zA-Z0-9-_]+))?"
 )
 _NAME_MAX = 64
 
@@ -46,9 +52,9 @@ def parse_function_ref(
 ) -> FunctionRef:
     """Parse a FunctionName parameter (name, partial ARN or ARN) and an optional Qualifier.
 
-    Raises ValidationException for a malformed value, as Lambda does, and
-    ResourceNotFoundException for an ARN of another region or account (nothing of that name
-    can exist here).
+    Raises ValidationException for a malformed value, as Lambda does; for an ARN of another
+    region ResourceNotFoundException ("not reachable in this region") and of another account
+    AccessDeniedException, as Lambda answers (nothing of that name can exist here).
     """
     if not value or len(value) > max_len or not (m := _REF.fullmatch(value)):
         raise ValidationError(
@@ -66,8 +72,15 @@ def parse_function_ref(
             f"1 validation error detected: Value '{value}' at '{field_name}' failed to satisfy "
             f"constraint: Member must have length less than or equal to {_NAME_MAX}"
         )
-    if (m["region"] and m["region"] != region) or (m["account"] and m["account"] != account):
-        raise ResourceNotFoundError(f"Function not found: {value}")
+    if m["account"] and m["account"] != account:
+        raise AccessDeniedError(
+            f"User is not authorized to access {value}: it belongs to another account "
+            f"(this server serves account {account})."
+        )
+    if m["region"] and m["region"] != region:
+        raise ResourceNotFoundError(
+            f"Functions from '{m['region']}' are not reachable in this region ('{region}')"
+        )
     derived = m["qualifier"]
     if qualifier is not None and derived is not None and qualifier != derived:
         raise InvalidParameterValueError(

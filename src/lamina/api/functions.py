@@ -72,6 +72,28 @@ def _arn(request: Request, config: FunctionConfig, ref: FunctionRef | None = Non
     return app_state(request).functions.arn(config.name, qualifier)
 
 
+def _listed_arn(request: Request, config: FunctionConfig, *, qualify_latest: bool) -> str:
+    """A listed version's ARN: where every version is listed, `$LATEST`'s is qualified with
+    `:$LATEST`, as Lambda's ListVersionsByFunction and ListFunctions(ALL) print it."""
+    if qualify_latest and config.version == LATEST:
+        return app_state(request).functions.arn(config.name, LATEST)
+    return _arn(request, config)
+
+
+def _function_version_param(request: Request) -> bool:
+    """ListFunctions' FunctionVersion: `ALL` lists every version; the model allows no other
+    value."""
+    value = request.query_params.get("FunctionVersion")
+    if value is None:
+        return False
+    if value != "ALL":
+        raise ValidationError(
+            f"1 validation error detected: Value '{value}' at 'functionVersion' failed to "
+            "satisfy constraint: Member must satisfy enum value set: [ALL]"
+        )
+    return True
+
+
 def _publish_flag(body: dict[str, Any]) -> bool:
     value = body.get("Publish")
     if value is not None and not isinstance(value, bool):
@@ -86,6 +108,7 @@ async def create_function(request: Request) -> Response:
     state = app_state(request)
     body = await json_body(request)
     req = function_input(body, allowed=_CREATE_MEMBERS)
+    publish = _publish_flag(body)
     code = body.get("Code")
     if code is None:
         raise ValidationError(
@@ -99,7 +122,7 @@ async def create_function(request: Request) -> Response:
         elif "ZipFile" in code:
             req.zip_file = packages.decode_zip_file(code["ZipFile"], "CreateFunction")
     config = await state.functions.create(req)
-    if _publish_flag(body):
+    if publish:
         published = await state.functions.publish(state.functions.ref(config.name))
         # As created: the version is as pending as the function.
         config = replace(
@@ -108,7 +131,11 @@ async def create_function(request: Request) -> Response:
             state_reason=config.state_reason,
             state_reason_code=config.state_reason_code,
         )
-    return json_response(function_configuration(config, _arn(request, config)), status=201)
+    # Lambda's answer names the function itself (Version says which version was published),
+    # and, the function being still in creation, carries no LastUpdateStatus yet.
+    out = function_configuration(config, state.functions.arn(config.name))
+    del out["LastUpdateStatus"]
+    return json_response(out, status=201)
 
 
 async def get_function(request: Request) -> Response:
@@ -136,11 +163,15 @@ async def get_function_configuration(request: Request) -> Response:
 
 async def list_functions(request: Request) -> Response:
     state = app_state(request)
+    every_version = _function_version_param(request)
     configs, marker = await state.functions.list(
-        request.query_params.get("Marker"), max_items_param(request)
+        request.query_params.get("Marker"), max_items_param(request), every_version
     )
     out: dict[str, object] = {
-        "Functions": [function_configuration(c, _arn(request, c)) for c in configs]
+        "Functions": [
+            function_configuration(c, _listed_arn(request, c, qualify_latest=every_version))
+            for c in configs
+        ]
     }
     if marker:
         out["NextMarker"] = marker
@@ -167,7 +198,12 @@ async def update_function_code(request: Request) -> Response:
     )
     if publish:
         published = await state.functions.publish(ref)
-        config = replace(published, last_update_status=config.last_update_status)
+        config = replace(
+            published,
+            last_update_status=config.last_update_status,
+            last_update_status_reason=config.last_update_status_reason,
+            last_update_status_reason_code=config.last_update_status_reason_code,
+        )
     return json_response(function_configuration(config, _arn(request, config)))
 
 
@@ -211,7 +247,9 @@ async def list_versions(request: Request) -> Response:
         ref, request.query_params.get("Marker"), max_items_param(request)
     )
     out: dict[str, object] = {
-        "Versions": [function_configuration(c, _arn(request, c)) for c in configs]
+        "Versions": [
+            function_configuration(c, _listed_arn(request, c, qualify_latest=True)) for c in configs
+        ]
     }
     if marker:
         out["NextMarker"] = marker

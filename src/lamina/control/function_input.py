@@ -69,7 +69,7 @@ def configuration(c: v.Constraints, req: FunctionInput, *, creating: bool) -> di
     """The configuration fields `req` sets, checked; fields it leaves out are not returned."""
     fields = {
         "role": v.role(c, req.role, required=creating),
-        "runtime": v.runtime(c, req.runtime, required=creating),
+        "runtime": v.runtime(c, req.runtime),
         "handler": v.handler(c, req.handler, required=False),
         "description": v.description(c, req.description),
         "timeout": None if req.timeout is None else v.timeout(c, req.timeout),

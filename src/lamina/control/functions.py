@@ -77,6 +77,23 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _as_accepted(config: FunctionConfig) -> FunctionConfig:
+    """An update's answer: the change applies at once here, but Lambda answers while it is
+    still under way, with the reason Lambda gives (its wording, "being created", for updates
+    too); GetFunction then shows Successful."""
+    return replace(
+        config,
+        last_update_status=UpdateStatus.IN_PROGRESS,
+        last_update_status_reason="The function is being created.",
+        last_update_status_reason_code="Creating",
+    )
+
+
+def _name_then_version(key: str) -> tuple[str, tuple[int, int, str]]:
+    name, _, version = key.partition(":")
+    return name, listing.qualifier_order(version)
+
+
 class FunctionService:
     def __init__(
         self,
@@ -305,11 +322,23 @@ class FunctionService:
         )
 
     async def list(
-        self, marker: str | None, max_items: int | None
+        self, marker: str | None, max_items: int | None, every_version: bool = False
     ) -> tuple[list[FunctionConfig], str | None]:
+        """ListFunctions: each function's `$LATEST` by name; with `every_version` (Lambda's
+        FunctionVersion=ALL) each function's published versions follow its `$LATEST`."""
         c = v.Constraints()
         limit = v.max_items(c, max_items)
         c.check()
+        if every_version:
+            # From the in-memory copy, which holds every version of every function.
+            return listing.page(
+                "ListFunctions.ALL",
+                self._all_configs(),
+                lambda c: f"{c.name}:{c.version}",
+                limit,
+                marker,
+                order=_name_then_version,
+            )
         after = listing.decode_marker("ListFunctions", marker) if marker else None
         rows = await self._run(self._metadata.list_latest, after, limit + 1)
         if len(rows) > limit:
@@ -329,8 +358,11 @@ class FunctionService:
     # -- writes --------------------------------------------------------------------
 
     async def create(self, req: FunctionInput) -> FunctionConfig:
-        """Create a function. Returns its configuration as of acceptance (State Pending)."""
-        self._refuse_unsupported(req)
+        """Create a function. Returns its configuration as of acceptance (State Pending).
+
+        Checked in Lambda's order: every constraint of the model at once (one
+        ValidationException listing them), then what the values mean
+        (InvalidParameterValueException)."""
         c = v.Constraints()
         if isinstance(req.name, str) and ":" in req.name:
             # CreateFunction takes an ARN or partial ARN too, but not a qualified one.
@@ -341,13 +373,16 @@ class FunctionService:
                 )
             req.name = ref.name
         name = v.function_name(c, req.name)
-        v.package_type(req.package_type)
+        v.package_type(c, req.package_type)
         fields = configuration(c, req, creating=True)
         archs = v.architectures(c, req.architectures)
         tags = checked_tags(c, req.tags)
         layer_arns = v.layer_arns(c, req.layers)
         c.check()
         assert name is not None
+        self._refuse_unsupported(req)
+        v.package_supported(req.package_type)
+        v.require_runtime(fields)
         if "handler" not in fields:
             raise InvalidParameterValueError(
                 "The Handler parameter is required when PackageType is Zip."
@@ -445,16 +480,16 @@ class FunctionService:
             self._busy.discard(ref.name)
         if current.code_sha256 != new.code_sha256:
             await self._release_code(current.code_sha256)
-        return replace(new, last_update_status=UpdateStatus.IN_PROGRESS)
+        return _as_accepted(new)
 
     async def update_config(self, ref: FunctionRef, req: FunctionInput) -> FunctionConfig:
         if ref.qualifier is not None:
             self._check_qualifier(ref)
-        self._refuse_unsupported(req)
         c = v.Constraints()
         changes = configuration(c, req, creating=False)
         layer_arns = v.layer_arns(c, req.layers)
         c.check()
+        self._refuse_unsupported(req)
         if "runtime" in changes:
             v.runtime_available(changes["runtime"], self._runtimes)
         if "role" in changes:
@@ -488,7 +523,7 @@ class FunctionService:
         if current.layers != new.layers and not dropped:
             async with self._code_lock:
                 await self._sweep_opt_locked()
-        return replace(new, last_update_status=UpdateStatus.IN_PROGRESS)
+        return _as_accepted(new)
 
     def _updated(self, current: FunctionConfig, changes: dict[str, Any]) -> FunctionConfig:
         return replace(
@@ -608,6 +643,15 @@ class FunctionService:
                 raise v.stale_revision()
             self._versions[(published.name, published.version)] = published
             self._track_opt(published)
+            # Publishing is a change of the function: Lambda gives `$LATEST` a new RevisionId
+            # (a caller holding the old one must re-read). Its content is unchanged, so the
+            # change listeners (which retire environments) are not told.
+            latest = replace(current, revision_id=str(uuid.uuid4()))
+            ok = await self._run(
+                partial(self._metadata.replace_version, latest, expect_revision=current.revision_id)
+            )
+            if ok:
+                self._latest[latest.name] = latest
         finally:
             self._busy.discard(ref.name)
         await self._notify(ref.name, published.version)

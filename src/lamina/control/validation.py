@@ -211,13 +211,10 @@ def ephemeral_storage(c: Constraints, value: Any) -> int | None:
     )
 
 
-def runtime(c: Constraints, value: Any, *, required: bool) -> str | None:
-    """Lambda's enum first (ValidationException), then what this host can run."""
+def runtime(c: Constraints, value: Any) -> str | None:
+    """Lambda's enum first (ValidationException), then what this host can run. A create
+    without one is refused by `require_runtime`, after every model constraint was checked."""
     if value is None:
-        if required:
-            raise InvalidParameterValueError(
-                "The Runtime parameter is required when PackageType is Zip."
-            )
         return None
     if not isinstance(value, str) or value not in LAMBDA_RUNTIMES:
         c.fail(
@@ -266,7 +263,8 @@ def architectures(c: Constraints, value: Any) -> tuple[str, ...] | None:
     arch = value[0]
     if arch not in _ARCHITECTURES:
         c.fail(
-            value,
+            # as AWS prints a list in its messages: [a, b]
+            "[" + ", ".join(str(item) for item in value) + "]",
             "architectures",
             "Member must satisfy constraint: [Member must satisfy enum value set: [x86_64, arm64]]",
         )
@@ -425,16 +423,27 @@ def merge_logging(current: LoggingConfig, given: dict[str, str]) -> LoggingConfi
     return LoggingConfig(log_format, application, system, group)
 
 
-def package_type(value: Any) -> None:
-    if value is None or value == "Zip":
-        return
+def package_type(c: Constraints, value: Any) -> None:
+    """The model's enum (a ValidationException with the others)."""
+    if value is not None and value not in ("Zip", "Image"):
+        c.fail(value, "packageType", "Member must satisfy enum value set: [Image, Zip]")
+
+
+def package_supported(value: Any) -> None:
+    """What Lamina deploys (after the model's constraints: InvalidParameterValueException)."""
     if value == "Image":
         raise InvalidParameterValueError(
             "PackageType Image is not supported by Lamina yet; deploy a Zip package."
         )
-    c = Constraints()
-    c.fail(value, "packageType", "Member must satisfy enum value set: [Image, Zip]")
-    c.check()
+
+
+def require_runtime(fields: dict[str, Any]) -> None:
+    """A Zip function names its runtime (checked after the model's constraints, as Lambda
+    does)."""
+    if "runtime" not in fields:
+        raise InvalidParameterValueError(
+            "The Runtime parameter is required when PackageType is Zip."
+        )
 
 
 # -- layers ------------------------------------------------------------------------
