@@ -152,6 +152,11 @@ class FunctionConfig:
     kms_key_arn: str | None = None
     #: the VPC the function joins (None: never given one; see `VpcConfig`)
     vpc: VpcConfig | None = None
+    #: TracingConfig.Mode as given, recorded and reported only (Lamina has no X-Ray)
+    tracing_mode: str = "PassThrough"
+    #: whether the caller gave an `Environment` (Lambda reports one given with no variables
+    #: as `{"Variables": {}}`, and none at all when never given)
+    environment_given: bool = False
 
     @property
     def vpc_id(self) -> str | None:

@@ -42,6 +42,7 @@ _CREATE_MEMBERS = {
     "LoggingConfig",
     "KMSKeyArn",
     "VpcConfig",
+    "TracingConfig",
     "Publish",
 }
 _UPDATE_CONFIG_MEMBERS = {
@@ -58,6 +59,7 @@ _UPDATE_CONFIG_MEMBERS = {
     "LoggingConfig",
     "KMSKeyArn",
     "VpcConfig",
+    "TracingConfig",
     "RevisionId",
 }
 _UPDATE_CODE_MEMBERS = {"ZipFile", "Architectures", "RevisionId", "Publish"}

@@ -36,6 +36,7 @@ class FunctionInput:
     logging_config: Any = None
     kms_key_arn: Any = None
     vpc_config: Any = None
+    tracing_config: Any = None
     zip_file: bytes | None = None
     revision_id: Any = None
     unsupported: list[str] = field(default_factory=list)
@@ -58,6 +59,7 @@ CONTENT_FIELDS = (
     "logging",
     "kms_key_arn",
     "vpc",
+    "tracing_mode",
 )
 
 
@@ -86,7 +88,10 @@ def configuration(c: v.Constraints, req: FunctionInput, *, creating: bool) -> di
         "kms_key_arn": v.kms_key_arn(c, req.kms_key_arn),
         # its VpcId is filled in by `control.vpc` (which knows the server's VPCs)
         "vpc": v.vpc_config(c, req.vpc_config),
+        "tracing_mode": v.tracing_mode(c, req.tracing_config),
     }
+    if fields["environment"] is not None:
+        fields["environment_given"] = True
     return {k: value for k, value in fields.items() if value is not None}
 
 

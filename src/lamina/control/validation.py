@@ -12,7 +12,12 @@ import re
 from typing import Any
 
 from lamina import limits
-from lamina.errors import InvalidParameterValueError, PreconditionFailedError, ValidationError
+from lamina.errors import (
+    InvalidParameterValueError,
+    LaminaError,
+    PreconditionFailedError,
+    ValidationError,
+)
 from lamina.models import (
     APPLICATION_LOG_LEVELS,
     DEFAULT_LOG_LEVEL,
@@ -69,6 +74,12 @@ class Constraints:
 
     def __init__(self) -> None:
         self._problems: list[str] = []
+        self._later: list[LaminaError] = []
+
+    def defer(self, error: LaminaError) -> None:
+        """A semantic refusal (InvalidParameterValueException...) found while checking: it is
+        raised by `check()` only if every model constraint held, as Lambda orders them."""
+        self._later.append(error)
 
     def fail(self, value: object, where: str, constraint: str) -> None:
         shown = "null" if value is None else f"'{value}'"
@@ -81,6 +92,8 @@ class Constraints:
         if n:
             noun = "error" if n == 1 else "errors"
             raise ValidationError(f"{n} validation {noun} detected: " + "; ".join(self._problems))
+        if self._later:
+            raise self._later[0]
 
     # Typed checks. Each returns the value if it passed, else None (and records why).
 
@@ -310,23 +323,33 @@ def environment(c: Constraints, value: Any) -> dict[str, str] | None:
         return None
     reserved = sorted(k for k in variables if k in RESERVED_ENV_KEYS)
     if reserved:
-        raise InvalidParameterValueError(
-            "Lambda was unable to configure your environment variables because the environment "
-            "variables you have provided contains reserved keys that are currently not "
-            f"supported for modification. Reserved keys used in this request: "
-            f"{', '.join(reserved)}"
+        c.defer(
+            InvalidParameterValueError(
+                "Lambda was unable to configure your environment variables because the "
+                "environment variables you have provided contains reserved keys that are "
+                "currently not supported for modification. Reserved keys used in this request: "
+                f"{', '.join(reserved)}"
+            )
         )
+        return None
     network = variables.get(NETWORK_VARIABLE)
     if network is not None and network not in NETWORK_VALUES:
-        raise InvalidParameterValueError(
-            f"{NETWORK_VARIABLE} must be one of {', '.join(NETWORK_VALUES)} (got {network!r})."
+        c.defer(
+            InvalidParameterValueError(
+                f"{NETWORK_VARIABLE} must be one of {', '.join(NETWORK_VALUES)} (got {network!r})."
+            )
         )
+        return None
     measured = json.dumps(variables, separators=(",", ":"))
     if len(measured.encode()) > limits.ENVIRONMENT_MAX_BYTES:
-        raise InvalidParameterValueError(
-            "Lambda was unable to configure your environment variables because the environment "
-            "variables you have provided exceeded the 4KB limit. String measured: " + measured
+        c.defer(
+            InvalidParameterValueError(
+                "Lambda was unable to configure your environment variables because the "
+                "environment variables you have provided exceeded the 4KB limit. String "
+                "measured: " + measured
+            )
         )
+        return None
     return dict(variables)
 
 
@@ -360,6 +383,27 @@ _LOGGING_ENUMS = (
     ("ApplicationLogLevel", "applicationLogLevel", APPLICATION_LOG_LEVELS),
     ("SystemLogLevel", "systemLogLevel", SYSTEM_LOG_LEVELS),
 )
+
+
+_TRACING_MODES = ("Active", "PassThrough")
+
+
+def tracing_mode(c: Constraints, value: Any) -> str | None:
+    """`TracingConfig`'s Mode (None: not given, or given without a Mode)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        c.fail(value, "tracingConfig", "Member must be a structure")
+        return None
+    mode = value.get("Mode")
+    if mode is not None and mode not in _TRACING_MODES:
+        c.fail(
+            mode,
+            "tracingConfig.mode",
+            f"Member must satisfy enum value set: {_enum_text(_TRACING_MODES)}",
+        )
+        return None
+    return mode if isinstance(mode, str) else None
 
 
 def logging_config(c: Constraints, value: Any) -> dict[str, str] | None:

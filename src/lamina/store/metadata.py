@@ -97,6 +97,8 @@ def _to_config(row: Any, layer_refs: _Layers, sealer: Sealer) -> FunctionConfig:
         logging=_to_logging(m["logging_config"]),
         kms_key_arn=m["kms_key_arn"],
         vpc=_to_vpc(m["vpc_config"]),
+        tracing_mode=m["tracing_mode"] or "PassThrough",
+        environment_given=bool(m["environment_given"]),
     )
 
 
@@ -261,6 +263,14 @@ class MetadataStore:
                 conn.exec_driver_sql("ALTER TABLE function_versions ADD COLUMN kms_key_arn TEXT")
             if "vpc_config" not in have:
                 conn.exec_driver_sql("ALTER TABLE function_versions ADD COLUMN vpc_config JSON")
+            if "tracing_mode" not in have:
+                conn.exec_driver_sql(
+                    "ALTER TABLE function_versions ADD COLUMN tracing_mode VARCHAR(16)"
+                )
+            if "environment_given" not in have:
+                conn.exec_driver_sql(
+                    "ALTER TABLE function_versions ADD COLUMN environment_given BOOLEAN"
+                )
 
     @classmethod
     def sqlite(cls, path: Path, sealer: Sealer | None = None) -> MetadataStore:
