@@ -9,6 +9,7 @@ what boto3's parser would hide (a key spelled `message` or `Message`, a header) 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import re
@@ -63,10 +64,8 @@ def wire(server: Server) -> Iterator[tuple[Any, Wire]]:
     client.names = names
     yield client, last
     for name in names:
-        try:
+        with contextlib.suppress(ClientError):
             client.delete_function(FunctionName=name)
-        except ClientError:
-            pass
 
 
 def normalised(body: Any) -> Any:
