@@ -33,6 +33,11 @@ NAME_PATTERN = (
     r"(arn:(aws[a-zA-Z-]*)?:lambda:)?((eusc-)?[a-z]{2}((-gov)|(-iso([a-z]?)))?-[a-z]+-\d{1}:)?"
     r"(\d{12}:)?(function:)?([a-zA-Z0-9-_]+)(:(\$LATEST|[a-zA-Z0-9-_]+))?"
 )
+# ... and for the operations whose model takes a NamespacedFunctionName (GetFunction...).
+NAMESPACED_PATTERN = (
+    r"(arn:(aws[a-zA-Z-]*)?:lambda:)?((eusc-)?[a-z]{2}((-gov)|(-iso([a-z]?)))?-[a-z]+-\d{1}:)?"
+    r"(\d{12}:)?(function:)?([a-zA-Z0-9-_\.]+)(:(\$LATEST(\.PUBLISHED)?|[a-zA-Z0-9-_]+))?"
+)
 # Owned by another part of issue 17 (runtime management): not asserted here either way.
 OTHERS = {"RuntimeVersionConfig"}
 
@@ -360,8 +365,20 @@ def test_validation(wire: tuple[Any, Wire]) -> None:
     assert last.body == {
         "Type": "User",
         "message": "1 validation error detected: Value 'bad name!' at 'functionName' failed to "
+        "satisfy constraint: Member must satisfy regular expression pattern: " + NAMESPACED_PATTERN,
+    }
+    kind, _ = error(
+        client, last, "update_function_configuration", FunctionName="bad name!", Timeout=5
+    )
+    assert (last.status, kind) == (400, "ValidationException")
+    assert last.body == {
+        "Type": "User",
+        "message": "1 validation error detected: Value 'bad name!' at 'functionName' failed to "
         f"satisfy constraint: Member must satisfy regular expression pattern: {NAME_PATTERN}",
     }
+    # A name the wider pattern allows names no function.
+    kind, _ = error(client, last, "get_function", FunctionName="has.dots:$LATEST.PUBLISHED")
+    assert (last.status, kind) == (404, "ResourceNotFoundException")
 
 
 def test_model_constraints_come_before_semantic_checks(server: Server) -> None:

@@ -142,7 +142,9 @@ async def create_function(request: Request) -> Response:
 
 async def get_function(request: Request) -> Response:
     state = app_state(request)
-    ref = state.functions.ref(request.path_params["name"], request.query_params.get("Qualifier"))
+    ref = state.functions.ref(
+        request.path_params["name"], request.query_params.get("Qualifier"), namespaced=True
+    )
     fn = await state.functions.get(ref)
     out = {
         "Configuration": function_configuration(fn.latest, _arn(request, fn.latest, ref)),
@@ -158,7 +160,9 @@ async def get_function(request: Request) -> Response:
 
 async def get_function_configuration(request: Request) -> Response:
     state = app_state(request)
-    ref = state.functions.ref(request.path_params["name"], request.query_params.get("Qualifier"))
+    ref = state.functions.ref(
+        request.path_params["name"], request.query_params.get("Qualifier"), namespaced=True
+    )
     config = await state.functions.get_config(ref)
     return json_response(function_configuration(config, _arn(request, config, ref)))
 
@@ -220,7 +224,9 @@ async def update_function_configuration(request: Request) -> Response:
 
 async def delete_function(request: Request) -> Response:
     state = app_state(request)
-    ref = state.functions.ref(request.path_params["name"], request.query_params.get("Qualifier"))
+    ref = state.functions.ref(
+        request.path_params["name"], request.query_params.get("Qualifier"), namespaced=True
+    )
     await state.functions.delete(ref)
     return Response(status_code=204)
 
@@ -244,7 +250,7 @@ async def publish_version(request: Request) -> Response:
 
 async def list_versions(request: Request) -> Response:
     state = app_state(request)
-    ref = state.functions.ref(request.path_params["name"])
+    ref = state.functions.ref(request.path_params["name"], namespaced=True)
     configs, marker = state.functions.versions(
         ref, request.query_params.get("Marker"), max_items_param(request)
     )

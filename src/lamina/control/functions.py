@@ -227,7 +227,11 @@ class FunctionService:
 
     # -- names ---------------------------------------------------------------------
 
-    def ref(self, value: str, qualifier: str | None = None) -> FunctionRef:
+    def ref(
+        self, value: str, qualifier: str | None = None, *, namespaced: bool = False
+    ) -> FunctionRef:
+        """Parse a FunctionName (and Qualifier); `namespaced` for the operations whose model
+        takes a NamespacedFunctionName (see `arns.parse_function_ref`)."""
         if qualifier is not None:
             c = v.Constraints()
             c.string(
@@ -242,6 +246,7 @@ class FunctionService:
             region=self._settings.region,
             account=self._settings.account_id,
             qualifier=qualifier,
+            namespaced=namespaced,
         )
 
     def arn(self, name: str, qualifier: str | None = None) -> str:
