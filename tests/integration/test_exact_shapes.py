@@ -379,6 +379,9 @@ def test_validation(wire: tuple[Any, Wire]) -> None:
     # A name the wider pattern allows names no function.
     kind, _ = error(client, last, "get_function", FunctionName="has.dots:$LATEST.PUBLISHED")
     assert (last.status, kind) == (404, "ResourceNotFoundException")
+    kind, _ = error(client, last, "invoke", FunctionName="has.dots")
+    assert (last.status, kind) == (404, "ResourceNotFoundException")
+    assert last.body == {"Type": "User", "Message": f"Function not found: {PREFIX}has.dots"}
 
 
 def test_model_constraints_come_before_semantic_checks(server: Server) -> None:
