@@ -198,6 +198,11 @@ def test_get_function_and_configuration(wire: tuple[Any, Wire]) -> None:
     client.get_function_configuration(FunctionName=name)
     assert_request_id(last)
     assert normalised(last.body) == configuration(name, zipped)
+    # Read by naming $LATEST, the ARN names it too.
+    client.get_function_configuration(FunctionName=name, Qualifier="$LATEST")
+    assert normalised(last.body) == configuration(
+        name, zipped, FunctionArn=f"{PREFIX}{name}:$LATEST"
+    )
 
 
 def test_environment_given_empty_and_tracing_active_are_kept(wire: tuple[Any, Wire]) -> None:

@@ -67,10 +67,12 @@ _UPDATE_CODE_MEMBERS = {"ZipFile", "Architectures", "RevisionId", "Publish"}
 
 def _arn(request: Request, config: FunctionConfig, ref: FunctionRef | None = None) -> str:
     """A version's ARN is qualified with its number, `$LATEST`'s is the function's, and a
-    configuration read through an alias shows the alias's."""
+    configuration read through an alias shows the alias's; read by naming `$LATEST`, the
+    ARN says `:$LATEST` (as Lambda qualifies the ARN whenever a qualifier was given)."""
     qualifier = None if config.version == LATEST else config.version
-    if ref is not None and ref.qualifier is not None and is_alias_name(ref.qualifier):
-        qualifier = ref.qualifier
+    if ref is not None and ref.qualifier is not None:
+        if is_alias_name(ref.qualifier) or ref.qualifier == LATEST:
+            qualifier = ref.qualifier
     return app_state(request).functions.arn(config.name, qualifier)
 
 
