@@ -70,9 +70,9 @@ def _arn(request: Request, config: FunctionConfig, ref: FunctionRef | None = Non
     configuration read through an alias shows the alias's; read by naming `$LATEST`, the
     ARN says `:$LATEST` (as Lambda qualifies the ARN whenever a qualifier was given)."""
     qualifier = None if config.version == LATEST else config.version
-    if ref is not None and ref.qualifier is not None:
-        if is_alias_name(ref.qualifier) or ref.qualifier == LATEST:
-            qualifier = ref.qualifier
+    named = ref.qualifier if ref is not None else None
+    if named is not None and (named == LATEST or is_alias_name(named)):
+        qualifier = named
     return app_state(request).functions.arn(config.name, qualifier)
 
 
