@@ -391,7 +391,7 @@ def test_validation(wire: tuple[Any, Wire]) -> None:
 
 def test_model_constraints_come_before_semantic_checks(server: Server) -> None:
     """Several model violations at once, in one ValidationException, before the reserved
-    variable (InvalidParameterValueException) or the S3 code Lamina cannot fetch."""
+    variable or the feature Lamina does not have (InvalidParameterValueException both)."""
     client = server.client(parameter_validation=False)
     with pytest.raises(ClientError) as exc:
         client.create_function(
@@ -403,6 +403,8 @@ def test_model_constraints_come_before_semantic_checks(server: Server) -> None:
             Architectures=["x86_65"],
             Timeout=0,
             Environment={"Variables": {"AWS_REGION": "x"}},
+            # a feature Lamina refuses (InvalidParameterValueException), checked later too
+            FileSystemConfigs=[{"Arn": "arn:aws:elasticfilesystem:x", "LocalMountPath": "/mnt/x"}],
         )
     assert exc.value.response["Error"]["Code"] == "ValidationException"
     assert exc.value.response["Error"]["Message"] == (
