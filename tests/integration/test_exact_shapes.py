@@ -341,6 +341,10 @@ def test_create_and_get_alias(wire: tuple[Any, Wire]) -> None:
     client.get_alias(FunctionName=name, Name="live")
     assert last.status == 200
     assert normalised(last.body) == alias
+    # An answer without a body carries its request id too.
+    client.delete_alias(FunctionName=name, Name="live")
+    assert (last.status, last.body) == (204, None)
+    assert_request_id(last)
 
 
 # -- errors -----------------------------------------------------------------------------------
