@@ -27,9 +27,10 @@ _NAMESPACED_REF = re.compile(
     _PREFIX
     + r"(?P<name>[a-zA-Z0-9_.-]+)(?::(?P<qualifier>\$LATEST(?:\.PUBLISHED)?|[a-zA-Z0-9_-]+))?"
 )
-# The patterns AWS quotes when a value does not match (botocore's current model).
+# The patterns AWS quotes when a value does not match (botocore's current model):
+# FunctionName's, and NamespacedFunctionName's.
 _REGION_TEXT = r"((eusc-)?[a-z]{2}((-gov)|(-iso([a-z]?)))?-[a-z]+-\d{1}:)?"
-_REF_PATTERN_TEXT = (
+REF_PATTERN_TEXT = (
     r"(arn:(aws[a-zA-Z-]*)?:lambda:)?" + _REGION_TEXT + r"(\d{12}:)?(function:)?"
     r"([a-zA-Z0-9-_]+)(:(\$LATEST|[a-zA-Z0-9-_]+))?"
 )
@@ -72,7 +73,7 @@ def parse_function_ref(
     if namespaced:
         max_len = max(max_len, 256)
     pattern, text = (
-        (_NAMESPACED_REF, _NAMESPACED_PATTERN_TEXT) if namespaced else (_REF, _REF_PATTERN_TEXT)
+        (_NAMESPACED_REF, _NAMESPACED_PATTERN_TEXT) if namespaced else (_REF, REF_PATTERN_TEXT)
     )
     if not value or len(value) > max_len or not (m := pattern.fullmatch(value)):
         raise ValidationError(

@@ -385,6 +385,23 @@ def test_validation(wire: tuple[Any, Wire]) -> None:
         "message": "1 validation error detected: Value 'bad name!' at 'functionName' failed to "
         f"satisfy constraint: Member must satisfy regular expression pattern: {NAME_PATTERN}",
     }
+    # CreateFunction's name quotes FunctionName's pattern too.
+    kind, _ = error(
+        client,
+        last,
+        "create_function",
+        FunctionName="bad name!",
+        Runtime="python3.11",
+        Role=ROLE,
+        Handler="app.handler",
+        Code={"ZipFile": make_zip({"app.py": HELLO})},
+    )
+    assert (last.status, kind) == (400, "ValidationException")
+    assert last.body == {
+        "Type": "User",
+        "message": "1 validation error detected: Value 'bad name!' at 'functionName' failed to "
+        f"satisfy constraint: Member must satisfy regular expression pattern: {NAME_PATTERN}",
+    }
     # A name the wider pattern allows names no function.
     kind, _ = error(client, last, "get_function", FunctionName="has.dots:$LATEST.PUBLISHED")
     assert (last.status, kind) == (404, "ResourceNotFoundException")

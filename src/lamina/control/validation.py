@@ -11,7 +11,7 @@ import json
 import re
 from typing import Any
 
-from lamina import limits
+from lamina import arns, limits
 from lamina.errors import (
     InvalidParameterValueError,
     LaminaError,
@@ -137,10 +137,18 @@ class Constraints:
 
 
 def function_name(c: Constraints, value: Any) -> str | None:
-    """A bare function name, as CreateFunction takes it (ARNs are parsed by `arns`)."""
-    return c.string(
-        value, "functionName", max_len=limits.FUNCTION_NAME_MAX_CHARS, pattern=_NAME, required=True
-    )
+    """A bare function name, as CreateFunction takes it (ARNs are parsed by `arns`). A name
+    that does not match is refused quoting the pattern of the model's FunctionName, as AWS
+    words it (the member takes ARNs too)."""
+    name = c.string(value, "functionName", max_len=limits.FUNCTION_NAME_MAX_CHARS, required=True)
+    if name is not None and not _NAME.fullmatch(name):
+        c.fail(
+            name,
+            "functionName",
+            f"Member must satisfy regular expression pattern: {arns.REF_PATTERN_TEXT}",
+        )
+        return None
+    return name
 
 
 def handler(c: Constraints, value: Any, *, required: bool) -> str | None:
