@@ -76,6 +76,29 @@ def _arn(request: Request, config: FunctionConfig, ref: FunctionRef | None = Non
     return app_state(request).functions.arn(config.name, qualifier)
 
 
+#: what Lambda's list operations leave out of each configuration (GetFunction has them)
+_NOT_LISTED = (
+    "State",
+    "StateReason",
+    "StateReasonCode",
+    "LastUpdateStatus",
+    "LastUpdateStatusReason",
+    "LastUpdateStatusReasonCode",
+    "RuntimeVersionConfig",
+)
+
+
+def _listed(request: Request, config: FunctionConfig, *, qualify_latest: bool) -> dict[str, Any]:
+    """A configuration as ListFunctions and ListVersionsByFunction show it: the subset of
+    members Lambda lists."""
+    out = function_configuration(
+        config, _listed_arn(request, config, qualify_latest=qualify_latest)
+    )
+    for key in _NOT_LISTED:
+        out.pop(key, None)
+    return out
+
+
 def _listed_arn(request: Request, config: FunctionConfig, *, qualify_latest: bool) -> str:
     """A listed version's ARN: where every version is listed, `$LATEST`'s is qualified with
     `:$LATEST`, as Lambda's ListVersionsByFunction and ListFunctions(ALL) print it."""
@@ -176,10 +199,7 @@ async def list_functions(request: Request) -> Response:
         request.query_params.get("Marker"), max_items_param(request), every_version
     )
     out: dict[str, object] = {
-        "Functions": [
-            function_configuration(c, _listed_arn(request, c, qualify_latest=every_version))
-            for c in configs
-        ]
+        "Functions": [_listed(request, c, qualify_latest=every_version) for c in configs]
     }
     if marker:
         out["NextMarker"] = marker
@@ -257,9 +277,7 @@ async def list_versions(request: Request) -> Response:
         ref, request.query_params.get("Marker"), max_items_param(request)
     )
     out: dict[str, object] = {
-        "Versions": [
-            function_configuration(c, _listed_arn(request, c, qualify_latest=True)) for c in configs
-        ]
+        "Versions": [_listed(request, c, qualify_latest=True) for c in configs]
     }
     if marker:
         out["NextMarker"] = marker
