@@ -497,3 +497,20 @@ def test_list_functions_refuses_an_unknown_function_version(server: Server) -> N
         "1 validation error detected: Value 'SOME' at 'functionVersion' failed to satisfy "
         "constraint: Member must satisfy enum value set: [ALL]"
     )
+
+
+def test_list_functions_master_region(server: Server) -> None:
+    """Lambda@Edge replicas: Lamina makes none, so a MasterRegion lists nothing; the
+    parameter is checked as Lambda checks it."""
+    client = server.client(parameter_validation=False)
+    assert client.list_functions(FunctionVersion="ALL", MasterRegion="us-east-1")["Functions"] == []
+    with pytest.raises(ClientError) as exc:
+        client.list_functions(FunctionVersion="ALL", MasterRegion="mars")
+    assert exc.value.response["Error"]["Message"] == (
+        "1 validation error detected: Value 'mars' at 'masterRegion' failed to satisfy "
+        "constraint: Member must satisfy regular expression pattern: "
+        r"ALL|(eusc-)?[a-z]{2}((-gov)|(-iso([a-z]?)))?-[a-z]+-\d{1}"
+    )
+    with pytest.raises(ClientError) as exc:
+        client.list_functions(MasterRegion="us-east-1")
+    assert exc.value.response["Error"]["Code"] == "InvalidParameterValueException"

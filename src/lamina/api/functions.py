@@ -195,8 +195,9 @@ async def get_function_configuration(request: Request) -> Response:
 async def list_functions(request: Request) -> Response:
     state = app_state(request)
     every_version = _function_version_param(request)
+    master_region = request.query_params.get("MasterRegion")
     configs, marker = await state.functions.list(
-        request.query_params.get("Marker"), max_items_param(request), every_version
+        request.query_params.get("Marker"), max_items_param(request), every_version, master_region
     )
     out: dict[str, object] = {
         "Functions": [_listed(request, c, qualify_latest=every_version) for c in configs]

@@ -71,6 +71,7 @@ T = TypeVar("T")
 ChangeListener = Callable[[str, str | None], Awaitable[None]]
 
 _QUALIFIER = re.compile(r"(|[a-zA-Z0-9$_-]+)")
+_MASTER_REGION = re.compile(r"ALL|(eusc-)?[a-z]{2}((-gov)|(-iso([a-z]?)))?-[a-z]+-\d{1}")
 
 
 def _now() -> datetime:
@@ -327,13 +328,27 @@ class FunctionService:
         )
 
     async def list(
-        self, marker: str | None, max_items: int | None, every_version: bool = False
+        self,
+        marker: str | None,
+        max_items: int | None,
+        every_version: bool = False,
+        master_region: str | None = None,
     ) -> tuple[list[FunctionConfig], str | None]:
         """ListFunctions: each function's `$LATEST` by name; with `every_version` (Lambda's
-        FunctionVersion=ALL) each function's published versions follow its `$LATEST`."""
+        FunctionVersion=ALL) each function's published versions follow its `$LATEST`.
+        `master_region` asks for the Lambda@Edge replicas of functions of that region (or of
+        every region, `ALL`): Lamina makes none, so there are none to list."""
         c = v.Constraints()
         limit = v.max_items(c, max_items)
+        if master_region is not None:
+            c.string(master_region, "masterRegion", max_len=50, pattern=_MASTER_REGION)
         c.check()
+        if master_region is not None:
+            if not every_version:
+                raise InvalidParameterValueError(
+                    "MasterRegion is only taken with FunctionVersion set to ALL."
+                )
+            return [], None
         if every_version:
             # From the in-memory copy, which holds every version of every function.
             return listing.page(
