@@ -359,6 +359,12 @@ def test_create_and_get_alias(wire: tuple[Any, Wire]) -> None:
     client.delete_alias(FunctionName=name, Name="live")
     assert (last.status, last.body) == (204, None)
     assert_request_id(last)
+    with pytest.raises(ClientError):
+        client.get_alias(FunctionName=name, Name="live")
+    assert (last.status, last.body) == (
+        404,
+        {"Type": "User", "Message": f"Cannot find alias arn: {PREFIX}{name}:live"},
+    )
 
 
 # -- errors -----------------------------------------------------------------------------------
