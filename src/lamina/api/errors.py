@@ -141,8 +141,9 @@ class LastResort:
     that escapes everything inside is answered with AWS's ServiceException (500), in the JSON
     1.1 shape for an X-Amz-Target request, and the connection stays open for the next
     request. Starlette's own handler answers first and then re-raises (for servers that log);
-    that exception, after a complete response, is only swallowed here. Without this, uvicorn closes a keep-alive connection on any
-    exception, and the client's next request on it gets no answer at all.
+    that exception, after a complete response, is only swallowed here. Without this, uvicorn
+    closes a keep-alive connection on any exception, and the client's next request on it gets
+    no answer at all.
 
     Only a response that failed half-way cannot be mended: that exception goes on to uvicorn,
     which closes the connection (the caller sees a truncated response, not a wrong one).
