@@ -155,6 +155,11 @@ class FunctionConfig:
     #: (SigningProfileVersionArn, SigningJobArn) of a package that passed code signing's
     #: checks (None: unsigned, or deployed without a check)
     signed_by: tuple[str, str] | None = None
+    #: TracingConfig.Mode as given, recorded and reported only (Lamina has no X-Ray)
+    tracing_mode: str = "PassThrough"
+    #: whether the caller gave an `Environment` (Lambda reports one given with no variables
+    #: as `{"Variables": {}}`, and none at all when never given)
+    environment_given: bool = False
 
     @property
     def vpc_id(self) -> str | None:

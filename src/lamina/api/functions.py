@@ -46,6 +46,7 @@ _CREATE_MEMBERS = {
     "LoggingConfig",
     "KMSKeyArn",
     "VpcConfig",
+    "TracingConfig",
     "Publish",
     "CodeSigningConfigArn",
 }
@@ -63,6 +64,7 @@ _UPDATE_CONFIG_MEMBERS = {
     "LoggingConfig",
     "KMSKeyArn",
     "VpcConfig",
+    "TracingConfig",
     "RevisionId",
 }
 _UPDATE_CODE_MEMBERS = {"ZipFile", *S3_MEMBERS, "Architectures", "RevisionId", "Publish"}
@@ -70,11 +72,58 @@ _UPDATE_CODE_MEMBERS = {"ZipFile", *S3_MEMBERS, "Architectures", "RevisionId", "
 
 def _arn(request: Request, config: FunctionConfig, ref: FunctionRef | None = None) -> str:
     """A version's ARN is qualified with its number, `$LATEST`'s is the function's, and a
-    configuration read through an alias shows the alias's."""
+    configuration read through an alias shows the alias's; read by naming `$LATEST`, the
+    ARN says `:$LATEST` (as Lambda qualifies the ARN whenever a qualifier was given)."""
     qualifier = None if config.version == LATEST else config.version
-    if ref is not None and ref.qualifier is not None and is_alias_name(ref.qualifier):
-        qualifier = ref.qualifier
+    named = ref.qualifier if ref is not None else None
+    if named is not None and (named == LATEST or is_alias_name(named)):
+        qualifier = named
     return app_state(request).functions.arn(config.name, qualifier)
+
+
+#: what Lambda's list operations leave out of each configuration (GetFunction has them)
+_NOT_LISTED = (
+    "State",
+    "StateReason",
+    "StateReasonCode",
+    "LastUpdateStatus",
+    "LastUpdateStatusReason",
+    "LastUpdateStatusReasonCode",
+    "RuntimeVersionConfig",
+)
+
+
+def _listed(request: Request, config: FunctionConfig, *, qualify_latest: bool) -> dict[str, Any]:
+    """A configuration as ListFunctions and ListVersionsByFunction show it: the subset of
+    members Lambda lists."""
+    out = function_configuration(
+        config, _listed_arn(request, config, qualify_latest=qualify_latest)
+    )
+    for key in _NOT_LISTED:
+        out.pop(key, None)
+    return out
+
+
+def _listed_arn(request: Request, config: FunctionConfig, *, qualify_latest: bool) -> str:
+    """A listed version's ARN: where every version is listed, `$LATEST`'s is qualified with
+    `:$LATEST`, as Lambda's ListVersionsByFunction and ListFunctions(ALL) print it."""
+    if qualify_latest and config.version == LATEST:
+        return app_state(request).functions.arn(config.name, LATEST)
+    return _arn(request, config)
+
+
+def _function_version_param(request: Request) -> bool:
+    """ListFunctions' FunctionVersion: `ALL` lists every version; the model allows no other
+    value."""
+    value = request.query_params.get("FunctionVersion")
+    if value is None:
+        return False
+    if value != "ALL":
+        raise ValidationError(
+            f"1 validation error detected: Value '{value}' at 'functionVersion' failed to "
+            "satisfy constraint: Member must satisfy enum value set: [ALL]"
+        )
+    return True
 
 
 def _publish_flag(body: dict[str, Any]) -> bool:
@@ -91,6 +140,7 @@ async def create_function(request: Request) -> Response:
     state = app_state(request)
     body = await json_body(request)
     req = function_input(body, allowed=_CREATE_MEMBERS)
+    publish = _publish_flag(body)
     code = body.get("Code")
     if code is None:
         raise ValidationError(
@@ -108,7 +158,7 @@ async def create_function(request: Request) -> Response:
             if code.get("ZipFile") is not None:
                 req.zip_file = packages.decode_zip_file(code["ZipFile"], "CreateFunction")
     config = await state.functions.create(req, body.get("CodeSigningConfigArn"))
-    if _publish_flag(body):
+    if publish:
         published = await state.functions.publish(state.functions.ref(config.name))
         # As created: the version is as pending as the function.
         config = replace(
@@ -117,12 +167,18 @@ async def create_function(request: Request) -> Response:
             state_reason=config.state_reason,
             state_reason_code=config.state_reason_code,
         )
-    return json_response(function_configuration(config, _arn(request, config)), status=201)
+    # Lambda's answer names the function itself (Version says which version was published),
+    # and, the function being still in creation, carries no LastUpdateStatus yet.
+    out = function_configuration(config, state.functions.arn(config.name))
+    del out["LastUpdateStatus"]
+    return json_response(out, status=201)
 
 
 async def get_function(request: Request) -> Response:
     state = app_state(request)
-    ref = state.functions.ref(request.path_params["name"], request.query_params.get("Qualifier"))
+    ref = state.functions.ref(
+        request.path_params["name"], request.query_params.get("Qualifier"), namespaced=True
+    )
     fn = await state.functions.get(ref)
     out = {
         "Configuration": function_configuration(fn.latest, _arn(request, fn.latest, ref)),
@@ -157,18 +213,22 @@ def _tags_refused(request: Request, arn: str) -> str | None:
 
 async def get_function_configuration(request: Request) -> Response:
     state = app_state(request)
-    ref = state.functions.ref(request.path_params["name"], request.query_params.get("Qualifier"))
+    ref = state.functions.ref(
+        request.path_params["name"], request.query_params.get("Qualifier"), namespaced=True
+    )
     config = await state.functions.get_config(ref)
     return json_response(function_configuration(config, _arn(request, config, ref)))
 
 
 async def list_functions(request: Request) -> Response:
     state = app_state(request)
+    every_version = _function_version_param(request)
+    master_region = request.query_params.get("MasterRegion")
     configs, marker = await state.functions.list(
-        request.query_params.get("Marker"), max_items_param(request)
+        request.query_params.get("Marker"), max_items_param(request), every_version, master_region
     )
     out: dict[str, object] = {
-        "Functions": [function_configuration(c, _arn(request, c)) for c in configs]
+        "Functions": [_listed(request, c, qualify_latest=every_version) for c in configs]
     }
     if marker:
         out["NextMarker"] = marker
@@ -199,7 +259,12 @@ async def update_function_code(request: Request) -> Response:
     )
     if publish:
         published = await state.functions.publish(ref)
-        config = replace(published, last_update_status=config.last_update_status)
+        config = replace(
+            published,
+            last_update_status=config.last_update_status,
+            last_update_status_reason=config.last_update_status_reason,
+            last_update_status_reason_code=config.last_update_status_reason_code,
+        )
     return json_response(function_configuration(config, _arn(request, config)))
 
 
@@ -214,7 +279,9 @@ async def update_function_configuration(request: Request) -> Response:
 
 async def delete_function(request: Request) -> Response:
     state = app_state(request)
-    ref = state.functions.ref(request.path_params["name"], request.query_params.get("Qualifier"))
+    ref = state.functions.ref(
+        request.path_params["name"], request.query_params.get("Qualifier"), namespaced=True
+    )
     await state.functions.delete(ref)
     return Response(status_code=204)
 
@@ -238,12 +305,12 @@ async def publish_version(request: Request) -> Response:
 
 async def list_versions(request: Request) -> Response:
     state = app_state(request)
-    ref = state.functions.ref(request.path_params["name"])
+    ref = state.functions.ref(request.path_params["name"], namespaced=True)
     configs, marker = state.functions.versions(
         ref, request.query_params.get("Marker"), max_items_param(request)
     )
     out: dict[str, object] = {
-        "Versions": [function_configuration(c, _arn(request, c)) for c in configs]
+        "Versions": [_listed(request, c, qualify_latest=True) for c in configs]
     }
     if marker:
         out["NextMarker"] = marker

@@ -36,10 +36,8 @@ _CONFIG_MEMBERS = {
     "KMSKeyArn": "kms_key_arn",
     "VpcConfig": "vpc_config",
     "RevisionId": "revision_id",
+    "TracingConfig": "tracing_config",
 }
-# Members Lamina accepts and ignores because their value changes nothing here (X-Ray
-# tracing is not offered; PassThrough is what Lambda reports without it).
-_IGNORED = {"TracingConfig"}
 
 
 def timestamp(t: datetime) -> str:
@@ -83,7 +81,7 @@ def function_configuration(config: FunctionConfig, arn: str) -> dict[str, Any]:
         "LastModified": last_modified(config),
         "CodeSha256": config.code_sha256_b64,
         "Version": config.version,
-        "TracingConfig": {"Mode": "PassThrough"},
+        "TracingConfig": {"Mode": config.tracing_mode},
         "RevisionId": config.revision_id,
         "State": config.state.value,
         "LastUpdateStatus": config.last_update_status.value,
@@ -93,7 +91,7 @@ def function_configuration(config: FunctionConfig, arn: str) -> dict[str, Any]:
         "SnapStart": {"ApplyOn": "None", "OptimizationStatus": "Off"},
         "LoggingConfig": _logging_config(config),
     }
-    if config.environment:
+    if config.environment or config.environment_given:
         out["Environment"] = {"Variables": dict(config.environment)}
     if config.layers:
         out["Layers"] = [{"Arn": lay.arn, "CodeSize": lay.code_size} for lay in config.layers]
@@ -219,7 +217,7 @@ def function_input(body: dict[str, Any], *, allowed: set[str]) -> FunctionInput:
     for key, value in body.items():
         if key in allowed and key in _CONFIG_MEMBERS:
             setattr(req, _CONFIG_MEMBERS[key], value)
-        elif key in _IGNORED or key in allowed:
+        elif key in allowed:
             continue
         elif value not in (None, [], {}, False):
             req.unsupported.append(key)

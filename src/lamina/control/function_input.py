@@ -37,6 +37,7 @@ class FunctionInput:
     logging_config: Any = None
     kms_key_arn: Any = None
     vpc_config: Any = None
+    tracing_config: Any = None
     zip_file: bytes | None = None
     #: the `Code` members naming an S3 location (S3Bucket, S3Key, S3ObjectVersion), as sent
     s3_code: dict[str, Any] | None = None
@@ -61,6 +62,7 @@ CONTENT_FIELDS = (
     "logging",
     "kms_key_arn",
     "vpc",
+    "tracing_mode",
 )
 
 
@@ -72,7 +74,7 @@ def configuration(c: v.Constraints, req: FunctionInput, *, creating: bool) -> di
     """The configuration fields `req` sets, checked; fields it leaves out are not returned."""
     fields = {
         "role": v.role(c, req.role, required=creating),
-        "runtime": v.runtime(c, req.runtime, required=creating),
+        "runtime": v.runtime(c, req.runtime),
         "handler": v.handler(c, req.handler, required=False),
         "description": v.description(c, req.description),
         "timeout": None if req.timeout is None else v.timeout(c, req.timeout),
@@ -89,7 +91,10 @@ def configuration(c: v.Constraints, req: FunctionInput, *, creating: bool) -> di
         "kms_key_arn": v.kms_key_arn(c, req.kms_key_arn),
         # its VpcId is filled in by `control.vpc` (which knows the server's VPCs)
         "vpc": v.vpc_config(c, req.vpc_config),
+        "tracing_mode": v.tracing_mode(c, req.tracing_config),
     }
+    if fields["environment"] is not None:
+        fields["environment_given"] = True
     return {k: value for k, value in fields.items() if value is not None}
 
 

@@ -78,10 +78,28 @@ ChangeListener = Callable[[str, str | None], Awaitable[None]]
 
 _QUALIFIER = re.compile(r"(|[a-zA-Z0-9$_-]+)")
 _NO_CODE = "Please provide a source for function code: ZipFile, or S3Bucket and S3Key."
+_MASTER_REGION = re.compile(r"ALL|(eusc-)?[a-z]{2}((-gov)|(-iso([a-z]?)))?-[a-z]+-\d{1}")
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _as_accepted(config: FunctionConfig) -> FunctionConfig:
+    """An update's answer: the change applies at once here, but Lambda answers while it is
+    still under way, with the reason Lambda gives (its wording, "being created", for updates
+    too); GetFunction then shows Successful."""
+    return replace(
+        config,
+        last_update_status=UpdateStatus.IN_PROGRESS,
+        last_update_status_reason="The function is being created.",
+        last_update_status_reason_code="Creating",
+    )
+
+
+def _name_then_version(key: str) -> tuple[str, tuple[int, int, str]]:
+    name, _, version = key.partition(":")
+    return name, listing.qualifier_order(version)
 
 
 class FunctionService:
@@ -251,7 +269,11 @@ class FunctionService:
 
     # -- names ---------------------------------------------------------------------
 
-    def ref(self, value: str, qualifier: str | None = None) -> FunctionRef:
+    def ref(
+        self, value: str, qualifier: str | None = None, *, namespaced: bool = False
+    ) -> FunctionRef:
+        """Parse a FunctionName (and Qualifier); `namespaced` for the operations whose model
+        takes a NamespacedFunctionName (see `arns.parse_function_ref`)."""
         if qualifier is not None:
             c = v.Constraints()
             c.string(
@@ -266,6 +288,7 @@ class FunctionService:
             region=self._settings.region,
             account=self._settings.account_id,
             qualifier=qualifier,
+            namespaced=namespaced,
         )
 
     def arn(self, name: str, qualifier: str | None = None) -> str:
@@ -346,11 +369,37 @@ class FunctionService:
         )
 
     async def list(
-        self, marker: str | None, max_items: int | None
+        self,
+        marker: str | None,
+        max_items: int | None,
+        every_version: bool = False,
+        master_region: str | None = None,
     ) -> tuple[list[FunctionConfig], str | None]:
+        """ListFunctions: each function's `$LATEST` by name; with `every_version` (Lambda's
+        FunctionVersion=ALL) each function's published versions follow its `$LATEST`.
+        `master_region` asks for the Lambda@Edge replicas of functions of that region (or of
+        every region, `ALL`): Lamina makes none, so there are none to list."""
         c = v.Constraints()
         limit = v.max_items(c, max_items)
+        if master_region is not None:
+            c.string(master_region, "masterRegion", max_len=50, pattern=_MASTER_REGION)
         c.check()
+        if master_region is not None:
+            if not every_version:
+                raise InvalidParameterValueError(
+                    "MasterRegion is only taken with FunctionVersion set to ALL."
+                )
+            return [], None
+        if every_version:
+            # From the in-memory copy, which holds every version of every function.
+            return listing.page(
+                "ListFunctions.ALL",
+                self._all_configs(),
+                lambda c: f"{c.name}:{c.version}",
+                limit,
+                marker,
+                order=_name_then_version,
+            )
         after = listing.decode_marker("ListFunctions", marker) if marker else None
         rows = await self._run(self._metadata.list_latest, after, limit + 1)
         if len(rows) > limit:
@@ -373,8 +422,11 @@ class FunctionService:
         self, req: FunctionInput, code_signing_config_arn: Any = None
     ) -> FunctionConfig:
         """Create a function. Returns its configuration as of acceptance (State Pending).
-        With a code signing configuration, the package must pass its checks."""
-        self._refuse_unsupported(req)
+        With a code signing configuration, the package must pass its checks.
+
+        Checked in Lambda's order: every constraint of the model at once (one
+        ValidationException listing them), then what the values mean
+        (InvalidParameterValueException)."""
         c = v.Constraints()
         if isinstance(req.name, str) and ":" in req.name:
             # CreateFunction takes an ARN or partial ARN too, but not a qualified one.
@@ -385,7 +437,7 @@ class FunctionService:
                 )
             req.name = ref.name
         name = v.function_name(c, req.name)
-        v.package_type(req.package_type)
+        v.package_type(c, req.package_type)
         fields = configuration(c, req, creating=True)
         archs = v.architectures(c, req.architectures)
         tags = checked_tags(c, req.tags)
@@ -393,6 +445,9 @@ class FunctionService:
         s3_constraints(c, req.s3_code, "code.")
         c.check()
         assert name is not None
+        self._refuse_unsupported(req)
+        v.package_supported(req.package_type)
+        v.require_runtime(fields)
         if tags:
             check_tag_limits(tags)
         if "handler" not in fields:
@@ -516,16 +571,16 @@ class FunctionService:
             self._busy.discard(ref.name)
         if current.code_sha256 != new.code_sha256:
             await self._release_code(current.code_sha256)
-        return replace(new, last_update_status=UpdateStatus.IN_PROGRESS)
+        return _as_accepted(new)
 
     async def update_config(self, ref: FunctionRef, req: FunctionInput) -> FunctionConfig:
         if ref.qualifier is not None:
             self._check_qualifier(ref)
-        self._refuse_unsupported(req)
         c = v.Constraints()
         changes = configuration(c, req, creating=False)
         layer_arns = v.layer_arns(c, req.layers)
         c.check()
+        self._refuse_unsupported(req)
         if "runtime" in changes:
             v.runtime_available(changes["runtime"], self._runtimes)
         if "role" in changes:
@@ -562,7 +617,7 @@ class FunctionService:
         if current.layers != new.layers and not dropped:
             async with self._code_lock:
                 await self._sweep_opt_locked()
-        return replace(new, last_update_status=UpdateStatus.IN_PROGRESS)
+        return _as_accepted(new)
 
     def _updated(self, current: FunctionConfig, changes: dict[str, Any]) -> FunctionConfig:
         return replace(
@@ -683,6 +738,15 @@ class FunctionService:
                 raise v.stale_revision()
             self._versions[(published.name, published.version)] = published
             self._track_opt(published)
+            # Publishing is a change of the function: Lambda gives `$LATEST` a new RevisionId
+            # (a caller holding the old one must re-read). Its content is unchanged, so the
+            # change listeners (which retire environments) are not told.
+            latest = replace(current, revision_id=str(uuid.uuid4()))
+            ok = await self._run(
+                partial(self._metadata.replace_version, latest, expect_revision=current.revision_id)
+            )
+            if ok:
+                self._latest[latest.name] = latest
         finally:
             self._busy.discard(ref.name)
         await self._notify(ref.name, published.version)

@@ -100,6 +100,8 @@ def _to_config(row: Any, layer_refs: _Layers, sealer: Sealer) -> FunctionConfig:
         kms_key_arn=m["kms_key_arn"],
         vpc=_to_vpc(m["vpc_config"]),
         signed_by=(m["signed_by"][0], m["signed_by"][1]) if m["signed_by"] else None,
+        tracing_mode=m["tracing_mode"] or "PassThrough",
+        environment_given=bool(m["environment_given"]),
     )
 
 
@@ -268,6 +270,14 @@ class MetadataStore:
                 conn.exec_driver_sql("ALTER TABLE function_versions ADD COLUMN vpc_config JSON")
             if "signed_by" not in have:
                 conn.exec_driver_sql("ALTER TABLE function_versions ADD COLUMN signed_by JSON")
+            if "tracing_mode" not in have:
+                conn.exec_driver_sql(
+                    "ALTER TABLE function_versions ADD COLUMN tracing_mode VARCHAR(16)"
+                )
+            if "environment_given" not in have:
+                conn.exec_driver_sql(
+                    "ALTER TABLE function_versions ADD COLUMN environment_given BOOLEAN"
+                )
 
     @classmethod
     def sqlite(cls, path: Path, sealer: Sealer | None = None) -> MetadataStore:
