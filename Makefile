@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install serve test lint typecheck bench bench-coldstart bench-scale bench-async bench-auth clean
+.PHONY: install serve test lint typecheck bench bench-coldstart bench-scale bench-async bench-auth conformance clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,8 @@ serve: install
 	$(BIN)/lamina serve $(ARGS)
 
 lint: install
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench tools
+	$(BIN)/ruff format --check src tests bench tools
 
 typecheck: install
 	$(BIN)/mypy
@@ -44,6 +44,10 @@ bench-async: install
 
 bench-auth: install
 	AWS_EC2_METADATA_DISABLED=true $(BIN)/python bench/auth.py $(ARGS)
+
+# Which operations of botocore's lambda model Lamina serves (not part of `make test`).
+conformance: install
+	AWS_EC2_METADATA_DISABLED=true $(BIN)/python tools/conformance.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -72,6 +72,26 @@ class ResourceConflictError(UserError):
     status = 409
 
 
+class CodeSigningConfigNotFoundError(UserError):
+    """A code signing configuration named for a function does not exist."""
+
+    error_type = "CodeSigningConfigNotFoundException"
+    status = 404
+
+
+class CodeVerificationFailedError(UserError):
+    """A package failed a signature check (unsigned, untrusted publisher, expired, revoked)
+    and the function's code signing policy is Enforce."""
+
+    error_type = "CodeVerificationFailedException"
+
+
+class InvalidCodeSignatureError(UserError):
+    """A package's signature fails the integrity check: refused whatever the policy."""
+
+    error_type = "InvalidCodeSignatureException"
+
+
 class PreconditionFailedError(UserError):
     error_type = "PreconditionFailedException"
     status = 412

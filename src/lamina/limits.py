@@ -24,6 +24,10 @@ DESCRIPTION_MAX_CHARS: Final = 256
 HANDLER_MAX_CHARS: Final = 128
 FUNCTION_NAME_MAX_CHARS: Final = 64
 LAYERS_MAX: Final = 5
+#: tags per resource (function, code signing config, event source mapping)
+TAGS_MAX: Final = 50
+TAG_KEY_MAX_CHARS: Final = 128
+TAG_VALUE_MAX_CHARS: Final = 256
 TAIL_LOG_MAX_BYTES: Final = 4 * 1024
 
 # Deployment packages.
@@ -31,6 +35,9 @@ ZIP_UPLOAD_MAX_BYTES: Final = 50 * 1024 * 1024  # zipped, direct upload
 # The request carries the zip base64-encoded, so the request limit is 4/3 of it.
 CREATE_REQUEST_MAX_BYTES: Final = 69_905_067
 UNZIPPED_MAX_BYTES: Final = 250 * 1024 * 1024  # code plus layers, unzipped
+# A zip read from S3 is not held to the direct-upload limit, only to the unzipped one: a zip
+# weighs at least its stored contents (less its headers), so a bigger object is read no further.
+S3_ZIP_MAX_BYTES: Final = UNZIPPED_MAX_BYTES
 
 # Execution environment.
 INIT_TIMEOUT_S: Final = 10.0  # the init phase of an on-demand environment

@@ -152,6 +152,14 @@ class FunctionConfig:
     kms_key_arn: str | None = None
     #: the VPC the function joins (None: never given one; see `VpcConfig`)
     vpc: VpcConfig | None = None
+    #: (SigningProfileVersionArn, SigningJobArn) of a package that passed code signing's
+    #: checks (None: unsigned, or deployed without a check)
+    signed_by: tuple[str, str] | None = None
+    #: TracingConfig.Mode as given, recorded and reported only (Lamina has no X-Ray)
+    tracing_mode: str = "PassThrough"
+    #: whether the caller gave an `Environment` (Lambda reports one given with no variables
+    #: as `{"Variables": {}}`, and none at all when never given)
+    environment_given: bool = False
 
     @property
     def vpc_id(self) -> str | None:
@@ -328,3 +336,29 @@ class Rule:
     #: the last scheduled tick claimed for firing (None: none yet)
     last_tick: datetime | None = None
     targets: tuple[RuleTarget, ...] = ()
+
+
+@dataclass(frozen=True)
+class CodeSigningConfig:
+    """A code signing configuration: which signing profiles may publish a function's code,
+    and whether a package that fails the checks is refused (`Enforce`) or only warned about
+    (`Warn`)."""
+
+    id: str
+    arn: str
+    description: str
+    allowed_profiles: tuple[str, ...]
+    policy: str
+    last_modified: datetime
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrustedSigner:
+    """A signing profile version Lamina trusts: its ARN and public key (PEM). A revoked one
+    stays known, so that its signatures fail the revocation check rather than look foreign."""
+
+    profile_arn: str
+    public_key_pem: str
+    added: datetime
+    revoked: datetime | None = None

@@ -155,6 +155,7 @@ def create_app(
     functions = FunctionService(settings, metadata, code, runtimes)
     roles = RoleService(settings, RoleStore(metadata), functions, validator=_check_role_policy)
     functions.check_role = roles.check_assumable
+    functions.signing.on_warning = metrics.signature_warning
     if keys is not None:
         # A role session may do what its role's policies allow; keys' policies are checked
         # by the same engine that evaluates them.

@@ -123,6 +123,10 @@ class Settings:
     #: serve `/metrics` (and `/health`) on this (host, port) instead of the main address
     #: (`--metrics-listen HOST:PORT`); None: on the main address, unsigned
     metrics_listen: tuple[str, int] | None = None
+    #: the S3-API endpoint (AWS S3, MinIO, Ceph...) that `Code.S3Bucket/S3Key` and a layer's
+    #: `Content.S3*` are read from (`--s3-endpoint URL`), with credentials from the usual AWS
+    #: chain; None: code from S3 is refused
+    s3_endpoint: str | None = None
 
     @property
     def db_path(self) -> Path:

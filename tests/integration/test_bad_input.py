@@ -59,8 +59,8 @@ def test_internal_error_keeps_the_connection(own_server: Callable[..., Server]) 
         assert headers["x-amzn-errortype"] == "ServiceException"
         error = json.loads(body)
         assert error["Type"] == "Service"
-        assert "OperationalError" not in error["message"]
-        assert "layer_versions" not in error["message"]
+        assert "OperationalError" not in error["Message"]
+        assert "layer_versions" not in error["Message"]
         # The same connection, next request: answered.
         status, _, body = send(conn, signed("GET", server.endpoint + "/2015-03-31/functions"))
         assert status == 200, body

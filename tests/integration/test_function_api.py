@@ -91,14 +91,19 @@ def test_function_name_forms(functions: Functions, lam: Any, form: str) -> None:
     assert lam.invoke(FunctionName=ref)["StatusCode"] == 200
 
 
-def test_arn_of_another_account_or_region_is_not_found(functions: Functions, lam: Any) -> None:
+def test_arn_of_another_account_or_region_is_refused(functions: Functions, lam: Any) -> None:
+    """As Lambda answers: another account's ARN is AccessDeniedException, another region's
+    is ResourceNotFoundException saying the region is not reachable."""
     name = functions.create(HELLO)["FunctionName"]
-    for ref in (
-        f"arn:aws:lambda:us-east-1:111111111111:function:{name}",
-        f"arn:aws:lambda:eu-west-1:000000000000:function:{name}",
-    ):
-        with pytest.raises(lam.exceptions.ResourceNotFoundException):
-            lam.get_function(FunctionName=ref)
+    with pytest.raises(lam.exceptions.ClientError) as denied:
+        lam.get_function(FunctionName=f"arn:aws:lambda:us-east-1:111111111111:function:{name}")
+    assert denied.value.response["Error"]["Code"] == "AccessDeniedException"
+    assert denied.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    with pytest.raises(lam.exceptions.ResourceNotFoundException) as elsewhere:
+        lam.get_function(FunctionName=f"arn:aws:lambda:eu-west-1:000000000000:function:{name}")
+    assert elsewhere.value.response["Error"]["Message"] == (
+        "Functions from 'eu-west-1' are not reachable in this region ('us-east-1')"
+    )
 
 
 def test_list_functions_paginates(functions: Functions, lam: Any) -> None:

@@ -112,6 +112,23 @@ LAMBDA_BASES: dict[str, dict[str, Any]] = {
         "Cors": {"AllowOrigins": ["*"], "MaxAge": 10, "AllowMethods": ["GET"]},
     },
     "UpdateFunctionUrlConfig": {"AuthType": "AWS_IAM", "Cors": {"AllowHeaders": ["x"]}},
+    "TagResource": {"Tags": {"k": "v", "k2": ""}},
+    "AddLayerVersionPermission": {
+        "StatementId": "s2",
+        "Action": "lambda:GetLayerVersion",
+        "Principal": "*",
+        "OrganizationId": "o-abcdefghij",
+    },
+    "PutResourcePolicy": {
+        "Policy": json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {"Effect": "Allow", "Principal": "*", "Action": "lambda:*", "Resource": "*"}
+                ],
+            }
+        )
+    },
     "PutFunctionEventInvokeConfig": {
         "MaximumRetryAttempts": 1,
         "MaximumEventAgeInSeconds": 60,
@@ -317,6 +334,7 @@ _PATH_VALUES = {
     "VersionNumber": "1",
     "StatementId": "u",
     "ResourceArn": "arn:aws:lambda:us-east-1:000000000000:function:fz",
+    "Resource": "arn:aws:lambda:us-east-1:000000000000:function:fz",
 }
 
 

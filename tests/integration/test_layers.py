@@ -214,7 +214,9 @@ def code_files(server: Server) -> set[str]:
         ({"CompatibleArchitectures": ["sparc"]}, "ValidationException"),
         ({"LicenseInfo": "x" * 513}, "ValidationException"),
         ({"Description": "x" * 257}, "ValidationException"),
-        ({"Content": {"S3Bucket": "b", "S3Key": "k"}}, "InvalidParameterValueException"),
+        ({"Content": {"S3Bucket": "b", "S3Key": "k"}}, "ValidationException"),
+        # the session server has no --s3-endpoint
+        ({"Content": {"S3Bucket": "bucket", "S3Key": "k"}}, "InvalidParameterValueException"),
         ({"Content": {}}, "InvalidParameterValueException"),
         ({"Content": {"ZipFile": b"not a zip"}}, "InvalidParameterValueException"),
         (
@@ -242,14 +244,6 @@ def test_publish_refuses_bad_input_and_leaves_nothing(
     name = args["LayerName"]
     if re.fullmatch(r"[a-zA-Z0-9_-]{1,140}", name):
         assert lam_unchecked.list_layer_versions(LayerName=name)["LayerVersions"] == []
-
-
-def test_s3_content_is_refused_clearly(lam: Any) -> None:
-    with pytest.raises(lam.exceptions.InvalidParameterValueException) as e:
-        lam.publish_layer_version(
-            LayerName="s3-layer", Content={"S3Bucket": "bucket", "S3Key": "key"}
-        )
-    assert "ZipFile" in e.value.response["Error"]["Message"]
 
 
 def test_versions_count_up_and_are_never_reused(layers: Layers, lam: Any) -> None:

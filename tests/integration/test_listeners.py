@@ -69,7 +69,7 @@ def test_a_function_cannot_read_metrics_or_health_but_calls_what_its_role_allows
             assert out[path]["status"] == 403, out[path]
             assert out[path]["error"] == "AccessDeniedException", out[path]
             body = json.loads(out[path]["body"])
-            assert "execution environment" in body["message"]
+            assert "execution environment" in body["Message"]
             assert target not in out[path]["body"]
         # What its role allows still works through the same endpoint.
         assert out["invoke"]["status"] == 200, out["invoke"]

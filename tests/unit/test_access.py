@@ -24,6 +24,7 @@ SAMPLE_PARAMS = {
     "version": "3",
     "sha256": "ab12",
     "key_id": "AKIAEXAMPLE",
+    "arn": f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:fn",
 }
 OPEN = {"/health", "/metrics", "/lamina/code/{sha256}.zip"}
 _LAMBDA_OPS = set(botocore.session.get_session().get_service_model("lambda").operation_names)
@@ -103,6 +104,32 @@ def test_every_json_api_operation_has_a_mapping() -> None:
         ("POST", "/2014-11-13/functions/f/invoke-async/", {}, "lambda:InvokeFunction", FN + "f"),
         ("GET", "/2015-03-31/functions/f", {"Qualifier": "2"}, "lambda:GetFunction", FN + "f:2"),
         ("GET", "/2015-03-31/functions/", {}, "lambda:ListFunctions", "*"),
+        ("POST", "/2020-04-22/code-signing-configs", {}, "lambda:CreateCodeSigningConfig", "*"),
+        ("GET", "/2020-04-22/code-signing-configs/", {}, "lambda:ListCodeSigningConfigs", "*"),
+        (
+            "DELETE",
+            "/2020-04-22/code-signing-configs/"
+            + f"arn:aws:lambda:us-east-1:{ACCOUNT}:code-signing-config:csc-0123456789abcdef0",
+            {},
+            "lambda:DeleteCodeSigningConfig",
+            f"arn:aws:lambda:us-east-1:{ACCOUNT}:code-signing-config:csc-0123456789abcdef0",
+        ),
+        (
+            "GET",
+            "/2020-04-22/code-signing-configs/"
+            + f"arn:aws:lambda:us-east-1:{ACCOUNT}:code-signing-config:csc-0123456789abcdef0"
+            + "/functions",
+            {},
+            "lambda:ListFunctionsByCodeSigningConfig",
+            f"arn:aws:lambda:us-east-1:{ACCOUNT}:code-signing-config:csc-0123456789abcdef0",
+        ),
+        (
+            "PUT",
+            "/2020-06-30/functions/f:1/code-signing-config",
+            {},
+            "lambda:PutFunctionCodeSigningConfig",
+            FN + "f",
+        ),
         ("PUT", "/2015-03-31/functions/f:1/code", {}, "lambda:UpdateFunctionCode", FN + "f"),
         ("POST", "/2015-03-31/functions/f/versions", {}, "lambda:PublishVersion", FN + "f"),
         ("GET", "/2015-03-31/functions/f/aliases/live", {}, "lambda:GetAlias", FN + "f"),
@@ -156,6 +183,40 @@ def test_every_json_api_operation_has_a_mapping() -> None:
             "arn:x:layer:l:1",
         ),
         ("GET", "/2016-08-19/account-settings/", {}, "lambda:GetAccountSettings", "*"),
+        (
+            "POST",
+            "/2018-10-31/layers/lib/versions/3/policy",
+            {},
+            "lambda:AddLayerVersionPermission",
+            f"arn:aws:lambda:us-east-1:{ACCOUNT}:layer:lib:3",
+        ),
+        (
+            "GET",
+            "/2018-10-31/layers/lib/versions/3/policy",
+            {},
+            "lambda:GetLayerVersionPolicy",
+            f"arn:aws:lambda:us-east-1:{ACCOUNT}:layer:lib:3",
+        ),
+        (
+            "DELETE",
+            "/2018-10-31/layers/lib/versions/3/policy/s1",
+            {},
+            "lambda:RemoveLayerVersionPermission",
+            f"arn:aws:lambda:us-east-1:{ACCOUNT}:layer:lib:3",
+        ),
+        ("DELETE", "/2018-10-31/layers/lib/versions/3/policy", {}, UNKNOWN, "*"),
+        ("POST", f"/2017-03-31/tags/{FN}f", {}, "lambda:TagResource", FN + "f"),
+        ("DELETE", f"/2017-03-31/tags/{FN}f", {}, "lambda:UntagResource", FN + "f"),
+        ("GET", f"/2017-03-31/tags/{FN}f", {}, "lambda:ListTags", FN + "f"),
+        ("PUT", f"/2026-07-09/resource-policy/{FN}f:1", {}, "lambda:PutResourcePolicy", FN + "f:1"),
+        ("GET", f"/2026-07-09/resource-policy/{FN}f", {}, "lambda:GetResourcePolicy", FN + "f"),
+        (
+            "DELETE",
+            f"/2026-07-09/resource-policy/{FN}f",
+            {},
+            "lambda:DeleteResourcePolicy",
+            FN + "f",
+        ),
         ("GET", "/lamina/usage", {}, "lamina:GetUsage", "*"),
         ("HEAD", "/2015-03-31/functions/f", {}, "lambda:GetFunction", FN + "f"),
         ("GET", "/nowhere", {}, UNKNOWN, "*"),

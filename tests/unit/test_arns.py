@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 
 from lamina.arns import FunctionRef, function_arn, parse_function_ref
-from lamina.errors import InvalidParameterValueError, ResourceNotFoundError, ValidationError
+from lamina.errors import (
+    AccessDeniedError,
+    InvalidParameterValueError,
+    ResourceNotFoundError,
+    ValidationError,
+)
 
 REGION = "us-east-1"
 ACCOUNT = "000000000000"
@@ -98,19 +103,27 @@ def test_configured_region_and_account_are_the_ones_accepted() -> None:
 # -- parse_function_ref: other region or account ---------------------------------------------
 
 
+def test_arn_of_another_region_is_not_reachable() -> None:
+    with pytest.raises(ResourceNotFoundError) as exc:
+        parse("arn:aws:lambda:eu-west-1:000000000000:function:f")
+    assert exc.value.status == 404
+    assert exc.value.message == (
+        "Functions from 'eu-west-1' are not reachable in this region ('us-east-1')"
+    )
+
+
 @pytest.mark.parametrize(
     "value",
     [
-        "arn:aws:lambda:eu-west-1:000000000000:function:f",
         "arn:aws:lambda:us-east-1:111111111111:function:f",
         "arn:aws:lambda:us-east-1:111111111111:function:f:prod",
         "111111111111:function:f",
     ],
 )
-def test_arn_of_another_region_or_account_is_not_found(value: str) -> None:
-    with pytest.raises(ResourceNotFoundError) as exc:
+def test_arn_of_another_account_is_access_denied(value: str) -> None:
+    with pytest.raises(AccessDeniedError) as exc:
         parse(value)
-    assert exc.value.status == 404
+    assert exc.value.status == 403
     assert value in exc.value.message
 
 

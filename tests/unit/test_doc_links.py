@@ -11,10 +11,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
-#: pages being written on other branches; the lead removes each once it is merged (then the
-#: strict xfail below turns its links' tests into failures until it is taken off this list)
-PENDING = {}
-
 _LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
 _FENCE = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)
 
@@ -42,23 +38,13 @@ def relative_links() -> list[tuple[str, str]]:
 
 
 def _params() -> list[object]:
-    out: list[object] = []
-    for page, target in relative_links():
-        path = target.split("#", 1)[0]
-        resolved = (ROOT / page).parent / path if path else ROOT / page
-        pending = str(resolved.resolve().relative_to(ROOT)) in PENDING
-        marks = [pytest.mark.xfail(strict=True, reason="written on another branch")]
-        out.append(
-            pytest.param(page, target, id=f"{page}->{target}", marks=marks if pending else [])
-        )
-    return out
+    return [pytest.param(page, target, id=f"{page}->{target}") for page, target in relative_links()]
 
 
 def test_pages_have_links() -> None:
     """The check below cannot pass by finding nothing: the README maps every page in docs/."""
     linked = {t.split("#")[0] for p, t in relative_links() if p == "README.md"}
     assert {f"docs/{p.name}" for p in PAGES[1:]} <= linked
-    assert linked >= PENDING
 
 
 @pytest.mark.parametrize(("page", "target"), _params())

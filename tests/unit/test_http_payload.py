@@ -305,7 +305,7 @@ def test_most_specific_route_wins() -> None:
         ({"routeKey": "GET /x", "function": "f", "extra": 1}, "no member extra"),
         (
             {"routeKey": "GET /x", "function": "arn:aws:lambda:eu-west-1:000000000000:function:f"},
-            "Function not found",
+            "not reachable in this region",
         ),
     ],
 )

@@ -25,6 +25,15 @@ def problems(check: Any, *args: Any, **kwargs: Any) -> tuple[Any, str | None]:
     return result, None
 
 
+def checked(check: Any, *args: Any) -> Any:
+    """Run one typed check on a fresh `Constraints` and raise what it found, model
+    constraints first, then the refusals it deferred (as a request is checked)."""
+    c = v.Constraints()
+    result = check(c, *args)
+    c.check()
+    return result
+
+
 # -- Constraints ----------------------------------------------------------------------------
 
 
@@ -175,12 +184,13 @@ def test_architectures() -> None:
 
 
 def test_package_type() -> None:
-    v.package_type(None)
-    v.package_type("Zip")
+    for value in (None, "Zip", "Image"):
+        assert problems(v.package_type, value) == (None, None)
+    v.package_supported("Zip")
     with pytest.raises(InvalidParameterValueError, match="Image"):
-        v.package_type("Image")
+        v.package_supported("Image")
     with pytest.raises(ValidationError, match=r"enum value set: \[Image, Zip\]"):
-        v.package_type("Jar")
+        checked(v.package_type, "Jar")
 
 
 # -- environment --------------------------------------------------------------------------------
@@ -204,7 +214,7 @@ def test_environment_absent_or_empty() -> None:
 def test_environment_rejects_reserved_keys_naming_them(keys: list[str]) -> None:
     variables = {"FINE": "1", **dict.fromkeys(keys, "x")}
     with pytest.raises(InvalidParameterValueError) as exc:
-        v.environment(v.Constraints(), {"Variables": variables})
+        checked(v.environment, {"Variables": variables})
     assert "contains reserved keys" in exc.value.message
     assert exc.value.message.endswith("Reserved keys used in this request: " + ", ".join(keys))
 
@@ -214,7 +224,7 @@ def test_environment_rejects_reserved_keys_naming_them(keys: list[str]) -> None:
 )
 def test_environment_reserved_keys_cover_credentials_and_runtime(key: str) -> None:
     with pytest.raises(InvalidParameterValueError, match=key):
-        v.environment(v.Constraints(), {"Variables": {key: "x"}})
+        checked(v.environment, {"Variables": {key: "x"}})
 
 
 @pytest.mark.parametrize("key", ["_HANDLER", "_X_AMZN_TRACE_ID"])
@@ -248,7 +258,7 @@ def test_environment_rejects_non_string_values_and_bad_shapes() -> None:
 def test_environment_over_4kb_is_rejected() -> None:
     variables = {"BIG": "x" * limits.ENVIRONMENT_MAX_BYTES}
     with pytest.raises(InvalidParameterValueError) as exc:
-        v.environment(v.Constraints(), {"Variables": variables})
+        checked(v.environment, {"Variables": variables})
     assert "exceeded the 4KB limit" in exc.value.message
 
 
@@ -258,14 +268,14 @@ def test_environment_size_limit_boundary() -> None:
     assert problems(v.environment, {"Variables": at_limit}) == (at_limit, None)
     over = {"BIG": "x" * (limits.ENVIRONMENT_MAX_BYTES - overhead + 1)}
     with pytest.raises(InvalidParameterValueError, match="4KB"):
-        v.environment(v.Constraints(), {"Variables": over})
+        checked(v.environment, {"Variables": over})
 
 
 def test_environment_size_counts_bytes_of_all_variables() -> None:
     # Many small variables that add up to more than 4 KB.
     variables = {f"K{i:03d}": "v" * 40 for i in range(100)}
     with pytest.raises(InvalidParameterValueError, match="4KB"):
-        v.environment(v.Constraints(), {"Variables": variables})
+        checked(v.environment, {"Variables": variables})
 
 
 # -- runtime --------------------------------------------------------------------------------------
@@ -273,12 +283,12 @@ def test_environment_size_counts_bytes_of_all_variables() -> None:
 
 @pytest.mark.parametrize("value", ["python3.12", "nodejs20.x", "provided.al2023", "python3.7"])
 def test_runtime_in_lambdas_enum_passes_the_enum_check(value: str) -> None:
-    assert problems(v.runtime, value, required=True) == (value, None)
+    assert problems(v.runtime, value) == (value, None)
 
 
 @pytest.mark.parametrize("value", ["python3", "python4.0", "Python3.12", "", 3.12])
 def test_runtime_outside_lambdas_enum_is_validation_error(value: object) -> None:
-    result, message = problems(v.runtime, value, required=True)
+    result, message = problems(v.runtime, value)
     assert result is None
     assert message is not None
     assert "at 'runtime' failed to satisfy constraint: Member must satisfy enum value set: [" in (
@@ -288,9 +298,40 @@ def test_runtime_outside_lambdas_enum_is_validation_error(value: object) -> None
 
 
 def test_runtime_required_for_zip() -> None:
+    assert problems(v.runtime, None) == (None, None)
     with pytest.raises(InvalidParameterValueError, match="Runtime parameter is required"):
-        v.runtime(v.Constraints(), None, required=True)
-    assert problems(v.runtime, None, required=False) == (None, None)
+        v.require_runtime({"handler": "app.handler"})
+    v.require_runtime({"runtime": "python3.12"})
+
+
+def test_semantic_refusals_wait_for_the_model_constraints() -> None:
+    """A reserved variable and an unknown architecture in one request: Lambda answers the
+    model's ValidationException, not the InvalidParameterValueException."""
+    c = v.Constraints()
+    v.environment(c, {"Variables": {"AWS_REGION": "x"}})
+    v.architectures(c, ["mips"])
+    with pytest.raises(ValidationError) as exc:
+        c.check()
+    assert exc.value.message == (
+        "1 validation error detected: Value '[mips]' at 'architectures' failed to satisfy "
+        "constraint: Member must satisfy constraint: [Member must satisfy enum value set: "
+        "[x86_64, arm64]]"
+    )
+    c = v.Constraints()
+    v.environment(c, {"Variables": {"AWS_REGION": "x"}})
+    with pytest.raises(InvalidParameterValueError, match="reserved keys"):
+        c.check()
+
+
+def test_tracing_mode() -> None:
+    assert problems(v.tracing_mode, None) == (None, None)
+    assert problems(v.tracing_mode, {"Mode": "Active"}) == ("Active", None)
+    assert problems(v.tracing_mode, {"Mode": "PassThrough"}) == ("PassThrough", None)
+    _, message = problems(v.tracing_mode, {"Mode": "On"})
+    assert message == (
+        "1 validation error detected: Value 'On' at 'tracingConfig.mode' failed to satisfy "
+        "constraint: Member must satisfy enum value set: [Active, PassThrough]"
+    )
 
 
 def _catalog(*names: str) -> RuntimeCatalog:

@@ -10,6 +10,8 @@ service authorization reference names them:
   (updates, publishing, aliases, reserved concurrency, listings of its sub-resources) act on the
   unqualified ARN. IAM matches ARNs as strings, so a policy on `function:NAME` does not cover
   `function:NAME:prod`: policies use `function:NAME:*` for versions and aliases, as on AWS.
+- Tags and whole resource policies: the ARN the request names (TagResource, UntagResource,
+  ListTags, Get/Put/DeleteResourcePolicy).
 - Layers: `layer:NAME` for PublishLayerVersion, `layer:NAME:VERSION` for a version's operations.
 - CloudWatch Logs: `log-group:NAME:*` (a stream's operations: `log-group:NAME:log-stream:S`);
   DescribeLogGroups acts on `log-group:*`.
@@ -40,8 +42,8 @@ _OPEN_PATHS = frozenset({"/health", "/metrics"})
 _CODE = re.compile(r"/lamina/code/[^/]+\.zip")
 # /<api-version>/functions/<name>[/<rest>]
 _FUNCTION = re.compile(
-    r"/(2015-03-31|2014-11-13|2017-10-31|2019-09-30|2019-09-25|2021-10-31|2021-07-20|"
-    r"2024-08-31|2025-11-30)/functions"
+    r"/(2015-03-31|2014-11-13|2017-10-31|2019-09-30|2019-09-25|2021-10-31|2020-06-30|"
+    r"2021-07-20|2024-08-31|2025-11-30)/functions"
     r"(?:/([^/]+)(/.*)?)?"
 )
 _CAPACITY = re.compile(r"/2025-11-30/capacity-providers(?:/([^/]+)(/function-versions)?)?")
@@ -53,7 +55,29 @@ _CAPACITY_OPS = {
     ("DELETE", True, False): "DeleteCapacityProvider",
     ("GET", True, True): "ListFunctionVersionsByCapacityProvider",
 }
-_LAYERS = re.compile(r"/2018-10-31/layers(?:/([^/]+)/versions(?:/([^/]+))?)?")
+_LAYERS = re.compile(r"/2018-10-31/layers(?:/([^/]+)/versions(?:/([^/]+)(/policy(?:/[^/]+)?)?)?)?")
+# A layer version's policy: (method, with a statement id?) -> operation
+_LAYER_POLICY_OPS = {
+    ("POST", False): "AddLayerVersionPermission",
+    ("GET", False): "GetLayerVersionPolicy",
+    ("DELETE", True): "RemoveLayerVersionPermission",
+}
+# Tags are addressed by the resource's ARN, which is the resource IAM checks.
+_TAGS = re.compile(r"/2017-03-31/tags/([^/]+)")
+_TAG_OPS = {"POST": "TagResource", "DELETE": "UntagResource", "GET": "ListTags"}
+_RESOURCE_POLICY = re.compile(r"/2026-07-09/resource-policy/(.+)")
+_RESOURCE_POLICY_OPS = {
+    "GET": "GetResourcePolicy",
+    "PUT": "PutResourcePolicy",
+    "DELETE": "DeleteResourcePolicy",
+}
+# /2020-04-22/code-signing-configs[/<arn>[/functions]]
+_CSC = re.compile(r"/2020-04-22/code-signing-configs(?:/([^/]+)(/functions)?)?")
+_CSC_OPS = {
+    "GET": "GetCodeSigningConfig",
+    "PUT": "UpdateCodeSigningConfig",
+    "DELETE": "DeleteCodeSigningConfig",
+}
 _LAMINA = {
     ("GET", "/lamina/runtimes"): "ListRuntimes",
     ("GET", "/lamina/environments"): "ListEnvironments",
@@ -66,6 +90,10 @@ _LAMINA = {
     ("GET", "/lamina/roles"): "ListRoles",
     ("GET", "/lamina/keys"): "ListKeys",
     ("POST", "/lamina/keys"): "CreateKey",
+    ("GET", "/lamina/signers"): "ListSigners",
+    ("PUT", "/lamina/signers"): "PutSigner",
+    ("DELETE", "/lamina/signers"): "RemoveSigner",
+    ("POST", "/lamina/signers/revoke"): "RevokeSigner",
 }
 #: /lamina/roles/<name>: (method) -> operation
 _LAMINA_ROLE = re.compile(r"/lamina/roles/[^/]+")
@@ -120,9 +148,22 @@ _FUNCTION_OPS: dict[tuple[str, str, str], tuple[str, bool]] = {
     ("2024-08-31", "/recursion-config", "PUT"): ("PutFunctionRecursionConfig", False),
     ("2025-11-30", "/function-scaling-config", "GET"): ("GetFunctionScalingConfig", True),
     ("2025-11-30", "/function-scaling-config", "PUT"): ("PutFunctionScalingConfig", True),
+    ("2020-06-30", "/code-signing-config", "PUT"): ("PutFunctionCodeSigningConfig", False),
+    ("2020-06-30", "/code-signing-config", "GET"): ("GetFunctionCodeSigningConfig", False),
+    ("2020-06-30", "/code-signing-config", "DELETE"): ("DeleteFunctionCodeSigningConfig", False),
 }
 # Operations whose body carries a condition key or the resource's name.
-_BODY_OPS = frozenset({"AddPermission", "CreateFunctionUrlConfig", "UpdateFunctionUrlConfig"})
+_BODY_OPS = frozenset(
+    {
+        "AddPermission",
+        "CreateFunctionUrlConfig",
+        "UpdateFunctionUrlConfig",
+        # for the layers it attaches (`attached_layers`)
+        "UpdateFunctionConfiguration",
+    }
+)
+# Operations that attach layers, for which the caller needs lambda:GetLayerVersion on each
+_LAYER_USERS = frozenset({"lambda:CreateFunction", "lambda:UpdateFunctionConfiguration"})
 # Logs operations that name a stream as well as a group
 _STREAM_OPS = frozenset({"GetLogEvents", "PutLogEvents"})
 _RULE_MEMBER = {
@@ -161,6 +202,16 @@ class AccessMap:
         op = _FUNCTION_OPS.get((m[1], _shape(m[3]), method))
         return op is not None and op[0] in _BODY_OPS
 
+    def attached_layers(self, action: str, body: bytes) -> list[str]:
+        """The layer version ARNs a CreateFunction or UpdateFunctionConfiguration body
+        attaches (what is not a list of strings is left to the handler to refuse)."""
+        if action not in _LAYER_USERS:
+            return []
+        layers = _json(body).get("Layers")
+        if not isinstance(layers, list):
+            return []
+        return [arn for arn in layers if isinstance(arn, str)]
+
     def request(
         self,
         method: str,
@@ -187,6 +238,21 @@ class AccessMap:
         m = _CAPACITY.fullmatch(trimmed)
         if m is not None:
             return self._capacity(method, m, body)
+        m = _TAGS.fullmatch(trimmed)
+        if m is not None:
+            operation = _TAG_OPS.get(method)
+            if operation is None:
+                return AccessRequest(UNKNOWN, "*")
+            return AccessRequest(f"lambda:{operation}", m[1])
+        m = _RESOURCE_POLICY.fullmatch(trimmed)
+        if m is not None:
+            operation = _RESOURCE_POLICY_OPS.get(method)
+            if operation is None:
+                return AccessRequest(UNKNOWN, "*")
+            return AccessRequest(f"lambda:{operation}", m[1])
+        m = _CSC.fullmatch(trimmed)
+        if m is not None:
+            return self._code_signing(method, m)
         if trimmed == "/2016-08-19/account-settings" and method == "GET":
             return AccessRequest("lambda:GetAccountSettings", "*")
         name = _LAMINA.get((method, trimmed))
@@ -262,7 +328,10 @@ class AccessMap:
             if method == "POST":
                 return AccessRequest("lambda:PublishLayerVersion", layer)
             return AccessRequest(UNKNOWN, "*")
-        operation = {"GET": "GetLayerVersion", "DELETE": "DeleteLayerVersion"}.get(method)
+        if m[3] is not None:
+            operation = _LAYER_POLICY_OPS.get((method, m[3] != "/policy"))
+        else:
+            operation = {"GET": "GetLayerVersion", "DELETE": "DeleteLayerVersion"}.get(method)
         if operation is None:
             return AccessRequest(UNKNOWN, "*")
         return AccessRequest(f"lambda:{operation}", f"{layer}:{version}")
@@ -282,6 +351,21 @@ class AccessMap:
             return AccessRequest(f"lambda:{operation}", name)
         resource = f"arn:aws:lambda:{self.region}:{self.account}:capacity-provider:{name}"
         return AccessRequest(f"lambda:{operation}", resource)
+
+    def _code_signing(self, method: str, m: re.Match[str]) -> AccessRequest:
+        """Creating and listing act on `*`; the rest on the configuration's ARN (as given:
+        the handler refuses a malformed one)."""
+        arn, functions = m[1], m[2]
+        if arn is None:
+            operation = {"POST": "CreateCodeSigningConfig", "GET": "ListCodeSigningConfigs"}
+            name = operation.get(method)
+            return AccessRequest(f"lambda:{name}" if name else UNKNOWN, "*")
+        if functions:
+            if method != "GET":
+                return AccessRequest(UNKNOWN, "*")
+            return AccessRequest("lambda:ListFunctionsByCodeSigningConfig", arn)
+        name = _CSC_OPS.get(method)
+        return AccessRequest(f"lambda:{name}" if name else UNKNOWN, arn if name else "*")
 
     def _layer_arn(self, name: str) -> str:
         if name.startswith("arn:"):

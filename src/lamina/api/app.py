@@ -19,6 +19,7 @@ from lamina.api import (
     access_keys,
     aliases,
     capacity,
+    code_signing,
     concurrency,
     event_invoke,
     events_api,
@@ -27,7 +28,9 @@ from lamina.api import (
     layers,
     logs_api,
     policies,
+    resource_policies,
     roles,
+    tags,
 )
 from lamina.api import function_settings as settings_api
 from lamina.api import functions as fn
@@ -52,15 +55,21 @@ from lamina.auth.keys import KeyStore
 from lamina.auth.sigv4 import Verifier
 from lamina.errors import LaminaError
 from lamina.observability.metrics import CONTENT_TYPE
+from lamina.runtimes.catalog import implemented_family
 
 _FN = "/2015-03-31/functions"
 _LAYERS = "/2018-10-31/layers"
+_LAYER_POLICY = _LAYERS + "/{name}/versions/{version}/policy"
 _EVENT_INVOKE = "/2019-09-25/functions/{name}/event-invoke-config"
 _URL = "/2021-10-31/functions/{name}/url"
 _RUNTIME_MGMT = "/2021-07-20/functions/{name}/runtime-management-config"
 _RECURSION = "/2024-08-31/functions/{name}/recursion-config"
 _CP = "/2025-11-30/capacity-providers"
 _SCALING = "/2025-11-30/functions/{name}/function-scaling-config"
+# A runtime's ARN has slashes (`runtime/...`): the whole rest of the path.
+_POLICY = "/2026-07-09/resource-policy/{arn:path}"
+_CSC = "/2020-04-22/code-signing-configs"
+_FN_CSC = "/2020-06-30/functions/{name}/code-signing-config"
 
 
 async def health(request: Request) -> Response:
@@ -100,8 +109,15 @@ async def runtimes(request: Request) -> Response:
         {
             "Runtimes": listed
             + [
-                # Implemented, but this host lacks what they need (a JDK of that release).
-                {"Runtime": name, "Family": "", "Version": "", "Executable": "", "Missing": why}
+                # Lambda runtimes Lamina implements that this host lacks (an interpreter, a
+                # JDK of that release), each with what is missing.
+                {
+                    "Runtime": name,
+                    "Family": family.value if (family := implemented_family(name)) else "",
+                    "Version": "",
+                    "Executable": "",
+                    "Missing": why,
+                }
                 for name, why in state.runtimes.all_unavailable().items()
             ],
             "Architectures": [
@@ -286,6 +302,33 @@ def build_app(
         ),
         Route(_SCALING, capacity.get_function_scaling_config, methods=["GET"]),
         Route(_SCALING, capacity.put_function_scaling_config, methods=["PUT"]),
+        Route("/2017-03-31/tags/{arn}", tags.tag_resource, methods=["POST"]),
+        Route("/2017-03-31/tags/{arn}", tags.untag_resource, methods=["DELETE"]),
+        Route("/2017-03-31/tags/{arn}", tags.list_tags, methods=["GET"]),
+        Route(_POLICY, resource_policies.get_resource_policy, methods=["GET"]),
+        Route(_POLICY, resource_policies.put_resource_policy, methods=["PUT"]),
+        Route(_POLICY, resource_policies.delete_resource_policy, methods=["DELETE"]),
+        Route(_LAYER_POLICY, layers.add_layer_version_permission, methods=["POST"]),
+        Route(_LAYER_POLICY, layers.get_layer_version_policy, methods=["GET"]),
+        Route(_LAYER_POLICY + "/{sid}", layers.remove_layer_version_permission, methods=["DELETE"]),
+        Route(_CSC, code_signing.create_code_signing_config, methods=["POST"]),
+        Route(_CSC, code_signing.list_code_signing_configs, methods=["GET"]),
+        Route(_CSC + "/", code_signing.list_code_signing_configs, methods=["GET"]),
+        Route(_CSC + "/{arn}", code_signing.get_code_signing_config, methods=["GET"]),
+        Route(_CSC + "/{arn}", code_signing.update_code_signing_config, methods=["PUT"]),
+        Route(_CSC + "/{arn}", code_signing.delete_code_signing_config, methods=["DELETE"]),
+        Route(
+            _CSC + "/{arn}/functions",
+            code_signing.list_functions_by_code_signing_config,
+            methods=["GET"],
+        ),
+        Route(_FN_CSC, code_signing.put_function_code_signing_config, methods=["PUT"]),
+        Route(_FN_CSC, code_signing.get_function_code_signing_config, methods=["GET"]),
+        Route(_FN_CSC, code_signing.delete_function_code_signing_config, methods=["DELETE"]),
+        Route("/lamina/signers", code_signing.list_signers, methods=["GET"]),
+        Route("/lamina/signers", code_signing.put_signer, methods=["PUT"]),
+        Route("/lamina/signers", code_signing.remove_signer, methods=["DELETE"]),
+        Route("/lamina/signers/revoke", code_signing.revoke_signer, methods=["POST"]),
         Route("/lamina/code/{sha256}.zip", fn.download_code, methods=["GET"]),
         Route("/", json_protocol, methods=["POST"]),
     ]

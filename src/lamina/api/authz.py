@@ -3,8 +3,10 @@
 Authentication puts the verified caller in `scope["lamina.principal"]`; when it is absent
 (authentication off) every request goes through, as before issue 9. Otherwise the wrapper
 names the request's action and resource (`api.access`), adds the request's context keys, takes
-the function's resource policy when the resource is a function (from memory: no database
-read on the Invoke path), and answers a denial as AWS does: `AccessDeniedException`, HTTP 403,
+the function's resource policy when the resource is a function, or the layer version's when
+it is a layer version (from memory: no database read on the Invoke path), checks
+`lambda:GetLayerVersion` on each layer a CreateFunction or UpdateFunctionConfiguration
+attaches, and answers a denial as AWS does: `AccessDeniedException`, HTTP 403,
 "User: <arn> is not authorized to perform: <action> on resource: <arn> because ...".
 
 Function URLs and HTTP routes never reach it: `HttpFront` serves them ahead of this wrapper
@@ -44,6 +46,9 @@ class Authorize:
         self._function_prefix = (
             f"arn:aws:lambda:{state.settings.region}:{state.settings.account_id}:function:"
         )
+        self._layer_prefix = (
+            f"arn:aws:lambda:{state.settings.region}:{state.settings.account_id}:layer:"
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         principal: Principal | None = scope.get(SCOPE_KEY)
@@ -70,6 +75,15 @@ class Authorize:
         )
         try:
             decision = authorize(principal, request, self._resource_policy(request.resource))
+            if decision is Decision.ALLOW and body is not None:
+                # Attaching a layer takes lambda:GetLayerVersion on it, as on Lambda; the
+                # layer version's own policy may grant it.
+                for layer in self.access.attached_layers(request.action, body):
+                    uses = AccessRequest("lambda:GetLayerVersion", layer, request.context)
+                    decision = authorize(principal, uses, self._resource_policy(layer))
+                    if decision is not Decision.ALLOW:
+                        request = uses
+                        break
         except PolicyError as e:
             # An identity policy that slipped past validation: fail closed, and say why here.
             log.error("authz: a policy of %s is malformed: %s", principal.arn, e)
@@ -81,7 +95,13 @@ class Authorize:
         await _deny(send, denial_message(principal, request, decision), json_api=json_api)
 
     def _resource_policy(self, resource: str) -> Policy | None:
-        """The resource policy of the function (version, alias) `resource` names, if any."""
+        """The resource policy of the function (version, alias) or layer version `resource`
+        names, if any."""
+        if resource.startswith(self._layer_prefix):
+            name, _, version = resource.removeprefix(self._layer_prefix).partition(":")
+            if not version.isdigit():
+                return None
+            return self.state.functions.layers.policies.policy_for(name, int(version))
         if not resource.startswith(self._function_prefix):
             return None
         name, _, qualifier = resource.removeprefix(self._function_prefix).partition(":")

@@ -28,8 +28,57 @@ INTERNAL_ERROR = "Lamina encountered an internal error. (RequestId: {request_id}
 _LOGGED = "_lamina_logged"
 
 
+#: Lambda's errors whose body spells the text `Message` (botocore's model declares the member
+#: so for these; the others, and the errors the model does not declare, say `message`)
+_CAPITALISED = frozenset(
+    {
+        "AccessDeniedException",
+        "CodeSigningConfigNotFoundException",
+        "CodeVerificationFailedException",
+        "EC2AccessDeniedException",
+        "EC2ThrottledException",
+        "EC2UnexpectedException",
+        "EFSIOException",
+        "EFSMountConnectivityException",
+        "EFSMountFailureException",
+        "EFSMountTimeoutException",
+        "ENILimitReachedException",
+        "ENINotReadyException",
+        "InvalidCodeSignatureException",
+        "InvalidRuntimeException",
+        "InvalidSecurityGroupIDException",
+        "InvalidSubnetIDException",
+        "InvalidZipFileException",
+        "KMSAccessDeniedException",
+        "KMSDisabledException",
+        "KMSInvalidStateException",
+        "KMSNotFoundException",
+        "NoPublishedVersionException",
+        "PublicPolicyException",
+        "RecursiveInvocationException",
+        "ResourceInUseException",
+        "ResourceNotFoundException",
+        "ServiceException",
+        "ServiceQuotaExceededException",
+        "SnapStartException",
+        "SnapStartNotReadyException",
+        "SnapStartRegenerationFailureException",
+        "SnapStartTimeoutException",
+        "SubnetIPAddressLimitReachedException",
+    }
+)
+
+
+def error_body(error: LaminaError) -> dict[str, object]:
+    """An error's JSON body as Lambda sends it: `Type` (User or Service) and the text under
+    the member name botocore's model gives that error (`Message` or `message`), so that a
+    strict SDK finds it as a modelled member."""
+    key = "Message" if error.error_type in _CAPITALISED else "message"
+    return {"Type": error.fault, key: error.message, **error.fields}
+
+
 def error_response(error: LaminaError) -> Response:
-    body: dict[str, object] = {"Type": error.fault, "message": error.message, **error.fields}
+    body = error_body(error)
     headers = {"x-amzn-ErrorType": error.error_type, "x-amzn-RequestId": str(uuid.uuid4())}
     if error.retry_after_s is not None:
         headers["Retry-After"] = str(error.retry_after_s)
@@ -75,13 +124,26 @@ async def unexpected_error(request: Request, exc: Exception) -> Response:
     return error_response(_failure(exc, f"{request.method} {request.url.path}"))
 
 
+_REQUEST_ID = b"x-amzn-requestid"
+
+
+def _add_request_id(start: Message) -> None:
+    """Every Lambda response carries an `x-amzn-RequestId`, successful ones too: a response
+    that has none yet (an invocation's is its request id) gets a fresh one."""
+    headers = list(start.get("headers", ()))
+    if not any(name.lower() == _REQUEST_ID for name, _ in headers):
+        headers.append((_REQUEST_ID, str(uuid.uuid4()).encode()))
+        start["headers"] = headers
+
+
 class LastResort:
-    """The outermost ASGI wrapper: an exception that escapes everything inside is answered
-    with AWS's ServiceException (500), in the JSON 1.1 shape for an X-Amz-Target request, and
-    the connection stays open for the next request. Starlette's own handler answers first and
-    then re-raises (for servers that log); that exception, after a complete response, is
-    only swallowed here. Without this, uvicorn closes a keep-alive connection on any
-    exception, and the client's next request on it gets no answer at all.
+    """The outermost ASGI wrapper. It gives every response its request id; and an exception
+    that escapes everything inside is answered with AWS's ServiceException (500), in the JSON
+    1.1 shape for an X-Amz-Target request, and the connection stays open for the next
+    request. Starlette's own handler answers first and then re-raises (for servers that log);
+    that exception, after a complete response, is only swallowed here. Without this, uvicorn
+    closes a keep-alive connection on any exception, and the client's next request on it gets
+    no answer at all.
 
     Only a response that failed half-way cannot be mended: that exception goes on to uvicorn,
     which closes the connection (the caller sees a truncated response, not a wrong one).
@@ -101,6 +163,7 @@ class LastResort:
             nonlocal progress
             if message["type"] == "http.response.start":
                 progress = 1
+                _add_request_id(message)
             elif message["type"] == "http.response.body" and not message.get("more_body"):
                 progress = 2
             await send(message)

@@ -38,7 +38,7 @@ def event_invoke_config(request: Request, config: EventInvokeConfig) -> dict[str
 
 def _ref(request: Request) -> FunctionRef:
     return app_state(request).functions.ref(
-        request.path_params["name"], request.query_params.get("Qualifier")
+        request.path_params["name"], request.query_params.get("Qualifier"), namespaced=True
     )
 
 
@@ -85,7 +85,7 @@ async def delete_event_invoke_config(request: Request) -> Response:
 async def list_event_invoke_configs(request: Request) -> Response:
     functions = app_state(request).functions
     configs, marker = functions.event_invoke.list_configs(
-        functions.ref(request.path_params["name"]),
+        functions.ref(request.path_params["name"], namespaced=True),
         request.query_params.get("Marker"),
         max_items_param(request),
     )

@@ -8,6 +8,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
+from lamina.api.authz import denial_message, request_context
 from lamina.api.context import app_state
 from lamina.api.wire import (
     code_url,
@@ -18,8 +19,11 @@ from lamina.api.wire import (
     max_items_param,
 )
 from lamina.arns import FunctionRef
+from lamina.auth.policy import PolicyError, authorize
+from lamina.auth.principal import SCOPE_KEY, AccessRequest, Decision, Principal
 from lamina.control import packages
 from lamina.control.aliases import is_alias_name
+from lamina.control.s3_code import S3_MEMBERS
 from lamina.errors import InvalidParameterValueError, ResourceNotFoundError, ValidationError
 from lamina.models import LATEST, FunctionConfig
 
@@ -42,8 +46,10 @@ _CREATE_MEMBERS = {
     "LoggingConfig",
     "KMSKeyArn",
     "VpcConfig",
+    "TracingConfig",
     "Publish",
     "CapacityProviderConfig",
+    "CodeSigningConfigArn",
 }
 _UPDATE_CONFIG_MEMBERS = {
     "Runtime",
@@ -59,18 +65,21 @@ _UPDATE_CONFIG_MEMBERS = {
     "LoggingConfig",
     "KMSKeyArn",
     "VpcConfig",
+    "TracingConfig",
     "RevisionId",
     "CapacityProviderConfig",
 }
-_UPDATE_CODE_MEMBERS = {"ZipFile", "Architectures", "RevisionId", "Publish"}
+_UPDATE_CODE_MEMBERS = {"ZipFile", *S3_MEMBERS, "Architectures", "RevisionId", "Publish"}
 
 
 def _arn(request: Request, config: FunctionConfig, ref: FunctionRef | None = None) -> str:
     """A version's ARN is qualified with its number, `$LATEST`'s is the function's, and a
-    configuration read through an alias shows the alias's."""
+    configuration read through an alias shows the alias's; read by naming `$LATEST`, the
+    ARN says `:$LATEST` (as Lambda qualifies the ARN whenever a qualifier was given)."""
     qualifier = None if config.version == LATEST else config.version
-    if ref is not None and ref.qualifier is not None and is_alias_name(ref.qualifier):
-        qualifier = ref.qualifier
+    named = ref.qualifier if ref is not None else None
+    if named is not None and (named == LATEST or is_alias_name(named)):
+        qualifier = named
     return app_state(request).functions.arn(config.name, qualifier)
 
 
@@ -82,6 +91,50 @@ def _configuration(request: Request, config: FunctionConfig, arn: str) -> dict[s
         functions.runtime_management.configured_arn(config),
         functions.capacity.wire_config(config),
     )
+
+
+#: what Lambda's list operations leave out of each configuration (GetFunction has them)
+_NOT_LISTED = (
+    "State",
+    "StateReason",
+    "StateReasonCode",
+    "LastUpdateStatus",
+    "LastUpdateStatusReason",
+    "LastUpdateStatusReasonCode",
+)
+
+
+def _listed(request: Request, config: FunctionConfig, *, qualify_latest: bool) -> dict[str, Any]:
+    """A configuration as ListFunctions and ListVersionsByFunction show it: the subset of
+    members Lambda lists."""
+    out = _configuration(
+        request, config, _listed_arn(request, config, qualify_latest=qualify_latest)
+    )
+    for key in _NOT_LISTED:
+        out.pop(key, None)
+    return out
+
+
+def _listed_arn(request: Request, config: FunctionConfig, *, qualify_latest: bool) -> str:
+    """A listed version's ARN: where every version is listed, `$LATEST`'s is qualified with
+    `:$LATEST`, as Lambda's ListVersionsByFunction and ListFunctions(ALL) print it."""
+    if qualify_latest and config.version == LATEST:
+        return app_state(request).functions.arn(config.name, LATEST)
+    return _arn(request, config)
+
+
+def _function_version_param(request: Request) -> bool:
+    """ListFunctions' FunctionVersion: `ALL` lists every version; the model allows no other
+    value."""
+    value = request.query_params.get("FunctionVersion")
+    if value is None:
+        return False
+    if value != "ALL":
+        raise ValidationError(
+            f"1 validation error detected: Value '{value}' at 'functionVersion' failed to "
+            "satisfy constraint: Member must satisfy enum value set: [ALL]"
+        )
+    return True
 
 
 def _publish_flag(body: dict[str, Any]) -> bool:
@@ -98,6 +151,7 @@ async def create_function(request: Request) -> Response:
     state = app_state(request)
     body = await json_body(request)
     req = function_input(body, allowed=_CREATE_MEMBERS)
+    publish = _publish_flag(body)
     code = body.get("Code")
     if code is None:
         raise ValidationError(
@@ -105,11 +159,15 @@ async def create_function(request: Request) -> Response:
             "Member must not be null"
         )
     if isinstance(code, dict):
-        unsupported = [k for k in code if k != "ZipFile" and code[k] is not None]
+        unsupported = [
+            k for k in code if k != "ZipFile" and k not in S3_MEMBERS and code[k] is not None
+        ]
         if unsupported:
             req.unsupported += [f"Code.{k}" for k in unsupported]
-        elif "ZipFile" in code:
-            req.zip_file = packages.decode_zip_file(code["ZipFile"], "CreateFunction")
+        else:
+            req.s3_code = {k: code[k] for k in S3_MEMBERS if k in code}
+            if code.get("ZipFile") is not None:
+                req.zip_file = packages.decode_zip_file(code["ZipFile"], "CreateFunction")
     capacity = state.functions.capacity
     attachment = None
     if body.get("CapacityProviderConfig") is not None:
@@ -117,10 +175,10 @@ async def create_function(request: Request) -> Response:
         archs = body.get("Architectures")
         arch = archs[0] if isinstance(archs, list) and archs else "x86_64"
         attachment = capacity.check_function_config(body["CapacityProviderConfig"], str(arch))
-    config = await state.functions.create(req)
+    config = await state.functions.create(req, body.get("CodeSigningConfigArn"))
     if attachment is not None:
         await capacity.attach(config, attachment)
-    if _publish_flag(body):
+    if publish:
         published = await state.functions.publish(state.functions.ref(config.name))
         # As created: the version is as pending as the function.
         config = replace(
@@ -129,18 +187,27 @@ async def create_function(request: Request) -> Response:
             state_reason=config.state_reason,
             state_reason_code=config.state_reason_code,
         )
-    return json_response(_configuration(request, config, _arn(request, config)), status=201)
+    # Lambda's answer names the function itself (Version says which version was published),
+    # and, the function being still in creation, carries no LastUpdateStatus yet.
+    out = _configuration(request, config, state.functions.arn(config.name))
+    del out["LastUpdateStatus"]
+    return json_response(out, status=201)
 
 
 async def get_function(request: Request) -> Response:
     state = app_state(request)
-    ref = state.functions.ref(request.path_params["name"], request.query_params.get("Qualifier"))
+    ref = state.functions.ref(
+        request.path_params["name"], request.query_params.get("Qualifier"), namespaced=True
+    )
     fn = await state.functions.get(ref)
     out = {
         "Configuration": _configuration(request, fn.latest, _arn(request, fn.latest, ref)),
         "Code": {"RepositoryType": "S3", "Location": code_url(request, fn.latest.code_sha256)},
     }
-    if fn.tags:
+    refused = _tags_refused(request, state.functions.arn(ref.name))
+    if refused is not None:
+        out["TagsError"] = {"ErrorCode": "AccessDeniedException", "Message": refused}
+    elif fn.tags:
         out["Tags"] = fn.tags
     reserved = state.functions.concurrency.get(state.functions.ref(ref.name))
     if reserved is not None:
@@ -148,20 +215,40 @@ async def get_function(request: Request) -> Response:
     return json_response(out)
 
 
+def _tags_refused(request: Request, arn: str) -> str | None:
+    """Why GetFunction leaves the tags out, if it does: Lambda returns them only to a caller
+    whose policies allow lambda:ListTags on the function (None: they may see them)."""
+    principal: Principal | None = request.scope.get(SCOPE_KEY)
+    if principal is None or principal.admin:
+        return None
+    asked = AccessRequest("lambda:ListTags", arn, request_context(request.scope, principal))
+    try:
+        decision = authorize(principal, asked)
+    except PolicyError:
+        decision = Decision.IMPLICIT_DENY  # fail closed, as `Authorize` does
+    if decision is Decision.ALLOW:
+        return None
+    return denial_message(principal, asked, decision)
+
+
 async def get_function_configuration(request: Request) -> Response:
     state = app_state(request)
-    ref = state.functions.ref(request.path_params["name"], request.query_params.get("Qualifier"))
+    ref = state.functions.ref(
+        request.path_params["name"], request.query_params.get("Qualifier"), namespaced=True
+    )
     config = await state.functions.get_config(ref)
     return json_response(_configuration(request, config, _arn(request, config, ref)))
 
 
 async def list_functions(request: Request) -> Response:
     state = app_state(request)
+    every_version = _function_version_param(request)
+    master_region = request.query_params.get("MasterRegion")
     configs, marker = await state.functions.list(
-        request.query_params.get("Marker"), max_items_param(request)
+        request.query_params.get("Marker"), max_items_param(request), every_version, master_region
     )
     out: dict[str, object] = {
-        "Functions": [_configuration(request, c, _arn(request, c)) for c in configs]
+        "Functions": [_listed(request, c, qualify_latest=every_version) for c in configs]
     }
     if marker:
         out["NextMarker"] = marker
@@ -184,11 +271,20 @@ async def update_function_code(request: Request) -> Response:
     )
     publish = _publish_flag(body)
     config = await state.functions.update_code(
-        ref, zip_file, body.get("RevisionId"), body.get("Architectures")
+        ref,
+        zip_file,
+        body.get("RevisionId"),
+        body.get("Architectures"),
+        {k: body[k] for k in S3_MEMBERS if k in body},
     )
     if publish:
         published = await state.functions.publish(ref)
-        config = replace(published, last_update_status=config.last_update_status)
+        config = replace(
+            published,
+            last_update_status=config.last_update_status,
+            last_update_status_reason=config.last_update_status_reason,
+            last_update_status_reason_code=config.last_update_status_reason_code,
+        )
     return json_response(_configuration(request, config, _arn(request, config)))
 
 
@@ -211,7 +307,9 @@ async def update_function_configuration(request: Request) -> Response:
 
 async def delete_function(request: Request) -> Response:
     state = app_state(request)
-    ref = state.functions.ref(request.path_params["name"], request.query_params.get("Qualifier"))
+    ref = state.functions.ref(
+        request.path_params["name"], request.query_params.get("Qualifier"), namespaced=True
+    )
     await state.functions.delete(ref)
     return Response(status_code=204)
 
@@ -235,12 +333,12 @@ async def publish_version(request: Request) -> Response:
 
 async def list_versions(request: Request) -> Response:
     state = app_state(request)
-    ref = state.functions.ref(request.path_params["name"])
+    ref = state.functions.ref(request.path_params["name"], namespaced=True)
     configs, marker = state.functions.versions(
         ref, request.query_params.get("Marker"), max_items_param(request)
     )
     out: dict[str, object] = {
-        "Versions": [_configuration(request, c, _arn(request, c)) for c in configs]
+        "Versions": [_listed(request, c, qualify_latest=True) for c in configs]
     }
     if marker:
         out["NextMarker"] = marker

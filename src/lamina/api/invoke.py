@@ -37,7 +37,7 @@ async def invoke(request: Request) -> Response:
     # The query string and headers are read straight from the scope: Starlette's parsed
     # mappings cost more than the rest of an Event invoke's own work (this is the hot path).
     qualifier = request.query_params.get("Qualifier") if request.scope["query_string"] else None
-    ref = functions.ref(request.path_params["name"], qualifier)
+    ref = functions.ref(request.path_params["name"], qualifier, namespaced=True)
     headers = _invoke_headers(request)
     invocation_type = headers.get("x-amz-invocation-type", "RequestResponse")
     if invocation_type not in _TYPES:
@@ -106,7 +106,7 @@ async def invoke_async(request: Request) -> Response:
     """InvokeAsync (POST /2014-11-13/functions/{name}/invoke-async/), the deprecated form of
     Invoke with InvocationType=Event."""
     state = app_state(request)
-    ref = state.functions.ref(request.path_params["name"])
+    ref = state.functions.ref(request.path_params["name"], namespaced=True)
     payload = await _read(request, "Event")
     _require_active(state.functions.resolve(ref))
     payload = _json(payload)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -98,3 +100,37 @@ def _page(member: str, items: list[dict[str, object]], page: LayerPage) -> dict[
     if page.next_marker:
         out["NextMarker"] = page.next_marker
     return out
+
+
+async def add_layer_version_permission(request: Request) -> Response:
+    body = await json_body(request)
+    statement, revision = await _layers(request).policies.add(
+        request.path_params["name"],
+        request.path_params["version"],
+        body.get("StatementId"),
+        body.get("Action"),
+        body.get("Principal"),
+        body.get("OrganizationId"),
+        request.query_params.get("RevisionId"),
+    )
+    return json_response(
+        {"Statement": json.dumps(statement, separators=(",", ":")), "RevisionId": revision},
+        status=201,
+    )
+
+
+async def get_layer_version_policy(request: Request) -> Response:
+    text, revision = await _layers(request).policies.get(
+        request.path_params["name"], request.path_params["version"]
+    )
+    return json_response({"Policy": text, "RevisionId": revision})
+
+
+async def remove_layer_version_permission(request: Request) -> Response:
+    await _layers(request).policies.remove(
+        request.path_params["name"],
+        request.path_params["version"],
+        request.path_params["sid"],
+        request.query_params.get("RevisionId"),
+    )
+    return Response(status_code=204)

@@ -36,10 +36,8 @@ _CONFIG_MEMBERS = {
     "KMSKeyArn": "kms_key_arn",
     "VpcConfig": "vpc_config",
     "RevisionId": "revision_id",
+    "TracingConfig": "tracing_config",
 }
-# Members Lamina accepts and ignores because their value changes nothing here (X-Ray
-# tracing is not offered; PassThrough is what Lambda reports without it).
-_IGNORED = {"TracingConfig"}
 
 
 def timestamp(t: datetime) -> str:
@@ -88,7 +86,7 @@ def function_configuration(
         "LastModified": last_modified(config),
         "CodeSha256": config.code_sha256_b64,
         "Version": config.version,
-        "TracingConfig": {"Mode": "PassThrough"},
+        "TracingConfig": {"Mode": config.tracing_mode},
         "RevisionId": config.revision_id,
         "State": config.state.value,
         "LastUpdateStatus": config.last_update_status.value,
@@ -98,7 +96,7 @@ def function_configuration(
         "SnapStart": {"ApplyOn": "None", "OptimizationStatus": "Off"},
         "LoggingConfig": _logging_config(config),
     }
-    if config.environment:
+    if config.environment or config.environment_given:
         out["Environment"] = {"Variables": dict(config.environment)}
     if config.layers:
         out["Layers"] = [{"Arn": lay.arn, "CodeSize": lay.code_size} for lay in config.layers]
@@ -106,6 +104,8 @@ def function_configuration(
         out["DeadLetterConfig"] = {"TargetArn": config.dead_letter_target}
     if config.kms_key_arn:
         out["KMSKeyArn"] = config.kms_key_arn
+    if config.signed_by is not None:
+        out["SigningProfileVersionArn"], out["SigningJobArn"] = config.signed_by
     if config.vpc is not None:
         out["VpcConfig"] = {
             "SubnetIds": list(config.vpc.subnet_ids),
@@ -226,7 +226,7 @@ def function_input(body: dict[str, Any], *, allowed: set[str]) -> FunctionInput:
     for key, value in body.items():
         if key in allowed and key in _CONFIG_MEMBERS:
             setattr(req, _CONFIG_MEMBERS[key], value)
-        elif key in _IGNORED or key in allowed:
+        elif key in allowed:
             continue
         elif value not in (None, [], {}, False):
             req.unsupported.append(key)

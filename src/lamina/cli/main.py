@@ -234,6 +234,15 @@ def main(profile: str | None) -> None:
     help="Serve /metrics on this address instead of the main one (/health is served on "
     "both) [default: /metrics on the main address, unsigned].",
 )
+@click.option(
+    "--s3-endpoint",
+    default=None,
+    metavar="URL",
+    envvar="LAMINA_S3_ENDPOINT",
+    help="The S3-API endpoint (AWS S3, MinIO, Ceph...) that Code.S3Bucket/S3Key and layers' "
+    "Content.S3* are read from, with credentials from the usual AWS chain (AWS_ACCESS_KEY_ID, "
+    "AWS_PROFILE...). Without it, code from S3 is refused. See docs/functions.md.",
+)
 @click.option("--allow-non-loopback", is_flag=True, hidden=True)  # accepted, no longer needed
 @click.option("--log-level", default="info", show_default=True)
 def serve(
@@ -265,6 +274,7 @@ def serve(
     aws_endpoints: tuple[str, ...],
     no_runtime_sdk: bool,
     metrics_listen: str | None,
+    s3_endpoint: str | None,
     allow_non_loopback: bool,
     log_level: str,
 ) -> None:
@@ -326,8 +336,18 @@ def serve(
         aws_endpoints=_aws_endpoints(aws_endpoints),
         install_sdks=not no_runtime_sdk,
         metrics_listen=metrics_address,
+        s3_endpoint=_s3_endpoint(s3_endpoint),
     )
     run_server(settings, log_level=log_level, admin_key=admin, write_profile=write_profile)
+
+
+def _s3_endpoint(value: str | None) -> str | None:
+    if value is None:
+        return None
+    parsed = urlsplit(value)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        _fail(f"--s3-endpoint: {value!r} is not an http(s) URL", code=2)
+    return value
 
 
 def _aws_endpoints(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
@@ -649,6 +669,7 @@ def queue(endpoint: str) -> None:
         )
 
 
+from lamina.cli import code_signing as _code_signing  # noqa: E402, F401  (`signers`, `sign`)
 from lamina.cli import keys as _keys  # noqa: E402, F401  (registers `keys`)
 from lamina.cli import logs as _logs  # noqa: E402, F401  (registers `logs`; it imports main)
 from lamina.cli import roles as _roles  # noqa: E402, F401  (registers `roles`; it imports main)

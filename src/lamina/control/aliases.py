@@ -251,4 +251,7 @@ class AliasService:
         return config
 
     def _not_found(self, function_name: str, name: str) -> ResourceNotFoundError:
-        return ResourceNotFoundError(f"Alias not found: {self._functions.arn(function_name, name)}")
+        # Lambda's wording
+        return ResourceNotFoundError(
+            f"Cannot find alias arn: {self._functions.arn(function_name, name)}"
+        )

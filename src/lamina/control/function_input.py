@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lamina.control import validation as v
+from lamina.control.tags import check_tags
 from lamina.models import FunctionConfig
 
 
@@ -36,7 +37,10 @@ class FunctionInput:
     logging_config: Any = None
     kms_key_arn: Any = None
     vpc_config: Any = None
+    tracing_config: Any = None
     zip_file: bytes | None = None
+    #: the `Code` members naming an S3 location (S3Bucket, S3Key, S3ObjectVersion), as sent
+    s3_code: dict[str, Any] | None = None
     revision_id: Any = None
     unsupported: list[str] = field(default_factory=list)
 
@@ -58,6 +62,7 @@ CONTENT_FIELDS = (
     "logging",
     "kms_key_arn",
     "vpc",
+    "tracing_mode",
 )
 
 
@@ -69,7 +74,7 @@ def configuration(c: v.Constraints, req: FunctionInput, *, creating: bool) -> di
     """The configuration fields `req` sets, checked; fields it leaves out are not returned."""
     fields = {
         "role": v.role(c, req.role, required=creating),
-        "runtime": v.runtime(c, req.runtime, required=creating),
+        "runtime": v.runtime(c, req.runtime),
         "handler": v.handler(c, req.handler, required=False),
         "description": v.description(c, req.description),
         "timeout": None if req.timeout is None else v.timeout(c, req.timeout),
@@ -86,16 +91,13 @@ def configuration(c: v.Constraints, req: FunctionInput, *, creating: bool) -> di
         "kms_key_arn": v.kms_key_arn(c, req.kms_key_arn),
         # its VpcId is filled in by `control.vpc` (which knows the server's VPCs)
         "vpc": v.vpc_config(c, req.vpc_config),
+        "tracing_mode": v.tracing_mode(c, req.tracing_config),
     }
+    if fields["environment"] is not None:
+        fields["environment_given"] = True
     return {k: value for k, value in fields.items() if value is not None}
 
 
 def checked_tags(c: v.Constraints, value: Any) -> dict[str, str] | None:
-    if value is None:
-        return None
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(x, str) for k, x in value.items()
-    ):
-        c.fail(value, "tags", "Member must be a map of strings to strings")
-        return None
-    return dict(value)
+    """CreateFunction's `Tags` (limits: `tags.check_tag_limits`, once the rest is valid)."""
+    return check_tags(c, value)

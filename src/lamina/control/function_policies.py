@@ -155,6 +155,26 @@ class FunctionPolicies:
                 )
             await self._write(key, current, kept)
 
+    async def replace(
+        self, ref: FunctionRef, document: str | None, revision_id: str | None
+    ) -> tuple[str, str] | None:
+        """PutResourcePolicy (`document` a checked policy's text) and DeleteResourcePolicy
+        (`document` None): the whole policy at once, if its revision is still `revision_id`
+        (when given). The new policy's text and revision id; None after a delete."""
+        key = self._resolve(ref)
+        async with self._writing:
+            current = self._policies.get(key)
+            if revision_id is not None and (current is None or current.revision_id != revision_id):
+                raise _stale_revision()
+            if document is None:
+                if current is None:
+                    raise _no_policy()
+                await self._write(key, current, [])
+                return None
+            await self._write(key, current, None, text=document)
+            written = self._policies[key]
+            return written.text, written.revision_id
+
     def forget(self, name: str, qualifier: str) -> None:
         """Drop a deleted version's or alias's policy from memory (the store deleted it)."""
         self._policies.pop((name, _key(qualifier)), None)
@@ -166,9 +186,16 @@ class FunctionPolicies:
     # -- internals -----------------------------------------------------------------
 
     async def _write(
-        self, key: tuple[str, str], current: StoredPolicy | None, statements: list[Any]
+        self,
+        key: tuple[str, str],
+        current: StoredPolicy | None,
+        statements: list[Any] | None,
+        *,
+        text: str | None = None,
     ) -> None:
-        text = policy_json(statements) if statements else None
+        """Store the policy of `statements` (none: no policy), or the whole document `text`."""
+        if statements is not None:
+            text = policy_json(statements) if statements else None
         if text is not None and len(text.encode()) > POLICY_MAX_BYTES:
             raise PolicyLengthExceededError(
                 f"The final policy size ({len(text.encode())}) is bigger than the limit "

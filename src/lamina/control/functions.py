@@ -29,6 +29,7 @@ from lamina.control import validation as v
 from lamina.control import vpc as vpcs
 from lamina.control.aliases import AliasService, is_alias_name
 from lamina.control.capacity_providers import CapacityProviders
+from lamina.control.code_signing import CodeSigning
 from lamina.control.concurrency import ReservedConcurrency
 from lamina.control.event_invoke import EventInvokeConfigs
 from lamina.control.function_input import (
@@ -42,8 +43,11 @@ from lamina.control.function_urls import FunctionUrls
 from lamina.control.layers import LayerService, opt_key
 from lamina.control.provisioned import ProvisionedConcurrency
 from lamina.control.recursion import RecursionConfigs
+from lamina.control.resource_policies import ResourcePolicies
 from lamina.control.runtime_management import RuntimeManagement
+from lamina.control.s3_code import S3CodeFetcher, S3Location, s3_constraints, s3_location
 from lamina.control.scaling import FunctionScaling
+from lamina.control.tags import CodeSigningConfigTags, FunctionTags, TagService, check_tag_limits
 from lamina.errors import (
     InvalidParameterValueError,
     ResourceConflictError,
@@ -54,6 +58,7 @@ from lamina.errors import (
 )
 from lamina.models import (
     LATEST,
+    CodeSigningConfig,
     Function,
     FunctionConfig,
     FunctionLayer,
@@ -66,6 +71,7 @@ from lamina.runtimes.catalog import RuntimeCatalog
 from lamina.settings import Settings
 from lamina.store import CodeStore, MetadataStore, StoredCode, UnsafePackageError
 from lamina.store.capacity import CapacityStore
+from lamina.store.code_signing import CodeSigningStore
 from lamina.store.function_policies import FunctionPolicyStore
 from lamina.store.function_settings import FunctionSettingsStore
 from lamina.store.function_urls import FunctionUrlStore
@@ -77,10 +83,29 @@ T = TypeVar("T")
 ChangeListener = Callable[[str, str | None], Awaitable[None]]
 
 _QUALIFIER = re.compile(r"(|[a-zA-Z0-9$_-]+)")
+_NO_CODE = "Please provide a source for function code: ZipFile, or S3Bucket and S3Key."
+_MASTER_REGION = re.compile(r"ALL|(eusc-)?[a-z]{2}((-gov)|(-iso([a-z]?)))?-[a-z]+-\d{1}")
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _as_accepted(config: FunctionConfig) -> FunctionConfig:
+    """An update's answer: the change applies at once here, but Lambda answers while it is
+    still under way, with the reason Lambda gives (its wording, "being created", for updates
+    too); GetFunction then shows Successful."""
+    return replace(
+        config,
+        last_update_status=UpdateStatus.IN_PROGRESS,
+        last_update_status_reason="The function is being created.",
+        last_update_status_reason_code="Creating",
+    )
+
+
+def _name_then_version(key: str) -> tuple[str, tuple[int, int, str]]:
+    name, _, version = key.partition(":")
+    return name, listing.qualifier_order(version)
 
 
 class FunctionService:
@@ -106,6 +131,8 @@ class FunctionService:
         self._code_lock = asyncio.Lock()
         self._listeners: list[ChangeListener] = []
         self._code_users: list[Callable[[str], bool]] = []
+        #: reads packages named by an S3 location (`--s3-endpoint`)
+        self._s3 = S3CodeFetcher(settings.s3_endpoint, settings.region)
         #: the layer operations, which share this service's worker and code lock
         self.layers = LayerService(settings, metadata, code, keeper=self)
         #: the alias operations, which share this service's worker
@@ -133,6 +160,17 @@ class FunctionService:
         #: Min/MaxExecutionEnvironments of versions on a capacity provider
         self.scaling = FunctionScaling(self, capacity_store, self.capacity)
         self.capacity.on_attach = self.scaling.apply
+        #: whole policy documents by resource ARN (the same policies as `policies`)
+        self.resource_policies = ResourcePolicies(self, settings.region, settings.account_id)
+        #: tags by resource ARN; other kinds of resources register their own holders
+        self.tags = TagService(settings.region, settings.account_id)
+        self.tags.register("function", FunctionTags(self.run, metadata))
+        #: code signing configurations, trusted signers, and the check of each package
+        self.signing = CodeSigning(self, CodeSigningStore(metadata), settings)
+        self.tags.register(
+            "code-signing-config",
+            CodeSigningConfigTags(self.signing.read_tags, self.signing.write_tags),
+        )
         # Merged /opt directory (by key) -> the code of every version that has run with it:
         # the directory stays while an environment may still run one of them.
         self._opt_users: dict[str, set[str]] = {}
@@ -156,6 +194,8 @@ class FunctionService:
         await self.recursion.load()
         await self.capacity.load()
         await self.scaling.load()
+        await self.layers.policies.load()
+        await self.signing.load()
         # A crash between forgetting a function and deleting its code leaves orphans.
         referenced = await self._run(self._metadata.referenced_code)
         for sha in await self._run(self._code.stored):
@@ -201,6 +241,7 @@ class FunctionService:
         self._code_users.append(in_use)
 
     def close(self) -> None:
+        self._s3.close()
         self._worker.shutdown(wait=True)
         self._metadata.close()
 
@@ -219,12 +260,30 @@ class FunctionService:
         """Run blocking store work on the control worker (which serialises writers)."""
         return await self._run(fn, *args)
 
+    async def fetch_package(
+        self, zip_file: bytes | None, s3: S3Location | None, missing: str
+    ) -> tuple[bytes, bool]:
+        """The package a request names, as (bytes, whether it came from S3): the uploaded
+        zip, or the object read from the S3 endpoint. `missing` is the error when neither is
+        given. Call it before taking the code lock: reading S3 may take a while."""
+        if s3 is not None:
+            if zip_file is not None:
+                raise InvalidParameterValueError(
+                    "Please don't provide both a ZipFile and an S3 location for the code."
+                )
+            return await self._s3.fetch(s3), True
+        if zip_file is None:
+            raise InvalidParameterValueError(missing)
+        return zip_file, False
+
     @asynccontextmanager
-    async def storing_code(self, data: bytes, operation: str) -> AsyncIterator[StoredCode]:
+    async def storing_code(
+        self, data: bytes, operation: str, *, from_s3: bool = False
+    ) -> AsyncIterator[StoredCode]:
         """Check and store a package, holding the code lock until the block has recorded a
         reference to it; if the block raises, the package is released again."""
         async with self._code_lock:
-            stored = await self._store_code(data, operation)
+            stored = await self._store_code(data, operation, from_s3=from_s3)
             try:
                 yield stored
             except BaseException:
@@ -233,7 +292,11 @@ class FunctionService:
 
     # -- names ---------------------------------------------------------------------
 
-    def ref(self, value: str, qualifier: str | None = None) -> FunctionRef:
+    def ref(
+        self, value: str, qualifier: str | None = None, *, namespaced: bool = False
+    ) -> FunctionRef:
+        """Parse a FunctionName (and Qualifier); `namespaced` for the operations whose model
+        takes a NamespacedFunctionName (see `arns.parse_function_ref`)."""
         if qualifier is not None:
             c = v.Constraints()
             c.string(
@@ -248,6 +311,7 @@ class FunctionService:
             region=self._settings.region,
             account=self._settings.account_id,
             qualifier=qualifier,
+            namespaced=namespaced,
         )
 
     def arn(self, name: str, qualifier: str | None = None) -> str:
@@ -332,11 +396,37 @@ class FunctionService:
         )
 
     async def list(
-        self, marker: str | None, max_items: int | None
+        self,
+        marker: str | None,
+        max_items: int | None,
+        every_version: bool = False,
+        master_region: str | None = None,
     ) -> tuple[list[FunctionConfig], str | None]:
+        """ListFunctions: each function's `$LATEST` by name; with `every_version` (Lambda's
+        FunctionVersion=ALL) each function's published versions follow its `$LATEST`.
+        `master_region` asks for the Lambda@Edge replicas of functions of that region (or of
+        every region, `ALL`): Lamina makes none, so there are none to list."""
         c = v.Constraints()
         limit = v.max_items(c, max_items)
+        if master_region is not None:
+            c.string(master_region, "masterRegion", max_len=50, pattern=_MASTER_REGION)
         c.check()
+        if master_region is not None:
+            if not every_version:
+                raise InvalidParameterValueError(
+                    "MasterRegion is only taken with FunctionVersion set to ALL."
+                )
+            return [], None
+        if every_version:
+            # From the in-memory copy, which holds every version of every function.
+            return listing.page(
+                "ListFunctions.ALL",
+                self._all_configs(),
+                lambda c: f"{c.name}:{c.version}",
+                limit,
+                marker,
+                order=_name_then_version,
+            )
         after = listing.decode_marker("ListFunctions", marker) if marker else None
         rows = await self._run(self._metadata.list_latest, after, limit + 1)
         if len(rows) > limit:
@@ -355,9 +445,15 @@ class FunctionService:
 
     # -- writes --------------------------------------------------------------------
 
-    async def create(self, req: FunctionInput) -> FunctionConfig:
-        """Create a function. Returns its configuration as of acceptance (State Pending)."""
-        self._refuse_unsupported(req)
+    async def create(
+        self, req: FunctionInput, code_signing_config_arn: Any = None
+    ) -> FunctionConfig:
+        """Create a function. Returns its configuration as of acceptance (State Pending).
+        With a code signing configuration, the package must pass its checks.
+
+        Checked in Lambda's order: every constraint of the model at once (one
+        ValidationException listing them), then what the values mean
+        (InvalidParameterValueException)."""
         c = v.Constraints()
         if isinstance(req.name, str) and ":" in req.name:
             # CreateFunction takes an ARN or partial ARN too, but not a qualified one.
@@ -368,13 +464,19 @@ class FunctionService:
                 )
             req.name = ref.name
         name = v.function_name(c, req.name)
-        v.package_type(req.package_type)
+        v.package_type(c, req.package_type)
         fields = configuration(c, req, creating=True)
         archs = v.architectures(c, req.architectures)
         tags = checked_tags(c, req.tags)
         layer_arns = v.layer_arns(c, req.layers)
+        s3_constraints(c, req.s3_code, "code.")
         c.check()
         assert name is not None
+        self._refuse_unsupported(req)
+        v.package_supported(req.package_type)
+        v.require_runtime(fields)
+        if tags:
+            check_tag_limits(tags)
         if "handler" not in fields:
             raise InvalidParameterValueError(
                 "The Handler parameter is required when PackageType is Zip."
@@ -387,47 +489,58 @@ class FunctionService:
             fields["vpc"] = vpcs.resolve(self._vpcs, fields["vpc"])
         if "logging" in fields:
             fields["logging"] = v.merge_logging(LoggingConfig(), fields["logging"])
-        if req.zip_file is None:
-            raise InvalidParameterValueError(
-                "Code: ZipFile is required (S3 locations are not supported)."
-            )
+        s3 = s3_location(req.s3_code or {}, "code.")
         if name in self._latest or name in self._busy:
             raise ResourceConflictError(f"Function already exist: {name}")
-        draft = FunctionConfig(
-            name=name,
-            version=LATEST,
-            architectures=archs or ("x86_64",),
-            code_sha256="",
-            code_size=0,
-            revision_id=str(uuid.uuid4()),
-            last_modified=_now(),
-            # The code is unpacked before the row is written, so the stored function is
-            # Active at once; the answer below still says Pending, as it was while unpacking.
-            state=FunctionState.ACTIVE,
-            **fields,
-        )
-        self._busy.add(name)
-        try:
-            async with self._code_lock:
-                # Layers first: a refused layer leaves no code behind.
-                layers = await self._take_layers(layer_arns or [], ())
-                stored = await self._store_code(req.zip_file, "CreateFunction")
-                config = replace(
-                    draft, code_sha256=stored.sha256, code_size=stored.size, layers=layers
+        signing = self.signing.config_for_new_function(code_signing_config_arn)
+        with self.signing.holding(signing):
+            self._busy.add(name)
+            try:
+                package, from_s3 = await self.fetch_package(req.zip_file, s3, _NO_CODE)
+                signed_by = None
+                if signing is not None:
+                    signed_by = await self._run(self.signing.check, name, signing, package)
+                draft = FunctionConfig(
+                    name=name,
+                    version=LATEST,
+                    architectures=archs or ("x86_64",),
+                    code_sha256="",
+                    code_size=0,
+                    revision_id=str(uuid.uuid4()),
+                    last_modified=_now(),
+                    # The code is unpacked before the row is written, so the stored function
+                    # is Active at once; the answer below still says Pending, as it was while
+                    # unpacking.
+                    state=FunctionState.ACTIVE,
+                    signed_by=signed_by,
+                    **fields,
                 )
-                try:
-                    await self._merge_layers(layers)
-                    created = await self._run(self._metadata.create_function, config, tags or {})
-                except BaseException:
-                    await self._release_code_locked(stored.sha256)
-                    raise
-                if not created:
-                    await self._release_code_locked(stored.sha256)
-                    raise ResourceConflictError(f"Function already exist: {name}")
-                self._latest[name] = config
-                self._track_opt(config)
-        finally:
-            self._busy.discard(name)
+                async with self._code_lock:
+                    # Layers first: a refused layer leaves no code behind.
+                    layers = await self._take_layers(layer_arns or [], ())
+                    if signing is not None and layers:
+                        await self._run(self._check_layer_signatures, name, signing, layers)
+                    stored = await self._store_code(package, "CreateFunction", from_s3=from_s3)
+                    config = replace(
+                        draft, code_sha256=stored.sha256, code_size=stored.size, layers=layers
+                    )
+                    try:
+                        await self._merge_layers(layers)
+                        created = await self._run(
+                            self._metadata.create_function, config, tags or {}
+                        )
+                    except BaseException:
+                        await self._release_code_locked(stored.sha256)
+                        raise
+                    if not created:
+                        await self._release_code_locked(stored.sha256)
+                        raise ResourceConflictError(f"Function already exist: {name}")
+                    self._latest[name] = config
+                    self._track_opt(config)
+                if signing is not None:
+                    await self.signing.link_new(name, signing)
+            finally:
+                self._busy.discard(name)
         await self._notify(name, LATEST)
         return replace(
             config,
@@ -437,27 +550,40 @@ class FunctionService:
         )
 
     async def update_code(
-        self, ref: FunctionRef, zip_file: bytes | None, revision_id: Any, architectures: Any = None
+        self,
+        ref: FunctionRef,
+        zip_file: bytes | None,
+        revision_id: Any,
+        architectures: Any = None,
+        s3_code: dict[str, Any] | None = None,
     ) -> FunctionConfig:
+        """Replace `$LATEST`'s code with an uploaded zip or one read from S3 (`s3_code`: the
+        request's S3Bucket/S3Key/S3ObjectVersion members)."""
         if ref.qualifier is not None:
             self._check_qualifier(ref)
         c = v.Constraints()
         archs = v.architectures(c, architectures)
+        s3_constraints(c, s3_code, "")
         c.check()
+        s3 = s3_location(s3_code or {}, "")
         v.architecture_available(archs, self._runtimes)
-        if zip_file is None:
-            raise InvalidParameterValueError(
-                "ZipFile is required (S3 locations are not supported)."
-            )
+        if zip_file is None and s3 is None:
+            raise InvalidParameterValueError(_NO_CODE)
         current = self._begin_update(ref.name, revision_id)
         try:
+            package, from_s3 = await self.fetch_package(zip_file, s3, _NO_CODE)
+            signing = self.signing.of_function(ref.name)
+            signed_by = None
+            if signing is not None:
+                signed_by = await self._run(self.signing.check, ref.name, signing, package)
             async with self._code_lock:
-                stored = await self._store_code(zip_file, "UpdateFunctionCode")
+                stored = await self._store_code(package, "UpdateFunctionCode", from_s3=from_s3)
                 new = replace(
                     current,
                     code_sha256=stored.sha256,
                     code_size=stored.size,
                     architectures=archs or current.architectures,
+                    signed_by=signed_by,
                     revision_id=str(uuid.uuid4()),
                     last_modified=_now(),
                     last_update_status=UpdateStatus.SUCCESSFUL,
@@ -472,16 +598,16 @@ class FunctionService:
             self._busy.discard(ref.name)
         if current.code_sha256 != new.code_sha256:
             await self._release_code(current.code_sha256)
-        return replace(new, last_update_status=UpdateStatus.IN_PROGRESS)
+        return _as_accepted(new)
 
     async def update_config(self, ref: FunctionRef, req: FunctionInput) -> FunctionConfig:
         if ref.qualifier is not None:
             self._check_qualifier(ref)
-        self._refuse_unsupported(req)
         c = v.Constraints()
         changes = configuration(c, req, creating=False)
         layer_arns = v.layer_arns(c, req.layers)
         c.check()
+        self._refuse_unsupported(req)
         if "runtime" in changes:
             v.runtime_available(changes["runtime"], self._runtimes)
             self.runtime_management.check_runtime_change(ref.name, changes["runtime"])
@@ -502,6 +628,9 @@ class FunctionService:
                 # configuration that uses it is committed.
                 async with self._code_lock:
                     layers = await self._take_layers(layer_arns, current.layers)
+                    signing = self.signing.of_function(ref.name)
+                    if signing is not None and layers:
+                        await self._run(self._check_layer_signatures, ref.name, signing, layers)
                     await self._merge_layers(layers)
                     new = self._updated(current, {**changes, "layers": layers})
                     await self._commit(current, new)
@@ -516,7 +645,7 @@ class FunctionService:
         if current.layers != new.layers and not dropped:
             async with self._code_lock:
                 await self._sweep_opt_locked()
-        return replace(new, last_update_status=UpdateStatus.IN_PROGRESS)
+        return _as_accepted(new)
 
     def _updated(self, current: FunctionConfig, changes: dict[str, Any]) -> FunctionConfig:
         return replace(
@@ -555,6 +684,7 @@ class FunctionService:
             self.recursion.forget_function(ref.name)
             self.scaling.forget(ref.name, None)
             self.capacity.forget(ref.name, None)
+            self.signing.forget_function(ref.name)
         finally:
             self._busy.discard(ref.name)
         await self._notify(ref.name, None)
@@ -643,6 +773,15 @@ class FunctionService:
                 raise v.stale_revision()
             self._versions[(published.name, published.version)] = published
             self._track_opt(published)
+            # Publishing is a change of the function: Lambda gives `$LATEST` a new RevisionId
+            # (a caller holding the old one must re-read). Its content is unchanged, so the
+            # change listeners (which retire environments) are not told.
+            latest = replace(current, revision_id=str(uuid.uuid4()))
+            ok = await self._run(
+                partial(self._metadata.replace_version, latest, expect_revision=current.revision_id)
+            )
+            if ok:
+                self._latest[latest.name] = latest
             await self.capacity.published(published.name, published.version)
         finally:
             self._busy.discard(ref.name)
@@ -707,8 +846,8 @@ class FunctionService:
             except Exception:
                 log.exception("change listener failed for %s", name)
 
-    async def _store_code(self, data: bytes, operation: str) -> Any:
-        checked = await self._run(packages.check_package, data, operation)
+    async def _store_code(self, data: bytes, operation: str, *, from_s3: bool = False) -> Any:
+        checked = await self._run(partial(packages.check_package, from_s3=from_s3), data, operation)
         try:
             return await self._run(self._code.put, checked.data)
         except UnsafePackageError as e:
@@ -745,6 +884,18 @@ class FunctionService:
         self, arns: Sequence[str], attached: tuple[FunctionLayer, ...]
     ) -> tuple[FunctionLayer, ...]:
         return await self._run(self.layers.resolve, arns, attached)
+
+    def _check_layer_signatures(
+        self, name: str, signing: CodeSigningConfig, layers: tuple[FunctionLayer, ...]
+    ) -> None:
+        """(worker) A function with a code signing configuration takes only layers whose
+        packages pass its checks too, as Lambda requires."""
+        for layer in layers:
+            try:
+                data = self._code.zip_path(layer.code_sha256).read_bytes()
+            except OSError as e:
+                raise ServiceError(f"Lamina could not read the layer {layer.arn}: {e}") from None
+            self.signing.check(name, signing, data)
 
     async def _merge_layers(self, layers: tuple[FunctionLayer, ...]) -> None:
         """Build the function's /opt now, so that starting an environment does no file work.

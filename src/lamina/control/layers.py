@@ -30,11 +30,14 @@ from typing import Any, Protocol, TypeVar
 from lamina import limits
 from lamina.control import listing, packages
 from lamina.control import validation as v
+from lamina.control.layer_policies import LayerPolicies
+from lamina.control.s3_code import S3_MEMBERS, S3Location, s3_constraints, s3_location
 from lamina.errors import InvalidParameterValueError, ResourceNotFoundError, ValidationError
 from lamina.models import FunctionConfig, FunctionLayer, LayerVersion
 from lamina.settings import Settings
 from lamina.store import CodeStore, MetadataStore, StoredCode, UnsafePackageError
 from lamina.store.blobs import open_dirs
+from lamina.store.layer_policies import LayerPolicyStore
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,9 @@ _LAYER_ARN = re.compile(
 )
 _KEY = re.compile(r"[0-9a-f]{64}")
 _NOT_FOUND = "The resource you requested does not exist."
+_NO_CONTENT = (
+    "Please provide a source for the layer: Content.ZipFile, or Content.S3Bucket and Content.S3Key."
+)
 _PAGE_MAX = 50  # MaxLayerListItems
 
 
@@ -56,9 +62,17 @@ class CodeKeeper(Protocol):
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T: ...
 
-    def storing_code(self, data: bytes, operation: str) -> AbstractAsyncContextManager[StoredCode]:
+    def storing_code(
+        self, data: bytes, operation: str, *, from_s3: bool = False
+    ) -> AbstractAsyncContextManager[StoredCode]:
         """Store a checked package; hold the code lock until the block ends; release the
         package again if the block raises."""
+        ...
+
+    async def fetch_package(
+        self, zip_file: bytes | None, s3: S3Location | None, missing: str
+    ) -> tuple[bytes, bool]:
+        """The uploaded zip, or the object read from S3, as (bytes, whether from S3)."""
         ...
 
     async def release_code(self, sha256: str) -> None: ...
@@ -93,6 +107,12 @@ class LayerService:
         self._code = code
         self._keeper = keeper
         self.merges = LayerMerges(settings.data_dir / "opt", code)
+        #: each layer version's resource-based policy
+        self.policies = LayerPolicies(self, LayerPolicyStore(metadata))
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a blocking store call on the control worker."""
+        return await self._keeper.run(fn, *args)
 
     # -- names ---------------------------------------------------------------------
 
@@ -128,6 +148,7 @@ class LayerService:
         license_info = v.license_info(c, req.license_info)
         if req.content is None:
             c.fail(None, "content", "Member must not be null")
+        s3_constraints(c, req.content, "content.")
         c.check()
         name = self._local_name(raw_name)
         if name is None:
@@ -135,7 +156,7 @@ class LayerService:
                 f"Layers can only be published in this region and account "
                 f"({self._settings.region}, {self._settings.account_id})."
             )
-        zip_file = _content_zip(req.content)
+        zip_file, s3 = _content_source(req.content)
         draft = LayerVersion(
             name=name,
             version=0,
@@ -147,7 +168,10 @@ class LayerService:
             compatible_architectures=archs or (),
             license_info=license_info,
         )
-        async with self._keeper.storing_code(zip_file, "PublishLayerVersion") as stored:
+        package, from_s3 = await self._keeper.fetch_package(zip_file, s3, _NO_CONTENT)
+        async with self._keeper.storing_code(
+            package, "PublishLayerVersion", from_s3=from_s3
+        ) as stored:
             return await self._keeper.run(
                 self._metadata.publish_layer_version,
                 replace(draft, code_sha256=stored.sha256, code_size=stored.size),
@@ -161,6 +185,7 @@ class LayerService:
         if name is None:
             return
         gone = await self._keeper.run(self._metadata.delete_layer_version, name, number)
+        self.policies.forget(name, number)
         if gone is not None:
             await self._keeper.release_code(gone.code_sha256)
 
@@ -429,24 +454,28 @@ def _remove_tree(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _content_zip(content: Any) -> bytes:
+def _content_source(content: Any) -> tuple[bytes | None, S3Location | None]:
     if not isinstance(content, dict):
         raise ValidationError(
             f"1 validation error detected: Value '{content}' at 'content' failed to satisfy "
             "constraint: Member must be a structure"
         )
-    unsupported = sorted(k for k, val in content.items() if k != "ZipFile" and val is not None)
+    unsupported = sorted(
+        k
+        for k, val in content.items()
+        if k != "ZipFile" and k not in S3_MEMBERS and val is not None
+    )
     if unsupported:
         raise InvalidParameterValueError(
             f"Lamina does not support {', '.join('Content.' + k for k in unsupported)} yet: "
-            "upload the layer as Content.ZipFile."
+            "give the layer as Content.ZipFile or Content.S3Bucket and Content.S3Key."
         )
+    s3 = s3_location(content, "content.")
     if content.get("ZipFile") is None:
-        raise InvalidParameterValueError(
-            "Please provide a source for the layer: Content.ZipFile (S3 locations are not "
-            "supported)."
-        )
-    return packages.decode_zip_file(content["ZipFile"], "PublishLayerVersion")
+        if s3 is None:
+            raise InvalidParameterValueError(_NO_CONTENT)
+        return None, s3
+    return packages.decode_zip_file(content["ZipFile"], "PublishLayerVersion"), s3
 
 
 def _version_number(value: Any) -> int:

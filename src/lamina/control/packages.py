@@ -41,14 +41,15 @@ def decode_zip_file(value: object, operation: str) -> bytes:
         ) from None
 
 
-def check_package(data: bytes, operation: str) -> CheckedPackage:
+def check_package(data: bytes, operation: str, *, from_s3: bool = False) -> CheckedPackage:
     """Validate a zip as Lambda would, plus the safety rules for unpacking it here.
 
     Rejects: more than 50 MB zipped, not a zip, more than 250 MB unzipped (by the sizes the zip
     declares, which `zipfile` then enforces while reading), and entries that would land outside
-    the package root: absolute paths, `..` components and symlinks pointing out.
+    the package root: absolute paths, `..` components and symlinks pointing out. A package
+    read from S3 (`from_s3`) has no zipped limit of its own: `s3_code` bounds what it reads.
     """
-    if len(data) > limits.ZIP_UPLOAD_MAX_BYTES:
+    if not from_s3 and len(data) > limits.ZIP_UPLOAD_MAX_BYTES:
         raise RequestEntityTooLargeError(
             f"Request must be smaller than {limits.CREATE_REQUEST_MAX_BYTES} bytes for the "
             f"{operation} operation"

@@ -11,8 +11,13 @@ import json
 import re
 from typing import Any
 
-from lamina import limits
-from lamina.errors import InvalidParameterValueError, PreconditionFailedError, ValidationError
+from lamina import arns, limits
+from lamina.errors import (
+    InvalidParameterValueError,
+    LaminaError,
+    PreconditionFailedError,
+    ValidationError,
+)
 from lamina.models import (
     APPLICATION_LOG_LEVELS,
     DEFAULT_LOG_LEVEL,
@@ -69,6 +74,12 @@ class Constraints:
 
     def __init__(self) -> None:
         self._problems: list[str] = []
+        self._later: list[LaminaError] = []
+
+    def defer(self, error: LaminaError) -> None:
+        """A semantic refusal (InvalidParameterValueException...) found while checking: it is
+        raised by `check()` only if every model constraint held, as Lambda orders them."""
+        self._later.append(error)
 
     def fail(self, value: object, where: str, constraint: str) -> None:
         shown = "null" if value is None else f"'{value}'"
@@ -81,6 +92,8 @@ class Constraints:
         if n:
             noun = "error" if n == 1 else "errors"
             raise ValidationError(f"{n} validation {noun} detected: " + "; ".join(self._problems))
+        if self._later:
+            raise self._later[0]
 
     # Typed checks. Each returns the value if it passed, else None (and records why).
 
@@ -124,10 +137,18 @@ class Constraints:
 
 
 def function_name(c: Constraints, value: Any) -> str | None:
-    """A bare function name, as CreateFunction takes it (ARNs are parsed by `arns`)."""
-    return c.string(
-        value, "functionName", max_len=limits.FUNCTION_NAME_MAX_CHARS, pattern=_NAME, required=True
-    )
+    """A bare function name, as CreateFunction takes it (ARNs are parsed by `arns`). A name
+    that does not match is refused quoting the pattern of the model's FunctionName, as AWS
+    words it (the member takes ARNs too)."""
+    name = c.string(value, "functionName", max_len=limits.FUNCTION_NAME_MAX_CHARS, required=True)
+    if name is not None and not _NAME.fullmatch(name):
+        c.fail(
+            name,
+            "functionName",
+            f"Member must satisfy regular expression pattern: {arns.REF_PATTERN_TEXT}",
+        )
+        return None
+    return name
 
 
 def handler(c: Constraints, value: Any, *, required: bool) -> str | None:
@@ -211,13 +232,10 @@ def ephemeral_storage(c: Constraints, value: Any) -> int | None:
     )
 
 
-def runtime(c: Constraints, value: Any, *, required: bool) -> str | None:
-    """Lambda's enum first (ValidationException), then what this host can run."""
+def runtime(c: Constraints, value: Any) -> str | None:
+    """Lambda's enum first (ValidationException), then what this host can run. A create
+    without one is refused by `require_runtime`, after every model constraint was checked."""
     if value is None:
-        if required:
-            raise InvalidParameterValueError(
-                "The Runtime parameter is required when PackageType is Zip."
-            )
         return None
     if not isinstance(value, str) or value not in LAMBDA_RUNTIMES:
         c.fail(
@@ -266,7 +284,8 @@ def architectures(c: Constraints, value: Any) -> tuple[str, ...] | None:
     arch = value[0]
     if arch not in _ARCHITECTURES:
         c.fail(
-            value,
+            # as AWS prints a list in its messages: [a, b]
+            "[" + ", ".join(str(item) for item in value) + "]",
             "architectures",
             "Member must satisfy constraint: [Member must satisfy enum value set: [x86_64, arm64]]",
         )
@@ -312,23 +331,33 @@ def environment(c: Constraints, value: Any) -> dict[str, str] | None:
         return None
     reserved = sorted(k for k in variables if k in RESERVED_ENV_KEYS)
     if reserved:
-        raise InvalidParameterValueError(
-            "Lambda was unable to configure your environment variables because the environment "
-            "variables you have provided contains reserved keys that are currently not "
-            f"supported for modification. Reserved keys used in this request: "
-            f"{', '.join(reserved)}"
+        c.defer(
+            InvalidParameterValueError(
+                "Lambda was unable to configure your environment variables because the "
+                "environment variables you have provided contains reserved keys that are "
+                "currently not supported for modification. Reserved keys used in this request: "
+                f"{', '.join(reserved)}"
+            )
         )
+        return None
     network = variables.get(NETWORK_VARIABLE)
     if network is not None and network not in NETWORK_VALUES:
-        raise InvalidParameterValueError(
-            f"{NETWORK_VARIABLE} must be one of {', '.join(NETWORK_VALUES)} (got {network!r})."
+        c.defer(
+            InvalidParameterValueError(
+                f"{NETWORK_VARIABLE} must be one of {', '.join(NETWORK_VALUES)} (got {network!r})."
+            )
         )
+        return None
     measured = json.dumps(variables, separators=(",", ":"))
     if len(measured.encode()) > limits.ENVIRONMENT_MAX_BYTES:
-        raise InvalidParameterValueError(
-            "Lambda was unable to configure your environment variables because the environment "
-            "variables you have provided exceeded the 4KB limit. String measured: " + measured
+        c.defer(
+            InvalidParameterValueError(
+                "Lambda was unable to configure your environment variables because the "
+                "environment variables you have provided exceeded the 4KB limit. String "
+                "measured: " + measured
+            )
         )
+        return None
     return dict(variables)
 
 
@@ -362,6 +391,27 @@ _LOGGING_ENUMS = (
     ("ApplicationLogLevel", "applicationLogLevel", APPLICATION_LOG_LEVELS),
     ("SystemLogLevel", "systemLogLevel", SYSTEM_LOG_LEVELS),
 )
+
+
+_TRACING_MODES = ("Active", "PassThrough")
+
+
+def tracing_mode(c: Constraints, value: Any) -> str | None:
+    """`TracingConfig`'s Mode (None: not given, or given without a Mode)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        c.fail(value, "tracingConfig", "Member must be a structure")
+        return None
+    mode = value.get("Mode")
+    if mode is not None and mode not in _TRACING_MODES:
+        c.fail(
+            mode,
+            "tracingConfig.mode",
+            f"Member must satisfy enum value set: {_enum_text(_TRACING_MODES)}",
+        )
+        return None
+    return mode if isinstance(mode, str) else None
 
 
 def logging_config(c: Constraints, value: Any) -> dict[str, str] | None:
@@ -425,16 +475,27 @@ def merge_logging(current: LoggingConfig, given: dict[str, str]) -> LoggingConfi
     return LoggingConfig(log_format, application, system, group)
 
 
-def package_type(value: Any) -> None:
-    if value is None or value == "Zip":
-        return
+def package_type(c: Constraints, value: Any) -> None:
+    """The model's enum (a ValidationException with the others)."""
+    if value is not None and value not in ("Zip", "Image"):
+        c.fail(value, "packageType", "Member must satisfy enum value set: [Image, Zip]")
+
+
+def package_supported(value: Any) -> None:
+    """What Lamina deploys (after the model's constraints: InvalidParameterValueException)."""
     if value == "Image":
         raise InvalidParameterValueError(
             "PackageType Image is not supported by Lamina yet; deploy a Zip package."
         )
-    c = Constraints()
-    c.fail(value, "packageType", "Member must satisfy enum value set: [Image, Zip]")
-    c.check()
+
+
+def require_runtime(fields: dict[str, Any]) -> None:
+    """A Zip function names its runtime (checked after the model's constraints, as Lambda
+    does)."""
+    if "runtime" not in fields:
+        raise InvalidParameterValueError(
+            "The Runtime parameter is required when PackageType is Zip."
+        )
 
 
 # -- layers ------------------------------------------------------------------------

@@ -189,12 +189,24 @@ class Metrics:
             ["function", "reason"],
             registry=self.registry,
         )
+        self.signature_validation_errors = Counter(
+            "lamina_signature_validation_errors",
+            "Deployments accepted under a Warn code signing policy although the package "
+            "failed a check (Lambda's SignatureValidationErrors), by function and check: "
+            "Unsigned, Mismatch, Expiry, Revocation.",
+            ["function", "check"],
+            registry=self.registry,
+        )
         self._on_scrape: list[Callable[[], None]] = []
 
     def log_lost(self, function: str, reason: str, lines: int, size: int) -> None:
         """Count lines lost (the log writer and store call this; thread-safe)."""
         self.log_dropped_lines.labels(function, reason).inc(lines)
         self.log_dropped_bytes.labels(function, reason).inc(size)
+
+    def signature_warning(self, function: str, check: str) -> None:
+        """Count a package deployed under Warn that failed `check` (thread-safe)."""
+        self.signature_validation_errors.labels(function, check).inc()
 
     def on_scrape(self, refresh: Callable[[], None]) -> None:
         """Call `refresh` before each scrape (gauges that are cheaper to compute than to keep

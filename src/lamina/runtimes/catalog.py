@@ -104,8 +104,9 @@ DEPRECATED_RUNTIMES: frozenset[str] = frozenset(
     ]
 )
 
-PYTHON_RUNTIMES: tuple[str, ...] = tuple(f"python3.{minor}" for minor in range(9, 14))
-NODE_RUNTIMES: tuple[str, ...] = ("nodejs18.x", "nodejs20.x", "nodejs22.x")
+PYTHON_RUNTIMES: tuple[str, ...] = tuple(f"python3.{minor}" for minor in range(9, 15))
+#: nodejs24.x onwards refuse callback-style handlers (the bootstrap applies that rule)
+NODE_RUNTIMES: tuple[str, ...] = ("nodejs18.x", "nodejs20.x", "nodejs22.x", "nodejs24.x")
 PROVIDED_RUNTIMES: tuple[str, ...] = ("provided", "provided.al2", "provided.al2023")
 
 BOOTSTRAP_DIR = Path(__file__).resolve().parent
@@ -227,7 +228,12 @@ class RuntimeCatalog:
         for name in PYTHON_RUNTIMES:
             version = name.removeprefix("python")
             exe = _find_python(version)
-            if exe:
+            if not exe:
+                unavailable[name] = (
+                    f"no python{version} interpreter (looked in /usr/local/bin, /usr/bin, PATH "
+                    "and pyenv's versions)"
+                )
+            else:
                 found.append(
                     RuntimeInfo(
                         name=name,
@@ -248,6 +254,13 @@ class RuntimeCatalog:
                         family=Family.NODE,
                         version=version,
                     )
+                )
+        for name in NODE_RUNTIMES:
+            if all(r.name != name for r in found):
+                major = name.removeprefix("nodejs").removesuffix(".x")
+                unavailable[name] = (
+                    f"no Node.js {major} (`node` {major}.x in /usr/local/bin, /usr/bin, PATH or "
+                    "nvm's versions)"
                 )
         for name in PROVIDED_RUNTIMES:
             # The function's own `bootstrap` is the runtime: nothing to find on the host.

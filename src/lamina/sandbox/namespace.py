@@ -42,6 +42,7 @@ from typing import Any
 from lamina.sandbox._cgroups import MB, Cgroup, CgroupTree
 from lamina.sandbox._egress import EgressPolicy as EgressPolicy
 from lamina.sandbox._netns import RUNTIME_API_PORT, NetNamespace, NetworkFactory
+from lamina.sandbox._signals import signal_main_thread
 from lamina.sandbox._zygotes import Zygote, ZygoteError, close_fd, send
 from lamina.sandbox.api import (
     ExitCallback,
@@ -252,7 +253,7 @@ class NamespaceSandbox:
             with open(f"/proc/{child.pid}/task/{child.pid}/children") as f:
                 first = f.read().split()[:1]
             if first:
-                os.kill(int(first[0]), signal.SIGTERM)
+                signal_main_thread(int(first[0]), signal.SIGTERM)
         except (OSError, ValueError):
             pass  # gone already, or a kernel without the children file: killed later
 

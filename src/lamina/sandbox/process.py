@@ -24,6 +24,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
+from lamina.sandbox._signals import signal_main_thread
 from lamina.sandbox.api import (
     RUNTIME_UMASK,
     ExitCallback,
@@ -168,8 +169,8 @@ class ProcessSandbox:
 
     def terminate(self) -> None:
         if self._proc is not None and self._exit.status is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(self._proc.pid, signal.SIGTERM)
+            with contextlib.suppress(OSError):  # gone, or no longer ours
+                signal_main_thread(self._proc.pid, signal.SIGTERM)
 
     def init_done(self) -> None:
         pass

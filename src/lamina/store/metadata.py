@@ -57,6 +57,8 @@ from lamina.store.sealed import Sealer
 #: function (qualifier None) or one of its aliases or versions, deleted in the same
 #: transaction as it
 Dependent = Callable[[Connection, str, str | None], None]
+#: deletes another module's rows of a layer version (name, version) in the deleting transaction
+LayerDependent = Callable[[Connection, str, int], None]
 
 _CONFIG_COLUMNS = [c.name for c in function_versions.columns if c.name != "function_name"]
 _Layers = dict[tuple[str, str], tuple[FunctionLayer, ...]]
@@ -97,6 +99,9 @@ def _to_config(row: Any, layer_refs: _Layers, sealer: Sealer) -> FunctionConfig:
         logging=_to_logging(m["logging_config"]),
         kms_key_arn=m["kms_key_arn"],
         vpc=_to_vpc(m["vpc_config"]),
+        signed_by=(m["signed_by"][0], m["signed_by"][1]) if m["signed_by"] else None,
+        tracing_mode=m["tracing_mode"] or "PassThrough",
+        environment_given=bool(m["environment_given"]),
     )
 
 
@@ -215,6 +220,7 @@ def _config_values(config: FunctionConfig, sealer: Sealer) -> dict[str, Any]:
     values["logging_config"] = _logging_values(config.logging)
     values["vpc_config"] = _vpc_values(config.vpc)
     values["architectures"] = list(config.architectures)
+    values["signed_by"] = list(config.signed_by) if config.signed_by else None
     values["state"] = config.state.value
     values["last_update_status"] = config.last_update_status.value
     values["function_name"] = config.name
@@ -229,6 +235,7 @@ class MetadataStore:
         self._engine: Engine = create_engine(url)
         self._sealer = sealer
         self._dependents: list[Dependent] = []
+        self._layer_dependents: list[LayerDependent] = []
         if url.startswith("sqlite"):
             event.listen(self._engine, "connect", _sqlite_pragmas)
         metadata.create_all(self._engine)
@@ -261,6 +268,16 @@ class MetadataStore:
                 conn.exec_driver_sql("ALTER TABLE function_versions ADD COLUMN kms_key_arn TEXT")
             if "vpc_config" not in have:
                 conn.exec_driver_sql("ALTER TABLE function_versions ADD COLUMN vpc_config JSON")
+            if "signed_by" not in have:
+                conn.exec_driver_sql("ALTER TABLE function_versions ADD COLUMN signed_by JSON")
+            if "tracing_mode" not in have:
+                conn.exec_driver_sql(
+                    "ALTER TABLE function_versions ADD COLUMN tracing_mode VARCHAR(16)"
+                )
+            if "environment_given" not in have:
+                conn.exec_driver_sql(
+                    "ALTER TABLE function_versions ADD COLUMN environment_given BOOLEAN"
+                )
 
     @classmethod
     def sqlite(cls, path: Path, sealer: Sealer | None = None) -> MetadataStore:
@@ -285,6 +302,11 @@ class MetadataStore:
         """Have `delete` remove another module's rows of a function or alias being deleted,
         in the deleting transaction."""
         self._dependents.append(delete)
+
+    def add_layer_dependent(self, delete: LayerDependent) -> None:
+        """Have `delete` remove another module's rows of a layer version being deleted, in the
+        deleting transaction."""
+        self._layer_dependents.append(delete)
 
     def create_function(self, config: FunctionConfig, tags: dict[str, str]) -> bool:
         """Insert a new function with its `$LATEST`; False if the name is taken."""
@@ -315,6 +337,18 @@ class MetadataStore:
             return Function(
                 latest=_to_config(row, _load_layers(conn, [name]), self._sealer), tags=dict(tags[0])
             )
+
+    def function_tags(self, name: str) -> dict[str, str] | None:
+        """A function's tags; None if there is no such function."""
+        with self._tx() as conn:
+            row = conn.execute(select(functions.c.tags).where(functions.c.name == name)).first()
+            return dict(row[0]) if row is not None else None
+
+    def set_function_tags(self, name: str, tags: dict[str, str]) -> bool:
+        """Replace a function's tags; False if there is no such function."""
+        with self._tx() as conn:
+            done = conn.execute(update(functions).where(functions.c.name == name).values(tags=tags))
+            return done.rowcount == 1
 
     def get_version(self, name: str, version: str) -> FunctionConfig | None:
         with self._tx() as conn:
@@ -700,6 +734,8 @@ class MetadataStore:
                     layer_versions.c.layer_name == name, layer_versions.c.version == version
                 )
             )
+            for dependent in self._layer_dependents:
+                dependent(conn, name, version)
             return _to_layer_version(row)
 
     def layer_code_exists(self, sha256: str) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Column,
     DateTime,
     ForeignKey,
@@ -75,6 +76,12 @@ function_versions = Table(
     Column("kms_key_arn", Text),
     # VpcConfig (None: the function was never given one), see `_vpc_values`.
     Column("vpc_config", JSON),
+    # [SigningProfileVersionArn, SigningJobArn] of a package that passed code signing's checks
+    Column("signed_by", JSON),
+    # TracingConfig.Mode (None: PassThrough).
+    Column("tracing_mode", String(16)),
+    # Whether an Environment was given (None: only if it has variables, as rows before it).
+    Column("environment_given", Boolean),
 )
 
 # The layers of each function version, in merge order. The layer's digest and size are copied

@@ -25,6 +25,7 @@
 import path from 'node:path';
 import { ConnectionLost, FrozenPoller, RuntimeApiClient } from './client.mjs';
 import {
+  CallbackHandlerDeprecated,
   InvalidStreamingOperation,
   MalformedStreamingHandler,
   NodeJsExit,
@@ -48,6 +49,13 @@ let logError; // (message, error): how the runtime logs an error itself
 
 function isThenable(value) {
   return value && value.then && typeof value.then === 'function';
+}
+
+/** Lambda's Node.js runtimes from nodejs24.x on refuse callback-style handlers at init (the
+ * earlier ones accept them): the Lambda runtime is named in AWS_EXECUTION_ENV. */
+function callbacksRemoved() {
+  const m = /^AWS_Lambda_nodejs(\d+)\.x$/.exec(process.env.AWS_EXECUTION_ENV ?? '');
+  return m !== null && Number(m[1]) >= 24;
 }
 
 class Runtime {
@@ -103,6 +111,13 @@ class Runtime {
       this.streaming = true;
       const hwm = parseInt(handler[HANDLER_HIGHWATERMARK]);
       this.highWaterMark = Number.isNaN(hwm) ? undefined : hwm;
+    }
+    if (!this.isAsync && !this.streaming && handler.length >= 3 && callbacksRemoved()) {
+      throw new CallbackHandlerDeprecated(
+        'Lambda does not support callback-based function handlers (event, context, ' +
+          'callback) from Node.js 24 on: make the handler an async function that returns ' +
+          'its result, or use nodejs22.x.',
+      );
     }
     await this.client.connected;
     this.scheduleIteration();

@@ -10,6 +10,7 @@ export class MalformedHandlerName extends Error {}
 export class UserCodeSyntaxError extends Error {}
 export class MalformedStreamingHandler extends Error {}
 export class InvalidStreamingOperation extends Error {}
+export class CallbackHandlerDeprecated extends Error {}
 export class NodeJsExit extends Error {
   constructor() {
     super(
@@ -33,6 +34,7 @@ for (const cls of [
   UserCodeSyntaxError,
   MalformedStreamingHandler,
   InvalidStreamingOperation,
+  CallbackHandlerDeprecated,
   NodeJsExit,
   UnhandledPromiseRejection,
 ]) {
