@@ -60,6 +60,13 @@ class ProvisionedConcurrencyConfigNotFoundError(UserError):
     status = 404
 
 
+class RecursiveInvocationError(UserError):
+    """Invoke stopped by recursive loop detection."""
+
+    error_type = "RecursiveInvocationException"
+    status = 400
+
+
 class ResourceConflictError(UserError):
     error_type = "ResourceConflictException"
     status = 409

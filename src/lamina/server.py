@@ -180,6 +180,11 @@ def create_app(
 
     async def changed(name: str, version: str | None) -> None:
         scheduler.retire(name, version)
+        if version is None or functions.version(name, version) is None:
+            scheduler.limits.forget(name, version)
+        else:
+            # A new MemorySize changes what an environment counts against its provider.
+            functions.scaling.apply(name, version)
         config = functions.latest(name)
         if config is not None and version == LATEST:
             scheduler.prepare(config)
@@ -187,6 +192,11 @@ def create_app(
         images.ensure(_in_use(runtimes, functions.runtimes_in_use()))
 
     functions.subscribe(changed)
+    scheduler.check_startable = functions.runtime_management.check_startable
+    functions.scaling.on_limits = lambda config, high, provider, vcpus: (
+        scheduler.limits.set_version(config.name, config.version, high, provider, vcpus)
+    )
+    functions.capacity.on_provider = scheduler.limits.set_provider
     functions.provisioned.on_change = scheduler.provision
     functions.provisioned.status = scheduler.provisioned
     functions.add_code_user(scheduler.code_in_use)

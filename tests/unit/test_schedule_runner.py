@@ -28,7 +28,9 @@ class FakeQueue:
     def __init__(self) -> None:
         self.accepted: list[tuple[str, str | None, dict[str, Any]]] = []
 
-    async def accept(self, name: str, qualifier: str | None, payload: bytes, rid: str) -> None:
+    async def accept(
+        self, name: str, qualifier: str | None, payload: bytes, rid: str, trace: str = ""
+    ) -> None:
         self.accepted.append((name, qualifier, json.loads(payload)))
 
 

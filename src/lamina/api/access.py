@@ -42,9 +42,19 @@ _OPEN_PATHS = frozenset({"/health", "/metrics"})
 _CODE = re.compile(r"/lamina/code/[^/]+\.zip")
 # /<api-version>/functions/<name>[/<rest>]
 _FUNCTION = re.compile(
-    r"/(2015-03-31|2014-11-13|2017-10-31|2019-09-30|2019-09-25|2021-10-31|2020-06-30)/functions"
+    r"/(2015-03-31|2014-11-13|2017-10-31|2019-09-30|2019-09-25|2021-10-31|2020-06-30|"
+    r"2021-07-20|2024-08-31|2025-11-30)/functions"
     r"(?:/([^/]+)(/.*)?)?"
 )
+_CAPACITY = re.compile(r"/2025-11-30/capacity-providers(?:/([^/]+)(/function-versions)?)?")
+_CAPACITY_OPS = {
+    ("GET", False, False): "ListCapacityProviders",
+    ("POST", False, False): "CreateCapacityProvider",
+    ("GET", True, False): "GetCapacityProvider",
+    ("PUT", True, False): "UpdateCapacityProvider",
+    ("DELETE", True, False): "DeleteCapacityProvider",
+    ("GET", True, True): "ListFunctionVersionsByCapacityProvider",
+}
 _LAYERS = re.compile(r"/2018-10-31/layers(?:/([^/]+)/versions(?:/([^/]+)(/policy(?:/[^/]+)?)?)?)?")
 # A layer version's policy: (method, with a statement id?) -> operation
 _LAYER_POLICY_OPS = {
@@ -132,6 +142,12 @@ _FUNCTION_OPS: dict[tuple[str, str, str], tuple[str, bool]] = {
     ("2021-10-31", "/url", "PUT"): ("UpdateFunctionUrlConfig", True),
     ("2021-10-31", "/url", "DELETE"): ("DeleteFunctionUrlConfig", True),
     ("2021-10-31", "/urls", "GET"): ("ListFunctionUrlConfigs", False),
+    ("2021-07-20", "/runtime-management-config", "GET"): ("GetRuntimeManagementConfig", True),
+    ("2021-07-20", "/runtime-management-config", "PUT"): ("PutRuntimeManagementConfig", True),
+    ("2024-08-31", "/recursion-config", "GET"): ("GetFunctionRecursionConfig", False),
+    ("2024-08-31", "/recursion-config", "PUT"): ("PutFunctionRecursionConfig", False),
+    ("2025-11-30", "/function-scaling-config", "GET"): ("GetFunctionScalingConfig", True),
+    ("2025-11-30", "/function-scaling-config", "PUT"): ("PutFunctionScalingConfig", True),
     ("2020-06-30", "/code-signing-config", "PUT"): ("PutFunctionCodeSigningConfig", False),
     ("2020-06-30", "/code-signing-config", "GET"): ("GetFunctionCodeSigningConfig", False),
     ("2020-06-30", "/code-signing-config", "DELETE"): ("DeleteFunctionCodeSigningConfig", False),
@@ -176,6 +192,8 @@ class AccessMap:
             return False
         if path == "/":
             return True
+        if method == "POST" and path.rstrip("/") == "/2025-11-30/capacity-providers":
+            return True  # CreateCapacityProvider names its provider in the body
         m = _FUNCTION.fullmatch(path.rstrip("/") or "/")
         if m is None:
             return False
@@ -217,6 +235,9 @@ class AccessMap:
         m = _LAYERS.fullmatch(trimmed)
         if m is not None:
             return self._layer(method, m, query)
+        m = _CAPACITY.fullmatch(trimmed)
+        if m is not None:
+            return self._capacity(method, m, body)
         m = _TAGS.fullmatch(trimmed)
         if m is not None:
             operation = _TAG_OPS.get(method)
@@ -314,6 +335,22 @@ class AccessMap:
         if operation is None:
             return AccessRequest(UNKNOWN, "*")
         return AccessRequest(f"lambda:{operation}", f"{layer}:{version}")
+
+    def _capacity(self, method: str, m: re.Match[str], body: bytes | None) -> AccessRequest:
+        """Capacity providers act on `capacity-provider:NAME` (a name given as an ARN is
+        taken as is); the listing on `*`."""
+        operation = _CAPACITY_OPS.get((method, m[1] is not None, m[2] is not None))
+        if operation is None:
+            return AccessRequest(UNKNOWN, "*")
+        name: Any = m[1]
+        if operation == "CreateCapacityProvider":
+            name = _json(body).get("CapacityProviderName")
+        if not isinstance(name, str) or not name:
+            return AccessRequest(f"lambda:{operation}", "*")
+        if name.startswith("arn:"):
+            return AccessRequest(f"lambda:{operation}", name)
+        resource = f"arn:aws:lambda:{self.region}:{self.account}:capacity-provider:{name}"
+        return AccessRequest(f"lambda:{operation}", resource)
 
     def _code_signing(self, method: str, m: re.Match[str]) -> AccessRequest:
         """Creating and listing act on `*`; the rest on the configuration's ARN (as given:

@@ -18,6 +18,7 @@ from lamina import __version__
 from lamina.api import (
     access_keys,
     aliases,
+    capacity,
     code_signing,
     concurrency,
     event_invoke,
@@ -31,6 +32,7 @@ from lamina.api import (
     roles,
     tags,
 )
+from lamina.api import function_settings as settings_api
 from lamina.api import functions as fn
 from lamina.api.authn import Authn
 from lamina.api.authz import Authorize
@@ -60,6 +62,10 @@ _LAYERS = "/2018-10-31/layers"
 _LAYER_POLICY = _LAYERS + "/{name}/versions/{version}/policy"
 _EVENT_INVOKE = "/2019-09-25/functions/{name}/event-invoke-config"
 _URL = "/2021-10-31/functions/{name}/url"
+_RUNTIME_MGMT = "/2021-07-20/functions/{name}/runtime-management-config"
+_RECURSION = "/2024-08-31/functions/{name}/recursion-config"
+_CP = "/2025-11-30/capacity-providers"
+_SCALING = "/2025-11-30/functions/{name}/function-scaling-config"
 # A runtime's ARN has slashes (`runtime/...`): the whole rest of the path.
 _POLICY = "/2026-07-09/resource-policy/{arn:path}"
 _CSC = "/2020-04-22/code-signing-configs"
@@ -280,6 +286,22 @@ def build_app(
         Route(
             _LAYERS + "/{name}/versions/{version}", layers.delete_layer_version, methods=["DELETE"]
         ),
+        Route(_RUNTIME_MGMT, settings_api.get_runtime_management_config, methods=["GET"]),
+        Route(_RUNTIME_MGMT, settings_api.put_runtime_management_config, methods=["PUT"]),
+        Route(_RECURSION, settings_api.get_function_recursion_config, methods=["GET"]),
+        Route(_RECURSION, settings_api.put_function_recursion_config, methods=["PUT"]),
+        Route(_CP, capacity.list_capacity_providers, methods=["GET"]),
+        Route(_CP, capacity.create_capacity_provider, methods=["POST"]),
+        Route(_CP + "/{name}", capacity.get_capacity_provider, methods=["GET"]),
+        Route(_CP + "/{name}", capacity.update_capacity_provider, methods=["PUT"]),
+        Route(_CP + "/{name}", capacity.delete_capacity_provider, methods=["DELETE"]),
+        Route(
+            _CP + "/{name}/function-versions",
+            capacity.list_function_versions_by_capacity_provider,
+            methods=["GET"],
+        ),
+        Route(_SCALING, capacity.get_function_scaling_config, methods=["GET"]),
+        Route(_SCALING, capacity.put_function_scaling_config, methods=["PUT"]),
         Route("/2017-03-31/tags/{arn}", tags.tag_resource, methods=["POST"]),
         Route("/2017-03-31/tags/{arn}", tags.untag_resource, methods=["DELETE"]),
         Route("/2017-03-31/tags/{arn}", tags.list_tags, methods=["GET"]),

@@ -55,6 +55,10 @@ async def dispatch(request: Request) -> Response:
             raise ValidationError(nulls)
         if len(raw) > MAX_REQUEST_BYTES and target.endswith("PutEvents"):
             raise ValidationError("Total size of the entries in the request is over the limit.")
+        if handler is put_events:
+            # The caller's trace header: a function's PutEvents continues its chain.
+            trace = request.headers.get("x-amzn-trace-id", "")
+            return aws_json_response(await put_events(body, state, trace))
         return aws_json_response(await handler(body, state))
     except _Serialization as e:
         return aws_json_error("SerializationException", e.message, 400)
@@ -210,7 +214,7 @@ async def list_targets_by_rule(body: dict[str, Any], state: AppState) -> dict[st
     return out
 
 
-async def put_events(body: dict[str, Any], state: AppState) -> dict[str, Any]:
+async def put_events(body: dict[str, Any], state: AppState, trace: str = "") -> dict[str, Any]:
     entries = [
         EntryInput(
             source=e.get("Source"),
@@ -222,7 +226,7 @@ async def put_events(body: dict[str, Any], state: AppState) -> dict[str, Any]:
         )
         for e in _entries(body, "Entries")
     ]
-    results = await _bus(state).put_events(entries)
+    results = await _bus(state).put_events(entries, trace)
     return {
         "FailedEntryCount": sum(1 for r in results if r.error_code),
         "Entries": [

@@ -48,6 +48,7 @@ _CREATE_MEMBERS = {
     "VpcConfig",
     "TracingConfig",
     "Publish",
+    "CapacityProviderConfig",
     "CodeSigningConfigArn",
 }
 _UPDATE_CONFIG_MEMBERS = {
@@ -66,6 +67,7 @@ _UPDATE_CONFIG_MEMBERS = {
     "VpcConfig",
     "TracingConfig",
     "RevisionId",
+    "CapacityProviderConfig",
 }
 _UPDATE_CODE_MEMBERS = {"ZipFile", *S3_MEMBERS, "Architectures", "RevisionId", "Publish"}
 
@@ -81,6 +83,16 @@ def _arn(request: Request, config: FunctionConfig, ref: FunctionRef | None = Non
     return app_state(request).functions.arn(config.name, qualifier)
 
 
+def _configuration(request: Request, config: FunctionConfig, arn: str) -> dict[str, Any]:
+    functions = app_state(request).functions
+    return function_configuration(
+        config,
+        arn,
+        functions.runtime_management.configured_arn(config),
+        functions.capacity.wire_config(config),
+    )
+
+
 #: what Lambda's list operations leave out of each configuration (GetFunction has them)
 _NOT_LISTED = (
     "State",
@@ -89,15 +101,14 @@ _NOT_LISTED = (
     "LastUpdateStatus",
     "LastUpdateStatusReason",
     "LastUpdateStatusReasonCode",
-    "RuntimeVersionConfig",
 )
 
 
 def _listed(request: Request, config: FunctionConfig, *, qualify_latest: bool) -> dict[str, Any]:
     """A configuration as ListFunctions and ListVersionsByFunction show it: the subset of
     members Lambda lists."""
-    out = function_configuration(
-        config, _listed_arn(request, config, qualify_latest=qualify_latest)
+    out = _configuration(
+        request, config, _listed_arn(request, config, qualify_latest=qualify_latest)
     )
     for key in _NOT_LISTED:
         out.pop(key, None)
@@ -157,7 +168,16 @@ async def create_function(request: Request) -> Response:
             req.s3_code = {k: code[k] for k in S3_MEMBERS if k in code}
             if code.get("ZipFile") is not None:
                 req.zip_file = packages.decode_zip_file(code["ZipFile"], "CreateFunction")
+    capacity = state.functions.capacity
+    attachment = None
+    if body.get("CapacityProviderConfig") is not None:
+        # Checked before the function exists, so that a refusal leaves nothing behind.
+        archs = body.get("Architectures")
+        arch = archs[0] if isinstance(archs, list) and archs else "x86_64"
+        attachment = capacity.check_function_config(body["CapacityProviderConfig"], str(arch))
     config = await state.functions.create(req, body.get("CodeSigningConfigArn"))
+    if attachment is not None:
+        await capacity.attach(config, attachment)
     if publish:
         published = await state.functions.publish(state.functions.ref(config.name))
         # As created: the version is as pending as the function.
@@ -169,7 +189,7 @@ async def create_function(request: Request) -> Response:
         )
     # Lambda's answer names the function itself (Version says which version was published),
     # and, the function being still in creation, carries no LastUpdateStatus yet.
-    out = function_configuration(config, state.functions.arn(config.name))
+    out = _configuration(request, config, state.functions.arn(config.name))
     del out["LastUpdateStatus"]
     return json_response(out, status=201)
 
@@ -181,7 +201,7 @@ async def get_function(request: Request) -> Response:
     )
     fn = await state.functions.get(ref)
     out = {
-        "Configuration": function_configuration(fn.latest, _arn(request, fn.latest, ref)),
+        "Configuration": _configuration(request, fn.latest, _arn(request, fn.latest, ref)),
         "Code": {"RepositoryType": "S3", "Location": code_url(request, fn.latest.code_sha256)},
     }
     refused = _tags_refused(request, state.functions.arn(ref.name))
@@ -217,7 +237,7 @@ async def get_function_configuration(request: Request) -> Response:
         request.path_params["name"], request.query_params.get("Qualifier"), namespaced=True
     )
     config = await state.functions.get_config(ref)
-    return json_response(function_configuration(config, _arn(request, config, ref)))
+    return json_response(_configuration(request, config, _arn(request, config, ref)))
 
 
 async def list_functions(request: Request) -> Response:
@@ -265,7 +285,7 @@ async def update_function_code(request: Request) -> Response:
             last_update_status_reason=config.last_update_status_reason,
             last_update_status_reason_code=config.last_update_status_reason_code,
         )
-    return json_response(function_configuration(config, _arn(request, config)))
+    return json_response(_configuration(request, config, _arn(request, config)))
 
 
 async def update_function_configuration(request: Request) -> Response:
@@ -273,8 +293,16 @@ async def update_function_configuration(request: Request) -> Response:
     ref = state.functions.ref(request.path_params["name"])
     body = await json_body(request)
     req = function_input(body, allowed=_UPDATE_CONFIG_MEMBERS)
+    attachment = None
+    if body.get("CapacityProviderConfig") is not None:
+        current = state.functions.require(ref.name)
+        attachment = state.functions.capacity.check_function_config(
+            body["CapacityProviderConfig"], current.architectures[0]
+        )
     config = await state.functions.update_config(ref, req)
-    return json_response(function_configuration(config, state.functions.arn(config.name)))
+    if attachment is not None:
+        await state.functions.capacity.attach(config, attachment)
+    return json_response(_configuration(request, config, state.functions.arn(config.name)))
 
 
 async def delete_function(request: Request) -> Response:
@@ -300,7 +328,7 @@ async def publish_version(request: Request) -> Response:
     config = await state.functions.publish(
         ref, body.get("CodeSha256"), body.get("Description"), body.get("RevisionId")
     )
-    return json_response(function_configuration(config, _arn(request, config)), status=201)
+    return json_response(_configuration(request, config, _arn(request, config)), status=201)
 
 
 async def list_versions(request: Request) -> Response:

@@ -17,6 +17,7 @@ from lamina.arns import FunctionRef
 from lamina.errors import (
     InvalidParameterValueError,
     InvalidRequestContentError,
+    RecursiveInvocationError,
     RequestTooLargeError,
     ResourceConflictError,
     ServiceError,
@@ -59,9 +60,17 @@ async def invoke(request: Request) -> Response:
     request_id = ids.request_id()
     if invocation_type == "DryRun":
         return Response(status_code=204, headers={"x-amzn-RequestId": request_id})
+    caller_trace = headers.get("x-amzn-trace-id")
     if invocation_type == "Event":
-        await _accept(state, ref, payload, request_id)
+        await _accept(state, ref, payload, request_id, caller_trace)
         return Response(status_code=202, headers={"x-amzn-RequestId": request_id})
+    trace, allowed = functions.recursion.trace(ref.name, caller_trace)
+    if not allowed:
+        state.metrics.recursive_invocations_dropped.labels(ref.name).inc()
+        raise RecursiveInvocationError(
+            "Lambda has detected your function being invoked in a recursive loop with other "
+            "AWS resources and stopped your function's invocation."
+        )
     try:
         result = await state.scheduler.invoke(
             config,
@@ -71,7 +80,7 @@ async def invoke(request: Request) -> Response:
                 invoked_arn=functions.arn(ref.name, ref.qualifier),
                 client_context=client_context,
                 tenant_id=_tenant_id(headers.get("x-amz-tenant-id")),
-                trace_id=ids.trace_id(),
+                trace_id=trace,
                 log_tail=log_type == "Tail",
             ),
         )
@@ -102,7 +111,8 @@ async def invoke_async(request: Request) -> Response:
     _require_active(state.functions.resolve(ref))
     payload = _json(payload)
     request_id = ids.request_id()
-    await _accept(state, ref, payload, request_id)
+    trace = request.headers.get("x-amzn-trace-id")
+    await _accept(state, ref, payload, request_id, trace)
     return json_response({"Status": 202}, status=202, headers={"x-amzn-RequestId": request_id})
 
 
@@ -124,11 +134,12 @@ def _tenant_id(value: str | None) -> str | None:
 
 
 def _invoke_headers(request: Request) -> dict[str, str]:
-    """The X-Amz-* headers of an Invoke request, by lower-case name (ASGI gives them so)."""
+    """The X-Amz-* headers (X-Amzn-Trace-Id among them) of an Invoke request, by lower-case
+    name (ASGI gives them so)."""
     return {
         name.decode("latin-1"): value.decode("latin-1")
         for name, value in request.scope["headers"]
-        if name.startswith(b"x-amz-")
+        if name.startswith(b"x-amz")
     }
 
 
@@ -170,10 +181,13 @@ def _require_active(config: FunctionConfig) -> None:
         )
 
 
-async def _accept(state: AppState, ref: FunctionRef, payload: bytes, request_id: str) -> None:
-    """Queue an asynchronous invocation; it is durable when this returns."""
+async def _accept(
+    state: AppState, ref: FunctionRef, payload: bytes, request_id: str, trace: str | None
+) -> None:
+    """Queue an asynchronous invocation; it is durable when this returns. `trace` is the
+    caller's trace header (its Lineage is counted when the event runs)."""
     try:
-        await state.async_queue.accept(ref.name, ref.qualifier, payload, request_id)
+        await state.async_queue.accept(ref.name, ref.qualifier, payload, request_id, trace or "")
     except OSError as e:
         if is_disk_full(e):
             raise StorageFullError("the event") from None

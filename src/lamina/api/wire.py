@@ -67,7 +67,12 @@ def code_url(request: Request, sha256: str) -> str:
     return f"{url}?{signer.query(path)}" if signer is not None else url
 
 
-def function_configuration(config: FunctionConfig, arn: str) -> dict[str, Any]:
+def function_configuration(
+    config: FunctionConfig,
+    arn: str,
+    runtime_version_arn: str | None = None,
+    capacity_provider_config: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     out: dict[str, Any] = {
         "FunctionName": config.name,
         "FunctionArn": arn,
@@ -116,6 +121,10 @@ def function_configuration(config: FunctionConfig, arn: str) -> dict[str, Any]:
     ):
         if value is not None:
             out[key] = value
+    if runtime_version_arn is not None:
+        out["RuntimeVersionConfig"] = {"RuntimeVersionArn": runtime_version_arn}
+    if capacity_provider_config is not None:
+        out["CapacityProviderConfig"] = capacity_provider_config
     return out
 
 

@@ -28,6 +28,7 @@ from lamina.control import listing, packages
 from lamina.control import validation as v
 from lamina.control import vpc as vpcs
 from lamina.control.aliases import AliasService, is_alias_name
+from lamina.control.capacity_providers import CapacityProviders
 from lamina.control.code_signing import CodeSigning
 from lamina.control.concurrency import ReservedConcurrency
 from lamina.control.event_invoke import EventInvokeConfigs
@@ -41,8 +42,11 @@ from lamina.control.function_policies import FunctionPolicies
 from lamina.control.function_urls import FunctionUrls
 from lamina.control.layers import LayerService, opt_key
 from lamina.control.provisioned import ProvisionedConcurrency
+from lamina.control.recursion import RecursionConfigs
 from lamina.control.resource_policies import ResourcePolicies
+from lamina.control.runtime_management import RuntimeManagement
 from lamina.control.s3_code import S3CodeFetcher, S3Location, s3_constraints, s3_location
+from lamina.control.scaling import FunctionScaling
 from lamina.control.tags import CodeSigningConfigTags, FunctionTags, TagService, check_tag_limits
 from lamina.errors import (
     InvalidParameterValueError,
@@ -66,8 +70,10 @@ from lamina.networks import VpcDirectory
 from lamina.runtimes.catalog import RuntimeCatalog
 from lamina.settings import Settings
 from lamina.store import CodeStore, MetadataStore, StoredCode, UnsafePackageError
+from lamina.store.capacity import CapacityStore
 from lamina.store.code_signing import CodeSigningStore
 from lamina.store.function_policies import FunctionPolicyStore
+from lamina.store.function_settings import FunctionSettingsStore
 from lamina.store.function_urls import FunctionUrlStore
 
 log = logging.getLogger(__name__)
@@ -141,6 +147,19 @@ class FunctionService:
         self.urls = FunctionUrls(self, FunctionUrlStore(metadata))
         #: resource-based policies per function, version or alias
         self.policies = FunctionPolicies(self, FunctionPolicyStore(metadata))
+        function_settings = FunctionSettingsStore(metadata)
+        #: UpdateRuntimeOn per `$LATEST` or version, and the host's runtime version ARNs
+        self.runtime_management = RuntimeManagement(self, function_settings, runtimes, settings)
+        #: RecursiveLoop per function, and the trace Lineage that counts a chain
+        self.recursion = RecursionConfigs(self, function_settings)
+        capacity_store = CapacityStore(metadata)
+        #: capacity providers (named shares of this host's CPU) and the versions on them
+        self.capacity = CapacityProviders(
+            self, capacity_store, settings, lambda: set(runtimes.architectures)
+        )
+        #: Min/MaxExecutionEnvironments of versions on a capacity provider
+        self.scaling = FunctionScaling(self, capacity_store, self.capacity)
+        self.capacity.on_attach = self.scaling.apply
         #: whole policy documents by resource ARN (the same policies as `policies`)
         self.resource_policies = ResourcePolicies(self, settings.region, settings.account_id)
         #: tags by resource ARN; other kinds of resources register their own holders
@@ -171,6 +190,10 @@ class FunctionService:
         await self.event_invoke.load()
         await self.urls.load()
         await self.policies.load()
+        await self.runtime_management.load()
+        await self.recursion.load()
+        await self.capacity.load()
+        await self.scaling.load()
         await self.layers.policies.load()
         await self.signing.load()
         # A crash between forgetting a function and deleting its code leaves orphans.
@@ -293,6 +316,10 @@ class FunctionService:
 
     def arn(self, name: str, qualifier: str | None = None) -> str:
         return function_arn(self._settings.region, self._settings.account_id, name, qualifier)
+
+    def not_found(self, name: str, qualifier: str | None = None) -> ResourceNotFoundError:
+        """Lambda's error for a function (or version, alias) that does not exist."""
+        return self._not_found(name, qualifier)
 
     def _not_found(self, name: str, qualifier: str | None = None) -> ResourceNotFoundError:
         return ResourceNotFoundError(f"Function not found: {self.arn(name, qualifier)}")
@@ -583,6 +610,7 @@ class FunctionService:
         self._refuse_unsupported(req)
         if "runtime" in changes:
             v.runtime_available(changes["runtime"], self._runtimes)
+            self.runtime_management.check_runtime_change(ref.name, changes["runtime"])
         if "role" in changes:
             self.check_role(changes["role"])
         self._check_dead_letter(ref.name, changes)
@@ -652,6 +680,10 @@ class FunctionService:
             self.event_invoke.forget_function(ref.name)
             self.urls.forget_function(ref.name)
             self.policies.forget_function(ref.name)
+            self.runtime_management.forget(ref.name, None)
+            self.recursion.forget_function(ref.name)
+            self.scaling.forget(ref.name, None)
+            self.capacity.forget(ref.name, None)
             self.signing.forget_function(ref.name)
         finally:
             self._busy.discard(ref.name)
@@ -683,6 +715,9 @@ class FunctionService:
             self._versions.pop((name, version), None)
             self.event_invoke.forget(name, version)
             self.policies.forget(name, version)
+            self.runtime_management.forget(name, version)
+            self.scaling.forget(name, version)
+            self.capacity.forget(name, version)
         finally:
             self._busy.discard(name)
         await self._notify(name, version)
@@ -747,6 +782,7 @@ class FunctionService:
             )
             if ok:
                 self._latest[latest.name] = latest
+            await self.capacity.published(published.name, published.version)
         finally:
             self._busy.discard(ref.name)
         await self._notify(ref.name, published.version)
@@ -798,6 +834,10 @@ class FunctionService:
             raise v.stale_revision()
         self._latest[new.name] = new
         await self._notify(new.name, LATEST)
+
+    async def notify(self, name: str, version: str | None) -> None:
+        """Tell the listeners that what a version runs changed (see `subscribe`)."""
+        await self._notify(name, version)
 
     async def _notify(self, name: str, version: str | None) -> None:
         for listener in self._listeners:

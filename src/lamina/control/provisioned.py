@@ -56,6 +56,9 @@ class ProvisionedConcurrency:
         self.on_change: Callable[[FunctionConfig, int], None] | None = None
         #: `(version config) -> (ready, failure)`
         self.status: Callable[[FunctionConfig], tuple[int, str | None]] | None = None
+        #: environments kept warm per version whatever its provisioned concurrency
+        #: (a function scaling config's MinExecutionEnvironments), by (name, version)
+        self._floors: dict[tuple[str, str], int] = {}
 
     async def load(self) -> None:
         for name, qualifier, requested, at in await self._functions.run(
@@ -86,8 +89,21 @@ class ProvisionedConcurrency:
             and (target := self._target(name, qualifier)) is not None
             and target.version == config.version
         )
+        total = max(total, self._floors.get((config.name, config.version), 0))
         if self.on_change is not None:
             self.on_change(config, total)
+
+    def set_floor(self, config: FunctionConfig, count: int) -> None:
+        """Keep at least `count` environments of the version started (0: no floor)."""
+        if count:
+            self._floors[(config.name, config.version)] = count
+        else:
+            self._floors.pop((config.name, config.version), None)
+        self._apply(config)
+
+    def ready(self, config: FunctionConfig) -> int:
+        """Environments of the version started ahead and ready now."""
+        return self.status(config)[0] if self.status is not None else 0
 
     async def put(self, ref: FunctionRef, requested: Any) -> ProvisionedConfig:
         c = v.Constraints()
@@ -164,6 +180,12 @@ class ProvisionedConcurrency:
     def forget_function(self, name: str) -> None:
         for key in [k for k in self._configs if k[0] == name]:
             del self._configs[key]
+        for key in [k for k in self._floors if k[0] == name]:
+            del self._floors[key]
+
+    def drop_floor(self, name: str, version: str) -> None:
+        """A version with a floor is gone (its environments go with it)."""
+        self._floors.pop((name, version), None)
 
     def _existing(self, ref: FunctionRef) -> str:
         """The qualifier of a configuration that exists (else Lambda's not-found error)."""

@@ -58,6 +58,7 @@ from lamina.settings import Settings
 from lamina.store.event_queue import (
     EVENT_AGE_EXCEEDED,
     FUNCTION_NOT_FOUND,
+    RECURSIVE_LOOP,
     RETRIES_EXHAUSTED,
     DroppedEvent,
     EventStore,
@@ -166,11 +167,17 @@ class AsyncQueue:
             self._push(event)
 
     async def accept(
-        self, name: str, qualifier: str | None, payload: bytes, request_id: str
+        self,
+        name: str,
+        qualifier: str | None,
+        payload: bytes,
+        request_id: str,
+        trace: str = "",
     ) -> None:
         """Store one event durably and queue it. Raises OSError if it could not be stored
-        (then it was not accepted)."""
-        event = QueuedEvent(request_id, name, qualifier, payload, self._clock())
+        (then it was not accepted). `trace` is the caller's X-Amzn-Trace-Id, if any: its
+        Lineage is counted when the event runs (recursive loop detection)."""
+        event = QueuedEvent(request_id, name, qualifier, payload, self._clock(), trace=trace)
         await self._store.add([event])
         self._count(name, "accepted")
         self._hold(event)
@@ -356,11 +363,16 @@ class AsyncQueue:
             self._count(name, "throttled")
             self._requeue_later(lane, event)
             return
+        trace, allowed = self._functions.recursion.trace(name, event.trace or None)
+        if not allowed:
+            self._metrics.recursive_invocations_dropped.labels(name).inc()
+            await self._give_up(event, settings, RECURSIVE_LOOP, config, payload)
+            return
         request = InvokeRequest(
             request_id=event.id,
             payload=payload,
             invoked_arn=self._functions.arn(name, qualifier),
-            trace_id=ids.trace_id(),
+            trace_id=trace,
         )
         try:
             result = await self._scheduler.invoke(config, request)
@@ -389,11 +401,11 @@ class AsyncQueue:
         event.attempts += 1
         self._last[event.id] = _Attempt(result, 200)
         if result.function_error is None:
-            await self._succeed(event, config, settings, payload, result)
+            await self._succeed(event, config, settings, payload, trace)
         elif event.attempts <= settings.retry_attempts:
             await self._retry(event, settings)
         else:
-            await self._give_up(event, settings, RETRIES_EXHAUSTED, config, payload)
+            await self._give_up(event, settings, RETRIES_EXHAUSTED, config, payload, trace)
 
     def _cpu_share_window(self, name: str) -> int:
         """How many of the function's environments it takes to use every CPU of the host,
@@ -438,12 +450,12 @@ class AsyncQueue:
         config: FunctionConfig,
         settings: EventInvokeConfig,
         payload: bytes,
-        result: InvokeResult,
+        trace: str,
     ) -> None:
         follow_ups = []
         if settings.on_success:
             record = self._record(event, "Success", payload)
-            follow_ups.append(self._follow_up(settings.on_success, record))
+            follow_ups.append(self._follow_up(settings.on_success, record, trace))
         await self._finish(event, follow_ups)
         self._count(event.function_name, "succeeded")
         if follow_ups:
@@ -466,9 +478,11 @@ class AsyncQueue:
         reason: str,
         config: FunctionConfig | None = None,
         payload: bytes | None = None,
+        trace: str = "",
     ) -> None:
         """The event failed for good: tell its OnFailure destination and its dead-letter
-        target, and keep the record of why."""
+        target, and keep the record of why. `trace` is the header the event ran with: the
+        destinations continue its chain."""
         if payload is None:
             payload = event.payload or await self._store.payload(event.id) or b"null"
         if config is None:
@@ -476,9 +490,9 @@ class AsyncQueue:
         follow_ups = []
         if settings.on_failure:
             record = self._record(event, reason, payload)
-            follow_ups.append(self._follow_up(settings.on_failure, record))
+            follow_ups.append(self._follow_up(settings.on_failure, record, trace))
         if config is not None and config.dead_letter_target:
-            follow_ups.append(self._follow_up(config.dead_letter_target, payload))
+            follow_ups.append(self._follow_up(config.dead_letter_target, payload, trace))
         last = self._last.get(event.id)
         detail = ""
         if last is not None and last.result is not None and last.result.function_error:
@@ -549,12 +563,15 @@ class AsyncQueue:
 
     # -- records ---------------------------------------------------------------------------
 
-    def _follow_up(self, target_arn: str, payload: bytes) -> QueuedEvent:
-        """An event for a destination or dead-letter function (validated when configured)."""
+    def _follow_up(self, target_arn: str, payload: bytes, trace: str = "") -> QueuedEvent:
+        """An event for a destination or dead-letter function (validated when configured),
+        in the same chain of requests as `trace`."""
         ref: FunctionRef = parse_function_ref(
             target_arn, region=self._settings.region, account=self._settings.account_id
         )
-        return QueuedEvent(ids.request_id(), ref.name, ref.qualifier, payload, self._clock())
+        return QueuedEvent(
+            ids.request_id(), ref.name, ref.qualifier, payload, self._clock(), trace=trace
+        )
 
     def _record(self, event: QueuedEvent, condition: str, payload: bytes) -> bytes:
         """Lambda's invocation record, as destinations receive it."""

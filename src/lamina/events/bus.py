@@ -111,7 +111,10 @@ class EventBus:
             "detail": detail,
         }
 
-    async def put_events(self, entries: Sequence[EntryInput]) -> list[EntryResult]:
+    async def put_events(self, entries: Sequence[EntryInput], trace: str = "") -> list[EntryResult]:
+        """PutEvents. `trace` is the caller's X-Amzn-Trace-Id: the targets' invocations
+        continue its chain (recursive loop detection counts a rule's loop back to a
+        function that put the event)."""
         results = []
         for entry in entries:
             try:
@@ -120,7 +123,7 @@ class EventBus:
                 results.append(EntryResult(error_code=e.code, error_message=e.message))
                 continue
             try:
-                await self.deliver(event, self._rules.matching(event))
+                await self.deliver(event, self._rules.matching(event), trace)
             except OSError as e:
                 log.error("events: could not queue event %s: %s", event["id"], e)
                 results.append(
@@ -133,7 +136,7 @@ class EventBus:
             results.append(EntryResult(event_id=event["id"]))
         return results
 
-    async def deliver(self, event: dict[str, Any], rules: Sequence[Rule]) -> int:
+    async def deliver(self, event: dict[str, Any], rules: Sequence[Rule], trace: str = "") -> int:
         """Queue `event` for every target of `rules`; the number of targets it went to.
         Raises OSError if the queue could not store one (those before it are queued)."""
         sent = 0
@@ -153,7 +156,7 @@ class EventBus:
                     continue
                 try:
                     await self._queue.accept(
-                        d.function_name, d.qualifier, d.payload, ids.request_id()
+                        d.function_name, d.qualifier, d.payload, ids.request_id(), trace
                     )
                 except LaminaError as e:  # e.g. a payload over the async limit
                     self._failed(rule, "rejected")

@@ -144,6 +144,13 @@ class Metrics:
             ["function", "outcome"],
             registry=self.registry,
         )
+        self.recursive_invocations_dropped = Counter(
+            "lamina_recursive_invocations_dropped",
+            "Invocations stopped by recursive loop detection (Lambda's "
+            "RecursiveInvocationsDropped), by function.",
+            ["function"],
+            registry=self.registry,
+        )
         self.events_failed_invocations = Counter(
             "lamina_events_failed_invocations",
             "EventBridge target invocations that failed before reaching the asynchronous queue "

@@ -45,6 +45,7 @@ from lamina.scheduler.lambda_env import (
     LAMBDA_TASK_ROOT,
     lambda_environment,
 )
+from lamina.scheduler.limits import EnvironmentLimits
 from lamina.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -372,6 +373,11 @@ class Scheduler:
         self._on_code_released = on_code_released
         self._pools: dict[tuple[str, str], Pool] = {}
         self._draining: set[Pool] = set()
+        #: scaling configs' MaxExecutionEnvironments and capacity providers' MaxVCpuCount
+        self.limits = EnvironmentLimits()
+        #: raises (InvalidRuntimeError) for a version that may not start environments here:
+        #: one pinned to a runtime version the host no longer runs (control sets it)
+        self.check_startable: Callable[[FunctionConfig], None] = lambda config: None
         self._tasks: set[asyncio.Task[None]] = set()
         self._reaper: asyncio.Task[None] | None = None
         #: throttle counters by (function, reason), made on first use
@@ -398,7 +404,13 @@ class Scheduler:
         """Run one invocation; TooManyRequestsError at once if it is over a concurrency limit."""
         pool = self._pool(config)
         try:
-            with self.concurrency.hold(config.name) as lease:
+            # Most versions have no such limits: skip their bookkeeping (the hot path).
+            limited = (
+                self.limits.hold(config.name, config.version)
+                if self.limits.applies(config.name, config.version)
+                else contextlib.nullcontext()
+            )
+            with self.concurrency.hold(config.name) as lease, limited:
                 return await pool.invoke(request, lease)
         except TooManyRequestsError as throttled:  # the lease's or the memory capacity's
             reason = str(throttled.fields["Reason"])
@@ -513,6 +525,7 @@ class Scheduler:
                 f"The runtime {config.runtime} is not available on this host (available: "
                 f"{', '.join(self._runtimes.names()) or 'none'})."
             )
+        self.check_startable(config)
         task_root = self._task_root(config.code_sha256)
         layered = self._opt_dir is not None and bool(config.layers)
         if self._opt_dir is not None:

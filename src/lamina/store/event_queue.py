@@ -28,6 +28,8 @@ from lamina._batches import batches
 EVENT_AGE_EXCEEDED = "EventAgeExceeded"
 RETRIES_EXHAUSTED = "RetriesExhausted"
 FUNCTION_NOT_FOUND = "FunctionNotFound"
+#: stopped by recursive loop detection (the chain ran the function 16 times already)
+RECURSIVE_LOOP = "RecursiveInvocationException"
 
 
 @dataclass(eq=False)
@@ -48,6 +50,8 @@ class QueuedEvent:
     attempts: int = 0
     #: epoch seconds before which it may not run (a retry's back-off)
     due: float = 0.0
+    #: the X-Ray trace header it arrived with (its `Lineage` counts a recursive chain)
+    trace: str = ""
 
 
 @dataclass(frozen=True)
@@ -107,7 +111,8 @@ _SCHEMA = (
         payload BLOB NOT NULL,
         enqueued_at REAL NOT NULL,
         attempts INTEGER NOT NULL DEFAULT 0,
-        due REAL NOT NULL DEFAULT 0
+        due REAL NOT NULL DEFAULT 0,
+        trace TEXT NOT NULL DEFAULT ''
     )""",
     """CREATE TABLE IF NOT EXISTS dropped_events (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -120,6 +125,10 @@ _SCHEMA = (
         dropped_at REAL NOT NULL,
         detail TEXT NOT NULL DEFAULT ''
     )""",
+)
+_INSERT_EVENT = (
+    "INSERT INTO events (id, function_name, qualifier, payload, enqueued_at, attempts, due, "
+    "trace) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 #: records of dropped events kept (the oldest are pruned past this)
 _DROPPED_KEEP = 10_000
@@ -147,6 +156,9 @@ class SqliteEventStore:
         conn.execute("PRAGMA synchronous=FULL")
         for statement in _SCHEMA:
             conn.execute(statement)
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
+        if "trace" not in columns:  # a queue made before recursion detection came
+            conn.execute("ALTER TABLE events ADD COLUMN trace TEXT NOT NULL DEFAULT ''")
         self._thread = threading.Thread(
             target=self._write_forever, args=(conn,), name="lamina-event-store", daemon=True
         )
@@ -156,12 +168,21 @@ class SqliteEventStore:
 
     async def add(self, events: Sequence[QueuedEvent]) -> None:
         rows = [
-            (e.id, e.function_name, e.qualifier, e.payload, e.enqueued_at, e.attempts, e.due)
+            (
+                e.id,
+                e.function_name,
+                e.qualifier,
+                e.payload,
+                e.enqueued_at,
+                e.attempts,
+                e.due,
+                e.trace,
+            )
             for e in events
         ]
 
         def op(conn: sqlite3.Connection) -> None:
-            conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            conn.executemany(_INSERT_EVENT, rows)
 
         await self._submit(op)
 
@@ -172,13 +193,22 @@ class SqliteEventStore:
         dropped: DroppedEvent | None = None,
     ) -> None:
         rows = [
-            (e.id, e.function_name, e.qualifier, e.payload, e.enqueued_at, e.attempts, e.due)
+            (
+                e.id,
+                e.function_name,
+                e.qualifier,
+                e.payload,
+                e.enqueued_at,
+                e.attempts,
+                e.due,
+                e.trace,
+            )
             for e in follow_ups
         ]
 
         def op(conn: sqlite3.Connection) -> None:
             if rows:
-                conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+                conn.executemany(_INSERT_EVENT, rows)
             if dropped is not None:
                 d = dropped
                 conn.execute(
@@ -229,9 +259,11 @@ class SqliteEventStore:
             budget = with_payload_bytes
             for row in conn.execute(
                 "SELECT id, function_name, qualifier, enqueued_at, attempts, due, "
-                "length(payload) FROM events ORDER BY enqueued_at"
+                "length(payload), trace FROM events ORDER BY enqueued_at"
             ):
-                events.append(QueuedEvent(row[0], row[1], row[2], None, row[3], row[4], row[5]))
+                events.append(
+                    QueuedEvent(row[0], row[1], row[2], None, row[3], row[4], row[5], row[7])
+                )
                 budget -= row[6]
                 if budget >= 0:
                     # Read one at a time: the whole backlog's payloads may not fit in memory.
