@@ -168,9 +168,9 @@ def create_app(
         backend,
         runtimes,
         metrics,
-        task_root=functions.task_root,
+        task_root=functions.code.task_root,
         opt_dir=functions.layers.opt_dir,
-        on_code_released=functions.release_code,
+        on_code_released=functions.code.release_code,
         log_store=log_store,
         credentials=_role_credentials(keys) if keys is not None else None,
         images=images,
@@ -199,7 +199,7 @@ def create_app(
     functions.capacity.on_provider = scheduler.limits.set_provider
     functions.provisioned.on_change = scheduler.provision
     functions.provisioned.status = scheduler.provisioned
-    functions.add_code_user(scheduler.code_in_use)
+    functions.code.add_user(scheduler.code_in_use)
     event_store = SqliteEventStore(settings.events_db_path)
     async_queue = AsyncQueue(settings, event_store, functions, scheduler, metrics)
 

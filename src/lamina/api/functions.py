@@ -352,7 +352,7 @@ async def download_code(request: Request) -> Response:
     sha = request.path_params["sha256"]
     path = None
     if len(sha) == 64 and sha.isalnum():
-        path = state.functions.zip_path(sha) or await state.functions.layers.zip_path(sha)
+        path = state.functions.code.zip_path(sha) or await state.functions.layers.zip_path(sha)
     if path is None:
         raise ResourceNotFoundError("No such code package.")
     return FileResponse(path, media_type="application/zip")

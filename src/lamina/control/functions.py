@@ -13,18 +13,15 @@ import asyncio
 import logging
 import re
 import uuid
-import zipfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
-from pathlib import Path
 from typing import Any, TypeVar
 
 from lamina.arns import FunctionRef, function_arn, parse_function_ref
-from lamina.control import listing, packages
+from lamina.control import listing
 from lamina.control import validation as v
 from lamina.control import vpc as vpcs
 from lamina.control.aliases import AliasService, is_alias_name
@@ -32,6 +29,7 @@ from lamina.control.capacity_providers import CapacityProviders
 from lamina.control.code_signing import CodeSigning
 from lamina.control.concurrency import ReservedConcurrency
 from lamina.control.event_invoke import EventInvokeConfigs
+from lamina.control.function_code import FunctionCode
 from lamina.control.function_input import (
     FunctionInput,
     checked_tags,
@@ -40,12 +38,12 @@ from lamina.control.function_input import (
 )
 from lamina.control.function_policies import FunctionPolicies
 from lamina.control.function_urls import FunctionUrls
-from lamina.control.layers import LayerService, opt_key
+from lamina.control.layers import LayerService
 from lamina.control.provisioned import ProvisionedConcurrency
 from lamina.control.recursion import RecursionConfigs
 from lamina.control.resource_policies import ResourcePolicies
 from lamina.control.runtime_management import RuntimeManagement
-from lamina.control.s3_code import S3CodeFetcher, S3Location, s3_constraints, s3_location
+from lamina.control.s3_code import S3CodeFetcher, s3_constraints, s3_location
 from lamina.control.scaling import FunctionScaling
 from lamina.control.tags import CodeSigningConfigTags, FunctionTags, TagService, check_tag_limits
 from lamina.errors import (
@@ -69,7 +67,7 @@ from lamina.models import (
 from lamina.networks import VpcDirectory
 from lamina.runtimes.catalog import RuntimeCatalog
 from lamina.settings import Settings
-from lamina.store import CodeStore, MetadataStore, StoredCode, UnsafePackageError
+from lamina.store import CodeStore, MetadataStore, UnsafePackageError
 from lamina.store.capacity import CapacityStore
 from lamina.store.code_signing import CodeSigningStore
 from lamina.store.function_policies import FunctionPolicyStore
@@ -126,15 +124,18 @@ class FunctionService:
         #: published versions, by (name, version): immutable once made
         self._versions: dict[tuple[str, str], FunctionConfig] = {}
         self._busy: set[str] = set()  # names with a create/update/delete under way
-        # Held from storing code until a version references it, and while deciding to delete
-        # code: without it a create could reuse a package the collector is removing.
-        self._code_lock = asyncio.Lock()
         self._listeners: list[ChangeListener] = []
-        self._code_users: list[Callable[[str], bool]] = []
-        #: reads packages named by an S3 location (`--s3-endpoint`)
-        self._s3 = S3CodeFetcher(settings.s3_endpoint, settings.region)
+        #: packages (uploaded or from `--s3-endpoint`), merged layers, and their removal
+        self.code = FunctionCode(
+            code,
+            metadata,
+            S3CodeFetcher(settings.s3_endpoint, settings.region),
+            self._run,
+            self._all_configs,
+        )
         #: the layer operations, which share this service's worker and code lock
-        self.layers = LayerService(settings, metadata, code, keeper=self)
+        self.layers = LayerService(settings, metadata, code, keeper=self.code)
+        self.code.merges = self.layers.merges
         #: the alias operations, which share this service's worker
         self.aliases = AliasService(self, metadata)
         #: reserved concurrency and the account's limits
@@ -171,9 +172,6 @@ class FunctionService:
             "code-signing-config",
             CodeSigningConfigTags(self.signing.read_tags, self.signing.write_tags),
         )
-        # Merged /opt directory (by key) -> the code of every version that has run with it:
-        # the directory stays while an environment may still run one of them.
-        self._opt_users: dict[str, set[str]] = {}
         #: refuses a Role Lambda could not assume (the server sets RoleService's check)
         self.check_role: Callable[[str], None] = lambda arn: None
 
@@ -203,13 +201,13 @@ class FunctionService:
                 await self._run(self._code.remove, sha)
         for config in configs:
             if config.layers:
-                self._track_opt(config)
+                self.code.track_opt(config)
                 try:
                     await self._run(self.layers.merges.build, config.layers)
                 except (OSError, UnsafePackageError) as e:
                     log.error("could not merge the layers of %s: %s", config.name, e)
-        async with self._code_lock:
-            await self._sweep_opt_locked()
+        async with self.code.lock:
+            await self.code.sweep_opt_locked()
 
     def subscribe(self, listener: ChangeListener) -> None:
         """Call `listener(name, version)` after a function was created, its `$LATEST` changed,
@@ -236,12 +234,8 @@ class FunctionService:
     def _all_configs(self) -> list[FunctionConfig]:
         return [*self._latest.values(), *self._versions.values()]
 
-    def add_code_user(self, in_use: Callable[[str], bool]) -> None:
-        """Code that `in_use(sha)` says is still running is not deleted."""
-        self._code_users.append(in_use)
-
     def close(self) -> None:
-        self._s3.close()
+        self.code.close()
         self._worker.shutdown(wait=True)
         self._metadata.close()
 
@@ -259,36 +253,6 @@ class FunctionService:
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking store work on the control worker (which serialises writers)."""
         return await self._run(fn, *args)
-
-    async def fetch_package(
-        self, zip_file: bytes | None, s3: S3Location | None, missing: str
-    ) -> tuple[bytes, bool]:
-        """The package a request names, as (bytes, whether it came from S3): the uploaded
-        zip, or the object read from the S3 endpoint. `missing` is the error when neither is
-        given. Call it before taking the code lock: reading S3 may take a while."""
-        if s3 is not None:
-            if zip_file is not None:
-                raise InvalidParameterValueError(
-                    "Please don't provide both a ZipFile and an S3 location for the code."
-                )
-            return await self._s3.fetch(s3), True
-        if zip_file is None:
-            raise InvalidParameterValueError(missing)
-        return zip_file, False
-
-    @asynccontextmanager
-    async def storing_code(
-        self, data: bytes, operation: str, *, from_s3: bool = False
-    ) -> AsyncIterator[StoredCode]:
-        """Check and store a package, holding the code lock until the block has recorded a
-        reference to it; if the block raises, the package is released again."""
-        async with self._code_lock:
-            stored = await self._store_code(data, operation, from_s3=from_s3)
-            try:
-                yield stored
-            except BaseException:
-                await self._release_code_locked(stored.sha256)
-                raise
 
     # -- names ---------------------------------------------------------------------
 
@@ -434,15 +398,6 @@ class FunctionService:
             return rows, listing.encode_marker("ListFunctions", rows[-1].name)
         return rows, None
 
-    def task_root(self, sha256: str) -> Path:
-        return self._code.task_dir(sha256)
-
-    def zip_path(self, sha256: str) -> Path | None:
-        """The stored package with this digest, if a function uses it."""
-        path = self._code.zip_path(sha256)
-        in_use = any(c.code_sha256 == sha256 for c in self._all_configs())
-        return path if in_use and path.is_file() else None
-
     # -- writes --------------------------------------------------------------------
 
     async def create(
@@ -496,7 +451,7 @@ class FunctionService:
         with self.signing.holding(signing):
             self._busy.add(name)
             try:
-                package, from_s3 = await self.fetch_package(req.zip_file, s3, _NO_CODE)
+                package, from_s3 = await self.code.fetch_package(req.zip_file, s3, _NO_CODE)
                 signed_by = None
                 if signing is not None:
                     signed_by = await self._run(self.signing.check, name, signing, package)
@@ -515,28 +470,28 @@ class FunctionService:
                     signed_by=signed_by,
                     **fields,
                 )
-                async with self._code_lock:
+                async with self.code.lock:
                     # Layers first: a refused layer leaves no code behind.
                     layers = await self._take_layers(layer_arns or [], ())
                     if signing is not None and layers:
                         await self._run(self._check_layer_signatures, name, signing, layers)
-                    stored = await self._store_code(package, "CreateFunction", from_s3=from_s3)
+                    stored = await self.code.store(package, "CreateFunction", from_s3=from_s3)
                     config = replace(
                         draft, code_sha256=stored.sha256, code_size=stored.size, layers=layers
                     )
                     try:
-                        await self._merge_layers(layers)
+                        await self.code.merge_layers(layers)
                         created = await self._run(
                             self._metadata.create_function, config, tags or {}
                         )
                     except BaseException:
-                        await self._release_code_locked(stored.sha256)
+                        await self.code.release_locked(stored.sha256)
                         raise
                     if not created:
-                        await self._release_code_locked(stored.sha256)
+                        await self.code.release_locked(stored.sha256)
                         raise ResourceConflictError(f"Function already exist: {name}")
                     self._latest[name] = config
-                    self._track_opt(config)
+                    self.code.track_opt(config)
                 if signing is not None:
                     await self.signing.link_new(name, signing)
             finally:
@@ -571,13 +526,13 @@ class FunctionService:
             raise InvalidParameterValueError(_NO_CODE)
         current = self._begin_update(ref.name, revision_id)
         try:
-            package, from_s3 = await self.fetch_package(zip_file, s3, _NO_CODE)
+            package, from_s3 = await self.code.fetch_package(zip_file, s3, _NO_CODE)
             signing = self.signing.of_function(ref.name)
             signed_by = None
             if signing is not None:
                 signed_by = await self._run(self.signing.check, ref.name, signing, package)
-            async with self._code_lock:
-                stored = await self._store_code(package, "UpdateFunctionCode", from_s3=from_s3)
+            async with self.code.lock:
+                stored = await self.code.store(package, "UpdateFunctionCode", from_s3=from_s3)
                 new = replace(
                     current,
                     code_sha256=stored.sha256,
@@ -591,13 +546,13 @@ class FunctionService:
                 try:
                     await self._commit(current, new)
                 except BaseException:
-                    await self._release_code_locked(stored.sha256)
+                    await self.code.release_locked(stored.sha256)
                     raise
-                self._track_opt(new)
+                self.code.track_opt(new)
         finally:
             self._busy.discard(ref.name)
         if current.code_sha256 != new.code_sha256:
-            await self._release_code(current.code_sha256)
+            await self.code.release_code(current.code_sha256)
         return _as_accepted(new)
 
     async def update_config(self, ref: FunctionRef, req: FunctionInput) -> FunctionConfig:
@@ -626,25 +581,25 @@ class FunctionService:
             else:
                 # Under the code lock: the merged /opt must not be swept before the new
                 # configuration that uses it is committed.
-                async with self._code_lock:
+                async with self.code.lock:
                     layers = await self._take_layers(layer_arns, current.layers)
                     signing = self.signing.of_function(ref.name)
                     if signing is not None and layers:
                         await self._run(self._check_layer_signatures, ref.name, signing, layers)
-                    await self._merge_layers(layers)
+                    await self.code.merge_layers(layers)
                     new = self._updated(current, {**changes, "layers": layers})
                     await self._commit(current, new)
-                    self._track_opt(new)
+                    self.code.track_opt(new)
         finally:
             self._busy.discard(ref.name)
         dropped = {lay.code_sha256 for lay in current.layers} - {
             lay.code_sha256 for lay in new.layers
         }
         for sha in dropped:
-            await self._release_code(sha)
+            await self.code.release_code(sha)
         if current.layers != new.layers and not dropped:
-            async with self._code_lock:
-                await self._sweep_opt_locked()
+            async with self.code.lock:
+                await self.code.sweep_opt_locked()
         return _as_accepted(new)
 
     def _updated(self, current: FunctionConfig, changes: dict[str, Any]) -> FunctionConfig:
@@ -728,7 +683,7 @@ class FunctionService:
         shas = {c.code_sha256 for c in configs}
         shas |= {lay.code_sha256 for c in configs for lay in c.layers}
         for sha in shas:
-            await self._release_code(sha)
+            await self.code.release_code(sha)
 
     # -- versions ------------------------------------------------------------------
 
@@ -772,7 +727,7 @@ class FunctionService:
             if published is None:
                 raise v.stale_revision()
             self._versions[(published.name, published.version)] = published
-            self._track_opt(published)
+            self.code.track_opt(published)
             # Publishing is a change of the function: Lambda gives `$LATEST` a new RevisionId
             # (a caller holding the old one must re-read). Its content is unchanged, so the
             # change listeners (which retire environments) are not told.
@@ -846,38 +801,6 @@ class FunctionService:
             except Exception:
                 log.exception("change listener failed for %s", name)
 
-    async def _store_code(self, data: bytes, operation: str, *, from_s3: bool = False) -> Any:
-        checked = await self._run(partial(packages.check_package, from_s3=from_s3), data, operation)
-        try:
-            return await self._run(self._code.put, checked.data)
-        except UnsafePackageError as e:
-            raise packages.unzip_failed(str(e)) from None
-        except (zipfile.BadZipFile, EOFError, ValueError, UnicodeDecodeError):
-            raise packages.unzip_failed() from None
-        except OSError as e:
-            if is_disk_full(e):
-                raise StorageFullError("the code") from None
-            log.exception("storing code failed")
-            raise ServiceError(f"Lamina could not store the code: {e.strerror}") from None
-
-    async def _release_code(self, sha256: str) -> None:
-        """Delete code no version references and no environment runs."""
-        async with self._code_lock:
-            await self._release_code_locked(sha256)
-
-    async def _release_code_locked(self, sha256: str) -> None:
-        # Environments that stopped may have been the last users of a merged /opt.
-        await self._sweep_opt_locked()
-        if any(in_use(sha256) for in_use in self._code_users):
-            return
-        if await self._run(self._metadata.code_in_use, sha256):
-            return
-        await self._run(self._code.remove, sha256)
-
-    async def release_code(self, sha256: str) -> None:
-        """Delete this code if nothing uses it any more (and merged layers no one uses)."""
-        await self._release_code(sha256)
-
     # -- layers --------------------------------------------------------------------
 
     async def _take_layers(
@@ -896,30 +819,3 @@ class FunctionService:
             except OSError as e:
                 raise ServiceError(f"Lamina could not read the layer {layer.arn}: {e}") from None
             self.signing.check(name, signing, data)
-
-    async def _merge_layers(self, layers: tuple[FunctionLayer, ...]) -> None:
-        """Build the function's /opt now, so that starting an environment does no file work.
-        Call with the code lock held (the layers' code must stay while they are merged)."""
-        try:
-            await self._run(self.layers.merges.build, layers)
-        except UnsafePackageError as e:
-            raise InvalidParameterValueError(f"The layers cannot be merged: {e}.") from None
-        except OSError as e:
-            log.exception("merging layers failed")
-            raise ServiceError(f"Lamina could not merge the layers: {e}") from None
-
-    def _track_opt(self, config: FunctionConfig) -> None:
-        key = opt_key(config.layers)
-        if key is not None:
-            self._opt_users.setdefault(key, set()).add(config.code_sha256)
-
-    async def _sweep_opt_locked(self) -> None:
-        """Remove merged /opt directories that no function uses and no environment may be
-        running with (environments are known by their code: a conservative test)."""
-        keep = {opt_key(c.layers) for c in self._all_configs()} - {None}
-        for key, shas in self._opt_users.items():
-            if any(in_use(sha) for sha in shas for in_use in self._code_users):
-                keep.add(key)
-        await self._run(self.layers.merges.sweep, {k for k in keep if k is not None})
-        for key in [k for k in self._opt_users if k not in keep]:
-            del self._opt_users[key]
