@@ -63,3 +63,6 @@ ASYNC_EVENT_AGE_DEFAULT_S: Final = 21_600
 # JSON from callers (Lamina's own limit; Lambda documents none). Deeper documents are refused
 # as malformed: parsing and re-encoding recurse once per level, and Python's stack is finite.
 JSON_MAX_DEPTH: Final = 500
+#: Lambda's quota on a resource-based policy: a function's (per function, version or alias)
+#: and a layer version's
+RESOURCE_POLICY_MAX_BYTES = 20 * 1024

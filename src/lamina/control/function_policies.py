@@ -11,18 +11,17 @@ must not touch the database. The store deletes a policy with its function, versi
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from lamina.arns import FunctionRef
-from lamina.auth.policy import Policy, parse, policy_json
+from lamina.auth.policy import Policy, policy_json
 from lamina.control import validation as v
+from lamina.control.stored_policies import StoredPolicy, check_size, statements_of
 from lamina.errors import (
     InvalidParameterValueError,
-    PolicyLengthExceededError,
     PreconditionFailedError,
     ResourceConflictError,
     ResourceNotFoundError,
@@ -48,8 +47,6 @@ _ORG_ID = re.compile(r"o-[a-z0-9]{10,32}")
 # A service principal: `events.amazonaws.com`, `s3.amazonaws.com`, `elasticloadbalancing...`.
 _SERVICE = re.compile(r"[a-z0-9-]+(\.[a-z0-9-]+)*\.(amazonaws\.com|amazon\.com)")
 _AUTH_TYPES = ("NONE", "AWS_IAM")
-#: Lambda's quota on a function's resource-based policy (per function, version or alias)
-POLICY_MAX_BYTES = 20 * 1024
 
 
 @dataclass
@@ -68,13 +65,6 @@ class PermissionInput:
     revision_id: Any = None
 
 
-@dataclass(frozen=True)
-class StoredPolicy:
-    text: str
-    revision_id: str
-    policy: Policy
-
-
 class FunctionPolicies:
     def __init__(self, functions: FunctionService, store: FunctionPolicyStore) -> None:
         self._functions = functions
@@ -88,8 +78,7 @@ class FunctionPolicies:
     async def load(self) -> None:
         stored = await self._functions.run(self._store.all)
         self._policies = {
-            key: StoredPolicy(text, revision, parse(text, resource_policy=True))
-            for key, (text, revision) in stored.items()
+            key: StoredPolicy.of(text, revision) for key, (text, revision) in stored.items()
         }
 
     # -- reads ---------------------------------------------------------------------
@@ -120,7 +109,7 @@ class FunctionPolicies:
                 current is None or current.revision_id != req.revision_id
             ):
                 raise _stale_revision()
-            statements = _statements(current)
+            statements = statements_of(current)
             if any(s.get("Sid") == statement["Sid"] for s in statements):
                 raise ResourceConflictError(
                     f"The statement id ({statement['Sid']}) provided already exists. Please "
@@ -147,7 +136,7 @@ class FunctionPolicies:
                 raise _no_policy()
             if revision_id is not None and revision_id != current.revision_id:
                 raise _stale_revision()
-            statements = _statements(current)
+            statements = statements_of(current)
             kept = [s for s in statements if s.get("Sid") != statement_id]
             if len(kept) == len(statements):
                 raise ResourceNotFoundError(
@@ -196,11 +185,7 @@ class FunctionPolicies:
         """Store the policy of `statements` (none: no policy), or the whole document `text`."""
         if statements is not None:
             text = policy_json(statements) if statements else None
-        if text is not None and len(text.encode()) > POLICY_MAX_BYTES:
-            raise PolicyLengthExceededError(
-                f"The final policy size ({len(text.encode())}) is bigger than the limit "
-                f"({POLICY_MAX_BYTES})."
-            )
+        check_size(text)
         revision = str(uuid.uuid4())
         expect = current.revision_id if current is not None else None
         written = await self._functions.run(
@@ -215,7 +200,7 @@ class FunctionPolicies:
         if text is None:
             self._policies.pop(key, None)
         else:
-            self._policies[key] = StoredPolicy(text, revision, parse(text, resource_policy=True))
+            self._policies[key] = StoredPolicy.of(text, revision)
 
     def _resolve(self, ref: FunctionRef) -> tuple[str, str]:
         """The policy key `ref` names: the function must exist, and the version or alias."""
@@ -314,13 +299,6 @@ class FunctionPolicies:
 def _key(qualifier: str | None) -> str:
     """The store's qualifier: "" for the unqualified function (`$LATEST` is the same one)."""
     return "" if qualifier in (None, "", LATEST) else str(qualifier)
-
-
-def _statements(current: StoredPolicy | None) -> list[Any]:
-    if current is None:
-        return []
-    statements = json.loads(current.text)["Statement"]
-    return list(statements) if isinstance(statements, list) else [statements]
 
 
 def _no_policy() -> ResourceNotFoundError:

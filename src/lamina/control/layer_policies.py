@@ -12,18 +12,16 @@ CreateFunction or UpdateFunctionConfiguration attaches (see `api.authz`).
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from lamina.auth.policy import Policy, parse, policy_json
+from lamina.auth.policy import Policy, policy_json
 from lamina.control import validation as v
+from lamina.control.stored_policies import StoredPolicy, check_size, statements_of
 from lamina.errors import (
     InvalidParameterValueError,
-    PolicyLengthExceededError,
     PreconditionFailedError,
     ResourceConflictError,
     ResourceNotFoundError,
@@ -39,8 +37,6 @@ _ACTION = re.compile(r"lambda:GetLayerVersion")
 _PRINCIPAL = re.compile(r"\d{12}|\*|arn:(aws[a-zA-Z-]*):iam::\d{12}:root")
 _ORG_ID = re.compile(r"o-[a-z0-9]{10,32}")
 _ACCOUNT = re.compile(r"\d{12}")
-#: Lambda's quota on a layer version's policy, as on a function's
-POLICY_MAX_BYTES = 20 * 1024
 
 
 class LayerVersions(Protocol):
@@ -55,27 +51,19 @@ class LayerVersions(Protocol):
     async def run(self, fn: Callable[..., T], *args: Any) -> T: ...
 
 
-@dataclass(frozen=True)
-class _Stored:
-    text: str
-    revision_id: str
-    policy: Policy
-
-
 class LayerPolicies:
     def __init__(self, layers: LayerVersions, store: LayerPolicyStore) -> None:
         self._layers = layers
         self._store = store
         #: (layer name, version) -> its policy
-        self._policies: dict[tuple[str, int], _Stored] = {}
+        self._policies: dict[tuple[str, int], StoredPolicy] = {}
         # Add and remove read, change and write the whole document: one write at a time.
         self._writing = asyncio.Lock()
 
     async def load(self) -> None:
         stored = await self._layers.run(self._store.all)
         self._policies = {
-            key: _Stored(text, revision, parse(text, resource_policy=True))
-            for key, (text, revision) in stored.items()
+            key: StoredPolicy.of(text, revision) for key, (text, revision) in stored.items()
         }
 
     def policy_for(self, name: str, version: int) -> Policy | None:
@@ -136,7 +124,7 @@ class LayerPolicies:
             current = self._policies.get(key)
             if revision_id is not None and (current is None or current.revision_id != revision_id):
                 raise _stale_revision()
-            statements = _statements(current)
+            statements = statements_of(current)
             if any(s.get("Sid") == sid for s in statements):
                 raise ResourceConflictError(
                     f"The statement id ({sid}) provided already exists. Please provide a new "
@@ -158,7 +146,7 @@ class LayerPolicies:
             current = self._policies.get(key)
             if revision_id is not None and (current is None or current.revision_id != revision_id):
                 raise _stale_revision()
-            statements = _statements(current)
+            statements = statements_of(current)
             kept = [s for s in statements if s.get("Sid") != statement_id]
             if len(kept) == len(statements):
                 raise ResourceNotFoundError(
@@ -178,14 +166,10 @@ class LayerPolicies:
             ) from None
 
     async def _write(
-        self, key: tuple[str, int], current: _Stored | None, statements: list[Any]
+        self, key: tuple[str, int], current: StoredPolicy | None, statements: list[Any]
     ) -> str:
         text = policy_json(statements) if statements else None
-        if text is not None and len(text.encode()) > POLICY_MAX_BYTES:
-            raise PolicyLengthExceededError(
-                f"The final policy size ({len(text.encode())}) is bigger than the limit "
-                f"({POLICY_MAX_BYTES})."
-            )
+        check_size(text)
         revision = str(uuid.uuid4())
         expect = current.revision_id if current is not None else None
         written = await self._layers.run(
@@ -197,18 +181,12 @@ class LayerPolicies:
         if text is None:
             self._policies.pop(key, None)
         else:
-            self._policies[key] = _Stored(text, revision, parse(text, resource_policy=True))
+            self._policies[key] = StoredPolicy.of(text, revision)
         return revision
 
 
 def _root(principal: str) -> str:
     return f"arn:aws:iam::{principal}:root" if _ACCOUNT.fullmatch(principal) else principal
-
-
-def _statements(current: _Stored | None) -> list[Any]:
-    if current is None:
-        return []
-    return list(json.loads(current.text)["Statement"])
 
 
 def _stale_revision() -> PreconditionFailedError:

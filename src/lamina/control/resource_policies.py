@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 from lamina.arns import FunctionRef
 from lamina.auth.policy import PolicyError, parse
 from lamina.control import validation as v
-from lamina.control.function_policies import POLICY_MAX_BYTES
 from lamina.errors import InvalidParameterValueError, ResourceNotFoundError
+from lamina.limits import RESOURCE_POLICY_MAX_BYTES
 from lamina.models import LATEST
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ class ResourcePolicies:
         """PutResourcePolicy: replace the policy; its text and new revision id."""
         c = v.Constraints()
         ref = self._ref(arn, c, check=False)
-        text = c.string(policy, "policy", max_len=POLICY_MAX_BYTES, required=True)
+        text = c.string(policy, "policy", max_len=RESOURCE_POLICY_MAX_BYTES, required=True)
         if text == "":
             c.fail(text, "policy", "Member must have length greater than or equal to 1")
         revision = c.string(revision_id, "revisionId", max_len=36, pattern=_REVISION)
