@@ -121,13 +121,7 @@ class CapacityStore:
         """Set (None: remove) a version's CapacityProviderConfig; False if the version or
         the provider is gone."""
         with self._engine.begin() as conn:
-            exists = conn.execute(
-                select(function_versions.c.version).where(
-                    function_versions.c.function_name == function_name,
-                    function_versions.c.version == version,
-                )
-            ).first()
-            if exists is None:
+            if not _version_exists(conn, function_name, version):
                 return False
             conn.execute(
                 delete(function_capacity).where(
@@ -165,13 +159,7 @@ class CapacityStore:
         self, function_name: str, version: str, low: int | None, high: int | None
     ) -> bool:
         with self._engine.begin() as conn:
-            exists = conn.execute(
-                select(function_versions.c.version).where(
-                    function_versions.c.function_name == function_name,
-                    function_versions.c.version == version,
-                )
-            ).first()
-            if exists is None:
+            if not _version_exists(conn, function_name, version):
                 return False
             conn.execute(
                 delete(function_scaling).where(
@@ -195,3 +183,13 @@ class CapacityStore:
                 (r.function_name, r.version, r.min_environments, r.max_environments)
                 for r in conn.execute(select(function_scaling))
             ]
+
+
+def _version_exists(conn: Connection, function_name: str, version: str) -> bool:
+    found = conn.execute(
+        select(function_versions.c.version).where(
+            function_versions.c.function_name == function_name,
+            function_versions.c.version == version,
+        )
+    ).first()
+    return found is not None
