@@ -17,9 +17,9 @@ import httpx
 import pytest
 from tests.conftest import SIGNED, Functions, Server, make_zip, wait_for
 
+from lamina import event_patterns as patterns
 from lamina import limits
 from lamina.api.http_protocol import HEAD_MAX_BYTES
-from lamina.events import patterns
 
 
 def signed(

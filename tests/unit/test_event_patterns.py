@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from lamina.events.patterns import InvalidEventPatternError, compile, matches
+from lamina.event_patterns import InvalidEventPatternError, compile, matches
 
 EVENT: dict[str, Any] = {
     "version": "0",

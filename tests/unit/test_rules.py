@@ -20,9 +20,9 @@ from lamina.control.rules import (
     valid_path,
 )
 from lamina.errors import ResourceNotFoundError, ValidationError
-from lamina.events.patterns import MAX_DEPTH, InvalidEventPatternError
-from lamina.events.schedule_expr import ScheduleExpressionError
+from lamina.event_patterns import MAX_DEPTH, InvalidEventPatternError
 from lamina.models import Rule, RuleState
+from lamina.schedule_expr import ScheduleExpressionError
 from lamina.settings import Settings
 from lamina.store.rules import RuleStore
 

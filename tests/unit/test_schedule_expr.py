@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from lamina.events.schedule_expr import Cron, Rate, ScheduleExpressionError, parse
+from lamina.schedule_expr import Cron, Rate, ScheduleExpressionError, parse
 
 
 def at(*args: int) -> datetime:

@@ -23,13 +23,13 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any, TypeVar
 
+from lamina import event_patterns as patterns
 from lamina import untrusted_json
 from lamina.control import listing
 from lamina.errors import ResourceNotFoundError, UserError, ValidationError
-from lamina.events import patterns
-from lamina.events.schedule_expr import Schedule
-from lamina.events.schedule_expr import parse as parse_schedule
 from lamina.models import Rule, RuleState, RuleTarget
+from lamina.schedule_expr import Schedule
+from lamina.schedule_expr import parse as parse_schedule
 from lamina.settings import Settings
 from lamina.store.rules import RuleStore
 

@@ -32,8 +32,8 @@ from pathlib import Path
 from lamina.control.rules import RuleService
 from lamina.errors import LaminaError
 from lamina.events.bus import EventBus
-from lamina.events.schedule_expr import Schedule
 from lamina.models import Rule, RuleState
+from lamina.schedule_expr import Schedule
 
 log = logging.getLogger(__name__)
 
