@@ -23,11 +23,11 @@ Nothing else a broker library raises may escape: a module translates its library
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from lamina.mappings import Connection, EventSourceMapping
+from lamina.mappings import Connection, EventSourceMapping, MappingState
 
 
 class SourceUnavailable(Exception):
@@ -168,3 +168,36 @@ class MappingStats:
     #: records not yet read, where the broker says (Lambda's OffsetLag)
     lag: int | None = None
     pollers: int = 0
+
+
+class MappingControl(Protocol):
+    """What the runner needs of the mappings' owner (`control.event_sources`)."""
+
+    def mappings(self) -> list[EventSourceMapping]:
+        """Every mapping, in any state."""
+
+    def get(self, uuid: str) -> EventSourceMapping | None: ...
+
+    def subscribe(self, callback: Callable[[str], None]) -> None:
+        """Call `callback(uuid)` after a mapping was created, updated, moved to a new state
+        by the API (enable, disable, delete) or removed."""
+
+    async def settle(self, uuid: str, state: MappingState) -> None:
+        """The runner's move: a CREATING/ENABLING/UPDATING mapping whose poller runs becomes
+        ENABLED, a DISABLING one whose poller stopped becomes DISABLED. Ignored if the
+        mapping is gone or has moved on meanwhile."""
+
+    async def remove(self, uuid: str) -> None:
+        """A DELETING mapping's poller has stopped: forget it."""
+
+    def report(self, uuid: str, result: str) -> None:
+        """Set `LastProcessingResult` (`RESULT_OK`, `RESULT_NONE`, `problem(...)`); cheap
+        (called per batch), kept durably within a few seconds."""
+
+    def connection(self, mapping: EventSourceMapping) -> Connection:
+        """How to reach the mapping's source (broker URL with credentials, vhost, queue or
+        stream name); raises `LookupError` with a readable message if it cannot be resolved
+        (broker unregistered, secret missing, no `--sqs-endpoint`)."""
+
+    def role_problem(self, mapping: EventSourceMapping) -> str | None:
+        """Why the function's execution role may not read the source (None: it may)."""
