@@ -111,17 +111,20 @@ class SqsSource:
             raise SourceUnavailable("the SQS source is closed")
         if self._queue_url is not None:
             return
+        operation = "GetQueueUrl"
         try:
             await self._client.open()
             found = await self._client.call(
-                "GetQueueUrl",
+                operation,
                 {"QueueName": self.queue_name, "QueueOwnerAWSAccountId": self.account},
             )
             self._queue_url = str(found["QueueUrl"])
+            operation = "GetQueueAttributes"
             await self._read_attributes()
         except (SqsApiError, SqsUnreachable) as e:
+            self._queue_url = None
             await self._client.close()
-            raise self._unavailable(e, "GetQueueUrl") from None
+            raise self._unavailable(e, operation) from None
         self._heartbeat = asyncio.create_task(
             self._extend_leases(), name=f"sqs-heartbeat:{self.queue_name}"
         )

@@ -19,8 +19,10 @@ byte-for-byte what boto3 would send.
 from __future__ import annotations
 
 import asyncio
+import html
 import logging
 import random
+import re
 from typing import Any
 
 import httpx
@@ -154,11 +156,12 @@ class SqsClient:
         )
         if response.status_code >= 300:
             error = parsed.get("Error", {})
-            raise SqsApiError(
-                str(error.get("Code") or response.status_code),
-                str(error.get("Message") or ""),
-                response.status_code,
-            )
+            code, message = str(error.get("Code") or ""), str(error.get("Message") or "")
+            if not code or code == str(response.status_code):
+                # Not in the model's protocol: some SQS-compatible servers (and gateways in
+                # front of them) answer authentication errors in the query protocol's XML.
+                code, message = _xml_error(response.content) or (code, message)
+            raise SqsApiError(code or str(response.status_code), message, response.status_code)
         parsed.pop("ResponseMetadata", None)
         return parsed
 
@@ -186,6 +189,17 @@ def _load() -> tuple[Any, Any, Any, Any]:
         create_parser(protocol),
         session.get_credentials(),
     )
+
+
+def _xml_error(body: bytes) -> tuple[str, str] | None:
+    """`<Code>` and `<Message>` of an XML error document (read with a pattern, not an XML
+    parser: the body comes from the network and only two plain elements are wanted)."""
+    text = body.decode("utf-8", "replace")
+    code = re.search(r"<Code>([^<]{1,200})</Code>", text)
+    if code is None:
+        return None
+    message = re.search(r"<Message>([^<]{0,2000})</Message>", text)
+    return html.unescape(code[1].strip()), html.unescape(message[1].strip()) if message else ""
 
 
 def _describe(e: httpx.HTTPError) -> str:
