@@ -158,6 +158,9 @@ class EventSourceMapping:
     parallelization_factor: int = 1
     tumbling_window_s: int = 0
     tags: dict[str, str] = field(default_factory=dict)
+    #: the function's execution role, for stream records' `invokeIdentityArn` (control fills
+    #: it from the function's configuration when it hands a mapping out; None: unknown)
+    role_arn: str | None = None
 
     @property
     def enabled(self) -> bool:
