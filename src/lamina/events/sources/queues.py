@@ -78,6 +78,10 @@ _ENVELOPE_BYTES = 4096
 
 #: the record field FilterCriteria's payload pattern is matched against, per kind
 PAYLOAD_KEY = {SourceKind.SQS: "body", SourceKind.RABBITMQ: "data"}
+#: batches at once of a mapping without `MaximumConcurrency`, for kinds Lambda limits: one for
+#: Amazon MQ ("for RabbitMQ, the number of concurrent execution environments is limited to 1
+#: for each Amazon MQ event source mapping"). The RabbitMQ source sizes its prefetch for it.
+DEFAULT_CONCURRENCY = {SourceKind.RABBITMQ: 1}
 
 
 async def deliver_queue(
@@ -123,7 +127,8 @@ class _Delivery:
         except InvalidParameterValueError as e:  # validated by control: a stored bad one
             raise SourceUnavailable(f"FilterCriteria: {e}") from None
         self.payload_key = PAYLOAD_KEY.get(mapping.kind, "body")
-        self.cap = max(1, min(mapping.maximum_concurrency or limit, limit))
+        default = DEFAULT_CONCURRENCY.get(mapping.kind, limit)
+        self.cap = max(1, min(mapping.maximum_concurrency or default, limit))
         floor = START_POLLERS if mapping.maximum_concurrency is not None else IDLE_POLLERS
         self.floor = min(floor, self.cap)
         self.target = min(START_POLLERS, self.cap)
