@@ -450,3 +450,37 @@ def test_backlog_age_and_lag_are_measured() -> None:
         assert 29 <= r.stats.backlog_age_s < 40
 
     run(go)
+
+
+def test_rabbitmq_gathers_for_half_a_second_until_a_window_is_set() -> None:
+    async def go() -> None:
+        queue = FakeQueue(["a"])
+        invoker = FakeInvoker()
+        m = mapping(kind=SourceKind.RABBITMQ, batch_size=100, batching_window_default=True)
+        r = Run(m, queue, invoker)
+        await r.until(lambda: len(queue.receives) >= 1)
+        start = asyncio.get_running_loop().time()
+        await asyncio.sleep(0.2)
+        queue.put("b")
+        await r.until(lambda: len(queue.acked) == 2)
+        took = asyncio.get_running_loop().time() - start
+        await r.cancel()
+        assert len(invoker.events) == 1 and 0.4 <= took < 1.0
+
+    run(go)
+
+
+def test_with_a_window_trickling_messages_fill_one_batch_not_one_per_poller() -> None:
+    async def go() -> None:
+        queue = FakeQueue()
+        invoker = FakeInvoker()
+        r = Run(mapping(batch_size=10, batching_window_s=2, maximum_concurrency=5), queue, invoker)
+        await r.until(lambda: r.stats.pollers == 5)
+        for i in range(10):
+            queue.put(f"m{i}")
+            await asyncio.sleep(0.03)
+        await r.until(lambda: len(queue.acked) == 10)
+        await r.cancel()
+        assert [len(e["Records"]) for e in invoker.events] == [10]
+
+    run(go)
