@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import json
 import logging
 import time
 import uuid as uuids
@@ -435,7 +437,8 @@ class EventSourceService:
             return None
         documents = self._roles.policies_for(config.role)
         try:
-            parsed = [policy.parse(d) for d in documents]
+            # The runner asks before each (re)connection: parse each document once.
+            parsed = [_parsed(json.dumps(d, sort_keys=True)) for d in documents]
         except policy.PolicyError as e:
             return f"The execution role's policy cannot be read: {e}"
         caller = policy.Caller(role_arn=config.role, account=self._settings.account_id)
@@ -568,6 +571,11 @@ class EventSourceService:
         problem = self.role_problem(mapping)
         if problem is not None:
             raise InvalidParameterValueError(problem)
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed(text: str) -> policy.Policy:
+    return policy.parse(text)
 
 
 def _reason(kind: SourceKind) -> str:
