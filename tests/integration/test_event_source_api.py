@@ -20,10 +20,10 @@ import botocore.session
 import pytest
 from botocore.exceptions import ClientError
 from tests.conftest import (
-    ROLE,
     SIGNED_HTTP,
     Functions,
     Server,
+    allow_event_sources,
     lamina,
     wait_for,
 )
@@ -32,17 +32,6 @@ from tests.integration.test_authorization import client, new_key
 REGION = "us-east-1"
 ACCOUNT = "000000000000"
 ECHO = "def handler(event, context):\n    return event\n"
-#: what the tests' functions' role (conftest's ROLE) may do: read every kind of source
-SOURCES_POLICY = {
-    "Version": "2012-10-17",
-    "Statement": [
-        {
-            "Effect": "Allow",
-            "Action": ["sqs:*", "mq:DescribeBroker", "nats:ReadStream", "redis:ReadStream"],
-            "Resource": "*",
-        }
-    ],
-}
 MODEL = botocore.session.get_session().get_service_model("lambda")
 SHAPE = MODEL.shape_for("EventSourceMappingConfiguration")
 
@@ -59,11 +48,7 @@ def srv(tmp_path_factory: pytest.TempPathFactory, runtime_images: Any) -> Iterat
     server = Server(
         data_dir=base / "data", extra_args=("--sqs-endpoint", "http://127.0.0.1:9")
     ).start()
-    name = ROLE.rsplit("/", 1)[1]
-    put = SIGNED_HTTP.put(
-        f"{server.endpoint}/lamina/roles/{name}", json={"Policies": [SOURCES_POLICY]}
-    )
-    assert put.status_code == 200, put.text
+    allow_event_sources(server)
     yield server
     assert server.stop() == 0, server.log()
 
