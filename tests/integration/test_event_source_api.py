@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +26,7 @@ from tests.conftest import (
     Functions,
     Server,
     allow_event_sources,
+    free_port,
     lamina,
     wait_for,
 )
@@ -714,3 +717,25 @@ def test_sqs_mappings_need_an_sqs_endpoint(lam: Any, functions: Functions) -> No
         lam.create_event_source_mapping(FunctionName=name, EventSourceArn=sqs_arn())
     assert code(e) == "InvalidParameterValueException"
     assert "--sqs-endpoint" in message(e)
+
+
+def test_serve_refuses_an_sqs_endpoint_that_is_not_a_url(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lamina",
+            "serve",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--port",
+            str(free_port()),
+            "--sqs-endpoint",
+            "sqs.local:9324",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert "--sqs-endpoint: 'sqs.local:9324' is not an http(s) URL" in out.stderr
