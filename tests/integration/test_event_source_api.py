@@ -434,6 +434,9 @@ def test_bad_sources_functions_and_uuids(
     with pytest.raises(ClientError) as e:
         unchecked.list_event_source_mappings(MaxItems=0)
     assert code(e) == "ValidationException"
+    with pytest.raises(ClientError) as e:
+        unchecked.list_event_source_mappings(EventSourceArn="queue-name")
+    assert code(e) == "ValidationException" and "eventSourceArn" in message(e)
 
 
 # -- functions, versions and aliases -------------------------------------------------

@@ -36,9 +36,10 @@ from lamina.arns import FunctionRef
 from lamina.auth import policy
 from lamina.auth.principal import AccessRequest, Decision
 from lamina.control import mapping_rules
+from lamina.control import validation as v
 from lamina.control.aliases import is_alias_name
 from lamina.control.brokers import BrokerService
-from lamina.control.mapping_input import MappingRequest, check_shapes
+from lamina.control.mapping_input import ARN, MappingRequest, check_shapes
 from lamina.control.tags import check_tag_limits
 from lamina.errors import (
     InvalidParameterValueError,
@@ -221,6 +222,9 @@ class EventSourceService:
         """ListEventSourceMappings: by source and/or function (a name lists every mapping of
         the function; a qualified name or ARN, those of that version or alias), by UUID, one
         page after `marker` (the last UUID of the previous page)."""
+        c = v.Constraints()
+        c.string(source_arn, "eventSourceArn", max_len=10_000, pattern=ARN)
+        c.check()
         found = sorted(self._mappings.values(), key=lambda m: m.uuid)
         if source_arn is not None:
             found = [m for m in found if m.source_arn == source_arn]

@@ -20,7 +20,7 @@ from lamina.control.tags import check_tags
 from lamina.mappings import AccessConfig
 
 #: the model's Arn pattern (EventSourceArn)
-_ARN = re.compile(
+ARN = re.compile(
     r"arn:(aws[a-zA-Z0-9-]*):([a-zA-Z0-9\-])+:((eusc-)?[a-z]{2}((-gov)|(-iso([a-z]?)))?-[a-z]+"
     r"-\d{1})?:(\d{12})?:(.*)"
 )
@@ -148,7 +148,7 @@ def check_shapes(req: MappingRequest, *, create: bool) -> CheckedRequest:
         )
         if isinstance(req.function_name, str) and not req.function_name:
             c.fail("", "functionName", "Member must have length greater than or equal to 1")
-    out.source_arn = c.string(req.source_arn, "eventSourceArn", max_len=10_000, pattern=_ARN)
+    out.source_arn = c.string(req.source_arn, "eventSourceArn", max_len=10_000, pattern=ARN)
     out.enabled = _boolean(c, req.enabled, "enabled")
     if req.batch_size is not None:
         out.batch_size = c.integer(req.batch_size, "batchSize", 1, 10_000)
