@@ -253,7 +253,7 @@ class EventSourceService:
         assert checked.function_name is not None
         ref, function_arn = self._function(checked.function_name)
         settings = mapping_rules.apply(source.kind, checked.source_arn, checked, None)
-        self._check_access(source.kind, settings.access)
+        self._check_access(settings.access)
         filters = settings.filters
         filter_criteria.compile_filters(filters)
         tags = checked.tags or {}
@@ -289,7 +289,7 @@ class EventSourceService:
             )
         current = self.require(uuid)
         settings = mapping_rules.apply(current.kind, current.source_arn, checked, current)
-        self._check_access(current.kind, settings.access)
+        self._check_access(settings.access)
         filter_criteria.compile_filters(settings.filters)
         async with self._writing:
             current = self.require(uuid)
@@ -540,7 +540,7 @@ class EventSourceService:
             return None if version is None else self._functions.version(name, version)
         return self._functions.version(name, qualifier)
 
-    def _check_access(self, kind: SourceKind, access: tuple[Any, ...]) -> None:
+    def _check_access(self, access: tuple[Any, ...]) -> None:
         for entry in access:
             if entry.type == "BASIC_AUTH" and self._brokers.secret_by_arn(entry.uri) is None:
                 raise InvalidParameterValueError(
