@@ -373,11 +373,15 @@ class RabbitSource:
             )
         if isinstance(exc, TimeoutError | asyncio.TimeoutError):
             return SourceUnavailable(f"cannot reach broker at {self._where}: timed out")
+        if isinstance(exc, aiormq.exceptions.ConnectionClosed):
+            # The broker closed it (e.g. CONNECTION_FORCED on a restart); its code is no errno.
+            detail = f": {text}" if text else ""
+            return SourceUnavailable(f"lost the connection to the broker at {self._where}{detail}")
         errno = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
-        if errno is not None:
+        if errno is not None:  # connecting failed: (errno, "Connect call failed ...")
             reason = _ERRNO_TEXT.get(errno, str(exc.args[1]) if len(exc.args) > 1 else "")
             return SourceUnavailable(f"cannot reach broker at {self._where}: {reason}")
-        if isinstance(exc, ConnectionError | aiormq.exceptions.ConnectionClosed):
+        if isinstance(exc, ConnectionError):
             detail = f": {text}" if text else ""
             return SourceUnavailable(f"lost the connection to the broker at {self._where}{detail}")
         detail = text or type(exc).__name__
