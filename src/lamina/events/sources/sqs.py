@@ -405,6 +405,19 @@ class SqsSource:
         return SourceUnavailable(f"{operation} on the {where} failed: {e}")
 
 
+async def queue_visibility_timeout(mapping: EventSourceMapping, connection: Connection) -> int:
+    """The queue's VisibilityTimeout in seconds, for checking a mapping against its function's
+    timeout as Lambda does on CreateEventSourceMapping and UpdateEventSourceMapping (Lambda
+    refuses a function timeout longer than the queue's visibility timeout). Raises
+    `SourceUnavailable` if the queue cannot be read."""
+    source = SqsSource(mapping, connection)
+    try:
+        await source.open()
+        return source.visibility_timeout
+    finally:
+        await source.close()
+
+
 def sqs_record(raw: dict[str, Any], arn: str, region: str) -> dict[str, Any]:
     """One ReceiveMessage message (botocore's parsed shape) as the record of Lambda's
     `aws:sqs` event."""
