@@ -161,6 +161,9 @@ class EventSourceMapping:
     #: no MaximumBatchingWindowInSeconds was ever given: the kind's default window applies,
     #: which for RabbitMQ (Amazon MQ's) is 0.5 s, not a whole number of seconds
     batching_window_default: bool = False
+    #: the function's execution role, for stream records' `invokeIdentityArn` (control fills
+    #: it from the function's configuration when it hands a mapping out; None: unknown)
+    role_arn: str | None = None
 
     @property
     def enabled(self) -> bool:

@@ -144,6 +144,25 @@ def test_a_role_without_the_permission_is_a_problem_and_nothing_is_read(
     run(go)
 
 
+def test_a_permission_taken_away_stops_a_running_mapping_until_it_is_given_back() -> None:
+    async def go() -> None:
+        w = World(mapping())
+        w.feed = ["a"]
+        await w.runner.start()
+        await until(lambda: len(w.sources) == 1 and w.source.acked == ["m1"])
+        w.control.role_problems["u-1"] = "no sqs:ReceiveMessage"
+        await until(lambda: w.source.closed == 1)
+        assert w.control.results()[-1] == "PROBLEM: no sqs:ReceiveMessage"
+        w.source.put("b")
+        await asyncio.sleep(0.2)
+        assert len(w.invoker.events) == 1 and len(w.sources) == 1
+        del w.control.role_problems["u-1"]
+        await until(lambda: len(w.sources) == 2 and w.source.opened == 1)
+        await w.runner.close()
+
+    run(go)
+
+
 def test_a_connection_that_cannot_be_resolved_is_a_problem() -> None:
     async def go() -> None:
         w = World(mapping())

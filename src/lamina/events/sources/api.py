@@ -137,6 +137,9 @@ class Outcome:
     status: str
     payload: bytes = b""
     error_type: str | None = None
+    #: the version that ran (an alias's mapping: the version the alias chose), for the
+    #: failure record's `executedVersion`; None if the invoker does not say
+    executed_version: str | None = None
 
 
 class Invoker(Protocol):

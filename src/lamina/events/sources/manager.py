@@ -254,9 +254,9 @@ class SourceRunner:
                 await self._opened(run)
                 report = self._reporter(uuid)
                 if mapping.kind.is_stream:
-                    await deliver(mapping, source, self._invoker, report, stats)
+                    delivery = deliver(mapping, source, self._invoker, report, stats)
                 else:
-                    await deliver_queue(
+                    delivery = deliver_queue(
                         mapping,
                         source,
                         self._invoker,
@@ -265,7 +265,10 @@ class SourceRunner:
                         limit=self._settings.concurrency_limit,
                         stop=run.stop,
                     )
+                await self._deliver_while_allowed(mapping, delivery)
                 continue  # stopped (or the delivery ended: open the source again)
+            except _RoleRevoked:
+                continue  # reported at the top of the loop
             except (LookupError, SourceUnavailable) as e:
                 await self._problem(run, str(e).strip("'\""))
             except Exception as e:  # a bug of ours, or a library error a module let escape
@@ -280,6 +283,25 @@ class SourceRunner:
                 backoff = REOPEN_FIRST_S
             await _pause(run.stop, backoff)
             backoff = min(backoff * 2, REOPEN_MAX_S)
+
+    async def _deliver_while_allowed(
+        self, mapping: EventSourceMapping, delivery: Awaitable[None]
+    ) -> None:
+        """Run `delivery`, checking every few seconds that the function's role still may
+        read the source: a permission taken away stops it (`_RoleRevoked`), as on Lambda."""
+        task = asyncio.ensure_future(delivery)
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=ROLE_RETRY_S)
+                if done:
+                    task.result()
+                    return
+                if self._control.role_problem(mapping) is not None:
+                    raise _RoleRevoked
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
 
     def _reporter(self, uuid: str) -> Callable[[str], None]:
         def report(result: str) -> None:
@@ -326,6 +348,10 @@ class SourceRunner:
     def _refresh_metrics(self) -> None:
         for uuid, stats in self._stats.items():
             self._export.refresh(uuid, stats)
+
+
+class _RoleRevoked(Exception):
+    """The function's role no longer allows reading the source."""
 
 
 def _settings_of(mapping: EventSourceMapping) -> EventSourceMapping:

@@ -243,7 +243,7 @@ class _Delivery:
         was received at all: filtered messages count)."""
         size_cap = limits.SYNC_PAYLOAD_MAX_BYTES - _ENVELOPE_BYTES
         batch_size = self.mapping.batch_size
-        window = self.mapping.batching_window_s
+        window = self.mapping.batching_window
         batch: list[Message] = []
         size = 0
         pending, received = carry, bool(carry)
