@@ -38,6 +38,7 @@ from lamina.events.sources.api import MappingControl, SourceFactory
 from lamina.events.sources.invoker import SchedulerInvoker
 from lamina.events.sources.manager import SourceRunner
 from lamina.events.sources.rabbitmq import RabbitSource
+from lamina.events.sources.sqs import SqsSource
 from lamina.mappings import SourceKind
 from lamina.models import LATEST, FunctionConfig
 from lamina.observability import LogStore, Metrics
@@ -319,7 +320,7 @@ def create_app(
 
 def _source_factories() -> dict[SourceKind, SourceFactory]:
     """The broker module of each kind of event source."""
-    return {SourceKind.RABBITMQ: RabbitSource}
+    return {SourceKind.RABBITMQ: RabbitSource, SourceKind.SQS: SqsSource}
 
 
 class _MappingTags:
