@@ -186,6 +186,9 @@ class SqsSource:
             "MaxNumberOfMessages": ask,
             "WaitTimeSeconds": wait,
             "MessageSystemAttributeNames": ["All"],
+            # The deprecated spelling too: SQS-compatible servers that predate the new one
+            # read only this (AWS SQS and moto take both).
+            "AttributeNames": ["All"],
             "MessageAttributeNames": ["All"],
         }
         try:
