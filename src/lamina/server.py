@@ -299,7 +299,7 @@ def create_app(
             await schedules.close()  # before the queue: a claimed tick is always queued
             # Before the queue and the scheduler: unfinished batches are not acknowledged.
             await source_runner.close()
-            source_invoker.close()
+            await source_invoker.close()
             await async_queue.close()
             await scheduler.close()
             await event_sources.close()

@@ -1,7 +1,8 @@
 """Event-source mappings end to end: a RabbitMQ broker registered with the server, boto3's
 CreateEventSourceMapping on one of its queues, the function invoked with Lambda's `aws:rmq`
 event, and each message acknowledged only after the function succeeded for it. Needs the
-RabbitMQ at 127.0.0.1:5672 (each test makes a virtual host of its own)."""
+RabbitMQ at 127.0.0.1:5672 (each test makes a virtual host of its own); the SQS test runs
+moto's server as the SQS-API endpoint."""
 
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ import asyncio
 import json
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import boto3
 import httpx
 import pytest
 from tests._rabbit import URL, count, declare, private_vhost, publish
 from tests.conftest import SIGNED_HTTP, Functions, Server, seen, wait_for
+from tests.integration.test_code_from_s3 import moto_server
 
 RECORDER = """
 import base64, json, time
@@ -285,3 +289,150 @@ def test_an_unreachable_broker_is_a_problem_named_in_the_result(
         assert "event source mapping" in server.log()
     finally:
         SIGNED_HTTP.delete(url)
+
+
+THROTTLED = """
+import base64, json, time
+def handler(event, context):
+    for messages in event["rmqMessagesByQueue"].values():
+        for m in messages:
+            data = base64.b64decode(m["data"]).decode()
+            print("SEEN " + json.dumps({"t": time.time(), "data": data}))
+    return None
+"""
+
+
+def test_a_throttled_mapping_backs_off_and_drops_nothing(
+    server: Server,
+    lam: Any,
+    functions: Functions,
+    vhost: str,
+    broker: str,
+    reader_role: str,
+) -> None:
+    name = functions.create(THROTTLED, Role=reader_role)["FunctionName"]
+    lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=0)
+    queue = new_queue(vhost)
+    mapping = create_mapping(lam, name, broker, queue, vhost, BatchSize=5)
+    wait_state(lam, mapping["UUID"], "Enabled")
+    bodies = [f"held {i}" for i in range(12)]
+    send(vhost, queue, *bodies)
+
+    def stats() -> dict[str, Any]:
+        listed = SIGNED_HTTP.get(server.endpoint + "/lamina/sources").json()["Sources"]
+        found: dict[str, Any] = next(s for s in listed if s["UUID"] == mapping["UUID"])["Stats"]
+        return found
+
+    wait_for(lambda: stats()["Throttles"] >= 3, message="throttled batches retried")
+    assert seen(server, name) == []
+    lam.delete_function_concurrency(FunctionName=name)
+    records = wait_for(lambda: len(r := seen(server, name)) >= 12 and r, message="all delivered")
+    assert sorted(r["data"] for r in records) == sorted(bodies)
+    delete_mapping(lam, mapping["UUID"])
+    assert asyncio.run(count(vhost, queue)) == 0
+
+
+# -- SQS, at an SQS-API endpoint (moto's server stands in for SQS) --------------------------
+
+PARTIAL = """
+import json, time
+def handler(event, context):
+    failed = []
+    for r in event["Records"]:
+        print("SEEN " + json.dumps({
+            "t": time.time(), "body": r["body"], "id": r["messageId"],
+            "source": r["eventSource"], "arn": r["eventSourceARN"],
+        }))
+        if r["body"].startswith("fail"):
+            failed.append({"itemIdentifier": r["messageId"]})
+    return {"batchItemFailures": failed}
+"""
+
+
+@pytest.fixture
+def sqs_endpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    # What the server (a child process) finds through the usual AWS chain; moto takes any.
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    with moto_server(tmp_path) as url:
+        yield url
+
+
+def test_an_sqs_queue_feeds_a_function_and_partial_failures_leave_exactly_the_failed(
+    own_server: Any, sqs_endpoint: str, tmp_path: Path
+) -> None:
+    srv: Server = own_server(None, "--sqs-endpoint", sqs_endpoint)
+    lam = srv.client()
+    sqs = boto3.client(
+        "sqs",
+        endpoint_url=sqs_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+    try:
+        suffix = uuid.uuid4().hex[:8]
+        dlq = sqs.create_queue(QueueName=f"dlq-{suffix}")["QueueUrl"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        url = sqs.create_queue(
+            QueueName=f"q-{suffix}",
+            Attributes={
+                "VisibilityTimeout": "1",
+                "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 1}),
+            },
+        )["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        role = f"sqs-reader-{suffix}"
+        statements = [{"Effect": "Allow", "Action": "sqs:*", "Resource": "*"}]
+        put = SIGNED_HTTP.put(
+            f"{srv.endpoint}/lamina/roles/{role}",
+            json={"Policies": [{"Version": "2012-10-17", "Statement": statements}]},
+        )
+        assert put.status_code in (200, 201), put.text
+        fns = Functions(lam)
+        name = fns.create(PARTIAL, Role=f"arn:aws:iam::000000000000:role/{role}")["FunctionName"]
+        mapping = lam.create_event_source_mapping(
+            FunctionName=name,
+            EventSourceArn=arn,
+            BatchSize=10,
+            MaximumBatchingWindowInSeconds=1,
+            FunctionResponseTypes=["ReportBatchItemFailures"],
+        )
+        wait_state(lam, mapping["UUID"], "Enabled")
+        bodies = [f"fail {i}" for i in range(3)] + [f"ok {i}" for i in range(7)]
+        for body in bodies:
+            sqs.send_message(QueueUrl=url, MessageBody=body)
+
+        def dead() -> list[str]:
+            got = sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+            return [m["Body"] for m in got.get("Messages", [])]
+
+        dead_letters: list[str] = []
+        wait_for(
+            lambda: dead_letters.extend(dead()) or len(dead_letters) >= 3,
+            timeout=30,
+            message="the failed messages in the dead-letter queue",
+        )
+        assert sorted(dead_letters) == [f"fail {i}" for i in range(3)]
+        records = seen(srv, name)
+        assert sorted(r["body"] for r in records if r["body"].startswith("ok")) == sorted(
+            b for b in bodies if b.startswith("ok")
+        )
+        assert {r["source"] for r in records} == {"aws:sqs"}
+        assert {r["arn"] for r in records} == {arn}
+        attributes = sqs.get_queue_attributes(
+            QueueUrl=url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        assert attributes == {
+            "ApproximateNumberOfMessages": "0",
+            "ApproximateNumberOfMessagesNotVisible": "0",
+        }
+        delete_mapping(lam, mapping["UUID"])
+        fns.cleanup()
+    finally:
+        sqs.close()

@@ -17,7 +17,7 @@ from tests.unit.source_fakes import FakeInvoker, FakeQueue, batch_failures, mapp
 from lamina.events.sources import queues
 from lamina.events.sources.api import MappingStats, Outcome, SourceUnavailable
 from lamina.events.sources.queues import deliver_queue
-from lamina.mappings import RESULT_NONE, RESULT_OK, EventSourceMapping
+from lamina.mappings import RESULT_NONE, RESULT_OK, EventSourceMapping, SourceKind
 
 
 class Run:
@@ -426,5 +426,23 @@ def test_backlog_age_and_lag_are_measured() -> None:
         await r.until(lambda: r.stats.lag == 42, within=3)
         await r.cancel()
         assert 29 <= r.stats.backlog_age_s < 40
+
+    run(go)
+
+
+def test_rabbitmq_gathers_for_half_a_second_until_a_window_is_set() -> None:
+    async def go() -> None:
+        queue = FakeQueue(["a"])
+        invoker = FakeInvoker()
+        m = mapping(kind=SourceKind.RABBITMQ, batch_size=100, batching_window_default=True)
+        r = Run(m, queue, invoker)
+        await r.until(lambda: len(queue.receives) >= 1)
+        start = asyncio.get_running_loop().time()
+        await asyncio.sleep(0.2)
+        queue.put("b")
+        await r.until(lambda: len(queue.acked) == 2)
+        took = asyncio.get_running_loop().time() - start
+        await r.cancel()
+        assert len(invoker.events) == 1 and 0.4 <= took < 1.0
 
     run(go)

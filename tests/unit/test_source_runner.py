@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
-import types
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -344,9 +342,7 @@ def test_a_stream_mapping_opens_at_its_starting_position_and_runs_the_stream_rul
         report(RESULT_OK)
         await asyncio.Event().wait()
 
-    fake = types.ModuleType("lamina.events.sources.streams")
-    fake.deliver_stream = deliver_stream  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "lamina.events.sources.streams", fake)
+    monkeypatch.setattr(manager, "deliver_stream", deliver_stream)
 
     class Stream:
         shard_id = "0"

@@ -9,16 +9,13 @@ mapping's qualifier anew, so an alias's routing weights spread batches over its 
 
 A failure destination (`DestinationConfig.OnFailure`) is a function, invoked asynchronously
 through the async queue (stored before this returns, so the record is not lost), or an SQS
-queue at the `--sqs-endpoint`, sent with botocore on a worker thread.
+queue at the `--sqs-endpoint`, sent with the SQS sources' asyncio client.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from lamina import ids, untrusted_json
@@ -27,6 +24,7 @@ from lamina.control import FunctionService
 from lamina.errors import LaminaError, TooManyRequestsError
 from lamina.events.async_queue import AsyncQueue
 from lamina.events.sources.api import Outcome, SourceUnavailable
+from lamina.events.sources.sqs_client import SqsApiError, SqsClient, SqsUnreachable
 from lamina.mappings import EventSourceMapping, SourceKind, parse_source_arn
 from lamina.models import FunctionState, InvokeRequest
 from lamina.scheduler import Scheduler
@@ -36,8 +34,8 @@ log = logging.getLogger(__name__)
 
 
 class SchedulerInvoker:
-    """Runs mappings' functions on `scheduler`; see the module's docstring. `close()` stops
-    the worker that talks to the SQS endpoint."""
+    """Runs mappings' functions on `scheduler`; see the module's docstring. `close()` closes
+    the connections to the SQS endpoint."""
 
     def __init__(
         self,
@@ -50,12 +48,10 @@ class SchedulerInvoker:
         self._functions = functions
         self._scheduler = scheduler
         self._async_queue = async_queue
-        # The SQS branch adds `sqs_endpoint` to Settings; read it loosely until it lands.
-        self._sqs_endpoint: str | None = getattr(settings, "sqs_endpoint", None)
-        self._sqs_client: Any = None
-        self._sqs_lock = threading.Lock()
-        self._queue_urls: dict[str, str] = {}
-        self._worker: ThreadPoolExecutor | None = None
+        self._sqs_endpoint = settings.sqs_endpoint
+        #: a client per region (requests are signed for the queue's region)
+        self._sqs: dict[str, SqsClient] = {}
+        self._queue_urls: dict[tuple[str, str, str], str] = {}
 
     async def invoke(self, mapping: EventSourceMapping, event: dict[str, Any]) -> Outcome:
         """One synchronous invocation with `event`; see `Outcome` for what comes back."""
@@ -80,10 +76,11 @@ class SchedulerInvoker:
             return Outcome("throttled", error_type="TooManyRequestsException")
         except LaminaError as e:  # Lambda's 5xx for the invoke: retried as a throttle
             return Outcome("unavailable", error_type=e.error_type)
+        version = result.executed_version
         if result.function_error is not None:
             error_type = _error_type(result.payload) or result.function_error
-            return Outcome("function_error", result.payload, error_type)
-        return Outcome("ok", result.payload)
+            return Outcome("function_error", result.payload, error_type, version)
+        return Outcome("ok", result.payload, executed_version=version)
 
     async def send_to_failure_destination(
         self, mapping: EventSourceMapping, record: dict[str, Any]
@@ -98,13 +95,15 @@ class SchedulerInvoker:
             return
         source = parse_source_arn(target)
         if source is not None and source.kind is SourceKind.SQS and source.name is not None:
-            await self._to_queue(source.name, source.account, body)
+            await self._to_queue(source.name, source.region, source.account, body)
             return
         raise SourceUnavailable(f"cannot deliver to the OnFailure destination {target}")
 
-    def close(self) -> None:
-        if self._worker is not None:
-            self._worker.shutdown(wait=False, cancel_futures=True)
+    async def close(self) -> None:
+        """Close the SQS clients (a second call does nothing)."""
+        clients, self._sqs = list(self._sqs.values()), {}
+        for client in clients:
+            await client.close()
 
     # -- destinations ----------------------------------------------------------------------
 
@@ -120,47 +119,25 @@ class SchedulerInvoker:
         except OSError as e:
             raise SourceUnavailable(f"OnFailure destination {target}: {e}") from None
 
-    async def _to_queue(self, name: str, account: str, body: str) -> None:
+    async def _to_queue(self, name: str, region: str, account: str, body: str) -> None:
         if self._sqs_endpoint is None:
             raise SourceUnavailable(
                 f"the OnFailure destination is the SQS queue {name}, and the server has no "
                 "SQS endpoint (`lamina serve --sqs-endpoint URL`)"
             )
-        if self._worker is None:
-            self._worker = ThreadPoolExecutor(max_workers=2, thread_name_prefix="lamina-sqs")
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._worker, self._send, name, account, body)
-
-    def _sqs(self) -> Any:
-        with self._sqs_lock:
-            if self._sqs_client is None:
-                import botocore.session
-                from botocore.config import Config
-
-                session = botocore.session.get_session()
-                self._sqs_client = session.create_client(
-                    "sqs",
-                    endpoint_url=self._sqs_endpoint,
-                    region_name=session.get_config_variable("region") or self._settings.region,
-                    config=Config(
-                        retries={"max_attempts": 2, "mode": "standard"},
-                        connect_timeout=5,
-                        read_timeout=30,
-                    ),
-                )
-            return self._sqs_client
-
-    def _send(self, name: str, account: str, body: str) -> None:
-        from botocore.exceptions import BotoCoreError, ClientError
-
         try:
-            client = self._sqs()
-            url = self._queue_urls.get(name)
+            client = self._sqs.get(region)
+            if client is None:
+                client = self._sqs[region] = SqsClient(self._sqs_endpoint, region)
+            await client.open()
+            url = self._queue_urls.get((region, account, name))
             if url is None:
-                found = client.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)
-                url = self._queue_urls[name] = found["QueueUrl"]
-            client.send_message(QueueUrl=url, MessageBody=body)
-        except (BotoCoreError, ClientError) as e:
+                found = await client.call(
+                    "GetQueueUrl", {"QueueName": name, "QueueOwnerAWSAccountId": account}
+                )
+                url = self._queue_urls[(region, account, name)] = found["QueueUrl"]
+            await client.call("SendMessage", {"QueueUrl": url, "MessageBody": body})
+        except (SqsApiError, SqsUnreachable) as e:
             raise SourceUnavailable(f"OnFailure destination SQS queue {name}: {e}") from None
 
 

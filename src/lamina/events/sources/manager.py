@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import importlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -43,6 +42,7 @@ from lamina.events.sources.api import (
     SourceUnavailable,
 )
 from lamina.events.sources.queues import deliver_queue
+from lamina.events.sources.streams import deliver_stream
 from lamina.mappings import EventSourceMapping, MappingState, SourceKind, problem
 from lamina.observability import Metrics
 from lamina.settings import Settings
@@ -245,7 +245,6 @@ class SourceRunner:
                     raise SourceUnavailable(f"{mapping.kind} sources are not served here")
                 source = factory(mapping, connection)
                 if mapping.kind.is_stream:
-                    deliver = _stream_delivery()
                     position = mapping.starting_position or "LATEST"
                     await source.open(position, mapping.starting_timestamp)
                 else:
@@ -254,7 +253,7 @@ class SourceRunner:
                 await self._opened(run)
                 report = self._reporter(uuid)
                 if mapping.kind.is_stream:
-                    delivery = deliver(mapping, source, self._invoker, report, stats)
+                    delivery = deliver_stream(mapping, source, self._invoker, report, stats)
                 else:
                     delivery = deliver_queue(
                         mapping,
@@ -371,17 +370,6 @@ async def _close(uuid: str, source: Any) -> None:
         await source.close()
     except Exception:  # closing must not hide why the source stopped, nor stop the runner
         log.exception("event source mapping %s: closing its source failed", uuid)
-
-
-def _stream_delivery() -> Callable[..., Awaitable[None]]:
-    """`streams.deliver_stream`, imported when a stream mapping first runs (the stream rules
-    are their own module)."""
-    try:
-        module = importlib.import_module("lamina.events.sources.streams")
-    except ImportError:
-        raise SourceUnavailable("stream sources are not available in this build") from None
-    deliver: Callable[..., Awaitable[None]] = module.deliver_stream
-    return deliver
 
 
 class _Export:
