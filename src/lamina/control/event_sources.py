@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import json
 import logging
 import time
 import uuid as uuids
@@ -34,9 +36,10 @@ from lamina.arns import FunctionRef
 from lamina.auth import policy
 from lamina.auth.principal import AccessRequest, Decision
 from lamina.control import mapping_rules
+from lamina.control import validation as v
 from lamina.control.aliases import is_alias_name
 from lamina.control.brokers import BrokerService
-from lamina.control.mapping_input import MappingRequest, check_shapes
+from lamina.control.mapping_input import ARN, MappingRequest, check_shapes
 from lamina.control.tags import check_tag_limits
 from lamina.errors import (
     InvalidParameterValueError,
@@ -219,6 +222,9 @@ class EventSourceService:
         """ListEventSourceMappings: by source and/or function (a name lists every mapping of
         the function; a qualified name or ARN, those of that version or alias), by UUID, one
         page after `marker` (the last UUID of the previous page)."""
+        c = v.Constraints()
+        c.string(source_arn, "eventSourceArn", max_len=10_000, pattern=ARN)
+        c.check()
         found = sorted(self._mappings.values(), key=lambda m: m.uuid)
         if source_arn is not None:
             found = [m for m in found if m.source_arn == source_arn]
@@ -247,7 +253,7 @@ class EventSourceService:
         assert checked.function_name is not None
         ref, function_arn = self._function(checked.function_name)
         settings = mapping_rules.apply(source.kind, checked.source_arn, checked, None)
-        self._check_access(source.kind, settings.access)
+        self._check_access(settings.access)
         filters = settings.filters
         filter_criteria.compile_filters(filters)
         tags = checked.tags or {}
@@ -283,7 +289,7 @@ class EventSourceService:
             )
         current = self.require(uuid)
         settings = mapping_rules.apply(current.kind, current.source_arn, checked, current)
-        self._check_access(current.kind, settings.access)
+        self._check_access(settings.access)
         filter_criteria.compile_filters(settings.filters)
         async with self._writing:
             current = self.require(uuid)
@@ -435,7 +441,8 @@ class EventSourceService:
             return None
         documents = self._roles.policies_for(config.role)
         try:
-            parsed = [policy.parse(d) for d in documents]
+            # The runner asks before each (re)connection: parse each document once.
+            parsed = [_parsed(json.dumps(d, sort_keys=True)) for d in documents]
         except policy.PolicyError as e:
             return f"The execution role's policy cannot be read: {e}"
         caller = policy.Caller(role_arn=config.role, account=self._settings.account_id)
@@ -533,7 +540,7 @@ class EventSourceService:
             return None if version is None else self._functions.version(name, version)
         return self._functions.version(name, qualifier)
 
-    def _check_access(self, kind: SourceKind, access: tuple[Any, ...]) -> None:
+    def _check_access(self, access: tuple[Any, ...]) -> None:
         for entry in access:
             if entry.type == "BASIC_AUTH" and self._brokers.secret_by_arn(entry.uri) is None:
                 raise InvalidParameterValueError(
@@ -568,6 +575,11 @@ class EventSourceService:
         problem = self.role_problem(mapping)
         if problem is not None:
             raise InvalidParameterValueError(problem)
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed(text: str) -> policy.Policy:
+    return policy.parse(text)
 
 
 def _reason(kind: SourceKind) -> str:

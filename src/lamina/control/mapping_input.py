@@ -9,6 +9,7 @@ values mean for a kind of source (defaults, per-kind limits, members a kind does
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,7 +20,7 @@ from lamina.control.tags import check_tags
 from lamina.mappings import AccessConfig
 
 #: the model's Arn pattern (EventSourceArn)
-_ARN = re.compile(
+ARN = re.compile(
     r"arn:(aws[a-zA-Z0-9-]*):([a-zA-Z0-9\-])+:((eusc-)?[a-z]{2}((-gov)|(-iso([a-z]?)))?-[a-z]+"
     r"-\d{1})?:(\d{12})?:(.*)"
 )
@@ -50,6 +51,7 @@ ACCESS_TYPES = (
     "IAM_OAUTHBEARER_AUTH",
 )
 REPORT_BATCH_ITEM_FAILURES = "ReportBatchItemFailures"
+_LATEST_TIMESTAMP = 253_402_300_799.0  # 9999-12-31T23:59:59Z
 
 
 @dataclass
@@ -146,7 +148,7 @@ def check_shapes(req: MappingRequest, *, create: bool) -> CheckedRequest:
         )
         if isinstance(req.function_name, str) and not req.function_name:
             c.fail("", "functionName", "Member must have length greater than or equal to 1")
-    out.source_arn = c.string(req.source_arn, "eventSourceArn", max_len=10_000, pattern=_ARN)
+    out.source_arn = c.string(req.source_arn, "eventSourceArn", max_len=10_000, pattern=ARN)
     out.enabled = _boolean(c, req.enabled, "enabled")
     if req.batch_size is not None:
         out.batch_size = c.integer(req.batch_size, "batchSize", 1, 10_000)
@@ -207,15 +209,18 @@ def _timestamp(c: v.Constraints, value: Any) -> float | None:
     """StartingPositionTimestamp: epoch seconds (rest-json), or an ISO 8601 text."""
     if value is None:
         return None
+    found: float | None = None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            pass
-    c.fail(value, "startingPositionTimestamp", "Member must be a timestamp")
-    return None
+        found = float(value)
+    elif isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            found = datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    # A time before the epoch or after year 9999 is no position in any stream (and no
+    # client could read it back).
+    if found is None or not 0 <= found <= _LATEST_TIMESTAMP:
+        c.fail(value, "startingPositionTimestamp", "Member must be a timestamp")
+        return None
+    return found
 
 
 def _filters(c: v.Constraints, value: Any) -> list[str] | None:
