@@ -322,7 +322,7 @@ def test_partial_batch_failure_leaves_exactly_the_failed_and_redrive_dead_letter
         ),
     )
     record = tmp_path / "record.jsonl"
-    function = make_function(lam, record)
+    function = make_function(lam, record, timeout=2)
     # Sent before the mapping exists, so that the first batch holds all four.
     sent = queues.send(url, "ok-1", "fail-1", "ok-2", "poison")
     uuid_ = create_mapping(
@@ -354,7 +354,7 @@ def test_function_error_leaves_the_whole_batch(srv: Server, queues: Queues, tmp_
     lam = srv.client()
     name, url = queues.make(VisibilityTimeout=2)
     record = tmp_path / "record.jsonl"
-    function = make_function(lam, record)
+    function = make_function(lam, record, timeout=2)
     queues.send(url, "raise-a", "b")
     uuid_ = create_mapping(
         lam,
@@ -383,7 +383,7 @@ def test_without_report_batch_item_failures_the_response_is_not_read(
     lam = srv.client()
     name, url = queues.make(VisibilityTimeout=2)
     record = tmp_path / "record.jsonl"
-    function = make_function(lam, record)
+    function = make_function(lam, record, timeout=2)
     queues.send(url, "fail-a", "b")
     uuid_ = create_mapping(
         lam, function, queues.arn(name), BatchSize=10, MaximumBatchingWindowInSeconds=1
@@ -463,6 +463,27 @@ def test_role_without_sqs_permissions_is_refused(
     assert queues.counts(url) == (1, 0)  # not even received
 
 
+def test_function_timeout_longer_than_the_visibility_timeout_is_refused(
+    srv: Server, queues: Queues, tmp_path: Path
+) -> None:
+    # As on AWS: the queue's visibility timeout must cover the function's timeout.
+    lam = srv.client()
+    name, _ = queues.make(VisibilityTimeout=10)
+    slow = make_function(lam, tmp_path / "slow.jsonl", timeout=30)
+    with pytest.raises(lam.exceptions.InvalidParameterValueException) as e:
+        lam.create_event_source_mapping(FunctionName=slow, EventSourceArn=queues.arn(name))
+    assert e.value.response["Error"]["Message"] == (
+        "Queue visibility timeout: 10 seconds is less than Function timeout: 30 seconds"
+    )
+    fast = make_function(lam, tmp_path / "fast.jsonl", timeout=10)
+    uuid_ = create_mapping(lam, fast, queues.arn(name))
+    # Updating the mapping to the slow function is refused the same way.
+    with pytest.raises(lam.exceptions.InvalidParameterValueException, match="less than Function"):
+        lam.update_event_source_mapping(UUID=uuid_, FunctionName=slow)
+    assert lam.get_event_source_mapping(UUID=uuid_)["FunctionArn"].endswith(f":function:{fast}")
+    delete_mapping(lam, uuid_)
+
+
 def test_missing_queue_is_a_problem_then_resumes(
     srv: Server, endpoint: str, queues: Queues, tmp_path: Path
 ) -> None:
@@ -505,7 +526,7 @@ def test_kill_9_during_a_run_loses_nothing(
     try:
         put_role(first)
         lam = first.client()
-        function = make_function(lam, record, sleep=0.05)
+        function = make_function(lam, record, sleep=0.05, timeout=3)
         create_mapping(lam, function, queues.arn(name), BatchSize=10)
         wait_recorded(record, 100, timeout=120)  # well into the run
     finally:

@@ -548,8 +548,9 @@ def test_close_during_a_long_poll_is_prompt_and_loses_nothing(
 
 def test_queue_visibility_timeout(endpoint: str, queues: Queues) -> None:
     name, _ = queues.make(VisibilityTimeout=45)
-    timeout = queue_visibility_timeout(mapping_for(name), connection_for(endpoint, name))
-    assert run(timeout) == 45
+    assert run(queue_visibility_timeout(endpoint, f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}")) == 45
+    with pytest.raises(SourceUnavailable, match="does not exist"):
+        run(queue_visibility_timeout(endpoint, f"arn:aws:sqs:{REGION}:{ACCOUNT}:missing-{name}"))
 
 
 def test_close_twice_and_use_after_close(endpoint: str, queues: Queues) -> None:

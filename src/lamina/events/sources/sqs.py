@@ -36,7 +36,7 @@ from typing import Any
 
 from lamina.events.sources.api import Message, SourceUnavailable
 from lamina.events.sources.sqs_client import SqsApiError, SqsClient, SqsUnreachable
-from lamina.mappings import Connection, EventSourceMapping, parse_source_arn
+from lamina.mappings import Connection, EventSourceMapping, SourceKind, parse_source_arn
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +85,20 @@ class SqsSource:
     """
 
     def __init__(self, mapping: EventSourceMapping, connection: Connection) -> None:
-        arn = parse_source_arn(mapping.source_arn)
-        if arn is None or arn.name is None:
-            raise SourceUnavailable(f"{mapping.source_arn} is not an SQS queue ARN")
-        self.arn = mapping.source_arn
+        self._setup(mapping.source_arn, connection)
+
+    @classmethod
+    def for_queue(cls, source_arn: str, connection: Connection) -> SqsSource:
+        """A source for a queue without a mapping (to read its attributes)."""
+        source = cls.__new__(cls)
+        source._setup(source_arn, connection)
+        return source
+
+    def _setup(self, source_arn: str, connection: Connection) -> None:
+        arn = parse_source_arn(source_arn)
+        if arn is None or arn.kind is not SourceKind.SQS or arn.name is None:
+            raise SourceUnavailable(f"{source_arn} is not an SQS queue ARN")
+        self.arn = source_arn
         self.region = arn.region
         self.account = arn.account
         self.queue_name = connection.queue_name or arn.name
@@ -408,12 +418,12 @@ class SqsSource:
         return SourceUnavailable(f"{operation} on the {where} failed: {e}")
 
 
-async def queue_visibility_timeout(mapping: EventSourceMapping, connection: Connection) -> int:
-    """The queue's VisibilityTimeout in seconds, for checking a mapping against its function's
-    timeout as Lambda does on CreateEventSourceMapping and UpdateEventSourceMapping (Lambda
-    refuses a function timeout longer than the queue's visibility timeout). Raises
-    `SourceUnavailable` if the queue cannot be read."""
-    source = SqsSource(mapping, connection)
+async def queue_visibility_timeout(endpoint: str, source_arn: str) -> int:
+    """The VisibilityTimeout (seconds) of the queue `source_arn` names at `endpoint`, for
+    checking a mapping against its function's timeout as Lambda does on
+    CreateEventSourceMapping and UpdateEventSourceMapping. Raises `SourceUnavailable` if the
+    queue cannot be read."""
+    source = SqsSource.for_queue(source_arn, Connection(SourceKind.SQS, endpoint))
     try:
         await source.open()
         return source.visibility_timeout
