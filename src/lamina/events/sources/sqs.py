@@ -85,16 +85,17 @@ class SqsSource:
     """
 
     def __init__(self, mapping: EventSourceMapping, connection: Connection) -> None:
-        self._setup(mapping.source_arn, connection)
+        self._setup(mapping.source_arn, connection, attempts=3)
 
     @classmethod
     def for_queue(cls, source_arn: str, connection: Connection) -> SqsSource:
-        """A source for a queue without a mapping (to read its attributes)."""
+        """A source for a queue without a mapping, to read its attributes once (each call
+        tried once: an API request is waiting for the answer)."""
         source = cls.__new__(cls)
-        source._setup(source_arn, connection)
+        source._setup(source_arn, connection, attempts=1)
         return source
 
-    def _setup(self, source_arn: str, connection: Connection) -> None:
+    def _setup(self, source_arn: str, connection: Connection, *, attempts: int) -> None:
         arn = parse_source_arn(source_arn)
         if arn is None or arn.kind is not SourceKind.SQS or arn.name is None:
             raise SourceUnavailable(f"{source_arn} is not an SQS queue ARN")
@@ -104,7 +105,7 @@ class SqsSource:
         self.queue_name = connection.queue_name or arn.name
         self.fifo = self.queue_name.endswith(".fifo")
         endpoint = connection.url or f"https://sqs.{arn.region}.amazonaws.com"
-        self._client = SqsClient(endpoint, arn.region)
+        self._client = SqsClient(endpoint, arn.region, attempts=attempts)
         self._queue_url: str | None = None
         #: the queue's VisibilityTimeout (seconds), read at open and with each backlog()
         self.visibility_timeout = 30
