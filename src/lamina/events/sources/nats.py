@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 #: again by the server; `read` drops such repeats, so this only bounds the server's work
 ACK_WAIT_S = 3600.0
 _CONNECT_TIMEOUT_S = 5.0
-_REQUEST_TIMEOUT_S = 5.0
+_REQUEST_TIMEOUT_S = 5
 # what a broker library may raise on a lost connection or a refused request
 _NATS_ERRORS = (nats.errors.Error, OSError, asyncio.TimeoutError)
 
