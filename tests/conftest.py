@@ -262,6 +262,30 @@ def fetch(
     return status, found, body
 
 
+#: an identity policy that lets a function's role read every kind of event source (what
+#: CreateEventSourceMapping checks the role for when authentication is on)
+EVENT_SOURCES_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Action": ["sqs:*", "mq:DescribeBroker", "nats:ReadStream", "redis:ReadStream"],
+            "Resource": "*",
+        }
+    ],
+}
+
+
+def allow_event_sources(server: Server, role: str = ROLE) -> None:
+    """Define `role` (by default the tests' functions' role) in `server` with
+    `EVENT_SOURCES_POLICY`, so that its functions may be mapped to any source."""
+    name = role.rsplit("/", 1)[1]
+    put = SIGNED_HTTP.put(
+        f"{server.endpoint}/lamina/roles/{name}", json={"Policies": [EVENT_SOURCES_POLICY]}
+    )
+    assert put.status_code == 200, put.text
+
+
 def wait_for(what: Callable[[], Any], timeout: float = 20.0, message: str = "condition") -> Any:
     """Poll `what` until it returns something true; that value, or AssertionError."""
     deadline = time.monotonic() + timeout

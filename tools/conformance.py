@@ -47,16 +47,6 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 #: operation families other open issues deliver, with the issue that owns each
 OWNED: dict[str, str] = {
-    **{
-        op: "issue 18 (event-source mappings)"
-        for op in (
-            "CreateEventSourceMapping",
-            "DeleteEventSourceMapping",
-            "GetEventSourceMapping",
-            "ListEventSourceMappings",
-            "UpdateEventSourceMapping",
-        )
-    },
     "InvokeWithResponseStream": "issue 21 (response streaming)",
     **{
         op: "issue 22 (durable executions)"

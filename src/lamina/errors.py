@@ -72,6 +72,13 @@ class ResourceConflictError(UserError):
     status = 409
 
 
+class ResourceInUseError(UserError):
+    """The resource is being changed or used by another, e.g. a broker that mappings read
+    from, or an event-source mapping that is being deleted."""
+
+    error_type = "ResourceInUseException"
+
+
 class CodeSigningConfigNotFoundError(UserError):
     """A code signing configuration named for a function does not exist."""
 

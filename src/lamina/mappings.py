@@ -161,10 +161,25 @@ class EventSourceMapping:
     #: the function's execution role, for stream records' `invokeIdentityArn` (control fills
     #: it from the function's configuration when it hands a mapping out; None: unknown)
     role_arn: str | None = None
+    #: no MaximumBatchingWindowInSeconds was ever given: the kind's default window applies,
+    #: which for RabbitMQ (Amazon MQ's) is 0.5 s, not a whole number of seconds
+    batching_window_default: bool = False
 
     @property
     def enabled(self) -> bool:
         return self.state.polling
+
+    @property
+    def batching_window(self) -> float:
+        """Seconds the poller gathers records before invoking (what it should wait)."""
+        if self.batching_window_default:
+            return DEFAULT_BATCHING_WINDOW_S.get(self.kind, 0.0)
+        return float(self.batching_window_s)
+
+
+#: batching windows that apply until MaximumBatchingWindowInSeconds is set (Lambda: 500 ms
+#: for Amazon MQ; 0 for SQS and streams)
+DEFAULT_BATCHING_WINDOW_S: dict[SourceKind, float] = {SourceKind.RABBITMQ: 0.5}
 
 
 _BROKER_ARN = re.compile(

@@ -24,14 +24,17 @@ from lamina.auth.keys import KeyStore
 from lamina.auth.principal import PolicyDocument
 from lamina.auth.profile import setup_admin_key
 from lamina.control import FunctionService
+from lamina.control.brokers import BrokerService
+from lamina.control.event_sources import EventSourceService
 from lamina.control.roles import RoleService
 from lamina.control.rules import RuleService
 from lamina.datadir import make_private, restrict_umask
-from lamina.errors import MalformedPolicyDocumentError
+from lamina.errors import LaminaError, MalformedPolicyDocumentError
 from lamina.events import AsyncQueue
 from lamina.events.bus import EventBus
 from lamina.events.http_routes import HttpRoutes
 from lamina.events.schedules import ScheduleClock, ScheduleRunner
+from lamina.events.sources.api import MappingControl
 from lamina.models import LATEST, FunctionConfig
 from lamina.observability import LogStore, Metrics
 from lamina.observability.metering import Meter
@@ -43,6 +46,7 @@ from lamina.sandbox.process import ProcessBackend
 from lamina.scheduler import Scheduler
 from lamina.settings import Settings, is_loopback
 from lamina.store import CodeStore, MetadataStore, SqliteEventStore
+from lamina.store.event_sources import EventSourceStore
 from lamina.store.roles import RoleStore
 from lamina.store.rules import RuleStore
 from lamina.store.sealed import Sealer
@@ -150,7 +154,8 @@ def create_app(
     metrics = Metrics()
     log_store = make_log_store(settings, metrics)
     log_store.reclaim()  # before the other stores open: they need room to
-    metadata = MetadataStore.sqlite(settings.db_path, Sealer.open(settings.data_dir))
+    sealer = Sealer.open(settings.data_dir)
+    metadata = MetadataStore.sqlite(settings.db_path, sealer)
     code = CodeStore(settings.code_dir)
     functions = FunctionService(settings, metadata, code, runtimes)
     roles = RoleService(settings, RoleStore(metadata), functions, validator=_check_role_policy)
@@ -192,6 +197,25 @@ def create_app(
         images.ensure(_in_use(runtimes, functions.runtimes_in_use()))
 
     functions.subscribe(changed)
+    # Event-source mappings, their brokers and secrets (tables of their own, same database).
+    source_store = EventSourceStore(metadata.engine, sealer)
+    brokers = BrokerService(settings, source_store, functions.run)
+
+    def alias_version(function_name: str, alias: str) -> str | None:
+        try:
+            return functions.aliases.get(function_name, alias).function_version
+        except LaminaError:
+            return None
+
+    event_sources = EventSourceService(
+        settings, source_store, functions, brokers, roles, alias_version
+    )
+    #: what the mapping runner is given (mypy checks that the service implements it)
+    mapping_control: MappingControl = event_sources
+    del mapping_control
+    functions.subscribe(event_sources.function_changed)
+    functions.aliases.on_deleted.append(event_sources.alias_deleted)
+    functions.tags.register("event-source-mapping", _MappingTags(event_sources))
     scheduler.check_startable = functions.runtime_management.check_startable
     functions.scaling.on_limits = lambda config, high, provider, vcpus: (
         scheduler.limits.set_version(config.name, config.version, high, provider, vcpus)
@@ -231,12 +255,17 @@ def create_app(
         roles=roles,
         keys=keys if settings.auth else None,
         images=images,
+        event_sources=event_sources,
+        brokers=brokers,
     )
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await functions.load()
         await roles.load()
+        await brokers.load()
+        await event_sources.load()
+        event_sources.start()
         await routes.load()  # after the functions: a bad route file stops the start
         log_store.open()
         pruner = asyncio.get_running_loop().create_task(_prune_logs(log_store))
@@ -260,6 +289,7 @@ def create_app(
             await schedules.close()  # before the queue: a claimed tick is always queued
             await async_queue.close()
             await scheduler.close()
+            await event_sources.close()
             pruner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pruner
@@ -273,6 +303,19 @@ def create_app(
                 keys.close()
 
     return build_app(state, lifespan, keys if settings.auth else None, listeners)
+
+
+class _MappingTags:
+    """Event-source mappings' tags (TagResource on `event-source-mapping:UUID`)."""
+
+    def __init__(self, service: EventSourceService) -> None:
+        self._service = service
+
+    async def read(self, resource_id: str) -> dict[str, str] | None:
+        return await self._service.read_tags(resource_id)
+
+    async def write(self, resource_id: str, tags: dict[str, str]) -> bool:
+        return await self._service.write_tags(resource_id, tags)
 
 
 #: how long an environment's role session lasts (Lambda's execution-role credentials are

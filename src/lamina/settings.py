@@ -127,6 +127,10 @@ class Settings:
     #: `Content.S3*` are read from (`--s3-endpoint URL`), with credentials from the usual AWS
     #: chain; None: code from S3 is refused
     s3_endpoint: str | None = None
+    #: the SQS-API endpoint (AWS SQS, or an SQS-compatible server) whose queues SQS
+    #: event-source mappings poll (`--sqs-endpoint URL`), with credentials from the usual AWS
+    #: chain; the region comes from each queue's ARN. None: SQS mappings are refused.
+    sqs_endpoint: str | None = None
 
     @property
     def db_path(self) -> Path:

@@ -20,7 +20,7 @@ import botocore.session
 import httpx
 import pytest
 from starlette.applications import Starlette
-from tests.conftest import ROLE, SIGNED, Server, make_zip
+from tests.conftest import ROLE, SIGNED, Server, allow_event_sources, make_zip
 
 from lamina.api.app import build_app
 
@@ -113,6 +113,28 @@ LAMBDA_BASES: dict[str, dict[str, Any]] = {
     },
     "UpdateFunctionUrlConfig": {"AuthType": "AWS_IAM", "Cors": {"AllowHeaders": ["x"]}},
     "TagResource": {"Tags": {"k": "v", "k2": ""}},
+    # event-source mappings: a queue's, and settings of every kind (most refused for SQS)
+    "CreateEventSourceMapping": {
+        "FunctionName": "fz",
+        "EventSourceArn": "arn:aws:sqs:us-east-1:000000000000:fzq",
+        "BatchSize": 20,
+        "MaximumBatchingWindowInSeconds": 1,
+        "FilterCriteria": {"Filters": [{"Pattern": '{"body": {"a": [1]}}'}]},
+        "ScalingConfig": {"MaximumConcurrency": 2},
+        "FunctionResponseTypes": ["ReportBatchItemFailures"],
+        "StartingPosition": "LATEST",
+        "Queues": ["q"],
+        "SourceAccessConfigurations": [{"Type": "VIRTUAL_HOST", "URI": "/"}],
+        "DestinationConfig": {"OnFailure": {"Destination": _FN_ARN}},
+        "Tags": {"k": "v"},
+    },
+    "UpdateEventSourceMapping": {
+        "BatchSize": 5,
+        "Enabled": False,
+        "FilterCriteria": {"Filters": []},
+        "ScalingConfig": {},
+        "MaximumRetryAttempts": 1,
+    },
     "AddLayerVersionPermission": {
         "StatementId": "s2",
         "Action": "lambda:GetLayerVersion",
@@ -284,7 +306,8 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A server of the module's own with a function (version 1, alias `live`, a public URL,
     an HTTP route) and a layer to aim at."""
     base = tmp_path_factory.mktemp("fuzz")
-    server = Server(data_dir=base / "data").start()
+    server = Server(data_dir=base / "data", extra_args=("--sqs-endpoint", "http://127.0.0.1:9"))
+    server.start()
     try:
         _set_up(server)
         yield server
@@ -317,7 +340,14 @@ def _set_up(server: Server) -> None:
         lam.add_permission(
             FunctionName="fz-front", StatementId=sid, Action=action, Principal="*", **extra
         )
+    # An event-source mapping to aim at (its UUID in the paths), and a broker.
+    allow_event_sources(server)
+    made = lam.create_event_source_mapping(
+        FunctionName="fz", EventSourceArn="arn:aws:sqs:us-east-1:000000000000:fz-aim"
+    )
+    _PATH_VALUES["UUID"] = made["UUID"]
     setup = Fuzzer(server)
+    setup.send("PUT", "/lamina/brokers/fz", json.dumps({"Url": "amqp://u:p@127.0.0.1/"}).encode())
     route = setup.send(
         "POST",
         "/lamina/routes",
@@ -439,6 +469,7 @@ def test_lamina_endpoints(fuzzed: Server) -> None:
     fuzzer = Fuzzer(fuzzed)
     members = ["routeKey", "function", "payloadFormatVersion", "Policies", "Description"]
     members += ["Path", "UserName", "Statement", "Version", "MaxItems"]
+    members += ["Url", "Username", "Password"]
     for method, template in lamina_routes():
         path = re.sub(r"\{(\w+)\}", "fz", template).replace("{sha256}", "0" * 64)
         for body in BODIES:

@@ -24,12 +24,15 @@ SAMPLE_PARAMS = {
     "version": "3",
     "sha256": "ab12",
     "key_id": "AKIAEXAMPLE",
+    "uuid": "0b1e8f3c-5d2a-4c7e-9f10-2a3b4c5d6e7f",
     "arn": f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:fn",
 }
 OPEN = {"/health", "/metrics", "/lamina/code/{sha256}.zip"}
 _LAMBDA_OPS = set(botocore.session.get_session().get_service_model("lambda").operation_names)
 
 access = AccessMap("us-east-1", ACCOUNT)
+ESM_ID = "0b1e8f3c-5d2a-4c7e-9f10-2a3b4c5d6e7f"
+ESM = f"arn:aws:lambda:us-east-1:{ACCOUNT}:event-source-mapping:{ESM_ID}"
 
 
 def routes() -> list[Route]:
@@ -218,6 +221,37 @@ def test_every_json_api_operation_has_a_mapping() -> None:
             FN + "f",
         ),
         ("GET", "/lamina/usage", {}, "lamina:GetUsage", "*"),
+        ("GET", "/2015-03-31/event-source-mappings", {}, "lambda:ListEventSourceMappings", "*"),
+        ("POST", "/2015-03-31/event-source-mappings/", {}, "lambda:CreateEventSourceMapping", "*"),
+        (
+            "GET",
+            f"/2015-03-31/event-source-mappings/{ESM_ID}",
+            {},
+            "lambda:GetEventSourceMapping",
+            ESM,
+        ),
+        (
+            "PUT",
+            f"/2015-03-31/event-source-mappings/{ESM_ID}",
+            {},
+            "lambda:UpdateEventSourceMapping",
+            ESM,
+        ),
+        (
+            "DELETE",
+            f"/2015-03-31/event-source-mappings/{ESM_ID}",
+            {},
+            "lambda:DeleteEventSourceMapping",
+            ESM,
+        ),
+        ("PATCH", "/2015-03-31/event-source-mappings", {}, UNKNOWN, "*"),
+        ("GET", "/lamina/brokers", {}, "lamina:ListBrokers", "*"),
+        ("PUT", "/lamina/brokers/rmq", {}, "lamina:AddBroker", "*"),
+        ("DELETE", "/lamina/brokers/rmq", {}, "lamina:RemoveBroker", "*"),
+        ("GET", "/lamina/secrets", {}, "lamina:ListSecrets", "*"),
+        ("PUT", "/lamina/secrets/team/rmq", {}, "lamina:PutSecret", "*"),
+        ("DELETE", "/lamina/secrets/rmq", {}, "lamina:DeleteSecret", "*"),
+        ("GET", "/lamina/sources", {}, "lamina:ListSources", "*"),
         ("HEAD", "/2015-03-31/functions/f", {}, "lambda:GetFunction", FN + "f"),
         ("GET", "/nowhere", {}, UNKNOWN, "*"),
     ],
@@ -228,6 +262,15 @@ def test_actions_and_resources(
     got = access.request(method, path, query, {})
     assert got is not None
     assert (got.action, got.resource) == (action, resource)
+
+
+def test_create_event_source_mapping_names_its_function_as_a_condition_key() -> None:
+    assert access.needs_body("POST", "/2015-03-31/event-source-mappings")
+    got = access.request(
+        "POST", "/2015-03-31/event-source-mappings", {}, {}, b'{"FunctionName":"g:live"}'
+    )
+    assert got is not None and got.resource == "*"
+    assert got.context == {"lambda:FunctionArn": FN + "g:live"}
 
 
 def test_body_named_resources_and_context_keys() -> None:

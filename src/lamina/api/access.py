@@ -12,6 +12,8 @@ service authorization reference names them:
   `function:NAME:prod`: policies use `function:NAME:*` for versions and aliases, as on AWS.
 - Tags and whole resource policies: the ARN the request names (TagResource, UntagResource,
   ListTags, Get/Put/DeleteResourcePolicy).
+- Event-source mappings: `event-source-mapping:UUID` for Get/Update/Delete; Create and List
+  act on `*` (Create with `lambda:FunctionArn`, the function it names, as a condition key).
 - Layers: `layer:NAME` for PublishLayerVersion, `layer:NAME:VERSION` for a version's operations.
 - CloudWatch Logs: `log-group:NAME:*` (a stream's operations: `log-group:NAME:log-stream:S`);
   DescribeLogGroups acts on `log-group:*`.
@@ -55,6 +57,14 @@ _CAPACITY_OPS = {
     ("DELETE", True, False): "DeleteCapacityProvider",
     ("GET", True, True): "ListFunctionVersionsByCapacityProvider",
 }
+_ESM = re.compile(r"/2015-03-31/event-source-mappings(?:/([^/]+))?")
+_ESM_OPS = {
+    ("GET", False): "ListEventSourceMappings",
+    ("POST", False): "CreateEventSourceMapping",
+    ("GET", True): "GetEventSourceMapping",
+    ("PUT", True): "UpdateEventSourceMapping",
+    ("DELETE", True): "DeleteEventSourceMapping",
+}
 _LAYERS = re.compile(r"/2018-10-31/layers(?:/([^/]+)/versions(?:/([^/]+)(/policy(?:/[^/]+)?)?)?)?")
 # A layer version's policy: (method, with a statement id?) -> operation
 _LAYER_POLICY_OPS = {
@@ -88,6 +98,9 @@ _LAMINA = {
     ("DELETE", "/lamina/routes"): "RemoveRoute",
     ("GET", "/lamina/schedules"): "ListSchedules",
     ("GET", "/lamina/roles"): "ListRoles",
+    ("GET", "/lamina/brokers"): "ListBrokers",
+    ("GET", "/lamina/secrets"): "ListSecrets",
+    ("GET", "/lamina/sources"): "ListSources",
     ("GET", "/lamina/keys"): "ListKeys",
     ("POST", "/lamina/keys"): "CreateKey",
     ("GET", "/lamina/signers"): "ListSigners",
@@ -98,6 +111,11 @@ _LAMINA = {
 #: /lamina/roles/<name>: (method) -> operation
 _LAMINA_ROLE = re.compile(r"/lamina/roles/[^/]+")
 _ROLE_OPS = {"PUT": "PutRole", "GET": "GetRole", "DELETE": "DeleteRole"}
+#: /lamina/brokers/<name> and /lamina/secrets/<name>: (method) -> operation
+_LAMINA_BROKER = re.compile(r"/lamina/brokers/[^/]+")
+_BROKER_OPS = {"PUT": "AddBroker", "DELETE": "RemoveBroker"}
+_LAMINA_SECRET = re.compile(r"/lamina/secrets/.+")
+_SECRET_OPS = {"PUT": "PutSecret", "DELETE": "DeleteSecret"}
 #: /lamina/keys/<id> and /lamina/keys/<id>/policies (admin-only in their handlers as well)
 _LAMINA_KEY = re.compile(r"/lamina/keys/[^/]+")
 _LAMINA_KEY_POLICIES = re.compile(r"/lamina/keys/[^/]+/policies")
@@ -192,6 +210,8 @@ class AccessMap:
             return False
         if path == "/":
             return True
+        if method == "POST" and path.rstrip("/") == "/2015-03-31/event-source-mappings":
+            return True  # CreateEventSourceMapping's function is a condition key
         if method == "POST" and path.rstrip("/") == "/2025-11-30/capacity-providers":
             return True  # CreateCapacityProvider names its provider in the body
         m = _FUNCTION.fullmatch(path.rstrip("/") or "/")
@@ -232,6 +252,9 @@ class AccessMap:
         m = _FUNCTION.fullmatch(trimmed)
         if m is not None:
             return self._function(method, m, query, body)
+        m = _ESM.fullmatch(trimmed)
+        if m is not None:
+            return self._event_source_mapping(method, m, body)
         m = _LAYERS.fullmatch(trimmed)
         if m is not None:
             return self._layer(method, m, query)
@@ -258,6 +281,10 @@ class AccessMap:
         name = _LAMINA.get((method, trimmed))
         if name is None and _LAMINA_ROLE.fullmatch(trimmed):
             name = _ROLE_OPS.get(method)
+        elif name is None and _LAMINA_BROKER.fullmatch(trimmed):
+            name = _BROKER_OPS.get(method)
+        elif name is None and _LAMINA_SECRET.fullmatch(trimmed):
+            name = _SECRET_OPS.get(method)
         elif name is None and method == "DELETE" and _LAMINA_KEY.fullmatch(trimmed):
             name = "DeleteKey"
         elif name is None and method == "POST" and _LAMINA_KEY_POLICIES.fullmatch(trimmed):
@@ -312,6 +339,21 @@ class AccessMap:
             if isinstance(data.get("Principal"), str):
                 context["lambda:Principal"] = data["Principal"]
         return AccessRequest(f"lambda:{operation}", resource, context)
+
+    def _event_source_mapping(
+        self, method: str, m: re.Match[str], body: bytes | None
+    ) -> AccessRequest:
+        operation = _ESM_OPS.get((method, m[1] is not None))
+        if operation is None:
+            return AccessRequest(UNKNOWN, "*")
+        if m[1] is not None:
+            arn = f"arn:aws:lambda:{self.region}:{self.account}:event-source-mapping:{m[1]}"
+            return AccessRequest(f"lambda:{operation}", arn)
+        context: dict[str, str | list[str]] = {}
+        name = _json(body).get("FunctionName") if operation.startswith("Create") else None
+        if isinstance(name, str) and name:
+            context["lambda:FunctionArn"] = self._function_resource(name, None, True)
+        return AccessRequest(f"lambda:{operation}", "*", context)
 
     def _layer(self, method: str, m: re.Match[str], query: Mapping[str, str]) -> AccessRequest:
         name, version = m[1], m[2]

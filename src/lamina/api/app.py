@@ -18,10 +18,12 @@ from lamina import __version__
 from lamina.api import (
     access_keys,
     aliases,
+    brokers,
     capacity,
     code_signing,
     concurrency,
     event_invoke,
+    event_sources,
     events_api,
     function_urls,
     http_routes,
@@ -70,6 +72,7 @@ _SCALING = "/2025-11-30/functions/{name}/function-scaling-config"
 _POLICY = "/2026-07-09/resource-policy/{arn:path}"
 _CSC = "/2020-04-22/code-signing-configs"
 _FN_CSC = "/2020-06-30/functions/{name}/code-signing-config"
+_ESM = "/2015-03-31/event-source-mappings"
 
 
 async def health(request: Request) -> Response:
@@ -210,12 +213,26 @@ def build_app(
         Route("/lamina/roles/{name}", roles.put_role, methods=["PUT"]),
         Route("/lamina/roles/{name}", roles.get_role, methods=["GET"]),
         Route("/lamina/roles/{name}", roles.delete_role, methods=["DELETE"]),
+        Route("/lamina/brokers", brokers.list_brokers, methods=["GET"]),
+        Route("/lamina/brokers/{name}", brokers.put_broker, methods=["PUT"]),
+        Route("/lamina/brokers/{name}", brokers.remove_broker, methods=["DELETE"]),
+        Route("/lamina/secrets", brokers.list_secrets, methods=["GET"]),
+        Route("/lamina/secrets/{name:path}", brokers.put_secret, methods=["PUT"]),
+        Route("/lamina/secrets/{name:path}", brokers.delete_secret, methods=["DELETE"]),
+        Route("/lamina/sources", event_sources.list_sources, methods=["GET"]),
         Route("/lamina/keys", access_keys.list_keys, methods=["GET"]),
         Route("/lamina/keys", access_keys.create_key, methods=["POST"]),
         Route("/lamina/keys/{key_id}", access_keys.delete_key, methods=["DELETE"]),
         Route("/lamina/keys/{key_id}/policies", access_keys.attach_policy, methods=["POST"]),
         Route("/2014-11-13/functions/{name}/invoke-async/", invoke_async, methods=["POST"]),
         Route("/2014-11-13/functions/{name}/invoke-async", invoke_async, methods=["POST"]),
+        Route(_ESM, event_sources.list_event_source_mappings, methods=["GET"]),
+        Route(_ESM + "/", event_sources.list_event_source_mappings, methods=["GET"]),
+        Route(_ESM, event_sources.create_event_source_mapping, methods=["POST"]),
+        Route(_ESM + "/", event_sources.create_event_source_mapping, methods=["POST"]),
+        Route(_ESM + "/{uuid}", event_sources.get_event_source_mapping, methods=["GET"]),
+        Route(_ESM + "/{uuid}", event_sources.update_event_source_mapping, methods=["PUT"]),
+        Route(_ESM + "/{uuid}", event_sources.delete_event_source_mapping, methods=["DELETE"]),
         Route(_FN, fn.list_functions, methods=["GET"]),
         Route(_FN + "/", fn.list_functions, methods=["GET"]),
         Route(_FN, fn.create_function, methods=["POST"]),

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from starlette.requests import Request
 
 from lamina.auth.keys import KeyStore
 from lamina.control import FunctionService
+from lamina.control.brokers import BrokerService
+from lamina.control.event_sources import EventSourceService
 from lamina.control.roles import RoleService
 from lamina.control.rules import RuleService
 from lamina.events import AsyncQueue
 from lamina.events.bus import EventBus
 from lamina.events.http_routes import HttpRoutes
 from lamina.events.schedules import ScheduleRunner
+from lamina.events.sources.api import MappingStats
 from lamina.observability import Meter, Metrics
 from lamina.observability.log_store import LogStore
 from lamina.runtimes.catalog import RuntimeCatalog
@@ -48,6 +52,12 @@ class AppState:
     keys: KeyStore | None = None
     #: the runtime images and their bundled SDKs (None: servers built without them)
     images: RuntimeImages | None = None
+    #: event-source mappings, and the brokers and secrets they use (None: their endpoints
+    #: answer ServiceException)
+    event_sources: EventSourceService | None = None
+    brokers: BrokerService | None = None
+    #: a mapping's counters, by UUID (the mapping runner plugs in; None: no poller reports)
+    source_stats: Callable[[str], MappingStats | None] = field(default=lambda _: None)
 
 
 def app_state(request: Request) -> AppState:

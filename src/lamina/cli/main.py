@@ -243,6 +243,15 @@ def main(profile: str | None) -> None:
     "Content.S3* are read from, with credentials from the usual AWS chain (AWS_ACCESS_KEY_ID, "
     "AWS_PROFILE...). Without it, code from S3 is refused. See docs/functions.md.",
 )
+@click.option(
+    "--sqs-endpoint",
+    default=None,
+    metavar="URL",
+    envvar="LAMINA_SQS_ENDPOINT",
+    help="The SQS-API endpoint (AWS SQS, or an SQS-compatible server) whose queues SQS "
+    "event-source mappings poll, with credentials from the usual AWS chain; the region comes "
+    "from each queue's ARN. Without it, SQS mappings are refused. See docs/event-sources.md.",
+)
 @click.option("--allow-non-loopback", is_flag=True, hidden=True)  # accepted, no longer needed
 @click.option("--log-level", default="info", show_default=True)
 def serve(
@@ -275,6 +284,7 @@ def serve(
     no_runtime_sdk: bool,
     metrics_listen: str | None,
     s3_endpoint: str | None,
+    sqs_endpoint: str | None,
     allow_non_loopback: bool,
     log_level: str,
 ) -> None:
@@ -336,17 +346,18 @@ def serve(
         aws_endpoints=_aws_endpoints(aws_endpoints),
         install_sdks=not no_runtime_sdk,
         metrics_listen=metrics_address,
-        s3_endpoint=_s3_endpoint(s3_endpoint),
+        s3_endpoint=_http_url("--s3-endpoint", s3_endpoint),
+        sqs_endpoint=_http_url("--sqs-endpoint", sqs_endpoint),
     )
     run_server(settings, log_level=log_level, admin_key=admin, write_profile=write_profile)
 
 
-def _s3_endpoint(value: str | None) -> str | None:
+def _http_url(option: str, value: str | None) -> str | None:
     if value is None:
         return None
     parsed = urlsplit(value)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        _fail(f"--s3-endpoint: {value!r} is not an http(s) URL", code=2)
+        _fail(f"{option}: {value!r} is not an http(s) URL", code=2)
     return value
 
 
@@ -675,4 +686,5 @@ from lamina.cli import logs as _logs  # noqa: E402, F401  (registers `logs`; it 
 from lamina.cli import roles as _roles  # noqa: E402, F401  (registers `roles`; it imports main)
 from lamina.cli import routes as _routes  # noqa: E402, F401  (registers `routes`; it imports main)
 from lamina.cli import schedules as _schedules  # noqa: E402, F401  (registers `schedules`)
+from lamina.cli import sources as _sources  # noqa: E402, F401  (`brokers`, `secrets`, `sources`)
 from lamina.cli import usage as _usage  # noqa: E402, F401  (registers `usage`; it imports main)

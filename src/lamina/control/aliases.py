@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +45,9 @@ class AliasService:
         self._metadata = metadata
         self._aliases: dict[tuple[str, str], Alias] = {}
         self._random: Callable[[], float] = random.random
+        #: `listener(function_name, alias)` after an alias was deleted (event-source mappings
+        #: that name it go with it)
+        self.on_deleted: list[Callable[[str, str], Awaitable[None]]] = []
 
     def load(self, aliases: list[Alias]) -> None:
         self._aliases = {(a.function_name, a.name): a for a in aliases}
@@ -178,6 +181,8 @@ class AliasService:
         self._functions.event_invoke.forget(function_name, name)
         self._functions.urls.forget(function_name, name)
         self._functions.policies.forget(function_name, name)
+        for listener in self.on_deleted:
+            await listener(function_name, name)
 
     # -- rules ---------------------------------------------------------------------
 
