@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install serve test lint typecheck bench bench-coldstart bench-scale bench-async bench-auth conformance clean
+.PHONY: install serve test lint typecheck bench bench-coldstart bench-scale bench-async bench-auth bench-sources conformance clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ bench-async: install
 
 bench-auth: install
 	AWS_EC2_METADATA_DISABLED=true $(BIN)/python bench/auth.py $(ARGS)
+
+# RabbitMQ event source: messages/s and publish-to-handler latency (needs RabbitMQ at :5672).
+bench-sources: install
+	AWS_EC2_METADATA_DISABLED=true $(BIN)/python bench/sources.py $(ARGS)
 
 # Which operations of botocore's lambda model Lamina serves (not part of `make test`).
 conformance: install

@@ -158,12 +158,12 @@ class EventSourceMapping:
     parallelization_factor: int = 1
     tumbling_window_s: int = 0
     tags: dict[str, str] = field(default_factory=dict)
-    #: the function's execution role, for stream records' `invokeIdentityArn` (control fills
-    #: it from the function's configuration when it hands a mapping out; None: unknown)
-    role_arn: str | None = None
     #: no MaximumBatchingWindowInSeconds was ever given: the kind's default window applies,
     #: which for RabbitMQ (Amazon MQ's) is 0.5 s, not a whole number of seconds
     batching_window_default: bool = False
+    #: the function's execution role, for stream records' `invokeIdentityArn` (control fills
+    #: it from the function's configuration when it hands a mapping out; None: unknown)
+    role_arn: str | None = None
 
     @property
     def enabled(self) -> bool:

@@ -34,7 +34,12 @@ from lamina.events import AsyncQueue
 from lamina.events.bus import EventBus
 from lamina.events.http_routes import HttpRoutes
 from lamina.events.schedules import ScheduleClock, ScheduleRunner
-from lamina.events.sources.api import MappingControl
+from lamina.events.sources.api import MappingControl, SourceFactory
+from lamina.events.sources.invoker import SchedulerInvoker
+from lamina.events.sources.manager import SourceRunner
+from lamina.events.sources.rabbitmq import RabbitSource
+from lamina.events.sources.sqs import SqsSource
+from lamina.mappings import SourceKind
 from lamina.models import LATEST, FunctionConfig
 from lamina.observability import LogStore, Metrics
 from lamina.observability.metering import Meter
@@ -210,9 +215,6 @@ def create_app(
     event_sources = EventSourceService(
         settings, source_store, functions, brokers, roles, alias_version
     )
-    #: what the mapping runner is given (mypy checks that the service implements it)
-    mapping_control: MappingControl = event_sources
-    del mapping_control
     functions.subscribe(event_sources.function_changed)
     functions.aliases.on_deleted.append(event_sources.alias_deleted)
     functions.tags.register("event-source-mapping", _MappingTags(event_sources))
@@ -232,6 +234,12 @@ def create_app(
         async_queue.nudge(name)
 
     functions.concurrency.on_change = reserved_changed
+    # The pollers of event-source mappings: a task per mapping, invoking through the scheduler.
+    source_invoker = SchedulerInvoker(settings, functions, scheduler, async_queue)
+    mapping_control: MappingControl = event_sources
+    source_runner = SourceRunner(
+        settings, mapping_control, source_invoker, _source_factories(), metrics
+    )
     routes = HttpRoutes(settings, functions)
     # EventBridge rules share the metadata database file (their own tables and engine).
     clock = ScheduleClock(settings.test_clock_rate, settings.test_clock_origin_path)
@@ -257,6 +265,7 @@ def create_app(
         images=images,
         event_sources=event_sources,
         brokers=brokers,
+        source_stats=source_runner.stats,
     )
 
     @asynccontextmanager
@@ -281,12 +290,16 @@ def create_app(
         await async_queue.start()
         await rules.load()
         schedules.start()  # after the queue: a due tick goes straight to it
+        await source_runner.start()  # after the queue (failure destinations) and mappings
         state.ready = True
         try:
             yield
         finally:
             state.ready = False
             await schedules.close()  # before the queue: a claimed tick is always queued
+            # Before the queue and the scheduler: unfinished batches are not acknowledged.
+            await source_runner.close()
+            await source_invoker.close()
             await async_queue.close()
             await scheduler.close()
             await event_sources.close()
@@ -303,6 +316,11 @@ def create_app(
                 keys.close()
 
     return build_app(state, lifespan, keys if settings.auth else None, listeners)
+
+
+def _source_factories() -> dict[SourceKind, SourceFactory]:
+    """The broker module of each kind of event source."""
+    return {SourceKind.RABBITMQ: RabbitSource, SourceKind.SQS: SqsSource}
 
 
 class _MappingTags:

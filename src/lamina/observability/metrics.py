@@ -197,6 +197,59 @@ class Metrics:
             ["function", "check"],
             registry=self.registry,
         )
+        # Event-source mappings, by mapping (`uuid`), the function it invokes and its source
+        # `kind` (rabbitmq, sqs, nats, redis). Filled in from each mapping's counters at
+        # scrape time (`events/sources/manager.py`).
+        labels = ["uuid", "function", "kind"]
+        self.source_records = Counter(
+            "lamina_event_source_records",
+            "Records an event-source mapping received from its source, by outcome: received "
+            "(every record read), filtered (dropped by FilterCriteria: acknowledged, never "
+            "delivered), failure_destination (sent to the mapping's OnFailure destination).",
+            [*labels, "outcome"],
+            registry=self.registry,
+        )
+        self.source_batches = Counter(
+            "lamina_event_source_batches",
+            "Batches an event-source mapping invoked its function with (throttled attempts "
+            "not counted).",
+            labels,
+            registry=self.registry,
+        )
+        self.source_function_errors = Counter(
+            "lamina_event_source_function_errors",
+            "Batches the function failed (an error, a timeout, or an invalid "
+            "ReportBatchItemFailures response): released to the broker, or retried.",
+            labels,
+            registry=self.registry,
+        )
+        self.source_throttles = Counter(
+            "lamina_event_source_throttles",
+            "Invocations of a batch that found no concurrency (or a function that could not "
+            "run): the same batch is retried after a back-off.",
+            labels,
+            registry=self.registry,
+        )
+        self.source_backlog_age = Gauge(
+            "lamina_event_source_backlog_age_seconds",
+            "Age of the oldest record of the mapping's last batch when it was delivered "
+            "(Lambda's IteratorAge; for queues, the age of the oldest message).",
+            labels,
+            registry=self.registry,
+        )
+        self.source_lag = Gauge(
+            "lamina_event_source_lag",
+            "Records waiting in the source, where the broker says (Lambda's OffsetLag; for "
+            "queues, the messages ready in the queue).",
+            labels,
+            registry=self.registry,
+        )
+        self.source_pollers = Gauge(
+            "lamina_event_source_pollers",
+            "Pollers (concurrent batches) an event-source mapping runs now.",
+            labels,
+            registry=self.registry,
+        )
         self._on_scrape: list[Callable[[], None]] = []
 
     def log_lost(self, function: str, reason: str, lines: int, size: int) -> None:
