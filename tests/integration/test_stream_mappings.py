@@ -2,15 +2,18 @@
 stream, each on a broker registered with the server, feed a Kinesis-written function; a
 partial batch failure, bisected and retried, ends with the one bad record at the on-failure
 destination (a function) as Lambda's stream failure record; checkpoints are in the brokers,
-and deleting the mapping removes its consumer or group. Needs NATS (127.0.0.1:4222) and Redis
+and deleting the mapping removes its consumer or group; a `kill -9` of the server mid-run
+loses nothing and resumes in order. Needs NATS (127.0.0.1:4222) and Redis
 (127.0.0.1:6379); each test uses a stream of its own and removes it."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import nats
@@ -18,6 +21,8 @@ import nats.js.errors
 import pytest
 import redis
 from tests.conftest import SIGNED_HTTP, Functions, Server, seen, wait_for, wait_seen
+
+from lamina.runtimes.images import SdkState
 
 NATS_URL = "nats://127.0.0.1:4222"
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -255,3 +260,83 @@ def test_a_redis_stream_feeds_a_function_in_order_and_resumes_after_a_disable(
 
         delete_mapping(lam, uuid_)
         assert r.xinfo_groups(redis_key) == []  # the group went with the mapping
+
+
+#: a Kinesis handler that appends each record's sequence number to a file on the host (the
+#: kill -9 test's record must outlive the server)
+FILE_RECORDER = """
+import base64, os
+def handler(event, context):
+    lines = "".join(r["kinesis"]["sequenceNumber"] + "\\n" for r in event["Records"])
+    fd = os.open(os.environ["RECORD"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, lines.encode())
+    finally:
+        os.close(fd)
+"""
+MESSAGES = 5000
+
+
+def test_kill_9_during_a_nats_run_loses_nothing_and_resumes_in_order(
+    tmp_path: Path, nats_stream: str, runtime_images: dict[str, SdkState]
+) -> None:
+    async def fill() -> None:
+        nc = await nats.connect(NATS_URL)
+        js = nc.jetstream()
+        for i in range(MESSAGES):
+            await js.publish(f"{nats_stream}.k{i % 7}", b"%d" % i)
+        await nc.close()
+
+    asyncio.run(fill())
+    record = tmp_path / "record.txt"
+
+    def recorded() -> list[int]:
+        if not record.exists():
+            return []
+        return [int(line) for line in record.read_text().splitlines() if line]
+
+    data_dir = tmp_path / "data"
+    # the process backend: the function writes a file of the host
+    first = Server(data_dir=data_dir, extra_args=("--sandbox", "process")).start(60)
+    try:
+        role = "stream-reader"
+        statements = [{"Effect": "Allow", "Action": "nats:ReadStream", "Resource": "*"}]
+        put = SIGNED_HTTP.put(
+            f"{first.endpoint}/lamina/roles/{role}",
+            json={"Policies": [{"Version": "2012-10-17", "Statement": statements}]},
+        )
+        assert put.status_code in (200, 201), put.text
+        lam = first.client()
+        fn = Functions(lam).create(
+            FILE_RECORDER,
+            Role=f"arn:aws:iam::000000000000:role/{role}",
+            Environment={"Variables": {"RECORD": str(record)}},
+        )
+        resp = SIGNED_HTTP.put(f"{first.endpoint}/lamina/brokers/js", json={"Url": NATS_URL})
+        assert resp.status_code == 200, resp.text
+        lam.create_event_source_mapping(
+            FunctionName=fn["FunctionName"],
+            EventSourceArn=f"{resp.json()['Broker']['Arn']}:stream/{nats_stream}",
+            StartingPosition="TRIM_HORIZON",
+            BatchSize=100,
+        )
+        wait_for(lambda: len(recorded()) >= 1000, 120, "well into the run")
+    finally:
+        assert first.proc is not None
+        first.proc.send_signal(signal.SIGKILL)
+        first.proc.wait(30)
+    at_kill = recorded()
+    assert len(at_kill) < MESSAGES, "the run ended before the kill: nothing was tested"
+    second = Server(data_dir=data_dir, port=first.port, extra_args=first.extra_args).start(60)
+    try:
+        wait_for(lambda: len(set(recorded())) >= MESSAGES, 180, f"all {MESSAGES} records")
+    finally:
+        assert second.stop() == 0, second.log()
+    got = recorded()
+    assert set(got) == set(range(1, MESSAGES + 1))  # none lost
+    # in order before the kill; after it, in order again from a checkpoint not past the last
+    # record the function finished
+    assert at_kill == list(range(1, len(at_kill) + 1))
+    after = got[len(at_kill) :]
+    assert after[0] <= len(at_kill) + 1
+    assert after == list(range(after[0], MESSAGES + 1))
