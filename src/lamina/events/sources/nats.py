@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 #: a record held longer than this (a batch retried for long, an open tumbling window) is sent
 #: again by the server; `read` drops such repeats, so this only bounds the server's work
 ACK_WAIT_S = 3600.0
+#: the most messages one read asks for (more come with the next read): keeps one reply well
+#: inside the subscription's pending limits whatever the BatchSize
+MAX_FETCH = 1000
 _CONNECT_TIMEOUT_S = 5.0
 _REQUEST_TIMEOUT_S = 5
 # what a broker library may raise on a lost connection or a refused request
@@ -172,7 +175,8 @@ class NatsStream:
         if self._sub is None:
             raise SourceUnavailable("the NATS source is not open")
         try:
-            msgs = await self._sub.fetch(max(1, max_records), timeout=max(wait_s, 0.05))
+            batch = min(max(1, max_records), MAX_FETCH)
+            msgs = await self._sub.fetch(batch, timeout=max(wait_s, 0.05))
         except nats.errors.TimeoutError:
             return []
         except _NATS_ERRORS as e:

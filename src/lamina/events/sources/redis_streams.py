@@ -33,6 +33,8 @@ from lamina.mappings import Connection, EventSourceMapping
 
 #: the one consumer of each group (a mapping's stream is read by one task)
 CONSUMER = "lamina"
+#: the most entries one read asks for (more come with the next read)
+MAX_READ = 1000
 _MAX_SEQ = 18446744073709551615  # the largest sequence part of a stream id
 _TIMEOUT_S = 30.0
 _REDIS_ERRORS = (redis.exceptions.RedisError, OSError)
@@ -86,7 +88,7 @@ class RedisStream:
 
     async def read(self, max_records: int, wait_s: float) -> list[StreamRecord]:
         r = self._client()
-        count = max(1, max_records)
+        count = min(max(1, max_records), MAX_READ)
         try:
             if self._cursor != ">":
                 entries = _entries(
