@@ -37,7 +37,9 @@ from lamina.events.schedules import ScheduleClock, ScheduleRunner
 from lamina.events.sources.api import MappingControl, SourceFactory, SourceUnavailable
 from lamina.events.sources.invoker import SchedulerInvoker
 from lamina.events.sources.manager import SourceRunner
+from lamina.events.sources.nats import NatsStream
 from lamina.events.sources.rabbitmq import RabbitSource
+from lamina.events.sources.redis_streams import RedisStream
 from lamina.events.sources.sqs import SqsSource, queue_visibility_timeout
 from lamina.mappings import SourceKind
 from lamina.models import LATEST, FunctionConfig
@@ -347,7 +349,12 @@ def _queue_visibility(endpoint: str | None) -> QueueVisibility | None:
 
 def _source_factories() -> dict[SourceKind, SourceFactory]:
     """The broker module of each kind of event source."""
-    return {SourceKind.RABBITMQ: RabbitSource, SourceKind.SQS: SqsSource}
+    return {
+        SourceKind.RABBITMQ: RabbitSource,
+        SourceKind.SQS: SqsSource,
+        SourceKind.NATS: NatsStream,
+        SourceKind.REDIS: RedisStream,
+    }
 
 
 class _MappingTags:

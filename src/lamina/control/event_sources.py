@@ -201,7 +201,17 @@ class EventSourceService:
         return list(self._mappings.values())
 
     def get(self, uuid: str) -> EventSourceMapping | None:
-        return self._mappings.get(uuid)
+        found = self._mappings.get(uuid)
+        return None if found is None else self._with_role(found)
+
+    def _with_role(self, mapping: EventSourceMapping) -> EventSourceMapping:
+        """A stream mapping as the runner gets it: with the function's execution role, its
+        records' `invokeIdentityArn` (a role changed since restarts the poller)."""
+        if not mapping.kind.is_stream:
+            return mapping
+        config = self._config(mapping.function_name, mapping.qualifier)
+        role = config.role if config is not None else None
+        return mapping if role == mapping.role_arn else replace(mapping, role_arn=role)
 
     def require(self, uuid: Any) -> EventSourceMapping:
         """GetEventSourceMapping: ResourceNotFoundException for a UUID that names none."""

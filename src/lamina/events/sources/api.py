@@ -34,6 +34,16 @@ class SourceUnavailable(Exception):
     """The source cannot be used now; `str()` says why, in words a user can act on."""
 
 
+def redacted_url(url: str) -> str:
+    """A broker URL without its credentials, for a `SourceUnavailable` message (it ends up in
+    `LastProcessingResult`, which anyone who may read the mapping sees)."""
+    head, sep, tail = url.rpartition("@")
+    if not sep:
+        return url
+    scheme, _, _ = head.partition("://")
+    return f"{scheme}://{tail}" if scheme else tail
+
+
 @dataclass
 class Message:
     """One message leased from a queue. `record` is the message as the function sees it

@@ -185,6 +185,8 @@ class SourceRunner:
             await self._control.settle(uuid, MappingState.DISABLED)
         elif state is MappingState.DELETING:
             await self._stop(uuid)
+            if mapping.kind.is_stream:
+                await self._forget_checkpoint(mapping)
             await self._control.remove(uuid)
             self._forget(uuid)
         else:  # DISABLED
@@ -218,6 +220,22 @@ class SourceRunner:
         stats = self._stats.get(uuid)
         if stats is not None:
             stats.pollers = 0
+
+    async def _forget_checkpoint(self, mapping: EventSourceMapping) -> None:
+        """A deleted stream mapping's checkpoint (its durable consumer, its consumer group)
+        is removed from the broker, best effort: a broker out of reach keeps it."""
+        source: Any = None
+        try:
+            factory = self._factories.get(mapping.kind)
+            if factory is None:
+                return
+            source = factory(mapping, self._control.connection(mapping))
+            await source.forget()
+        except (LookupError, SourceUnavailable) as e:
+            log.warning("event source mapping %s: its checkpoint stays: %s", mapping.uuid, e)
+        finally:
+            if source is not None:
+                await _close(mapping.uuid, source)
 
     def _forget(self, uuid: str) -> None:
         self._stats.pop(uuid, None)

@@ -112,7 +112,9 @@ def failure_record(
     the batch's last invoke (None: never invoked, e.g. expired first)."""
     response: dict[str, Any] = {"statusCode": 200, "executedVersion": _executed(mapping, last)}
     if last is not None and last.status == "function_error":
-        response["functionError"] = last.error_type or "Unhandled"
+        # Lambda's X-Amz-Function-Error spelling, not the error's own type
+        handled = last.error_type == "Handled"
+        response["functionError"] = "Handled" if handled else "Unhandled"
     first, end = records[0], records[-1]
     return {
         "requestContext": {

@@ -253,7 +253,7 @@ class _Delivery:
         while not lane.items:
             lane.wake.clear()
             await lane.wake.wait()
-        deadline = time.monotonic() + self.m.batching_window_s
+        deadline = time.monotonic() + self.m.batching_window
         batch: list[_Item] = []
         size = 0
         while True:
