@@ -1,8 +1,7 @@
-"""RabbitMQ event-source mappings end to end: a broker registered with Lamina, a mapping made
-with boto3, the function fed from the real broker at 127.0.0.1:5672, messages acknowledged
-only after success, a failing batch redelivered, filters dropping, an outage reported as
-`PROBLEM:` and survived, and a `kill -9` of the server during a 10,000-message run losing
-nothing.
+"""RabbitMQ event-source mappings end to end, beyond `test_event_sources.py` (fed, failed
+batches, filters, roles): a broker added with `lamina brokers add` whose URL names the
+virtual host, a queue that does not exist, an outage of the broker reported as `PROBLEM:` and
+survived, and a `kill -9` of the server during a 10,000-message run losing nothing.
 
 The function appends what it got to a file on the host, so these servers run the `process`
 backend (a namespace sandbox cannot write host files, by design); the poller under test is the
@@ -181,7 +180,9 @@ def delete_mapping(lam: Any, uuid_: str) -> None:
     wait_for(gone, 30, f"mapping {uuid_} deleted")
 
 
-def test_function_fed_and_messages_acknowledged(srv: Server, vhost: str, tmp_path: Path) -> None:
+def test_broker_added_with_the_cli_and_its_urls_vhost(
+    srv: Server, vhost: str, tmp_path: Path
+) -> None:
     lam = srv.client()
     queue = f"q-{uuid.uuid4().hex[:8]}"
     run(declare(vhost, queue))
@@ -229,52 +230,6 @@ def test_function_fed_and_messages_acknowledged(srv: Server, vhost: str, tmp_pat
     assert len(recorded(record)) == 30
 
 
-def test_failed_batch_is_redelivered_then_succeeds(srv: Server, vhost: str, tmp_path: Path) -> None:
-    lam = srv.client()
-    queue = f"q-{uuid.uuid4().hex[:8]}"
-    run(declare(vhost, queue))
-    record = tmp_path / "record.jsonl"
-    function = make_function(lam, record)
-    arn = register_broker(srv, vhost_url(vhost))
-    uuid_ = create_mapping(lam, function, arn, queue, vhost, BatchSize=10)
-    run(publish(vhost, queue, [b"fail-1"]))
-    got = wait_recorded(record, 2)
-    assert [(r["data"], r["redelivered"]) for r in got[:2]] == [
-        ("fail-1", False),
-        ("fail-1", True),
-    ]
-    wait_drained(vhost, queue)
-    delete_mapping(lam, uuid_)
-    assert run(count(vhost, queue)) == 0
-    assert len(recorded(record)) == 2
-
-
-def test_filters_drop_and_acknowledge(srv: Server, vhost: str, tmp_path: Path) -> None:
-    lam = srv.client()
-    queue = f"q-{uuid.uuid4().hex[:8]}"
-    run(declare(vhost, queue))
-    record = tmp_path / "record.jsonl"
-    function = make_function(lam, record)
-    arn = register_broker(srv, vhost_url(vhost))
-    uuid_ = create_mapping(
-        lam,
-        function,
-        arn,
-        queue,
-        vhost,
-        FilterCriteria={"Filters": [{"Pattern": json.dumps({"data": {"kind": ["keep"]}})}]},
-    )
-    bodies = [json.dumps({"kind": k, "i": i}).encode() for i, k in enumerate(["keep", "drop"] * 5)]
-    run(publish(vhost, queue, [*bodies, b"not json"]))
-    got = wait_recorded(record, 5)
-    wait_drained(vhost, queue)
-    time.sleep(1.0)
-    got = recorded(record)
-    assert sorted(json.loads(r["data"])["i"] for r in got) == [0, 2, 4, 6, 8]
-    delete_mapping(lam, uuid_)
-    assert run(count(vhost, queue)) == 0  # the dropped ones were acknowledged, not requeued
-
-
 def test_unreachable_broker_is_a_problem_then_resumes(
     srv: Server, vhost: str, tmp_path: Path
 ) -> None:
@@ -317,6 +272,39 @@ def test_missing_queue_is_a_problem(srv: Server, vhost: str, tmp_path: Path) -> 
     result = wait_result(lam, m["UUID"], "PROBLEM:")
     assert result == f"PROBLEM: queue no-such-queue does not exist in virtual host {vhost}"
     delete_mapping(lam, m["UUID"])
+
+
+def test_wrong_password_is_a_problem_until_a_basic_auth_secret_logs_in(
+    srv: Server, vhost: str, tmp_path: Path
+) -> None:
+    lam = srv.client()
+    queue = f"q-{uuid.uuid4().hex[:8]}"
+    run(declare(vhost, queue))
+    record = tmp_path / "record.jsonl"
+    function = make_function(lam, record)
+    arn = register_broker(srv, vhost_url(vhost, f"amqp://guest:wr0ng-pa55@{HOST}:{PORT}/"))
+    m = lam.create_event_source_mapping(FunctionName=function, EventSourceArn=arn, Queues=[queue])
+    result = wait_result(lam, m["UUID"], "PROBLEM:")
+    assert result == "PROBLEM: authentication failed for user guest"
+    # BASIC_AUTH names a secret with the right password (Lamina's stand-in for Secrets Manager)
+    resp = SIGNED_HTTP.put(
+        f"{srv.endpoint}/lamina/secrets/rmq-{uuid.uuid4().hex[:8]}",
+        json={"Username": "guest", "Password": "guest"},
+    )
+    assert resp.status_code == 200, resp.text
+    secret = resp.json()["Secret"]["Arn"]
+    lam.update_event_source_mapping(
+        UUID=m["UUID"],
+        SourceAccessConfigurations=[
+            {"Type": "BASIC_AUTH", "URI": secret},
+            {"Type": "VIRTUAL_HOST", "URI": vhost},
+        ],
+    )
+    run(publish(vhost, queue, [b"let-in"]))
+    assert [r["data"] for r in wait_recorded(record, 1)] == ["let-in"]
+    wait_result(lam, m["UUID"], "OK")
+    delete_mapping(lam, m["UUID"])
+    assert "wr0ng-pa55" not in srv.log()
 
 
 MESSAGES = 10_000

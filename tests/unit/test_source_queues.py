@@ -334,6 +334,28 @@ def test_without_maximum_concurrency_the_account_limit_bounds_the_pollers(
     run(go)
 
 
+def test_a_rabbitmq_mapping_runs_one_batch_at_a_time_unless_told_otherwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Lambda: "for RabbitMQ, the number of concurrent execution environments is limited to 1
+    for each Amazon MQ event source mapping"; `MaximumConcurrency` lifts it in Lamina."""
+    monkeypatch.setattr(queues, "SCALE_EVERY_S", 0.05)
+
+    async def go() -> None:
+        for maximum, expected in ((None, 1), (3, 3)):
+            queue = FakeQueue([str(i) for i in range(300)])
+            invoker = FakeInvoker(delay_s=0.02)
+            m = mapping(kind=SourceKind.RABBITMQ, batch_size=1, maximum_concurrency=maximum)
+            r = Run(m, queue, invoker, limit=50)
+            acked = queue.acked
+            await r.until(lambda: len(acked) >= 40, within=10)  # noqa: B023 (awaited here)
+            assert r.stats.pollers <= expected
+            await r.cancel()
+            assert invoker.max_running == expected
+
+    run(go)
+
+
 def test_a_throttle_shrinks_the_pollers(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(queues, "SCALE_EVERY_S", 0.05)
 
@@ -444,5 +466,21 @@ def test_rabbitmq_gathers_for_half_a_second_until_a_window_is_set() -> None:
         took = asyncio.get_running_loop().time() - start
         await r.cancel()
         assert len(invoker.events) == 1 and 0.4 <= took < 1.0
+
+    run(go)
+
+
+def test_with_a_window_trickling_messages_fill_one_batch_not_one_per_poller() -> None:
+    async def go() -> None:
+        queue = FakeQueue()
+        invoker = FakeInvoker()
+        r = Run(mapping(batch_size=10, batching_window_s=2, maximum_concurrency=5), queue, invoker)
+        await r.until(lambda: r.stats.pollers == 5)
+        for i in range(10):
+            queue.put(f"m{i}")
+            await asyncio.sleep(0.03)
+        await r.until(lambda: len(queue.acked) == 10)
+        await r.cancel()
+        assert [len(e["Records"]) for e in invoker.events] == [10]
 
     run(go)
