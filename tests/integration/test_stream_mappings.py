@@ -262,6 +262,56 @@ def test_a_redis_stream_feeds_a_function_in_order_and_resumes_after_a_disable(
         assert r.xinfo_groups(redis_key) == []  # the group went with the mapping
 
 
+#: a tumbling-window aggregator: sums the records' data over each window
+WINDOW_SUM = """
+import base64, json, time
+def handler(event, context):
+    total = event["state"].get("sum", 0)
+    total += sum(int(base64.b64decode(r["kinesis"]["data"])) for r in event["Records"])
+    print("SEEN " + json.dumps({
+        "t": time.time(), "window": event["window"], "in": event["state"], "sum": total,
+        "final": event["isFinalInvokeForWindow"], "early": event["isWindowTerminatedEarly"],
+        "shard": event["shardId"], "n": len(event["Records"]),
+    }))
+    return {"state": {"sum": total}}
+"""
+
+
+def test_a_redis_stream_aggregated_in_tumbling_windows(
+    server: Server, lam: Any, functions: Functions, reader_role: str, redis_key: str
+) -> None:
+    fn = functions.create(WINDOW_SUM, Role=reader_role)
+    with redis.Redis.from_url(REDIS_URL) as r, broker(server, REDIS_URL) as broker_arn:
+        # entries of two windows long over (ids name their arrival in milliseconds)
+        for entry_id, value in (("120000-0", 1), ("121000-0", 2), ("185000-0", 10)):
+            r.xadd(redis_key, {"data": str(value)}, id=entry_id)
+        created = lam.create_event_source_mapping(
+            FunctionName=fn["FunctionName"],
+            EventSourceArn=f"{broker_arn}:stream/{redis_key}",
+            StartingPosition="TRIM_HORIZON",
+            BatchSize=10,
+            TumblingWindowInSeconds=60,
+        )
+        got = wait_seen(server, fn["FunctionName"], 4, timeout=60)
+        assert [(g["n"], g["in"], g["final"]) for g in got] == [
+            (2, {}, False),
+            (0, {"sum": 3}, True),
+            (1, {}, False),
+            (0, {"sum": 10}, True),
+        ]
+        assert got[0]["window"] == {"start": "1970-01-01T00:02:00Z", "end": "1970-01-01T00:03:00Z"}
+        assert got[2]["window"]["start"] == "1970-01-01T00:03:00Z"
+        assert not any(g["early"] for g in got)
+        assert got[0]["shard"] == "shardId-000000000000"
+        group = f"lamina-{created['UUID']}"
+        wait_for(
+            lambda: r.xpending(redis_key, group)["pending"] == 0,
+            timeout=30,
+            message="the windows' records acknowledged after their final invokes",
+        )
+        delete_mapping(lam, created["UUID"])
+
+
 #: a Kinesis handler that appends each record's sequence number to a file on the host (the
 #: kill -9 test's record must outlive the server)
 FILE_RECORDER = """
