@@ -25,7 +25,7 @@ from lamina.auth.principal import PolicyDocument
 from lamina.auth.profile import setup_admin_key
 from lamina.control import FunctionService
 from lamina.control.brokers import BrokerService
-from lamina.control.event_sources import EventSourceService
+from lamina.control.event_sources import EventSourceService, QueueVisibility
 from lamina.control.roles import RoleService
 from lamina.control.rules import RuleService
 from lamina.datadir import make_private, restrict_umask
@@ -34,13 +34,13 @@ from lamina.events import AsyncQueue
 from lamina.events.bus import EventBus
 from lamina.events.http_routes import HttpRoutes
 from lamina.events.schedules import ScheduleClock, ScheduleRunner
-from lamina.events.sources.api import MappingControl, SourceFactory
+from lamina.events.sources.api import MappingControl, SourceFactory, SourceUnavailable
 from lamina.events.sources.invoker import SchedulerInvoker
 from lamina.events.sources.manager import SourceRunner
 from lamina.events.sources.nats import NatsStream
 from lamina.events.sources.rabbitmq import RabbitSource
 from lamina.events.sources.redis_streams import RedisStream
-from lamina.events.sources.sqs import SqsSource
+from lamina.events.sources.sqs import SqsSource, queue_visibility_timeout
 from lamina.mappings import SourceKind
 from lamina.models import LATEST, FunctionConfig
 from lamina.observability import LogStore, Metrics
@@ -62,6 +62,8 @@ log = logging.getLogger("lamina")
 
 #: seconds between applications of log retention and the log disk cap
 LOG_PRUNE_INTERVAL_S = 60.0
+#: how long CreateEventSourceMapping waits to read an SQS queue's visibility timeout
+QUEUE_CHECK_S = 5.0
 
 
 def make_backend(
@@ -215,7 +217,13 @@ def create_app(
             return None
 
     event_sources = EventSourceService(
-        settings, source_store, functions, brokers, roles, alias_version
+        settings,
+        source_store,
+        functions,
+        brokers,
+        roles,
+        alias_version,
+        queue_visibility=_queue_visibility(settings.sqs_endpoint),
     )
     functions.subscribe(event_sources.function_changed)
     functions.aliases.on_deleted.append(event_sources.alias_deleted)
@@ -318,6 +326,25 @@ def create_app(
                 keys.close()
 
     return build_app(state, lifespan, keys if settings.auth else None, listeners)
+
+
+def _queue_visibility(endpoint: str | None) -> QueueVisibility | None:
+    """How the mappings' control reads an SQS queue's visibility timeout (Lambda checks the
+    function's timeout against it): at the SQS endpoint, bounded in time so that an endpoint
+    that does not answer delays CreateEventSourceMapping by seconds, not minutes."""
+    if endpoint is None:
+        return None
+
+    async def read(source_arn: str) -> int | None:
+        try:
+            return await asyncio.wait_for(
+                queue_visibility_timeout(endpoint, source_arn), QUEUE_CHECK_S
+            )
+        except (SourceUnavailable, TimeoutError) as e:
+            log.info("the visibility timeout of %s cannot be read now: %s", source_arn, e)
+            return None
+
+    return read
 
 
 def _source_factories() -> dict[SourceKind, SourceFactory]:

@@ -394,7 +394,10 @@ def test_an_sqs_queue_feeds_a_function_and_partial_failures_leave_exactly_the_fa
         )
         assert put.status_code in (200, 201), put.text
         fns = Functions(lam)
-        name = fns.create(PARTIAL, Role=f"arn:aws:iam::000000000000:role/{role}")["FunctionName"]
+        # Lambda refuses a function timeout longer than the queue's visibility timeout.
+        name = fns.create(PARTIAL, Role=f"arn:aws:iam::000000000000:role/{role}", Timeout=1)[
+            "FunctionName"
+        ]
         mapping = lam.create_event_source_mapping(
             FunctionName=name,
             EventSourceArn=arn,
@@ -436,3 +439,36 @@ def test_an_sqs_queue_feeds_a_function_and_partial_failures_leave_exactly_the_fa
         fns.cleanup()
     finally:
         sqs.close()
+
+
+def test_concurrent_batches_of_one_queue_are_each_delivered_once(
+    server: Server,
+    lam: Any,
+    functions: Functions,
+    vhost: str,
+    broker: str,
+    reader_role: str,
+) -> None:
+    name = functions.create(RECORDER, Role=reader_role)["FunctionName"]
+    queue = new_queue(vhost)
+    bodies = [f"m{i}" for i in range(1500)]
+    send(vhost, queue, *bodies)
+    mapping = create_mapping(
+        lam,
+        name,
+        broker,
+        queue,
+        vhost,
+        BatchSize=10,
+        MaximumBatchingWindowInSeconds=1,
+        ScalingConfig={"MaximumConcurrency": 5},
+    )
+    records = wait_for(
+        lambda: len(r := seen(server, name)) >= 1500 and r, timeout=60, message="every message"
+    )
+    delete_mapping(lam, mapping["UUID"])
+    data = [r["data"] for r in seen(server, name)]
+    assert sorted(data) == sorted(bodies)  # none twice: the channel never failed
+    assert not any(r["redelivered"] for r in records)
+    assert "unknown delivery tag" not in server.log()
+    assert asyncio.run(count(vhost, queue)) == 0

@@ -274,6 +274,39 @@ def test_missing_queue_is_a_problem(srv: Server, vhost: str, tmp_path: Path) -> 
     delete_mapping(lam, m["UUID"])
 
 
+def test_wrong_password_is_a_problem_until_a_basic_auth_secret_logs_in(
+    srv: Server, vhost: str, tmp_path: Path
+) -> None:
+    lam = srv.client()
+    queue = f"q-{uuid.uuid4().hex[:8]}"
+    run(declare(vhost, queue))
+    record = tmp_path / "record.jsonl"
+    function = make_function(lam, record)
+    arn = register_broker(srv, vhost_url(vhost, f"amqp://guest:wr0ng-pa55@{HOST}:{PORT}/"))
+    m = lam.create_event_source_mapping(FunctionName=function, EventSourceArn=arn, Queues=[queue])
+    result = wait_result(lam, m["UUID"], "PROBLEM:")
+    assert result == "PROBLEM: authentication failed for user guest"
+    # BASIC_AUTH names a secret with the right password (Lamina's stand-in for Secrets Manager)
+    resp = SIGNED_HTTP.put(
+        f"{srv.endpoint}/lamina/secrets/rmq-{uuid.uuid4().hex[:8]}",
+        json={"Username": "guest", "Password": "guest"},
+    )
+    assert resp.status_code == 200, resp.text
+    secret = resp.json()["Secret"]["Arn"]
+    lam.update_event_source_mapping(
+        UUID=m["UUID"],
+        SourceAccessConfigurations=[
+            {"Type": "BASIC_AUTH", "URI": secret},
+            {"Type": "VIRTUAL_HOST", "URI": vhost},
+        ],
+    )
+    run(publish(vhost, queue, [b"let-in"]))
+    assert [r["data"] for r in wait_recorded(record, 1)] == ["let-in"]
+    wait_result(lam, m["UUID"], "OK")
+    delete_mapping(lam, m["UUID"])
+    assert "wr0ng-pa55" not in srv.log()
+
+
 MESSAGES = 10_000
 
 

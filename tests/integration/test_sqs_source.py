@@ -20,7 +20,7 @@ from tests.conftest import free_port
 from tests.integration.test_code_from_s3 import moto_server
 
 from lamina.events.sources.api import Message, SourceUnavailable
-from lamina.events.sources.sqs import SqsSource
+from lamina.events.sources.sqs import SqsSource, queue_visibility_timeout
 from lamina.mappings import (
     RESULT_NONE,
     Connection,
@@ -99,14 +99,13 @@ def queues(sqs: Any) -> Iterator[Queues]:
         q.sqs.delete_queue(QueueUrl=url)
 
 
-def source(endpoint: str, name: str, account: str = ACCOUNT) -> SqsSource:
-    arn = f"arn:aws:sqs:{REGION}:{account}:{name}"
-    mapping = EventSourceMapping(
+def mapping_for(name: str, account: str = ACCOUNT) -> EventSourceMapping:
+    return EventSourceMapping(
         uuid=str(uuid.uuid4()),
         function_arn=f"arn:aws:lambda:{REGION}:000000000000:function:f",
         function_name="f",
         qualifier=None,
-        source_arn=arn,
+        source_arn=f"arn:aws:sqs:{REGION}:{account}:{name}",
         kind=SourceKind.SQS,
         state=MappingState.ENABLED,
         state_reason="USER_INITIATED",
@@ -115,7 +114,15 @@ def source(endpoint: str, name: str, account: str = ACCOUNT) -> SqsSource:
         batch_size=10,
         batching_window_s=0,
     )
-    return SqsSource(mapping, Connection(kind=SourceKind.SQS, url=endpoint, queue_name=name))
+
+
+def connection_for(endpoint: str, name: str) -> Connection:
+    """What the control resolves for an SQS mapping: the endpoint and the queue's name."""
+    return Connection(kind=SourceKind.SQS, url=endpoint, queue_name=name)
+
+
+def source(endpoint: str, name: str, account: str = ACCOUNT) -> SqsSource:
+    return SqsSource(mapping_for(name, account), connection_for(endpoint, name))
 
 
 async def opened(endpoint: str, name: str) -> SqsSource:
@@ -537,6 +544,13 @@ def test_close_during_a_long_poll_is_prompt_and_loses_nothing(
     # to the abandoned poll: then it is back after the visibility timeout. Not lost either way.
     got = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=10).get("Messages", [])
     assert [m["MessageId"] for m in got] == [sent]
+
+
+def test_queue_visibility_timeout(endpoint: str, queues: Queues) -> None:
+    name, _ = queues.make(VisibilityTimeout=45)
+    assert run(queue_visibility_timeout(endpoint, f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}")) == 45
+    with pytest.raises(SourceUnavailable, match="does not exist"):
+        run(queue_visibility_timeout(endpoint, f"arn:aws:sqs:{REGION}:{ACCOUNT}:missing-{name}"))
 
 
 def test_close_twice_and_use_after_close(endpoint: str, queues: Queues) -> None:

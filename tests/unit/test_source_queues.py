@@ -468,3 +468,19 @@ def test_rabbitmq_gathers_for_half_a_second_until_a_window_is_set() -> None:
         assert len(invoker.events) == 1 and 0.4 <= took < 1.0
 
     run(go)
+
+
+def test_with_a_window_trickling_messages_fill_one_batch_not_one_per_poller() -> None:
+    async def go() -> None:
+        queue = FakeQueue()
+        invoker = FakeInvoker()
+        r = Run(mapping(batch_size=10, batching_window_s=2, maximum_concurrency=5), queue, invoker)
+        await r.until(lambda: r.stats.pollers == 5)
+        for i in range(10):
+            queue.put(f"m{i}")
+            await asyncio.sleep(0.03)
+        await r.until(lambda: len(queue.acked) == 10)
+        await r.cancel()
+        assert [len(e["Records"]) for e in invoker.events] == [10]
+
+    run(go)

@@ -112,6 +112,14 @@ class AliasVersions(Protocol):
     def __call__(self, function_name: str, alias: str) -> str | None: ...
 
 
+class QueueVisibility(Protocol):
+    """The visibility timeout (seconds) of the SQS queue an ARN names, read at the server's
+    SQS endpoint; None if it cannot be read now (the mapping then reports why once it runs).
+    Given by the server (control does not talk to brokers itself)."""
+
+    async def __call__(self, source_arn: str) -> int | None: ...
+
+
 def mapping_arn(region: str, account: str, uuid: str) -> str:
     return f"arn:aws:lambda:{region}:{account}:event-source-mapping:{uuid}"
 
@@ -132,8 +140,11 @@ class EventSourceService:
         brokers: BrokerService,
         roles: Roles | None = None,
         alias_version: AliasVersions | None = None,
+        *,
+        queue_visibility: QueueVisibility | None = None,
     ) -> None:
         self._settings = settings
+        self._queue_visibility = queue_visibility
         self._store = store
         self._functions = functions
         self._brokers = brokers
@@ -269,6 +280,7 @@ class EventSourceService:
         tags = checked.tags or {}
         check_tag_limits(tags)
         enabled = checked.enabled is not False
+        await self._check_visibility(source.kind, checked.source_arn, ref.name, ref.qualifier)
         async with self._writing:
             self._refuse_duplicate(source.kind, checked.source_arn, function_arn, settings.queues)
             now = time.time()
@@ -301,6 +313,14 @@ class EventSourceService:
         settings = mapping_rules.apply(current.kind, current.source_arn, checked, current)
         self._check_access(settings.access)
         filter_criteria.compile_filters(settings.filters)
+        if checked.function_name is not None:
+            target = self._functions.ref(checked.function_name, namespaced=True)
+            function_name, function_qualifier = target.name, target.qualifier
+        else:
+            function_name, function_qualifier = current.function_name, current.qualifier
+        await self._check_visibility(
+            current.kind, current.source_arn, function_name, function_qualifier
+        )
         async with self._writing:
             current = self.require(uuid)
             if current.state is MappingState.DELETING:
@@ -580,6 +600,24 @@ class EventSourceService:
                     f"mapping with UUID {m.uuid}"
                 )
             raise ResourceConflictError(text)
+
+    async def _check_visibility(
+        self, kind: SourceKind, source_arn: str, name: str, qualifier: str | None
+    ) -> None:
+        """Lambda refuses an SQS mapping whose function may run longer than the queue's
+        visibility timeout (a message would reappear while still being processed). A queue
+        that cannot be read now is let through: the mapping reports the problem."""
+        if kind is not SourceKind.SQS or self._queue_visibility is None:
+            return
+        config = self._config(name, qualifier)
+        if config is None:
+            return
+        visibility = await self._queue_visibility(source_arn)
+        if visibility is not None and config.timeout > visibility:
+            raise InvalidParameterValueError(
+                f"Queue visibility timeout: {visibility} seconds is less than Function "
+                f"timeout: {config.timeout} seconds"
+            )
 
     def _check_role(self, mapping: EventSourceMapping) -> None:
         problem = self.role_problem(mapping)

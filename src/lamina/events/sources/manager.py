@@ -338,6 +338,8 @@ class SourceRunner:
 
     async def _problem(self, run: _Run, what: str, *, logged: str | None = None) -> None:
         """Report what keeps the mapping from reading; log it once (not per retry)."""
+        # Settled first: whoever sees the PROBLEM sees the mapping Enabled with it.
+        await self._started(run)
         self._control.report(run.mapping.uuid, problem(what))
         key = logged or what
         if run.logged != key:
@@ -349,7 +351,6 @@ class SourceRunner:
                     what,
                 )
             run.logged = key
-        await self._started(run)
 
     async def _started(self, run: _Run) -> None:
         """The first open, or the first problem: a settling mapping becomes ENABLED."""

@@ -8,7 +8,9 @@ function with it and settles it, and a supervisor that scales them:
   `MaximumBatchingWindowInSeconds`, keeps receiving until the batch holds `BatchSize`
   messages, the window (counted from the first message) has passed, or the next message would
   take the event over Lambda's 6 MB synchronous payload (that message starts the next batch).
-  Without a window the batch is whatever the first receive brought.
+  Without a window the batch is whatever the first receive brought. With a window, pollers
+  gather in turn (as many at once as keep filling their batches), so that messages trickling
+  in fill one batch rather than one partial batch per poller.
 - **Filtering** (`FilterCriteria`): messages no filter accepts are acknowledged at once and
   never reach the function, as Lambda deletes them. The payload the filters see is `body`
   (SQS) or `data` (RabbitMQ), matched as JSON when it is JSON.
@@ -24,9 +26,9 @@ function with it and settles it, and a supervisor that scales them:
 - **Scaling**: five pollers to start (Lambda processes five batches at once at first); while
   messages wait and no poller comes back empty-handed, up to five more a second (Lambda's 300
   a minute), up to `ScalingConfig.MaximumConcurrency` or, without one, the account's
-  concurrency limit. A poller whose receive comes back empty retires, down to two (five with
-  a `MaximumConcurrency`, as Lambda keeps five then). A throttle shrinks the target to what was
-  running without it.
+  concurrency limit (RabbitMQ: one batch at a time, as Lambda's Amazon MQ source). A poller
+  whose receive comes back empty retires, down to two (five with a `MaximumConcurrency`, as
+  Lambda keeps five then). A throttle shrinks the target to what was running without it.
 
 Nothing is acknowledged before the function succeeded for it: a poller cancelled mid-batch
 (server stopping, mapping updated) leaves its messages leased, and the source's `close()`
@@ -137,6 +139,15 @@ class _Delivery:
         self.invoking: set[asyncio.Task[None]] = set()
         self.live = 0
         self.stopping = False
+        #: With a batching window, pollers gathering at once split what arrives between
+        #: them: each waits out the window with part of a batch, and a broker that hands out
+        #: a bounded number of unacknowledged messages (RabbitMQ's prefetch) is soon held up
+        #: by partial batches. So only `gather_limit` pollers gather at once: it grows by
+        #: one with each batch that fills up (a backlog: more at once do no harm) and halves
+        #: with each that the window ends (traffic a single gatherer keeps up with).
+        self.gather_limit = 1
+        self.gathering = 0
+        self.turns = asyncio.Condition()
         #: since the last scaling step: a receive came back full / came back empty
         self.full = False
         self.empty = False
@@ -220,7 +231,7 @@ class _Delivery:
             while not self.stopping:
                 if self.live > self.target and not carry:
                     return  # retire (the count drops in `finally`, before any other check)
-                batch, carry, received = await self._gather(carry)
+                batch, carry, received = await self._gather_in_turn(carry)
                 if not batch:
                     if not received:
                         self._idle()
@@ -242,6 +253,28 @@ class _Delivery:
             self.target -= 1
         if not self.invoking and time.monotonic() - self.last_activity >= QUIET_S:
             self._report(RESULT_NONE)
+
+    async def _gather_in_turn(
+        self, carry: list[Message]
+    ) -> tuple[list[Message], list[Message], bool]:
+        """`_gather`, with a batching window only as many pollers at once as fill their
+        batches: see `gather_limit`."""
+        if self.mapping.batching_window <= 0:
+            return await self._gather(carry)
+        async with self.turns:
+            await self.turns.wait_for(lambda: self.gathering < self.gather_limit)
+            self.gathering += 1
+        try:
+            batch, carry, received = await self._gather(carry)
+        finally:
+            async with self.turns:
+                self.gathering -= 1
+                self.turns.notify_all()
+        if carry or len(batch) >= self.mapping.batch_size:
+            self.gather_limit = min(self.gather_limit + 1, self.cap)
+        elif batch:  # the window ran out before the batch was full
+            self.gather_limit = max(1, self.gather_limit // 2)
+        return batch, carry, received
 
     async def _gather(self, carry: list[Message]) -> tuple[list[Message], list[Message], bool]:
         """(the batch to invoke with, messages received for the next one, whether anything

@@ -99,6 +99,7 @@ class RabbitSource:
         self._buffer: asyncio.Queue[Message | None] = asyncio.Queue()
         #: delivery tags handed over and not yet settled, in delivery (= tag) order
         self._unsettled: dict[int, None] = {}
+        self._settling = asyncio.Lock()
         self._failure: SourceUnavailable | None = None
         self._generation = 0
         self._closing = False
@@ -231,6 +232,13 @@ class RabbitSource:
     async def _settle(self, messages: Sequence[Message], *, ack: bool) -> None:
         if not messages:
             return
+        # One settlement at a time: its frames go out over several awaits, and another
+        # poller's `multiple` ack sent between them would settle tags this one is about to
+        # settle singly (the broker then closes the channel: "unknown delivery tag").
+        async with self._settling:
+            await self._settle_now(messages, ack=ack)
+
+    async def _settle_now(self, messages: Sequence[Message], *, ack: bool) -> None:
         channel = self._channel
         tags = sorted(tag for generation, tag in (m.token for m in messages))
         stale = any(m.token[0] != self._generation for m in messages)
@@ -365,11 +373,15 @@ class RabbitSource:
             )
         if isinstance(exc, TimeoutError | asyncio.TimeoutError):
             return SourceUnavailable(f"cannot reach broker at {self._where}: timed out")
+        if isinstance(exc, aiormq.exceptions.ConnectionClosed):
+            # The broker closed it (e.g. CONNECTION_FORCED on a restart); its code is no errno.
+            detail = f": {text}" if text else ""
+            return SourceUnavailable(f"lost the connection to the broker at {self._where}{detail}")
         errno = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
-        if errno is not None:
+        if errno is not None:  # connecting failed: (errno, "Connect call failed ...")
             reason = _ERRNO_TEXT.get(errno, str(exc.args[1]) if len(exc.args) > 1 else "")
             return SourceUnavailable(f"cannot reach broker at {self._where}: {reason}")
-        if isinstance(exc, ConnectionError | aiormq.exceptions.ConnectionClosed):
+        if isinstance(exc, ConnectionError):
             detail = f": {text}" if text else ""
             return SourceUnavailable(f"lost the connection to the broker at {self._where}{detail}")
         detail = text or type(exc).__name__

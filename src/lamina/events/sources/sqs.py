@@ -36,7 +36,7 @@ from typing import Any
 
 from lamina.events.sources.api import Message, SourceUnavailable
 from lamina.events.sources.sqs_client import SqsApiError, SqsClient, SqsUnreachable
-from lamina.mappings import Connection, EventSourceMapping, parse_source_arn
+from lamina.mappings import Connection, EventSourceMapping, SourceKind, parse_source_arn
 
 log = logging.getLogger(__name__)
 
@@ -85,16 +85,27 @@ class SqsSource:
     """
 
     def __init__(self, mapping: EventSourceMapping, connection: Connection) -> None:
-        arn = parse_source_arn(mapping.source_arn)
-        if arn is None or arn.name is None:
-            raise SourceUnavailable(f"{mapping.source_arn} is not an SQS queue ARN")
-        self.arn = mapping.source_arn
+        self._setup(mapping.source_arn, connection, attempts=3)
+
+    @classmethod
+    def for_queue(cls, source_arn: str, connection: Connection) -> SqsSource:
+        """A source for a queue without a mapping, to read its attributes once (each call
+        tried once: an API request is waiting for the answer)."""
+        source = cls.__new__(cls)
+        source._setup(source_arn, connection, attempts=1)
+        return source
+
+    def _setup(self, source_arn: str, connection: Connection, *, attempts: int) -> None:
+        arn = parse_source_arn(source_arn)
+        if arn is None or arn.kind is not SourceKind.SQS or arn.name is None:
+            raise SourceUnavailable(f"{source_arn} is not an SQS queue ARN")
+        self.arn = source_arn
         self.region = arn.region
         self.account = arn.account
         self.queue_name = connection.queue_name or arn.name
         self.fifo = self.queue_name.endswith(".fifo")
         endpoint = connection.url or f"https://sqs.{arn.region}.amazonaws.com"
-        self._client = SqsClient(endpoint, arn.region)
+        self._client = SqsClient(endpoint, arn.region, attempts=attempts)
         self._queue_url: str | None = None
         #: the queue's VisibilityTimeout (seconds), read at open and with each backlog()
         self.visibility_timeout = 30
@@ -186,6 +197,9 @@ class SqsSource:
             "MaxNumberOfMessages": ask,
             "WaitTimeSeconds": wait,
             "MessageSystemAttributeNames": ["All"],
+            # The deprecated spelling too: SQS-compatible servers that predate the new one
+            # read only this (AWS SQS and moto take both).
+            "AttributeNames": ["All"],
             "MessageAttributeNames": ["All"],
         }
         try:
@@ -403,6 +417,19 @@ class SqsSource:
                 f"({e.code}: {e.message}); the server takes them from the usual AWS chain"
             )
         return SourceUnavailable(f"{operation} on the {where} failed: {e}")
+
+
+async def queue_visibility_timeout(endpoint: str, source_arn: str) -> int:
+    """The VisibilityTimeout (seconds) of the queue `source_arn` names at `endpoint`, for
+    checking a mapping against its function's timeout as Lambda does on
+    CreateEventSourceMapping and UpdateEventSourceMapping. Raises `SourceUnavailable` if the
+    queue cannot be read."""
+    source = SqsSource.for_queue(source_arn, Connection(SourceKind.SQS, endpoint))
+    try:
+        await source.open()
+        return source.visibility_timeout
+    finally:
+        await source.close()
 
 
 def sqs_record(raw: dict[str, Any], arn: str, region: str) -> dict[str, Any]:

@@ -65,10 +65,18 @@ class SqsClient:
     call; calls may then run concurrently. `close()` cancels nothing by itself (the caller
     cancels its calls) but closes the connections; a second `close()` does nothing."""
 
-    def __init__(self, endpoint: str, region: str, *, connect_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        region: str,
+        *,
+        connect_timeout: float = 5.0,
+        attempts: int = _ATTEMPTS,
+    ) -> None:
         self.endpoint = endpoint.rstrip("/")
         self.region = region
         self._connect_timeout = connect_timeout
+        self._attempts = max(1, attempts)
         self._http: httpx.AsyncClient | None = None
         self._model: Any = None
         self._serializer: Any = None
@@ -105,20 +113,20 @@ class SqsClient:
     ) -> Any:
         """The parsed response of `operation` (botocore's output shape, without
         `ResponseMetadata`). Throttling, server errors and dropped connections are tried again
-        (three attempts in all); then, or for any other error, raises `SqsApiError` or
-        `SqsUnreachable`."""
+        (three attempts in all, unless the client was made with fewer); then, or for any
+        other error, raises `SqsApiError` or `SqsUnreachable`."""
         if self._http is None:
             raise SqsUnreachable("the SQS client is closed")
         op = self._model.operation_model(operation)
-        for attempt in range(1, _ATTEMPTS + 1):
+        for attempt in range(1, self._attempts + 1):
             try:
                 return await self._once(op, params, read_timeout)
             except SqsApiError as e:
-                if attempt == _ATTEMPTS or (e.code not in _RETRYABLE and e.status < 500):
+                if attempt == self._attempts or (e.code not in _RETRYABLE and e.status < 500):
                     raise
                 log.debug("SQS %s failed (%s), trying again", operation, e)
             except SqsUnreachable:
-                if attempt == _ATTEMPTS:
+                if attempt == self._attempts:
                     raise
             # Jittered exponential back-off, as botocore's standard retry mode does.
             await asyncio.sleep(random.uniform(0, 0.2 * 2**attempt))

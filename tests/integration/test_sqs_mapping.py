@@ -1,0 +1,555 @@
+"""SQS event-source mappings end to end: a Lamina server started with `--sqs-endpoint` pointing
+at moto's `moto_server` (the stand-in for AWS SQS or a self-hosted SQS-API server), mappings
+made with boto3 on `arn:aws:sqs:us-east-1:123456789012:<queue>`, the function fed Lambda's
+`aws:sqs` records, successes deleted, `batchItemFailures` leaving exactly the failed messages,
+the queue's redrive policy dead-lettering, filters dropping, `MaximumConcurrency` bounding the
+function's concurrency, a missing queue reported as `PROBLEM:` then resumed, and a `kill -9`
+mid-run losing nothing.
+
+The server finds its SQS credentials through the usual AWS chain: here the environment it is
+started with (moto takes any key). The function appends what it got to a file on the host, so
+these servers run the `process` backend.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from tests.conftest import SIGNED_HTTP, Server, make_zip, wait_for
+from tests.integration.test_code_from_s3 import moto_server
+
+from lamina.runtimes.images import SdkState
+
+#: the account moto keeps its queues in, and the region of the mappings' queue ARNs
+ACCOUNT = "123456789012"
+REGION = "us-east-1"
+ROLE_NAME = "sqs-reader"
+ROLE_ARN = f"arn:aws:iam::000000000000:role/{ROLE_NAME}"
+#: what an SQS mapping's execution role needs (AWS's AWSLambdaSQSQueueExecutionRole)
+POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"],
+            "Resource": "*",
+        }
+    ],
+}
+NO_SQS_ROLE_NAME = "no-sqs"
+NO_SQS_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Action": "sqs:SendMessage", "Resource": "*"}],
+}
+#: the key the server signs its SQS requests with (from its environment)
+SERVER_ENV = {"AWS_ACCESS_KEY_ID": "sqs-poller", "AWS_SECRET_ACCESS_KEY": "sqs-secret"}
+
+RECORDER = """
+import json, os, time
+
+def handler(event, context):
+    started = time.time()
+    time.sleep(float(os.environ.get("SLEEP", "0")))
+    failures, lines = [], []
+    for r in event["Records"]:
+        count = int(r["attributes"]["ApproximateReceiveCount"])
+        if r["body"] == "poison" or (r["body"].startswith("fail") and count == 1):
+            failures.append({"itemIdentifier": r["messageId"]})
+        lines.append(json.dumps({
+            "id": r["messageId"], "body": r["body"], "count": count,
+            "source": r["eventSource"], "arn": r["eventSourceARN"], "region": r["awsRegion"],
+            "attributes": r["attributes"], "messageAttributes": r["messageAttributes"],
+            "md5": r["md5OfBody"], "keys": sorted(r), "batch": len(event["Records"]),
+            "start": started, "end": time.time(),
+        }))
+    fd = os.open(os.environ["RECORD"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, ("\\n".join(lines) + "\\n").encode())
+    finally:
+        os.close(fd)
+    if any(r["body"].startswith("raise") and r["attributes"]["ApproximateReceiveCount"] == "1"
+           for r in event["Records"]):
+        raise RuntimeError("failing the whole batch once")
+    return {"batchItemFailures": failures}
+"""
+
+
+def recorded(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+def wait_recorded(path: Path, n: int, timeout: float = 30.0) -> list[dict[str, Any]]:
+    def enough() -> list[dict[str, Any]] | None:
+        got = recorded(path)
+        return got if len(got) >= n else None
+
+    found: list[dict[str, Any]] = wait_for(enough, timeout, f"{n} recorded message(s)")
+    return found
+
+
+@pytest.fixture(scope="module")
+def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with moto_server(tmp_path_factory.mktemp("moto-sqs")) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def sqs(endpoint: str) -> Iterator[Any]:
+    client = boto3.client(
+        "sqs",
+        endpoint_url=endpoint,
+        region_name=REGION,
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+    yield client
+    client.close()
+
+
+def start_server(data_dir: Path, endpoint: str, port: int | None = None) -> Server:
+    """A server polling `endpoint`, with the SQS key in its environment."""
+    args = ("--sandbox", "process", "--sqs-endpoint", endpoint)
+    server = Server(data_dir=data_dir, extra_args=args)
+    if port is not None:
+        server.port = port
+    with pytest.MonkeyPatch.context() as env:
+        for k, v in SERVER_ENV.items():
+            env.setenv(k, v)
+        env.delenv("AWS_SESSION_TOKEN", raising=False)
+        return server.start(60)
+
+
+def put_role(server: Server, name: str = ROLE_NAME, policy: dict[str, Any] = POLICY) -> None:
+    resp = SIGNED_HTTP.put(f"{server.endpoint}/lamina/roles/{name}", json={"Policies": [policy]})
+    assert resp.status_code == 200, resp.text
+
+
+@pytest.fixture(scope="module")
+def srv(
+    tmp_path_factory: pytest.TempPathFactory, endpoint: str, runtime_images: dict[str, SdkState]
+) -> Iterator[Server]:
+    server = start_server(tmp_path_factory.mktemp("sqs") / "data", endpoint)
+    put_role(server)
+    put_role(server, NO_SQS_ROLE_NAME, NO_SQS_POLICY)
+    yield server
+    assert server.stop() == 0, server.log()
+
+
+class Queues:
+    """Uniquely named queues at the endpoint, deleted after the test."""
+
+    def __init__(self, sqs: Any) -> None:
+        self.sqs = sqs
+        self.urls: list[str] = []
+
+    def make(self, **attributes: Any) -> tuple[str, str]:
+        name = f"q-{uuid.uuid4().hex[:12]}"
+        url = self.sqs.create_queue(
+            QueueName=name, Attributes={k: str(v) for k, v in attributes.items()}
+        )["QueueUrl"]
+        self.urls.append(url)
+        return name, url
+
+    def arn(self, name: str) -> str:
+        return f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}"
+
+    def counts(self, url: str) -> tuple[int, int]:
+        """(visible, in flight)"""
+        attrs = self.sqs.get_queue_attributes(
+            QueueUrl=url,
+            AttributeNames=[
+                "ApproximateNumberOfMessages",
+                "ApproximateNumberOfMessagesNotVisible",
+            ],
+        )["Attributes"]
+        return (
+            int(attrs["ApproximateNumberOfMessages"]),
+            int(attrs["ApproximateNumberOfMessagesNotVisible"]),
+        )
+
+    def wait_drained(self, url: str, timeout: float = 30.0) -> None:
+        wait_for(lambda: self.counts(url) == (0, 0), timeout, f"{url} drained")
+
+    def send(self, url: str, *bodies: str, **kwargs: Any) -> dict[str, str]:
+        """body -> message id"""
+        return {
+            b: self.sqs.send_message(QueueUrl=url, MessageBody=b, **kwargs)["MessageId"]
+            for b in bodies
+        }
+
+
+@pytest.fixture
+def queues(sqs: Any) -> Iterator[Queues]:
+    q = Queues(sqs)
+    yield q
+    for url in q.urls:
+        q.sqs.delete_queue(QueueUrl=url)
+
+
+def make_function(
+    lam: Any, record: Path, role: str = ROLE_ARN, sleep: float = 0, timeout: int = 30
+) -> str:
+    name = f"sqs-{uuid.uuid4().hex[:10]}"
+    lam.create_function(
+        FunctionName=name,
+        Runtime="python3.11",
+        Role=role,
+        Handler="app.handler",
+        Code={"ZipFile": make_zip({"app.py": RECORDER})},
+        Environment={"Variables": {"RECORD": str(record), "SLEEP": str(sleep)}},
+        Timeout=timeout,
+    )
+    lam.get_waiter("function_active_v2").wait(
+        FunctionName=name, WaiterConfig={"Delay": 0.1, "MaxAttempts": 300}
+    )
+    return name
+
+
+def wait_state(lam: Any, uuid_: str, state: str, timeout: float = 30.0) -> dict[str, Any]:
+    def reached() -> dict[str, Any] | None:
+        m: dict[str, Any] = lam.get_event_source_mapping(UUID=uuid_)
+        return m if m["State"] == state else None
+
+    found: dict[str, Any] = wait_for(reached, timeout, f"mapping {uuid_} {state}")
+    return found
+
+
+def wait_result(lam: Any, uuid_: str, prefix: str, timeout: float = 30.0) -> str:
+    def reached() -> str | None:
+        result: str = lam.get_event_source_mapping(UUID=uuid_).get("LastProcessingResult", "")
+        return result if result.startswith(prefix) else None
+
+    found: str = wait_for(reached, timeout, f"LastProcessingResult {prefix}...")
+    return found
+
+
+def create_mapping(lam: Any, function: str, arn: str, *, wait: bool = True, **kw: Any) -> str:
+    m = lam.create_event_source_mapping(FunctionName=function, EventSourceArn=arn, **kw)
+    if wait:
+        wait_state(lam, m["UUID"], "Enabled")
+    return str(m["UUID"])
+
+
+def delete_mapping(lam: Any, uuid_: str) -> None:
+    lam.delete_event_source_mapping(UUID=uuid_)
+
+    def gone() -> bool:
+        try:
+            lam.get_event_source_mapping(UUID=uuid_)
+        except lam.exceptions.ResourceNotFoundException:
+            return True
+        return False
+
+    wait_for(gone, 30, f"mapping {uuid_} deleted")
+
+
+def test_function_fed_lambdas_sqs_records(srv: Server, queues: Queues, tmp_path: Path) -> None:
+    lam = srv.client()
+    name, url = queues.make()
+    record = tmp_path / "record.jsonl"
+    function = make_function(lam, record)
+    uuid_ = create_mapping(lam, function, queues.arn(name), BatchSize=10)
+    mapping = lam.get_event_source_mapping(UUID=uuid_)
+    assert mapping["EventSourceArn"] == queues.arn(name)
+    assert mapping["BatchSize"] == 10
+    sent = queues.send(
+        url,
+        "one",
+        "two",
+        "three",
+        MessageAttributes={"kind": {"DataType": "String", "StringValue": "order"}},
+    )
+    got = wait_recorded(record, 3)
+    assert sorted(r["body"] for r in got) == ["one", "three", "two"]
+    for r in got:
+        assert r["id"] == sent[r["body"]]
+        assert r["source"] == "aws:sqs"
+        assert r["arn"] == queues.arn(name)
+        assert r["region"] == REGION
+        assert r["count"] == 1
+        assert {"SentTimestamp", "SenderId", "ApproximateFirstReceiveTimestamp"} <= set(
+            r["attributes"]
+        )
+        assert r["messageAttributes"] == {
+            "kind": {
+                "stringValue": "order",
+                "stringListValues": [],
+                "binaryListValues": [],
+                "dataType": "String",
+            }
+        }
+        assert r["keys"] == sorted(
+            [
+                "messageId",
+                "receiptHandle",
+                "body",
+                "attributes",
+                "messageAttributes",
+                "md5OfMessageAttributes",
+                "md5OfBody",
+                "eventSource",
+                "eventSourceARN",
+                "awsRegion",
+            ]
+        )
+    queues.wait_drained(url)  # successes deleted
+    wait_result(lam, uuid_, "OK")
+    listed = lam.list_event_source_mappings(EventSourceArn=queues.arn(name))
+    assert [m["UUID"] for m in listed["EventSourceMappings"]] == [uuid_]
+    delete_mapping(lam, uuid_)
+
+
+def test_partial_batch_failure_leaves_exactly_the_failed_and_redrive_dead_letters(
+    srv: Server, queues: Queues, tmp_path: Path
+) -> None:
+    lam = srv.client()
+    dlq_name, dlq_url = queues.make()
+    name, url = queues.make(
+        VisibilityTimeout=2,
+        RedrivePolicy=json.dumps(
+            {"deadLetterTargetArn": queues.arn(dlq_name), "maxReceiveCount": 2}
+        ),
+    )
+    record = tmp_path / "record.jsonl"
+    function = make_function(lam, record, timeout=2)
+    # Sent before the mapping exists, so that the first batch holds all four.
+    sent = queues.send(url, "ok-1", "fail-1", "ok-2", "poison")
+    uuid_ = create_mapping(
+        lam,
+        function,
+        queues.arn(name),
+        BatchSize=10,
+        MaximumBatchingWindowInSeconds=1,
+        FunctionResponseTypes=["ReportBatchItemFailures"],
+    )
+    # ok-1, ok-2: once. fail-1: failed once, then succeeded on its second receive.
+    # poison: failed on both receives, then SQS moved it to the dead-letter queue.
+    got = wait_recorded(record, 6, timeout=60)
+    queues.wait_drained(url, timeout=30)
+    time.sleep(1.0)
+    got = recorded(record)
+    deliveries = collections.Counter(r["body"] for r in got)
+    assert deliveries == {"ok-1": 1, "ok-2": 1, "fail-1": 2, "poison": 2}
+    assert sorted((r["body"], r["count"]) for r in got if r["count"] > 1) == [
+        ("fail-1", 2),
+        ("poison", 2),
+    ]
+    dead = queues.sqs.receive_message(QueueUrl=dlq_url, WaitTimeSeconds=2).get("Messages", [])
+    assert [m["MessageId"] for m in dead] == [sent["poison"]]
+    delete_mapping(lam, uuid_)
+
+
+def test_function_error_leaves_the_whole_batch(srv: Server, queues: Queues, tmp_path: Path) -> None:
+    lam = srv.client()
+    name, url = queues.make(VisibilityTimeout=2)
+    record = tmp_path / "record.jsonl"
+    function = make_function(lam, record, timeout=2)
+    queues.send(url, "raise-a", "b")
+    uuid_ = create_mapping(
+        lam,
+        function,
+        queues.arn(name),
+        BatchSize=10,
+        MaximumBatchingWindowInSeconds=1,
+        FunctionResponseTypes=["ReportBatchItemFailures"],
+    )
+    wait_recorded(record, 4, timeout=60)
+    queues.wait_drained(url, timeout=30)
+    got = recorded(record)
+    # The error failed both; both came back after the visibility timeout and succeeded.
+    assert sorted((r["body"], r["count"]) for r in got) == [
+        ("b", 1),
+        ("b", 2),
+        ("raise-a", 1),
+        ("raise-a", 2),
+    ]
+    delete_mapping(lam, uuid_)
+
+
+def test_without_report_batch_item_failures_the_response_is_not_read(
+    srv: Server, queues: Queues, tmp_path: Path
+) -> None:
+    lam = srv.client()
+    name, url = queues.make(VisibilityTimeout=2)
+    record = tmp_path / "record.jsonl"
+    function = make_function(lam, record, timeout=2)
+    queues.send(url, "fail-a", "b")
+    uuid_ = create_mapping(
+        lam, function, queues.arn(name), BatchSize=10, MaximumBatchingWindowInSeconds=1
+    )
+    wait_recorded(record, 2)
+    queues.wait_drained(url, timeout=30)
+    time.sleep(2.5)
+    # The function named fail-a as failed, but the mapping does not read that: all deleted.
+    assert sorted(r["body"] for r in recorded(record)) == ["b", "fail-a"]
+    delete_mapping(lam, uuid_)
+
+
+def test_filters_drop_and_delete(srv: Server, queues: Queues, tmp_path: Path) -> None:
+    lam = srv.client()
+    name, url = queues.make()
+    record = tmp_path / "record.jsonl"
+    function = make_function(lam, record)
+    uuid_ = create_mapping(
+        lam,
+        function,
+        queues.arn(name),
+        FilterCriteria={"Filters": [{"Pattern": json.dumps({"body": {"kind": ["keep"]}})}]},
+    )
+    bodies = [json.dumps({"kind": k, "i": i}) for i, k in enumerate(["keep", "drop"] * 4)]
+    queues.send(url, *bodies, "not json")
+    wait_recorded(record, 4)
+    queues.wait_drained(url)  # the dropped ones were deleted, not left to come back
+    time.sleep(1.0)
+    assert sorted(json.loads(r["body"])["i"] for r in recorded(record)) == [0, 2, 4, 6]
+    delete_mapping(lam, uuid_)
+
+
+def _most_at_once(got: list[dict[str, Any]]) -> int:
+    events = sorted(
+        [(r["start"], 1) for r in got] + [(r["end"], -1) for r in got], key=lambda e: (e[0], e[1])
+    )
+    now = most = 0
+    for _, step in events:
+        now += step
+        most = max(most, now)
+    return most
+
+
+def test_maximum_concurrency_bounds_the_function(
+    srv: Server, queues: Queues, tmp_path: Path
+) -> None:
+    lam = srv.client()
+    name, url = queues.make(VisibilityTimeout=30)
+    record = tmp_path / "record.jsonl"
+    function = make_function(lam, record, sleep=0.7)
+    queues.send(url, *(f"m{i}" for i in range(12)))
+    uuid_ = create_mapping(
+        lam, function, queues.arn(name), BatchSize=1, ScalingConfig={"MaximumConcurrency": 2}
+    )
+    got = wait_recorded(record, 12, timeout=60)
+    assert sorted(r["body"] for r in got) == sorted(f"m{i}" for i in range(12))
+    assert all(r["batch"] == 1 for r in got)
+    assert _most_at_once(got) == 2
+    queues.wait_drained(url)
+    delete_mapping(lam, uuid_)
+
+
+def test_role_without_sqs_permissions_is_refused(
+    srv: Server, queues: Queues, tmp_path: Path
+) -> None:
+    # As on AWS: CreateEventSourceMapping checks the function's execution role.
+    lam = srv.client()
+    name, url = queues.make()
+    record = tmp_path / "record.jsonl"
+    role = f"arn:aws:iam::000000000000:role/{NO_SQS_ROLE_NAME}"
+    function = make_function(lam, record, role=role)
+    queues.send(url, "untouched")
+    with pytest.raises(lam.exceptions.InvalidParameterValueException) as e:
+        lam.create_event_source_mapping(FunctionName=function, EventSourceArn=queues.arn(name))
+    assert "does not have permissions to call ReceiveMessage on SQS" in str(e.value)
+    assert lam.list_event_source_mappings(FunctionName=function)["EventSourceMappings"] == []
+    assert queues.counts(url) == (1, 0)  # not even received
+
+
+def test_function_timeout_longer_than_the_visibility_timeout_is_refused(
+    srv: Server, queues: Queues, tmp_path: Path
+) -> None:
+    # As on AWS: the queue's visibility timeout must cover the function's timeout.
+    lam = srv.client()
+    name, _ = queues.make(VisibilityTimeout=10)
+    slow = make_function(lam, tmp_path / "slow.jsonl", timeout=30)
+    with pytest.raises(lam.exceptions.InvalidParameterValueException) as e:
+        lam.create_event_source_mapping(FunctionName=slow, EventSourceArn=queues.arn(name))
+    assert e.value.response["Error"]["Message"] == (
+        "Queue visibility timeout: 10 seconds is less than Function timeout: 30 seconds"
+    )
+    fast = make_function(lam, tmp_path / "fast.jsonl", timeout=10)
+    uuid_ = create_mapping(lam, fast, queues.arn(name))
+    # Updating the mapping to the slow function is refused the same way.
+    with pytest.raises(lam.exceptions.InvalidParameterValueException, match="less than Function"):
+        lam.update_event_source_mapping(UUID=uuid_, FunctionName=slow)
+    assert lam.get_event_source_mapping(UUID=uuid_)["FunctionArn"].endswith(f":function:{fast}")
+    delete_mapping(lam, uuid_)
+
+
+def test_missing_queue_is_a_problem_then_resumes(
+    srv: Server, endpoint: str, queues: Queues, tmp_path: Path
+) -> None:
+    lam = srv.client()
+    name = f"q-{uuid.uuid4().hex[:12]}"
+    record = tmp_path / "record.jsonl"
+    function = make_function(lam, record)
+    uuid_ = create_mapping(lam, function, queues.arn(name), wait=False)
+    result = wait_result(lam, uuid_, "PROBLEM:")
+    assert result == (
+        f"PROBLEM: the SQS queue {name} (account {ACCOUNT}) at {endpoint} does not exist"
+    )
+    url = queues.sqs.create_queue(QueueName=name)["QueueUrl"]
+    queues.urls.append(url)
+    queues.send(url, "after")
+    got = wait_recorded(record, 1, timeout=60)
+    assert [r["body"] for r in got] == ["after"]
+    wait_result(lam, uuid_, "OK")
+    delete_mapping(lam, uuid_)
+
+
+MESSAGES = 600
+
+
+def test_kill_9_during_a_run_loses_nothing(
+    tmp_path: Path, endpoint: str, queues: Queues, runtime_images: dict[str, SdkState]
+) -> None:
+    name, url = queues.make(VisibilityTimeout=3)
+    bodies = [f"id-{i:05d}" for i in range(MESSAGES)]
+    for start in range(0, MESSAGES, 10):
+        queues.sqs.send_message_batch(
+            QueueUrl=url,
+            Entries=[
+                {"Id": str(i), "MessageBody": b} for i, b in enumerate(bodies[start : start + 10])
+            ],
+        )
+    data_dir = tmp_path / "data"
+    first = start_server(data_dir, endpoint)
+    record = tmp_path / "record.jsonl"
+    try:
+        put_role(first)
+        lam = first.client()
+        function = make_function(lam, record, sleep=0.05, timeout=3)
+        create_mapping(lam, function, queues.arn(name), BatchSize=10)
+        wait_recorded(record, 100, timeout=120)  # well into the run
+    finally:
+        assert first.proc is not None
+        first.proc.send_signal(signal.SIGKILL)
+        first.proc.wait(30)
+    seen_at_kill = len({r["body"] for r in recorded(record)})
+    assert seen_at_kill < MESSAGES, "the run ended before the kill: nothing was tested"
+    second = start_server(data_dir, endpoint, port=first.port)
+    try:
+
+        def all_seen() -> bool:
+            return len({r["body"] for r in recorded(record)}) >= MESSAGES
+
+        wait_for(all_seen, 180, f"all {MESSAGES} messages seen")
+        queues.wait_drained(url, timeout=60)
+    finally:
+        assert second.stop() == 0, second.log()
+    got = recorded(record)
+    assert set(r["body"] for r in got) == set(bodies)  # none lost
+    # What came twice was in flight at the kill: SQS counted the second receive.
+    firsts: set[str] = set()
+    for r in got:
+        if r["body"] in firsts:
+            assert r["count"] >= 2, r
+        firsts.add(r["body"])
