@@ -20,6 +20,7 @@ import nats
 import nats.js.errors
 import pytest
 import redis
+from tests._tcp_proxy import TcpProxy
 from tests.conftest import SIGNED_HTTP, Functions, Server, seen, wait_for, wait_seen
 
 from lamina.runtimes.images import SdkState
@@ -260,6 +261,120 @@ def test_a_redis_stream_feeds_a_function_in_order_and_resumes_after_a_disable(
 
         delete_mapping(lam, uuid_)
         assert r.xinfo_groups(redis_key) == []  # the group went with the mapping
+
+
+@pytest.mark.parametrize("kind", ["nats", "redis"])
+def test_a_broker_outage_is_reported_then_survived(
+    server: Server,
+    lam: Any,
+    functions: Functions,
+    reader_role: str,
+    nats_stream: str,
+    redis_key: str,
+    kind: str,
+) -> None:
+    """The broker goes away (a proxy in front of the shared one is cut): the mapping says
+    `PROBLEM: ...`, stays Enabled, and once the broker is back it goes on where it was."""
+    fn = functions.create(KINESIS_HANDLER, Role=reader_role)
+    port = 4222 if kind == "nats" else 6379
+    r = redis.Redis.from_url(REDIS_URL)
+
+    def add(data: str) -> None:
+        if kind == "nats":
+            publish(nats_stream, ("k", data))
+        else:
+            r.xadd(redis_key, {"data": data})
+
+    stream = nats_stream if kind == "nats" else redis_key
+    try:
+        with TcpProxy("127.0.0.1", port) as proxy:
+            url = f"{kind}://127.0.0.1:{proxy.port}" + ("/0" if kind == "redis" else "")
+            with broker(server, url) as broker_arn:
+                created = lam.create_event_source_mapping(
+                    FunctionName=fn["FunctionName"],
+                    EventSourceArn=f"{broker_arn}:stream/{stream}",
+                    StartingPosition="TRIM_HORIZON",
+                )
+                uuid_ = created["UUID"]
+                add("before")
+                wait_seen(server, fn["FunctionName"], 1, timeout=60)
+                proxy.stop()
+                result = wait_for(
+                    lambda: (
+                        (
+                            m := lam.get_event_source_mapping(UUID=uuid_)["LastProcessingResult"]
+                        ).startswith("PROBLEM:")
+                        and m
+                    ),
+                    timeout=60,
+                    message="a PROBLEM result",
+                )
+                assert f"127.0.0.1:{proxy.port}" in result, result
+                assert lam.get_event_source_mapping(UUID=uuid_)["State"] == "Enabled"
+                add("during")
+                proxy.start()
+                got = wait_seen(server, fn["FunctionName"], 2, timeout=90)
+                assert [g["data"] for g in got] == ["before", "during"]
+                wait_for(
+                    lambda: (
+                        lam.get_event_source_mapping(UUID=uuid_)["LastProcessingResult"] == "OK"
+                    ),
+                    timeout=30,
+                    message="an OK result again",
+                )
+                delete_mapping(lam, uuid_)
+    finally:
+        r.close()
+
+
+#: a tumbling-window aggregator: sums the records' data over each window
+WINDOW_SUM = """
+import base64, json, time
+def handler(event, context):
+    total = event["state"].get("sum", 0)
+    total += sum(int(base64.b64decode(r["kinesis"]["data"])) for r in event["Records"])
+    print("SEEN " + json.dumps({
+        "t": time.time(), "window": event["window"], "in": event["state"], "sum": total,
+        "final": event["isFinalInvokeForWindow"], "early": event["isWindowTerminatedEarly"],
+        "shard": event["shardId"], "n": len(event["Records"]),
+    }))
+    return {"state": {"sum": total}}
+"""
+
+
+def test_a_redis_stream_aggregated_in_tumbling_windows(
+    server: Server, lam: Any, functions: Functions, reader_role: str, redis_key: str
+) -> None:
+    fn = functions.create(WINDOW_SUM, Role=reader_role)
+    with redis.Redis.from_url(REDIS_URL) as r, broker(server, REDIS_URL) as broker_arn:
+        # entries of two windows long over (ids name their arrival in milliseconds)
+        for entry_id, value in (("120000-0", 1), ("121000-0", 2), ("185000-0", 10)):
+            r.xadd(redis_key, {"data": str(value)}, id=entry_id)
+        created = lam.create_event_source_mapping(
+            FunctionName=fn["FunctionName"],
+            EventSourceArn=f"{broker_arn}:stream/{redis_key}",
+            StartingPosition="TRIM_HORIZON",
+            BatchSize=10,
+            TumblingWindowInSeconds=60,
+        )
+        got = wait_seen(server, fn["FunctionName"], 4, timeout=60)
+        assert [(g["n"], g["in"], g["final"]) for g in got] == [
+            (2, {}, False),
+            (0, {"sum": 3}, True),
+            (1, {}, False),
+            (0, {"sum": 10}, True),
+        ]
+        assert got[0]["window"] == {"start": "1970-01-01T00:02:00Z", "end": "1970-01-01T00:03:00Z"}
+        assert got[2]["window"]["start"] == "1970-01-01T00:03:00Z"
+        assert not any(g["early"] for g in got)
+        assert got[0]["shard"] == "shardId-000000000000"
+        group = f"lamina-{created['UUID']}"
+        wait_for(
+            lambda: r.xpending(redis_key, group)["pending"] == 0,
+            timeout=30,
+            message="the windows' records acknowledged after their final invokes",
+        )
+        delete_mapping(lam, created["UUID"])
 
 
 #: a Kinesis handler that appends each record's sequence number to a file on the host (the

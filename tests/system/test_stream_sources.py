@@ -162,6 +162,36 @@ def test_nats_reopen_resumes_after_checkpoint_and_rereads_the_rest_in_order() ->
     asyncio.run(main())
 
 
+def test_nats_redelivery_of_held_records_is_not_handed_out_twice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A record held past the ack wait (a long retry) is sent again by the server: the
+    source hands it out once, and the checkpoint acks it for good."""
+    monkeypatch.setattr("lamina.events.sources.nats.ACK_WAIT_S", 1.0)
+
+    async def main() -> None:
+        async with nats_stream() as (name, js):
+            await js.publish(f"{name}.a", b"m0")
+            await js.publish(f"{name}.a", b"m1")
+            m = mapping(SourceKind.NATS, name)
+            source = nats_source(m, name)
+            await source.open("TRIM_HORIZON", None)
+            try:
+                got = await read_all(source, 2)
+                await asyncio.sleep(1.5)  # past the ack wait: the server sends them again
+                await js.publish(f"{name}.a", b"m2")
+                later = await read_all(source, 1, within_s=2.0)
+                assert datas(later) == [b"m2"]
+                await source.checkpoint([*got, *later])
+                info = await js.consumer_info(name, consumer_name(m))
+                assert info.ack_floor.stream_seq == 3
+                assert info.num_ack_pending == 0
+            finally:
+                await source.close()
+
+    asyncio.run(main())
+
+
 def test_nats_starting_positions() -> None:
     async def main() -> None:
         async with nats_stream() as (name, js):

@@ -643,3 +643,26 @@ def test_iterator_age_is_the_age_of_the_last_record() -> None:
         assert 29 <= stats.backlog_age_s <= 35
 
     asyncio.run(main())
+
+
+def test_reading_ahead_is_bounded() -> None:
+    async def main() -> None:
+        m = mapping(batch_size=2)
+        stream = FakeStream(m)
+        for i in range(50):
+            stream.add(f"r{i}")
+        release = asyncio.Event()
+        positions: list[int] = []
+
+        async def handler(event: dict[str, Any]) -> Outcome:
+            if not release.is_set():
+                await asyncio.sleep(0.05)  # the reader had time to run ahead
+                positions.append(stream.position)
+                release.set()
+            return ok()
+
+        invoker = FakeInvoker(handler)
+        await run_until(m, stream, invoker, lambda: len(stream.checkpointed) == 50)
+        assert positions == [4]  # a batch in flight and one more, not the whole stream
+
+    asyncio.run(main())

@@ -32,7 +32,6 @@ import nats
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
@@ -76,7 +75,9 @@ class NatsStream:
         self._js: JetStreamContext | None = None
         self._sub: JetStreamContext.PullSubscription | None = None
         self._last_seq = 0  # the highest stream sequence handed out this session
-        self._unacked: dict[int, Msg] = {}  # latest delivery of each held message
+        # the ack subject of the latest delivery of each held message (not the message: a
+        # long tumbling window holds many)
+        self._unacked: dict[int, str] = {}
         self._problem: str | None = None
 
     # connection
@@ -189,10 +190,10 @@ class NatsStream:
                 # redelivered after the ack wait while still held: keep the newest delivery
                 # for the ack, hand the record out only once
                 if seq in self._unacked:
-                    self._unacked[seq] = msg
+                    self._unacked[seq] = msg.reply
                 continue
             self._last_seq = seq
-            self._unacked[seq] = msg
+            self._unacked[seq] = msg.reply
             arrived = meta.timestamp.timestamp()
             sequence = str(seq)
             record = stream_events.stream_record(
@@ -210,13 +211,15 @@ class NatsStream:
     async def checkpoint(self, records: Sequence[StreamRecord]) -> None:
         """Ack each record (the server's ack floor moves past them); returns once the server
         has them."""
+        nc = self._nc
+        if nc is None:
+            raise SourceUnavailable("the NATS source is not open")
         try:
             for r in records:
-                msg = self._unacked.pop(int(r.token), None)
-                if msg is not None:
-                    await msg.ack()
-            if self._nc is not None:
-                await self._nc.flush(timeout=_REQUEST_TIMEOUT_S)
+                reply = self._unacked.pop(int(r.token), None)
+                if reply:
+                    await nc.publish(reply)  # an empty message to the ack subject: an ack
+            await nc.flush(timeout=_REQUEST_TIMEOUT_S)
         except _NATS_ERRORS as e:
             raise SourceUnavailable(self._lost(e)) from None
 

@@ -132,6 +132,14 @@ class _Checkpoints:
         self._pending.append([record, False])
         return self._first + len(self._pending) - 1
 
+    def slim(self, ordinals: Sequence[int]) -> None:
+        """Keep only what a checkpoint needs of these (a tumbling window holds its records
+        until its end): not their data."""
+        for o in ordinals:
+            entry = self._pending[o - self._first]
+            r: StreamRecord = entry[0]
+            entry[0] = StreamRecord(r.sequence, r.key, b"", r.arrived_at, {}, r.token)
+
     async def done(self, ordinals: Sequence[int]) -> None:
         # marking and popping happen without an await in between, so ordinals stay valid
         for o in ordinals:
@@ -151,7 +159,7 @@ class _Window:
 
     bounds: tuple[float, float]
     state: dict[str, Any] = field(default_factory=dict)
-    held: list[_Item] = field(default_factory=list)  # processed, checkpointed at the end
+    held: list[int] = field(default_factory=list)  # ordinals processed, checkpointed at the end
 
 
 class _Failed(Exception):
@@ -180,9 +188,12 @@ class _Delivery:
         self.lanes = [_Lane() for _ in range(n)]
         self.checkpoints = _Checkpoints(source)
         self.batch_size = max(1, mapping.batch_size)
-        # read ahead at most this many records not yet through the rules
+        # read ahead at most this many records (and bytes) not yet through the rules: a batch
+        # for each lane and one more
         self.cap = self.batch_size * (n + 1)
+        self.byte_cap = SYNC_PAYLOAD_MAX_BYTES * (n + 1)
         self.outstanding = 0
+        self.outstanding_bytes = 0
         self.room = asyncio.Event()
         self.caught_up_at = 0.0  # wall time of the last read that found nothing new
         self.throttle_delay = pacing.throttle[0]
@@ -206,7 +217,7 @@ class _Delivery:
     async def _read_loop(self) -> None:
         last_lag = 0.0
         while True:
-            while self.outstanding >= self.cap:
+            while self.outstanding >= self.cap or self.outstanding_bytes >= self.byte_cap:
                 self.room.clear()
                 await self.room.wait()
             records = await self.source.read(self.cap - self.outstanding, self.pacing.poll_s)
@@ -228,6 +239,7 @@ class _Delivery:
                     continue
                 size = len(json.dumps(r.record, separators=(",", ":"))) + 1
                 self.outstanding += 1
+                self.outstanding_bytes += size
                 self._lane_of(r.key).push(_Item(ordinal, r, size))
             if filtered:
                 self.stats.records_filtered += len(filtered)
@@ -287,8 +299,11 @@ class _Delivery:
     async def _finish(self, items: Sequence[_Item], hold: bool = False) -> None:
         """These went through the rules; checkpoint them unless a window holds them."""
         self.outstanding -= len(items)
+        self.outstanding_bytes -= sum(i.size for i in items)
         self.room.set()
-        if not hold:
+        if hold:
+            self.checkpoints.slim([i.ordinal for i in items])
+        else:
             await self.checkpoints.done([i.ordinal for i in items])
 
     async def _deliver(self, items: list[_Item], window: _Window | None) -> None:
@@ -473,7 +488,7 @@ class _Delivery:
             if not batch:
                 continue
             await self._deliver(batch, window)
-            window.held.extend(batch)
+            window.held.extend(i.ordinal for i in batch)
             if len(json.dumps(window.state)) > MAX_WINDOW_STATE_BYTES:
                 await self._close_window(window, early=True)
                 window = _Window(window.bounds)
@@ -502,7 +517,7 @@ class _Delivery:
             self.report(problem("Function call failed"))
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.pacing.function_error[1])
-        await self.checkpoints.done([i.ordinal for i in window.held])
+        await self.checkpoints.done(window.held)
 
 
 def _parse(payload: bytes, strict: bool) -> Any:
