@@ -214,6 +214,21 @@ def test_a_rabbitmq_mapping_has_amazon_mqs_members(
         esm.create_event_source_mapping(FunctionName=name, EventSourceArn=rabbit, Queues=["orders"])
     assert code(e) == "ResourceConflictException"
     assert made["UUID"] in message(e)
+    # Amazon MQ takes no partial batch responses: asking for them is refused, not ignored.
+    with pytest.raises(ClientError) as e:
+        esm.create_event_source_mapping(
+            FunctionName=name,
+            EventSourceArn=rabbit,
+            Queues=["third"],
+            FunctionResponseTypes=["ReportBatchItemFailures"],
+        )
+    assert code(e) == "InvalidParameterValueException"
+    assert "FunctionResponseTypes" in message(e)
+    with pytest.raises(ClientError) as e:
+        esm.update_event_source_mapping(
+            UUID=made["UUID"], FunctionResponseTypes=["ReportBatchItemFailures"]
+        )
+    assert code(e) == "InvalidParameterValueException"
 
 
 def test_a_stream_mapping_has_kinesis_members(

@@ -10,7 +10,8 @@ members a kind does not take (each refused as Lambda refuses it, InvalidParamete
   StartingPosition required (AT_TIMESTAMP with a timestamp); retries, record age, bisect,
   parallelization, tumbling windows and an OnFailure destination (a function or an SQS queue).
 - ScalingConfig.MaximumConcurrency: SQS, and RabbitMQ too (Lamina's pollers scale alike for
-  both; Lambda offers it for SQS only). FunctionResponseTypes: every kind.
+  both; Lambda offers it for SQS only). FunctionResponseTypes: SQS and streams (Lambda's
+  Amazon MQ source takes no partial batch responses).
 """
 
 from __future__ import annotations
@@ -183,6 +184,10 @@ def _refuse_members(kind: SourceKind, req: CheckedRequest) -> None:
     for member, name in refused.items():
         if member in req.given:
             raise unsupported(name)
+    # Lambda's Amazon MQ source takes no partial batch responses: a batch succeeds or fails
+    # whole, so a mapping asking for them would be told something it does not get.
+    if kind is SourceKind.RABBITMQ and req.response_types:
+        raise unsupported("FunctionResponseTypes")
 
 
 def _sqs(source_arn: str, s: Settings) -> None:
