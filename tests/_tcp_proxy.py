@@ -107,3 +107,8 @@ class TcpProxy:
             while data := await reader.read(65536):
                 writer.write(data)
                 await writer.drain()
+            # The sender closed its side: pass on what is still buffered before the other
+            # side is cut (as a real connection would: the last frames sent before a close,
+            # e.g. acknowledgements, must arrive). Only `stop()` drops data, on purpose.
+            writer.close()
+            await writer.wait_closed()

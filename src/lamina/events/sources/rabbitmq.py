@@ -154,10 +154,20 @@ class RabbitSource:
         A second call does nothing."""
         self._closing = True
         conn, self._connection = self._connection, None
+        channel = self._channel if self._failure is None else None
         self._channel = self._side = None
         self._consumer_tag = None
         self._unsettled = {}
         self._drop_buffer()
+        if channel is not None:
+            # Closed first, and waited for: the broker answers a channel's close only after
+            # the frames sent before it (the last acknowledgements), whereas the connection
+            # is closed without waiting, and a socket closed with deliveries still unread
+            # is reset, which can drop what the broker had not read yet (those messages
+            # would come again: at least once, but needlessly).
+            with contextlib.suppress(*_BROKER_ERRORS, RuntimeError, TimeoutError):
+                async with asyncio.timeout(_RPC_TIMEOUT_S):
+                    await channel.close()
         if conn is not None:
             with contextlib.suppress(*_BROKER_ERRORS, RuntimeError):
                 await conn.close()
