@@ -1,5 +1,4 @@
-"""Benchmark warm Lambda invokes at Lamina's defaults, beside a bare-uvicorn floor and
-serverless-offline, in one run.
+"""Benchmark warm invokes at Lamina's defaults beside a uvicorn floor and serverless-offline.
 
 Run: ``.venv/bin/python bench/invoke.py [--duration SECONDS] [--peers] [--auth off]
 [--sandbox process]`` (or ``make bench ARGS="..."``).
@@ -435,8 +434,12 @@ def report(measurements: Sequence[Measurement], info: LaminaInfo, seconds: int) 
     ]
     lines += [ratio_line(m, floor) for m in [*laminas, *peers]]
     lines += [ratio_line(m, p) for m in laminas for p in peers]
+    judged: list[str] = []
     for m in laminas:
-        lines += ["", *target_lines(m, floor, peers)]
+        judged += target_lines(m, floor, peers)
+    met = sum(": met (" in line for line in judged)
+    missed = sum(": missed (" in line for line in judged)
+    lines += ["", *judged, f"summary: {met} targets met, {missed} missed"]
     problems = problem_lines(measurements)
     if problems:
         lines += ["", "problems:", *problems]
