@@ -446,7 +446,7 @@ def load_table(loads: Sequence[Load]) -> list[str]:
         lines.append(_row(cells))
     lines.append(
         "  202s/s: 202s over the load's wall time; server/client µs: CPU time (user + system) "
-        "per 202 of the server process and per request of this client"
+        "per 202 of the server's process tree and per request of this client"
     )
     for load in loads:
         accepted = len(load.stats.accepted)
