@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install serve test lint typecheck bench bench-coldstart bench-scale bench-async bench-auth bench-sources conformance clean
+.PHONY: install serve test lint typecheck bench bench-coldstart bench-scale bench-async bench-auth bench-sigv4 bench-sources conformance clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,8 @@ test: install lint typecheck
 	AWS_EC2_METADATA_DISABLED=true $(BIN)/python -m pytest $(PYTEST_ARGS)
 	AWS_EC2_METADATA_DISABLED=true LAMINA_TEST_SANDBOX=process $(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
+# Warm invokes at the defaults (auth on, default sandbox, MemorySize 1024) beside the floor;
+# ARGS="--peers" adds serverless-offline (npm-installed into bench/.peers/ on first use).
 bench: install
 	AWS_EC2_METADATA_DISABLED=true $(BIN)/python bench/invoke.py $(ARGS)
 
@@ -44,6 +46,10 @@ bench-async: install
 
 bench-auth: install
 	AWS_EC2_METADATA_DISABLED=true $(BIN)/python bench/auth.py $(ARGS)
+
+# SigV4 verification alone (Lamina's Verifier, in-process): µs per verification.
+bench-sigv4: install
+	AWS_EC2_METADATA_DISABLED=true $(BIN)/python bench/sigv4.py $(ARGS)
 
 # RabbitMQ event source: messages/s and publish-to-handler latency (needs RabbitMQ at :5672).
 bench-sources: install

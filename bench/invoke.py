@@ -1,6 +1,7 @@
-"""Benchmark warm Lambda invokes: Lamina against a bare-uvicorn floor (and serverless-offline).
+"""Benchmark warm invokes at Lamina's defaults beside a uvicorn floor and serverless-offline.
 
-Run: ``.venv/bin/python bench/invoke.py [--duration SECONDS] [--peers]`` (or ``make bench``).
+Run: ``.venv/bin/python bench/invoke.py [--duration SECONDS] [--peers] [--auth off]
+[--sandbox process]`` (or ``make bench ARGS="..."``).
 
 What it measures
 ----------------
@@ -11,30 +12,36 @@ within one run; the ratios are the point, not the absolute values.
 * floor: a bare Starlette app with one route returning ``PlainTextResponse("ok")``, served by
   uvicorn. No Python HTTP server on this stack answers faster, so it bounds what Lamina's
   HTTP layer can reach on this machine.
-* lamina: ``lamina serve`` with a no-op python3.11 function ``bench-noop``; wrk POSTs ``{}`` to
-  the Lambda Invoke API ``/2015-03-31/functions/bench-noop/invocations``.
-* serverless-offline (``--peers``): Serverless Framework v3 with serverless-offline 13 and a
-  Python 3.11 handler, invoked through its Lambda Invoke API on port 3002, set up as in
-  /work/shared/bench/peers.md in the scratch dir ``bench/.peers/peers-hello/``.
+* lamina, at the defaults a user gets: ``lamina serve --admin-key test:test`` (authentication
+  on: every request is SigV4-signed) with its default sandbox (``auto``: namespace as root),
+  and two no-op functions with MemorySize 1024, ``bench-noop`` (python3.11) and
+  ``bench-noop-js`` (nodejs20.x). wrk POSTs ``{}`` to the Lambda Invoke API. wrk cannot sign
+  each request, so one Invoke is signed with botocore right before each wrk run and replayed
+  unchanged: AWS accepts a signed request again within 5 minutes of its X-Amz-Date (SigV4 has
+  no nonce), and so does Lamina, which verifies every replay in full. Before measuring, the
+  script checks that the signed request is answered 200 twice and an unsigned one 403.
+  MemorySize 1024 rather than 128: Lamina caps a function's CPU in proportion to its memory,
+  as Lambda does (1,769 MB is one vCPU), and at 128 MB that cap (7% of a CPU) throttles the
+  runtime for tens of ms now and then, which is faithful to Lambda and dominates the p99.
+* serverless-offline (``--peers``): Serverless Framework v3 with serverless-offline 13, a
+  python3.11 and a nodejs20.x handler, invoked through its Lambda Invoke API (no signature,
+  no isolation); see bench/peers.py and bench/README.md.
 
 Each target gets a warm-up request, a c1 latency run (``wrk -t1 -c1 --latency``), a 2 s c16
 warm-up so 16 environments are already started (cold starts are not what this measures), and
-a c16 throughput run (``wrk -t2 -c16 --latency``). Right after the c16 run the server's process
-tree (the server and all its descendants, from /proc) is sampled: process count and summed RSS
-(pages shared between processes are counted once per process, so it is an upper bound).
+a c16 throughput run (``wrk -t2 -c16 --latency``). Around the c16 run the CPU time (utime +
+stime) of the server's process tree (the server and all its descendants, environments
+included, from /proc) is sampled: server CPU per invoke is its growth divided by the requests
+of the run. After it the tree's process count and summed RSS (an upper bound: shared pages
+count once per process) are taken.
 
-How to read the ratios
-----------------------
-* ``c1 p50 / floor``: how many floor medians one warm invoke takes (1.0x would mean no cost on
-  top of bare HTTP; lower is better).
-* ``c16 req/s / floor``: the fraction of the floor's throughput reached with 16 connections
-  (1.00 would mean no cost; higher is better).
-* ``lamina / serverless-offline``: the same two, Lamina against the peer: p50 below 1.0x and
-  req/s above 1.0x mean Lamina is ahead.
+Targets (issue 19), judged per Lamina function: c1 p50 <= serverless-offline's (the better of
+its two functions) and <= 3x the floor's; c1 p99 <= 1.5 ms; c16 req/s >= 1.5x
+serverless-offline's (the better of its two) and >= 0.3x the floor's.
 
 Exit status: 0 when every run was clean (whether or not the targets were met), 1 when a server
-failed to start or a run had non-2xx responses or socket errors (flagged INVALID), 2 when wrk is
-missing, 130 when interrupted.
+failed to start, a check failed, or a run had non-2xx responses or socket errors (flagged
+INVALID), 2 when wrk is missing, 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -44,58 +51,75 @@ import contextlib
 import io
 import json
 import os
-import re
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import zipfile
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from http.client import HTTPException
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from http.client import HTTPConnection, HTTPException
 from pathlib import Path
-from types import FrameType
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
-import boto3
-from botocore.config import Config
+import peers
+
+# What the other benchmarks import from here lives in harness.py now; re-exported so they
+# keep working. bench/ is on sys.path because this file is run as a script from it.
+from harness import HOST as HOST
+from harness import BenchError as BenchError
+from harness import Server as Server
+from harness import TreeStats as TreeStats
+from harness import WrkResult as WrkResult
+from harness import cpu_seconds_between, run_wrk, tree_cpu, tree_stats
+from harness import free_port as free_port
+from harness import guarded as guarded
+from harness import handler_zip as handler_zip
+from harness import http_ok as http_ok
+from harness import lambda_client as lambda_client
+from harness import log as log
+from harness import log_tail as log_tail
+from harness import process_tree as process_tree
+from harness import start_server as start_server
+from harness import start_uvicorn_floor as start_uvicorn_floor
+from harness import stop_server as stop_server
+from harness import unbroken_cleanup as unbroken_cleanup
+from harness import wait_ready as wait_ready
+from signing import admin_key_args, signed_headers, wrk_script
 
 if TYPE_CHECKING:
-    from mypy_boto3_lambda import LambdaClient
+    from mypy_boto3_lambda.literals import RuntimeType
+else:
+    RuntimeType = str
 
-os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
-# Every benchmark's servers share the runtime images (the bundled AWS SDKs) with each other and
-# with the test suite: installed once on this machine, not during a measurement.
-os.environ.setdefault(
-    "LAMINA_RUNTIME_CACHE", os.path.join(tempfile.gettempdir(), "lamina-test-runtimes")
-)
-
-HOST = "127.0.0.1"
 FUNCTION_NAME = "bench-noop"
-TARGET_C1_P50_MS = 0.35
-TARGET_C16_RPS = 4500.0
+MEMORY_MB = 1024
+NOOP_HANDLER = "def handler(event, context):\n    return None\n"
+NOOP_HANDLER_JS = "exports.handler = async () => null;\n"
+
+
+@dataclass(frozen=True)
+class Function:
+    """One of Lamina's no-op functions."""
+
+    runtime: RuntimeType
+    name: str
+    handler: str
+    file: str
+    source: str
+
+
+FUNCTIONS = (
+    Function("python3.11", FUNCTION_NAME, "app.handler", "app.py", NOOP_HANDLER),
+    Function("nodejs20.x", "bench-noop-js", "index.handler", "index.js", NOOP_HANDLER_JS),
+)
+TARGET_C1_P99_MS = 1.5
+TARGET_C1_P50_X_FLOOR = 3.0
+TARGET_C16_X_PEER = 1.5
+TARGET_C16_X_FLOOR = 0.3
 WARMUP_SECONDS = 2
-START_TIMEOUT_S = 60.0
-STOP_TIMEOUT_S = 10.0
-NPM_TIMEOUT_S = 900.0
-# npm init -y names the package after its directory, and ".peers" is not a valid name.
-PEERS_DIR = Path(__file__).resolve().parent / ".peers" / "peers-hello"
-PEER_NAME = "serverless-offline"
-PEER_PORTS = (3000, 3002)
-PEER_URL = "http://127.0.0.1:3002/2015-03-31/functions/peers-hello-dev-py/invocations"
-NPM_STEPS = (["npm", "init", "-y"], ["npm", "install", "serverless@3", "serverless-offline@13"])
-PEER_ENV = {
-    "SLS_TELEMETRY_DISABLED": "1",
-    "SLS_NOTIFICATIONS_MODE": "off",
-    "AWS_ACCESS_KEY_ID": "test",
-    "AWS_SECRET_ACCESS_KEY": "test",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
+INVOKE_BODY = b"{}"
+INVOKE_HEADERS = {"Content-Type": "application/json"}
 
 FLOOR_APP = """\
 from starlette.applications import Starlette
@@ -109,449 +133,203 @@ async def ok(request):
 
 app = Starlette(routes=[Route("/", ok)])
 """
-POST_LUA = """\
-wrk.method = "POST"
-wrk.body = "{}"
-wrk.headers["Content-Type"] = "application/json"
-"""
-NOOP_HANDLER = "def handler(event, context):\n    return None\n"
-PEER_HANDLER = 'def handler(event, context):\n    return {"statusCode": 200, "body": "ok"}\n'
-PEER_SERVERLESS_YML = """\
-service: peers-hello
-frameworkVersion: '3'
-provider: {name: aws, region: us-east-1, stage: dev}
-functions:
-  py:
-    runtime: python3.11
-    handler: handler.handler
-    events: [{httpApi: {path: /py, method: get}}]
-plugins: [serverless-offline]
-custom:
-  serverless-offline: {host: 127.0.0.1, httpPort: 3000, lambdaPort: 3002, noPrependStageInUrl: true}
-"""
-
-
-class BenchError(Exception):
-    """A server failed to start or a measurement could not be taken."""
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
-T = TypeVar("T")
-
-
-def guarded(work: Callable[[], T], stopped: str = "servers") -> T:
-    """Run a benchmark's `work` with SIGTERM taken as Ctrl-C. A `BenchError` or an interrupt
-    is printed and ends the process (exit status 1, or 130) once `work`'s clean-up is done;
-    `work` wraps its clean-up in `unbroken_cleanup()` so a second signal cannot cut it short."""
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        return work()
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None
-    except KeyboardInterrupt:
-        print(f"interrupted; {stopped} stopped", file=sys.stderr)
-        raise SystemExit(130) from None
-
-
-@contextlib.contextmanager
-def unbroken_cleanup() -> Iterator[None]:
-    """From the end of the block on, ignore Ctrl-C and SIGTERM: what the enclosing `with`
-    statements clean up (servers, temporary directories) is then done whole."""
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-def log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
-# --- processes ------------------------------------------------------------------------------
-
-
-@dataclass
-class Server:
-    name: str
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-
-
-@dataclass
-class TreeStats:
-    processes: int
-    rss_mib: float
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-def port_in_use(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(1.0)
-        return sock.connect_ex((HOST, port)) == 0
-
-
-def start_server(
-    name: str, argv: Sequence[str], cwd: Path, log_path: Path, env: dict[str, str] | None = None
-) -> Server:
-    """Start a server in its own session (like ``setsid``) so it can be stopped as a group."""
-    log(f"starting {name}: {' '.join(argv)}")
-    with log_path.open("wb") as out:
-        proc = subprocess.Popen(
-            list(argv),
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    return Server(name, proc, log_path)
-
-
-def _stat(pid: int) -> tuple[int, int] | None:
-    """(ppid, start time) of a process, or None if it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return int(fields[1]), int(fields[19])
-
-
-def process_tree(root: int) -> list[tuple[int, int]]:
-    """(pid, start time) of ``root`` and all its descendants."""
-    children: dict[int, list[tuple[int, int]]] = {}
-    for entry in Path("/proc").iterdir():
-        stat = _stat(int(entry.name)) if entry.name.isdigit() else None
-        if stat is not None:
-            children.setdefault(stat[0], []).append((int(entry.name), stat[1]))
-    root_stat = _stat(root)
-    todo = [] if root_stat is None else [(root, root_stat[1])]
-    found: list[tuple[int, int]] = []
-    while todo:
-        node = todo.pop()
-        found.append(node)
-        todo.extend(children.get(node[0], []))
-    return found
-
-
-def rss_kib(pid: int) -> int:
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
-def tree_stats(root: int) -> TreeStats:
-    pids = [pid for pid, _ in process_tree(root)]
-    return TreeStats(len(pids), sum(rss_kib(pid) for pid in pids) / 1024)
-
-
-def _kill_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def stop_server(server: Server) -> None:
-    """SIGTERM the server's process group, then SIGKILL whatever is left of its tree."""
-    tree = process_tree(server.proc.pid)
-    _kill_group(server.proc.pid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        server.proc.wait(timeout=STOP_TIMEOUT_S)
-    _kill_group(server.proc.pid, signal.SIGKILL)
-    for pid, started in tree:  # descendants in their own sessions (e.g. Lamina environments)
-        stat = _stat(pid)
-        if stat is not None and stat[1] == started:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        server.proc.wait(timeout=5)
-    log(f"stopped {server.name}")
-
-
-def log_tail(path: Path, lines: int = 25) -> str:
-    with contextlib.suppress(OSError):
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    return "(no log)"
-
-
-def wait_ready(server: Server, probe: Callable[[], bool], timeout: float = START_TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.proc.poll() is not None:
-            raise BenchError(
-                f"{server.name} exited with status {server.proc.returncode}:\n"
-                + log_tail(server.log_path)
-            )
-        if probe():
-            log(f"{server.name} is ready")
-            return
-        time.sleep(0.2)
-    raise BenchError(f"{server.name} not ready after {timeout:.0f} s:\n{log_tail(server.log_path)}")
-
-
-def http_ok(url: str, body: bytes | None = None, expect_json_ok: bool = False) -> bool:
-    """True if ``url`` answers 200 (POST when ``body`` is given)."""
-    headers = {"Content-Type": "application/json"} if body is not None else {}
-    request = urllib.request.Request(url, data=body, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            payload = response.read()
-            ok = bool(response.status == 200)
-    except (urllib.error.URLError, HTTPException, OSError):
-        return False
-    if expect_json_ok:
-        with contextlib.suppress(ValueError):
-            return ok and json.loads(payload).get("status") == "ok"
-        return False
-    return ok
-
-
-# --- wrk ------------------------------------------------------------------------------------
-
-_TO_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
-_PERCENTILE = re.compile(r"^\s*(50|99)%\s+([\d.]+)(us|ms|s|m|h)\s*$", re.M)
-_RPS = re.compile(r"^Requests/sec:\s+([\d.]+)", re.M)
-_REQUESTS = re.compile(r"(\d+) requests in")
-_NON_2XX = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)")
-_SOCKET = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
-
-
-@dataclass
-class WrkResult:
-    p50_ms: float
-    p99_ms: float
-    rps: float
-    requests: int
-    non_2xx: int = 0
-    socket_errors: dict[str, int] = field(default_factory=dict)
-
-    def problems(self) -> list[str]:
-        found = [f"{self.non_2xx} non-2xx/3xx responses"] if self.non_2xx else []
-        found += [f"socket {kind} errors: {n}" for kind, n in self.socket_errors.items() if n]
-        return found + (["no request completed"] if self.requests == 0 else [])
-
-
-def parse_wrk(output: str) -> WrkResult:
-    percentiles = {m[1]: float(m[2]) * _TO_MS[m[3]] for m in _PERCENTILE.finditer(output)}
-    rps, requests = _RPS.search(output), _REQUESTS.search(output)
-    if set(percentiles) != {"50", "99"} or rps is None or requests is None:
-        raise BenchError(f"could not parse wrk output:\n{output}")
-    non_2xx, sockets = _NON_2XX.search(output), _SOCKET.search(output)
-    kinds = ("connect", "read", "write", "timeout")
-    return WrkResult(
-        p50_ms=percentiles["50"],
-        p99_ms=percentiles["99"],
-        rps=float(rps[1]),
-        requests=int(requests[1]),
-        non_2xx=int(non_2xx[1]) if non_2xx else 0,
-        socket_errors={k: int(v) for k, v in zip(kinds, sockets.groups(), strict=True)}
-        if sockets
-        else {},
-    )
-
-
-def run_wrk(url: str, connections: int, seconds: int, lua: Path | None) -> WrkResult:
-    threads = 1 if connections == 1 else 2
-    argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency"]
-    argv += ["-s", str(lua), url] if lua is not None else [url]
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
-    except subprocess.TimeoutExpired as exc:
-        raise BenchError(f"wrk did not finish: {' '.join(argv)}") from exc
-    if done.returncode != 0:
-        raise BenchError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
-    return parse_wrk(done.stdout)
 
 
 # --- targets --------------------------------------------------------------------------------
+
+#: a target's request for one wrk run: writes a Lua script in the directory given (or
+#: returns None for a plain GET); called right before each run, so a signature is fresh
+Script = Callable[[Path], Path | None]
 
 
 @dataclass
 class Target:
     name: str
+    kind: str  # "floor", "lamina" or "peer"
     server: Server
     url: str
-    lua: Path | None
+    script: Script
 
 
 @dataclass
 class Measurement:
     name: str
+    kind: str
     c1: WrkResult
     c16: WrkResult
+    cpu_s: float  # the server's process tree, over the c16 run
     tree: TreeStats
     warmup_problems: list[str]
 
     def problems(self) -> list[str]:
         return [f"c1: {p}" for p in self.c1.problems()] + [f"c16: {p}" for p in self.c16.problems()]
 
+    @property
+    def cpu_us_per_request(self) -> float:
+        return self.cpu_s * 1e6 / self.c16.requests if self.c16.requests else float("nan")
 
-def measure(target: Target, seconds: int) -> Measurement:
+
+def measure(target: Target, seconds: int, tmp: Path) -> Measurement:
+    def wrk(connections: int, duration: int) -> WrkResult:
+        return run_wrk(target.url, connections, duration, target.script(tmp))
+
     log(f"{target.name}: c1 for {seconds} s")
-    c1 = run_wrk(target.url, 1, seconds, target.lua)
+    c1 = wrk(1, seconds)
     log(f"{target.name}: c16 warm-up for {WARMUP_SECONDS} s")
-    warmup = run_wrk(target.url, 16, WARMUP_SECONDS, target.lua)
+    warmup = wrk(16, WARMUP_SECONDS)
     log(f"{target.name}: c16 for {seconds} s")
-    c16 = run_wrk(target.url, 16, seconds, target.lua)
+    script = target.script(tmp)  # signed before the CPU sample starts
+    before = tree_cpu(target.server.proc.pid)
+    c16 = run_wrk(target.url, 16, seconds, script)
+    cpu_s = cpu_seconds_between(before, tree_cpu(target.server.proc.pid))
     tree = tree_stats(target.server.proc.pid)
-    return Measurement(target.name, c1, c16, tree, warmup.problems())
+    return Measurement(target.name, target.kind, c1, c16, cpu_s, tree, warmup.problems())
 
 
-def start_uvicorn_floor(
-    stack: contextlib.ExitStack, tmp: Path, source: str, ready: Callable[[int], bool]
-) -> tuple[Server, int]:
-    """A bare uvicorn app (`source`, defining `app`) on a free port, stopped with `stack`,
-    once `ready(port)` says it answers: the floor a benchmark measures Lamina beside."""
-    app_dir = tmp / "floor"
-    app_dir.mkdir()
-    (app_dir / "floor_app.py").write_text(source)
-    port = free_port()
-    argv = [sys.executable, "-m", "uvicorn", "floor_app:app", "--host", HOST, "--port", str(port)]
-    argv += ["--log-level", "warning", "--no-access-log"]
-    server = start_server("floor", argv, app_dir, tmp / "floor.log")
-    stack.callback(stop_server, server)
-    wait_ready(server, lambda: ready(port))
-    return server, port
+def unsigned_post(tmp: Path) -> Path:
+    path = tmp / "post.lua"
+    wrk_script(path, "POST", INVOKE_BODY, INVOKE_HEADERS)
+    return path
+
+
+def signed_post(url: str) -> Script:
+    """A fresh botocore signature of one Invoke of `url`, replayed by wrk for one run."""
+
+    def script(tmp: Path) -> Path:
+        path = tmp / "signed.lua"
+        headers = signed_headers("POST", url, INVOKE_BODY, INVOKE_HEADERS)
+        wrk_script(path, "POST", INVOKE_BODY, headers)
+        return path
+
+    return script
 
 
 def start_floor(stack: contextlib.ExitStack, tmp: Path) -> Target:
     server, port = start_uvicorn_floor(
         stack, tmp, FLOOR_APP, lambda port: http_ok(f"http://{HOST}:{port}/")
     )
-    return Target("floor (uvicorn)", server, f"http://{HOST}:{port}/", None)
+    return Target("floor (uvicorn)", "floor", server, f"http://{HOST}:{port}/", lambda _: None)
 
 
-def lambda_client(endpoint: str, attempts: int = 3) -> LambdaClient:
-    """boto3 against Lamina, with dummy credentials (it never looks for real ones)."""
-    return boto3.client(
-        "lambda",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-        config=Config(connect_timeout=5, read_timeout=60, retries={"total_max_attempts": attempts}),
-    )
-
-
-def handler_zip(source: str) -> bytes:
-    """A deployment package holding `source` as app.py."""
+def function_zip(function: Function) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("app.py", source)
+        archive.writestr(function.file, function.source)
     return buffer.getvalue()
 
 
-def deploy_noop(endpoint: str) -> None:
+def deploy(endpoint: str, function: Function, memory_mb: int = MEMORY_MB) -> None:
+    """Create `function` (signed with the admin key), wait until Active, invoke it once."""
     client = lambda_client(endpoint)
     client.create_function(
-        FunctionName=FUNCTION_NAME,
-        Runtime="python3.11",
+        FunctionName=function.name,
+        Runtime=function.runtime,
         Role="arn:aws:iam::000000000000:role/bench",
-        Handler="app.handler",
-        Code={"ZipFile": handler_zip(NOOP_HANDLER)},
+        Handler=function.handler,
+        MemorySize=memory_mb,
+        Code={"ZipFile": function_zip(function)},
     )
     waiter = client.get_waiter("function_active_v2")
-    waiter.wait(FunctionName=FUNCTION_NAME, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    waiter.wait(FunctionName=function.name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
     started = time.perf_counter()
-    response = client.invoke(FunctionName=FUNCTION_NAME, Payload=b"{}")
+    response = client.invoke(FunctionName=function.name, Payload=INVOKE_BODY)
     if response.get("FunctionError") or response["StatusCode"] != 200:
         payload = response["Payload"].read().decode(errors="replace")
-        raise BenchError(f"warm-up invoke of {FUNCTION_NAME} failed: {payload}")
-    log(f"lamina: first invoke took {(time.perf_counter() - started) * 1000:.0f} ms")
+        raise BenchError(f"warm-up invoke of {function.name} failed: {payload}")
+    took_ms = (time.perf_counter() - started) * 1000
+    log(f"lamina: first invoke of {function.name} took {took_ms:.0f} ms")
 
 
-def start_lamina(stack: contextlib.ExitStack, tmp: Path, lua: Path) -> Target:
+def deploy_noop(endpoint: str, memory_mb: int = MEMORY_MB) -> None:
+    """The python3.11 no-op function `FUNCTION_NAME` (bench/async.py's)."""
+    deploy(endpoint, FUNCTIONS[0], memory_mb)
+
+
+def _post(port: int, path: str, headers: dict[str, str]) -> int:
+    conn = HTTPConnection(HOST, port, timeout=30)
+    try:
+        conn.request("POST", path, body=INVOKE_BODY, headers=headers)
+        response = conn.getresponse()
+        response.read()
+        return int(response.status)
+    except (HTTPException, OSError) as exc:
+        raise BenchError(f"POST {path} failed: {exc!r}") from exc
+    finally:
+        conn.close()
+
+
+def check_auth(port: int, path: str, auth: bool) -> list[str]:
+    """With authentication on, one signed Invoke is answered 200 twice (AWS accepts a replay
+    within its 5 minutes, so replaying with wrk is what a client could do) and an unsigned one
+    403; with it off, the unsigned one 200. Returns what was seen, in words; raises
+    `BenchError` if it is not so."""
+    url = f"http://{HOST}:{port}{path}"
+    signed = signed_headers("POST", url, INVOKE_BODY, INVOKE_HEADERS)
+    first, replay = _post(port, path, signed), _post(port, path, signed)
+    unsigned = _post(port, path, INVOKE_HEADERS)
+    seen = f"signed {first}, the same request replayed {replay}, unsigned {unsigned}"
+    expected = (200, 200, 403) if auth else (200, 200, 200)
+    if (first, replay, unsigned) != expected:
+        raise BenchError(f"authentication check of {path}: {seen}, expected {expected}")
+    return [seen]
+
+
+@dataclass
+class LaminaInfo:
+    sandbox: str
+    auth: bool
+    checks: list[str]
+
+
+def start_lamina(
+    stack: contextlib.ExitStack, tmp: Path, args: argparse.Namespace
+) -> tuple[list[Target], LaminaInfo]:
     data_dir = tmp / "lamina-data"
     data_dir.mkdir()
     port = free_port()
     argv = [sys.executable, "-m", "lamina", "serve", "--host", HOST, "--port", str(port)]
-    argv += ["--data-dir", str(data_dir), "--log-level", "warning"]
-    # Raw HTTP (wrk, sockets) does not sign; bench/auth.py measures authentication's cost.
-    argv += ["--auth", "off"]
+    argv += ["--data-dir", str(data_dir), "--log-level", "warning", *admin_key_args()]
+    argv += ["--auth", "off"] if args.auth == "off" else []
+    argv += ["--sandbox", args.sandbox] if args.sandbox else []
     server = start_server("lamina", argv, tmp, tmp / "lamina.log")
     stack.callback(stop_server, server)
     endpoint = f"http://{HOST}:{port}"
     wait_ready(server, lambda: http_ok(f"{endpoint}/health", expect_json_ok=True))
-    deploy_noop(endpoint)
-    url = f"{endpoint}/2015-03-31/functions/{FUNCTION_NAME}/invocations"
-    return Target("lamina", server, url, lua)
+    sandbox = health_sandbox(endpoint)
+    targets, checks = [], []
+    for function in FUNCTIONS:
+        deploy(endpoint, function)
+        path = f"/2015-03-31/functions/{function.name}/invocations"
+        checks += [f"{function.name}: {c}" for c in check_auth(port, path, args.auth == "on")]
+        url = endpoint + path
+        script = signed_post(url) if args.auth == "on" else unsigned_post
+        targets.append(Target(f"lamina {function.runtime}", "lamina", server, url, script))
+    return targets, LaminaInfo(sandbox, args.auth == "on", checks)
 
 
-# --- serverless-offline ---------------------------------------------------------------------
-
-
-def _peer_installed() -> bool:
-    modules = PEERS_DIR / "node_modules"
-    return (modules / "serverless/bin/serverless.js").is_file() and (
-        modules / "serverless-offline/package.json"
-    ).is_file()
-
-
-def prepare_peer() -> str | None:
-    """Write the peer's files and npm-install it if needed; return why it can't run, or None."""
-    missing = [tool for tool in ("node", "npm") if shutil.which(tool) is None]
-    if missing:
-        return f"{' and '.join(missing)} not found (apt-get install -y nodejs npm)"
-    PEERS_DIR.mkdir(parents=True, exist_ok=True)
-    (PEERS_DIR / "handler.py").write_text(PEER_HANDLER)
-    (PEERS_DIR / "serverless.yml").write_text(PEER_SERVERLESS_YML)
-    if _peer_installed():
-        return None
-    for argv in NPM_STEPS:
-        log(f"{PEER_NAME}: running {' '.join(argv)} in {PEERS_DIR} (may take minutes)")
-        try:
-            done = subprocess.run(
-                argv, cwd=PEERS_DIR, capture_output=True, text=True, timeout=NPM_TIMEOUT_S
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            return f"{' '.join(argv)} failed: {exc}"
-        if done.returncode != 0:
-            output = "\n".join((done.stdout + done.stderr).splitlines()[-25:])
-            return f"{' '.join(argv)} exited with status {done.returncode}:\n{output}"
-    return None
-
-
-def start_peer(stack: contextlib.ExitStack, tmp: Path, lua: Path) -> Target:
-    busy = [port for port in PEER_PORTS if port_in_use(port)]
-    if busy:
-        raise BenchError(f"{PEER_NAME} needs ports {PEER_PORTS}, in use: {busy}")
-    argv = ["node", "node_modules/serverless/bin/serverless.js", "offline", "--noSponsor"]
-    env = {**os.environ, **PEER_ENV}
-    server = start_server(PEER_NAME, argv, PEERS_DIR, tmp / "serverless-offline.log", env)
-    stack.callback(stop_server, server)
-    wait_ready(server, lambda: http_ok(PEER_URL, body=b"{}"))  # the first invoke warms it up
-    return Target(PEER_NAME, server, PEER_URL, lua)
-
-
-def peer_installed_or_skipped() -> bool:
-    """Install the peer if needed (before any server starts); False, saying why, if it can't."""
-    why = prepare_peer()
-    if why is not None:
-        log(f"{PEER_NAME} skipped: {why}")
-    return why is None
-
-
-def maybe_start_peer(
-    stack: contextlib.ExitStack, tmp: Path, lua: Path, failures: list[str]
-) -> Target | None:
-    """The running peer, or None after recording that it failed to start."""
+def health_sandbox(endpoint: str) -> str:
+    conn = HTTPConnection(HOST, int(endpoint.rsplit(":", 1)[1]), timeout=10)
     try:
-        return start_peer(stack, tmp, lua)
+        conn.request("GET", "/health")
+        return str(json.loads(conn.getresponse().read()).get("sandbox", "?"))
+    except (HTTPException, OSError, ValueError, AttributeError):
+        return "?"
+    finally:
+        conn.close()
+
+
+def start_peers(stack: contextlib.ExitStack, tmp: Path, failures: list[str]) -> list[Target]:
+    """serverless-offline's two functions, or none after recording why it did not start."""
+    try:
+        server = peers.start_peer(stack, tmp)
     except BenchError as exc:
-        log(f"{PEER_NAME} failed to start, continuing without it: {exc}")
-        failures.append(f"{PEER_NAME} failed to start")
-        return None
+        log(f"{peers.PEER_NAME} failed to start, continuing without it: {exc}")
+        failures.append(f"{peers.PEER_NAME} failed to start")
+        return []
+    return [
+        Target(f"sls-offline {runtime}", "peer", server, url, unsigned_post)
+        for runtime, url in peers.PEER_URLS.items()
+    ]
 
 
 # --- report ---------------------------------------------------------------------------------
@@ -562,7 +340,7 @@ def _ms(value: float) -> str:
 
 
 def _row(cells: Sequence[str]) -> str:
-    widths = (20, 10, 10, 9, 10, 10, 9, 6, 8, 7)
+    widths = (22, 10, 10, 9, 10, 10, 9, 9, 6, 8, 7)
     first = f"{cells[0]:<{widths[0]}}"
     rest = "".join(f"{cell:>{w + 2}}" for cell, w in zip(cells[1:], widths[1:], strict=True))
     return first + rest
@@ -570,35 +348,66 @@ def _row(cells: Sequence[str]) -> str:
 
 def table(measurements: Sequence[Measurement]) -> list[str]:
     header = ["target", "c1 p50", "c1 p99", "c1 req/s", "c16 p50", "c16 p99", "c16 req/s"]
-    lines = [_row([*header, "procs", "RSS MiB", "valid"])]
+    lines = [_row([*header, "CPU µs", "procs", "RSS MiB", "valid"])]
     for m in measurements:
         cells = [m.name, _ms(m.c1.p50_ms), _ms(m.c1.p99_ms), f"{m.c1.rps:,.0f}"]
         cells += [_ms(m.c16.p50_ms), _ms(m.c16.p99_ms), f"{m.c16.rps:,.0f}"]
-        cells += [str(m.tree.processes), f"{m.tree.rss_mib:.0f}"]
+        cells += [f"{m.cpu_us_per_request:,.0f}", str(m.tree.processes), f"{m.tree.rss_mib:.0f}"]
         lines.append(_row([*cells, "INVALID" if m.problems() else "yes"]))
+    lines.append(
+        "  CPU µs: CPU time (user + system) of the server's whole process tree during the c16 "
+        "run, per request"
+    )
     return lines
 
 
-def ratio_lines(subject: Measurement, base: Measurement) -> list[str]:
-    p50 = subject.c1.p50_ms / base.c1.p50_ms if base.c1.p50_ms else float("nan")
-    rps = subject.c16.rps / base.c16.rps if base.c16.rps else float("nan")
-    return [
-        f"  {subject.name} c1 p50 / {base.name} c1 p50 = {p50:.2f}x",
-        f"  {subject.name} c16 req/s / {base.name} c16 req/s = {rps:.2f}",
-    ]
+def _x(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b else "nan"
 
 
-def target_lines(lamina: Measurement) -> list[str]:
-    lines = [f"target: c1 p50 <= {TARGET_C1_P50_MS} ms, c16 >= {TARGET_C16_RPS:,.0f}/s"]
-    if lamina.problems():
-        return [*lines, "  this run: not judged (Lamina's runs are INVALID)"]
-    p50_met = "met" if lamina.c1.p50_ms <= TARGET_C1_P50_MS else "NOT met"
-    rps_met = "met" if lamina.c16.rps >= TARGET_C16_RPS else "NOT met"
-    return [
-        *lines,
-        f"  this run: c1 p50 {_ms(lamina.c1.p50_ms)} ({p50_met}), "
-        f"c16 {lamina.c16.rps:,.0f}/s ({rps_met})",
+def ratio_line(subject: Measurement, base: Measurement) -> str:
+    return (
+        f"  {subject.name} / {base.name}: c1 p50 {_x(subject.c1.p50_ms, base.c1.p50_ms)}, "
+        f"c16 req/s {_x(subject.c16.rps, base.c16.rps)}, "
+        f"CPU per request {_x(subject.cpu_us_per_request, base.cpu_us_per_request)}"
+    )
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "missed"
+
+
+def target_lines(m: Measurement, floor: Measurement, peers: Sequence[Measurement]) -> list[str]:
+    """One met/missed line per issue-19 target for one Lamina function."""
+    lines = [f"targets (issue 19), {m.name}:"]
+    if m.problems() or floor.problems():
+        return [*lines, "  not judged: this run is INVALID"]
+    p50, p99, rps = m.c1.p50_ms, m.c1.p99_ms, m.c16.rps
+    valid_peers = [p for p in peers if not p.problems()]
+    if valid_peers:
+        fastest = min(valid_peers, key=lambda p: p.c1.p50_ms)
+        busiest = max(valid_peers, key=lambda p: p.c16.rps)
+        bound = TARGET_C16_X_PEER * busiest.c16.rps
+        lines += [
+            f"  c1 p50 <= serverless-offline's: {_verdict(p50 <= fastest.c1.p50_ms)} "
+            f"({_ms(p50)} vs {_ms(fastest.c1.p50_ms)}, {fastest.name})",
+            f"  c16 >= {TARGET_C16_X_PEER}x serverless-offline's: {_verdict(rps >= bound)} "
+            f"({rps:,.0f}/s vs {bound:,.0f}/s = {TARGET_C16_X_PEER} x {busiest.c16.rps:,.0f}, "
+            f"{busiest.name})",
+        ]
+    else:
+        why = "no valid serverless-offline run" if peers else "run with --peers"
+        lines += [f"  c1 p50 and c16 against serverless-offline: not judged ({why})"]
+    p50_bound = TARGET_C1_P50_X_FLOOR * floor.c1.p50_ms
+    rps_bound = TARGET_C16_X_FLOOR * floor.c16.rps
+    lines += [
+        f"  c1 p50 <= {TARGET_C1_P50_X_FLOOR:g}x floor: {_verdict(p50 <= p50_bound)} "
+        f"({_ms(p50)} vs {_ms(p50_bound)} = {TARGET_C1_P50_X_FLOOR:g} x {_ms(floor.c1.p50_ms)})",
+        f"  c1 p99 <= {TARGET_C1_P99_MS} ms: {_verdict(p99 <= TARGET_C1_P99_MS)} ({_ms(p99)})",
+        f"  c16 >= {TARGET_C16_X_FLOOR}x floor: {_verdict(rps >= rps_bound)} "
+        f"({rps:,.0f}/s vs {rps_bound:,.0f}/s = {TARGET_C16_X_FLOOR} x {floor.c16.rps:,.0f})",
     ]
+    return lines
 
 
 def problem_lines(measurements: Sequence[Measurement]) -> list[str]:
@@ -609,14 +418,28 @@ def problem_lines(measurements: Sequence[Measurement]) -> list[str]:
     return lines
 
 
-def report(measurements: Sequence[Measurement], seconds: int) -> None:
-    floor, lamina, *peers = measurements
-    lines = [f"wrk, {seconds} s per run, loopback, {os.cpu_count()} CPUs", *table(measurements)]
-    lines += ["", "ratios (same run; p50: lower is better, req/s: higher is better):"]
-    lines += ratio_lines(lamina, floor)
-    for peer in peers:
-        lines += ratio_lines(peer, floor) + ratio_lines(lamina, peer)
-    lines += ["", *target_lines(lamina)]
+def report(measurements: Sequence[Measurement], info: LaminaInfo, seconds: int) -> None:
+    floor = next(m for m in measurements if m.kind == "floor")
+    laminas = [m for m in measurements if m.kind == "lamina"]
+    peers = [m for m in measurements if m.kind == "peer"]
+    auth = "on (SigV4; one signed request replayed by wrk)" if info.auth else "OFF"
+    lines = [
+        f"wrk, {seconds} s per run, loopback, {os.cpu_count()} CPUs; Lamina: auth {auth}, "
+        f"sandbox {info.sandbox}, MemorySize {MEMORY_MB}",
+        *[f"check: {c}" for c in info.checks],
+        "",
+        *table(measurements),
+        "",
+        "ratios (same run; c1 p50 and CPU: lower is better, c16 req/s: higher is better):",
+    ]
+    lines += [ratio_line(m, floor) for m in [*laminas, *peers]]
+    lines += [ratio_line(m, p) for m in laminas for p in peers]
+    judged: list[str] = []
+    for m in laminas:
+        judged += target_lines(m, floor, peers)
+    met = sum(": met (" in line for line in judged)
+    missed = sum(": missed (" in line for line in judged)
+    lines += ["", *judged, f"summary: {met} targets met, {missed} missed"]
     problems = problem_lines(measurements)
     if problems:
         lines += ["", "problems:", *problems]
@@ -630,24 +453,36 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--peers", action="store_true", help="also run serverless-offline")
+    parser.add_argument(
+        "--auth",
+        choices=("on", "off"),
+        default="on",
+        help="Lamina's --auth, for comparison (default: on, Lamina's default)",
+    )
+    parser.add_argument(
+        "--sandbox",
+        choices=("auto", "namespace", "process"),
+        default=None,
+        help="Lamina's --sandbox, for comparison (default: the server's own, auto)",
+    )
     args = parser.parse_args(argv)
-    if not 1 <= args.duration <= 600:
-        parser.error("--duration must be between 1 and 600 seconds")
+    if not 1 <= args.duration <= 120:
+        # A replayed signature must stay within AWS's 5 minutes for one wrk run.
+        parser.error("--duration must be between 1 and 120 seconds")
     return args
 
 
 def run(
     stack: contextlib.ExitStack, args: argparse.Namespace, failures: list[str]
-) -> list[Measurement]:
+) -> tuple[list[Measurement], LaminaInfo]:
     tmp_dir = tempfile.TemporaryDirectory(prefix="lamina-bench-", ignore_cleanup_errors=True)
     tmp = Path(stack.enter_context(tmp_dir))
-    lua = tmp / "post.lua"
-    lua.write_text(POST_LUA)
-    with_peer = args.peers and peer_installed_or_skipped()
-    targets = [start_floor(stack, tmp), start_lamina(stack, tmp, lua)]
-    peer = maybe_start_peer(stack, tmp, lua, failures) if with_peer else None
-    targets += [peer] if peer is not None else []
-    return [measure(target, args.duration) for target in targets]
+    with_peer = args.peers and peers.peer_installed_or_skipped()
+    targets = [start_floor(stack, tmp)]
+    lamina_targets, info = start_lamina(stack, tmp, args)
+    targets += lamina_targets
+    targets += start_peers(stack, tmp, failures) if with_peer else []
+    return [measure(target, args.duration, tmp) for target in targets], info
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -657,12 +492,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     failures: list[str] = []
 
-    def work() -> list[Measurement]:
+    def work() -> tuple[list[Measurement], LaminaInfo]:
         with contextlib.ExitStack() as stack, unbroken_cleanup():
             return run(stack, args, failures)
 
-    measurements = guarded(work)
-    report(measurements, args.duration)
+    measurements, info = guarded(work)
+    report(measurements, info, args.duration)
     for failure in failures:
         print(f"FAILED: {failure}", flush=True)
     return 1 if failures or any(m.problems() for m in measurements) else 0
