@@ -334,6 +334,37 @@ def test_service_scope_binding() -> None:
     assert e.value.message == "Credential should be scoped to correct service: 'lambda'. "
 
 
+def test_authorization_header_layouts() -> None:
+    arrived = wire(sign(AWSRequest("GET", f"http://{HOST}/f")))
+    headers = dict(arrived.headers)
+    credential, signed, sig = (
+        part.split("=", 1)[1] for part in headers["authorization"].split(" ", 1)[1].split(", ")
+    )
+    assert signed == "host;x-amz-date"
+    same = [
+        f"AWS4-HMAC-SHA256 Credential={credential},SignedHeaders={signed},Signature={sig}",
+        f" AWS4-HMAC-SHA256 Signature={sig} , Credential={credential},SignedHeaders={signed} ",
+        f"AWS4-HMAC-SHA256 Credential={credential}, SignedHeaders=Host;;X-Amz-Date;, "
+        f"Signature={sig}, Other=1",
+        f"AWS4-HMAC-SHA256 Credential=x, Credential={credential}, SignedHeaders={signed}, "
+        f"Signature={sig}",
+    ]
+    for auth in same:
+        assert verify(replace(arrived, headers=headers | {"authorization": auth})), auth
+    different = [
+        f"AWS4-HMAC-SHA256 Credential={credential}, SignedHeaders=host, Signature={sig}",
+        # a header that was sent but not signed, named as signed
+        f"AWS4-HMAC-SHA256 Credential={credential}, SignedHeaders=authorization;{signed}, "
+        f"Signature={sig}",
+        f"AWS4-HMAC-SHA256 Credential={credential}, SignedHeaders={signed}, Signature={sig}0",
+    ]
+    for auth in different:
+        with pytest.raises(InvalidSignature):
+            verify(replace(arrived, headers=headers | {"authorization": auth}))
+    with pytest.raises(IncompleteSignature):
+        verify(replace(arrived, headers=headers | {"authorization": "aws4-hmac-sha256 " + sig}))
+
+
 def test_odd_input_is_refused_not_crashed_on() -> None:
     arrived = wire(sign(AWSRequest("GET", f"http://{HOST}/f")))
     headers = dict(arrived.headers)

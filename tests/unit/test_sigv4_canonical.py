@@ -18,6 +18,7 @@ from lamina.auth.canonical import (
     canonical_path,
     canonical_query,
     canonical_request,
+    signature,
     signing_key,
     string_to_sign,
 )
@@ -188,6 +189,8 @@ def test_aws_signature_v4_test_suite(case: tuple[Any, ...]) -> None:
     key = signing_key(SUITE_SECRET, SUITE_DATE[:8], "us-east-1", "service")
     to_sign = string_to_sign(SUITE_DATE, "20150830/us-east-1/service/aws4_request", canonical)
     assert hmac.digest(key, to_sign, "sha256").hex() == expected
+    for _ in range(2):  # the signer's key is made once, then reused
+        assert signature(SUITE_SECRET, "20150830", "us-east-1", "service", to_sign) == expected
 
 
 def test_canonical_pieces() -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from urllib.parse import quote
@@ -31,16 +32,22 @@ from urllib.parse import quote
 ALGORITHM = "AWS4-HMAC-SHA256"
 
 
+#: a path that is its own canonical form: a leading slash, no empty segment, no segment
+#: starting with a dot, only unreserved characters (Invoke's path, most of the API's)
+_CANONICAL_PATH = re.compile(r"(?:/[A-Za-z0-9_~-][A-Za-z0-9._~-]*)+/?|/")
+
+
 def canonical_path(raw_path: str) -> str:
     """The canonical URI of `raw_path` (the path as sent, percent-encoded)."""
+    if _CANONICAL_PATH.fullmatch(raw_path):
+        return raw_path
     path = raw_path if _is_normal(raw_path) else _remove_dot_segments(raw_path)
-    # quote() returns its input unchanged, quickly, when every character is safe.
     return quote(path, safe="/~")
 
 
 def _is_normal(path: str) -> bool:
     # A path with a leading slash, no empty segment and no segment starting with a dot is
-    # its own normal form: the common case skips the segment walk.
+    # its own normal form: only the encoding is left to do.
     return path.startswith("/") and "//" not in path and "/." not in path
 
 
@@ -76,14 +83,19 @@ def canonical_headers(headers: Mapping[str, str], signed: Iterable[str]) -> tupl
     """The canonical headers block (each line ending in a newline; a lone newline if none)
     and the signed-headers list, for the lower-cased names in `signed` that `headers`
     (lower-cased names, a repeated header's values joined with `,`) holds."""
-    values: dict[str, list[str]] = {}
-    for name in signed:
+    names: list[str] = []
+    lines: list[str] = []
+    for name in sorted(signed):
         value = headers.get(name)
-        if value is not None:
+        if value is None:
+            continue
+        folded = " ".join(value.split())
+        if names and names[-1] == name:
             # A name listed twice contributes its value twice, as botocore's signer has it.
-            values.setdefault(name, []).append(value)
-    names = sorted(values)
-    lines = [f"{name}:{','.join(' '.join(v.split()) for v in values[name])}" for name in names]
+            lines[-1] += "," + folded
+        else:
+            names.append(name)
+            lines.append(f"{name}:{folded}")
     # The block ends with a newline even when empty, so the request has a blank line there.
     return "\n".join(lines) + "\n", ";".join(names)
 
@@ -118,13 +130,27 @@ def string_to_sign(amz_date: str, scope: str, canonical: str) -> bytes:
     return f"{ALGORITHM}\n{amz_date}\n{scope}\n{digest}".encode()
 
 
-@lru_cache(maxsize=1024)
 def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
     """SigV4's signing key for a secret and a credential scope's date (`YYYYMMDD`), region
-    and service. Cached (bounded, least recently used first out) because it is four of the
-    five HMACs of a check and changes once a day per key; keyed by the secret itself, so a key
-    deleted or replaced can never sign with a stale entry."""
+    and service."""
     key = f"AWS4{secret}".encode()
     for part in (date, region, service, "aws4_request"):
         key = hmac.digest(key, part.encode(), "sha256")
     return key
+
+
+def signature(secret: str, date: str, region: str, service: str, to_sign: bytes) -> str:
+    """The signature (hex) of a string to sign, with the signing key of this secret and
+    scope."""
+    mac = _signer(secret, date, region, service).copy()
+    mac.update(to_sign)
+    return mac.hexdigest()
+
+
+@lru_cache(maxsize=1024)
+def _signer(secret: str, date: str, region: str, service: str) -> hmac.HMAC:
+    # The signing key is four of a check's five HMACs and changes once a day per key, so it
+    # is cached (bounded, least recently used out), as an HMAC already keyed with it: a copy
+    # of one costs less than keying a new one. Keyed by the secret itself, so a key deleted
+    # or replaced can never sign with a stale entry.
+    return hmac.new(signing_key(secret, date, region, service), digestmod=hashlib.sha256)

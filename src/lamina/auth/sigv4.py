@@ -21,10 +21,11 @@ import hmac
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Protocol
 from urllib.parse import parse_qsl
 
-from lamina.auth.canonical import ALGORITHM, canonical_request, signing_key, string_to_sign
+from lamina.auth.canonical import ALGORITHM, canonical_request, signature, string_to_sign
 from lamina.auth.principal import Principal
 from lamina.errors import LaminaError
 
@@ -37,6 +38,12 @@ MAX_EXPIRES_S = 7 * 24 * 3600
 SERVICES = ("lambda", "logs", "events")
 _AMZ_DATE = "%Y%m%dT%H%M%SZ"
 _AUTH_PART = re.compile(r"\s*(\w+)=([^,\s]*)\s*")
+#: the Authorization header as SDKs lay it out (anything else is read part by part)
+_AUTH_LAYOUT = re.compile(
+    ALGORITHM + r" Credential=([^,\s]*), ?SignedHeaders=([^,\s]*), ?Signature=([^,\s]*)"
+)
+#: a SignedHeaders list that is already lower-case, trimmed and without empty names
+_SIGNED_LAYOUT = re.compile(r"[a-z0-9-]+(?:;[a-z0-9-]+)*")
 
 
 class AuthError(LaminaError):
@@ -109,6 +116,62 @@ class SignedRequest:
     body: bytes
 
 
+def _auth_parts(auth: str) -> dict[str, str]:
+    """The `name=value` parts of an Authorization header of SigV4's algorithm."""
+    fast = _AUTH_LAYOUT.fullmatch(auth)
+    if fast is not None:
+        # The layout every SDK sends: the parts the general reading below would find.
+        return {"Credential": fast[1], "SignedHeaders": fast[2], "Signature": fast[3]}
+    algorithm, _, rest = auth.strip().partition(" ")
+    if algorithm != ALGORITHM:
+        raise IncompleteSignature(f"Unsupported authorization type: {algorithm[:32]}")
+    parts: dict[str, str] = {}
+    for item in rest.split(","):
+        m = _AUTH_PART.fullmatch(item)
+        if m:
+            parts[m[1]] = m[2]
+    return parts
+
+
+def _signed_names(signed_headers: str) -> list[str]:
+    """The header names a `SignedHeaders` list names, lower-cased, empty ones left out."""
+    if _SIGNED_LAYOUT.fullmatch(signed_headers):
+        return signed_headers.split(";")  # already what the general reading makes of it
+    return [h.strip().lower() for h in signed_headers.split(";") if h.strip()]
+
+
+@lru_cache(maxsize=256)
+def _parse_amz_date(amz_date: str) -> dt.datetime | None:
+    """The time an `X-Amz-Date` (`YYYYMMDDTHHMMSSZ`) names, or None if it names none. Cached:
+    every request signed in the same second carries the same stamp."""
+    # The form every client sends, read by hand (strptime costs more than the rest of the
+    # check); anything else goes to strptime, which decides as it always has.
+    if (
+        len(amz_date) == 16
+        and amz_date.isascii()
+        and amz_date[8] == "T"
+        and amz_date[15] == "Z"
+        and amz_date[:8].isdigit()
+        and amz_date[9:15].isdigit()
+    ):
+        try:
+            return dt.datetime(
+                int(amz_date[0:4]),
+                int(amz_date[4:6]),
+                int(amz_date[6:8]),
+                int(amz_date[9:11]),
+                int(amz_date[11:13]),
+                int(amz_date[13:15]),
+                tzinfo=dt.UTC,
+            )
+        except ValueError:
+            pass
+    try:
+        return dt.datetime.strptime(amz_date, _AMZ_DATE).replace(tzinfo=dt.UTC)
+    except ValueError:
+        return None
+
+
 class Verifier:
     """Checks SigV4 signatures against the keys `keys` knows, for one region."""
 
@@ -145,14 +208,7 @@ class Verifier:
     def _verify_header(
         self, request: SignedRequest, auth: str, services: tuple[str, ...]
     ) -> Principal:
-        algorithm, _, rest = auth.strip().partition(" ")
-        if algorithm != ALGORITHM:
-            raise IncompleteSignature(f"Unsupported authorization type: {algorithm[:32]}")
-        parts: dict[str, str] = {}
-        for item in rest.split(","):
-            m = _AUTH_PART.fullmatch(item)
-            if m:
-                parts[m[1]] = m[2]
+        parts = _auth_parts(auth)
         missing = [k for k in ("Credential", "SignedHeaders", "Signature") if k not in parts]
         if missing:
             raise IncompleteSignature(
@@ -246,7 +302,7 @@ class Verifier:
         credential: str,
         amz_date: str,
         signed_headers: str,
-        signature: str,
+        sent_signature: str,
         token: str | None,
         payload_hashes: tuple[str, ...],
         services: tuple[str, ...],
@@ -275,68 +331,45 @@ class Verifier:
                 + " or ".join(f"'{s}'" for s in services)
                 + ". "
             )
-        signed = [h.strip().lower() for h in signed_headers.split(";") if h.strip()]
+        signed = _signed_names(signed_headers)
         if "host" not in signed:
             raise InvalidSignature(
                 "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization."
             )
         secret = self._keys.secret_for(key_id, token)
-        key = signing_key(secret, date, region, service)
         scope_text = f"{date}/{region}/{service}/aws4_request"
         # Compared as bytes: a signature is hex, but what arrived may be any text.
-        sent = signature.encode()
+        sent = sent_signature.encode()
         for payload_hash in payload_hashes:
             canonical = canonical_request(
                 request.method, request.raw_path, query, request.headers, signed, payload_hash
             )
             to_sign = string_to_sign(amz_date, scope_text, canonical)
-            expected = hmac.digest(key, to_sign, "sha256").hex().encode()
+            expected = signature(secret, date, region, service, to_sign).encode()
             if hmac.compare_digest(expected, sent):
                 return self._keys.principal(key_id)
         raise InvalidSignature()
 
     @staticmethod
     def _parse_date(amz_date: str) -> dt.datetime:
-        # The form every client sends, read by hand (strptime costs more than the rest of
-        # the check); anything else goes to strptime, which decides as it always has.
-        if (
-            len(amz_date) == 16
-            and amz_date.isascii()
-            and amz_date[8] == "T"
-            and amz_date[15] == "Z"
-            and amz_date[:8].isdigit()
-            and amz_date[9:15].isdigit()
-        ):
-            try:
-                return dt.datetime(
-                    int(amz_date[0:4]),
-                    int(amz_date[4:6]),
-                    int(amz_date[6:8]),
-                    int(amz_date[9:11]),
-                    int(amz_date[11:13]),
-                    int(amz_date[13:15]),
-                    tzinfo=dt.UTC,
-                )
-            except ValueError:
-                pass
-        try:
-            return dt.datetime.strptime(amz_date, _AMZ_DATE).replace(tzinfo=dt.UTC)
-        except ValueError:
+        when = _parse_amz_date(amz_date)
+        if when is None:
             raise IncompleteSignature(
                 f"Date must be in ISO-8601 'basic format'. Got '{amz_date[:32]}'. See "
                 "http://en.wikipedia.org/wiki/ISO_8601"
-            ) from None
+            )
+        return when
 
     def _check_skew(self, amz_date: str, when: dt.datetime) -> None:
         now = self._now()
-        stamp = now.strftime(_AMZ_DATE)
-        if when < now - MAX_SKEW:
+        skew = when - now
+        if skew < -MAX_SKEW:
             raise InvalidSignature(
                 f"Signature expired: {amz_date} is now earlier than "
-                f"{(now - MAX_SKEW).strftime(_AMZ_DATE)} ({stamp} - 5 min.)"
+                f"{(now - MAX_SKEW).strftime(_AMZ_DATE)} ({now.strftime(_AMZ_DATE)} - 5 min.)"
             )
-        if when > now + MAX_SKEW:
+        if skew > MAX_SKEW:
             raise InvalidSignature(
                 f"Signature not yet current: {amz_date} is still later than "
-                f"{(now + MAX_SKEW).strftime(_AMZ_DATE)} ({stamp} + 5 min.)"
+                f"{(now + MAX_SKEW).strftime(_AMZ_DATE)} ({now.strftime(_AMZ_DATE)} + 5 min.)"
             )
