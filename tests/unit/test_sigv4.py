@@ -15,6 +15,7 @@ from botocore.auth import SigV4Auth, SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from lamina.api.http_front import signed_request
 from lamina.auth.principal import Principal
 from lamina.auth.sigv4 import (
     AuthError,
@@ -419,3 +420,21 @@ def test_date_parsing_decides_as_strptime(stamp: str) -> None:
             Verifier._parse_date(stamp)
     else:
         assert Verifier._parse_date(stamp) == expected
+
+
+def test_the_request_as_the_server_hands_it_over() -> None:
+    arrived = wire(sign(AWSRequest("POST", f"http://{HOST}/a%20b/f?x=1&y", data=b"{}")))
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/a b/f",
+        "raw_path": arrived.raw_path.encode(),
+        "query_string": arrived.query.encode(),
+        # ASGI servers lower-case names; a repeated header arrives once per line
+        "headers": [(k.encode(), v.encode("latin-1")) for k, v in arrived.headers.items()]
+        + [(b"x-repeated", b"a"), (b"X-Repeated", b"b")],
+    }
+    request = signed_request(scope, b"{}")
+    assert request.headers["x-repeated"] == "a,b"
+    assert (request.raw_path, request.query) == ("/a%20b/f", "x=1&y")
+    assert verify(request).access_key_id == KEY
