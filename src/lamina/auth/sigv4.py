@@ -10,7 +10,8 @@ query, the headers the client says it signed), by the rules botocore signs with;
 hold it to botocore's own canonical requests, so what boto3 and the AWS CLI sign is what is
 checked. Every request is checked in full; what is cached is only what does not depend on the
 request: the signing key per (secret, date, region, service), which saves four of the five
-HMACs, and the key store's principals. A request costs two SHA-256s and one HMAC.
+HMACs, the time an `X-Amz-Date` stamp names, and the key store's principals. A request costs
+two SHA-256s and one HMAC (about 3x that floor in all: see bench/sigv4.py).
 """
 
 from __future__ import annotations
