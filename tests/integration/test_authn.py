@@ -168,6 +168,19 @@ def test_presigned_urls(server: Server, monkeypatch: pytest.MonkeyPatch) -> None
     assert expired.json()["message"].startswith("Signature expired")
 
 
+def test_odd_signatures_are_refused_with_403s_not_500s(server: Server) -> None:
+    request = _signed(server)
+    headers = {k: v.encode() for k, v in request.headers.items()}
+    for name, value in (
+        ("Authorization", headers["Authorization"][:-2] + b"\xff\xfe"),  # not hex, not ASCII
+        ("Host", b"[::1"),  # no URL parser takes it; it is compared as sent
+    ):
+        response = httpx.request("GET", request.url, headers=headers | {name: value})
+        assert response.status_code == 403, response.text
+        assert response.headers["x-amzn-ErrorType"] == "InvalidSignatureException"
+    assert httpx.request("GET", request.url, headers=headers).status_code == 200
+
+
 def test_function_role_session(functions: Functions, server: Server) -> None:
     """An environment's credentials are a session of its role; they sign as it, and a
     wrong or missing token does not."""

@@ -56,6 +56,26 @@ def test_keys_are_sealed_and_survive_a_reopen(tmp_path: Path) -> None:
     assert again.delete(key_id) and not again.delete(key_id)
 
 
+def test_principals_are_cached_until_the_key_changes(tmp_path: Path) -> None:
+    store = KeyStore(tmp_path, ACCOUNT)
+    key_id, _ = store.create("carol")
+    first = store.principal(key_id)
+    assert store.principal(key_id) is first  # built once, not per request
+    policy = {"Version": "2012-10-17", "Statement": []}
+    store.attach_policy(key_id, policy)
+    assert store.principal(key_id).policies == (policy,)
+    other_id, _ = store.create("dave")
+    assert store.principal(other_id).arn.endswith(":user/dave")
+    assert store.principal(key_id).policies == (policy,)
+    store.delete(key_id)
+    with pytest.raises(UnrecognizedClient):
+        store.principal(key_id)
+    store.create("carol-again", access_key_id=key_id, secret="new")
+    again = store.principal(key_id)
+    assert again.arn.endswith(":user/carol-again") and again.policies == ()
+    store.close()
+
+
 def test_sessions_need_their_token_and_expire(tmp_path: Path) -> None:
     clock = Clock()
     role = f"arn:aws:iam::{ACCOUNT}:role/service/worker"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -137,6 +138,21 @@ async def test_source_ip_condition() -> None:
     async with client(alice(policy)) as c:
         # httpx's ASGI transport calls from 127.0.0.1
         assert (await c.get("/2015-03-31/functions/")).status_code == 403
+
+
+async def test_time_conditions() -> None:
+    now = int(time.time())
+    for condition, allowed in (
+        ({"DateGreaterThan": {"aws:CurrentTime": "2020-01-01T00:00:00Z"}}, True),
+        ({"DateLessThan": {"aws:CurrentTime": "2020-01-01T00:00:00Z"}}, False),
+        ({"NumericGreaterThan": {"aws:EpochTime": str(now - 60)}}, True),
+        ({"NumericLessThan": {"aws:EpochTime": str(now - 60)}}, False),
+    ):
+        policy = allow("lambda:ListFunctions", "*")
+        policy["Statement"][0]["Condition"] = condition
+        async with client(alice(policy)) as c:
+            status = (await c.get("/2015-03-31/functions/")).status_code
+            assert status == (200 if allowed else 403), condition
 
 
 def test_trigger_rules() -> None:

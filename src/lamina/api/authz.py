@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from functools import lru_cache
 from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -62,7 +63,11 @@ class Authorize:
             # Read once more from what authentication replays (memory, not the socket).
             body, disconnected = await read_body(receive)
             receive = replay(body, disconnected, receive)
-        headers = {n.decode("latin-1").lower(): v.decode("latin-1") for n, v in scope["headers"]}
+        # Only X-Amz-Target names an action (the JSON APIs'): no need to decode every header.
+        headers: dict[str, str] = {}
+        for name, value in scope["headers"]:
+            if name.lower() == b"x-amz-target":
+                headers["x-amz-target"] = value.decode("latin-1")
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
         request = self.access.request(method, path, query, headers, body)
         if request is None:
@@ -110,17 +115,23 @@ class Authorize:
 
 def request_context(scope: Scope, principal: Principal) -> dict[str, str | list[str]]:
     """The global condition keys of a request (`aws:SourceIp`, `aws:CurrentTime`, ...)."""
-    now = time.time()
+    current_time, epoch_time = _clock_keys(int(time.time()))
     client = scope.get("client")
     return {
         "aws:SourceIp": client[0] if client else "127.0.0.1",
-        "aws:CurrentTime": datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "aws:EpochTime": str(int(now)),
+        "aws:CurrentTime": current_time,
+        "aws:EpochTime": epoch_time,
         "aws:SecureTransport": "true" if scope.get("scheme") == "https" else "false",
         # A role session's aws:PrincipalArn is its role's ARN, as IAM sets it.
         "aws:PrincipalArn": principal.role_arn or principal.arn,
         "aws:PrincipalAccount": principal.account,
     }
+
+
+@lru_cache(maxsize=4)
+def _clock_keys(epoch: int) -> tuple[str, str]:
+    # aws:CurrentTime and aws:EpochTime have a second's resolution: formatted once a second.
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), str(epoch)
 
 
 def denial_message(principal: Principal, request: AccessRequest, decision: Decision) -> str:

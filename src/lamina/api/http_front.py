@@ -124,14 +124,17 @@ def signed_request(scope: Scope, body: bytes) -> SignedRequest:
     headers: dict[str, str] = {}
     for raw_name, raw_value in scope["headers"]:
         name = raw_name.decode("latin-1").lower()
-        value = raw_value.decode("latin-1")
-        headers[name] = f"{headers[name]},{value}" if name in headers else value
+        if name in headers:
+            headers[name] += "," + raw_value.decode("latin-1")
+        else:
+            headers[name] = raw_value.decode("latin-1")
+    # Positional: this runs ahead of every signed request (method, raw path, query, ...).
     return SignedRequest(
-        method=scope["method"],
-        raw_path=raw_path_of(scope),
-        query=scope.get("query_string", b"").decode("latin-1"),
-        headers=headers,
-        body=body,
+        scope["method"],
+        raw_path_of(scope),
+        scope.get("query_string", b"").decode("latin-1"),
+        headers,
+        body,
     )
 
 

@@ -112,6 +112,10 @@ class KeyStore:
         self._keys: dict[str, AccessKey] = {}
         self._secrets: dict[str, str] = {}
         self._sessions: dict[str, _Session] = {}
+        # Long-term keys' principals, built once per key: a signed request would otherwise
+        # build one each time. Emptied when a key is deleted or its policies change (under
+        # the lock that fills it); a new key has no entry to empty.
+        self._principals: dict[str, Principal] = {}
         path = self.data_dir / AUTH_DB
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if not path.exists():
@@ -182,6 +186,7 @@ class KeyStore:
             self._db.execute("DELETE FROM access_keys WHERE access_key_id = ?", (access_key_id,))
             del self._keys[access_key_id]
             del self._secrets[access_key_id]
+            self._principals.clear()
             return True
 
     def attach_policy(self, access_key_id: str, document: Any) -> AccessKey:
@@ -199,6 +204,7 @@ class KeyStore:
             )
             key = AccessKey(key.access_key_id, key.name, key.admin, policies, key.created)
             self._keys[access_key_id] = key
+            self._principals.clear()
             return key
 
     # async forms for the server: SQLite writes (and their fsync) stay off the event loop
@@ -259,16 +265,24 @@ class KeyStore:
                 policies=tuple(self.role_policies(session.role_arn)),
                 role_arn=session.role_arn,
             )
-        key = self._keys.get(access_key_id)
-        if key is None:
-            raise UnrecognizedClient()
-        return Principal(
-            access_key_id=access_key_id,
-            arn=f"arn:aws:iam::{self.account}:user/{key.name}",
-            account=self.account,
-            admin=key.admin,
-            policies=key.policies,
-        )
+        cached = self._principals.get(access_key_id)
+        if cached is not None:
+            return cached
+        with self._lock:
+            # Built from the key as it is now, under the lock writes hold: a write that
+            # lands after this empties the cache again, so nothing stale can stay.
+            key = self._keys.get(access_key_id)
+            if key is None:
+                raise UnrecognizedClient()
+            principal = Principal(
+                access_key_id=access_key_id,
+                arn=f"arn:aws:iam::{self.account}:user/{key.name}",
+                account=self.account,
+                admin=key.admin,
+                policies=key.policies,
+            )
+            self._principals[access_key_id] = principal
+            return principal
 
 
 def read_admin_key(data_dir: Path) -> tuple[str, str] | None:
