@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
 
-from lamina.store.event_queue import DroppedEvent, QueuedEvent, SqliteEventStore
+from lamina.store.event_queue import _RUN, DroppedEvent, QueuedEvent, SqliteEventStore
 
 
 def event(i: int, payload: bytes = b'{"i": 1}', at: float = 0.0) -> QueuedEvent:
@@ -136,5 +137,127 @@ def test_closed_store_refuses(tmp_path: Path) -> None:
         await store.close()
         with pytest.raises(OSError):
             await store.add([event(1)])
+
+    asyncio.run(main())
+
+
+async def _hold_writer(
+    store: SqliteEventStore, then: str = ""
+) -> tuple[threading.Event, asyncio.Future[None]]:
+    """Keep the writer thread busy until the returned event is set, so that the changes asked
+    for meanwhile are written together, as one batch; `then` is SQL it runs before it lets
+    go."""
+    release = threading.Event()
+    started = threading.Event()
+
+    def wait(conn: sqlite3.Connection) -> None:
+        started.set()
+        release.wait(10)
+        if then:
+            conn.execute(then)
+
+    held = asyncio.ensure_future(store._submit(_RUN, wait))
+    await asyncio.to_thread(started.wait, 10)
+    assert started.is_set()
+    return release, held
+
+
+def test_one_batch_of_mixed_changes_applies_in_order(tmp_path: Path) -> None:
+    """Adds written as multi-row INSERTs, finishes as one DELETE, and the changes between
+    them, all in one transaction, in the order they were asked for."""
+
+    async def main() -> None:
+        store = await opened(tmp_path / "e.db")
+        await store.add([event(1), event(2)])
+        commits = 0
+        real = store._commit
+
+        def counting(conn: sqlite3.Connection, batch: list) -> None:  # type: ignore[type-arg]
+            nonlocal commits
+            commits += 1
+            real(conn, batch)
+
+        store._commit = counting  # type: ignore[method-assign]
+        release, held = await _hold_writer(store)
+        drop = DroppedEvent("id-4", "fn", None, "RetriesExhausted", 3, 1004.0, 2000.0)
+        changes = [
+            store.finish("id-1"),
+            store.add([event(3), event(4)]),
+            store.add([event(5)]),
+            store.reschedule("id-3", 2, 55.0),
+            store.finish("id-2"),
+            store.finish("id-5"),
+            store.finish("id-4", [event(6)], drop),
+            store.add([event(i) for i in range(100, 300)]),  # more than one INSERT's rows
+            store.finish("id-150"),
+            store.payload("id-3"),
+        ]
+        tasks = [asyncio.ensure_future(c) for c in changes]
+        await asyncio.sleep(0.05)  # every change is queued behind the held one
+        release.set()
+        await held
+        results = await asyncio.gather(*tasks)
+        assert results[-1] == b'{"i": 1}'
+        assert commits == 2  # the held change's, and one for all the others
+        loaded = {e.id: e for e in await store.load(1 << 20)}
+        expected = {"id-3", "id-6"} | {f"id-{i}" for i in range(100, 300)} - {"id-150"}
+        assert set(loaded) == expected
+        assert (loaded["id-3"].attempts, loaded["id-3"].due) == (2, 55.0)
+        assert await store.dropped(10) == [drop]
+        await store.close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("with_removal", [False, True])
+def test_a_duplicate_in_one_batch_fails_alone(tmp_path: Path, with_removal: bool) -> None:
+    """Whether the batch was one statement (autocommit) or a transaction of several, only the
+    change at fault fails, and the others are stored."""
+
+    async def main() -> None:
+        store = await opened(tmp_path / "e.db")
+        await store.add([event(1), event(9)])
+        release, held = await _hold_writer(store)
+        changes = [store.add([event(2)]), store.add([event(3), event(1)]), store.add([event(4)])]
+        if with_removal:
+            changes.append(store.finish("id-9"))
+        tasks = [asyncio.ensure_future(c) for c in changes]
+        await asyncio.sleep(0.05)
+        release.set()
+        await held
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert isinstance(results[1], OSError)
+        assert [r for i, r in enumerate(results) if i != 1] == [None] * (len(results) - 1)
+        stored = sorted(e.id for e in await store.load(1 << 20))
+        assert stored == ["id-1", "id-2", "id-4"] + ([] if with_removal else ["id-9"])
+        await store.close()
+
+    asyncio.run(main())
+
+
+def test_a_failed_commit_fails_every_change_of_its_batch(tmp_path: Path) -> None:
+    """A write the database refuses (here: made read-only under the store) fails every change
+    of the batch with OSError, and nothing of it is stored."""
+
+    async def main() -> None:
+        store = await opened(tmp_path / "e.db")
+        await store.add([event(1)])
+        await store.close()
+        for removal in (False, True):  # one statement, and a transaction of two
+            store = await opened(tmp_path / "e.db")
+            release, held = await _hold_writer(store, then="PRAGMA query_only = ON")
+            changes = [store.add([event(2)]), store.add([event(3)])]
+            if removal:
+                changes.append(store.finish("id-1"))
+            tasks = [asyncio.ensure_future(c) for c in changes]
+            await asyncio.sleep(0.05)
+            release.set()
+            await held
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            assert all(isinstance(r, OSError) for r in results), results
+            await store.close()
+        store = await opened(tmp_path / "e.db")
+        assert [e.id for e in await store.load(1 << 20)] == ["id-1"]
+        await store.close()
 
     asyncio.run(main())

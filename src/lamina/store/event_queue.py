@@ -8,12 +8,20 @@ single-node one: SQLite in WAL mode with `synchronous=FULL`, so a commit has rea
 Every change goes through one writer thread that owns the connection and commits whatever has
 piled up while the previous commit was syncing, in one transaction (group commit): sixteen
 concurrent accepts cost one fsync, not sixteen, and the event loop never waits on the disk.
+
+The writer shares the interpreter's lock with the event loop, and every SQLite call gives the
+lock up and must win it back, which takes up to a switch interval (5 ms) while the loop is
+busy. So a batch is written in as few statements as it takes: the events it adds go in one
+multi-row INSERT, the events it finishes without follow-ups in one DELETE, and a batch that is
+a single statement is committed by it alone (autocommit: one statement is one transaction, with
+the same sync) instead of between BEGIN and COMMIT.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import queue
 import sqlite3
 import threading
@@ -126,22 +134,59 @@ _SCHEMA = (
         detail TEXT NOT NULL DEFAULT ''
     )""",
 )
-_INSERT_EVENT = (
-    "INSERT INTO events (id, function_name, qualifier, payload, enqueued_at, attempts, due, "
-    "trace) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_EVENTS = (
+    "INSERT INTO events (id, function_name, qualifier, payload, enqueued_at, attempts, due, trace)"
+    " VALUES "
 )
+_INSERT_ROW = "(?, ?, ?, ?, ?, ?, ?, ?)"
 #: records of dropped events kept (the oldest are pruned past this)
 _DROPPED_KEEP = 10_000
 #: changes committed in one transaction at most
 _BATCH_MAX = 1024
+#: rows one INSERT adds, ids one DELETE removes at most (a batch above it takes more
+#: statements; 64 x 8 parameters stays far below SQLite's bound of 32,766)
+_PER_STATEMENT = 64
+#: prepared statements the connection keeps: an INSERT and a DELETE for each count of rows up
+#: to `_PER_STATEMENT`, and the others
+_CACHED_STATEMENTS = 4 * _PER_STATEMENT
 
 _Op = Callable[[sqlite3.Connection], Any]
+_Row = tuple[str, str, str | None, bytes | None, float, int, float, str]
+
+#: what a change asks of the writer (the first member of a `_Change`)
+_ADD = 0  # insert these rows (a list of `_Row`)
+_REMOVE = 1  # delete the event with this id
+_RUN = 2  # call this `_Op` with the connection (what it returns is the change's result)
+_Change = tuple[int, Any, "asyncio.Future[Any]"]
+
+
+@functools.cache
+def _insert(rows: int) -> str:
+    return _INSERT_EVENTS + ", ".join([_INSERT_ROW] * rows)
+
+
+@functools.cache
+def _remove(ids: int) -> str:
+    return "DELETE FROM events WHERE id IN (" + ", ".join("?" * ids) + ")"
+
+
+def _row(e: QueuedEvent) -> _Row:
+    return (
+        e.id,
+        e.function_name,
+        e.qualifier,
+        e.payload,
+        e.enqueued_at,
+        e.attempts,
+        e.due,
+        e.trace,
+    )
 
 
 class SqliteEventStore:
     def __init__(self, path: Path) -> None:
         self._path = path
-        self._ops: queue.SimpleQueue[tuple[_Op, asyncio.Future[Any]] | None] = queue.SimpleQueue()
+        self._ops: queue.SimpleQueue[_Change | None] = queue.SimpleQueue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._pruned = 0
@@ -149,7 +194,12 @@ class SqliteEventStore:
     def open(self) -> None:
         """Create the database if needed and start the writer thread."""
         self._loop = asyncio.get_running_loop()
-        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(
+            self._path,
+            isolation_level=None,
+            check_same_thread=False,
+            cached_statements=_CACHED_STATEMENTS,
+        )
         conn.execute("PRAGMA journal_mode=WAL")
         # FULL: in WAL mode, NORMAL would not sync the WAL on commit, and an accepted event
         # could be lost to a power cut.
@@ -167,24 +217,7 @@ class SqliteEventStore:
     # -- EventStore ----------------------------------------------------------------------
 
     async def add(self, events: Sequence[QueuedEvent]) -> None:
-        rows = [
-            (
-                e.id,
-                e.function_name,
-                e.qualifier,
-                e.payload,
-                e.enqueued_at,
-                e.attempts,
-                e.due,
-                e.trace,
-            )
-            for e in events
-        ]
-
-        def op(conn: sqlite3.Connection) -> None:
-            conn.executemany(_INSERT_EVENT, rows)
-
-        await self._submit(op)
+        await self._submit(_ADD, [_row(e) for e in events])
 
     async def finish(
         self,
@@ -192,23 +225,14 @@ class SqliteEventStore:
         follow_ups: Sequence[QueuedEvent] = (),
         dropped: DroppedEvent | None = None,
     ) -> None:
-        rows = [
-            (
-                e.id,
-                e.function_name,
-                e.qualifier,
-                e.payload,
-                e.enqueued_at,
-                e.attempts,
-                e.due,
-                e.trace,
-            )
-            for e in follow_ups
-        ]
+        if not follow_ups and dropped is None:
+            await self._submit(_REMOVE, event_id)
+            return
+        rows = [_row(e) for e in follow_ups]
 
         def op(conn: sqlite3.Connection) -> None:
             if rows:
-                conn.executemany(_INSERT_EVENT, rows)
+                conn.executemany(_insert(1), rows)
             if dropped is not None:
                 d = dropped
                 conn.execute(
@@ -235,7 +259,7 @@ class SqliteEventStore:
                     )
             conn.execute("DELETE FROM events WHERE id = ?", (event_id,))
 
-        await self._submit(op)
+        await self._submit(_RUN, op)
 
     async def reschedule(self, event_id: str, attempts: int, due: float) -> None:
         def op(conn: sqlite3.Connection) -> None:
@@ -243,14 +267,14 @@ class SqliteEventStore:
                 "UPDATE events SET attempts = ?, due = ? WHERE id = ?", (attempts, due, event_id)
             )
 
-        await self._submit(op)
+        await self._submit(_RUN, op)
 
     async def payload(self, event_id: str) -> bytes | None:
         def op(conn: sqlite3.Connection) -> bytes | None:
             row = conn.execute("SELECT payload FROM events WHERE id = ?", (event_id,)).fetchone()
             return None if row is None else bytes(row[0])
 
-        result: bytes | None = await self._submit(op)
+        result: bytes | None = await self._submit(_RUN, op)
         return result
 
     async def load(self, with_payload_bytes: int) -> list[QueuedEvent]:
@@ -273,7 +297,7 @@ class SqliteEventStore:
                     events[-1].payload = bytes(payload)
             return events
 
-        result: list[QueuedEvent] = await self._submit(op)
+        result: list[QueuedEvent] = await self._submit(_RUN, op)
         return result
 
     async def dropped(self, limit: int) -> list[DroppedEvent]:
@@ -285,7 +309,7 @@ class SqliteEventStore:
             )
             return [DroppedEvent(*row) for row in rows]
 
-        result: list[DroppedEvent] = await self._submit(op)
+        result: list[DroppedEvent] = await self._submit(_RUN, op)
         return result
 
     async def close(self) -> None:
@@ -297,11 +321,11 @@ class SqliteEventStore:
 
     # -- the writer thread ---------------------------------------------------------------
 
-    async def _submit(self, op: _Op) -> Any:
+    async def _submit(self, kind: int, what: Any) -> Any:
         if self._thread is None or self._loop is None:
             raise OSError("the event store is closed")
         future: asyncio.Future[Any] = self._loop.create_future()
-        self._ops.put((op, future))
+        self._ops.put((kind, what, future))
         return await future
 
     def _write_forever(self, conn: sqlite3.Connection) -> None:
@@ -312,57 +336,106 @@ class SqliteEventStore:
         finally:
             conn.close()
 
-    def _commit(
-        self, conn: sqlite3.Connection, batch: list[tuple[_Op, asyncio.Future[Any]]]
-    ) -> None:
+    def _commit(self, conn: sqlite3.Connection, batch: list[_Change]) -> None:
         try:
             try:
-                results = self._apply(conn, batch, isolate=False)
+                results = _apply(conn, batch)
             except sqlite3.IntegrityError:
                 # Rare (a duplicate id): do it again with each change in a savepoint of its
                 # own, so that only the change at fault fails. Not the usual way, because
                 # three statements per change cost the writer more than the sync does.
-                conn.execute("ROLLBACK")
-                results = self._apply(conn, batch, isolate=True)
+                if conn.in_transaction:  # (a batch of one statement rolled itself back)
+                    conn.execute("ROLLBACK")
+                results = _apply_one_by_one(conn, batch)
         except sqlite3.Error as e:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
             failure = OSError(f"event store: {e}")
             failure.__cause__ = e  # the caller tells a full disk from other failures
-            results = [(future, None, failure) for _, future in batch]
+            results = [_Failed(failure)] * len(batch)
         assert self._loop is not None
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
-            self._loop.call_soon_threadsafe(_settle, results)
+            self._loop.call_soon_threadsafe(_settle, batch, results)
 
-    @staticmethod
-    def _apply(
-        conn: sqlite3.Connection, batch: list[tuple[_Op, asyncio.Future[Any]]], *, isolate: bool
-    ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
-        """Run a batch in one transaction and commit it (one sync)."""
-        results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
-        conn.execute("BEGIN IMMEDIATE")
-        for op, future in batch:
-            if not isolate:
-                results.append((future, op(conn), None))
-                continue
-            conn.execute("SAVEPOINT op")
-            try:
-                value = op(conn)
-            except sqlite3.IntegrityError as e:
-                conn.execute("ROLLBACK TO op")
-                results.append((future, None, OSError(f"event store: {e}")))
+
+def _apply(conn: sqlite3.Connection, batch: list[_Change]) -> list[Any]:
+    """Write a batch and commit it (one sync), in as few statements as it takes: consecutive
+    adds in multi-row INSERTs, consecutive plain removals in DELETEs. Returns each change's
+    result."""
+    results: list[Any] = [None] * len(batch)
+    statements: list[tuple[str, list[Any]] | int] = []
+    i, end = 0, len(batch)
+    while i < end:
+        kind = batch[i][0]
+        if kind == _RUN:
+            statements.append(i)
+            i += 1
+            continue
+        values: list[Any] = []
+        while i < end and batch[i][0] == kind:
+            if kind == _ADD:
+                values += batch[i][1]
             else:
-                results.append((future, value, None))
-            conn.execute("RELEASE op")
-        conn.execute("COMMIT")
+                values.append(batch[i][1])
+            i += 1
+        for at in range(0, len(values), _PER_STATEMENT):
+            chunk = values[at : at + _PER_STATEMENT]
+            if kind == _ADD:
+                statements.append((_insert(len(chunk)), [v for row in chunk for v in row]))
+            else:
+                statements.append((_remove(len(chunk)), chunk))
+    if len(statements) == 1 and not isinstance(statements[0], int):
+        # One statement is a transaction of its own, committed and synced as it ends.
+        conn.execute(*statements[0])
         return results
+    conn.execute("BEGIN IMMEDIATE")
+    for statement in statements:
+        if isinstance(statement, int):
+            results[statement] = batch[statement][1](conn)
+        else:
+            conn.execute(*statement)
+    conn.execute("COMMIT")
+    return results
 
 
-def _settle(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
-    for future, value, error in results:
+def _apply_one_by_one(conn: sqlite3.Connection, batch: list[_Change]) -> list[Any]:
+    """Write a batch and commit it, each change in a savepoint of its own: a change that
+    breaks a constraint fails alone (its result is the OSError)."""
+    results: list[Any] = []
+    conn.execute("BEGIN IMMEDIATE")
+    for kind, what, _ in batch:
+        conn.execute("SAVEPOINT change")
+        try:
+            if kind == _ADD:
+                conn.executemany(_insert(1), what)
+                value = None
+            elif kind == _REMOVE:
+                conn.execute(_remove(1), (what,))
+                value = None
+            else:
+                value = what(conn)
+        except sqlite3.IntegrityError as e:
+            conn.execute("ROLLBACK TO change")
+            value = _Failed(OSError(f"event store: {e}"))
+        results.append(value)
+        conn.execute("RELEASE change")
+    conn.execute("COMMIT")
+    return results
+
+
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    """The result of a change that failed (what its caller gets raised)."""
+
+    error: OSError
+
+
+def _settle(batch: list[_Change], results: list[Any]) -> None:
+    for (_, _, future), result in zip(batch, results, strict=True):
         if future.cancelled():
             continue
-        if error is None:
-            future.set_result(value)
+        if type(result) is _Failed:
+            future.set_exception(result.error)
         else:
-            future.set_exception(error)
+            future.set_result(result)
