@@ -352,6 +352,28 @@ def test_max_memory_used_leaves_out_tmp(functions: Functions, lam: Any) -> None:
     assert used < 128, tail
 
 
+HOLD_MEMORY = """
+held = []
+
+def handler(event, context):
+    held.append(bytearray(event["mb"] * 1024 * 1024))
+    return "ok"
+"""
+
+
+def test_max_memory_used_follows_a_warm_environment_s_peak(functions: Functions, lam: Any) -> None:
+    """The peak is read afresh after every invocation (the server keeps the file open): a
+    warm environment's REPORT shows memory its handler took since the last one."""
+    name = functions.create(HOLD_MEMORY, MemorySize=512, Timeout=30)["FunctionName"]
+    used = []
+    for mb in (1, 150):
+        resp = lam.invoke(FunctionName=name, Payload=json.dumps({"mb": mb}), LogType="Tail")
+        assert "FunctionError" not in resp, resp["Payload"].read()
+        tail = base64.b64decode(resp["LogResult"]).decode()
+        used.append(int(re.search(r"Max Memory Used: (\d+) MB", tail)[1]))  # type: ignore[index]
+    assert used[1] >= used[0] + 140, used
+
+
 # -- runtimes and architectures ---------------------------------------------------------
 
 

@@ -251,6 +251,9 @@ class Cgroup:
         self._function_peak = 0
         self._freezer_fd: int | None = None
         self._freeze_values = (b"1", b"0")
+        #: the peak file, kept open: it is read after every invocation (see `peak_bytes`)
+        self._peak_fd: int | None = None
+        self._files_closed = False
 
     def open_freezer(self) -> None:
         """Open the freezer's control file once (blocking), so that freezing and thawing are
@@ -382,9 +385,30 @@ class Cgroup:
         return self._function_peak
 
     def peak_bytes(self) -> int:
+        # One pread() on a descriptor kept open, rather than open, read and close (and
+        # pathlib's own work) after every invocation: a control file is generated afresh by
+        # each read from offset 0.
+        fd = self._peak_fd
+        if fd is None:
+            if self._files_closed:
+                return 0
+            try:
+                fd = self._peak_fd = os.open(self._peak_file, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                return 0
         with contextlib.suppress(OSError, ValueError):
-            return int(self._peak_file.read_bytes())
+            return int(os.pread(fd, 64, 0))
         return 0
+
+    def close_files(self) -> None:
+        """Close the control files kept open (freezer, peak); called on the event loop, which
+        is what reads and writes them, once the cgroup's processes are gone."""
+        self._files_closed = True
+        for fd in (self._freezer_fd, self._peak_fd):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._freezer_fd = self._peak_fd = None
 
     def kill_all(self) -> None:
         self.thaw()
@@ -400,8 +424,6 @@ class Cgroup:
 
     def remove(self) -> None:
         """Blocking; retries while the kernel finishes with the last processes."""
-        if self._freezer_fd is not None:
-            os.close(self._freezer_fd)
-            self._freezer_fd = None
+        self.close_files()
         for _, path in self._paths.values():
             _rmdir(path)

@@ -513,6 +513,9 @@ class NamespaceBackend:
         close_fd(child.pidfd)
         child.netns.close()
         self.net.forget(child.netns)
+        # Here, on the loop that reads and writes them: closed by the thread that removes the
+        # cgroup, a descriptor could be reused under a read on the loop.
+        child.cgroup.close_files()
         await loop.run_in_executor(None, child.cgroup.remove)
 
     # -- the relay to Lamina's API ---------------------------------------------------------
