@@ -17,6 +17,8 @@ class Transport(asyncio.Transport):
     def __init__(self) -> None:
         super().__init__()
         self.written = b""
+        #: each write's data, in order
+        self.writes: list[bytes] = []
         self.closed = False
         self.eof = False
 
@@ -25,6 +27,7 @@ class Transport(asyncio.Transport):
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.written += bytes(data)
+        self.writes.append(bytes(data))
 
     def can_write_eof(self) -> bool:
         return True
@@ -56,11 +59,20 @@ async def _app(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": str(size).encode()})
 
 
-def exchange(*reads: bytes) -> Transport:
+async def _streamed(scope: Any, receive: Any, send: Any) -> None:
+    """A head, then its body in two chunks after a pause (a streamed response)."""
+    await receive()
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await asyncio.sleep(0.01)
+    await send({"type": "http.response.body", "body": b"a", "more_body": True})
+    await send({"type": "http.response.body", "body": b"b"})
+
+
+def exchange(*reads: bytes, app: Any = _app) -> Transport:
     """Feed `reads` to a fresh connection, one `data_received` each; what it answered."""
 
     async def main() -> Transport:
-        config = uvicorn.Config(_app, lifespan="off", log_level="critical")
+        config = uvicorn.Config(app, lifespan="off", log_level="critical")
         protocol = AwsErrorsHttpProtocol(config=config, server_state=ServerState(), app_state={})
         transport = Transport()
         protocol.connection_made(transport)
@@ -100,3 +112,23 @@ def test_garbage_is_400_in_aws_shape() -> None:
     transport = exchange(b"\x00\x01 nonsense\r\n\r\n")
     assert transport.written.startswith(b"HTTP/1.1 400 "), transport.written[:200]
     assert b"x-amzn-ErrorType: BadRequestException" in transport.written
+
+
+def test_a_response_goes_out_in_one_write() -> None:
+    """Head and body in one write (one segment, one wake-up of the client), request after
+    request on a keep-alive connection."""
+    request = b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}"
+    transport = exchange(request, request)
+    assert len(transport.writes) == 2, transport.writes
+    for data in transport.writes:
+        assert data.startswith(b"HTTP/1.1 200 "), data
+        assert data.endswith(b"\r\n\r\n1\r\n2\r\n0\r\n\r\n"), data  # chunked: no length
+
+
+def test_a_streamed_response_s_head_is_not_held_for_its_body() -> None:
+    """A head whose body takes a while goes out when the loop turns: the client sees the
+    status at once, as without the coalescing."""
+    transport = exchange(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n", app=_streamed)
+    assert transport.writes[0].startswith(b"HTTP/1.1 200 "), transport.writes
+    assert transport.writes[0].endswith(b"\r\n\r\n"), transport.writes
+    assert transport.written.endswith(b"1\r\na\r\n1\r\nb\r\n0\r\n\r\n"), transport.written

@@ -12,6 +12,10 @@ read, before there is a request to route. What is refused here, and how:
   make the server buffer an endless header).
 - anything else httptools cannot parse: 400 `BadRequestException`.
 
+Every response's head (status line and headers), which uvicorn writes apart from its body, is
+held until the body is written, and both go out in one write (`_OneWriteTransport`): one
+system call and one TCP segment per response, not two (the client is woken once).
+
 The body carries the error type both as the REST protocol's `x-amzn-ErrorType` header and as
 the JSON 1.1 protocol's `__type` (which API the request meant is not known yet), and the
 connection is closed: a parser that failed cannot find where the next request starts. It is
@@ -22,10 +26,11 @@ and the client would lose the answer before reading it).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
-from typing import Any
+from typing import Any, cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -40,6 +45,55 @@ HEAD_MAX_BYTES = 128 * 1024
 DRAIN_S = 5.0
 
 _REASONS = {400: b"Bad Request", 414: b"URI Too Long", 431: b"Request Header Fields Too Large"}
+
+
+#: how every response head uvicorn writes begins and ends
+_HEAD_START = b"HTTP/1.1 "
+_HEAD_END = b"\r\n\r\n"
+
+
+class _OneWriteTransport:
+    """A connection's transport that holds a response head back until the next write (its
+    body) and sends both in one `write`. A head whose body does not follow before the loop
+    turns (a streamed response waiting for its first chunk) goes out on its own then; a
+    close, an end of file or a protocol switch sends what is held first. Everything else is
+    the transport's own."""
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            self._transport.write(held + data)
+        elif data.endswith(_HEAD_END) and data.startswith(_HEAD_START):
+            self._held = data
+            self._loop.call_soon(self._flush)
+        else:
+            self._transport.write(data)
+
+    def _flush(self) -> None:
+        held, self._held = self._held, None
+        if held is not None and not self._transport.is_closing():
+            self._transport.write(held)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def write_eof(self) -> None:
+        self._flush()
+        self._transport.write_eof()
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._flush()
+        self._transport.set_protocol(protocol)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 class _Refused(Exception):
@@ -59,6 +113,10 @@ class AwsErrorsHttpProtocol(HttpToolsProtocol):
         self._began = False
         self._refusal: tuple[int, str, str] | None = None
         self._draining = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        wrapped: Any = _OneWriteTransport(cast(asyncio.Transport, transport), self.loop)
+        super().connection_made(wrapped)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
