@@ -96,6 +96,25 @@ def test_paging_with_ids(db: Path) -> None:
     run(body, db)
 
 
+def test_a_large_batch_keeps_every_event_in_order(db: Path) -> None:
+    """Events are inserted many to a statement (chunks of powers of two): a batch of any
+    size keeps them all, with increasing ids in the order they were appended."""
+
+    async def body(store: LogStore) -> None:
+        count = 1000  # 3 x 256 + 128 + 64 + 32 + 8
+        store.append(G, "s", [(5, f"m{i}") for i in range(count)])
+        store.append(G, "t", [(5, "t0")])
+        await store.flush()
+        events = await store.events(G, streams=["s"], limit=10_000)
+        assert messages(events) == [f"m{i}" for i in range(count)]
+        ids = [e.id for e in events]
+        assert ids == sorted(ids) and len(set(ids)) == count
+        (stream,) = await store.streams(G, "s")
+        assert stream.stored_bytes == sum(len(f"m{i}") + 26 for i in range(count))
+
+    run(body, db)
+
+
 def test_unknown_group_is_a_key_error(db: Path) -> None:
     async def body(store: LogStore) -> None:
         for call in (

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import queue
 import sqlite3
@@ -63,6 +64,8 @@ MAX_EVENT_BYTES = 256 * 1024
 MAX_MESSAGE_BYTES = MAX_EVENT_BYTES - EVENT_OVERHEAD_BYTES
 #: rows inserted in one transaction at most (a batch larger than this is split)
 _BATCH_ROWS = 20_000
+#: events inserted by one statement at most (see `_Writer._insert_rows`)
+_INSERT_CHUNK_ROWS = 256
 #: read connections kept open for reuse
 _READERS_KEPT = 4
 #: bytes of events written in one transaction at most: bounds what the WAL must hold
@@ -644,6 +647,10 @@ class _Writer:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
+        # Rows per INSERT: a power of two within SQLite's bound on a statement's parameters.
+        self._chunk_rows = _INSERT_CHUNK_ROWS
+        while self._chunk_rows * 6 > conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER):
+            self._chunk_rows //= 2
         self._groups: dict[str, int] = {}
         self._streams: dict[tuple[str, str], int] = {}
 
@@ -684,12 +691,19 @@ class _Writer:
             )
 
     def _insert_rows(self, rows: list[tuple[int, int, int, int, int, str]]) -> None:
-        if rows:
-            self.conn.executemany(
-                "INSERT INTO log_events (group_id, stream_id, timestamp_ms, ingestion_ms, "
-                "bytes, message) VALUES (?, ?, ?, ?, ?, ?)",
-                rows,
-            )
+        # Many rows per statement, not `executemany` of a one-row INSERT: the sqlite3 module
+        # lets go of the GIL around every step of a statement and takes it back after, and
+        # each time it wants it back the event loop's thread is made to hand it over (a
+        # context switch or two on the invoke path, for every log line). Chunks are powers
+        # of two, so that a few statements, each prepared once, cover any number of rows.
+        at, left, size = 0, len(rows), self._chunk_rows
+        while left:
+            while size > left:
+                size //= 2
+            params = [value for row in rows[at : at + size] for value in row]
+            self.conn.execute(_insert_sql(size), params)
+            at += size
+            left -= size
 
     def _ids(self, group: str, stream: str, now: int) -> tuple[int, int]:
         stream_id = self._streams.get((group, stream))
@@ -713,6 +727,15 @@ class _Writer:
         ).fetchone()
         self._streams[(group, stream)] = stream_id
         return group_id, stream_id
+
+
+@functools.cache
+def _insert_sql(rows: int) -> str:
+    """The INSERT of `rows` events."""
+    return (
+        "INSERT INTO log_events (group_id, stream_id, timestamp_ms, ingestion_ms, bytes, "
+        "message) VALUES " + ",".join(["(?, ?, ?, ?, ?, ?)"] * rows)
+    )
 
 
 def _split(message: str) -> list[str]:
