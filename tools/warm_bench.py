@@ -115,12 +115,14 @@ def start(stack: contextlib.ExitStack, variant: Variant, args: argparse.Namespac
     bench.run_wrk(variant.url, 16, 2, variant.lua)  # 16 environments: no cold start measured
 
 
-def measure(variant: Variant, seconds: int) -> None:
+def measure(variant: Variant, seconds: int, hook: str | None = None) -> None:
     signed_lua(variant.url, variant.lua)
     c1 = bench.run_wrk(variant.url, 1, seconds, variant.lua)
     signed_lua(variant.url, variant.lua)
     pid = variant.pid
     before, main_before = cpu_s(pid), cpu_s(pid, pid)
+    if hook:  # e.g. strace -c -p {pid}: started as the c16 run starts
+        subprocess.Popen(hook.format(pid=pid), shell=True)
     c16 = bench.run_wrk(variant.url, 16, seconds, variant.lua)
     used, main = cpu_s(pid) - before, cpu_s(pid, pid) - main_before
     per, main_per = used / max(c16.requests, 1) * 1e6, main / max(c16.requests, 1) * 1e6
@@ -163,6 +165,7 @@ def main() -> int:
     parser.add_argument("--memory", type=int, default=1024)
     parser.add_argument("--auth", default="on", choices=("on", "off"))
     parser.add_argument("--profile", help="py-spy output of one more c16 run (first variant)")
+    parser.add_argument("--hook", help="a shell command run as each c16 run starts ({pid})")
     args = parser.parse_args()
     variants = [Variant(*v.split("=", 1)) for v in args.variant] or [Variant("this", ".")]
     with contextlib.ExitStack() as stack:
@@ -170,7 +173,7 @@ def main() -> int:
             start(stack, variant, args)
         for _ in range(args.rounds):
             for variant in variants:
-                measure(variant, args.duration)
+                measure(variant, args.duration, args.hook)
         if args.profile:
             profile(variants[0], args.duration, args.profile)
     print("medians:")
