@@ -251,8 +251,8 @@ class Cgroup:
         self._function_peak = 0
         self._freezer_fd: int | None = None
         self._freeze_values = (b"1", b"0")
-        #: the peak file, kept open: it is read after every invocation (see `peak_bytes`)
-        self._peak_fd: int | None = None
+        #: the peak and usage files, kept open (see `_read_kept`)
+        self._kept: list[int | None] = [None, None]
         self._files_closed = False
 
     def open_freezer(self) -> None:
@@ -346,9 +346,7 @@ class Cgroup:
         return 0
 
     def usage_bytes(self) -> int:
-        with contextlib.suppress(OSError, ValueError):
-            return int(self._usage_file.read_bytes())
-        return 0
+        return self._read_kept(1, self._usage_file)
 
     def anon_bytes(self) -> int:
         """Memory the function's processes hold themselves (not /tmp, not file cache)."""
@@ -385,15 +383,19 @@ class Cgroup:
         return self._function_peak
 
     def peak_bytes(self) -> int:
-        # One pread() on a descriptor kept open, rather than open, read and close (and
-        # pathlib's own work) after every invocation: a control file is generated afresh by
-        # each read from offset 0.
-        fd = self._peak_fd
+        return self._read_kept(0, self._peak_file)
+
+    def _read_kept(self, slot: int, path: Path) -> int:
+        """A number read from a control file with one pread() on a descriptor kept open,
+        rather than open, read and close (and pathlib's own work) each time: the peak is read
+        after every invocation, the usage by the memory watch ten times a second. A control
+        file is generated afresh by each read from offset 0."""
+        fd = self._kept[slot]
         if fd is None:
             if self._files_closed:
                 return 0
             try:
-                fd = self._peak_fd = os.open(self._peak_file, os.O_RDONLY | os.O_CLOEXEC)
+                fd = self._kept[slot] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             except OSError:
                 return 0
         with contextlib.suppress(OSError, ValueError):
@@ -401,14 +403,15 @@ class Cgroup:
         return 0
 
     def close_files(self) -> None:
-        """Close the control files kept open (freezer, peak); called on the event loop, which
-        is what reads and writes them, once the cgroup's processes are gone."""
+        """Close the control files kept open (freezer, peak, usage); called on the event loop,
+        which is what reads and writes them, once the cgroup's processes are gone."""
         self._files_closed = True
-        for fd in (self._freezer_fd, self._peak_fd):
+        for fd in (self._freezer_fd, *self._kept):
             if fd is not None:
                 with contextlib.suppress(OSError):
                     os.close(fd)
-        self._freezer_fd = self._peak_fd = None
+        self._freezer_fd = None
+        self._kept = [None, None]
 
     def kill_all(self) -> None:
         self.thaw()
