@@ -41,6 +41,9 @@ from lamina.models import LATEST, FunctionUrl, InvokeRequest, InvokeResult, UrlC
 _URL_HOST = re.compile(r"([a-z0-9]{32})\.lambda-url\.([a-z0-9-]+)(\..*)?")
 #: the front of Lamina's path form, `/lambda-url/<url-id>`, and the rest of the path
 _URL_PATH = re.compile(re.escape(URL_PATH_PREFIX) + r"([a-z0-9]{32})(/.*)?", re.DOTALL)
+#: where a request's `HttpFront.target` is kept once worked out
+_TARGET_KEY = "lamina.front_target"
+_UNKNOWN = object()
 #: response headers Lambda sets itself when a URL has CORS settings
 _CORS_RESPONSE_HEADERS = frozenset(
     {
@@ -191,7 +194,15 @@ class HttpFront:
     def target(self, scope: Scope) -> tuple[str, str] | str | None:
         """What this front serves `scope` as: a function URL (its id and the path the function
         sees), `"routes"` for an HTTP route, or None (the Lambda API's). Authentication asks
-        this too: these requests are not AWS-signed, and must not be checked as if they were."""
+        this too: these requests are not AWS-signed, and must not be checked as if they were.
+        Worked out once per request (the listener gate and authentication ask before the
+        front itself does)."""
+        found = scope.get(_TARGET_KEY, _UNKNOWN)
+        if found is _UNKNOWN:
+            found = scope[_TARGET_KEY] = self._target(scope)
+        return found  # type: ignore[no-any-return]
+
+    def _target(self, scope: Scope) -> tuple[str, str] | str | None:
         if scope["type"] != "http":
             return None
         path: str = scope["path"]

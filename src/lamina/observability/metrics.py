@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -114,6 +115,7 @@ class Metrics:
             ["state"],
             registry=self.registry,
         )
+        self._environment_states: dict[str, Any] = {}
 
         self.concurrent_executions = Gauge(
             "lamina_concurrent_executions",
@@ -260,6 +262,14 @@ class Metrics:
     def signature_warning(self, function: str, check: str) -> None:
         """Count a package deployed under Warn that failed `check` (thread-safe)."""
         self.signature_validation_errors.labels(function, check).inc()
+
+    def environments_in(self, state: str) -> Any:
+        """The `lamina_environments` child of one state, made on first use and kept: every
+        invocation moves its environment twice, and `labels()` hashes and locks each time."""
+        child = self._environment_states.get(state)
+        if child is None:
+            child = self._environment_states[state] = self.environments.labels(state)
+        return child
 
     def on_scrape(self, refresh: Callable[[], None]) -> None:
         """Call `refresh` before each scrape (gauges that are cheaper to compute than to keep

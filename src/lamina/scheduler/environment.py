@@ -242,7 +242,7 @@ class Environment:
         self.init_duration_s: float | None = None
         #: how the last invocation ended (read by the pool, which counts it)
         self.outcome_kind = Outcome.SUCCESS
-        ctx.metrics.environments.labels(EnvState.STARTING.value).inc()
+        ctx.metrics.environments_in(EnvState.STARTING.value).inc()
 
     def prewarmed(self) -> None:
         """Started ahead of need (provisioned concurrency): its init phase belongs to no
@@ -257,9 +257,9 @@ class Environment:
     def _move(self, new: EnvState) -> None:
         if new not in _ALLOWED[self.state]:
             raise IllegalTransition(f"environment {self.id}: {self.state.name} -> {new.name}")
-        gauge = self.ctx.metrics.environments
-        gauge.labels(self.state.value).dec()
-        gauge.labels(new.value).inc()
+        metrics = self.ctx.metrics
+        metrics.environments_in(self.state.value).dec()
+        metrics.environments_in(new.value).inc()
         self.state = new
 
     # -- start ---------------------------------------------------------------------
