@@ -356,14 +356,16 @@ HOLD_MEMORY = """
 held = []
 
 def handler(event, context):
-    held.append(bytearray(event["mb"] * 1024 * 1024))
+    held.append(b"x" * (event["mb"] * 1024 * 1024))  # written: resident, charged
     return "ok"
 """
 
 
+@pytest.mark.skipif(not NAMESPACE, reason="the process backend samples its peak (VmHWM)")
 def test_max_memory_used_follows_a_warm_environment_s_peak(functions: Functions, lam: Any) -> None:
-    """The peak is read afresh after every invocation (the server keeps the file open): a
-    warm environment's REPORT shows memory its handler took since the last one."""
+    """The cgroup's peak is read afresh after every invocation (the server keeps the file
+    open): a warm environment's REPORT shows memory its handler took since the last one.
+    (The process backend reads VmHWM at most once per memory poll, by design.)"""
     name = functions.create(HOLD_MEMORY, MemorySize=512, Timeout=30)["FunctionName"]
     used = []
     for mb in (1, 150):
