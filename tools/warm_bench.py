@@ -40,9 +40,11 @@ from botocore.credentials import Credentials
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
-import invoke as bench  # bench/invoke.py: wrk, servers, the no-op function
+import harness as bench  # bench/harness.py: wrk, servers, processes
 
 AKID, SECRET = "AKIDWARMBENCH0000000", "warm-bench-secret"
+FUNCTION_NAME = "bench-noop"
+NOOP_HANDLER = "def handler(event, context):\n    return None\n"
 
 
 @dataclass
@@ -98,17 +100,17 @@ def start(stack: contextlib.ExitStack, variant: Variant, args: argparse.Namespac
         aws_secret_access_key=SECRET,
     )
     client.create_function(
-        FunctionName=bench.FUNCTION_NAME,
+        FunctionName=FUNCTION_NAME,
         Runtime="python3.11",
         Role="arn:aws:iam::000000000000:role/bench",
         Handler="app.handler",
         MemorySize=args.memory,
-        Code={"ZipFile": bench.handler_zip(bench.NOOP_HANDLER)},
+        Code={"ZipFile": bench.handler_zip(NOOP_HANDLER)},
     )
-    client.get_waiter("function_active_v2").wait(FunctionName=bench.FUNCTION_NAME)
-    client.invoke(FunctionName=bench.FUNCTION_NAME, Payload=b"{}")
+    client.get_waiter("function_active_v2").wait(FunctionName=FUNCTION_NAME)
+    client.invoke(FunctionName=FUNCTION_NAME, Payload=b"{}")
     client.close()
-    variant.url = f"{endpoint}/2015-03-31/functions/{bench.FUNCTION_NAME}/invocations"
+    variant.url = f"{endpoint}/2015-03-31/functions/{FUNCTION_NAME}/invocations"
     variant.pid = server.proc.pid
     variant.lua = tmp / "signed.lua"
     signed_lua(variant.url, variant.lua)
