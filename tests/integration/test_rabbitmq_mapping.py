@@ -64,7 +64,9 @@ def handler(event, context):
 def recorded(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line]
+    # Only whole lines: the function may be writing the last one as it is read.
+    lines = path.read_text().split("\n")[:-1]
+    return [json.loads(line) for line in lines if line]
 
 
 def wait_recorded(path: Path, n: int, timeout: float = 30.0) -> list[dict[str, Any]]:

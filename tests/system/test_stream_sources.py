@@ -81,6 +81,17 @@ async def read_all(source: Any, at_least: int, within_s: float = 5.0) -> list[St
 # NATS
 
 
+async def ack_floor(js: Any, stream: str, consumer: str, expected: int) -> Any:
+    """The consumer's info once its ack floor reached `expected` (or after 5 s): the server
+    applies acks to the consumer after it has answered the flush that sent them."""
+    deadline = time.monotonic() + 5.0
+    while True:
+        info = await js.consumer_info(stream, consumer)
+        if info.ack_floor.stream_seq >= expected or time.monotonic() > deadline:
+            return info
+        await asyncio.sleep(0.02)
+
+
 @contextlib.asynccontextmanager
 async def nats_stream(url: str = NATS_URL) -> AsyncIterator[tuple[str, Any]]:
     """A JetStream stream of its own (subjects `<name>.>`) and a publisher; removed after."""
@@ -147,7 +158,7 @@ def test_nats_reopen_resumes_after_checkpoint_and_rereads_the_rest_in_order() ->
                 got = await read_all(again, 5)
                 assert datas(got) == [b"m2", b"m3", b"m4", b"m5", b"m6"]
                 await again.checkpoint(got)
-                info = await js.consumer_info(name, consumer_name(m))
+                info = await ack_floor(js, name, consumer_name(m), 7)
                 assert info.ack_floor.stream_seq == 7
             finally:
                 await again.close()
@@ -183,7 +194,7 @@ def test_nats_redelivery_of_held_records_is_not_handed_out_twice(
                 later = await read_all(source, 1, within_s=2.0)
                 assert datas(later) == [b"m2"]
                 await source.checkpoint([*got, *later])
-                info = await js.consumer_info(name, consumer_name(m))
+                info = await ack_floor(js, name, consumer_name(m), 3)
                 assert info.ack_floor.stream_seq == 3
                 assert info.num_ack_pending == 0
             finally:
@@ -303,7 +314,7 @@ def test_nats_delivery_checkpoints_up_to_the_failed_record() -> None:
                 await source.close()
             assert invoker.seen[:4] == [b"a", b"b", b"bad", b"c"]
             assert set(invoker.seen[4:]) == {b"bad", b"c"}  # retried from the failed one
-            info = await js.consumer_info(name, consumer_name(m))
+            info = await ack_floor(js, name, consumer_name(m), 2)
             assert info.ack_floor.stream_seq == 2
 
             invoker.fail = False
@@ -315,7 +326,7 @@ def test_nats_delivery_checkpoints_up_to_the_failed_record() -> None:
             finally:
                 await source.close()
             assert invoker.seen == [b"bad", b"c"]
-            info = await js.consumer_info(name, consumer_name(m))
+            info = await ack_floor(js, name, consumer_name(m), 4)
             assert info.ack_floor.stream_seq == 4
 
     asyncio.run(main())
