@@ -361,11 +361,11 @@ def handler(event, context):
 """
 
 
-@pytest.mark.skipif(not NAMESPACE, reason="the process backend samples its peak (VmHWM)")
 def test_max_memory_used_follows_a_warm_environment_s_peak(functions: Functions, lam: Any) -> None:
     """The cgroup's peak is read afresh after every invocation (the server keeps the file
     open): a warm environment's REPORT shows memory its handler took since the last one.
-    (The process backend reads VmHWM at most once per memory poll, by design.)"""
+    (The process backend reads VmHWM at most once per memory poll, by design: there the peak
+    only never goes down.)"""
     name = functions.create(HOLD_MEMORY, MemorySize=512, Timeout=30)["FunctionName"]
     used = []
     for mb in (1, 150):
@@ -373,7 +373,10 @@ def test_max_memory_used_follows_a_warm_environment_s_peak(functions: Functions,
         assert "FunctionError" not in resp, resp["Payload"].read()
         tail = base64.b64decode(resp["LogResult"]).decode()
         used.append(int(re.search(r"Max Memory Used: (\d+) MB", tail)[1]))  # type: ignore[index]
-    assert used[1] >= used[0] + 140, used
+    if NAMESPACE:
+        assert used[1] >= used[0] + 140, used
+    else:
+        assert used[1] >= used[0], used
 
 
 # -- runtimes and architectures ---------------------------------------------------------
