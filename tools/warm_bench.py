@@ -51,10 +51,18 @@ NOOP_HANDLER = "def handler(event, context):\n    return None\n"
 class Variant:
     name: str
     src: str
+    #: more `lamina serve` arguments, after a space in `--variant` (NAME=SRC ARGS...)
+    extra: tuple[str, ...] = ()
     url: str = ""
     pid: int = 0
     lua: Path = Path()
     rows: list[tuple[float, float, float, float, float]] = field(default_factory=list)
+
+
+def _variant(spec: str) -> Variant:
+    name, _, rest = spec.partition("=")
+    src, *extra = rest.split()
+    return Variant(name, src, tuple(extra))
 
 
 def signed_lua(url: str, path: Path) -> None:
@@ -86,6 +94,7 @@ def start(stack: contextlib.ExitStack, variant: Variant, args: argparse.Namespac
     argv += ["--data-dir", str(data), "--log-level", "warning", "--sandbox", args.sandbox]
     argv += ["--admin-key", f"{AKID}:{SECRET}"] if args.auth == "on" else ["--auth", "off"]
     env = dict(os.environ)
+    argv += list(variant.extra)
     if variant.src != ".":
         env["PYTHONPATH"] = os.path.abspath(variant.src)
     server = bench.start_server(variant.name, argv, tmp, tmp / "lamina.log", env)
@@ -123,19 +132,47 @@ def measure(variant: Variant, seconds: int, hook: str | None = None) -> None:
     signed_lua(variant.url, variant.lua)
     pid = variant.pid
     before, main_before = cpu_s(pid), cpu_s(pid, pid)
+    tree_before = bench.tree_cpu(pid)
     if hook:  # e.g. strace -c -p {pid}: started as the c16 run starts
         subprocess.Popen(hook.format(pid=pid), shell=True)
     c16 = bench.run_wrk(variant.url, 16, seconds, variant.lua)
     used, main = cpu_s(pid) - before, cpu_s(pid, pid) - main_before
+    tree_after = bench.tree_cpu(pid)
     per, main_per = used / max(c16.requests, 1) * 1e6, main / max(c16.requests, 1) * 1e6
+    split = _split(pid, tree_before, tree_after, c16.requests)
     variant.rows.append((c1.p50_ms, c1.p99_ms, c16.rps, per, main_per))
     problems = c1.problems() + c16.problems()
     print(
         f"{variant.name:>10}: c1 p50 {c1.p50_ms:.3f} ms p99 {c1.p99_ms:.3f} ms | "
         f"c16 {c16.rps:,.0f}/s | server CPU {per:.0f} us/invoke ({main_per:.0f} on the "
-        "event loop's thread)" + (f" | INVALID: {problems}" if problems else ""),
+        f"event loop's thread); tree: {split}" + (f" | INVALID: {problems}" if problems else ""),
         flush=True,
     )
+
+
+def _split(
+    root: int,
+    before: dict[tuple[int, int], int],
+    after: dict[tuple[int, int], int],
+    requests: int,
+) -> str:
+    """CPU µs per invoke of the server's front workers and of everything else below it (the
+    environments, the zygotes), from two `tree_cpu` snapshots."""
+    workers = others = 0
+    for key, ticks in after.items():
+        if key[0] == root:
+            continue
+        used = ticks - before.get(key, 0)
+        try:
+            cmdline = Path(f"/proc/{key[0]}/cmdline").read_bytes()
+        except OSError:
+            cmdline = b""
+        if b"lamina.front.worker" in cmdline:
+            workers += used
+        else:
+            others += used
+    tick_us = 1e6 / os.sysconf("SC_CLK_TCK") / max(requests, 1)
+    return f"workers {workers * tick_us:.0f} us, environments {others * tick_us:.0f} us"
 
 
 def profile(variant: Variant, seconds: int, out: str) -> None:
@@ -161,7 +198,8 @@ def main() -> int:
         "--variant",
         action="append",
         default=[],
-        help="NAME=SRC: a server running the lamina package under SRC (default: this one)",
+        help="NAME=SRC [ARGS]: a server running the lamina package under SRC (default: this "
+        "one), with more `lamina serve` arguments if given (e.g. 'w0=. --workers 0')",
     )
     parser.add_argument("--sandbox", default="namespace")
     parser.add_argument("--memory", type=int, default=1024)
@@ -169,7 +207,7 @@ def main() -> int:
     parser.add_argument("--profile", help="py-spy output of one more c16 run (first variant)")
     parser.add_argument("--hook", help="a shell command run as each c16 run starts ({pid})")
     args = parser.parse_args()
-    variants = [Variant(*v.split("=", 1)) for v in args.variant] or [Variant("this", ".")]
+    variants = [_variant(v) for v in args.variant] or [Variant("this", ".")]
     with contextlib.ExitStack() as stack:
         for variant in variants:
             start(stack, variant, args)

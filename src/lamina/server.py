@@ -10,6 +10,7 @@ import socket
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import uvicorn
@@ -19,6 +20,7 @@ from starlette.types import ASGIApp
 from lamina.api import AppState, build_app
 from lamina.api.http_protocol import AwsErrorsHttpProtocol
 from lamina.api.listeners import Listeners
+from lamina.api.workers import FrontWorkers
 from lamina.auth import policy
 from lamina.auth.keys import KeyStore
 from lamina.auth.principal import PolicyDocument
@@ -152,10 +154,12 @@ def create_app(
     runtimes: RuntimeCatalog | None = None,
     keys: KeyStore | None = None,
     listeners: Listeners | None = None,
+    front: FrontSpec | None = None,
 ) -> ASGIApp:
     """The whole server as an ASGI app; parts start and stop with its lifespan. With
     `settings.auth`, requests are checked against `keys` (by default the data directory's).
-    `listeners`: the ports of the sandbox and metrics listeners, if any (`api.listeners`)."""
+    `listeners`: the ports of the sandbox and metrics listeners, if any (`api.listeners`).
+    `front`: front workers to run on the main address once the rest is up (`api.workers`)."""
     make_private(settings.data_dir)
     if settings.auth and keys is None:
         keys = KeyStore(settings.data_dir, settings.account_id)
@@ -301,11 +305,27 @@ def create_app(
         await rules.load()
         schedules.start()  # after the queue: a due tick goes straight to it
         await source_runner.start()  # after the queue (failure destinations) and mappings
+        workers = None
+        if front is not None:
+            workers = FrontWorkers(
+                front.count,
+                front.listener,
+                region=settings.region,
+                keys=keys if settings.auth else None,
+                state=state,
+                authorize=state.authorize,
+                adopt=front.adopt,
+                log_level=front.log_level,
+            )
+            await workers.start()
         state.ready = True
         try:
             yield
         finally:
             state.ready = False
+            if workers is not None:
+                # First: they stop accepting and finish what they forwarded (served here).
+                await workers.stop(float(settings.shutdown_grace_s) + 5.0)
             await schedules.close()  # before the queue: a claimed tick is always queued
             # Before the queue and the scheduler: unfinished batches are not acknowledged.
             await source_runner.close()
@@ -446,7 +466,10 @@ def serve(
     # of its own: what the namespace backend's relay connects to, so that the app can tell a
     # sandbox's requests from others by the socket they came in on) and, if asked for, the
     # metrics listener. The app tells them apart by port (`api.listeners`).
-    sockets = [_bind(settings.host, settings.port)]
+    main = _bind(settings.host, settings.port)
+    # With front workers, they accept on the main address (the server adopts what they hand
+    # over); without, the server does.
+    sockets = [] if settings.workers > 0 else [main]
     sockets.append(_bind("127.0.0.1", 0))
     sandbox_port = int(sockets[-1].getsockname()[1])
     metrics_port = None
@@ -455,7 +478,13 @@ def serve(
         metrics_port = int(sockets[-1].getsockname()[1])
     backend = make_backend(settings, runtimes, sandbox_port)
     listeners = Listeners(sandbox_port=sandbox_port, metrics_port=metrics_port)
-    app = create_app(settings, backend=backend, runtimes=runtimes, keys=keys, listeners=listeners)
+    front = None
+    if settings.workers > 0:
+        main.listen(_BACKLOG)  # connections wait here until the workers are up
+        front = FrontSpec(settings.workers, main, _adopter(lambda: server), log_level)
+    app = create_app(
+        settings, backend=backend, runtimes=runtimes, keys=keys, listeners=listeners, front=front
+    )
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -485,6 +514,54 @@ def serve(
         flush=True,
     )
     server.run(sockets=sockets)
+
+
+#: connections the main address queues while no worker accepts them (as uvicorn's default)
+_BACKLOG = 2048
+
+
+@dataclass(frozen=True)
+class FrontSpec:
+    """Front workers to run (`api.workers`): how many, the main address's listening socket,
+    and how the server adopts a connection a worker hands over."""
+
+    count: int
+    listener: socket.socket
+    adopt: Callable[[socket.socket, bytes], None]
+    log_level: str = "warning"
+
+
+def _adopter(server: Callable[[], uvicorn.Server]) -> Callable[[socket.socket, bytes], None]:
+    """Serve a handed-over connection with uvicorn's protocol, as if accepted here, starting
+    with the bytes the worker had read from it."""
+
+    adoptions: set[asyncio.Task[None]] = set()
+
+    def adopt(sock: socket.socket, buffered: bytes) -> None:
+        running = server()
+        config = running.config
+        loop = asyncio.get_running_loop()
+
+        def protocol() -> asyncio.Protocol:
+            return AwsErrorsHttpProtocol(
+                config=config,
+                server_state=running.server_state,
+                app_state=running.lifespan.state,
+                prefill=buffered,
+            )
+
+        async def connect() -> None:
+            try:
+                await loop.connect_accepted_socket(protocol, sock)
+            except OSError as e:
+                log.info("a handed-over connection was gone before it was adopted: %s", e)
+                sock.close()
+
+        task = loop.create_task(connect())
+        adoptions.add(task)
+        task.add_done_callback(adoptions.discard)
+
+    return adopt
 
 
 def _bind(host: str, port: int) -> socket.socket:

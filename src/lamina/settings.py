@@ -32,6 +32,16 @@ def default_memory_capacity_mb() -> int:
     return 4096
 
 
+def default_workers() -> int:
+    """One front worker per CPU the server may run on, at most 8: the workers take the
+    HTTP and signature work of Invokes off the server's event loop, which is one thread."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, 8))
+
+
 def default_runtimes_dir() -> Path | None:
     """`LAMINA_RUNTIME_CACHE`, if set: runtime images (bundled SDKs) shared by every server
     that names it, so tests and CI download each SDK once per run."""
@@ -120,6 +130,10 @@ class Settings:
     #: install the runtimes' bundled SDKs (boto3, AWS SDK for JavaScript v3) from PyPI/npm
     #: when missing (`--no-runtime-sdk` turns it off: runtimes then run without them)
     install_sdks: bool = True
+    #: front worker processes that accept on the main address and read and verify Invokes
+    #: there, beside the server's one event loop (`--workers N`; 0: the server accepts
+    #: itself). See `lamina.front.worker`.
+    workers: int = field(default_factory=lambda: default_workers())
     #: serve `/metrics` (and `/health`) on this (host, port) instead of the main address
     #: (`--metrics-listen HOST:PORT`); None: on the main address, unsigned
     metrics_listen: tuple[str, int] | None = None

@@ -364,6 +364,7 @@ def build_app(
     # checks every API request, Invoke included, against the caller's policies.
     route_front = http_routes.RouteFront(state) if state.http_routes is not None else None
     inner = Authorize(_InvokeFirst(app), state)
+    state.authorize = inner
     outer: ASGIApp
     if keys is None:
         front = HttpFront(inner, state, route_front)

@@ -63,6 +63,21 @@ class Authorize:
             # Read once more from what authentication replays (memory, not the socket).
             body, disconnected = await read_body(receive)
             receive = replay(body, disconnected, receive)
+        message = self.denial(scope, principal, body)
+        if message is None:
+            await self.app(scope, receive, send)
+            return
+        json_api = path == "/" and method == "POST"
+        await send_denial(send, message, json_api=json_api)
+
+    def denial(self, scope: Scope, principal: Principal, body: bytes | None) -> str | None:
+        """Why `principal` may not make the request `scope` describes (AWS's
+        AccessDeniedException message), or None if it may. `body` is needed only where
+        `AccessMap.needs_body` says so."""
+        if principal.admin:
+            return None
+        method: str = scope["method"]
+        path: str = scope["path"]
         # Only X-Amz-Target names an action (the JSON APIs'): no need to decode every header.
         headers: dict[str, str] = {}
         for name, value in scope["headers"]:
@@ -71,8 +86,7 @@ class Authorize:
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
         request = self.access.request(method, path, query, headers, body)
         if request is None:
-            await self.app(scope, receive, send)
-            return
+            return None
         request = AccessRequest(
             request.action,
             request.resource,
@@ -94,10 +108,8 @@ class Authorize:
             log.error("authz: a policy of %s is malformed: %s", principal.arn, e)
             decision = Decision.IMPLICIT_DENY
         if decision is Decision.ALLOW:
-            await self.app(scope, receive, send)
-            return
-        json_api = path == "/" and method == "POST"
-        await _deny(send, denial_message(principal, request, decision), json_api=json_api)
+            return None
+        return denial_message(principal, request, decision)
 
     def _resource_policy(self, resource: str) -> Policy | None:
         """The resource policy of the function (version, alias) or layer version `resource`
@@ -150,7 +162,7 @@ def denial_message(principal: Principal, request: AccessRequest, decision: Decis
     return head + f"because no identity-based policy allows the {request.action} action"
 
 
-async def _deny(send: Send, message: str, *, json_api: bool) -> None:
+async def send_denial(send: Send, message: str, *, json_api: bool) -> None:
     """AccessDeniedException in the caller's protocol: the Lambda REST API names the error in
     `x-amzn-ErrorType`; the JSON 1.1 APIs (Logs, EventBridge) in the body's `__type`."""
     request_id = ids.request_id()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from starlette.requests import Request
 
@@ -58,6 +59,9 @@ class AppState:
     brokers: BrokerService | None = None
     #: a mapping's counters, by UUID (the mapping runner plugs in; None: no poller reports)
     source_stats: Callable[[str], MappingStats | None] = field(default=lambda _: None)
+    #: the authorization wrapper (`api.authz.Authorize`), set by `build_app`: Invokes that
+    #: front workers read and authenticated (`api.workers`) are checked by it too
+    authorize: Any = None
 
 
 def app_state(request: Request) -> AppState:

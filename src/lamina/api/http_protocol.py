@@ -104,8 +104,11 @@ class AwsErrorsHttpProtocol(HttpToolsProtocol):
     """`HttpToolsProtocol` with the limits and error answers described in the module's
     docstring; everything else is uvicorn's."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, prefill: bytes = b"", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        #: what a front worker had read from the connection before handing it over: parsed
+        #: as soon as the connection is made, before anything read here
+        self._prefill = prefill
         #: bytes of the current request's line and headers read so far (see `data_received`)
         self._head_bytes = 0
         self._in_head = False
@@ -117,6 +120,9 @@ class AwsErrorsHttpProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         wrapped: Any = _OneWriteTransport(cast(asyncio.Transport, transport), self.loop)
         super().connection_made(wrapped)
+        if self._prefill:
+            prefill, self._prefill = self._prefill, b""
+            self.data_received(prefill)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import binascii
 import re
+from collections.abc import Mapping
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -32,13 +33,29 @@ _CLIENT_CONTEXT_MAX = 3583  # bytes of base64, as Lambda limits X-Amz-Client-Con
 
 
 async def invoke(request: Request) -> Response:
-    state = app_state(request)
-    functions = state.functions
     # The query string and headers are read straight from the scope: Starlette's parsed
     # mappings cost more than the rest of an Event invoke's own work (this is the hot path).
     qualifier = request.query_params.get("Qualifier") if request.scope["query_string"] else None
-    ref = functions.ref(request.path_params["name"], qualifier, namespaced=True)
-    headers = _invoke_headers(request)
+    return await invoke_function(
+        app_state(request),
+        request.path_params["name"],
+        qualifier,
+        _invoke_headers(request),
+        await request.body(),
+    )
+
+
+async def invoke_function(
+    state: AppState,
+    name: str,
+    qualifier: str | None,
+    headers: Mapping[str, str],
+    body: bytes,
+) -> Response:
+    """Invoke the function `name` names (as the request path has it) with `body`; `headers`
+    holds the request's X-Amz-* headers by lower-case name. Raises `LaminaError`s."""
+    functions = state.functions
+    ref = functions.ref(name, qualifier, namespaced=True)
     invocation_type = headers.get("x-amz-invocation-type", "RequestResponse")
     if invocation_type not in _TYPES:
         raise ValidationError(
@@ -52,7 +69,7 @@ async def invoke(request: Request) -> Response:
             f"1 validation error detected: Value '{log_type}' at 'logType' failed to satisfy "
             "constraint: Member must satisfy enum value set: [Tail, None]"
         )
-    payload = await _read(request, invocation_type)
+    payload = _checked_size(body, invocation_type)
     config = functions.resolve(ref)
     _require_active(config)
     payload = _json(payload)
@@ -145,7 +162,11 @@ def _invoke_headers(request: Request) -> dict[str, str]:
 
 async def _read(request: Request, invocation_type: str) -> bytes:
     """The request's payload, checked against the invocation type's size limit."""
-    payload = await request.body()
+    return _checked_size(await request.body(), invocation_type)
+
+
+def _checked_size(payload: bytes, invocation_type: str) -> bytes:
+    """`payload`, checked against the invocation type's size limit."""
     if invocation_type == "Event":
         limit = limits.ASYNC_PAYLOAD_MAX_BYTES
     else:

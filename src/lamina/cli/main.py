@@ -28,6 +28,7 @@ from lamina.settings import (
     Settings,
     default_data_dir,
     default_memory_capacity_mb,
+    default_workers,
     is_loopback,
     parse_listen,
 )
@@ -252,6 +253,14 @@ def main(profile: str | None) -> None:
     "event-source mappings poll, with credentials from the usual AWS chain; the region comes "
     "from each queue's ARN. Without it, SQS mappings are refused. See docs/event-sources.md.",
 )
+@click.option(
+    "--workers",
+    default=None,
+    type=click.IntRange(min=0, max=64),
+    help="Front worker processes that accept on the main address and read and verify "
+    "Invokes beside the server's event loop; 0: the server accepts itself "
+    "[default: the number of CPUs, at most 8].",
+)
 @click.option("--allow-non-loopback", is_flag=True, hidden=True)  # accepted, no longer needed
 @click.option("--log-level", default="info", show_default=True)
 def serve(
@@ -285,6 +294,7 @@ def serve(
     metrics_listen: str | None,
     s3_endpoint: str | None,
     sqs_endpoint: str | None,
+    workers: int | None,
     allow_non_loopback: bool,
     log_level: str,
 ) -> None:
@@ -348,6 +358,7 @@ def serve(
         metrics_listen=metrics_address,
         s3_endpoint=_http_url("--s3-endpoint", s3_endpoint),
         sqs_endpoint=_http_url("--sqs-endpoint", sqs_endpoint),
+        workers=default_workers() if workers is None else workers,
     )
     run_server(settings, log_level=log_level, admin_key=admin, write_profile=write_profile)
 
