@@ -158,6 +158,10 @@ class FrontWorkers:
                 ],
                 pass_fds=(listen_fd, theirs.fileno()),
                 stdin=subprocess.DEVNULL,
+                # Out of the server's process group: a Ctrl-C at the terminal, or a signal to
+                # the group, is the server's to handle; the workers stop when it says so (or
+                # when it is gone: the link closes, and the parent-death signal).
+                start_new_session=True,
             )
         finally:
             theirs.close()
