@@ -33,13 +33,14 @@ def default_memory_capacity_mb() -> int:
 
 
 def default_workers() -> int:
-    """One front worker per CPU the server may run on, at most 8: the workers take the
-    HTTP and signature work of Invokes off the server's event loop, which is one thread."""
+    """Front workers for the CPUs the server may run on: one per CPU but one (the server's
+    own event loop keeps a CPU busy under load), at least one, at most 8. The workers take
+    the HTTP and signature work of Invokes off that loop, which is one thread."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cpus = os.cpu_count() or 1
-    return max(1, min(cpus, 8))
+    return max(1, min(cpus - 1, 8))
 
 
 def default_runtimes_dir() -> Path | None:

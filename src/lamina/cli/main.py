@@ -259,7 +259,7 @@ def main(profile: str | None) -> None:
     type=click.IntRange(min=0, max=64),
     help="Front worker processes that accept on the main address and read and verify "
     "Invokes beside the server's event loop; 0: the server accepts itself "
-    "[default: the number of CPUs, at most 8].",
+    "[default: one per CPU but one, at least 1, at most 8].",
 )
 @click.option("--allow-non-loopback", is_flag=True, hidden=True)  # accepted, no longer needed
 @click.option("--log-level", default="info", show_default=True)
