@@ -214,3 +214,22 @@ def test_without_workers_the_server_accepts_itself(
         assert time.monotonic() - started < 30
     finally:
         fn.cleanup()
+
+
+def test_an_idle_keep_alive_connection_is_closed(server: Server, functions: Functions) -> None:
+    from lamina.front.worker import KEEP_ALIVE_S
+
+    name = functions.create(ECHO)["FunctionName"]
+    body = b"{}"
+    head = f"POST {invoke_path(name)} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+    for k, v in signed(server, "POST", invoke_path(name), body).items():
+        head += f"{k}: {v}\r\n"
+    head += f"Content-Length: {len(body)}\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(head.encode() + body)
+        reader = sock.makefile("rb")
+        read_response(reader)
+        started = time.monotonic()
+        assert reader.read(1) == b""  # the server closed it...
+        waited = time.monotonic() - started
+    assert KEEP_ALIVE_S - 0.5 <= waited <= KEEP_ALIVE_S + 5  # ...after the keep-alive time

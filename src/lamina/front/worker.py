@@ -62,6 +62,8 @@ _HEAD_MAX_BYTES = 32 * 1024
 _BODY_MAX_BYTES = 6 * 1024 * 1024
 #: past this size, the body's hash is taken off the event loop
 _HASH_INLINE_MAX = 256 * 1024
+#: seconds an idle keep-alive connection is kept (uvicorn's default, as the server's own)
+KEEP_ALIVE_S = 5.0
 #: headers that make a request one for the server to read itself
 _NOT_HERE = frozenset(
     {
@@ -210,6 +212,7 @@ class FrontProtocol(asyncio.Protocol):
         self.busy = False
         self.gone = False
         self.client: Any = None
+        self._idle: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -220,15 +223,33 @@ class FrontProtocol(asyncio.Protocol):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.worker.connections.add(self)
+        self._wait_idle()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.gone = True
         self.worker.connections.discard(self)
+        self._stop_idle()
 
     def data_received(self, data: bytes) -> None:
+        self._stop_idle()
         self.buf += data
         if not self.busy:
             self._next()
+
+    def _wait_idle(self) -> None:
+        """Close a keep-alive connection left idle for `KEEP_ALIVE_S`, as uvicorn does."""
+        self._stop_idle()
+        self._idle = asyncio.get_running_loop().call_later(KEEP_ALIVE_S, self._idle_over)
+
+    def _stop_idle(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+
+    def _idle_over(self) -> None:
+        self._idle = None
+        if self.idle and self.transport is not None and not self.gone:
+            self.transport.close()
 
     def eof_received(self) -> bool:
         # A client that stops sending still gets the answer to what it sent.
@@ -330,6 +351,8 @@ class FrontProtocol(asyncio.Protocol):
         self.busy = False
         if self.buf:
             self._next()
+        else:
+            self._wait_idle()
 
     def _hand_over(self) -> None:
         """Give this connection, and what was read from it, to the server."""
