@@ -85,6 +85,7 @@ from harness import start_uvicorn_floor as start_uvicorn_floor
 from harness import stop_server as stop_server
 from harness import unbroken_cleanup as unbroken_cleanup
 from harness import wait_ready as wait_ready
+from lamina.settings import default_workers
 from signing import admin_key_args, signed_headers, wrk_script
 
 if TYPE_CHECKING:
@@ -279,6 +280,8 @@ class LaminaInfo:
     sandbox: str
     auth: bool
     checks: list[str]
+    #: the server's front workers (`--workers`)
+    workers: int
 
 
 def start_lamina(
@@ -291,6 +294,7 @@ def start_lamina(
     argv += ["--data-dir", str(data_dir), "--log-level", "warning", *admin_key_args()]
     argv += ["--auth", "off"] if args.auth == "off" else []
     argv += ["--sandbox", args.sandbox] if args.sandbox else []
+    argv += ["--workers", str(args.workers)] if args.workers is not None else []
     server = start_server("lamina", argv, tmp, tmp / "lamina.log")
     stack.callback(stop_server, server)
     endpoint = f"http://{HOST}:{port}"
@@ -304,7 +308,8 @@ def start_lamina(
         url = endpoint + path
         script = signed_post(url) if args.auth == "on" else unsigned_post
         targets.append(Target(f"lamina {function.runtime}", "lamina", server, url, script))
-    return targets, LaminaInfo(sandbox, args.auth == "on", checks)
+    workers = default_workers() if args.workers is None else args.workers
+    return targets, LaminaInfo(sandbox, args.auth == "on", checks, workers)
 
 
 def health_sandbox(endpoint: str) -> str:
@@ -425,7 +430,7 @@ def report(measurements: Sequence[Measurement], info: LaminaInfo, seconds: int) 
     auth = "on (SigV4; one signed request replayed by wrk)" if info.auth else "OFF"
     lines = [
         f"wrk, {seconds} s per run, loopback, {os.cpu_count()} CPUs; Lamina: auth {auth}, "
-        f"sandbox {info.sandbox}, MemorySize {MEMORY_MB}",
+        f"sandbox {info.sandbox}, front workers {info.workers}, MemorySize {MEMORY_MB}",
         *[f"check: {c}" for c in info.checks],
         "",
         *table(measurements),
@@ -464,6 +469,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         choices=("auto", "namespace", "process"),
         default=None,
         help="Lamina's --sandbox, for comparison (default: the server's own, auto)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="Lamina's --workers, for comparison (default: the server's own, one per CPU but one)",
     )
     args = parser.parse_args(argv)
     if not 1 <= args.duration <= 120:
