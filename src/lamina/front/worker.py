@@ -46,7 +46,7 @@ from urllib.parse import unquote
 
 from lamina.auth.principal import Principal
 from lamina.auth.sigv4 import AuthError, SignedRequest, UnrecognizedClient, Verifier
-from lamina.front.link import HANDOVER, INVOKE, RESPONSE, Link
+from lamina.front.link import HANDOVER, INVOKE, RESPONSE, Link, LinkClosed
 
 log = logging.getLogger("lamina.front")
 
@@ -95,7 +95,7 @@ class _Secrets:
 
 
 class _Request:
-    __slots__ = ("body", "close", "headers", "names", "query", "raw_path")
+    __slots__ = ("body", "close", "headers", "names", "query", "raw_path", "size")
 
     def __init__(
         self,
@@ -105,7 +105,10 @@ class _Request:
         names: dict[str, str],
         body: bytes,
         close: bool,
+        size: int,
     ) -> None:
+        #: the request's bytes on the connection, head and body
+        self.size = size
         self.raw_path = raw_path
         self.query = query
         self.headers = headers
@@ -122,7 +125,8 @@ class Worker:
         self.secrets = _Secrets()
         self.verifier = Verifier(self.secrets, region)
         self.link = Link(link_sock, self._frame, self._link_closed)
-        self.pending: dict[int, asyncio.Future[tuple[int, list[Any], bytes]]] = {}
+        #: the connections waiting for a response, by request id
+        self.waiting: dict[int, FrontProtocol] = {}
         self.secret_waits: dict[str, asyncio.Future[str | None]] = {}
         self.connections: set[FrontProtocol] = set()
         self.stopped = asyncio.get_running_loop().create_future()
@@ -137,31 +141,24 @@ class Worker:
             self._date = email.utils.formatdate(now, usegmt=True).encode()
         return self._date
 
-    async def forward(
-        self, request: _Request, client: Any, akid: str | None
-    ) -> tuple[int, list[Any], bytes]:
+    def forward(self, request: _Request, akid: str | None, protocol: FrontProtocol) -> None:
+        """Send `request` to the server; its response goes to `protocol.respond`. Raises
+        `LinkClosed` when the server is gone."""
         self._next_id += 1
         rid = self._next_id
-        future: asyncio.Future[tuple[int, list[Any], bytes]] = (
-            asyncio.get_running_loop().create_future()
-        )
-        self.pending[rid] = future
-        try:
-            self.link.send(
-                (
-                    INVOKE,
-                    rid,
-                    request.raw_path,
-                    request.query,
-                    request.headers,
-                    client,
-                    akid,
-                    request.body,
-                )
+        self.link.send(
+            (
+                INVOKE,
+                rid,
+                request.raw_path,
+                request.query,
+                request.headers,
+                protocol.client,
+                akid,
+                request.body,
             )
-            return await future
-        finally:
-            self.pending.pop(rid, None)
+        )
+        self.waiting[rid] = protocol
 
     async def secret(self, akid: str) -> str | None:
         """The secret of `akid`, asked of the server (None: no such long-term key)."""
@@ -181,9 +178,9 @@ class Worker:
         kind = frame[0]
         if kind == RESPONSE:
             _, rid, status, headers, body = frame
-            future = self.pending.get(rid)
-            if future is not None and not future.done():
-                future.set_result((status, headers, body))
+            protocol = self.waiting.pop(rid, None)
+            if protocol is not None:
+                protocol.respond(status, headers, body)
         elif kind == "s":
             _, akid, secret = frame
             if secret is not None:
@@ -195,7 +192,10 @@ class Worker:
             os.close(fd)
 
     def _link_closed(self) -> None:
-        for future in list(self.pending.values()) + list(self.secret_waits.values()):
+        waiting, self.waiting = list(self.waiting.values()), {}
+        for protocol in waiting:
+            protocol.abort()
+        for future in self.secret_waits.values():
             if not future.done():
                 future.set_exception(ConnectionError("the server is gone"))
         if not self.stopped.done():
@@ -213,6 +213,7 @@ class FrontProtocol(asyncio.Protocol):
         self.gone = False
         self.client: Any = None
         self._idle: asyncio.TimerHandle | None = None
+        self._close_after = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -276,39 +277,43 @@ class FrontProtocol(asyncio.Protocol):
         if len(buf) < start + length:
             return  # the rest of the body is still coming
         body = bytes(buf[start : start + length])
-        request = _Request(raw_path, query, headers, names, body, close)
+        request = _Request(raw_path, query, headers, names, body, close, start + length)
         self.busy = True
-        asyncio.get_running_loop().create_task(self._serve(request, bytes(buf[: start + length])))
-
-    async def _serve(self, request: _Request, raw: bytes) -> None:
         worker = self.worker
-        akid = None
-        try:
-            if worker.auth:
-                akid = await self._verify(request)
-                if akid is None:
-                    self._hand_over()
-                    return
-            del self.buf[: len(raw)]
-            status, headers, body = await worker.forward(request, self.client, akid)
-        except ConnectionError:
-            self._abort()
+        if not worker.auth:
+            self._forward(request, None)
             return
-        except Exception:
-            log.exception("front worker: an Invoke failed here; the server takes it")
+        akid = _signing_key(request)
+        if akid is None:
             self._hand_over()
-            return
-        self._respond(status, headers, body, request.close)
+        elif akid in worker.secrets.known and len(body) <= _HASH_INLINE_MAX:
+            # The common case, without a task: verified and sent within this read.
+            if self._verified(request):
+                self._forward(request, akid)
+            else:
+                self._hand_over()
+        else:
+            asyncio.get_running_loop().create_task(self._verify_later(request, akid))
 
-    async def _verify(self, request: _Request) -> str | None:
-        """The access key that signed `request`, or None for one the server must answer."""
-        auth = request.names.get("authorization", "")
-        match = _CREDENTIAL.search(auth)
-        if match is None:
-            return None
-        akid = match[1]
-        if await self.worker.secret(akid) is None:
-            return None
+    async def _verify_later(self, request: _Request, akid: str) -> None:
+        """Verify once the key's secret is known (asked of the server), or off the loop for
+        a large body; then forward, or hand the connection over."""
+        try:
+            if await self.worker.secret(akid) is None:
+                verified = False
+            elif len(request.body) > _HASH_INLINE_MAX:
+                verified = await asyncio.to_thread(self._verified, request)
+            else:
+                verified = self._verified(request)
+        except ConnectionError:
+            self.abort()
+            return
+        if verified:
+            self._forward(request, akid)
+        else:
+            self._hand_over()
+
+    def _verified(self, request: _Request) -> bool:
         signed = SignedRequest(
             "POST",
             request.raw_path.decode("latin-1"),
@@ -317,15 +322,23 @@ class FrontProtocol(asyncio.Protocol):
             request.body,
         )
         try:
-            if len(request.body) > _HASH_INLINE_MAX:
-                await asyncio.to_thread(self.worker.verifier.verify, signed, "lambda")
-            else:
-                self.worker.verifier.verify(signed, "lambda")
+            self.worker.verifier.verify(signed, "lambda")
         except AuthError:
-            return None
-        return akid
+            return False
+        return True
 
-    def _respond(self, status: int, headers: list[Any], body: bytes, close: bool) -> None:
+    def _forward(self, request: _Request, akid: str | None) -> None:
+        if self.gone:
+            return
+        del self.buf[: request.size]
+        self._close_after = request.close
+        try:
+            self.worker.forward(request, akid, self)
+        except LinkClosed:
+            self.abort()
+
+    def respond(self, status: int, headers: list[Any], body: bytes) -> None:
+        """Write the server's response to the request in flight."""
         if self.gone or self.transport is None:
             return
         try:
@@ -342,6 +355,7 @@ class FrontProtocol(asyncio.Protocol):
             lines.append(b"content-length: %d" % len(body))
         lines.append(b"date: " + self.worker.date_header())
         lines.append(b"server: uvicorn")
+        close = self._close_after
         if close:
             lines.append(b"connection: close")
         self.transport.write(b"\r\n".join(lines) + b"\r\n\r\n" + body)
@@ -375,12 +389,19 @@ class FrontProtocol(asyncio.Protocol):
         self.worker.connections.discard(self)
         transport.close()
 
-    def _abort(self) -> None:
+    def abort(self) -> None:
+        """Drop the connection: nobody can answer its request."""
         if self.transport is not None:
             self.transport.abort()
 
 
 _CREDENTIAL = re.compile(r"Credential=([A-Z0-9]{16,128})/")
+
+
+def _signing_key(request: _Request) -> str | None:
+    """The access key id an Authorization header names, if it names one of this form."""
+    match = _CREDENTIAL.search(request.names.get("authorization", ""))
+    return match[1] if match is not None else None
 
 
 def _parse_head(
