@@ -10,7 +10,7 @@ import socket
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import uvicorn
@@ -318,6 +318,7 @@ def create_app(
                 log_level=front.log_level,
             )
             await workers.start()
+            front.running.append(workers)
         state.ready = True
         try:
             yield
@@ -502,7 +503,7 @@ def serve(
         # cancelled and their environments killed (a function may run for 15 minutes).
         timeout_graceful_shutdown=settings.shutdown_grace_s,
     )
-    server = _Server(config)
+    server = _Server(config, front)
     metrics_note = ""
     if settings.metrics_listen is not None:
         metrics_note = f", metrics: {_url(*settings.metrics_listen)}/metrics"
@@ -529,6 +530,8 @@ class FrontSpec:
     listener: socket.socket
     adopt: Callable[[socket.socket, bytes], None]
     log_level: str = "warning"
+    #: the workers once running (the lifespan puts them here; the server stops them first)
+    running: list[FrontWorkers] = field(default_factory=list)
 
 
 def _adopter(server: Callable[[], uvicorn.Server]) -> Callable[[socket.socket, bytes], None]:
@@ -583,7 +586,20 @@ def _url(host: str, port: int) -> str:
 
 class _Server(uvicorn.Server):
     """uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, so the process would die
-    of the signal; Lamina has stopped every environment by then, and a clean stop exits 0."""
+    of the signal; Lamina has stopped every environment by then, and a clean stop exits 0.
+
+    Front workers stop first, before uvicorn closes its connections: they stop accepting and
+    finish the Invokes they forwarded (served here meanwhile), and hand nothing over after."""
+
+    def __init__(self, config: uvicorn.Config, front: FrontSpec | None = None) -> None:
+        super().__init__(config)
+        self.front = front
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.front is not None:
+            for workers in self.front.running:
+                await workers.stop(float(self.config.timeout_graceful_shutdown or 0) + 5.0)
+        await super().shutdown(sockets)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:

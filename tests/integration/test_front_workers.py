@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -233,3 +234,27 @@ def test_an_idle_keep_alive_connection_is_closed(server: Server, functions: Func
         assert reader.read(1) == b""  # the server closed it...
         waited = time.monotonic() - started
     assert KEEP_ALIVE_S - 0.5 <= waited <= KEEP_ALIVE_S + 5  # ...after the keep-alive time
+
+
+def test_sigterm_lets_a_forwarded_invoke_finish(own_server: Callable[..., Server]) -> None:
+    srv = own_server(None, "--workers", "1", "--shutdown-grace", "20")
+    lam = srv.client()
+    fn = Functions(lam)
+    name = fn.create(
+        "import time\ndef handler(event, context):\n    time.sleep(2)\n    return 'done'\n"
+    )["FunctionName"]
+    outcome: list[Any] = []
+
+    def call() -> None:
+        try:
+            resp = lam.invoke(FunctionName=name, Payload=b"{}")
+            outcome.append((resp["StatusCode"], resp["Payload"].read()))
+        except Exception as e:
+            outcome.append(e)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    time.sleep(1.0)  # running by now (a cold start takes milliseconds)
+    assert srv.stop(signal.SIGTERM, timeout=60) == 0, srv.log()
+    caller.join(30)
+    assert outcome == [(200, b'"done"')]

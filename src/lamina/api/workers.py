@@ -53,8 +53,8 @@ log = logging.getLogger(__name__)
 #: a worker that lives less than this before dying is restarted only after `_RESTART_PAUSE_S`
 _YOUNG_S = 5.0
 _RESTART_PAUSE_S = 1.0
-#: how long a worker gets to finish and exit after SIGTERM before it is killed
-_STOP_GRACE_S = 10.0
+#: how long workers get to deliver their last answers and exit before they are killed
+_STOP_GRACE_S = 5.0
 
 
 class _WorkerProcess:
@@ -106,8 +106,12 @@ class FrontWorkers:
         self._watcher = asyncio.get_running_loop().create_task(self._watch())
 
     async def stop(self, grace_s: float = _STOP_GRACE_S) -> None:
-        """SIGTERM every worker, serve what they still forward until they exit (or kill them
-        after `grace_s`), then let forwarded Invokes still running finish."""
+        """SIGTERM every worker (they stop accepting and taking requests, and close each
+        connection once its request is answered); give the Invokes they forwarded `grace_s`
+        to finish, then cut them short (each is answered ServiceException, as an Invoke the
+        server read itself is); wait for the workers to exit, killing those that do not."""
+        if self._stopping:
+            return  # stopped already (the server stops its workers before its lifespan ends)
         self._stopping = True
         if self._watcher is not None:
             self._watcher.cancel()
@@ -116,7 +120,13 @@ class FrontWorkers:
         for worker in self._workers:
             with contextlib.suppress(ProcessLookupError):
                 worker.proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
+        if self._tasks:
+            _, late = await asyncio.wait(set(self._tasks), timeout=grace_s)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late, timeout=_STOP_GRACE_S)
+        deadline = time.monotonic() + _STOP_GRACE_S
         for worker in self._workers:
             left = max(0.0, deadline - time.monotonic())
             try:
@@ -126,8 +136,6 @@ class FrontWorkers:
                 await asyncio.to_thread(worker.proc.wait)
             worker.link.close()
         self._workers.clear()
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=grace_s)
 
     def pids(self) -> list[int]:
         return [w.proc.pid for w in self._workers]

@@ -129,6 +129,8 @@ class Worker:
         self.waiting: dict[int, FrontProtocol] = {}
         self.secret_waits: dict[str, asyncio.Future[str | None]] = {}
         self.connections: set[FrontProtocol] = set()
+        #: stopping: each connection closes once its request is answered
+        self.closing = False
         self.stopped = asyncio.get_running_loop().create_future()
         self._next_id = 0
         self._date = b""
@@ -355,7 +357,7 @@ class FrontProtocol(asyncio.Protocol):
             lines.append(b"content-length: %d" % len(body))
         lines.append(b"date: " + self.worker.date_header())
         lines.append(b"server: uvicorn")
-        close = self._close_after
+        close = self._close_after or self.worker.closing
         if close:
             lines.append(b"connection: close")
         self.transport.write(b"\r\n".join(lines) + b"\r\n\r\n" + body)
@@ -467,6 +469,11 @@ async def _run(listen_fd: int, link_fd: int, region: str, auth: bool) -> None:
     waiter = loop.create_task(stopping.wait())
     await asyncio.wait([waiter, worker.stopped], return_when=asyncio.FIRST_COMPLETED)
     server.close()
+    # No new requests: idle connections close now, busy ones once answered.
+    worker.closing = True
+    for connection in list(worker.connections):
+        if connection.idle and connection.transport is not None:
+            connection.transport.close()
     if not worker.stopped.done():
         # Finish what was forwarded (the server answers it, or goes and fails it).
         # Polled: a handful of checks at shutdown, not worth an event on every response.
