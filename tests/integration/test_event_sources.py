@@ -18,6 +18,7 @@ import httpx
 import pytest
 from tests._rabbit import URL, count, declare, private_vhost, publish
 from tests.conftest import SIGNED_HTTP, Functions, Server, seen, wait_for
+from tests.integration._mappings import delete_mapping, wait_state
 from tests.integration.test_code_from_s3 import moto_server
 
 RECORDER = """
@@ -89,29 +90,6 @@ def create_mapping(
         **more,
     )
     return resp
-
-
-def wait_state(lam: Any, uuid_: str, state: str) -> dict[str, Any]:
-    found: dict[str, Any] = wait_for(
-        lambda: (m := lam.get_event_source_mapping(UUID=uuid_))["State"] == state and m,
-        message=f"mapping {uuid_} {state}",
-    )
-    return found
-
-
-def delete_mapping(lam: Any, uuid_: str) -> None:
-    """Delete, and wait until it is gone (its consumer has stopped: unacknowledged messages
-    are back in the queue by then)."""
-    lam.delete_event_source_mapping(UUID=uuid_)
-
-    def gone() -> bool:
-        try:
-            lam.get_event_source_mapping(UUID=uuid_)
-        except lam.exceptions.ResourceNotFoundException:
-            return True
-        return False
-
-    wait_for(gone, message=f"mapping {uuid_} deleted")
 
 
 def test_a_rabbitmq_queue_feeds_a_function_and_each_message_is_acknowledged(

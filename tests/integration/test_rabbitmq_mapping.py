@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import json
 import signal
 import subprocess
 import sys
@@ -26,6 +25,15 @@ import pytest
 from tests._rabbit import HOST, PORT, count, declare, private_vhost, publish, vhost_url
 from tests._tcp_proxy import TcpProxy
 from tests.conftest import SIGNED_HTTP, Server, lamina_env, wait_for
+from tests.integration._mappings import (
+    create_recorder,
+    delete_mapping,
+    put_role,
+    recorded,
+    wait_recorded,
+    wait_result,
+    wait_state,
+)
 
 from lamina.runtimes.images import SdkState
 
@@ -61,23 +69,6 @@ def handler(event, context):
 """
 
 
-def recorded(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    # Only whole lines: the function may be writing the last one as it is read.
-    lines = path.read_text().split("\n")[:-1]
-    return [json.loads(line) for line in lines if line]
-
-
-def wait_recorded(path: Path, n: int, timeout: float = 30.0) -> list[dict[str, Any]]:
-    def enough() -> list[dict[str, Any]] | None:
-        got = recorded(path)
-        return got if len(got) >= n else None
-
-    found: list[dict[str, Any]] = wait_for(enough, timeout, f"{n} recorded message(s)")
-    return found
-
-
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
@@ -95,16 +86,9 @@ def vhost() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory, runtime_images: dict[str, SdkState]) -> Any:
     server = start_server(tmp_path_factory.mktemp("rmq") / "data")
-    put_role(server)
+    put_role(server, ROLE_NAME, POLICY)
     yield server
     assert server.stop() == 0, server.log()
-
-
-def put_role(server: Server) -> None:
-    resp = SIGNED_HTTP.put(
-        f"{server.endpoint}/lamina/roles/{ROLE_NAME}", json={"Policies": [POLICY]}
-    )
-    assert resp.status_code == 200, resp.text
 
 
 def register_broker(server: Server, url: str) -> str:
@@ -117,40 +101,9 @@ def register_broker(server: Server, url: str) -> str:
 
 
 def make_function(lam: Any, record: Path) -> str:
-    from tests.conftest import make_zip
-
-    name = f"rmq-{uuid.uuid4().hex[:10]}"
-    lam.create_function(
-        FunctionName=name,
-        Runtime="python3.11",
-        Role=ROLE_ARN,
-        Handler="app.handler",
-        Code={"ZipFile": make_zip({"app.py": RECORDER})},
-        Environment={"Variables": {"RECORD": str(record)}},
-        Timeout=30,
+    return create_recorder(
+        lam, RECORDER, prefix="rmq-", role=ROLE_ARN, variables={"RECORD": str(record)}
     )
-    lam.get_waiter("function_active_v2").wait(
-        FunctionName=name, WaiterConfig={"Delay": 0.1, "MaxAttempts": 300}
-    )
-    return name
-
-
-def wait_state(lam: Any, uuid_: str, state: str, timeout: float = 30.0) -> dict[str, Any]:
-    def reached() -> dict[str, Any] | None:
-        m: dict[str, Any] = lam.get_event_source_mapping(UUID=uuid_)
-        return m if m["State"] == state else None
-
-    found: dict[str, Any] = wait_for(reached, timeout, f"mapping {uuid_} {state}")
-    return found
-
-
-def wait_result(lam: Any, uuid_: str, prefix: str, timeout: float = 30.0) -> str:
-    def reached() -> str | None:
-        result: str = lam.get_event_source_mapping(UUID=uuid_).get("LastProcessingResult", "")
-        return result if result.startswith(prefix) else None
-
-    found: str = wait_for(reached, timeout, f"LastProcessingResult {prefix}...")
-    return found
 
 
 def wait_drained(vhost: str, queue: str, timeout: float = 30.0) -> None:
@@ -167,19 +120,6 @@ def create_mapping(lam: Any, function: str, arn: str, queue: str, vhost: str, **
     )
     wait_state(lam, m["UUID"], "Enabled")
     return str(m["UUID"])
-
-
-def delete_mapping(lam: Any, uuid_: str) -> None:
-    lam.delete_event_source_mapping(UUID=uuid_)
-
-    def gone() -> bool:
-        try:
-            lam.get_event_source_mapping(UUID=uuid_)
-        except lam.exceptions.ResourceNotFoundException:
-            return True
-        return False
-
-    wait_for(gone, 30, f"mapping {uuid_} deleted")
 
 
 def test_broker_added_with_the_cli_and_its_urls_vhost(
@@ -322,7 +262,7 @@ def test_kill_9_during_a_run_loses_nothing(
     data_dir = tmp_path / "data"
     first = start_server(data_dir)
     try:
-        put_role(first)
+        put_role(first, ROLE_NAME, POLICY)
         lam = first.client()
         record = tmp_path / "record.jsonl"
         function = make_function(lam, record)

@@ -22,16 +22,27 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from tests.conftest import SIGNED_HTTP, Server, make_zip, wait_for
-from tests.integration.test_code_from_s3 import moto_server
+from tests.conftest import Server, wait_for
+from tests.integration import _sqs
+from tests.integration._mappings import (
+    create_recorder,
+    delete_mapping,
+    put_role,
+    recorded,
+    wait_recorded,
+    wait_result,
+    wait_state,
+)
+from tests.integration._sqs import ACCOUNT, REGION, Queues
 
 from lamina.runtimes.images import SdkState
 
-#: the account moto keeps its queues in, and the region of the mappings' queue ARNs
-ACCOUNT = "123456789012"
-REGION = "us-east-1"
+# The moto SQS endpoint, a client of it and the test's queues (shared with test_sqs_source).
+endpoint = _sqs.endpoint
+sqs = _sqs.sqs
+queues = _sqs.queues
+
 ROLE_NAME = "sqs-reader"
 ROLE_ARN = f"arn:aws:iam::000000000000:role/{ROLE_NAME}"
 #: what an SQS mapping's execution role needs (AWS's AWSLambdaSQSQueueExecutionRole)
@@ -83,42 +94,6 @@ def handler(event, context):
 """
 
 
-def recorded(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    # Only whole lines: the function may be writing the last one as it is read.
-    lines = path.read_text().split("\n")[:-1]
-    return [json.loads(line) for line in lines if line]
-
-
-def wait_recorded(path: Path, n: int, timeout: float = 30.0) -> list[dict[str, Any]]:
-    def enough() -> list[dict[str, Any]] | None:
-        got = recorded(path)
-        return got if len(got) >= n else None
-
-    found: list[dict[str, Any]] = wait_for(enough, timeout, f"{n} recorded message(s)")
-    return found
-
-
-@pytest.fixture(scope="module")
-def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with moto_server(tmp_path_factory.mktemp("moto-sqs")) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def sqs(endpoint: str) -> Iterator[Any]:
-    client = boto3.client(
-        "sqs",
-        endpoint_url=endpoint,
-        region_name=REGION,
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-    )
-    yield client
-    client.close()
-
-
 def start_server(data_dir: Path, endpoint: str, port: int | None = None) -> Server:
     """A server polling `endpoint`, with the SQS key in its environment."""
     args = ("--sandbox", "process", "--sqs-endpoint", endpoint)
@@ -132,108 +107,24 @@ def start_server(data_dir: Path, endpoint: str, port: int | None = None) -> Serv
         return server.start(60)
 
 
-def put_role(server: Server, name: str = ROLE_NAME, policy: dict[str, Any] = POLICY) -> None:
-    resp = SIGNED_HTTP.put(f"{server.endpoint}/lamina/roles/{name}", json={"Policies": [policy]})
-    assert resp.status_code == 200, resp.text
-
-
 @pytest.fixture(scope="module")
 def srv(
     tmp_path_factory: pytest.TempPathFactory, endpoint: str, runtime_images: dict[str, SdkState]
 ) -> Iterator[Server]:
     server = start_server(tmp_path_factory.mktemp("sqs") / "data", endpoint)
-    put_role(server)
+    put_role(server, ROLE_NAME, POLICY)
     put_role(server, NO_SQS_ROLE_NAME, NO_SQS_POLICY)
     yield server
     assert server.stop() == 0, server.log()
 
 
-class Queues:
-    """Uniquely named queues at the endpoint, deleted after the test."""
-
-    def __init__(self, sqs: Any) -> None:
-        self.sqs = sqs
-        self.urls: list[str] = []
-
-    def make(self, **attributes: Any) -> tuple[str, str]:
-        name = f"q-{uuid.uuid4().hex[:12]}"
-        url = self.sqs.create_queue(
-            QueueName=name, Attributes={k: str(v) for k, v in attributes.items()}
-        )["QueueUrl"]
-        self.urls.append(url)
-        return name, url
-
-    def arn(self, name: str) -> str:
-        return f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}"
-
-    def counts(self, url: str) -> tuple[int, int]:
-        """(visible, in flight)"""
-        attrs = self.sqs.get_queue_attributes(
-            QueueUrl=url,
-            AttributeNames=[
-                "ApproximateNumberOfMessages",
-                "ApproximateNumberOfMessagesNotVisible",
-            ],
-        )["Attributes"]
-        return (
-            int(attrs["ApproximateNumberOfMessages"]),
-            int(attrs["ApproximateNumberOfMessagesNotVisible"]),
-        )
-
-    def wait_drained(self, url: str, timeout: float = 30.0) -> None:
-        wait_for(lambda: self.counts(url) == (0, 0), timeout, f"{url} drained")
-
-    def send(self, url: str, *bodies: str, **kwargs: Any) -> dict[str, str]:
-        """body -> message id"""
-        return {
-            b: self.sqs.send_message(QueueUrl=url, MessageBody=b, **kwargs)["MessageId"]
-            for b in bodies
-        }
-
-
-@pytest.fixture
-def queues(sqs: Any) -> Iterator[Queues]:
-    q = Queues(sqs)
-    yield q
-    for url in q.urls:
-        q.sqs.delete_queue(QueueUrl=url)
-
-
 def make_function(
     lam: Any, record: Path, role: str = ROLE_ARN, sleep: float = 0, timeout: int = 30
 ) -> str:
-    name = f"sqs-{uuid.uuid4().hex[:10]}"
-    lam.create_function(
-        FunctionName=name,
-        Runtime="python3.11",
-        Role=role,
-        Handler="app.handler",
-        Code={"ZipFile": make_zip({"app.py": RECORDER})},
-        Environment={"Variables": {"RECORD": str(record), "SLEEP": str(sleep)}},
-        Timeout=timeout,
+    variables = {"RECORD": str(record), "SLEEP": str(sleep)}
+    return create_recorder(
+        lam, RECORDER, prefix="sqs-", role=role, variables=variables, timeout=timeout
     )
-    lam.get_waiter("function_active_v2").wait(
-        FunctionName=name, WaiterConfig={"Delay": 0.1, "MaxAttempts": 300}
-    )
-    return name
-
-
-def wait_state(lam: Any, uuid_: str, state: str, timeout: float = 30.0) -> dict[str, Any]:
-    def reached() -> dict[str, Any] | None:
-        m: dict[str, Any] = lam.get_event_source_mapping(UUID=uuid_)
-        return m if m["State"] == state else None
-
-    found: dict[str, Any] = wait_for(reached, timeout, f"mapping {uuid_} {state}")
-    return found
-
-
-def wait_result(lam: Any, uuid_: str, prefix: str, timeout: float = 30.0) -> str:
-    def reached() -> str | None:
-        result: str = lam.get_event_source_mapping(UUID=uuid_).get("LastProcessingResult", "")
-        return result if result.startswith(prefix) else None
-
-    found: str = wait_for(reached, timeout, f"LastProcessingResult {prefix}...")
-    return found
 
 
 def create_mapping(lam: Any, function: str, arn: str, *, wait: bool = True, **kw: Any) -> str:
@@ -241,19 +132,6 @@ def create_mapping(lam: Any, function: str, arn: str, *, wait: bool = True, **kw
     if wait:
         wait_state(lam, m["UUID"], "Enabled")
     return str(m["UUID"])
-
-
-def delete_mapping(lam: Any, uuid_: str) -> None:
-    lam.delete_event_source_mapping(UUID=uuid_)
-
-    def gone() -> bool:
-        try:
-            lam.get_event_source_mapping(UUID=uuid_)
-        except lam.exceptions.ResourceNotFoundException:
-            return True
-        return False
-
-    wait_for(gone, 30, f"mapping {uuid_} deleted")
 
 
 def test_function_fed_lambdas_sqs_records(srv: Server, queues: Queues, tmp_path: Path) -> None:
@@ -526,7 +404,7 @@ def test_kill_9_during_a_run_loses_nothing(
     first = start_server(data_dir, endpoint)
     record = tmp_path / "record.jsonl"
     try:
-        put_role(first)
+        put_role(first, ROLE_NAME, POLICY)
         lam = first.client()
         function = make_function(lam, record, sleep=0.05, timeout=3)
         create_mapping(lam, function, queues.arn(name), BatchSize=10)

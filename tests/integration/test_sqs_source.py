@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 import boto3
 import pytest
 from tests.conftest import free_port
+from tests.integration import _sqs
+from tests.integration._sqs import ACCOUNT, REGION, Queues
 from tests.integration.test_code_from_s3 import moto_server
 
 from lamina.events.sources.api import Message, SourceUnavailable
@@ -29,10 +31,12 @@ from lamina.mappings import (
     SourceKind,
 )
 
-#: the account moto keeps its queues in
-ACCOUNT = "123456789012"
-REGION = "us-east-1"
 T = TypeVar("T")
+
+# The moto SQS endpoint, a client of it and the test's queues (shared with test_sqs_mapping).
+endpoint = _sqs.endpoint
+sqs = _sqs.sqs
+queues = _sqs.queues
 
 
 def run(coroutine: Awaitable[T], timeout: float = 60) -> T:
@@ -48,55 +52,6 @@ def credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
     monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
-
-
-@pytest.fixture(scope="module")
-def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with moto_server(tmp_path_factory.mktemp("moto-sqs")) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def sqs(endpoint: str) -> Iterator[Any]:
-    client = boto3.client(
-        "sqs",
-        endpoint_url=endpoint,
-        region_name=REGION,
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-    )
-    yield client
-    client.close()
-
-
-class Queues:
-    """Makes uniquely named queues and deletes them after the test."""
-
-    def __init__(self, sqs: Any) -> None:
-        self.sqs = sqs
-        self.urls: list[str] = []
-
-    def make(self, fifo: bool = False, **attributes: Any) -> tuple[str, str]:
-        """A new queue: its name and URL."""
-        name = f"q-{uuid.uuid4().hex[:12]}" + (".fifo" if fifo else "")
-        if fifo:
-            attributes["FifoQueue"] = "true"
-        url = self.sqs.create_queue(
-            QueueName=name, Attributes={k: str(v) for k, v in attributes.items()}
-        )["QueueUrl"]
-        self.urls.append(url)
-        return name, url
-
-    def arn(self, name: str) -> str:
-        return f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}"
-
-
-@pytest.fixture
-def queues(sqs: Any) -> Iterator[Queues]:
-    q = Queues(sqs)
-    yield q
-    for url in q.urls:
-        q.sqs.delete_queue(QueueUrl=url)
 
 
 def mapping_for(name: str, account: str = ACCOUNT) -> EventSourceMapping:
@@ -129,17 +84,6 @@ async def opened(endpoint: str, name: str) -> SqsSource:
     src = source(endpoint, name)
     await src.open()
     return src
-
-
-def _in_flight(sqs: Any, url: str) -> tuple[int, int]:
-    attrs = sqs.get_queue_attributes(
-        QueueUrl=url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return (
-        int(attrs["ApproximateNumberOfMessages"]),
-        int(attrs["ApproximateNumberOfMessagesNotVisible"]),
-    )
 
 
 def _send(sqs: Any, url: str, n: int, **kwargs: Any) -> list[str]:
@@ -338,7 +282,7 @@ def test_acknowledge_deletes(endpoint: str, sqs: Any, queues: Queues) -> None:
             await src.close()
 
     run(scenario())
-    assert _in_flight(sqs, url) == (0, 0)
+    assert queues.counts(url) == (0, 0)
 
 
 def test_release_leaves_the_message_to_reappear_after_the_visibility_timeout(
@@ -494,7 +438,7 @@ def test_fifo_failure_holds_back_the_rest_of_its_group(
     # a2 and a3 are still in the queue (in flight until their visibility timeout), every
     # other message is deleted. (Which of them SQS hands out first is SQS's business: real
     # SQS keeps the group's order; moto 5 hands out a3 first here, so it is not asserted.)
-    assert sum(_in_flight(sqs, url)) == 2
+    assert sum(queues.counts(url)) == 2
 
 
 def test_a_delete_that_fails_is_logged_not_raised(
@@ -519,7 +463,7 @@ def test_a_delete_that_fails_is_logged_not_raised(
     warnings = [r.getMessage() for r in caplog.records if "could not delete" in r.getMessage()]
     assert len(warnings) == 1
     assert "ReceiptHandleIsInvalid" in warnings[0]
-    assert _in_flight(sqs, url) == (0, 0)  # the good one was deleted all the same
+    assert queues.counts(url) == (0, 0)  # the good one was deleted all the same
 
 
 def test_close_during_a_long_poll_is_prompt_and_loses_nothing(

@@ -22,6 +22,7 @@ import pytest
 import redis
 from tests._tcp_proxy import TcpProxy
 from tests.conftest import SIGNED_HTTP, Functions, Server, seen, wait_for, wait_seen
+from tests.integration._mappings import delete_mapping, wait_state
 
 from lamina.runtimes.images import SdkState
 
@@ -137,28 +138,6 @@ def redis_key() -> Iterator[str]:
     yield key
     with redis.Redis.from_url(REDIS_URL) as r:
         r.delete(key)
-
-
-def wait_state(lam: Any, uuid_: str, state: str) -> dict[str, Any]:
-    found: dict[str, Any] = wait_for(
-        lambda: (m := lam.get_event_source_mapping(UUID=uuid_))["State"] == state and m,
-        timeout=30,
-        message=f"mapping {uuid_} {state}",
-    )
-    return found
-
-
-def delete_mapping(lam: Any, uuid_: str) -> None:
-    lam.delete_event_source_mapping(UUID=uuid_)
-
-    def gone() -> bool:
-        try:
-            lam.get_event_source_mapping(UUID=uuid_)
-        except lam.exceptions.ResourceNotFoundException:
-            return True
-        return False
-
-    wait_for(gone, timeout=30, message=f"mapping {uuid_} deleted")
 
 
 def test_a_nats_stream_feeds_a_kinesis_function_and_the_bad_record_reaches_the_destination(

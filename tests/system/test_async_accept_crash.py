@@ -6,24 +6,27 @@ concurrency 0), while nothing runs that was never sent.
 An event whose request was in flight at the kill may have been stored or not (its caller
 heard nothing, as when a connection to Lambda breaks): it may run, but need not.
 
-The function appends the `n` of each event to a file on the host, so this runs on the
-`process` backend (a namespace sandbox cannot write host files, by design); the store under
-test is the same on every backend.
+The function appends the `n` of each event to a file on the host (see `_async_crash.py`).
 """
 
 from __future__ import annotations
 
-import collections
 import concurrent.futures
 import json
 import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
-from tests.conftest import ROLE, SIGNED, SIGNED_HTTP, Server, make_zip
+from tests.conftest import SIGNED, Server
+from tests.system._async_crash import (
+    crash_server,
+    create_recorder,
+    queue_summary,
+    recorded,
+    wait_queue_empty,
+)
 
 CLIENTS = 16
 #: 202s to wait for before the kill (at a few thousand a second: well inside the flood)
@@ -38,17 +41,6 @@ def handler(event, context):
     finally:
         os.close(fd)
 """
-
-
-def _recorded(path: Path) -> collections.Counter[int]:
-    if not path.exists():
-        return collections.Counter()
-    return collections.Counter(int(line) for line in path.read_text().splitlines() if line)
-
-
-def _queue(server: Server) -> dict[str, Any]:
-    data: dict[str, Any] = SIGNED_HTTP.get(server.endpoint + "/lamina/async", timeout=10).json()
-    return data
 
 
 class _Flood:
@@ -91,22 +83,10 @@ class _Flood:
 
 def test_every_202_survives_a_kill_9_in_the_middle_of_concurrent_accepts(tmp_path: Path) -> None:
     record = tmp_path / "record.txt"
-    server = Server(
-        data_dir=tmp_path / "data",
-        extra_args=("--sandbox", "process", "--retry-base-delay", "0.1"),
-    ).start()
-    try:
+    with crash_server(tmp_path / "data") as server:
         lam = server.client()
         name = "accept-crash"
-        lam.create_function(
-            FunctionName=name,
-            Runtime="python3.11",
-            Role=ROLE,
-            Handler="app.handler",
-            Code={"ZipFile": make_zip({"app.py": RECORDING})},
-            Environment={"Variables": {"RECORD": str(record)}},
-        )
-        lam.get_waiter("function_active_v2").wait(FunctionName=name)
+        create_recorder(lam, name, RECORDING, record)
         # Nothing runs before the kill: every event found afterwards ran from the store.
         lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=0)
 
@@ -127,16 +107,11 @@ def test_every_202_survives_a_kill_9_in_the_middle_of_concurrent_accepts(tmp_pat
         server.start()
         lam = server.client()
         lam.delete_function_concurrency(FunctionName=name)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and name in _queue(server)["functions"]:
-            time.sleep(0.2)
-        assert name not in _queue(server)["functions"]
-        ran = _recorded(record)
+        wait_queue_empty(server, name)
+        assert name not in queue_summary(server)["functions"]
+        ran = recorded(record, int)
         missing = flood.accepted - set(ran)
         assert not missing, f"{len(missing)} of {len(flood.accepted)} accepted events never ran"
         assert set(ran) <= flood.sent, "an event ran that was never sent"
-        summary = _queue(server)
+        summary = queue_summary(server)
         assert summary["failed"] == summary["expired"] == summary["dropped"] == 0, summary
-    finally:
-        if server.proc is not None and server.proc.poll() is None:
-            server.stop()

@@ -1,22 +1,25 @@
 """Crash safety of asynchronous invocation: every event answered with 202 runs at least once,
 even when the server is killed with SIGKILL while events are queued and running.
 
-The function appends its request id to a file on the host, so this runs on the `process`
-backend (a namespace sandbox cannot write host files, by design); the queue under test is
-the same on every backend.
+The function appends its request id to a file on the host (see `_async_crash.py`).
 """
 
 from __future__ import annotations
 
-import collections
 import concurrent.futures
 import signal
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
-from tests.conftest import ROLE, SIGNED, SIGNED_HTTP, Server, make_zip
+from tests.conftest import SIGNED, Server
+from tests.system._async_crash import (
+    crash_server,
+    create_recorder,
+    queue_summary,
+    recorded,
+    wait_queue_empty,
+)
 
 EVENTS = 1000
 CLIENTS = 16
@@ -32,17 +35,6 @@ def handler(event, context):
         os.close(fd)
     return "ok"
 """
-
-
-def _recorded(path: Path) -> collections.Counter[str]:
-    if not path.exists():
-        return collections.Counter()
-    return collections.Counter(line for line in path.read_text().splitlines() if line)
-
-
-def _queue(server: Server) -> dict[str, Any]:
-    data: dict[str, Any] = SIGNED_HTTP.get(server.endpoint + "/lamina/async", timeout=10).json()
-    return data
 
 
 def _send_all(server: Server, name: str) -> list[str]:
@@ -65,22 +57,10 @@ def _send_all(server: Server, name: str) -> list[str]:
 
 def test_every_accepted_event_runs_after_a_kill_9(tmp_path: Path) -> None:
     record = tmp_path / "record.txt"
-    server = Server(
-        data_dir=tmp_path / "data",
-        extra_args=("--sandbox", "process", "--retry-base-delay", "0.1"),
-    ).start()
-    try:
+    with crash_server(tmp_path / "data") as server:
         lam = server.client()
         name = "crash-recorder"
-        lam.create_function(
-            FunctionName=name,
-            Runtime="python3.11",
-            Role=ROLE,
-            Handler="app.handler",
-            Code={"ZipFile": make_zip({"app.py": RECORDING})},
-            Environment={"Variables": {"RECORD": str(record)}},
-        )
-        lam.get_waiter("function_active_v2").wait(FunctionName=name)
+        create_recorder(lam, name, RECORDING, record)
         # At most 4 at a time (each takes 20 ms): 1,000 events take seconds to run, so the
         # kill finds some queued, some running and some done.
         lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=4)
@@ -88,25 +68,18 @@ def test_every_accepted_event_runs_after_a_kill_9(tmp_path: Path) -> None:
         assert len(set(accepted)) == EVENTS
 
         deadline = time.monotonic() + 60
-        while sum(_recorded(record).values()) < 50 and time.monotonic() < deadline:
+        while sum(recorded(record, str).values()) < 50 and time.monotonic() < deadline:
             time.sleep(0.01)
-        state = _queue(server)["functions"][name]
+        state = queue_summary(server)["functions"][name]
         assert state["depth"] > 0 and state["running"] > 0, state
         server.stop(signal.SIGKILL)
-        before = _recorded(record)
+        before = recorded(record, str)
         assert 0 < len(before) < EVENTS
 
         server.start()
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if name not in _queue(server)["functions"]:
-                break
-            time.sleep(0.2)
-        after = _recorded(record)
+        wait_queue_empty(server, name)
+        after = recorded(record, str)
         missing = set(accepted) - set(after)
         assert not missing, f"{len(missing)} accepted event(s) never ran"
-        assert name not in _queue(server)["functions"]
+        assert name not in queue_summary(server)["functions"]
         assert set(after) <= set(accepted)
-    finally:
-        if server.proc is not None and server.proc.poll() is None:
-            server.stop()

@@ -13,7 +13,7 @@ import pytest
 
 from lamina.models import LogFormat, LoggingConfig
 from lamina.observability import LogStore, logs
-from lamina.observability.log_store import MAX_MESSAGE_BYTES, _Writer, now_ms
+from lamina.observability.log_rows import MAX_MESSAGE_BYTES, Writer, now_ms
 from lamina.observability.logs import LogWriter, Report
 
 G = "/aws/lambda/fn"
@@ -276,15 +276,15 @@ def test_a_failing_disk_loses_the_batch_not_the_store(
 ) -> None:
     """A batch the disk refuses even after room was made is lost, and a marker in its
     stream says so (with the count); the next batch is stored."""
-    real = _Writer.insert
+    real = Writer.insert
     failures = [sqlite3.OperationalError("database or disk is full")] * 3
 
-    def insert(self: _Writer, appends: Any) -> None:
+    def insert(self: Writer, appends: Any) -> None:
         if failures:
             raise failures.pop()
         real(self, appends)
 
-    monkeypatch.setattr(_Writer, "insert", insert)
+    monkeypatch.setattr(Writer, "insert", insert)
 
     async def body(store: LogStore) -> None:
         store.append(G, "s", [(1, "lost")])

@@ -26,12 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import queue
 import sqlite3
 import threading
-import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,57 +51,37 @@ from lamina.observability.log_disk import (
     used_bytes,
 )
 from lamina.observability.log_loss import LogSource, Losses, LossObserver
+from lamina.observability.log_rows import (
+    EVENT_OVERHEAD_BYTES,
+    MAX_EVENT_BYTES,
+    MAX_MESSAGE_BYTES,
+    SCHEMA,
+    Append,
+    Writer,
+    chunks,
+    message_bytes,
+    now_ms,
+)
+
+__all__ = [
+    "EVENT_OVERHEAD_BYTES",
+    "MAX_EVENT_BYTES",
+    "MAX_MESSAGE_BYTES",
+    "LogEvent",
+    "LogGroup",
+    "LogStore",
+    "LogStream",
+    "message_bytes",
+    "now_ms",
+]
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-#: CloudWatch counts each event as its message's UTF-8 bytes plus this
-EVENT_OVERHEAD_BYTES = 26
-#: CloudWatch's largest event (message plus overhead); longer lines are split
-MAX_EVENT_BYTES = 256 * 1024
-MAX_MESSAGE_BYTES = MAX_EVENT_BYTES - EVENT_OVERHEAD_BYTES
-#: rows inserted in one transaction at most (a batch larger than this is split)
-_BATCH_ROWS = 20_000
-#: events inserted by one statement at most (see `_Writer._insert_rows`)
-_INSERT_CHUNK_ROWS = 256
 #: read connections kept open for reuse
 _READERS_KEPT = 4
 #: bytes of events written in one transaction at most: bounds what the WAL must hold
 _TXN_BYTES = 2 * 1024 * 1024
-
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS log_groups (
-        id INTEGER PRIMARY KEY,
-        name TEXT NOT NULL UNIQUE,
-        created_ms INTEGER NOT NULL,
-        retention_days INTEGER
-    )""",
-    """CREATE TABLE IF NOT EXISTS log_streams (
-        id INTEGER PRIMARY KEY,
-        group_id INTEGER NOT NULL REFERENCES log_groups(id) ON DELETE CASCADE,
-        name TEXT NOT NULL,
-        created_ms INTEGER NOT NULL,
-        first_event_ms INTEGER,
-        last_event_ms INTEGER,
-        last_ingestion_ms INTEGER,
-        stored_bytes INTEGER NOT NULL DEFAULT 0,
-        UNIQUE (group_id, name)
-    )""",
-    # AUTOINCREMENT: ids are never reused, even after the newest events are pruned, so an id
-    # handed out as a paging cursor keeps its meaning.
-    """CREATE TABLE IF NOT EXISTS log_events (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        group_id INTEGER NOT NULL,
-        stream_id INTEGER NOT NULL,
-        timestamp_ms INTEGER NOT NULL,
-        ingestion_ms INTEGER NOT NULL,
-        bytes INTEGER NOT NULL,
-        message TEXT NOT NULL
-    )""",
-    "CREATE INDEX IF NOT EXISTS log_events_stream "
-    "ON log_events (group_id, stream_id, timestamp_ms)",
-    "CREATE INDEX IF NOT EXISTS log_events_group ON log_events (group_id, timestamp_ms)",
-)
 
 
 @dataclass(frozen=True)
@@ -136,30 +114,11 @@ class LogEvent:
     message: str
 
 
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def message_bytes(message: str) -> int:
-    return len(message.encode("utf-8", "replace"))
-
-
 _Op = Callable[[sqlite3.Connection], Any]
 
 
-class _Append:
-    """Events for one stream, queued for the writer, and their size (approximate bytes)."""
-
-    __slots__ = ("events", "size", "source")
-
-    def __init__(self, source: LogSource, events: Sequence[tuple[int, str]], size: int) -> None:
-        self.source = source
-        self.events = events
-        self.size = size
-
-
 # An append, or an operation and the future awaiting it.
-_Work = _Append | tuple[_Op, asyncio.Future[Any]]
+_Work = Append | tuple[_Op, asyncio.Future[Any]]
 
 
 class LogStore:
@@ -211,7 +170,7 @@ class LogStore:
         conn.execute("PRAGMA wal_autocheckpoint=512")
         conn.execute(f"PRAGMA journal_size_limit={2 * 1024 * 1024}")
         try:
-            for statement in _SCHEMA:
+            for statement in SCHEMA:
                 conn.execute(statement)
         except sqlite3.Error as e:
             # A full disk cannot stop the server: the first prune makes room.
@@ -267,7 +226,7 @@ class LogStore:
             return
         size = sum(len(m) for _, m in events) + EVENT_OVERHEAD_BYTES * len(events)
         self._backlog += size
-        self._queue.put(_Append(source or LogSource(group, stream), events, size))
+        self._queue.put(Append(source or LogSource(group, stream), events, size))
 
     async def flush(self) -> None:
         """Return when everything appended so far (and held by `before_flush` producers) is
@@ -425,7 +384,7 @@ class LogStore:
         return await future
 
     def _write_forever(self, conn: sqlite3.Connection) -> None:
-        writer = _Writer(conn)
+        writer = Writer(conn)
         try:
             # Whatever piled up while the last batch was written goes into the next one.
             work: Iterator[list[_Work]] = batches(self._queue)
@@ -434,11 +393,11 @@ class LogStore:
         finally:
             conn.close()
 
-    def _write(self, writer: _Writer, batch: list[Any]) -> None:
+    def _write(self, writer: Writer, batch: list[Any]) -> None:
         results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
-        appends: list[_Append] = []
+        appends: list[Append] = []
         for item in batch:
-            if isinstance(item, _Append):
+            if isinstance(item, Append):
                 appends.append(item)
                 continue
             # Appends before an operation are stored before it runs (flush() relies on it).
@@ -464,7 +423,7 @@ class LogStore:
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
                 self._loop.call_soon_threadsafe(_settle, results)
 
-    def _write_appends(self, writer: _Writer, appends: list[_Append]) -> None:
+    def _write_appends(self, writer: Writer, appends: list[Append]) -> None:
         if not appends:
             return
         try:
@@ -473,14 +432,14 @@ class LogStore:
             # Transactions small beside the budget too, so that a burst is pruned for as it
             # is written rather than lost whole.
             limit = max(64 * 1024, min(_TXN_BYTES, self.budget.limit() // 8))
-            for chunk in _chunks(appends, limit):
+            for chunk in chunks(appends, limit):
                 self._store_chunk(writer, chunk)
             if self._lost:
                 self._write_markers(writer)
         finally:
             self._backlog -= sum(a.size for a in appends)
 
-    def _store_chunk(self, writer: _Writer, chunk: list[_Append]) -> None:
+    def _store_chunk(self, writer: Writer, chunk: list[Append]) -> None:
         """Store one transaction's worth of events, making room first; lose them (and say
         so) if they do not fit or the disk refuses them even after room was made."""
         size = sum(a.size for a in chunk)
@@ -534,7 +493,7 @@ class LogStore:
         self._shrink(conn, self._target(need))
         return used_bytes(conn) + need + fixed <= limit
 
-    def _lose(self, chunk: list[_Append], reason: str) -> None:
+    def _lose(self, chunk: list[Append], reason: str) -> None:
         for item in chunk:
             lines = len(item.events)
             size = sum(len(m.encode("utf-8", "replace")) + 1 for _, m in item.events)
@@ -544,11 +503,11 @@ class LogStore:
                 with contextlib.suppress(Exception):  # a metric must not stop the writer
                     self.on_loss(item.source.function, reason, lines, size)
 
-    def _write_markers(self, writer: _Writer) -> None:
+    def _write_markers(self, writer: Writer) -> None:
         """Say each loss in its stream; kept for the next batch if that cannot be written
         either (markers are small: a little room is enough)."""
         markers = [
-            _Append(source, losses.markers(source.json), 0) for source, losses in self._lost.items()
+            Append(source, losses.markers(source.json), 0) for source, losses in self._lost.items()
         ]
         try:
             writer.insert(markers)
@@ -642,153 +601,11 @@ class _Own:
         return self.fn(conn)
 
 
-class _Writer:
-    """The writer thread's connection, and its cache of group and stream ids."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-        # Rows per INSERT: a power of two within SQLite's bound on a statement's parameters.
-        self._chunk_rows = _INSERT_CHUNK_ROWS
-        while self._chunk_rows * 6 > conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER):
-            self._chunk_rows //= 2
-        self._groups: dict[str, int] = {}
-        self._streams: dict[tuple[str, str], int] = {}
-
-    def transaction(self) -> contextlib.AbstractContextManager[None]:
-        return transaction(self.conn)
-
-    def forget(self) -> None:
-        """After a failure or a deletion, ids are read again."""
-        self._groups.clear()
-        self._streams.clear()
-
-    def insert(self, appends: list[_Append]) -> None:
-        ingestion = now_ms()
-        rows: list[tuple[int, int, int, int, int, str]] = []
-        touched: dict[int, list[int]] = {}  # stream -> [first, last, bytes]
-        with self.transaction():
-            for item in appends:
-                events = item.events
-                group_id, stream_id = self._ids(item.source.group, item.source.stream, ingestion)
-                stats = touched.setdefault(stream_id, [events[0][0], events[0][0], 0])
-                for ts, message in events:
-                    for part in _split(message):
-                        size = message_bytes(part) + EVENT_OVERHEAD_BYTES
-                        rows.append((group_id, stream_id, ts, ingestion, size, part))
-                        stats[2] += size
-                    stats[0] = min(stats[0], ts)
-                    stats[1] = max(stats[1], ts)
-                    if len(rows) >= _BATCH_ROWS:
-                        self._insert_rows(rows)
-                        rows = []
-            self._insert_rows(rows)
-            self.conn.executemany(
-                "UPDATE log_streams SET "
-                "first_event_ms = MIN(COALESCE(first_event_ms, ?1), ?1), "
-                "last_event_ms = MAX(COALESCE(last_event_ms, ?2), ?2), "
-                "last_ingestion_ms = ?3, stored_bytes = stored_bytes + ?4 WHERE id = ?5",
-                [(f, la, ingestion, b, sid) for sid, (f, la, b) in touched.items()],
-            )
-
-    def _insert_rows(self, rows: list[tuple[int, int, int, int, int, str]]) -> None:
-        # Many rows per statement, not `executemany` of a one-row INSERT: the sqlite3 module
-        # lets go of the GIL around every step of a statement and takes it back after, and
-        # each time it wants it back the event loop's thread is made to hand it over (a
-        # context switch or two on the invoke path, for every log line). Chunks are powers
-        # of two, so that a few statements, each prepared once, cover any number of rows.
-        at, left, size = 0, len(rows), self._chunk_rows
-        while left:
-            while size > left:
-                size //= 2
-            params = [value for row in rows[at : at + size] for value in row]
-            self.conn.execute(_insert_sql(size), params)
-            at += size
-            left -= size
-
-    def _ids(self, group: str, stream: str, now: int) -> tuple[int, int]:
-        stream_id = self._streams.get((group, stream))
-        group_id = self._groups.get(group)
-        if stream_id is not None and group_id is not None:
-            return group_id, stream_id
-        if group_id is None:
-            self.conn.execute(
-                "INSERT OR IGNORE INTO log_groups (name, created_ms) VALUES (?, ?)", (group, now)
-            )
-            (group_id,) = self.conn.execute(
-                "SELECT id FROM log_groups WHERE name = ?", (group,)
-            ).fetchone()
-            self._groups[group] = group_id
-        self.conn.execute(
-            "INSERT OR IGNORE INTO log_streams (group_id, name, created_ms) VALUES (?, ?, ?)",
-            (group_id, stream, now),
-        )
-        (stream_id,) = self.conn.execute(
-            "SELECT id FROM log_streams WHERE group_id = ? AND name = ?", (group_id, stream)
-        ).fetchone()
-        self._streams[(group, stream)] = stream_id
-        return group_id, stream_id
-
-
-@functools.cache
-def _insert_sql(rows: int) -> str:
-    """The INSERT of `rows` events."""
-    return (
-        "INSERT INTO log_events (group_id, stream_id, timestamp_ms, ingestion_ms, bytes, "
-        "message) VALUES " + ",".join(["(?, ?, ?, ?, ?, ?)"] * rows)
-    )
-
-
-def _split(message: str) -> list[str]:
-    """A message as events of at most MAX_MESSAGE_BYTES, cut between characters."""
-    if len(message) * 4 <= MAX_MESSAGE_BYTES:
-        return [message]
-    data = message.encode("utf-8", "replace")
-    if len(data) <= MAX_MESSAGE_BYTES:
-        return [message]
-    parts = []
-    start = 0
-    while start < len(data):
-        end = min(start + MAX_MESSAGE_BYTES, len(data))
-        while end < len(data) and (data[end] & 0xC0) == 0x80:  # not inside a character
-            end -= 1
-        parts.append(data[start:end].decode("utf-8", "replace"))
-        start = end
-    return parts
-
-
 def _group_id(conn: sqlite3.Connection, group: str) -> int:
     row = conn.execute("SELECT id FROM log_groups WHERE name = ?", (group,)).fetchone()
     if row is None:
         raise KeyError(group)
     return int(row[0])
-
-
-def _chunks(appends: list[_Append], limit: int) -> Iterator[list[_Append]]:
-    """The appends in groups of about `limit` bytes (a larger append is cut between
-    events), one transaction each."""
-    chunk: list[_Append] = []
-    size = 0
-    for item in appends:
-        if item.size <= limit:
-            if size + item.size > limit and chunk:
-                yield chunk
-                chunk, size = [], 0
-            chunk.append(item)
-            size += item.size
-            continue
-        start = 0
-        part = 0
-        for i, (_, message) in enumerate(item.events):
-            part += len(message) + EVENT_OVERHEAD_BYTES
-            if part >= limit:
-                yield [*chunk, _Append(item.source, item.events[start : i + 1], part)]
-                chunk, size = [], 0
-                start, part = i + 1, 0
-        if start < len(item.events):
-            chunk.append(_Append(item.source, item.events[start:], part))
-            size += part
-    if chunk:
-        yield chunk
 
 
 def _settle(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
