@@ -258,3 +258,30 @@ def test_sigterm_lets_a_forwarded_invoke_finish(own_server: Callable[..., Server
     assert srv.stop(signal.SIGTERM, timeout=60) == 0, srv.log()
     caller.join(30)
     assert outcome == [(200, b'"done"')]
+
+
+def test_a_handover_waits_for_the_answer_still_going_out(
+    server: Server, functions: Functions
+) -> None:
+    big = functions.create("def handler(event, context):\n    return 'x' * 5_000_000\n")
+    name = big["FunctionName"]
+    body = b"{}"
+    invoke = f"POST {invoke_path(name)} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+    for k, v in signed(server, "POST", invoke_path(name), body).items():
+        invoke += f"{k}: {v}\r\n"
+    invoke += f"Content-Length: {len(body)}\r\n\r\n"
+    listing = f"GET /2015-03-31/functions/ HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+    for k, v in signed(server, "GET", "/2015-03-31/functions/").items():
+        listing += f"{k}: {v}\r\n"
+    listing += "\r\n"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
+        # The Invoke's 5 MB answer fills the socket; the listing behind it is the server's
+        # to answer, and only after the last byte of the answer before it.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.sendall(invoke.encode() + body + listing.encode())
+        time.sleep(1.0)  # not reading: the worker's write stays buffered meanwhile
+        reader = sock.makefile("rb")
+        first = read_response(reader)
+        assert first == b'"' + b"x" * 5_000_000 + b'"'
+        listed = json.loads(read_response(reader))
+        assert name in {f["FunctionName"] for f in listed["Functions"]}

@@ -216,6 +216,7 @@ class FrontProtocol(asyncio.Protocol):
         self.client: Any = None
         self._idle: asyncio.TimerHandle | None = None
         self._close_after = False
+        self._hand_over_when_written = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -375,11 +376,16 @@ class FrontProtocol(asyncio.Protocol):
         transport = self.transport
         if transport is None or self.gone:
             return
+        self.busy = True
+        transport.pause_reading()
+        if transport.get_write_buffer_size():
+            # An answer is still going out: the server must not write before it has.
+            self._hand_over_when_written = True
+            transport.set_write_buffer_limits(high=0)  # `resume_writing` once all is sent
+            return
         sock = transport.get_extra_info("socket")
         buffered = bytes(self.buf)
         self.buf.clear()
-        self.busy = True
-        transport.pause_reading()
         try:
             self.worker.hand_over(sock, self.client, buffered)
         except Exception as e:  # the link is gone: nobody can answer
@@ -390,6 +396,14 @@ class FrontProtocol(asyncio.Protocol):
         self.gone = True
         self.worker.connections.discard(self)
         transport.close()
+
+    def pause_writing(self) -> None:
+        pass  # answers are whole and one at a time: what the transport buffers is bounded
+
+    def resume_writing(self) -> None:
+        if self._hand_over_when_written:
+            self._hand_over_when_written = False
+            self._hand_over()
 
     def abort(self) -> None:
         """Drop the connection: nobody can answer its request."""
