@@ -40,13 +40,14 @@ from starlette.types import Message
 
 from lamina import ids
 from lamina.api.authz import Authorize, send_denial
+from lamina.api.client_writes import Clients, ResponseWriter
 from lamina.api.context import AppState
 from lamina.api.errors import error_response, internal_error
 from lamina.api.invoke import invoke_function
 from lamina.auth.keys import KeyStore
 from lamina.auth.sigv4 import AuthError
 from lamina.errors import LaminaError
-from lamina.front.link import HANDOVER, INVOKE, RESPONSE, Link, LinkClosed
+from lamina.front.link import FORGET, HANDOVER, INVOKE, WRITTEN, Link, LinkClosed
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +61,10 @@ _STOP_GRACE_S = 5.0
 class _WorkerProcess:
     """One worker: its process and its link."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], link: Link) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], link: Link, clients: Clients) -> None:
         self.proc = proc
         self.link = link
+        self.clients = clients
         self.started = time.monotonic()
 
 
@@ -96,6 +98,7 @@ class FrontWorkers:
         self._watcher: asyncio.Task[None] | None = None
         self._stopping = False
         self._server_addr: tuple[str, int] | None = None
+        self._http = ResponseWriter()
 
     async def start(self) -> None:
         """Start the workers (the listener is listening already)."""
@@ -174,12 +177,13 @@ class FrontWorkers:
         finally:
             theirs.close()
         holder: list[_WorkerProcess] = []
+        clients = Clients()
         link = Link(
             ours,
             lambda frame, fd: self._frame(holder[0], frame, fd),
-            lambda: None,
+            clients.close_all,  # the worker is gone: so are the connections it read
         )
-        worker = _WorkerProcess(proc, link)
+        worker = _WorkerProcess(proc, link, clients)
         holder.append(worker)
         return worker
 
@@ -210,11 +214,17 @@ class FrontWorkers:
     def _frame(self, worker: _WorkerProcess, frame: tuple[Any, ...], fd: int) -> None:
         kind = frame[0]
         if kind == INVOKE:
-            task = asyncio.get_running_loop().create_task(self._invoke(worker.link, frame))
+            conn_id = frame[2]
+            if fd >= 0:  # the connection's first Invoke: its descriptor, to answer on
+                worker.clients.add(conn_id, socket.socket(fileno=fd))
+            task = asyncio.get_running_loop().create_task(self._invoke(worker, frame))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        elif kind == FORGET:
+            worker.clients.close(frame[1])
         elif kind == HANDOVER:
-            _, _client, buffered = frame
+            _, _client, buffered, conn_id = frame
+            worker.clients.close(conn_id)
             sock = socket.socket(fileno=fd)
             try:
                 self._adopt(sock, buffered)
@@ -223,6 +233,8 @@ class FrontWorkers:
                 sock.close()
         elif kind == "k":
             worker.link.send(("s", frame[1], self._secret(frame[1])))
+        elif fd >= 0:
+            os.close(fd)
 
     def _secret(self, akid: str) -> str | None:
         if self._keys is None:
@@ -233,19 +245,21 @@ class FrontWorkers:
         except AuthError:
             return None
 
-    async def _invoke(self, link: Link, frame: tuple[Any, ...]) -> None:
-        _, rid, raw_path, query, headers, client, akid, body = frame
+    async def _invoke(self, worker: _WorkerProcess, frame: tuple[Any, ...]) -> None:
+        _, rid, conn_id, close, raw_path, query, headers, client, akid, body = frame
         try:
             status, out_headers, out_body = await self._run(
                 raw_path, query, headers, client, akid, body
             )
-        except Exception as e:  # a response that failed half-way: the worker drops the line
+        except Exception as e:  # not a LaminaError: answered as the last-resort handler does
             log.error("front workers: a forwarded Invoke failed", exc_info=e)
             response = error_response(internal_error(e, "Invoke"))
             status, out_headers = response.status_code, list(response.raw_headers)
             out_body = bytes(response.body)
+        data = self._http.response(status, out_headers, out_body, close)
+        ok = await worker.clients.write(conn_id, data, close)
         with contextlib.suppress(LinkClosed):
-            link.send((RESPONSE, rid, status, out_headers, out_body))
+            worker.link.send((WRITTEN, rid, ok))
 
     async def _run(
         self,

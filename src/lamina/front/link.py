@@ -6,16 +6,25 @@ other process can reach the link, whatever its user or namespace). Over it go, i
 4-byte big-endian length and a `marshal`-encoded tuple (both ends are Lamina's own processes,
 so no untrusted bytes are decoded):
 
-- worker → server `("i", id, raw_path, query, headers, client, akid, body)`: an Invoke the
-  worker read and whose signature it verified (`akid`: the access key that signed it; None
-  when authentication is off);
-- server → worker `("r", id, status, headers, body)`: the whole response to that Invoke;
-- worker → server `("h", client, buffered)` with the connection's descriptor attached
+- worker → server `("i", id, conn, close, raw_path, query, headers, client, akid, body)`: an
+  Invoke the worker read on its connection `conn` and whose signature it verified (`akid`:
+  the access key that signed it; None when authentication is off). The first Invoke of a
+  connection carries the connection's descriptor: the server writes the response to the
+  client itself (one hop fewer than through the worker), and closes the connection after it
+  if `close`;
+- server → worker `("w", id, ok)`: that response is written (or could not be: `ok` false),
+  so the worker may read the connection's next request;
+- worker → server `("f", conn)`: the connection is gone; the server closes its copy;
+- worker → server `("h", client, buffered, conn)` with the connection's descriptor attached
   (SCM_RIGHTS): a connection whose request the worker does not serve itself, handed over with
-  the bytes already read from it, to be served by the server from there on.
+  the bytes already read from it, to be served by the server from there on (a copy the server
+  holds for writing Invokes' responses, `conn`, is closed);
+- worker → server `("k", akid)` and server → worker `("s", akid, secret)`: a long-term access
+  key's secret, asked for the first time a request names the key (None: no such key).
 
-A descriptor rides on the first byte of its frame, so by the time a frame is whole its
-descriptor has arrived: they are matched first in, first out.
+A frame that carries a descriptor says so in its length's top bit. The descriptor rides on the
+frame's first byte, so by the time the frame is whole it has arrived: they are matched first
+in, first out.
 """
 
 from __future__ import annotations
@@ -35,6 +44,8 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 _LENGTH = struct.Struct("!I")
+#: the length's top bit: a descriptor came with the frame
+_WITH_FD = 1 << 31
 #: a frame's largest size: an Invoke's 6 MB body and its headers, with room to spare
 FRAME_MAX_BYTES = 64 * 1024 * 1024
 #: descriptors one read takes at most (a read holds a few frames at a time)
@@ -42,7 +53,8 @@ _FDS_PER_READ = 64
 _READ_BYTES = 256 * 1024
 
 INVOKE = "i"
-RESPONSE = "r"
+WRITTEN = "w"
+FORGET = "f"
 HANDOVER = "h"
 
 
@@ -85,9 +97,11 @@ class Link:
         if self._closed:
             raise LinkClosed()
         data = marshal.dumps(frame)
+        size = len(data)
         if fd >= 0:
             fd = os.dup(fd)  # ours until sent, whatever the caller does with its own
-        self._out.append([_LENGTH.pack(len(data)) + data, 0, fd])
+            size |= _WITH_FD
+        self._out.append([_LENGTH.pack(size) + data, 0, fd])
         if not self._writing:
             self._flush()
 
@@ -175,6 +189,8 @@ class Link:
         start = 0
         while len(buf) - start >= 4:
             (size,) = _LENGTH.unpack_from(buf, start)
+            with_fd = bool(size & _WITH_FD)
+            size &= ~_WITH_FD
             if size > FRAME_MAX_BYTES:
                 log.error("front link: a frame of %d bytes: closing the link", size)
                 self.close()
@@ -190,9 +206,9 @@ class Link:
                 return
             start = end
             fd = -1
-            if frame and frame[0] == HANDOVER:
+            if with_fd:
                 if not self._fds:
-                    log.error("front link: a handover without its connection: closing the link")
+                    log.error("front link: a frame without its descriptor: closing the link")
                     self.close()
                     return
                 fd = self._fds.popleft()

@@ -32,21 +32,18 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
-import email.utils
-import http
 import logging
 import os
 import re
 import signal
 import socket
 import sys
-import time
 from typing import Any
 from urllib.parse import unquote
 
 from lamina.auth.principal import Principal
 from lamina.auth.sigv4 import AuthError, SignedRequest, UnrecognizedClient, Verifier
-from lamina.front.link import HANDOVER, INVOKE, RESPONSE, Link, LinkClosed
+from lamina.front.link import FORGET, HANDOVER, INVOKE, WRITTEN, Link, LinkClosed
 
 log = logging.getLogger("lamina.front")
 
@@ -133,34 +130,43 @@ class Worker:
         self.closing = False
         self.stopped = asyncio.get_running_loop().create_future()
         self._next_id = 0
-        self._date = b""
-        self._date_at = 0
+        self._next_conn = 0
 
-    def date_header(self) -> bytes:
-        now = int(time.time())
-        if now != self._date_at:
-            self._date_at = now
-            self._date = email.utils.formatdate(now, usegmt=True).encode()
-        return self._date
+    def new_conn_id(self) -> int:
+        self._next_conn += 1
+        return self._next_conn
 
     def forward(self, request: _Request, akid: str | None, protocol: FrontProtocol) -> None:
-        """Send `request` to the server; its response goes to `protocol.respond`. Raises
-        `LinkClosed` when the server is gone."""
+        """Send `request` to the server, which writes the response to the client itself;
+        `protocol.written` is told when it has. The connection's descriptor goes along the
+        first time. Raises `LinkClosed` when the server is gone."""
         self._next_id += 1
         rid = self._next_id
+        fd = -1
+        if not protocol.shared:
+            fd = protocol.fileno()
         self.link.send(
             (
                 INVOKE,
                 rid,
+                protocol.conn_id,
+                request.close or self.closing,
                 request.raw_path,
                 request.query,
                 request.headers,
                 protocol.client,
                 akid,
                 request.body,
-            )
+            ),
+            fd,
         )
+        protocol.shared = True
         self.waiting[rid] = protocol
+
+    def forget(self, conn_id: int) -> None:
+        """Tell the server a connection it writes to is gone here (it closes its copy)."""
+        with contextlib.suppress(LinkClosed):
+            self.link.send((FORGET, conn_id))
 
     async def secret(self, akid: str) -> str | None:
         """The secret of `akid`, asked of the server (None: no such long-term key)."""
@@ -173,16 +179,16 @@ class Worker:
             self.link.send(("k", akid))
         return await asyncio.shield(wait)
 
-    def hand_over(self, sock: socket.socket, client: Any, buffered: bytes) -> None:
-        self.link.send((HANDOVER, client, buffered), sock.fileno())
+    def hand_over(self, protocol: FrontProtocol, buffered: bytes) -> None:
+        self.link.send((HANDOVER, protocol.client, buffered, protocol.conn_id), protocol.fileno())
 
     def _frame(self, frame: tuple[Any, ...], fd: int) -> None:
         kind = frame[0]
-        if kind == RESPONSE:
-            _, rid, status, headers, body = frame
+        if kind == WRITTEN:
+            _, rid, ok = frame
             protocol = self.waiting.pop(rid, None)
             if protocol is not None:
-                protocol.respond(status, headers, body)
+                protocol.written(ok)
         elif kind == "s":
             _, akid, secret = frame
             if secret is not None:
@@ -215,8 +221,10 @@ class FrontProtocol(asyncio.Protocol):
         self.gone = False
         self.client: Any = None
         self._idle: asyncio.TimerHandle | None = None
+        self.conn_id = worker.new_conn_id()
+        #: whether the server holds a copy of this connection's descriptor
+        self.shared = False
         self._close_after = False
-        self._hand_over_when_written = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -233,6 +241,13 @@ class FrontProtocol(asyncio.Protocol):
         self.gone = True
         self.worker.connections.discard(self)
         self._stop_idle()
+        if self.shared:
+            self.shared = False
+            self.worker.forget(self.conn_id)
+
+    def fileno(self) -> int:
+        assert self.transport is not None
+        return int(self.transport.get_extra_info("socket").fileno())
 
     def data_received(self, data: bytes) -> None:
         self._stop_idle()
@@ -340,29 +355,14 @@ class FrontProtocol(asyncio.Protocol):
         except LinkClosed:
             self.abort()
 
-    def respond(self, status: int, headers: list[Any], body: bytes) -> None:
-        """Write the server's response to the request in flight."""
+    def written(self, ok: bool) -> None:
+        """The server wrote the response to the request in flight (or could not)."""
         if self.gone or self.transport is None:
             return
-        try:
-            reason = http.HTTPStatus(status).phrase.encode()
-        except ValueError:
-            reason = b""
-        lines = [b"HTTP/1.1 %d %s" % (status, reason)]
-        has_length = False
-        for name, value in headers:
-            if name.lower() == b"content-length":
-                has_length = True
-            lines.append(name + b": " + value)
-        if not has_length:
-            lines.append(b"content-length: %d" % len(body))
-        lines.append(b"date: " + self.worker.date_header())
-        lines.append(b"server: uvicorn")
-        close = self._close_after or self.worker.closing
-        if close:
-            lines.append(b"connection: close")
-        self.transport.write(b"\r\n".join(lines) + b"\r\n\r\n" + body)
-        if close:
+        if not ok:
+            self.transport.abort()
+            return
+        if self._close_after or self.worker.closing:
             self.transport.close()
             return
         self.busy = False
@@ -376,34 +376,23 @@ class FrontProtocol(asyncio.Protocol):
         transport = self.transport
         if transport is None or self.gone:
             return
+        # Nothing of ours is still going out: the worker writes nothing to a client, and the
+        # server has written the last answer before telling us so.
         self.busy = True
         transport.pause_reading()
-        if transport.get_write_buffer_size():
-            # An answer is still going out: the server must not write before it has.
-            self._hand_over_when_written = True
-            transport.set_write_buffer_limits(high=0)  # `resume_writing` once all is sent
-            return
-        sock = transport.get_extra_info("socket")
         buffered = bytes(self.buf)
         self.buf.clear()
         try:
-            self.worker.hand_over(sock, self.client, buffered)
+            self.worker.hand_over(self, buffered)
         except Exception as e:  # the link is gone: nobody can answer
             log.warning("front worker: could not hand a connection over: %s", e)
             transport.abort()
             return
         # The server holds its own descriptor now: closing ours leaves the connection open.
+        self.shared = False  # the handover tells the server to drop any copy it had
         self.gone = True
         self.worker.connections.discard(self)
         transport.close()
-
-    def pause_writing(self) -> None:
-        pass  # answers are whole and one at a time: what the transport buffers is bounded
-
-    def resume_writing(self) -> None:
-        if self._hand_over_when_written:
-            self._hand_over_when_written = False
-            self._hand_over()
 
     def abort(self) -> None:
         """Drop the connection: nobody can answer its request."""
