@@ -323,7 +323,7 @@ class FrontProtocol(asyncio.Protocol):
                 verified = await asyncio.to_thread(self._verified, request)
             else:
                 verified = self._verified(request)
-        except ConnectionError:
+        except (ConnectionError, LinkClosed):  # the server is gone: nobody can answer
             self.abort()
             return
         if verified:
