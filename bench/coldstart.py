@@ -58,8 +58,9 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from http.client import HTTPConnection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -217,6 +218,18 @@ def check_auth(invoker: Invoker, name: str, problems: list[str]) -> str:
     return f"unsigned Invoke {status_unsigned}, signed {status_signed}"
 
 
+@contextlib.contextmanager
+def fresh(invoker: Invoker) -> Iterator[HTTPConnection]:
+    """A keep-alive connection of its own for one pass, connected before the clock starts
+    (a connection left idle while another pass runs may have been closed by the server)."""
+    conn = invoker.connect()
+    conn.connect()
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
 # --- the server's own phase timings ---------------------------------------------------------
 
 _PHASE = re.compile(
@@ -334,8 +347,6 @@ def measure_server(tmp: Path, backend: str, variant: Variant, args: argparse.Nam
         invoker = Invoker(HOST, port, signed=args.auth == "on")
         if invoker.signed:
             result.auth = check_auth(invoker, warm_name, result.problems)
-        conn = invoker.connect()
-        stack.callback(conn.close)
         for mode in args.modes:
             time.sleep(args.settle)  # the pool refills, torn-down environments go
             before = phases(endpoint)
@@ -347,12 +358,16 @@ def measure_server(tmp: Path, backend: str, variant: Variant, args: argparse.Nam
             else:
                 pace = args.pace / 1000 if mode == "paced" else 0.0
                 log(f"{mode}: {len(names[mode])} cold invokes, {pace * 1000:g} ms apart")
-                times = sequential(invoker, conn, names[mode], result.problems, pace)
+                with fresh(invoker) as conn:
+                    times = sequential(invoker, conn, names[mode], result.problems, pace)
                 getattr(result, mode).extend(times)
             result.phases.setdefault(mode, []).append(phase_means(before, phases(endpoint)))
-        sequential(invoker, conn, [warm_name] * WARM_UP_INVOKES, result.problems)
         log(f"warm: {args.warm_requests} invokes of {warm_name}")
-        result.warm = sequential(invoker, conn, [warm_name] * args.warm_requests, result.problems)
+        with fresh(invoker) as conn:
+            sequential(invoker, conn, [warm_name] * WARM_UP_INVOKES, result.problems)
+            result.warm = sequential(
+                invoker, conn, [warm_name] * args.warm_requests, result.problems
+            )
         result.uss = idle_uss(endpoint, {warm_name, *cold_names})
         if server.proc.poll() is not None:
             result.problems.append(f"the server exited ({server.proc.returncode})")

@@ -12,10 +12,11 @@ with no_new_privs and a seccomp deny-list.
 
 Cold starts are cheap because the isolation is done *ahead*: for each zygote a few children
 wait, already isolated (namespaces, root, pivot_root, most of the seccomp filter), in a pool
-(`--warm-pool`, refilled after the cold start that drew on it). A cold start claims one: the
-server hands it the function's files as detached mount trees (open_tree), the child attaches
-them, drops its privileges and runs the handler's import. A pool that ran dry makes a child
-on the spot (some milliseconds more).
+(`_pool.py`: `--warm-pool` at rest, up to `POOL_GROWTH` times that while cold starts come in
+bursts; refilled after the cold start that drew on it, several children at once). A cold
+start claims one: the server hands it the function's files as detached mount trees
+(open_tree), the child attaches them, drops its privileges and runs the handler's import. A
+claim that finds the pool dry waits for the next child made (some milliseconds more).
 
 Memory: the cgroup's hard limit is MemorySize + the /tmp size (tmpfs pages are charged to the
 writer's cgroup; on Lambda /tmp is apart from memory), and a watcher kills an environment whose
@@ -36,12 +37,14 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from lamina.sandbox._cgroups import MB, Cgroup, CgroupTree
 from lamina.sandbox._egress import EgressPolicy as EgressPolicy
 from lamina.sandbox._netns import RUNTIME_API_PORT, NetNamespace, NetworkFactory
+from lamina.sandbox._pool import PreparedPool
 from lamina.sandbox._signals import signal_main_thread
 from lamina.sandbox._zygotes import Zygote, ZygoteError, close_fd, send
 from lamina.sandbox.api import (
@@ -60,6 +63,8 @@ MEMORY_POLL_S = 0.1
 RELAY_CONNECTIONS = 64
 _REFILL_AFTER_INIT_S = 0.005
 _REFILL_FALLBACK_S = 0.5
+#: a pool grows up to this many times `--warm-pool` while cold starts come in bursts
+POOL_GROWTH = 8
 #: Lambda's sandbox user is sbx_user1051, uid 993 / gid 990
 SANDBOX_UID, SANDBOX_GID = 993, 990
 NOBODY = 65534
@@ -349,6 +354,8 @@ class NamespaceBackend:
         self._api_address = api_address
         self._relay_to = relay_to or api_address
         self._warm_pool = warm_pool
+        # Grown with the demand a pool sees (see `_pool.py`), up to this many per zygote.
+        self._pool_max = warm_pool * POOL_GROWTH
         self.cgroups = CgroupTree.create()
         # Lamina's API, and loopback services functions are pointed at (`--aws-endpoint`),
         # relayed from the sandbox's own loopback to the host's.
@@ -358,11 +365,9 @@ class NamespaceBackend:
         self._uid, self._gid = _sandbox_ids()
         self._etc_files = write_user_database(root / "etc", self._uid, self._gid)
         self._zygotes: dict[_Key, Zygote] = {}
-        self._pools: dict[_Key, list[_Prepared]] = {}
-        self._refills: dict[_Key, asyncio.Task[None]] = {}
+        self._pools: dict[_Key, PreparedPool[_Prepared]] = {}
         self._live: set[NamespaceSandbox] = set()
         self._watcher: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
         self._seq = 0
 
@@ -381,11 +386,10 @@ class NamespaceBackend:
     def expect(self, runtimes: Sequence[RuntimeSpec]) -> None:
         """Start the zygotes of these runtimes and fill their pools (in the background)."""
         for spec in runtimes:
-            self._refill(
-                self._zygote(
-                    spec.interpreter, spec.python_in_zygote, spec.runtime_dir, spec.lang_dir
-                )
+            key = self._zygote(
+                spec.interpreter, spec.python_in_zygote, spec.runtime_dir, spec.lang_dir
             )
+            self._pools[key].refill()
 
     # -- zygotes and the pool --------------------------------------------------------------
 
@@ -419,57 +423,35 @@ class NamespaceBackend:
                     # A Python zygote serves one runtime: its image is bound at /var/lang in
                     # the pool, ahead of any claim (a bind shows the SDK installed later too).
                     config["lang_dir"] = str(lang_dir)
-            self._zygotes[key] = Zygote(interpreter, config)
-            self._pools[key] = []
+            zygote = self._zygotes[key] = Zygote(interpreter, config)
+            self._pools[key] = PreparedPool(
+                interpreter,
+                partial(self._spawn, zygote),
+                self.release,
+                _alive,
+                self._warm_pool,
+                self._pool_max,
+            )
         return key
 
     async def claim(self, spec: SandboxSpec) -> _Prepared:
         key = self._zygote(spec.interpreter, spec.python_in_zygote, spec.runtime_dir, spec.lang_dir)
-        zygote = self._zygotes[key]
         pool = self._pools[key]
-        child = None
-        while pool:
-            candidate = pool.pop()
-            if candidate.exit.status is None:
-                child = candidate
-                break
-            self._background(self.release(candidate))
+        try:
+            child = await pool.claim()
+        except (OSError, ZygoteError) as e:
+            raise SandboxError(f"cannot make a sandbox: {e}") from e
         # Refill once this cold start is over (`refill_after_init`; here too, in case its
         # init never ends): on a small machine a refill would otherwise take the CPU from
-        # the very cold start that emptied the pool.
-        asyncio.get_running_loop().call_later(_REFILL_FALLBACK_S, self._refill, key)
-        if child is None:
-            try:
-                child = await self._spawn(zygote)
-            except (OSError, ZygoteError) as e:
-                raise SandboxError(f"cannot make a sandbox: {e}") from e
+        # the very cold start that drew on the pool.
+        asyncio.get_running_loop().call_later(_REFILL_FALLBACK_S, pool.refill)
         child.key = key
         return child
 
     def refill_after_init(self, key: _Key) -> None:
-        asyncio.get_running_loop().call_later(_REFILL_AFTER_INIT_S, self._refill, key)
-
-    def _refill(self, key: _Key) -> None:
-        if self._closing or self._warm_pool <= 0:
-            return
-        task = self._refills.get(key)
-        if task is None or task.done():
-            self._refills[key] = asyncio.ensure_future(self._fill(key))
-
-    async def _fill(self, key: _Key) -> None:
-        zygote = self._zygotes[key]
-        pool = self._pools[key]
-        failures = 0
-        while not self._closing and len(pool) < self._warm_pool:
-            try:
-                pool.append(await self._spawn(zygote))
-                failures = 0
-            except (OSError, ZygoteError, SandboxError) as e:
-                failures += 1
-                log.warning("sandbox pool for %s: %s", zygote.interpreter, e)
-                if failures >= 3:
-                    return
-                await asyncio.sleep(0.5 * failures)
+        pool = self._pools.get(key)
+        if pool is not None and not self._closing:
+            asyncio.get_running_loop().call_later(_REFILL_AFTER_INIT_S, pool.refill)
 
     async def _spawn(self, zygote: Zygote) -> _Prepared:
         loop = asyncio.get_running_loop()
@@ -575,21 +557,11 @@ class NamespaceBackend:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def _background(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     async def close(self) -> None:
         self._closing = True
-        for task in self._refills.values():
-            task.cancel()
         if self._watcher is not None:
             self._watcher.cancel()
-        pooled = [c for pool in self._pools.values() for c in pool]
-        await asyncio.gather(*(self.release(c) for c in pooled), return_exceptions=True)
-        if self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await asyncio.gather(*(p.close() for p in self._pools.values()), return_exceptions=True)
         for zygote in self._zygotes.values():
             await zygote.close()
         loop = asyncio.get_running_loop()
@@ -614,6 +586,10 @@ def open_tree(path: Path) -> int:
         err = ctypes.get_errno()
         raise OSError(err, f"open_tree {path}: {os.strerror(err)}", str(path))
     return fd
+
+
+def _alive(child: _Prepared) -> bool:
+    return child.exit.status is None
 
 
 def _check_all(sandboxes: list[NamespaceSandbox]) -> None:
