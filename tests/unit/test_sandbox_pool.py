@@ -31,8 +31,10 @@ class Maker:
         self.in_flight = 0
         self.most_in_flight = 0
         self.failing = False
+        self.urgent = 0
 
-    async def make(self) -> Child:
+    async def make(self, urgent: bool) -> Child:
+        self.urgent += urgent
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
         try:
@@ -84,6 +86,7 @@ def test_fills_to_its_base_and_hands_out_ready_children() -> None:
         p.refill()
         await settle(maker)
         assert p.ready == 2
+        assert maker.urgent == 0  # made for the pool: at a low priority
         child = await p.claim()
         assert child in maker.made and p.ready == 1
         # A claim that found a child ready makes nothing by itself: its owner refills once
@@ -101,6 +104,7 @@ def test_a_claim_on_a_dry_pool_waits_for_the_next_child_made_and_only_one() -> N
         p = pool(maker, base=1, cap=1)
         child = await p.claim()  # nothing ready: its request starts a child, and it gets it
         assert maker.made == [child]
+        assert maker.urgent == 1  # a claim waits for it: at full priority
         assert not child.released
         await p.close()
 

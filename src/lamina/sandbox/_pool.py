@@ -12,10 +12,11 @@ busiest of those seconds saw (at most `cap`), so that a burst of cold starts lik
 finds environments ready, not a pool refilling one at a time. When the demand is gone, the
 surplus is released (it costs a few MiB each, and a cgroup and a network namespace).
 
-Making: up to `parallel` children are made at once. Their cost is mostly waiting in the
-kernel, which overlaps, so a burst refills several times faster than one at a time, even on
-two cores. A claim that finds the pool empty waits for the next child made (its own request
-starts one if none is under way) instead of making its own beside the refill.
+Making: up to `parallel` children are made at once for the pool. Their cost is mostly waiting
+in the kernel, which overlaps, so a burst refills several times faster than one at a time,
+even on two cores; they are made at a low CPU priority (`make(urgent=False)`), so that on a
+small machine the cold starts drawing on the pool are not slowed by its refill. A claim that
+finds the pool empty waits for the next child made, and has one made at full priority for it.
 
 When: a claim that took a ready child does not refill at once (the refill would take the CPU
 from that very cold start on a small machine); its owner calls `refill()` once the cold start
@@ -76,17 +77,19 @@ class Demand:
 
 
 class PreparedPool(Generic[T]):
-    """Children made ahead by `make()`, handed out by `claim()`.
+    """Children made ahead by `make(urgent)`, handed out by `claim()`.
 
-    `alive(child)`: whether a pooled child can still be claimed (a dead one is released);
-    `release(child)`: free a child no one will claim. `make()` may raise OSError (or a
-    subclass): a claim waiting for that child gets the error.
+    `make(urgent)`: a new child; `urgent` when a claim is waiting for it, else it is made for
+    the pool and may be made at a lower CPU priority (its isolation is then done in the CPU
+    time cold starts leave). It may raise OSError (or a subclass): a claim waiting for a
+    child gets the error. `alive(child)`: whether a pooled child can still be claimed (a dead
+    one is released); `release(child)`: free a child no one will claim.
     """
 
     def __init__(
         self,
         name: str,
-        make: Callable[[], Awaitable[T]],
+        make: Callable[[bool], Awaitable[T]],
         release: Callable[[T], Awaitable[None]],
         alive: Callable[[T], bool],
         base: int,
@@ -105,6 +108,8 @@ class PreparedPool(Generic[T]):
         self._ready: list[T] = []
         self._waiters: collections.deque[asyncio.Future[T]] = collections.deque()
         self._making = 0
+        #: of those being made, the ones made at full priority for a waiting claim
+        self._urgent = 0
         self._failures = 0
         #: refilling the pool itself (not only making children for waiting claims)
         self._filling = False
@@ -166,28 +171,34 @@ class PreparedPool(Generic[T]):
         if self._failures >= MAX_FAILURES and not waiting:
             return
         target = self.target
-        # Children for the claims waiting, and (once asked to refill) for the pool itself.
-        wanted = waiting + (target - len(self._ready) if self._filling else 0) - self._making
-        while wanted > 0 and self._making < self._parallel:
-            self._making += 1
-            wanted -= 1
-            self._background(self._make_one())
+        # A child for each claim waiting, made at full priority (even beside children made
+        # for the pool at a low one: the first done goes to the claim, the other is kept).
+        while self._urgent < waiting and self._urgent < self._parallel:
+            self._start(urgent=True)
+        if self._filling:
+            wanted = target - len(self._ready) - (self._making - self._urgent)
+            while wanted > 0 and self._making < self._parallel:
+                wanted -= 1
+                self._start(urgent=False)
         if len(self._ready) >= target:
             self._filling = False
         for _ in range(len(self._ready) - target):
             self._background(self._release(self._ready.pop(0)))  # the oldest first
 
-    async def _make_one(self) -> None:
+    def _start(self, urgent: bool) -> None:
+        self._making += 1
+        self._urgent += urgent
+        self._background(self._make_one(urgent))
+
+    async def _make_one(self, urgent: bool) -> None:
         try:
-            child = await self._make()
-        except asyncio.CancelledError:
-            self._making -= 1
-            raise
+            child = await self._make(urgent)
         except Exception as e:
-            self._making -= 1
             self._failed(e)
             return
-        self._making -= 1
+        finally:
+            self._making -= 1
+            self._urgent -= urgent
         self._failures = 0
         self._put(child)
         self._step()
