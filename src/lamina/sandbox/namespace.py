@@ -118,6 +118,8 @@ class _Prepared:
     key: _Key = ("", False, ())
     #: the CPU priority it was made at (not 0: made for the pool)
     nice: int = 0
+    #: the host pid of the process that will run the runtime (the init's first child)
+    runtime_pid: int = 0
 
 
 class NamespaceSandbox:
@@ -222,10 +224,13 @@ class NamespaceSandbox:
                     assert spec.lang_dir is not None
                     trees.append(open_tree(spec.lang_dir))
                 if child.nice:
-                    # Made for the pool at a low priority: it wakes up to this claim at the
-                    # normal one (the child takes it back too, before the function runs).
-                    with contextlib.suppress(OSError):
-                        os.setpriority(os.PRIO_PROCESS, child.pid, 0)
+                    # Made for the pool at a low priority: the runtime wakes up to this claim
+                    # at the normal one (it takes it back itself too, before the function
+                    # runs), and so does the sandbox's init.
+                    for pid in (child.runtime_pid, child.pid):
+                        if pid > 0:  # (0 would be this server itself)
+                            with contextlib.suppress(OSError):
+                                os.setpriority(os.PRIO_PROCESS, pid, 0)
                 send(child.ctl, claim, [*outputs, *trees])
             finally:
                 for tree in trees:
@@ -503,6 +508,7 @@ class NamespaceBackend:
         if not ready or b'"ready"' not in ready:
             await self.release(child)
             raise SandboxError(f"sandbox failed to isolate: {ready.decode(errors='replace')}")
+        child.runtime_pid = _first_child(pid)
         return child
 
     async def release(self, child: _Prepared) -> None:
@@ -608,6 +614,16 @@ def open_tree(path: Path) -> int:
         err = ctypes.get_errno()
         raise OSError(err, f"open_tree {path}: {os.strerror(err)}", str(path))
     return fd
+
+
+def _first_child(pid: int) -> int:
+    """The host pid of a process's first child (0 if unknown)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            first = f.read().split()[:1]
+        return int(first[0]) if first else 0
+    except (OSError, ValueError):
+        return 0
 
 
 def _alive(child: _Prepared) -> bool:
