@@ -83,6 +83,7 @@ from harness import (
     HOST,
     BenchError,
     Server,
+    cpu_seconds_between,
     free_port,
     guarded,
     handler_zip,
@@ -92,6 +93,7 @@ from harness import (
     process_tree,
     start_server,
     stop_server,
+    tree_cpu,
     unbroken_cleanup,
     wait_ready,
 )
@@ -350,6 +352,7 @@ def measure_server(tmp: Path, backend: str, variant: Variant, args: argparse.Nam
         for mode in args.modes:
             time.sleep(args.settle)  # the pool refills, torn-down environments go
             before = phases(endpoint)
+            cpu_before = tree_cpu(server.proc.pid)
             if mode == "c16":
                 log(f"{mode}: {args.c16_functions} cold invokes on {args.connections} connections")
                 load = concurrent(invoker, names[mode], args.connections)
@@ -361,7 +364,10 @@ def measure_server(tmp: Path, backend: str, variant: Variant, args: argparse.Nam
                 with fresh(invoker) as conn:
                     times = sequential(invoker, conn, names[mode], result.problems, pace)
                 getattr(result, mode).extend(times)
-            result.phases.setdefault(mode, []).append(phase_means(before, phases(endpoint)))
+            cpu_s = cpu_seconds_between(cpu_before, tree_cpu(server.proc.pid))
+            means = phase_means(before, phases(endpoint))
+            means["cpu"] = cpu_s * 1000 / len(names[mode])
+            result.phases.setdefault(mode, []).append(means)
         log(f"warm: {args.warm_requests} invokes of {warm_name}")
         with fresh(invoker) as conn:
             sequential(invoker, conn, [warm_name] * WARM_UP_INVOKES, result.problems)
@@ -440,7 +446,11 @@ def table(results: Sequence[Result], floors: Floors) -> list[str]:
 
 
 def phase_lines(results: Sequence[Result]) -> list[str]:
-    lines = ["the server's own cold-start phases (mean ms; sandbox / start / init):"]
+    lines = [
+        "the server's own cold-start phases (mean ms; sandbox / start / init), and the CPU ms "
+        "per cold start of the server's whole process tree (zygotes, pool and environments "
+        "included; less noisy than latency on a shared machine):"
+    ]
     for r in results:
         if r.skipped is not None:
             continue
@@ -448,13 +458,14 @@ def phase_lines(results: Sequence[Result]) -> list[str]:
         for mode, runs in r.phases.items():
             means = {
                 p: statistics.median([run[p] for run in runs if p in run])
-                for p in ("sandbox", "start", "init")
+                for p in ("sandbox", "start", "init", "cpu")
                 if any(p in run for run in runs)
             }
             shown = " / ".join(
                 f"{means[p]:.2f}" if p in means else "-" for p in ("sandbox", "start", "init")
             )
-            parts.append(f"{mode} {shown}")
+            cpu = f"{means['cpu']:.1f}" if "cpu" in means else "-"
+            parts.append(f"{mode} {shown}, cpu {cpu}")
         lines.append(f"  {r.variant}/{r.backend}: " + "; ".join(parts))
     return lines
 
