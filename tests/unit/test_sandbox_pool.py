@@ -221,3 +221,20 @@ def test_demand_counts_the_busiest_second_of_its_window() -> None:
     assert demand.peak() == 1
     clock.now += 1
     assert demand.peak() == 0
+
+
+def test_every_waiting_claim_gets_its_own_answer_when_making_fails() -> None:
+    async def test() -> None:
+        maker = Maker()
+        p = pool(maker, base=2, cap=2, parallel=2)
+        maker.failing = True
+        claims = [asyncio.ensure_future(p.claim()) for _ in range(5)]
+        done = await asyncio.gather(*claims, return_exceptions=True)
+        assert all(isinstance(d, OSError) for d in done), done
+        maker.failing = False
+        p.refill()
+        await settle(maker)
+        assert p.ready == 2
+        await p.close()
+
+    run(test)

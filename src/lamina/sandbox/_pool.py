@@ -216,6 +216,8 @@ class PreparedPool(Generic[T]):
         self._ready.append(child)
 
     def _failed(self, error: Exception) -> None:
+        if self._closed:
+            return  # (waiting claims were failed by `close`)
         self._failures += 1
         log.warning("sandbox pool for %s: %s", self.name, error)
         while self._waiters:
@@ -223,11 +225,14 @@ class PreparedPool(Generic[T]):
             if not waiter.done():
                 waiter.set_exception(error)
                 break
-        if self._failures < MAX_FAILURES or self._waiters:
-            if self._retry is not None:
-                self._retry.cancel()
-            delay = _RETRY_S * self._failures
-            self._retry = asyncio.get_running_loop().call_later(delay, self._step)
+        if self._retry is not None:
+            self._retry.cancel()
+        loop = asyncio.get_running_loop()
+        if self._waiters:
+            # Each claim still waiting has its own child made (and its own error, if any).
+            self._retry = loop.call_later(0, self._step)
+        elif self._failures < MAX_FAILURES:
+            self._retry = loop.call_later(_RETRY_S * self._failures, self._step)
 
     def _schedule_trim(self) -> None:
         """Once the demand window has passed without claims, give the surplus back."""
