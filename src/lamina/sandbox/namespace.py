@@ -379,6 +379,7 @@ class NamespaceBackend:
         self._uid, self._gid = _sandbox_ids()
         self._etc_files = write_user_database(root / "etc", self._uid, self._gid)
         self._zygotes: dict[_Key, Zygote] = {}
+        self._keys: dict[tuple[str, bool, Path, Path | None], _Key] = {}
         self._pools: dict[_Key, PreparedPool[_Prepared]] = {}
         self._live: set[NamespaceSandbox] = set()
         self._watcher: asyncio.Task[None] | None = None
@@ -417,9 +418,14 @@ class NamespaceBackend:
         one per set of directories to expose (a runtime installed outside the system
         directories, such as pyenv's or nvm's under /root).
         """
+        asked = (runtime, python, runtime_dir, lang_dir)
+        key = self._keys.get(asked)
+        if key is not None:
+            return key  # (resolving the runtime's path costs tens of µs: once per runtime)
         expose = _expose(str(Path(runtime).resolve().parent.parent)) if runtime else []
         interpreter = runtime if python else exec_interpreter()
-        key: _Key = (interpreter, python, tuple(expose))
+        key = (interpreter, python, tuple(expose))
+        self._keys[asked] = key
         if key not in self._zygotes:
             config: dict[str, Any] = {
                 "staging": str(self._staging),
