@@ -438,6 +438,9 @@ class NamespaceBackend:
             }
             if python:
                 config["runtime_dir"] = str(runtime_dir)
+                # Where the runtime finds the Runtime API in every sandbox: its pooled
+                # children connect ahead of the claim (see the bootstrap's `preconnect`).
+                config["runtime_api"] = f"127.0.0.1:{RUNTIME_API_PORT}"
                 config["preload"] = list(PRELOAD)
                 if lang_dir is not None and lang_dir.is_dir():
                     # A Python zygote serves one runtime: its image is bound at /var/lang in

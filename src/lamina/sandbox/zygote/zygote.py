@@ -351,6 +351,9 @@ class Child:
         if self.config.get("python"):
             warm_up()
             _BOOTSTRAP.prepare()
+            address = self.config.get("runtime_api")
+            if address and hasattr(_BOOTSTRAP, "preconnect"):
+                _BOOTSTRAP.preconnect(address)
 
     def build_root(self, root: str) -> None:
         """The sandbox's root filesystem, on an empty tmpfs: the host's system directories
