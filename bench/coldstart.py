@@ -1,52 +1,48 @@
-"""Benchmark cold Lambda invokes per sandbox backend, beside a fork floor measured in the same run.
+"""Benchmark cold Lambda invokes at Lamina's defaults, beside a fork floor measured in the same run.
 
-Run: ``.venv/bin/python bench/coldstart.py [--backends process,namespace] [--functions 40]``
+Run: ``.venv/bin/python bench/coldstart.py [--backends namespace] [--variant before=SRC]``
 (or ``make bench-coldstart ARGS="..."``).
 
 What it measures
 ----------------
-For each backend in ``--backends`` this starts its own ``lamina serve --sandbox BACKEND`` on
-127.0.0.1 with a fresh data dir, one after the other (never two servers at once), and:
+Each server is ``lamina serve --admin-key test:test --sandbox BACKEND`` (authentication on, as
+users run it; ``--auth off`` for comparison only) on 127.0.0.1 with a fresh data dir, one at a
+time. Every Invoke is raw HTTP, SigV4-signed per request (`cold_load.py`), timed from request
+to full response. The functions (python3.11, ``app.handler`` returning ``{"ok": True}``,
+128 MB) are all created with boto3 *before* any timing; the server then settles for
+``--settle`` s (its pool of pre-isolated environments fills), and between the modes too:
 
-* cold: creates ``--functions`` distinct hello functions ``cold-<i>`` (python3.11,
-  ``app.handler`` returning ``{"ok": True}``) with boto3 *before* timing, lets the server settle
-  for ``--settle`` seconds, then invokes each never-invoked function once with a raw HTTP POST
-  over one keep-alive connection (no boto3 on the timed path), timing request to full response.
-  After each cold invoke it pauses ``--pace`` ms: the namespace backend keeps a small pool of
-  pre-isolated environments and refills it in the background, and the pause lets that refill
-  happen off the measured path (a burst of cold starts faster than the refill would measure
-  the refill, not the pool).
-* warm: ``--warm-requests`` sequential invokes of one already-warm function, same connection.
-  The namespace/process warm p50 ratio is the isolation's warm overhead. That function has
-  1,769 MB (one vCPU): the namespace backend caps CPU in proportion to memory as Lambda does,
-  and at the default 128 MB (7% of a CPU) a tight loop of invokes is throttled by the cap, not
-  slowed by the isolation; the process backend caps nothing.
-* idle USS: after the warm pass, the unshared memory (Private_Clean + Private_Dirty from
-  ``/proc/PID/smaps_rollup``) of each idle environment, summed over the environment's process
-  and all its descendants. Pids come from ``GET /lamina/environments``; when a server has no
-  such endpoint (404) the process backend falls back to the server's direct children (each is
-  one environment, all idle after the sequential warm pass). The output says which was used.
+* paced: ``--paced`` (40) never-invoked functions, one after the other on one keep-alive
+  connection, ``--pace`` (50) ms apart: cold starts that are not a burst, each finding the
+  backend's pool refilled.
+* burst: ``--burst`` (40) other never-invoked functions back to back on one connection (the
+  next request as soon as the last answer is read): the pool drains and the refill races the
+  requests.
+* c16: ``--c16-functions`` (200) other never-invoked functions from ``--connections`` (16)
+  connections at once, each taking the next function when answered. Printed: p50/p99 and the
+  cold-start rate, environments ready per second (each answer is one new environment's first
+  invocation) over the wall time from the first request to the last answer. Every one must be
+  answered 200 (errors make the run INVALID). 200 x 128 MB is more than the default memory
+  capacity of a small machine: idle environments are then evicted (LRU), as users would see.
+* warm: ``--warm-requests`` sequential invokes of one warm function (1,769 MB, one vCPU, so the
+  CPU cap does not bind), then each idle environment's unshared memory (USS, from
+  ``/lamina/environments`` and /proc).
 
-Floors, measured in the same run before any server starts:
+The cold-start phases the server measured itself (``lamina_cold_start_phase_seconds`` from
+``/metrics``: sandbox, start, init) are printed per mode as mean ms: where the time went.
 
-* fork: ``os.fork()`` from a warm Python process, the child computes the hello result and
-  writes it to a pipe, the parent reads to EOF and reaps it. No cold start that creates a
-  process can be cheaper, so ``cold p50 / fork p50`` is how far a backend is from that bound.
-  The floor forks from a lean ``/usr/bin/python3.11 -I`` that has loaded only os/json/time, as
-  a zygote would; the same loop is also run in this bench process, which has boto3 loaded, to
-  show how fork cost grows with the parent's memory (keep the zygote lean).
-* exec: ``/usr/bin/python3.11 -c 'print(1)'`` run to completion (the real interpreter, never a
-  pyenv shim): what any start that execs a fresh interpreter pays before user code runs.
+Floors (`cold_floors.py`), measured once before any server starts: fork from a lean warm
+Python to a result (the x-fork columns divide by its p50), the same fork from this bench
+process, and exec of a fresh interpreter.
 
-Machines here are noisy: compare numbers within one run. Percentiles are nearest-rank, so with
-40 cold samples p99 is the slowest one.
+``--variant NAME=SRC`` (repeatable) runs the ``lamina`` package of another source tree (say a
+``git worktree`` of the base) beside this checkout's; ``--rounds`` N alternates the variants N
+times so a busy machine weighs on each alike, and pools each variant's samples. Compare
+variants within one run only.
 
-Backends that can't run are skipped with a printed line, not an error: ``namespace`` when not
-root, and any backend this ``lamina serve`` does not offer yet.
-
+Machines here are noisy. Percentiles are nearest-rank (with 40 samples p99 is the slowest).
 Exit status: 0 when every server started and every invoke answered 200 with the expected body
-(whether or not the targets were met), 1 when a server failed to start or an invoke failed
-(flagged INVALID), 130 when interrupted.
+(targets met or not), 1 when a server failed or an invoke failed (INVALID), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -54,27 +50,40 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
+import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from http.client import HTTPConnection, HTTPException
+from http.client import HTTPConnection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError, WaiterError
 
-from invoke import (
+from cold_floors import Floors, floor_lines, measure_floors
+from cold_load import (
+    HELLO_HANDLER,
+    Concurrent,
+    Invoker,
+    concurrent,
+    sequential,
+)
+
+# Stats/summarize/elapsed_ms are imported from here by the other benchmarks.
+from cold_load import Stats as Stats
+from cold_load import elapsed_ms as elapsed_ms
+from cold_load import summarize as summarize
+from harness import (
     HOST,
     BenchError,
     Server,
+    cpu_seconds_between,
     free_port,
     guarded,
     handler_zip,
@@ -84,16 +93,12 @@ from invoke import (
     process_tree,
     start_server,
     stop_server,
+    tree_cpu,
     unbroken_cleanup,
     wait_ready,
 )
-
-# Server start/stop and /proc helpers shared with the warm benchmark; bench/ is on sys.path
-# because this file is run as a script from it.
-from invoke import lambda_client as invoke_client
-
-#: the warm pass's function: one vCPU's worth of memory, so the CPU cap does not bind
-WARM_MEMORY_MB = 1769
+from harness import lambda_client as harness_client
+from signing import admin_key_args, signed_headers
 
 if TYPE_CHECKING:
     from mypy_boto3_lambda import LambdaClient
@@ -101,17 +106,17 @@ if TYPE_CHECKING:
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 
 BACKENDS = ("process", "namespace")
-PYTHON311 = "/usr/bin/python3.11"
-HELLO_HANDLER = 'def handler(event, context):\n    return {"ok": True}\n'
-HELLO_RESULT = {"ok": True}  # also FORK_FLOOR_SCRIPT's RESULT
-INVOKE_HEADERS = {"Content-Type": "application/json"}
-FORK_RUNS = 200
-EXEC_RUNS = 30
+#: the warm pass's function: one vCPU's worth of memory, so the CPU cap does not bind
+WARM_MEMORY_MB = 1769
 WARM_UP_INVOKES = 20
 MAX_PROBLEMS_SHOWN = 5
+MODES = ("paced", "burst", "c16")
+UNITS = ["p50", "ms", "MiB", ""]  # the last columns' units, under the header
 
-TARGET_COLD_P50_MS = 5.0
-STRETCH_COLD_P50_MS = 2.0
+# Issue 19's targets for the namespace backend at the defaults.
+TARGET_BURST_P50_MS = 3.0
+TARGET_BURST_P99_MS = 10.0
+TARGET_PACED_P50_MS = 2.0
 TARGET_WARM_OVERHEAD = 0.10
 TARGET_USS_MIB = 10.0
 
@@ -120,151 +125,31 @@ class BackendUnavailable(Exception):
     """This backend can't run here (not root, or this lamina does not offer it): skip it."""
 
 
-# --- numbers --------------------------------------------------------------------------------
-
-
-@dataclass
-class Stats:
-    p50: float
-    p99: float
-    low: float
-    high: float
-    count: int
-
-
-def summarize(values: Sequence[float]) -> Stats:
-    ordered = sorted(values)
-    rank99 = max(1, math.ceil(0.99 * len(ordered)))  # nearest rank
-    return Stats(
-        statistics.median(ordered), ordered[rank99 - 1], ordered[0], ordered[-1], len(ordered)
-    )
-
-
-def elapsed_ms(started: float) -> float:
-    return (time.perf_counter() - started) * 1000
-
-
-# --- floors ---------------------------------------------------------------------------------
-
-
-# The fork floor's code is one source run two ways: as the script of a lean warm interpreter
-# (the floor: only os/json/time loaded, as a zygote's parent would be) and, for comparison,
-# exec'd into this bench process. Fork cost grows with the parent's mapped memory, and this
-# process carries boto3 (about 3x slower forks on these VMs), so it would overstate the floor.
-FORK_FLOOR_SCRIPT = """\
-import json, os, sys, time
-
-RESULT = {"ok": True}
-
-
-def fork_once():
-    started = time.perf_counter()
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child must never return into its parent's code, whatever happens
-        code = 1
-        try:
-            os.close(read_fd)
-            os.write(write_fd, json.dumps(RESULT).encode())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(write_fd)
-    with os.fdopen(read_fd, "rb") as reader:
-        data = reader.read()
-    _, status = os.waitpid(pid, 0)
-    took = (time.perf_counter() - started) * 1000
-    if status != 0 or json.loads(data) != RESULT:
-        raise RuntimeError(f"fork floor: child exited with {status} and wrote {data!r}")
-    return took
-
-
-def fork_runs(runs):
-    for _ in range(10):  # warm the allocator and the pipe path
-        fork_once()
-    return [fork_once() for _ in range(runs)]
-
-
-def rss_kib():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
-if __name__ == "__main__":
-    times = fork_runs(int(sys.argv[1]))
-    print(json.dumps({"ms": times, "rss_kib": rss_kib()}))
-"""
-
-
-def fork_floor_lean(python: str) -> tuple[Stats, float]:
-    """(fork floor, parent RSS MiB) from a fresh ``python -I`` running FORK_FLOOR_SCRIPT."""
-    argv = [python, "-I", "-c", FORK_FLOOR_SCRIPT, str(FORK_RUNS)]
-    done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120)
-    try:
-        out = json.loads(done.stdout)
-        return summarize(out["ms"]), out["rss_kib"] / 1024
-    except (ValueError, KeyError, TypeError) as exc:
-        raise BenchError(
-            f"fork floor in {python} failed ({done.returncode}): {done.stderr}"
-        ) from exc
-
-
-def fork_floor_here() -> tuple[Stats, float]:
-    """(fork timings, RSS MiB) of the same code run in this bench process."""
-    namespace: dict[str, Any] = {"__name__": "fork_floor"}
-    exec(FORK_FLOOR_SCRIPT, namespace)
-    times = namespace["fork_runs"](FORK_RUNS)
-    return summarize(times), namespace["rss_kib"]() / 1024
-
-
-def exec_once() -> float:
-    started = time.perf_counter()
-    done = subprocess.run([PYTHON311, "-c", "print(1)"], capture_output=True, check=False)
-    took = elapsed_ms(started)
-    if done.returncode != 0 or done.stdout.strip() != b"1":
-        raise BenchError(f"exec floor: {PYTHON311} exited {done.returncode}: {done.stderr!r}")
-    return took
-
-
-@dataclass
-class Floors:
-    python: str  # the lean interpreter the fork floor ran in
-    fork: Stats  # the floor: forks from a lean warm interpreter
-    fork_rss_mib: float
-    here: Stats  # the same forks from this (boto3-laden) bench process, for comparison
-    here_rss_mib: float
-    exec: Stats | None  # None when there is no /usr/bin/python3.11
-
-
-def measure_floors() -> Floors:
-    python = PYTHON311 if os.access(PYTHON311, os.X_OK) else sys.executable
-    log(f"floor: {FORK_RUNS} forks from a lean {python}, then from this process")
-    fork, fork_rss = fork_floor_lean(python)
-    here, here_rss = fork_floor_here()
-    if python != PYTHON311:
-        log(f"floor: {PYTHON311} not found, no exec floor")
-        return Floors(python, fork, fork_rss, here, here_rss, None)
-    log(f"floor: {EXEC_RUNS} runs of {PYTHON311} -c 'print(1)'")
-    exec_once()  # the first run pays for the page cache
-    execs = summarize([exec_once() for _ in range(EXEC_RUNS)])
-    return Floors(python, fork, fork_rss, here, here_rss, execs)
-
-
 # --- server and functions -------------------------------------------------------------------
 
 
-def start_lamina(stack: contextlib.ExitStack, tmp: Path, backend: str) -> tuple[Server, str]:
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    src: str  # "." for this checkout's lamina
+
+
+def start_lamina(
+    stack: contextlib.ExitStack, tmp: Path, backend: str, variant: Variant, auth: bool
+) -> tuple[Server, str]:
     """A ready ``lamina serve --sandbox BACKEND``; raises BackendUnavailable if it has none."""
-    data_dir = tmp / f"{backend}-data"
+    label = f"{variant.name}-{backend}-{time.monotonic_ns()}"
+    data_dir = tmp / f"{label}-data"
     data_dir.mkdir()
     port = free_port()
     argv = [sys.executable, "-m", "lamina", "serve", "--sandbox", backend, "--host", HOST]
     argv += ["--port", str(port), "--data-dir", str(data_dir), "--log-level", "warning"]
-    # Raw HTTP does not sign; bench/auth.py measures authentication's cost.
-    argv += ["--auth", "off"]
-    server = start_server(f"lamina ({backend})", argv, tmp, tmp / f"{backend}.log")
+    argv += admin_key_args() if auth else ["--auth", "off"]
+    env = dict(os.environ)
+    if variant.src != ".":
+        env["PYTHONPATH"] = os.path.abspath(variant.src)
+    name = f"lamina {variant.name} ({backend})"
+    server = start_server(name, argv, tmp, tmp / f"{label}.log", env)
     stack.callback(stop_server, server)
     endpoint = f"http://{HOST}:{port}"
     try:
@@ -278,10 +163,13 @@ def start_lamina(stack: contextlib.ExitStack, tmp: Path, backend: str) -> tuple[
     return server, endpoint
 
 
-def get_json(url: str) -> tuple[int, Any]:
-    """(status, parsed body) of a GET; the body is None when it is not JSON."""
+def get_json(url: str, signed: bool = False) -> tuple[int, Any]:
+    """(status, parsed body) of a GET (SigV4-signed with the admin key if `signed`); the
+    body is None when it is not JSON."""
+    headers = signed_headers("GET", url, b"", {}) if signed else {}
+    request = urllib.request.Request(url, headers=headers)
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10) as response:
             status, payload = int(response.status), response.read()
     except urllib.error.HTTPError as exc:
         status, payload = exc.code, exc.read()
@@ -292,7 +180,7 @@ def get_json(url: str) -> tuple[int, Any]:
 
 
 def lambda_client(endpoint: str) -> LambdaClient:
-    return invoke_client(endpoint, attempts=1)
+    return harness_client(endpoint, attempts=1)
 
 
 def create_functions(endpoint: str, names: Sequence[str], memory_mb: int = 128) -> None:
@@ -314,43 +202,67 @@ def create_functions(endpoint: str, names: Sequence[str], memory_mb: int = 128) 
         raise BenchError(f"creating the functions failed: {exc}") from exc
 
 
-# --- invokes --------------------------------------------------------------------------------
-
-
-def invoke_raw(conn: HTTPConnection, name: str) -> tuple[float, str | None]:
-    """(milliseconds from request to full response, problem or None) of one Invoke."""
-    path = f"/2015-03-31/functions/{name}/invocations"
-    started = time.perf_counter()
+def check_auth(invoker: Invoker, name: str, problems: list[str]) -> str:
+    """Before timing: the fast signer agrees with botocore, an unsigned Invoke is refused
+    (403) and a signed one answered 200. Returns what was seen."""
+    invoker.self_check(name)
+    unsigned = Invoker(invoker.host, invoker.port, signed=False)
+    conn = invoker.connect()
     try:
-        conn.request("POST", path, body=b"{}", headers=INVOKE_HEADERS)
-        response = conn.getresponse()
-        body = response.read()
-    except (HTTPException, OSError) as exc:
-        conn.close()  # the next request reconnects
-        return elapsed_ms(started), f"{name}: {exc!r}"
-    took = elapsed_ms(started)
-    if response.status != 200:
-        return took, f"{name}: HTTP {response.status} {body[:200]!r}"
-    if response.getheader("X-Amz-Function-Error"):
-        return took, f"{name}: function error {body[:200]!r}"
-    with contextlib.suppress(ValueError):
-        if json.loads(body) == HELLO_RESULT:
-            return took, None
-    return took, f"{name}: unexpected body {body[:200]!r}"
+        _, _, status_unsigned = unsigned.invoke(conn, name)
+        _, problem, status_signed = invoker.invoke(conn, name)
+    finally:
+        conn.close()
+    if status_unsigned != 403:
+        problems.append(f"an unsigned Invoke of {name} was answered {status_unsigned}, not 403")
+    if problem is not None:
+        problems.append(f"a signed Invoke failed: {problem}")
+    return f"unsigned Invoke {status_unsigned}, signed {status_signed}"
 
 
-def timed_invokes(
-    conn: HTTPConnection, names: Sequence[str], problems: list[str], pace_s: float = 0.0
-) -> Stats:
-    times: list[float] = []
-    for name in names:
-        took, problem = invoke_raw(conn, name)
-        times.append(took)
-        if problem is not None:
-            problems.append(problem)
-        if pace_s:
-            time.sleep(pace_s)
-    return summarize(times)
+@contextlib.contextmanager
+def fresh(invoker: Invoker) -> Iterator[HTTPConnection]:
+    """A keep-alive connection of its own for one pass, connected before the clock starts
+    (a connection left idle while another pass runs may have been closed by the server)."""
+    conn = invoker.connect()
+    conn.connect()
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+# --- the server's own phase timings ---------------------------------------------------------
+
+_PHASE = re.compile(
+    r'^lamina_cold_start_phase_seconds_(sum|count)\{phase="([a-z]+)",runtime="python3\.11"\}'
+    r"\s+([0-9.e+-]+)$",
+    re.M,
+)
+
+Phases = dict[str, tuple[float, float]]  # phase: (seconds summed, count)
+
+
+def phases(endpoint: str) -> Phases:
+    try:
+        with urllib.request.urlopen(f"{endpoint}/metrics", timeout=10) as response:
+            text = response.read().decode()
+    except (urllib.error.URLError, OSError):
+        return {}
+    found: dict[str, list[float]] = {}
+    for kind, phase, value in _PHASE.findall(text):
+        found.setdefault(phase, [0.0, 0.0])[0 if kind == "sum" else 1] = float(value)
+    return {phase: (pair[0], pair[1]) for phase, pair in found.items()}
+
+
+def phase_means(before: Phases, after: Phases) -> dict[str, float]:
+    """Mean ms per phase over the cold starts between two snapshots."""
+    means = {}
+    for phase, (total, count) in after.items():
+        total0, count0 = before.get(phase, (0.0, 0.0))
+        if count > count0:
+            means[phase] = (total - total0) / (count - count0) * 1000
+    return means
 
 
 # --- idle memory ----------------------------------------------------------------------------
@@ -372,85 +284,99 @@ def tree_uss_mib(pid: int) -> float | None:
     return sum(uss_kib(p) for p, _ in tree) / 1024 if tree else None
 
 
-def direct_children(pid: int) -> list[int]:
-    return [p for p, _ in process_tree(pid) if p != pid and _ppid(p) == pid]
-
-
-def _ppid(pid: int) -> int | None:
-    with contextlib.suppress(OSError, IndexError, ValueError):
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    return None
-
-
-@dataclass
-class Memory:
-    method: str
-    mib: list[float] = field(default_factory=list)
-
-    @property
-    def median(self) -> float | None:
-        return statistics.median(self.mib) if self.mib else None
-
-    @property
-    def max(self) -> float | None:
-        return max(self.mib) if self.mib else None
-
-
-def idle_memory(endpoint: str, server: Server, backend: str) -> Memory:
-    status, body = get_json(f"{endpoint}/lamina/environments")
-    if status == 200 and isinstance(body, dict):
-        envs = body.get("Environments", [])
-        idle = [e for e in envs if str(e.get("State", "")).lower() == "idle"]
-        pids = [int(e["Pid"]) for e in idle if e.get("Pid") is not None]
-        method = f"/lamina/environments: {len(envs)} environments, {len(pids)} idle with a pid"
-    elif status == 404 and backend == "process":
-        pids = direct_children(server.proc.pid)
-        method = f"no /lamina/environments (404): the server's {len(pids)} child processes"
-    else:
-        return Memory(f"not measured: /lamina/environments answered {status}")
+def idle_uss(endpoint: str, names: set[str]) -> list[float]:
+    """USS (MiB) of each idle environment of the functions `names`."""
+    status, body = get_json(f"{endpoint}/lamina/environments", signed=True)
+    if status != 200 or not isinstance(body, dict):
+        return []
+    envs = [e for e in body.get("Environments", []) if e.get("FunctionName") in names]
+    pids = [int(e["Pid"]) for e in envs if e.get("State") == "idle" and e.get("Pid")]
     sizes = [tree_uss_mib(pid) for pid in pids]
-    return Memory(method, [s for s in sizes if s is not None])
+    return [s for s in sizes if s is not None]
 
 
-# --- one backend ----------------------------------------------------------------------------
+# --- one server -----------------------------------------------------------------------------
 
 
 @dataclass
 class Result:
+    variant: str
     backend: str
     sandbox: str = "?"  # as the server's /health names it
     skipped: str | None = None
-    cold: Stats | None = None
-    warm: Stats | None = None
-    memory: Memory | None = None
+    auth: str = ""
+    paced: list[float] = field(default_factory=list)
+    burst: list[float] = field(default_factory=list)
+    c16: list[Concurrent] = field(default_factory=list)
+    warm: list[float] = field(default_factory=list)
+    uss: list[float] = field(default_factory=list)
+    phases: dict[str, list[dict[str, float]]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
+    def merge(self, other: Result) -> None:
+        self.sandbox, self.auth = other.sandbox, other.auth
+        self.paced += other.paced
+        self.burst += other.burst
+        self.c16 += other.c16
+        self.warm += other.warm
+        self.uss += other.uss
+        for mode, means in other.phases.items():
+            self.phases.setdefault(mode, []).extend(means)
+        self.problems += other.problems
 
-def measure_backend(tmp: Path, backend: str, args: argparse.Namespace) -> Result:
-    result = Result(backend)
+
+def measure_server(tmp: Path, backend: str, variant: Variant, args: argparse.Namespace) -> Result:
+    result = Result(variant.name, backend)
     if backend == "namespace" and os.geteuid() != 0:
         raise BackendUnavailable("needs root (namespaces, cgroups)")
     with contextlib.ExitStack() as stack:
-        server, endpoint = start_lamina(stack, tmp, backend)
+        server, endpoint = start_lamina(stack, tmp, backend, variant, args.auth == "on")
         _, health = get_json(f"{endpoint}/health")
         result.sandbox = str(health.get("sandbox", "?")) if isinstance(health, dict) else "?"
-        log(f"{backend}: /health says sandbox={result.sandbox}")
         if result.sandbox != backend:
             result.problems.append(f"asked for --sandbox {backend}, /health says {result.sandbox}")
-        names = [f"cold-{i}" for i in range(args.functions)]
-        log(f"{backend}: creating {len(names)} functions")
-        create_functions(endpoint, names)
+        names = {
+            "paced": [f"paced-{i}" for i in range(args.paced)],
+            "burst": [f"burst-{i}" for i in range(args.burst)],
+            "c16": [f"c16-{i}" for i in range(args.c16_functions)],
+        }
+        cold_names = [n for mode in args.modes for n in names[mode]]
+        log(f"{variant.name} {backend}: creating {len(cold_names)} functions")
         warm_name = f"warm-{WARM_MEMORY_MB}"
         create_functions(endpoint, [warm_name], WARM_MEMORY_MB)
-        time.sleep(args.settle)  # let any background pre-warming finish before timing
-        conn = HTTPConnection(HOST, int(endpoint.rsplit(":", 1)[1]), timeout=60)
-        stack.callback(conn.close)
-        log(f"{backend}: {len(names)} cold invokes, {args.pace:g} ms pause after each")
-        result.cold = timed_invokes(conn, names, result.problems, args.pace / 1000)
-        timed_invokes(conn, [warm_name] * WARM_UP_INVOKES, result.problems)
-        log(f"{backend}: {args.warm_requests} warm invokes of {warm_name}")
-        result.warm = timed_invokes(conn, [warm_name] * args.warm_requests, result.problems)
-        result.memory = idle_memory(endpoint, server, backend)
+        create_functions(endpoint, cold_names)
+        port = int(endpoint.rsplit(":", 1)[1])
+        invoker = Invoker(HOST, port, signed=args.auth == "on")
+        if invoker.signed:
+            result.auth = check_auth(invoker, warm_name, result.problems)
+        for mode in args.modes:
+            time.sleep(args.settle)  # the pool refills, torn-down environments go
+            before = phases(endpoint)
+            cpu_before = tree_cpu(server.proc.pid)
+            if mode == "c16":
+                log(f"{mode}: {args.c16_functions} cold invokes on {args.connections} connections")
+                load = concurrent(invoker, names[mode], args.connections)
+                result.c16.append(load)
+                result.problems += load.problems
+            else:
+                pace = args.pace / 1000 if mode == "paced" else 0.0
+                log(f"{mode}: {len(names[mode])} cold invokes, {pace * 1000:g} ms apart")
+                with fresh(invoker) as conn:
+                    times = sequential(invoker, conn, names[mode], result.problems, pace)
+                getattr(result, mode).extend(times)
+            cpu_s = cpu_seconds_between(cpu_before, tree_cpu(server.proc.pid))
+            means = phase_means(before, phases(endpoint))
+            means["cpu"] = cpu_s * 1000 / len(names[mode])
+            result.phases.setdefault(mode, []).append(means)
+        log(f"warm: {args.warm_requests} invokes of {warm_name}")
+        with fresh(invoker) as conn:
+            sequential(invoker, conn, [warm_name] * WARM_UP_INVOKES, result.problems)
+            result.warm = sequential(
+                invoker, conn, [warm_name] * args.warm_requests, result.problems
+            )
+        result.uss = idle_uss(endpoint, {warm_name, *cold_names})
+        if server.proc.poll() is not None:
+            result.problems.append(f"the server exited ({server.proc.returncode})")
     return result
 
 
@@ -458,126 +384,171 @@ def measure_backend(tmp: Path, backend: str, args: argparse.Namespace) -> Result
 
 
 def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f} ms"
+    return "-" if value is None else f"{value:.2f}"
 
 
-def _mib(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f} MiB"
+def _x(value: float | None, floor: float) -> str:
+    return "-" if value is None or not floor else f"{value / floor:.1f}x"
+
+
+def _stats(values: Sequence[float]) -> Stats | None:
+    return summarize(values) if values else None
+
+
+def _p50(stats: Stats | None) -> float | None:
+    return None if stats is None else stats.p50
+
+
+def _p99(stats: Stats | None) -> float | None:
+    return None if stats is None else stats.p99
 
 
 def _row(cells: Sequence[str]) -> str:
-    widths = (10, 10, 10, 10, 10, 10, 9, 10, 10, 9, 9, 5, 7)
+    widths = (16, 9, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 6, 6, 7, 7)
     first = f"{cells[0]:<{widths[0]}}"
-    rest = "".join(f"{cell:>{w + 2}}" for cell, w in zip(cells[1:], widths[1:], strict=True))
+    rest = "".join(f"{cell:>{w + 1}}" for cell, w in zip(cells[1:], widths[1:], strict=True))
     return first + rest
 
 
+def _c16(r: Result) -> tuple[Stats | None, float | None, int]:
+    times = [t for load in r.c16 for t in load.times]
+    rates = [load.rate for load in r.c16]
+    errors = sum(len(load.problems) for load in r.c16)
+    return _stats(times), (statistics.median(rates) if rates else None), errors
+
+
 def table(results: Sequence[Result], floors: Floors) -> list[str]:
-    header = ["backend", "sandbox", "cold p50", "cold p99", "cold min", "cold max", "cold/fork"]
-    header += ["warm p50", "warm p99", "USS med", "USS max", "envs", "valid"]
-    lines = [_row(header)]
+    fork = floors.fork.p50
+    header = ["variant/backend", "sandbox", "paced", "p99", "xfork"]
+    header += ["burst", "p99", "xfork", "c16", "p99", "env/s", "errors"]
+    header += ["warm", "p99", "USS", "valid"]
+    lines = [
+        _row(header),
+        _row(["", "", "p50 ms", "ms", "", "p50 ms", "ms", "", "p50 ms", "ms", "", "", *UNITS]),
+    ]
     for r in results:
+        label = f"{r.variant}/{r.backend}"
         if r.skipped is not None:
-            lines.append(f"{r.backend:<12}skipped: {r.skipped}")
+            lines.append(f"{label:<17}skipped: {r.skipped}")
             continue
-        cells = [r.backend, r.sandbox]
-        if r.cold is None:
-            cells += ["-"] * 5
-        else:
-            c = r.cold
-            ratio = f"{c.p50 / floors.fork.p50:.1f}x" if floors.fork.p50 else "-"
-            cells += [_ms(c.p50), _ms(c.p99), _ms(c.low), _ms(c.high), ratio]
-        cells += [_ms(r.warm.p50), _ms(r.warm.p99)] if r.warm else ["-", "-"]
-        mem = r.memory
-        cells += [_mib(mem.median), _mib(mem.max), str(len(mem.mib))] if mem else ["-"] * 3
+        paced, burst, warm = _stats(r.paced), _stats(r.burst), _stats(r.warm)
+        c16, rate, errors = _c16(r)
+        cells = [label, r.sandbox]
+        cells += [_ms(_p50(paced)), _ms(_p99(paced)), _x(_p50(paced), fork)]
+        cells += [_ms(_p50(burst)), _ms(_p99(burst)), _x(_p50(burst), fork)]
+        cells += [_ms(_p50(c16)), _ms(_p99(c16))]
+        cells += ["-" if rate is None else f"{rate:.0f}", str(errors) if r.c16 else "-"]
+        cells += [_ms(_p50(warm)), _ms(_p99(warm))]
+        cells += [f"{statistics.median(r.uss):.1f}" if r.uss else "-"]
         cells.append("INVALID" if r.problems else "yes")
         lines.append(_row(cells))
     return lines
 
 
-def floor_lines(floors: Floors) -> list[str]:
-    fork, here = floors.fork, floors.here
+def phase_lines(results: Sequence[Result]) -> list[str]:
     lines = [
-        "floors (this run):",
-        f"  fork from a warm Python process to a result: p50 {_ms(fork.p50)}, "
-        f"p99 {_ms(fork.p99)} ({fork.count} runs; {floors.python} -I, "
-        f"RSS {floors.fork_rss_mib:.0f} MiB): the cold/fork column",
-        f"  the same from this bench process (boto3 loaded, RSS {floors.here_rss_mib:.0f} MiB): "
-        f"p50 {_ms(here.p50)}, p99 {_ms(here.p99)}: fork cost grows with the parent's memory",
+        "the server's own cold-start phases (mean ms; sandbox / start / init), and the CPU ms "
+        "per cold start of the server's whole process tree (zygotes, pool and environments "
+        "included; less noisy than latency on a shared machine):"
     ]
-    if floors.exec is None:
-        return [*lines, f"  exec {PYTHON311}: not measured ({PYTHON311} not found)"]
-    ex = floors.exec
-    return [
-        *lines,
-        f"  exec {PYTHON311} -c 'print(1)' to exit: p50 {_ms(ex.p50)}, p99 {_ms(ex.p99)} "
-        f"({ex.count} runs; {ex.p50 / fork.p50:.0f}x the fork floor: why exec-based starts lose)",
-    ]
+    for r in results:
+        if r.skipped is not None:
+            continue
+        parts = []
+        for mode, runs in r.phases.items():
+            means = {
+                p: statistics.median([run[p] for run in runs if p in run])
+                for p in ("sandbox", "start", "init", "cpu")
+                if any(p in run for run in runs)
+            }
+            shown = " / ".join(
+                f"{means[p]:.2f}" if p in means else "-" for p in ("sandbox", "start", "init")
+            )
+            cpu = f"{means['cpu']:.1f}" if "cpu" in means else "-"
+            parts.append(f"{mode} {shown}, cpu {cpu}")
+        lines.append(f"  {r.variant}/{r.backend}: " + "; ".join(parts))
+    return lines
 
 
 def _verdict(ok: bool) -> str:
-    return "PASS" if ok else "MISS"
+    return "met" if ok else "MISSED"
 
 
-def target_lines(by_name: dict[str, Result]) -> list[str]:
-    ns, proc = by_name.get("namespace"), by_name.get("process")
-    ns_cold = ns.cold if ns else None
-    lines = ["targets (2-core dev machine):"]
-    if ns_cold is None:
-        lines.append(f"  namespace cold p50 <= {TARGET_COLD_P50_MS:g} ms: not measured")
-    else:
-        stretch = _verdict(ns_cold.p50 <= STRETCH_COLD_P50_MS)
+def target_lines(results: Sequence[Result], args: argparse.Namespace) -> list[str]:
+    lines = ["targets (issue 19, namespace backend at the defaults; 2-core machine):"]
+    for r in results:
+        if r.skipped is not None or r.backend != "namespace":
+            continue
+        who = f"  {r.variant}:"
+        burst, paced = _stats(r.burst), _stats(r.paced)
+        if burst is not None:
+            lines.append(
+                f"{who} burst of {args.burst} p50 <= {TARGET_BURST_P50_MS:g} ms: "
+                f"{burst.p50:.2f} ms {_verdict(burst.p50 <= TARGET_BURST_P50_MS)}"
+            )
+            lines.append(
+                f"{who} burst of {args.burst} p99 <= {TARGET_BURST_P99_MS:g} ms: "
+                f"{burst.p99:.2f} ms {_verdict(burst.p99 <= TARGET_BURST_P99_MS)}"
+            )
+        if paced is not None:
+            lines.append(
+                f"{who} paced ({args.pace:g} ms apart) p50 <= {TARGET_PACED_P50_MS:g} ms:"
+                f" {paced.p50:.2f} ms {_verdict(paced.p50 <= TARGET_PACED_P50_MS)}"
+            )
+        if r.c16:
+            _, rate, errors = _c16(r)
+            count = sum(len(load.times) for load in r.c16)
+            lines.append(
+                f"{who} {count} cold starts at c{args.connections} with no error: "
+                f"{errors} errors {_verdict(errors == 0)}; {rate:.0f} environments "
+                "ready/s (reported)"
+            )
+        if r.uss:
+            worst = max(r.uss)
+            lines.append(
+                f"{who} idle environment USS <= {TARGET_USS_MIB:g} MiB (max): "
+                f"{worst:.1f} MiB {_verdict(worst <= TARGET_USS_MIB)}"
+            )
+    by_key = {(r.variant, r.backend): r for r in results if r.skipped is None}
+    for (variant, backend), ns in by_key.items():
+        proc = by_key.get((variant, "process"))
+        if backend != "namespace" or proc is None or not ns.warm or not proc.warm:
+            continue
+        overhead = statistics.median(ns.warm) / statistics.median(proc.warm) - 1
         lines.append(
-            f"  namespace cold p50 <= {TARGET_COLD_P50_MS:g} ms: {_ms(ns_cold.p50)} "
-            f"{_verdict(ns_cold.p50 <= TARGET_COLD_P50_MS)} "
-            f"(stretch <= {STRETCH_COLD_P50_MS:g} ms: {stretch})"
-        )
-    limit = f"{TARGET_WARM_OVERHEAD:.0%}"
-    if ns and ns.warm and proc and proc.warm and proc.warm.p50:
-        overhead = ns.warm.p50 / proc.warm.p50 - 1
-        lines.append(
-            f"  warm overhead (namespace vs process p50) <= {limit}: {overhead:+.1%} "
+            f"  {variant}: warm overhead (namespace vs process p50) <= "
+            f"{TARGET_WARM_OVERHEAD:.0%}: {overhead:+.1%} "
             f"{_verdict(overhead <= TARGET_WARM_OVERHEAD)}"
-        )
-    else:
-        lines.append(f"  warm overhead (namespace vs process p50) <= {limit}: not measured")
-    for r in by_name.values():
-        worst = r.memory.max if r.memory else None
-        verdict = "not measured" if worst is None else _verdict(worst <= TARGET_USS_MIB)
-        lines.append(
-            f"  {r.backend} idle environment USS <= {TARGET_USS_MIB:g} MiB (each, so the max): "
-            f"{_mib(worst)} {verdict}"
         )
     return lines
 
 
 def report(results: Sequence[Result], floors: Floors, args: argparse.Namespace) -> None:
+    auth = "SigV4-signed per request (auth on)" if args.auth == "on" else "unsigned (--auth off)"
     lines = [
-        f"cold Invoke: {args.functions} never-invoked python3.11 hello functions, raw HTTP "
-        f"keep-alive, loopback, {os.cpu_count()} CPUs",
-        f"  paced: {args.pace:g} ms pause after each cold invoke so a backend's pre-warmed "
-        "environment pool can refill off the measured path",
+        f"cold Invoke of never-invoked python3.11 hello functions (128 MB), raw HTTP, {auth}, "
+        f"loopback, {os.cpu_count()} CPUs, {args.rounds} round(s) per variant, samples pooled",
+        f"  paced: {args.paced} on one connection, {args.pace:g} ms apart; burst: {args.burst} "
+        f"back to back; c16: {args.c16_functions} from {args.connections} connections",
         f"warm Invoke: {args.warm_requests} sequential invokes of one warm function "
         f"({WARM_MEMORY_MB} MB: one vCPU, so the namespace backend's CPU cap does not bind)",
+        *(f"  {r.variant}/{r.backend} auth check: {r.auth}" for r in results if r.auth),
         "",
         *table(results, floors),
         "",
         *floor_lines(floors),
+        "",
+        *phase_lines(results),
+        "",
+        *target_lines(results, args),
     ]
-    measured = {r.backend: r for r in results if r.skipped is None}
-    memories = [f"  {r.backend}: {r.memory.method}" for r in measured.values() if r.memory]
-    if memories:
-        lines += ["", "idle USS (Private_Clean + Private_Dirty, each environment's tree):"]
-        lines += memories
-    ns, proc = measured.get("namespace"), measured.get("process")
-    if ns and ns.warm and proc and proc.warm and proc.warm.p50:
-        lines += ["", f"namespace warm p50 / process warm p50 = {ns.warm.p50 / proc.warm.p50:.2f}x"]
-    lines += ["", *target_lines(measured)]
     problems = [
-        f"  INVALID {r.backend}: {p}" for r in results for p in r.problems[:MAX_PROBLEMS_SHOWN]
+        f"  INVALID {r.variant}/{r.backend}: {p}"
+        for r in results
+        for p in r.problems[:MAX_PROBLEMS_SHOWN]
     ]
     problems += [
-        f"  INVALID {r.backend}: ... and {len(r.problems) - MAX_PROBLEMS_SHOWN} more"
+        f"  INVALID {r.variant}/{r.backend}: ... and {len(r.problems) - MAX_PROBLEMS_SHOWN} more"
         for r in results
         if len(r.problems) > MAX_PROBLEMS_SHOWN
     ]
@@ -589,12 +560,15 @@ def report(results: Sequence[Result], floors: Floors, args: argparse.Namespace) 
 # --- main -----------------------------------------------------------------------------------
 
 
-def _backends(value: str) -> list[str]:
-    names = [name.strip() for name in value.split(",") if name.strip()]
-    unknown = [name for name in names if name not in BACKENDS]
-    if not names or unknown:
-        raise argparse.ArgumentTypeError(f"choose from {','.join(BACKENDS)}, got {value!r}")
-    return list(dict.fromkeys(names))
+def _choices(allowed: Sequence[str]) -> Callable[[str], list[str]]:
+    def parse(value: str) -> list[str]:
+        names = [name.strip() for name in value.split(",") if name.strip()]
+        unknown = [name for name in names if name not in allowed]
+        if not names or unknown:
+            raise argparse.ArgumentTypeError(f"choose from {','.join(allowed)}, got {value!r}")
+        return list(dict.fromkeys(names))
+
+    return parse
 
 
 def _bounded(kind: Callable[[str], Any], low: float, high: float) -> Callable[[str], Any]:
@@ -607,37 +581,54 @@ def _bounded(kind: Callable[[str], Any], low: float, high: float) -> Callable[[s
     return parse
 
 
+def _variant(text: str) -> Variant:
+    name, sep, src = text.partition("=")
+    if not sep or not name or not src:
+        raise argparse.ArgumentTypeError(f"expected NAME=SRC_DIR, got {text!r}")
+    if src != "." and not Path(src, "lamina").is_dir():
+        raise argparse.ArgumentTypeError(f"{src} has no lamina package")
+    return Variant(name, src)
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--backends", type=_backends, default=list(BACKENDS), help="comma list")
-    parser.add_argument(
-        "--functions", type=_bounded(int, 1, 1000), default=40, help="cold invokes per backend"
-    )
-    parser.add_argument(
-        "--warm-requests", type=_bounded(int, 1, 100_000), default=2000, help="warm invokes"
-    )
-    parser.add_argument(
-        "--pace", type=_bounded(float, 0, 10_000), default=50.0, help="ms after each cold invoke"
-    )
-    parser.add_argument(
-        "--settle", type=_bounded(float, 0, 60), default=1.0, help="s after creating functions"
-    )
+    add = parser.add_argument
+    add("--backends", type=_choices(BACKENDS), default=["namespace"], help="comma list")
+    add("--modes", type=_choices(MODES), default=list(MODES), help="comma list")
+    add("--variant", type=_variant, action="append", default=[], help="NAME=SRC (repeatable)")
+    add("--rounds", type=_bounded(int, 1, 20), default=1, help="alternations of the variants")
+    add("--auth", choices=("on", "off"), default="on", help="off: for comparison only")
+    add("--paced", type=_bounded(int, 1, 1000), default=40, help="paced cold invokes")
+    add("--pace", type=_bounded(float, 0, 10_000), default=50.0, help="ms between paced ones")
+    add("--burst", type=_bounded(int, 1, 1000), default=40, help="back-to-back cold invokes")
+    add("--c16-functions", type=_bounded(int, 1, 5000), default=200, help="concurrent cold ones")
+    add("--connections", type=_bounded(int, 1, 256), default=16, help="for the c16 mode")
+    add("--warm-requests", type=_bounded(int, 1, 100_000), default=1000, help="warm invokes")
+    add("--settle", type=_bounded(float, 0, 60), default=1.0, help="s before each mode")
     return parser.parse_args(argv)
 
 
 def run(tmp: Path, args: argparse.Namespace, failures: list[str]) -> list[Result]:
-    results: list[Result] = []
-    for backend in args.backends:
-        try:
-            results.append(measure_backend(tmp, backend, args))
-        except BackendUnavailable as exc:
-            log(f"{backend}: skipped: {exc}")
-            results.append(Result(backend, skipped=str(exc)))
-        except BenchError as exc:
-            log(f"{backend}: failed: {exc}")
-            failures.append(f"lamina --sandbox {backend}: {exc}")
-            results.append(Result(backend, skipped="failed (see FAILED below)"))
-    return results
+    variants = [Variant("this", "."), *args.variant] if args.variant else [Variant("this", ".")]
+    merged: dict[tuple[str, str], Result] = {}
+    for round_no in range(args.rounds):
+        for variant in variants:
+            for backend in args.backends:
+                key = (variant.name, backend)
+                total = merged.setdefault(key, Result(variant.name, backend))
+                if total.skipped is not None:
+                    continue
+                log(f"round {round_no + 1}: {variant.name} ({variant.src}), {backend}")
+                try:
+                    total.merge(measure_server(tmp, backend, variant, args))
+                except BackendUnavailable as exc:
+                    log(f"{backend}: skipped: {exc}")
+                    total.skipped = str(exc)
+                except BenchError as exc:
+                    log(f"{variant.name} {backend}: failed: {exc}")
+                    failures.append(f"lamina {variant.name} --sandbox {backend}: {exc}")
+                    total.skipped = "failed (see FAILED below)"
+    return list(merged.values())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

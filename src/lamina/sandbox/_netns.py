@@ -4,8 +4,8 @@ Each environment gets a network namespace of its own. Lamina makes it from one d
 thread (`unshare(CLONE_NEWNET)` moves only that thread; it `setns`es back after), and while it
 is inside it opens the sockets Lamina serves there: the Runtime API on 127.0.0.1:9001 and a
 relay to Lamina's own API on 127.0.0.1:<port> (the function's `AWS_ENDPOINT_URL`). The sandbox
-joins the namespace with one `setns()`; creating one costs ~0.5 ms plus, with egress, ~5 ms
-for the veth, which is why a few are kept ready.
+joins the namespace with one `setns()`; creating one costs ~0.5 ms plus, with egress, the
+veth (one netlink message and a few ioctls, `_rtnl.py`), which is why a few are kept ready.
 
 Egress (the default, as on Lambda): a veth pair, the host end `lmv<N>` with 10.213.x.1/30 and
 the namespace's `eth0` with .2, the default route through the host, and masquerading out.
@@ -27,6 +27,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import ctypes
+import errno
 import fcntl
 import logging
 import os
@@ -39,6 +40,7 @@ import threading
 from dataclasses import dataclass, field
 
 from lamina.sandbox._egress import EgressPolicy, Firewall, set_group
+from lamina.sandbox._rtnl import add_veth
 
 log = logging.getLogger(__name__)
 
@@ -262,30 +264,26 @@ class NetworkFactory:
                 os._exit(70)
 
     def _add_veth(self, ns: NetNamespace) -> None:
+        assert self.firewall is not None
+        group = self.firewall.default_group
         for _ in range(16):
             index = self._allocate()
             veth = f"lmv{index}"
-            host, inside = _addresses(index)
-            assert self.firewall is not None
-            group = self.firewall.default_group
-            script = (
-                f"link add {veth} group {group} type veth peer name eth0 "
-                f"netns /proc/{os.getpid()}/fd/{ns.fd}\n"
-                f"addr add {host}/30 dev {veth}\n"
-                f"link set {veth} up\n"
-            )
-            done = subprocess.run(
-                [self._ip, "-b", "-"], input=script.encode(), capture_output=True, timeout=30
-            )
-            if done.returncode == 0:
-                break
-            self._release(index)
-            if b"exists" not in done.stderr:
-                raise OSError(f"ip: {done.stderr.decode(errors='replace').strip()}")
-            # Another Lamina server on this host holds that index: try another.
+            try:
+                # One netlink message, no `ip` process: see `_rtnl`.
+                add_veth(veth, group, "eth0", ns.fd)
+            except OSError as e:
+                self._release(index)
+                if e.errno != errno.EEXIST:
+                    raise
+                continue  # another Lamina server on this host holds that index
+            break
         else:
             raise OSError("no free sandbox network index")
         ns.veth, ns.index = veth, index
+        host, inside = _addresses(index)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as ctl:
+            _link_up(ctl, veth, host)
         self._thread.submit(self._configure_inside, ns.fd, inside, host).result()
 
     def _configure_inside(self, fd: int, address: str, gateway: str) -> None:

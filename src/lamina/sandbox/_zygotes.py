@@ -145,14 +145,16 @@ class Zygote:
                 else:
                     self._early_exits[pid] = status
 
-    async def spawn(self, cgroups: list[str], child_ctl: int, netns: int) -> int:
-        """A new child (its pid on the host); the descriptors are sent, not consumed."""
+    async def spawn(self, cgroups: list[str], child_ctl: int, netns: int, nice: int = 0) -> int:
+        """A new child (its pid on the host); the descriptors are sent, not consumed. `nice`:
+        the CPU priority it isolates itself at (it takes 0 back when claimed)."""
         await self.start()
         self._seq += 1
         request = f"s{self._seq}"
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending[request] = future
-        self._send({"op": "spawn", "id": request, "cgroups": cgroups}, [child_ctl, netns])
+        message = {"op": "spawn", "id": request, "cgroups": cgroups, "nice": nice}
+        self._send(message, [child_ctl, netns])
         return await future
 
     def watch(self, pid: int, report: ExitReport) -> None:

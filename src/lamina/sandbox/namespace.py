@@ -12,10 +12,11 @@ with no_new_privs and a seccomp deny-list.
 
 Cold starts are cheap because the isolation is done *ahead*: for each zygote a few children
 wait, already isolated (namespaces, root, pivot_root, most of the seccomp filter), in a pool
-(`--warm-pool`, refilled after the cold start that drew on it). A cold start claims one: the
-server hands it the function's files as detached mount trees (open_tree), the child attaches
-them, drops its privileges and runs the handler's import. A pool that ran dry makes a child
-on the spot (some milliseconds more).
+(`_pool.py`: `--warm-pool` at rest, up to `POOL_GROWTH` times that while cold starts come in
+bursts; refilled after the cold start that drew on it, several children at once). A cold
+start claims one: the server hands it the function's files as detached mount trees
+(open_tree), the child attaches them, drops its privileges and runs the handler's import. A
+claim that finds the pool dry waits for the next child made (some milliseconds more).
 
 Memory: the cgroup's hard limit is MemorySize + the /tmp size (tmpfs pages are charged to the
 writer's cgroup; on Lambda /tmp is apart from memory), and a watcher kills an environment whose
@@ -36,12 +37,14 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from lamina.sandbox._cgroups import MB, Cgroup, CgroupTree
 from lamina.sandbox._egress import EgressPolicy as EgressPolicy
 from lamina.sandbox._netns import RUNTIME_API_PORT, NetNamespace, NetworkFactory
+from lamina.sandbox._pool import PreparedPool
 from lamina.sandbox._signals import signal_main_thread
 from lamina.sandbox._zygotes import Zygote, ZygoteError, close_fd, send
 from lamina.sandbox.api import (
@@ -60,6 +63,10 @@ MEMORY_POLL_S = 0.1
 RELAY_CONNECTIONS = 64
 _REFILL_AFTER_INIT_S = 0.005
 _REFILL_FALLBACK_S = 0.5
+#: a pool grows up to this many times `--warm-pool` while cold starts come in bursts
+POOL_GROWTH = 8
+#: the nice value a child made for the pool isolates itself at (0 again once claimed)
+POOL_NICE = 10
 #: Lambda's sandbox user is sbx_user1051, uid 993 / gid 990
 SANDBOX_UID, SANDBOX_GID = 993, 990
 NOBODY = 65534
@@ -109,6 +116,10 @@ class _Prepared:
     exit: ExitWatch = field(default_factory=ExitWatch)
     #: the pool it was taken from
     key: _Key = ("", False, ())
+    #: the CPU priority it was made at (not 0: made for the pool)
+    nice: int = 0
+    #: the host pid of the process that will run the runtime (the init's first child)
+    runtime_pid: int = 0
 
 
 class NamespaceSandbox:
@@ -212,6 +223,14 @@ class NamespaceSandbox:
                 if attach_lang:
                     assert spec.lang_dir is not None
                     trees.append(open_tree(spec.lang_dir))
+                if child.nice:
+                    # Made for the pool at a low priority: the runtime wakes up to this claim
+                    # at the normal one (it takes it back itself too, before the function
+                    # runs), and so does the sandbox's init.
+                    for pid in (child.runtime_pid, child.pid):
+                        if pid > 0:  # (0 would be this server itself)
+                            with contextlib.suppress(OSError):
+                                os.setpriority(os.PRIO_PROCESS, pid, 0)
                 send(child.ctl, claim, [*outputs, *trees])
             finally:
                 for tree in trees:
@@ -349,6 +368,8 @@ class NamespaceBackend:
         self._api_address = api_address
         self._relay_to = relay_to or api_address
         self._warm_pool = warm_pool
+        # Grown with the demand a pool sees (see `_pool.py`), up to this many per zygote.
+        self._pool_max = warm_pool * POOL_GROWTH
         self.cgroups = CgroupTree.create()
         # Lamina's API, and loopback services functions are pointed at (`--aws-endpoint`),
         # relayed from the sandbox's own loopback to the host's.
@@ -358,11 +379,10 @@ class NamespaceBackend:
         self._uid, self._gid = _sandbox_ids()
         self._etc_files = write_user_database(root / "etc", self._uid, self._gid)
         self._zygotes: dict[_Key, Zygote] = {}
-        self._pools: dict[_Key, list[_Prepared]] = {}
-        self._refills: dict[_Key, asyncio.Task[None]] = {}
+        self._keys: dict[tuple[str, bool, Path, Path | None], _Key] = {}
+        self._pools: dict[_Key, PreparedPool[_Prepared]] = {}
         self._live: set[NamespaceSandbox] = set()
         self._watcher: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
         self._seq = 0
 
@@ -381,11 +401,10 @@ class NamespaceBackend:
     def expect(self, runtimes: Sequence[RuntimeSpec]) -> None:
         """Start the zygotes of these runtimes and fill their pools (in the background)."""
         for spec in runtimes:
-            self._refill(
-                self._zygote(
-                    spec.interpreter, spec.python_in_zygote, spec.runtime_dir, spec.lang_dir
-                )
+            key = self._zygote(
+                spec.interpreter, spec.python_in_zygote, spec.runtime_dir, spec.lang_dir
             )
+            self._pools[key].refill()
 
     # -- zygotes and the pool --------------------------------------------------------------
 
@@ -399,9 +418,14 @@ class NamespaceBackend:
         one per set of directories to expose (a runtime installed outside the system
         directories, such as pyenv's or nvm's under /root).
         """
+        asked = (runtime, python, runtime_dir, lang_dir)
+        key = self._keys.get(asked)
+        if key is not None:
+            return key  # (resolving the runtime's path costs tens of µs: once per runtime)
         expose = _expose(str(Path(runtime).resolve().parent.parent)) if runtime else []
         interpreter = runtime if python else exec_interpreter()
-        key: _Key = (interpreter, python, tuple(expose))
+        key = (interpreter, python, tuple(expose))
+        self._keys[asked] = key
         if key not in self._zygotes:
             config: dict[str, Any] = {
                 "staging": str(self._staging),
@@ -414,91 +438,86 @@ class NamespaceBackend:
             }
             if python:
                 config["runtime_dir"] = str(runtime_dir)
+                # Where the runtime finds the Runtime API in every sandbox: its pooled
+                # children connect ahead of the claim (see the bootstrap's `preconnect`).
+                config["runtime_api"] = f"127.0.0.1:{RUNTIME_API_PORT}"
                 config["preload"] = list(PRELOAD)
                 if lang_dir is not None and lang_dir.is_dir():
                     # A Python zygote serves one runtime: its image is bound at /var/lang in
                     # the pool, ahead of any claim (a bind shows the SDK installed later too).
                     config["lang_dir"] = str(lang_dir)
-            self._zygotes[key] = Zygote(interpreter, config)
-            self._pools[key] = []
+            zygote = self._zygotes[key] = Zygote(interpreter, config)
+            self._pools[key] = PreparedPool(
+                interpreter,
+                partial(self._spawn, zygote),
+                self.release,
+                _alive,
+                self._warm_pool,
+                self._pool_max,
+            )
         return key
 
     async def claim(self, spec: SandboxSpec) -> _Prepared:
         key = self._zygote(spec.interpreter, spec.python_in_zygote, spec.runtime_dir, spec.lang_dir)
-        zygote = self._zygotes[key]
         pool = self._pools[key]
-        child = None
-        while pool:
-            candidate = pool.pop()
-            if candidate.exit.status is None:
-                child = candidate
-                break
-            self._background(self.release(candidate))
+        try:
+            child = await pool.claim()
+        except (OSError, ZygoteError) as e:
+            raise SandboxError(f"cannot make a sandbox: {e}") from e
         # Refill once this cold start is over (`refill_after_init`; here too, in case its
         # init never ends): on a small machine a refill would otherwise take the CPU from
-        # the very cold start that emptied the pool.
-        asyncio.get_running_loop().call_later(_REFILL_FALLBACK_S, self._refill, key)
-        if child is None:
-            try:
-                child = await self._spawn(zygote)
-            except (OSError, ZygoteError) as e:
-                raise SandboxError(f"cannot make a sandbox: {e}") from e
+        # the very cold start that drew on the pool.
+        asyncio.get_running_loop().call_later(_REFILL_FALLBACK_S, pool.refill)
         child.key = key
         return child
 
     def refill_after_init(self, key: _Key) -> None:
-        asyncio.get_running_loop().call_later(_REFILL_AFTER_INIT_S, self._refill, key)
+        pool = self._pools.get(key)
+        if pool is not None and not self._closing:
+            asyncio.get_running_loop().call_later(_REFILL_AFTER_INIT_S, pool.refill)
 
-    def _refill(self, key: _Key) -> None:
-        if self._closing or self._warm_pool <= 0:
-            return
-        task = self._refills.get(key)
-        if task is None or task.done():
-            self._refills[key] = asyncio.ensure_future(self._fill(key))
-
-    async def _fill(self, key: _Key) -> None:
-        zygote = self._zygotes[key]
-        pool = self._pools[key]
-        failures = 0
-        while not self._closing and len(pool) < self._warm_pool:
-            try:
-                pool.append(await self._spawn(zygote))
-                failures = 0
-            except (OSError, ZygoteError, SandboxError) as e:
-                failures += 1
-                log.warning("sandbox pool for %s: %s", zygote.interpreter, e)
-                if failures >= 3:
-                    return
-                await asyncio.sleep(0.5 * failures)
-
-    async def _spawn(self, zygote: Zygote) -> _Prepared:
+    async def _spawn(self, zygote: Zygote, urgent: bool = True) -> _Prepared:
+        """A new isolated child; made for the pool (not `urgent`), it isolates itself at a
+        low CPU priority and takes the normal one back when claimed (see `_pool.py`)."""
         loop = asyncio.get_running_loop()
         self._seq += 1
         sandbox_id = f"e{os.getpid()}-{self._seq}"
-        # A network namespace of its own, made now, ahead of the claim (~5 ms with its veth).
-        netns = await loop.run_in_executor(None, self.net.make, True)
-        cgroup = None
+        # A network namespace of its own (with its veth) and a cgroup, made now, ahead of the
+        # claim, side by side (each is mostly waiting in the kernel).
+        made = await asyncio.gather(
+            loop.run_in_executor(None, self.net.make, True),
+            loop.run_in_executor(None, self.cgroups.make, sandbox_id),
+            return_exceptions=True,
+        )
+        netns, cgroup = made
+        if isinstance(netns, BaseException) or isinstance(cgroup, BaseException):
+            if isinstance(netns, NetNamespace):
+                netns.close()
+                self.net.forget(netns)
+            if isinstance(cgroup, Cgroup):
+                await loop.run_in_executor(None, cgroup.remove)
+            raise netns if isinstance(netns, BaseException) else cast(BaseException, cgroup)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        nice = 0 if urgent else POOL_NICE
         try:
-            cgroup = await loop.run_in_executor(None, self.cgroups.make, sandbox_id)
-            pid = await zygote.spawn(cgroup.procs_files, theirs.fileno(), netns.fd)
+            pid = await zygote.spawn(cgroup.procs_files, theirs.fileno(), netns.fd, nice)
         except BaseException:
             ours.close()
             netns.close()
             self.net.forget(netns)
-            if cgroup is not None:
-                loop.run_in_executor(None, cgroup.remove)
+            loop.run_in_executor(None, cgroup.remove)
             raise
         finally:
             theirs.close()
         ours.setblocking(False)
         pidfd = os.pidfd_open(pid)
-        child = _Prepared(zygote, pid, pidfd, ours, netns, cgroup, sandbox_id)
+        child = _Prepared(zygote, pid, pidfd, ours, netns, cgroup, sandbox_id, nice=nice)
         zygote.watch(pid, child.exit.exited)
         ready = await loop.sock_recv(ours, 1 << 16)
         if not ready or b'"ready"' not in ready:
             await self.release(child)
             raise SandboxError(f"sandbox failed to isolate: {ready.decode(errors='replace')}")
+        child.runtime_pid = _first_child(pid)
         return child
 
     async def release(self, child: _Prepared) -> None:
@@ -575,21 +594,11 @@ class NamespaceBackend:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def _background(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     async def close(self) -> None:
         self._closing = True
-        for task in self._refills.values():
-            task.cancel()
         if self._watcher is not None:
             self._watcher.cancel()
-        pooled = [c for pool in self._pools.values() for c in pool]
-        await asyncio.gather(*(self.release(c) for c in pooled), return_exceptions=True)
-        if self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await asyncio.gather(*(p.close() for p in self._pools.values()), return_exceptions=True)
         for zygote in self._zygotes.values():
             await zygote.close()
         loop = asyncio.get_running_loop()
@@ -614,6 +623,20 @@ def open_tree(path: Path) -> int:
         err = ctypes.get_errno()
         raise OSError(err, f"open_tree {path}: {os.strerror(err)}", str(path))
     return fd
+
+
+def _first_child(pid: int) -> int:
+    """The host pid of a process's first child (0 if unknown)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            first = f.read().split()[:1]
+        return int(first[0]) if first else 0
+    except (OSError, ValueError):
+        return 0
+
+
+def _alive(child: _Prepared) -> bool:
+    return child.exit.status is None
 
 
 def _check_all(sandboxes: list[NamespaceSandbox]) -> None:

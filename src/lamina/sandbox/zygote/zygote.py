@@ -8,9 +8,10 @@ Started by the Lamina server (as root) under one runtime's own interpreter — a
 FD is a SOCK_SEQPACKET socket to the server. Each message is one JSON object, possibly
 carrying descriptors (SCM_RIGHTS). The server speaks first with `init`; then:
 
-- `spawn` (descriptors: the child's control socket, its network namespace) → the zygote
-  clones a child with one `clone()` carrying new mount, PID, IPC and UTS namespaces, answers
-  `spawned` with the child's pid, and goes back to waiting. The child joins its cgroups and
+- `spawn` (descriptors: the child's control socket, its network namespace; `nice`: the CPU
+  priority the child isolates itself at, 0 again once claimed) → the zygote clones a child
+  with one `clone()` carrying new mount, PID, IPC and UTS namespaces, answers `spawned`
+  with the child's pid, and goes back to waiting. The child joins its cgroups and
   network namespace, builds its root (`build_root`), pivots into it, installs most of the
   seccomp filter, forks the sandbox's init (PID 1, which reaps and reports the runtime's
   exit), warms itself up, says `ready` on its own control socket and waits there to be
@@ -292,10 +293,13 @@ def receive(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
 class Child:
     """Everything one child does, from the clone to the hand-over. Never returns."""
 
-    def __init__(self, config: dict[str, Any], ctl: socket.socket, netns: int) -> None:
+    def __init__(
+        self, config: dict[str, Any], ctl: socket.socket, netns: int, nice: int = 0
+    ) -> None:
         self.config = config
         self.ctl = ctl
         self.netns = netns
+        self.nice = nice
         self.root = config["staging"]
         self.extension_output = -1
 
@@ -326,6 +330,10 @@ class Child:
     def isolate(self, cgroups: list[str]) -> None:
         """Before a function is known: cgroups, network, the read-only root."""
         _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if self.nice:
+            # Made for the pool: isolated in the CPU time that cold starts leave (the
+            # sandbox's init keeps this priority: it only waits).
+            os.setpriority(os.PRIO_PROCESS, 0, self.nice)
         for procs in cgroups:
             with open(procs, "w") as f:
                 f.write("0")
@@ -343,6 +351,9 @@ class Child:
         if self.config.get("python"):
             warm_up()
             _BOOTSTRAP.prepare()
+            address = self.config.get("runtime_api")
+            if address and hasattr(_BOOTSTRAP, "preconnect"):
+                _BOOTSTRAP.preconnect(address)
 
     def build_root(self, root: str) -> None:
         """The sandbox's root filesystem, on an empty tmpfs: the host's system directories
@@ -476,6 +487,10 @@ class Child:
         os.close(output)
         resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if self.nice:
+            # The normal priority back (only root may lower a nice value), before the
+            # function's code runs.
+            os.setpriority(os.PRIO_PROCESS, 0, 0)
         uid, gid = int(self.config["uid"]), int(self.config["gid"])
         os.setgroups([])
         os.setresgid(gid, gid, gid)
@@ -619,7 +634,8 @@ class Zygote:
             return
         if pid == 0:
             self.in_child()
-            Child(self.config, ctl, netns).run(message.get("cgroups", []))
+            nice = int(message.get("nice", 0))
+            Child(self.config, ctl, netns, nice).run(message.get("cgroups", []))
         self.children.add(pid)
         ctl.close()
         os.close(netns)
