@@ -427,11 +427,11 @@ def test_kill_9_during_a_run_loses_nothing(
         assert second.stop() == 0, second.log()
     got = recorded(record)
     assert set(r["body"] for r in got) == set(bodies)  # none lost
-    # A message that came twice was in flight at the kill: each delivery is a new receive,
-    # counted by SQS. (Keyed by message id: a send the client retried is another message.)
-    deliveries: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
+    # At least once, as Lambda's: what was in flight at the kill comes again (at most the
+    # pollers' batches then), and a duplicate now and then is allowed, never a flood.
+    # (Keyed by message id: a send the client retried is another message.)
+    deliveries: dict[str, list[int]] = collections.defaultdict(list)
     for r in got:
-        deliveries[r["id"]].append(r)
-    for message_id, seen in deliveries.items():
-        counts = [r["count"] for r in seen]
-        assert counts == sorted(set(counts)), (message_id, seen)
+        deliveries[r["id"]].append(r["count"])
+    again = {message_id: counts for message_id, counts in deliveries.items() if len(counts) > 1}
+    assert len(again) <= 100, again
