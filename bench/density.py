@@ -529,7 +529,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="one more `lamina serve` argument, for every variant (repeatable)",
     )
     args = parser.parse_args(argv)
-    if args.functions < 2:  # noqa: PLR2004
+    if args.functions < 2:
         parser.error("--functions must be at least 2")
     return args
 

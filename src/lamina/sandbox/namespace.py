@@ -305,6 +305,14 @@ class NamespaceSandbox:
         child = self._child
         return -(-child.cgroup.function_peak_bytes() // MB) if child is not None else 0
 
+    def memory_usage_mb(self) -> int | None:
+        # The cgroup's usage: what its processes hold privately, its /tmp and the file pages
+        # charged to it (pages shared with the zygote are charged to the zygote's).
+        child = self._child
+        if child is None or child.exit.status is not None:
+            return None
+        return -(-child.cgroup.usage_bytes() // MB)
+
     def _kill(self) -> None:
         child = self._child
         if child is not None and child.exit.status is None:
