@@ -32,8 +32,10 @@ Every request is SigV4-signed with the admin key (``signing.signed_headers``), s
 its timer starts.
 
 Targets (issue 19, item 4), judged per variant: idle environment USS <= 5 MiB (the mean over
-all of them; the median and max are printed), server process USS <= 60 MiB at rest with the
-crowd, no cold start on the second pass, and warm p50 with the crowd within 10% (or 0.05 ms)
+all of them, with every function's environment alive; the median and max are printed), server
+process USS <= 60 MiB at rest (judged twice: right after start, and beside the crowd, which
+costs the server tens of KiB per environment), no cold start on the second pass (and the same
+environments listed before and after it), and warm p50 with the crowd within 10% (or 0.05 ms)
 of the p50 alone.
 
 Exit status: 0 when the run was valid (whether or not the targets were met), 1 when a server
@@ -73,6 +75,7 @@ from harness import (
     http_ok,
     lambda_client,
     log,
+    log_tail,
     process_tree,
     start_server,
     stop_server,
@@ -374,41 +377,66 @@ def warm_rounds(
 
 
 def measure(tmp: Path, name: str, src: str, args: argparse.Namespace) -> Result:
+    try:
+        return _measure(tmp, name, src, args)
+    except BenchError as exc:
+        tail = log_tail(tmp / f"{name}.log")
+        raise BenchError(f"{exc}\nthe server's log ends:\n{tail}") from None
+
+
+def _measure(tmp: Path, name: str, src: str, args: argparse.Namespace) -> Result:
     result = Result(name)
     names = [f"density-{i}" for i in range(args.functions)]
     with contextlib.ExitStack() as stack:
         lamina = start_lamina(stack, tmp, name, src, args.serve_arg)
-        conn = Connection(HOST, lamina.port, timeout=120)
-        stack.callback(conn.close)
-        pid = lamina.server.proc.pid
-        time.sleep(args.settle)
-        result.fresh = measure_memory(pid, [])
-        log(f"{name}: one function alone, {args.rounds} x {args.warm_requests} warm invokes")
-        create_functions(lamina.endpoint, names[:1])
-        result.alone = warm_rounds(conn, names[0], args.rounds, args.warm_requests, result.problems)
-        log(f"{name}: creating {len(names) - 1} more functions")
-        create_functions(lamina.endpoint, names[1:])
-        log(f"{name}: first pass, {len(names)} invokes")
-        started = time.perf_counter()
-        for function in names:
-            invoke(conn, function, result.problems)
-        result.first_pass_s = time.perf_counter() - started
-        time.sleep(args.settle)
-        before = environments(conn)
-        result.live_before = len(before)
-        log(f"{name}: at rest: measuring {len(before)} environments")
-        result.memory = measure_memory(pid, before)
-        cold_before = cold_starts(conn)
-        log(f"{name}: second pass, {len(names)} invokes")
-        second = [invoke(conn, function, result.problems) for function in names]
-        result.second_pass_p50 = p50(second)
-        result.cold_second = cold_starts(conn) - cold_before
-        after = environments(conn)
-        result.live_after = len(after)
-        result.same_envs = len({e["Id"] for e in before} & {e["Id"] for e in after})
-        log(f"{name}: {names[0]} beside the crowd")
-        result.crowd = warm_rounds(conn, names[0], args.rounds, args.warm_requests, result.problems)
+        try:
+            _phases(lamina, stack, name, names, result, args)
+        except BenchError as exc:
+            status = lamina.server.proc.poll()
+            if status is not None:
+                raise BenchError(f"{exc} (the server exited with status {status})") from None
+            raise
     return result
+
+
+def _phases(
+    lamina: Lamina,
+    stack: contextlib.ExitStack,
+    name: str,
+    names: list[str],
+    result: Result,
+    args: argparse.Namespace,
+) -> None:
+    conn = Connection(HOST, lamina.port, timeout=120)
+    stack.callback(conn.close)
+    pid = lamina.server.proc.pid
+    time.sleep(args.settle)
+    result.fresh = measure_memory(pid, [])
+    log(f"{name}: one function alone, {args.rounds} x {args.warm_requests} warm invokes")
+    create_functions(lamina.endpoint, names[:1])
+    result.alone = warm_rounds(conn, names[0], args.rounds, args.warm_requests, result.problems)
+    log(f"{name}: creating {len(names) - 1} more functions")
+    create_functions(lamina.endpoint, names[1:])
+    log(f"{name}: first pass, {len(names)} invokes")
+    started = time.perf_counter()
+    for function in names:
+        invoke(conn, function, result.problems)
+    result.first_pass_s = time.perf_counter() - started
+    time.sleep(args.settle)
+    before = environments(conn)
+    result.live_before = len(before)
+    log(f"{name}: at rest: measuring {len(before)} environments")
+    result.memory = measure_memory(pid, before)
+    cold_before = cold_starts(conn)
+    log(f"{name}: second pass, {len(names)} invokes")
+    second = [invoke(conn, function, result.problems) for function in names]
+    result.second_pass_p50 = p50(second)
+    result.cold_second = cold_starts(conn) - cold_before
+    after = environments(conn)
+    result.live_after = len(after)
+    result.same_envs = len({e["Id"] for e in before} & {e["Id"] for e in after})
+    log(f"{name}: {names[0]} beside the crowd")
+    result.crowd = warm_rounds(conn, names[0], args.rounds, args.warm_requests, result.problems)
 
 
 # --- report ---------------------------------------------------------------------------------
@@ -484,9 +512,14 @@ def report(results: Sequence[Result], floors: Floors, args: argparse.Namespace) 
             f"  idle environment USS <= {TARGET_ENV_USS_MIB:g} MiB (mean of {n}/{args.functions}):"
             f" {m.env_mean:.2f} MiB {_verdict(env_ok)}"
         )
+        if fresh is not None:
+            lines.append(
+                f"  server USS at rest, no environment yet <= {TARGET_SERVER_USS_MIB:g} MiB: "
+                f"{fresh.server_mib:.1f} MiB {_verdict(fresh.server_mib <= TARGET_SERVER_USS_MIB)}"
+            )
         lines.append(
-            f"  server USS at rest <= {TARGET_SERVER_USS_MIB:g} MiB: {m.server_mib:.1f} MiB "
-            f"{_verdict(m.server_mib <= TARGET_SERVER_USS_MIB)}"
+            f"  server USS at rest with the {n} idle environments <= {TARGET_SERVER_USS_MIB:g} "
+            f"MiB: {m.server_mib:.1f} MiB {_verdict(m.server_mib <= TARGET_SERVER_USS_MIB)}"
         )
         warm_ok = r.cold_second == 0 and r.same_envs == args.functions
         lines.append(

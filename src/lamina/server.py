@@ -507,6 +507,8 @@ def serve(
         loop="uvloop" if _has_uvloop() else "asyncio",
         # httptools, answering requests it cannot parse (too long, malformed) in AWS's shape.
         http=AwsErrorsHttpProtocol,
+        # Lamina serves no WebSocket: uvicorn's default would import `websockets` for good.
+        ws="none",
         # Nothing stands in front of Lamina; trusting X-Forwarded-* from loopback clients
         # would let any local caller claim another address (and costs time on every request).
         proxy_headers=False,
