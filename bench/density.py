@@ -119,6 +119,14 @@ def _ppid(pid: int) -> int | None:
     return None
 
 
+def _cpu_ticks(pid: int) -> int:
+    """utime + stime of a process, all its threads (0 if it is gone)."""
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    return 0
+
+
 def _count(path: str) -> int:
     with contextlib.suppress(OSError):
         return len(os.listdir(path))
@@ -358,6 +366,8 @@ class Result:
     alone: list[float] = field(default_factory=list)
     crowd: list[float] = field(default_factory=list)
     first_pass_s: float = math.nan
+    #: the server process's CPU at rest beside the crowd, in cores
+    rest_cpu: float = math.nan
     memory: Memory | None = None
     fresh: Memory | None = None
     live_before: int = 0
@@ -422,7 +432,9 @@ def _phases(
     for function in names:
         invoke(conn, function, result.problems)
     result.first_pass_s = time.perf_counter() - started
+    ticks = _cpu_ticks(pid)
     time.sleep(args.settle)
+    result.rest_cpu = (_cpu_ticks(pid) - ticks) / os.sysconf("SC_CLK_TCK") / args.settle
     before = environments(conn)
     result.live_before = len(before)
     log(f"{name}: at rest: measuring {len(before)} environments")
@@ -471,7 +483,7 @@ def report(results: Sequence[Result], floors: Floors, args: argparse.Namespace) 
         )
         lines.append(
             f"server at rest with them: USS {m.server_mib:.1f} MiB, {m.fds} fds, "
-            f"{m.threads} threads"
+            f"{m.threads} threads, CPU {r.rest_cpu:.1%} of a core over {args.settle:g} s"
         )
         if fresh is not None and n:
             per = (m.server_mib - fresh.server_mib) * 1024 / n
