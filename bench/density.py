@@ -488,7 +488,10 @@ def report(results: Sequence[Result], floors: Floors, args: argparse.Namespace) 
         if fresh is not None and n:
             per = (m.server_mib - fresh.server_mib) * 1024 / n
             fds = (m.fds - fresh.fds) / n
-            lines.append(f"  server-side per environment: {per:.1f} KiB USS, {fds:.1f} fds")
+            lines.append(
+                f"  server-side per environment (with its function's own state): {per:.1f} KiB "
+                f"USS, {fds:.1f} fds"
+            )
         for label, mib in m.helpers:
             lines.append(f"  {label}: USS {mib:.1f} MiB")
         if n:

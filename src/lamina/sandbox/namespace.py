@@ -118,6 +118,8 @@ class NamespaceSandbox:
         self._child: _Prepared | None = None
         self._exit = ExitWatch()
         self._oom = False
+        #: frozen (idle): its memory stands still, so the memory watch skips it
+        self._frozen = False
         self._relays: list[asyncio.AbstractServer] = []
         self._destroyed = False
 
@@ -269,16 +271,24 @@ class NamespaceSandbox:
     def freeze(self) -> None:
         child = self._child
         if child is not None and child.exit.status is None:
+            # A last look at its memory: frozen, it cannot grow, and the watch (ten reads a
+            # second per environment, the server's main cost at rest beside a thousand idle
+            # ones) leaves it alone until it is thawed. The cgroup's hard limit holds anyway.
+            self.check_memory()
+            if self._oom:
+                return  # killed: a v1-frozen task would not die
             child.cgroup.freeze()
+            self._frozen = child.cgroup.can_freeze
 
     def thaw(self) -> None:
+        self._frozen = False
         child = self._child
         if child is not None:
             child.cgroup.thaw()
 
     def check_memory(self) -> None:
         child = self._child
-        if child is None or self._oom or child.exit.status is not None:
+        if child is None or self._oom or self._frozen or child.exit.status is not None:
             return
         limit = self._spec.memory_mb * MB
         if child.cgroup.usage_bytes() > limit and child.cgroup.anon_bytes() > limit:
