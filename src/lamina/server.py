@@ -88,6 +88,8 @@ def make_backend(
                     ),
                     relay_ports=_loopback_ports(settings),
                     relay_to=("127.0.0.1", sandbox_port) if sandbox_port else None,
+                    # Beside the runtime images: built once per machine where they are shared.
+                    init_dir=settings.runtimes_dir / "sandbox-init",
                 )
             except OSError as e:  # e.g. cgroups present but not writable here
                 why_not = str(e)

@@ -41,6 +41,7 @@ from typing import Any
 
 from lamina.sandbox._cgroups import MB, Cgroup, CgroupTree
 from lamina.sandbox._egress import EgressPolicy as EgressPolicy
+from lamina.sandbox._native_init import native_init
 from lamina.sandbox._netns import RUNTIME_API_PORT, NetNamespace, NetworkFactory
 from lamina.sandbox._signals import signal_main_thread
 from lamina.sandbox._zygotes import Zygote, ZygoteError, close_fd, send
@@ -357,10 +358,12 @@ class NamespaceBackend:
         egress: EgressPolicy | None = None,
         relay_ports: tuple[int, ...] = (),
         relay_to: tuple[str, int] | None = None,
+        init_dir: Path | None = None,
     ) -> None:
         """`api_address`: Lamina's API as the host reaches it (its port is also where
         `AWS_ENDPOINT_URL` points inside a sandbox); `relay_to`: where the relay takes a
-        sandbox's connections to it (the server's sandbox listener; default `api_address`)."""
+        sandbox's connections to it (the server's sandbox listener; default `api_address`);
+        `init_dir`: where the sandboxes' native init is built (`_native_init`)."""
         self._root = root
         self._staging = root / "root"
         self._data_dir = data_dir.resolve()
@@ -375,6 +378,8 @@ class NamespaceBackend:
         self._staging.mkdir(parents=True, exist_ok=True)
         self._uid, self._gid = _sandbox_ids()
         self._etc_files = write_user_database(root / "etc", self._uid, self._gid)
+        #: the sandboxes' native init, built once into `init_dir` (None: their Python init)
+        self._init = native_init(init_dir or root / "bin")
         self._zygotes: dict[_Key, Zygote] = {}
         self._pools: dict[_Key, list[_Prepared]] = {}
         self._refills: dict[_Key, asyncio.Task[None]] = {}
@@ -429,6 +434,7 @@ class NamespaceBackend:
                 "uid": self._uid,
                 "gid": self._gid,
                 "python": python,
+                "init": self._init,
             }
             if python:
                 config["runtime_dir"] = str(runtime_dir)
