@@ -537,6 +537,9 @@ def test_the_sandbox_init_is_native_unprivileged_and_filtered(
         assert status["Uid"].split()[0] != "0", status["Uid"]
         assert status["NoNewPrivs"].strip() == "1"
         assert status["Seccomp"].strip() == "2"
+        # Not dumpable (the kernel then gives its /proc files to root): the function, under
+        # the same uid, cannot write its memory.
+        assert Path(f"/proc/{pid}/mem").stat().st_uid == 0
         if shutil.which("cc") is not None:
             assert Path(os.readlink(f"/proc/{pid}/exe")).name.startswith("init-")
             private = 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -27,20 +28,22 @@ def init(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 def run_as_init(init: str, script: str) -> int:
     """Exit status of `init` exec'd by a shell whose background jobs are its children;
-    `$RUNTIME` is the one it waits for."""
+    `$RUNTIME` is the one it waits for. (Each job lives a moment first: a shell may reap a
+    job that ended before its `exec`, which would leave the init nothing to wait for.)"""
     return subprocess.run(["sh", "-c", f"{script}; exec {init} $RUNTIME"], timeout=30).returncode
 
 
 def test_it_exits_with_the_runtimes_code(init: str) -> None:
-    assert run_as_init(init, "(exit 7) & RUNTIME=$!") == 7
-    assert run_as_init(init, "(exit 0) & RUNTIME=$!") == 0
+    assert run_as_init(init, "(sleep 0.2; exit 7) & RUNTIME=$!") == 7
+    assert run_as_init(init, "(sleep 0.2; exit 0) & RUNTIME=$!") == 0
 
 
 def test_a_runtime_killed_by_a_signal_is_128_plus_it(init: str) -> None:
-    assert run_as_init(init, "sleep 30 & RUNTIME=$!; kill -9 $RUNTIME") == 128 + 9
+    suicide = f"{sys.executable} -c 'import os, time; time.sleep(0.2); os.kill(os.getpid(), 9)'"
+    assert run_as_init(init, f"{suicide} & RUNTIME=$!") == 128 + 9
 
 
 def test_other_children_are_reaped_and_do_not_end_it(init: str) -> None:
     # An extension-like child that ends first is reaped; the init waits on for the runtime.
-    script = "(exit 3) & (sleep 0.3; exit 5) & RUNTIME=$!"
+    script = "(sleep 0.1; exit 3) & (sleep 0.4; exit 5) & RUNTIME=$!"
     assert run_as_init(init, script) == 5

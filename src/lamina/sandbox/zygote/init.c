@@ -7,11 +7,18 @@
  * Native rather than Python only for memory: see lamina/sandbox/_native_init.py.
  */
 #include <stdlib.h>
+#include <sys/prctl.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 int main(int argc, char **argv) {
+    /* exec made this process dumpable again (its binary is readable): then the function,
+     * under the same uid, could write /proc/1/mem. Not dumpable, as the Python init was after
+     * it dropped root. This runs while the sandbox waits in the pool, before any function. */
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
+        _exit(1);
+    }
     if (argc < 2) {
         return 1;
     }
