@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install serve test lint typecheck bench bench-coldstart bench-scale bench-async bench-auth bench-sigv4 bench-sources conformance clean
+.PHONY: install serve test lint typecheck bench bench-coldstart bench-scale bench-async bench-auth bench-sigv4 bench-sources bench-density conformance clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,11 @@ bench-sigv4: install
 # RabbitMQ event source: messages/s and publish-to-handler latency (needs RabbitMQ at :5672).
 bench-sources: install
 	AWS_EC2_METADATA_DISABLED=true $(BIN)/python bench/sources.py $(ARGS)
+
+# 1,000 functions with one warm idle environment each: USS of the server and of each
+# environment, cold starts on a second pass, warm p50 beside the crowd (~3 minutes).
+bench-density: install
+	AWS_EC2_METADATA_DISABLED=true $(BIN)/python bench/density.py $(ARGS)
 
 # Which operations of botocore's lambda model Lamina serves (not part of `make test`).
 conformance: install

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import resource
 import socket
@@ -11,6 +12,7 @@ import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 import uvicorn
@@ -39,11 +41,7 @@ from lamina.events.schedules import ScheduleClock, ScheduleRunner
 from lamina.events.sources.api import MappingControl, SourceFactory, SourceUnavailable
 from lamina.events.sources.invoker import SchedulerInvoker
 from lamina.events.sources.manager import SourceRunner
-from lamina.events.sources.nats import NatsStream
-from lamina.events.sources.rabbitmq import RabbitSource
-from lamina.events.sources.redis_streams import RedisStream
-from lamina.events.sources.sqs import SqsSource, queue_visibility_timeout
-from lamina.mappings import SourceKind
+from lamina.mappings import Connection, EventSourceMapping, SourceKind
 from lamina.models import LATEST, FunctionConfig
 from lamina.observability import LogStore, Metrics
 from lamina.observability.metering import Meter
@@ -90,6 +88,8 @@ def make_backend(
                     ),
                     relay_ports=_loopback_ports(settings),
                     relay_to=("127.0.0.1", sandbox_port) if sandbox_port else None,
+                    # Beside the runtime images: built once per machine where they are shared.
+                    init_dir=settings.runtimes_dir / "sandbox-init",
                 )
             except OSError as e:  # e.g. cgroups present but not writable here
                 why_not = str(e)
@@ -357,6 +357,8 @@ def _queue_visibility(endpoint: str | None) -> QueueVisibility | None:
         return None
 
     async def read(source_arn: str) -> int | None:
+        from lamina.events.sources.sqs import queue_visibility_timeout
+
         try:
             return await asyncio.wait_for(
                 queue_visibility_timeout(endpoint, source_arn), QUEUE_CHECK_S
@@ -369,13 +371,24 @@ def _queue_visibility(endpoint: str | None) -> QueueVisibility | None:
 
 
 def _source_factories() -> dict[SourceKind, SourceFactory]:
-    """The broker module of each kind of event source."""
+    """The broker module of each kind of event source, imported when the first mapping of
+    its kind starts: a server with no such mapping never loads the broker's client library
+    (aio-pika, nats-py and redis-py hold 2 to 7 MB each once imported, for good)."""
     return {
-        SourceKind.RABBITMQ: RabbitSource,
-        SourceKind.SQS: SqsSource,
-        SourceKind.NATS: NatsStream,
-        SourceKind.REDIS: RedisStream,
+        SourceKind.RABBITMQ: _imported("lamina.events.sources.rabbitmq", "RabbitSource"),
+        SourceKind.SQS: _imported("lamina.events.sources.sqs", "SqsSource"),
+        SourceKind.NATS: _imported("lamina.events.sources.nats", "NatsStream"),
+        SourceKind.REDIS: _imported("lamina.events.sources.redis_streams", "RedisStream"),
     }
+
+
+def _imported(module: str, name: str) -> SourceFactory:
+    """A factory that imports `module` on first use (once: the import system keeps it)."""
+
+    def make(mapping: EventSourceMapping, connection: Connection) -> Any:
+        return getattr(importlib.import_module(module), name)(mapping, connection)
+
+    return make
 
 
 class _MappingTags:
@@ -496,6 +509,8 @@ def serve(
         loop="uvloop" if _has_uvloop() else "asyncio",
         # httptools, answering requests it cannot parse (too long, malformed) in AWS's shape.
         http=AwsErrorsHttpProtocol,
+        # Lamina serves no WebSocket: uvicorn's default would import `websockets` for good.
+        ws="none",
         # Nothing stands in front of Lamina; trusting X-Forwarded-* from loopback clients
         # would let any local caller claim another address (and costs time on every request).
         proxy_headers=False,

@@ -1,9 +1,11 @@
-"""The node's memory capacity: live environments' MemorySize never adds up past it; idle
-environments of other functions are stopped (least recently used first) to make room; with
-no room, an invoke waits its turn for a bounded time and then gets a clear 429."""
+"""The node's memory capacity: running environments' MemorySize, plus what idle ones really
+hold, never adds up past it; idle environments of other functions are stopped (least recently
+used first) to make room; with no room, an invoke waits its turn for a bounded time and then
+gets a clear 429."""
 
 from __future__ import annotations
 
+import base64
 import threading
 import time
 from collections.abc import Iterator
@@ -13,8 +15,11 @@ from typing import Any
 import pytest
 from tests.conftest import ROLE, SIGNED_HTTP, Server, make_zip
 
+# 100 MB of ballast: idle, an environment is charged what it really holds, so these hold
+# nearly their 128 MB and two fill a node of 256 MB.
 SLEEPER = (
     "import time\n"
+    "BALLAST = b'x' * (100 << 20)\n"
     "def handler(event, context):\n"
     "    time.sleep(event.get('sleep', 0))\n"
     "    return context.function_name\n"
@@ -61,6 +66,40 @@ def test_idle_environments_of_other_functions_make_room_lru_first(
     assert running(srv) == ["a", "c"]
     lam.invoke(FunctionName="d")
     assert running(srv) == ["c", "d"]
+
+
+NOOP = "def handler(event, context):\n    return None\n"
+
+
+def test_idle_environments_that_hold_little_stay_warm_past_their_memory_size(
+    tmp_path: Path,
+) -> None:
+    """Six 128 MB functions on a node of 256 MB: idle, each holds a few MB, so all six stay
+    warm (their MemorySize adds up to three times the node) and run again without a cold
+    start."""
+    srv = Server(data_dir=tmp_path / "data", extra_args=("--memory-capacity", "256")).start()
+    try:
+        lam = srv.client()
+        names = [f"n{i}" for i in range(6)]
+        for name in names:
+            lam.create_function(
+                FunctionName=name,
+                Runtime="python3.11",
+                Role=ROLE,
+                Handler="app.handler",
+                Code={"ZipFile": make_zip({"app.py": NOOP})},
+            )
+        for name in names:
+            lam.invoke(FunctionName=name)
+        before = SIGNED_HTTP.get(srv.endpoint + "/lamina/environments").json()["Environments"]
+        assert sorted(e["FunctionName"] for e in before) == names
+        for name in names:
+            tail = lam.invoke(FunctionName=name, LogType="Tail")["LogResult"]
+            assert "Init Duration" not in base64.b64decode(tail).decode(), f"{name} started again"
+        after = SIGNED_HTTP.get(srv.endpoint + "/lamina/environments").json()["Environments"]
+        assert {e["Id"] for e in after} == {e["Id"] for e in before}
+    finally:
+        assert srv.stop() == 0
 
 
 def test_with_no_room_an_invoke_waits_its_turn_then_runs(small: tuple[Server, Any]) -> None:

@@ -10,6 +10,7 @@ import errno
 import glob
 import os
 import random
+import shutil
 import socket
 import threading
 import uuid
@@ -41,6 +42,7 @@ pytestmark = pytest.mark.system
 STREAM = """
 import os
 import random
+import shutil
 def stream():
     return os.environ["AWS_LAMBDA_LOG_STREAM_NAME"]
 """
@@ -137,6 +139,7 @@ def handler(event, context):
 FILL_TMP = """
 import os
 import random
+import shutil
 def handler(event, context):
     block = b"\\xab" * (1 << 20)
     written, error = 0, None
@@ -514,3 +517,34 @@ def test_environments_report_sandbox_pids(ns_server: Server, neighbour: Neighbou
         pid = env["Pid"]
         assert isinstance(pid, int) and pid > 1
         assert os.readlink(f"/proc/{pid}/ns/pid") != os.readlink("/proc/self/ns/pid")
+
+
+def test_the_sandbox_init_is_native_unprivileged_and_filtered(
+    ns_server: Server, neighbour: Neighbour
+) -> None:
+    """The init (PID 1) of each sandbox: the native one where a C compiler built it
+    (`_native_init`), holding little memory of its own; either way as the sandbox user, with
+    no_new_privs and the seccomp filter, as before it exec'd."""
+    neighbour.check()
+    envs = SIGNED_HTTP.get(ns_server.endpoint + "/lamina/environments", timeout=5).json()
+    mine = [e for e in envs["Environments"] if e["FunctionName"] == neighbour.name]
+    assert mine, envs
+    for env in mine:
+        pid = env["Pid"]
+        status = dict(
+            line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+        )
+        assert status["Uid"].split()[0] != "0", status["Uid"]
+        assert status["NoNewPrivs"].strip() == "1"
+        assert status["Seccomp"].strip() == "2"
+        # Not dumpable (the kernel then gives its /proc files to root): the function, under
+        # the same uid, cannot write its memory.
+        assert Path(f"/proc/{pid}/mem").stat().st_uid == 0
+        if shutil.which("cc") is not None:
+            assert Path(os.readlink(f"/proc/{pid}/exe")).name.startswith("init-")
+            private = 0
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                    private += int(line.split()[1])
+            assert private < 512, f"the init holds {private} KiB of its own"
+    neighbour.assert_all_well()

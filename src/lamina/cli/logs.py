@@ -22,10 +22,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import click
-import httpx
 
 from lamina.cli.main import _FN, _fail, endpoint_option, main
-from lamina.cli.signing import Signer
 
 POLL_INTERVAL_S = 0.3
 FOLLOW_OVERLAP_MS = 2_000
@@ -45,10 +43,16 @@ class LogsClient:
     """The few Logs API calls this command makes, over httpx."""
 
     def __init__(self, endpoint: str) -> None:
+        # Imported here, not with the module: `lamina serve` imports every command.
+        import httpx
+
+        from lamina.cli.signing import Signer
+
         self.endpoint = endpoint.rstrip("/")
         self._client = httpx.Client(
             base_url=self.endpoint, timeout=30.0, auth=Signer(self.endpoint)
         )
+        self._transport_error = httpx.TransportError
 
     def call(self, operation: str, body: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -60,7 +64,7 @@ class LogsClient:
                     "Content-Type": "application/x-amz-json-1.1",
                 },
             )
-        except httpx.TransportError as e:
+        except self._transport_error as e:
             _fail(f"cannot reach Lamina at {self.endpoint} ({e}). Is `lamina serve` running?", 2)
         try:
             data: dict[str, Any] = resp.json()
@@ -86,7 +90,7 @@ class LogsClient:
     def _configuration(self, name: str) -> dict[str, Any] | None:
         try:
             resp = self._client.get(f"{_FN}/{name}/configuration")
-        except httpx.TransportError as e:
+        except self._transport_error as e:
             _fail(f"cannot reach Lamina at {self.endpoint} ({e}). Is `lamina serve` running?", 2)
         if resp.status_code != 200:
             return None

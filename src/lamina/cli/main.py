@@ -11,15 +11,13 @@ import sys
 import time
 import zipfile
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
 import click
-import httpx
 
 from lamina import __version__, networks
 from lamina.aws_services import endpoint_id
-from lamina.cli.signing import AUTH_ERRORS, AUTH_FIX, Signer, profile_endpoint
 from lamina.settings import (
     DEFAULT_ACCOUNT_ID,
     DEFAULT_HOST,
@@ -32,6 +30,13 @@ from lamina.settings import (
     is_loopback,
     parse_listen,
 )
+
+if TYPE_CHECKING:
+    import httpx
+
+# The HTTP client (httpx) and the signer (botocore) are imported by the commands that talk to
+# a server, not at start: `lamina serve` runs in this process and would otherwise hold them
+# (about 10 MB) for its whole life.
 
 DEFAULT_ENDPOINT = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
 _FN = "/2015-03-31/functions"
@@ -396,6 +401,8 @@ def _endpoint(ctx: click.Context, _param: click.Parameter, value: str | None) ->
     address); else the default address."""
     if value:
         return value
+    from lamina.cli.signing import profile_endpoint
+
     profile = ctx.find_root().params.get("profile") or os.environ.get("AWS_PROFILE") or "lamina"
     return profile_endpoint(str(profile)) or DEFAULT_ENDPOINT
 
@@ -416,6 +423,10 @@ def _fail(message: str, code: int = 1) -> NoReturn:
 
 class Api:
     def __init__(self, endpoint: str) -> None:
+        import httpx
+
+        from lamina.cli.signing import Signer
+
         self.endpoint = endpoint.rstrip("/")
         self._signer = Signer(self.endpoint)
         self._client = httpx.Client(base_url=self.endpoint, timeout=930.0, auth=self._signer)
@@ -431,6 +442,10 @@ class Api:
         params: dict[str, str] | None = None,
         headers: dict[str, str] | None = None,
     ) -> httpx.Response:
+        import httpx
+
+        from lamina.cli.signing import AUTH_ERRORS, AUTH_FIX
+
         try:
             resp = self._client.request(
                 method, path, json=json_body, content=content, params=params, headers=headers

@@ -228,6 +228,12 @@ class Sandbox(Protocol):
         read /proc: call it off the hot path."""
         ...
 
+    def memory_usage_mb(self) -> int | None:
+        """The memory the sandbox holds now, in MB rounded up, as the host pays for it (its
+        processes' own pages, its /tmp), or None if the backend cannot tell. What an idle
+        environment is charged against the node's capacity; read off the hot path."""
+        ...
+
     async def destroy(self) -> None: ...
 
 

@@ -33,8 +33,15 @@ FakeHandler = Callable[[Any, Any], Any]
 
 
 class FakeSandbox:
-    def __init__(self, spec: SandboxSpec, handlers: Mapping[str, FakeHandler], root: Path) -> None:
+    def __init__(
+        self,
+        spec: SandboxSpec,
+        handlers: Mapping[str, FakeHandler],
+        root: Path,
+        usage: Callable[[], int | None] = lambda: None,
+    ) -> None:
         self._spec = spec
+        self._backend_usage = usage
         self._handlers = handlers
         self._scratch = root / spec.sandbox_id
         self._thread: threading.Thread | None = None
@@ -116,6 +123,9 @@ class FakeSandbox:
     def memory_peak_mb(self) -> int:
         return 0
 
+    def memory_usage_mb(self) -> int | None:
+        return self._backend_usage()
+
     async def destroy(self) -> None:
         # A thread cannot be killed: the environment's Runtime API is closed by its owner,
         # which ends the bootstrap loop. Wait for that briefly, then let the daemon go.
@@ -132,6 +142,8 @@ class FakeBackend:
 
     def __init__(self, handlers: Mapping[str, FakeHandler]) -> None:
         self.handlers = handlers
+        #: what each sandbox says it holds (`memory_usage_mb`); None: it cannot tell
+        self.usage_mb: int | None = None
         self._root = Path(tempfile.mkdtemp(prefix="lamina-fake-"))
 
     def start(self) -> None:
@@ -141,7 +153,7 @@ class FakeBackend:
         pass
 
     def create(self, spec: SandboxSpec) -> FakeSandbox:
-        return FakeSandbox(spec, self.handlers, self._root)
+        return FakeSandbox(spec, self.handlers, self._root, lambda: self.usage_mb)
 
     async def close(self) -> None:
         shutil.rmtree(self._root, ignore_errors=True)

@@ -43,6 +43,7 @@ from typing import Any, cast
 
 from lamina.sandbox._cgroups import MB, Cgroup, CgroupTree
 from lamina.sandbox._egress import EgressPolicy as EgressPolicy
+from lamina.sandbox._native_init import native_init
 from lamina.sandbox._netns import RUNTIME_API_PORT, NetNamespace, NetworkFactory
 from lamina.sandbox._pool import PreparedPool
 from lamina.sandbox._signals import signal_main_thread
@@ -129,6 +130,8 @@ class NamespaceSandbox:
         self._child: _Prepared | None = None
         self._exit = ExitWatch()
         self._oom = False
+        #: frozen (idle): its memory stands still, so the memory watch skips it
+        self._frozen = False
         self._relays: list[asyncio.AbstractServer] = []
         self._destroyed = False
 
@@ -288,16 +291,24 @@ class NamespaceSandbox:
     def freeze(self) -> None:
         child = self._child
         if child is not None and child.exit.status is None:
+            # A last look at its memory: frozen, it cannot grow, and the watch (ten reads a
+            # second per environment, the server's main cost at rest beside a thousand idle
+            # ones) leaves it alone until it is thawed. The cgroup's hard limit holds anyway.
+            self.check_memory()
+            if self._oom:
+                return  # killed: a v1-frozen task would not die
             child.cgroup.freeze()
+            self._frozen = child.cgroup.can_freeze
 
     def thaw(self) -> None:
+        self._frozen = False
         child = self._child
         if child is not None:
             child.cgroup.thaw()
 
     def check_memory(self) -> None:
         child = self._child
-        if child is None or self._oom or child.exit.status is not None:
+        if child is None or self._oom or self._frozen or child.exit.status is not None:
             return
         limit = self._spec.memory_mb * MB
         if child.cgroup.usage_bytes() > limit and child.cgroup.anon_bytes() > limit:
@@ -323,6 +334,14 @@ class NamespaceSandbox:
     def memory_peak_mb(self) -> int:
         child = self._child
         return -(-child.cgroup.function_peak_bytes() // MB) if child is not None else 0
+
+    def memory_usage_mb(self) -> int | None:
+        # The cgroup's usage: what its processes hold privately, its /tmp and the file pages
+        # charged to it (pages shared with the zygote are charged to the zygote's).
+        child = self._child
+        if child is None or child.exit.status is not None:
+            return None
+        return -(-child.cgroup.usage_bytes() // MB)
 
     def _kill(self) -> None:
         child = self._child
@@ -358,10 +377,12 @@ class NamespaceBackend:
         egress: EgressPolicy | None = None,
         relay_ports: tuple[int, ...] = (),
         relay_to: tuple[str, int] | None = None,
+        init_dir: Path | None = None,
     ) -> None:
         """`api_address`: Lamina's API as the host reaches it (its port is also where
         `AWS_ENDPOINT_URL` points inside a sandbox); `relay_to`: where the relay takes a
-        sandbox's connections to it (the server's sandbox listener; default `api_address`)."""
+        sandbox's connections to it (the server's sandbox listener; default `api_address`);
+        `init_dir`: where the sandboxes' native init is built (`_native_init`)."""
         self._root = root
         self._staging = root / "root"
         self._data_dir = data_dir.resolve()
@@ -378,6 +399,8 @@ class NamespaceBackend:
         self._staging.mkdir(parents=True, exist_ok=True)
         self._uid, self._gid = _sandbox_ids()
         self._etc_files = write_user_database(root / "etc", self._uid, self._gid)
+        #: the sandboxes' native init, built once into `init_dir` (None: their Python init)
+        self._init = native_init(init_dir or root / "bin")
         self._zygotes: dict[_Key, Zygote] = {}
         self._keys: dict[tuple[str, bool, Path, Path | None], _Key] = {}
         self._pools: dict[_Key, PreparedPool[_Prepared]] = {}
@@ -435,6 +458,7 @@ class NamespaceBackend:
                 "uid": self._uid,
                 "gid": self._gid,
                 "python": python,
+                "init": self._init,
             }
             if python:
                 config["runtime_dir"] = str(runtime_dir)

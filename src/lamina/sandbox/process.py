@@ -212,6 +212,17 @@ class ProcessSandbox:
                     self._peak_bytes = max(self._peak_bytes, hwm)
         return -(-self._peak_bytes // _MB)
 
+    def memory_usage_mb(self) -> int | None:
+        # The runtime's resident set (pages it shares with other processes counted whole).
+        proc = self._proc
+        if proc is None or self._exit.status is not None:
+            return None
+        try:
+            with open(f"/proc/{proc.pid}/statm", "rb") as f:
+                return -(-int(f.read().split()[1]) * _PAGE // _MB)
+        except (OSError, ValueError, IndexError):
+            return None
+
     def check_memory(self) -> None:
         """Kill the runtime if its resident memory is over the function's limit."""
         proc = self._proc

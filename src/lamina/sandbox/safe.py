@@ -106,6 +106,9 @@ class SafeSandbox:
     def memory_peak_mb(self) -> int:
         return self._inner.memory_peak_mb()
 
+    def memory_usage_mb(self) -> int | None:
+        return self._inner.memory_usage_mb()
+
     async def destroy(self) -> None:
         async with self._lock:
             await self._destroy_locked()

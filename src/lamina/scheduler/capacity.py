@@ -1,10 +1,14 @@
-"""The node's memory capacity: the sum of live environments' MemorySize never exceeds it.
+"""The node's memory capacity: what live environments hold of it never exceeds it.
 
-A new environment first takes its MemorySize from the capacity. If there is not enough, idle
-environments of any function are stopped, least recently used first (provisioned ones are
-kept); if that is still not enough, the request waits in a first-come, first-served queue
-until environments go away, for at most `queue_timeout_s`, and is then refused with a clear
-throttling error (HTTP 429), never left hanging.
+A new environment first takes its MemorySize from the capacity, and so does an idle one about
+to run again: a running function may grow up to its MemorySize. An idle environment is frozen
+and cannot grow, so under pressure it is charged only what it really holds (its sandbox's
+memory, a few MB for a small function, instead of its 128 MB or more): that is what lets a
+node keep a thousand small functions warm. If there is still not enough, idle environments of
+any function are stopped, least recently used first (provisioned ones are kept); if that is
+still not enough, the request waits in a first-come, first-served queue until environments go
+away, for at most `queue_timeout_s`, and is then refused with a clear throttling error (HTTP
+429), never left hanging.
 """
 
 from __future__ import annotations
@@ -26,14 +30,18 @@ class MemoryCapacity:
         capacity_mb: int,
         queue_timeout_s: float,
         idle: Callable[[], Iterable[tuple[float, int, Callable[[], None]]]],
+        shrink: Callable[[], int] = lambda: 0,
     ) -> None:
-        """`idle()` lists the environments that may be stopped: (last used, MB, stop it)."""
+        """`idle()` lists the environments that may be stopped: (last used, MB held, stop
+        it); `shrink()` charges idle environments what they really hold rather than their
+        MemorySize and returns the MB that freed (tried before stopping any)."""
         self.capacity_mb = capacity_mb
         self.queue_timeout_s = queue_timeout_s
         self.used_mb = 0
         #: memory of environments stopped to make room, not yet gone
         self.stopping_mb = 0
         self._idle = idle
+        self._shrink = shrink
         self._waiters: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
 
     async def take(self, memory_mb: int) -> None:
@@ -88,6 +96,11 @@ class MemoryCapacity:
         self._serve()
 
     def _fits(self, memory_mb: int) -> bool:
+        if self.used_mb + memory_mb <= self.capacity_mb:
+            return True
+        # Idle environments are charged what they really hold (each read once per idle
+        # spell: the ones already charged so are skipped).
+        self.used_mb -= self._shrink()
         if self.used_mb + memory_mb <= self.capacity_mb:
             return True
         # Stop idle environments, least recently used first, until what is on its way back

@@ -193,6 +193,9 @@ class Environment:
         self._on_gone = on_gone
         self.state = EnvState.STARTING
         self.last_used = time.monotonic()
+        #: MB of the node's memory capacity this environment holds: its MemorySize, or
+        #: while idle what it really holds (see `scheduler.capacity`); its pool keeps it
+        self.charged_mb = ctx.config.memory_size
         created = datetime.now(UTC)
         self.log_stream = f"{created:%Y/%m/%d}/[{ctx.config.version}]{self.id}"
         self._loop = asyncio.get_running_loop()
@@ -253,6 +256,10 @@ class Environment:
     def pid(self) -> int | None:
         """The runtime's process id on the host, once it has one."""
         return self._sandbox.pid if self._sandbox is not None else None
+
+    def memory_usage_mb(self) -> int | None:
+        """What the environment holds in memory now (MB), if its sandbox can tell."""
+        return self._sandbox.memory_usage_mb() if self._sandbox is not None else None
 
     def _move(self, new: EnvState) -> None:
         if new not in _ALLOWED[self.state]:

@@ -190,6 +190,8 @@ class Pool:
             if candidate.state is EnvState.IDLE:
                 env = candidate
                 break
+        if env is not None and env.charged_mb < self.config.memory_size:
+            env = await self._regrow(env)
         if env is None:
             # The environment leaves _live through _gone, once it is torn down, whichever
             # path kills it (a failed init, a timeout, its runtime exiting, retirement).
@@ -222,6 +224,40 @@ class Pool:
         asyncio.get_running_loop().call_soon(self._count, request, result, outcome, cold, init_s)
         return result
 
+    async def _regrow(self, env: Environment) -> Environment | None:
+        """An idle environment charged only what it held (see `shrink_idle`) is about to run
+        and may grow to its MemorySize again: it takes the rest from the capacity first
+        (waiting, or refused, as a cold start would be; refused, it stays idle). Returns it,
+        or None if it died meanwhile (the caller starts another)."""
+        more = self.config.memory_size - env.charged_mb
+        try:
+            await self._scheduler.capacity.take(more)
+        except BaseException:  # refused, or the caller went away: back to the idle list
+            self._release(env)
+            raise
+        if env not in self._live:
+            self._scheduler.capacity.give_back(more)  # gone meanwhile, its charge returned
+            return None
+        env.charged_mb += more
+        return env if env.state is EnvState.IDLE else None
+
+    def shrink_idle(self) -> int:
+        """Charge each idle environment what it really holds instead of its MemorySize: it
+        is frozen and cannot grow until it runs again, which takes the rest back first
+        (`_regrow`). Returns the MB freed. Each is read once per idle spell."""
+        freed = 0
+        memory_size = self.config.memory_size
+        for env in self._idle:
+            if env.charged_mb < memory_size or env.state is not EnvState.IDLE:
+                continue
+            usage = env.memory_usage_mb()
+            if usage is None:
+                continue
+            held = min(max(usage, 1), memory_size)
+            freed += env.charged_mb - held
+            env.charged_mb = held
+        return freed
+
     def _release(self, env: Environment) -> None:
         finishing = env.finishing
         if env.state is EnvState.BUSY and finishing is not None and not finishing.done():
@@ -239,7 +275,7 @@ class Pool:
         self._live.remove(env)
         evicted = env in self._evicted
         self._evicted.discard(env)
-        self._scheduler.capacity.give_back(self.config.memory_size, evicted)
+        self._scheduler.capacity.give_back(env.charged_mb, evicted)
         if env in self._provisioned:
             self._provisioned.discard(env)
             self._keep_provisioned()  # a provisioned environment died: replace it
@@ -354,7 +390,10 @@ class Scheduler:
         self._credentials = credentials
         self.concurrency = Concurrency(settings.concurrency_limit)
         self.capacity = MemoryCapacity(
-            settings.memory_capacity_mb, settings.queue_timeout_s, self._evictable
+            settings.memory_capacity_mb,
+            settings.queue_timeout_s,
+            self._evictable,
+            self._shrink_idle,
         )
         self._backend = backend
         self._runtimes = runtimes
@@ -449,10 +488,13 @@ class Scheduler:
     def _evictable(self) -> list[tuple[float, int, Callable[[], None]]]:
         """Idle, not provisioned environments of every pool: (last used, MB, stop it)."""
         return [
-            (env.last_used, pool.config.memory_size, partial(pool.evict, env))
+            (env.last_used, env.charged_mb, partial(pool.evict, env))
             for pool in self._pools.values()
             for env in pool.idle_unprovisioned()
         ]
+
+    def _shrink_idle(self) -> int:
+        return sum(pool.shrink_idle() for pool in self._pools.values())
 
     def provision(self, config: FunctionConfig, count: int) -> None:
         """Provisioned concurrency for one function version (0 removes it)."""

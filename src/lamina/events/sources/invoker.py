@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lamina import ids, untrusted_json
 from lamina.arns import parse_function_ref
@@ -24,11 +24,14 @@ from lamina.control import FunctionService
 from lamina.errors import LaminaError, TooManyRequestsError
 from lamina.events.async_queue import AsyncQueue
 from lamina.events.sources.api import Outcome, SourceUnavailable
-from lamina.events.sources.sqs_client import SqsApiError, SqsClient, SqsUnreachable
 from lamina.mappings import EventSourceMapping, SourceKind, parse_source_arn
 from lamina.models import FunctionState, InvokeRequest
 from lamina.scheduler import Scheduler
 from lamina.settings import Settings
+
+if TYPE_CHECKING:
+    # Imported when first needed (an SQS OnFailure destination): it loads httpx.
+    from lamina.events.sources.sqs_client import SqsClient
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +128,8 @@ class SchedulerInvoker:
                 f"the OnFailure destination is the SQS queue {name}, and the server has no "
                 "SQS endpoint (`lamina serve --sqs-endpoint URL`)"
             )
+        from lamina.events.sources.sqs_client import SqsApiError, SqsClient, SqsUnreachable
+
         try:
             client = self._sqs.get(region)
             if client is None:

@@ -348,6 +348,8 @@ class Child:
         runtime = os.fork()
         if runtime != 0:
             self.be_init(runtime)
+        if _INIT_FD >= 0:
+            os.close(_INIT_FD)  # the init's own: a function has no use for it
         if self.config.get("python"):
             warm_up()
             _BOOTSTRAP.prepare()
@@ -442,6 +444,12 @@ class Child:
         os.setresgid(gid, gid, gid)
         os.setresuid(uid, uid, uid)
         _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if _INIT_FD >= 0:
+            # The same loop in C (init.c), when the server could build it: this process
+            # holds ~1.7 MB of pages it alone has left (see `_native_init`), an exec'd init
+            # some 50 KB. The seccomp filter, no_new_privs and the parent-death signal stay.
+            with contextlib.suppress(OSError):  # e.g. a noexec mount: the loop below
+                os.execve(_INIT_FD, ["init", str(runtime)], {})
         code = 1
         try:
             while True:
@@ -561,6 +569,8 @@ _CLAIM_FILTER = b""
 CLAIM_SYSCALLS = ("mount", "mount_setattr", "move_mount")
 _BASE_PATH: list[str] = []
 _BOOTSTRAP: Any = None
+#: the native init (`init.c`, built by the server), opened; -1: the Python init
+_INIT_FD = -1
 
 
 class Zygote:
@@ -574,7 +584,7 @@ class Zygote:
         os.set_blocking(self.wake_w, False)
 
     def init(self) -> None:
-        global _FILTER, _CLAIM_FILTER, _BOOTSTRAP
+        global _FILTER, _CLAIM_FILTER, _BOOTSTRAP, _INIT_FD
         message, _ = receive(self.sock)
         if message is None:
             sys.exit(0)
@@ -595,6 +605,12 @@ class Zygote:
                 with contextlib.suppress(ImportError):
                     __import__(name)
             del sys.path[0]
+        init = message.get("init")
+        if init:
+            # Opened now, close-on-exec (an exec'd runtime does not keep it; a Python one
+            # closes it when it isolates): each sandbox's init execs it by descriptor.
+            with contextlib.suppress(OSError):
+                _INIT_FD = os.open(init, os.O_RDONLY | os.O_CLOEXEC)
         here = os.path.dirname(os.path.abspath(__file__))
         _BASE_PATH[:] = [p for p in sys.path if p and os.path.abspath(p) != here]
         gc.collect()
