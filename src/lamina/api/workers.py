@@ -8,7 +8,8 @@ now (a deleted key is refused here), authorization against the caller's and the 
 policies, and the invocation itself (concurrency, environments, logs, metering). It runs them
 through the same code as an Invoke it reads itself (`Authorize.denial`, then
 `api.invoke.invoke_function`, errors answered by `api.errors.error_response`), so both answer
-alike, without the ASGI layers around them.
+alike, without the ASGI layers around them, and writes the response to the client's
+connection itself (`api.client_writes`).
 
 A connection a worker does not serve is handed over with the bytes already read from it and
 served by uvicorn's protocol here from then on, as if accepted here (its peer address is the
@@ -16,7 +17,8 @@ client's own).
 
 A worker that dies is started again (after a pause, if it dies young); the link closing is how
 each side learns the other is gone. On shutdown the workers get SIGTERM first: they stop
-accepting and finish what they forwarded, which the server still serves until they exit.
+accepting and taking requests; what they forwarded gets the shutdown grace, then is cut short
+(answered ServiceException, as the server's own Invokes are).
 """
 
 from __future__ import annotations

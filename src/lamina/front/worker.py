@@ -11,8 +11,9 @@ time (HTTP/1.1, keep-alive; pipelined requests wait their turn):
   `Content-Length`, signed with SigV4 in the Authorization header by a long-term access key
   for `lambda` (or anything, with authentication off) — is verified here (the same
   `auth.sigv4.Verifier` as the server's), then sent over the link; the server authorizes
-  and runs it exactly as it runs an Invoke it reads itself, and sends back the response,
-  which the worker writes;
+  and runs it exactly as it runs an Invoke it reads itself, and writes the response to the
+  client itself (the connection's descriptor went along with its first Invoke), then tells
+  the worker, which reads the connection's next request;
 - anything else (another API, a function URL, a request that fails verification, chunked
   bodies, `Expect`, a role session's key, anything unusual) is handed over: the connection's
   descriptor and the bytes read from it go to the server, which serves that connection from
@@ -22,8 +23,9 @@ The worker knows no secrets until it needs one: it asks the server for the secre
 key the first time a request names it, and keeps it (a key's secret never changes; a deleted
 key is refused by the server, which looks the key up again for every forwarded Invoke).
 
-It ends when the link closes (the server is gone) or on SIGTERM: it stops accepting, finishes
-the requests it has forwarded, and closes its connections.
+It ends when the link closes (the server is gone) or on SIGTERM: it stops accepting and taking
+requests, closes idle connections, waits for the answers to what it forwarded, and closes the
+rest.
 """
 
 from __future__ import annotations
