@@ -95,6 +95,7 @@ from harness import (
     stop_server,
     tree_cpu,
     unbroken_cleanup,
+    uss_kib,
     wait_ready,
 )
 from harness import lambda_client as harness_client
@@ -266,16 +267,6 @@ def phase_means(before: Phases, after: Phases) -> dict[str, float]:
 
 
 # --- idle memory ----------------------------------------------------------------------------
-
-
-def uss_kib(pid: int) -> int:
-    """Private_Clean + Private_Dirty of one process (0 if it is gone or unreadable)."""
-    total = 0
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith(("Private_Clean:", "Private_Dirty:")):
-                total += int(line.split()[1])
-    return total
 
 
 def tree_uss_mib(pid: int) -> float | None:

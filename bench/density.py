@@ -80,6 +80,7 @@ from harness import (
     start_server,
     stop_server,
     unbroken_cleanup,
+    uss_kib,
     wait_ready,
 )
 from signing import admin_key_args, signed_headers
@@ -101,16 +102,6 @@ _COLD = re.compile(r"^lamina_cold_starts_total\{[^}]*\}\s+([0-9.eE+]+)$", re.M)
 
 
 # --- /proc ----------------------------------------------------------------------------------
-
-
-def uss_kib(pid: int) -> int:
-    """Private_Clean + Private_Dirty of one process (0 if it is gone or unreadable)."""
-    total = 0
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith(("Private_Clean:", "Private_Dirty:")):
-                total += int(line.split()[1])
-    return total
 
 
 def _ppid(pid: int) -> int | None:

@@ -168,6 +168,16 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def uss_kib(pid: int) -> int:
+    """Private_Clean + Private_Dirty of one process (0 if it is gone or unreadable)."""
+    total = 0
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                total += int(line.split()[1])
+    return total
+
+
 def tree_stats(root: int) -> TreeStats:
     pids = [pid for pid, _ in process_tree(root)]
     return TreeStats(len(pids), sum(rss_kib(pid) for pid in pids) / 1024)
