@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -56,6 +55,7 @@ from lamina.api.wire import json_response, max_items_param
 from lamina.auth.keys import KeyStore
 from lamina.auth.sigv4 import Verifier
 from lamina.errors import LaminaError
+from lamina.front.link import INVOKE_PATH
 from lamina.observability.metrics import CONTENT_TYPE
 from lamina.runtimes.catalog import implemented_family
 
@@ -387,7 +387,7 @@ class _InvokeFirst:
     handler and the same error responses, without the per-request layers that cost more than
     an asynchronous invoke's own work. Every other request goes to the Starlette app."""
 
-    _PATH = re.compile(_FN + r"/([^/]+)/invocations/?")
+    _PATH = INVOKE_PATH
 
     def __init__(self, app: Starlette) -> None:
         self.app = app

@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -49,7 +48,7 @@ from lamina.api.invoke import invoke_function
 from lamina.auth.keys import KeyStore
 from lamina.auth.sigv4 import AuthError
 from lamina.errors import LaminaError
-from lamina.front.link import FORGET, HANDOVER, INVOKE, WRITTEN, Link, LinkClosed
+from lamina.front.link import FORGET, HANDOVER, INVOKE, INVOKE_PATH, WRITTEN, Link, LinkClosed
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +272,7 @@ class FrontWorkers:
         body: bytes,
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         path = unquote(raw_path.decode("ascii"))
-        match = _INVOKE_PATH.fullmatch(path)
+        match = INVOKE_PATH.fullmatch(path)
         if match is None:  # the worker checked: never here
             raise ValueError(f"not an Invoke path: {path}")
         principal = None
@@ -310,10 +309,6 @@ class FrontWorkers:
         except LaminaError as e:
             response = error_response(e)
         return _parts(response)
-
-
-#: the Invoke path (as `api.app` routes it, on the percent-decoded path)
-_INVOKE_PATH = re.compile(r"/2015-03-31/functions/([^/]+)/invocations/?")
 
 
 def _parts(response: Response) -> tuple[int, list[tuple[bytes, bytes]], bytes]:

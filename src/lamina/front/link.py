@@ -36,6 +36,7 @@ import contextlib
 import logging
 import marshal
 import os
+import re
 import socket
 import struct
 from collections.abc import Callable
@@ -51,6 +52,10 @@ FRAME_MAX_BYTES = 64 * 1024 * 1024
 #: descriptors one read takes at most (a read holds a few frames at a time)
 _FDS_PER_READ = 64
 _READ_BYTES = 256 * 1024
+
+#: the Invoke path, matched on the percent-decoded path: what the server routes to Invoke,
+#: and so what a worker may forward as one (one pattern for both, so they cannot disagree)
+INVOKE_PATH = re.compile(r"/2015-03-31/functions/([^/]+)/invocations/?")
 
 INVOKE = "i"
 WRITTEN = "w"

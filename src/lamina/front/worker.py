@@ -45,12 +45,10 @@ from urllib.parse import unquote
 
 from lamina.auth.principal import Principal
 from lamina.auth.sigv4 import AuthError, SignedRequest, UnrecognizedClient, Verifier
-from lamina.front.link import FORGET, HANDOVER, INVOKE, WRITTEN, Link, LinkClosed
+from lamina.front.link import FORGET, HANDOVER, INVOKE, INVOKE_PATH, WRITTEN, Link, LinkClosed
 
 log = logging.getLogger("lamina.front")
 
-#: the Invoke path, as the server's router matches it (on the percent-decoded path)
-_INVOKE_PATH = re.compile(r"/2015-03-31/functions/([^/]+)/invocations/?")
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _HEADER = re.compile(rb"(" + _TOKEN + rb"):[ \t]*([^\r\n\x00]*?)[ \t]*")
 _REQUEST_LINE = re.compile(rb"POST (/[!-~]*) HTTP/1\.1")
@@ -425,7 +423,7 @@ def _parse_head(
         path = unquote(raw_path.decode("ascii"), errors="strict")
     except UnicodeError:
         return None
-    if _INVOKE_PATH.fullmatch(path) is None:
+    if INVOKE_PATH.fullmatch(path) is None:
         return None
     headers: list[tuple[bytes, bytes]] = []
     names: dict[str, str] = {}
