@@ -64,8 +64,6 @@ from http.client import HTTPConnection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import BotoCoreError, ClientError, WaiterError
-
 from cold_floors import Floors, floor_lines, measure_floors
 from cold_load import (
     HELLO_HANDLER,
@@ -86,7 +84,6 @@ from harness import (
     cpu_seconds_between,
     free_port,
     guarded,
-    handler_zip,
     http_ok,
     log,
     log_tail,
@@ -98,6 +95,7 @@ from harness import (
     uss_kib,
     wait_ready,
 )
+from harness import create_functions as harness_create
 from harness import lambda_client as harness_client
 from signing import admin_key_args, signed_headers
 
@@ -185,22 +183,7 @@ def lambda_client(endpoint: str) -> LambdaClient:
 
 
 def create_functions(endpoint: str, names: Sequence[str], memory_mb: int = 128) -> None:
-    client, code = lambda_client(endpoint), handler_zip(HELLO_HANDLER)
-    try:
-        for name in names:
-            client.create_function(
-                FunctionName=name,
-                Runtime="python3.11",
-                Role="arn:aws:iam::000000000000:role/bench",
-                Handler="app.handler",
-                Code={"ZipFile": code},
-                MemorySize=memory_mb,
-            )
-        waiter = client.get_waiter("function_active_v2")
-        for name in names:
-            waiter.wait(FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
-    except (BotoCoreError, ClientError, WaiterError) as exc:
-        raise BenchError(f"creating the functions failed: {exc}") from exc
+    harness_create(endpoint, names, lambda _: HELLO_HANDLER, memory_mb=memory_mb)
 
 
 def check_auth(invoker: Invoker, name: str, problems: list[str]) -> str:

@@ -57,13 +57,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.client import HTTPConnection, HTTPException
 from pathlib import Path
 from typing import Any
-
-from botocore.exceptions import BotoCoreError, ClientError, WaiterError
 
 from harness import (
     HOST,
@@ -71,9 +68,7 @@ from harness import (
     Server,
     free_port,
     guarded,
-    handler_zip,
     http_ok,
-    lambda_client,
     log,
     log_tail,
     process_tree,
@@ -83,6 +78,7 @@ from harness import (
     uss_kib,
     wait_ready,
 )
+from harness import create_functions as create_all
 from signing import admin_key_args, signed_headers
 
 PYTHON311 = "/usr/bin/python3.11"
@@ -265,30 +261,14 @@ def cold_starts(conn: Connection) -> float:
 
 def create_functions(endpoint: str, names: Sequence[str]) -> None:
     """Each function with code of its own (its name in a comment), as separate functions are."""
-
-    def create(chunk: Sequence[str]) -> None:
-        client = lambda_client(endpoint, attempts=3)
-        for name in chunk:
-            code = handler_zip(f"# {name}\ndef handler(event, context):\n    return None\n")
-            client.create_function(
-                FunctionName=name,
-                Runtime="python3.11",
-                Role="arn:aws:iam::000000000000:role/bench",
-                Handler="app.handler",
-                Code={"ZipFile": code},
-                MemorySize=MEMORY_MB,
-            )
-        waiter = client.get_waiter("function_active_v2")
-        for name in chunk:
-            waiter.wait(FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
-
-    chunks = [list(names[i::CREATORS]) for i in range(CREATORS)]
-    try:
-        with ThreadPoolExecutor(CREATORS) as pool:
-            for future in [pool.submit(create, c) for c in chunks if c]:
-                future.result()
-    except (BotoCoreError, ClientError, WaiterError) as exc:
-        raise BenchError(f"creating the functions failed: {exc}") from exc
+    create_all(
+        endpoint,
+        names,
+        lambda name: f"# {name}\ndef handler(event, context):\n    return None\n",
+        memory_mb=MEMORY_MB,
+        creators=CREATORS,
+        attempts=3,
+    )
 
 
 # --- numbers --------------------------------------------------------------------------------

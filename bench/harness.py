@@ -21,6 +21,7 @@ import urllib.error
 import urllib.request
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.client import HTTPException
 from pathlib import Path
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, WaiterError
 
 from signing import ADMIN_KEY
 
@@ -359,6 +361,42 @@ def lambda_client(endpoint: str, attempts: int = 3) -> LambdaClient:
         aws_secret_access_key=ADMIN_KEY[1],
         config=Config(connect_timeout=5, read_timeout=60, retries={"total_max_attempts": attempts}),
     )
+
+
+def create_functions(
+    endpoint: str,
+    names: Sequence[str],
+    source: Callable[[str], str],
+    *,
+    memory_mb: int = 128,
+    creators: int = 1,
+    attempts: int = 1,
+) -> None:
+    """Create python3.11 functions `names` (app.py is `source(name)`) with `creators` clients
+    at once, and wait until each is Active; `BenchError` if any cannot be."""
+
+    def create(chunk: Sequence[str]) -> None:
+        client = lambda_client(endpoint, attempts=attempts)
+        for name in chunk:
+            client.create_function(
+                FunctionName=name,
+                Runtime="python3.11",
+                Role="arn:aws:iam::000000000000:role/bench",
+                Handler="app.handler",
+                Code={"ZipFile": handler_zip(source(name))},
+                MemorySize=memory_mb,
+            )
+        waiter = client.get_waiter("function_active_v2")
+        for name in chunk:
+            waiter.wait(FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+
+    chunks = [list(names[i::creators]) for i in range(creators)]
+    try:
+        with ThreadPoolExecutor(creators) as pool:
+            for future in [pool.submit(create, c) for c in chunks if c]:
+                future.result()
+    except (BotoCoreError, ClientError, WaiterError) as exc:
+        raise BenchError(f"creating the functions failed: {exc}") from exc
 
 
 def handler_zip(source: str) -> bytes:
