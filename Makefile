@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install serve test lint typecheck bench bench-coldstart bench-scale bench-async bench-auth bench-sigv4 bench-sources bench-density conformance clean
+.PHONY: install serve test lint typecheck bench bench-coldstart bench-scale bench-async bench-auth bench-websocket bench-durable bench-streaming bench-sigv4 bench-sources bench-density bench-cluster conformance clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,19 @@ bench-scale: install
 bench-async: install
 	AWS_EC2_METADATA_DISABLED=true $(BIN)/python bench/async.py $(ARGS)
 
+# WebSocket APIs: messages/s and round-trip p50 echoed through a function at 1 and 64
+# connections, beside a bare websockets echo server (the floor).
+bench-websocket: install
+	AWS_EC2_METADATA_DISABLED=true $(BIN)/python bench/websocket.py $(ARGS)
+
+# Durable functions with AWS's Python SDK: a 10-step workflow (steps/s, checkpoint p50/p99)
+# and 1,000 executions suspended on a wait (memory held, environments, time to resume; ~4 min).
+bench-durable: install
+	AWS_EC2_METADATA_DISABLED=true $(BIN)/python bench/durable.py $(ARGS)
+
+bench-streaming: install
+	AWS_EC2_METADATA_DISABLED=true $(BIN)/python bench/streaming.py $(ARGS)
+
 bench-auth: install
 	AWS_EC2_METADATA_DISABLED=true $(BIN)/python bench/auth.py $(ARGS)
 
@@ -59,6 +72,11 @@ bench-sources: install
 # environment, cold starts on a second pass, warm p50 beside the crowd (~3 minutes).
 bench-density: install
 	AWS_EC2_METADATA_DISABLED=true $(BIN)/python bench/density.py $(ARGS)
+
+# A cluster of 1, 2 and 4 nodes (own PostgreSQL and NATS, each node in a CPU-capped cgroup):
+# warm invoke scaling and the latency a forwarded invoke adds (as root, ~2 minutes).
+bench-cluster: install
+	AWS_EC2_METADATA_DISABLED=true $(BIN)/python bench/cluster.py $(ARGS)
 
 # Which operations of botocore's lambda model Lamina serves (not part of `make test`).
 conformance: install

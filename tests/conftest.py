@@ -8,7 +8,6 @@ import io
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -28,6 +27,7 @@ import httpx
 import pytest
 from botocore.config import Config
 from botocore.credentials import Credentials
+from tests.cluster._engines import free_port
 
 from lamina.cli.signing import Signer
 from lamina.runtimes.catalog import RuntimeCatalog
@@ -120,12 +120,6 @@ def lamina(*args: str, endpoint: str, stdin: str | None = None) -> subprocess.Co
         input=stdin,
         timeout=60,
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def make_zip(files: dict[str, str | bytes]) -> bytes:

@@ -46,26 +46,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 #: operation families other open issues deliver, with the issue that owns each
-OWNED: dict[str, str] = {
-    "InvokeWithResponseStream": "issue 21 (response streaming)",
-    **{
-        op: "issue 22 (durable executions)"
-        for op in (
-            "CheckpointDurableExecution",
-            "DeleteDurableExecution",
-            "GetDurableExecution",
-            "GetDurableExecutionHistory",
-            "GetDurableExecutionState",
-            "ListDurableExecutionsByFunction",
-            "PauseDurableExecution",
-            "ResumeDurableExecution",
-            "SendDurableExecutionCallbackFailure",
-            "SendDurableExecutionCallbackHeartbeat",
-            "SendDurableExecutionCallbackSuccess",
-            "StopDurableExecution",
-        )
-    },
-}
+OWNED: dict[str, str] = {}
 
 REGION = "us-east-1"
 ACCOUNT = "000000000000"

@@ -29,6 +29,9 @@ SERVED: tuple[ServedService, ...] = (
     ServedService("lambda", "LAMBDA"),
     ServedService("logs", "CLOUDWATCH_LOGS", "Logs_20140328."),
     ServedService("events", "EVENTBRIDGE", "AWSEvents."),
+    # WebSocket APIs: apigatewayv2 (signing name `apigateway`) and the `@connections` API
+    ServedService("apigateway", "APIGATEWAYV2"),
+    ServedService("execute-api", "APIGATEWAYMANAGEMENTAPI"),
 )
 SERVED_SIGNING_NAMES = frozenset(s.signing_name for s in SERVED)
 

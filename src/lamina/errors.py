@@ -209,3 +209,40 @@ class ServiceNotServedError(UserError):
     Lamina for DynamoDB, say): refused at once, with a status SDKs do not retry."""
 
     error_type = "UnsupportedServiceException"
+
+
+# -- API Gateway (apigatewayv2, apigatewaymanagementapi) ---------------------------------------
+
+
+class NotFoundError(UserError):
+    """API Gateway's 404 (an API, route, integration or stage that does not exist)."""
+
+    error_type = "NotFoundException"
+    status = 404
+
+
+class BadRequestError(UserError):
+    """API Gateway's 400 for input it refuses."""
+
+    error_type = "BadRequestException"
+
+
+class ConflictError(UserError):
+    """API Gateway's 409 (a route key or stage name already taken)."""
+
+    error_type = "ConflictException"
+    status = 409
+
+
+class GoneError(UserError):
+    """The `@connections` API's 410: the connection is closed or never existed."""
+
+    error_type = "GoneException"
+    status = 410
+
+
+class PayloadTooLargeError(UserError):
+    """The `@connections` API's 413: PostToConnection data over a message's limit."""
+
+    error_type = "PayloadTooLargeException"
+    status = 413

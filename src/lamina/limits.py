@@ -9,6 +9,13 @@ from typing import Final
 SYNC_PAYLOAD_MAX_BYTES: Final = 6 * 1024 * 1024  # request and response, RequestResponse
 ASYNC_PAYLOAD_MAX_BYTES: Final = 256 * 1024
 
+# Response streaming (AWS Lambda Developer Guide, "Response streaming for Lambda functions"):
+# a streamed response may be up to 200 MB (raised from 20 MB in July 2025); its first 6 MB go
+# uncapped, the rest at most 2 MBps ("Bandwidth limits for response streaming").
+STREAM_RESPONSE_MAX_BYTES: Final = 200 * 1024 * 1024
+STREAM_UNCAPPED_BYTES: Final = 6 * 1024 * 1024
+STREAM_CAPPED_BYTES_PER_S: Final = 2 * 1024 * 1024
+
 # Function configuration.
 TIMEOUT_MIN_S: Final = 1
 TIMEOUT_MAX_S: Final = 900
@@ -66,3 +73,23 @@ JSON_MAX_DEPTH: Final = 500
 #: Lambda's quota on a resource-based policy: a function's (per function, version or alias)
 #: and a layer version's
 RESOURCE_POLICY_MAX_BYTES = 20 * 1024
+
+# API Gateway WebSocket APIs: "Quotas for configuring and running a WebSocket in API Gateway"
+# (docs.aws.amazon.com/apigateway/latest/developerguide/
+# apigateway-execution-service-websocket-limits-table.html, as of December 2026). A larger
+# message (or frame) closes the connection with code 1009, as API Gateway does.
+WEBSOCKET_FRAME_MAX_BYTES: Final = 32 * 1024
+WEBSOCKET_MESSAGE_MAX_BYTES: Final = 128 * 1024
+#: a connection with no message either way for this long is closed
+WEBSOCKET_IDLE_TIMEOUT_S: Final = 10 * 60
+#: a connection is closed this long after it opened, however busy
+WEBSOCKET_MAX_DURATION_S: Final = 2 * 60 * 60
+#: an integration (the function) that has not answered by then fails the message
+WEBSOCKET_INTEGRATION_TIMEOUT_S: Final = 29
+WEBSOCKET_ROUTES_PER_API_MAX: Final = 300
+WEBSOCKET_INTEGRATIONS_PER_API_MAX: Final = 300
+WEBSOCKET_STAGES_PER_API_MAX: Final = 10
+#: Lamina's own bound (API Gateway documents none): messages of one connection whose function
+#: has not answered yet; past it the connection's next frames wait to be read (backpressure),
+#: so one client cannot make the server hold an unbounded number of invocations
+WEBSOCKET_IN_FLIGHT_PER_CONNECTION_MAX: Final = 100

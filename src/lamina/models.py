@@ -9,6 +9,7 @@ from enum import StrEnum
 from typing import Any
 
 from lamina import limits
+from lamina.response_stream import ResponseStream
 
 LATEST = "$LATEST"
 
@@ -101,6 +102,18 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class DurableConfig:
+    """`DurableConfig`: the function runs durable executions (see `control.durable`)."""
+
+    #: seconds an execution may run in all, across its invocations and suspensions
+    execution_timeout: int
+    #: days an ended execution's state and history are kept
+    retention_days: int = 14
+    #: KMSKeyArn as given (recorded only)
+    kms_key_arn: str | None = None
+
+
+@dataclass(frozen=True)
 class VpcConfig:
     """The VPC a function joins (Lambda's VpcConfig): subnets of one of the operator's VPCs
     (`networks.Vpc`), whose networks its environments may reach. No subnets and no security
@@ -160,6 +173,8 @@ class FunctionConfig:
     #: whether the caller gave an `Environment` (Lambda reports one given with no variables
     #: as `{"Variables": {}}`, and none at all when never given)
     environment_given: bool = False
+    #: DurableConfig (None: not a durable function)
+    durable: DurableConfig | None = None
 
     @property
     def vpc_id(self) -> str | None:
@@ -242,6 +257,8 @@ class InvokeResult:
     init_duration_ms: float | None = None
     #: the end of the invocation's log (at most 4 KB), when the caller asked for it
     log_tail: bytes | None = None
+    #: the runtime's (or Lamina's) error type, when the function failed
+    error_type: str | None = None
 
 
 @dataclass(frozen=True)
@@ -259,6 +276,9 @@ class InvokeRequest:
     tenant_id: str | None = None
     #: the caller wants the end of the invocation's log back (LogType=Tail)
     log_tail: bool = False
+    #: where a streamed response goes as the runtime writes it (InvokeWithResponseStream,
+    #: RESPONSE_STREAM URLs); None: a streamed response is buffered like any other
+    stream: ResponseStream | None = None
 
 
 @dataclass(frozen=True)

@@ -6,41 +6,60 @@ import asyncio
 import contextlib
 import importlib
 import logging
-import resource
-import socket
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
 from lamina.api import AppState, build_app
-from lamina.api.http_protocol import AwsErrorsHttpProtocol
 from lamina.api.listeners import Listeners
+from lamina.api.nodes import local_load
+from lamina.api.websocket_connections import Connections
 from lamina.api.workers import FrontWorkers
 from lamina.auth import policy
 from lamina.auth.keys import KeyStore
 from lamina.auth.principal import PolicyDocument
 from lamina.auth.profile import setup_admin_key
+from lamina.cluster.api import ChangeFeed, ClusterConfigError, Leases, NodeDirectory
+from lamina.cluster.code import SharedCode
+from lamina.cluster.concurrency import ClusterConcurrency
+from lamina.cluster.local import LocalLeases, NoFeed
+from lamina.cluster.provisioned import ProvisionedPlacement
+from lamina.cluster.websockets import ConnectionRelay
 from lamina.control import FunctionService
 from lamina.control.brokers import BrokerService
+from lamina.control.changes import ChangeApplier
+from lamina.control.durable import DurableExecutions
 from lamina.control.event_sources import EventSourceService, QueueVisibility
 from lamina.control.roles import RoleService
 from lamina.control.rules import RuleService
+from lamina.control.websocket_apis import WebSocketApis
 from lamina.datadir import make_private, restrict_umask
 from lamina.errors import LaminaError, MalformedPolicyDocumentError
 from lamina.events import AsyncQueue
 from lamina.events.bus import EventBus
+from lamina.events.durable import DurableRunner
 from lamina.events.http_routes import HttpRoutes
 from lamina.events.schedules import ScheduleClock, ScheduleRunner
 from lamina.events.sources.api import MappingControl, SourceFactory, SourceUnavailable
 from lamina.events.sources.invoker import SchedulerInvoker
 from lamina.events.sources.manager import SourceRunner
+from lamina.http_server import (
+    BACKLOG,
+    FrontSpec,
+    LaminaServer,
+    adopter,
+    bind,
+    has_uvloop,
+    listen_url,
+    raise_open_files_limit,
+    running,
+    uvicorn_config,
+)
 from lamina.mappings import Connection, EventSourceMapping, SourceKind
 from lamina.models import LATEST, FunctionConfig
 from lamina.observability import LogStore, Metrics
@@ -52,11 +71,16 @@ from lamina.sandbox.api import RuntimeSpec
 from lamina.sandbox.process import ProcessBackend
 from lamina.scheduler import Scheduler
 from lamina.settings import Settings, is_loopback
-from lamina.store import CodeStore, MetadataStore, SqliteEventStore
-from lamina.store.event_sources import EventSourceStore
-from lamina.store.roles import RoleStore
-from lamina.store.rules import RuleStore
-from lamina.store.sealed import Sealer
+from lamina.store import CodeStore, EventStore, SqliteEventStore
+from lamina.store.durable import DurableStore
+from lamina.store.engine import describe as describe_database
+from lamina.store.http_routes import RouteStore
+from lamina.store.open import Stores, open_stores
+from lamina.store.websocket_apis import WebSocketApiStore
+
+if TYPE_CHECKING:  # cluster mode only: the default start does not load NATS
+    from lamina.cluster.adoption import EventAdoption
+    from lamina.cluster.node import ClusterNode
 
 log = logging.getLogger("lamina")
 
@@ -155,23 +179,42 @@ def create_app(
     keys: KeyStore | None = None,
     listeners: Listeners | None = None,
     front: FrontSpec | None = None,
+    leases: Leases | None = None,
+    directory: NodeDirectory | None = None,
+    stores: Stores | None = None,
+    event_store: EventStore | None = None,
+    event_adoption: EventAdoption | None = None,
+    feed: ChangeFeed | None = None,
+    cluster: ClusterNode | None = None,
 ) -> ASGIApp:
     """The whole server as an ASGI app; parts start and stop with its lifespan. With
     `settings.auth`, requests are checked against `keys` (by default the data directory's).
     `listeners`: the ports of the sandbox and metrics listeners, if any (`api.listeners`).
-    `front`: front workers to run on the main address once the rest is up (`api.workers`)."""
+    `front`: front workers to run on the main address once the rest is up (`api.workers`).
+    `leases`, `directory`: in a cluster, who runs each mapping's pollers and each schedule's
+    ticks (`cluster.ownership`); by default this node runs them all.
+    `stores`: the SQL stores (by default opened here from `settings`, see `store.open`).
+    `event_store`: where the async queue keeps its events (by default the data directory's
+    SQLite file); `event_adoption`: in a cluster, what moves dead nodes' events here.
+    `feed`: the other nodes on the same database (`cluster.api.ChangeFeed`; none by default).
+    `cluster`: this node's part in its cluster, joined already (`cluster.node`): it gives
+    all of the above and starts and stops with the app."""
+    if cluster is not None:
+        leases, directory, feed = cluster.leases, cluster.directory, cluster.feed
+        event_store, event_adoption = cluster.event_store, cluster.adoption
+    leases = leases or LocalLeases()
     make_private(settings.data_dir)
-    if settings.auth and keys is None:
-        keys = KeyStore(settings.data_dir, settings.account_id)
     runtimes = runtimes or RuntimeCatalog.discover(settings.data_dir)
     metrics = Metrics()
     log_store = make_log_store(settings, metrics)
     log_store.reclaim()  # before the other stores open: they need room to
-    sealer = Sealer.open(settings.data_dir)
-    metadata = MetadataStore.sqlite(settings.db_path, sealer)
+    stores = stores or open_stores(settings)
+    if settings.auth and keys is None:
+        keys = KeyStore(settings.data_dir, settings.account_id, engine=stores.keys)
+    metadata = stores.metadata
     code = CodeStore(settings.code_dir)
     functions = FunctionService(settings, metadata, code, runtimes)
-    roles = RoleService(settings, RoleStore(metadata), functions, validator=_check_role_policy)
+    roles = RoleService(settings, stores.roles, functions, validator=_check_role_policy)
     functions.check_role = roles.check_assumable
     functions.signing.on_warning = metrics.signature_warning
     if keys is not None:
@@ -181,6 +224,7 @@ def create_app(
         keys.validate_policy = _check_key_policy
     backend = backend or make_backend(settings, runtimes)
     images = RuntimeImages(settings.runtimes_dir, install=settings.install_sdks)
+    cluster_concurrency = ClusterConcurrency.for_node(settings)
     scheduler = Scheduler(
         settings,
         backend,
@@ -192,9 +236,16 @@ def create_app(
         log_store=log_store,
         credentials=_role_credentials(keys) if keys is not None else None,
         images=images,
+        concurrency=cluster_concurrency,
     )
-    meter = Meter(settings.usage_db_path)
+    meter = Meter(stores.usage)
     scheduler.logs.on_report.append(meter.record)
+    if cluster is not None:
+        # Code every node can run: shared when stored, fetched before a cold start.
+        shared = SharedCode(cluster.blobs, code, lambda: functions.layers.merges)
+        functions.code.share = shared.share
+        scheduler.code_ready = shared.ensure
+        metrics.node = cluster.name
 
     async def changed(name: str, version: str | None) -> None:
         scheduler.retire(name, version)
@@ -211,7 +262,7 @@ def create_app(
 
     functions.subscribe(changed)
     # Event-source mappings, their brokers and secrets (tables of their own, same database).
-    source_store = EventSourceStore(metadata.engine, sealer)
+    source_store = stores.event_sources
     brokers = BrokerService(settings, source_store, functions.run)
 
     def alias_version(function_name: str, alias: str) -> str | None:
@@ -239,8 +290,15 @@ def create_app(
     functions.capacity.on_provider = scheduler.limits.set_provider
     functions.provisioned.on_change = scheduler.provision
     functions.provisioned.status = scheduler.provisioned
+    placement = None
+    if cluster is not None:
+        # One node keeps a version's provisioned environments, not every node.
+        placement = ProvisionedPlacement(scheduler, cluster.directory)
+        functions.provisioned.on_change = placement.on_change
+        functions.provisioned.status = placement.status
     functions.code.add_user(scheduler.code_in_use)
-    event_store = SqliteEventStore(settings.events_db_path)
+    if event_store is None:
+        event_store = SqliteEventStore(settings.events_db_path)
     async_queue = AsyncQueue(settings, event_store, functions, scheduler, metrics)
 
     def reserved_changed(name: str, reserved: int | None) -> None:
@@ -252,15 +310,24 @@ def create_app(
     source_invoker = SchedulerInvoker(settings, functions, scheduler, async_queue)
     mapping_control: MappingControl = event_sources
     source_runner = SourceRunner(
-        settings, mapping_control, source_invoker, _source_factories(), metrics
+        settings,
+        mapping_control,
+        source_invoker,
+        _source_factories(),
+        metrics,
+        leases=leases,
+        directory=directory,
     )
-    routes = HttpRoutes(settings, functions)
-    # EventBridge rules share the metadata database file (their own tables and engine).
+    # In a cluster the routes are the database's, served alike by every node.
+    route_store = RouteStore(metadata.engine) if settings.cluster is not None else None
+    routes = HttpRoutes(settings, functions, route_store)
+    # EventBridge rules share the metadata database (tables of their own).
     clock = ScheduleClock(settings.test_clock_rate, settings.test_clock_origin_path)
-    rules = RuleService(settings, RuleStore.sqlite(settings.db_path), clock=clock.now)
+    rules = RuleService(settings, stores.rules, clock=clock.now)
     event_bus = EventBus(settings, rules, async_queue, functions.policies, metrics=metrics)
-    schedules = ScheduleRunner(rules, event_bus, clock)
+    schedules = ScheduleRunner(rules, event_bus, clock, leases=leases, directory=directory)
     rules.on_change = schedules.wake
+    _join(feed or NoFeed(), functions, roles, rules, event_sources, brokers, routes, keys)
     state = AppState(
         settings=settings,
         functions=functions,
@@ -281,9 +348,39 @@ def create_app(
         brokers=brokers,
         source_stats=source_runner.stats,
     )
+    if cluster is not None:
+        state.node_name = cluster.name
+        state.directory = cluster.directory
+        state.problems = cluster.problems
+        cluster.load = lambda: local_load(state)
+    # WebSocket APIs: definitions in the shared database, connections on this node.
+    state.websockets = WebSocketApis(
+        WebSocketApiStore(metadata.engine),
+        settings.region,
+        settings.account_id,
+        settings.endpoint_url,
+    )
+    # Durable executions: their logs in the shared database, driven on this node.
+    durable_runner = DurableRunner(
+        DurableExecutions(DurableStore(metadata.engine), settings.region, settings.account_id),
+        functions,
+        scheduler,
+        recover=settings.cluster is None,
+        metrics=metrics,
+    )
+    state.durable = durable_runner
+    # Events and event-source batches of durable functions start durable executions.
+    async_queue.start_durable = lambda c, r: durable_runner.start_for(c, r, wait=False)
+    source_invoker.start_durable = lambda c, r: durable_runner.start_for(c, r, wait=True)
+    connections = Connections(state.node_name)
+    state.websocket_connections = connections
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        connection_relay: ConnectionRelay | None = None
+        if cluster is not None:
+            # Before the services load: a change another node makes meanwhile is heard.
+            await cluster.start_feed()
         await functions.load()
         await roles.load()
         await brokers.load()
@@ -299,9 +396,29 @@ def create_app(
         # Each runtime's SDK, installed in the background where missing (first start).
         images.ensure(_in_use(runtimes, functions.runtimes_in_use()))
         backend.expect(_runtime_specs(runtimes, functions.runtimes_in_use(), images))
+        if cluster_concurrency is not None:
+            await cluster_concurrency.start()
         scheduler.start()
-        event_store.open()
+        if cluster is not None:
+            # Before the queue, the schedules and the mappings: leases, forwarded invokes.
+            await cluster.start(state, scheduler.idle)
+            connection_relay = ConnectionRelay(
+                cluster.link.nc,
+                cluster.directory,
+                cluster.cluster.name,
+                cluster.name,
+                connections,
+            )
+            await connection_relay.serve()
+            state.connection_relay = connection_relay
+        if placement is not None:
+            placement.start()
+        if isinstance(event_store, SqliteEventStore):
+            event_store.open()
         await async_queue.start()
+        await durable_runner.start()  # after the scheduler: due executions are invoked
+        if event_adoption is not None:
+            await event_adoption.start(async_queue)
         await rules.load()
         schedules.start()  # after the queue: a due tick goes straight to it
         await source_runner.start()  # after the queue (failure destinations) and mappings
@@ -331,8 +448,21 @@ def create_app(
             # Before the queue and the scheduler: unfinished batches are not acknowledged.
             await source_runner.close()
             await source_invoker.close()
+            if event_adoption is not None:
+                await event_adoption.close()
             await async_queue.close()
+            await durable_runner.close()
+            if placement is not None:
+                await placement.close()
+            if connection_relay is not None:
+                await connection_relay.close()
+            if cluster is not None:
+                # After the runners (they gave their leases up), before the log store (the
+                # cluster's log queries) and the scheduler (forwarded invokes end first).
+                await cluster.close()
             await scheduler.close()
+            if cluster_concurrency is not None:
+                await cluster_concurrency.close()  # after the scheduler: its leases are done
             await event_sources.close()
             pruner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -347,6 +477,38 @@ def create_app(
                 keys.close()
 
     return build_app(state, lifespan, keys if settings.auth else None, listeners)
+
+
+def _join(
+    feed: ChangeFeed,
+    functions: FunctionService,
+    roles: RoleService,
+    rules: RuleService,
+    event_sources: EventSourceService,
+    brokers: BrokerService,
+    routes: HttpRoutes,
+    keys: KeyStore | None,
+) -> ChangeApplier:
+    """Tell the other nodes of every committed change, and apply theirs (`control.changes`)."""
+    functions.feed = functions.layers.feed = functions.signing.feed = feed
+    roles.feed = rules.feed = event_sources.feed = brokers.feed = routes.feed = feed
+    areas = {
+        "function": functions.refresh,
+        "layer": functions.layers.refresh,
+        "code-signing": functions.signing.refresh,
+        "capacity-provider": functions.capacity.refresh,
+        "role": roles.refresh,
+        "rule": rules.refresh,
+        "mapping": event_sources.refresh,
+        "broker": brokers.refresh,
+        "route": routes.refresh,
+    }
+    if keys is not None:
+        keys.feed = feed
+        areas["key"] = keys.refresh
+    applier = ChangeApplier(areas)
+    feed.subscribe(applier)
+    return applier
 
 
 def _queue_visibility(endpoint: str | None) -> QueueVisibility | None:
@@ -463,7 +625,7 @@ def serve(
             "run code through this server.",
             file=sys.stderr,
         )
-    _raise_open_files_limit()
+    raise_open_files_limit()
     # Before anything is created and before any thread exists (the umask is process-wide):
     # the data directory and everything the server writes in it are private to its user.
     restrict_umask()
@@ -472,171 +634,89 @@ def serve(
     # A disk left full (by logs, or with a smaller --log-disk-cap now) gets room back before
     # the key store and the other databases open.
     make_log_store(settings).reclaim()
+    try:
+        stores = open_stores(settings)
+    except ClusterConfigError as e:
+        raise SystemExit(f"lamina: {e}") from None
     keys = None
     if settings.auth:
-        keys = KeyStore(settings.data_dir, settings.account_id)
+        keys = KeyStore(settings.data_dir, settings.account_id, engine=stores.keys)
         setup_admin_key(keys, settings, admin_key, write_profile=write_profile)
     # One server, several sockets: the main address, the sandbox listener (loopback, a port
     # of its own: what the namespace backend's relay connects to, so that the app can tell a
     # sandbox's requests from others by the socket they came in on) and, if asked for, the
     # metrics listener. The app tells them apart by port (`api.listeners`).
-    main = _bind(settings.host, settings.port)
+    main = bind(settings.host, settings.port)
     # With front workers, they accept on the main address (the server adopts what they hand
     # over); without, the server does.
     sockets = [] if settings.workers > 0 else [main]
-    sockets.append(_bind("127.0.0.1", 0))
+    sockets.append(bind("127.0.0.1", 0))
     sandbox_port = int(sockets[-1].getsockname()[1])
     metrics_port = None
     if settings.metrics_listen is not None:
-        sockets.append(_bind(*settings.metrics_listen))
+        sockets.append(bind(*settings.metrics_listen))
         metrics_port = int(sockets[-1].getsockname()[1])
     backend = make_backend(settings, runtimes, sandbox_port)
     listeners = Listeners(sandbox_port=sandbox_port, metrics_port=metrics_port)
     front = None
     if settings.workers > 0:
-        main.listen(_BACKLOG)  # connections wait here until the workers are up
-        front = FrontSpec(settings.workers, main, _adopter(lambda: server), log_level)
-    app = create_app(
-        settings, backend=backend, runtimes=runtimes, keys=keys, listeners=listeners, front=front
-    )
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level="warning",
-        access_log=False,
-        lifespan="on",
-        loop="uvloop" if _has_uvloop() else "asyncio",
-        # httptools, answering requests it cannot parse (too long, malformed) in AWS's shape.
-        http=AwsErrorsHttpProtocol,
-        # Lamina serves no WebSocket: uvicorn's default would import `websockets` for good.
-        ws="none",
-        # Nothing stands in front of Lamina; trusting X-Forwarded-* from loopback clients
-        # would let any local caller claim another address (and costs time on every request).
-        proxy_headers=False,
-        # In-flight invocations get this long to finish on SIGTERM/Ctrl-C; then they are
-        # cancelled and their environments killed (a function may run for 15 minutes).
-        timeout_graceful_shutdown=settings.shutdown_grace_s,
-    )
-    server = _Server(config, front)
+        main.listen(BACKLOG)  # connections wait here until the workers are up
+        front = FrontSpec(settings.workers, main, adopter(lambda: running(server)), log_level)
     metrics_note = ""
     if settings.metrics_listen is not None:
-        metrics_note = f", metrics: {_url(*settings.metrics_listen)}/metrics"
-    print(
+        metrics_note = f", metrics: {listen_url(*settings.metrics_listen)}/metrics"
+    cluster_note = ""
+    if settings.cluster is not None:
+        cluster_note = (
+            f", cluster: {settings.cluster.name}, node: {settings.cluster.node_name}, "
+            f"database: {describe_database(settings.cluster.database_url)}"
+        )
+    banner = (
         f"Lamina listening on {settings.endpoint_url} (data: {settings.data_dir}, sandbox: "
         f"{backend.description}, runtimes: {', '.join(runtimes.names()) or 'none'}"
-        f"{metrics_note})",
-        file=sys.stderr,
-        flush=True,
+        f"{metrics_note}{cluster_note})"
     )
-    server.run(sockets=sockets)
 
+    def start(cluster: ClusterNode | None) -> LaminaServer:
+        app = create_app(
+            settings,
+            backend=backend,
+            runtimes=runtimes,
+            keys=keys,
+            listeners=listeners,
+            front=front,
+            stores=stores,
+            cluster=cluster,
+        )
+        print(banner, file=sys.stderr, flush=True)
+        return LaminaServer(uvicorn_config(app, settings), front)
 
-#: connections the main address queues while no worker accepts them (as uvicorn's default)
-_BACKLOG = 2048
+    server: LaminaServer | None = None
+    if settings.cluster is None:
+        server = start(None)
+        server.run(sockets=sockets)
+        return
 
+    async def run_node() -> None:
+        # The node joins on the event loop it will serve on (its NATS connection is bound
+        # to it), before anything is served: a node that cannot join never half-joins.
+        from lamina.cluster.node import ClusterNode
 
-@dataclass(frozen=True)
-class FrontSpec:
-    """Front workers to run (`api.workers`): how many, the main address's listening socket,
-    and how the server adopts a connection a worker hands over."""
+        nonlocal server
+        node = ClusterNode(settings, stores.engine)
+        try:
+            await node.join()
+        except ClusterConfigError as e:
+            raise SystemExit(f"lamina: {e}") from None
+        server = start(node)
+        await server.serve(sockets=sockets)
+        if not server.started:
+            raise SystemExit("lamina: the node did not start (see the errors above)")
 
-    count: int
-    listener: socket.socket
-    adopt: Callable[[socket.socket, bytes], None]
-    log_level: str = "warning"
-    #: the workers once running (the lifespan puts them here; the server stops them first)
-    running: list[FrontWorkers] = field(default_factory=list)
+    loop_factory = None
+    if has_uvloop():
+        import uvloop
 
-
-def _adopter(server: Callable[[], uvicorn.Server]) -> Callable[[socket.socket, bytes], None]:
-    """Serve a handed-over connection with uvicorn's protocol, as if accepted here, starting
-    with the bytes the worker had read from it."""
-
-    adoptions: set[asyncio.Task[None]] = set()
-
-    def adopt(sock: socket.socket, buffered: bytes) -> None:
-        running = server()
-        config = running.config
-        loop = asyncio.get_running_loop()
-
-        def protocol() -> asyncio.Protocol:
-            return AwsErrorsHttpProtocol(
-                config=config,
-                server_state=running.server_state,
-                app_state=running.lifespan.state,
-                prefill=buffered,
-            )
-
-        async def connect() -> None:
-            try:
-                await loop.connect_accepted_socket(protocol, sock)
-            except OSError as e:
-                log.info("a handed-over connection was gone before it was adopted: %s", e)
-                sock.close()
-
-        task = loop.create_task(connect())
-        adoptions.add(task)
-        task.add_done_callback(adoptions.discard)
-
-    return adopt
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    """A bound TCP socket (uvicorn listens on it), or exit with why not."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as e:
-        sock.close()
-        raise SystemExit(f"lamina: cannot listen on {_url(host, port)}: {e.strerror}") from e
-    return sock
-
-
-def _url(host: str, port: int) -> str:
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-
-class _Server(uvicorn.Server):
-    """uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, so the process would die
-    of the signal; Lamina has stopped every environment by then, and a clean stop exits 0.
-
-    Front workers stop first, before uvicorn closes its connections: they stop accepting and
-    finish the Invokes they forwarded (served here meanwhile), and hand nothing over after."""
-
-    def __init__(self, config: uvicorn.Config, front: FrontSpec | None = None) -> None:
-        super().__init__(config)
-        self.front = front
-
-    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        if self.front is not None:
-            for workers in self.front.running:
-                await workers.stop(float(self.config.timeout_graceful_shutdown or 0) + 5.0)
-        await super().shutdown(sockets)
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        with super().capture_signals():
-            try:
-                yield
-            finally:
-                self._captured_signals.clear()
-
-
-def _raise_open_files_limit() -> None:
-    """Every environment holds a few descriptors here (its log pipe, Runtime API socket,
-    relay and control sockets): take the hard limit, not the soft default of 1,024."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def _has_uvloop() -> bool:
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        return False
-    return True
+        loop_factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(run_node())

@@ -69,6 +69,28 @@ def is_loopback(host: str) -> bool:
 
 
 @dataclass(frozen=True)
+class ClusterSettings:
+    """Cluster mode (`lamina serve --cluster`, see docs/cluster.md)."""
+
+    #: the shared database (`--database postgresql://...`)
+    database_url: str
+    #: the NATS servers (`--nats URL`, repeated for a NATS cluster)
+    nats_urls: tuple[str, ...]
+    #: this node's name, unique among live nodes (`--node-name`; default: the host name)
+    node_name: str
+    #: the URL other nodes and clients reach this node's API at (`--advertise-url`;
+    #: default: the endpoint it listens on)
+    advertise_url: str | None = None
+    #: the cluster's name (`--cluster-name`): it prefixes every NATS bucket, stream and
+    #: subject, so that several Lamina clusters can share one NATS
+    name: str = "lamina"
+    #: seconds between heartbeats; a node (and every lease it holds) is gone `ttl_s` after
+    #: its last one
+    heartbeat_s: float = 1.0
+    ttl_s: float = 5.0
+
+
+@dataclass(frozen=True)
 class Settings:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
@@ -107,7 +129,8 @@ class Settings:
     routes_file: Path | None = None
     #: TEST-ONLY: schedules (rate/cron rules) run this many times as fast as real time, so a
     #: test sees `rate(1 minute)` fire every second at 60 (`--test-clock-rate`,
-    #: `LAMINA_TEST_CLOCK_RATE`). 1 is real time.
+    #: `LAMINA_TEST_CLOCK_RATE`). 1 is real time. WebSocket connections' idle timeout and
+    #: maximum duration are shortened by the same factor.
     test_clock_rate: float = 1.0
     #: refuse a function whose Role names no role defined in Lamina (`--strict-roles`), as
     #: Lambda refuses a role it cannot assume; without it such a role is accepted and grants
@@ -146,6 +169,8 @@ class Settings:
     #: event-source mappings poll (`--sqs-endpoint URL`), with credentials from the usual AWS
     #: chain; the region comes from each queue's ARN. None: SQS mappings are refused.
     sqs_endpoint: str | None = None
+    #: cluster mode (`--cluster`): None runs the single-machine default (SQLite, no broker)
+    cluster: ClusterSettings | None = None
 
     @property
     def db_path(self) -> Path:

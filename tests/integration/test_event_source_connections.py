@@ -19,7 +19,6 @@ import aio_pika
 import nats
 import pytest
 import redis.asyncio as aioredis
-from sqlalchemy import create_engine
 
 from lamina.arns import FunctionRef, parse_function_ref
 from lamina.control.brokers import BrokerService
@@ -27,6 +26,7 @@ from lamina.control.event_sources import EventSourceService
 from lamina.control.mapping_input import MappingRequest
 from lamina.errors import ResourceNotFoundError
 from lamina.settings import Settings
+from lamina.store.engine import open_database
 from lamina.store.event_sources import EventSourceStore
 from lamina.store.sealed import Sealer
 
@@ -63,7 +63,7 @@ class _Functions:
 
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[tuple[EventSourceService, BrokerService]]:
-    engine = create_engine(f"sqlite:///{tmp_path / 'lamina.db'}")
+    engine = open_database(f"sqlite:///{tmp_path / 'lamina.db'}", cluster=False)
     settings = Settings(data_dir=tmp_path, auth=False)
     store = EventSourceStore(engine, Sealer.open(tmp_path))
     functions = _Functions()

@@ -221,11 +221,12 @@ def test_refusals(functions: Functions, lam: Any, lam_unchecked: Any) -> None:
         lam.get_function_url_config(FunctionName=f"{name}:1")
     assert version_arn.value.response["Error"]["Code"] == "ValidationException"
 
-    with pytest.raises(lam.exceptions.InvalidParameterValueException) as stream:
-        lam.create_function_url_config(
-            FunctionName=name, AuthType="NONE", InvokeMode="RESPONSE_STREAM"
+    with pytest.raises(lam.exceptions.ClientError) as mode:
+        lam_unchecked.create_function_url_config(
+            FunctionName=name, AuthType="NONE", InvokeMode="STREAMING"
         )
-    assert "RESPONSE_STREAM" in message(stream)
+    assert mode.value.response["Error"]["Code"] == "ValidationException"
+    assert "[BUFFERED, RESPONSE_STREAM]" in message(mode)
 
     with pytest.raises(lam.exceptions.ClientError) as auth:
         lam_unchecked.create_function_url_config(FunctionName=name, AuthType="OPEN")

@@ -452,7 +452,11 @@ def test_json_apis(fuzzed: Server, service: str, prefix: str) -> None:
 
 
 def lamina_routes() -> list[tuple[str, str]]:
-    state: Any = type("S", (), {"http_routes": None, "settings": None})()
+    state: Any = type(
+        "S",
+        (),
+        {"http_routes": None, "settings": None, "websockets": None, "websocket_connections": None},
+    )()
     state.settings = type("T", (), {"region": "us-east-1", "account_id": "000000000000"})()
     app: Any = build_app(state)
     while not isinstance(app, Starlette):

@@ -69,3 +69,49 @@ def test_v1_anchor_stays_frozen(tree: CgroupTree) -> None:
         "FREEZING",
     )
     assert (anchor / "cgroup.procs").read_text() == ""
+
+
+#: a "server" that leaves a frozen environment behind when it is killed with SIGKILL
+_DYING_SERVER = """
+import subprocess, sys, time
+from lamina.sandbox._cgroups import CgroupTree
+tree = CgroupTree.create()
+cgroup = tree.make("left-behind")
+env = subprocess.Popen(["sleep", "600"], start_new_session=True)
+for procs in cgroup.procs_files:
+    open(procs, "w").write(str(env.pid))
+cgroup.freeze()
+print(env.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_killed_servers_frozen_environments_are_killed_and_swept() -> None:
+    """A server killed with SIGKILL leaves its frozen environments behind (a frozen process
+    does not act on its parent's death): the next server's tree thaws, kills and removes
+    them, and does not spend seconds retrying cgroups that cannot be removed."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (cgroups)")
+    server = subprocess.Popen([sys.executable, "-c", _DYING_SERVER], stdout=subprocess.PIPE)
+    assert server.stdout is not None
+    env_pid = int(server.stdout.readline())
+    server.kill()
+    server.wait()
+    server.stdout.close()
+    time.sleep(0.2)
+    assert Path(f"/proc/{env_pid}").exists(), "the frozen environment outlived its server"
+    started = time.monotonic()
+    tree = CgroupTree.create()
+    try:
+        assert time.monotonic() - started < 3.0
+        deadline = time.monotonic() + 5
+        while Path(f"/proc/{env_pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        state = Path(f"/proc/{env_pid}/stat")
+        assert not state.exists() or state.read_text().split()[2] == "Z", "not killed"
+        left = [
+            d for d in tree.dirs for d in d.parent.iterdir() if d.name == f"lamina-{server.pid}"
+        ]
+        assert left == [], left
+    finally:
+        tree.remove()

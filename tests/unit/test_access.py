@@ -26,6 +26,11 @@ SAMPLE_PARAMS = {
     "key_id": "AKIAEXAMPLE",
     "uuid": "0b1e8f3c-5d2a-4c7e-9f10-2a3b4c5d6e7f",
     "arn": f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:fn",
+    "api_id": "abcde12345",
+    "route_id": "r1",
+    "integration_id": "i1",
+    "stage": "prod",
+    "connection_id": "AAAAAAAAAAAAAAA=",
 }
 OPEN = {"/health", "/metrics", "/lamina/code/{sha256}.zip"}
 _LAMBDA_OPS = set(botocore.session.get_session().get_service_model("lambda").operation_names)
@@ -37,7 +42,10 @@ ESM = f"arn:aws:lambda:us-east-1:{ACCOUNT}:event-source-mapping:{ESM_ID}"
 
 def routes() -> list[Route]:
     state: Any = SimpleNamespace(
-        http_routes=None, settings=SimpleNamespace(region="us-east-1", account_id=ACCOUNT)
+        http_routes=None,
+        websockets=None,
+        websocket_connections=None,
+        settings=SimpleNamespace(region="us-east-1", account_id=ACCOUNT),
     )
     app: Any = build_app(state)
     # LastResort -> RefuseUnservedServices -> HttpFront -> Authorize -> _InvokeFirst -> Starlette
@@ -71,7 +79,7 @@ def test_every_route_has_a_mapping() -> None:
 
 def test_every_json_api_operation_has_a_mapping() -> None:
     for prefix, ops, service in (
-        (logs_api.TARGET_PREFIX, logs_api._OPERATIONS, "logs"),
+        (logs_api.TARGET_PREFIX, logs_api.OPERATIONS, "logs"),
         (events_api.TARGET_PREFIX, events_api._OPERATIONS, "events"),
     ):
         for op in ops:
@@ -105,6 +113,14 @@ def test_every_json_api_operation_has_a_mapping() -> None:
             FN + "f:live",
         ),
         ("POST", "/2014-11-13/functions/f/invoke-async/", {}, "lambda:InvokeFunction", FN + "f"),
+        # InvokeWithResponseStream is authorized as lambda:InvokeFunction, as on AWS
+        (
+            "POST",
+            "/2021-11-15/functions/f/response-streaming-invocations",
+            {"Qualifier": "live"},
+            "lambda:InvokeFunction",
+            FN + "f:live",
+        ),
         ("GET", "/2015-03-31/functions/f", {"Qualifier": "2"}, "lambda:GetFunction", FN + "f:2"),
         ("GET", "/2015-03-31/functions/", {}, "lambda:ListFunctions", "*"),
         ("POST", "/2020-04-22/code-signing-configs", {}, "lambda:CreateCodeSigningConfig", "*"),
@@ -333,5 +349,35 @@ def test_body_named_resources_and_context_keys() -> None:
 )
 def test_json_api_resources(target: str, body: dict[str, str], action: str, resource: str) -> None:
     got = access.request("POST", "/", {}, {"x-amz-target": target}, json.dumps(body).encode())
+    assert got is not None
+    assert (got.action, got.resource) == (action, resource)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "action", "resource"),
+    [
+        ("POST", "/v2/apis", "apigateway:POST", "arn:aws:apigateway:us-east-1::/apis"),
+        (
+            "DELETE",
+            "/v2/apis/abc/routes/r1",
+            "apigateway:DELETE",
+            "arn:aws:apigateway:us-east-1::/apis/abc/routes/r1",
+        ),
+        (
+            "POST",
+            "/ws/abc/prod/@connections/X1=",
+            "execute-api:ManageConnections",
+            f"arn:aws:execute-api:us-east-1:{ACCOUNT}:abc/prod/POST/@connections/X1=",
+        ),
+        (
+            "GET",
+            "/@connections/X1=",
+            "execute-api:ManageConnections",
+            f"arn:aws:execute-api:us-east-1:{ACCOUNT}:*/*/GET/@connections/X1=",
+        ),
+    ],
+)
+def test_websocket_apis(method: str, path: str, action: str, resource: str) -> None:
+    got = access.request(method, path, {}, {})
     assert got is not None
     assert (got.action, got.resource) == (action, resource)

@@ -13,7 +13,12 @@ import pytest
 from lamina.api.authz import Authorize
 from lamina.auth.policy import parse
 from lamina.auth.principal import SCOPE_KEY, Principal
-from lamina.auth.triggers import authorize_url, events_may_invoke, public_url_allowed
+from lamina.auth.triggers import (
+    apigateway_may_invoke,
+    authorize_url,
+    events_may_invoke,
+    public_url_allowed,
+)
 
 ACCOUNT = "000000000000"
 FN = f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:"
@@ -219,6 +224,34 @@ def test_trigger_rules() -> None:
     assert events_may_invoke(FN + "f", rule, ACCOUNT, events_policy)
     assert not events_may_invoke(FN + "f", rule + "2", ACCOUNT, events_policy)
     assert not events_may_invoke(FN + "f", rule, ACCOUNT, None)
+
+
+def test_apigateway_may_invoke_by_source_arn() -> None:
+    """A WebSocket route's invocation: apigateway.amazonaws.com, the route's execute-api ARN."""
+    api = f"arn:aws:execute-api:us-east-1:{ACCOUNT}:abcdefghij"
+
+    def policy(source: str, service: str = "apigateway.amazonaws.com") -> Any:
+        statement = {
+            "Effect": "Allow",
+            "Principal": {"Service": service},
+            "Action": "lambda:InvokeFunction",
+            "Resource": FN + "f",
+            "Condition": {"ArnLike": {"AWS:SourceArn": source}},
+        }
+        document = {"Version": "2012-10-17", "Statement": statement}
+        return parse(document, resource_policy=True)
+
+    route = api + "/prod/$connect"
+    assert apigateway_may_invoke(FN + "f", route, ACCOUNT, policy(api + "/*"))
+    assert apigateway_may_invoke(FN + "f", route, ACCOUNT, policy(api + "/prod/$connect"))
+    assert not apigateway_may_invoke(FN + "f", route, ACCOUNT, policy(api + "/prod/other"))
+    other = f"arn:aws:execute-api:us-east-1:{ACCOUNT}:zzzzzzzzzz/*"
+    assert not apigateway_may_invoke(FN + "f", route, ACCOUNT, policy(other))
+    assert not apigateway_may_invoke(
+        FN + "f", route, ACCOUNT, policy(api + "/*", "events.amazonaws.com")
+    )
+    assert not apigateway_may_invoke(FN + "f:live", route, ACCOUNT, policy(api + "/*"))
+    assert not apigateway_may_invoke(FN + "f", route, ACCOUNT, None)
 
 
 pytestmark = pytest.mark.anyio

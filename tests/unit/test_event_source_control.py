@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from sqlalchemy import create_engine
 
 from lamina.arns import FunctionRef, parse_function_ref
 from lamina.control import event_sources as es
@@ -31,6 +30,7 @@ from lamina.errors import (
 from lamina.events.sources.api import MappingControl
 from lamina.mappings import RESULT_NONE, MappingState, SourceKind, problem
 from lamina.settings import Settings
+from lamina.store.engine import open_database
 from lamina.store.event_sources import EventSourceStore
 from lamina.store.sealed import Sealer
 
@@ -92,8 +92,8 @@ class FakeRoles:
 class Parts:
     def __init__(self, tmp: Path, **settings: Any) -> None:
         self.db = tmp / "lamina.db"
-        self.engine = create_engine(f"sqlite:///{self.db}")
-        self.sealer = Sealer.open(tmp)
+        self.sealer = Sealer.open(tmp)  # (which makes the directory)
+        self.engine = open_database(f"sqlite:///{self.db}", cluster=False)
         self.settings = Settings(data_dir=tmp, sqs_endpoint="http://127.0.0.1:9", **settings)
         self.functions = FakeFunctions()
         self.roles = FakeRoles()

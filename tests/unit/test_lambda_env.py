@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from lamina.cli.main import _aws_endpoints
+from lamina.cli.serve import _aws_endpoints
 from lamina.models import FunctionConfig
 from lamina.runtimes.catalog import Family, RuntimeInfo
 from lamina.scheduler.lambda_env import lambda_environment

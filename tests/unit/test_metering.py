@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from lamina.api.usage import since_day
 from lamina.cli.usage import _price, since_param, summarize
@@ -155,7 +156,9 @@ def test_a_failed_write_is_kept_for_the_next_batch(tmp_path: Path) -> None:
 
         def add(batch: Any) -> None:
             if fail.pop():
-                raise sqlite3.OperationalError("database is locked")
+                raise OperationalError(
+                    "INSERT", None, sqlite3.OperationalError("database is locked")
+                )
             write(batch)
 
         db.add = add  # type: ignore[method-assign]

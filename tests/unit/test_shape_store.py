@@ -50,10 +50,11 @@ def test_tracing_and_given_environment_round_trip_and_migrate(tmp_path: Path) ->
     }
     store.close()
 
-    # A data directory made before both: no such columns.
+    # A data directory made before both (and before migrations): no such columns.
     with sqlite3.connect(db) as conn:
         conn.execute("ALTER TABLE function_versions DROP COLUMN tracing_mode")
         conn.execute("ALTER TABLE function_versions DROP COLUMN environment_given")
+        conn.execute("DROP TABLE alembic_version")
     store = MetadataStore.sqlite(db, Sealer(KEY))
     assert set(_seen(store).values()) == {("PassThrough", False)}
     assert store.create_function(_config("new", tracing_mode="Active"), {})

@@ -99,7 +99,7 @@ def test_presigned_and_target_only_requests_are_recognised() -> None:
 
 
 def test_function_urls_and_routes_are_never_refused() -> None:
-    signed = {"Authorization": _auth("execute-api")}
+    signed = {"Authorization": _auth("sqs")}
     assert call(signed, path="/lambda-url/abc/x")[0] == 204
     assert call(signed, path="/_http/route")[0] == 204
     assert call({**signed, "Host": "abc.lambda-url.us-east-1.on.aws"}, path="/x")[0] == 204

@@ -43,9 +43,10 @@ def test_vpc_config_round_trips_and_old_directories_migrate(tmp_path: Path) -> N
     assert got == {"in-vpc": vpc, "detached": VpcConfig(), "old": None}
     store.close()
 
-    # A data directory made before VpcConfig: no such column.
+    # A data directory made before VpcConfig (and before migrations): no such column.
     with sqlite3.connect(db) as conn:
         conn.execute("ALTER TABLE function_versions DROP COLUMN vpc_config")
+        conn.execute("DROP TABLE alembic_version")
     store = MetadataStore.sqlite(db, Sealer(KEY))
     assert {c.name: c.vpc for c in store.all_versions()} == dict.fromkeys(got)
     assert store.create_function(_config("new", vpc), {})

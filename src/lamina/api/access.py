@@ -29,7 +29,7 @@ router's 404: authorization fails closed.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from lamina import untrusted_json
@@ -45,9 +45,32 @@ _CODE = re.compile(r"/lamina/code/[^/]+\.zip")
 # /<api-version>/functions/<name>[/<rest>]
 _FUNCTION = re.compile(
     r"/(2015-03-31|2014-11-13|2017-10-31|2019-09-30|2019-09-25|2021-10-31|2020-06-30|"
-    r"2021-07-20|2024-08-31|2025-11-30)/functions"
+    r"2021-07-20|2024-08-31|2025-11-30|2021-11-15)/functions"
     r"(?:/([^/]+)(/.*)?)?"
 )
+# Durable executions (2025-12-01): an execution's ARN has slashes of its own.
+_DURABLE = re.compile(
+    r"/2025-12-01/durable-executions/(.+?)(/checkpoint|/state|/history|/stop|/pause|/resume)?"
+)
+_DURABLE_OPS = {
+    ("POST", "/checkpoint"): "CheckpointDurableExecution",
+    ("GET", "/state"): "GetDurableExecutionState",
+    ("GET", "/history"): "GetDurableExecutionHistory",
+    ("POST", "/stop"): "StopDurableExecution",
+    ("POST", "/pause"): "PauseDurableExecution",
+    ("POST", "/resume"): "ResumeDurableExecution",
+    ("GET", ""): "GetDurableExecution",
+    ("DELETE", ""): "DeleteDurableExecution",
+}
+_DURABLE_CALLBACK = re.compile(
+    r"/2025-12-01/durable-execution-callbacks/(.+)/(succeed|fail|heartbeat)"
+)
+_CALLBACK_OPS = {
+    "succeed": "SendDurableExecutionCallbackSuccess",
+    "fail": "SendDurableExecutionCallbackFailure",
+    "heartbeat": "SendDurableExecutionCallbackHeartbeat",
+}
+_DURABLE_LIST = re.compile(r"/2025-12-01/functions/([^/]+)/durable-executions")
 _CAPACITY = re.compile(r"/2025-11-30/capacity-providers(?:/([^/]+)(/function-versions)?)?")
 _CAPACITY_OPS = {
     ("GET", False, False): "ListCapacityProviders",
@@ -93,6 +116,7 @@ _LAMINA = {
     ("GET", "/lamina/environments"): "ListEnvironments",
     ("GET", "/lamina/async"): "GetAsyncQueue",
     ("GET", "/lamina/usage"): "GetUsage",
+    ("GET", "/lamina/nodes"): "ListNodes",
     ("GET", "/lamina/routes"): "ListRoutes",
     ("POST", "/lamina/routes"): "AddRoute",
     ("DELETE", "/lamina/routes"): "RemoveRoute",
@@ -107,8 +131,11 @@ _LAMINA = {
     ("PUT", "/lamina/signers"): "PutSigner",
     ("DELETE", "/lamina/signers"): "RemoveSigner",
     ("POST", "/lamina/signers/revoke"): "RevokeSigner",
+    ("GET", "/lamina/websockets/connections"): "ListWebSocketConnections",
 }
 #: /lamina/roles/<name>: (method) -> operation
+#: the `@connections` API: `[/ws/<apiId>/<stage>]/@connections/<id>`
+_MANAGE = re.compile(r"(?:/ws/([^/]+)/([^/]+))?/@connections/([^/]+)")
 _LAMINA_ROLE = re.compile(r"/lamina/roles/[^/]+")
 _ROLE_OPS = {"PUT": "PutRole", "GET": "GetRole", "DELETE": "DeleteRole"}
 #: /lamina/brokers/<name> and /lamina/secrets/<name>: (method) -> operation
@@ -138,6 +165,8 @@ _FUNCTION_OPS: dict[tuple[str, str, str], tuple[str, bool]] = {
     ("2015-03-31", "/aliases/*", "PUT"): ("UpdateAlias", False),
     ("2015-03-31", "/aliases/*", "DELETE"): ("DeleteAlias", False),
     ("2014-11-13", "/invoke-async", "POST"): ("InvokeFunction", True),
+    # InvokeWithResponseStream is authorized as lambda:InvokeFunction, as on AWS
+    ("2021-11-15", "/response-streaming-invocations", "POST"): ("InvokeFunction", True),
     ("2017-10-31", "/concurrency", "PUT"): ("PutFunctionConcurrency", False),
     ("2017-10-31", "/concurrency", "DELETE"): ("DeleteFunctionConcurrency", False),
     ("2019-09-30", "/concurrency", "GET"): ("GetFunctionConcurrency", False),
@@ -202,6 +231,9 @@ class AccessMap:
     def __init__(self, region: str, account: str) -> None:
         self.region = region
         self.account = account
+        #: a live WebSocket connection's (api id, stage), for the management API's short
+        #: path `/@connections/<id>` (set by the server; None: not known)
+        self.locate_connection: Callable[[str], tuple[str, str] | None] = lambda _: None
 
     def needs_body(self, method: str, path: str) -> bool:
         """Whether `request` needs the body to name this request (the JSON APIs on `POST /`,
@@ -232,6 +264,33 @@ class AccessMap:
             return []
         return [arn for arn in layers if isinstance(arn, str)]
 
+    def _durable(self, method: str, path: str) -> AccessRequest | None:
+        """Durable executions act on the execution's ARN (a callback: the execution its id
+        names); ListDurableExecutionsByFunction on the function's."""
+        m = _DURABLE.fullmatch(path)
+        if m is not None:
+            operation = _DURABLE_OPS.get((method, m[2] or ""))
+            if operation is None:
+                return AccessRequest(UNKNOWN, "*")
+            return AccessRequest(f"lambda:{operation}", m[1])
+        m = _DURABLE_CALLBACK.fullmatch(path)
+        if m is not None and method == "POST":
+            from lamina.control.durable_ops import parse_callback_id
+
+            target = parse_callback_id(m[1])
+            return AccessRequest(f"lambda:{_CALLBACK_OPS[m[2]]}", target[0] if target else "*")
+        m = _DURABLE_LIST.fullmatch(path)
+        if m is not None and method == "GET":
+            try:
+                ref = parse_function_ref(m[1], region=self.region, account=self.account)
+            except LaminaError:
+                return AccessRequest("lambda:ListDurableExecutionsByFunction", "*")
+            return AccessRequest(
+                "lambda:ListDurableExecutionsByFunction",
+                function_arn(self.region, self.account, ref.name),
+            )
+        return None
+
     def request(
         self,
         method: str,
@@ -261,6 +320,9 @@ class AccessMap:
         m = _CAPACITY.fullmatch(trimmed)
         if m is not None:
             return self._capacity(method, m, body)
+        durable = self._durable(method, trimmed)
+        if durable is not None:
+            return durable
         m = _TAGS.fullmatch(trimmed)
         if m is not None:
             operation = _TAG_OPS.get(method)
@@ -276,6 +338,9 @@ class AccessMap:
         m = _CSC.fullmatch(trimmed)
         if m is not None:
             return self._code_signing(method, m)
+        websocket = self._websocket(method, trimmed)
+        if websocket is not None:
+            return websocket
         if trimmed == "/2016-08-19/account-settings" and method == "GET":
             return AccessRequest("lambda:GetAccountSettings", "*")
         name = _LAMINA.get((method, trimmed))
@@ -292,6 +357,30 @@ class AccessMap:
         if name is not None:
             return AccessRequest(f"lamina:{name}", "*")
         return AccessRequest(UNKNOWN, "*")
+
+    # -- API Gateway (WebSocket APIs) ----------------------------------------------
+
+    def _websocket(self, method: str, path: str) -> AccessRequest | None:
+        """apigatewayv2 (`apigateway:<METHOD>` on `arn:aws:apigateway:<region>::/apis/...`)
+        and the management API (`execute-api:ManageConnections` on
+        `arn:aws:execute-api:<region>:<account>:<apiId>/<stage>/<METHOD>/@connections/<id>`);
+        None for other paths."""
+        if path == "/v2/apis" or path.startswith("/v2/apis/"):
+            return AccessRequest(
+                f"apigateway:{method}", f"arn:aws:apigateway:{self.region}::{path[3:]}"
+            )
+        m = _MANAGE.fullmatch(path)
+        if m is None:
+            return None
+        api_id, stage, connection_id = m[1], m[2], m[3]
+        if api_id is None:
+            found = self.locate_connection(connection_id)
+            api_id, stage = found if found is not None else ("*", "*")
+        return AccessRequest(
+            "execute-api:ManageConnections",
+            f"arn:aws:execute-api:{self.region}:{self.account}:{api_id}/{stage}/{method}"
+            f"/@connections/{connection_id}",
+        )
 
     # -- Lambda --------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from lamina.api import (
     capacity,
     code_signing,
     concurrency,
+    durable,
     event_invoke,
     event_sources,
     events_api,
@@ -28,10 +29,13 @@ from lamina.api import (
     http_routes,
     layers,
     logs_api,
+    nodes,
     policies,
     resource_policies,
     roles,
     tags,
+    websocket_apis,
+    websocket_connections,
 )
 from lamina.api import function_settings as settings_api
 from lamina.api import functions as fn
@@ -47,10 +51,12 @@ from lamina.api.errors import (
 )
 from lamina.api.http_front import HttpFront
 from lamina.api.invoke import invoke, invoke_async
+from lamina.api.invoke_stream import invoke_with_response_stream
 from lamina.api.listeners import ListenerGate, Listeners
 from lamina.api.schedules import schedules
 from lamina.api.unserved import RefuseUnservedServices
 from lamina.api.usage import usage
+from lamina.api.websocket_front import WebSocketFront
 from lamina.api.wire import json_response, max_items_param
 from lamina.auth.keys import KeyStore
 from lamina.auth.sigv4 import Verifier
@@ -77,9 +83,13 @@ _ESM = "/2015-03-31/event-source-mappings"
 
 async def health(request: Request) -> Response:
     state = app_state(request)
+    problems = state.problems()
+    status = "starting" if not state.ready else "degraded" if problems else "ok"
     return json_response(
         {
-            "status": "ok" if state.ready else "starting",
+            "status": status,
+            "node": state.node_name,
+            "problems": problems,
             "version": __version__,
             "sandbox": state.scheduler.backend_name,
             "sandboxDetail": state.scheduler.backend_description,
@@ -88,7 +98,8 @@ async def health(request: Request) -> Response:
             "environments": state.scheduler.environment_count(),
             "asyncQueue": state.async_queue.summary(),
         },
-        status=200 if state.ready else 503,
+        # A node that lost its database or NATS asks to be taken out of rotation.
+        status=200 if status == "ok" else 503,
     )
 
 
@@ -200,11 +211,13 @@ def build_app(
     routes = [
         # Invoke itself is served by `_InvokeFirst`, in front of these.
         Route("/health", health, methods=["GET"]),
+        *durable.routes(),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/lamina/runtimes", runtimes, methods=["GET"]),
         Route("/lamina/environments", environments, methods=["GET"]),
         Route("/lamina/async", async_events, methods=["GET"]),
         Route("/lamina/usage", usage, methods=["GET"]),
+        Route("/lamina/nodes", nodes.list_nodes, methods=["GET"]),
         Route("/lamina/routes", http_routes.list_routes, methods=["GET"]),
         Route("/lamina/routes", http_routes.add_route, methods=["POST"]),
         Route("/lamina/routes", http_routes.remove_route, methods=["DELETE"]),
@@ -226,6 +239,11 @@ def build_app(
         Route("/lamina/keys/{key_id}/policies", access_keys.attach_policy, methods=["POST"]),
         Route("/2014-11-13/functions/{name}/invoke-async/", invoke_async, methods=["POST"]),
         Route("/2014-11-13/functions/{name}/invoke-async", invoke_async, methods=["POST"]),
+        Route(
+            "/2021-11-15/functions/{name}/response-streaming-invocations",
+            invoke_with_response_stream,
+            methods=["POST"],
+        ),
         Route(_ESM, event_sources.list_event_source_mappings, methods=["GET"]),
         Route(_ESM + "/", event_sources.list_event_source_mappings, methods=["GET"]),
         Route(_ESM, event_sources.create_event_source_mapping, methods=["POST"]),
@@ -348,6 +366,7 @@ def build_app(
         Route("/lamina/signers/revoke", code_signing.revoke_signer, methods=["POST"]),
         Route("/lamina/code/{sha256}.zip", fn.download_code, methods=["GET"]),
         Route("/", json_protocol, methods=["POST"]),
+        *_websocket_routes(),
     ]
     app = Starlette(
         routes=routes,
@@ -364,6 +383,8 @@ def build_app(
     # checks every API request, Invoke included, against the caller's policies.
     route_front = http_routes.RouteFront(state) if state.http_routes is not None else None
     inner = Authorize(_InvokeFirst(app), state)
+    if state.websocket_connections is not None:
+        inner.access.locate_connection = state.websocket_connections.locate
     state.authorize = inner
     outer: ASGIApp
     if keys is None:
@@ -378,6 +399,15 @@ def build_app(
     outer = RefuseUnservedServices(outer)
     if listeners is not None:
         outer = ListenerGate(outer, listeners, front.target)
+    if state.websockets is not None and state.websocket_connections is not None:
+        # WebSocket connections (`websocket` scopes only) to WebSocket APIs.
+        outer = WebSocketFront(
+            outer,
+            state,
+            state.websockets,
+            state.websocket_connections,
+            listeners.metrics_port if listeners is not None else None,
+        )
     # Outermost: whatever escapes is still answered, and the connection stays usable.
     return LastResort(outer)
 
@@ -410,3 +440,59 @@ class _InvokeFirst:
         except Exception as e:  # as Starlette's handler for Exception would answer
             response = await unexpected_error(request, e)
         await response(scope, receive, send)
+
+
+_V2 = "/v2/apis"
+_MANAGE = "/@connections/{connection_id}"
+_STAGE_MANAGE = "/ws/{api_id}/{stage}" + _MANAGE
+
+
+def _websocket_routes() -> list[Route]:
+    """apigatewayv2 (WebSocket APIs) and the `@connections` management API."""
+    ws = websocket_apis
+    wc = websocket_connections
+    return [
+        Route(_V2, ws.get_apis, methods=["GET"]),
+        Route(_V2, ws.create_api, methods=["POST"]),
+        Route(_V2 + "/{api_id}", ws.get_api, methods=["GET"]),
+        Route(_V2 + "/{api_id}", ws.update_api, methods=["PATCH"]),
+        Route(_V2 + "/{api_id}", ws.delete_api, methods=["DELETE"]),
+        Route(_V2 + "/{api_id}/routes", ws.get_routes, methods=["GET"]),
+        Route(_V2 + "/{api_id}/routes", ws.create_route, methods=["POST"]),
+        Route(_V2 + "/{api_id}/routes/{route_id}", ws.get_route, methods=["GET"]),
+        Route(_V2 + "/{api_id}/routes/{route_id}", ws.update_route, methods=["PATCH"]),
+        Route(_V2 + "/{api_id}/routes/{route_id}", ws.delete_route, methods=["DELETE"]),
+        Route(
+            _V2 + "/{api_id}/routes/{route_id}/routeresponses",
+            ws.create_route_response,
+            methods=["POST"],
+        ),
+        Route(_V2 + "/{api_id}/integrations", ws.get_integrations, methods=["GET"]),
+        Route(_V2 + "/{api_id}/integrations", ws.create_integration, methods=["POST"]),
+        Route(_V2 + "/{api_id}/integrations/{integration_id}", ws.get_integration, methods=["GET"]),
+        Route(
+            _V2 + "/{api_id}/integrations/{integration_id}",
+            ws.delete_integration,
+            methods=["DELETE"],
+        ),
+        Route(
+            _V2 + "/{api_id}/integrations/{integration_id}",
+            ws.update_integration,
+            methods=["PATCH"],
+        ),
+        Route(_V2 + "/{api_id}/stages/{stage}", ws.update_stage, methods=["PATCH"]),
+        Route(_V2 + "/{api_id}/stages", ws.get_stages, methods=["GET"]),
+        Route(_V2 + "/{api_id}/stages", ws.create_stage, methods=["POST"]),
+        Route(_V2 + "/{api_id}/stages/{stage}", ws.get_stage, methods=["GET"]),
+        Route(_V2 + "/{api_id}/stages/{stage}", ws.delete_stage, methods=["DELETE"]),
+        Route("/lamina/websockets/connections", wc.list_connections, methods=["GET"]),
+        *[
+            Route(path, handler, methods=[method])
+            for path in (_MANAGE, _STAGE_MANAGE)
+            for method, handler in (
+                ("POST", wc.post_to_connection),
+                ("GET", wc.get_connection),
+                ("DELETE", wc.delete_connection),
+            )
+        ],
+    ]

@@ -147,6 +147,10 @@ def signing_service(method: str, path: str, headers: Mapping[str, str]) -> str |
         if target.startswith(EVENTS_PREFIX):
             return "events"
         return None
+    if path.startswith("/v2/"):
+        return "apigateway"  # apigatewayv2 (WebSocket APIs)
+    if "/@connections/" in path:
+        return "execute-api"  # the WebSocket management API
     return "lambda"
 
 

@@ -34,7 +34,24 @@ from lamina.auth.principal import SCOPE_KEY, AccessRequest, Decision, Principal
 
 log = logging.getLogger(__name__)
 
-#: where the authentication wrapper leaves the verified caller
+#: what a function's own role session may do to its own durable executions unasked
+_DURABLE_DATA_PLANE = frozenset(
+    {"lambda:CheckpointDurableExecution", "lambda:GetDurableExecutionState"}
+)
+
+
+def _own_durable_execution(principal: Principal, request: AccessRequest) -> bool:
+    """Whether `request` is the durable SDK inside a function checkpointing (or reading) an
+    execution of that same function, with the session Lamina gave its environment (whose
+    session name is the function's name). AWS asks the role for these two actions (its
+    managed AWSLambdaBasicDurableExecutionRolePolicy grants them); Lamina grants them to the
+    function's own session for its own executions, so a role Lamina does not know still
+    runs durable functions, and no session reaches another function's executions."""
+    if request.action not in _DURABLE_DATA_PLANE or principal.role_arn is None:
+        return False
+    session = principal.arn.rsplit("/", 1)[-1]
+    _, _, rest = request.resource.partition(":function:")
+    return bool(session) and rest.split(":", 1)[0] == session
 
 
 class Authorize:
@@ -68,7 +85,9 @@ class Authorize:
             await self.app(scope, receive, send)
             return
         json_api = path == "/" and method == "POST"
-        await send_denial(send, message, json_api=json_api)
+        # The `@connections` API answers a denial with its own ForbiddenException.
+        error_type = "ForbiddenException" if "/@connections/" in path else None
+        await send_denial(send, message, json_api=json_api, error_type=error_type)
 
     def denial(self, scope: Scope, principal: Principal, body: bytes | None) -> str | None:
         """Why `principal` may not make the request `scope` describes (AWS's
@@ -86,6 +105,8 @@ class Authorize:
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
         request = self.access.request(method, path, query, headers, body)
         if request is None:
+            return None
+        if _own_durable_execution(principal, request):
             return None
         request = AccessRequest(
             request.action,
@@ -162,7 +183,9 @@ def denial_message(principal: Principal, request: AccessRequest, decision: Decis
     return head + f"because no identity-based policy allows the {request.action} action"
 
 
-async def send_denial(send: Send, message: str, *, json_api: bool) -> None:
+async def send_denial(
+    send: Send, message: str, *, json_api: bool, error_type: str | None = None
+) -> None:
     """AccessDeniedException in the caller's protocol: the Lambda REST API names the error in
     `x-amzn-ErrorType`; the JSON 1.1 APIs (Logs, EventBridge) in the body's `__type`."""
     request_id = ids.request_id()
@@ -181,7 +204,7 @@ async def send_denial(send: Send, message: str, *, json_api: bool) -> None:
             "headers": [
                 (b"content-type", content_type),
                 (b"content-length", str(len(data)).encode()),
-                (b"x-amzn-errortype", b"AccessDeniedException"),
+                (b"x-amzn-errortype", (error_type or "AccessDeniedException").encode()),
                 (b"x-amzn-requestid", request_id.encode()),
             ],
         }

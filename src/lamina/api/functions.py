@@ -47,6 +47,7 @@ _CREATE_MEMBERS = {
     "KMSKeyArn",
     "VpcConfig",
     "TracingConfig",
+    "DurableConfig",
     "Publish",
     "CapacityProviderConfig",
     "CodeSigningConfigArn",
@@ -66,6 +67,7 @@ _UPDATE_CONFIG_MEMBERS = {
     "KMSKeyArn",
     "VpcConfig",
     "TracingConfig",
+    "DurableConfig",
     "RevisionId",
     "CapacityProviderConfig",
 }

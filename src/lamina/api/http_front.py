@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from lamina import ids, limits
 from lamina.api.context import AppState
 from lamina.api.function_urls import URL_PATH_PREFIX
+from lamina.api.url_stream import StreamedHttp, invoke_streamed, send_streamed
 from lamina.arns import FunctionRef
 from lamina.auth.principal import SCOPE_KEY, Decision
 from lamina.auth.sigv4 import AuthError, SignedRequest, Verifier
@@ -36,6 +37,7 @@ from lamina.auth.triggers import authorize_url, public_url_allowed
 from lamina.errors import LaminaError, TooManyRequestsError
 from lamina.events import http_payload as hp
 from lamina.models import LATEST, FunctionUrl, InvokeRequest, InvokeResult, UrlCors
+from lamina.response_stream import ResponseStream
 
 #: a Host of Lambda's function URL form; the region must be this server's
 _URL_HOST = re.compile(r"([a-z0-9]{32})\.lambda-url\.([a-z0-9-]+)(\..*)?")
@@ -154,25 +156,31 @@ def raw_path_of(scope: Scope) -> str:
 
 
 async def run_function(
-    state: AppState, ref: FunctionRef, event: dict[str, Any], request_id: str
+    state: AppState,
+    ref: FunctionRef,
+    event: dict[str, Any],
+    request_id: str,
+    stream: ResponseStream | None = None,
 ) -> InvokeResult:
     """Invoke `ref` synchronously with `event`: TooLarge if the event is over Lambda's
     synchronous payload limit, TooManyRequestsError when throttled, another LaminaError if
-    the function cannot be resolved."""
+    the function cannot be resolved. A response the function streams goes to `stream`."""
     payload = json.dumps(event, separators=(",", ":")).encode()
     if len(payload) > limits.SYNC_PAYLOAD_MAX_BYTES:
         raise TooLarge
     functions = state.functions
-    config = functions.resolve(ref)
-    return await state.scheduler.invoke(
-        config,
-        InvokeRequest(
-            request_id=request_id,
-            payload=payload,
-            invoked_arn=functions.arn(ref.name, ref.qualifier),
-            trace_id=ids.trace_id(),
-        ),
+    config = await functions.resolve_current(ref)
+    request = InvokeRequest(
+        request_id=request_id,
+        payload=payload,
+        invoked_arn=functions.arn(ref.name, ref.qualifier),
+        trace_id=ids.trace_id(),
+        stream=stream,
     )
+    if config.durable is not None and state.durable is not None:
+        # A durable function's request starts its execution and answers with its outcome.
+        return await state.durable.start_for(config, request, wait=True)
+    return await state.scheduler.invoke(config, request)
 
 
 class HttpFront:
@@ -256,7 +264,10 @@ class HttpFront:
         req = http_request(scope, raw_path, body)
         response = await self._serve_url(url, req, scope, request_id)
         response.headers.append(("x-amzn-requestid", request_id))
-        await send_response(response, send)
+        if isinstance(response, StreamedHttp):
+            await send_streamed(response, receive, send)
+        else:
+            await send_response(response, send)
 
     def _permitted(self, url: FunctionUrl, scope: Scope) -> bool:
         """Whether the function's resource policy (its alias's, for an alias's URL) lets this
@@ -308,7 +319,9 @@ class HttpFront:
         )
         event = hp.event_v2(req, target)
         ref = FunctionRef(url.function_name, None if url.qualifier == LATEST else url.qualifier)
-        response = await self._invoke(ref, event, request_id)
+        response = await self._invoke(
+            ref, event, request_id, streaming=url.invoke_mode == "RESPONSE_STREAM"
+        )
         if cors is not None and origin is not None:
             response.headers = [
                 (n, v) for n, v in response.headers if n.lower() not in _CORS_RESPONSE_HEADERS
@@ -317,11 +330,22 @@ class HttpFront:
         return response
 
     async def _invoke(
-        self, ref: FunctionRef, event: dict[str, Any], request_id: str
+        self, ref: FunctionRef, event: dict[str, Any], request_id: str, streaming: bool = False
     ) -> hp.HttpResponse:
-        """The function's answer to a URL request, or Lambda's error response for it."""
+        """The function's answer to a URL request, or Lambda's error response for it
+        (a `StreamedHttp` when the URL streams and the function does)."""
         try:
-            result = await run_function(self.state, ref, event, request_id)
+            if streaming:
+                streamed = await invoke_streamed(
+                    lambda stream: run_function(self.state, ref, event, request_id, stream)
+                )
+                if streamed is None:
+                    return _internal_error()
+                if isinstance(streamed, StreamedHttp):
+                    return streamed
+                result = streamed
+            else:
+                result = await run_function(self.state, ref, event, request_id)
         except TooLarge:
             return _too_large(request_id)
         except TooManyRequestsError:

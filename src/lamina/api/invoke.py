@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import logging
 import re
 from collections.abc import Mapping
 
@@ -13,11 +14,14 @@ from starlette.responses import Response
 
 from lamina import ids, limits, untrusted_json
 from lamina.api.context import AppState, app_state
+from lamina.api.errors import error_response
 from lamina.api.wire import json_response
 from lamina.arns import FunctionRef
+from lamina.cluster.api import ForwardedInvoke, ForwardedResult, InvokeRouter, NodeUnavailable
 from lamina.errors import (
     InvalidParameterValueError,
     InvalidRequestContentError,
+    LaminaError,
     RecursiveInvocationError,
     RequestTooLargeError,
     ResourceConflictError,
@@ -27,6 +31,8 @@ from lamina.errors import (
     is_disk_full,
 )
 from lamina.models import FunctionConfig, FunctionState, InvokeRequest
+
+log = logging.getLogger(__name__)
 
 _TYPES = ("Event", "RequestResponse", "DryRun")
 _CLIENT_CONTEXT_MAX = 3583  # bytes of base64, as Lambda limits X-Amz-Client-Context
@@ -40,7 +46,7 @@ async def invoke(request: Request) -> Response:
         app_state(request),
         request.path_params["name"],
         qualifier,
-        _invoke_headers(request),
+        invoke_headers(request),
         await request.body(),
     )
 
@@ -56,31 +62,122 @@ async def invoke_function(
     holds the request's X-Amz-* headers by lower-case name. Raises `LaminaError`s."""
     functions = state.functions
     ref = functions.ref(name, qualifier, namespaced=True)
-    invocation_type = headers.get("x-amz-invocation-type", "RequestResponse")
-    if invocation_type not in _TYPES:
-        raise ValidationError(
-            f"1 validation error detected: Value '{invocation_type}' at 'invocationType' failed "
-            "to satisfy constraint: Member must satisfy enum value set: [Event, "
-            "RequestResponse, DryRun]"
-        )
-    log_type = headers.get("x-amz-log-type", "None")
-    if log_type not in ("None", "Tail"):
-        raise ValidationError(
-            f"1 validation error detected: Value '{log_type}' at 'logType' failed to satisfy "
-            "constraint: Member must satisfy enum value set: [Tail, None]"
-        )
-    payload = _checked_size(body, invocation_type)
-    config = functions.resolve(ref)
-    _require_active(config)
-    payload = _json(payload)
-    client_context = _client_context(headers.get("x-amz-client-context"))
+    invocation_type = invocation_type_of(headers, _TYPES)
+    log_type = log_type_of(headers)
+    payload = checked_size(body, invocation_type)
+    config = await functions.resolve_current(ref)
+    require_active(config)
+    payload = json_payload(payload)
+    client_context = client_context_of(headers.get("x-amz-client-context"))
     request_id = ids.request_id()
     if invocation_type == "DryRun":
         return Response(status_code=204, headers={"x-amzn-RequestId": request_id})
+    if config.durable is not None:
+        # A durable function's invoke starts (or finds, by name) a durable execution.
+        from lamina.api.durable import invoke_durable
+
+        return await invoke_durable(state, config, headers, payload, invocation_type, request_id)
     caller_trace = headers.get("x-amzn-trace-id")
     if invocation_type == "Event":
         await _accept(state, ref, payload, request_id, caller_trace)
         return Response(status_code=202, headers={"x-amzn-RequestId": request_id})
+    tenant_id = tenant_id_of(headers.get("x-amz-tenant-id"))
+    router = state.router
+    if router is not None:
+        node = router.choose(ref.name, config.version)
+        if node is not None:
+            forwarded = await _forward(
+                router,
+                node,
+                ForwardedInvoke(
+                    function_name=ref.name,
+                    version=config.version,
+                    qualifier=ref.qualifier,
+                    payload=payload,
+                    invocation_type=invocation_type,
+                    log_type=log_type,
+                    client_context=client_context,
+                    trace_header=caller_trace,
+                    request_id=request_id,
+                    tenant_id=tenant_id,
+                ),
+                config.timeout,
+            )
+            if forwarded is not None:
+                return forwarded
+    return await _run(
+        state, ref, config, payload, request_id, client_context, caller_trace, tenant_id, log_type
+    )
+
+
+async def run_forwarded(state: AppState, invoke: ForwardedInvoke) -> ForwardedResult:
+    """Run an invocation another node received, resolved and authorized (`NatsRouter.serve`
+    calls this): as `invoke_function` runs its own, answered with the same response, and
+    never forwarded again."""
+    functions = state.functions
+    try:
+        config = functions.version(invoke.function_name, invoke.version)
+        if config is None:
+            # Made a moment ago on the receiving node: the news may not be here yet.
+            await functions.refresh(invoke.function_name)
+            config = functions.version(invoke.function_name, invoke.version)
+        if config is None:
+            raise functions.not_found(invoke.function_name, invoke.qualifier)
+        require_active(config)
+        response = await _run(
+            state,
+            FunctionRef(invoke.function_name, invoke.qualifier),
+            config,
+            invoke.payload,
+            invoke.request_id or ids.request_id(),
+            invoke.client_context,
+            invoke.trace_header,
+            invoke.tenant_id,
+            invoke.log_type or "None",
+        )
+    except LaminaError as e:
+        response = error_response(e)
+    return ForwardedResult(
+        status=response.status_code,
+        headers=tuple(
+            (name.decode("latin-1"), value.decode("latin-1"))
+            for name, value in response.raw_headers
+        ),
+        body=bytes(response.body),
+    )
+
+
+async def _forward(
+    router: InvokeRouter, node: str, invoke: ForwardedInvoke, timeout_s: float
+) -> Response | None:
+    """`node`'s answer to `invoke` as this node's response; None if the node did not take it
+    (the caller runs it here)."""
+    try:
+        result = await router.forward(node, invoke, timeout_s=timeout_s)
+    except NodeUnavailable as e:
+        log.warning("running %s here: %s", invoke.function_name, e)
+        return None
+    response = Response(status_code=result.status)
+    response.body = result.body
+    response.raw_headers = [
+        (name.encode("latin-1"), value.encode("latin-1")) for name, value in result.headers
+    ]
+    return response
+
+
+async def _run(
+    state: AppState,
+    ref: FunctionRef,
+    config: FunctionConfig,
+    payload: bytes,
+    request_id: str,
+    client_context: str | None,
+    caller_trace: str | None,
+    tenant_id: str | None,
+    log_type: str,
+) -> Response:
+    """Run a synchronous invocation of `config` (what `ref` resolved to) on this node."""
+    functions = state.functions
     trace, allowed = functions.recursion.trace(ref.name, caller_trace)
     if not allowed:
         state.metrics.recursive_invocations_dropped.labels(ref.name).inc()
@@ -96,7 +193,7 @@ async def invoke_function(
                 payload=payload,
                 invoked_arn=functions.arn(ref.name, ref.qualifier),
                 client_context=client_context,
-                tenant_id=_tenant_id(headers.get("x-amz-tenant-id")),
+                tenant_id=tenant_id,
                 trace_id=trace,
                 log_tail=log_type == "Tail",
             ),
@@ -125,8 +222,8 @@ async def invoke_async(request: Request) -> Response:
     state = app_state(request)
     ref = state.functions.ref(request.path_params["name"], namespaced=True)
     payload = await _read(request, "Event")
-    _require_active(state.functions.resolve(ref))
-    payload = _json(payload)
+    require_active(await state.functions.resolve_current(ref))
+    payload = json_payload(payload)
     request_id = ids.request_id()
     trace = request.headers.get("x-amzn-trace-id")
     await _accept(state, ref, payload, request_id, trace)
@@ -136,7 +233,7 @@ async def invoke_async(request: Request) -> Response:
 _TENANT_ID = re.compile(r"[a-zA-Z0-9._:/=+\-@ ]{1,256}")
 
 
-def _tenant_id(value: str | None) -> str | None:
+def tenant_id_of(value: str | None) -> str | None:
     """Invoke's TenantId, by the model's constraints (1-256 of letters, digits, ._:/=+-@ and
     space)."""
     if value is None:
@@ -150,7 +247,7 @@ def _tenant_id(value: str | None) -> str | None:
     return value
 
 
-def _invoke_headers(request: Request) -> dict[str, str]:
+def invoke_headers(request: Request) -> dict[str, str]:
     """The X-Amz-* headers (X-Amzn-Trace-Id among them) of an Invoke request, by lower-case
     name (ASGI gives them so)."""
     return {
@@ -162,10 +259,10 @@ def _invoke_headers(request: Request) -> dict[str, str]:
 
 async def _read(request: Request, invocation_type: str) -> bytes:
     """The request's payload, checked against the invocation type's size limit."""
-    return _checked_size(await request.body(), invocation_type)
+    return checked_size(await request.body(), invocation_type)
 
 
-def _checked_size(payload: bytes, invocation_type: str) -> bytes:
+def checked_size(payload: bytes, invocation_type: str) -> bytes:
     """`payload`, checked against the invocation type's size limit."""
     if invocation_type == "Event":
         limit = limits.ASYNC_PAYLOAD_MAX_BYTES
@@ -181,7 +278,7 @@ def _checked_size(payload: bytes, invocation_type: str) -> bytes:
     return payload
 
 
-def _json(payload: bytes) -> bytes:
+def json_payload(payload: bytes) -> bytes:
     """The payload checked to be JSON (an empty payload is `{}`)."""
     if not payload:
         return b"{}"
@@ -194,7 +291,29 @@ def _json(payload: bytes) -> bytes:
     return payload
 
 
-def _require_active(config: FunctionConfig) -> None:
+def invocation_type_of(headers: Mapping[str, str], allowed: tuple[str, ...]) -> str:
+    """The request's X-Amz-Invocation-Type (RequestResponse if absent), one of `allowed`."""
+    invocation_type = headers.get("x-amz-invocation-type", "RequestResponse")
+    if invocation_type not in allowed:
+        raise ValidationError(
+            f"1 validation error detected: Value '{invocation_type}' at 'invocationType' failed "
+            f"to satisfy constraint: Member must satisfy enum value set: [{', '.join(allowed)}]"
+        )
+    return invocation_type
+
+
+def log_type_of(headers: Mapping[str, str]) -> str:
+    """The request's X-Amz-Log-Type: None (if absent) or Tail."""
+    log_type = headers.get("x-amz-log-type", "None")
+    if log_type not in ("None", "Tail"):
+        raise ValidationError(
+            f"1 validation error detected: Value '{log_type}' at 'logType' failed to satisfy "
+            "constraint: Member must satisfy enum value set: [Tail, None]"
+        )
+    return log_type
+
+
+def require_active(config: FunctionConfig) -> None:
     if config.state is not FunctionState.ACTIVE:
         raise ResourceConflictError(
             "The operation cannot be performed at this time. The function is currently in the "
@@ -215,7 +334,7 @@ async def _accept(
         raise ServiceError(f"The event could not be stored, so it was not accepted: {e}") from None
 
 
-def _client_context(value: str | None) -> str | None:
+def client_context_of(value: str | None) -> str | None:
     if not value:
         return None
     if len(value) > _CLIENT_CONTEXT_MAX:

@@ -21,7 +21,7 @@ import json
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -68,15 +68,15 @@ def _invalid(message: str) -> LogsApiError:
     return LogsApiError("InvalidParameterException", message)
 
 
-def _no_group() -> LogsApiError:
+def no_group() -> LogsApiError:
     return LogsApiError("ResourceNotFoundException", "The specified log group does not exist.")
 
 
-def _no_stream() -> LogsApiError:
+def no_stream() -> LogsApiError:
     return LogsApiError("ResourceNotFoundException", "The specified log stream does not exist.")
 
 
-def _bad_token() -> LogsApiError:
+def bad_token() -> LogsApiError:
     return _invalid("The specified nextToken is invalid.")
 
 
@@ -88,12 +88,13 @@ async def dispatch(request: Request) -> Response:
     """`POST /`: find the operation named by X-Amz-Target and answer it."""
     target = request.headers.get("x-amz-target", "")
     try:
-        handler = _OPERATIONS.get(target.removeprefix(TARGET_PREFIX))
+        handler = OPERATIONS.get(target.removeprefix(TARGET_PREFIX))
         if not target.startswith(TARGET_PREFIX) or handler is None:
             raise LogsApiError(
                 "UnknownOperationException", f"No operation {target or '(no X-Amz-Target)'}"
             )
-        store = app_state(request).log_store
+        state = app_state(request)
+        store = state.log_store
         if store is None:
             raise LogsApiError(
                 "ServiceUnavailableException", "This server keeps no logs.", status=503
@@ -107,9 +108,11 @@ async def dispatch(request: Request) -> Response:
         nulls = null_members(body)
         if nulls:
             raise _invalid(nulls)
-        settings = app_state(request).settings
+        ctx = Context(store, state.settings.region, state.settings.account_id)
+        if state.logs is None:
+            return aws_json_response(await handler(Params(body), ctx))
         return aws_json_response(
-            await handler(_Params(body), _Context(store, settings.region, settings.account_id))
+            await state.logs.call(target.removeprefix(TARGET_PREFIX), Params(body), ctx)
         )
     except LogsApiError as e:
         return _error(e)
@@ -118,17 +121,43 @@ async def dispatch(request: Request) -> Response:
         return _error(LogsApiError("ServiceUnavailableException", error.message, status=500))
 
 
+class Listing(Protocol):
+    """What DescribeLogGroups and DescribeLogStreams read: this node's store, or the merged
+    listing of every node's (`cluster.logs`)."""
+
+    async def flush(self) -> None: ...
+
+    async def groups(self, prefix: str | None = None) -> list[LogGroup]: ...
+
+    async def streams(self, group: str, prefix: str | None = None) -> list[LogStream]:
+        """The group's streams; KeyError if there is no such group."""
+
+
+class LogsReader(Protocol):
+    """Where the Logs API reads in cluster mode (`cluster.logs.ClusterLogs`: every live node's
+    store). A single-machine server has none: the operations read `Context.store` directly."""
+
+    async def call(self, operation: str, p: Params, ctx: Context) -> dict[str, Any]:
+        """Answer `operation` (a name of OPERATIONS) or raise LogsApiError."""
+
+
 @dataclass(frozen=True)
-class _Context:
+class Context:
     store: LogStore
     region: str
     account_id: str
+    #: what the Describe operations list (None: `store`)
+    listing: Listing | None = None
+
+    @property
+    def listed(self) -> Listing:
+        return self.listing or self.store
 
     def group_arn(self, group: str) -> str:
         return f"arn:aws:logs:{self.region}:{self.account_id}:log-group:{group}"
 
 
-class _Params:
+class Params:
     """Typed access to a request body's members, refusing wrong types and out-of-range values
     with InvalidParameterException (boto3 checks these too, but other clients may not)."""
 
@@ -193,17 +222,17 @@ class _Params:
 # -- paging ------------------------------------------------------------------------------
 
 
-def _encode(key: Sequence[object]) -> str:
+def encode_token(key: Sequence[object]) -> str:
     return base64.urlsafe_b64encode(json.dumps(list(key)).encode()).decode().rstrip("=")
 
 
-def _decode(token: str, shape: Sequence[type]) -> list[Any]:
+def decode_token(token: str, shape: Sequence[type]) -> list[Any]:
     """The sort key a token carries, which must have `shape` (the types of its members): a
     token of any other shape is refused, not read as "from the start"."""
     try:
         key = untrusted_json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
     except (ValueError, binascii.Error) as e:
-        raise _bad_token() from e
+        raise bad_token() from e
     if (
         not isinstance(key, list)
         or len(key) != len(shape)
@@ -211,7 +240,7 @@ def _decode(token: str, shape: Sequence[type]) -> list[Any]:
             isinstance(k, t) and not isinstance(k, bool) for k, t in zip(key, shape, strict=True)
         )
     ):
-        raise _bad_token()
+        raise bad_token()
     return key
 
 
@@ -227,11 +256,11 @@ def _page_after(
     """The `limit` items past the token's key (items are sorted by `key`, whose members have
     the types `shape`, descending or not), and the token for the rest, if any."""
     if token is not None:
-        after = _decode(token, shape)
+        after = decode_token(token, shape)
         items = [item for item in items if (key(item) < after if descending else key(item) > after)]
     page = items[:limit]
     more = len(items) > limit
-    return page, _encode(key(page[-1])) if more else None
+    return page, encode_token(key(page[-1])) if more else None
 
 
 @dataclass(frozen=True, order=True)
@@ -259,11 +288,11 @@ class _Gap:
     def parse(cls, token: str) -> tuple[str, _Gap]:
         parts = token.split("/")
         if len(parts) != 3 or parts[0] not in ("f", "b"):
-            raise _bad_token()
+            raise bad_token()
         try:
             return parts[0], cls(int(parts[1]), int(parts[2]))
         except ValueError as e:
-            raise _bad_token() from e
+            raise bad_token() from e
 
 
 @dataclass(frozen=True)
@@ -299,7 +328,7 @@ class _Scope:
                 **kwargs,
             )
         except KeyError as e:
-            raise _no_group() from e
+            raise no_group() from e
 
     async def after(self, store: LogStore, gap: _Gap, limit: int) -> list[LogEvent]:
         """The first `limit` events after `gap`, oldest first. Two reads keep the order exact
@@ -344,11 +373,11 @@ def _order(event: LogEvent) -> tuple[int, int]:
 # -- operations --------------------------------------------------------------------------
 
 
-async def describe_log_groups(p: _Params, ctx: _Context) -> dict[str, Any]:
+async def describe_log_groups(p: Params, ctx: Context) -> dict[str, Any]:
     prefix = p.text("logGroupNamePrefix")
     limit = p.integer("limit", low=1, high=DESCRIBE_LIMIT) or DESCRIBE_LIMIT
-    await ctx.store.flush()
-    groups = sorted(await ctx.store.groups(prefix), key=lambda g: g.name)
+    await ctx.listed.flush()
+    groups = sorted(await ctx.listed.groups(prefix), key=lambda g: g.name)
     page, token = _page_after(groups, lambda g: [g.name], (str,), p.text("nextToken"), limit)
     out: dict[str, Any] = {"logGroups": [_group_shape(g, ctx) for g in page]}
     if token:
@@ -356,7 +385,7 @@ async def describe_log_groups(p: _Params, ctx: _Context) -> dict[str, Any]:
     return out
 
 
-def _group_shape(group: LogGroup, ctx: _Context) -> dict[str, Any]:
+def _group_shape(group: LogGroup, ctx: Context) -> dict[str, Any]:
     arn = ctx.group_arn(group.name)
     shape: dict[str, Any] = {
         "logGroupName": group.name,
@@ -372,7 +401,7 @@ def _group_shape(group: LogGroup, ctx: _Context) -> dict[str, Any]:
     return shape
 
 
-async def describe_log_streams(p: _Params, ctx: _Context) -> dict[str, Any]:
+async def describe_log_streams(p: Params, ctx: Context) -> dict[str, Any]:
     group = p.group()
     prefix = p.text("logStreamNamePrefix")
     order_by = p.text("orderBy") or "LogStreamName"
@@ -382,11 +411,11 @@ async def describe_log_streams(p: _Params, ctx: _Context) -> dict[str, Any]:
         raise _invalid("Cannot order by LastEventTime with a logStreamNamePrefix.")
     descending = p.flag("descending")
     limit = p.integer("limit", low=1, high=DESCRIBE_LIMIT) or DESCRIBE_LIMIT
-    await ctx.store.flush()
+    await ctx.listed.flush()
     try:
-        streams = await ctx.store.streams(group, prefix)
+        streams = await ctx.listed.streams(group, prefix)
     except KeyError as e:
-        raise _no_group() from e
+        raise no_group() from e
 
     def key(s: LogStream) -> list[Any]:
         if order_by == "LastEventTime":
@@ -404,7 +433,7 @@ async def describe_log_streams(p: _Params, ctx: _Context) -> dict[str, Any]:
     return out
 
 
-def _stream_shape(stream: LogStream, ctx: _Context) -> dict[str, Any]:
+def _stream_shape(stream: LogStream, ctx: Context) -> dict[str, Any]:
     shape: dict[str, Any] = {
         "logStreamName": stream.name,
         "creationTime": stream.created_ms,
@@ -421,7 +450,7 @@ def _stream_shape(stream: LogStream, ctx: _Context) -> dict[str, Any]:
     return shape
 
 
-async def get_log_events(p: _Params, ctx: _Context) -> dict[str, Any]:
+async def get_log_events(p: Params, ctx: Context) -> dict[str, Any]:
     """One stream's events, a page at a time, in CloudWatch's two directions: without a token,
     the first page from the head (startFromHead) or the last page before the tail; then
     nextForwardToken (f/...) for newer events and nextBackwardToken (b/...) for older ones.
@@ -466,12 +495,12 @@ async def _check_stream(store: LogStore, group: str, stream: str) -> None:
     try:
         streams = await store.streams(group, stream)
     except KeyError as e:
-        raise _no_group() from e
+        raise no_group() from e
     if not any(s.name == stream for s in streams):
-        raise _no_stream()
+        raise no_stream()
 
 
-async def filter_log_events(p: _Params, ctx: _Context) -> dict[str, Any]:
+async def filter_log_events(p: Params, ctx: Context) -> dict[str, Any]:
     """Events of a group, across streams in (timestamp, id) order, that match a filter
     pattern. Reads at most FILTER_SCAN_BUDGET events per call; nextToken continues after the
     last event read, matching or not."""
@@ -492,7 +521,7 @@ async def filter_log_events(p: _Params, ctx: _Context) -> dict[str, Any]:
     token = p.text("nextToken")
     gap = _Gap(start_ms if start_ms is not None else 0, -1)
     if token is not None:
-        key = _decode(token, (int, int))
+        key = decode_token(token, (int, int))
         gap = max(gap, _Gap(key[0], key[1]))
     scope = _Scope(group, streams, stream_prefix, start_ms, end_ms)
     await ctx.store.flush()
@@ -525,11 +554,11 @@ async def filter_log_events(p: _Params, ctx: _Context) -> dict[str, Any]:
         "searchedLogStreams": [],
     }
     if not exhausted:
-        out["nextToken"] = _encode([gap.ts, gap.id])
+        out["nextToken"] = encode_token([gap.ts, gap.id])
     return out
 
 
-async def put_retention_policy(p: _Params, ctx: _Context) -> dict[str, Any]:
+async def put_retention_policy(p: Params, ctx: Context) -> dict[str, Any]:
     group = p.group()
     days = p.integer("retentionInDays", low=1)
     if days is None:
@@ -541,13 +570,13 @@ async def put_retention_policy(p: _Params, ctx: _Context) -> dict[str, Any]:
     return await _on_group(ctx.store.set_retention(group, days))
 
 
-async def delete_retention_policy(p: _Params, ctx: _Context) -> dict[str, Any]:
+async def delete_retention_policy(p: Params, ctx: Context) -> dict[str, Any]:
     group = p.group()
     await ctx.store.flush()
     return await _on_group(ctx.store.set_retention(group, None))
 
 
-async def delete_log_group(p: _Params, ctx: _Context) -> dict[str, Any]:
+async def delete_log_group(p: Params, ctx: Context) -> dict[str, Any]:
     group = p.group()
     await ctx.store.flush()
     return await _on_group(ctx.store.delete_group(group))
@@ -557,11 +586,11 @@ async def _on_group(change: Awaitable[None]) -> dict[str, Any]:
     try:
         await change
     except KeyError as e:
-        raise _no_group() from e
+        raise no_group() from e
     return {}
 
 
-_OPERATIONS: dict[str, Callable[[_Params, _Context], Awaitable[dict[str, Any]]]] = {
+OPERATIONS: dict[str, Callable[[Params, Context], Awaitable[dict[str, Any]]]] = {
     "DescribeLogGroups": describe_log_groups,
     "DescribeLogStreams": describe_log_streams,
     "GetLogEvents": get_log_events,

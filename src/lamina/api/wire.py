@@ -37,6 +37,7 @@ _CONFIG_MEMBERS = {
     "VpcConfig": "vpc_config",
     "RevisionId": "revision_id",
     "TracingConfig": "tracing_config",
+    "DurableConfig": "durable_config",
 }
 
 
@@ -96,6 +97,14 @@ def function_configuration(
         "SnapStart": {"ApplyOn": "None", "OptimizationStatus": "Off"},
         "LoggingConfig": _logging_config(config),
     }
+    if config.durable is not None:
+        durable: dict[str, Any] = {
+            "ExecutionTimeout": config.durable.execution_timeout,
+            "RetentionPeriodInDays": config.durable.retention_days,
+        }
+        if config.durable.kms_key_arn:
+            durable["KMSKeyArn"] = config.durable.kms_key_arn
+        out["DurableConfig"] = durable
     if config.environment or config.environment_given:
         out["Environment"] = {"Variables": dict(config.environment)}
     if config.layers:

@@ -1,13 +1,16 @@
 """Access keys and role sessions: who may sign requests to Lamina.
 
-Keys live in `<data-dir>/auth.db` (SQLite, mode 0600). A secret access key cannot be stored as
-a hash, as a password would be: SigV4 proves a key by an HMAC computed *with* the secret, so the
-verifier needs the secret itself. It is sealed instead (`store.sealed.Sealer`, AES-GCM under the
-data directory's key, bound to its key id), so a copy of the database alone reveals nothing.
+Keys live in `<data-dir>/auth.db` (SQLite, mode 0600) on a single machine, and in the shared
+database in a cluster (`store.access_keys`), so that every node knows every key. A secret
+access key cannot be stored as a hash, as a password would be: SigV4 proves a key by an HMAC
+computed *with* the secret, so the verifier needs the secret itself. It is sealed instead
+(`store.sealed.Sealer`, AES-GCM under the data directory's key, bound to its key id), so a
+copy of the database alone reveals nothing.
 
 Every key is read into memory when the store opens, so verifying a request never touches the
-disk; writes (`create`, `delete`, `attach_policy`) go to the database first and then to memory,
-and the async wrappers run them off the event loop.
+database; writes (`create`, `delete`, `attach_policy`) go to the database first and then to
+memory, and the async wrappers run them off the event loop. In a cluster, `reload` reads the
+keys again when another node changed them.
 
 Role sessions (what a function's environment signs with) are kept in memory only: they are
 issued to environments, which do not outlive the server either.
@@ -16,7 +19,7 @@ issued to environments, which do not outlive the server either.
 from __future__ import annotations
 
 import asyncio
-import json
+import logging
 import os
 import secrets
 import sqlite3
@@ -28,27 +31,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.engine import Engine
+
 from lamina.auth.principal import PolicyDocument, Principal
 from lamina.auth.sigv4 import ExpiredToken, UnrecognizedClient
+from lamina.cluster.api import ChangeFeed
+from lamina.cluster.local import NoFeed
 from lamina.errors import ValidationError
+from lamina.store.access_keys import AccessKeyRow, AccessKeyRows, access_keys
+from lamina.store.engine import make_engine
 from lamina.store.sealed import Sealer
+
+log = logging.getLogger(__name__)
 
 AUTH_DB = "auth.db"
 #: the admin key's name (its ARN is `arn:aws:iam::<account>:user/admin`)
 ADMIN_NAME = "admin"
 _ID_ALPHABET = string.ascii_uppercase + string.digits
 _SECRET_ALPHABET = string.ascii_letters + string.digits + "+/"
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS access_keys (
-    access_key_id TEXT PRIMARY KEY,
-    sealed_secret BLOB NOT NULL,
-    name TEXT NOT NULL,
-    admin INTEGER NOT NULL DEFAULT 0,
-    policies TEXT NOT NULL DEFAULT '[]',
-    created REAL NOT NULL
-)
-"""
 
 
 def new_key_id(prefix: str = "AKIA") -> str:
@@ -93,7 +93,8 @@ class _Session:
 
 @dataclass
 class KeyStore:
-    """The access keys in `<data-dir>/auth.db` and the sessions issued since start.
+    """The access keys (in `<data-dir>/auth.db`, or `engine`) and the sessions issued since
+    start.
 
     Reads are from memory and thread-safe; `create`/`delete`/`attach_policy` write through.
     """
@@ -105,6 +106,11 @@ class KeyStore:
     #: deep validation of an attached policy (`lamina.auth.policy`, when present)
     validate_policy: Callable[[PolicyDocument], None] | None = None
     clock: Callable[[], float] = time.time
+    #: the database keys are kept in (a cluster's, schema made by the migrations); None: the
+    #: data directory's `auth.db`
+    engine: Engine | None = None
+    #: the other nodes sharing the keys (`cluster.api.ChangeFeed`; the server sets it)
+    feed: ChangeFeed = field(default_factory=NoFeed)
 
     def __post_init__(self) -> None:
         self._sealer = Sealer.open(self.data_dir)
@@ -116,25 +122,31 @@ class KeyStore:
         # build one each time. Emptied when a key is deleted or its policies change (under
         # the lock that fills it); a new key has no entry to empty.
         self._principals: dict[str, Principal] = {}
-        path = self.data_dir / AUTH_DB
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        if not path.exists():
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-        os.chmod(path, 0o600)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute(_SCHEMA)
-        for row in self._db.execute(
-            "SELECT access_key_id, sealed_secret, name, admin, policies, created FROM access_keys"
-        ):
-            key_id, sealed, name, admin, policies, created = row
-            secret = self._sealer.unseal(sealed, key_id.encode()).decode()
-            self._secrets[key_id] = secret
-            self._keys[key_id] = AccessKey(
-                key_id, name, bool(admin), tuple(json.loads(policies)), created
-            )
+        self._owned: Engine | None = None
+        engine = self.engine
+        if engine is None:
+            engine = self._owned = _open_auth_db(self.data_dir)
+        self._rows = AccessKeyRows(engine)
+        self.reload()
+
+    def reload(self) -> None:
+        """Read every key from the database again (another node changed one)."""
+        # Under the lock: a key written here meanwhile is not undone by an older read.
+        with self._lock:
+            keys, secrets_ = {}, {}
+            for row in self._rows.all():
+                key_id = row.access_key_id
+                secret = self._sealer.unseal(row.sealed_secret, key_id.encode()).decode()
+                secrets_[key_id] = secret
+                keys[key_id] = AccessKey(
+                    key_id, row.name, row.admin, tuple(row.policies), row.created
+                )
+            self._keys, self._secrets = keys, secrets_
+            self._principals.clear()
 
     def close(self) -> None:
-        self._db.close()
+        if self._owned is not None:
+            self._owned.dispose()
 
     # -- long-term keys --------------------------------------------------------------------
 
@@ -159,12 +171,10 @@ class KeyStore:
         secret = secret or new_secret()
         created = self.clock()
         with self._lock:
-            if key_id in self._keys:
+            sealed = self._sealer.seal(secret.encode(), key_id.encode())
+            row = AccessKeyRow(key_id, sealed, name, admin, [], created)
+            if key_id in self._keys or not self._rows.insert(row):
                 raise ValidationError(f"Access key {key_id} already exists")
-            self._db.execute(
-                "INSERT INTO access_keys VALUES (?, ?, ?, ?, '[]', ?)",
-                (key_id, self._sealer.seal(secret.encode(), key_id.encode()), name, admin, created),
-            )
             self._keys[key_id] = AccessKey(key_id, name, admin, (), created)
             self._secrets[key_id] = secret
         return key_id, secret
@@ -183,7 +193,7 @@ class KeyStore:
         with self._lock:
             if access_key_id not in self._keys:
                 return False
-            self._db.execute("DELETE FROM access_keys WHERE access_key_id = ?", (access_key_id,))
+            self._rows.delete(access_key_id)
             del self._keys[access_key_id]
             del self._secrets[access_key_id]
             self._principals.clear()
@@ -198,24 +208,39 @@ class KeyStore:
             if key is None:
                 raise UnrecognizedClient()
             policies = (*key.policies, policy)
-            self._db.execute(
-                "UPDATE access_keys SET policies = ? WHERE access_key_id = ?",
-                (json.dumps(list(policies)), access_key_id),
-            )
+            self._rows.set_policies(access_key_id, list(policies))
             key = AccessKey(key.access_key_id, key.name, key.admin, policies, key.created)
             self._keys[access_key_id] = key
             self._principals.clear()
             return key
 
-    # async forms for the server: SQLite writes (and their fsync) stay off the event loop
+    # async forms for the server: database writes (and their fsync) stay off the event loop;
+    # once written, the other nodes are told
     async def create_async(self, name: str) -> tuple[str, str]:
-        return await asyncio.to_thread(self.create, name)
+        key_id, secret = await asyncio.to_thread(self.create, name)
+        await self._tell(key_id)
+        return key_id, secret
 
     async def delete_async(self, access_key_id: str) -> bool:
-        return await asyncio.to_thread(self.delete, access_key_id)
+        deleted = await asyncio.to_thread(self.delete, access_key_id)
+        await self._tell(access_key_id)
+        return deleted
 
     async def attach_policy_async(self, access_key_id: str, document: Any) -> AccessKey:
-        return await asyncio.to_thread(self.attach_policy, access_key_id, document)
+        key = await asyncio.to_thread(self.attach_policy, access_key_id, document)
+        await self._tell(access_key_id)
+        return key
+
+    async def _tell(self, access_key_id: str) -> None:
+        try:
+            await self.feed.publish("key", access_key_id)
+        except Exception as e:
+            log.warning("could not tell the other nodes that key %s changed: %s", access_key_id, e)
+
+    async def refresh(self, access_key_id: str) -> None:
+        """Another node changed the key `access_key_id` ("*": any key): read them again (a
+        handful of rows)."""
+        await asyncio.to_thread(self.reload)
 
     # -- role sessions -----------------------------------------------------------------------
 
@@ -305,3 +330,16 @@ def read_admin_key(data_dir: Path) -> tuple[str, str] | None:
         return row[0], sealer.unseal(row[1], row[0].encode()).decode()
     except (OSError, sqlite3.Error, ValueError):
         return None
+
+
+def _open_auth_db(data_dir: Path) -> Engine:
+    """The data directory's `auth.db` (made 0600 before SQLite first writes it), with its one
+    table. It keeps its rollback journal: the CLI reads it read-only (`read_admin_key`)."""
+    path = data_dir / AUTH_DB
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    os.chmod(path, 0o600)
+    engine = make_engine(f"sqlite:///{path}", wal=False)
+    access_keys.create(engine, checkfirst=True)
+    return engine

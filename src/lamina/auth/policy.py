@@ -35,6 +35,8 @@ from lamina.auth.principal import AccessRequest, Decision, PolicyDocument, Princ
 VERSIONS = ("2012-10-17", "2008-10-17")
 #: the service principal EventBridge invokes targets as
 EVENTS_SERVICE = "events.amazonaws.com"
+#: the service principal API Gateway invokes integrations as
+APIGATEWAY_SERVICE = "apigateway.amazonaws.com"
 
 _STATEMENT_KEYS = {
     "sid",

@@ -15,12 +15,15 @@ writes), whatever identity policies say:
 - an EventBridge rule invokes a target only if the target's policy allows
   `lambda:InvokeFunction` to the service principal `events.amazonaws.com` (with the rule's ARN
   as `aws:SourceArn` and the account as `aws:SourceAccount`, for the conditions AddPermission
-  writes from SourceArn and SourceAccount).
+  writes from SourceArn and SourceAccount);
+- a WebSocket API's route invokes its integration's function only if the function's policy
+  allows `lambda:InvokeFunction` to `apigateway.amazonaws.com` (with the route's
+  `arn:aws:execute-api:<region>:<account>:<apiId>/<stage>/<routeKey>` as `aws:SourceArn`).
 """
 
 from __future__ import annotations
 
-from lamina.auth.policy import EVENTS_SERVICE, Caller, Policy, authorize
+from lamina.auth.policy import APIGATEWAY_SERVICE, EVENTS_SERVICE, Caller, Policy, authorize
 from lamina.auth.principal import AccessRequest, Decision, Principal
 
 INVOKE_URL = "lambda:InvokeFunctionUrl"
@@ -74,12 +77,32 @@ def events_may_invoke(
 ) -> bool:
     """Whether the rule `rule_arn` may invoke the target `function_arn` (as named by the
     target: qualified if the target is)."""
+    return _service_may_invoke(EVENTS_SERVICE, function_arn, rule_arn, account, resource_policy)
+
+
+def apigateway_may_invoke(
+    function_arn: str, source_arn: str, account: str, resource_policy: Policy | None
+) -> bool:
+    """Whether an API's route (`source_arn`, its execute-api ARN) may invoke its integration's
+    function `function_arn` (as the integration names it: qualified if it is)."""
+    return _service_may_invoke(
+        APIGATEWAY_SERVICE, function_arn, source_arn, account, resource_policy
+    )
+
+
+def _service_may_invoke(
+    service: str,
+    function_arn: str,
+    source_arn: str,
+    account: str,
+    resource_policy: Policy | None,
+) -> bool:
     if resource_policy is None:
         return False
     request = AccessRequest(
         INVOKE,
         function_arn,
-        {"aws:SourceArn": rule_arn, "aws:SourceAccount": account},
+        {"aws:SourceArn": source_arn, "aws:SourceAccount": account},
     )
-    decision = authorize(None, request, resource_policy, caller=Caller(service=EVENTS_SERVICE))
+    decision = authorize(None, request, resource_policy, caller=Caller(service=service))
     return decision is Decision.ALLOW

@@ -5,7 +5,8 @@ JSON posts, like any other Logs client would; nothing here reads the store direc
 
 Following polls every POLL_INTERVAL_S. Each poll asks again from a little before the newest
 timestamp seen (FOLLOW_OVERLAP_MS) and prints only events with an id above the highest it has
-printed. Ids grow with insertion (Lamina's eventIds are the store's ids), so an event stored
+printed. Ids grow with insertion (Lamina's eventIds are the store's ids; in a cluster
+`NODE:ID`, the node's store's, so the highest is kept per node), so an event stored
 late with an earlier timestamp (a line printed just before a slow hand-over) is still shown,
 once, and nothing is shown twice; the cost is re-reading one overlap's worth of events per
 poll, which is why the overlap is short.
@@ -220,18 +221,19 @@ def _follow(
     client: LogsClient, name: str, group: str, start_ms: int, pattern: str | None, color: bool
 ) -> None:
     since_ms = start_ms
-    newest_id = -1
+    newest_ids: dict[str, int] = {}  # by node (a cluster's eventIds are NODE:ID)
     warned = False
     while True:
         newest_ms = since_ms + FOLLOW_OVERLAP_MS  # so that `since_ms` never moves back
-        printed_up_to = newest_id
+        printed_up_to = dict(newest_ids)
         try:
             for event in client.events(group, since_ms, pattern):
-                event_id = int(event.get("eventId", -1))
+                node, _, number = str(event.get("eventId", "-1")).rpartition(":")
+                event_id = int(number)
                 newest_ms = max(newest_ms, int(event["timestamp"]))
-                if event_id <= printed_up_to:
+                if event_id <= printed_up_to.get(node, -1):
                     continue  # printed by an earlier poll
-                newest_id = max(newest_id, event_id)
+                newest_ids[node] = max(newest_ids.get(node, -1), event_id)
                 click.echo(format_event(event, color), color=color)
         except _GroupMissing:
             if not warned:

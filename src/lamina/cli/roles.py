@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from lamina.cli.main import Api, _fail, endpoint_option, main
+from lamina.cli.tables import print_table
 
 
 @main.group()
@@ -68,13 +69,8 @@ def list_roles(endpoint: str) -> None:
         click.echo("no roles")
         return
     header = ("NAME", "ARN", "POLICIES", "DESCRIPTION")
-    table = [header] + [
-        (r["RoleName"], r["Arn"], str(len(r["Policies"])), r["Description"]) for r in found
-    ]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    for i, row in enumerate(table):
-        line = "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        click.echo(click.style(line, bold=True) if i == 0 else line)
+    body = [(r["RoleName"], r["Arn"], str(len(r["Policies"])), r["Description"]) for r in found]
+    print_table(header, body)
 
 
 @roles.command()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import click
 
 from lamina.cli.main import Api, endpoint_option, main
+from lamina.cli.tables import print_table
 
 
 @main.group()
@@ -23,13 +24,8 @@ def list_routes(endpoint: str) -> None:
         click.echo("no routes")
         return
     header = ("ROUTE", "FUNCTION", "PAYLOAD")
-    table = [header] + [
-        (r["routeKey"], r["function"], r["payloadFormatVersion"]) for r in data["routes"]
-    ]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    for i, row in enumerate(table):
-        line = "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        click.echo(click.style(line, bold=True) if i == 0 else line)
+    body = [(r["routeKey"], r["function"], r["payloadFormatVersion"]) for r in data["routes"]]
+    print_table(header, body)
 
 
 @routes.command()

@@ -144,6 +144,8 @@ class Signer(httpx.Auth):
     def sign(self, request: httpx.Request, credentials: Credentials) -> None:
         target = request.headers.get("x-amz-target", "")
         service = next((s for p, s in _TARGET_SERVICES if target.startswith(p)), "lambda")
+        if request.url.path.startswith("/v2/"):
+            service = "apigateway"  # apigatewayv2 (`lamina websockets`)
         body = request.read()
         headers = {
             k: v for k, v in request.headers.items() if k.lower() in ("host", "content-type")

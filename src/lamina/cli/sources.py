@@ -10,15 +10,7 @@ from typing import Any
 import click
 
 from lamina.cli.main import Api, _fail, endpoint_option, main
-
-
-def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
-    table = [header, *rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    for i, row in enumerate(table):
-        line = "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        click.echo(click.style(line, bold=True) if i == 0 else line)
-
+from lamina.cli.tables import print_table
 
 # -- brokers ---------------------------------------------------------------------------
 
@@ -51,7 +43,7 @@ def list_brokers(endpoint: str) -> None:
     if not found:
         click.echo("no brokers")
         return
-    _table(
+    print_table(
         ("NAME", "KIND", "URL", "ARN"),
         [(b["Name"], b["Kind"], b["Url"], b["Arn"]) for b in found],
     )
@@ -106,7 +98,7 @@ def list_secrets(endpoint: str) -> None:
     if not found:
         click.echo("no secrets")
         return
-    _table(("NAME", "USERNAME", "ARN"), [(s["Name"], s["Username"], s["Arn"]) for s in found])
+    print_table(("NAME", "USERNAME", "ARN"), [(s["Name"], s["Username"], s["Arn"]) for s in found])
 
 
 @secrets.command(name="delete")
@@ -155,7 +147,7 @@ def sources(endpoint: str) -> None:
                 modified,
             )
         )
-    _table(
+    print_table(
         (
             "UUID",
             "FUNCTION",

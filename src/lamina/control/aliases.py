@@ -104,6 +104,17 @@ class AliasService:
         for key in [k for k in self._aliases if k[0] == function_name]:
             del self._aliases[key]
 
+    def replace_function(self, function_name: str, aliases: list[Alias]) -> bool:
+        """Hold `aliases` as the function's (as the database has them now); True if that
+        changed any."""
+        held = {k: a for k, a in self._aliases.items() if k[0] == function_name}
+        fresh = {(a.function_name, a.name): a for a in aliases}
+        if held == fresh:
+            return False
+        self.forget_function(function_name)
+        self._aliases.update(fresh)
+        return True
+
     # -- writes --------------------------------------------------------------------
 
     async def create(
@@ -133,6 +144,7 @@ class AliasService:
                 f"Alias already exists: {self._functions.arn(function_name, name)}"
             )
         self._aliases[(function_name, name)] = alias
+        await self._functions.changed(function_name)
         return alias
 
     async def update(
@@ -169,6 +181,7 @@ class AliasService:
         self._aliases[(function_name, name)] = new
         if new.function_version != current.function_version:
             self._functions.provisioned.refresh(function_name)
+        await self._functions.changed(function_name)
         return new
 
     async def delete(self, function_name: str, name: str) -> None:
@@ -183,6 +196,7 @@ class AliasService:
         self._functions.policies.forget(function_name, name)
         for listener in self.on_deleted:
             await listener(function_name, name)
+        await self._functions.changed(function_name)
 
     # -- rules ---------------------------------------------------------------------
 

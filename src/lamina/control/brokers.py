@@ -29,6 +29,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from lamina.cluster.api import ChangeFeed
+from lamina.cluster.local import NoFeed
+from lamina.control import changes
 from lamina.control import validation as v
 from lamina.errors import (
     InvalidParameterValueError,
@@ -93,10 +96,18 @@ class BrokerService:
         #: the UUIDs of the mappings that use a broker ARN or secret ARN (the mapping service
         #: plugs this in), consulted before either is removed
         self.users: Callable[[str], list[str]] = lambda arn: []
+        #: the other nodes on the same database (the server sets it)
+        self.feed: ChangeFeed = NoFeed()
 
     async def load(self) -> None:
         self._brokers = {b.broker.name: b for b in await self._run(self._store.all_brokers)}
         self._secrets = {s.name: s for s in await self._run(self._store.all_secrets)}
+
+    async def refresh(self, name: str) -> None:
+        """Another node changed a broker or secret (`name`, or "*"): both are few, so both
+        are read again whole."""
+        async with self._writing:
+            await self.load()
 
     # -- brokers -------------------------------------------------------------------
 
@@ -147,6 +158,7 @@ class BrokerService:
             stored = StoredBroker(broker, given)
             await self._run(self._store.put_broker, stored)
             self._brokers[checked] = stored
+        await changes.tell(self.feed, "broker", checked)
         return broker
 
     async def remove(self, name: str) -> None:
@@ -163,6 +175,7 @@ class BrokerService:
                 )
             await self._run(self._store.delete_broker, name)
             del self._brokers[name]
+        await changes.tell(self.feed, "broker", name)
 
     # -- secrets -------------------------------------------------------------------
 
@@ -199,6 +212,7 @@ class BrokerService:
             secret = StoredSecret(checked, arn, user, word, created)
             await self._run(self._store.put_secret, secret)
             self._secrets[checked] = secret
+        await changes.tell(self.feed, "broker", checked)
         return secret
 
     async def delete_secret(self, name: str) -> None:
@@ -215,6 +229,7 @@ class BrokerService:
                 )
             await self._run(self._store.delete_secret, name)
             del self._secrets[name]
+        await changes.tell(self.feed, "broker", name)
 
 
 def _kind(url: str) -> SourceKind:

@@ -27,7 +27,7 @@ import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from lamina.control import listing
+from lamina.control import changes, listing
 from lamina.control import validation as v
 from lamina.errors import (
     InvalidParameterValueError,
@@ -104,6 +104,25 @@ class CapacityProviders:
             if self.on_attach is not None:
                 self.on_attach(fn, version)
 
+    async def refresh(self, name: str) -> None:
+        """Another node created, changed or deleted the provider `name` ("*": any): re-read
+        it, and tell the scheduler if it is not what was held."""
+        fresh = {n: (spec, at) for n, spec, at in await self._functions.run(self._store.providers)}
+        names = fresh.keys() | self._providers.keys() if name == "*" else {name}
+        for n in names:
+            if self._providers.get(n) == fresh.get(n):
+                continue
+            if n in fresh:
+                self._providers[n] = fresh[n]
+                self._tell_provider(n)
+            else:
+                del self._providers[n]
+                if self.on_provider is not None:
+                    self.on_provider(n, None)
+
+    async def _changed(self, name: str) -> None:
+        await changes.tell(self._functions.feed, "capacity-provider", name)
+
     # -- names ---------------------------------------------------------------------
 
     def arn(self, name: str) -> str:
@@ -161,6 +180,7 @@ class CapacityProviders:
             raise ResourceConflictError(f"Capacity provider already exists: {self.arn(name)}")
         self._providers[name] = (spec, at)
         self._tell_provider(name)
+        await self._changed(name)
         return self.describe(name)
 
     def get(self, raw: Any) -> dict[str, Any]:
@@ -187,6 +207,7 @@ class CapacityProviders:
             raise ResourceNotFoundError(f"Capacity provider not found: {self.arn(name)}")
         self._providers[name] = (spec, at)
         self._tell_provider(name)
+        await self._changed(name)
         return self.describe(name)
 
     async def delete(self, raw: Any) -> dict[str, Any]:
@@ -205,6 +226,7 @@ class CapacityProviders:
         del self._providers[name]
         if self.on_provider is not None:
             self.on_provider(name, None)
+        await self._changed(name)
         return shown
 
     def list_providers(
@@ -347,6 +369,7 @@ class CapacityProviders:
             self._attached[key] = stored
         if self.on_attach is not None:
             self.on_attach(config.name, config.version)
+        await self._functions.changed(config.name)
 
     async def published(self, name: str, version: str) -> None:
         """A version was published: it runs on `$LATEST`'s provider."""

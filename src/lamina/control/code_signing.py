@@ -34,7 +34,9 @@ from typing import Any, Protocol, TypeVar
 
 from lamina import code_signature
 from lamina.arns import FunctionRef
-from lamina.control import listing
+from lamina.cluster.api import ChangeFeed
+from lamina.cluster.local import NoFeed
+from lamina.control import changes, listing
 from lamina.control import validation as v
 from lamina.control.function_input import checked_tags
 from lamina.errors import (
@@ -84,6 +86,9 @@ class Functions(Protocol):
 
     def run(self, fn: Callable[..., T], *args: Any) -> Awaitable[T]: ...
 
+    def changed(self, name: str) -> Awaitable[None]:
+        """Tell the other nodes that the function's settings changed."""
+
 
 class CodeSigning:
     """The configurations, the function links, the trusted signers, and package checks."""
@@ -98,14 +103,26 @@ class CodeSigning:
         self._keys: dict[str, code_signature.PublicKey] = {}
         self._held: dict[str, int] = {}  # config id -> functions being created with it
         self._writing = asyncio.Lock()
+        #: the other nodes on the same database (the server sets it)
+        self.feed: ChangeFeed = NoFeed()
         #: told of every check a Warn-policy package failed (the server counts them)
         self.on_warning: WarningSink = lambda name, check: None
 
     async def load(self) -> None:
         self._configs = {c.id: c for c in await self._functions.run(self._store.configs)}
         self._links = await self._functions.run(self._store.links)
+        self._signers, self._keys = {}, {}
         for signer in await self._functions.run(self._store.signers):
             self._keep_signer(signer)
+
+    async def refresh(self, key: str) -> None:
+        """Another node changed a configuration or a trusted signer: they are few, and are
+        read again whole."""
+        async with self._writing:
+            await self.load()
+
+    async def _changed(self, key: str) -> None:
+        await changes.tell(self.feed, "code-signing", key)
 
     # -- configurations --------------------------------------------------------------
 
@@ -150,6 +167,7 @@ class CodeSigning:
         async with self._writing:
             await self._functions.run(self._store.put_config, config)
             self._configs[config_id] = config
+        await self._changed(config_id)
         return config
 
     async def update(
@@ -172,6 +190,7 @@ class CodeSigning:
             )
             await self._functions.run(self._store.put_config, new)
             self._configs[new.id] = new
+        await self._changed(new.id)
         return new
 
     async def read_tags(self, config_id: str) -> dict[str, str] | None:
@@ -188,6 +207,7 @@ class CodeSigning:
             new = replace(current, tags=dict(tags))
             await self._functions.run(self._store.put_config, new)
             self._configs[new.id] = new
+        await self._changed(new.id)
         return True
 
     async def delete(self, arn: Any) -> None:
@@ -201,6 +221,7 @@ class CodeSigning:
                     "one or more functions."
                 )
             self._configs.pop(config.id, None)
+        await self._changed(config.id)
 
     def configs(self, marker: Any, max_items: Any) -> tuple[list[CodeSigningConfig], str | None]:
         c = v.Constraints()
@@ -265,6 +286,7 @@ class CodeSigning:
                     f"configuration is not deleted: {config.arn}."
                 )
             self._links[name] = config.id
+        await self._functions.changed(name)
         return name, config
 
     @contextmanager
@@ -305,6 +327,7 @@ class CodeSigning:
             self._functions.require(name)
             await self._functions.run(self._store.unlink, name)
             self._links.pop(name, None)
+        await self._functions.changed(name)
 
     def forget_function(self, name: str) -> None:
         """The function was deleted (the store dropped its link in the same transaction)."""
@@ -346,6 +369,7 @@ class CodeSigning:
         async with self._writing:
             await self._functions.run(self._store.put_signer, signer)
             self._keep_signer(signer)
+        await self._changed("*")
         return signer
 
     async def revoke_signer(self, profile_arn: str) -> TrustedSigner:
@@ -355,6 +379,7 @@ class CodeSigning:
             revoked = replace(signer, revoked=signer.revoked or datetime.now(UTC))
             await self._functions.run(self._store.put_signer, revoked)
             self._keep_signer(revoked)
+        await self._changed("*")
         return revoked
 
     async def remove_signer(self, profile_arn: str) -> None:
@@ -363,6 +388,7 @@ class CodeSigning:
             await self._functions.run(self._store.delete_signer, profile_arn)
             self._signers.pop(profile_arn, None)
             self._keys.pop(profile_arn, None)
+        await self._changed("*")
 
     def _signer(self, profile_arn: str) -> TrustedSigner:
         signer = self._signers.get(profile_arn)

@@ -32,9 +32,15 @@ class ReservedConcurrency:
         self.on_change: Callable[[str, int | None], None] | None = None
 
     async def load(self) -> None:
+        """Read every function's reserved concurrency; tell `on_change` of each that is not
+        what was held (all of them at start; after another node's change, that one)."""
+        held = self._reserved
         self._reserved = await self._functions.run(self._metadata.reserved_concurrency)
+        for name in held.keys() - self._reserved.keys():
+            self._tell(name, None)
         for name, limit in self._reserved.items():
-            self._tell(name, limit)
+            if held.get(name) != limit:
+                self._tell(name, limit)
 
     def get(self, ref: FunctionRef) -> int | None:
         """GetFunctionConcurrency: the function's reserved concurrency, if any."""
@@ -61,6 +67,7 @@ class ReservedConcurrency:
         await self._functions.run(self._metadata.set_reserved_concurrency, ref.name, limit)
         self._reserved[ref.name] = limit
         self._tell(ref.name, limit)
+        await self._functions.changed(ref.name)
         return int(limit)
 
     async def delete(self, ref: FunctionRef) -> None:
@@ -69,6 +76,7 @@ class ReservedConcurrency:
         await self._functions.run(self._metadata.set_reserved_concurrency, ref.name, None)
         self._reserved.pop(ref.name, None)
         self._tell(ref.name, None)
+        await self._functions.changed(ref.name)
 
     def forget(self, name: str) -> None:
         """The function is gone (its row, and so its reservation, with it)."""

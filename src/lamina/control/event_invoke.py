@@ -144,6 +144,7 @@ class EventInvokeConfigs:
                 raise self._no_config(ref.name, qualifier)
             await self._functions.run(self._metadata.delete_event_invoke, ref.name, qualifier)
             self._configs.pop((ref.name, qualifier), None)
+        await self._functions.changed(ref.name)
 
     def forget(self, name: str, qualifier: str) -> None:
         """Drop a deleted version's or alias's configuration from memory (the store deleted
@@ -277,6 +278,7 @@ class EventInvokeConfigs:
             if not stored or not self._exists(ref.name, qualifier):
                 raise self._function_not_found(ref.name, qualifier)
             self._configs[(ref.name, qualifier)] = config
+        await self._functions.changed(ref.name)
         return config
 
     def _resolve(self, ref: FunctionRef) -> str:

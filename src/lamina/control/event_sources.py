@@ -35,7 +35,9 @@ from lamina import filter_criteria
 from lamina.arns import FunctionRef
 from lamina.auth import policy
 from lamina.auth.principal import AccessRequest, Decision
-from lamina.control import mapping_rules
+from lamina.cluster.api import ChangeFeed
+from lamina.cluster.local import NoFeed
+from lamina.control import changes, mapping_rules
 from lamina.control import validation as v
 from lamina.control.aliases import is_alias_name
 from lamina.control.brokers import BrokerService
@@ -156,12 +158,37 @@ class EventSourceService:
         self._unsaved: dict[str, str] = {}  # results `report` set, not yet written
         self._flusher: asyncio.Task[None] | None = None
         brokers.users = self.users_of
+        #: the other nodes on the same database (the server sets it)
+        self.feed: ChangeFeed = NoFeed()
 
     # -- lifecycle -----------------------------------------------------------------
 
     async def load(self) -> None:
         for m in await self._functions.run(self._store.all_mappings):
             self._mappings[m.uuid] = m
+
+    async def refresh(self, uuid: str) -> None:
+        """Another node changed the mapping `uuid` ("*": any mapping): re-read it, and tell
+        the runner if it is not what was held (its last result aside: each node reports its
+        own pollers')."""
+        async with self._writing:
+            fresh = {m.uuid: m for m in await self._functions.run(self._store.all_mappings)}
+            uuids = fresh.keys() | self._mappings.keys() if uuid == "*" else {uuid}
+            changed = []
+            for key in sorted(uuids):
+                held, mapping = self._mappings.get(key), fresh.get(key)
+                if held is not None and mapping is not None:
+                    mapping = replace(mapping, last_result=held.last_result)
+                if held == mapping:
+                    continue
+                if mapping is None:
+                    del self._mappings[key]
+                    self._unsaved.pop(key, None)
+                else:
+                    self._mappings[key] = mapping
+                changed.append(key)
+        for key in changed:
+            self._notify(key)
 
     def start(self) -> None:
         """Start writing reported results in the background."""
@@ -371,6 +398,7 @@ class EventSourceService:
             await self._functions.run(self._store.delete_mapping, mapping.uuid)
             self._mappings.pop(mapping.uuid, None)
             self._unsaved.pop(mapping.uuid, None)
+            await changes.tell(self.feed, "mapping", mapping.uuid)
             return
         await self._save(mapping)
 
@@ -378,6 +406,7 @@ class EventSourceService:
         await self._functions.run(self._store.put_mapping, mapping)
         self._mappings[mapping.uuid] = mapping
         self._notify(mapping.uuid)
+        await changes.tell(self.feed, "mapping", mapping.uuid)
 
     # -- the runner's moves (MappingControl) -----------------------------------------
 
@@ -409,6 +438,7 @@ class EventSourceService:
             settled = replace(current, state=state)
             await self._functions.run(self._store.put_mapping, settled)
             self._mappings[uuid] = settled
+        await changes.tell(self.feed, "mapping", uuid)
 
     async def remove(self, uuid: str) -> None:
         async with self._writing:
@@ -419,6 +449,7 @@ class EventSourceService:
             del self._mappings[uuid]
             self._unsaved.pop(uuid, None)
         self._notify(uuid)
+        await changes.tell(self.feed, "mapping", uuid)
 
     def report(self, uuid: str, result: str) -> None:
         current = self._mappings.get(uuid)
@@ -523,6 +554,7 @@ class EventSourceService:
             tagged = replace(current, tags=dict(tags))
             await self._functions.run(self._store.put_mapping, tagged)
             self._mappings[uuid] = tagged
+        await changes.tell(self.feed, "mapping", uuid)
         return True
 
     # -- rules -----------------------------------------------------------------------

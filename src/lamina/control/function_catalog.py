@@ -1,11 +1,12 @@
 """The in-memory view of every function's configuration, and what reads it.
 
 Resolving an invocation is the hot path, so it never touches the database: `FunctionCatalog`
-keeps `$LATEST` and every published version of every function in memory (one server owns
-the store today; a cluster will need invalidation here), and answers from it what an
-invocation runs, GetFunction, ListFunctions and ListVersionsByFunction, and the names and
-ARNs of functions. `FunctionService` (`functions.py`) is the catalog plus the writes that
-change it; the sub-services read functions through the same methods.
+keeps `$LATEST` and every published version of every function in memory (in a cluster,
+`FunctionService.refresh` re-reads what another node changed: `control.changes`), and
+answers from it what an invocation runs, GetFunction, ListFunctions and
+ListVersionsByFunction, and the names and ARNs of functions. `FunctionService`
+(`functions.py`) is the catalog plus the writes that change it; the sub-services read
+functions through the same methods.
 
 Blocking work (SQL, unzipping) runs on one worker thread, which also serialises writers.
 """
@@ -20,12 +21,16 @@ from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from sqlalchemy.exc import IntegrityError
+
 from lamina.arns import FunctionRef, function_arn, parse_function_ref
 from lamina.control import listing
 from lamina.control import validation as v
 from lamina.control.aliases import is_alias_name
+from lamina.control.changes import CONCURRENT_CHANGE
 from lamina.errors import (
     InvalidParameterValueError,
+    ResourceConflictError,
     ResourceNotFoundError,
     StorageFullError,
     is_disk_full,
@@ -90,6 +95,10 @@ class FunctionCatalog:
             return await asyncio.get_running_loop().run_in_executor(
                 self._worker, partial(fn, *args)
             )
+        except IntegrityError as e:
+            # Another node wrote the same key first (the database's constraints catch what
+            # the in-memory checks here could not see); rolled back whole.
+            raise ResourceConflictError(CONCURRENT_CHANGE) from e
         except Exception as e:
             # The metadata store rolled the change back whole; the caller may retry.
             if is_disk_full(e):

@@ -61,6 +61,9 @@ class FunctionCode:
         # Merged /opt directory (by key) -> the code of every version that has run with it:
         # the directory stays while an environment may still run one of them.
         self._opt_users: dict[str, set[str]] = {}
+        #: cluster mode: shares a stored package with the other nodes (`cluster.code`); a
+        #: package is not referenced before it is shared
+        self.share: Callable[[str], Awaitable[None]] | None = None
 
     def add_user(self, in_use: Callable[[str], bool]) -> None:
         """Code that `in_use(sha)` says is still running is not deleted."""
@@ -120,6 +123,16 @@ class FunctionCode:
                 raise StorageFullError("the code") from None
             log.exception("storing code failed")
             raise ServiceError(f"Lamina could not store the code: {e.strerror}") from None
+        if self.share is not None:
+            try:
+                await self.share(stored.sha256)
+            except Exception as e:
+                log.warning("sharing code %s with the cluster failed: %s", stored.sha256, e)
+                await self.release_locked(stored.sha256)
+                raise ServiceError(
+                    "Lamina could not share the code with the other nodes of its cluster "
+                    f"(NATS object store): {e}"
+                ) from None
         return stored
 
     async def release_code(self, sha256: str) -> None:

@@ -38,6 +38,7 @@ class FunctionInput:
     kms_key_arn: Any = None
     vpc_config: Any = None
     tracing_config: Any = None
+    durable_config: Any = None
     zip_file: bytes | None = None
     #: the `Code` members naming an S3 location (S3Bucket, S3Key, S3ObjectVersion), as sent
     s3_code: dict[str, Any] | None = None
@@ -63,6 +64,7 @@ CONTENT_FIELDS = (
     "kms_key_arn",
     "vpc",
     "tracing_mode",
+    "durable",
 )
 
 
@@ -92,6 +94,7 @@ def configuration(c: v.Constraints, req: FunctionInput, *, creating: bool) -> di
         # its VpcId is filled in by `control.vpc` (which knows the server's VPCs)
         "vpc": v.vpc_config(c, req.vpc_config),
         "tracing_mode": v.tracing_mode(c, req.tracing_config),
+        "durable": v.durable_config(c, req.durable_config),
     }
     if fields["environment"] is not None:
         fields["environment_given"] = True

@@ -201,6 +201,7 @@ class FunctionPolicies:
             self._policies.pop(key, None)
         else:
             self._policies[key] = StoredPolicy.of(text, revision)
+        await self._functions.changed(key[0])
 
     def _resolve(self, ref: FunctionRef) -> tuple[str, str]:
         """The policy key `ref` names: the function must exist, and the version or alias."""

@@ -9,8 +9,8 @@ database. The store deletes a URL with its function or alias (one transaction); 
 `forget_function` drop it here.
 
 Lamina has no authentication yet, so `AuthType` must be `NONE` (a URL then serves only if the
-function's resource policy opens it, see `api.http_front`); and no response streaming yet,
-so `InvokeMode` must be `BUFFERED`. Both are refused clearly otherwise.
+function's resource policy opens it, see `api.http_front`). `InvokeMode` RESPONSE_STREAM
+streams the function's response to the caller as it is written (`api.url_stream`).
 """
 
 from __future__ import annotations
@@ -147,6 +147,7 @@ class FunctionUrls:
                 # Deleted while this waited (the store found no function or alias).
                 raise self._function_not_found(ref.name, qualifier)
             self._keep(url)
+        await self._functions.changed(ref.name)
         return url
 
     async def update(
@@ -174,6 +175,7 @@ class FunctionUrls:
             if not await self._functions.run(self._store.replace, url):
                 raise _no_url()
             self._keep(url)
+        await self._functions.changed(ref.name)
         return url
 
     async def delete(self, ref: FunctionRef) -> None:
@@ -183,6 +185,7 @@ class FunctionUrls:
                 raise _no_url()
             await self._functions.run(self._store.delete, ref.name, qualifier)
             self.forget(ref.name, qualifier)
+        await self._functions.changed(ref.name)
 
     def forget(self, name: str, qualifier: str) -> None:
         """Drop a deleted alias's URL from memory (the store deleted it with the alias)."""
@@ -250,11 +253,6 @@ def _invoke_mode(c: v.Constraints, value: Any) -> str | None:
             value, "invokeMode", "Member must satisfy enum value set: [BUFFERED, RESPONSE_STREAM]"
         )
         return None
-    if value == "RESPONSE_STREAM":
-        raise InvalidParameterValueError(
-            "Lamina does not support InvokeMode RESPONSE_STREAM yet: function URLs answer "
-            "with the whole response (BUFFERED)."
-        )
     return str(value)
 
 

@@ -7,6 +7,7 @@ the writes that change both, on the catalog's one worker thread, which serialise
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -16,6 +17,9 @@ from functools import partial
 from typing import Any
 
 from lamina.arns import FunctionRef
+from lamina.cluster.api import ChangeFeed
+from lamina.cluster.local import NoFeed
+from lamina.control import changes
 from lamina.control import validation as v
 from lamina.control import vpc as vpcs
 from lamina.control.aliases import AliasService, is_alias_name
@@ -44,11 +48,14 @@ from lamina.control.tags import CodeSigningConfigTags, FunctionTags, TagService,
 from lamina.errors import (
     InvalidParameterValueError,
     ResourceConflictError,
+    ResourceNotFoundError,
     ServiceError,
+    UserError,
 )
 from lamina.models import (
     LATEST,
     CodeSigningConfig,
+    Function,
     FunctionConfig,
     FunctionLayer,
     FunctionState,
@@ -69,6 +76,9 @@ log = logging.getLogger(__name__)
 
 #: `listener(name, version)`: `version` None means every version (the function was deleted)
 ChangeListener = Callable[[str, str | None], Awaitable[None]]
+
+#: how many times a refresh reads again while writes here overlap it
+_REREADS = 3
 
 _NO_CODE = "Please provide a source for function code: ZipFile, or S3Bucket and S3Key."
 
@@ -105,6 +115,11 @@ class FunctionService(FunctionCatalog):
         self._runtimes = runtimes
         self._vpcs = VpcDirectory(settings.vpcs)
         self._busy: set[str] = set()  # names with a create/update/delete under way
+        #: busy names another node changed meanwhile: refreshed once the write here is done
+        self._stale: set[str] = set()
+        self._refreshes: set[asyncio.Task[None]] = set()
+        #: writes committed here so far (a refresh that overlapped one reads again)
+        self._written = 0
         self._listeners: list[ChangeListener] = []
         #: packages (uploaded or from `--s3-endpoint`), merged layers, and their removal
         self.code = FunctionCode(
@@ -155,6 +170,8 @@ class FunctionService(FunctionCatalog):
         )
         #: refuses a Role Lambda could not assume (the server sets RoleService's check)
         self.check_role: Callable[[str], None] = lambda arn: None
+        #: the other nodes on the same database (`cluster.api.ChangeFeed`; the server sets it)
+        self.feed: ChangeFeed = NoFeed()
 
     # -- wiring --------------------------------------------------------------------
 
@@ -164,17 +181,8 @@ class FunctionService(FunctionCatalog):
         self._latest = {c.name: c for c in configs if c.version == LATEST}
         self._versions = {(c.name, c.version): c for c in configs if c.version != LATEST}
         self.aliases.load(await self._run(self._metadata.all_aliases))
-        await self.concurrency.load()
-        await self.provisioned.load()
-        await self.event_invoke.load()
-        await self.urls.load()
-        await self.policies.load()
-        await self.runtime_management.load()
-        await self.recursion.load()
-        await self.capacity.load()
-        await self.scaling.load()
+        await self._load_settings()
         await self.layers.policies.load()
-        await self.signing.load()
         # A crash between forgetting a function and deleting its code leaves orphans.
         referenced = await self._run(self._metadata.referenced_code)
         for sha in await self._run(self._code.stored):
@@ -299,7 +307,7 @@ class FunctionService(FunctionCatalog):
                 if signing is not None:
                     await self.signing.link_new(name, signing)
             finally:
-                self._busy.discard(name)
+                self._done(name)
         await self._notify(name, LATEST)
         return replace(
             config,
@@ -354,7 +362,7 @@ class FunctionService(FunctionCatalog):
                     raise
                 self.code.track_opt(new)
         finally:
-            self._busy.discard(ref.name)
+            self._done(ref.name)
         if current.code_sha256 != new.code_sha256:
             await self.code.release_code(current.code_sha256)
         return _as_accepted(new)
@@ -375,6 +383,13 @@ class FunctionService(FunctionCatalog):
         self._check_dead_letter(ref.name, changes)
         if "vpc" in changes:
             changes["vpc"] = vpcs.resolve(self._vpcs, changes["vpc"])
+        if "durable" in changes:
+            existing = self._latest.get(ref.name)
+            if existing is not None and existing.durable is None:
+                # Lambda turns durable execution on only when the function is created.
+                raise InvalidParameterValueError(
+                    "Durable execution can only be enabled when the function is created."
+                )
         current = self._begin_update(ref.name, req.revision_id)
         try:
             if "logging" in changes:
@@ -395,7 +410,7 @@ class FunctionService(FunctionCatalog):
                     await self._commit(current, new)
                     self.code.track_opt(new)
         finally:
-            self._busy.discard(ref.name)
+            self._done(ref.name)
         dropped = {lay.code_sha256 for lay in current.layers} - {
             lay.code_sha256 for lay in new.layers
         }
@@ -431,21 +446,10 @@ class FunctionService(FunctionCatalog):
         self._busy.add(ref.name)
         try:
             await self._run(self._metadata.delete_function, ref.name)
-            self._latest.pop(ref.name, None)
-            gone = [self._versions.pop(k) for k in list(self._versions) if k[0] == ref.name]
-            self.aliases.forget_function(ref.name)
-            self.concurrency.forget(ref.name)
-            self.provisioned.forget_function(ref.name)
-            self.event_invoke.forget_function(ref.name)
-            self.urls.forget_function(ref.name)
-            self.policies.forget_function(ref.name)
-            self.runtime_management.forget(ref.name, None)
-            self.recursion.forget_function(ref.name)
-            self.scaling.forget(ref.name, None)
-            self.capacity.forget(ref.name, None)
-            self.signing.forget_function(ref.name)
+            gone = [c for k, c in self._versions.items() if k[0] == ref.name]
+            self._forget_function(ref.name)
         finally:
-            self._busy.discard(ref.name)
+            self._done(ref.name)
         await self._notify(ref.name, None)
         await self._release_configs([current, *gone])
 
@@ -478,7 +482,7 @@ class FunctionService(FunctionCatalog):
             self.scaling.forget(name, version)
             self.capacity.forget(name, version)
         finally:
-            self._busy.discard(name)
+            self._done(name)
         await self._notify(name, version)
         await self._release_configs([config])
 
@@ -529,7 +533,7 @@ class FunctionService(FunctionCatalog):
                 partial(self._metadata.publish_version, draft, expect_revision=current.revision_id)
             )
             if published is None:
-                raise v.stale_revision()
+                raise await self._lost_race(ref.name)
             self._versions[(published.name, published.version)] = published
             self.code.track_opt(published)
             # Publishing is a change of the function: Lambda gives `$LATEST` a new RevisionId
@@ -543,13 +547,172 @@ class FunctionService(FunctionCatalog):
                 self._latest[latest.name] = latest
             await self.capacity.published(published.name, published.version)
         finally:
-            self._busy.discard(ref.name)
+            self._done(ref.name)
         await self._notify(ref.name, published.version)
         return published
 
     def _last_version(self, name: str) -> FunctionConfig | None:
         numbered = [c for (n, _), c in self._versions.items() if n == name]
         return max(numbered, key=lambda c: int(c.version)) if numbered else None
+
+    # -- changes another node made -------------------------------------------------
+
+    async def resolve_current(self, ref: FunctionRef) -> FunctionConfig:
+        """`resolve`, read again from the database before answering that `ref` does not
+        exist when other nodes share it: a function, version or alias another node has just
+        committed may not have reached this node's memory through the feed yet, and a client
+        that created it there and invokes it here must find it (read after write)."""
+        try:
+            return self.resolve(ref)
+        except ResourceNotFoundError:
+            if isinstance(self.feed, NoFeed):
+                raise
+        await self.refresh(ref.name)
+        return self.resolve(ref)
+
+    async def get(self, ref: FunctionRef) -> Function:
+        """GetFunction's read, as `resolve_current`: read again before answering not found."""
+        try:
+            return await super().get(ref)
+        except ResourceNotFoundError:
+            if isinstance(self.feed, NoFeed):
+                raise
+        await self.refresh(ref.name)
+        return await super().get(ref)
+
+    async def refresh(self, name: str) -> None:
+        """Another node changed the function `name` ("*": any function) in the database:
+        re-read it, with its versions, aliases and settings, and tell the listeners of each
+        version that is not what was held, as a change made here would (nothing, when
+        nothing is). The settings tables are small and read whole.
+
+        A write here that commits while this reads (an alias, a setting: those do not mark
+        the function busy) may be undone in memory by the older read: then it reads again."""
+        for _ in range(_REREADS):
+            written = self._written
+            await self._refresh(name)
+            if self._written == written:
+                return
+        log.warning("function %s kept changing here while it was re-read", name)
+
+    async def _refresh(self, name: str) -> None:
+        if name == "*":
+            configs = await self._run(self._metadata.all_versions)
+            names = {c.name for c in configs} | set(self._latest)
+        else:
+            configs = await self._run(self._metadata.list_versions, name)
+            names = {name}
+        # A write here holds what it read until it commits (or fails): re-read those after it.
+        busy = names & self._busy
+        self._stale |= busy
+        names -= busy
+        configs = [c for c in configs if c.name in names]
+        aliases = await self._run(self._metadata.all_aliases)
+        fresh: dict[str, dict[str, FunctionConfig]] = {n: {} for n in names}
+        for stored in configs:
+            fresh[stored.name][stored.version] = stored
+        told: list[tuple[str, str | None]] = []
+        gone: list[FunctionConfig] = []
+        for n in sorted(names):
+            held = {k[1]: c for k, c in self._versions.items() if k[0] == n}
+            if n in self._latest:
+                held[LATEST] = self._latest[n]
+            if not fresh[n]:
+                if held:
+                    gone.extend(held.values())
+                    self._forget_function(n)
+                    told.append((n, None))
+                continue
+            for version in sorted(held.keys() | fresh[n].keys()):
+                config = fresh[n].get(version)
+                if held.get(version) == config:
+                    continue
+                if config is None:
+                    gone.append(held[version])
+                    self._versions.pop((n, version), None)
+                    self.event_invoke.forget(n, version)
+                    self.policies.forget(n, version)
+                    self.runtime_management.forget(n, version)
+                    self.scaling.forget(n, version)
+                    self.capacity.forget(n, version)
+                else:
+                    await self._take(config)
+                told.append((n, version))
+            if self.aliases.replace_function(n, [a for a in aliases if a.function_name == n]):
+                self.provisioned.refresh(n)
+        await self._reload_settings(names)
+        for n, changed in told:
+            await self._tell(n, changed)
+        await self._release_configs(gone)
+
+    def _done(self, name: str) -> None:
+        """A create, update or delete of `name` here is over; if another node changed the
+        function meanwhile, re-read it now."""
+        self._busy.discard(name)
+        if name in self._stale:
+            self._stale.discard(name)
+            task = asyncio.get_running_loop().create_task(self._refresh_after(name))
+            self._refreshes.add(task)
+            task.add_done_callback(self._refreshes.discard)
+
+    async def _refresh_after(self, name: str) -> None:
+        try:
+            await self.refresh(name)
+        except Exception:
+            log.exception("could not re-read function %s after another node's change", name)
+
+    async def _take(self, config: FunctionConfig) -> None:
+        """Hold `config` as the database has it (its merged layers built here first)."""
+        if config.layers:
+            async with self.code.lock:
+                try:
+                    await self._run(self.layers.merges.build, config.layers)
+                except (OSError, UnsafePackageError) as e:
+                    log.error("could not merge the layers of %s: %s", config.name, e)
+                self.code.track_opt(config)
+        if config.version == LATEST:
+            self._latest[config.name] = config
+        else:
+            self._versions[(config.name, config.version)] = config
+
+    def _forget_function(self, name: str) -> None:
+        """Drop a deleted function from memory (the store deleted its rows with it)."""
+        self._latest.pop(name, None)
+        for key in [k for k in self._versions if k[0] == name]:
+            del self._versions[key]
+        self.aliases.forget_function(name)
+        self.concurrency.forget(name)
+        self.provisioned.forget_function(name)
+        self.event_invoke.forget_function(name)
+        self.urls.forget_function(name)
+        self.policies.forget_function(name)
+        self.runtime_management.forget(name, None)
+        self.recursion.forget_function(name)
+        self.scaling.forget(name, None)
+        self.capacity.forget(name, None)
+        self.signing.forget_function(name)
+
+    async def _reload_settings(self, names: set[str]) -> None:
+        """Re-read the settings of functions (those whose loads only add are emptied for
+        `names` first, so that a setting removed elsewhere goes here too)."""
+        for n in names:
+            self.provisioned.forget_function(n)
+            self.urls.forget_function(n)
+            self.capacity.forget(n, None)
+        await self._load_settings()
+
+    async def _load_settings(self) -> None:
+        """Read every function's settings (each kept by a service of its own) from the store."""
+        await self.concurrency.load()
+        await self.provisioned.load()
+        await self.event_invoke.load()
+        await self.urls.load()
+        await self.policies.load()
+        await self.runtime_management.load()
+        await self.recursion.load()
+        await self.capacity.load()
+        await self.scaling.load()
+        await self.signing.load()
 
     # -- internals -----------------------------------------------------------------
 
@@ -590,15 +753,36 @@ class FunctionService(FunctionCatalog):
             partial(self._metadata.replace_version, new, expect_revision=current.revision_id)
         )
         if not ok:
-            raise v.stale_revision()
+            raise await self._lost_race(new.name)
         self._latest[new.name] = new
         await self._notify(new.name, LATEST)
 
+    async def _lost_race(self, name: str) -> UserError:
+        """(during a write of `name`) The function is not as it was read here: another node
+        changed or deleted it. It is re-read once this write is over; the error says which."""
+        self._stale.add(name)
+        if await self._run(self._metadata.get_version, name, LATEST) is None:
+            return self._not_found(name)
+        return v.stale_revision()
+
     async def notify(self, name: str, version: str | None) -> None:
-        """Tell the listeners that what a version runs changed (see `subscribe`)."""
+        """Tell the listeners that what a version runs changed (see `subscribe`), and the
+        other nodes that the function changed."""
         await self._notify(name, version)
 
+    async def changed(self, name: str) -> None:
+        """Tell the other nodes that the function `name` changed in the database (its
+        configuration, versions, aliases or settings): every write calls this once committed."""
+        self._written += 1
+        await changes.tell(self.feed, "function", name)
+
     async def _notify(self, name: str, version: str | None) -> None:
+        # Listeners first: what they write in turn (a deleted function's mappings) reaches
+        # the other nodes before the function's change, so theirs find nothing left to do.
+        await self._tell(name, version)
+        await self.changed(name)
+
+    async def _tell(self, name: str, version: str | None) -> None:
         for listener in self._listeners:
             try:
                 await listener(name, version)

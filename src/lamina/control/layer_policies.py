@@ -50,6 +50,8 @@ class LayerVersions(Protocol):
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T: ...
 
+    async def changed(self, name: str) -> None: ...
+
 
 class LayerPolicies:
     def __init__(self, layers: LayerVersions, store: LayerPolicyStore) -> None:
@@ -182,6 +184,7 @@ class LayerPolicies:
             self._policies.pop(key, None)
         else:
             self._policies[key] = StoredPolicy.of(text, revision)
+        await self._layers.changed(key[0])
         return revision
 
 

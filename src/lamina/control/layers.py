@@ -28,7 +28,9 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from lamina import limits
-from lamina.control import listing, packages
+from lamina.cluster.api import ChangeFeed
+from lamina.cluster.local import NoFeed
+from lamina.control import changes, listing, packages
 from lamina.control import validation as v
 from lamina.control.layer_policies import LayerPolicies
 from lamina.control.s3_code import S3_MEMBERS, S3Location, s3_constraints, s3_location
@@ -109,6 +111,8 @@ class LayerService:
         self.merges = LayerMerges(settings.data_dir / "opt", code)
         #: each layer version's resource-based policy
         self.policies = LayerPolicies(self, LayerPolicyStore(metadata))
+        #: the other nodes on the same database (the server sets it)
+        self.feed: ChangeFeed = NoFeed()
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a blocking store call on the control worker."""
@@ -186,8 +190,19 @@ class LayerService:
             return
         gone = await self._keeper.run(self._metadata.delete_layer_version, name, number)
         self.policies.forget(name, number)
+        await self.changed(name)
         if gone is not None:
             await self._keeper.release_code(gone.code_sha256)
+
+    async def changed(self, name: str) -> None:
+        """Tell the other nodes that the layer `name` changed (a version deleted, a
+        policy written); a version published changes nothing they hold."""
+        await changes.tell(self.feed, "layer", name)
+
+    async def refresh(self, name: str) -> None:
+        """Another node changed the layer `name` ("*": any): its versions are read from
+        the database on each use; its policies, held here, are read again."""
+        await self.policies.load()
 
     # -- reads ---------------------------------------------------------------------
 

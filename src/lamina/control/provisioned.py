@@ -139,6 +139,7 @@ class ProvisionedConcurrency:
         )
         self._configs[(ref.name, qualifier)] = (requested, at)
         self._apply(target)
+        await self._functions.changed(ref.name)
         return self._config(ref.name, qualifier)
 
     def get(self, ref: FunctionRef) -> ProvisionedConfig:
@@ -170,6 +171,7 @@ class ProvisionedConcurrency:
         del self._configs[(name, qualifier)]
         if target is not None:
             self._apply(target)
+        await self._functions.changed(name)
 
     def refresh(self, name: str) -> None:
         """Re-tell the scheduler every version's total (an alias moved to another version)."""

@@ -105,6 +105,7 @@ class RecursionConfigs:
         if not await self._functions.run(self._store.put_recursion, ref.name, recursive_loop):
             raise self._functions.not_found(ref.name)
         self._configs[ref.name] = recursive_loop
+        await self._functions.changed(ref.name)
         return str(recursive_loop)
 
     def forget_function(self, name: str) -> None:

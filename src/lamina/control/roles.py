@@ -25,6 +25,9 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 from lamina.auth.principal import PolicyDocument
+from lamina.cluster.api import ChangeFeed
+from lamina.cluster.local import NoFeed
+from lamina.control import changes
 from lamina.control import validation as v
 from lamina.errors import (
     InvalidParameterValueError,
@@ -82,10 +85,27 @@ class RoleService:
         self._by_key: dict[str, Role] = {}  # by lower-cased name
         self._by_arn: dict[str, Role] = {}
         self._writing = asyncio.Lock()
+        #: the other nodes on the same database (the server sets it)
+        self.feed: ChangeFeed = NoFeed()
 
     async def load(self) -> None:
         for role in await self._runner.run(self._store.all):
             self._keep(role)
+
+    async def refresh(self, name: str) -> None:
+        """Another node changed the role `name` ("*": any role): re-read it."""
+        async with self._writing:
+            fresh = {r.name.lower(): r for r in await self._runner.run(self._store.all)}
+            keys = fresh.keys() | self._by_key.keys() if name == "*" else {name.lower()}
+            for key in keys:
+                held, role = self._by_key.get(key), fresh.get(key)
+                if held == role:
+                    continue
+                if held is not None:
+                    del self._by_key[key]
+                    self._by_arn.pop(held.arn, None)
+                if role is not None:
+                    self._keep(role)
 
     # -- reads (no I/O) ------------------------------------------------------------
 
@@ -145,6 +165,7 @@ class RoleService:
             if current is not None:
                 self._by_arn.pop(current.arn, None)
             self._keep(role)
+        await changes.tell(self.feed, "role", role.name)
         return role
 
     async def delete(self, name: str) -> None:
@@ -157,6 +178,7 @@ class RoleService:
             await self._runner.run(self._store.delete, role.name)
             del self._by_key[key]
             self._by_arn.pop(role.arn, None)
+        await changes.tell(self.feed, "role", role.name)
 
     # -- internals -----------------------------------------------------------------
 

@@ -23,10 +23,15 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any, TypeVar
 
+from sqlalchemy.exc import IntegrityError
+
 from lamina import event_patterns as patterns
 from lamina import untrusted_json
-from lamina.control import listing
-from lamina.errors import ResourceNotFoundError, UserError, ValidationError
+from lamina.cluster.api import ChangeFeed
+from lamina.cluster.local import NoFeed
+from lamina.control import changes, listing
+from lamina.control.changes import CONCURRENT_CHANGE
+from lamina.errors import ResourceConflictError, ResourceNotFoundError, UserError, ValidationError
 from lamina.models import Rule, RuleState, RuleTarget
 from lamina.schedule_expr import Schedule
 from lamina.schedule_expr import parse as parse_schedule
@@ -113,13 +118,40 @@ class RuleService:
         self._writing = asyncio.Lock()
         #: called after every change (the schedule runner replans)
         self.on_change: Callable[[], None] = lambda: None
+        #: the other nodes on the same database (the server sets it)
+        self.feed: ChangeFeed = NoFeed()
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._worker, partial(fn, *args))
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._worker, partial(fn, *args)
+            )
+        except IntegrityError as e:
+            # Another node wrote the same rule first; rolled back whole.
+            raise ResourceConflictError(CONCURRENT_CHANGE) from e
 
     async def load(self) -> None:
         for rule in await self._run(self._store.all):
             self._remember(rule)
+
+    async def refresh(self, key: str) -> None:
+        """Another node changed the rule `key` ("bus/rule"; "*": any rule): re-read it, and
+        replan if it is not what was held."""
+        async with self._writing:
+            fresh = {r.name: r for r in await self._run(self._store.all)}
+            names = fresh.keys() | self._rules.keys() if key == "*" else {key.split("/")[-1]}
+            changed = False
+            for name in names:
+                held, rule = self._rules.get(name), fresh.get(name)
+                if held == rule:
+                    continue
+                changed = True
+                if rule is None:
+                    self._forget(name)
+                else:
+                    self._remember(rule)
+        if changed:
+            self.on_change()
 
     def close(self) -> None:
         self._worker.shutdown(wait=True)
@@ -260,7 +292,7 @@ class RuleService:
             )
             await self._run(self._store.put, rule)
             self._remember(rule)
-        self.on_change()
+        await self._changed(rule.name)
         return rule
 
     async def set_state(self, name: Any, bus: Any, state: RuleState) -> None:
@@ -273,7 +305,7 @@ class RuleService:
             rule = replace(rule, state=state, anchor=anchor)
             await self._run(self._store.put, rule)
             self._remember(rule)
-        self.on_change()
+        await self._changed(rule.name)
 
     async def delete_rule(self, name: Any, bus: Any) -> None:
         """DeleteRule: refused while the rule has targets, as EventBridge does (its `Force`
@@ -289,7 +321,7 @@ class RuleService:
                 raise ValidationError("Rule can't be deleted since it has targets.")
             await self._run(self._store.delete, name)
             self._forget(name)
-        self.on_change()
+        await self._changed(name)
 
     async def put_targets(
         self, name: Any, bus: Any, entries: Sequence[TargetInput]
@@ -315,7 +347,7 @@ class RuleService:
             if new != rule.targets:
                 await self._run(self._store.set_targets, rule.name, new)
                 self._remember(replace(rule, targets=new))
-        self.on_change()
+        await self._changed(rule.name)
         return failed
 
     async def remove_targets(self, name: Any, bus: Any, ids: Sequence[Any]) -> None:
@@ -329,7 +361,7 @@ class RuleService:
             if new != rule.targets:
                 await self._run(self._store.set_targets, rule.name, new)
                 self._remember(replace(rule, targets=new))
-        self.on_change()
+        await self._changed(rule.name)
 
     async def claim_tick(self, name: str, tick: datetime) -> bool:
         """Record `tick` as fired for the rule, durably, unless it already was: True means
@@ -374,6 +406,11 @@ class RuleService:
                 log.warning("rule %s: its pattern is no longer valid: %s", rule.name, e.reason)
         if rule.schedule_expression:
             self._schedules[rule.name] = parse_schedule(rule.schedule_expression)
+
+    async def _changed(self, name: str) -> None:
+        """After a committed change of the rule: replan here, and tell the other nodes."""
+        self.on_change()
+        await changes.tell(self.feed, "rule", f"{DEFAULT_BUS}/{name}")
 
     def _forget(self, name: str) -> None:
         self._rules.pop(name, None)

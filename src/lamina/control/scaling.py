@@ -145,6 +145,7 @@ class FunctionScaling:
             raise self._functions.not_found(config.name, config.version)
         self._configs[(config.name, config.version)] = ScalingConfig(low, high)
         self.apply(config.name, config.version)
+        await self._functions.changed(config.name)
         return config
 
     def forget(self, name: str, version: str | None) -> None:

@@ -24,6 +24,7 @@ from lamina.models import (
     NETWORK_VALUES,
     NETWORK_VARIABLE,
     SYSTEM_LOG_LEVELS,
+    DurableConfig,
     LogFormat,
     LoggingConfig,
     VpcConfig,
@@ -391,6 +392,34 @@ _LOGGING_ENUMS = (
     ("ApplicationLogLevel", "applicationLogLevel", APPLICATION_LOG_LEVELS),
     ("SystemLogLevel", "systemLogLevel", SYSTEM_LOG_LEVELS),
 )
+
+
+def durable_config(c: Constraints, value: Any) -> DurableConfig | None:
+    """`DurableConfig` (None: not given): ExecutionTimeout 1-31,622,400 s (required),
+    RetentionPeriodInDays 1-90 (14 when left out), KMSKeyArn recorded as given."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        c.fail(value, "durableConfig", "Member must be a structure")
+        return None
+    timeout = value.get("ExecutionTimeout")
+    retention = value.get("RetentionPeriodInDays", 14)
+    kms = value.get("KMSKeyArn")
+    ok = True
+    if timeout is None:
+        c.defer(InvalidParameterValueError("DurableConfig.ExecutionTimeout is required."))
+        ok = False
+    elif c.integer(timeout, "durableConfig.executionTimeout", 1, 31622400) is None:
+        ok = False
+    if c.integer(retention, "durableConfig.retentionPeriodInDays", 1, 90) is None:
+        ok = False
+    if kms is not None and not isinstance(kms, str):
+        c.fail(kms, "durableConfig.kMSKeyArn", "Member must be a string")
+        ok = False
+    if not ok:
+        return None
+    assert isinstance(timeout, int) and isinstance(retention, int)
+    return DurableConfig(timeout, retention, kms or None)
 
 
 _TRACING_MODES = ("Active", "PassThrough")

@@ -35,7 +35,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -66,6 +66,9 @@ from lamina.store.event_queue import (
 )
 
 log = logging.getLogger(__name__)
+
+#: starts a durable execution for an invocation (`events.durable.DurableRunner.start_for`)
+DurableStart = Callable[[FunctionConfig, InvokeRequest], Awaitable[InvokeResult]]
 
 #: payload bytes of queued events held in memory; past this, payloads are read back when due
 _HOLD_BYTES = 64 * 1024 * 1024
@@ -141,6 +144,9 @@ class AsyncQueue:
         self._store = store
         self._functions = functions
         self._scheduler = scheduler
+        #: how an event of a durable function starts its execution (`events.durable`); None:
+        #: invoked like any other function
+        self.start_durable: DurableStart | None = None
         self._metrics = metrics
         self._clock = clock
         #: every back-off is Lambda's times this (`--retry-base-delay` / 60 s)
@@ -164,6 +170,14 @@ class AsyncQueue:
         for event in await self._store.load(_HOLD_BYTES):
             if event.payload is not None:
                 self._held += len(event.payload)
+            self._push(event)
+
+    def adopt(self, events: Sequence[QueuedEvent]) -> None:
+        """Take up events moved here from a node that died (`cluster.adoption`; already
+        stored under this node's name), as `start` takes up those a previous run left."""
+        for event in events:
+            if event.payload is not None:
+                self._hold(event)
             self._push(event)
 
     async def accept(
@@ -330,13 +344,18 @@ class AsyncQueue:
             lane.wake.set()
 
     def _requeue_later(self, lane: _Lane, event: QueuedEvent) -> None:
-        """Back off (Lambda's throttle and service-error back-off) and try the event again."""
+        """Back off (Lambda's throttle and service-error back-off) and try the event again.
+
+        The back-off doubles once per pause, not once per failed attempt: attempts that ran
+        together and failed together (a NATS server lost under a full window) are one
+        failure, not a window's worth of doublings that would stall the lane for minutes."""
         now = self._clock()
-        lane.backoff = min(
-            max(lane.backoff * 2, _THROTTLE_FIRST_S * self._scale, _BACKOFF_FLOOR_S),
-            max(_THROTTLE_MAX_S * self._scale, _BACKOFF_FLOOR_S),
-        )
-        lane.paused_until = now + lane.backoff
+        if lane.paused_until <= now:
+            lane.backoff = min(
+                max(lane.backoff * 2, _THROTTLE_FIRST_S * self._scale, _BACKOFF_FLOOR_S),
+                max(_THROTTLE_MAX_S * self._scale, _BACKOFF_FLOOR_S),
+            )
+            lane.paused_until = now + lane.backoff
         event.due = now
         self._push(event)
 
@@ -357,7 +376,7 @@ class AsyncQueue:
         payload = event.payload
         if payload is None:
             payload = await self._store.payload(event.id)
-            if payload is None:  # finished meanwhile (cannot happen with one dispatcher)
+            if payload is None:  # gone: adopted by another node while this one was cut off
                 return
         if config.state is not FunctionState.ACTIVE:
             self._count(name, "throttled")
@@ -374,8 +393,13 @@ class AsyncQueue:
             invoked_arn=self._functions.arn(name, qualifier),
             trace_id=trace,
         )
+        invoke: DurableStart = self._scheduler.invoke
+        if config.durable is not None and self.start_durable is not None:
+            # A durable function's event starts a durable execution (named after the event:
+            # an event run twice after a crash starts it once).
+            invoke = self.start_durable
         try:
-            result = await self._scheduler.invoke(config, request)
+            result = await invoke(config, request)
         except TooManyRequestsError:
             self._count(name, "throttled")
             self._last[event.id] = _Attempt(None, 429)

@@ -13,6 +13,9 @@ removed through `/lamina/routes` (`lamina routes add|rm`):
 `$default` unless the file names another; `$default` is served at `<endpoint>/_http/<path>`,
 another stage at `<endpoint>/_http/<stage>/<path>`.
 
+In a cluster (`lamina serve --cluster`) every node serves the same routes from the shared
+database (`store.http_routes`); the file then only seeds a database that has none.
+
 The most specific route wins, as in API Gateway: segment by segment, a literal before a
 `{param}` before a greedy `{proxy+}`; then a route of the request's method before `ANY`; and
 `$default` only when nothing else matches.
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import secrets
@@ -34,6 +38,10 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from lamina.arns import parse_function_ref
+from lamina.cluster.api import ChangeFeed
+from lamina.cluster.local import NoFeed
+from lamina.control import changes
+from lamina.control.changes import CONCURRENT_CHANGE
 from lamina.errors import (
     InvalidParameterValueError,
     LaminaError,
@@ -45,6 +53,7 @@ from lamina.settings import Settings
 
 if TYPE_CHECKING:
     from lamina.control import FunctionService
+    from lamina.store.http_routes import RouteStore
 
 DEFAULT_ROUTE = "$default"
 DEFAULT_STAGE = "$default"
@@ -55,6 +64,8 @@ _LITERAL = re.compile(r"[A-Za-z0-9._~!$&'()*,;=:@-]+")
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(\+?)\}")
 _STAGE = re.compile(r"\$default|[A-Za-z0-9_-]{1,128}")
 _API_ID_ALPHABET = string.ascii_lowercase + string.digits
+
+log = logging.getLogger(__name__)
 
 
 class Segment(IntEnum):
@@ -234,23 +245,54 @@ class RouteTable:
 
 
 class HttpRoutes:
-    """The route file and the table served from it. Changes are written to the file before
-    they take effect, one at a time."""
+    """The routes and the table served from them. Changes are written before they take
+    effect, one at a time: to the route file, or in a cluster (`store`) to the database,
+    which the file only seeds."""
 
-    def __init__(self, settings: Settings, functions: FunctionService) -> None:
+    def __init__(
+        self, settings: Settings, functions: FunctionService, store: RouteStore | None = None
+    ) -> None:
         self._settings = settings
         self._functions = functions
+        self._store = store
+        #: the database's revision of what is served (with a store)
+        self._revision: int | None = None
         self.path = settings.routes_path
         self.stage = DEFAULT_STAGE
         self.api_id = ""
         self.table = RouteTable([])
         self._writing = asyncio.Lock()
+        #: the other nodes (the server sets it)
+        self.feed: ChangeFeed = NoFeed()
 
     async def load(self) -> None:
-        """Read the route file (none yet: no routes). ValueError naming the file and the
-        problem if it is not a route file."""
+        """Read the routes: the route file (none yet: no routes), or with a store the
+        database's, which the file seeds if it has none. ValueError naming the file (or the
+        database) and the problem if they are not routes."""
+        if self._store is not None and await self._load_stored():
+            return
         raw = await asyncio.to_thread(_read, self.path)
-        data: Any = {} if raw is None else raw
+        self._take(*self._parse({} if raw is None else raw, str(self.path)))
+        if self._store is not None:
+            # The first node to start seeds the database; a node that lost that race serves
+            # what the winner stored.
+            revision = await asyncio.to_thread(self._store.write, self._document(), None)
+            if revision is None:
+                await self._load_stored()
+            else:
+                self._revision = revision
+
+    async def _load_stored(self) -> bool:
+        assert self._store is not None
+        found = await asyncio.to_thread(self._store.read)
+        if found is None:
+            return False
+        document, revision = found
+        self._take(*self._parse(document, "the routes in the database"))
+        self._revision = revision
+        return True
+
+    def _parse(self, data: Any, where: str) -> tuple[str, str, list[Route]]:
         try:
             if not isinstance(data, dict):
                 raise InvalidParameterValueError("the file must hold a JSON object")
@@ -265,10 +307,13 @@ class HttpRoutes:
             routes = [parse_route(spec, self._settings) for spec in specs]
             _check_distinct(routes)
         except LaminaError as e:
-            raise ValueError(f"{self.path}: {e.message}") from None
+            raise ValueError(f"{where}: {e.message}") from None
         api_id = data.get("apiId")
+        return stage, api_id if isinstance(api_id, str) and api_id else _new_api_id(), routes
+
+    def _take(self, stage: str, api_id: str, routes: list[Route]) -> None:
         self.stage = stage
-        self.api_id = api_id if isinstance(api_id, str) and api_id else _new_api_id()
+        self.api_id = api_id
         self.table = RouteTable(routes)
 
     def base_path(self) -> str:
@@ -285,6 +330,7 @@ class HttpRoutes:
             routes = [*self.table.routes, route]
             _check_distinct(routes)
             await self._save(routes)
+        await changes.tell(self.feed, "route", "*")
         return route
 
     async def remove(self, route_key: str) -> None:
@@ -293,14 +339,36 @@ class HttpRoutes:
             if len(routes) == len(self.table.routes):
                 raise ResourceNotFoundError(f"There is no route {route_key}.")
             await self._save(routes)
+        await changes.tell(self.feed, "route", "*")
 
-    async def _save(self, routes: list[Route]) -> None:
-        data = {
+    async def refresh(self, key: str) -> None:
+        """Another node changed the routes: read them again (from the database; without
+        one, from the route file, which only nodes sharing it see changed). Routes that no
+        longer read leave the table served now as it is."""
+        async with self._writing:
+            try:
+                await self.load()
+            except ValueError as e:
+                log.error("the routes another node wrote cannot be read: %s", e)
+
+    def _document(self, routes: list[Route] | None = None) -> dict[str, Any]:
+        return {
             "stage": self.stage,
             "apiId": self.api_id,
-            "routes": [r.spec() for r in routes],
+            "routes": [r.spec() for r in (self.table.routes if routes is None else routes)],
         }
-        await asyncio.to_thread(_write, self.path, data)
+
+    async def _save(self, routes: list[Route]) -> None:
+        data = self._document(routes)
+        if self._store is None:
+            await asyncio.to_thread(_write, self.path, data)
+        else:
+            revision = await asyncio.to_thread(self._store.write, data, self._revision)
+            if revision is None:
+                # Another node changed the routes since they were read here.
+                await self._load_stored()
+                raise ResourceConflictError(CONCURRENT_CHANGE)
+            self._revision = revision
         self.table = RouteTable(routes)
 
 

@@ -10,6 +10,15 @@ claim is a local SQLite write, so the window is a few milliseconds). EventBridge
 least once, but a scheduled job run twice is the worse surprise for a restart to cause;
 a graceful stop never lands in the window, as the task finishes a fire it has begun.
 
+In a cluster, a rule's ticks fire on one node: the one holding its lease (`rule/<bus>/<name>`,
+see `cluster.ownership`). The lease is not what keeps a tick from firing twice — during a
+hand-over, or on an ex-owner cut off from NATS that has not yet noticed its lease is gone, two
+nodes may both believe they own a rule — the claim is: it is one UPDATE in the shared
+database, conditional on the stored last tick being earlier, and the database applies the
+two nodes' UPDATEs one after the other (PostgreSQL re-checks the condition on the row the
+first one wrote), so one of them wins each tick. A node whose claim lost plans on from the
+tick it lost at once (the stored last tick is at least that one), as after a claim it won.
+
 Ticks missed while the server was down are not replayed: a tick at most `GRACE` old still
 fires (once), older ones are skipped, as a scheduler that was briefly away would catch up.
 
@@ -29,6 +38,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from lamina.cluster.api import Leases, NodeDirectory
+from lamina.cluster.local import LocalLeases
+from lamina.cluster.ownership import Ownership
 from lamina.control.rules import RuleService
 from lamina.errors import LaminaError
 from lamina.events.bus import EventBus
@@ -95,18 +107,38 @@ def next_tick(rule: Rule, schedule: Schedule, now: datetime) -> datetime | None:
     return schedule.next_after(base, rule.anchor)
 
 
+def rule_key(rule: Rule) -> str:
+    """The lease of a rule's ticks."""
+    return f"rule/{rule.bus}/{rule.name}"
+
+
 class ScheduleRunner:
-    def __init__(self, rules: RuleService, bus: EventBus, clock: ScheduleClock) -> None:
+    def __init__(
+        self,
+        rules: RuleService,
+        bus: EventBus,
+        clock: ScheduleClock,
+        leases: Leases | None = None,
+        directory: NodeDirectory | None = None,
+    ) -> None:
         self._rules = rules
         self._bus = bus
         self._clock = clock
         self._wake = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
+        self._jobs = Ownership(
+            leases or LocalLeases(),
+            directory,
+            started=self._owner_started,
+            stopped=self._owner_stopped,
+            what="schedules",
+        )
         #: ticks fired since start-up (tests and /lamina/schedules)
         self.fired = 0
 
     def start(self) -> None:
+        self._jobs.start()
         self._task = asyncio.get_running_loop().create_task(self._loop())
 
     def wake(self) -> None:
@@ -119,6 +151,18 @@ class ScheduleRunner:
         self._wake.set()
         if self._task is not None:
             await self._task
+        await self._jobs.close()
+
+    def owns(self, rule: Rule) -> bool:
+        """Whether this node fires the rule's ticks (so far as it knows: see the module's
+        docstring for why a tick fires once all the same)."""
+        return self._jobs.owns(rule_key(rule))
+
+    async def _owner_started(self, key: str) -> None:
+        self.wake()
+
+    async def _owner_stopped(self, key: str) -> None:
+        """Nothing to stop: each tick asks `owns` before its claim."""
 
     def plan(self) -> list[Planned]:
         now = self._clock.now()
@@ -148,27 +192,40 @@ class ScheduleRunner:
         """One pass: fire every due tick; the real seconds until the next one is due (capped).
         The runner's task calls it in a loop; tests call it with a clock of their own."""
         while True:
+            await self._follow_rules()
             now = self._clock.now()
             soonest: datetime | None = None
-            fired = False
+            moved = False
             for rule, schedule in self._rules.scheduled():
-                if rule.state is not RuleState.ENABLED:
+                if rule.state is not RuleState.ENABLED or not self.owns(rule):
                     continue
                 tick = next_tick(rule, schedule, now)
                 if tick is None:
                     continue
                 if tick <= now:
-                    # Only a claimed tick moves the rule on; one that was not (it was fired
-                    # already) must not make this pass spin on it.
-                    fired = await self._fire(rule.name, tick) or fired
+                    # Claimed or not, the rule's last tick is now at least `tick` (ticks are
+                    # strictly later than it): planning again cannot spin on this one.
+                    await self._fire(rule.name, tick)
+                    moved = True
                 elif soonest is None or tick < soonest:
                     soonest = tick
-            if not fired or self._closing:
+            if not moved or self._closing:
                 break
         if soonest is None:
             return _MAX_SLEEP_S
         ahead = (soonest - self._clock.now()).total_seconds()
         return min(_MAX_SLEEP_S, max(0.001, self._clock.real_seconds(ahead)))
+
+    async def _follow_rules(self) -> None:
+        """The enabled scheduled rules are the jobs this node may own; others are dropped."""
+        keys = {
+            rule_key(rule) for rule, _ in self._rules.scheduled() if rule.state is RuleState.ENABLED
+        }
+        wanted = self._jobs.wanted()
+        for key in sorted(keys - wanted):
+            await self._jobs.want(key)
+        for key in sorted(wanted - keys):
+            await self._jobs.drop(key)
 
     async def _fire(self, name: str, tick: datetime) -> bool:
         """Claim the tick and queue its event for the rule's targets; False if it was

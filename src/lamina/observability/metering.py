@@ -3,15 +3,16 @@
 Every invocation's `Report` adds one request, its billed milliseconds (Lambda's 1 ms granularity,
 init included where Lambda bills it) and its billed milliseconds x memory to the bucket of its
 (function, version, UTC day). The hot path is a dict update on the event loop; the totals reach
-SQLite (`<data-dir>/usage.db`) in batches, about once a second and on close, on one writer thread
-of the meter's own, so they survive a restart and the event loop never waits on the disk.
+the database in batches, about once a second and on close, on one writer thread of the meter's
+own, so they survive a restart and the event loop never waits on the disk. The database is
+`<data-dir>/usage.db` on a single machine and the cluster's shared one in a cluster, where
+every node adds to the same rows (`store.usage`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar, TypeVarTuple
 
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
 from lamina.observability.logs import Report
+from lamina.store.engine import make_engine
+from lamina.store.usage import UsageRows, usage
 
 log = logging.getLogger("lamina.metering")
 
@@ -62,7 +68,8 @@ _Pending = dict[tuple[str, str, str], list[int]]
 
 
 class Meter:
-    """Accumulates usage from `Report`s and keeps it in SQLite.
+    """Accumulates usage from `Report`s and keeps it in `database`: a SQLite file of its own
+    (`usage.db`), or an engine whose schema the migrations made (a cluster's database).
 
     `record` must be called on the event loop (it is a `LogWriter.on_report` observer);
     `open`, `flush`, `usage` and `close` are coroutines on that loop. Writes are additive
@@ -70,12 +77,12 @@ class Meter:
     next one. Usage recorded after `close` is not written.
     """
 
-    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
-        self._path = path
+    def __init__(self, database: Path | Engine, clock: Callable[[], float] = time.time) -> None:
+        self._database = database
         self._clock = clock
         self._pending: _Pending = {}
-        # One thread owns the SQLite connection: batches are serialized without a lock and
-        # the connection never crosses threads.
+        # One thread writes: batches are serialized without a lock, and a SQLite file's
+        # connection never crosses threads.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lamina-meter")
         self._db: _UsageDb | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -88,7 +95,7 @@ class Meter:
 
     async def open(self) -> None:
         """Open (or create) the database, off the event loop."""
-        self._db = await self._in_thread(_UsageDb, self._path)
+        self._db = await self._in_thread(_UsageDb, self._database)
 
     # -- the hot path ------------------------------------------------------------------
 
@@ -127,9 +134,9 @@ class Meter:
         batch, self._pending = self._pending, {}
         try:
             await self._in_thread(self._db.add, batch)
-        except (sqlite3.Error, OSError):
+        except (SQLAlchemyError, OSError):
             # Usage is what a team is billed by: keep it for the next batch, not lost.
-            log.exception("metering: could not write usage to %s; will retry", self._path)
+            log.exception("metering: could not write usage; will retry with the next batch")
             for key, (requests, billed, mb_ms) in batch.items():
                 bucket = self._pending.setdefault(key, [0, 0, 0])
                 bucket[0] += requests
@@ -165,40 +172,20 @@ class Meter:
 class _UsageDb:
     """The usage table; used only from the meter's writer thread."""
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(path)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute(
-            "CREATE TABLE IF NOT EXISTS usage ("
-            " function TEXT NOT NULL, version TEXT NOT NULL, day TEXT NOT NULL,"
-            " requests INTEGER NOT NULL, billed_ms INTEGER NOT NULL, mb_ms INTEGER NOT NULL,"
-            " PRIMARY KEY (function, version, day))"
-        )
-        self._conn.commit()
+    def __init__(self, database: Path | Engine) -> None:
+        self._owned: Engine | None = None
+        if isinstance(database, Path):
+            database.parent.mkdir(parents=True, exist_ok=True)
+            database = self._owned = make_engine(f"sqlite:///{database}")
+            usage.create(database, checkfirst=True)  # the file's one table, as it always was
+        self._rows = UsageRows(database)
 
     def add(self, batch: _Pending) -> None:
-        with self._conn:  # one transaction per batch
-            self._conn.executemany(
-                "INSERT INTO usage VALUES (?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (function, version, day) DO UPDATE SET"
-                " requests = requests + excluded.requests,"
-                " billed_ms = billed_ms + excluded.billed_ms,"
-                " mb_ms = mb_ms + excluded.mb_ms",
-                [(f, v, d, r, b, m) for (f, v, d), (r, b, m) in batch.items()],
-            )
+        self._rows.add([(f, v, d, r, b, m) for (f, v, d), (r, b, m) in batch.items()])
 
     def query(self, since_day: str | None, function: str | None) -> list[Usage]:
-        sql = "SELECT function, version, day, requests, billed_ms, mb_ms FROM usage WHERE 1=1"
-        args: list[str] = []
-        if since_day is not None:
-            sql += " AND day >= ?"
-            args.append(since_day)
-        if function is not None:
-            sql += " AND function = ?"
-            args.append(function)
-        sql += " ORDER BY function, version, day"
-        return [Usage(*row) for row in self._conn.execute(sql, args)]
+        return [Usage(*row) for row in self._rows.query(since_day, function)]
 
     def close(self) -> None:
-        self._conn.close()
+        if self._owned is not None:
+            self._owned.dispose()

@@ -46,6 +46,9 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        #: cluster mode: every sample carries `node="<name>"`, so that one Prometheus
+        #: scraping every node can tell (and sum) them
+        self.node: str | None = None
         self.invocations = Counter(
             "lamina_invocations",
             "Invocations by function, version (executed), qualifier (invoked: alias, version "
@@ -99,6 +102,21 @@ class Metrics:
             "/invocation/next).",
             ["phase", "runtime"],
             buckets=_PHASE_BUCKETS,
+            registry=self.registry,
+        )
+        self.durable_checkpoint = Histogram(
+            "lamina_durable_checkpoint_seconds",
+            "How long the server took over each CheckpointDurableExecution, from its request "
+            "read to its answer (the change committed), by function.",
+            ["function"],
+            buckets=_PHASE_BUCKETS,
+            registry=self.registry,
+        )
+        self.durable_executions_ended = Counter(
+            "lamina_durable_executions_ended",
+            "Durable executions that ended, by function and status (SUCCEEDED, FAILED, "
+            "TIMED_OUT, STOPPED).",
+            ["function", "status"],
             registry=self.registry,
         )
         self.cold_starts = Counter(
@@ -279,4 +297,25 @@ class Metrics:
     def render(self) -> bytes:
         for refresh in self._on_scrape:
             refresh()
-        return generate_latest(self.registry)
+        text = generate_latest(self.registry)
+        return text if self.node is None else with_label(text, "node", self.node)
+
+
+def with_label(text: bytes, name: str, value: str) -> bytes:
+    """Prometheus text exposition with `name="value"` added first to every sample's labels."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    label = f'{name}="{escaped}"'.encode()
+    out = []
+    for line in text.split(b"\n"):
+        if not line or line.startswith(b"#"):
+            out.append(line)
+            continue
+        metric, sep, rest = line.partition(b" ")
+        brace = metric.find(b"{")
+        if brace < 0:
+            out.append(metric + b"{" + label + b"}" + sep + rest)
+        elif metric[brace + 1 : brace + 2] == b"}":
+            out.append(metric[: brace + 1] + label + metric[brace + 1 :] + sep + rest)
+        else:
+            out.append(metric[: brace + 1] + label + b"," + metric[brace + 1 :] + sep + rest)
+    return b"\n".join(out)

@@ -17,6 +17,8 @@ they too wait in `/event/next`, and the first invocation waits for that.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
 import re
 import socket
@@ -29,6 +31,7 @@ from typing import cast
 import httptools
 
 from lamina import limits
+from lamina.response_stream import ResponseStream
 from lamina.runtime_api.extensions import (
     INVOKE,
     Extension,
@@ -44,6 +47,10 @@ _NEXT = _PREFIX + b"/invocation/next"
 _INIT_ERROR = _PREFIX + b"/init/error"
 _RESULT = re.compile(rb"/2018-06-01/runtime/invocation/([^/]+)/(response|error)")
 _ERROR_TYPE_HEADER = b"lambda-runtime-function-error-type"
+#: the error's JSON, base64-encoded: a streamed response's trailer when it fails mid-stream
+_ERROR_BODY_HEADER = b"lambda-runtime-function-error-body"
+_RESPONSE_MODE_HEADER = b"lambda-runtime-function-response-mode"
+_CONTENT_TYPE_HEADER = b"content-type"
 _EXT_PREFIX = b"/2020-01-01/extension"
 _EXT_REGISTER = _EXT_PREFIX + b"/register"
 _EXT_NEXT = _EXT_PREFIX + b"/event/next"
@@ -81,6 +88,8 @@ class Invocation:
     cognito_identity: str | None = None
     #: Invoke's TenantId (X-Amz-Tenant-Id), given to the runtime as Lambda does
     tenant_id: str | None = None
+    #: where a response the runtime streams goes as it arrives (None: it is buffered)
+    stream: ResponseStream | None = None
 
     def next_response(self) -> bytes:
         headers = [
@@ -302,20 +311,69 @@ class RuntimeApiServer:
         except ExtensionError as e:
             conn.write(_error(e.status, e.error_type, e.message))
 
+    def _stream_to(self, request_id: bytes) -> ResponseStream | None:
+        """Where the runtime's streamed response to `request_id` goes as it arrives: the
+        invocation's stream, if it is the one in flight and its caller takes a stream."""
+        inv = self._current
+        if inv is None or inv.stream is None or inv.request_id.encode() != request_id:
+            return None
+        return inv.stream
+
+    def _stream_too_large(self, request_id: bytes) -> None:
+        """A streamed response went past Lambda's maximum: the invocation fails now (what
+        the runtime still sends is dropped, and answered when it ends)."""
+        inv = self._current
+        if inv is None or inv.request_id.encode() != request_id:
+            return
+        self._current = None
+        if not inv.future.done():
+            inv.future.set_result(
+                RuntimeOutcome(
+                    ok=False,
+                    body=(
+                        '{"errorMessage":"Response payload size exceeded maximum allowed '
+                        f'payload size ({limits.STREAM_RESPONSE_MAX_BYTES} bytes).",'
+                        '"errorType":"Function.ResponseSizeTooLarge"}'
+                    ).encode(),
+                    error_type="Function.ResponseSizeTooLarge",
+                )
+            )
+
     def _result(
         self,
         conn: _Connection,
         request_id: bytes,
         kind: bytes,
-        body: bytes,
-        size: int,
-        error_type: str | None,
+        request: _Request,
     ) -> None:
+        body, size, error_type = request.body, request.size, request.error_type
+        if request.overflowed:
+            conn.write(
+                _error("413 Payload Too Large", "RequestEntityTooLarge", "Payload too large")
+            )
+            return
         inv = self._current
         if inv is None or inv.request_id.encode() != request_id:
             conn.write(_error("400 Bad Request", "InvalidRequestID", "Invalid request ID"))
             return
         self._current = None
+        if request.streaming and kind == b"response" and error_type is not None:
+            # Failed mid-stream: the error comes in the trailers, its body base64-encoded.
+            conn.write(_ACCEPTED)
+            if not inv.future.done():
+                inv.future.set_result(
+                    RuntimeOutcome(
+                        ok=False,
+                        body=_trailer_error(error_type, request.error_body),
+                        error_type=error_type,
+                    )
+                )
+            return
+        if request.streamed:
+            conn.write(_ACCEPTED)
+            if not inv.future.done():
+                inv.future.set_result(RuntimeOutcome(ok=True, body=b""))
+            return
         if kind == b"response" and size > limits.SYNC_PAYLOAD_MAX_BYTES:
             outcome = RuntimeOutcome(
                 ok=False,
@@ -347,6 +405,16 @@ class RuntimeApiServer:
             self.extensions.forget(conn)
 
 
+def _trailer_error(error_type: str, encoded: str | None) -> bytes:
+    """The error a runtime reported in a streamed response's trailers, as Lambda gives it."""
+    if encoded:
+        try:
+            return base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            pass
+    return json.dumps({"errorType": error_type, "errorMessage": ""}).encode()
+
+
 @dataclass(frozen=True)
 class _Request:
     method: bytes
@@ -357,6 +425,14 @@ class _Request:
     keep_alive: bool
     #: the `Lambda-Extension-*` headers, by lower-case name (empty for the runtime's calls)
     headers: dict[bytes, str]
+    #: sent with `Lambda-Runtime-Function-Response-Mode: streaming`
+    streaming: bool = False
+    #: its body went to the invocation's stream as it arrived (so `body` is empty)
+    streamed: bool = False
+    #: the streamed body passed Lambda's maximum (the invocation failed already)
+    overflowed: bool = False
+    #: the `Lambda-Runtime-Function-Error-Body` trailer (base64)
+    error_body: str | None = None
 
 
 class _Connection(asyncio.Protocol):
@@ -373,6 +449,13 @@ class _Connection(asyncio.Protocol):
         self._close_after_write = False
         self._queued: deque[_Request] = deque()
         self._headers = _NO_HEADERS
+        self._streaming = False
+        self._content_type: str | None = None
+        self._error_body: str | None = None
+        #: the invocation's stream the body goes to as it arrives (a streamed response)
+        self._sink: ResponseStream | None = None
+        self._streamed = False
+        self._overflowed = False
         self.alive = False
         #: waiting in a long poll (the runtime's /next or an extension's /event/next)
         self.parked = False
@@ -402,6 +485,9 @@ class _Connection(asyncio.Protocol):
         self._size = 0
         self._error_type = None
         self._headers = _NO_HEADERS
+        self._streaming = self._streamed = self._overflowed = False
+        self._content_type = self._error_body = None
+        self._sink = None
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -410,12 +496,56 @@ class _Connection(asyncio.Protocol):
         lower = name.lower()
         if lower == _ERROR_TYPE_HEADER:
             self._error_type = value.decode("latin-1")
+        elif lower == _RESPONSE_MODE_HEADER:
+            self._streaming = value.strip().lower() == b"streaming"
+        elif lower == _CONTENT_TYPE_HEADER:
+            self._content_type = value.decode("latin-1")
+        elif lower == _ERROR_BODY_HEADER:
+            self._error_body = value.decode("latin-1")
         elif lower.startswith(_EXT_HEADER_PREFIX):
             if self._headers is _NO_HEADERS:
                 self._headers = {}  # this request's own (a queued one keeps its own)
             self._headers[lower] = value.decode("latin-1")
 
+    def on_headers_complete(self) -> None:
+        if not self._streaming or self.parked or self._queued:
+            return  # a pipelined response waits its turn, buffered
+        m = _RESULT.fullmatch(self._url.split(b"?", 1)[0])
+        if m is None or m[2] != b"response":
+            return
+        sink = self._api._stream_to(m[1])
+        if sink is not None:
+            self._sink = sink
+            self._streamed = True
+            sink.on_pressure = self._pressure
+            sink.start(self._content_type)
+
+    def _pressure(self, on: bool) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        if on:
+            transport.pause_reading()
+        else:
+            transport.resume_reading()
+
     def on_body(self, body: bytes) -> None:
+        sink = self._sink
+        if sink is not None:
+            self._size += len(body)
+            if self._size > limits.STREAM_RESPONSE_MAX_BYTES:
+                self._sink = None
+                self._overflowed = True
+                sink.on_pressure = None
+                self._pressure(False)  # the rest is read, and dropped
+                m = _RESULT.fullmatch(self._url.split(b"?", 1)[0])
+                if m is not None:
+                    self._api._stream_too_large(m[1])
+                return
+            sink.feed(body)
+            return
+        if self._overflowed:
+            return
         self._size += len(body)
         # Past the limit, count but keep nothing: the caller gets an error, not the body.
         if self._size <= limits.SYNC_PAYLOAD_MAX_BYTES:
@@ -430,7 +560,14 @@ class _Connection(asyncio.Protocol):
             error_type=self._error_type,
             keep_alive=self._parser.should_keep_alive(),
             headers=self._headers,
+            streaming=self._streaming,
+            streamed=self._streamed,
+            overflowed=self._overflowed,
+            error_body=self._error_body,
         )
+        # (the stream keeps its hook: a connection paused for a slow caller is read again
+        # once the caller has taken what waits, or the invocation is over)
+        self._sink = None
         if self.parked or self._queued:
             # HTTP/1.1 answers in order: a request pipelined behind a parked poll waits.
             self._queued.append(request)
@@ -443,7 +580,7 @@ class _Connection(asyncio.Protocol):
         if path == _NEXT and method == b"GET":
             api._next(self)
         elif method == b"POST" and (m := _RESULT.fullmatch(path)):
-            api._result(self, m[1], m[2], request.body, request.size, request.error_type)
+            api._result(self, m[1], m[2], request)
         elif path == _INIT_ERROR and method == b"POST":
             api._init_error(self, request.body, request.error_type)
         elif not path.startswith(_PREFIX):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,7 +127,10 @@ class CgroupTree:
                 places.append(_Place(controller, 2, Path(v2_mount) / name))
             else:
                 raise CgroupUnavailable(f"no cgroup controller {controller!r} on this host")
-        for place in places:
+        freezer = _freezer_place(v2_mount, v1_mounts, own_v1, name)
+        # The freezer first: a dead server's environments may be frozen there, and a frozen
+        # process neither dies of its kill nor leaves its other cgroups until it is thawed.
+        for place in ([freezer] if freezer is not None else []) + places:
             _sweep(place.parent.parent)
         if any(p.version == 2 for p in places):
             wanted = " ".join(f"+{p.controller}" for p in places if p.version == 2)
@@ -137,10 +141,8 @@ class CgroupTree:
         if any(p.version == 2 for p in places):
             assert v2_mount is not None
             _write(Path(v2_mount) / name / "cgroup.subtree_control", wanted)
-        freezer = _freezer_place(v2_mount, v1_mounts, own_v1, name)
         if freezer is not None:
             try:
-                _sweep(freezer.parent.parent)
                 _mkdir(freezer.parent)
                 places.append(freezer)
             except OSError:
@@ -191,7 +193,9 @@ def _mkdir(path: Path) -> None:
 
 
 def _sweep(base: Path) -> None:
-    """Remove parents left by Lamina servers that are no longer running."""
+    """Remove parents left by Lamina servers that are no longer running, with what still runs
+    in them: a server killed with SIGKILL leaves its frozen environments behind (a frozen
+    process does not act on its parent's death), which are thawed and killed here."""
     with contextlib.suppress(OSError):
         for d in base.iterdir():
             if not d.name.startswith("lamina-") or not d.is_dir():
@@ -201,10 +205,24 @@ def _sweep(base: Path) -> None:
             except ValueError:
                 continue
             if pid != os.getpid() and not os.path.exists(f"/proc/{pid}"):
-                for child in d.iterdir():
-                    if child.is_dir():
-                        _rmdir(child)
+                children = [c for c in d.iterdir() if c.is_dir()]
+                for child in children:
+                    _kill_all(child)
+                for child in children:
+                    _rmdir(child)
                 _rmdir(d)
+
+
+def _kill_all(cgroup: Path) -> None:
+    """Thaw a cgroup (if it is a freezer's) and SIGKILL every process in it."""
+    with contextlib.suppress(OSError):
+        _write(cgroup / "freezer.state", "THAWED")
+    with contextlib.suppress(OSError):
+        _write(cgroup / "cgroup.freeze", "0")
+    with contextlib.suppress(OSError):
+        for line in (cgroup / "cgroup.procs").read_text().split():
+            with contextlib.suppress(OSError, ValueError):
+                os.kill(int(line), signal.SIGKILL)
 
 
 def _rmdir(path: Path) -> None:

@@ -11,12 +11,40 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from typing import Protocol
 
 from lamina.errors import TooManyRequestsError
 
 RESERVED_EXCEEDED = "ReservedFunctionConcurrentInvocationLimitExceeded"
 ACCOUNT_EXCEEDED = "ConcurrentInvocationLimitExceeded"
+
+
+class ConcurrencyControl(Protocol):
+    """What the scheduler asks of concurrency accounting: this module's `Concurrency` on a
+    single machine, `cluster.concurrency.ClusterConcurrency` across a cluster. A lease is
+    taken in two steps so that the single machine's stays free of awaits:
+
+        held = control.try_hold(name) or await control.hold_async(name)
+        with held as lease: ...
+
+    `try_hold` decides without I/O: the lease (to be entered at once), None if only the
+    cluster can tell, or TooManyRequestsError (429). `hold_async` asks the cluster, and
+    gives the lease or raises TooManyRequestsError."""
+
+    @property
+    def account_limit(self) -> int: ...
+
+    @property
+    def unreserved_limit(self) -> int: ...
+
+    def set_reserved(self, function_name: str, limit: int | None) -> None: ...
+
+    def running(self, function_name: str | None = None) -> int: ...
+
+    def try_hold(self, function_name: str) -> AbstractContextManager[Lease] | None: ...
+
+    async def hold_async(self, function_name: str) -> AbstractContextManager[Lease]: ...
 
 
 class Concurrency:
@@ -78,6 +106,12 @@ class Concurrency:
                 lease.until.add_done_callback(lambda _: release())
             else:
                 release()
+
+    #: `hold` itself: on one machine every lease is decided without I/O
+    try_hold = hold
+
+    async def hold_async(self, function_name: str) -> AbstractContextManager[Lease]:
+        return self.hold(function_name)
 
 
 class Lease:

@@ -180,6 +180,9 @@ class EnvironmentContext:
     #: awaited before each start: returns once the runtime's image is ready, or has had
     #: its time (see `RuntimeImages.wait`)
     image_ready: Callable[[], Awaitable[None]] | None = None
+    #: awaited before each start (cluster mode): returns once the function's code and layers
+    #: are on this node, fetched from the cluster if need be; raises if they cannot be
+    code_ready: Callable[[], Awaitable[None]] | None = None
 
 
 class Environment:
@@ -297,6 +300,18 @@ class Environment:
         if ctx.image_ready is not None:
             # Before the clock starts: an SDK being installed is no part of the init phase.
             await ctx.image_ready()
+        if ctx.code_ready is not None:
+            # Before the clock starts too: fetching code from the cluster is not init.
+            try:
+                await ctx.code_ready()
+            except Exception as e:
+                await self.destroy()
+                log.error("the code of %s could not be fetched: %s", ctx.config.name, e)
+                raise InitFailed(
+                    _error_payload(
+                        "Runtime.Unknown", f"Lamina could not fetch the function's code: {e}"
+                    )
+                ) from e
         t0 = time.perf_counter()
         extensions: tuple[str, ...] = ()
         ext_output: int | None = None
@@ -581,6 +596,7 @@ class Environment:
             trace_id=request.trace_id,
             client_context=request.client_context,
             tenant_id=request.tenant_id,
+            stream=request.stream,
         )
 
     async def _outcome(
@@ -640,6 +656,7 @@ class Environment:
                 payload=outcome.body,
                 executed_version=config.version,
                 function_error=None if outcome.ok else "Unhandled",
+                error_type=outcome.error_type,
                 duration_ms=duration_ms,
                 init_duration_ms=init_ms,
                 log_tail=tail,
@@ -657,6 +674,7 @@ class Environment:
             payload=outcome.body,
             executed_version=config.version,
             function_error=None if outcome.ok else "Unhandled",
+            error_type=outcome.error_type,
             duration_ms=duration_ms,
             init_duration_ms=init_ms,
             log_tail=tail,

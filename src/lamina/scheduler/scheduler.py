@@ -29,7 +29,7 @@ from lamina.runtimes.catalog import Family, RuntimeCatalog, RuntimeInfo
 from lamina.runtimes.images import RuntimeImages
 from lamina.sandbox import SandboxBackend
 from lamina.scheduler.capacity import MemoryCapacity
-from lamina.scheduler.concurrency import Concurrency, Lease
+from lamina.scheduler.concurrency import Concurrency, ConcurrencyControl, Lease
 from lamina.scheduler.environment import (
     Environment,
     EnvironmentContext,
@@ -163,6 +163,12 @@ class Pool:
     @property
     def live(self) -> list[Environment]:
         return list(self._live)
+
+    @property
+    def idle_count(self) -> int:
+        """Idle environments ready for an invoke now (the idle list may still hold ones
+        that died since they were put there: they are skipped when popped, and not counted)."""
+        return sum(1 for env in self._idle if env.state is EnvState.IDLE)
 
     async def invoke(self, request: InvokeRequest, lease: Lease | None = None) -> InvokeResult:
         for _ in range(_DELIVERY_ATTEMPTS):
@@ -338,10 +344,49 @@ class Pool:
                 self._provisioned.discard(env)
                 self.provision_error = failure.payload.decode(errors="replace")[:500]
                 return
+            except asyncio.CancelledError:
+                # The pool was retired while this one started (its version's configuration
+                # changed): stop it rather than leave it counted among the live ones.
+                self._provisioned.discard(env)
+                await env.destroy()
+                raise
+            env.prewarmed()
+            if env.init_duration_s is not None:
+                self._count_init(env.init_duration_s)
+            log.info(
+                "provisioned environment %d of %d of %s:%s ready",
+                len(self._provisioned),
+                self.provisioned_target,
+                self.config.name,
+                self.config.version,
+            )
+            self._release(env)
+
+    async def prewarm(self, count: int) -> int:
+        """Start `count` on-demand environments at once ahead of invokes the caller knows
+        are coming; how many are ready (idle in the pool) at the end."""
+
+        async def one() -> bool:
+            try:
+                await self._scheduler.capacity.take(self.config.memory_size)
+            except TooManyRequestsError:
+                return False
+            env = Environment(self.ctx, on_gone=self._gone)
+            self._live.add(env)
+            try:
+                await env.start()
+            except InitFailed:
+                return False  # it tears itself down (and leaves _live through _gone)
+            except asyncio.CancelledError:
+                await env.destroy()
+                raise
             env.prewarmed()
             if env.init_duration_s is not None:
                 self._count_init(env.init_duration_s)
             self._release(env)
+            return True
+
+        return sum(await asyncio.gather(*(one() for _ in range(count))))
 
     def idle_unprovisioned(self) -> list[Environment]:
         return [e for e in self._idle if e.state is EnvState.IDLE and e not in self._provisioned]
@@ -380,6 +425,7 @@ class Scheduler:
         log_store: LogStore | None = None,
         credentials: Callable[[FunctionConfig], tuple[str, str, str]] | None = None,
         images: RuntimeImages | None = None,
+        concurrency: ConcurrencyControl | None = None,
     ) -> None:
         self._settings = settings
         # Runtime images (Lambda's /var/lang: interpreter links and the bundled SDK); None in
@@ -388,7 +434,11 @@ class Scheduler:
         # Each new environment's AWS credentials (key id, secret, session token): a session of
         # the function's role, made by whoever holds the keys (the scheduler knows no auth).
         self._credentials = credentials
-        self.concurrency = Concurrency(settings.concurrency_limit)
+        #: account and reserved concurrency: this machine's count, or (cluster mode) the
+        #: cluster's (`cluster.concurrency.ClusterConcurrency`)
+        self.concurrency: ConcurrencyControl = concurrency or Concurrency(
+            settings.concurrency_limit
+        )
         self.capacity = MemoryCapacity(
             settings.memory_capacity_mb,
             settings.queue_timeout_s,
@@ -417,6 +467,8 @@ class Scheduler:
         #: raises (InvalidRuntimeError) for a version that may not start environments here:
         #: one pinned to a runtime version the host no longer runs (control sets it)
         self.check_startable: Callable[[FunctionConfig], None] = lambda config: None
+        #: cluster mode: fetches a function's code and layers to this node before a start
+        self.code_ready: Callable[[FunctionConfig], Awaitable[None]] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._reaper: asyncio.Task[None] | None = None
         #: throttle counters by (function, reason), made on first use
@@ -449,7 +501,10 @@ class Scheduler:
                 if self.limits.applies(config.name, config.version)
                 else contextlib.nullcontext()
             )
-            with self.concurrency.hold(config.name) as lease, limited:
+            held = self.concurrency.try_hold(config.name)
+            if held is None:  # only in a cluster: this node's share is used up
+                held = await self.concurrency.hold_async(config.name)
+            with held as lease, limited:
                 return await pool.invoke(request, lease)
         except TooManyRequestsError as throttled:  # the lease's or the memory capacity's
             reason = str(throttled.fields["Reason"])
@@ -506,6 +561,44 @@ class Scheduler:
         if pool is None:
             return 0, None
         return pool.provisioned_ready, pool.provision_error
+
+    def idle(self, function_name: str, version: str) -> int:
+        """Idle warm environments of this function version now (invoke routing asks on each
+        invoke: one dict look-up and a walk of that pool's idle list)."""
+        pool = self._pools.get((function_name, version))
+        return 0 if pool is None or pool.retired else pool.idle_count
+
+    def ready(self, function_name: str, version: str) -> int:
+        """Environments of this function version past their init (idle or busy): an invoke
+        beyond these many at once starts one."""
+        pool = self._pools.get((function_name, version))
+        if pool is None or pool.retired:
+            return 0
+        return sum(1 for env in pool.live if env.state in (EnvState.IDLE, EnvState.BUSY))
+
+    async def prewarm(self, config: FunctionConfig, count: int) -> int:
+        """Start `count` environments of the version ahead of a burst of invokes the caller
+        knows is coming (durable executions whose waits end together); how many started."""
+        return await self._pool(config).prewarm(count)
+
+    def idle_by_version(self) -> dict[str, int]:
+        """Idle warm environments by "name:version", versions with none left out (what a
+        cluster node reports with its heartbeat)."""
+        idle = {}
+        for (name, version), pool in self._pools.items():
+            count = pool.idle_count
+            if count and not pool.retired:
+                idle[f"{name}:{version}"] = count
+        return idle
+
+    def provisioned_by_version(self) -> dict[str, int]:
+        """Provisioned environments ready, by "name:version" (versions with none left out)."""
+        ready = {}
+        for (name, version), pool in self._pools.items():
+            count = pool.provisioned_ready
+            if count and not pool.retired:
+                ready[f"{name}:{version}"] = count
+        return ready
 
     def prepare(self, config: FunctionConfig) -> None:
         """Make the function's pool ahead of its first invoke (a cold start then skips it),
@@ -601,6 +694,7 @@ class Scheduler:
             ),
             lang_dir=image,
             image_ready=partial(self._image_ready, runtime) if image is not None else None,
+            code_ready=partial(self.code_ready, config) if self.code_ready else None,
             credentials=partial(self._credentials, config) if self._credentials else None,
             backend=self._backend,
             metrics=self._metrics,

@@ -1,5 +1,5 @@
-"""Durable storage: the metadata database, the content-addressed code store and the queue of
-asynchronous events."""
+"""Durable storage: the metadata database (SQLite or PostgreSQL: `engine`, `migrations`,
+`open`), the content-addressed code store and the queue of asynchronous events."""
 
 from lamina.store.blobs import CodeStore, StoredCode, UnsafePackageError
 from lamina.store.event_queue import EventStore, SqliteEventStore

@@ -15,7 +15,6 @@ from sqlalchemy import (
     Column,
     DateTime,
     Integer,
-    MetaData,
     String,
     Table,
     delete,
@@ -24,14 +23,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
+from lamina.store import schema
 from lamina.store.metadata import MetadataStore
 from lamina.store.schema import function_versions
 
-_meta = MetaData()
-
 capacity_providers = Table(
     "capacity_providers",
-    _meta,
+    schema.metadata,
     Column("name", String(140), primary_key=True),
     # the provider's members as the API names them (VpcConfig, PermissionsConfig, ...)
     Column("spec", JSON, nullable=False),
@@ -41,7 +39,7 @@ capacity_providers = Table(
 # CapacityProviderConfig of a function's `$LATEST` or version (copied when published)
 function_capacity = Table(
     "function_capacity",
-    _meta,
+    schema.metadata,
     Column("function_name", String(64), primary_key=True),
     Column("version", String(16), primary_key=True),
     Column("provider", String(140), nullable=False, index=True),
@@ -51,7 +49,7 @@ function_capacity = Table(
 # PutFunctionScalingConfig, per published version
 function_scaling = Table(
     "function_scaling",
-    _meta,
+    schema.metadata,
     Column("function_name", String(64), primary_key=True),
     Column("version", String(16), primary_key=True),
     Column("min_environments", Integer, nullable=True),
@@ -76,7 +74,6 @@ class CapacityStore:
 
     def __init__(self, metadata: MetadataStore) -> None:
         self._engine = metadata.engine
-        _meta.create_all(self._engine)
         metadata.add_dependent(_delete_of)
 
     # -- providers -----------------------------------------------------------------

@@ -1,6 +1,5 @@
 """Code signing: configurations, which function uses which, and the signing profiles Lamina
-trusts, in the metadata database (tables of their own, beside the metadata store's; created
-on start, so older data directories simply gain them).
+trusts, in the metadata database (tables of their own, beside the metadata store's).
 
 A function's link to its configuration is deleted in the same transaction as the function
 (`MetadataStore.add_dependent`). Blocking, like the metadata store; `control/` runs these on
@@ -12,18 +11,17 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, MetaData, String, Table, Text, delete, select
+from sqlalchemy import JSON, Column, DateTime, String, Table, Text, delete, select
 from sqlalchemy.engine import Connection
 
 from lamina.models import CodeSigningConfig, TrustedSigner
+from lamina.store import schema
 from lamina.store.metadata import MetadataStore
 from lamina.store.schema import functions
 
-_meta = MetaData()
-
 code_signing_configs = Table(
     "code_signing_configs",
-    _meta,
+    schema.metadata,
     Column("id", String(32), primary_key=True),
     Column("arn", Text, nullable=False),
     Column("description", Text, nullable=False),
@@ -36,14 +34,14 @@ code_signing_configs = Table(
 
 function_code_signing = Table(
     "function_code_signing",
-    _meta,
+    schema.metadata,
     Column("function_name", String(64), primary_key=True),
     Column("config_id", String(32), nullable=False, index=True),
 )
 
 trusted_signers = Table(
     "trusted_signers",
-    _meta,
+    schema.metadata,
     Column("profile_arn", Text, primary_key=True),
     Column("public_key_pem", Text, nullable=False),
     Column("added", DateTime(timezone=True), nullable=False),
@@ -83,7 +81,6 @@ class CodeSigningStore:
 
     def __init__(self, metadata: MetadataStore) -> None:
         self._engine = metadata.engine
-        _meta.create_all(self._engine)
         metadata.add_dependent(_delete_of)
 
     # -- configurations --------------------------------------------------------------

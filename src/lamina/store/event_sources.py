@@ -21,7 +21,6 @@ from sqlalchemy import (
     Column,
     Float,
     LargeBinary,
-    MetaData,
     String,
     Table,
     Text,
@@ -33,13 +32,12 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 
 from lamina.mappings import AccessConfig, Broker, EventSourceMapping, MappingState, SourceKind
+from lamina.store import schema
 from lamina.store.sealed import Sealer
-
-_meta = MetaData()
 
 mappings = Table(
     "event_source_mappings",
-    _meta,
+    schema.metadata,
     Column("uuid", String(36), primary_key=True),
     Column("function_name", String(64), nullable=False, index=True),
     Column("source_arn", Text, nullable=False),
@@ -52,7 +50,7 @@ mappings = Table(
 
 brokers = Table(
     "event_source_brokers",
-    _meta,
+    schema.metadata,
     Column("name", String(64), primary_key=True),
     Column("kind", String(16), nullable=False),
     Column("id", String(40), nullable=False),
@@ -65,7 +63,7 @@ brokers = Table(
 
 secrets = Table(
     "event_source_secrets",
-    _meta,
+    schema.metadata,
     Column("name", String(512), primary_key=True),
     Column("arn", Text, nullable=False),
     # {"username": ..., "password": ...} as JSON, sealed under the secret's ARN
@@ -104,7 +102,6 @@ class EventSourceStore:
     def __init__(self, engine: Engine, sealer: Sealer) -> None:
         self._engine = engine
         self._sealer = sealer
-        _meta.create_all(self._engine)
 
     # -- mappings ------------------------------------------------------------------
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from sqlalchemy import (
     Column,
-    MetaData,
     Select,
     String,
     Table,
@@ -23,14 +22,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
+from lamina.store import schema
 from lamina.store.metadata import MetadataStore
 from lamina.store.schema import aliases, function_versions, functions
 
-_meta = MetaData()
-
 function_policies = Table(
     "function_policies",
-    _meta,
+    schema.metadata,
     Column("function_name", String(64), primary_key=True),
     #: "" for the unqualified function, else a version number or an alias name
     Column("qualifier", String(128), primary_key=True),
@@ -55,7 +53,6 @@ class FunctionPolicyStore:
 
     def __init__(self, metadata: MetadataStore) -> None:
         self._engine = metadata.engine
-        _meta.create_all(self._engine)
         metadata.add_dependent(_delete_of)
 
     def put(

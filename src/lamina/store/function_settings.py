@@ -11,17 +11,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Column, MetaData, String, Table, Text, delete, insert, select
+from sqlalchemy import Column, String, Table, Text, delete, insert, select
 from sqlalchemy.engine import Connection
 
+from lamina.store import schema
 from lamina.store.metadata import MetadataStore
 from lamina.store.schema import function_versions, functions
 
-_meta = MetaData()
-
 runtime_management = Table(
     "runtime_management",
-    _meta,
+    schema.metadata,
     Column("function_name", String(64), primary_key=True),
     # `$LATEST` or a version number
     Column("qualifier", String(16), primary_key=True),
@@ -32,7 +31,7 @@ runtime_management = Table(
 
 recursion = Table(
     "recursion_configs",
-    _meta,
+    schema.metadata,
     Column("function_name", String(64), primary_key=True),
     Column("recursive_loop", String(16), nullable=False),
 )
@@ -60,7 +59,6 @@ class FunctionSettingsStore:
 
     def __init__(self, metadata: MetadataStore) -> None:
         self._engine = metadata.engine
-        _meta.create_all(self._engine)
         metadata.add_dependent(_delete_of)
 
     def put_runtime_management(self, row: RuntimeManagementRow) -> bool:

@@ -15,7 +15,6 @@ from sqlalchemy import (
     JSON,
     Column,
     DateTime,
-    MetaData,
     String,
     Table,
     delete,
@@ -24,16 +23,16 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
 from lamina.models import LATEST, FunctionUrl, UrlCors
+from lamina.store import schema
 from lamina.store.metadata import MetadataStore
 from lamina.store.schema import aliases, functions
 
-_meta = MetaData()
-
 function_urls = Table(
     "function_urls",
-    _meta,
+    schema.metadata,
     Column("function_name", String(64), primary_key=True),
     Column("qualifier", String(128), primary_key=True),
     Column("url_id", String(32), nullable=False, unique=True),
@@ -104,7 +103,6 @@ class FunctionUrlStore:
 
     def __init__(self, metadata: MetadataStore) -> None:
         self._engine = metadata.engine
-        _meta.create_all(self._engine)
         metadata.add_dependent(_delete_of)
 
     def create(self, url: FunctionUrl) -> bool:
@@ -117,19 +115,22 @@ class FunctionUrlStore:
             exists = select(aliases.c.name).where(
                 aliases.c.function_name == name, aliases.c.name == url.qualifier
             )
-        with self._engine.begin() as conn:
-            if conn.execute(exists).first() is None:
-                return False
-            taken = conn.execute(
-                select(function_urls.c.url_id).where(
-                    function_urls.c.function_name == url.function_name,
-                    function_urls.c.qualifier == url.qualifier,
-                )
-            ).first()
-            if taken is not None:
-                return False
-            conn.execute(insert(function_urls).values(**_values(url)))
-            return True
+        try:
+            with self._engine.begin() as conn:
+                if conn.execute(exists).first() is None:
+                    return False
+                taken = conn.execute(
+                    select(function_urls.c.url_id).where(
+                        function_urls.c.function_name == url.function_name,
+                        function_urls.c.qualifier == url.qualifier,
+                    )
+                ).first()
+                if taken is not None:
+                    return False
+                conn.execute(insert(function_urls).values(**_values(url)))
+                return True
+        except IntegrityError:  # another node of a cluster made it meanwhile
+            return False
 
     def replace(self, url: FunctionUrl) -> bool:
         """Overwrite a URL's settings; False if it is gone."""

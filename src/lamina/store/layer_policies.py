@@ -6,17 +6,16 @@ layer version (see `MetadataStore.add_layer_dependent`). Blocking, like the meta
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Integer, MetaData, String, Table, Text, delete, insert, select
+from sqlalchemy import Column, Integer, String, Table, Text, delete, insert, select
 from sqlalchemy.engine import Connection
 
+from lamina.store import schema
 from lamina.store.metadata import MetadataStore
 from lamina.store.schema import layer_versions
 
-_meta = MetaData()
-
 layer_version_policies = Table(
     "layer_version_policies",
-    _meta,
+    schema.metadata,
     Column("layer_name", String(140), primary_key=True),
     Column("version", Integer, primary_key=True),
     #: the policy document's JSON text, as GetLayerVersionPolicy returns it
@@ -40,8 +39,6 @@ class LayerPolicyStore:
 
     def __init__(self, metadata: MetadataStore) -> None:
         self._engine = metadata.engine
-        # A new table: created here in data directories of older versions as well.
-        _meta.create_all(self._engine)
         metadata.add_layer_dependent(_delete_of)
 
     def put(

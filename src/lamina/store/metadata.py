@@ -1,4 +1,5 @@
-"""The metadata database (SQLAlchemy 2; SQLite by default); its tables are in `schema`.
+"""The metadata database (SQLAlchemy 2: SQLite by default, PostgreSQL for a cluster); its
+tables are in `schema`, its schema changes in `migrations`.
 
 Rows never leave this module: callers get and give domain models. Every method is blocking;
 `control/` runs them on its own single worker thread, which also serialises SQLite writers.
@@ -14,20 +15,19 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
-    create_engine,
     delete,
-    event,
     func,
     insert,
-    inspect,
     select,
     update,
 )
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
 
 from lamina.models import (
     LATEST,
     Alias,
+    DurableConfig,
     EventInvokeConfig,
     Function,
     FunctionConfig,
@@ -40,6 +40,7 @@ from lamina.models import (
     VpcConfig,
 )
 from lamina.store import environment
+from lamina.store.engine import open_database
 from lamina.store.schema import (
     aliases,
     event_invoke_configs,
@@ -48,7 +49,6 @@ from lamina.store.schema import (
     functions,
     layer_versions,
     layers,
-    metadata,
     provisioned,
 )
 from lamina.store.sealed import Sealer
@@ -102,7 +102,24 @@ def _to_config(row: Any, layer_refs: _Layers, sealer: Sealer) -> FunctionConfig:
         signed_by=(m["signed_by"][0], m["signed_by"][1]) if m["signed_by"] else None,
         tracing_mode=m["tracing_mode"] or "PassThrough",
         environment_given=bool(m["environment_given"]),
+        durable=_to_durable(m["durable_config"]),
     )
+
+
+def _to_durable(value: dict[str, Any] | None) -> DurableConfig | None:
+    if not value:
+        return None
+    return DurableConfig(value["timeout"], value["retention"], value.get("kms"))
+
+
+def _durable_values(config: DurableConfig | None) -> dict[str, Any] | None:
+    if config is None:
+        return None
+    return {
+        "timeout": config.execution_timeout,
+        "retention": config.retention_days,
+        "kms": config.kms_key_arn,
+    }
 
 
 def _to_logging(value: dict[str, Any] | None) -> LoggingConfig:
@@ -212,13 +229,14 @@ def _config_values(config: FunctionConfig, sealer: Sealer) -> dict[str, Any]:
     values = {
         name: getattr(config, name)
         for name in _CONFIG_COLUMNS
-        if name not in ("logging_config", "vpc_config")
+        if name not in ("logging_config", "vpc_config", "durable_config")
     }
     values["environment"] = environment.seal(
         sealer, config.name, config.version, config.environment
     )
     values["logging_config"] = _logging_values(config.logging)
     values["vpc_config"] = _vpc_values(config.vpc)
+    values["durable_config"] = _durable_values(config.durable)
     values["architectures"] = list(config.architectures)
     values["signed_by"] = list(config.signed_by) if config.signed_by else None
     values["state"] = config.state.value
@@ -231,59 +249,22 @@ class MetadataStore:
     """Functions, their versions and layers, in a SQL database. Versions' environment
     variables are sealed with `sealer` (see `store.environment`)."""
 
-    def __init__(self, url: str, sealer: Sealer) -> None:
-        self._engine: Engine = create_engine(url)
+    def __init__(self, engine: Engine, sealer: Sealer) -> None:
+        """The store on `engine`, whose schema is at head (`store.engine.open_database`)."""
+        self._engine = engine
         self._sealer = sealer
         self._dependents: list[Dependent] = []
         self._layer_dependents: list[LayerDependent] = []
-        if url.startswith("sqlite"):
-            event.listen(self._engine, "connect", _sqlite_pragmas)
-        metadata.create_all(self._engine)
-        self._migrate()
         # At start rather than on each row's next write: a data directory stops holding
         # values in clear as soon as this version runs, not when each function next changes.
         environment.seal_plain_rows(self._engine, sealer)
 
-    def _migrate(self) -> None:
-        """Columns added since a data directory was made (SQLite's create_all adds tables,
-        not columns)."""
-        with self._tx() as conn:
-            have = {c["name"] for c in inspect(conn).get_columns("functions")}
-            if "next_version" not in have:
-                conn.exec_driver_sql(
-                    "ALTER TABLE functions ADD COLUMN next_version INTEGER NOT NULL DEFAULT 1"
-                )
-            if "reserved_concurrency" not in have:
-                conn.exec_driver_sql(
-                    "ALTER TABLE functions ADD COLUMN reserved_concurrency INTEGER"
-                )
-            have = {c["name"] for c in inspect(conn).get_columns("function_versions")}
-            if "dead_letter_target" not in have:
-                conn.exec_driver_sql(
-                    "ALTER TABLE function_versions ADD COLUMN dead_letter_target TEXT"
-                )
-            if "logging_config" not in have:
-                conn.exec_driver_sql("ALTER TABLE function_versions ADD COLUMN logging_config JSON")
-            if "kms_key_arn" not in have:
-                conn.exec_driver_sql("ALTER TABLE function_versions ADD COLUMN kms_key_arn TEXT")
-            if "vpc_config" not in have:
-                conn.exec_driver_sql("ALTER TABLE function_versions ADD COLUMN vpc_config JSON")
-            if "signed_by" not in have:
-                conn.exec_driver_sql("ALTER TABLE function_versions ADD COLUMN signed_by JSON")
-            if "tracing_mode" not in have:
-                conn.exec_driver_sql(
-                    "ALTER TABLE function_versions ADD COLUMN tracing_mode VARCHAR(16)"
-                )
-            if "environment_given" not in have:
-                conn.exec_driver_sql(
-                    "ALTER TABLE function_versions ADD COLUMN environment_given BOOLEAN"
-                )
-
     @classmethod
     def sqlite(cls, path: Path, sealer: Sealer | None = None) -> MetadataStore:
-        """The store in the SQLite file `path`; `sealer` defaults to the key of the
-        directory that holds it (the data directory)."""
-        return cls(f"sqlite:///{path}", sealer or Sealer.open(path.parent))
+        """The store in the SQLite file `path` (its schema brought to head); `sealer`
+        defaults to the key of the directory that holds it (the data directory)."""
+        sealer = sealer or Sealer.open(path.parent)  # (which makes the directory)
+        return cls(open_database(f"sqlite:///{path}", cluster=False), sealer)
 
     def close(self) -> None:
         self._engine.dispose()
@@ -309,19 +290,27 @@ class MetadataStore:
         self._layer_dependents.append(delete)
 
     def create_function(self, config: FunctionConfig, tags: dict[str, str]) -> bool:
-        """Insert a new function with its `$LATEST`; False if the name is taken."""
-        with self._tx() as conn:
-            if conn.execute(
-                select(functions.c.name).where(functions.c.name == config.name)
-            ).first():
-                return False
-            conn.execute(
-                insert(functions).values(name=config.name, tags=tags, created_at=datetime.now(UTC))
-            )
-            conn.execute(insert(function_versions).values(**_config_values(config, self._sealer)))
-            if config.layers:
-                conn.execute(insert(function_layers), _layer_rows(config))
-            return True
+        """Insert a new function with its `$LATEST`; False if the name is taken (also by
+        another node of a cluster at the same moment: the key refuses the second)."""
+        try:
+            with self._tx() as conn:
+                if conn.execute(
+                    select(functions.c.name).where(functions.c.name == config.name)
+                ).first():
+                    return False
+                conn.execute(
+                    insert(functions).values(
+                        name=config.name, tags=tags, created_at=datetime.now(UTC)
+                    )
+                )
+                conn.execute(
+                    insert(function_versions).values(**_config_values(config, self._sealer))
+                )
+                if config.layers:
+                    conn.execute(insert(function_layers), _layer_rows(config))
+                return True
+        except IntegrityError:
+            return False
 
     def get_function(self, name: str) -> Function | None:
         with self._tx() as conn:
@@ -366,17 +355,21 @@ class MetadataStore:
         """Store `config` (a copy of `$LATEST` with a new revision, description and time) as
         the function's next version, numbered here. None if `$LATEST` changed meanwhile."""
         with self._tx() as conn:
+            # The function's row first, locked (PostgreSQL): two nodes publishing at once
+            # take numbers one after the other, and the second sees the first's revision.
+            number = conn.execute(
+                select(functions.c.next_version)
+                .where(functions.c.name == config.name)
+                .with_for_update()
+            ).scalar_one_or_none()
             latest = conn.execute(
                 select(function_versions.c.revision_id).where(
                     function_versions.c.function_name == config.name,
                     function_versions.c.version == "$LATEST",
                 )
             ).first()
-            if latest is None or latest[0] != expect_revision:
+            if number is None or latest is None or latest[0] != expect_revision:
                 return None
-            number = conn.execute(
-                select(functions.c.next_version).where(functions.c.name == config.name)
-            ).scalar_one()
             published = replace(config, version=str(number))
             conn.execute(
                 insert(function_versions).values(**_config_values(published, self._sealer))
@@ -528,15 +521,19 @@ class MetadataStore:
 
     def create_alias(self, alias: Alias) -> bool:
         """False if the function has an alias of that name already."""
-        with self._tx() as conn:
-            if conn.execute(
-                select(aliases.c.name).where(
-                    aliases.c.function_name == alias.function_name, aliases.c.name == alias.name
-                )
-            ).first():
-                return False
-            conn.execute(insert(aliases).values(**_alias_values(alias)))
-            return True
+        try:
+            with self._tx() as conn:
+                if conn.execute(
+                    select(aliases.c.name).where(
+                        aliases.c.function_name == alias.function_name,
+                        aliases.c.name == alias.name,
+                    )
+                ).first():
+                    return False
+                conn.execute(insert(aliases).values(**_alias_values(alias)))
+                return True
+        except IntegrityError:  # made by another node meanwhile
+            return False
 
     def replace_alias(self, alias: Alias, *, expect_revision: str) -> bool:
         with self._tx() as conn:
@@ -662,6 +659,14 @@ class MetadataStore:
 
     def publish_layer_version(self, draft: LayerVersion) -> LayerVersion:
         """Store a new version of a layer (created on first use) under the next number."""
+        try:
+            return self._publish_layer_version(draft)
+        except IntegrityError:
+            # Another node of a cluster made the layer's first version meanwhile: its row
+            # exists now, and the second try takes the next number under its lock.
+            return self._publish_layer_version(draft)
+
+    def _publish_layer_version(self, draft: LayerVersion) -> LayerVersion:
         with self._tx() as conn:
             current = conn.execute(
                 select(layers.c.next_version).where(layers.c.name == draft.name).with_for_update()
@@ -756,12 +761,3 @@ def _delete_event_invoke(conn: Connection, function_name: str, qualifier: str) -
             )
         ).rowcount
     )
-
-
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=FULL")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=5000")
-    cur.close()

@@ -11,17 +11,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, MetaData, String, Table, Text, delete, select
+from sqlalchemy import JSON, Column, DateTime, String, Table, Text, delete, select
 from sqlalchemy.engine import Connection
 
 from lamina.models import Role
+from lamina.store import schema
 from lamina.store.metadata import MetadataStore
-
-_meta = MetaData()
 
 roles = Table(
     "roles",
-    _meta,
+    schema.metadata,
     # IAM role names are unique without regard to case: the key is the lower-cased name, so
     # that the database refuses `Admin` beside `admin` whatever the service above checks.
     Column("name_key", String(64), primary_key=True),
@@ -67,7 +66,6 @@ class RoleStore:
 
     def __init__(self, metadata: MetadataStore) -> None:
         self._engine = metadata.engine
-        _meta.create_all(self._engine)
 
     def put(self, role: Role) -> None:
         """Insert the role, or replace the one with its name (compared without case)."""

@@ -1,4 +1,4 @@
-"""EventBridge rules and their targets, in the metadata database file (its own tables).
+"""EventBridge rules and their targets, in the metadata database (tables of their own).
 
 Rows never leave this module: callers get and give `Rule`/`RuleTarget`. Every method is
 blocking; `control/rules.py` runs them on its own worker thread. Times are stored as epoch
@@ -18,27 +18,25 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Integer,
-    MetaData,
     String,
     Table,
     Text,
-    create_engine,
     delete,
-    event,
     insert,
     or_,
     select,
     update,
 )
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
 
 from lamina.models import Rule, RuleState, RuleTarget
-
-_meta = MetaData()
+from lamina.store import schema
+from lamina.store.engine import open_database
 
 rules = Table(
     "event_rules",
-    _meta,
+    schema.metadata,
     Column("name", String(64), primary_key=True),
     Column("bus", String(256), nullable=False),
     Column("state", String(16), nullable=False),
@@ -53,7 +51,7 @@ rules = Table(
 
 targets = Table(
     "event_rule_targets",
-    _meta,
+    schema.metadata,
     Column(
         "rule_name",
         String(64),
@@ -80,15 +78,13 @@ def _epoch(t: datetime | None) -> float | None:
 class RuleStore:
     """Rules of the event buses, keyed by name (one bus, `default`, for now)."""
 
-    def __init__(self, url: str) -> None:
-        self._engine: Engine = create_engine(url)
-        if url.startswith("sqlite"):
-            event.listen(self._engine, "connect", _sqlite_pragmas)
-        _meta.create_all(self._engine)
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
 
     @classmethod
     def sqlite(cls, path: Path) -> RuleStore:
-        return cls(f"sqlite:///{path}")
+        """The store in the SQLite file `path`, its schema brought to head."""
+        return cls(open_database(f"sqlite:///{path}", cluster=False))
 
     def close(self) -> None:
         self._engine.dispose()
@@ -112,6 +108,12 @@ class RuleStore:
         """Insert or replace the rule itself; its targets stay as they are. An existing
         rule's last tick is left alone: only `claim_tick` moves it (a write from a stale copy
         must not move it back and let a tick fire twice)."""
+        try:
+            self._put(rule)
+        except IntegrityError:
+            self._put(rule)  # another node inserted it meanwhile: now it is an update
+
+    def _put(self, rule: Rule) -> None:
         values = _values(rule)
         with self._tx() as conn:
             if conn.execute(
@@ -147,7 +149,12 @@ class RuleStore:
     def claim_tick(self, name: str, tick: datetime) -> bool:
         """Record `tick` as the rule's last fired tick, if it is later than the one recorded.
         True: the caller owns this tick and fires it; False: it was fired already (or the rule
-        is gone). One conditional UPDATE, so a tick is claimed once however often it is asked.
+        is gone). One conditional UPDATE, so a tick is claimed once however often, and by
+        however many nodes at once, it is asked: a compare-and-set on a value that only grows
+        (the database runs concurrent UPDATEs of a row one after the other and checks the
+        condition against what the first wrote: PostgreSQL's READ COMMITTED re-evaluates it on
+        the updated row, SQLite has one writer at a time). Unlike `last_tick = previous` it
+        needs no reading of the previous value first, and it also refuses an earlier tick.
         """
         t = tick.timestamp()
         with self._tx() as conn:
@@ -193,12 +200,3 @@ def _to_rule(row: Any, rule_targets: list[RuleTarget]) -> Rule:
         last_tick=_time(row.last_tick),
         targets=tuple(rule_targets),
     )
-
-
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=FULL")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=5000")
-    cur.close()

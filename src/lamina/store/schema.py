@@ -82,6 +82,8 @@ function_versions = Table(
     Column("tracing_mode", String(16)),
     # Whether an Environment was given (None: only if it has variables, as rows before it).
     Column("environment_given", Boolean),
+    # DurableConfig as {"timeout", "retention", "kms"} (None: not a durable function)
+    Column("durable_config", JSON),
 )
 
 # The layers of each function version, in merge order. The layer's digest and size are copied

@@ -22,7 +22,7 @@ from lamina import ids, untrusted_json
 from lamina.arns import parse_function_ref
 from lamina.control import FunctionService
 from lamina.errors import LaminaError, TooManyRequestsError
-from lamina.events.async_queue import AsyncQueue
+from lamina.events.async_queue import AsyncQueue, DurableStart
 from lamina.events.sources.api import Outcome, SourceUnavailable
 from lamina.mappings import EventSourceMapping, SourceKind, parse_source_arn
 from lamina.models import FunctionState, InvokeRequest
@@ -51,6 +51,9 @@ class SchedulerInvoker:
         self._functions = functions
         self._scheduler = scheduler
         self._async_queue = async_queue
+        #: how a batch for a durable function runs: its execution, to its end
+        #: (`events.durable`); None: invoked like any other function
+        self.start_durable: DurableStart | None = None
         self._sqs_endpoint = settings.sqs_endpoint
         #: a client per region (requests are signed for the queue's region)
         self._sqs: dict[str, SqsClient] = {}
@@ -73,8 +76,11 @@ class SchedulerInvoker:
             invoked_arn=mapping.function_arn,
             trace_id=trace,
         )
+        invoke: DurableStart = self._scheduler.invoke
+        if config.durable is not None and self.start_durable is not None:
+            invoke = self.start_durable
         try:
-            result = await self._scheduler.invoke(config, request)
+            result = await invoke(config, request)
         except TooManyRequestsError:
             return Outcome("throttled", error_type="TooManyRequestsException")
         except LaminaError as e:  # Lambda's 5xx for the invoke: retried as a throttle

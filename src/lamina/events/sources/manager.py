@@ -21,6 +21,12 @@ Stopping a task for an update, a disable or a delete lets the batches in flight 
 the shutdown grace) and receives nothing more; stopping the server (`close`) cancels at
 once. Either way nothing unfinished is acknowledged: the source's `close()` hands it back to
 the broker, which redelivers it (at least once).
+
+In a cluster, a mapping runs on one node: the one holding its lease (`mapping/<uuid>`, see
+`cluster.ownership`). Only that node runs the task and makes the state moves above; the
+others follow the mapping and do nothing. A mapping handed over to another node, or whose
+lease is lost, stops here as a disable stops it. A DISABLED mapping needs nobody: its lease is
+given up. On one node (`LocalLeases`) every mapping is this node's.
 """
 
 from __future__ import annotations
@@ -34,6 +40,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from lamina.cluster.api import Leases, NodeDirectory
+from lamina.cluster.local import LocalLeases
+from lamina.cluster.ownership import Ownership
 from lamina.events.sources.api import (
     Invoker,
     MappingControl,
@@ -91,6 +100,8 @@ class SourceRunner:
         invoker: Invoker,
         factories: dict[SourceKind, SourceFactory],
         metrics: Metrics,
+        leases: Leases | None = None,
+        directory: NodeDirectory | None = None,
     ) -> None:
         self._settings = settings
         self._control = control
@@ -104,11 +115,19 @@ class SourceRunner:
         self._closing = False
         self._export = _Export(metrics)
         metrics.on_scrape(self._refresh_metrics)
+        self._jobs = Ownership(
+            leases or LocalLeases(),
+            directory,
+            started=self._owner_started,
+            stopped=self._owner_stopped,
+            what="event source mappings",
+        )
 
     async def start(self) -> None:
         """Subscribe to the control's changes and start the mappings it holds (call after
         the control has loaded them)."""
         self._control.subscribe(self._changed)
+        self._jobs.start()
         for mapping in self._control.mappings():
             self._changed(mapping.uuid)
 
@@ -130,6 +149,7 @@ class SourceRunner:
                 run.task.cancel()
         await asyncio.gather(*(r.task for r in runs if r.task), return_exceptions=True)
         self._runs.clear()
+        await self._jobs.close()  # after the tasks: the next owner starts when they are done
 
     async def wait_idle(self) -> None:
         """Until every change seen so far has been acted on (tests)."""
@@ -164,11 +184,20 @@ class SourceRunner:
     async def _reconcile(self, uuid: str) -> None:
         mapping = self._control.get(uuid)
         run = self._runs.get(uuid)
+        key = mapping_key(uuid)
         if mapping is None:
             await self._stop(uuid)
+            await self._jobs.drop(key)
             self._forget(uuid)
             return
         state = mapping.state
+        if state is MappingState.DISABLED:
+            await self._stop(uuid)
+            await self._jobs.drop(key)
+            return
+        if not await self._jobs.want(key):
+            await self._stop(uuid)  # another node's
+            return
         if state.polling:
             if run is not None and _settings_of(run.mapping) != _settings_of(mapping):
                 log.info("event source mapping %s: updated, restarting its poller", uuid)
@@ -188,11 +217,12 @@ class SourceRunner:
             if mapping.kind.is_stream:
                 await self._forget_checkpoint(mapping)
             await self._control.remove(uuid)
+            await self._jobs.drop(key)
             self._forget(uuid)
-        else:  # DISABLED
-            await self._stop(uuid)
 
     def _launch(self, mapping: EventSourceMapping) -> None:
+        if not self._jobs.owns(mapping_key(mapping.uuid)):
+            return  # handed over or lost since the reconciler asked: the new owner runs it
         run = _Run(mapping)
         self._stats.setdefault(mapping.uuid, MappingStats())
         self._export.track(mapping)
@@ -220,6 +250,14 @@ class SourceRunner:
         stats = self._stats.get(uuid)
         if stats is not None:
             stats.pollers = 0
+
+    async def _owner_started(self, key: str) -> None:
+        self._changed(key.removeprefix(_MAPPING))
+
+    async def _owner_stopped(self, key: str) -> None:
+        """Handed over or lost: stopped as a disable stops it (the batches in flight get the
+        grace, nothing unfinished is acknowledged), before the lease is released."""
+        await self._stop(key.removeprefix(_MAPPING))
 
     async def _forget_checkpoint(self, mapping: EventSourceMapping) -> None:
         """A deleted stream mapping's checkpoint (its durable consumer, its consumer group)
@@ -366,6 +404,14 @@ class SourceRunner:
     def _refresh_metrics(self) -> None:
         for uuid, stats in self._stats.items():
             self._export.refresh(uuid, stats)
+
+
+_MAPPING = "mapping/"
+
+
+def mapping_key(uuid: str) -> str:
+    """The lease of a mapping's pollers."""
+    return _MAPPING + uuid
 
 
 class _RoleRevoked(Exception):

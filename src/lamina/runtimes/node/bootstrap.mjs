@@ -44,6 +44,7 @@ import { REQUEST_ID, patchConsole } from './logging.mjs';
 
 const INIT_ERROR_PATH = '/2018-06-01/runtime/init/error';
 const ERROR_TYPE_HEADER = 'Lambda-Runtime-Function-Error-Type';
+const ERROR_BODY_HEADER = 'Lambda-Runtime-Function-Error-Body';
 
 let logError; // (message, error): how the runtime logs an error itself
 
@@ -67,6 +68,7 @@ class Runtime {
     this.isAsync = false;
     this.streaming = false;
     this.highWaterMark = undefined;
+    this.wire = null; // the streamed response in flight (client.mjs `stream`), if any
     this.invokeId = null; // the invocation uncaught errors are reported against
     this.exiting = false;
     // While set, a result is being posted by the runtime itself (a settled promise, the event
@@ -129,6 +131,16 @@ class Runtime {
     this.exiting = true;
     this._uncork();
     const response = errorResponse(error);
+    const wire = this.wire;
+    if (wire !== null) {
+      // Mid-stream: the error ends the streamed response, in its trailers.
+      wire.end(this._errorTrailers(response));
+      wire.answered.then(
+        () => process.exit(code),
+        () => process.exit(code),
+      );
+      return;
+    }
     const target = this.invokeId === null ? INIT_ERROR_PATH : this._errorPath(this.invokeId);
     // A GET /next may be parked on the main connection: nothing can be queued behind it.
     const client = this.client.polling ? new RuntimeApiClient(this.address) : this.client;
@@ -384,7 +396,10 @@ class Runtime {
           waitForEmptyEventLoop = value;
         },
       };
-      stream = makeResponseStream(this.highWaterMark);
+      const urlPath = `/2018-06-01/runtime/invocation/${encodeURIComponent(id)}/response`;
+      stream = makeResponseStream(this.highWaterMark, (type) =>
+        (this.wire = this.client.stream(urlPath, { 'Content-Type': type })),
+      );
       const result = this.handler(
         JSON.parse(body),
         stream,
@@ -399,13 +414,32 @@ class Runtime {
       }
       if (!stream.writableFinished) await new Promise((resolve) => stream.once('finish', resolve));
       this.beforeExit = noop;
-      const type = String(stream.contentType).replace(/[^\x20-\x7e]/g, '');
-      this._post(id, 'response', stream.body(), { 'Content-Type': type });
+      this._endStream(stream.wire());
     } catch (err) {
       this.beforeExit = noop;
       logError('Invoke Error', err);
-      this._postError(id, err);
+      if (stream?.started()) {
+        // Failed mid-stream: the error goes in the trailers, its body base64-encoded.
+        this._endStream(stream.wire(), this._errorTrailers(errorResponse(err)));
+      } else {
+        this._postError(id, err);
+      }
     }
+  }
+
+  _errorTrailers(response) {
+    return {
+      [ERROR_TYPE_HEADER]: String(response.errorType).replace(/[^\x20-\x7e]/g, ''),
+      [ERROR_BODY_HEADER]: Buffer.from(JSON.stringify(response)).toString('base64'),
+    };
+  }
+
+  _endStream(wire, trailers) {
+    if (this.exiting) return;
+    this.wire = null;
+    wire.end(trailers);
+    wire.answered.catch((e) => this._lost(e));
+    this.scheduleIteration();
   }
 
   // -- answers --------------------------------------------------------------------------------

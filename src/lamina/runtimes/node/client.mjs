@@ -3,7 +3,8 @@
 // A minimal HTTP/1.1 client over one keep-alive `node:net` socket rather than `node:http`: the
 // Runtime API is a fixed, local peer, and node:http's request and response objects cost about
 // four times the CPU per invoke that this whole round trip does. Responses come back in the
-// order requests were written, each with a Content-Length (Lamina's server never chunks).
+// order requests were written, each with a Content-Length (Lamina's server never chunks). A
+// streamed response (`stream`) goes the other way chunked, written as the handler writes.
 
 import net from 'node:net';
 import {
@@ -70,6 +71,44 @@ export class RuntimeApiClient {
     }
     if (this.waiters.length === 0) sock.ref();
     return new Promise((resolve, reject) => this.waiters.push({ resolve, reject }));
+  }
+
+  /**
+   * Starts a streamed POST (Lambda's streaming response mode, chunked), its head now. Returns
+   * `write(buf, done)` (done once the socket takes it: backpressure), `end(trailers)` and
+   * `answered`, the promise of the server's response once the stream has ended.
+   */
+  stream(urlPath, headers) {
+    const sock = this.sock || this.connect();
+    let head = `POST ${urlPath} HTTP/1.1\r\nHost: ${this.hostHeader}\r\n`;
+    for (const name in headers) head += `${name}: ${headers[name]}\r\n`;
+    sock.write(
+      `${head}Lambda-Runtime-Function-Response-Mode: streaming\r\n` +
+        'Transfer-Encoding: chunked\r\n' +
+        'Trailer: Lambda-Runtime-Function-Error-Type, Lambda-Runtime-Function-Error-Body\r\n\r\n',
+    );
+    if (this.waiters.length === 0) sock.ref();
+    const answered = new Promise((resolve, reject) => this.waiters.push({ resolve, reject }));
+    return {
+      answered,
+      write(buf, done) {
+        if (buf.length === 0) return done();
+        sock.cork();
+        sock.write(`${buf.length.toString(16)}\r\n`);
+        sock.write(buf);
+        const flushed = sock.write('\r\n');
+        sock.uncork();
+        if (flushed || sock.destroyed) done();
+        else sock.once('drain', () => done());
+      },
+      end(trailers) {
+        let tail = '0\r\n';
+        if (trailers !== undefined) {
+          for (const name in trailers) tail += `${name}: ${trailers[name]}\r\n`;
+        }
+        sock.write(`${tail}\r\n`);
+      },
+    };
   }
 
   next() {

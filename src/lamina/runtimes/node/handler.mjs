@@ -9,6 +9,7 @@ import { pathToFileURL } from 'node:url';
 import {
   HandlerNotFound,
   ImportModuleError,
+  InvalidStreamingOperation,
   MalformedHandlerName,
   UserCodeSyntaxError,
 } from './errors.mjs';
@@ -125,36 +126,47 @@ export async function loadHandler(taskRoot, fullHandler) {
   return handler;
 }
 
-// Response streaming (awslambda.streamifyResponse) is buffered: Lamina's Invoke returns the
-// whole response, as Lambda's Invoke does for a streaming function.
+// Response streaming (awslambda.streamifyResponse): what the handler writes goes to the
+// Runtime API as it writes it (client.mjs `stream`), in Lambda's streaming response mode. The
+// request starts with the first write (or the end), so the content type can be set until then.
 
-/** The `responseStream` a streaming handler writes to; `body()` is everything written. */
-export function makeResponseStream(highWaterMark) {
-  const chunks = [];
+/**
+ * The `responseStream` a streaming handler writes to. `open(contentType)` starts the streamed
+ * request and returns its writer; `stream.wire()` is that writer, started if need be.
+ */
+export function makeResponseStream(highWaterMark, open) {
+  let wire = null;
   const stream = new Writable({
     highWaterMark,
     write(chunk, _encoding, done) {
-      if (stream._onBeforeFirstWrite) {
-        const before = stream._onBeforeFirstWrite;
-        stream._onBeforeFirstWrite = undefined;
-        before((data) => chunks.push(Buffer.from(data)));
-      }
-      chunks.push(chunk);
-      done();
+      stream.wire().write(chunk, done);
     },
   });
   stream.contentType = 'application/octet-stream';
   stream.setContentType = (type) => {
+    if (wire !== null) throw new InvalidStreamingOperation('Cannot set content-type, too late.');
     stream.contentType = type;
   };
-  stream.body = () => Buffer.concat(chunks);
+  stream.started = () => wire !== null;
+  stream.wire = () => {
+    if (wire === null) {
+      wire = open(String(stream.contentType).replace(/[^\x20-\x7e]/g, ''));
+      const before = stream._onBeforeFirstWrite;
+      stream._onBeforeFirstWrite = undefined;
+      if (before) before((data) => wire.write(Buffer.from(data), noop));
+    }
+    return wire;
+  };
   return stream;
 }
+
+function noop() {}
 
 class HttpResponseStream {
   static from(underlyingStream, prelude) {
     underlyingStream.setContentType('application/vnd.awslambda.http-integration-response');
-    const metadata = JSON.stringify(prelude);
+    // Lambda's prelude: the metadata's JSON, then 8 NUL bytes, before the body.
+    const metadata = JSON.stringify(prelude ?? {});
     underlyingStream._onBeforeFirstWrite = (write) => {
       write(metadata);
       write(new Uint8Array(8));
