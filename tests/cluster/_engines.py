@@ -50,7 +50,7 @@ def free_port(span: int = 0) -> int:
         if port in _recent:
             continue
         if all(_bindable(p) for p in {port, port + span}):
-            _recent.append(port)
+            _recent.extend({port, port + span})
             return port
     raise RuntimeError(f"no free port pair below {high + span}")
 
@@ -298,11 +298,12 @@ class NatsCluster:
                 time.sleep(0.1)
 
 
-@contextlib.contextmanager
-def nats_cluster(size: int = 3) -> Iterator[NatsCluster]:
-    """`size` nats-servers in one JetStream cluster (or one server without clustering when
-    `size` is 1), each with its own store directory; stopped and removed after."""
-    root = Path(tempfile.mkdtemp(prefix="lamina-nats-"))
+class _PortTaken(Exception):
+    """A server could not listen on a port picked for it: another listener took it between
+    the pick and the start (ports are picked free, not reserved)."""
+
+
+def _configure(root: Path, size: int) -> list[NatsServer]:
     servers = []
     for i in range(size):
         port = free_port(span=10000)  # and its monitoring port
@@ -327,10 +328,40 @@ def nats_cluster(size: int = 3) -> Iterator[NatsCluster]:
                 f"routes: [{routes}] }}"
             )
         s.conf.write_text("\n".join(lines) + "\n")
-    cluster = NatsCluster(servers)
-    try:
-        for s in servers:
+    return servers
+
+
+def _start_all(servers: list[NatsServer]) -> None:
+    for s in servers:
+        try:
             s.start()
+        except TimeoutError as e:
+            if "address already in use" in str(e):
+                raise _PortTaken(str(e)) from e
+            raise
+
+
+@contextlib.contextmanager
+def nats_cluster(size: int = 3) -> Iterator[NatsCluster]:
+    """`size` nats-servers in one JetStream cluster (or one server without clustering when
+    `size` is 1), each with its own store directory; stopped and removed after. Started
+    again on other ports (three tries) when one of its ports was taken meanwhile."""
+    root = Path(tempfile.mkdtemp(prefix="lamina-nats-"))
+    servers: list[NatsServer] = []
+    try:
+        for attempt in range(3):
+            attempt_root = root / f"try{attempt}"
+            attempt_root.mkdir()
+            servers = _configure(attempt_root, size)
+            try:
+                _start_all(servers)
+                break
+            except _PortTaken:
+                for s in servers:
+                    s.kill()
+                if attempt == 2:
+                    raise
+        cluster = NatsCluster(servers)
         cluster.wait_ready()
         yield cluster
     finally:
