@@ -49,6 +49,7 @@ OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 REGISTRY_BIN = "/usr/bin/docker-registry"
 _FIXED_MTIME = 1_700_000_000
 
@@ -359,12 +360,22 @@ def push(
     with registry.client() as http:
         answer = http.head(
             f"/v2/{repository}/manifests/{tag}",
-            headers={
-                "Accept": f"{OCI_MANIFEST}, application/vnd.docker.distribution.manifest.v2+json"
-            },
+            headers={"Accept": f"{OCI_MANIFEST}, {DOCKER_MANIFEST}"},
         )
         answer.raise_for_status()
         return answer.headers["docker-content-digest"]
+
+
+def manifest_of(registry: Registry, repository: str, reference: str) -> dict[str, Any]:
+    """The manifest at REPOSITORY:REFERENCE (an OCI or Docker v2 schema 2 one)."""
+    with registry.client() as http:
+        got = http.get(
+            f"/v2/{repository}/manifests/{reference}",
+            headers={"Accept": f"{OCI_MANIFEST}, {DOCKER_MANIFEST}"},
+        )
+        got.raise_for_status()
+        document: dict[str, Any] = got.json()
+        return document
 
 
 def push_index(

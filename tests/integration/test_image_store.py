@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import json
 import logging
 import os
@@ -19,6 +18,7 @@ import pytest
 from tests._oci import (
     BearerProxy,
     Registry,
+    manifest_of,
     missing_tools,
     push,
     push_index,
@@ -98,9 +98,11 @@ def pushed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pushed]:
         docker = push(docker_layout, registry, "docker", "v1", docker_format=True)
         corrupt_layout = work / "corrupt"
         corrupt_tar = tar_of_files({"big": os.urandom(4096)})
-        write_layout(corrupt_layout, [corrupt_tar], compress=False)
+        write_layout(corrupt_layout, [corrupt_tar])
         push(corrupt_layout, registry, "corrupt", "v1")
-        corrupt_layer = "sha256:" + hashlib.sha256(corrupt_tar).hexdigest()
+        [corrupt_layer] = [
+            layer["digest"] for layer in manifest_of(registry, "corrupt", "v1")["layers"]
+        ]
         blob = registry.blob_path(corrupt_layer)
         data = bytearray(blob.read_bytes())
         data[1000] ^= 0xFF  # same length, other bytes: the registry serves it all the same
@@ -278,7 +280,7 @@ def basic_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[R
 
 
 def _with_auth(host: str, user: str, password: str, tmp_path: Path) -> Registries:
-    auth = tmp_path / "auth.json"
+    auth = tmp_path / f"auth-{user}-{password}.json"
     token = base64.b64encode(f"{user}:{password}".encode()).decode()
     auth.write_text(json.dumps({"auths": {host: {"auth": token}}}))
     return Registries.from_options([], auth)
@@ -323,7 +325,7 @@ def test_bearer_token_flow(pushed: Pushed, tmp_path: Path) -> None:
 
         with pytest.raises(ImageAccessDenied):
             run(tmp_path / "anonymous", lambda s: s.resolve(uri, "x86_64"))
-        wrong = _with_auth(proxy.host, "bob", "nope", tmp_path / "anonymous")
+        wrong = _with_auth(proxy.host, "bob", "nope", tmp_path)
         with pytest.raises(ImageAccessDenied):
             run(tmp_path / "wrong", lambda s: s.resolve(uri, "x86_64"), wrong)
 
