@@ -64,10 +64,15 @@ def make_image(root: Path, missing: Sequence[str] = ()) -> Path:
         script.chmod(0o755)
     (root / "opt/custom/bin/plain").chmod(0o644)
     (root / "srv" / "app").mkdir(parents=True)
+    # Writable by anyone, as far as modes go: only the read-only mount keeps the runtime out.
+    (root / "srv" / "app").chmod(0o777)
+    (root / "marker").chmod(0o666)
     for name in ("dev", "proc", "sys", "tmp", "opt", "var/task", "var/runtime", "etc"):
         if name not in missing:
             (root / name).mkdir(parents=True, exist_ok=True)
     (root / "tmp").chmod(0o1777)
+    if "var/task" not in missing:
+        (root / "var" / "task").chmod(0o777)
     for name in ("etc/passwd", "etc/group", "etc/hosts", "etc/resolv.conf"):
         if name not in missing:
             (root / name).write_text("image-own\n")
