@@ -23,8 +23,27 @@ def init(tmp_path_factory: pytest.TempPathFactory) -> str:
     built = native_init(directory)
     assert built is not None and Path(built.path).stat().st_mode & 0o777 == 0o755
     assert native_init(directory) == built, "built once, then found"
-    assert [p.name for p in directory.iterdir()] == [Path(built.path).name]
+    # (A dotfile remembers a host that cannot link statically.)
+    shown = [p.name for p in directory.iterdir() if not p.name.startswith(".")]
+    assert shown == [Path(built.path).name]
     return built.path
+
+
+def test_a_dynamic_init_built_before_gives_way_to_a_static_one(tmp_path: Path) -> None:
+    first = native_init(tmp_path)
+    assert first is not None
+    if not first.static:
+        # A host that cannot link statically is remembered: no later start tries again.
+        markers = [p.name for p in tmp_path.iterdir() if p.name.endswith(".unavailable")]
+        assert len(markers) == 1, markers
+        assert native_init(tmp_path) == first
+        return
+    # As a version of Lamina that built only dynamic inits left its directory.
+    dynamic = Path(first.path.removesuffix("-static"))
+    Path(first.path).rename(dynamic)
+    again = native_init(tmp_path)
+    assert again == first, "the static one built, not the dynamic one taken"
+    assert dynamic.exists()  # (left alone: another server may be using it)
 
 
 def test_it_is_static_where_the_host_has_a_static_libc(init: str) -> None:

@@ -20,6 +20,7 @@ Python init. (Static, it also holds less memory of its own: ~44 KB against ~92 K
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -44,24 +45,33 @@ class NativeInit:
 
 def native_init(directory: Path) -> NativeInit | None:
     """The built init (built now if need be, static if the host can), or None to keep the
-    Python one."""
+    Python one.
+
+    A static build is tried once per source version, even where a dynamic one was built
+    before (by a version of Lamina that built only those); a host that cannot link one
+    statically is remembered by an empty marker file, so that no later start tries again."""
     try:
         source = SOURCE.read_bytes()
     except OSError:
         return None
     name = f"init-{hashlib.sha256(source).hexdigest()[:16]}"
     static, dynamic = directory / f"{name}-static", directory / name
-    for target, is_static in ((static, True), (dynamic, False)):
-        if os.access(target, os.X_OK):
-            return NativeInit(str(target), is_static)
+    no_static = directory / f".{name}-static.unavailable"
+    if os.access(static, os.X_OK):
+        return NativeInit(str(static), True)
     compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is not None and not no_static.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        if _build(compiler, static, ["-static"], quiet=True):
+            return NativeInit(str(static), True)
+        log.info("no static C library: container-image sandboxes keep their Python init")
+        with contextlib.suppress(OSError):
+            no_static.touch()
+    if os.access(dynamic, os.X_OK):
+        return NativeInit(str(dynamic), False)
     if compiler is None:
         log.info("no C compiler: sandboxes keep their Python init (~1.7 MB more each)")
         return None
-    directory.mkdir(parents=True, exist_ok=True)
-    if _build(compiler, static, ["-static"], quiet=True):
-        return NativeInit(str(static), True)
-    log.info("no static C library: container-image sandboxes keep their Python init")
     if _build(compiler, dynamic, [], quiet=False):
         return NativeInit(str(dynamic), False)
     return None
