@@ -4,6 +4,7 @@ or 128 + the signal), having reaped what else it had."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import struct
 import subprocess
@@ -93,3 +94,28 @@ def test_other_children_are_reaped_and_do_not_end_it(init: str) -> None:
     # An extension-like child that ends first is reaped; the init waits on for the runtime.
     script = "(sleep 0.1; exit 3) & (sleep 0.4; exit 5) & RUNTIME=$!"
     assert run_as_init(init, script) == 5
+
+
+def test_without_a_static_c_library_the_init_is_dynamic(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A compiler that cannot link statically (no libc.a), as on a host without one.
+    real = shutil.which("cc") or shutil.which("gcc")
+    assert real is not None
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "cc"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f'for a in "$@"; do [ "$a" = -static ] && echo tried >> {tmp_path}/static && exit 1; done\n'
+        f'exec {real} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ.get('PATH', '')}")
+    built = native_init(tmp_path / "init")
+    assert built is not None and not built.static
+    assert _loader(built.path) is not None
+    assert native_init(tmp_path / "init") == built  # found again, static not tried again
+    assert (tmp_path / "static").read_text() == "tried\n"
+    names = sorted(p.name for p in (tmp_path / "init").iterdir())
+    assert names == [f".{Path(built.path).name}-static.unavailable", Path(built.path).name]
