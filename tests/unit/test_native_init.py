@@ -1,10 +1,12 @@
 """The sandboxes' native init (`lamina.sandbox._native_init`, `zygote/init.c`): built once,
-found again, and exiting as its runtime did (the code, or 128 + the signal), having reaped
-what else it had."""
+found again, linked statically where the host can, and exiting as its runtime did (the code,
+or 128 + the signal), having reaped what else it had."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -20,10 +22,55 @@ pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compile
 def init(tmp_path_factory: pytest.TempPathFactory) -> str:
     directory = tmp_path_factory.mktemp("init")
     built = native_init(directory)
-    assert built is not None and Path(built).stat().st_mode & 0o777 == 0o755
+    assert built is not None and Path(built.path).stat().st_mode & 0o777 == 0o755
     assert native_init(directory) == built, "built once, then found"
-    assert [p.name for p in directory.iterdir()] == [Path(built).name]
-    return built
+    # (A dotfile remembers a host that cannot link statically.)
+    shown = [p.name for p in directory.iterdir() if not p.name.startswith(".")]
+    assert shown == [Path(built.path).name]
+    return built.path
+
+
+def test_a_dynamic_init_built_before_gives_way_to_a_static_one(tmp_path: Path) -> None:
+    first = native_init(tmp_path)
+    assert first is not None
+    if not first.static:
+        # A host that cannot link statically is remembered: no later start tries again.
+        markers = [p.name for p in tmp_path.iterdir() if p.name.endswith(".unavailable")]
+        assert len(markers) == 1, markers
+        assert native_init(tmp_path) == first
+        return
+    # As a version of Lamina that built only dynamic inits left its directory.
+    dynamic = Path(first.path.removesuffix("-static"))
+    Path(first.path).rename(dynamic)
+    again = native_init(tmp_path)
+    assert again == first, "the static one built, not the dynamic one taken"
+    assert dynamic.exists()  # (left alone: another server may be using it)
+
+
+def test_it_is_static_where_the_host_has_a_static_libc(init: str) -> None:
+    # A container image's root has its own C library, or none: there only a static init runs.
+    compiler = shutil.which("cc") or "cc"
+    found = subprocess.run([compiler, "-print-file-name=libc.a"], capture_output=True, text=True)
+    static = Path(found.stdout.strip()).is_absolute()
+    assert init.endswith("-static") == static
+    assert _loader(init) is None if static else _loader(init) is not None
+
+
+def _loader(path: str) -> bytes | None:
+    """The dynamic loader an ELF file names (its PT_INTERP), or None for a static one."""
+    data = Path(path).read_bytes()
+    assert data[:4] == b"\x7fELF" and data[4] == 2, "a 64-bit ELF"
+    order = "<" if data[5] == 1 else ">"
+    (phoff,) = struct.unpack_from(order + "Q", data, 0x20)
+    phentsize, phnum = struct.unpack_from(order + "HH", data, 0x36)
+    for i in range(phnum):
+        at = phoff + i * phentsize
+        (kind,) = struct.unpack_from(order + "I", data, at)
+        if kind == 3:  # PT_INTERP
+            (offset,) = struct.unpack_from(order + "Q", data, at + 8)
+            (size,) = struct.unpack_from(order + "Q", data, at + 32)
+            return data[offset : offset + size].rstrip(b"\0")
+    return None
 
 
 def run_as_init(init: str, script: str) -> int:
@@ -47,3 +94,28 @@ def test_other_children_are_reaped_and_do_not_end_it(init: str) -> None:
     # An extension-like child that ends first is reaped; the init waits on for the runtime.
     script = "(sleep 0.1; exit 3) & (sleep 0.4; exit 5) & RUNTIME=$!"
     assert run_as_init(init, script) == 5
+
+
+def test_without_a_static_c_library_the_init_is_dynamic(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A compiler that cannot link statically (no libc.a), as on a host without one.
+    real = shutil.which("cc") or shutil.which("gcc")
+    assert real is not None
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "cc"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f'for a in "$@"; do [ "$a" = -static ] && echo tried >> {tmp_path}/static && exit 1; done\n'
+        f'exec {real} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ.get('PATH', '')}")
+    built = native_init(tmp_path / "init")
+    assert built is not None and not built.static
+    assert _loader(built.path) is not None
+    assert native_init(tmp_path / "init") == built  # found again, static not tried again
+    assert (tmp_path / "static").read_text() == "tried\n"
+    names = sorted(p.name for p in (tmp_path / "init").iterdir())
+    assert names == [f".{Path(built.path).name}-static.unavailable", Path(built.path).name]
