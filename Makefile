@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install serve test lint typecheck bench bench-coldstart bench-scale bench-async bench-auth bench-websocket bench-durable bench-streaming bench-sigv4 bench-sources bench-density bench-cluster conformance clean
+.PHONY: install serve test lint typecheck bench bench-coldstart bench-scale bench-async bench-auth bench-websocket bench-durable bench-images bench-streaming bench-sigv4 bench-sources bench-density bench-cluster conformance clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,11 @@ bench-websocket: install
 # and 1,000 executions suspended on a wait (memory held, environments, time to resume; ~4 min).
 bench-durable: install
 	AWS_EC2_METADATA_DISABLED=true $(BIN)/python bench/durable.py $(ARGS)
+
+# Container images: pull + unpack of a ~90 MB image beside `skopeo copy` of it, and cold starts
+# of an image function beside the same code as zips (needs docker-registry and skopeo).
+bench-images: install
+	AWS_EC2_METADATA_DISABLED=true $(BIN)/python bench/images.py $(ARGS)
 
 bench-streaming: install
 	AWS_EC2_METADATA_DISABLED=true $(BIN)/python bench/streaming.py $(ARGS)

@@ -314,7 +314,7 @@ def write_layout(
     ).encode()
     digest = _put_blob(layout, manifest)
     index_path = layout / "index.json"
-    index = (
+    index: dict[str, Any] = (
         json.loads(index_path.read_text())
         if index_path.exists()
         else {"schemaVersion": 2, "manifests": []}

@@ -135,8 +135,8 @@ def python_base() -> Base:
 
     def build() -> list[bytes]:
         files: dict[str, Path] = {str(binary): binary}
-        for lib in prefix.joinpath("lib").glob("libpython*.so*"):
-            files[str(lib)] = lib
+        for libpython in prefix.joinpath("lib").glob("libpython*.so*"):
+            files[str(libpython)] = libpython
         for path in stdlib.rglob("*"):
             rel = path.relative_to(stdlib)
             if rel.parts[0] == "site-packages" or rel.parts[0].startswith("config-"):
