@@ -152,6 +152,10 @@ class SandboxSpec:
     extensions: Sequence[str] = ()
     #: where the extensions' stdout and stderr go (the caller owns it, as `output_fd`)
     extension_output_fd: int | None = None
+    #: a container-image function's unpacked root filesystem, shown read-only as `/`
+    image_root: Path | None = None
+    #: the runtime's working directory as it sees it (None: /var/task, as for zip functions)
+    working_dir: str | None = None
 
 
 @dataclass(frozen=True)
@@ -163,6 +167,8 @@ class RuntimeSpec:
     runtime_dir: Path
     #: the runtime's image (Lambda's /var/lang), as `SandboxSpec.lang_dir`
     lang_dir: Path | None = None
+    #: a container-image function's unpacked root filesystem, as `SandboxSpec.image_root`
+    image_root: Path | None = None
 
 
 @dataclass(frozen=True)

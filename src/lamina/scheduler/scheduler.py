@@ -19,10 +19,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from lamina.errors import InvalidRuntimeError, InvalidSubnetIDError, TooManyRequestsError
-from lamina.models import FunctionConfig, InvokeRequest, InvokeResult
+from lamina.errors import (
+    InvalidRuntimeError,
+    InvalidSubnetIDError,
+    LaminaError,
+    ResourceNotReadyError,
+    TooManyRequestsError,
+)
+from lamina.images import ImageError, UnpackedImage
+from lamina.models import FunctionConfig, FunctionImage, InvokeRequest, InvokeResult
 from lamina.networks import VpcDirectory
 from lamina.observability import LogStore, LogWriter, Metrics
 from lamina.runtimes.catalog import Family, RuntimeCatalog, RuntimeInfo
@@ -43,6 +50,7 @@ from lamina.scheduler.lambda_env import (
     LAMBDA_OPT,
     LAMBDA_RUNTIME_DIR,
     LAMBDA_TASK_ROOT,
+    image_environment,
     lambda_environment,
 )
 from lamina.scheduler.limits import EnvironmentLimits
@@ -74,6 +82,14 @@ def qualifier_of(invoked_arn: str) -> str:
     """The qualifier (alias or version) an invoked function ARN names, `$LATEST` if none."""
     parts = invoked_arn.split(":")
     return parts[-1] if len(parts) == _QUALIFIED_PARTS else _LATEST
+
+
+class ImageRoots(Protocol):
+    """Where container-image functions' root filesystems come from (`control.images`)."""
+
+    def unpacked(self, digest: str) -> UnpackedImage | None: ...
+
+    async def ensure(self, image: FunctionImage, architecture: str) -> UnpackedImage: ...
 
 
 class _Labelled:
@@ -469,6 +485,8 @@ class Scheduler:
         self.check_startable: Callable[[FunctionConfig], None] = lambda config: None
         #: cluster mode: fetches a function's code and layers to this node before a start
         self.code_ready: Callable[[FunctionConfig], Awaitable[None]] | None = None
+        #: container images' root filesystems on this node (the server sets it)
+        self.image_roots: ImageRoots | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._reaper: asyncio.Task[None] | None = None
         #: throttle counters by (function, reason), made on first use
@@ -493,6 +511,8 @@ class Scheduler:
 
     async def invoke(self, config: FunctionConfig, request: InvokeRequest) -> InvokeResult:
         """Run one invocation; TooManyRequestsError at once if it is over a concurrency limit."""
+        if config.image is not None:
+            await self._image_here(config)
         pool = self._pool(config)
         try:
             # Most versions have no such limits: skip their bookkeeping (the hot path).
@@ -604,7 +624,7 @@ class Scheduler:
         """Make the function's pool ahead of its first invoke (a cold start then skips it),
         and what its runtime needs built (Java's client), in the background."""
         # (reported when it is invoked)
-        with contextlib.suppress(InvalidRuntimeError, InvalidSubnetIDError):
+        with contextlib.suppress(InvalidRuntimeError, InvalidSubnetIDError, ResourceNotReadyError):
             self._pool(config)
         runtime = self._runtimes.get(config.runtime)
         if runtime is not None and runtime.prepare is not None:
@@ -653,6 +673,9 @@ class Scheduler:
     # -- internals -----------------------------------------------------------------
 
     def _context(self, config: FunctionConfig) -> EnvironmentContext:
+        container = config.serving_image
+        if container is not None:
+            return self._image_context(config, container)
         runtime = self._runtimes.get(config.runtime)
         if runtime is None:
             # control/ accepted it, so the host lost it since (an interpreter uninstalled).
@@ -707,6 +730,55 @@ class Scheduler:
             vpc=self._vpc(config),
             prepare_runtime=runtime.prepare,
             account_id=self._settings.account_id,
+        )
+
+    async def _image_here(self, config: FunctionConfig) -> None:
+        """Before an image function's environment starts: its image unpacked on this node,
+        pulled first if it is not (a cache wiped since, or another node's pull)."""
+        image = config.serving_image
+        assert image is not None
+        roots = self.image_roots
+        if roots is not None and roots.unpacked(image.digest) is not None:
+            return
+        if roots is None:
+            raise ResourceNotReadyError("This Lamina server runs no container-image functions.")
+        try:
+            await roots.ensure(image, config.architectures[0])
+        except (ImageError, ValueError, LaminaError) as e:
+            raise ResourceNotReadyError(
+                f"The function's image {image.uri} is not on this node and could not be pulled: {e}"
+            ) from None
+
+    def _image_context(self, config: FunctionConfig, image: FunctionImage) -> EnvironmentContext:
+        """An image function's environments: its image's root as `/`, its entry point run."""
+        unpacked = self.image_roots.unpacked(image.digest) if self.image_roots else None
+        if unpacked is None:
+            raise ResourceNotReadyError(
+                f"The function's image {image.uri} is not on this node yet."
+            )
+        argv = image.argv
+        if not argv:
+            raise InvalidRuntimeError(
+                f"The image {image.uri} has no ENTRYPOINT or CMD, and the function's "
+                "ImageConfig sets no EntryPoint or Command: there is nothing to run."
+            )
+        return EnvironmentContext(
+            config=config,
+            argv=argv,
+            task_root=unpacked.rootfs,
+            runtime_dir=unpacked.rootfs,
+            base_env=image_environment(config, self._settings, image),
+            credentials=partial(self._credentials, config) if self._credentials else None,
+            backend=self._backend,
+            metrics=self._metrics,
+            logs=self._logs,
+            # Lambda bills a container image's init phase, as a custom runtime's.
+            bill_init=True,
+            network=config.network_enabled,
+            vpc=self._vpc(config),
+            account_id=self._settings.account_id,
+            image_root=unpacked.rootfs,
+            working_dir=image.working_dir,
         )
 
     def _vpc(self, config: FunctionConfig) -> str | None:
