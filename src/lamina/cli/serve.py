@@ -369,6 +369,12 @@ def serve(
         networks.check_vpcs(defined)
     except networks.NetworkSpecError as e:
         _fail(str(e), code=2)
+    from lamina.images.reference import Registries
+
+    try:
+        Registries.from_options(image_registries, image_registry_auth)
+    except ValueError as e:
+        _fail(str(e), code=2)
     metrics_address = None
     if metrics_listen is not None:
         try:
