@@ -777,6 +777,8 @@ class Scheduler:
             network=config.network_enabled,
             vpc=self._vpc(config),
             account_id=self._settings.account_id,
+            # As on Lambda, the image's own /opt/extensions start before its entry point.
+            opt_dir=unpacked.rootfs / "opt",
             image_root=unpacked.rootfs,
             working_dir=image.working_dir,
         )
