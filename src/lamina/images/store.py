@@ -10,8 +10,9 @@ digest matched, an image's directory into `roots/` only once every layer is appl
 failure removes what it had staged. A blob present in `blobs/` is never fetched again.
 
 `ensure` pulls one image digest at a time (an asyncio lock per digest: concurrent callers
-share one pull) and one blob at a time (images sharing a layer fetch it once). Unpacking is
-blocking work and runs on a worker thread. Each pull is logged on the `lamina.images` logger
+share one pull), fetches an image's layers a few at a time, and each blob once (a lock per
+blob: images sharing a layer fetch it once). Unpacking is blocking work and runs on a worker
+thread. Each pull is logged on the `lamina.images` logger
 (a line as each layer starts and finishes, one at the end) and kept for `progress()`.
 """
 
@@ -47,6 +48,8 @@ _DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
 #: finished pulls kept for `progress()` beside those in flight
 _RECENT = 32
 _MB = 1024 * 1024
+#: layers of one image fetched at once (as skopeo and docker do)
+_PARALLEL_FETCHES = 4
 
 
 class ImageStore:
@@ -130,10 +133,7 @@ class ImageStore:
         self._track(progress)
         started = time.monotonic()
         try:
-            paths = [
-                await self._blob(image, index, digest, size, progress)
-                for index, (digest, size) in enumerate(image.layers)
-            ]
+            paths = await self._blobs_of(image, progress)
             progress.phase = "unpacking"
             unpacked = await asyncio.to_thread(self._unpack, image, hex_digest, paths)
         except ImageError as e:
@@ -169,6 +169,25 @@ class ImageStore:
         progress.phase = "failed"
         progress.error = error
         log.warning("pull of %s (%s) failed: %s", progress.uri, progress.digest, error)
+
+    async def _blobs_of(self, image: ResolvedImage, progress: PullProgress) -> list[Path]:
+        """Every layer of `image` in `blobs/`, a few fetched at a time; the first failure
+        cancels the other fetches (which remove what they staged) and is raised."""
+        gate = asyncio.Semaphore(_PARALLEL_FETCHES)
+
+        async def one(index: int, digest: str, size: int) -> Path:
+            async with gate:
+                return await self._blob(image, index, digest, size, progress)
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [
+                    group.create_task(one(index, digest, size))
+                    for index, (digest, size) in enumerate(image.layers)
+                ]
+        except BaseExceptionGroup as failed:
+            raise failed.exceptions[0] from None
+        return [task.result() for task in tasks]
 
     async def _blob(
         self, image: ResolvedImage, index: int, digest: str, size: int, progress: PullProgress
