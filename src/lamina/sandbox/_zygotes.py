@@ -2,9 +2,10 @@
 hear about exits.
 
 One zygote per runtime interpreter that runs the Python bootstrap in-process, and one "exec"
-zygote (any Python) whose children exec Node.js or a custom runtime's bootstrap after they
-are isolated. A zygote that dies takes its children with it (they have a parent-death
-signal): every child it had is reported as killed and the next request starts a new one.
+zygote (any Python) whose children exec Node.js, a custom runtime's bootstrap or a container
+image's entry point after they are isolated (an image's children with its root as theirs).
+A zygote that dies takes its children with it (they have a parent-death signal): every child
+it had is reported as killed and the next request starts a new one.
 """
 
 from __future__ import annotations
@@ -145,15 +146,26 @@ class Zygote:
                 else:
                     self._early_exits[pid] = status
 
-    async def spawn(self, cgroups: list[str], child_ctl: int, netns: int, nice: int = 0) -> int:
+    async def spawn(
+        self,
+        cgroups: list[str],
+        child_ctl: int,
+        netns: int,
+        nice: int = 0,
+        image: str | None = None,
+    ) -> int:
         """A new child (its pid on the host); the descriptors are sent, not consumed. `nice`:
-        the CPU priority it isolates itself at (it takes 0 back when claimed)."""
+        the CPU priority it isolates itself at (it takes 0 back when claimed); `image`: a
+        container image's unpacked root, its root instead of the host's system directories
+        (an exec zygote's child only)."""
         await self.start()
         self._seq += 1
         request = f"s{self._seq}"
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending[request] = future
-        message = {"op": "spawn", "id": request, "cgroups": cgroups, "nice": nice}
+        message: dict[str, Any] = {"op": "spawn", "id": request, "cgroups": cgroups, "nice": nice}
+        if image is not None:
+            message["image"] = image
         self._send(message, [child_ctl, netns])
         return await future
 

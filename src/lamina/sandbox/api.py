@@ -45,6 +45,33 @@ Contract for backends:
   sandbox (a backend thaws first where its kill needs it).
 - The runtime starts with umask `RUNTIME_UMASK`, not the server's.
 - A backend raises only `SandboxError` (wrapping the OS error that caused it).
+
+Container-image functions (`spec.image_root`, an image's unpacked root filesystem):
+- Only a backend that isolates a root filesystem runs them (`namespace`); another refuses
+  the spec in `create()` with `SandboxError(IMAGE_NEEDS_NAMESPACE)`.
+- The runtime sees `image_root` read-only as `/`, and of the host nothing but a fresh /proc,
+  /sys (read-only), a /dev of harmless devices and the host's /etc/resolv.conf (it resolves
+  names as the host does). Over the image's own files: Lambda's /etc/passwd and /etc/group
+  (the sandbox user), and an /etc/hosts naming localhost and `sandbox.localdomain`. /tmp is
+  a private tmpfs of `ephemeral_storage_mb`, the only writable place. Nothing is attached at
+  /var/task, /opt, /var/runtime or /var/lang: `task_root`, `runtime_dir`, `lang_dir`,
+  `opt_dir`, `interpreter` and `python_in_zygote` are ignored; the image's own files are
+  there.
+- The image must hold these mount points as real directories (no symbolic link on the way):
+  dev, proc, sys, tmp, etc; and as regular files etc/passwd, etc/group, etc/hosts,
+  etc/resolv.conf (the unpacker in `lamina.images` makes them). A missing one fails the
+  sandbox with a `SandboxError` naming it; nothing is ever written into the image.
+- `argv` is exec'd as it is (no warm interpreter): an `argv[0]` without a "/" is looked up
+  in the PATH of the environment given to `start()` (`DEFAULT_PATH` if it has none), as
+  execvp(3) does; one that cannot be executed fails `start()` as any entry point does (the
+  `OSError` with `filename` = `argv[0]`). Its working directory is `spec.working_dir`; one
+  the image lacks fails `start()` with an `OSError` whose `filename` is that directory.
+- The runtime runs as Lambda's sandbox user, not as the image's USER (as Lambda does), with
+  the same seccomp filter, no_new_privs, cgroup limits and network as a zip function's.
+- `expect()` may prepare environments for an image ahead of need, as for a runtime (a
+  `RuntimeSpec` with its `image_root`). The image roots it names are the whole set in use:
+  a backend keeps nothing ready for an image it is no longer told about (a function of that
+  image still starts; it pays the isolation then).
 """
 
 from __future__ import annotations
@@ -117,6 +144,14 @@ class SandboxError(Exception):
     """A sandbox could not be created, started or stopped."""
 
 
+#: why a backend that cannot run container-image functions refuses one
+IMAGE_NEEDS_NAMESPACE = (
+    "container-image functions need the namespace sandbox (lamina serve --sandbox namespace)"
+)
+#: the PATH an image's entry point is looked up in when its environment sets none
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
 @dataclass(frozen=True)
 class SandboxSpec:
     """Everything a backend needs to make one execution environment."""
@@ -152,9 +187,10 @@ class SandboxSpec:
     extensions: Sequence[str] = ()
     #: where the extensions' stdout and stderr go (the caller owns it, as `output_fd`)
     extension_output_fd: int | None = None
-    #: a container-image function's unpacked root filesystem, shown read-only as `/`
+    #: a container-image function's unpacked root filesystem on the host, shown read-only as
+    #: `/` (see the module's contract); None for a zip function
     image_root: Path | None = None
-    #: the runtime's working directory as it sees it (None: /var/task, as for zip functions)
+    #: the runtime's working directory as it sees it; None: /var/task (a zip function's)
     working_dir: str | None = None
 
 
@@ -167,7 +203,8 @@ class RuntimeSpec:
     runtime_dir: Path
     #: the runtime's image (Lambda's /var/lang), as `SandboxSpec.lang_dir`
     lang_dir: Path | None = None
-    #: a container-image function's unpacked root filesystem, as `SandboxSpec.image_root`
+    #: a container image's unpacked root, as `SandboxSpec.image_root` (the fields above are
+    #: then ignored)
     image_root: Path | None = None
 
 
@@ -261,7 +298,8 @@ class SandboxBackend(Protocol):
 
     def expect(self, runtimes: Sequence[RuntimeSpec]) -> None:
         """A hint: functions on these runtimes exist, so cold starts on them are coming. A
-        backend may prepare environments for them ahead of need (on the event loop)."""
+        backend may prepare environments for them ahead of need (on the event loop). The
+        container images among them are all those in use (see the module's contract)."""
         ...
 
     def create(self, spec: SandboxSpec) -> Sandbox:

@@ -18,6 +18,13 @@ start claims one: the server hands it the function's files as detached mount tre
 (open_tree), the child attaches them, drops its privileges and runs the handler's import. A
 claim that finds the pool dry waits for the next child made (some milliseconds more).
 
+Container-image functions (`SandboxSpec.image_root`, see `api.py`): the child's root is the
+image's unpacked root filesystem, bound read-only, with the same /proc, /dev, /sys, /tmp and
+user database over it, and nothing of the host's system directories; the claim attaches no
+trees, and the image's entry point is exec'd. Those children come from the exec zygote (the
+host's Python: the zygote itself never runs on the image's files) in a pool of their own per
+image, made ahead as a runtime's are, so that a cold start costs what a custom runtime's does.
+
 Memory: the cgroup's hard limit is MemorySize + the /tmp size (tmpfs pages are charged to the
 writer's cgroup; on Lambda /tmp is apart from memory), and a watcher kills an environment whose
 own anonymous memory passes MemorySize — reported as Runtime.OutOfMemory either way.
@@ -82,8 +89,10 @@ PRELOAD = (
     "uuid",
     "email.message",
 )
-#: a pool's key: the zygote's interpreter, whether it runs Python in-process, what it exposes
-_Key = tuple[str, bool, tuple[str, ...]]
+#: a zygote's key: its interpreter, whether it runs Python in-process, what it exposes
+_ZygoteKey = tuple[str, bool, tuple[str, ...]]
+#: a pool's key: its zygote's, and the container image its children show as / ("": none)
+_Key = tuple[str, bool, tuple[str, ...], str]
 #: as `zygote.SYSTEM_DIRS`: what the sandbox's root shows of the host
 _SYSTEM_DIRS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr", "etc")
 
@@ -116,7 +125,7 @@ class _Prepared:
     sandbox_id: str
     exit: ExitWatch = field(default_factory=ExitWatch)
     #: the pool it was taken from
-    key: _Key = ("", False, ())
+    key: _Key = ("", False, (), "")
     #: the CPU priority it was made at (not 0: made for the pool)
     nice: int = 0
     #: the host pid of the process that will run the runtime (the init's first child)
@@ -202,30 +211,18 @@ class NamespaceSandbox:
             claim: dict[str, Any] = {
                 "env": dict(env),
                 "argv": list(spec.argv),
-                "task": str(spec.task_root),
-                "opt": str(spec.opt_dir) if spec.opt_dir else None,
+                "cwd": spec.working_dir or "/var/task",
                 "tmp_mb": spec.ephemeral_storage_mb,
                 "extensions": list(spec.extensions),
             }
-            if not spec.python_in_zygote:
-                claim["runtime_dir"] = str(spec.runtime_dir)
             outputs = [spec.output_fd]
             if spec.extensions and spec.extension_output_fd is not None:
                 outputs.append(spec.extension_output_fd)
-            # A Python zygote's children have the image already (see `_zygote`); an exec'd
-            # runtime's get it now.
-            attach_lang = spec.lang_dir is not None and not spec.python_in_zygote
-            if attach_lang:
-                claim["lang"] = str(spec.lang_dir)
-            trees = [open_tree(spec.task_root)]
+            trees: list[int] = []
             try:
-                if spec.opt_dir:
-                    trees.append(open_tree(spec.opt_dir))
-                if not spec.python_in_zygote:
-                    trees.append(open_tree(spec.runtime_dir))
-                if attach_lang:
-                    assert spec.lang_dir is not None
-                    trees.append(open_tree(spec.lang_dir))
+                if spec.image_root is None:
+                    # (An image's root has its own files at those places: nothing attached.)
+                    claim.update(_function_trees(spec, trees))
                 if child.nice:
                     # Made for the pool at a low priority: the runtime wakes up to this claim
                     # at the normal one (it takes it back itself too, before the function
@@ -401,8 +398,8 @@ class NamespaceBackend:
         self._etc_files = write_user_database(root / "etc", self._uid, self._gid)
         #: the sandboxes' native init, built once into `init_dir` (None: their Python init)
         self._init = native_init(init_dir or root / "bin")
-        self._zygotes: dict[_Key, Zygote] = {}
-        self._keys: dict[tuple[str, bool, Path, Path | None], _Key] = {}
+        self._zygotes: dict[_ZygoteKey, Zygote] = {}
+        self._keys: dict[tuple[str, bool, Path, Path | None, Path | None], _Key] = {}
         self._pools: dict[_Key, PreparedPool[_Prepared]] = {}
         self._live: set[NamespaceSandbox] = set()
         self._watcher: asyncio.Task[None] | None = None
@@ -422,43 +419,87 @@ class NamespaceBackend:
         pass
 
     def expect(self, runtimes: Sequence[RuntimeSpec]) -> None:
-        """Start the zygotes of these runtimes and fill their pools (in the background)."""
+        """Start the zygotes of these runtimes and fill their pools (in the background).
+        Pools of container images no longer named keep nothing ready (see `api.py`)."""
+        images = set()
         for spec in runtimes:
             key = self._zygote(
-                spec.interpreter, spec.python_in_zygote, spec.runtime_dir, spec.lang_dir
+                spec.interpreter,
+                spec.python_in_zygote,
+                spec.runtime_dir,
+                spec.lang_dir,
+                spec.image_root,
             )
-            self._pools[key].refill()
+            pool = self._pools[key]
+            if spec.image_root is not None:
+                images.add(key)
+                pool.base = self._warm_pool
+            pool.refill()
+        for key, pool in self._pools.items():
+            if key[3] and key not in images and pool.base:
+                # The release of what it holds ready, not a close: a function of that image
+                # may yet start (a claim then makes its child).
+                pool.base = 0
+                pool.refill()
 
     # -- zygotes and the pool --------------------------------------------------------------
 
     def _zygote(
-        self, runtime: str, python: bool, runtime_dir: Path, lang_dir: Path | None = None
+        self,
+        runtime: str,
+        python: bool,
+        runtime_dir: Path,
+        lang_dir: Path | None = None,
+        image_root: Path | None = None,
     ) -> _Key:
-        """The zygote for a runtime (made if need be), by its pool's key.
+        """The pool for a runtime or a container image (made if need be, with its zygote),
+        by its key.
 
         A Python runtime's zygote is its own interpreter, running the bootstrap in-process;
         other runtimes share an "exec" zygote (the host's Python) whose children exec them,
         one per set of directories to expose (a runtime installed outside the system
-        directories, such as pyenv's or nvm's under /root).
+        directories, such as pyenv's or nvm's under /root). Container images share the
+        plain exec zygote, with a pool per image: its children are made with the image as
+        their root.
         """
-        asked = (runtime, python, runtime_dir, lang_dir)
+        asked = (runtime, python, runtime_dir, lang_dir, image_root)
         key = self._keys.get(asked)
         if key is not None:
             return key  # (resolving the runtime's path costs tens of µs: once per runtime)
-        expose = _expose(str(Path(runtime).resolve().parent.parent)) if runtime else []
-        interpreter = runtime if python else exec_interpreter()
-        key = (interpreter, python, tuple(expose))
+        if image_root is not None:
+            key = (exec_interpreter(), False, (), str(image_root))
+        else:
+            expose = _expose(str(Path(runtime).resolve().parent.parent)) if runtime else []
+            interpreter = runtime if python else exec_interpreter()
+            key = (interpreter, python, tuple(expose), "")
         self._keys[asked] = key
-        if key not in self._zygotes:
+        if key not in self._pools:
+            zygote = self._make_zygote(key[:3], runtime_dir, lang_dir)
+            image = key[3] or None
+            self._pools[key] = PreparedPool(
+                f"{zygote.interpreter} ({image})" if image else zygote.interpreter,
+                partial(self._spawn, zygote, image),
+                self.release,
+                _alive,
+                self._warm_pool,
+                self._pool_max,
+            )
+        return key
+
+    def _make_zygote(self, zkey: _ZygoteKey, runtime_dir: Path, lang_dir: Path | None) -> Zygote:
+        """The zygote for `zkey` (made now if need be; it starts with its first child)."""
+        interpreter, python, expose = zkey
+        if zkey not in self._zygotes:
             config: dict[str, Any] = {
                 "staging": str(self._staging),
                 "etc_files": self._etc_files,
                 "masks": [str(self._data_dir)],
-                "expose": expose,
+                "expose": list(expose),
                 "uid": self._uid,
                 "gid": self._gid,
                 "python": python,
-                "init": self._init,
+                "init": self._init.path if self._init else None,
+                "init_static": bool(self._init and self._init.static),
             }
             if python:
                 config["runtime_dir"] = str(runtime_dir)
@@ -470,19 +511,17 @@ class NamespaceBackend:
                     # A Python zygote serves one runtime: its image is bound at /var/lang in
                     # the pool, ahead of any claim (a bind shows the SDK installed later too).
                     config["lang_dir"] = str(lang_dir)
-            zygote = self._zygotes[key] = Zygote(interpreter, config)
-            self._pools[key] = PreparedPool(
-                interpreter,
-                partial(self._spawn, zygote),
-                self.release,
-                _alive,
-                self._warm_pool,
-                self._pool_max,
-            )
-        return key
+            self._zygotes[zkey] = Zygote(interpreter, config)
+        return self._zygotes[zkey]
 
     async def claim(self, spec: SandboxSpec) -> _Prepared:
-        key = self._zygote(spec.interpreter, spec.python_in_zygote, spec.runtime_dir, spec.lang_dir)
+        key = self._zygote(
+            spec.interpreter,
+            spec.python_in_zygote,
+            spec.runtime_dir,
+            spec.lang_dir,
+            spec.image_root,
+        )
         pool = self._pools[key]
         try:
             child = await pool.claim()
@@ -500,9 +539,10 @@ class NamespaceBackend:
         if pool is not None and not self._closing:
             asyncio.get_running_loop().call_later(_REFILL_AFTER_INIT_S, pool.refill)
 
-    async def _spawn(self, zygote: Zygote, urgent: bool = True) -> _Prepared:
-        """A new isolated child; made for the pool (not `urgent`), it isolates itself at a
-        low CPU priority and takes the normal one back when claimed (see `_pool.py`)."""
+    async def _spawn(self, zygote: Zygote, image: str | None, urgent: bool = True) -> _Prepared:
+        """A new isolated child (with `image` as its root, if given); made for the pool (not
+        `urgent`), it isolates itself at a low CPU priority and takes the normal one back
+        when claimed (see `_pool.py`)."""
         loop = asyncio.get_running_loop()
         self._seq += 1
         sandbox_id = f"e{os.getpid()}-{self._seq}"
@@ -524,7 +564,7 @@ class NamespaceBackend:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         nice = 0 if urgent else POOL_NICE
         try:
-            pid = await zygote.spawn(cgroup.procs_files, theirs.fileno(), netns.fd, nice)
+            pid = await zygote.spawn(cgroup.procs_files, theirs.fileno(), netns.fd, nice, image)
         except BaseException:
             ours.close()
             netns.close()
@@ -540,7 +580,7 @@ class NamespaceBackend:
         ready = await loop.sock_recv(ours, 1 << 16)
         if not ready or b'"ready"' not in ready:
             await self.release(child)
-            raise SandboxError(f"sandbox failed to isolate: {ready.decode(errors='replace')}")
+            raise SandboxError(f"sandbox failed to isolate: {_problem(ready)}")
         child.runtime_pid = _first_child(pid)
         return child
 
@@ -647,6 +687,37 @@ def open_tree(path: Path) -> int:
         err = ctypes.get_errno()
         raise OSError(err, f"open_tree {path}: {os.strerror(err)}", str(path))
     return fd
+
+
+def _function_trees(spec: SandboxSpec, trees: list[int]) -> dict[str, Any]:
+    """Open, into `trees` (which the caller closes), the detached trees a zip function's
+    claim attaches, in the child's order (`Child.attach`); returns what the claim says of
+    them."""
+    claim: dict[str, Any] = {"task": str(spec.task_root)}
+    trees.append(open_tree(spec.task_root))
+    if spec.opt_dir:
+        claim["opt"] = str(spec.opt_dir)
+        trees.append(open_tree(spec.opt_dir))
+    if not spec.python_in_zygote:
+        claim["runtime_dir"] = str(spec.runtime_dir)
+        trees.append(open_tree(spec.runtime_dir))
+    # A Python zygote's children have the image already (see `_zygote`); an exec'd
+    # runtime's get it now.
+    if spec.lang_dir is not None and not spec.python_in_zygote:
+        claim["lang"] = str(spec.lang_dir)
+        trees.append(open_tree(spec.lang_dir))
+    return claim
+
+
+def _problem(answer: bytes) -> str:
+    """What a child that failed to isolate reported (its error, naming the path at fault)."""
+    try:
+        problem = json.loads(answer)
+    except ValueError:
+        problem = None
+    if isinstance(problem, dict) and problem.get("error"):
+        return str(problem["error"])
+    return answer.decode(errors="replace") or "it exited"
 
 
 def _first_child(pid: int) -> int:

@@ -2,7 +2,8 @@
 
 It runs anywhere (no root, no namespaces) and isolates nothing beyond a process group, a
 private scratch directory (TMPDIR) and a clean environment; the `namespace` backend is the
-isolating one. Exits are watched with a pidfd on the event loop, not a thread per child.
+isolating one (and the only one that runs container-image functions: this one refuses them).
+Exits are watched with a pidfd on the event loop, not a thread per child.
 
 Memory: without a cgroup, the limit is enforced by watching the runtime process's resident
 set (`/proc/PID/statm`) every `MEMORY_POLL_S` and killing it when it passes `memory_mb`. That
@@ -26,6 +27,7 @@ from pathlib import Path
 
 from lamina.sandbox._signals import signal_main_thread
 from lamina.sandbox.api import (
+    IMAGE_NEEDS_NAMESPACE,
     RUNTIME_UMASK,
     ExitCallback,
     ExitWatch,
@@ -285,6 +287,10 @@ class ProcessBackend:
         pass
 
     def create(self, spec: SandboxSpec) -> ProcessSandbox:
+        if spec.image_root is not None:
+            # An image's root would have to be the runtime's `/`: nothing here can do that
+            # (running its entry point on the host's filesystem would be another function).
+            raise SandboxError(IMAGE_NEEDS_NAMESPACE)
         sandbox = ProcessSandbox(spec, self._root)
         self._live.add(sandbox)
         if self._watcher is None:

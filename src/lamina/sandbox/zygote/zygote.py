@@ -9,7 +9,9 @@ FD is a SOCK_SEQPACKET socket to the server. Each message is one JSON object, po
 carrying descriptors (SCM_RIGHTS). The server speaks first with `init`; then:
 
 - `spawn` (descriptors: the child's control socket, its network namespace; `nice`: the CPU
-  priority the child isolates itself at, 0 again once claimed) → the zygote clones a child
+  priority the child isolates itself at, 0 again once claimed; `image`: a container image's
+  unpacked root, the child's root instead of the host's system directories, see
+  `build_image_root`) → the zygote clones a child
   with one `clone()` carrying new mount, PID, IPC and UTS namespaces, answers `spawned`
   with the child's pid, and goes back to waiting. The child joins its cgroups and
   network namespace, builds its root (`build_root`), pivots into it, installs most of the
@@ -23,8 +25,10 @@ detached mount trees) attaches a function: its code at /var/task, layers at /opt
 runtime at /var/runtime, /tmp resized if need be; then the rest of the seccomp filter,
 rlimits and an unprivileged uid/gid. A Python zygote's child then runs the runtime bootstrap
 it already imported (its standard modules are warm, so a cold start pays little more than the
-handler's import); other runtimes are exec'd. The child closes its control socket as it hands
-over (or reports the error that stopped it), which is how the server knows the claim took.
+handler's import); other runtimes, and container images' entry points, are exec'd. The child
+closes its control socket as it hands over (or reports the error that stopped it), which is
+how the server knows the claim took. A container image's child attaches nothing: its root,
+built from the image (`build_image_root`), has the function's files already.
 
 Why a fork-server rather than exec: a fresh interpreter costs 11 to 15 ms (far more through a
 version manager's shim); a fork of a warm one costs 1 to 2 ms on the dev machine, and pages the
@@ -45,6 +49,7 @@ import resource
 import selectors
 import signal
 import socket
+import stat
 import sys
 from typing import Any
 
@@ -94,6 +99,14 @@ DEV_LINKS = (
     ("stdout", "/proc/self/fd/1"),
     ("stderr", "/proc/self/fd/2"),
 )
+#: what a container image's root must hold for the sandbox's own mounts: directories, files
+#: (the unpacker in `lamina.images` makes them; nothing is ever made in an image here)
+IMAGE_DIRS = ("dev", "proc", "sys", "tmp", "etc")
+IMAGE_FILES = ("etc/passwd", "etc/group", "etc/hosts", "etc/resolv.conf")
+#: an image sandbox's /etc/hosts (the image's own is no more than a placeholder, as in Docker)
+IMAGE_HOSTS = "127.0.0.1\tlocalhost localhost.localdomain\n::1\tlocalhost ip6-localhost\n"
+#: where an entry point without a "/" is looked up when its environment has no PATH
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 _libc = ctypes.CDLL(None, use_errno=True)
 # clone() must run with the GIL held (the child resumes inside this call), so through PyDLL.
@@ -186,8 +199,7 @@ SANDBOX_HOSTS_LINE = "127.0.0.1\tsandbox.localdomain sandbox\n"
 
 def add_sandbox_host(root: str) -> None:
     """The host's /etc/hosts plus `sandbox.localdomain` (the sandbox's own loopback), bound
-    over the sandbox's /etc/hosts. The file is made in the root tmpfs and unlinked once
-    bound: the mount keeps it, and / shows nothing more."""
+    over the sandbox's /etc/hosts (made in the root tmpfs)."""
     target = root + "/etc/hosts"
     if not os.path.isfile(target):
         return
@@ -195,13 +207,46 @@ def add_sandbox_host(root: str) -> None:
         content = f.read()
     if content and not content.endswith("\n"):
         content += "\n"
-    source = root + "/.lamina-hosts"
+    bind_text(content + SANDBOX_HOSTS_LINE, target, root)
+
+
+def bind_text(text: str, target: str, scratch: str) -> None:
+    """Bind a file holding `text` over the file `target`. The file is made in `scratch` (a
+    tmpfs of the sandbox's own) and unlinked once bound: the mount keeps it, and `scratch`
+    shows nothing more."""
+    source = scratch + "/.lamina-" + os.path.basename(target)
     with open(source, "w") as f:
-        f.write(content + SANDBOX_HOSTS_LINE)
+        f.write(text)
+    os.chmod(source, 0o644)
     try:
         mount(source, target, None, MS_BIND)
     finally:
         os.unlink(source)
+
+
+def image_path(image: str, name: str, directory: bool) -> str:
+    """`image`/`name`, checked to be a directory (or a regular file) of the image itself:
+    every component looked at without following symbolic links (a link would take a mount
+    made before pivot_root onto the host's paths). OSError naming it otherwise."""
+    path = image
+    parts = name.split("/")
+    for i, part in enumerate(parts):
+        path += "/" + part
+        last = i == len(parts) - 1
+        wanted = "a directory" if directory or not last else "a regular file"
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            mode = 0
+        ok = stat.S_ISDIR(mode) if directory or not last else stat.S_ISREG(mode)
+        if not ok:
+            problem = "a symbolic link" if stat.S_ISLNK(mode) else "missing" if not mode else ""
+            raise OSError(
+                errno.ENOTDIR if directory else errno.ENOENT,
+                f"the image's /{name} must be {wanted} for the sandbox to mount over"
+                f" ({path} is {problem or 'something else'})",
+            )
+    return path
 
 
 def pivot_into(root: str) -> None:
@@ -294,12 +339,19 @@ class Child:
     """Everything one child does, from the clone to the hand-over. Never returns."""
 
     def __init__(
-        self, config: dict[str, Any], ctl: socket.socket, netns: int, nice: int = 0
+        self,
+        config: dict[str, Any],
+        ctl: socket.socket,
+        netns: int,
+        nice: int = 0,
+        image: str | None = None,
     ) -> None:
         self.config = config
         self.ctl = ctl
         self.netns = netns
         self.nice = nice
+        #: a container image's unpacked root (on the host), this sandbox's root; None: zip
+        self.image = image
         self.root = config["staging"]
         self.extension_output = -1
 
@@ -340,7 +392,10 @@ class Child:
         _check(_libc.setns(self.netns, CLONE_NEWNET), "setns net")
         os.close(self.netns)
         socket.sethostname("lamina")
-        self.build_root(self.root)
+        if self.image is not None:
+            self.build_image_root(self.root, self.image)
+        else:
+            self.build_root(self.root)
         # Leave the host's filesystem now, ahead of any claim: detaching the old root costs
         # about a millisecond that a cold start would otherwise pay.
         pivot_into(self.root)
@@ -388,13 +443,7 @@ class Child:
             # host's: home-directory and user-name lookups work, and reveal nothing.
             mount(source, f"{root}/etc/{name}", None, MS_BIND)
         mount("/sys", root + "/sys", None, MS_BIND | MS_REC)
-        mount("tmpfs", root + "/dev", "tmpfs", MS_NOSUID, "size=64k,mode=755")
-        for name in DEVICES:
-            with open(f"{root}/dev/{name}", "w"):
-                pass
-            mount(f"/dev/{name}", f"{root}/dev/{name}", None, MS_BIND)
-        for name, target in DEV_LINKS:
-            os.symlink(target, f"{root}/dev/{name}")
+        make_dev(root + "/dev")
         for path in self.config["expose"]:
             # A runtime outside the system directories (pyenv's under /root, say): bound
             # at its own path, and nothing of what is beside it.
@@ -424,6 +473,50 @@ class Child:
             f"size={DEFAULT_TMP_MB}m,mode=1777",
         )
 
+    def build_image_root(self, root: str, image: str) -> None:
+        """The root of a container-image function's sandbox: the image's unpacked root
+        bound read-only as `/` (with nosuid and nodev), and over it what `build_root` gives a
+        zip function's: the sandbox's own /etc/passwd and /etc/group, an /etc/hosts naming
+        `sandbox.localdomain`, the host's /etc/resolv.conf (names resolve as the host's),
+        /sys read-only, a /dev of the harmless devices, a fresh /proc, the /tmp tmpfs. Of
+        the host's system directories, nothing: the runtime runs on the image's files.
+
+        The image is read-only from its first mount on, so nothing here can write into it;
+        its mount points are checked first (see `image_path`).
+        """
+        # Checked on the image, mounted on the same names under `root` (the image's bind).
+        for name in IMAGE_DIRS:
+            image_path(image, name, True)
+        for name in IMAGE_FILES:
+            image_path(image, name, False)
+        mount(None, "/", None, MS_REC | MS_PRIVATE)
+        mount(image, root, None, MS_BIND | MS_REC)
+        flags = MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV
+        mount(None, root, None, flags)
+        for name, source in self.config.get("etc_files", {}).items():
+            mount(source, f"{root}/etc/{name}", None, MS_BIND)
+        if os.path.isfile("/etc/resolv.conf"):
+            mount("/etc/resolv.conf", root + "/etc/resolv.conf", None, MS_BIND)
+        mount("/sys", root + "/sys", None, MS_BIND | MS_REC)
+        make_dev(root + "/dev")
+        # Made in /dev's tmpfs (the image is read-only), unlinked there once bound.
+        bind_text(IMAGE_HOSTS + SANDBOX_HOSTS_LINE, root + "/etc/hosts", root + "/dev")
+        make_tree_readonly(root)
+        for path in self.config["masks"]:
+            # Lamina's data directory is not in an image, but an image may have a directory
+            # at its path: masked as in a zip function's sandbox, if it is one of its own.
+            with contextlib.suppress(OSError):
+                target = image_path(root, path.strip("/"), True)
+                mount("tmpfs", target, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=4k")
+        mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        mount(
+            "tmpfs",
+            root + "/tmp",
+            "tmpfs",
+            MS_NOSUID | MS_NODEV,
+            f"size={DEFAULT_TMP_MB}m,mode=1777",
+        )
+
     def be_init(self, runtime: int) -> None:
         """PID 1 of the sandbox: reap orphans until the runtime exits, then exit as it did.
 
@@ -444,7 +537,10 @@ class Child:
         os.setresgid(gid, gid, gid)
         os.setresuid(uid, uid, uid)
         _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if _INIT_FD >= 0:
+        # In an image's root only a static init runs (a dynamic one would load the image's
+        # C library, if it has one).
+        native = _INIT_FD >= 0 and (self.image is None or self.config.get("init_static"))
+        if native:
             # The same loop in C (init.c), when the server could build it: this process
             # holds ~1.7 MB of pages it alone has left (see `_native_init`), an exec'd init
             # some 50 KB. The seccomp filter, no_new_privs and the parent-death signal stay.
@@ -467,15 +563,16 @@ class Child:
         """A function claimed this sandbox: its files, then the point of no return.
 
         `fds`: stdout/stderr, the extensions' stdout/stderr (if it has extensions), then
-        detached mount trees for /var/task, /opt (if the function has layers),
-        /var/runtime (for exec'd runtimes) and /var/lang (a managed runtime's image), in that
-        order.
+        for a zip function detached mount trees for /var/task, /opt (if the function has
+        layers), /var/runtime (for exec'd runtimes) and /var/lang (a managed runtime's
+        image), in that order; for a container image, none (its root has its files).
         """
         output, rest = fds[0], fds[1:]
         if claim.get("extensions"):
             self.extension_output, rest = rest[0], rest[1:]
         trees = iter(rest)
-        attach_tree(next(trees), "/var/task")
+        if claim.get("task"):
+            attach_tree(next(trees), "/var/task")
         if claim.get("opt"):
             attach_tree(next(trees), "/opt")
         if claim.get("runtime_dir"):
@@ -486,7 +583,7 @@ class Child:
         if tmp_mb != DEFAULT_TMP_MB:
             mount(None, "/tmp", None, MS_REMOUNT | MS_NOSUID | MS_NODEV, f"size={tmp_mb}m")
         seccomp.install(_CLAIM_FILTER)
-        os.chdir("/var/task")
+        os.chdir(claim.get("cwd") or "/var/task")  # (an OSError names a missing one)
         null = os.open("/dev/null", os.O_RDONLY)
         os.dup2(null, 0)
         os.dup2(output, 1)
@@ -538,9 +635,9 @@ class Child:
         argv = claim["argv"]
         if claim.get("extensions"):
             self.launch_extensions(claim["extensions"], env)
-        if not self.config.get("python"):
+        if not self.config.get("python") or self.image is not None:
             try:
-                os.execve(argv[0], argv, env)
+                execute(argv, env)
             except OSError as e:
                 e.filename = argv[0]
                 raise
@@ -559,6 +656,39 @@ class Child:
             for stream in (sys.stdout, sys.stderr):
                 with contextlib.suppress(Exception):
                     stream.flush()
+
+
+def make_dev(dev: str) -> None:
+    """A /dev of the harmless devices only (bound from the host's), on a tmpfs of its own."""
+    mount("tmpfs", dev, "tmpfs", MS_NOSUID, "size=64k,mode=755")
+    for name in DEVICES:
+        with open(f"{dev}/{name}", "w"):
+            pass
+        mount(f"/dev/{name}", f"{dev}/{name}", None, MS_BIND)
+    for name, target in DEV_LINKS:
+        os.symlink(target, f"{dev}/{name}")
+
+
+def execute(argv: list[str], env: dict[str, str]) -> None:
+    """execve() `argv` with `env`, as execvp(3) does: an `argv[0]` without a "/" is looked
+    for in the PATH of `env` (`DEFAULT_PATH` without one; an empty entry is the working
+    directory). A directory where it cannot be executed (EACCES) is passed over, and is the
+    error if no other has it; ENOENT otherwise. Returns only by raising."""
+    name = argv[0] if argv else ""
+    if not name or "/" in name:
+        os.execve(name, argv, env)
+    denied: OSError | None = None
+    for directory in env.get("PATH", DEFAULT_PATH).split(":"):
+        try:
+            os.execve(os.path.join(directory or ".", name), argv, env)
+        except OSError as e:
+            if e.errno == errno.EACCES:
+                denied = denied or e
+            elif e.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ESTALE, errno.ENODEV):
+                raise
+    if denied is not None:
+        raise denied
+    raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), name)
 
 
 # -- the zygote --------------------------------------------------------------------------
@@ -651,7 +781,8 @@ class Zygote:
         if pid == 0:
             self.in_child()
             nice = int(message.get("nice", 0))
-            Child(self.config, ctl, netns, nice).run(message.get("cgroups", []))
+            child = Child(self.config, ctl, netns, nice, message.get("image"))
+            child.run(message.get("cgroups", []))
         self.children.add(pid)
         ctl.close()
         os.close(netns)
