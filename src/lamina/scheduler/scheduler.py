@@ -19,16 +19,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from lamina.errors import (
     InvalidRuntimeError,
     InvalidSubnetIDError,
-    LaminaError,
     ResourceNotReadyError,
     TooManyRequestsError,
 )
-from lamina.images import ImageError, UnpackedImage
 from lamina.models import FunctionConfig, FunctionImage, InvokeRequest, InvokeResult
 from lamina.networks import VpcDirectory
 from lamina.observability import LogStore, LogWriter, Metrics
@@ -45,6 +43,7 @@ from lamina.scheduler.environment import (
     NotDelivered,
     Outcome,
 )
+from lamina.scheduler.image_roots import ImageRoots, ensure_here, root_of
 from lamina.scheduler.lambda_env import (
     LAMBDA_LANG,
     LAMBDA_OPT,
@@ -82,14 +81,6 @@ def qualifier_of(invoked_arn: str) -> str:
     """The qualifier (alias or version) an invoked function ARN names, `$LATEST` if none."""
     parts = invoked_arn.split(":")
     return parts[-1] if len(parts) == _QUALIFIED_PARTS else _LATEST
-
-
-class ImageRoots(Protocol):
-    """Where container-image functions' root filesystems come from (`control.images`)."""
-
-    def unpacked(self, digest: str) -> UnpackedImage | None: ...
-
-    async def ensure(self, image: FunctionImage, architecture: str) -> UnpackedImage: ...
 
 
 class _Labelled:
@@ -512,7 +503,7 @@ class Scheduler:
     async def invoke(self, config: FunctionConfig, request: InvokeRequest) -> InvokeResult:
         """Run one invocation; TooManyRequestsError at once if it is over a concurrency limit."""
         if config.image is not None:
-            await self._image_here(config)
+            await ensure_here(self.image_roots, config)
         pool = self._pool(config)
         try:
             # Most versions have no such limits: skip their bookkeeping (the hot path).
@@ -732,41 +723,14 @@ class Scheduler:
             account_id=self._settings.account_id,
         )
 
-    async def _image_here(self, config: FunctionConfig) -> None:
-        """Before an image function's environment starts: its image unpacked on this node,
-        pulled first if it is not (a cache wiped since, or another node's pull)."""
-        image = config.serving_image
-        assert image is not None
-        roots = self.image_roots
-        if roots is not None and roots.unpacked(image.digest) is not None:
-            return
-        if roots is None:
-            raise ResourceNotReadyError("This Lamina server runs no container-image functions.")
-        try:
-            await roots.ensure(image, config.architectures[0])
-        except (ImageError, ValueError, LaminaError) as e:
-            raise ResourceNotReadyError(
-                f"The function's image {image.uri} is not on this node and could not be pulled: {e}"
-            ) from None
-
     def _image_context(self, config: FunctionConfig, image: FunctionImage) -> EnvironmentContext:
         """An image function's environments: its image's root as `/`, its entry point run."""
-        unpacked = self.image_roots.unpacked(image.digest) if self.image_roots else None
-        if unpacked is None:
-            raise ResourceNotReadyError(
-                f"The function's image {image.uri} is not on this node yet."
-            )
-        argv = image.argv
-        if not argv:
-            raise InvalidRuntimeError(
-                f"The image {image.uri} has no ENTRYPOINT or CMD, and the function's "
-                "ImageConfig sets no EntryPoint or Command: there is nothing to run."
-            )
+        root = root_of(self.image_roots, image)
         return EnvironmentContext(
             config=config,
-            argv=argv,
-            task_root=unpacked.rootfs,
-            runtime_dir=unpacked.rootfs,
+            argv=image.argv,
+            task_root=root,
+            runtime_dir=root,
             base_env=image_environment(config, self._settings, image),
             credentials=partial(self._credentials, config) if self._credentials else None,
             backend=self._backend,
@@ -778,8 +742,8 @@ class Scheduler:
             vpc=self._vpc(config),
             account_id=self._settings.account_id,
             # As on Lambda, the image's own /opt/extensions start before its entry point.
-            opt_dir=unpacked.rootfs / "opt",
-            image_root=unpacked.rootfs,
+            opt_dir=root / "opt",
+            image_root=root,
             working_dir=image.working_dir,
         )
 
