@@ -400,7 +400,7 @@ def list_functions(endpoint: str) -> None:
     body = [
         (
             f["FunctionName"],
-            f.get("Runtime", ""),
+            f.get("Runtime") or ("(image)" if f.get("PackageType") == "Image" else ""),
             f.get("Handler", ""),
             f"{f['MemorySize']} MB",
             f"{f['Timeout']} s",

@@ -248,7 +248,8 @@ class FunctionService(FunctionCatalog):
         c.check()
         assert name is not None
         self._refuse_unsupported(req)
-        is_image = images.check_create(req.package_type, uri, fields, layer_arns)
+        other_code = req.zip_file is not None or bool(req.s3_code)
+        is_image = images.check_create(req.package_type, uri, fields, layer_arns, other_code)
         overrides = fields.pop("image_overrides", None)
         if not is_image:
             v.require_runtime(fields)

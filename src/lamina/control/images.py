@@ -91,11 +91,15 @@ def image_uri(c: v.Constraints, value: Any, where: str) -> str | None:
 
 
 def check_create(
-    package_type: Any, uri: str | None, fields: dict[str, Any], layers: list[str] | None
+    package_type: Any,
+    uri: str | None,
+    fields: dict[str, Any],
+    layers: list[str] | None,
+    other_code: bool = False,
 ) -> bool:
     """CreateFunction's rules about the package (after the model's constraints): True for an
     image function. An image function names no Runtime, Handler or Layers and has an
-    ImageUri; a Zip function has no ImageUri and no ImageConfig."""
+    ImageUri and no other code; a Zip function has no ImageUri and no ImageConfig."""
     if package_type != IMAGE:
         if uri is not None:
             raise InvalidParameterValueError(_NO_URI_FOR_ZIP)
@@ -106,6 +110,11 @@ def check_create(
         raise InvalidParameterValueError(_NO_RUNTIME)
     if uri is None:
         raise InvalidParameterValueError(_NEED_URI)
+    if other_code:
+        raise InvalidParameterValueError(
+            "Please don't provide ZipFile or S3 code when the intended function PackageType "
+            "is Image."
+        )
     return True
 
 
