@@ -107,7 +107,8 @@ class Images:
     def push(self, repo: str, tag: str, marker: str, **config: Any) -> str:
         """Push REPO:TAG; returns its manifest digest."""
         layout = self.work / f"{repo}-{tag}"
-        app = tar_of_files({"marker": marker + "\n", "usr/local/bin/runtime": RUNTIME})
+        # (srv/: the WORKDIR, which a Dockerfile's WORKDIR would have made)
+        app = tar_of_files({"marker": marker + "\n", "usr/local/bin/runtime": RUNTIME, "srv/": ""})
         config.setdefault("entrypoint", ["/usr/local/bin/runtime"])
         config.setdefault("cmd", ["first"])
         config.setdefault("working_dir", "/srv")
