@@ -45,7 +45,8 @@ UNZIPPED_MAX_BYTES: Final = 250 * 1024 * 1024  # code plus layers, unzipped
 # A zip read from S3 is not held to the direct-upload limit, only to the unzipped one: a zip
 # weighs at least its stored contents (less its headers), so a bigger object is read no further.
 S3_ZIP_MAX_BYTES: Final = UNZIPPED_MAX_BYTES
-#: a container image (`PackageType: Image`): its layers, compressed, as its manifest declares them
+# A container image (`PackageType: Image`): 10 GB uncompressed, all layers. Lamina holds both
+# the layers its manifest declares and the files they unpack to to it.
 IMAGE_MAX_BYTES: Final = 10 * 1024 * 1024 * 1024
 
 # Execution environment.

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
 import logging
 import os
+import tarfile
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,7 +109,19 @@ def pushed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pushed]:
         data = bytearray(blob.read_bytes())
         data[1000] ^= 0xFF  # same length, other bytes: the registry serves it all the same
         blob.write_bytes(bytes(data))
+        evil_layout = work / "evil"
+        write_layout(evil_layout, [_escaping_layer()])
+        push(evil_layout, registry, "evil", "v1")
         yield Pushed(registry, app, other, arches["amd64"], arches["arm64"], docker, corrupt_layer)
+
+
+def _escaping_layer() -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("../../escaped")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"out"))
+    return buf.getvalue()
 
 
 def run(
@@ -233,6 +247,18 @@ def test_corrupt_layer_leaves_nothing(
     for sub in ("roots", "blobs/sha256", "tmp"):
         assert os.listdir(tmp_path / sub) == [], sub
     assert "failed" in caplog.text
+
+
+def test_escaping_layer_leaves_nothing(pushed: Pushed, tmp_path: Path) -> None:
+    async def scenario(store: ImageStore) -> None:
+        image = await store.resolve(f"{pushed.registry.host}/evil:v1", "x86_64")
+        with pytest.raises(InvalidImage, match="leaving the root"):
+            await store.ensure(image)
+
+    run(tmp_path / "images", scenario)
+    assert os.listdir(tmp_path / "images/roots") == []
+    assert os.listdir(tmp_path / "images/tmp") == []
+    assert not list(tmp_path.rglob("escaped"))
 
 
 def test_shared_layer_stored_once(

@@ -100,6 +100,8 @@ def test_mount_points_are_made(tmp_path: Path, root: Path) -> None:
         assert (root / d).is_dir() and not (root / d).is_symlink(), d
     for f in MOUNT_FILES:
         assert (root / f).is_file() and not (root / f).is_symlink(), f
+    assert stat.S_IMODE((root / "tmp").stat().st_mode) == 0o1777
+    assert stat.S_IMODE((root / "var/task").stat().st_mode) == 0o755
     # never replacing a file the image has
     assert (root / "etc/passwd").read_text().startswith("root:")
     assert (root / "etc/hosts").read_text() == ""
@@ -288,3 +290,14 @@ def test_zstd_and_garbage_layers_are_refused(tmp_path: Path, root: Path) -> None
 def test_size_budget(tmp_path: Path, root: Path) -> None:
     with pytest.raises(InvalidImage, match="limit"):
         unpack_layers([layer(tmp_path, "l1", [("f", "file", "x" * 5000)])], root, max_bytes=4000)
+
+
+def test_a_strict_umask_still_gives_a_walkable_tree(tmp_path: Path, root: Path) -> None:
+    old = os.umask(0o077)
+    try:
+        unpack_layers([layer(tmp_path, "l1", [("implicit/parent/f", "file", "x")])], root)
+    finally:
+        os.umask(old)
+    for path in (root, root / "implicit", root / "implicit/parent", root / "opt"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o755, path
+    assert stat.S_IMODE((root / "implicit/parent/f").stat().st_mode) == 0o644

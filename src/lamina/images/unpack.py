@@ -63,6 +63,7 @@ def unpack_layers(
     dest.mkdir(mode=0o755)
     root_fd = os.open(dest, _DIR_FLAGS)
     try:
+        os.fchmod(root_fd, 0o755)  # whatever the umask: the sandbox's user walks it
         budget = _Budget(max_bytes)
         for index, layer in enumerate(layers):
             _Layer(root_fd, f"layer {index + 1} ({layer.name})", budget).apply(layer)
@@ -133,6 +134,7 @@ def _open_dir(root_fd: int, parts: Sequence[str], create: bool, what: str) -> in
                     return None
                 os.mkdir(part, 0o755, dir_fd=fd)
                 next_fd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                os.fchmod(next_fd, 0o755)
             except OSError as e:
                 if e.errno in (errno.ELOOP, errno.ENOTDIR):
                     path = "/".join(parts[: i + 1])
@@ -330,6 +332,7 @@ def make_mount_points(root_fd: int) -> None:
                 st = None
             if st is None:
                 os.mkdir(base, 0o755, dir_fd=fd)
+                os.chmod(base, 0o1777 if path == "tmp" else 0o755, dir_fd=fd)
             elif not stat.S_ISDIR(st.st_mode):
                 raise InvalidImage(f"The image has a file at /{path}, where a directory must be.")
         finally:
