@@ -370,6 +370,25 @@ def test_an_image_without_a_mount_point_fails_clearly(host: Host) -> None:
     host.expect([])  # (its pool keeps nothing ready: no more retries)
 
 
+def test_mount_points_behind_links_in_the_image(host: Host) -> None:
+    # A symlinked /etc/resolv.conf (common in images made from a distribution's root) gets
+    # the host's resolvers at the link's target inside the image; the image is untouched.
+    linked = make_image(host.base / "linked" / "rootfs", missing=("etc/resolv.conf",))
+    (linked / "run" / "resolve").mkdir(parents=True)
+    (linked / "run" / "resolve" / "stub.conf").write_text("image-own\n")
+    (linked / "etc" / "resolv.conf").symlink_to("../run/resolve/stub.conf")
+    before = snapshot(linked)
+    script = 'while read line; do echo "resolv $line"; done < /etc/resolv.conf'
+    ran = host.run(run(host, sh(script), image_root=linked))
+    host.expect([])  # (its pool keeps nothing ready)
+    assert ran.status == 0, ran.output
+    if os.path.isfile("/etc/resolv.conf"):
+        assert "resolv image-own" not in ran.output, ran.output
+        first = Path("/etc/resolv.conf").read_text().split("\n", 1)[0].strip()
+        assert f"resolv {first}" in ran.output, ran.output
+    assert snapshot(linked) == before
+
+
 def _pool(host: Host, image: Path) -> Any:
     keys = [key for key in host.backend._pools if key[3] == str(image)]
     assert len(keys) == 1, host.backend._pools.keys()

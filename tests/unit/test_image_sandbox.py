@@ -12,7 +12,6 @@ import asyncio
 import dataclasses
 import json
 import os
-import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -134,27 +133,44 @@ except OSError as e:
     return dict(json.loads(done.stdout))
 
 
-def test_image_mount_points_must_be_the_images_own(tmp_path: Path) -> None:
+def test_image_mount_points_are_found_in_the_image(tmp_path: Path) -> None:
     image = tmp_path / "rootfs"
     (image / "etc").mkdir(parents=True)
     (image / "etc" / "passwd").write_text("")
-    (image / "tmp").symlink_to("/")  # a link would take a mount onto the host's paths
     (image / "proc").write_text("")
-    assert _image_path(image, "etc", True) == {"path": f"{image}/etc"}
-    assert _image_path(image, "etc/passwd", False) == {"path": f"{image}/etc/passwd"}
+    assert _image_path(image, "etc", True) == {"path": "etc"}
+    assert _image_path(image, "etc/passwd", False) == {"path": "etc/passwd"}
     for name, directory, why in (
-        ("dev", True, "missing"),
-        ("tmp", True, "a symbolic link"),
-        ("proc", True, "something else"),
-        ("etc/group", False, "missing"),
-        ("etc/passwd", True, "something else"),
+        ("dev", True, f"{image}/dev is missing"),
+        ("proc", True, f"{image}/proc is not a directory"),
+        ("etc/group", False, f"{image}/etc/group is missing"),
+        ("etc/passwd", True, f"{image}/etc/passwd is not a directory"),
+        ("etc/passwd/x", False, f"{image}/etc/passwd is not a directory"),
     ):
         problem = _image_path(image, name, directory)
         assert f"the image's /{name} must be" in str(problem["error"]), problem
-        assert f"({image}/{name} is {why})" in str(problem["error"]), problem
-    # A link on the way is refused too.
-    (image / "var").symlink_to(tmp_path)
+        assert f"({why})" in str(problem["error"]), problem
+
+
+def test_links_in_an_image_are_followed_inside_it(tmp_path: Path) -> None:
+    # As they would be with the image as `/`: a mount made before pivot_root must land on
+    # the image's own file, never on the host's.
+    image = tmp_path / "rootfs"
+    (image / "run" / "resolve").mkdir(parents=True)
+    (image / "run" / "resolve" / "stub.conf").write_text("")
+    (image / "etc").mkdir()
+    (image / "etc" / "resolv.conf").symlink_to("../run/resolve/stub.conf")
+    (image / "etc" / "hosts").symlink_to("/run/resolve/../../../../stub-hosts")
+    (image / "stub-hosts").write_text("")
+    (image / "proc").symlink_to("/")
+    (image / "var").symlink_to(str(tmp_path))  # the host's tmp_path: not followed there
     (tmp_path / "task").mkdir()
-    problem = _image_path(image, "var/task", True)
-    assert f"({image}/var is a symbolic link)" in str(problem["error"])
-    assert stat.S_ISLNK(os.lstat(image / "var").st_mode)
+    (image / "loop").symlink_to("loop")
+    assert _image_path(image, "etc/resolv.conf", False) == {"path": "run/resolve/stub.conf"}
+    assert _image_path(image, "etc/hosts", False) == {"path": "stub-hosts"}
+    assert "is its root" in str(_image_path(image, "proc", True)["error"])
+    # /var/task: the link's target taken inside the image, where its first part is missing.
+    missing = _image_path(image, "var/task", True)
+    assert f"({image}/{tmp_path.parts[1]} is missing)" in str(missing["error"]), missing
+    assert "too many symbolic links" in str(_image_path(image, "loop", True)["error"])
+    assert os.path.islink(image / "var")

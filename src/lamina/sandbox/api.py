@@ -57,10 +57,11 @@ Container-image functions (`spec.image_root`, an image's unpacked root filesyste
   /var/task, /opt, /var/runtime or /var/lang: `task_root`, `runtime_dir`, `lang_dir`,
   `opt_dir`, `interpreter` and `python_in_zygote` are ignored; the image's own files are
   there.
-- The image must hold these mount points as real directories (no symbolic link on the way):
-  dev, proc, sys, tmp, etc; and as regular files etc/passwd, etc/group, etc/hosts,
-  etc/resolv.conf (the unpacker in `lamina.images` makes them). A missing one fails the
-  sandbox with a `SandboxError` naming it; nothing is ever written into the image.
+- The image must hold these mount points, directories dev, proc, sys, tmp, etc, and regular
+  files etc/passwd, etc/group, etc/hosts, etc/resolv.conf (the unpacker in `lamina.images`
+  makes them); symbolic links on the way are followed inside the image, as with the image
+  as `/`. A missing one fails the sandbox with a `SandboxError` naming it; nothing is ever
+  written into the image.
 - `argv` is exec'd as it is (no warm interpreter): an `argv[0]` without a "/" is looked up
   in the PATH of the environment given to `start()` (`DEFAULT_PATH` if it has none), as
   execvp(3) does; one that cannot be executed fails `start()` as any entry point does (the

@@ -225,28 +225,48 @@ def bind_text(text: str, target: str, scratch: str) -> None:
 
 
 def image_path(image: str, name: str, directory: bool) -> str:
-    """`image`/`name`, checked to be a directory (or a regular file) of the image itself:
-    every component looked at without following symbolic links (a link would take a mount
-    made before pivot_root onto the host's paths). OSError naming it otherwise."""
-    path = image
-    parts = name.split("/")
-    for i, part in enumerate(parts):
-        path += "/" + part
-        last = i == len(parts) - 1
-        wanted = "a directory" if directory or not last else "a regular file"
+    """Where `name` (relative to the image's root) is in the image: its symbolic links
+    followed as they would be with the image as `/` (an absolute link from the image's
+    root, `..` never above it), so that a mount made before pivot_root lands on the image's
+    own file, never on the host's. Returns the path relative to the image's root; OSError
+    naming it if it is missing, or not a directory (`directory`) or a regular file."""
+    wanted = "a directory" if directory else "a regular file"
+    parts = [p for p in name.split("/") if p]
+    done: list[str] = []
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part in (".", ".."):
+            if part == ".." and done:
+                done.pop()
+            continue
+        path = os.path.join(image, *done, part)
         try:
             mode = os.lstat(path).st_mode
         except FileNotFoundError:
             mode = 0
+        if stat.S_ISLNK(mode):
+            hops += 1
+            if hops > 40:
+                raise OSError(errno.ELOOP, f"the image's /{name}: too many symbolic links")
+            target = os.readlink(path)
+            if target.startswith("/"):
+                done = []
+            parts = [p for p in target.split("/") if p] + parts
+            continue
+        last = not parts
         ok = stat.S_ISDIR(mode) if directory or not last else stat.S_ISREG(mode)
         if not ok:
-            problem = "a symbolic link" if stat.S_ISLNK(mode) else "missing" if not mode else ""
+            problem = "missing" if not mode else "not " + (wanted if last else "a directory")
             raise OSError(
-                errno.ENOTDIR if directory else errno.ENOENT,
+                errno.ENOENT if not mode else errno.ENOTDIR,
                 f"the image's /{name} must be {wanted} for the sandbox to mount over"
-                f" ({path} is {problem or 'something else'})",
+                f" ({path} is {problem})",
             )
-    return path
+        done.append(part)
+    if not done:
+        raise OSError(errno.EINVAL, f"the image's /{name} is its root: no place to mount over")
+    return "/".join(done)
 
 
 def pivot_into(root: str) -> None:
@@ -482,36 +502,35 @@ class Child:
         the host's system directories, nothing: the runtime runs on the image's files.
 
         The image is read-only from its first mount on, so nothing here can write into it;
-        its mount points are checked first (see `image_path`).
+        its mount points are found first (see `image_path`): one missing fails the sandbox.
         """
-        # Checked on the image, mounted on the same names under `root` (the image's bind).
-        for name in IMAGE_DIRS:
-            image_path(image, name, True)
-        for name in IMAGE_FILES:
-            image_path(image, name, False)
+        # Found in the image (links followed inside it), mounted at the same places under
+        # `root` (the image's bind).
+        at = {name: root + "/" + image_path(image, name, True) for name in IMAGE_DIRS}
+        at.update({name: root + "/" + image_path(image, name, False) for name in IMAGE_FILES})
         mount(None, "/", None, MS_REC | MS_PRIVATE)
         mount(image, root, None, MS_BIND | MS_REC)
         flags = MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV
         mount(None, root, None, flags)
         for name, source in self.config.get("etc_files", {}).items():
-            mount(source, f"{root}/etc/{name}", None, MS_BIND)
+            mount(source, at["etc/" + name], None, MS_BIND)
         if os.path.isfile("/etc/resolv.conf"):
-            mount("/etc/resolv.conf", root + "/etc/resolv.conf", None, MS_BIND)
-        mount("/sys", root + "/sys", None, MS_BIND | MS_REC)
-        make_dev(root + "/dev")
+            mount("/etc/resolv.conf", at["etc/resolv.conf"], None, MS_BIND)
+        mount("/sys", at["sys"], None, MS_BIND | MS_REC)
+        make_dev(at["dev"])
         # Made in /dev's tmpfs (the image is read-only), unlinked there once bound.
-        bind_text(IMAGE_HOSTS + SANDBOX_HOSTS_LINE, root + "/etc/hosts", root + "/dev")
+        bind_text(IMAGE_HOSTS + SANDBOX_HOSTS_LINE, at["etc/hosts"], at["dev"])
         make_tree_readonly(root)
         for path in self.config["masks"]:
             # Lamina's data directory is not in an image, but an image may have a directory
-            # at its path: masked as in a zip function's sandbox, if it is one of its own.
+            # at its path: masked as in a zip function's sandbox, if it has one.
             with contextlib.suppress(OSError):
-                target = image_path(root, path.strip("/"), True)
+                target = root + "/" + image_path(root, path, True)
                 mount("tmpfs", target, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=4k")
-        mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        mount("proc", at["proc"], "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
         mount(
             "tmpfs",
-            root + "/tmp",
+            at["tmp"],
             "tmpfs",
             MS_NOSUID | MS_NODEV,
             f"size={DEFAULT_TMP_MB}m,mode=1777",
