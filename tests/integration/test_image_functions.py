@@ -291,3 +291,40 @@ def test_a_layer_that_cannot_be_pulled_fails_the_function(
     err = raised.value.response["Error"]
     assert err["Code"] == "ResourceConflictException"
     assert "following state: Failed" in err["Message"]
+
+
+def test_a_node_that_lost_an_image_pulls_it_again(
+    own_server: Any, images: Images, registry: Registry, tmp_path: Path
+) -> None:
+    """After a restart with the image cache wiped, the first invocation pulls the image
+    again; with the registry gone too, invocations fail clearly (and nothing else breaks)."""
+    images.push("lost", "v1", "lost-and-found")
+    data = tmp_path / "own-data"
+    args = ("--sandbox", "namespace", "--image-registry", registry.url)
+    first = own_server(data, *args)
+    lam = first.client()
+    name = _name()
+    _create(lam, name, images.uri("lost", "v1"))
+    _wait(lam, name)
+    assert first.stop() == 0, first.log()
+    shutil.rmtree(data / "images")
+
+    again = own_server(data, *args)
+    lam = again.client()
+    assert lam.get_function_configuration(FunctionName=name)["State"] == "Active"
+    assert _invoke(lam, name)[0]["marker"] == "lost-and-found"
+    assert again.stop() == 0, again.log()
+
+    shutil.rmtree(data / "images")
+    registry.stop()
+    try:
+        third = own_server(data, *args)
+        lam = third.client()
+        with pytest.raises(ClientError) as raised:
+            lam.invoke(FunctionName=name, Payload=b"{}")
+        err = raised.value.response
+        assert err["Error"]["Code"] == "ResourceNotReadyException"
+        assert err["ResponseMetadata"]["HTTPStatusCode"] == 502
+        assert "could not be pulled" in err["Error"]["Message"]
+    finally:
+        registry.start()
