@@ -328,3 +328,27 @@ def test_a_node_that_lost_an_image_pulls_it_again(
         assert "could not be pulled" in err["Error"]["Message"]
     finally:
         registry.start()
+
+
+def test_lamina_deploy_an_image(lam: Any, srv: Server, images: Images) -> None:
+    images.push("cli", "v1", "cli-one")
+    images.push("cli", "v2", "cli-two")
+    name = _name()
+    out = lamina(
+        "deploy",
+        name,
+        "--image-uri",
+        images.uri("cli", "v1"),
+        "--command",
+        "from cli",
+        endpoint=srv.endpoint,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "created" in out.stdout and images.uri("cli", "v1") in out.stdout
+    assert _invoke(lam, name)[0]["args"] == "from cli"
+    out = lamina("deploy", name, "--image-uri", images.uri("cli", "v2"), endpoint=srv.endpoint)
+    assert out.returncode == 0, out.stderr
+    body = _invoke(lam, name)[0]
+    assert (body["marker"], body["args"]) == ("cli-two", "from cli")
+    listed = lamina("ls", endpoint=srv.endpoint)
+    assert any(name in line and "(image)" in line for line in listed.stdout.splitlines())

@@ -538,23 +538,7 @@ class FunctionService(FunctionCatalog):
         self._busy.add(name)
         try:
             resolved = await self.images.resolve(uri, archs[0])
-            config = FunctionConfig(
-                name=name,
-                version=LATEST,
-                runtime="",
-                handler="",
-                architectures=archs,
-                package_type=images.IMAGE,
-                code_sha256=resolved.code_sha256,
-                code_size=0,
-                revision_id=str(uuid.uuid4()),
-                last_modified=_now(),
-                state=FunctionState.PENDING,
-                state_reason="The function is being created.",
-                state_reason_code="Creating",
-                image=images.function_image(resolved, overrides),
-                **fields,
-            )
+            config = images.new_function(name, resolved, overrides, archs, fields, _now())
             if not await self._run(self._metadata.create_function, config, tags or {}):
                 raise ResourceConflictError(f"Function already exist: {name}")
             self._latest[name] = config
@@ -574,16 +558,7 @@ class FunctionService(FunctionCatalog):
             assert current.image is not None
             archs = archs or current.architectures
             resolved = await self.images.resolve(uri, archs[0])
-            new = replace(
-                current,
-                image=images.function_image(resolved, current.image.overrides),
-                previous_image=current.image,
-                code_sha256=resolved.code_sha256,
-                architectures=archs,
-                revision_id=str(uuid.uuid4()),
-                last_modified=_now(),
-            )
-            new = _as_accepted(new)
+            new = _as_accepted(images.new_code(current, resolved, archs, _now()))
             await self._commit(current, new)
         finally:
             self._done(name)

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
+from datetime import datetime
 from functools import partial
 from typing import Any, Protocol
 
@@ -36,7 +38,14 @@ from lamina.images import (
     ResolvedImage,
     UnpackedImage,
 )
-from lamina.models import FunctionConfig, FunctionImage, FunctionState, ImageOverrides, UpdateStatus
+from lamina.models import (
+    LATEST,
+    FunctionConfig,
+    FunctionImage,
+    FunctionState,
+    ImageOverrides,
+    UpdateStatus,
+)
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +187,52 @@ def function_image(resolved: ResolvedImage, overrides: ImageOverrides | None) ->
         digest=resolved.digest,
         config=resolved.config,
         overrides=overrides,
+    )
+
+
+def new_function(
+    name: str,
+    resolved: ResolvedImage,
+    overrides: ImageOverrides | None,
+    archs: tuple[str, ...],
+    fields: dict[str, Any],
+    now: datetime,
+) -> FunctionConfig:
+    """A created image function's `$LATEST`, Pending until its image is pulled: no runtime
+    or handler, CodeSha256 the manifest digest's hex, CodeSize 0 (as Lambda reports them)."""
+    return FunctionConfig(
+        name=name,
+        version=LATEST,
+        runtime="",
+        handler="",
+        architectures=archs,
+        package_type=IMAGE,
+        code_sha256=resolved.code_sha256,
+        code_size=0,
+        revision_id=str(uuid.uuid4()),
+        last_modified=now,
+        state=FunctionState.PENDING,
+        state_reason="The function is being created.",
+        state_reason_code="Creating",
+        image=function_image(resolved, overrides),
+        **fields,
+    )
+
+
+def new_code(
+    current: FunctionConfig, resolved: ResolvedImage, archs: tuple[str, ...], now: datetime
+) -> FunctionConfig:
+    """`current` with a new image (UpdateFunctionCode): its ImageConfig kept, and the image
+    it ran kept as `previous_image`, which serves until the new one is pulled."""
+    assert current.image is not None
+    return replace(
+        current,
+        image=function_image(resolved, current.image.overrides),
+        previous_image=current.image,
+        code_sha256=resolved.code_sha256,
+        architectures=archs,
+        revision_id=str(uuid.uuid4()),
+        last_modified=now,
     )
 
 
