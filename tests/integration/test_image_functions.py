@@ -352,3 +352,26 @@ def test_lamina_deploy_an_image(lam: Any, srv: Server, images: Images) -> None:
     assert (body["marker"], body["args"]) == ("cli-two", "from cli")
     listed = lamina("ls", endpoint=srv.endpoint)
     assert any(name in line and "(image)" in line for line in listed.stdout.splitlines())
+
+
+def test_a_registry_with_credentials(own_server: Any, base_layer: bytes, tmp_path: Path) -> None:
+    """--image-registry-auth: the auth file's credentials open a registry that asks for
+    them; without them the registry's refusal is Lambda's AccessDeniedException."""
+    with Registry(auth=("lamina", "s3cret")) as locked:
+        Images(locked, base_layer, tmp_path).push("private", "v1", "private-one")
+        uri = f"{locked.host}/private:v1"
+        plain = own_server(tmp_path / "plain", "--sandbox", "namespace").client()
+        with pytest.raises(ClientError) as raised:
+            _create(plain, _name(), uri)
+        assert raised.value.response["Error"]["Code"] == "AccessDeniedException"
+
+        auth = tmp_path / "auth.json"
+        token = base64.b64encode(b"lamina:s3cret").decode()
+        auth.write_text(json.dumps({"auths": {locked.host: {"auth": token}}}))
+        lam = own_server(
+            tmp_path / "with-auth", "--sandbox", "namespace", "--image-registry-auth", str(auth)
+        ).client()
+        name = _name()
+        _create(lam, name, uri)
+        assert _wait(lam, name)["State"] == "Active"
+        assert _invoke(lam, name)[0]["marker"] == "private-one"
