@@ -375,3 +375,15 @@ def test_a_registry_with_credentials(own_server: Any, base_layer: bytes, tmp_pat
         _create(lam, name, uri)
         assert _wait(lam, name)["State"] == "Active"
         assert _invoke(lam, name)[0]["marker"] == "private-one"
+
+
+def test_the_image_must_be_for_the_function_s_architecture(lam: Any, images: Images) -> None:
+    images.push("arm", "v1", "arm", architecture="arm64")
+    name = _name()
+    with pytest.raises(ClientError) as raised:
+        _create(lam, name, images.uri("arm", "v1"), Architectures=["x86_64"])
+    err = raised.value.response["Error"]
+    assert err["Code"] == "InvalidParameterValueException", err
+    assert "arm64" in err["Message"], err  # says what the image is for
+    with pytest.raises(ClientError):
+        lam.get_function(FunctionName=name)
