@@ -197,6 +197,15 @@ class InvalidSubnetIDError(LaminaError):
     fault = "User"
 
 
+class ResourceNotReadyError(LaminaError):
+    """Invoke's ResourceNotReadyException: what the function needs is not on this node and
+    cannot be made ready now (a container image that can no longer be pulled)."""
+
+    error_type = "ResourceNotReadyException"
+    status = 502
+    fault = "User"
+
+
 class ServiceError(LaminaError):
     """Something broke on our side; the message must still be useful to the caller."""
 

@@ -9,6 +9,7 @@ from enum import StrEnum
 from typing import Any
 
 from lamina import limits
+from lamina.images import ImageConfig
 from lamina.response_stream import ResponseStream
 
 LATEST = "$LATEST"
@@ -130,6 +131,48 @@ class VpcConfig:
 
 
 @dataclass(frozen=True)
+class ImageOverrides:
+    """`ImageConfig` as the caller gave it: what replaces the image's own ENTRYPOINT, CMD and
+    WORKDIR (None: the image's own)."""
+
+    entry_point: tuple[str, ...] | None = None
+    command: tuple[str, ...] | None = None
+    working_directory: str | None = None
+
+
+@dataclass(frozen=True)
+class FunctionImage:
+    """The container image a `PackageType: Image` function runs, as resolved when its code
+    was set: the URI the caller gave, the manifest digest it named then, and what the image's
+    config says about running it."""
+
+    #: `Code.ImageUri` as given
+    uri: str
+    #: `ResolvedImageUri`: the repository pinned to `digest`
+    resolved_uri: str
+    #: the manifest's digest, "sha256:<hex>"
+    digest: str
+    #: the image's own ENTRYPOINT, CMD, ENV, WORKDIR, USER and architecture
+    config: ImageConfig = field(default_factory=ImageConfig)
+    #: `ImageConfig` as given (None: never given; Lambda reports ImageConfigResponse only then)
+    overrides: ImageOverrides | None = None
+
+    @property
+    def argv(self) -> tuple[str, ...]:
+        """What the environment runs: (EntryPoint or ENTRYPOINT) + (Command or CMD)."""
+        o = self.overrides or ImageOverrides()
+        entry = o.entry_point if o.entry_point is not None else self.config.entrypoint
+        command = o.command if o.command is not None else self.config.cmd
+        return (*entry, *command)
+
+    @property
+    def working_dir(self) -> str:
+        """The runtime's working directory: WorkingDirectory, else WORKDIR, else `/`."""
+        o = self.overrides or ImageOverrides()
+        return o.working_directory or self.config.working_dir or "/"
+
+
+@dataclass(frozen=True)
 class FunctionConfig:
     """One version of a function: its code and configuration, as stored."""
 
@@ -175,6 +218,20 @@ class FunctionConfig:
     environment_given: bool = False
     #: DurableConfig (None: not a durable function)
     durable: DurableConfig | None = None
+    #: the container image of a `PackageType: Image` function (None for Zip)
+    image: FunctionImage | None = None
+    #: while an UpdateFunctionCode of an image function is InProgress: the image that keeps
+    #: serving invocations until the new one is ready (None otherwise)
+    previous_image: FunctionImage | None = None
+
+    @property
+    def is_image(self) -> bool:
+        return self.image is not None
+
+    @property
+    def serving_image(self) -> FunctionImage | None:
+        """The image environments run now: the previous one while an update is pulled."""
+        return self.previous_image or self.image
 
     @property
     def vpc_id(self) -> str | None:
@@ -193,7 +250,10 @@ class FunctionConfig:
 
     @property
     def code_sha256_b64(self) -> str:
-        """CodeSha256 as Lambda spells it: base64 of the raw SHA-256 digest."""
+        """CodeSha256 as Lambda spells it: base64 of the raw SHA-256 digest of a zip; for an
+        image, the manifest digest's hex as Lambda reports it (no base64)."""
+        if self.image is not None:
+            return self.code_sha256
         return base64.b64encode(bytes.fromhex(self.code_sha256)).decode()
 
 

@@ -35,6 +35,7 @@ from lamina.control.brokers import BrokerService
 from lamina.control.changes import ChangeApplier
 from lamina.control.durable import DurableExecutions
 from lamina.control.event_sources import EventSourceService, QueueVisibility
+from lamina.control.images import NEEDS_NAMESPACE, ImageFunctions
 from lamina.control.roles import RoleService
 from lamina.control.rules import RuleService
 from lamina.control.websocket_apis import WebSocketApis
@@ -60,6 +61,8 @@ from lamina.http_server import (
     running,
     uvicorn_config,
 )
+from lamina.images.reference import Registries
+from lamina.images.store import ImageStore
 from lamina.mappings import Connection, EventSourceMapping, SourceKind
 from lamina.models import LATEST, FunctionConfig
 from lamina.observability import LogStore, Metrics
@@ -168,6 +171,22 @@ def _runtime_specs(
     return specs
 
 
+def _image_specs(functions: FunctionService) -> list[RuntimeSpec]:
+    """What a backend may prepare for the container images functions run (those unpacked
+    on this node), one per image."""
+    specs: dict[str, RuntimeSpec] = {}
+    for config in functions.all_configs():
+        image = config.serving_image
+        if image is None or image.digest in specs:
+            continue
+        unpacked = functions.images.unpacked(image.digest)
+        if unpacked is not None:
+            specs[image.digest] = RuntimeSpec(
+                "", False, unpacked.rootfs, image_root=unpacked.rootfs
+            )
+    return list(specs.values())
+
+
 def _in_use(runtimes: RuntimeCatalog, names: set[str]) -> list[RuntimeInfo]:
     return [r for r in runtimes.all() if r.name in names]
 
@@ -223,6 +242,15 @@ def create_app(
         keys.role_policies = roles.policies_for
         keys.validate_policy = _check_key_policy
     backend = backend or make_backend(settings, runtimes)
+    # Container images of image functions: pulled into the data directory, resolved when a
+    # function is created or its code updated, pulled behind the call.
+    image_store = ImageStore(
+        settings.images_dir,
+        Registries.from_options(settings.image_registries, settings.image_registry_auth),
+    )
+    functions.images = ImageFunctions(image_store, functions.settle)
+    if backend.name == "process":
+        functions.images.refusal = NEEDS_NAMESPACE
     images = RuntimeImages(settings.runtimes_dir, install=settings.install_sdks)
     cluster_concurrency = ClusterConcurrency.for_node(settings)
     scheduler = Scheduler(
@@ -238,6 +266,7 @@ def create_app(
         images=images,
         concurrency=cluster_concurrency,
     )
+    scheduler.image_roots = functions.images
     meter = Meter(stores.usage)
     scheduler.logs.on_report.append(meter.record)
     if cluster is not None:
@@ -257,7 +286,9 @@ def create_app(
         config = functions.latest(name)
         if config is not None and version == LATEST:
             scheduler.prepare(config)
-        backend.expect(_runtime_specs(runtimes, functions.runtimes_in_use(), images))
+        backend.expect(
+            _runtime_specs(runtimes, functions.runtimes_in_use(), images) + _image_specs(functions)
+        )
         images.ensure(_in_use(runtimes, functions.runtimes_in_use()))
 
     functions.subscribe(changed)
@@ -382,6 +413,8 @@ def create_app(
             # Before the services load: a change another node makes meanwhile is heard.
             await cluster.start_feed()
         await functions.load()
+        # Image functions a stop left Pending (or mid-update): their images pulled again.
+        functions.images.recover(functions.all_configs())
         await roles.load()
         await brokers.load()
         await event_sources.load()
@@ -395,7 +428,9 @@ def create_app(
         await loop.run_in_executor(None, images.link, runtimes.all())
         # Each runtime's SDK, installed in the background where missing (first start).
         images.ensure(_in_use(runtimes, functions.runtimes_in_use()))
-        backend.expect(_runtime_specs(runtimes, functions.runtimes_in_use(), images))
+        backend.expect(
+            _runtime_specs(runtimes, functions.runtimes_in_use(), images) + _image_specs(functions)
+        )
         if cluster_concurrency is not None:
             await cluster_concurrency.start()
         scheduler.start()
@@ -470,6 +505,8 @@ def create_app(
             await log_store.close()  # after the scheduler: its last lines are handed over
             await meter.close()  # after the scheduler: the last invocations' reports count
             await backend.close()
+            await functions.images.close()  # pulls under way: the next start does them again
+            await image_store.close()
             await images.close()
             functions.close()
             rules.close()

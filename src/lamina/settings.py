@@ -169,6 +169,13 @@ class Settings:
     #: event-source mappings poll (`--sqs-endpoint URL`), with credentials from the usual AWS
     #: chain; the region comes from each queue's ARN. None: SQS mappings are refused.
     sqs_endpoint: str | None = None
+    #: where container-image functions' images are pulled from: `--image-registry
+    #: [HOST=]URL` values as given (a URL alone serves every ECR URI; HOST=URL maps one
+    #: registry host), read by `lamina.images.reference.Registries.from_options`
+    image_registries: tuple[str, ...] = ()
+    #: the registries' credentials (`--image-registry-auth FILE`: the auth file format
+    #: skopeo and docker write); None: no credentials
+    image_registry_auth: Path | None = None
     #: cluster mode (`--cluster`): None runs the single-machine default (SQLite, no broker)
     cluster: ClusterSettings | None = None
 
@@ -205,6 +212,11 @@ class Settings:
     def runtimes_dir(self) -> Path:
         """Runtime images: per runtime, its /var/lang (interpreter links, bundled SDK)."""
         return self.runtimes_cache or self.data_dir / "runtimes"
+
+    @property
+    def images_dir(self) -> Path:
+        """Container images: blobs by digest, and each image unpacked once."""
+        return self.data_dir / "images"
 
     @property
     def sandboxes_dir(self) -> Path:

@@ -117,6 +117,7 @@ _LAMINA = {
     ("GET", "/lamina/async"): "GetAsyncQueue",
     ("GET", "/lamina/usage"): "GetUsage",
     ("GET", "/lamina/nodes"): "ListNodes",
+    ("GET", "/lamina/images"): "ListImages",
     ("GET", "/lamina/routes"): "ListRoutes",
     ("POST", "/lamina/routes"): "AddRoute",
     ("DELETE", "/lamina/routes"): "RemoveRoute",

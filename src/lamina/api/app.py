@@ -39,6 +39,7 @@ from lamina.api import (
 )
 from lamina.api import function_settings as settings_api
 from lamina.api import functions as fn
+from lamina.api import images as images_api
 from lamina.api.authn import Authn
 from lamina.api.authz import Authorize
 from lamina.api.context import AppState, app_state
@@ -218,6 +219,7 @@ def build_app(
         Route("/lamina/async", async_events, methods=["GET"]),
         Route("/lamina/usage", usage, methods=["GET"]),
         Route("/lamina/nodes", nodes.list_nodes, methods=["GET"]),
+        Route("/lamina/images", images_api.list_images, methods=["GET"]),
         Route("/lamina/routes", http_routes.list_routes, methods=["GET"]),
         Route("/lamina/routes", http_routes.add_route, methods=["POST"]),
         Route("/lamina/routes", http_routes.remove_route, methods=["DELETE"]),

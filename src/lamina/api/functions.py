@@ -48,6 +48,7 @@ _CREATE_MEMBERS = {
     "VpcConfig",
     "TracingConfig",
     "DurableConfig",
+    "ImageConfig",
     "Publish",
     "CapacityProviderConfig",
     "CodeSigningConfigArn",
@@ -68,10 +69,19 @@ _UPDATE_CONFIG_MEMBERS = {
     "VpcConfig",
     "TracingConfig",
     "DurableConfig",
+    "ImageConfig",
     "RevisionId",
     "CapacityProviderConfig",
 }
-_UPDATE_CODE_MEMBERS = {"ZipFile", *S3_MEMBERS, "Architectures", "RevisionId", "Publish"}
+_UPDATE_CODE_MEMBERS = {
+    "ZipFile",
+    *S3_MEMBERS,
+    "ImageUri",
+    "Architectures",
+    "RevisionId",
+    "Publish",
+}
+_CODE_MEMBERS = {"ZipFile", "ImageUri", *S3_MEMBERS}
 
 
 def _arn(request: Request, config: FunctionConfig, ref: FunctionRef | None = None) -> str:
@@ -161,13 +171,12 @@ async def create_function(request: Request) -> Response:
             "Member must not be null"
         )
     if isinstance(code, dict):
-        unsupported = [
-            k for k in code if k != "ZipFile" and k not in S3_MEMBERS and code[k] is not None
-        ]
+        unsupported = [k for k in code if k not in _CODE_MEMBERS and code[k] is not None]
         if unsupported:
             req.unsupported += [f"Code.{k}" for k in unsupported]
         else:
             req.s3_code = {k: code[k] for k in S3_MEMBERS if k in code}
+            req.image_uri = code.get("ImageUri")
             if code.get("ZipFile") is not None:
                 req.zip_file = packages.decode_zip_file(code["ZipFile"], "CreateFunction")
     capacity = state.functions.capacity
@@ -181,7 +190,7 @@ async def create_function(request: Request) -> Response:
     if attachment is not None:
         await capacity.attach(config, attachment)
     if publish:
-        published = await state.functions.publish(state.functions.ref(config.name))
+        published = await state.functions.publish(state.functions.ref(config.name), creating=True)
         # As created: the version is as pending as the function.
         config = replace(
             published,
@@ -202,9 +211,19 @@ async def get_function(request: Request) -> Response:
         request.path_params["name"], request.query_params.get("Qualifier"), namespaced=True
     )
     fn = await state.functions.get(ref)
+    image = fn.latest.image
+    code: dict[str, str] = (
+        {"RepositoryType": "S3", "Location": code_url(request, fn.latest.code_sha256)}
+        if image is None
+        else {
+            "RepositoryType": "ECR",
+            "ImageUri": image.uri,
+            "ResolvedImageUri": image.resolved_uri,
+        }
+    )
     out = {
         "Configuration": _configuration(request, fn.latest, _arn(request, fn.latest, ref)),
-        "Code": {"RepositoryType": "S3", "Location": code_url(request, fn.latest.code_sha256)},
+        "Code": code,
     }
     refused = _tags_refused(request, state.functions.arn(ref.name))
     if refused is not None:
@@ -278,6 +297,7 @@ async def update_function_code(request: Request) -> Response:
         body.get("RevisionId"),
         body.get("Architectures"),
         {k: body[k] for k in S3_MEMBERS if k in body},
+        body.get("ImageUri"),
     )
     if publish:
         published = await state.functions.publish(ref)

@@ -38,6 +38,7 @@ _CONFIG_MEMBERS = {
     "RevisionId": "revision_id",
     "TracingConfig": "tracing_config",
     "DurableConfig": "durable_config",
+    "ImageConfig": "image_config",
 }
 
 
@@ -97,6 +98,19 @@ def function_configuration(
         "SnapStart": {"ApplyOn": "None", "OptimizationStatus": "Off"},
         "LoggingConfig": _logging_config(config),
     }
+    if config.image is not None:
+        # An image function has no runtime or handler: Lambda leaves both out.
+        del out["Runtime"], out["Handler"]
+        overrides = config.image.overrides
+        if overrides is not None:
+            given: dict[str, Any] = {}
+            if overrides.entry_point is not None:
+                given["EntryPoint"] = list(overrides.entry_point)
+            if overrides.command is not None:
+                given["Command"] = list(overrides.command)
+            if overrides.working_directory is not None:
+                given["WorkingDirectory"] = overrides.working_directory
+            out["ImageConfigResponse"] = {"ImageConfig": given}
     if config.durable is not None:
         durable: dict[str, Any] = {
             "ExecutionTimeout": config.durable.execution_timeout,

@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import os
+import shlex
 import sys
 import time
 import zipfile
@@ -155,8 +156,8 @@ def _wait_ready(api: Api, name: str) -> dict[str, Any]:
 
 @main.command()
 @click.argument("name")
-@click.argument("path", type=click.Path(exists=True, path_type=Path))
-@click.option("--handler", required=True, help="module.function, e.g. app.handler")
+@click.argument("path", type=click.Path(exists=True, path_type=Path), required=False)
+@click.option("--handler", default=None, help="module.function, e.g. app.handler (zip only).")
 @click.option("--runtime", default="python3.11", show_default=True)
 @click.option("--timeout", type=int, default=None, help="Seconds (1-900).")
 @click.option("--memory", type=int, default=None, help="MB (128-10240).")
@@ -184,11 +185,37 @@ def _wait_ready(api: Api, name: str) -> dict[str, Any]:
     metavar="DAYS",
     help="With --durable-timeout: days ended executions are kept (1-90, default 14).",
 )
+@click.option(
+    "--image-uri",
+    default=None,
+    metavar="URI",
+    help="Deploy a container image (PackageType Image) instead of PATH: HOST[:PORT]/REPO:TAG "
+    "or @sha256:..., or an ECR URI (see docs/images.md).",
+)
+@click.option(
+    "--entry-point",
+    default=None,
+    metavar="WORDS",
+    help="With --image-uri: ImageConfig.EntryPoint, as shell words (replaces ENTRYPOINT).",
+)
+@click.option(
+    "--command",
+    "image_command",
+    default=None,
+    metavar="WORDS",
+    help="With --image-uri: ImageConfig.Command, as shell words (replaces CMD).",
+)
+@click.option(
+    "--working-dir",
+    default=None,
+    metavar="DIR",
+    help="With --image-uri: ImageConfig.WorkingDirectory (replaces WORKDIR).",
+)
 @endpoint_option
 def deploy(
     name: str,
-    path: Path,
-    handler: str,
+    path: Path | None,
+    handler: str | None,
     runtime: str,
     timeout: int | None,
     memory: int | None,
@@ -197,14 +224,30 @@ def deploy(
     layers: tuple[str, ...],
     durable_timeout: int | None,
     durable_retention: int | None,
+    image_uri: str | None,
+    entry_point: str | None,
+    image_command: str | None,
+    working_dir: str | None,
     endpoint: str,
 ) -> None:
-    """Zip PATH (a directory or a .zip) and create function NAME, or update it."""
+    """Zip PATH (a directory or a .zip) and create function NAME, or update it; with
+    --image-uri, deploy that container image instead."""
     if durable_retention is not None and durable_timeout is None:
         _fail("--durable-retention goes with --durable-timeout")
+    image_config = _image_config(image_uri, path, handler, entry_point, image_command, working_dir)
+    if image_uri is None and (path is None or handler is None):
+        _fail("deploy needs PATH and --handler (or --image-uri URI for a container image)")
     api = Api(endpoint)
-    zipped = base64.b64encode(_zip_path(path)).decode()
-    config: dict[str, Any] = {"Handler": handler, "Runtime": runtime}
+    config: dict[str, Any] = {}
+    code: dict[str, Any] = {}
+    if image_uri is not None:
+        code = {"ImageUri": image_uri}
+        if image_config:
+            config["ImageConfig"] = image_config
+    else:
+        assert path is not None
+        code = {"ZipFile": base64.b64encode(_zip_path(path)).decode()}
+        config = {"Handler": handler, "Runtime": runtime}
     if timeout is not None:
         config["Timeout"] = timeout
     if memory is not None:
@@ -227,23 +270,51 @@ def deploy(
         body = {
             "FunctionName": name,
             "Role": role or f"arn:aws:iam::{account}:role/lamina-function",
-            "Code": {"ZipFile": zipped},
+            "Code": code,
             **config,
         }
+        if image_uri is not None:
+            body["PackageType"] = "Image"
         api.call("POST", _FN, json_body=body)
         verb = "created"
     else:
-        api.call("PUT", f"{_FN}/{name}/code", json_body={"ZipFile": zipped})
+        api.call("PUT", f"{_FN}/{name}/code", json_body=code)
         _wait_ready(api, name)
         if role:
             config["Role"] = role
         api.call("PUT", f"{_FN}/{name}/configuration", json_body=config)
         verb = "updated"
     final = _wait_ready(api, name)
-    click.echo(
-        f"{click.style(verb, fg='green')} {final['FunctionArn']} "
-        f"({final['Runtime']}, {final['Handler']}, {final['CodeSize']} bytes)"
+    what = (
+        f"image {image_uri}, sha256:{final['CodeSha256']}"
+        if image_uri is not None
+        else f"{final['Runtime']}, {final['Handler']}, {final['CodeSize']} bytes"
     )
+    click.echo(f"{click.style(verb, fg='green')} {final['FunctionArn']} ({what})")
+
+
+def _image_config(
+    image_uri: str | None,
+    path: Path | None,
+    handler: str | None,
+    entry_point: str | None,
+    command: str | None,
+    working_dir: str | None,
+) -> dict[str, Any]:
+    """`deploy`'s ImageConfig, with its options checked against each other."""
+    given = {"EntryPoint": entry_point, "Command": command, "WorkingDirectory": working_dir}
+    if image_uri is None:
+        if any(v is not None for v in given.values()):
+            _fail("--entry-point, --command and --working-dir go with --image-uri")
+        return {}
+    if path is not None or handler is not None:
+        _fail("--image-uri deploys an image: give no PATH and no --handler")
+    out: dict[str, Any] = {}
+    for key, value in given.items():
+        if value is None:
+            continue
+        out[key] = value if key == "WorkingDirectory" else shlex.split(value)
+    return out
 
 
 @main.command()
@@ -329,7 +400,7 @@ def list_functions(endpoint: str) -> None:
     body = [
         (
             f["FunctionName"],
-            f.get("Runtime", ""),
+            f.get("Runtime") or ("(image)" if f.get("PackageType") == "Image" else ""),
             f.get("Handler", ""),
             f"{f['MemorySize']} MB",
             f"{f['Timeout']} s",
@@ -404,6 +475,7 @@ def queue(endpoint: str) -> None:
 from lamina.cli import code_signing as _code_signing  # noqa: E402, F401  (`signers`, `sign`)
 from lamina.cli import db as _db  # noqa: E402, F401  (registers `db`; it imports main)
 from lamina.cli import durable as _durable  # noqa: E402, F401  (registers `durable`)
+from lamina.cli import images as _images  # noqa: E402, F401  (registers `images`)
 from lamina.cli import keys as _keys  # noqa: E402, F401  (registers `keys`)
 from lamina.cli import logs as _logs  # noqa: E402, F401  (registers `logs`; it imports main)
 from lamina.cli import nodes as _nodes  # noqa: E402, F401  (registers `nodes`; it imports main)

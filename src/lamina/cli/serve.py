@@ -230,6 +230,26 @@ from lamina.settings import (
     "from each queue's ARN. Without it, SQS mappings are refused. See docs/event-sources.md.",
 )
 @click.option(
+    "--image-registry",
+    "image_registries",
+    multiple=True,
+    metavar="[HOST=]URL",
+    envvar="LAMINA_IMAGE_REGISTRY",
+    help="Where container-image functions' images are pulled from (repeatable): a URL alone "
+    "serves every ECR URI (ACCOUNT.dkr.ecr.REGION.amazonaws.com/...); HOST=URL maps the "
+    "registry HOST[:PORT] of an ImageUri to URL. Other hosts are reached directly. See "
+    "docs/images.md.",
+)
+@click.option(
+    "--image-registry-auth",
+    default=None,
+    metavar="FILE",
+    envvar="LAMINA_IMAGE_REGISTRY_AUTH",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Registry credentials, in the auth file format skopeo and docker write "
+    '({"auths": {"HOST[:PORT]": {"auth": base64("USER:PASSWORD")}}}). See docs/images.md.',
+)
+@click.option(
     "--workers",
     default=None,
     type=click.IntRange(min=0, max=64),
@@ -314,6 +334,8 @@ def serve(
     metrics_listen: str | None,
     s3_endpoint: str | None,
     sqs_endpoint: str | None,
+    image_registries: tuple[str, ...],
+    image_registry_auth: Path | None,
     workers: int | None,
     cluster: bool,
     database: str | None,
@@ -346,6 +368,12 @@ def serve(
         defined = tuple(networks.parse_vpc(v) for v in vpcs)
         networks.check_vpcs(defined)
     except networks.NetworkSpecError as e:
+        _fail(str(e), code=2)
+    from lamina.images.reference import Registries
+
+    try:
+        Registries.from_options(image_registries, image_registry_auth)
+    except ValueError as e:
         _fail(str(e), code=2)
     metrics_address = None
     if metrics_listen is not None:
@@ -384,6 +412,8 @@ def serve(
         metrics_listen=metrics_address,
         s3_endpoint=_http_url("--s3-endpoint", s3_endpoint),
         sqs_endpoint=_http_url("--sqs-endpoint", sqs_endpoint),
+        image_registries=image_registries,
+        image_registry_auth=image_registry_auth.resolve() if image_registry_auth else None,
         workers=default_workers() if workers is None else workers,
         cluster=_cluster_settings(
             cluster, database, nats_urls, node_name, cluster_name, advertise_url

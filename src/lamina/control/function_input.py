@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from lamina.control import images
 from lamina.control import validation as v
 from lamina.control.tags import check_tags
 from lamina.models import FunctionConfig
@@ -39,6 +40,9 @@ class FunctionInput:
     vpc_config: Any = None
     tracing_config: Any = None
     durable_config: Any = None
+    image_config: Any = None
+    #: `Code.ImageUri` (a container-image function's image), as sent
+    image_uri: Any = None
     zip_file: bytes | None = None
     #: the `Code` members naming an S3 location (S3Bucket, S3Key, S3ObjectVersion), as sent
     s3_code: dict[str, Any] | None = None
@@ -65,6 +69,7 @@ CONTENT_FIELDS = (
     "vpc",
     "tracing_mode",
     "durable",
+    "image",
 )
 
 
@@ -95,6 +100,8 @@ def configuration(c: v.Constraints, req: FunctionInput, *, creating: bool) -> di
         "vpc": v.vpc_config(c, req.vpc_config),
         "tracing_mode": v.tracing_mode(c, req.tracing_config),
         "durable": v.durable_config(c, req.durable_config),
+        # ImageConfig as given (the image function's `FunctionImage.overrides`)
+        "image_overrides": images.image_overrides(c, req.image_config),
     }
     if fields["environment"] is not None:
         fields["environment_given"] = True

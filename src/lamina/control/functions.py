@@ -19,7 +19,7 @@ from typing import Any
 from lamina.arns import FunctionRef
 from lamina.cluster.api import ChangeFeed
 from lamina.cluster.local import NoFeed
-from lamina.control import changes
+from lamina.control import changes, images
 from lamina.control import validation as v
 from lamina.control import vpc as vpcs
 from lamina.control.aliases import AliasService, is_alias_name
@@ -37,6 +37,7 @@ from lamina.control.function_input import (
 )
 from lamina.control.function_policies import FunctionPolicies
 from lamina.control.function_urls import FunctionUrls
+from lamina.control.images import ImageFunctions
 from lamina.control.layers import LayerService
 from lamina.control.provisioned import ProvisionedConcurrency
 from lamina.control.recursion import RecursionConfigs
@@ -76,6 +77,9 @@ log = logging.getLogger(__name__)
 
 #: `listener(name, version)`: `version` None means every version (the function was deleted)
 ChangeListener = Callable[[str, str | None], Awaitable[None]]
+
+#: how many times (every 50 ms) a state move waits for a write of the function to end
+_SETTLE_WAITS = 1200
 
 #: how many times a refresh reads again while writes here overlap it
 _REREADS = 3
@@ -172,6 +176,9 @@ class FunctionService(FunctionCatalog):
         self.check_role: Callable[[str], None] = lambda arn: None
         #: the other nodes on the same database (`cluster.api.ChangeFeed`; the server sets it)
         self.feed: ChangeFeed = NoFeed()
+        #: container-image functions: resolved at the call, pulled behind it (the server
+        #: gives it the node's image store)
+        self.images = ImageFunctions(None, self.settle)
 
     # -- wiring --------------------------------------------------------------------
 
@@ -237,18 +244,23 @@ class FunctionService(FunctionCatalog):
         tags = checked_tags(c, req.tags)
         layer_arns = v.layer_arns(c, req.layers)
         s3_constraints(c, req.s3_code, "code.")
+        uri = images.image_uri(c, req.image_uri, "code.imageUri")
         c.check()
         assert name is not None
         self._refuse_unsupported(req)
-        v.package_supported(req.package_type)
-        v.require_runtime(fields)
+        other_code = req.zip_file is not None or bool(req.s3_code)
+        is_image = images.check_create(req.package_type, uri, fields, layer_arns, other_code)
+        overrides = fields.pop("image_overrides", None)
+        if not is_image:
+            v.require_runtime(fields)
         if tags:
             check_tag_limits(tags)
-        if "handler" not in fields:
+        if not is_image and "handler" not in fields:
             raise InvalidParameterValueError(
                 "The Handler parameter is required when PackageType is Zip."
             )
-        v.runtime_available(fields["runtime"], self._runtimes)
+        if not is_image:
+            v.runtime_available(fields["runtime"], self._runtimes)
         v.architecture_available(archs, self._runtimes)
         self.check_role(fields["role"])
         self._check_dead_letter(name, fields)
@@ -259,6 +271,11 @@ class FunctionService(FunctionCatalog):
         s3 = s3_location(req.s3_code or {}, "code.")
         if name in self._latest or name in self._busy:
             raise ResourceConflictError(f"Function already exist: {name}")
+        if is_image:
+            assert uri is not None
+            return await self._create_image(
+                name, uri, overrides, archs or ("x86_64",), fields, tags
+            )
         signing = self.signing.config_for_new_function(code_signing_config_arn)
         with self.signing.holding(signing):
             self._busy.add(name)
@@ -323,17 +340,24 @@ class FunctionService(FunctionCatalog):
         revision_id: Any,
         architectures: Any = None,
         s3_code: dict[str, Any] | None = None,
+        image_uri: Any = None,
     ) -> FunctionConfig:
         """Replace `$LATEST`'s code with an uploaded zip or one read from S3 (`s3_code`: the
-        request's S3Bucket/S3Key/S3ObjectVersion members)."""
+        request's S3Bucket/S3Key/S3ObjectVersion members), or an image function's image."""
         if ref.qualifier is not None:
             self._check_qualifier(ref)
         c = v.Constraints()
         archs = v.architectures(c, architectures)
         s3_constraints(c, s3_code, "")
+        uri = images.image_uri(c, image_uri, "imageUri")
         c.check()
         s3 = s3_location(s3_code or {}, "")
         v.architecture_available(archs, self._runtimes)
+        existing = self._latest.get(ref.name)
+        if existing is not None:
+            images.check_update_code(existing, uri, zip_file is not None or s3 is not None)
+        if uri is not None:
+            return await self._update_image(ref.name, uri, revision_id, archs)
         if zip_file is None and s3 is None:
             raise InvalidParameterValueError(_NO_CODE)
         current = self._begin_update(ref.name, revision_id)
@@ -375,6 +399,12 @@ class FunctionService(FunctionCatalog):
         layer_arns = v.layer_arns(c, req.layers)
         c.check()
         self._refuse_unsupported(req)
+        existing = self._latest.get(ref.name)
+        if existing is not None:
+            images.check_update_config(existing, changes, layer_arns)
+        overrides = changes.pop("image_overrides", None)
+        if existing is not None and existing.image is not None and overrides is not None:
+            changes["image"] = replace(existing.image, overrides=overrides)
         if "runtime" in changes:
             v.runtime_available(changes["runtime"], self._runtimes)
             self.runtime_management.check_runtime_change(ref.name, changes["runtime"])
@@ -493,6 +523,84 @@ class FunctionService(FunctionCatalog):
         for sha in shas:
             await self.code.release_code(sha)
 
+    # -- container images ----------------------------------------------------------
+
+    async def _create_image(
+        self,
+        name: str,
+        uri: str,
+        overrides: Any,
+        archs: tuple[str, ...],
+        fields: dict[str, Any],
+        tags: dict[str, str] | None,
+    ) -> FunctionConfig:
+        """CreateFunction of an image function: resolved now, stored Pending, pulled behind."""
+        self._busy.add(name)
+        try:
+            resolved = await self.images.resolve(uri, archs[0])
+            config = images.new_function(name, resolved, overrides, archs, fields, _now())
+            if not await self._run(self._metadata.create_function, config, tags or {}):
+                raise ResourceConflictError(f"Function already exist: {name}")
+            self._latest[name] = config
+        finally:
+            self._done(name)
+        await self._notify(name, LATEST)
+        self.images.pull(name, resolved, archs[0])
+        return config
+
+    async def _update_image(
+        self, name: str, uri: str, revision_id: Any, archs: tuple[str, ...] | None
+    ) -> FunctionConfig:
+        """UpdateFunctionCode of an image function: InProgress while the new image is pulled;
+        the previous one serves meanwhile (see `images`)."""
+        current = self._begin_update(name, revision_id)
+        try:
+            assert current.image is not None
+            archs = archs or current.architectures
+            resolved = await self.images.resolve(uri, archs[0])
+            new = _as_accepted(images.new_code(current, resolved, archs, _now()))
+            await self._commit(current, new)
+        finally:
+            self._done(name)
+        self.images.pull(name, resolved, archs[0])
+        return new
+
+    async def settle(
+        self, name: str, change: Callable[[FunctionConfig], FunctionConfig | None]
+    ) -> None:
+        """Rewrite in place each version of `name` that `change` gives a new configuration
+        (a background task's state move: an image pulled), once no write of it is under way."""
+        for _ in range(_SETTLE_WAITS):  # a create or update of it ends within seconds
+            if name not in self._busy:
+                break
+            await asyncio.sleep(0.05)
+        held = [c for k, c in self._versions.items() if k[0] == name]
+        if name in self._latest:
+            held.append(self._latest[name])
+        told: list[str] = []
+        self._busy.add(name)
+        try:
+            for config in held:
+                new = change(config)
+                if new is None:
+                    continue
+                new = replace(new, revision_id=str(uuid.uuid4()))
+                ok = await self._run(
+                    partial(self._metadata.replace_version, new, expect_revision=config.revision_id)
+                )
+                if not ok:
+                    self._stale.add(name)
+                    continue
+                if new.version == LATEST:
+                    self._latest[name] = new
+                else:
+                    self._versions[(name, new.version)] = new
+                told.append(new.version)
+        finally:
+            self._done(name)
+        for version in told:
+            await self._notify(name, version)
+
     # -- versions ------------------------------------------------------------------
 
     async def publish(
@@ -501,9 +609,12 @@ class FunctionService(FunctionCatalog):
         code_sha256: Any = None,
         description: Any = None,
         revision_id: Any = None,
+        *,
+        creating: bool = False,
     ) -> FunctionConfig:
         """PublishVersion: snapshot `$LATEST` as the next numbered version; if neither code
-        nor configuration changed since the last version, that version (as Lambda does)."""
+        nor configuration changed since the last version, that version (as Lambda does).
+        `creating`: CreateFunction's Publish, which publishes a function still Pending."""
         self._check_qualifier(ref)
         c = v.Constraints()
         if code_sha256 is not None:
@@ -511,7 +622,7 @@ class FunctionService(FunctionCatalog):
         if description is not None:
             c.string(description, "description", max_len=256)
         c.check()
-        current = self._begin_update(ref.name, revision_id)
+        current = self._begin_update(ref.name, revision_id, settled=not creating)
         try:
             if code_sha256 is not None and code_sha256 != current.code_sha256_b64:
                 raise InvalidParameterValueError(
@@ -526,7 +637,8 @@ class FunctionService(FunctionCatalog):
                 description=current.description if description is None else description,
                 revision_id=str(uuid.uuid4()),
                 last_modified=_now(),
-                state=FunctionState.ACTIVE,
+                # an image function published while its image is pulled is as Pending
+                state=current.state if current.is_image else FunctionState.ACTIVE,
                 last_update_status=UpdateStatus.SUCCESSFUL,
             )
             published = await self._run(
@@ -737,12 +849,20 @@ class FunctionService(FunctionCatalog):
             f"resource: {self.arn(name)}"
         )
 
-    def _begin_update(self, name: str, revision_id: Any) -> FunctionConfig:
+    def _begin_update(self, name: str, revision_id: Any, *, settled: bool = True) -> FunctionConfig:
         current = self._latest.get(name)
         if current is None:
             raise self._not_found(name)
-        if name in self._busy:
+        if name in self._busy or (
+            settled and current.last_update_status is UpdateStatus.IN_PROGRESS
+        ):
             raise self._conflict(name)
+        if settled and current.state is FunctionState.PENDING:
+            # As Lambda: nothing but reads while the function is being created.
+            raise ResourceConflictError(
+                "The operation cannot be performed at this time. The function is currently in "
+                "the following state: Pending"
+            )
         if revision_id is not None and revision_id != current.revision_id:
             raise v.stale_revision()
         self._busy.add(name)

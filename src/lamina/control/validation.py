@@ -510,12 +510,9 @@ def package_type(c: Constraints, value: Any) -> None:
         c.fail(value, "packageType", "Member must satisfy enum value set: [Image, Zip]")
 
 
-def package_supported(value: Any) -> None:
-    """What Lamina deploys (after the model's constraints: InvalidParameterValueException)."""
-    if value == "Image":
-        raise InvalidParameterValueError(
-            "PackageType Image is not supported by Lamina yet; deploy a Zip package."
-        )
+#: ImageConfig's limits (botocore's model: StringList max 1500, WorkingDirectory max 1000)
+IMAGE_CONFIG_LIST_MAX = 1500
+WORKING_DIRECTORY_MAX_CHARS = 1000
 
 
 def require_runtime(fields: dict[str, Any]) -> None:

@@ -183,6 +183,10 @@ class EnvironmentContext:
     #: awaited before each start (cluster mode): returns once the function's code and layers
     #: are on this node, fetched from the cluster if need be; raises if they cannot be
     code_ready: Callable[[], Awaitable[None]] | None = None
+    #: a container-image function's unpacked root filesystem (its `/`), and the runtime's
+    #: working directory in it
+    image_root: Path | None = None
+    working_dir: str | None = None
 
 
 class Environment:
@@ -346,6 +350,8 @@ class Environment:
                 vpc=ctx.vpc,
                 extensions=extensions,
                 extension_output_fd=ext_output,
+                image_root=ctx.image_root,
+                working_dir=ctx.working_dir,
             )
             self._sandbox = SafeSandbox(ctx.backend.create(spec))
             self._telemetry.connect = self._sandbox.connect

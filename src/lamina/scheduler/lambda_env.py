@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lamina.aws_services import SERVED
-from lamina.models import FunctionConfig
+from lamina.models import FunctionConfig, FunctionImage
 from lamina.runtimes.catalog import Family, RuntimeInfo
 from lamina.settings import Settings
 
@@ -129,4 +129,45 @@ def lambda_environment(
             # Lambda's /var/runtime/node_modules: where the bundled SDK is found.
             node_path.append(f"{lang}/lib/node_modules")
         env["NODE_PATH"] = ":".join([*node_path, runtime_root, str(task_root)])
+    return env
+
+
+#: PATH for an image whose config sets none (what container runtimes give such an image)
+DEFAULT_IMAGE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def image_environment(
+    config: FunctionConfig, settings: Settings, image: FunctionImage
+) -> dict[str, str]:
+    """The variables of a container-image function's runtime, as `lambda_environment` but
+    on top of the image's own ENV: the image keeps its PATH, LANG, LAMBDA_TASK_ROOT and the
+    like (AWS's base images set them there), and Lambda adds what describes the function.
+    No AWS_EXECUTION_ENV or _HANDLER: Lambda sets neither for an image (AWS's base images'
+    entry point exports _HANDLER from the command itself). The function's own variables
+    are applied over these by the environment."""
+    env = dict(image.config.env)
+    env.setdefault("PATH", DEFAULT_IMAGE_PATH)
+    env.update(
+        {
+            "AWS_LAMBDA_FUNCTION_NAME": config.name,
+            "AWS_LAMBDA_FUNCTION_VERSION": config.version,
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(config.memory_size),
+            "AWS_LAMBDA_LOG_GROUP_NAME": config.log_group,
+            "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+            "AWS_REGION": settings.region,
+            "AWS_DEFAULT_REGION": settings.region,
+            "AWS_ACCESS_KEY_ID": _DUMMY_KEY_ID,
+            "AWS_SECRET_ACCESS_KEY": _DUMMY_SECRET,
+            "AWS_SESSION_TOKEN": _DUMMY_TOKEN,
+            **aws_endpoints(settings),
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR",
+            "AWS_XRAY_DAEMON_ADDRESS": f"{XRAY_DAEMON_HOST}:{XRAY_DAEMON_PORT}",
+            "_AWS_XRAY_DAEMON_ADDRESS": XRAY_DAEMON_HOST,
+            "_AWS_XRAY_DAEMON_PORT": str(XRAY_DAEMON_PORT),
+        }
+    )
+    if config.logging.json:
+        env["AWS_LAMBDA_LOG_FORMAT"] = "JSON"
+        env["AWS_LAMBDA_LOG_LEVEL"] = config.logging.application_log_level or "INFO"
     return env

@@ -21,8 +21,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from lamina.errors import InvalidRuntimeError, InvalidSubnetIDError, TooManyRequestsError
-from lamina.models import FunctionConfig, InvokeRequest, InvokeResult
+from lamina.errors import (
+    InvalidRuntimeError,
+    InvalidSubnetIDError,
+    ResourceNotReadyError,
+    TooManyRequestsError,
+)
+from lamina.models import FunctionConfig, FunctionImage, InvokeRequest, InvokeResult
 from lamina.networks import VpcDirectory
 from lamina.observability import LogStore, LogWriter, Metrics
 from lamina.runtimes.catalog import Family, RuntimeCatalog, RuntimeInfo
@@ -38,11 +43,13 @@ from lamina.scheduler.environment import (
     NotDelivered,
     Outcome,
 )
+from lamina.scheduler.image_roots import ImageRoots, ensure_here, root_of
 from lamina.scheduler.lambda_env import (
     LAMBDA_LANG,
     LAMBDA_OPT,
     LAMBDA_RUNTIME_DIR,
     LAMBDA_TASK_ROOT,
+    image_environment,
     lambda_environment,
 )
 from lamina.scheduler.limits import EnvironmentLimits
@@ -469,6 +476,8 @@ class Scheduler:
         self.check_startable: Callable[[FunctionConfig], None] = lambda config: None
         #: cluster mode: fetches a function's code and layers to this node before a start
         self.code_ready: Callable[[FunctionConfig], Awaitable[None]] | None = None
+        #: container images' root filesystems on this node (the server sets it)
+        self.image_roots: ImageRoots | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._reaper: asyncio.Task[None] | None = None
         #: throttle counters by (function, reason), made on first use
@@ -493,6 +502,8 @@ class Scheduler:
 
     async def invoke(self, config: FunctionConfig, request: InvokeRequest) -> InvokeResult:
         """Run one invocation; TooManyRequestsError at once if it is over a concurrency limit."""
+        if config.image is not None:
+            await ensure_here(self.image_roots, config)
         pool = self._pool(config)
         try:
             # Most versions have no such limits: skip their bookkeeping (the hot path).
@@ -604,7 +615,7 @@ class Scheduler:
         """Make the function's pool ahead of its first invoke (a cold start then skips it),
         and what its runtime needs built (Java's client), in the background."""
         # (reported when it is invoked)
-        with contextlib.suppress(InvalidRuntimeError, InvalidSubnetIDError):
+        with contextlib.suppress(InvalidRuntimeError, InvalidSubnetIDError, ResourceNotReadyError):
             self._pool(config)
         runtime = self._runtimes.get(config.runtime)
         if runtime is not None and runtime.prepare is not None:
@@ -653,6 +664,9 @@ class Scheduler:
     # -- internals -----------------------------------------------------------------
 
     def _context(self, config: FunctionConfig) -> EnvironmentContext:
+        container = config.serving_image
+        if container is not None:
+            return self._image_context(config, container)
         runtime = self._runtimes.get(config.runtime)
         if runtime is None:
             # control/ accepted it, so the host lost it since (an interpreter uninstalled).
@@ -707,6 +721,30 @@ class Scheduler:
             vpc=self._vpc(config),
             prepare_runtime=runtime.prepare,
             account_id=self._settings.account_id,
+        )
+
+    def _image_context(self, config: FunctionConfig, image: FunctionImage) -> EnvironmentContext:
+        """An image function's environments: its image's root as `/`, its entry point run."""
+        root = root_of(self.image_roots, image)
+        return EnvironmentContext(
+            config=config,
+            argv=image.argv,
+            task_root=root,
+            runtime_dir=root,
+            base_env=image_environment(config, self._settings, image),
+            credentials=partial(self._credentials, config) if self._credentials else None,
+            backend=self._backend,
+            metrics=self._metrics,
+            logs=self._logs,
+            # Lambda bills a container image's init phase, as a custom runtime's.
+            bill_init=True,
+            network=config.network_enabled,
+            vpc=self._vpc(config),
+            account_id=self._settings.account_id,
+            # As on Lambda, the image's own /opt/extensions start before its entry point.
+            opt_dir=root / "opt",
+            image_root=root,
+            working_dir=image.working_dir,
         )
 
     def _vpc(self, config: FunctionConfig) -> str | None:

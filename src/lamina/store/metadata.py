@@ -24,6 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
+from lamina.images import ImageConfig
 from lamina.models import (
     LATEST,
     Alias,
@@ -31,8 +32,10 @@ from lamina.models import (
     EventInvokeConfig,
     Function,
     FunctionConfig,
+    FunctionImage,
     FunctionLayer,
     FunctionState,
+    ImageOverrides,
     LayerVersion,
     LogFormat,
     LoggingConfig,
@@ -103,7 +106,70 @@ def _to_config(row: Any, layer_refs: _Layers, sealer: Sealer) -> FunctionConfig:
         tracing_mode=m["tracing_mode"] or "PassThrough",
         environment_given=bool(m["environment_given"]),
         durable=_to_durable(m["durable_config"]),
+        image=_to_image(m["image"]),
+        previous_image=_to_image((m["image"] or {}).get("previous")),
     )
+
+
+def _to_image(value: dict[str, Any] | None) -> FunctionImage | None:
+    if not value:
+        return None
+    c = value.get("config") or {}
+    config = ImageConfig(
+        entrypoint=tuple(c.get("entrypoint", ())),
+        cmd=tuple(c.get("cmd", ())),
+        env=dict(c.get("env", {})),
+        working_dir=c.get("working_dir", ""),
+        user=c.get("user", ""),
+        architecture=c.get("architecture", "x86_64"),
+    )
+    o = value.get("overrides")
+    overrides = None
+    if o is not None:
+        overrides = ImageOverrides(
+            entry_point=tuple(o["entry_point"]) if o.get("entry_point") is not None else None,
+            command=tuple(o["command"]) if o.get("command") is not None else None,
+            working_directory=o.get("working_directory"),
+        )
+    return FunctionImage(
+        uri=value["uri"],
+        resolved_uri=value["resolved_uri"],
+        digest=value["digest"],
+        config=config,
+        overrides=overrides,
+    )
+
+
+def _image_values(
+    image: FunctionImage | None, previous: FunctionImage | None = None
+) -> dict[str, Any] | None:
+    if image is None:
+        return None
+    c = image.config
+    values: dict[str, Any] = {
+        "uri": image.uri,
+        "resolved_uri": image.resolved_uri,
+        "digest": image.digest,
+        "config": {
+            "entrypoint": list(c.entrypoint),
+            "cmd": list(c.cmd),
+            "env": dict(c.env),
+            "working_dir": c.working_dir,
+            "user": c.user,
+            "architecture": c.architecture,
+        },
+        "overrides": None,
+    }
+    o = image.overrides
+    if o is not None:
+        values["overrides"] = {
+            "entry_point": list(o.entry_point) if o.entry_point is not None else None,
+            "command": list(o.command) if o.command is not None else None,
+            "working_directory": o.working_directory,
+        }
+    if previous is not None:
+        values["previous"] = _image_values(previous)
+    return values
 
 
 def _to_durable(value: dict[str, Any] | None) -> DurableConfig | None:
@@ -229,7 +295,7 @@ def _config_values(config: FunctionConfig, sealer: Sealer) -> dict[str, Any]:
     values = {
         name: getattr(config, name)
         for name in _CONFIG_COLUMNS
-        if name not in ("logging_config", "vpc_config", "durable_config")
+        if name not in ("logging_config", "vpc_config", "durable_config", "image")
     }
     values["environment"] = environment.seal(
         sealer, config.name, config.version, config.environment
@@ -237,6 +303,7 @@ def _config_values(config: FunctionConfig, sealer: Sealer) -> dict[str, Any]:
     values["logging_config"] = _logging_values(config.logging)
     values["vpc_config"] = _vpc_values(config.vpc)
     values["durable_config"] = _durable_values(config.durable)
+    values["image"] = _image_values(config.image, config.previous_image)
     values["architectures"] = list(config.architectures)
     values["signed_by"] = list(config.signed_by) if config.signed_by else None
     values["state"] = config.state.value

@@ -84,6 +84,9 @@ function_versions = Table(
     Column("environment_given", Boolean),
     # DurableConfig as {"timeout", "retention", "kms"} (None: not a durable function)
     Column("durable_config", JSON),
+    # A PackageType Image function's image: {"uri", "resolved_uri", "digest", "config",
+    # "overrides", "previous"} (None: a Zip function), see `store.metadata._image_values`.
+    Column("image", JSON),
 )
 
 # The layers of each function version, in merge order. The layer's digest and size are copied
