@@ -40,7 +40,6 @@ import base64
 import contextlib
 import io
 import json
-import os
 import re
 import shutil
 import statistics
@@ -73,7 +72,7 @@ from signing import admin_key_args
 
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 from tests._oci import Registry, missing_tools, push, write_layout
-from tests.integration._images import RIC, python_base
+from tests.integration._images import python_base, ric_site
 
 from lamina.images.reference import Registries
 from lamina.images.store import ImageStore
@@ -162,21 +161,13 @@ def _zip(files: dict[str, str | bytes], tree: Path | None = None) -> bytes:
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
         for path in sorted(tree.rglob("*")) if tree is not None else []:
             assert tree is not None
-            if path.is_file() and "__pycache__" not in path.parts and path.name != ".installed":
+            if path.is_file() and path.name != ".installed":
                 archive.write(path, path.relative_to(tree).as_posix())
         for name, content in files.items():
             info = zipfile.ZipInfo(name)
             info.external_attr = (0o755 if name == "bootstrap" else 0o644) << 16
             archive.writestr(info, content)
     return buf.getvalue()
-
-
-def _ric_tree() -> Path:
-    cache = Path(os.environ["LAMINA_RUNTIME_CACHE"]).parent
-    found = sorted(cache.glob(f"lamina-test-ric-*-{RIC}"))
-    if not found:
-        raise BenchError("awslambdaric is not installed (python_base() installs it)")
-    return found[-1]
 
 
 def measure_cold(tmp: Path, uri: str, args: argparse.Namespace, res: Results) -> None:
@@ -196,7 +187,7 @@ def measure_cold(tmp: Path, uri: str, args: argparse.Namespace, res: Results) ->
             "zip (same client)": {
                 "Runtime": "provided.al2023",
                 "Handler": "app.handler",
-                "Code": {"ZipFile": _zip({"app.py": HANDLER, "bootstrap": BOOTSTRAP}, _ric_tree())},
+                "Code": {"ZipFile": _zip({"app.py": HANDLER, "bootstrap": BOOTSTRAP}, ric_site())},
             },
             "zip (managed python3.11)": {
                 "Runtime": "python3.11",
@@ -222,7 +213,8 @@ def measure_cold(tmp: Path, uri: str, args: argparse.Namespace, res: Results) ->
             time.sleep(args.settle)
             for n in range(args.functions):
                 for kind, group in names.items():
-                    res.cold.setdefault(kind, []).append(_invoke(lam, group[n], n))
+                    sample = _invoke(lam, group[n], n)
+                    res.cold.setdefault(kind, []).append(sample)
                     time.sleep(args.pace / 1000)
         except (BotoCoreError, ClientError, WaiterError) as exc:
             raise BenchError(f"the cold-start run failed: {exc}") from exc

@@ -36,8 +36,9 @@ import lamina.runtimes
 _CACHE = Path(os.environ.get("LAMINA_RUNTIME_CACHE", "/tmp/lamina-test-runtimes")).parent
 RIC = "awslambdaric==4.2.2"
 #: standard-library parts a function never needs (and the image is smaller without)
-_SKIP = {"test", "tests", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "__pycache__"}
+_SKIP = {"test", "tests", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3"}
 _PIP = (sys.executable, "-m", "pip", "install", "--quiet", "--no-compile")
+_COMPILE = (sys.executable, "-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash")
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -63,9 +64,10 @@ def _libraries(binaries: Iterable[Path]) -> set[str]:
 
 
 def _add_file(tar: tarfile.TarFile, host: Path, name: str) -> None:
-    """`host`'s content (symlinks followed) at `name` in the layer."""
+    """`host`'s content (symlinks followed) at `name` in the layer, with its own mtime (a
+    `.pyc` records its source's: a changed one would be compiled again at every start, on a
+    read-only root)."""
     info = tar.gettarinfo(str(host.resolve()), arcname=name.lstrip("/"))
-    info.mtime = _FIXED_MTIME
     info.uid = info.gid = 0
     info.uname = info.gname = "root"
     with open(host, "rb") as f:
@@ -127,6 +129,32 @@ def python_prefix() -> Path:
     return Path(sys.base_prefix).resolve()
 
 
+def ric_site() -> Path:
+    """AWS's runtime interface client for the host's Python, installed from PyPI (once,
+    cached) as `pip install --target` lays it out, and compiled."""
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    site = _CACHE / f"lamina-test-ric-{version}-compiled-{RIC}"
+    if not (site / ".installed").exists():
+        staging = site.with_name(f"{site.name}.{uuid.uuid4().hex[:8]}")
+        subprocess.run(
+            [*_PIP, "--only-binary=:all:", RIC, "--target", str(staging)],
+            check=True,
+            capture_output=True,
+            timeout=600,
+        )
+        subprocess.run(
+            # (checked by hash, not by the source's mtime, which a zip does not keep exactly)
+            [*_COMPILE, str(staging)],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+        (staging / ".installed").write_text("")
+        shutil.rmtree(site, ignore_errors=True)
+        staging.rename(site)
+    return site
+
+
 def python_base() -> Base:
     prefix = python_prefix()
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -143,33 +171,26 @@ def python_base() -> Base:
                 continue  # (config-*: the static libpython and the build's makefiles)
             if _SKIP & set(rel.parts):
                 continue
-            if path.is_file() and not path.name.endswith(".pyc"):
-                files[str(path)] = path
+            if path.is_file() and (path.suffix != ".pyc" or ".opt-" not in path.name):
+                files[str(path)] = path  # (compiled modules too, as a Python image has them)
         dynload = [p for p in files.values() if p.suffix == ".so"]
         for lib in _libraries([binary, *dynload]):
             files[lib] = Path(lib)
         links = {f"/usr/local/bin/python{v}": str(binary) for v in ("3", "")}
         base = _layer(files, links)
-        site = _CACHE / f"lamina-test-ric-{version}-{RIC}"
-        if not (site / ".installed").exists():
-            staging = site.with_name(f"{site.name}.{uuid.uuid4().hex[:8]}")
-            subprocess.run(
-                [*_PIP, "--only-binary=:all:", RIC, "--target", str(staging)],
-                check=True,
-                capture_output=True,
-                timeout=600,
-            )
-            (staging / ".installed").write_text("")
-            shutil.rmtree(site, ignore_errors=True)
-            staging.rename(site)
+        site = ric_site()
         ric = {
             str(stdlib / "site-packages" / p.relative_to(site)): p
             for p in site.rglob("*")
-            if p.is_file() and p.name != ".installed" and "__pycache__" not in p.parts
+            if p.is_file() and p.name != ".installed"
         }
+        # its native part's libraries (libstdc++ ...) that the interpreter's did not bring
+        for lib in _libraries(p for p in ric.values() if p.suffix == ".so"):
+            if lib not in files:
+                ric[lib] = Path(lib)
         return [base, _layer(ric)]
 
-    layers = _cached(f"python {binary} {sys.version} {RIC}", build)
+    layers = _cached(f"python 3 {binary} {sys.version} {RIC}", build)
     return Base(layers, ("/usr/local/bin/python3", "-m", "awslambdaric"), (f"PATH={PATH}",))
 
 
