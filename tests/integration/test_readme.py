@@ -163,7 +163,11 @@ def test_readme_runs_verbatim(tmp_path: Path) -> None:
     # `--auth on` keeps conftest from giving the server an admin key: it makes its own and
     # writes the `lamina` profile (with this server's endpoint) into `home`, as `make serve`.
     with newcomer_home(home):
-        server = Server(data_dir=tmp_path / "data", extra_args=("--auth", "on")).start()
+        # `--sandbox auto`, as `make serve` starts it, on the process pass too: the README's
+        # container image needs the namespace sandbox.
+        server = Server(
+            data_dir=tmp_path / "data", extra_args=("--auth", "on", "--sandbox", "auto")
+        ).start()
     try:
         config = (home / ".aws" / "config").read_text()
         assert f"endpoint_url = {server.endpoint}" in config, config
