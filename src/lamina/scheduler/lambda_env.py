@@ -80,22 +80,7 @@ def lambda_environment(
         libs.insert(0, f"{lang}/lib")
     env = {
         "_HANDLER": config.handler,
-        "AWS_LAMBDA_FUNCTION_NAME": config.name,
-        "AWS_LAMBDA_FUNCTION_VERSION": config.version,
-        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(config.memory_size),
-        "AWS_LAMBDA_LOG_GROUP_NAME": config.log_group,
-        "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
-        "AWS_REGION": settings.region,
-        "AWS_DEFAULT_REGION": settings.region,
-        "AWS_ACCESS_KEY_ID": _DUMMY_KEY_ID,
-        "AWS_SECRET_ACCESS_KEY": _DUMMY_SECRET,
-        "AWS_SESSION_TOKEN": _DUMMY_TOKEN,
-        **aws_endpoints(settings),
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR",
-        "AWS_XRAY_DAEMON_ADDRESS": f"{XRAY_DAEMON_HOST}:{XRAY_DAEMON_PORT}",
-        "_AWS_XRAY_DAEMON_ADDRESS": XRAY_DAEMON_HOST,
-        "_AWS_XRAY_DAEMON_PORT": str(XRAY_DAEMON_PORT),
+        **_function_variables(config, settings),
         "LAMBDA_TASK_ROOT": str(task_root),
         "LAMBDA_RUNTIME_DIR": runtime_root,
         "TZ": ":UTC",
@@ -103,10 +88,6 @@ def lambda_environment(
         "PATH": ":".join(path),
         "LD_LIBRARY_PATH": ":".join(libs),
     }
-    if config.logging.json:
-        # What Lambda's runtimes read to log JSON records and drop those under the level.
-        env["AWS_LAMBDA_LOG_FORMAT"] = "JSON"
-        env["AWS_LAMBDA_LOG_LEVEL"] = config.logging.application_log_level or "INFO"
     if runtime.family is not Family.PROVIDED:
         # Lambda sets no execution environment name for custom runtimes.
         env["AWS_EXECUTION_ENV"] = f"AWS_Lambda_{config.runtime}"
@@ -132,6 +113,35 @@ def lambda_environment(
     return env
 
 
+def _function_variables(config: FunctionConfig, settings: Settings) -> dict[str, str]:
+    """What Lambda sets for every function, zip or image: who it is, where it runs, its
+    credentials (dummies here; the environment puts the role's in), the endpoints and X-Ray
+    addresses, and the log format a JSON-logging function's runtime reads."""
+    env = {
+        "AWS_LAMBDA_FUNCTION_NAME": config.name,
+        "AWS_LAMBDA_FUNCTION_VERSION": config.version,
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(config.memory_size),
+        "AWS_LAMBDA_LOG_GROUP_NAME": config.log_group,
+        "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+        "AWS_REGION": settings.region,
+        "AWS_DEFAULT_REGION": settings.region,
+        "AWS_ACCESS_KEY_ID": _DUMMY_KEY_ID,
+        "AWS_SECRET_ACCESS_KEY": _DUMMY_SECRET,
+        "AWS_SESSION_TOKEN": _DUMMY_TOKEN,
+        **aws_endpoints(settings),
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR",
+        "AWS_XRAY_DAEMON_ADDRESS": f"{XRAY_DAEMON_HOST}:{XRAY_DAEMON_PORT}",
+        "_AWS_XRAY_DAEMON_ADDRESS": XRAY_DAEMON_HOST,
+        "_AWS_XRAY_DAEMON_PORT": str(XRAY_DAEMON_PORT),
+    }
+    if config.logging.json:
+        # What Lambda's runtimes read to log JSON records and drop those under the level.
+        env["AWS_LAMBDA_LOG_FORMAT"] = "JSON"
+        env["AWS_LAMBDA_LOG_LEVEL"] = config.logging.application_log_level or "INFO"
+    return env
+
+
 #: PATH for an image whose config sets none (what container runtimes give such an image)
 DEFAULT_IMAGE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -147,27 +157,5 @@ def image_environment(
     are applied over these by the environment."""
     env = dict(image.config.env)
     env.setdefault("PATH", DEFAULT_IMAGE_PATH)
-    env.update(
-        {
-            "AWS_LAMBDA_FUNCTION_NAME": config.name,
-            "AWS_LAMBDA_FUNCTION_VERSION": config.version,
-            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(config.memory_size),
-            "AWS_LAMBDA_LOG_GROUP_NAME": config.log_group,
-            "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
-            "AWS_REGION": settings.region,
-            "AWS_DEFAULT_REGION": settings.region,
-            "AWS_ACCESS_KEY_ID": _DUMMY_KEY_ID,
-            "AWS_SECRET_ACCESS_KEY": _DUMMY_SECRET,
-            "AWS_SESSION_TOKEN": _DUMMY_TOKEN,
-            **aws_endpoints(settings),
-            "AWS_EC2_METADATA_DISABLED": "true",
-            "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR",
-            "AWS_XRAY_DAEMON_ADDRESS": f"{XRAY_DAEMON_HOST}:{XRAY_DAEMON_PORT}",
-            "_AWS_XRAY_DAEMON_ADDRESS": XRAY_DAEMON_HOST,
-            "_AWS_XRAY_DAEMON_PORT": str(XRAY_DAEMON_PORT),
-        }
-    )
-    if config.logging.json:
-        env["AWS_LAMBDA_LOG_FORMAT"] = "JSON"
-        env["AWS_LAMBDA_LOG_LEVEL"] = config.logging.application_log_level or "INFO"
+    env.update(_function_variables(config, settings))
     return env
