@@ -423,13 +423,7 @@ class NamespaceBackend:
         Pools of container images no longer named keep nothing ready (see `api.py`)."""
         images = set()
         for spec in runtimes:
-            key = self._zygote(
-                spec.interpreter,
-                spec.python_in_zygote,
-                spec.runtime_dir,
-                spec.lang_dir,
-                spec.image_root,
-            )
+            key = self._zygote_of(spec)
             pool = self._pools[key]
             if spec.image_root is not None:
                 images.add(key)
@@ -514,14 +508,17 @@ class NamespaceBackend:
             self._zygotes[zkey] = Zygote(interpreter, config)
         return self._zygotes[zkey]
 
-    async def claim(self, spec: SandboxSpec) -> _Prepared:
-        key = self._zygote(
+    def _zygote_of(self, spec: RuntimeSpec | SandboxSpec) -> _Key:
+        return self._zygote(
             spec.interpreter,
             spec.python_in_zygote,
             spec.runtime_dir,
             spec.lang_dir,
             spec.image_root,
         )
+
+    async def claim(self, spec: SandboxSpec) -> _Prepared:
+        key = self._zygote_of(spec)
         pool = self._pools[key]
         try:
             child = await pool.claim()
