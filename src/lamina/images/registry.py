@@ -188,7 +188,9 @@ class RegistryClient:
         hasher = hashlib.sha256()
         received = 0
         try:
-            file = await asyncio.to_thread(open, dest, "xb")
+            # opened here, not on a worker thread: a pull cancelled meanwhile would leave the
+            # file open (and made after the caller removed it)
+            file = open(dest, "xb")  # noqa: SIM115, ASYNC230 - closed below
             try:
                 pending = bytearray()
                 async for chunk in response.aiter_raw():
@@ -206,7 +208,7 @@ class RegistryClient:
                         progress(len(chunk))
                 await asyncio.to_thread(_write, file, hasher, bytes(pending), written)
             finally:
-                await asyncio.to_thread(file.close)
+                file.close()  # here too: an await could be cancelled before it closes
         except httpx.TransportError as e:
             raise _unreachable(ref, e) from e
         finally:
