@@ -186,7 +186,7 @@ class ImageStore:
         the pull's own unpacks them in order as they arrive. The first failure stops the rest
         (fetches remove what they staged, the thread its staging root, before this returns)
         and is raised: a download's own error rather than what it made the unpacking raise."""
-        feeds = [_LayerFeed(f"{digest}") for digest, _ in image.layers]
+        feeds = [_LayerFeed(digest) for digest, _ in image.layers]
         gate = asyncio.Semaphore(_PARALLEL_FETCHES)
         left = len(image.layers)
         unpacking = _on_own_thread(lambda: self._unpack(image, hex_digest, feeds))

@@ -13,8 +13,10 @@ InvalidImage where it cannot (the caller removes the half-made tree):
   that would leave the root is refused;
 - no symlink is ever followed: each parent directory is opened component by component with
   O_NOFOLLOW from the root's own descriptor, so a parent that is a symlink (or a file) is
-  refused rather than walked through; files are created with O_EXCL | O_NOFOLLOW after any
-  earlier entry of that name is removed, so nothing is written through an old link;
+  refused rather than walked through (a layer keeps the descriptors it walked to for its
+  next members, and drops those of a directory it removes: a descriptor never outlives the
+  directory it was opened on); files are created with O_EXCL | O_NOFOLLOW, an earlier entry
+  of that name removed first, so nothing is written through an old link;
 - hard links must name an existing non-directory inside the root (resolved the same way);
 - whiteouts: `.wh.NAME` deletes NAME as lower layers left it, `.wh..wh..opq` empties its
   directory of lower layers' content (the layer's own entries stay, wherever in the stream
@@ -27,10 +29,11 @@ InvalidImage where it cannot (the caller removes the half-made tree):
   root); one of the wrong kind (a file where a directory must be) is refused.
 
 Speed: gzip is inflated with Intel's ISA-L (python-isal) where it is installed, zlib
-otherwise, on a thread of its own that runs ahead of the tar reader by a few bounded pieces
-(both release the GIL while inflating), so inflating overlaps parsing and writing files; a
-gzip layer of several members (concatenated streams) is inflated member after member. All of
-it is blocking work: the store runs it on a thread of its own.
+otherwise, on a thread of its own that runs ahead of the tar reader by at most
+`_INFLATE_AHEAD` pieces (both release the GIL while inflating), so inflating overlaps parsing
+and writing files; a gzip layer of several members (concatenated streams) is inflated member
+after member. Files' contents go from the inflated pieces to `os.write` without copies. All
+of it is blocking work: the store runs it on a thread of its own.
 """
 
 from __future__ import annotations
@@ -92,8 +95,9 @@ _ALL = sys.maxsize
 #: gzip input read at a time, and the most one inflate step makes (a bomb stays small)
 _INFLATE_IN = 256 * 1024
 _INFLATE_OUT = 1024 * 1024
-#: inflated pieces waiting for the tar reader, at most
-_INFLATE_AHEAD = 8
+#: inflated pieces waiting for the tar reader, at most (room to run ahead while it creates
+#: many small files)
+_INFLATE_AHEAD = 16
 #: the permission bits kept (setuid and setgid dropped; the sticky bit kept, as /tmp needs it)
 _MODE_KEPT = 0o1777
 _TAR_ERRORS: tuple[type[Exception], ...] = (tarfile.TarError, EOFError, *_INFLATE_ERRORS)
@@ -421,8 +425,11 @@ class _Layer:
         stream: _Forward,
         parts: tuple[str, ...],
     ) -> None:
-        self._removed(parts, _remove(fd, base))
-        out = os.open(base, _FILE_FLAGS, 0o600, dir_fd=fd)
+        try:
+            out = os.open(base, _FILE_FLAGS, 0o600, dir_fd=fd)
+        except FileExistsError:  # (rarely: a lower layer's file, directory or link)
+            self._removed(parts, _remove(fd, base))
+            out = os.open(base, _FILE_FLAGS, 0o600, dir_fd=fd)
         try:
             if member.issparse():
                 source = tar.extractfile(member)
