@@ -6,9 +6,11 @@ gone)."""
 from __future__ import annotations
 
 import gzip
+import io
 import itertools
 import os
 import queue
+import tarfile
 import threading
 import time
 from collections.abc import Iterator
@@ -217,3 +219,31 @@ def test_no_descriptor_is_left_open(tmp_path: Path) -> None:
             tmp_path / "root2",
         )
     assert len(list(open_fds())) == before
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="owners are kept when running as root")
+def test_owners_of_new_files_and_of_a_directory_given_back_to_root(tmp_path: Path) -> None:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, uid, kind in [("d", 1000, tarfile.DIRTYPE), ("d/f", 1000, tarfile.REGTYPE)]:
+            info = tarfile.TarInfo(name)
+            info.uid = info.gid = uid
+            info.type = kind
+            tar.addfile(info, io.BytesIO(b""))
+    lower = tmp_path / "lower"
+    lower.write_bytes(buf.getvalue())
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, kind in [("d", tarfile.DIRTYPE), ("d/g", tarfile.REGTYPE)]:
+            info = tarfile.TarInfo(name)
+            info.type = kind  # uid and gid 0
+            tar.addfile(info, io.BytesIO(b""))
+    upper = tmp_path / "upper"
+    upper.write_bytes(buf.getvalue())
+    root = tmp_path / "root"
+    unpack_layers([lower, upper], root)
+    owners = {
+        name: ((root / name).stat().st_uid, (root / name).stat().st_gid)
+        for name in ["d", "d/f", "d/g"]
+    }
+    assert owners == {"d": (0, 0), "d/f": (1000, 1000), "d/g": (0, 0)}

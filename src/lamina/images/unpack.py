@@ -447,7 +447,8 @@ class _Layer:
                     left -= len(view)
                 if left:
                     raise tarfile.ReadError("unexpected end of data")
-            _fchown(out, member)
+            if (member.uid, member.gid) != (os.geteuid(), os.getegid()):  # a new file's own
+                _fchown(out, member)
             os.fchmod(out, member.mode & _MODE_KEPT)
             os.utime(out, (member.mtime, member.mtime))
         finally:
