@@ -177,15 +177,20 @@ class RegistryClient:
         size: int,
         dest: Path,
         progress: Callable[[int], None] | None = None,
+        written: Callable[[int], None] | None = None,
     ) -> None:
         """Stream blob `digest` of `size` bytes into the new file `dest`, calling `progress`
-        with each piece's length as it arrives. InvalidImage if the bytes are not `size` long
-        or do not hash to `digest`; the caller removes `dest` after any failure."""
+        with each piece's length as it arrives, and `written` (on a worker thread) with each
+        piece's length once it is in `dest` for another reader to see (so a layer can be
+        unpacked while it downloads). InvalidImage if the bytes are not `size` long or do not
+        hash to `digest`; the caller removes `dest` after any failure."""
         response = await self._send(ref, f"/v2/{ref.repository}/blobs/{digest}", accept=None)
         hasher = hashlib.sha256()
         received = 0
         try:
-            file = await asyncio.to_thread(open, dest, "xb")
+            # opened here, not on a worker thread: a pull cancelled meanwhile would leave the
+            # file open (and made after the caller removed it)
+            file = open(dest, "xb")  # noqa: SIM115, ASYNC230 - closed below
             try:
                 pending = bytearray()
                 async for chunk in response.aiter_raw():
@@ -197,13 +202,13 @@ class RegistryClient:
                         )
                     pending += chunk
                     if len(pending) >= _WRITE_CHUNK:
-                        await asyncio.to_thread(_write, file, hasher, bytes(pending))
+                        await asyncio.to_thread(_write, file, hasher, bytes(pending), written)
                         pending.clear()
                     if progress is not None:
                         progress(len(chunk))
-                await asyncio.to_thread(_write, file, hasher, bytes(pending))
+                await asyncio.to_thread(_write, file, hasher, bytes(pending), written)
             finally:
-                await asyncio.to_thread(file.close)
+                file.close()  # here too: an await could be cancelled before it closes
         except httpx.TransportError as e:
             raise _unreachable(ref, e) from e
         finally:
@@ -307,9 +312,12 @@ def _basic(credentials: tuple[str, str]) -> str:
     return "Basic " + base64.b64encode(pair).decode("ascii")
 
 
-def _write(file: BinaryIO, hasher: Any, data: bytes) -> None:
+def _write(file: BinaryIO, hasher: Any, data: bytes, written: Callable[[int], None] | None) -> None:
     hasher.update(data)
     file.write(data)
+    if written is not None:
+        file.flush()
+        written(len(data))
 
 
 def _sha256(data: bytes) -> str:
