@@ -9,10 +9,12 @@ secret and the key that seals the rest: no other local user may read any of it. 
 - the data directory itself is 0700, which is what keeps other users out of everything below
   it, whatever the modes there;
 - a directory made by an older Lamina (0755, files 0644) is fixed at start (`make_private`):
-  a walk of the top level and of the code zips, a few hundred chmods at most.
+  a walk of the top level, of the code zips and of the image layers, a few hundred chmods
+  at most.
 
-The exception is what a sandbox must read: a function's unpacked code (`code/tasks/<sha>/`)
-and its merged layers (`opt/<key>/`) stay 0755/0644, as Lambda requires of a package, because
+The exception is what a sandbox must read: a function's unpacked code (`code/tasks/<sha>/`),
+its merged layers (`opt/<key>/`) and a container image's root (`images/roots/<hex>/rootfs`,
+with the image's own modes) stay 0755/0644, as Lambda requires of a package, because
 the namespace backend's runtime runs as an unprivileged uid that owns none of it. It reaches
 them through mounts the server makes as root (`open_tree` of exactly those directories), not
 through the data directory's path, so their 0700 parents keep every other local user out
@@ -36,9 +38,21 @@ PRIVATE_DIR = 0o700
 #: below the top level, the directories that hold private data (the top level's own
 #: directories are made private too); their siblings `code/tasks/<sha>/`, `opt/<key>/` and
 #: `opt/empty/` are what sandboxes mount, and keep their modes
-_PRIVATE_DIRS = ("code/tasks", "code/zips", "code/tmp", "opt/tmp")
-#: directories whose files are private data
-_PRIVATE_FILES_IN = ("code/zips",)
+_PRIVATE_DIRS = (
+    "code/tasks",
+    "code/zips",
+    "code/tmp",
+    "opt/tmp",
+    "images/blobs",
+    "images/blobs/sha256",
+    "images/roots",
+    "images/tmp",
+)
+#: directories whose files are private data (image layers hold a function's code)
+_PRIVATE_FILES_IN = ("code/zips", "images/blobs/sha256")
+#: container images unpacked: each `<hex>/` and its `config.json` are private; `<hex>/rootfs`
+#: keeps the image's own modes (the sandbox's root, bound by the server as root)
+_IMAGE_ROOTS = "images/roots"
 
 
 def restrict_umask() -> int:
@@ -61,6 +75,9 @@ def make_private(data_dir: Path) -> None:
     for inner in _PRIVATE_FILES_IN:
         for entry in _entries(data_dir / inner):
             _restrict_entry(entry)
+    for entry in _entries(data_dir / _IMAGE_ROOTS):
+        _restrict_entry(entry)
+        _restrict(Path(entry.path) / "config.json")
 
 
 def _entries(directory: Path) -> list[os.DirEntry[str]]:

@@ -48,6 +48,8 @@ def shared(rel: Path) -> bool:
         return False
     if parts[0] == "code":
         return parts[1] == "tasks" and len(parts) > 2
+    if parts[0] == "images":  # an image's root keeps the image's modes
+        return len(parts) > 3 and parts[1] == "roots" and parts[3] == "rootfs"
     return parts[0] == "sandboxes" or (parts[0] == "opt" and parts[1] != "tmp")
 
 
