@@ -275,8 +275,18 @@ def test_acknowledged_events_survive_kill_9_of_the_leader_the_client_uses(
             await asyncio.sleep(0.1)
         await nc.close()
         assert len(acknowledged) >= 200
-        async with jetstream_store(others, cluster) as again:
-            loaded = {e.id for e in await again.load(1 << 30)}
+        # The store's other stream (dropped events) may still be electing its leader: an
+        # open that times out meanwhile is tried again (as a node's next call does), for up to
+        # a minute.
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                async with jetstream_store(others, cluster) as again:
+                    loaded = {e.id for e in await again.load(1 << 30)}
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the bucket never opened again"
+                await asyncio.sleep(0.5)
         assert acknowledged <= loaded
 
     try:
