@@ -24,7 +24,7 @@ from __future__ import annotations
 import copy
 import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +37,26 @@ from lamina.stacks.intrinsics import (
     condition_names,
     references,
 )
+from lamina.stacks.sam import (
+    LOCAL_PATH_KEY,
+    SAM_TRANSFORM,
+    LocalCode,
+    managed_policy_map,
+    replace_local_code,
+    restore_local_code,
+    sources,
+    transforms,
+    translate,
+)
 
-__all__ = ["Physical", "Resolver", "deployment_order", "load_template"]
-
-SAM_TRANSFORM = "AWS::Serverless-2016-10-31"
-#: the bucket of the placeholders local code paths go through the translator as
-LOCAL_BUCKET = "lamina-local"
-LOCAL_PATH_KEY = "LaminaLocalPath"
+__all__ = [
+    "LOCAL_PATH_KEY",
+    "Physical",
+    "Resolver",
+    "deployment_order",
+    "load_template",
+    "managed_policy_map",
+]
 
 #: the sections whose entries' lines are kept for error messages
 _LINED_SECTIONS = ("Parameters", "Resources", "Outputs", "Conditions", "Mappings")
@@ -108,6 +121,15 @@ def _timestamp_as_text(loader: _Loader, node: yaml.Node) -> str:
     return str(loader.construct_scalar(node))
 
 
+# Booleans are `true` / `false` only, as in YAML 1.2 and JSON: YAML 1.1's yes/no/on/off would
+# turn a condition named `Yes` or a value `on` into a boolean behind the author's back.
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 for _tag in _TAGS:
     _Loader.add_constructor(f"!{_tag}", _short_tag)
 _Loader.add_multi_constructor("!", _unknown_tag)
@@ -239,239 +261,6 @@ def _bind_parameters(
             )
         values[name] = _check_parameter(name, spec, raw, line)
     return values
-
-
-# -- the SAM transform -----------------------------------------------------------------------
-
-#: managed policies a SAM template names in `Policies`, by the path IAM keeps them under
-_MANAGED_POLICIES = {
-    "service-role/": (
-        "AWSLambdaBasicExecutionRole AWSLambdaVPCAccessExecutionRole AWSLambdaKinesisExecutionRole "
-        "AWSLambdaDynamoDBExecutionRole AWSLambdaSQSQueueExecutionRole AWSLambdaMSKExecutionRole "
-        "AWSLambdaRole AWSLambdaENIManagementAccess AWSConfigRulesExecutionRole"
-    ),
-    "": (
-        "AWSLambdaExecute AWSLambda_FullAccess AWSLambda_ReadOnlyAccess AWSXRayDaemonWriteAccess "
-        "AWSXrayWriteOnlyAccess CloudWatchLambdaInsightsExecutionRolePolicy "
-        "CloudWatchLogsFullAccess CloudWatchLogsReadOnlyAccess AmazonS3FullAccess "
-        "AmazonS3ReadOnlyAccess AmazonDynamoDBFullAccess AmazonDynamoDBReadOnlyAccess "
-        "AmazonSQSFullAccess AmazonSQSReadOnlyAccess AmazonSNSFullAccess AmazonSNSReadOnlyAccess "
-        "AmazonKinesisFullAccess AmazonKinesisReadOnlyAccess AmazonEventBridgeFullAccess "
-        "AWSStepFunctionsFullAccess SecretsManagerReadWrite AmazonSSMReadOnlyAccess "
-        "AWSLambdaInvocation-DynamoDB"
-    ),
-}
-
-
-def managed_policy_map() -> dict[str, str]:
-    """Managed policy name -> ARN, for the translator (which would otherwise ask IAM)."""
-    return {
-        name: f"arn:aws:iam::aws:policy/{path}{name}"
-        for path, names in _MANAGED_POLICIES.items()
-        for name in names.split()
-    }
-
-
-def _transforms(document: Mapping[str, Any]) -> list[Any]:
-    declared = document.get("Transform")
-    if declared is None:
-        return []
-    return declared if isinstance(declared, list) else [declared]
-
-
-_LOGICAL_ID_IN_MESSAGE = re.compile(r"\[([A-Za-z0-9]+)\]")
-
-
-def _translate(
-    document: dict[str, Any], parameters: Mapping[str, Any], region: str, lines: Mapping[str, int]
-) -> dict[str, Any]:
-    # imported here: the translator (and boto3, pydantic under it) is heavy, and only a
-    # SAM template needs it
-    import boto3
-    from samtranslator.model.exceptions import InvalidDocumentException
-    from samtranslator.parser.parser import Parser
-    from samtranslator.translator.translator import Translator
-
-    # region only: the translator reads it from a session, which makes no call here
-    session = boto3.Session(region_name=region)
-    translator = Translator(None, Parser(), boto_session=session)
-    try:
-        translated: dict[str, Any] = translator.translate(
-            document, dict(parameters), get_managed_policy_map=managed_policy_map
-        )
-    except InvalidDocumentException as exc:
-        first: tuple[str | None, int | None] = (None, None)
-        problems = []
-        for cause in exc.causes:
-            found = _LOGICAL_ID_IN_MESSAGE.search(cause.message)
-            logical_id = found.group(1) if found else None
-            line = lines.get(logical_id) if logical_id else None
-            if first == (None, None):
-                first = (logical_id, line)
-            problems.append(f"{cause.message}" + (f" (line {line})" if line else ""))
-        raise TemplateError(
-            "SAM transform failed: " + "; ".join(problems), logical_id=first[0], line=first[1]
-        ) from None
-    except Exception as exc:  # the translator's own bugs on odd input: still the user's template
-        raise TemplateError(f"SAM transform failed: {type(exc).__name__}: {exc}") from None
-    return translated
-
-
-class _LocalCode:
-    """Local code paths through the translator: path -> placeholder, and back."""
-
-    def __init__(self, base_dir: Path, lines: Mapping[str, int]) -> None:
-        self.base_dir = base_dir
-        self.lines = lines
-        self.paths: dict[str, Path] = {}
-
-    def is_local(self, value: Any) -> bool:
-        return isinstance(value, str) and not re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", value)
-
-    def path(self, value: str, what: str, logical_id: str | None) -> Path:
-        path = (self.base_dir / value).resolve()
-        if not path.exists():
-            raise TemplateError(
-                f"{what} {value} does not exist (looked for {path})",
-                logical_id=logical_id,
-                line=self.lines.get(logical_id) if logical_id else None,
-            )
-        return path
-
-    def placeholder(self, path: Path) -> str:
-        key = str(len(self.paths) + 1)
-        self.paths[key] = path
-        return f"s3://{LOCAL_BUCKET}/{key}"
-
-    def restore(self, location: Any) -> Any:
-        if (
-            isinstance(location, dict)
-            and location.get("S3Bucket") == LOCAL_BUCKET
-            and location.get("S3Key") in self.paths
-        ):
-            return {LOCAL_PATH_KEY: str(self.paths[location["S3Key"]])}
-        return location
-
-
-def _code_properties(resource: Mapping[str, Any]) -> dict[str, Any]:
-    properties = resource.get("Properties")
-    return properties if isinstance(properties, dict) else {}
-
-
-_SAM_CODE_KEYS = {
-    "AWS::Serverless::Function": "CodeUri",
-    "AWS::Serverless::LayerVersion": "ContentUri",
-}
-
-
-_SAM_CODE_KEYS = {
-    "AWS::Serverless::Function": "CodeUri",
-    "AWS::Serverless::LayerVersion": "ContentUri",
-}
-
-
-def _replace_local_code(document: dict[str, Any], local: _LocalCode) -> dict[str, Path]:
-    """Swaps SAM's local CodeUri/ContentUri for placeholders; SAM function id -> code dir."""
-    code_dirs: dict[str, Path] = {}
-    globals_ = document.get("Globals")
-    global_code: Path | None = None
-    if isinstance(globals_, dict):
-        for section, key in (("Function", "CodeUri"), ("LayerVersion", "ContentUri")):
-            entry = globals_.get(section)
-            if isinstance(entry, dict) and local.is_local(entry.get(key)):
-                path = local.path(entry[key], f"Globals {section} {key}", None)
-                entry[key] = local.placeholder(path)
-                if section == "Function":
-                    global_code = path
-    for logical_id, resource in document["Resources"].items():
-        if not isinstance(resource, dict):
-            continue
-        properties = _code_properties(resource)
-        kind = resource.get("Type")
-        code_key = _SAM_CODE_KEYS.get(str(kind))
-        if code_key is None:
-            continue
-        value = properties.get(code_key)
-        if local.is_local(value):
-            path = local.path(str(value), code_key, logical_id)
-            properties[code_key] = local.placeholder(path)
-        elif (
-            kind == "AWS::Serverless::Function"
-            and value is None
-            and global_code is not None
-            and "InlineCode" not in properties
-            and "ImageUri" not in properties
-        ):
-            path = global_code
-        else:
-            continue
-        if kind == "AWS::Serverless::Function" and path.is_dir():
-            code_dirs[logical_id] = path
-    return code_dirs
-
-
-def _restore_local_code(resources: dict[str, Any], local: _LocalCode) -> None:
-    for logical_id, resource in resources.items():
-        if not isinstance(resource, dict):
-            continue
-        properties = _code_properties(resource)
-        key = {"AWS::Lambda::Function": "Code", "AWS::Lambda::LayerVersion": "Content"}.get(
-            resource.get("Type", "")
-        )
-        if key is None or key not in properties:
-            continue
-        value = properties[key]
-        if local.is_local(value):  # CloudFormation with a path, as `aws cloudformation package`
-            properties[key] = {LOCAL_PATH_KEY: str(local.path(value, key, logical_id))}
-        else:
-            properties[key] = local.restore(value)
-
-
-def _sources(original: Mapping[str, Any], generated: Iterable[str]) -> dict[str, str]:
-    """Generated logical id -> the SAM resource it came from.
-
-    The translator keeps the SAM resource's id for the main resource and prefixes the others
-    with it (`HelloWorldFunctionRole`, `ApiFunctionAliaslive`, `CommonLayer58aac76de5`); the
-    implicit APIs (`ServerlessRestApi`, `ServerlessHttpApi` and theirs) come from the first
-    function with an `Api` / `HttpApi` event that names no API of its own.
-    """
-    sam = [
-        logical_id
-        for logical_id, resource in original.items()
-        if isinstance(resource, dict)
-        and str(resource.get("Type", "")).startswith("AWS::Serverless::")
-    ]
-    implicit: dict[str, str] = {}
-    for logical_id in sam:
-        resource = original[logical_id]
-        if resource.get("Type") != "AWS::Serverless::Function":
-            continue
-        events = _code_properties(resource).get("Events")
-        for event in events.values() if isinstance(events, dict) else []:
-            if not isinstance(event, dict):
-                continue
-            kind, props = event.get("Type"), event.get("Properties") or {}
-            if kind == "Api" and "RestApiId" not in props:
-                implicit.setdefault("ServerlessRestApi", logical_id)
-            if kind == "HttpApi" and "ApiId" not in props:
-                implicit.setdefault("ServerlessHttpApi", logical_id)
-    by_length = sorted(sam, key=len, reverse=True)
-    sources: dict[str, str] = {}
-    for logical_id in generated:
-        if logical_id in original:
-            if logical_id in sam:
-                sources[logical_id] = logical_id
-            continue
-        for api, function in implicit.items():
-            if logical_id.startswith(api) and not any(logical_id.startswith(s) for s in sam):
-                sources[logical_id] = function
-                break
-        else:
-            for candidate in by_length:
-                if logical_id.startswith(candidate):
-                    sources[logical_id] = candidate
-                    break
-    return sources
 
 
 # -- conditions, resources, outputs --------------------------------------------------------
@@ -699,25 +488,25 @@ def load_template(
     pseudo = pseudo_parameters(stack_name=stack_name, region=region, account_id=account_id)
     parameters = _bind_parameters(document.get("Parameters"), overrides, lines["Parameters"])
 
-    transforms = _transforms(document)
-    unsupported = [t for t in transforms if t != SAM_TRANSFORM]
+    declared_transforms = transforms(document)
+    unsupported = [t for t in declared_transforms if t != SAM_TRANSFORM]
     if unsupported:
         raise TemplateError(f"Transform {unsupported[0]!r} is not supported (only {SAM_TRANSFORM})")
 
-    local = _LocalCode(base_dir, resource_lines)
+    local = LocalCode(base_dir, resource_lines)
     original = copy.deepcopy(document["Resources"])
     code_dirs: dict[str, Path] = {}
-    if transforms:
+    if declared_transforms:
         sam = copy.deepcopy(document)
-        code_dirs = _replace_local_code(sam, local)
+        code_dirs = replace_local_code(sam, local)
         translator_values = {**parameters, **pseudo}
-        transformed = _translate(sam, translator_values, region, resource_lines)
+        transformed = translate(sam, translator_values, region, resource_lines)
     else:
         transformed = copy.deepcopy(document)
     resources_body = transformed.get("Resources")
     if isinstance(resources_body, dict):
-        _restore_local_code(resources_body, local)
-    sources = _sources(original, resources_body or {})
+        restore_local_code(resources_body, local)
+    generated_from = sources(original, resources_body or {})
 
     mappings = transformed.get("Mappings") or {}
     if not isinstance(mappings, dict):
@@ -730,7 +519,7 @@ def load_template(
         conditions=conditions,
         parameter_names=set(parameters),
         lines=resource_lines,
-        sources=sources,
+        sources=generated_from,
     )
     names = set(transformed["Resources"]) | set(parameters) | PSEUDO_PARAMETERS
     outputs = _build_outputs(
