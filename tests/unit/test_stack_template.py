@@ -580,6 +580,17 @@ def test_inline_code_s3_code_and_globals_code_uri(tmp_path: Path) -> None:
     assert template.resources["Shared"].line == 10
 
 
+def test_json_with_tabs_and_duplicate_keys(tmp_path: Path) -> None:
+    text = '{\n\t"Resources": {\n\t\t"A": {"Type": "AWS::SNS::Topic",\n\t\t\t"Properties": {}}\n\t}\n}\n'
+    template = load(write(tmp_path, text, name="t.json"))
+    assert template.resources["A"].type == "AWS::SNS::Topic"
+    assert template.resources["A"].line == 3
+    text = '{"Resources": {"A": {"Type": "X"},\n "A": {"Type": "Y"}}}'
+    error = error_of(write(tmp_path, text, name="t.json"))
+    assert "duplicate key 'A'" in error.message
+    assert error.line == 2
+
+
 def test_plain_cloudformation_with_local_code(tmp_path: Path) -> None:
     (tmp_path / "fn").mkdir()
     path = write(
@@ -600,3 +611,40 @@ def test_plain_cloudformation_with_local_code(tmp_path: Path) -> None:
 def test_unsupported_transform(tmp_path: Path) -> None:
     path = write(tmp_path, "Transform: AWS::Include\nResources:\n  A: {Type: AWS::SNS::Topic}\n")
     assert "Transform 'AWS::Include' is not supported" in error_of(path).message
+
+
+def test_resolve_resource_names_it(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        Resources:
+          A:
+            Type: AWS::SNS::Topic
+          B:
+            Type: AWS::SNS::Topic
+            Properties: {Name: !GetAtt A.Nope}
+        """,
+    )
+    template = load(path)
+    with pytest.raises(TemplateError) as caught:
+        Resolver(template).resolve_resource(template.resources["B"], {"A": Physical("a")})
+    assert caught.value.message == "B: Fn::GetAtt A.Nope: no such attribute (it has: none)"
+    assert (caught.value.logical_id, caught.value.line) == ("B", 3)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("Resources:\n  A: {Type: X, DependsOn: [[1]]}", "DependsOn takes a name or a list"),
+        (
+            "Parameters:\n  P: {Type: String, Default: a, AllowedPattern: '('}\n"
+            "Resources:\n  A: {Type: X}",
+            "parameter P: invalid declaration",
+        ),
+        ("Resources:\n  ? [a]\n  : {Type: X}", "a mapping key must be a string"),
+        ("Conditions:\n  C: !Condition D\n  D: !Condition C\nResources:\n  A: {Type: X}", "cycle"),
+        ("Resources: {}", "the template has no Resources"),
+    ],
+)
+def test_malformed_templates(tmp_path: Path, text: str, message: str) -> None:
+    assert message in error_of(write(tmp_path, text)).message

@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from lamina.stacks import Physical, Template, TemplateError
+from lamina.stacks import Physical, Resource, Template, TemplateError
 
 PSEUDO_PARAMETERS = frozenset(
     {
@@ -217,6 +217,17 @@ class Resolver:
         """`value` with every intrinsic function resolved and AWS::NoValue removed."""
         result = self._resolve(value, physical)
         return None if result is NO_VALUE else result
+
+    def resolve_resource(self, resource: Resource, physical: Mapping[str, Physical]) -> Any:
+        """The resource's properties resolved; an error names the resource and its line."""
+        try:
+            return self.resolve(resource.properties, physical)
+        except TemplateError as exc:
+            raise TemplateError(
+                f"{resource.logical_id}: {exc.message}",
+                logical_id=resource.source or resource.logical_id,
+                line=resource.line,
+            ) from None
 
     def resolve_outputs(self, physical: Mapping[str, Physical]) -> dict[str, Any]:
         """Output name -> its resolved `Value` (outputs with a false condition are gone)."""

@@ -87,6 +87,8 @@ class _Loader(yaml.SafeLoader):
                 continue
             key = self.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
+            if not isinstance(key, str | int | float | bool) and key is not None:
+                raise TemplateError("a mapping key must be a string", line=line)
             if key in seen:
                 raise TemplateError(
                     f"duplicate key {key!r} (first written on line {seen[key]})", line=line
@@ -142,8 +144,13 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, int]]]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise TemplateError(f"cannot read template {path}: {exc}") from None
-    loader = _Loader(text)
+    if text.lstrip().startswith("{"):
+        # JSON: a tab is only ever whitespace there (a tab in a string is written \t), but
+        # YAML refuses it as indentation
+        text = text.replace("\t", " ")
+    loader: _Loader | None = None
     try:
+        loader = _Loader(text)
         node = loader.get_single_node()
         document = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
@@ -155,7 +162,8 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, int]]]:
     except yaml.YAMLError as exc:
         raise TemplateError(f"invalid YAML/JSON: {exc}") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if not isinstance(document, dict):
         raise TemplateError("a template is a mapping with a Resources section")
     lines: dict[str, dict[str, int]] = {section: {} for section in _LINED_SECTIONS}
@@ -196,6 +204,13 @@ def _number(text: str) -> float | None:
 
 
 def _check_parameter(name: str, spec: Mapping[str, Any], raw: Any, line: int | None) -> Any:
+    try:
+        return _check_value(name, spec, raw, line)
+    except (ValueError, TypeError, re.error) as exc:  # the declaration's own constraints
+        raise TemplateError(f"parameter {name}: invalid declaration: {exc}", line=line) from None
+
+
+def _check_value(name: str, spec: Mapping[str, Any], raw: Any, line: int | None) -> Any:
     def fail(why: str) -> TemplateError:
         return TemplateError(f"parameter {name}: {why}", line=line)
 
@@ -210,6 +225,8 @@ def _check_parameter(name: str, spec: Mapping[str, Any], raw: Any, line: int | N
     items = [item.strip() for item in text.split(",")] if _is_list_type(kind) else [text]
     numeric = kind == "Number" or kind == "List<Number>"
     allowed = spec.get("AllowedValues")
+    if allowed is not None and not isinstance(allowed, list):
+        raise fail("AllowedValues must be a list")
     allowed_text = [str(v).lower() if isinstance(v, bool) else str(v) for v in allowed or []]
     pattern = spec.get("AllowedPattern")
     for item in items:
@@ -387,7 +404,11 @@ def _build_resources(
             if name in declared
         }
         depends_on = body.get("DependsOn", [])
-        for name in [depends_on] if isinstance(depends_on, str) else depends_on:
+        if isinstance(depends_on, str):
+            depends_on = [depends_on]
+        if not isinstance(depends_on, list) or not all(isinstance(n, str) for n in depends_on):
+            raise TemplateError("DependsOn takes a name or a list of names", **where(logical_id))
+        for name in depends_on:
             if name not in declared:
                 raise TemplateError(
                     f"DependsOn names {name}, no such resource", **where(logical_id)
@@ -436,7 +457,7 @@ def _build_outputs(
             raise TemplateError(f"output {name} needs a Value", line=line)
         condition = output.get("Condition")
         if condition is not None:
-            if condition not in conditions:
+            if not isinstance(condition, str) or condition not in conditions:
                 raise TemplateError(
                     f"output {name}: condition {condition} is not declared", line=line
                 )
