@@ -581,7 +581,10 @@ def test_inline_code_s3_code_and_globals_code_uri(tmp_path: Path) -> None:
 
 
 def test_json_with_tabs_and_duplicate_keys(tmp_path: Path) -> None:
-    text = '{\n\t"Resources": {\n\t\t"A": {"Type": "AWS::SNS::Topic",\n\t\t\t"Properties": {}}\n\t}\n}\n'
+    text = (
+        '{\n\t"Resources": {\n\t\t"A": {"Type": "AWS::SNS::Topic",\n'
+        '\t\t\t"Properties": {}}\n\t}\n}\n'
+    )
     template = load(write(tmp_path, text, name="t.json"))
     assert template.resources["A"].type == "AWS::SNS::Topic"
     assert template.resources["A"].line == 3
@@ -629,7 +632,7 @@ def test_resolve_resource_names_it(tmp_path: Path) -> None:
     with pytest.raises(TemplateError) as caught:
         Resolver(template).resolve_resource(template.resources["B"], {"A": Physical("a")})
     assert caught.value.message == "B: Fn::GetAtt A.Nope: no such attribute (it has: none)"
-    assert (caught.value.logical_id, caught.value.line) == ("B", 3)
+    assert (caught.value.logical_id, caught.value.line) == ("B", 4)
 
 
 @pytest.mark.parametrize(
