@@ -14,6 +14,7 @@ The path is a directory (zipped by the provisioning layer) or a .zip file. Cloud
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -128,7 +129,10 @@ class LocalCode:
         return path
 
     def placeholder(self, path: Path) -> str:
-        key = str(len(self.paths) + 1)
+        # The key carries a digest of the code: the translator names AutoPublishAlias's
+        # AWS::Lambda::Version after a hash of the code location, so changed code gets a new
+        # version (as `sam package` does with S3 keys named by content) and the same code keeps it.
+        key = f"{len(self.paths) + 1}-{code_digest(path)}"
         self.paths[key] = path
         return f"s3://{LOCAL_BUCKET}/{key}"
 
@@ -140,6 +144,22 @@ class LocalCode:
         ):
             return {LOCAL_PATH_KEY: str(self.paths[location["S3Key"]])}
         return location
+
+
+def code_digest(path: Path) -> str:
+    """A digest of a code directory's files (names, modes and contents), or of a file."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    try:
+        for file in files:
+            digest.update(f"{file.relative_to(path) if path.is_dir() else ''}\0".encode())
+            digest.update(f"{file.stat().st_mode & 0o111}\0".encode())
+            with file.open("rb") as stream:
+                for chunk in iter(lambda: stream.read(1 << 20), b""):
+                    digest.update(chunk)
+    except OSError as exc:
+        raise TemplateError(f"cannot read code at {path}: {exc}") from None
+    return digest.hexdigest()[:16]
 
 
 def code_properties(resource: Mapping[str, Any]) -> dict[str, Any]:
