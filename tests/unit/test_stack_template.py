@@ -676,3 +676,22 @@ def test_auto_publish_alias_version_follows_the_code(tmp_path: Path) -> None:
     assert version_id() == first
     (code / "app.py").write_text("def h(e, c):\n    return 2\n")
     assert version_id() != first
+
+
+def test_nested_application_is_refused_without_asking_aws(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        Transform: AWS::Serverless-2016-10-31
+        Resources:
+          Nested:
+            Type: AWS::Serverless::Application
+            Properties:
+              Location:
+                ApplicationId: arn:aws:serverlessrepo:us-east-1:123456789012:applications/x
+                SemanticVersion: 1.0.0
+        """,
+    )
+    error = error_of(path)
+    assert "AWS::Serverless::Application (a nested application) is not supported" in error.message
+    assert (error.logical_id, error.line) == ("Nested", 3)

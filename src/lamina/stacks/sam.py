@@ -76,13 +76,27 @@ def translate(
     from samtranslator.metrics.metrics import DummyMetricsPublisher, Metrics
     from samtranslator.model.exceptions import InvalidDocumentException
     from samtranslator.parser.parser import Parser
+    from samtranslator.plugins.application.serverless_app_plugin import ServerlessAppPlugin
     from samtranslator.translator.translator import Translator
+
+    for logical_id, resource in document["Resources"].items():
+        if isinstance(resource, dict) and resource.get("Type") == "AWS::Serverless::Application":
+            raise TemplateError(
+                "AWS::Serverless::Application (a nested application) is not supported",
+                logical_id=logical_id,
+                line=lines.get(logical_id),
+            )
+
+    def no_repository() -> Any:
+        # the plugin would otherwise call the Serverless Application Repository on AWS
+        raise TemplateError("the Serverless Application Repository is not available")
 
     # region only: the translator reads it from a session, which makes no call here
     session = boto3.Session(region_name=region)
     # our own metrics, published (to nowhere) after: else the translator's warns at exit
     metrics = Metrics("ServerlessTransform", DummyMetricsPublisher())
-    translator = Translator(None, Parser(), boto_session=session, metrics=metrics)
+    plugins = [ServerlessAppPlugin(parameters=dict(parameters), sar_client_creator=no_repository)]
+    translator = Translator(None, Parser(), plugins=plugins, boto_session=session, metrics=metrics)
     try:
         translated: dict[str, Any] = translator.translate(
             document, dict(parameters), get_managed_policy_map=managed_policy_map
@@ -100,6 +114,8 @@ def translate(
         raise TemplateError(
             "SAM transform failed: " + "; ".join(problems), logical_id=first[0], line=first[1]
         ) from None
+    except TemplateError:
+        raise
     except Exception as exc:  # the translator's own bugs on odd input: still the user's template
         raise TemplateError(f"SAM transform failed: {type(exc).__name__}: {exc}") from None
     finally:
