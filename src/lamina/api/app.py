@@ -21,6 +21,7 @@ from lamina.api import (
     capacity,
     code_signing,
     concurrency,
+    debugging,
     durable,
     event_invoke,
     event_sources,
@@ -239,6 +240,8 @@ def build_app(
         Route("/lamina/keys", access_keys.create_key, methods=["POST"]),
         Route("/lamina/keys/{key_id}", access_keys.delete_key, methods=["DELETE"]),
         Route("/lamina/keys/{key_id}/policies", access_keys.attach_policy, methods=["POST"]),
+        Route("/lamina/functions/{name}/debug", debugging.start_debug, methods=["POST"]),
+        Route("/lamina/functions/{name}/debug/{session}", debugging.end_debug, methods=["DELETE"]),
         Route("/2014-11-13/functions/{name}/invoke-async/", invoke_async, methods=["POST"]),
         Route("/2014-11-13/functions/{name}/invoke-async", invoke_async, methods=["POST"]),
         Route(
