@@ -156,6 +156,8 @@ async def environments(request: Request) -> Response:
                     "State": env.state.value,
                     "Pid": env.pid,
                     "LogStreamName": env.log_stream,
+                    # where its debugger listens (debug mode, see docs/debugging.md), else None
+                    "DebugPort": env.debug_relay.port if env.debug_relay is not None else None,
                 }
                 for env in app_state(request).scheduler.environments()
             ]

@@ -150,6 +150,9 @@ class DebugSessions:
             self._reaper = asyncio.ensure_future(self._reap_forever())
         return session
 
+    def environments(self) -> list[Environment]:
+        return [s.env for s in self._sessions.values()]
+
     def get(self, session_id: str) -> DebugSession:
         session = self._sessions.get(session_id)
         if session is None:

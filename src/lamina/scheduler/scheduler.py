@@ -668,7 +668,7 @@ class Scheduler:
     def environments(self) -> list[Environment]:
         """Every live environment (idle, busy, starting or being torn down)."""
         pools = [*self._pools.values(), *self._draining]
-        return [env for pool in pools for env in pool.live]
+        return [env for pool in pools for env in pool.live] + self.debug_sessions.environments()
 
     def environment_count(self) -> int:
         return sum(p.size for p in [*self._pools.values(), *self._draining])
