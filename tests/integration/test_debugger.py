@@ -180,6 +180,15 @@ def test_invoke_debug_stops_at_a_breakpoint_past_the_timeout(
         message="the debug environment to end",
     )
     assert len(_environments(server, name)) == 1
+    listed = subprocess.run(
+        [sys.executable, "-m", "lamina", "runtimes"],
+        capture_output=True,
+        text=True,
+        env=lamina_env(server.endpoint),
+        timeout=60,
+        check=True,
+    ).stdout
+    assert "debugger: ready (debugpy==" in listed
     slow = lam.invoke(FunctionName=name, Payload=json.dumps({"word": "c", "sleep": 4}))
     assert slow["FunctionError"] == "Unhandled"
     assert "Task timed out after 3.00 seconds" in slow["Payload"].read().decode()

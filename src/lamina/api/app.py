@@ -66,6 +66,7 @@ from lamina.errors import LaminaError
 from lamina.front.link import INVOKE_PATH
 from lamina.observability.metrics import CONTENT_TYPE
 from lamina.runtimes.catalog import implemented_family
+from lamina.runtimes.images import debugger_state
 
 _FN = "/2015-03-31/functions"
 _LAYERS = "/2018-10-31/layers"
@@ -120,6 +121,8 @@ async def runtimes(request: Request) -> Response:
         if state.images is not None:
             sdk = state.images.status(r)
             entry["Sdk"] = {"State": sdk.state, "Detail": sdk.detail}
+            debugger = debugger_state(state.images, r)
+            entry["Debugger"] = {"State": debugger.state, "Detail": debugger.detail}
         listed.append(entry)
     return json_response(
         {

@@ -481,6 +481,9 @@ def runtimes(endpoint: str) -> None:
                 f" ({sdk['Detail']})" if sdk["Detail"] else ""
             )
             click.secho(line, fg=colour)
+        debugger = r.get("Debugger")
+        if debugger and debugger["State"] != "none":
+            click.echo(f"  debugger: {debugger['State']} ({debugger['Detail']})")
     archs = data.get("Architectures", [])
     if archs:
         click.echo(

@@ -313,6 +313,19 @@ class DebuggerInstaller:
             os.close(lock)
 
 
+def debugger_state(images: RuntimeImages, runtime: RuntimeInfo) -> SdkState:
+    """The runtime's debugger (`lamina runtimes`): "ready", "on first use" (installed the
+    first time an environment is debugged), "built in" (Node's inspector), or "none"."""
+    if runtime.family is Family.NODE:
+        return SdkState("built in", "Node.js inspector")
+    image = images.image_dir(runtime)
+    if runtime.family is not Family.PYTHON or image is None:
+        return SdkState("none")
+    if _marker_of(image / DEBUGGER_DIR) == DEBUGPY:
+        return SdkState("ready", DEBUGPY)
+    return SdkState("on first use", DEBUGPY)
+
+
 def _marker_of(directory: Path) -> str | None:
     try:
         return (directory / _MARKER).read_text()
