@@ -226,6 +226,36 @@ def test_debug_setting_starts_every_environment_with_the_debugger(
     assert json.loads(out["Payload"].read())["word"] == "yy"
 
 
+def test_debug_session_api_without_waiting(server: Server, lam: Any, functions: Functions) -> None:
+    """The API `lamina invoke --debug` uses, as another tool would: a session that does not
+    wait for the IDE runs its invocation at once, with no deadline; the IDE leaving after an
+    invocation ends the session."""
+    name = functions.create(HANDLER, Timeout=1)["FunctionName"]
+    url = f"{server.endpoint}/lamina/functions/{name}/debug"
+    started = SIGNED_HTTP.post(url, json={"Wait": False}, timeout=120)
+    assert started.status_code == 201, started.text
+    session = started.json()
+    assert session["Debugger"] == "debugpy" and session["Version"] == "$LATEST"
+    # The port is taken while the session lives.
+    taken = SIGNED_HTTP.post(url, json={"Port": session["Port"]}, timeout=120)
+    assert taken.status_code == 409, taken.text
+    resp = SIGNED_HTTP.post(
+        f"{server.endpoint}/2015-03-31/functions/{name}/invocations",
+        content=json.dumps({"word": "z", "sleep": 2}).encode(),
+        headers={"X-Lamina-Debug-Session": session["Session"]},
+        timeout=60,
+    )
+    assert "X-Amz-Function-Error" not in resp.headers, resp.text
+    assert resp.json()["word"] == "zz"
+    [env] = _environments(server, name)
+    assert env["DebugPort"] == session["Port"]
+    dap = Dap(session["Port"])
+    dap.attach()
+    dap.close()
+    wait_for(lambda: not _environments(server, name), message="the session to end")
+    assert SIGNED_HTTP.delete(f"{url}/{session['Session']}").status_code == 404
+
+
 def test_debug_setting_is_checked(lam: Any, functions: Functions) -> None:
     with pytest.raises(lam.exceptions.InvalidParameterValueException, match="LAMINA_DEBUG"):
         functions.create(HANDLER, Environment={"Variables": {"LAMINA_DEBUG": "yes"}})

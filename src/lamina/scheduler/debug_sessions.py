@@ -9,7 +9,8 @@ at a time, with the deadline not enforced; ordinary invocations never reach it, 
 joins the warm pool. As SAM local's debugging is, it is per invocation: the session ends
 (its environment is destroyed) when the caller ends it (the CLI does after its invocation),
 when the debugger client disconnects after an invocation has run, when its environment dies,
-or after `IDLE_S` without an invocation or an attached client.
+or after `IDLE_S` with no debugger client attached and no invocation started or client
+gone in that time.
 """
 
 from __future__ import annotations
@@ -203,6 +204,7 @@ class DebugSessions:
                 await self.close(session_id)
 
     def _detached(self, session: DebugSession, left: int) -> None:
+        session.last_used = time.monotonic()
         # The IDE went away after an invocation ran, with none running: the session is over.
         if left == 0 and session.invocations and not session.lock.locked():
             self._end_soon(session)
@@ -227,7 +229,8 @@ class DebugSessions:
             for session in list(self._sessions.values()):
                 relay = session.env.debug_relay
                 attached = relay is not None and relay.attached > 0
-                if session.last_used < cutoff and not attached and not session.lock.locked():
+                # (An invocation waiting all that time for an IDE that never came ends too.)
+                if session.last_used < cutoff and not attached:
                     log.info("debug session %s: idle, ended", session.id)
                     self._end_soon(session)
 

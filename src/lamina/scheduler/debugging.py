@@ -153,6 +153,20 @@ class DebugRelay:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
+async def open_relay(debugger: Debugger, connect: Connect, env: dict[str, str]) -> DebugRelay:
+    """Listen for debugger clients on the host's loopback, and add to the runtime's
+    environment `env` what starts its debugger on a port of its own loopback (the relay's far
+    end). Raises OSError if the port is taken."""
+    inner = free_port()
+    relay = DebugRelay(connect, inner, debugger.spec.port)
+    await relay.open()
+    for name, value in debugger.variables(inner).items():
+        if name == "NODE_OPTIONS" and env.get(name):
+            value = f"{value} {env[name]}"  # the function's own options too
+        env[name] = value
+    return relay
+
+
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
         while chunk := await reader.read(65536):

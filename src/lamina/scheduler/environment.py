@@ -35,7 +35,7 @@ from lamina.observability import LogWriter, Metrics, Report
 from lamina.runtime_api import Invocation, RuntimeApiServer, RuntimeOutcome
 from lamina.runtime_api.extensions import SHUTDOWN_EXTERNAL_S, SHUTDOWN_INTERNAL_S, Extension
 from lamina.sandbox import SafeSandbox, SandboxBackend, SandboxError, SandboxSpec
-from lamina.scheduler.debugging import Debugger, DebugRelay, free_port
+from lamina.scheduler.debugging import Debugger, DebugRelay, open_relay
 
 log = logging.getLogger(__name__)
 
@@ -468,26 +468,15 @@ class Environment:
         self._move(EnvState.IDLE)
 
     async def _open_debugger(self, env: dict[str, str]) -> None:
-        """Listen for debugger clients on the host's loopback, and tell the runtime to start
-        its debugger on a port of its own loopback (the relay's far end)."""
-        debugger = self.ctx.debugger
-        assert debugger is not None and self._sandbox is not None
-        inner = free_port()
-        relay = DebugRelay(self._sandbox.connect, inner, debugger.spec.port)
-        port = await relay.open()
-        self.debug_relay = relay
-        if not self.debug_port.done():
-            self.debug_port.set_result(port)
-        for name, value in debugger.variables(inner).items():
-            if name == "NODE_OPTIONS" and env.get(name):
-                value = f"{value} {env[name]}"
-            env[name] = value
+        assert self.ctx.debugger is not None and self._sandbox is not None
+        self.debug_relay = await open_relay(self.ctx.debugger, self._sandbox.connect, env)
+        self.debug_port.set_result(self.debug_relay.port)
         log.info(
             "environment %s of %s: debugger (%s) listening on 127.0.0.1:%d",
             self.id,
             self.ctx.config.name,
-            debugger.kind,
-            port,
+            self.ctx.debugger.kind,
+            self.debug_relay.port,
         )
 
     async def _extensions_started(self) -> None:
