@@ -129,7 +129,12 @@ class DebugSessions:
         env = Environment(ctx, on_gone=self._gone)
         starting = asyncio.ensure_future(env.start())
         either: set[asyncio.Future[Any]] = {starting, env.debug_port}
-        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        try:
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # the caller went away: nobody will ever use this one
+            starting.cancel()
+            await env.destroy()
+            raise
         if not env.debug_port.done():
             why = "the environment ended"
             if not starting.cancelled() and isinstance(starting.exception(), InitFailed):

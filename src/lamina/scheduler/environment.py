@@ -689,6 +689,8 @@ class Environment:
             self._settling = self._loop.create_future()
             self.finishing = self._loop.create_future()
             remaining = config.timeout - (time.perf_counter() - started)
+            if self.ctx.debugger is not None:
+                remaining = float("inf")  # no deadline in debug mode (see `_outcome`)
             finishing = self._after_extensions(request, started, init_ms, outcome, remaining)
             tail = None
             if request.log_tail:
