@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -224,6 +225,35 @@ def test_debug_setting_starts_every_environment_with_the_debugger(
     # Still serving after the client left.
     out = lam.invoke(FunctionName=name, Payload=json.dumps({"word": "y"}))
     assert json.loads(out["Payload"].read())["word"] == "yy"
+
+
+def test_debug_setting_wait_holds_the_init_until_a_client_attaches(
+    server: Server, lam: Any, functions: Functions
+) -> None:
+    name = functions.create(HANDLER, Environment={"Variables": {"LAMINA_DEBUG": "wait"}})[
+        "FunctionName"
+    ]
+    answers: queue.Queue[Any] = queue.Queue()
+    caller = threading.Thread(
+        target=lambda: answers.put(
+            lam.invoke(FunctionName=name, Payload=json.dumps({"word": "w"}))["Payload"].read()
+        ),
+        daemon=True,
+    )
+    caller.start()
+    port = wait_for(
+        lambda: next((e["DebugPort"] for e in _environments(server, name)), None),
+        timeout=120,
+        message="the environment to listen",
+    )
+    time.sleep(1)
+    assert answers.empty()  # its init phase waits for the debugger
+    dap = Dap(port)
+    try:
+        dap.attach()
+        assert json.loads(answers.get(timeout=30))["word"] == "ww"
+    finally:
+        dap.close()
 
 
 def test_debug_session_api_without_waiting(server: Server, lam: Any, functions: Functions) -> None:
