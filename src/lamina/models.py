@@ -262,6 +262,11 @@ class FunctionConfig:
 #: backend can enforce it: `namespace` does, `process` cannot)
 NETWORK_VARIABLE = "LAMINA_NETWORK"
 NETWORK_VALUES = ("default", "none")
+#: Lamina's per-function debugger setting (see `lamina.scheduler.debugging`): `1` starts every
+#: new environment with the language's debugger listening, `wait` also holds its init phase
+#: until a debugger client attaches, `0` (or absent) is off
+DEBUG_VARIABLE = "LAMINA_DEBUG"
+DEBUG_VALUES = ("0", "1", "wait")
 
 
 @dataclass(frozen=True)
@@ -339,6 +344,8 @@ class InvokeRequest:
     #: where a streamed response goes as the runtime writes it (InvokeWithResponseStream,
     #: RESPONSE_STREAM URLs); None: a streamed response is buffered like any other
     stream: ResponseStream | None = None
+    #: the debug session whose environment runs it (`lamina invoke --debug`), if any
+    debug_session: str | None = None
 
 
 @dataclass(frozen=True)

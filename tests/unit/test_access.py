@@ -31,6 +31,7 @@ SAMPLE_PARAMS = {
     "integration_id": "i1",
     "stage": "prod",
     "connection_id": "AAAAAAAAAAAAAAA=",
+    "session": "0123abcd",
 }
 OPEN = {"/health", "/metrics", "/lamina/code/{sha256}.zip"}
 _LAMBDA_OPS = set(botocore.session.get_session().get_service_model("lambda").operation_names)
@@ -268,6 +269,16 @@ def test_every_json_api_operation_has_a_mapping() -> None:
         ("PUT", "/lamina/secrets/team/rmq", {}, "lamina:PutSecret", "*"),
         ("DELETE", "/lamina/secrets/rmq", {}, "lamina:DeleteSecret", "*"),
         ("GET", "/lamina/sources", {}, "lamina:ListSources", "*"),
+        ("POST", "/lamina/functions/f/debug", {}, "lamina:DebugFunction", FN + "f"),
+        (
+            "POST",
+            "/lamina/functions/f/debug",
+            {"Qualifier": "2"},
+            "lamina:DebugFunction",
+            FN + "f:2",
+        ),
+        ("DELETE", "/lamina/functions/f/debug/abc", {}, "lamina:DebugFunction", FN + "f"),
+        ("GET", "/lamina/functions/f/debug", {}, UNKNOWN, "*"),
         ("HEAD", "/2015-03-31/functions/f", {}, "lambda:GetFunction", FN + "f"),
         ("GET", "/nowhere", {}, UNKNOWN, "*"),
     ],

@@ -18,7 +18,9 @@ service authorization reference names them:
 - CloudWatch Logs: `log-group:NAME:*` (a stream's operations: `log-group:NAME:log-stream:S`);
   DescribeLogGroups acts on `log-group:*`.
 - EventBridge: `rule/NAME` (default bus), PutEvents on `event-bus/default`, listings on `*`.
-- Lamina's own `/lamina/...` endpoints: `lamina:<Name>` on `*`.
+- Lamina's own `/lamina/...` endpoints: `lamina:<Name>` on `*`; debug sessions
+  (`/lamina/functions/NAME/debug[/SESSION]`) are `lamina:DebugFunction` on the function's ARN
+  (qualified by the `Qualifier` parameter, if given).
 
 `/health`, `/metrics` and code downloads (`/lamina/code/...`, the Location GetFunction hands
 out, which stands in for S3's pre-signed URL) are open: `request` returns None for them. A
@@ -138,6 +140,8 @@ _LAMINA = {
 #: the `@connections` API: `[/ws/<apiId>/<stage>]/@connections/<id>`
 _MANAGE = re.compile(r"(?:/ws/([^/]+)/([^/]+))?/@connections/([^/]+)")
 _LAMINA_ROLE = re.compile(r"/lamina/roles/[^/]+")
+#: /lamina/functions/<name>/debug[/<session>]: lamina:DebugFunction on the function's ARN
+_LAMINA_DEBUG = re.compile(r"/lamina/functions/([^/]+)/debug(?:/[^/]+)?")
 _ROLE_OPS = {"PUT": "PutRole", "GET": "GetRole", "DELETE": "DeleteRole"}
 #: /lamina/brokers/<name> and /lamina/secrets/<name>: (method) -> operation
 _LAMINA_BROKER = re.compile(r"/lamina/brokers/[^/]+")
@@ -344,6 +348,9 @@ class AccessMap:
             return websocket
         if trimmed == "/2016-08-19/account-settings" and method == "GET":
             return AccessRequest("lambda:GetAccountSettings", "*")
+        m = _LAMINA_DEBUG.fullmatch(trimmed)
+        if m is not None and method in ("POST", "DELETE"):
+            return AccessRequest("lamina:DebugFunction", self._debug_arn(m.group(1), query))
         name = _LAMINA.get((method, trimmed))
         if name is None and _LAMINA_ROLE.fullmatch(trimmed):
             name = _ROLE_OPS.get(method)
@@ -384,6 +391,15 @@ class AccessMap:
         )
 
     # -- Lambda --------------------------------------------------------------------
+
+    def _debug_arn(self, name: str, query: Mapping[str, str]) -> str:
+        try:
+            ref = parse_function_ref(
+                name, region=self.region, account=self.account, qualifier=query.get("Qualifier")
+            )
+        except LaminaError:
+            return self.function_arn(name)
+        return self.function_arn(ref.name, ref.qualifier)
 
     def function_arn(self, name: str, qualifier: str | None = None) -> str:
         return function_arn(self.region, self.account, name, qualifier)

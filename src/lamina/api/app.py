@@ -21,6 +21,7 @@ from lamina.api import (
     capacity,
     code_signing,
     concurrency,
+    debugging,
     durable,
     event_invoke,
     event_sources,
@@ -65,6 +66,7 @@ from lamina.errors import LaminaError
 from lamina.front.link import INVOKE_PATH
 from lamina.observability.metrics import CONTENT_TYPE
 from lamina.runtimes.catalog import implemented_family
+from lamina.runtimes.images import debugger_state
 
 _FN = "/2015-03-31/functions"
 _LAYERS = "/2018-10-31/layers"
@@ -119,6 +121,8 @@ async def runtimes(request: Request) -> Response:
         if state.images is not None:
             sdk = state.images.status(r)
             entry["Sdk"] = {"State": sdk.state, "Detail": sdk.detail}
+            debugger = debugger_state(state.images, r)
+            entry["Debugger"] = {"State": debugger.state, "Detail": debugger.detail}
         listed.append(entry)
     return json_response(
         {
@@ -155,6 +159,8 @@ async def environments(request: Request) -> Response:
                     "State": env.state.value,
                     "Pid": env.pid,
                     "LogStreamName": env.log_stream,
+                    # where its debugger listens (debug mode, see docs/debugging.md), else None
+                    "DebugPort": env.debug_relay.port if env.debug_relay is not None else None,
                 }
                 for env in app_state(request).scheduler.environments()
             ]
@@ -239,6 +245,8 @@ def build_app(
         Route("/lamina/keys", access_keys.create_key, methods=["POST"]),
         Route("/lamina/keys/{key_id}", access_keys.delete_key, methods=["DELETE"]),
         Route("/lamina/keys/{key_id}/policies", access_keys.attach_policy, methods=["POST"]),
+        Route("/lamina/functions/{name}/debug", debugging.start_debug, methods=["POST"]),
+        Route("/lamina/functions/{name}/debug/{session}", debugging.end_debug, methods=["DELETE"]),
         Route("/2014-11-13/functions/{name}/invoke-async/", invoke_async, methods=["POST"]),
         Route("/2014-11-13/functions/{name}/invoke-async", invoke_async, methods=["POST"]),
         Route(

@@ -35,6 +35,8 @@ from lamina.models import FunctionConfig, FunctionState, InvokeRequest
 log = logging.getLogger(__name__)
 
 _TYPES = ("Event", "RequestResponse", "DryRun")
+#: Lamina's own Invoke header: run in this debug session's environment (`api.debugging`)
+DEBUG_SESSION_HEADER = b"x-lamina-debug-session"
 _CLIENT_CONTEXT_MAX = 3583  # bytes of base64, as Lambda limits X-Amz-Client-Context
 
 
@@ -82,8 +84,9 @@ async def invoke_function(
         await _accept(state, ref, payload, request_id, caller_trace)
         return Response(status_code=202, headers={"x-amzn-RequestId": request_id})
     tenant_id = tenant_id_of(headers.get("x-amz-tenant-id"))
+    debug_session = headers.get(DEBUG_SESSION_HEADER.decode())
     router = state.router
-    if router is not None:
+    if router is not None and debug_session is None:
         node = router.choose(ref.name, config.version)
         if node is not None:
             forwarded = await _forward(
@@ -106,7 +109,16 @@ async def invoke_function(
             if forwarded is not None:
                 return forwarded
     return await _run(
-        state, ref, config, payload, request_id, client_context, caller_trace, tenant_id, log_type
+        state,
+        ref,
+        config,
+        payload,
+        request_id,
+        client_context,
+        caller_trace,
+        tenant_id,
+        log_type,
+        debug_session,
     )
 
 
@@ -175,6 +187,7 @@ async def _run(
     caller_trace: str | None,
     tenant_id: str | None,
     log_type: str,
+    debug_session: str | None = None,
 ) -> Response:
     """Run a synchronous invocation of `config` (what `ref` resolved to) on this node."""
     functions = state.functions
@@ -196,6 +209,7 @@ async def _run(
                 tenant_id=tenant_id,
                 trace_id=trace,
                 log_tail=log_type == "Tail",
+                debug_session=debug_session,
             ),
         )
     except asyncio.CancelledError:
@@ -253,7 +267,7 @@ def invoke_headers(request: Request) -> dict[str, str]:
     return {
         name.decode("latin-1"): value.decode("latin-1")
         for name, value in request.scope["headers"]
-        if name.startswith(b"x-amz")
+        if name.startswith(b"x-amz") or name == DEBUG_SESSION_HEADER
     }
 
 

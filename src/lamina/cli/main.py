@@ -78,14 +78,14 @@ def _fail(message: str, code: int = 1) -> NoReturn:
 
 
 class Api:
-    def __init__(self, endpoint: str) -> None:
+    def __init__(self, endpoint: str, timeout: float | None = 930.0) -> None:
         import httpx
 
         from lamina.cli.signing import Signer
 
         self.endpoint = endpoint.rstrip("/")
         self._signer = Signer(self.endpoint)
-        self._client = httpx.Client(base_url=self.endpoint, timeout=930.0, auth=self._signer)
+        self._client = httpx.Client(base_url=self.endpoint, timeout=timeout, auth=self._signer)
 
     def call(
         self,
@@ -334,6 +334,15 @@ def _image_config(
     help="A durable function's execution name (a start with a name already used returns that "
     "execution); the execution's ARN is printed on stderr.",
 )
+@click.option(
+    "--debug",
+    is_flag=True,
+    help="Run in a new environment with the debugger listening (debugpy, Node's inspector) "
+    "on a loopback port printed on stderr; waits for the IDE to attach. See docs/debugging.md.",
+)
+@click.option(
+    "--debug-port", type=int, default=None, metavar="N", help="--debug's port (default: free)."
+)
 @endpoint_option
 def invoke(
     name: str,
@@ -341,10 +350,17 @@ def invoke(
     qualifier: str | None,
     asynchronous: bool,
     durable_name: str | None,
+    debug: bool,
+    debug_port: int | None,
     endpoint: str,
 ) -> None:
     """Invoke NAME and print what it returned (with --async: queue it and print its id)."""
-    api = Api(endpoint)
+    if debug_port is not None and not debug:
+        _fail("--debug-port goes with --debug")
+    if debug and (asynchronous or durable_name):
+        _fail("--debug runs one synchronous invocation: not with --async or --durable-name")
+    # Stopped at a breakpoint, an invocation has no deadline: nor has its request, then.
+    api = Api(endpoint, timeout=None) if debug else Api(endpoint)
     if payload == "-":
         payload = sys.stdin.read()
     if payload is not None:
@@ -356,13 +372,21 @@ def invoke(
     headers = {"X-Amz-Invocation-Type": "Event"} if asynchronous else {}
     if durable_name:
         headers["X-Amz-Durable-Execution-Name"] = durable_name
-    resp = api.call(
-        "POST",
-        f"{_FN}/{name}/invocations",
-        content=(payload or "").encode(),
-        params=params,
-        headers=headers or None,
-    )
+    session = None
+    if debug:
+        session = _debug_session(api, name, params, debug_port)
+        headers["X-Lamina-Debug-Session"] = session
+    try:
+        resp = api.call(
+            "POST",
+            f"{_FN}/{name}/invocations",
+            content=(payload or "").encode(),
+            params=params,
+            headers=headers or None,
+        )
+    finally:
+        if session is not None:
+            api.call("DELETE", f"/lamina/functions/{name}/debug/{session}", ok_missing=True)
     execution = resp.headers.get("X-Amz-Durable-Execution-Arn")
     if execution:
         # On stderr: stdout stays the function's result, for pipes.
@@ -377,6 +401,23 @@ def invoke(
         click.secho(body, fg="red", err=True)
         sys.exit(1)
     click.echo(body)
+
+
+def _debug_session(api: Api, name: str, params: dict[str, str] | None, port: int | None) -> str:
+    """Start a debug environment of `name` (waiting for the IDE); returns its session."""
+    started = api.call(
+        "POST",
+        f"/lamina/functions/{name}/debug",
+        json_body={"Port": port or 0, "Wait": True},
+        params=params,
+    ).json()
+    kind = {"debugpy": "debugpy", "node": "Node inspector"}.get(started["Debugger"], "debugger")
+    click.echo(
+        f"debugger ({kind}) listening on {started['Host']}:{started['Port']} - "
+        "attach your IDE; waiting for it...",
+        err=True,
+    )
+    return str(started["Session"])
 
 
 @main.command(name="ls")
@@ -440,6 +481,9 @@ def runtimes(endpoint: str) -> None:
                 f" ({sdk['Detail']})" if sdk["Detail"] else ""
             )
             click.secho(line, fg=colour)
+        debugger = r.get("Debugger")
+        if debugger and debugger["State"] != "none":
+            click.echo(f"  debugger: {debugger['State']} ({debugger['Detail']})")
     archs = data.get("Architectures", [])
     if archs:
         click.echo(

@@ -20,6 +20,8 @@ from lamina.errors import (
 )
 from lamina.models import (
     APPLICATION_LOG_LEVELS,
+    DEBUG_VALUES,
+    DEBUG_VARIABLE,
     DEFAULT_LOG_LEVEL,
     NETWORK_VALUES,
     NETWORK_VARIABLE,
@@ -346,6 +348,14 @@ def environment(c: Constraints, value: Any) -> dict[str, str] | None:
         c.defer(
             InvalidParameterValueError(
                 f"{NETWORK_VARIABLE} must be one of {', '.join(NETWORK_VALUES)} (got {network!r})."
+            )
+        )
+        return None
+    debug = variables.get(DEBUG_VARIABLE)
+    if debug is not None and debug not in DEBUG_VALUES:
+        c.defer(
+            InvalidParameterValueError(
+                f"{DEBUG_VARIABLE} must be one of {', '.join(DEBUG_VALUES)} (got {debug!r})."
             )
         )
         return None

@@ -71,6 +71,12 @@ NODE_SDK: tuple[str, ...] = (
     "@aws-sdk/credential-providers",
 )
 
+#: The debugger Lamina starts in a Python environment in debug mode (`lamina invoke --debug`,
+#: LAMINA_DEBUG), installed on first use into the runtime's image beside (not into) the
+#: bundled SDK: `<runtimes>/python3.11/debugger/debugpy`, which functions never import.
+DEBUGPY = "debugpy==1.8.22"
+DEBUGGER_DIR = "debugger"
+
 #: seconds one install may take before it is given up (and the runtime runs without)
 INSTALL_TIMEOUT_S = 900.0
 _MARKER = ".lamina-sdk"
@@ -255,11 +261,85 @@ class RuntimeImages:
             await loop.run_in_executor(None, lambda: shutil.rmtree(staging, ignore_errors=True))
 
 
+class DebuggerInstaller:
+    """Installs debugpy into each Python runtime's image on first use (from PyPI), once per
+    image: under the image's lock, into a staging directory renamed into place."""
+
+    def __init__(self, images: RuntimeImages) -> None:
+        self._images = images
+        self._tasks: dict[str, asyncio.Task[Path]] = {}
+
+    def installed(self, runtime: RuntimeInfo) -> bool:
+        image = self._images.image_dir(runtime)
+        return image is not None and _marker_of(image / DEBUGGER_DIR) == DEBUGPY
+
+    async def ensure(self, runtime: RuntimeInfo) -> Path:
+        """debugpy's directory on the host (installs it first if need be; raises
+        InstallError)."""
+        task = self._tasks.get(runtime.name)
+        if task is None or (task.done() and task.exception() is not None):
+            task = self._tasks[runtime.name] = asyncio.ensure_future(self._install(runtime))
+        return await asyncio.shield(task)
+
+    async def _install(self, runtime: RuntimeInfo) -> Path:
+        image = self._images.image_dir(runtime)
+        if image is None or runtime.family is not Family.PYTHON:
+            raise InstallError(f"{runtime.name} has no debugpy")
+        target = image / DEBUGGER_DIR
+        if _marker_of(target) == DEBUGPY:
+            return target
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._images.link, [runtime])
+        lock = await loop.run_in_executor(None, _lock, self._images.root / f"{runtime.name}.lock")
+        try:
+            if _marker_of(target) == DEBUGPY:
+                return target
+            started = time.monotonic()
+            log.info("runtime %s: installing the debugger (%s)...", runtime.name, DEBUGPY)
+            staging = image / f"{DEBUGGER_DIR}.new-{os.getpid()}"
+            await loop.run_in_executor(None, lambda: shutil.rmtree(staging, ignore_errors=True))
+            try:
+                argv = _pip_command(runtime, staging, (DEBUGPY,))
+                await asyncio.wait_for(_run(runtime.name, "pip", argv), INSTALL_TIMEOUT_S)
+                await loop.run_in_executor(None, _open_up, staging)
+                await loop.run_in_executor(None, _swap, staging, target, DEBUGPY)
+            finally:
+                await loop.run_in_executor(None, lambda: shutil.rmtree(staging, ignore_errors=True))
+            log.info(
+                "runtime %s: debugger installed in %.1f s", runtime.name, time.monotonic() - started
+            )
+            return target
+        finally:
+            os.close(lock)
+
+
+def debugger_state(images: RuntimeImages, runtime: RuntimeInfo) -> SdkState:
+    """The runtime's debugger (`lamina runtimes`): "ready", "on first use" (installed the
+    first time an environment is debugged), "built in" (Node's inspector), or "none"."""
+    if runtime.family is Family.NODE:
+        return SdkState("built in", "Node.js inspector")
+    image = images.image_dir(runtime)
+    if runtime.family is not Family.PYTHON or image is None:
+        return SdkState("none")
+    if _marker_of(image / DEBUGGER_DIR) == DEBUGPY:
+        return SdkState("ready", DEBUGPY)
+    return SdkState("on first use", DEBUGPY)
+
+
+def _marker_of(directory: Path) -> str | None:
+    try:
+        return (directory / _MARKER).read_text()
+    except OSError:
+        return None
+
+
 class InstallError(Exception):
     pass
 
 
-def _pip_command(runtime: RuntimeInfo, target: Path) -> list[str]:
+def _pip_command(
+    runtime: RuntimeInfo, target: Path, packages: tuple[str, ...] | None = None
+) -> list[str]:
     # The server's own pip, told which Python the packages are for: the runtime's
     # interpreter may have no pip (Debian's), and boto3 and its dependencies are pure-Python
     # wheels, so binary-only resolution for the runtime's version gives the right set.
@@ -277,7 +357,7 @@ def _pip_command(runtime: RuntimeInfo, target: Path) -> list[str]:
         minor,
         "--target",
         str(target),
-        *sdk_packages(runtime),
+        *(packages if packages is not None else sdk_packages(runtime)),
     ]
 
 

@@ -35,6 +35,7 @@ from lamina.observability import LogWriter, Metrics, Report
 from lamina.runtime_api import Invocation, RuntimeApiServer, RuntimeOutcome
 from lamina.runtime_api.extensions import SHUTDOWN_EXTERNAL_S, SHUTDOWN_INTERNAL_S, Extension
 from lamina.sandbox import SafeSandbox, SandboxBackend, SandboxError, SandboxSpec
+from lamina.scheduler.debugging import Debugger, DebugRelay, open_relay
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +188,10 @@ class EnvironmentContext:
     #: working directory in it
     image_root: Path | None = None
     working_dir: str | None = None
+    #: environments start with the language's debugger listening (see `debugging`)
+    debugger: Debugger | None = None
+    #: awaited before a debug environment starts: returns once the debugger is installed
+    debugger_ready: Callable[[], Awaitable[None]] | None = None
 
 
 class Environment:
@@ -252,6 +257,10 @@ class Environment:
         self.init_duration_s: float | None = None
         #: how the last invocation ended (read by the pool, which counts it)
         self.outcome_kind = Outcome.SUCCESS
+        #: the relay from the host's loopback to the debugger (debug mode only)
+        self.debug_relay: DebugRelay | None = None
+        #: the relay's port once it listens (debug mode only)
+        self.debug_port: asyncio.Future[int] = self._loop.create_future()
         ctx.metrics.environments_in(EnvState.STARTING.value).inc()
 
     def prewarmed(self) -> None:
@@ -304,6 +313,14 @@ class Environment:
         if ctx.image_ready is not None:
             # Before the clock starts: an SDK being installed is no part of the init phase.
             await ctx.image_ready()
+        if ctx.debugger_ready is not None:
+            try:
+                await ctx.debugger_ready()
+            except Exception as e:
+                await self.destroy()
+                raise InitFailed(
+                    _error_payload("Runtime.Unknown", f"Lamina could not install the debugger: {e}")
+                ) from e
         if ctx.code_ready is not None:
             # Before the clock starts too: fetching code from the cluster is not init.
             try:
@@ -369,6 +386,8 @@ class Environment:
                 # The function's own variables come last: Lambda lets them override all but
                 # the reserved keys, which control/ has already refused.
                 env.update(ctx.config.environment)
+                if ctx.debugger is not None:
+                    await self._open_debugger(env)
                 if first is not None:
                     # Queued before the Runtime API is served, delivered the moment the
                     # runtime asks for work: no hop through this task between the end of
@@ -414,6 +433,8 @@ class Environment:
             raise InitFailed(_error_payload("Runtime.Unknown", f"Environment failed: {e}")) from e
         try:
             left = limits.INIT_TIMEOUT_S - (time.perf_counter() - t1)
+            if ctx.debugger is not None:
+                left = float("inf")  # the init phase may wait for a debugger client
             failure = await asyncio.wait_for(asyncio.shield(self._ready), max(left, 0.001))
         except TimeoutError:
             failure = _error_payload(
@@ -445,6 +466,18 @@ class Environment:
                 raise InitFailed(_error_payload("Runtime.ExitError", "Error: Runtime exited"))
             return
         self._move(EnvState.IDLE)
+
+    async def _open_debugger(self, env: dict[str, str]) -> None:
+        assert self.ctx.debugger is not None and self._sandbox is not None
+        self.debug_relay = await open_relay(self.ctx.debugger, self._sandbox.connect, env)
+        self.debug_port.set_result(self.debug_relay.port)
+        log.info(
+            "environment %s of %s: debugger (%s) listening on 127.0.0.1:%d",
+            self.id,
+            self.ctx.config.name,
+            self.ctx.debugger.kind,
+            self.debug_relay.port,
+        )
 
     async def _extensions_started(self) -> None:
         # Only the extensions hold their pipe from now on: its end of file is their exit.
@@ -526,6 +559,8 @@ class Environment:
         self._freeze_timer = None
         if self._sandbox is None or self.state is EnvState.DEAD:
             return
+        if self.ctx.debugger is not None:
+            return  # a frozen debugger would drop its client between invocations
         if self._api.extensions.by_id and (self._api.extensions_busy or self._telemetry.active):
             # Lambda freezes only once every extension is back in /event/next (`_on_settled`
             # tries again then); and Lamina delivers telemetry into the sandbox over HTTP,
@@ -615,6 +650,10 @@ class Environment:
         """Wait for the runtime's answer to an invocation delivered at `started`."""
         config = self.ctx.config
         timeout = config.timeout - (time.perf_counter() - started)
+        if self.ctx.debugger is not None:
+            # Under a debugger a handler stopped at a breakpoint must not be killed: the
+            # deadline is not enforced (the context still reports the configured timeout).
+            timeout = float("inf")
         timer = self._loop.call_later(timeout, self._on_timeout, future, request.request_id)
         try:
             outcome = await future
@@ -650,6 +689,8 @@ class Environment:
             self._settling = self._loop.create_future()
             self.finishing = self._loop.create_future()
             remaining = config.timeout - (time.perf_counter() - started)
+            if self.ctx.debugger is not None:
+                remaining = float("inf")  # no deadline in debug mode (see `_outcome`)
             finishing = self._after_extensions(request, started, init_ms, outcome, remaining)
             tail = None
             if request.log_tail:
@@ -835,6 +876,8 @@ class Environment:
             with contextlib.suppress(Exception):
                 await self._shutdown_extensions()
         self._api.close()
+        if self.debug_relay is not None:
+            await self.debug_relay.close()
         try:
             if self._sandbox is not None:
                 await self._sandbox.destroy()

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from lamina.errors import (
+    InvalidParameterValueError,
     InvalidRuntimeError,
     InvalidSubnetIDError,
     ResourceNotReadyError,
@@ -31,10 +32,12 @@ from lamina.models import FunctionConfig, FunctionImage, InvokeRequest, InvokeRe
 from lamina.networks import VpcDirectory
 from lamina.observability import LogStore, LogWriter, Metrics
 from lamina.runtimes.catalog import Family, RuntimeCatalog, RuntimeInfo
-from lamina.runtimes.images import RuntimeImages
+from lamina.runtimes.images import DebuggerInstaller, RuntimeImages
 from lamina.sandbox import SandboxBackend
 from lamina.scheduler.capacity import MemoryCapacity
 from lamina.scheduler.concurrency import Concurrency, ConcurrencyControl, Lease
+from lamina.scheduler.debug_sessions import DebugSession, DebugSessions, with_debugger
+from lamina.scheduler.debugging import DebugSpec, debug_setting
 from lamina.scheduler.environment import (
     Environment,
     EnvironmentContext,
@@ -483,6 +486,9 @@ class Scheduler:
         #: throttle counters by (function, reason), made on first use
         self._throttles: dict[tuple[str, str, str, str], Any] = {}
         metrics.on_scrape(self._refresh_gauges)
+        self._debuggers = DebuggerInstaller(images) if images is not None else None
+        #: environments started for `lamina invoke --debug`, outside the pools
+        self.debug_sessions = DebugSessions(self._debug_context, self.capacity)
 
     @property
     def logs(self) -> LogWriter:
@@ -516,6 +522,8 @@ class Scheduler:
             if held is None:  # only in a cluster: this node's share is used up
                 held = await self.concurrency.hold_async(config.name)
             with held as lease, limited:
+                if request.debug_session is not None:
+                    return await self.debug_sessions.invoke(config, request)
                 return await pool.invoke(request, lease)
         except TooManyRequestsError as throttled:  # the lease's or the memory capacity's
             reason = str(throttled.fields["Reason"])
@@ -525,6 +533,13 @@ class Scheduler:
                 counter = self._throttles[key] = self._metrics.throttles.labels(*key)
             counter.inc()
             raise
+
+    async def debug(self, config: FunctionConfig, spec: DebugSpec) -> DebugSession:
+        """Start a new environment of `config` with its debugger listening (see
+        `debug_sessions`)."""
+        if config.image is not None:
+            await ensure_here(self.image_roots, config)
+        return await self.debug_sessions.open(config, spec)
 
     def _refresh_gauges(self) -> None:
         """Before a scrape: the gauges read from the pools and leases, which know them
@@ -627,7 +642,14 @@ class Scheduler:
         if pool is None or pool.config.revision_id != config.revision_id:
             if pool is not None:
                 self._retire(key)
-            pool = Pool(self._context(config), self)
+            ctx = self._context(config)
+            spec = debug_setting(config)
+            if spec is not None:
+                try:
+                    ctx = self._with_debugger(ctx, spec)
+                except InvalidParameterValueError as e:
+                    log.warning("%s: LAMINA_DEBUG ignored: %s", config.name, e.message)
+            pool = Pool(ctx, self)
             self._pools[key] = pool
         return pool
 
@@ -646,7 +668,7 @@ class Scheduler:
     def environments(self) -> list[Environment]:
         """Every live environment (idle, busy, starting or being torn down)."""
         pools = [*self._pools.values(), *self._draining]
-        return [env for pool in pools for env in pool.live]
+        return [env for pool in pools for env in pool.live] + self.debug_sessions.environments()
 
     def environment_count(self) -> int:
         return sum(p.size for p in [*self._pools.values(), *self._draining])
@@ -657,6 +679,7 @@ class Scheduler:
             self._reaper.cancel()
         for key in list(self._pools):
             self._retire(key)
+        await self.debug_sessions.close_all()
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
         await self._logs.close()
@@ -721,6 +744,18 @@ class Scheduler:
             vpc=self._vpc(config),
             prepare_runtime=runtime.prepare,
             account_id=self._settings.account_id,
+        )
+
+    def _debug_context(self, config: FunctionConfig, spec: DebugSpec) -> EnvironmentContext:
+        return self._with_debugger(self._context(config), spec)
+
+    def _with_debugger(self, ctx: EnvironmentContext, spec: DebugSpec) -> EnvironmentContext:
+        return with_debugger(
+            ctx,
+            spec,
+            self._runtimes.get(ctx.config.runtime),
+            self._backend.lambda_paths,
+            self._debuggers,
         )
 
     def _image_context(self, config: FunctionConfig, image: FunctionImage) -> EnvironmentContext:

@@ -503,6 +503,29 @@ def prepare() -> None:
     install_logging()
 
 
+def start_debugger(env: Mapping[str, str]) -> None:
+    """Debug mode (Lamina's `_LAMINA_DEBUG`): start debugpy listening on the sandbox's
+    loopback before the handler is imported, and wait for a client if asked to. debugpy comes
+    from Lamina's runtime directory, not the function's code, and leaves sys.path as it was."""
+    mode = env.get("_LAMINA_DEBUG")
+    if not mode:
+        return
+    where = env.get("_LAMINA_DEBUGPY", "")
+    sys.path.insert(0, where)
+    try:
+        import debugpy  # type: ignore[import-not-found,unused-ignore]
+    except ImportError as e:
+        print(f"[WARN] Lamina: debugpy is not available ({e}); running without a debugger")
+        return
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(where)
+    port = int(env.get("_LAMINA_DEBUG_PORT", "5678"))
+    debugpy.listen(("127.0.0.1", port))
+    if mode == "wait":
+        debugpy.wait_for_client()
+
+
 def main() -> None:
     # Make the function's code, not this runtime's directory, the first place imports look.
     here = os.path.dirname(os.path.abspath(__file__))
@@ -514,6 +537,7 @@ def main() -> None:
     prepare()
     configure_logging(os.environ)
     client = RuntimeClient(os.environ["AWS_LAMBDA_RUNTIME_API"])
+    start_debugger(os.environ)
     try:
         handler = load_handler(os.environ.get("_HANDLER", ""))
     except InitError as e:
