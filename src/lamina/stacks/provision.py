@@ -198,7 +198,7 @@ def deploy_stack(
                 and old.get("properties_digest") == digest
             ):
                 ctx.physical[lid] = Physical(old["physical_ref"], dict(old.get("attributes") or {}))
-                records[lid] = dict(old, deletion_policy=resource.deletion_policy)
+                records[lid] = dict(old, deletion_policy=resource.deletion_policy or "Delete")
                 continue
             kind = KINDS[resource.type]
             if old is None or old.get("type") != resource.type or old.get("status") == "SKIPPED":
@@ -229,27 +229,21 @@ def deploy_stack(
             )
             steps.append(_Step(action, lid, records[lid], old if action != "create" else None))
         outputs = resolver.resolve_outputs(ctx.physical)
-        # Removed resources, and the old halves of replaced ones: after everything else.
-        gone = [(lid, rec) for lid, rec in reversed(list(before.items())) if lid not in records]
-        gone += [(s.logical_id, s.old) for s in reversed(steps) if s.action == "replace" and s.old]
-        for lid, rec in gone:
-            current = lid
-            _remove(ctx, lid, rec)
         status = "UPDATE_COMPLETE" if previous else "CREATE_COMPLETE"
-        client.call(
-            "PUT",
-            f"/lamina/stacks/{stack}",
-            {
-                "TemplatePath": str(template_path.resolve()),
-                "Parameters": {k: str(v) for k, v in template.parameters.items()},
-                "Resources": records,
-                "Outputs": outputs,
-                "Status": status,
-            },
-        )
+        record = {
+            "TemplatePath": str(template_path.resolve()),
+            "Parameters": {k: str(v) for k, v in template.parameters.items()},
+            "Resources": records,
+            "Outputs": _no_nulls(outputs),
+            "Status": status,
+        }
+        current = stack
+        client.call("PUT", f"/lamina/stacks/{stack}", record)
     except (ApiError, ResourceFailed, TemplateError, OSError) as e:
         reason = e.describe() if isinstance(e, TemplateError) else str(e)
         rtype = template.resources[current].type if current in template.resources else ""
+        if current == stack:
+            rtype = "AWS::CloudFormation::Stack"
         failed = "CREATE_FAILED" if current not in before else "UPDATE_FAILED"
         _line(echo, failed, rtype, current, reason)
         _rollback(ctx, steps, echo)
@@ -260,6 +254,22 @@ def deploy_stack(
             stack,
         )
         raise StackFailed(f"{current}: {reason}") from None
+    # Clean-up, as CloudFormation's UPDATE_COMPLETE_CLEANUP_IN_PROGRESS: removed resources and
+    # the old halves of replaced ones, once the stack is updated. A failure here is not rolled
+    # back: what could not be deleted stays in the stack's record, to be retried next time.
+    gone = [(lid, rec) for lid, rec in reversed(list(before.items())) if lid not in records]
+    gone += [(s.logical_id, s.old) for s in reversed(steps) if s.action == "replace" and s.old]
+    leftovers: dict[str, Record] = {}
+    for lid, rec in gone:
+        try:
+            _remove(ctx, lid, rec)
+        except (ApiError, ResourceFailed) as e:
+            _line(echo, "DELETE_FAILED", str(rec.get("type")), lid, str(e))
+            if lid not in records:
+                leftovers[lid] = rec
+    if leftovers:
+        record["Resources"] = {**leftovers, **records}
+        client.call("PUT", f"/lamina/stacks/{stack}", record)
     echo(f"{status:<28} {'AWS::CloudFormation::Stack':<36} {stack}")
     if outputs:
         echo("Outputs")
@@ -281,12 +291,21 @@ def _record(
     return {
         "type": rtype,
         "physical_ref": physical.ref,
-        "attributes": physical.attributes,
-        "properties": props,
+        "attributes": _no_nulls(physical.attributes),
+        "properties": _no_nulls(props),
         "properties_digest": digest,
         "status": status,
         "deletion_policy": policy or "Delete",
     }
+
+
+def _no_nulls(value: Any) -> Any:
+    """`value` without null members (the server refuses them; a record has no use for them)."""
+    if isinstance(value, dict):
+        return {k: _no_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_no_nulls(v) for v in value if v is not None]
+    return value
 
 
 def _remove(ctx: Context, lid: str, rec: Record) -> None:
