@@ -14,6 +14,7 @@ from lamina.stacks.client import FN
 from lamina.stacks.kinds import (
     LOCAL_PATH,
     Context,
+    coerce,
     Record,
     Replace,
     function_and_qualifier,
@@ -55,6 +56,8 @@ _RESET: dict[str, Any] = {
     "MemorySize": 128,
     "EphemeralStorage": {"Size": 512},
 }
+#: what UpdateFunctionConfiguration does not take (the code's, or apart)
+_NOT_CONFIG = ("ImageConfig", "Architectures")
 #: configuration that cannot change after creation (CloudFormation replaces the function)
 _REPLACE_ON = ("FunctionName", "PackageType")
 
@@ -81,11 +84,20 @@ def _tags(props: dict[str, Any], ctx: Context, logical_id: str) -> dict[str, str
     return tags
 
 
+def _function_props(props: dict[str, Any]) -> dict[str, Any]:
+    out = coerce(props, ints=("Timeout", "MemorySize", "ReservedConcurrentExecutions"))
+    storage = out.get("EphemeralStorage")
+    if isinstance(storage, dict):
+        out["EphemeralStorage"] = coerce(storage, ints=("Size",))
+    return out
+
+
 class Function:
     def _name(self, ctx: Context, logical_id: str, props: dict[str, Any]) -> str:
         return str(props.get("FunctionName") or ctx.name_for(logical_id))
 
     def create(self, ctx: Context, logical_id: str, props: dict[str, Any]) -> Physical:
+        props = _function_props(props)
         name = self._name(ctx, logical_id, props)
         body: dict[str, Any] = {k: props[k] for k in _CONFIG_KEYS if k in props}
         body.setdefault("Role", f"arn:aws:iam::{ctx.account}:role/lamina-function")
@@ -102,18 +114,24 @@ class Function:
             raise
 
     def update(self, ctx: Context, logical_id: str, props: dict[str, Any], old: Record) -> Physical:
-        before = old["properties"]
+        props, before = _function_props(props), _function_props(old["properties"])
         name = self._name(ctx, logical_id, props)
         if name != old["physical_ref"] or any(
             props.get(k) != before.get(k) for k in _REPLACE_ON if k != "FunctionName"
         ):
             raise Replace()
-        if props.get("Code") != before.get("Code"):
-            ctx.client.call("PUT", f"{FN}/{name}/code", _code(props, logical_id))
+        # Architectures go with the code (UpdateFunctionCode), not the configuration.
+        if props.get("Code") != before.get("Code") or props.get("Architectures") != before.get(
+            "Architectures"
+        ):
+            code = _code(props, logical_id)
+            if props.get("Architectures"):
+                code["Architectures"] = props["Architectures"]
+            ctx.client.call("PUT", f"{FN}/{name}/code", code)
             ctx.client.wait_ready(name)
-        config = {k: props[k] for k in _CONFIG_KEYS if k in props and k != "ImageConfig"}
-        for key in _CONFIG_KEYS:
-            if key in before and key not in props and key in _RESET:
+        config = {k: props[k] for k in _CONFIG_KEYS if k in props and k not in _NOT_CONFIG}
+        for key in _RESET:
+            if key in before and key not in props:
                 config[key] = _RESET[key]
         if props.get("ImageConfig") or before.get("ImageConfig"):
             config["ImageConfig"] = props.get("ImageConfig") or {}
@@ -291,11 +309,23 @@ class LayerVersion:
         ctx.client.call("DELETE", f"/2018-10-31/layers/{name}/versions/{version}", ok_missing=True)
 
 
+def _mapping_props(props: dict[str, Any]) -> dict[str, Any]:
+    ints = (
+        "BatchSize",
+        "MaximumBatchingWindowInSeconds",
+        "MaximumRecordAgeInSeconds",
+        "MaximumRetryAttempts",
+        "ParallelizationFactor",
+        "TumblingWindowInSeconds",
+    )
+    return coerce(props, ints=ints, bools=("Enabled", "BisectBatchOnFunctionError"))
+
+
 class EventSourceMapping:
     _PATH = "/2015-03-31/event-source-mappings"
 
     def create(self, ctx: Context, logical_id: str, props: dict[str, Any]) -> Physical:
-        out = ctx.client.call("POST", self._PATH, strip(props, "Tags"))
+        out = ctx.client.call("POST", self._PATH, _mapping_props(strip(props, "Tags")))
         return Physical(ref=out["UUID"], attributes={"Id": out["UUID"]})
 
     def update(self, ctx: Context, logical_id: str, props: dict[str, Any], old: Record) -> Physical:
@@ -306,7 +336,7 @@ class EventSourceMapping:
         body = strip(
             props, "Tags", "EventSourceArn", "StartingPosition", "StartingPositionTimestamp"
         )
-        ctx.client.call("PUT", f"{self._PATH}/{old['physical_ref']}", body)
+        ctx.client.call("PUT", f"{self._PATH}/{old['physical_ref']}", _mapping_props(body))
         return Physical(ref=old["physical_ref"], attributes={"Id": old["physical_ref"]})
 
     def delete(self, ctx: Context, logical_id: str, record: Record) -> None:
@@ -323,7 +353,10 @@ class EventInvokeConfig:
 
     def create(self, ctx: Context, logical_id: str, props: dict[str, Any]) -> Physical:
         path, params = self._where(props)
-        body = {k: props[k] for k in self._KEYS if k in props}
+        body = coerce(
+            {k: props[k] for k in self._KEYS if k in props},
+            ints=("MaximumEventAgeInSeconds", "MaximumRetryAttempts"),
+        )
         ctx.client.call("PUT", path, body, params=params)
         return Physical(ref=f"{path.split('/')[3]}:{params['Qualifier']}")
 

@@ -158,3 +158,20 @@ def function_and_qualifier(name_or_arn: str) -> tuple[str, str | None]:
 
 def strip(props: dict[str, Any], *keys: str) -> dict[str, Any]:
     return {k: v for k, v in props.items() if k not in keys}
+
+
+def coerce(
+    props: dict[str, Any], ints: tuple[str, ...] = (), bools: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """`props` with the numbers and booleans a template wrote as strings made what the API
+    takes (a `Number` parameter's `Ref` is a string; CloudFormation converts, so do we)."""
+    out = dict(props)
+    for key in ints:
+        value = out.get(key)
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            out[key] = int(value)
+    for key in bools:
+        value = out.get(key)
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            out[key] = value.lower() == "true"
+    return out

@@ -270,7 +270,10 @@ def deploy_stack(
     if leftovers:
         record["Resources"] = {**leftovers, **records}
         client.call("PUT", f"/lamina/stacks/{stack}", record)
-    echo(f"{status:<28} {'AWS::CloudFormation::Stack':<36} {stack}")
+    if previous and not steps and not gone:
+        echo(f"No changes to deploy. Stack {stack} is up to date")
+    else:
+        echo(f"{status:<28} {'AWS::CloudFormation::Stack':<36} {stack}")
     if outputs:
         echo("Outputs")
         for key, value in outputs.items():
