@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import SIGNED_HTTP, Server, fetch, lamina, wait_for
+from tests.conftest import SIGNED_HTTP, Server, fetch, lamina, lamina_env, wait_for
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "sam"
 
@@ -327,3 +329,55 @@ def test_a_failed_deploy_rolls_back(server: Server, lam: Any, tmp_path: Path) ->
     assert _record(server, stack) == before
     wait_for(lambda: lamina("stacks", "delete", stack, endpoint=server.endpoint).returncode == 0)
     assert _function_names(lam, stack) == set()
+
+
+CANARY = """\
+AWSTemplateFormatVersion: '2010-09-09'
+Transform: AWS::Serverless-2016-10-31
+Resources:
+  Fn:
+    Type: AWS::Serverless::Function
+    Properties:
+      Runtime: python3.12
+      Handler: index.handler
+      InlineCode: |
+        def handler(event, context):
+            return "v1"
+      AutoPublishAlias: live
+      DeploymentPreference:
+        Type: Canary10Percent5Minutes
+"""
+
+
+def test_deployment_preference_shifts_the_alias_in_steps(
+    server: Server, lam: Any, tmp_path: Path
+) -> None:
+    template = tmp_path / "template.yaml"
+    template.write_text(CANARY)
+    stack = _stack()
+    first = _deploy(server, template, stack)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert lam.get_alias(FunctionName=f"{stack}-Fn", Name="live")["FunctionVersion"] == "1"
+    template.write_text(CANARY.replace('"v1"', '"v2"'))
+    # a "minute" of 0.5 s (test-only): the canary holds 10 % for 2.5 s
+    env = dict(lamina_env(server.endpoint), LAMINA_STACKS_SHIFT_SECONDS_PER_MINUTE="0.5")
+    cmd = [sys.executable, "-m", "lamina", "deploy", "--template", str(template)]
+    with subprocess.Popen(
+        [*cmd, "--stack", stack], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as proc:
+
+        def canary() -> dict[str, Any] | None:
+            alias: dict[str, Any] = lam.get_alias(FunctionName=f"{stack}-Fn", Name="live")
+            weights = (alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights")
+            return alias if weights else None
+
+        during = wait_for(canary, timeout=30, message="the canary weight")
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, (out + err).decode()
+    assert during["FunctionVersion"] == "1"
+    assert during["RoutingConfig"]["AdditionalVersionWeights"] == {"2": 0.1}
+    assert b"10% of traffic on version 2" in out
+    after = lam.get_alias(FunctionName=f"{stack}-Fn", Name="live")
+    assert after["FunctionVersion"] == "2" and not after.get("RoutingConfig")
+    assert json.loads(lam.invoke(FunctionName=f"{stack}-Fn:live")["Payload"].read()) == "v2"
+    assert lamina("stacks", "delete", stack, endpoint=server.endpoint).returncode == 0

@@ -15,9 +15,14 @@ FN = "/2015-03-31/functions"
 
 
 class Response(Protocol):
-    status_code: int
-    text: str
-    headers: Any
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def text(self) -> str: ...
+
+    @property
+    def headers(self) -> Any: ...
 
     def json(self) -> Any: ...
 

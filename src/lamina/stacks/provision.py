@@ -390,7 +390,7 @@ def delete_stack(api: Transport, stack: str, *, echo: Echo = print) -> None:
     data = found["Stack"]
     records: dict[str, Record] = dict(data.get("Resources") or {})
     region, account = _region_account()
-    ctx = Context(client, stack, region, account, None, echo, lambda m: echo(f"warning: {m}"))  # type: ignore[arg-type]
+    ctx = Context(client, stack, region, account, None, echo, lambda m: echo(f"warning: {m}"))
     left = dict(records)
     for lid, rec in reversed(list(records.items())):
         try:
