@@ -381,3 +381,60 @@ def test_deployment_preference_shifts_the_alias_in_steps(
     assert after["FunctionVersion"] == "2" and not after.get("RoutingConfig")
     assert json.loads(lam.invoke(FunctionName=f"{stack}-Fn:live")["Payload"].read()) == "v2"
     assert lamina("stacks", "delete", stack, endpoint=server.endpoint).returncode == 0
+
+
+LOCAL_ROLLBACK = """\
+AWSTemplateFormatVersion: '2010-09-09'
+Transform: AWS::Serverless-2016-10-31
+Parameters:
+  SecondRuntime:
+    Type: String
+    Default: python3.12
+Resources:
+  First:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: src/
+      Handler: app.handler
+      Runtime: python3.12
+  Second:
+    Type: AWS::Serverless::Function
+    DependsOn: First
+    Properties:
+      CodeUri: src/
+      Handler: app.handler
+      Runtime: !Ref SecondRuntime
+"""
+
+
+def test_a_failed_update_puts_the_old_code_back(server: Server, lam: Any, tmp_path: Path) -> None:
+    (tmp_path / "template.yaml").write_text(LOCAL_ROLLBACK)
+    code = tmp_path / "src" / "app.py"
+    code.parent.mkdir()
+    code.write_text("def handler(event, context):\n    return 'old'\n")
+    stack = _stack()
+    assert _deploy(server, tmp_path / "template.yaml", stack).returncode == 0
+    before = _record(server, stack)
+    # the directory now holds new code; the update fails on Second's runtime, after First's
+    # code and Second's were replaced: both get the old package back, downloaded beforehand
+    code.write_text("def handler(event, context):\n    return 'new'\n")
+    out = _deploy(
+        server,
+        tmp_path / "template.yaml",
+        stack,
+        "--parameter-overrides",
+        "SecondRuntime=python0.1",
+    )
+    assert out.returncode != 0 and "UPDATE_ROLLBACK_COMPLETE" in out.stdout, out.stdout
+    assert "UPDATE_ROLLBACK_FAILED" not in out.stdout, out.stdout
+    for name in ("First", "Second"):
+        answer = lam.invoke(FunctionName=f"{stack}-{name}")["Payload"].read()
+        assert json.loads(answer) == "old", name
+    assert lam.get_function_configuration(FunctionName=f"{stack}-Second")["Runtime"] == (
+        "python3.12"
+    )
+    assert _record(server, stack) == before
+    # and the same edit, deployed without the fault, goes through
+    assert _deploy(server, tmp_path / "template.yaml", stack).returncode == 0
+    assert json.loads(lam.invoke(FunctionName=f"{stack}-First")["Payload"].read()) == "new"
+    assert lamina("stacks", "delete", stack, endpoint=server.endpoint).returncode == 0

@@ -211,6 +211,12 @@ def deploy_stack(
                 try:
                     physical = kind.update(ctx, lid, props, old)
                     action = "update"
+                except (ApiError, ResourceFailed, TemplateError, OSError):
+                    # Half-updated (its code, say, but not its configuration): put it back too.
+                    partial = Physical(old["physical_ref"], dict(old.get("attributes") or {}))
+                    failed = _record(resource.type, partial, props, "", "UPDATE_FAILED", None)
+                    steps.append(_Step("update", lid, failed, old))
+                    raise
                 except Replace:
                     _line(
                         echo,
