@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import SIGNED_HTTP, Server, fetch, lamina, lamina_env, wait_for
+from tests.conftest import (
+    SIGNED_HTTP,
+    Server,
+    fetch,
+    lamina,
+    lamina_env,
+    make_zip,
+    wait_for,
+)
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "sam"
 
@@ -438,3 +446,30 @@ def test_a_failed_update_puts_the_old_code_back(server: Server, lam: Any, tmp_pa
     assert _deploy(server, tmp_path / "template.yaml", stack).returncode == 0
     assert json.loads(lam.invoke(FunctionName=f"{stack}-First")["Payload"].read()) == "new"
     assert lamina("stacks", "delete", stack, endpoint=server.endpoint).returncode == 0
+
+
+def test_a_route_held_by_something_else_fails_the_api_and_rolls_back(
+    server: Server, lam: Any, tmp_path: Path
+) -> None:
+    owner = f"owner-{uuid.uuid4().hex[:8]}"
+    lam.create_function(
+        FunctionName=owner,
+        Runtime="python3.12",
+        Role="arn:aws:iam::000000000000:role/lamina-function",
+        Handler="app.handler",
+        Code={"ZipFile": make_zip({"app.py": "def handler(e, c):\n    return 1\n"})},
+    )
+    added = lamina("routes", "add", "GET /hello", owner, endpoint=server.endpoint)
+    assert added.returncode == 0, added.stderr
+    try:
+        root = _copy("hello-python", tmp_path)
+        stack = _stack()
+        out = _deploy(server, root / "template.yaml", stack)
+        assert out.returncode != 0
+        assert "route GET /hello is already served" in out.stderr, out.stderr
+        assert "ServerlessRestApi" in out.stderr and "ROLLBACK_COMPLETE" in out.stdout
+        assert _routes(server)["GET /hello"] == owner
+        assert _function_names(lam, stack) == set() and _record(server, stack) is None
+    finally:
+        lamina("routes", "rm", "GET /hello", endpoint=server.endpoint)
+        lam.delete_function(FunctionName=owner)
