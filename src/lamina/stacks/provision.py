@@ -214,8 +214,8 @@ def deploy_stack(
                 except (ApiError, ResourceFailed, TemplateError, OSError):
                     # Half-updated (its code, say, but not its configuration): put it back too.
                     partial = Physical(old["physical_ref"], dict(old.get("attributes") or {}))
-                    failed = _record(resource.type, partial, props, "", "UPDATE_FAILED", None)
-                    steps.append(_Step("update", lid, failed, old))
+                    half = _record(resource.type, partial, props, "", "UPDATE_FAILED", None)
+                    steps.append(_Step("update", lid, half, old))
                     raise
                 except Replace:
                     _line(
