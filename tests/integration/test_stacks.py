@@ -473,3 +473,40 @@ def test_a_route_held_by_something_else_fails_the_api_and_rolls_back(
     finally:
         lamina("routes", "rm", "GET /hello", endpoint=server.endpoint)
         lam.delete_function(FunctionName=owner)
+
+
+def test_deploy_stack_tells_lamina_dev_each_function(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`deploy_stack` called in-process (as `lamina dev` does): its DeployResult names each
+    function, its code directory, alias, handler and runtime."""
+    from lamina.cli.main import Api
+    from lamina.stacks.provision import delete_stack, deploy_stack
+
+    for key, value in lamina_env(server.endpoint).items():
+        if key.startswith(("AWS_", "LAMINA_")):
+            monkeypatch.setenv(key, value)
+    app = _copy("app", tmp_path)
+    stack = _stack()
+    lines: list[str] = []
+    api = Api(server.endpoint)
+    try:
+        result = deploy_stack(api, app / "template.yaml", stack=stack, echo=lines.append)
+        assert result.stack == stack
+        assert result.outputs["CronFunctionName"] == f"{stack}-CronFunction"
+        found = {f.logical_id: f for f in result.functions}
+        assert set(found) == {"ApiFunction", "CronFunction", "UrlFunction"}
+        api_fn = found["ApiFunction"]
+        assert api_fn.function_name == f"{stack}-ApiFunction"
+        assert api_fn.code_dir == (app / "src" / "api").resolve()
+        assert (api_fn.alias, api_fn.handler, api_fn.runtime) == (
+            "live",
+            "app.handler",
+            "python3.12",
+        )
+        assert found["CronFunction"].alias is None
+        assert any("CREATE_COMPLETE" in line and "UrlFunction" in line for line in lines)
+        delete_stack(api, stack, echo=lines.append)
+        assert _record(server, stack) is None
+    finally:
+        api._client.close()

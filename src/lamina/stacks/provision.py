@@ -204,7 +204,8 @@ def deploy_stack(
             if old is None or old.get("type") != resource.type or old.get("status") == "SKIPPED":
                 _line(echo, "CREATE_IN_PROGRESS", resource.type, lid)
                 physical = kind.create(ctx, lid, props)
-                action = "create"
+                # the same logical id with another type: the old resource goes at clean-up
+                action = "create" if old is None or old.get("status") == "SKIPPED" else "replace"
                 _line(echo, "CREATE_COMPLETE", resource.type, lid)
             else:
                 _line(echo, "UPDATE_IN_PROGRESS", resource.type, lid)
