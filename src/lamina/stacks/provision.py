@@ -246,8 +246,9 @@ def deploy_stack(
         }
         current = stack
         client.call("PUT", f"/lamina/stacks/{stack}", record)
-    except (ApiError, ResourceFailed, TemplateError, OSError) as e:
-        reason = e.describe() if isinstance(e, TemplateError) else str(e)
+    except (ApiError, ResourceFailed, TemplateError, OSError, KeyboardInterrupt) as e:
+        # Interrupted (Ctrl-C) too: what was created would otherwise be left with no record.
+        reason = e.describe() if isinstance(e, TemplateError) else str(e) or "interrupted"
         rtype = template.resources[current].type if current in template.resources else ""
         if current == stack:
             rtype = "AWS::CloudFormation::Stack"
