@@ -236,6 +236,16 @@ Resources:
           import os
           def handler(event, context):
               return {"queue": os.environ["QUEUE"], "arn": os.environ["QUEUE_ARN"]}
+  OnOrder:
+    Type: AWS::Events::Rule
+    Properties:
+      EventPattern:
+        source: [shop.orders]
+        detail-type: [OrderPlaced]
+      Targets:
+        - Id: fn
+          Arn: !GetAtt Fn.Arn
+          Input: {"from": "rule"}
 """
 
 
@@ -255,10 +265,20 @@ def test_unsupported_resource_is_skipped_with_a_warning_or_fails_strict(
     answer = json.loads(lam.invoke(FunctionName=f"{stack}-Fn")["Payload"].read())
     assert answer["queue"] == f"{stack}-Queue"
     assert answer["arn"].startswith("arn:aws:sqs:us-east-1:000000000000:")
+    events = server.client("events")
+    rule = events.describe_rule(Name=f"{stack}-OnOrder")
+    assert json.loads(rule["EventPattern"]) == {
+        "source": ["shop.orders"],
+        "detail-type": ["OrderPlaced"],
+    }
+    (target,) = events.list_targets_by_rule(Rule=rule["Name"])["Targets"]
+    assert target["Arn"].endswith(f":function:{stack}-Fn")
+    assert json.loads(target["Input"]) == {"from": "rule"}
     record = _record(server, stack)
     assert record is not None and record["Resources"]["Queue"]["status"] == "SKIPPED"
     assert lamina("stacks", "delete", stack, endpoint=server.endpoint).returncode == 0
     assert _function_names(lam, stack) == set()
+    assert not [r for r in events.list_rules()["Rules"] if r["Name"].startswith(stack)]
 
 
 def test_broken_template_names_the_resource_and_line(
@@ -272,6 +292,8 @@ def test_broken_template_names_the_resource_and_line(
     assert "Fn" in out.stderr and "line 5" in out.stderr and "Missing" in out.stderr, out.stderr
     assert "nothing was deployed" in out.stderr
     assert _function_names(lam, stack) == set() and _record(server, stack) is None
+    bad_name = _deploy(server, template, "no_underscores")
+    assert bad_name.returncode != 0 and "not a stack name" in bad_name.stderr
 
 
 ROLLBACK = """\
@@ -365,6 +387,8 @@ def test_deployment_preference_shifts_the_alias_in_steps(
     stack = _stack()
     first = _deploy(server, template, stack)
     assert first.returncode == 0, first.stdout + first.stderr
+    # SAM's CodeDeploy role names a managed policy Lamina has no use for: said, not hidden
+    assert "AWSCodeDeployRoleForLambda" in first.stdout
     assert lam.get_alias(FunctionName=f"{stack}-Fn", Name="live")["FunctionVersion"] == "1"
     template.write_text(CANARY.replace('"v1"', '"v2"'))
     # a "minute" of 0.5 s (test-only): the canary holds 10 % for 2.5 s

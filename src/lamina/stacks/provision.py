@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,8 @@ KINDS: dict[str, Kind] = {
 }
 
 Echo = Callable[[str], None]
+#: CloudFormation's stack names (as `control.stacks` checks them)
+_STACK_NAME = re.compile(r"[A-Za-z][-A-Za-z0-9]{0,127}")
 _REPLACING = (
     "Requested update requires the creation of a new physical resource; hence creating one."
 )
@@ -139,6 +142,11 @@ def deploy_stack(
     Raises `TemplateError` (nothing done) or `StackFailed` (rolled back)."""
     from lamina.stacks.template import Resolver, deployment_order
 
+    if not _STACK_NAME.fullmatch(stack):
+        raise TemplateError(
+            f"{stack!r} is not a stack name: a letter, then letters, digits and hyphens "
+            "(at most 128 characters)"
+        )
     client = StackClient(api)
     template = _load(template_path, overrides or {}, stack)
     order = deployment_order(template)
