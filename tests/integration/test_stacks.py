@@ -138,6 +138,8 @@ def test_app_deploys_updates_and_deletes(server: Server, lam: Any, tmp_path: Pat
     # one function's code changed, one function removed (its condition turned off)
     code = app / "src" / "api" / "app.py"
     code.write_text(code.read_text().replace('"message"', '"greeting"'))
+    layer_code = app / "layers" / "common" / "python" / "greeting.py"
+    layer_code.write_text(layer_code.read_text().replace("!", "!!"))
     url_config = lam.get_function_url_config(FunctionName=f"{stack}-UrlFunction")
     update = _deploy(
         server, app / "template.yaml", stack, "--parameter-overrides", "EnableUrl=false"
@@ -157,9 +159,14 @@ def test_app_deploys_updates_and_deletes(server: Server, lam: Any, tmp_path: Pat
     alias = lam.get_alias(FunctionName=f"{stack}-ApiFunction", Name="live")
     assert alias["FunctionVersion"] == "2"
     assert _get(f"{server.endpoint}/_http/greet/ada")[1] == {
-        "greeting": "Hello, ada!",
+        "greeting": "Hello, ada!!",
         "stage": "dev",
     }
+    # the layer's content changed: a new version, used by the function; the old one retained
+    layers = lam.list_layer_versions(LayerName=f"{stack}-common")["LayerVersions"]
+    assert sorted(v["Version"] for v in layers) == [1, 2]
+    api = lam.get_function_configuration(FunctionName=f"{stack}-ApiFunction")
+    assert [layer["Arn"] for layer in api["Layers"]] == [outputs["LayerArn"][:-1] + "2"]
     assert _function_names(lam, stack) == {f"{stack}-ApiFunction", f"{stack}-CronFunction"}
     assert fetch(url_config["FunctionUrl"])[0] in (403, 404)  # no such URL any more
     record = _record(server, stack)
@@ -178,7 +185,7 @@ def test_app_deploys_updates_and_deletes(server: Server, lam: Any, tmp_path: Pat
     assert not [r for r in roles if r["RoleName"].startswith(stack)]
     assert _record(server, stack) is None
     layer = lam.list_layer_versions(LayerName=f"{stack}-common")["LayerVersions"]
-    assert [v["LayerVersionArn"] for v in layer] == [outputs["LayerArn"]]  # Retain
+    assert sorted(v["Version"] for v in layer) == [1, 2]  # DeletionPolicy: Retain
     assert "DELETE_SKIPPED" in gone.stdout
 
 
