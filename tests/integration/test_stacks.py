@@ -541,3 +541,40 @@ def test_deploy_stack_tells_lamina_dev_each_function(
         assert _record(server, stack) is None
     finally:
         api._client.close()
+
+
+PROVISIONED = """\
+AWSTemplateFormatVersion: '2010-09-09'
+Transform: AWS::Serverless-2016-10-31
+Resources:
+  Fn:
+    Type: AWS::Serverless::Function
+    Properties:
+      Runtime: python3.12
+      Handler: index.handler
+      InlineCode: |
+        def handler(event, context):
+            return "warm"
+      AutoPublishAlias: live
+      ProvisionedConcurrencyConfig:
+        ProvisionedConcurrentExecutions: 1
+"""
+
+
+def test_provisioned_concurrency_on_the_alias(server: Server, lam: Any, tmp_path: Path) -> None:
+    template = tmp_path / "template.yaml"
+    template.write_text(PROVISIONED)
+    stack = _stack()
+    out = _deploy(server, template, stack)
+    assert out.returncode == 0, out.stdout + out.stderr
+    fn = f"{stack}-Fn"
+    config = lam.get_provisioned_concurrency_config(FunctionName=fn, Qualifier="live")
+    assert config["RequestedProvisionedConcurrentExecutions"] == 1
+    # taken out of the template: the configuration goes
+    template.write_text(PROVISIONED.split("      ProvisionedConcurrencyConfig:")[0])
+    out = _deploy(server, template, stack)
+    assert out.returncode == 0, out.stdout + out.stderr
+    with pytest.raises(lam.exceptions.ProvisionedConcurrencyConfigNotFoundException):
+        lam.get_provisioned_concurrency_config(FunctionName=fn, Qualifier="live")
+    assert json.loads(lam.invoke(FunctionName=f"{fn}:live")["Payload"].read()) == "warm"
+    assert lamina("stacks", "delete", stack, endpoint=server.endpoint).returncode == 0
