@@ -98,3 +98,18 @@ def test_small_conversions() -> None:
     assert function_and_qualifier("arn:aws:lambda:us-east-1:1:function:f:live") == ("f", "live")
     assert function_and_qualifier("f") == ("f", None)
     assert function_and_qualifier("f:3") == ("f", "3")
+
+
+def test_default_stack_name_follows_sam_build_and_samconfig(tmp_path: Path) -> None:
+    built = tmp_path / "shop" / ".aws-sam" / "build" / "template.yaml"
+    built.parent.mkdir(parents=True)
+    # the template `sam build` wrote names the project, not `build`
+    assert default_stack_name(built) == "shop"
+    (tmp_path / "shop" / "samconfig.toml").write_text(
+        'version = 0.1\n[default.deploy.parameters]\nstack_name = "shop-dev"\n'
+    )
+    assert default_stack_name(built) == "shop-dev"
+    assert default_stack_name(tmp_path / "shop" / "template.yaml") == "shop-dev"
+    # a samconfig.toml that is not TOML is ignored
+    (tmp_path / "shop" / "samconfig.toml").write_text("stack_name = [")
+    assert default_stack_name(built) == "shop"

@@ -112,10 +112,7 @@ class Api:
             kind = resp.headers.get("x-amzn-ErrorType", f"HTTP {resp.status_code}")
             if ok_missing and kind == "ResourceNotFoundException":
                 return resp
-            try:
-                message = resp.json().get("message") or resp.text
-            except ValueError:
-                message = resp.text
+            message = error_message(resp)
             if kind in AUTH_ERRORS:
                 # Say which credentials were tried and how to get working ones.
                 message += f"\nCredentials tried: {self._signer.source}.\n{AUTH_FIX}"
@@ -139,6 +136,20 @@ class Api:
         return self._client.request(
             method, path, json=json_body, content=content, params=params, headers=headers
         )
+
+
+def error_message(resp: httpx.Response) -> str:
+    """An error answer's message: Lambda's `Message`, the other APIs' `message`, else the
+    body as it is."""
+    try:
+        body = resp.json()
+    except ValueError:
+        return resp.text
+    if isinstance(body, dict):
+        message = body.get("message") or body.get("Message")
+        if isinstance(message, str) and message:
+            return message
+    return resp.text
 
 
 def _zip_path(path: Path) -> bytes:

@@ -45,12 +45,31 @@ def parse_overrides(values: tuple[str, ...] | list[str]) -> dict[str, str]:
 
 
 def default_stack_name(template: Path) -> str:
-    """The template directory's name, made a valid stack name (as `sam deploy --guided`
-    suggests `sam-app` for an app in `sam-app/`)."""
-    name = re.sub(r"[^A-Za-z0-9-]+", "-", template.resolve().parent.name).strip("-")
+    """What `sam deploy` would use: the `stack_name` of the project's samconfig.toml
+    (`[default.deploy.parameters]`), else the project directory's name (as `sam deploy
+    --guided` suggests `sam-app` for an app in `sam-app/`), made a valid stack name. The
+    project is the template's directory, or the one holding `.aws-sam/` for the template
+    `sam build` wrote."""
+    project = template.resolve().parent
+    if project.name == "build" and project.parent.name == ".aws-sam":
+        project = project.parent.parent
+    name = _samconfig_stack_name(project / "samconfig.toml") or project.name
+    name = re.sub(r"[^A-Za-z0-9-]+", "-", name).strip("-")
     if not name or not name[0].isalpha():
         name = f"stack-{name}" if name else "stack"
     return name[:128]
+
+
+def _samconfig_stack_name(path: Path) -> str | None:
+    import tomllib
+
+    try:
+        config = tomllib.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    params = config.get("default", {}).get("deploy", {}).get("parameters", {})
+    value = params.get("stack_name") if isinstance(params, dict) else None
+    return value if isinstance(value, str) and value else None
 
 
 def deploy_template(
