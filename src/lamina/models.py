@@ -339,6 +339,11 @@ class InvokeRequest:
     #: where a streamed response goes as the runtime writes it (InvokeWithResponseStream,
     #: RESPONSE_STREAM URLs); None: a streamed response is buffered like any other
     stream: ResponseStream | None = None
+    #: who asked (for the invocation log): RequestResponse (Invoke), Event (an async
+    #: event), ResponseStream, Http (a function URL or HTTP route), EventSource, Durable
+    source: str = "RequestResponse"
+    #: which attempt this is (an async event's retries are attempts 2 and 3)
+    attempt: int = 1
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,7 @@ from lamina.api.errors import (
     unexpected_error,
 )
 from lamina.api.http_front import HttpFront
+from lamina.api.invocations import get_invocation
 from lamina.api.invoke import invoke, invoke_async
 from lamina.api.invoke_stream import invoke_with_response_stream
 from lamina.api.listeners import ListenerGate, Listeners
@@ -239,6 +240,7 @@ def build_app(
         Route("/lamina/keys", access_keys.create_key, methods=["POST"]),
         Route("/lamina/keys/{key_id}", access_keys.delete_key, methods=["DELETE"]),
         Route("/lamina/keys/{key_id}/policies", access_keys.attach_policy, methods=["POST"]),
+        Route("/lamina/invocations/{request_id}", get_invocation, methods=["GET"]),
         Route("/2014-11-13/functions/{name}/invoke-async/", invoke_async, methods=["POST"]),
         Route("/2014-11-13/functions/{name}/invoke-async", invoke_async, methods=["POST"]),
         Route(
