@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 QUEUE_MAX = 10_000
 #: bytes of a response payload kept with its record (the rest is cut, and marked so)
 RESPONSE_MAX_BYTES = 256 * 1024
+#: seconds between two warnings about dropped records
+_WARN_EVERY_S = 10.0
 _SUFFIX = ".jsonl"
 _SEGMENT = re.compile(r"(\d+)\.jsonl")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?")
@@ -112,6 +114,7 @@ class InvocationLog:
         self._queue_max = queue_max
         #: records dropped because the writer was behind
         self.dropped = 0
+        self._warned = -_WARN_EVERY_S
         self._wake = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -137,8 +140,14 @@ class InvocationLog:
         a throttle for instance). Never blocks; drops the record when the writer is behind."""
         if len(self._queue) >= self._queue_max:
             self.dropped += 1
-            if self.dropped % 1000 == 1:
-                log.warning("invocation log: %d record(s) dropped, the disk is slow", self.dropped)
+            now = time.monotonic()
+            if now - self._warned >= _WARN_EVERY_S:
+                self._warned = now
+                log.warning(
+                    "invocation log: %d record(s) dropped so far: the writer is behind "
+                    "(a slow disk?); those invocations cannot be replayed",
+                    self.dropped,
+                )
             return
         self._queue.append(_Pending(function_name, version, request, started, result, error_type))
         self._wake.set()
