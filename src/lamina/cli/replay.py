@@ -100,7 +100,11 @@ def replay(
     if code is not None and qualifier is not None:
         raise click.UsageError("--code and --qualifier cannot be used together")
     api = Api(endpoint)
-    record: dict[str, Any] = api.call("GET", f"/lamina/invocations/{request_id}").json()
+    found = api.call("GET", f"/lamina/invocations/{request_id}", ok_missing=True)
+    if found.status_code == 404:
+        message = found.json().get("Message", "") if found.content else ""
+        _fail(f"ResourceNotFoundException: {message or f'no record of {request_id}'}")
+    record: dict[str, Any] = found.json()
     name = str(record["functionName"])
     old = _recorded(record, LogsClient(endpoint))
     if code is not None:
