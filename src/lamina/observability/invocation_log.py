@@ -77,7 +77,7 @@ def sweep_seconds(retention_s: float) -> float:
     return min(60.0, max(0.25, retention_s / 4))
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs twice as much
 class _Pending:
     """A record as the hot path hands it over: references only, formatted later."""
 
