@@ -26,11 +26,13 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from lamina.cli.logs import LogsClient, _GroupMissing
+if TYPE_CHECKING:
+    from lamina.cli.logs import LogsClient
+
 from lamina.cli.main import _FN, Api, _fail, _wait_ready, _zip_path, endpoint_option, main
 
 #: configuration members a `--code` copy takes from the recorded version (as
@@ -99,6 +101,9 @@ def replay(
     """Run invocation REQUEST_ID again and show the recorded and new outcomes side by side."""
     if code is not None and qualifier is not None:
         raise click.UsageError("--code and --qualifier cannot be used together")
+    # Imported here: `lamina.cli.logs` imports `main`, which imports this module.
+    from lamina.cli.logs import LogsClient
+
     api = Api(endpoint)
     found = api.call("GET", f"/lamina/invocations/{request_id}", ok_missing=True)
     if found.status_code == 404:
@@ -145,6 +150,8 @@ def _recorded_logs(client: LogsClient, record: dict[str, Any]) -> list[str]:
     """The recorded invocation's log lines: its stream's events from its START line to its
     REPORT line (an environment runs one invocation at a time, so the lines between are
     its own, the function's unprefixed prints included)."""
+    from lamina.cli.logs import _GroupMissing
+
     request_id = str(record["requestId"])
     group = client.log_group(str(record["functionName"]))
     start_ms = int(float(record.get("time", 0)) * 1000) - 1000
