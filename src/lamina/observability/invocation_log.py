@@ -52,6 +52,8 @@ RESPONSE_MAX_BYTES = 256 * 1024
 #: seconds between two warnings about dropped records
 _WARN_EVERY_S = 10.0
 _SUFFIX = ".jsonl"
+#: one encoder for every record (json.dumps with options builds one per call)
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
 _SEGMENT = re.compile(r"(\d+)\.jsonl")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
@@ -245,7 +247,7 @@ class InvocationLog:
             done.set()
 
     def _write(self, item: _Pending) -> None:
-        line = (json.dumps(to_record(item), separators=(",", ":")) + "\n").encode()
+        line = (_ENCODER.encode(to_record(item)) + "\n").encode()
         # Segments by the time of writing, not of the invocation's start: they only grow at
         # the end, and every record in one is older than the segment's end.
         start_ms = int(self._clock() // self.segment_s * self.segment_s * 1000)
