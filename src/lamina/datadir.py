@@ -48,8 +48,9 @@ _PRIVATE_DIRS = (
     "images/roots",
     "images/tmp",
 )
-#: directories whose files are private data (image layers hold a function's code)
-_PRIVATE_FILES_IN = ("code/zips", "images/blobs/sha256")
+#: directories whose files are private data (image layers hold a function's code; the
+#: invocation log's segments hold event payloads)
+_PRIVATE_FILES_IN = ("code/zips", "images/blobs/sha256", "replay")
 #: container images unpacked: each `<hex>/` and its `config.json` are private; `<hex>/rootfs`
 #: keeps the image's own modes (the sandbox's root, bound by the server as root)
 _IMAGE_ROOTS = "images/roots"

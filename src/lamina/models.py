@@ -346,6 +346,11 @@ class InvokeRequest:
     stream: ResponseStream | None = None
     #: the debug session whose environment runs it (`lamina invoke --debug`), if any
     debug_session: str | None = None
+    #: who asked (for the invocation log): RequestResponse (Invoke), Event (an async
+    #: event), ResponseStream, Http (a function URL or HTTP route), EventSource, Durable
+    source: str = "RequestResponse"
+    #: which attempt this is (an async event's retries are attempts 2 and 3)
+    attempt: int = 1
 
 
 @dataclass(frozen=True)

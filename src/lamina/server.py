@@ -67,6 +67,7 @@ from lamina.images.store import ImageStore
 from lamina.mappings import Connection, EventSourceMapping, SourceKind
 from lamina.models import LATEST, FunctionConfig
 from lamina.observability import LogStore, Metrics
+from lamina.observability.invocation_log import InvocationLog
 from lamina.observability.metering import Meter
 from lamina.runtimes.catalog import Family, RuntimeCatalog, RuntimeInfo
 from lamina.runtimes.images import RuntimeImages
@@ -269,6 +270,10 @@ def create_app(
         concurrency=cluster_concurrency,
     )
     scheduler.image_roots = functions.images
+    if settings.replay_retention_s > 0:
+        scheduler.invocation_log = InvocationLog(
+            settings.replay_dir, settings.replay_retention_s, settings.replay_max_bytes
+        )
     meter = Meter(stores.usage)
     scheduler.logs.on_report.append(meter.record)
     if cluster is not None:
@@ -425,6 +430,8 @@ def create_app(
         await routes.load()  # after the functions: a bad route file stops the start
         log_store.open()
         pruner = asyncio.get_running_loop().create_task(_prune_logs(log_store))
+        if scheduler.invocation_log is not None:
+            scheduler.invocation_log.start()
         await meter.open()
         backend.start()
         loop = asyncio.get_running_loop()
@@ -499,6 +506,9 @@ def create_app(
                 # cluster's log queries) and the scheduler (forwarded invokes end first).
                 await cluster.close()
             await scheduler.close()
+            if scheduler.invocation_log is not None:
+                # After the scheduler: the last invocations' records are written.
+                await asyncio.to_thread(scheduler.invocation_log.close)
             if cluster_concurrency is not None:
                 await cluster_concurrency.close()  # after the scheduler: its leases are done
             await event_sources.close()

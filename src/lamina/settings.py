@@ -178,6 +178,12 @@ class Settings:
     image_registry_auth: Path | None = None
     #: cluster mode (`--cluster`): None runs the single-machine default (SQLite, no broker)
     cluster: ClusterSettings | None = None
+    #: seconds each invocation's request and outcome are kept for `lamina replay`
+    #: (`--replay-retention`, `LAMINA_REPLAY_RETENTION`); 0: nothing is kept
+    replay_retention_s: float = 86400.0
+    #: bytes the kept invocations may take at most; the oldest go first past it
+    #: (`--replay-max-bytes`)
+    replay_max_bytes: int = 1 << 30
 
     @property
     def db_path(self) -> Path:
@@ -217,6 +223,11 @@ class Settings:
     def images_dir(self) -> Path:
         """Container images: blobs by digest, and each image unpacked once."""
         return self.data_dir / "images"
+
+    @property
+    def replay_dir(self) -> Path:
+        """The invocation log's segment files (`observability.invocation_log`)."""
+        return self.data_dir / "replay"
 
     @property
     def sandboxes_dir(self) -> Path:

@@ -36,9 +36,17 @@ def test_make_private_creates_and_fixes(tmp_path: Path) -> None:
     assert mode(fresh) == 0o700
 
     old = tmp_path / "old"
-    for d in ("code/tasks/abc/lib", "code/zips", "code/tmp", "opt/tmp", "opt/k1", "sandboxes/x"):
+    for d in (
+        "code/tasks/abc/lib",
+        "code/zips",
+        "code/tmp",
+        "opt/tmp",
+        "opt/k1",
+        "sandboxes/x",
+        "replay",
+    ):
         (old / d).mkdir(parents=True)
-    for f in ("lamina.db", "lamina.db-wal", "secret.key", "code/zips/abc.zip"):
+    for f in ("lamina.db", "lamina.db-wal", "secret.key", "code/zips/abc.zip", "replay/1.jsonl"):
         (old / f).write_text("x")
     (old / "code/tasks/abc/app.py").write_text("x")
     (old / "opt/k1/lib.py").write_text("x")
@@ -51,9 +59,15 @@ def test_make_private_creates_and_fixes(tmp_path: Path) -> None:
                 Path(here, name).chmod(0o644)
     old.chmod(0o755)
     make_private(old)
-    for private in ("", "code", "code/tasks", "code/zips", "code/tmp", "opt", "opt/tmp"):
+    for private in ("", "code", "code/tasks", "code/zips", "code/tmp", "opt", "opt/tmp", "replay"):
         assert mode(old / private) == 0o700, private
-    for private in ("lamina.db", "lamina.db-wal", "secret.key", "code/zips/abc.zip"):
+    for private in (
+        "lamina.db",
+        "lamina.db-wal",
+        "secret.key",
+        "code/zips/abc.zip",
+        "replay/1.jsonl",
+    ):
         assert mode(old / private) == 0o600, private
     # What sandboxes mount keeps its modes; a symlink's target is left alone.
     assert mode(old / "code/tasks/abc") == 0o755

@@ -20,7 +20,9 @@ service authorization reference names them:
 - EventBridge: `rule/NAME` (default bus), PutEvents on `event-bus/default`, listings on `*`.
 - Lamina's own `/lamina/...` endpoints: `lamina:<Name>` on `*`; debug sessions
   (`/lamina/functions/NAME/debug[/SESSION]`) are `lamina:DebugFunction` on the function's ARN
-  (qualified by the `Qualifier` parameter, if given).
+  (qualified by the `Qualifier` parameter, if given); an invocation record
+  (`GET /lamina/invocations/ID`) is `lamina:GetInvocation` on the function's ARN, checked by
+  its handler once the record says which function it is.
 
 `/health`, `/metrics` and code downloads (`/lamina/code/...`, the Location GetFunction hands
 out, which stands in for S3's pre-signed URL) are open: `request` returns None for them. A
@@ -154,6 +156,9 @@ _SECRET_OPS = {"PUT": "PutSecret", "DELETE": "DeleteSecret"}
 #: /lamina/keys/<id> and /lamina/keys/<id>/policies (admin-only in their handlers as well)
 _LAMINA_KEY = re.compile(r"/lamina/keys/[^/]+")
 _LAMINA_KEY_POLICIES = re.compile(r"/lamina/keys/[^/]+/policies")
+#: /lamina/invocations/<request-id>: `lamina:GetInvocation` on the function the record names,
+#: which only the record knows: its handler (`api.invocations`) checks it after the lookup
+_LAMINA_INVOCATION = re.compile(r"/lamina/invocations/[^/]+")
 # (API version, the path after the function name, method) -> (operation, qualified?)
 _FUNCTION_OPS: dict[tuple[str, str, str], tuple[str, bool]] = {
     ("2015-03-31", "", "GET"): ("GetFunction", True),
@@ -313,6 +318,8 @@ class AccessMap:
             return None
         if method == "HEAD":
             method = "GET"  # Starlette serves HEAD wherever GET is: the same permission
+        if method == "GET" and _LAMINA_INVOCATION.fullmatch(path):
+            return None  # authorized by its handler, on the recorded function's ARN
         if path == "/" and method == "POST":
             return self._json_api(headers.get("x-amz-target", ""), body)
         trimmed = path.rstrip("/") or "/"

@@ -53,6 +53,7 @@ from lamina.api.errors import (
     unexpected_error,
 )
 from lamina.api.http_front import HttpFront
+from lamina.api.invocations import get_invocation
 from lamina.api.invoke import invoke, invoke_async
 from lamina.api.invoke_stream import invoke_with_response_stream
 from lamina.api.listeners import ListenerGate, Listeners
@@ -252,6 +253,7 @@ def build_app(
         Route("/lamina/keys/{key_id}/policies", access_keys.attach_policy, methods=["POST"]),
         Route("/lamina/functions/{name}/debug", debugging.start_debug, methods=["POST"]),
         Route("/lamina/functions/{name}/debug/{session}", debugging.end_debug, methods=["DELETE"]),
+        Route("/lamina/invocations/{request_id}", get_invocation, methods=["GET"]),
         Route("/2014-11-13/functions/{name}/invoke-async/", invoke_async, methods=["POST"]),
         Route("/2014-11-13/functions/{name}/invoke-async", invoke_async, methods=["POST"]),
         Route(

@@ -176,6 +176,7 @@ async def run_function(
         invoked_arn=functions.arn(ref.name, ref.qualifier),
         trace_id=ids.trace_id(),
         stream=stream,
+        source="Http",
     )
     if config.durable is not None and state.durable is not None:
         # A durable function's request starts its execution and answers with its outcome.

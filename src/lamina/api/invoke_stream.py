@@ -106,6 +106,7 @@ async def run_streamed(
         tenant_id=request.tenant_id,
         log_tail=request.log_tail,
         stream=stream,
+        source="ResponseStream",
     )
     task = asyncio.get_running_loop().create_task(state.scheduler.invoke(config, request))
     task.add_done_callback(lambda _: stream.end())

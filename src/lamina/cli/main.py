@@ -583,6 +583,7 @@ from lamina.cli import images as _images  # noqa: E402, F401  (registers `images
 from lamina.cli import keys as _keys  # noqa: E402, F401  (registers `keys`)
 from lamina.cli import logs as _logs  # noqa: E402, F401  (registers `logs`; it imports main)
 from lamina.cli import nodes as _nodes  # noqa: E402, F401  (registers `nodes`; it imports main)
+from lamina.cli import replay as _replay  # noqa: E402, F401  (registers `replay`; it imports main)
 from lamina.cli import roles as _roles  # noqa: E402, F401  (registers `roles`; it imports main)
 from lamina.cli import routes as _routes  # noqa: E402, F401  (registers `routes`; it imports main)
 from lamina.cli import schedules as _schedules  # noqa: E402, F401  (registers `schedules`)

@@ -301,6 +301,23 @@ from lamina.settings import (
     help="With --cluster: the URL other nodes and clients reach this node's API at "
     "[default: the address it listens on].",
 )
+@click.option(
+    "--replay-retention",
+    default="24h",
+    show_default=True,
+    envvar="LAMINA_REPLAY_RETENTION",
+    metavar="DURATION",
+    help="How long each invocation's request and outcome are kept for `lamina replay` "
+    "(e.g. 24h, 30m, 2s; 0 keeps nothing) [env: LAMINA_REPLAY_RETENTION].",
+)
+@click.option(
+    "--replay-max-bytes",
+    default=1 << 30,
+    show_default=True,
+    envvar="LAMINA_REPLAY_MAX_BYTES",
+    type=click.IntRange(min=1),
+    help="Bytes the kept invocations may take at most; the oldest go first past it.",
+)
 @click.option("--allow-non-loopback", is_flag=True, hidden=True)  # accepted, no longer needed
 @click.option("--log-level", default="info", show_default=True)
 def serve(
@@ -343,6 +360,8 @@ def serve(
     node_name: str | None,
     cluster_name: str | None,
     advertise_url: str | None,
+    replay_retention: str,
+    replay_max_bytes: int,
     allow_non_loopback: bool,
     log_level: str,
 ) -> None:
@@ -383,6 +402,12 @@ def serve(
             _fail(f"--metrics-listen: {e}", code=2)
         if metrics_address == (host, port):
             _fail("--metrics-listen must differ from --host/--port", code=2)
+    from lamina.observability.invocation_log import parse_duration
+
+    try:
+        replay_retention_s = parse_duration(replay_retention)
+    except ValueError as e:
+        _fail(f"--replay-retention: {e}", code=2)
     settings = Settings(
         host=host,
         port=port,
@@ -418,6 +443,8 @@ def serve(
         cluster=_cluster_settings(
             cluster, database, nats_urls, node_name, cluster_name, advertise_url
         ),
+        replay_retention_s=replay_retention_s,
+        replay_max_bytes=replay_max_bytes,
     )
     run_server(settings, log_level=log_level, admin_key=admin, write_profile=write_profile)
 

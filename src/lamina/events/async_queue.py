@@ -392,6 +392,8 @@ class AsyncQueue:
             payload=payload,
             invoked_arn=self._functions.arn(name, qualifier),
             trace_id=trace,
+            source="Event",
+            attempt=event.attempts + 1,
         )
         invoke: DurableStart = self._scheduler.invoke
         if config.durable is not None and self.start_durable is not None:

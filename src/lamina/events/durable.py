@@ -223,6 +223,7 @@ class DurableRunner:
                     request_id=request_id,
                     payload=inv.payload,
                     invoked_arn=self._functions.arn(inv.function_name, inv.version),
+                    source="Durable",
                 ),
             )
         except LaminaError as e:
@@ -422,6 +423,7 @@ class DurableRunner:
                     payload=payload,
                     invoked_arn=self._functions.arn(ref.name, ref.qualifier),
                     tenant_id=options.get("tenant"),
+                    source="Durable",
                 ),
             )
         except LaminaError as e:

@@ -25,12 +25,14 @@ from lamina.errors import (
     InvalidParameterValueError,
     InvalidRuntimeError,
     InvalidSubnetIDError,
+    LaminaError,
     ResourceNotReadyError,
     TooManyRequestsError,
 )
 from lamina.models import FunctionConfig, FunctionImage, InvokeRequest, InvokeResult
 from lamina.networks import VpcDirectory
 from lamina.observability import LogStore, LogWriter, Metrics
+from lamina.observability.invocation_log import InvocationLog
 from lamina.runtimes.catalog import Family, RuntimeCatalog, RuntimeInfo
 from lamina.runtimes.images import DebuggerInstaller, RuntimeImages
 from lamina.sandbox import SandboxBackend
@@ -481,6 +483,9 @@ class Scheduler:
         self.code_ready: Callable[[FunctionConfig], Awaitable[None]] | None = None
         #: container images' root filesystems on this node (the server sets it)
         self.image_roots: ImageRoots | None = None
+        #: where each invocation's request and outcome are kept for `lamina replay` (the
+        #: server sets it; None: not kept, `--replay-retention 0`)
+        self.invocation_log: InvocationLog | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._reaper: asyncio.Task[None] | None = None
         #: throttle counters by (function, reason), made on first use
@@ -507,7 +512,22 @@ class Scheduler:
         self._reaper = asyncio.get_running_loop().create_task(self._reap_forever())
 
     async def invoke(self, config: FunctionConfig, request: InvokeRequest) -> InvokeResult:
-        """Run one invocation; TooManyRequestsError at once if it is over a concurrency limit."""
+        """Run one invocation; TooManyRequestsError at once if it is over a concurrency limit.
+        Every caller (Invoke, async events, event sources, URLs and routes, durable steps)
+        comes through here, so this is where the invocation log is written."""
+        invocation_log = self.invocation_log
+        if invocation_log is None:
+            return await self._invoke(config, request)
+        started = time.time()
+        try:
+            result = await self._invoke(config, request)
+        except LaminaError as e:
+            invocation_log.record(config.name, config.version, request, started, None, e.error_type)
+            raise
+        invocation_log.record(config.name, config.version, request, started, result)
+        return result
+
+    async def _invoke(self, config: FunctionConfig, request: InvokeRequest) -> InvokeResult:
         if config.image is not None:
             await ensure_here(self.image_roots, config)
         pool = self._pool(config)

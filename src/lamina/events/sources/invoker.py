@@ -75,6 +75,7 @@ class SchedulerInvoker:
             payload=json.dumps(event, separators=(",", ":")).encode(),
             invoked_arn=mapping.function_arn,
             trace_id=trace,
+            source="EventSource",
         )
         invoke: DurableStart = self._scheduler.invoke
         if config.durable is not None and self.start_durable is not None:
