@@ -77,6 +77,16 @@ def _fail(message: str, code: int = 1) -> NoReturn:
     sys.exit(code)
 
 
+class ApiError(Exception):
+    """An error answer (or no answer) from the server, for callers that carry on after one
+    (`Api.call(..., fatal=False)`; `lamina dev` keeps watching)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        self.kind = kind
+        self.message = message
+        super().__init__(f"{kind}: {message}")
+
+
 class Api:
     def __init__(self, endpoint: str) -> None:
         import httpx
@@ -97,7 +107,9 @@ class Api:
         ok_missing: bool = False,
         params: dict[str, str] | None = None,
         headers: dict[str, str] | None = None,
+        fatal: bool = True,
     ) -> httpx.Response:
+        """One request; an error answer ends the command (`fatal`) or raises ApiError."""
         import httpx
 
         from lamina.cli.signing import AUTH_ERRORS, AUTH_FIX
@@ -107,7 +119,11 @@ class Api:
                 method, path, json=json_body, content=content, params=params, headers=headers
             )
         except httpx.TransportError as e:
-            _fail(f"cannot reach Lamina at {self.endpoint} ({e}). Is `lamina serve` running?", 2)
+            unreachable = f"cannot reach Lamina at {self.endpoint} ({e})."
+            unreachable += " Is `lamina serve` running?"
+            if not fatal:
+                raise ApiError("ConnectionError", unreachable) from None
+            _fail(unreachable, 2)
         if resp.status_code >= 400:
             kind = resp.headers.get("x-amzn-ErrorType", f"HTTP {resp.status_code}")
             if ok_missing and kind == "ResourceNotFoundException":
@@ -121,6 +137,8 @@ class Api:
                 message += f"\nCredentials tried: {self._signer.source}.\n{AUTH_FIX}"
             elif kind == "AccessDeniedException":
                 message += f"\nCredentials used: {self._signer.source}."
+            if not fatal:
+                raise ApiError(kind, message)
             _fail(f"{kind}: {message}")
         return resp
 
@@ -264,6 +282,26 @@ def deploy(
         if durable_retention is not None:
             durable["RetentionPeriodInDays"] = durable_retention
         config["DurableConfig"] = durable
+    verb, final = put_function(api, name, code, config, role=role, image=image_uri is not None)
+    what = (
+        f"image {image_uri}, sha256:{final['CodeSha256']}"
+        if image_uri is not None
+        else f"{final['Runtime']}, {final['Handler']}, {final['CodeSize']} bytes"
+    )
+    click.echo(f"{click.style(verb, fg='green')} {final['FunctionArn']} ({what})")
+
+
+def put_function(
+    api: Api,
+    name: str,
+    code: dict[str, Any],
+    config: dict[str, Any],
+    *,
+    role: str | None = None,
+    image: bool = False,
+) -> tuple[str, dict[str, Any]]:
+    """Create function NAME with `code` (the API's FunctionCode) and `config`, or update its
+    code and then its configuration; ("created" or "updated", its configuration once ready)."""
     existing = api.call("GET", f"{_FN}/{name}", ok_missing=True)
     if existing.status_code == 404:
         account = os.environ.get("LAMINA_ACCOUNT_ID", DEFAULT_ACCOUNT_ID)
@@ -273,7 +311,7 @@ def deploy(
             "Code": code,
             **config,
         }
-        if image_uri is not None:
+        if image:
             body["PackageType"] = "Image"
         api.call("POST", _FN, json_body=body)
         verb = "created"
@@ -281,16 +319,10 @@ def deploy(
         api.call("PUT", f"{_FN}/{name}/code", json_body=code)
         _wait_ready(api, name)
         if role:
-            config["Role"] = role
+            config = {**config, "Role": role}
         api.call("PUT", f"{_FN}/{name}/configuration", json_body=config)
         verb = "updated"
-    final = _wait_ready(api, name)
-    what = (
-        f"image {image_uri}, sha256:{final['CodeSha256']}"
-        if image_uri is not None
-        else f"{final['Runtime']}, {final['Handler']}, {final['CodeSize']} bytes"
-    )
-    click.echo(f"{click.style(verb, fg='green')} {final['FunctionArn']} ({what})")
+    return verb, _wait_ready(api, name)
 
 
 def _image_config(
@@ -474,6 +506,7 @@ def queue(endpoint: str) -> None:
 
 from lamina.cli import code_signing as _code_signing  # noqa: E402, F401  (`signers`, `sign`)
 from lamina.cli import db as _db  # noqa: E402, F401  (registers `db`; it imports main)
+from lamina.cli import dev as _dev  # noqa: E402, F401  (registers `dev`; it imports main)
 from lamina.cli import durable as _durable  # noqa: E402, F401  (registers `durable`)
 from lamina.cli import images as _images  # noqa: E402, F401  (registers `images`)
 from lamina.cli import keys as _keys  # noqa: E402, F401  (registers `keys`)

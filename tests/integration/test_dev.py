@@ -1,0 +1,186 @@
+"""`lamina dev DIR --handler ...` against a real server: a save reaches new invocations within
+a second or two, in-flight ones finish on the old code, logs and reloads are printed, a syntax
+error is the function's error (not the watcher's), and Ctrl-C leaves the function deployed."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+from tests.conftest import Server, lamina_env
+
+APP = """
+import time
+
+def handler(event, context):
+    print("{tag} says", event.get("say", "hello"))
+    time.sleep(event.get("sleep", 0))
+    return "{tag}"
+"""
+
+
+class Dev:
+    """A `lamina dev` process and what it has printed so far."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+        self._new: queue.Queue[str] = queue.Queue()
+        assert proc.stdout is not None
+        threading.Thread(target=self._read, args=(proc.stdout,), daemon=True).start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            self.lines.append(line)
+            self._new.put(line)
+
+    def wait_line(self, text: str, within: float) -> str:
+        """The first line printed from now on that contains `text`."""
+        deadline = time.monotonic() + within
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self._new.get(timeout=left)
+            except queue.Empty:
+                break
+            if text in line:
+                return line
+        raise AssertionError(f"{text!r} not printed within {within} s; printed:\n" + self.output)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def interrupt(self) -> tuple[int, str]:
+        """Ctrl-C: (exit status, stderr)."""
+        self.proc.send_signal(signal.SIGINT)
+        _, err = self.proc.communicate(timeout=20)
+        return self.proc.returncode, err
+
+
+@pytest.fixture
+def dev(server: Server, lam: Any, tmp_path: Path) -> Iterator[tuple[Dev, str, Path]]:
+    code = tmp_path / "app"
+    code.mkdir()
+    (code / "app.py").write_text(APP.format(tag="v1"))
+    name = f"t-dev-{uuid.uuid4().hex[:10]}"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lamina",
+            "dev",
+            str(code),
+            "--handler",
+            "app.handler",
+            "--name",
+            name,
+            "--timeout",
+            "30",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=lamina_env(server.endpoint),
+    )
+    running = Dev(proc)
+    try:
+        running.wait_line("Ctrl-C to stop", within=60)
+        yield running, name, code
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        with contextlib.suppress(lam.exceptions.ResourceNotFoundException):
+            lam.delete_function(FunctionName=name)
+
+
+def invoke(lam: Any, name: str, **event: Any) -> tuple[Any, str | None]:
+    resp = lam.invoke(FunctionName=name, Payload=json.dumps(event).encode())
+    return json.loads(resp["Payload"].read()), resp.get("FunctionError")
+
+
+def until_answer(lam: Any, name: str, predicate: Any, within: float) -> tuple[float, Any]:
+    """Invoke until the answer satisfies `predicate`: (seconds it took, the answer)."""
+    start = time.monotonic()
+    while True:
+        answer = invoke(lam, name)
+        took = time.monotonic() - start
+        if predicate(answer):
+            return took, answer
+        assert took < within, f"still {answer!r} after {took:.2f} s"
+        time.sleep(0.02)
+
+
+def test_a_save_reloads_within_a_second_or_two(
+    dev: tuple[Dev, str, Path], lam: Any, server: Server
+) -> None:
+    proc, name, code = dev
+    assert f"created arn:aws:lambda:us-east-1:000000000000:function:{name}" in proc.output
+    assert invoke(lam, name) == ("v1", None)
+    # the invocation's log lines, prefixed with the function's name
+    assert proc.wait_line("v1 says hello", within=10).startswith(f"{name} | ")
+
+    # A slow invocation started before the save finishes on the code it started with.
+    slow: dict[str, Any] = {}
+    thread = threading.Thread(
+        target=lambda: slow.update(answer=invoke(lam, name, sleep=3, say="slowly")), daemon=True
+    )
+    thread.start()
+    proc.wait_line("v1 says slowly", within=10)  # it is running
+
+    (code / "app.py").write_text(APP.format(tag="v2"))
+    took, _ = until_answer(lam, name, lambda a: a[0] == "v2", within=10)
+    print(f"save → new code answering: {took:.3f} s")
+    assert took < 2.0, took
+    reloaded = proc.wait_line("reloaded ", within=5)
+    assert reloaded.startswith(f"reloaded {name} (1 files, sha256 "), reloaded
+    thread.join(20)
+    assert slow["answer"] == ("v1", None)
+    proc.wait_line("v2 says hello", within=10)
+
+    # Saving the same content again (and an editor's swap file, never zipped) uploads nothing.
+    sha = lam.get_function_configuration(FunctionName=name)["CodeSha256"]
+    (code / "app.py").write_text(APP.format(tag="v2"))
+    (code / ".app.py.swp").write_bytes(b"vim swap")
+    proc.wait_line(f"unchanged {name}", within=5)
+    assert lam.get_function_configuration(FunctionName=name)["CodeSha256"] == sha
+
+    # A syntax error is the function's error; the next save reloads again.
+    (code / "app.py").write_text("def handler(event, context)\n    return 'broken'\n")
+    _, (error, kind) = until_answer(lam, name, lambda a: a[1] is not None, within=10)
+    assert kind == "Unhandled"
+    assert error["errorType"] == "Runtime.UserCodeSyntaxError"
+    (code / "app.py").write_text(APP.format(tag="v3"))
+    until_answer(lam, name, lambda a: a[0] == "v3", within=10)
+
+    status, err = proc.interrupt()
+    assert status == 0, err
+    assert "Traceback" not in err
+    assert "stopped (the functions stay deployed)" in proc.output
+    assert invoke(lam, name) == ("v3", None)  # nothing deleted on exit
+
+
+def test_a_failed_reload_is_reported_and_watching_goes_on(
+    dev: tuple[Dev, str, Path], lam: Any
+) -> None:
+    proc, name, code = dev
+    lam.delete_function(FunctionName=name)  # gone behind dev's back: the update must fail
+    (code / "app.py").write_text(APP.format(tag="v2"))
+    failed = proc.wait_line("reload of", within=10)
+    assert f"reload of {name} failed: ResourceNotFoundException" in failed
+    assert proc.proc.poll() is None  # still watching
+    (code / "more.py").write_text("X = 1\n")
+    proc.wait_line("reload of", within=10)
+    status, err = proc.interrupt()
+    assert status == 0 and "Traceback" not in err, err
