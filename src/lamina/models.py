@@ -383,6 +383,25 @@ class Role:
     description: str = ""
 
 
+@dataclass(frozen=True)
+class Stack:
+    """A stack deployed from a template (`lamina deploy --template`): what was provisioned
+    for it, as the CLI reported it (see `control/stacks.py`)."""
+
+    name: str
+    template_path: str
+    parameters: dict[str, Any]
+    #: logical id -> {"type", "physical_ref", "attributes", "properties_digest",
+    #: "properties", "status"}
+    resources: dict[str, Any]
+    #: output name -> value
+    outputs: dict[str, Any]
+    #: CloudFormation's stack status words: CREATE_COMPLETE, UPDATE_COMPLETE, ...
+    status: str
+    created: datetime
+    updated: datetime
+
+
 class RuleState(StrEnum):
     ENABLED = "ENABLED"
     DISABLED = "DISABLED"

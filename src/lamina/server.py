@@ -38,6 +38,7 @@ from lamina.control.event_sources import EventSourceService, QueueVisibility
 from lamina.control.images import NEEDS_NAMESPACE, ImageFunctions
 from lamina.control.roles import RoleService
 from lamina.control.rules import RuleService
+from lamina.control.stacks import StackService
 from lamina.control.websocket_apis import WebSocketApis
 from lamina.datadir import make_private, restrict_umask
 from lamina.errors import LaminaError, MalformedPolicyDocumentError
@@ -79,6 +80,7 @@ from lamina.store.durable import DurableStore
 from lamina.store.engine import describe as describe_database
 from lamina.store.http_routes import RouteStore
 from lamina.store.open import Stores, open_stores
+from lamina.store.stacks import StackStore
 from lamina.store.websocket_apis import WebSocketApiStore
 
 if TYPE_CHECKING:  # cluster mode only: the default start does not load NATS
@@ -373,6 +375,7 @@ def create_app(
         event_bus=event_bus,
         schedules=schedules,
         roles=roles,
+        stacks=StackService(StackStore(stores.engine), functions),
         keys=keys if settings.auth else None,
         images=images,
         event_sources=event_sources,

@@ -123,6 +123,7 @@ _LAMINA = {
     ("DELETE", "/lamina/routes"): "RemoveRoute",
     ("GET", "/lamina/schedules"): "ListSchedules",
     ("GET", "/lamina/roles"): "ListRoles",
+    ("GET", "/lamina/stacks"): "ListStacks",
     ("GET", "/lamina/brokers"): "ListBrokers",
     ("GET", "/lamina/secrets"): "ListSecrets",
     ("GET", "/lamina/sources"): "ListSources",
@@ -139,6 +140,8 @@ _LAMINA = {
 _MANAGE = re.compile(r"(?:/ws/([^/]+)/([^/]+))?/@connections/([^/]+)")
 _LAMINA_ROLE = re.compile(r"/lamina/roles/[^/]+")
 _ROLE_OPS = {"PUT": "PutRole", "GET": "GetRole", "DELETE": "DeleteRole"}
+_LAMINA_STACK = re.compile(r"/lamina/stacks/[^/]+")
+_STACK_OPS = {"PUT": "PutStack", "GET": "GetStack", "DELETE": "DeleteStack"}
 #: /lamina/brokers/<name> and /lamina/secrets/<name>: (method) -> operation
 _LAMINA_BROKER = re.compile(r"/lamina/brokers/[^/]+")
 _BROKER_OPS = {"PUT": "AddBroker", "DELETE": "RemoveBroker"}
@@ -347,6 +350,8 @@ class AccessMap:
         name = _LAMINA.get((method, trimmed))
         if name is None and _LAMINA_ROLE.fullmatch(trimmed):
             name = _ROLE_OPS.get(method)
+        elif name is None and _LAMINA_STACK.fullmatch(trimmed):
+            name = _STACK_OPS.get(method)
         elif name is None and _LAMINA_BROKER.fullmatch(trimmed):
             name = _BROKER_OPS.get(method)
         elif name is None and _LAMINA_SECRET.fullmatch(trimmed):

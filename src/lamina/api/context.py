@@ -17,6 +17,7 @@ from lamina.control.brokers import BrokerService
 from lamina.control.event_sources import EventSourceService
 from lamina.control.roles import RoleService
 from lamina.control.rules import RuleService
+from lamina.control.stacks import StackService
 from lamina.control.websocket_apis import WebSocketApis
 from lamina.events import AsyncQueue
 from lamina.events.bus import EventBus
@@ -62,6 +63,9 @@ class AppState:
     #: execution roles defined in Lamina (None: the /lamina/roles endpoints answer
     #: ServiceUnavailable)
     roles: RoleService | None = None
+    #: stacks deployed from templates (None: the /lamina/stacks endpoints answer
+    #: ServiceException)
+    stacks: StackService | None = None
     #: the access keys (None: authentication is off, `lamina serve --auth off`)
     keys: KeyStore | None = None
     #: the runtime images and their bundled SDKs (None: servers built without them)

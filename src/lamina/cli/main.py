@@ -142,6 +142,22 @@ class Api:
             _fail(f"{kind}: {message}")
         return resp
 
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        content: bytes | None = None,
+        params: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        """The server's answer as it is, errors included (`call` exits on one): for callers
+        that handle errors themselves, such as a stack's deploy, which rolls back."""
+        return self._client.request(
+            method, path, json=json_body, content=content, params=params, headers=headers
+        )
+
 
 def _zip_path(path: Path) -> bytes:
     if path.is_file():
@@ -173,7 +189,7 @@ def _wait_ready(api: Api, name: str) -> dict[str, Any]:
 
 
 @main.command()
-@click.argument("name")
+@click.argument("name", required=False)
 @click.argument("path", type=click.Path(exists=True, path_type=Path), required=False)
 @click.option("--handler", default=None, help="module.function, e.g. app.handler (zip only).")
 @click.option("--runtime", default="python3.11", show_default=True)
@@ -229,6 +245,23 @@ def _wait_ready(api: Api, name: str) -> dict[str, Any]:
     metavar="DIR",
     help="With --image-uri: ImageConfig.WorkingDirectory (replaces WORKDIR).",
 )
+@click.option(
+    "--template",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Deploy a SAM / CloudFormation template as a stack instead (see docs/stacks.md).",
+)
+@click.option(
+    "--parameter-overrides",
+    multiple=True,
+    metavar="K=V",
+    help="With --template: parameter values, K=V or ParameterKey=K,ParameterValue=V "
+    "(repeatable, or space-separated).",
+)
+@click.option(
+    "--stack", default=None, help="With --template: the stack [default: the template's directory]."
+)
+@click.option("--strict", is_flag=True, help="With --template: fail on resource types not run.")
 @endpoint_option
 def deploy(
     name: str,
@@ -246,10 +279,26 @@ def deploy(
     entry_point: str | None,
     image_command: str | None,
     working_dir: str | None,
+    template: Path | None,
+    parameter_overrides: tuple[str, ...],
+    stack: str | None,
+    strict: bool,
     endpoint: str,
 ) -> None:
     """Zip PATH (a directory or a .zip) and create function NAME, or update it; with
-    --image-uri, deploy that container image instead."""
+    --image-uri, deploy that container image instead; with --template, deploy a SAM or
+    CloudFormation template as a stack."""
+    if template is not None:
+        from lamina.cli.stacks import deploy_template
+
+        if name is not None or path is not None:
+            _fail("--template deploys a template: give no NAME and no PATH")
+        deploy_template(Api(endpoint), template, parameter_overrides, stack, strict)
+        return
+    if name is None:
+        _fail("deploy needs NAME (or --template FILE)")
+    if parameter_overrides or stack or strict:
+        _fail("--parameter-overrides, --stack and --strict go with --template")
     if durable_retention is not None and durable_timeout is None:
         _fail("--durable-retention goes with --durable-timeout")
     image_config = _image_config(image_uri, path, handler, entry_point, image_command, working_dir)
@@ -517,5 +566,6 @@ from lamina.cli import routes as _routes  # noqa: E402, F401  (registers `routes
 from lamina.cli import schedules as _schedules  # noqa: E402, F401  (registers `schedules`)
 from lamina.cli import serve as _serve  # noqa: E402, F401  (registers `serve`; it imports main)
 from lamina.cli import sources as _sources  # noqa: E402, F401  (`brokers`, `secrets`, `sources`)
+from lamina.cli import stacks as _stacks  # noqa: E402, F401  (registers `stacks`)
 from lamina.cli import usage as _usage  # noqa: E402, F401  (registers `usage`; it imports main)
 from lamina.cli import websockets as _websockets  # noqa: E402, F401  (registers `websockets`)

@@ -57,6 +57,7 @@ def target_metadata() -> MetaData:
         roles,
         rules,
         sealing_check,
+        stacks,
         usage,
         websocket_apis,
     )

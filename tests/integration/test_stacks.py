@@ -1,0 +1,329 @@
+"""`lamina deploy --template` and `lamina stacks`: SAM applications deployed onto Lamina,
+updated, deleted; unsupported resources, broken templates and rollback (docs/stacks.md).
+
+The fixtures are in tests/fixtures/sam (the three-function app, and `sam init`'s hello world
+in Python and Node); each test deploys a copy, so that it can edit the code."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.conftest import SIGNED_HTTP, Server, fetch, lamina, wait_for
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "sam"
+
+
+def _copy(name: str, tmp_path: Path) -> Path:
+    target = tmp_path / name
+    shutil.copytree(FIXTURES / name, target)
+    return target
+
+
+def _stack() -> str:
+    return f"s-{uuid.uuid4().hex[:8]}"
+
+
+def _deploy(server: Server, template: Path, stack: str, *extra: str) -> Any:
+    out = lamina(
+        "deploy", "--template", str(template), "--stack", stack, *extra, endpoint=server.endpoint
+    )
+    return out
+
+
+def _record(server: Server, stack: str) -> dict[str, Any] | None:
+    resp = SIGNED_HTTP.get(f"{server.endpoint}/lamina/stacks/{stack}")
+    return None if resp.status_code == 404 else resp.json()["Stack"]
+
+
+def _function_names(lam: Any, prefix: str) -> set[str]:
+    names = set()
+    for page in lam.get_paginator("list_functions").paginate():
+        names |= {f["FunctionName"] for f in page["Functions"]}
+    return {n for n in names if n.startswith(prefix)}
+
+
+def _routes(server: Server) -> dict[str, str]:
+    data = SIGNED_HTTP.get(f"{server.endpoint}/lamina/routes").json()
+    return {r["routeKey"]: r["function"] for r in data["routes"]}
+
+
+def _get(url: str) -> tuple[int, Any]:
+    status, _, body = fetch(url)
+    try:
+        return status, json.loads(body)
+    except ValueError:
+        return status, body
+
+
+def _changed(stdout: str) -> set[tuple[str, str]]:
+    """(status, logical id) of each progress line that changed something."""
+    out = set()
+    for line in stdout.splitlines():
+        words = line.split()
+        if (
+            len(words) >= 3
+            and words[1] != "AWS::CloudFormation::Stack"
+            and words[0]
+            in (
+                "CREATE_COMPLETE",
+                "UPDATE_COMPLETE",
+                "DELETE_COMPLETE",
+                "DELETE_SKIPPED",
+            )
+        ):
+            out.add((words[0], words[2]))
+    return out
+
+
+def test_app_deploys_updates_and_deletes(server: Server, lam: Any, tmp_path: Path) -> None:
+    app = _copy("app", tmp_path)
+    stack = _stack()
+    out = _deploy(server, app / "template.yaml", stack)
+    assert out.returncode == 0, out.stdout + out.stderr
+    record = _record(server, stack)
+    assert record is not None and record["StackStatus"] == "CREATE_COMPLETE"
+    resources = record["Resources"]
+    outputs = record["Outputs"]
+
+    # the HTTP API route answers, through the alias, with the layer's code
+    assert _routes(server)["GET /greet/{name}"].endswith(f"function:{stack}-ApiFunction:live")
+    status, body = _get(f"{server.endpoint}/_http/greet/ada")
+    assert (status, body) == (200, {"message": "Hello, ada!", "stage": "dev"})
+    assert f"{server.endpoint}/_http/greet/{{name}}" in out.stdout
+    api = lam.get_function_configuration(FunctionName=f"{stack}-ApiFunction")
+    assert [layer["Arn"] for layer in api["Layers"]] == [outputs["LayerArn"]]
+    alias = lam.get_alias(FunctionName=f"{stack}-ApiFunction", Name="live")
+    assert alias["FunctionVersion"] == "1"
+    assert outputs["ApiFunctionAliasArn"] == alias["AliasArn"]
+
+    # the schedule rule, with its target; the role the cron function runs as
+    events = server.client("events")
+    rule = events.describe_rule(Name=f"{stack}-CronFunctionTick")
+    assert rule["ScheduleExpression"] == "rate(5 minutes)"
+    targets = events.list_targets_by_rule(Rule=rule["Name"])["Targets"]
+    assert [t["Arn"] for t in targets] == [
+        f"arn:aws:lambda:us-east-1:000000000000:function:{stack}-CronFunction"
+    ]
+    role = resources["CronRole"]["physical_ref"]
+    got = SIGNED_HTTP.get(f"{server.endpoint}/lamina/roles/{role}").json()["Role"]
+    cron = lam.get_function_configuration(FunctionName=f"{stack}-CronFunction")
+    assert cron["Role"] == got["Arn"]
+    assert "logs:PutLogEvents" in json.dumps(got["Policies"])
+
+    # the function URL answers
+    status, body = _get(outputs["FunctionUrl"] + "hi")
+    assert (status, body) == (200, {"path": "/hi", "api_function": f"{stack}-ApiFunction"})
+
+    # the same template again: nothing changes
+    again = _deploy(server, app / "template.yaml", stack)
+    assert again.returncode == 0, again.stderr
+    assert _changed(again.stdout) == set(), again.stdout
+    assert "No changes to deploy" in again.stdout
+
+    # one function's code changed, one function removed (its condition turned off)
+    code = app / "src" / "api" / "app.py"
+    code.write_text(code.read_text().replace('"message"', '"greeting"'))
+    url_config = lam.get_function_url_config(FunctionName=f"{stack}-UrlFunction")
+    update = _deploy(
+        server, app / "template.yaml", stack, "--parameter-overrides", "EnableUrl=false"
+    )
+    assert update.returncode == 0, update.stdout + update.stderr
+    changed = _changed(update.stdout)
+    updated = {lid for status, lid in changed if status == "UPDATE_COMPLETE"}
+    assert {"ApiFunction", "ApiFunctionAliaslive"} <= updated
+    assert not any(lid.startswith(("Cron", "CommonLayer")) for lid in updated), changed
+    deleted = {lid for status, lid in changed if status == "DELETE_COMPLETE"}
+    assert {
+        "UrlFunction",
+        "UrlFunctionUrl",
+        "UrlFunctionRole",
+        "UrlFunctionUrlPublicPermissions",
+    } <= deleted
+    alias = lam.get_alias(FunctionName=f"{stack}-ApiFunction", Name="live")
+    assert alias["FunctionVersion"] == "2"
+    assert _get(f"{server.endpoint}/_http/greet/ada")[1] == {
+        "greeting": "Hello, ada!",
+        "stage": "dev",
+    }
+    assert _function_names(lam, stack) == {f"{stack}-ApiFunction", f"{stack}-CronFunction"}
+    assert fetch(url_config["FunctionUrl"])[0] in (403, 404)  # no such URL any more
+    record = _record(server, stack)
+    assert record is not None and record["StackStatus"] == "UPDATE_COMPLETE"
+    assert "UrlFunction" not in record["Resources"] and "FunctionUrl" not in record["Outputs"]
+    listed = lamina("stacks", endpoint=server.endpoint)
+    assert stack in listed.stdout and "UPDATE_COMPLETE" in listed.stdout
+
+    # deleted: nothing left but what the template retains (the layer version)
+    gone = lamina("stacks", "delete", stack, endpoint=server.endpoint)
+    assert gone.returncode == 0, gone.stdout + gone.stderr
+    assert _function_names(lam, stack) == set()
+    assert not any(f"{stack}-" in f for f in _routes(server).values())
+    assert not [r for r in events.list_rules()["Rules"] if r["Name"].startswith(stack)]
+    roles = SIGNED_HTTP.get(f"{server.endpoint}/lamina/roles").json()["Roles"]
+    assert not [r for r in roles if r["RoleName"].startswith(stack)]
+    assert _record(server, stack) is None
+    layer = lam.list_layer_versions(LayerName=f"{stack}-common")["LayerVersions"]
+    assert [v["LayerVersionArn"] for v in layer] == [outputs["LayerArn"]]  # Retain
+    assert "DELETE_SKIPPED" in gone.stdout
+
+
+@pytest.mark.parametrize(
+    ("app", "runtime_code", "old", "new"),
+    [
+        ("hello-python", "hello_world/app.py", "hello world", "hello again"),
+        ("hello-node", "hello-world/app.mjs", "hello world", "hello again"),
+    ],
+)
+def test_sam_hello_world(
+    server: Server, lam: Any, tmp_path: Path, app: str, runtime_code: str, old: str, new: str
+) -> None:
+    root = _copy(app, tmp_path)
+    # the stack's default name is the template's directory
+    out = lamina("deploy", "--template", str(root / "template.yaml"), endpoint=server.endpoint)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert _record(server, app) is not None
+    url = f"{server.endpoint}/_http/hello"
+    assert url in out.stdout
+    status, body = _get(url)
+    assert (status, body) == (200, {"message": old})
+    code = root / runtime_code
+    assert old in code.read_text()
+    code.write_text(code.read_text().replace(old, new))
+    again = lamina("deploy", "--template", str(root / "template.yaml"), endpoint=server.endpoint)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert ("UPDATE_COMPLETE", "HelloWorldFunction") in _changed(again.stdout)
+    assert _get(url) == (200, {"message": new})
+    gone = lamina("stacks", "delete", app, endpoint=server.endpoint)
+    assert gone.returncode == 0, gone.stderr
+    assert fetch(url)[0] == 404
+    assert _function_names(lam, f"{app}-") == set()
+    roles = SIGNED_HTTP.get(f"{server.endpoint}/lamina/roles").json()["Roles"]
+    assert not [r for r in roles if r["RoleName"].startswith(f"{app}-")]
+
+
+UNSUPPORTED = """\
+AWSTemplateFormatVersion: '2010-09-09'
+Resources:
+  Queue:
+    Type: AWS::SQS::Queue
+  Fn:
+    Type: AWS::Lambda::Function
+    Properties:
+      Runtime: python3.12
+      Handler: index.handler
+      Role: arn:aws:iam::000000000000:role/lamina-function
+      Environment:
+        Variables:
+          QUEUE: !Ref Queue
+          QUEUE_ARN: !GetAtt Queue.Arn
+      Code:
+        ZipFile: |
+          import os
+          def handler(event, context):
+              return {"queue": os.environ["QUEUE"], "arn": os.environ["QUEUE_ARN"]}
+"""
+
+
+def test_unsupported_resource_is_skipped_with_a_warning_or_fails_strict(
+    server: Server, lam: Any, tmp_path: Path
+) -> None:
+    template = tmp_path / "template.yaml"
+    template.write_text(UNSUPPORTED)
+    stack = _stack()
+    strict = _deploy(server, template, stack, "--strict")
+    assert strict.returncode != 0
+    assert "AWS::SQS::Queue" in strict.stderr and "Queue" in strict.stderr
+    assert _function_names(lam, stack) == set() and _record(server, stack) is None
+    out = _deploy(server, template, stack)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "warning: Queue (AWS::SQS::Queue)" in out.stdout and "line 3" in out.stdout
+    answer = json.loads(lam.invoke(FunctionName=f"{stack}-Fn")["Payload"].read())
+    assert answer["queue"] == f"{stack}-Queue"
+    assert answer["arn"].startswith("arn:aws:sqs:us-east-1:000000000000:")
+    record = _record(server, stack)
+    assert record is not None and record["Resources"]["Queue"]["status"] == "SKIPPED"
+    assert lamina("stacks", "delete", stack, endpoint=server.endpoint).returncode == 0
+    assert _function_names(lam, stack) == set()
+
+
+def test_broken_template_names_the_resource_and_line(
+    server: Server, lam: Any, tmp_path: Path
+) -> None:
+    template = tmp_path / "template.yaml"
+    template.write_text(UNSUPPORTED.replace("!GetAtt Queue.Arn", "!GetAtt Missing.Arn"))
+    stack = _stack()
+    out = _deploy(server, template, stack)
+    assert out.returncode != 0
+    assert "Fn" in out.stderr and "line 5" in out.stderr and "Missing" in out.stderr, out.stderr
+    assert "nothing was deployed" in out.stderr
+    assert _function_names(lam, stack) == set() and _record(server, stack) is None
+
+
+ROLLBACK = """\
+AWSTemplateFormatVersion: '2010-09-09'
+Parameters:
+  SecondRuntime:
+    Type: String
+    Default: python3.12
+  Timeout:
+    Type: Number
+    Default: 3
+Resources:
+  Role:
+    Type: AWS::IAM::Role
+    Properties:
+      ManagedPolicyArns: [arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]
+  First:
+    Type: AWS::Lambda::Function
+    Properties:
+      Runtime: python3.12
+      Handler: index.handler
+      Timeout: !Ref Timeout
+      Role: !GetAtt Role.Arn
+      Code:
+        ZipFile: "def handler(e, c):\\n    return 1\\n"
+  Second:
+    Type: AWS::Lambda::Function
+    DependsOn: First
+    Properties:
+      Runtime: !Ref SecondRuntime
+      Handler: index.handler
+      Role: !GetAtt Role.Arn
+      Code:
+        ZipFile: "def handler(e, c):\\n    return 2\\n"
+"""
+
+
+def test_a_failed_deploy_rolls_back(server: Server, lam: Any, tmp_path: Path) -> None:
+    template = tmp_path / "template.yaml"
+    template.write_text(ROLLBACK)
+    stack = _stack()
+    # a first deploy that fails on its 3rd resource leaves nothing, and no stack
+    out = _deploy(server, template, stack, "--parameter-overrides", "SecondRuntime=python0.1")
+    assert out.returncode != 0
+    assert "CREATE_FAILED" in out.stdout and "Second" in out.stdout
+    assert "ROLLBACK_COMPLETE" in out.stdout and "rolled back" in out.stderr
+    assert _function_names(lam, stack) == set() and _record(server, stack) is None
+    roles = SIGNED_HTTP.get(f"{server.endpoint}/lamina/roles").json()["Roles"]
+    assert not [r for r in roles if r["RoleName"].startswith(stack)]
+    # an update that fails puts back what it changed, and keeps the stack as it was
+    assert _deploy(server, template, stack).returncode == 0
+    before = _record(server, stack)
+    out = _deploy(
+        server,
+        template,
+        stack,
+        "--parameter-overrides",
+        "Timeout=30 ParameterKey=SecondRuntime,ParameterValue=python0.1",
+    )
+    assert out.returncode != 0, out.stdout
+    assert "UPDATE_ROLLBACK_COMPLETE" in out.stdout
+    assert lam.get_function_configuration(FunctionName=f"{stack}-First")["Timeout"] == 3
+    assert _record(server, stack) == before
+    wait_for(lambda: lamina("stacks", "delete", stack, endpoint=server.endpoint).returncode == 0)
+    assert _function_names(lam, stack) == set()
