@@ -32,7 +32,8 @@ from typing import Any
 
 import click
 
-from lamina.cli.main import _FN, Api, ApiError, _fail, endpoint_option, main, put_function
+from lamina.cli.main import _FN, Api, _fail, endpoint_option, main, put_function
+from lamina.stacks.client import ApiError, StackClient
 from lamina.stacks.watch import Package, package, watch
 
 #: how often an update's status is read while it is in progress (s)
@@ -85,24 +86,6 @@ def _env_pairs(env: tuple[str, ...]) -> dict[str, str]:
     if any(len(p) != 2 or not p[0] for p in pairs):
         _fail("--env takes KEY=VALUE", 2)
     return dict(pairs)
-
-
-def _overrides(values: tuple[str, ...]) -> dict[str, str]:
-    """`--parameter-overrides`: K=V, or sam's ParameterKey=K,ParameterValue=V; repeatable and
-    space-separated."""
-    out: dict[str, str] = {}
-    for word in (w for value in values for w in value.split()):
-        if word.startswith("ParameterKey="):
-            key, _, rest = word[len("ParameterKey=") :].partition(",ParameterValue=")
-            if not rest and ",ParameterValue=" not in word:
-                _fail(f"--parameter-overrides: {word!r} is not ParameterKey=K,ParameterValue=V", 2)
-            out[key] = rest
-        elif "=" in word and not word.startswith("="):
-            key, _, val = word.partition("=")
-            out[key] = val
-        else:
-            _fail(f"--parameter-overrides: {word!r} is not KEY=VALUE", 2)
-    return out
 
 
 @main.command(name="dev")
@@ -162,7 +145,7 @@ def dev_command(
                 "--name",
                 2,
             )
-        targets = _deploy_template(api, template, stack, _overrides(parameter_overrides), strict)
+        targets = _deploy_template(api, template, stack, parameter_overrides, strict)
     else:
         if stack is not None or parameter_overrides or strict:
             _fail("--stack, --parameter-overrides and --strict go with --template", 2)
@@ -221,26 +204,39 @@ def _deploy_directory(
 
 
 def _deploy_template(
-    api: Api, template: Path, stack: str | None, overrides: dict[str, str], strict: bool
+    api: Api, template: Path, stack: str | None, overrides: tuple[str, ...], strict: bool
 ) -> list[Target]:
+    """`lamina deploy --template`'s deploy; the functions with local code, to watch."""
     # Imported here: the provisioning layer (and the SAM translator under it) is heavy, and
     # only this mode needs it.
+    from lamina.cli.stacks import default_stack_name, parse_overrides
     from lamina.stacks import TemplateError
-    from lamina.stacks.provision import deploy_stack  # type: ignore[import-not-found]
+    from lamina.stacks.provision import StackFailed, deploy_stack
 
-    name = stack or function_name(template.resolve().parent)
+    try:
+        params = parse_overrides(overrides)
+    except click.BadParameter as e:
+        _fail(f"--parameter-overrides: {e.message}", 2)
+    name = stack or default_stack_name(template)
     try:
         result = deploy_stack(
-            api, template, stack=name, overrides=overrides, strict=strict, echo=click.echo
+            api, template, stack=name, overrides=params, strict=strict, echo=click.echo
         )
     except TemplateError as e:
-        _fail(e.describe())
+        _fail(f"{template}: {e.describe()} (nothing was deployed)")
+    except StackFailed as e:
+        _fail(f"stack {name} failed, rolled back: {e}")
+    click.secho(f"deployed stack {name}", fg="green")
+    client = StackClient(api)
     targets: list[Target] = []
     for fn in result.functions:
         if fn.code_dir is None:
             click.echo(f"not watched: {fn.function_name} (its code is not a local directory)")
             continue
-        config = api.call("GET", f"{_FN}/{fn.function_name}/configuration").json()
+        try:
+            config = client.call("GET", f"{_FN}/{fn.function_name}/configuration")
+        except ApiError as e:
+            _fail(f"{fn.function_name}: {e}")
         targets.append(
             Target(
                 fn.function_name,
@@ -263,15 +259,18 @@ def _watch(api: Api, targets: list[Target], console: Console) -> None:
     def ready() -> None:
         console.line("save a file to reload; Ctrl-C to stop")
 
+    client = StackClient(api)
     for touched in watch(by_dir, ready=ready):
         for code_dir in sorted(touched):
             started = time.monotonic()
             pkg = package(code_dir)
             for target in by_dir[code_dir]:
-                reload(api, target, pkg, console, started)
+                reload(client, target, pkg, console, started)
 
 
-def reload(api: Api, target: Target, pkg: Package, console: Console, started: float) -> bool:
+def reload(
+    client: StackClient, target: Target, pkg: Package, console: Console, started: float
+) -> bool:
     """Apply `pkg` to `target` (see the module doc); print what happened; False if it failed
     (the function keeps the code it had)."""
     tag = console.tag(target)
@@ -280,10 +279,10 @@ def reload(api: Api, target: Target, pkg: Package, console: Console, started: fl
         console.line(f"unchanged {tag} ({pkg.files} files, sha256 {short})", dim=True)
         return True
     try:
-        _update_code(api, target.name, pkg)
+        _update_code(client, target.name, pkg)
         where = ""
         if target.alias:
-            version = _publish(api, target.name, target.alias, pkg.sha256)
+            version = _publish(client, target.name, target.alias, pkg.sha256)
             where = f", {target.alias} → version {version}"
     except ApiError as e:
         console.line(f"reload of {target.name} failed: {e}", fg="red")
@@ -295,37 +294,31 @@ def reload(api: Api, target: Target, pkg: Package, console: Console, started: fl
     return True
 
 
-def _update_code(api: Api, name: str, pkg: Package) -> None:
+def _update_code(client: StackClient, name: str, pkg: Package) -> None:
     body = {"ZipFile": base64.b64encode(pkg.data).decode()}
-    api.call("PUT", f"{_FN}/{name}/code", json_body=body, fatal=False)
+    client.call("PUT", f"{_FN}/{name}/code", body)
     deadline = time.monotonic() + UPDATE_TIMEOUT_S
     while True:
-        config = api.call("GET", f"{_FN}/{name}/configuration", fatal=False).json()
+        config = client.call("GET", f"{_FN}/{name}/configuration")
         status = config.get("LastUpdateStatus")
         if status == "Failed":
             reason = config.get("LastUpdateStatusReason") or "the update failed"
-            raise ApiError(str(config.get("LastUpdateStatusReasonCode") or "UpdateFailed"), reason)
+            code = str(config.get("LastUpdateStatusReasonCode") or "UpdateFailed")
+            raise ApiError(code, reason, 0)
         if status != "InProgress" and config.get("State") != "Pending":
             return
         if time.monotonic() > deadline:
-            raise ApiError(
-                "Timeout", f"the update was still in progress after {UPDATE_TIMEOUT_S} s"
-            )
+            raise ApiError("Timeout", f"still updating after {UPDATE_TIMEOUT_S:.0f} s", 0)
         time.sleep(STATUS_POLL_S)
 
 
-def _publish(api: Api, name: str, alias: str, sha256: str) -> str:
-    """PublishVersion of what was just uploaded, then point the alias at it."""
-    published = api.call(
-        "POST", f"{_FN}/{name}/versions", json_body={"CodeSha256": sha256}, fatal=False
-    ).json()
+def _publish(client: StackClient, name: str, alias: str, sha256: str) -> str:
+    """PublishVersion of what was just uploaded, then the whole alias to it at once (a
+    DeploymentPreference's gradual shift is for deploys, not for a development loop)."""
+    published = client.call("POST", f"{_FN}/{name}/versions", {"CodeSha256": sha256})
     version = str(published["Version"])
-    api.call(
-        "PUT",
-        f"{_FN}/{name}/aliases/{alias}",
-        json_body={"FunctionVersion": version},
-        fatal=False,
-    )
+    body = {"FunctionVersion": version, "RoutingConfig": {"AdditionalVersionWeights": {}}}
+    client.call("PUT", f"{_FN}/{name}/aliases/{alias}", body)
     return version
 
 

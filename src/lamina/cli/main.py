@@ -77,16 +77,6 @@ def _fail(message: str, code: int = 1) -> NoReturn:
     sys.exit(code)
 
 
-class ApiError(Exception):
-    """An error answer (or no answer) from the server, for callers that carry on after one
-    (`Api.call(..., fatal=False)`; `lamina dev` keeps watching)."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        self.kind = kind
-        self.message = message
-        super().__init__(f"{kind}: {message}")
-
-
 class Api:
     def __init__(self, endpoint: str) -> None:
         import httpx
@@ -107,9 +97,7 @@ class Api:
         ok_missing: bool = False,
         params: dict[str, str] | None = None,
         headers: dict[str, str] | None = None,
-        fatal: bool = True,
     ) -> httpx.Response:
-        """One request; an error answer ends the command (`fatal`) or raises ApiError."""
         import httpx
 
         from lamina.cli.signing import AUTH_ERRORS, AUTH_FIX
@@ -119,11 +107,7 @@ class Api:
                 method, path, json=json_body, content=content, params=params, headers=headers
             )
         except httpx.TransportError as e:
-            unreachable = f"cannot reach Lamina at {self.endpoint} ({e})."
-            unreachable += " Is `lamina serve` running?"
-            if not fatal:
-                raise ApiError("ConnectionError", unreachable) from None
-            _fail(unreachable, 2)
+            _fail(f"cannot reach Lamina at {self.endpoint} ({e}). Is `lamina serve` running?", 2)
         if resp.status_code >= 400:
             kind = resp.headers.get("x-amzn-ErrorType", f"HTTP {resp.status_code}")
             if ok_missing and kind == "ResourceNotFoundException":
@@ -137,8 +121,6 @@ class Api:
                 message += f"\nCredentials tried: {self._signer.source}.\n{AUTH_FIX}"
             elif kind == "AccessDeniedException":
                 message += f"\nCredentials used: {self._signer.source}."
-            if not fatal:
-                raise ApiError(kind, message)
             _fail(f"{kind}: {message}")
         return resp
 
