@@ -81,6 +81,8 @@ class Template:
     #: for `lamina dev`: SAM function logical id -> its code directory (absolute), where the
     #: template's CodeUri is a local directory
     code_dirs: dict[str, Path] = field(default_factory=dict)
+    #: pseudo parameter -> value (AWS::Region, AWS::AccountId, AWS::StackName, ...)
+    pseudo: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
