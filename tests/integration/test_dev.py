@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
-from tests.conftest import Server, lamina_env
+from tests.conftest import Server, lamina, lamina_env
 
 APP = """
 import time
@@ -186,48 +186,40 @@ def test_a_failed_reload_is_reported_and_watching_goes_on(
     assert status == 0 and "Traceback" not in err, err
 
 
-# Template mode on a stand-in for the provisioning layer (`deploy_stack`): two functions built
-# from one directory, one with an AutoPublishAlias, and one whose code is not a local directory.
-FAKE_PROVISION = """
-import base64, sys, types
-from pathlib import Path
+TEMPLATE = """
+AWSTemplateFormatVersion: "2010-09-09"
+Transform: AWS::Serverless-2016-10-31
+Parameters:
+  Stage:
+    Type: String
+    Default: prod
+Globals:
+  Function:
+    Runtime: python3.11
+    Handler: app.handler
+    Timeout: 30
+    CodeUri: src/
+    Environment:
+      Variables:
+        STAGE: !Ref Stage
+Resources:
+  Live:
+    Type: AWS::Serverless::Function
+    Properties:
+      FunctionName: !Sub "${AWS::StackName}-live"
+      AutoPublishAlias: live
+  Plain:
+    Type: AWS::Serverless::Function
+    Properties:
+      FunctionName: !Sub "${AWS::StackName}-plain"
+"""
 
-from lamina.stacks import DeployedFunction, DeployResult
+STAGED = """
+import os
 
-
-def deploy_stack(api, template_path, *, stack, overrides, strict, echo):
-    from lamina.cli.main import put_function
-    from lamina.stacks.watch import package
-
-    echo(f"deploying {Path(template_path).name} as {stack} with {sorted(overrides.items())}")
-    code_dir = Path(template_path).parent / "src"
-    code = {"ZipFile": base64.b64encode(package(code_dir).data).decode()}
-    config = {"Handler": "app.handler", "Runtime": "python3.11", "Timeout": 30}
-    for name in (f"{stack}-A", f"{stack}-B", f"{stack}-C"):
-        put_function(api, name, code, config)
-    fn = "/2015-03-31/functions"
-    version = api.call("POST", f"{fn}/{stack}-A/versions", json_body={}).json()["Version"]
-    api.call(
-        "POST", f"{fn}/{stack}-A/aliases", json_body={"Name": "live", "FunctionVersion": version}
-    )
-    return DeployResult(
-        stack,
-        [
-            DeployedFunction("A", f"{stack}-A", code_dir, alias="live"),
-            DeployedFunction("B", f"{stack}-B", code_dir),
-            DeployedFunction("C", f"{stack}-C", None),
-        ],
-        {},
-    )
-
-
-module = types.ModuleType("lamina.stacks.provision")
-module.deploy_stack = deploy_stack
-sys.modules["lamina.stacks.provision"] = module
-
-from lamina.cli.main import main
-
-main()
+def handler(event, context):
+    print("{tag} in", os.environ["STAGE"])
+    return "{tag}"
 """
 
 
@@ -235,22 +227,22 @@ def test_template_mode_reloads_every_function_of_a_directory_and_moves_aliases(
     server: Server, lam: Any, tmp_path: Path
 ) -> None:
     (tmp_path / "src").mkdir()
-    (tmp_path / "src" / "app.py").write_text(APP.format(tag="v1"))
-    (tmp_path / "template.yaml").write_text("Transform: AWS::Serverless-2016-10-31\n")
-    (tmp_path / "run.py").write_text(FAKE_PROVISION)
+    (tmp_path / "src" / "app.py").write_text(STAGED.format(tag="v1"))
+    (tmp_path / "template.yaml").write_text(TEMPLATE)
     stack = f"t-dev-{uuid.uuid4().hex[:8]}"
+    live, plain = f"{stack}-live", f"{stack}-plain"
     proc = subprocess.Popen(
         [
             sys.executable,
-            str(tmp_path / "run.py"),
+            "-m",
+            "lamina",
             "dev",
             "--template",
             str(tmp_path / "template.yaml"),
             "--stack",
             stack,
             "--parameter-overrides",
-            "Stage=dev ParameterKey=Size,ParameterValue=3",
-            "--no-logs",
+            "ParameterKey=Stage,ParameterValue=dev",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -259,30 +251,45 @@ def test_template_mode_reloads_every_function_of_a_directory_and_moves_aliases(
     )
     dev = Dev(proc)
     try:
-        dev.wait_line("Ctrl-C to stop", within=60)
-        out = dev.output
-        assert f"as {stack} with [('Size', '3'), ('Stage', 'dev')]" in out
-        assert f"not watched: {stack}-C" in out
-        assert f"→ {stack}-A, {stack}-B" in out
-        assert invoke(lam, f"{stack}-A:live") == ("v1", None)
+        dev.wait_line("Ctrl-C to stop", within=90)
+        assert f"watching {(tmp_path / 'src').resolve()} → {live}, {plain}" in dev.output
+        assert invoke(lam, f"{live}:live") == ("v1", None)
+        assert dev.wait_line("v1 in dev", within=10).startswith(f"{live} | ")
 
-        (tmp_path / "src" / "app.py").write_text(APP.format(tag="v2"))
-        took, _ = until_answer(lam, f"{stack}-A:live", lambda a: a[0] == "v2", within=10)
+        (tmp_path / "src" / "app.py").write_text(STAGED.format(tag="v2"))
+        took, _ = until_answer(lam, f"{live}:live", lambda a: a[0] == "v2", within=10)
         print(f"save → alias answering new code: {took:.3f} s")
         assert took < 2.0, took
-        assert invoke(lam, f"{stack}-B") == ("v2", None)
-        assert invoke(lam, f"{stack}-C") == ("v1", None)  # not watched
-        a_line = dev.wait_line(f"reloaded {stack}-A", within=5)
-        assert ", live → version 2, " in a_line, a_line
-        dev.wait_line(f"reloaded {stack}-B", within=5)
-        alias = lam.get_alias(FunctionName=f"{stack}-A", Name="live")
-        assert alias["FunctionVersion"] == "2"
+        assert invoke(lam, plain) == ("v2", None)
+        line = dev.wait_line(f"reloaded {live}", within=5)
+        assert ", live → version 2, " in line, line
+        dev.wait_line(f"reloaded {plain}", within=5)
+        assert lam.get_alias(FunctionName=live, Name="live")["FunctionVersion"] == "2"
+        assert invoke(lam, f"{live}:1") == ("v1", None)  # the version deployed stays as it was
         status, err = dev.interrupt()
         assert status == 0 and "Traceback" not in err, err
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-        for suffix in "ABC":
-            with contextlib.suppress(lam.exceptions.ResourceNotFoundException):
-                lam.delete_function(FunctionName=f"{stack}-{suffix}")
+        deleted = lamina("stacks", "delete", stack, endpoint=server.endpoint)
+        assert deleted.returncode == 0, deleted.stderr
+
+
+def test_template_errors_are_reported_before_watching(server: Server, tmp_path: Path) -> None:
+    (tmp_path / "template.yaml").write_text(
+        "Transform: AWS::Serverless-2016-10-31\nResources:\n  Fn:\n"
+        "    Type: AWS::Serverless::Function\n    Properties:\n      Runtime: [oops\n"
+    )
+    out = lamina("dev", "--template", str(tmp_path / "template.yaml"), endpoint=server.endpoint)
+    assert out.returncode == 1
+    assert "nothing was deployed" in out.stderr and "Traceback" not in out.stderr
+    for args, fragment in [
+        (("dev", str(tmp_path)), "needs DIRECTORY and --handler"),
+        (("dev", str(tmp_path), "--handler", "a.b", "--stack", "x"), "go with --template"),
+        (("dev", "--template", str(tmp_path / "template.yaml"), "--handler", "a.b"), "give no"),
+        (("dev", str(tmp_path), "--handler", "a.b", "--env", "NOEQUALS"), "KEY=VALUE"),
+    ]:
+        out = lamina(*args, endpoint=server.endpoint)
+        assert out.returncode == 2, (args, out.stderr)
+        assert fragment in out.stderr and "Traceback" not in out.stderr

@@ -10,9 +10,7 @@ import time
 import zipfile
 from pathlib import Path
 
-import pytest
-
-from lamina.cli.dev import _overrides, function_name
+from lamina.cli.dev import function_name
 from lamina.stacks.watch import ignored, package, watch
 
 
@@ -119,15 +117,7 @@ def test_watch_groups_a_burst_per_directory(tmp_path: Path) -> None:
     assert not thread.is_alive()
 
 
-def test_names_and_parameter_overrides(tmp_path: Path) -> None:
+def test_function_names_from_directories(tmp_path: Path) -> None:
     assert function_name(tmp_path / "hello world.v2") == "hello-world-v2"
     assert function_name(tmp_path / ("x" * 80)) == "x" * 64
-    assert _overrides(("Env=dev Size=3", "ParameterKey=Stage,ParameterValue=prod", "E=")) == {
-        "Env": "dev",
-        "Size": "3",
-        "Stage": "prod",
-        "E": "",
-    }
-    for bad in ("novalue", "=x", "ParameterKey=Stage"):
-        with pytest.raises(SystemExit):
-            _overrides((bad,))
+    assert function_name(Path("/")) == "function"
