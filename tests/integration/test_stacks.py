@@ -8,12 +8,22 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import SIGNED_HTTP, Server, fetch, lamina, wait_for
+from tests.conftest import (
+    SIGNED_HTTP,
+    Server,
+    fetch,
+    lamina,
+    lamina_env,
+    make_zip,
+    wait_for,
+)
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "sam"
 
@@ -327,3 +337,139 @@ def test_a_failed_deploy_rolls_back(server: Server, lam: Any, tmp_path: Path) ->
     assert _record(server, stack) == before
     wait_for(lambda: lamina("stacks", "delete", stack, endpoint=server.endpoint).returncode == 0)
     assert _function_names(lam, stack) == set()
+
+
+CANARY = """\
+AWSTemplateFormatVersion: '2010-09-09'
+Transform: AWS::Serverless-2016-10-31
+Resources:
+  Fn:
+    Type: AWS::Serverless::Function
+    Properties:
+      Runtime: python3.12
+      Handler: index.handler
+      InlineCode: |
+        def handler(event, context):
+            return "v1"
+      AutoPublishAlias: live
+      DeploymentPreference:
+        Type: Canary10Percent5Minutes
+"""
+
+
+def test_deployment_preference_shifts_the_alias_in_steps(
+    server: Server, lam: Any, tmp_path: Path
+) -> None:
+    template = tmp_path / "template.yaml"
+    template.write_text(CANARY)
+    stack = _stack()
+    first = _deploy(server, template, stack)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert lam.get_alias(FunctionName=f"{stack}-Fn", Name="live")["FunctionVersion"] == "1"
+    template.write_text(CANARY.replace('"v1"', '"v2"'))
+    # a "minute" of 0.5 s (test-only): the canary holds 10 % for 2.5 s
+    env = dict(lamina_env(server.endpoint), LAMINA_STACKS_SHIFT_SECONDS_PER_MINUTE="0.5")
+    cmd = [sys.executable, "-m", "lamina", "deploy", "--template", str(template)]
+    with subprocess.Popen(
+        [*cmd, "--stack", stack], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as proc:
+
+        def canary() -> dict[str, Any] | None:
+            alias: dict[str, Any] = lam.get_alias(FunctionName=f"{stack}-Fn", Name="live")
+            weights = (alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights")
+            return alias if weights else None
+
+        during = wait_for(canary, timeout=30, message="the canary weight")
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, (out + err).decode()
+    assert during["FunctionVersion"] == "1"
+    assert during["RoutingConfig"]["AdditionalVersionWeights"] == {"2": 0.1}
+    assert b"10% of traffic on version 2" in out
+    after = lam.get_alias(FunctionName=f"{stack}-Fn", Name="live")
+    assert after["FunctionVersion"] == "2" and not after.get("RoutingConfig")
+    assert json.loads(lam.invoke(FunctionName=f"{stack}-Fn:live")["Payload"].read()) == "v2"
+    assert lamina("stacks", "delete", stack, endpoint=server.endpoint).returncode == 0
+
+
+LOCAL_ROLLBACK = """\
+AWSTemplateFormatVersion: '2010-09-09'
+Transform: AWS::Serverless-2016-10-31
+Parameters:
+  SecondRuntime:
+    Type: String
+    Default: python3.12
+Resources:
+  First:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: src/
+      Handler: app.handler
+      Runtime: python3.12
+  Second:
+    Type: AWS::Serverless::Function
+    DependsOn: First
+    Properties:
+      CodeUri: src/
+      Handler: app.handler
+      Runtime: !Ref SecondRuntime
+"""
+
+
+def test_a_failed_update_puts_the_old_code_back(server: Server, lam: Any, tmp_path: Path) -> None:
+    (tmp_path / "template.yaml").write_text(LOCAL_ROLLBACK)
+    code = tmp_path / "src" / "app.py"
+    code.parent.mkdir()
+    code.write_text("def handler(event, context):\n    return 'old'\n")
+    stack = _stack()
+    assert _deploy(server, tmp_path / "template.yaml", stack).returncode == 0
+    before = _record(server, stack)
+    # the directory now holds new code; the update fails on Second's runtime, after First's
+    # code and Second's were replaced: both get the old package back, downloaded beforehand
+    code.write_text("def handler(event, context):\n    return 'new'\n")
+    out = _deploy(
+        server,
+        tmp_path / "template.yaml",
+        stack,
+        "--parameter-overrides",
+        "SecondRuntime=python0.1",
+    )
+    assert out.returncode != 0 and "UPDATE_ROLLBACK_COMPLETE" in out.stdout, out.stdout
+    assert "UPDATE_ROLLBACK_FAILED" not in out.stdout, out.stdout
+    for name in ("First", "Second"):
+        answer = lam.invoke(FunctionName=f"{stack}-{name}")["Payload"].read()
+        assert json.loads(answer) == "old", name
+    assert lam.get_function_configuration(FunctionName=f"{stack}-Second")["Runtime"] == (
+        "python3.12"
+    )
+    assert _record(server, stack) == before
+    # and the same edit, deployed without the fault, goes through
+    assert _deploy(server, tmp_path / "template.yaml", stack).returncode == 0
+    assert json.loads(lam.invoke(FunctionName=f"{stack}-First")["Payload"].read()) == "new"
+    assert lamina("stacks", "delete", stack, endpoint=server.endpoint).returncode == 0
+
+
+def test_a_route_held_by_something_else_fails_the_api_and_rolls_back(
+    server: Server, lam: Any, tmp_path: Path
+) -> None:
+    owner = f"owner-{uuid.uuid4().hex[:8]}"
+    lam.create_function(
+        FunctionName=owner,
+        Runtime="python3.12",
+        Role="arn:aws:iam::000000000000:role/lamina-function",
+        Handler="app.handler",
+        Code={"ZipFile": make_zip({"app.py": "def handler(e, c):\n    return 1\n"})},
+    )
+    added = lamina("routes", "add", "GET /hello", owner, endpoint=server.endpoint)
+    assert added.returncode == 0, added.stderr
+    try:
+        root = _copy("hello-python", tmp_path)
+        stack = _stack()
+        out = _deploy(server, root / "template.yaml", stack)
+        assert out.returncode != 0
+        assert "route GET /hello is already served" in out.stderr, out.stderr
+        assert "ServerlessRestApi" in out.stderr and "ROLLBACK_COMPLETE" in out.stdout
+        assert _routes(server)["GET /hello"] == owner
+        assert _function_names(lam, stack) == set() and _record(server, stack) is None
+    finally:
+        lamina("routes", "rm", "GET /hello", endpoint=server.endpoint)
+        lam.delete_function(FunctionName=owner)

@@ -246,7 +246,7 @@ def _wait_ready(api: Api, name: str) -> dict[str, Any]:
 @click.option("--strict", is_flag=True, help="With --template: fail on resource types not run.")
 @endpoint_option
 def deploy(
-    name: str,
+    name: str | None,
     path: Path | None,
     handler: str | None,
     runtime: str,

@@ -15,9 +15,17 @@ FN = "/2015-03-31/functions"
 
 
 class Response(Protocol):
-    status_code: int
-    text: str
-    headers: Any
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def text(self) -> str: ...
+
+    @property
+    def headers(self) -> Any: ...
+
+    @property
+    def content(self) -> bytes: ...
 
     def json(self) -> Any: ...
 
@@ -85,6 +93,18 @@ class StackClient:
             },
         )
         return self._answer(resp, False)
+
+    def download(self, url: str) -> bytes:
+        """A package the server serves (GetFunction's `Code.Location`)."""
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        resp = self.transport.request(
+            "GET", parts.path + (f"?{parts.query}" if parts.query else "")
+        )
+        if resp.status_code >= 400:
+            raise ApiError("ResourceNotFoundException", f"cannot download {url}", resp.status_code)
+        return bytes(resp.content)
 
     def wait_ready(self, name: str) -> dict[str, Any]:
         """Wait for function `name` to be Active with no update in progress."""

@@ -4,7 +4,9 @@ EventInvokeConfig."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -14,9 +16,9 @@ from lamina.stacks.client import FN
 from lamina.stacks.kinds import (
     LOCAL_PATH,
     Context,
-    coerce,
     Record,
     Replace,
+    coerce,
     function_and_qualifier,
     strip,
     zip_inline,
@@ -77,6 +79,10 @@ def _code(props: dict[str, Any], logical_id: str) -> dict[str, Any]:
     return out
 
 
+def _key(code: Any) -> str:
+    return json.dumps(code, sort_keys=True)
+
+
 def _tags(props: dict[str, Any], ctx: Context, logical_id: str) -> dict[str, str]:
     tags = {t["Key"]: str(t["Value"]) for t in props.get("Tags") or [] if isinstance(t, dict)}
     tags.setdefault("lamina:stack-name", ctx.stack)
@@ -93,6 +99,14 @@ def _function_props(props: dict[str, Any]) -> dict[str, Any]:
 
 
 class Function:
+    """Functions. Before local code is replaced, the package in place is downloaded and kept
+    for the rest of the deploy: the directory now holds the new code, so a rollback could not
+    rebuild the old package from it."""
+
+    def __init__(self) -> None:
+        #: (function name, the Code property as JSON) -> the package, base64
+        self._saved: dict[tuple[str, str], str] = {}
+
     def _name(self, ctx: Context, logical_id: str, props: dict[str, Any]) -> str:
         return str(props.get("FunctionName") or ctx.name_for(logical_id))
 
@@ -124,7 +138,9 @@ class Function:
         if props.get("Code") != before.get("Code") or props.get("Architectures") != before.get(
             "Architectures"
         ):
-            code = _code(props, logical_id)
+            self._save(ctx, name, before.get("Code"))
+            saved = self._saved.get((name, _key(props.get("Code"))))
+            code = {"ZipFile": saved} if saved else _code(props, logical_id)
             if props.get("Architectures"):
                 code["Architectures"] = props["Architectures"]
             ctx.client.call("PUT", f"{FN}/{name}/code", code)
@@ -142,6 +158,16 @@ class Function:
 
     def delete(self, ctx: Context, logical_id: str, record: Record) -> None:
         ctx.client.call("DELETE", f"{FN}/{record['physical_ref']}", ok_missing=True)
+
+    def _save(self, ctx: Context, name: str, code: Any) -> None:
+        if not (isinstance(code, dict) and LOCAL_PATH in code):
+            return  # inline and S3 code can be sent again as it is
+        key = (name, _key(code))
+        if key in self._saved:
+            return
+        location = (ctx.client.call("GET", f"{FN}/{name}").get("Code") or {}).get("Location")
+        if location:
+            self._saved[key] = base64.b64encode(ctx.client.download(location)).decode()
 
     def _after(
         self, ctx: Context, name: str, props: dict[str, Any], before: dict[str, Any] | None = None

@@ -48,7 +48,8 @@ class Context:
     stack: str
     region: str
     account: str
-    template: Template
+    #: None when deleting a stack (its template is not read again)
+    template: Template | None
     echo: Callable[[str], None]
     warn: Callable[[str], None]
     #: logical id -> what it answers to, as provisioned so far

@@ -211,6 +211,12 @@ def deploy_stack(
                 try:
                     physical = kind.update(ctx, lid, props, old)
                     action = "update"
+                except (ApiError, ResourceFailed, TemplateError, OSError):
+                    # Half-updated (its code, say, but not its configuration): put it back too.
+                    partial = Physical(old["physical_ref"], dict(old.get("attributes") or {}))
+                    failed = _record(resource.type, partial, props, "", "UPDATE_FAILED", None)
+                    steps.append(_Step("update", lid, failed, old))
+                    raise
                 except Replace:
                     _line(
                         echo,
@@ -390,7 +396,7 @@ def delete_stack(api: Transport, stack: str, *, echo: Echo = print) -> None:
     data = found["Stack"]
     records: dict[str, Record] = dict(data.get("Resources") or {})
     region, account = _region_account()
-    ctx = Context(client, stack, region, account, None, echo, lambda m: echo(f"warning: {m}"))  # type: ignore[arg-type]
+    ctx = Context(client, stack, region, account, None, echo, lambda m: echo(f"warning: {m}"))
     left = dict(records)
     for lid, rec in reversed(list(records.items())):
         try:

@@ -43,6 +43,8 @@ def steps(config_name: str) -> list[tuple[float, float]]:
 
 def _config_name(ctx: Context, logical_id: str) -> str | None:
     """The DeploymentConfigName of the deployment group the alias's UpdatePolicy names."""
+    if ctx.template is None:
+        return None
     resource = ctx.template.resources.get(logical_id)
     policy = (resource.update_policy or {}) if resource else {}
     update = policy.get("CodeDeployLambdaAliasUpdate")
@@ -53,10 +55,17 @@ def _config_name(ctx: Context, logical_id: str) -> str | None:
     group_resource = ctx.template.resources.get(str(group_id))
     if group_resource is None:
         return None
+    from lamina.stacks import TemplateError
     from lamina.stacks.template import Resolver
 
-    props = Resolver(ctx.template).resolve(group_resource.properties, ctx.physical)
-    name = props.get("DeploymentConfigName") if isinstance(props, dict) else None
+    # Only the config's name: the group's other properties may name resources provisioned
+    # after the alias (an UpdatePolicy is no dependency).
+    try:
+        name = Resolver(ctx.template).resolve(
+            group_resource.properties.get("DeploymentConfigName"), ctx.physical
+        )
+    except TemplateError:
+        name = None
     hooks = (resource.properties if resource else {}).get("Hooks")
     if hooks:
         ctx.warn(f"{logical_id}: DeploymentPreference hooks are not run by Lamina")
