@@ -651,3 +651,47 @@ def test_resolve_resource_names_it(tmp_path: Path) -> None:
 )
 def test_malformed_templates(tmp_path: Path, text: str, message: str) -> None:
     assert message in error_of(write(tmp_path, text)).message
+
+
+def test_auto_publish_alias_version_follows_the_code(tmp_path: Path) -> None:
+    code = tmp_path / "src"
+    code.mkdir()
+    (code / "app.py").write_text("def h(e, c):\n    return 1\n")
+    path = write(
+        tmp_path,
+        """
+        Transform: AWS::Serverless-2016-10-31
+        Resources:
+          Fn:
+            Type: AWS::Serverless::Function
+            Properties: {CodeUri: src, Handler: app.h, Runtime: python3.12, AutoPublishAlias: live}
+        """,
+    )
+
+    def version_id() -> str:
+        (found,) = [i for i, r in load(path).resources.items() if r.type == "AWS::Lambda::Version"]
+        return found
+
+    first = version_id()
+    assert version_id() == first
+    (code / "app.py").write_text("def h(e, c):\n    return 2\n")
+    assert version_id() != first
+
+
+def test_nested_application_is_refused_without_asking_aws(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        Transform: AWS::Serverless-2016-10-31
+        Resources:
+          Nested:
+            Type: AWS::Serverless::Application
+            Properties:
+              Location:
+                ApplicationId: arn:aws:serverlessrepo:us-east-1:123456789012:applications/x
+                SemanticVersion: 1.0.0
+        """,
+    )
+    error = error_of(path)
+    assert "AWS::Serverless::Application (a nested application) is not supported" in error.message
+    assert (error.logical_id, error.line) == ("Nested", 3)

@@ -14,6 +14,7 @@ The path is a directory (zipped by the provisioning layer) or a .zip file. Cloud
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -75,13 +76,27 @@ def translate(
     from samtranslator.metrics.metrics import DummyMetricsPublisher, Metrics
     from samtranslator.model.exceptions import InvalidDocumentException
     from samtranslator.parser.parser import Parser
+    from samtranslator.plugins.application.serverless_app_plugin import ServerlessAppPlugin
     from samtranslator.translator.translator import Translator
+
+    for logical_id, resource in document["Resources"].items():
+        if isinstance(resource, dict) and resource.get("Type") == "AWS::Serverless::Application":
+            raise TemplateError(
+                "AWS::Serverless::Application (a nested application) is not supported",
+                logical_id=logical_id,
+                line=lines.get(logical_id),
+            )
+
+    def no_repository() -> Any:
+        # the plugin would otherwise call the Serverless Application Repository on AWS
+        raise TemplateError("the Serverless Application Repository is not available")
 
     # region only: the translator reads it from a session, which makes no call here
     session = boto3.Session(region_name=region)
     # our own metrics, published (to nowhere) after: else the translator's warns at exit
     metrics = Metrics("ServerlessTransform", DummyMetricsPublisher())
-    translator = Translator(None, Parser(), boto_session=session, metrics=metrics)
+    plugins = [ServerlessAppPlugin(parameters=dict(parameters), sar_client_creator=no_repository)]
+    translator = Translator(None, Parser(), plugins=plugins, boto_session=session, metrics=metrics)
     try:
         translated: dict[str, Any] = translator.translate(
             document, dict(parameters), get_managed_policy_map=managed_policy_map
@@ -99,6 +114,8 @@ def translate(
         raise TemplateError(
             "SAM transform failed: " + "; ".join(problems), logical_id=first[0], line=first[1]
         ) from None
+    except TemplateError:
+        raise
     except Exception as exc:  # the translator's own bugs on odd input: still the user's template
         raise TemplateError(f"SAM transform failed: {type(exc).__name__}: {exc}") from None
     finally:
@@ -128,7 +145,10 @@ class LocalCode:
         return path
 
     def placeholder(self, path: Path) -> str:
-        key = str(len(self.paths) + 1)
+        # The key carries a digest of the code: the translator names AutoPublishAlias's
+        # AWS::Lambda::Version after a hash of the code location, so changed code gets a new
+        # version (as `sam package` does with S3 keys named by content) and the same code keeps it.
+        key = f"{len(self.paths) + 1}-{code_digest(path)}"
         self.paths[key] = path
         return f"s3://{LOCAL_BUCKET}/{key}"
 
@@ -140,6 +160,22 @@ class LocalCode:
         ):
             return {LOCAL_PATH_KEY: str(self.paths[location["S3Key"]])}
         return location
+
+
+def code_digest(path: Path) -> str:
+    """A digest of a code directory's files (names, modes and contents), or of a file."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    try:
+        for file in files:
+            digest.update(f"{file.relative_to(path) if path.is_dir() else ''}\0".encode())
+            digest.update(f"{file.stat().st_mode & 0o111}\0".encode())
+            with file.open("rb") as stream:
+                for chunk in iter(lambda: stream.read(1 << 20), b""):
+                    digest.update(chunk)
+    except OSError as exc:
+        raise TemplateError(f"cannot read code at {path}: {exc}") from None
+    return digest.hexdigest()[:16]
 
 
 def code_properties(resource: Mapping[str, Any]) -> dict[str, Any]:

@@ -422,7 +422,7 @@ def _build_resources(
                     **where(logical_id),
                 )
         metadata = body.get("Metadata")
-        update_policy = body.get("UpdatePolicy") or body.get("UpdateReplacePolicy")
+        update_policy = body.get("UpdatePolicy")
         resources[logical_id] = Resource(
             logical_id=logical_id,
             type=body["Type"],
