@@ -137,7 +137,56 @@ def dev_command(
     """Deploy DIRECTORY (with --handler) or a SAM --template, then reload each saved change
     into the running functions and print their logs, until Ctrl-C. Nothing is deleted on exit."""
     console = Console(color=sys.stdout.isatty() and not _no_color())
+    _interrupt_on_signals()
     api = Api(endpoint)
+    try:
+        targets = _deploy(
+            api,
+            directory,
+            handler,
+            name,
+            runtime,
+            timeout,
+            memory,
+            env,
+            role,
+            template,
+            stack,
+            parameter_overrides,
+            strict,
+        )
+    except KeyboardInterrupt:
+        console.line("interrupted while deploying")
+        sys.exit(130)
+    for i, target in enumerate(targets):
+        target.color = _NAME_COLORS[i % len(_NAME_COLORS)]
+    if not targets:
+        _fail("nothing to watch: no function has a local code directory")
+    try:
+        if not no_logs:
+            _start_logs(endpoint, targets, console)
+        _watch(api, targets, console)
+    except KeyboardInterrupt:
+        console.line("stopped (the functions stay deployed)")
+        sys.exit(0)
+
+
+def _deploy(
+    api: Api,
+    directory: Path | None,
+    handler: str | None,
+    name: str | None,
+    runtime: str,
+    timeout: int | None,
+    memory: int | None,
+    env: tuple[str, ...],
+    role: str | None,
+    template: Path | None,
+    stack: str | None,
+    parameter_overrides: tuple[str, ...],
+    strict: bool,
+) -> list[Target]:
+    """The options checked against each other, then the deploy; what to watch."""
     if template is not None:
         if directory is not None or handler is not None or name is not None:
             _fail(
@@ -145,7 +194,7 @@ def dev_command(
                 "--name",
                 2,
             )
-        targets = _deploy_template(api, template, stack, parameter_overrides, strict)
+        return _deploy_template(api, template, stack, parameter_overrides, strict)
     else:
         if stack is not None or parameter_overrides or strict:
             _fail("--stack, --parameter-overrides and --strict go with --template", 2)
@@ -158,21 +207,7 @@ def dev_command(
             config["MemorySize"] = memory
         if env:
             config["Environment"] = {"Variables": _env_pairs(env)}
-        targets = [
-            _deploy_directory(api, directory, name or function_name(directory), config, role)
-        ]
-    for i, target in enumerate(targets):
-        target.color = _NAME_COLORS[i % len(_NAME_COLORS)]
-    if not targets:
-        _fail("nothing to watch: no function has a local code directory")
-    _interrupt_on_signals()
-    try:
-        if not no_logs:
-            _start_logs(endpoint, targets, console)
-        _watch(api, targets, console)
-    except KeyboardInterrupt:
-        console.line("stopped (the functions stay deployed)")
-        sys.exit(0)
+        return [_deploy_directory(api, directory, name or function_name(directory), config, role)]
 
 
 def _interrupt_on_signals() -> None:
