@@ -268,6 +268,22 @@ def test_template_mode_reloads_every_function_of_a_directory_and_moves_aliases(
         dev.wait_line(f"reloaded {plain}", within=5)
         assert lam.get_alias(FunctionName=live, Name="live")["FunctionVersion"] == "2"
         assert invoke(lam, f"{live}:1") == ("v1", None)  # the version deployed stays as it was
+
+        # A save of the template deploys the stack again, and watching goes on.
+        (tmp_path / "template.yaml").write_text(TEMPLATE.replace("!Ref Stage", "!Sub ${Stage}-2"))
+        dev.wait_line("template.yaml changed: deploying stack", within=5)
+        dev.wait_line(f"deployed stack {stack}", within=60)
+        dev.wait_line("Ctrl-C to stop", within=10)
+        variables = lam.get_function_configuration(FunctionName=plain)["Environment"]["Variables"]
+        assert variables == {"STAGE": "dev-2"}
+        (tmp_path / "src" / "app.py").write_text(STAGED.format(tag="v3"))
+        until_answer(lam, f"{live}:live", lambda a: a[0] == "v3", within=10)
+        assert dev.wait_line("v3 in dev-2", within=10).startswith(f"{live} | ")
+        # a template that does not deploy is reported; the last deployed functions stay watched
+        (tmp_path / "template.yaml").write_text(TEMPLATE + "  Broken: [\n")
+        assert "nothing was deployed" in dev.wait_line("deploy failed: ", within=10)
+        (tmp_path / "src" / "app.py").write_text(STAGED.format(tag="v4"))
+        until_answer(lam, plain, lambda a: a[0] == "v4", within=10)
         status, err = dev.interrupt()
         assert status == 0 and "Traceback" not in err, err
     finally:

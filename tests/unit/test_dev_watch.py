@@ -117,6 +117,38 @@ def test_watch_groups_a_burst_per_directory(tmp_path: Path) -> None:
     assert not thread.is_alive()
 
 
+def test_watch_a_file_through_its_directory(tmp_path: Path) -> None:
+    code = tmp_path / "src"
+    code.mkdir()
+    template = tmp_path / "template.yaml"
+    template.write_text("a: 1\n")
+    stop = threading.Event()
+    ready = threading.Event()
+    batches: list[set[Path]] = []
+
+    def run() -> None:
+        for touched in watch([code], stop=stop, ready=ready.set, files=[template]):
+            batches.append(touched)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        assert ready.wait(10)
+        (tmp_path / "README.md").write_text("not watched")  # a sibling of the file
+        time.sleep(0.4)
+        assert batches == []
+        for round_ in (1, 2):  # saved by renaming a new file over it, twice
+            (tmp_path / "template.yaml.new").write_text(f"a: {round_ + 1}\n")
+            (tmp_path / "template.yaml.new").rename(template)
+            deadline = time.monotonic() + 5
+            while len(batches) < round_ and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert batches[round_ - 1] == {template.resolve()}
+    finally:
+        stop.set()
+        thread.join(5)
+
+
 def test_function_names_from_directories(tmp_path: Path) -> None:
     assert function_name(tmp_path / "hello world.v2") == "hello-world-v2"
     assert function_name(tmp_path / ("x" * 80)) == "x" * 64

@@ -12,6 +12,9 @@ through the same public API any client uses. Invocations that started before the
 on the code they started with; those that start after it run the new code (Lamina's
 UpdateFunctionCode gives new invocations new environments and lets busy ones finish).
 
+In template mode the template is watched too: a save of it deploys the stack again, and
+watching starts over on the functions it then holds.
+
 Meanwhile one thread follows every function's log group (`lamina.cli.logs.Follower`) and prints
 each event prefixed with the function's name. Nothing is deleted on exit.
 """
@@ -139,75 +142,79 @@ def dev_command(
     console = Console(color=sys.stdout.isatty() and not _no_color())
     _interrupt_on_signals()
     api = Api(endpoint)
+    source = None
     try:
-        targets = _deploy(
-            api,
-            directory,
-            handler,
-            name,
-            runtime,
-            timeout,
-            memory,
-            env,
-            role,
-            template,
-            stack,
-            parameter_overrides,
-            strict,
-        )
+        if template is not None:
+            if directory is not None or handler is not None or name is not None:
+                _fail(
+                    "--template deploys the template's functions: give no DIRECTORY, "
+                    "--handler or --name",
+                    2,
+                )
+            source = _stack_source(template, stack, parameter_overrides, strict)
+            try:
+                targets = _deploy_template(api, source)
+            except DeployFailed as e:
+                _fail(str(e))
+        else:
+            if stack is not None or parameter_overrides or strict:
+                _fail("--stack, --parameter-overrides and --strict go with --template", 2)
+            if directory is None or handler is None:
+                _fail("dev needs DIRECTORY and --handler, or --template FILE", 2)
+            config = _function_config(handler, runtime, timeout, memory, env)
+            fn_name = name or function_name(directory)
+            targets = [_deploy_directory(api, directory, fn_name, config, role)]
     except KeyboardInterrupt:
         console.line("interrupted while deploying")
         sys.exit(130)
-    for i, target in enumerate(targets):
-        target.color = _NAME_COLORS[i % len(_NAME_COLORS)]
-    if not targets:
-        _fail("nothing to watch: no function has a local code directory")
     try:
-        if not no_logs:
-            _start_logs(endpoint, targets, console)
-        _watch(api, targets, console)
+        _loop(api, endpoint, targets, console, source, follow_logs=not no_logs)
     except KeyboardInterrupt:
         console.line("stopped (the functions stay deployed)")
         sys.exit(0)
 
 
-def _deploy(
+def _loop(
     api: Api,
-    directory: Path | None,
-    handler: str | None,
-    name: str | None,
-    runtime: str,
-    timeout: int | None,
-    memory: int | None,
-    env: tuple[str, ...],
-    role: str | None,
-    template: Path | None,
-    stack: str | None,
-    parameter_overrides: tuple[str, ...],
-    strict: bool,
-) -> list[Target]:
-    """The options checked against each other, then the deploy; what to watch."""
-    if template is not None:
-        if directory is not None or handler is not None or name is not None:
-            _fail(
-                "--template deploys the template's functions: give no DIRECTORY, --handler or "
-                "--name",
-                2,
-            )
-        return _deploy_template(api, template, stack, parameter_overrides, strict)
-    else:
-        if stack is not None or parameter_overrides or strict:
-            _fail("--stack, --parameter-overrides and --strict go with --template", 2)
-        if directory is None or handler is None:
-            _fail("dev needs DIRECTORY and --handler, or --template FILE", 2)
-        config: dict[str, Any] = {"Handler": handler, "Runtime": runtime}
-        if timeout is not None:
-            config["Timeout"] = timeout
-        if memory is not None:
-            config["MemorySize"] = memory
-        if env:
-            config["Environment"] = {"Variables": _env_pairs(env)}
-        return [_deploy_directory(api, directory, name or function_name(directory), config, role)]
+    endpoint: str,
+    targets: list[Target],
+    console: Console,
+    source: StackSource | None,
+    follow_logs: bool,
+) -> None:
+    """Watch and reload; in template mode, a save of the template deploys the stack again and
+    watching starts over on what it now holds (or, if that deploy fails, on what it held)."""
+    # A directory's deployed zip is the baseline (a save before watching starts is caught up);
+    # a template's deploy zips its own way, so there the baseline is taken when watching starts.
+    seen = {t.code_dir: t.sha256 for t in targets} if source is None else {}
+    while True:
+        for i, target in enumerate(targets):
+            target.color = _NAME_COLORS[i % len(_NAME_COLORS)]
+        logs = _start_logs(endpoint, targets, console) if follow_logs else None
+        try:
+            _watch(api, targets, console, source.template if source else None, seen)
+        finally:
+            if logs is not None:
+                logs.set()
+        assert source is not None  # _watch returns only on a save of the template
+        console.line(f"{source.template.name} changed: deploying stack {source.stack} again")
+        try:
+            targets = _deploy_template(api, source)
+        except DeployFailed as e:
+            console.line(f"deploy failed: {e}", fg="red")
+
+
+def _function_config(
+    handler: str, runtime: str, timeout: int | None, memory: int | None, env: tuple[str, ...]
+) -> dict[str, Any]:
+    config: dict[str, Any] = {"Handler": handler, "Runtime": runtime}
+    if timeout is not None:
+        config["Timeout"] = timeout
+    if memory is not None:
+        config["MemorySize"] = memory
+    if env:
+        config["Environment"] = {"Variables": _env_pairs(env)}
+    return config
 
 
 def _interrupt_on_signals() -> None:
@@ -238,29 +245,55 @@ def _deploy_directory(
     return Target(name, directory.resolve(), sha256=str(final.get("CodeSha256", "")))
 
 
-def _deploy_template(
-    api: Api, template: Path, stack: str | None, overrides: tuple[str, ...], strict: bool
-) -> list[Target]:
-    """`lamina deploy --template`'s deploy; the functions with local code, to watch."""
-    # Imported here: the provisioning layer (and the SAM translator under it) is heavy, and
-    # only this mode needs it.
+class DeployFailed(Exception):
+    """A template deploy that did not happen (or was rolled back): why."""
+
+
+@dataclass
+class StackSource:
+    """Template mode: what `lamina deploy --template` is given, kept to deploy again when the
+    template is saved."""
+
+    template: Path
+    stack: str
+    overrides: dict[str, str]
+    strict: bool
+
+
+def _stack_source(
+    template: Path, stack: str | None, overrides: tuple[str, ...], strict: bool
+) -> StackSource:
     from lamina.cli.stacks import default_stack_name, parse_overrides
-    from lamina.stacks import TemplateError
-    from lamina.stacks.provision import StackFailed, deploy_stack
 
     try:
         params = parse_overrides(overrides)
     except click.BadParameter as e:
         _fail(f"--parameter-overrides: {e.message}", 2)
-    name = stack or default_stack_name(template)
+    return StackSource(template.resolve(), stack or default_stack_name(template), params, strict)
+
+
+def _deploy_template(api: Api, source: StackSource) -> list[Target]:
+    """`lamina deploy --template`'s deploy; the functions with local code, to watch. Raises
+    DeployFailed."""
+    # Imported here: the provisioning layer (and the SAM translator under it) is heavy, and
+    # only this mode needs it.
+    from lamina.stacks import TemplateError
+    from lamina.stacks.provision import StackFailed, deploy_stack
+
+    name = source.stack
     try:
         result = deploy_stack(
-            api, template, stack=name, overrides=params, strict=strict, echo=click.echo
+            api,
+            source.template,
+            stack=name,
+            overrides=source.overrides,
+            strict=source.strict,
+            echo=click.echo,
         )
     except TemplateError as e:
-        _fail(f"{template}: {e.describe()} (nothing was deployed)")
+        raise DeployFailed(f"{source.template}: {e.describe()} (nothing was deployed)") from None
     except StackFailed as e:
-        _fail(f"stack {name} failed, rolled back: {e}")
+        raise DeployFailed(f"stack {name} failed, rolled back: {e}") from None
     click.secho(f"deployed stack {name}", fg="green")
     client = StackClient(api)
     targets: list[Target] = []
@@ -271,7 +304,7 @@ def _deploy_template(
         try:
             config = client.call("GET", f"{_FN}/{fn.function_name}/configuration")
         except ApiError as e:
-            _fail(f"{fn.function_name}: {e}")
+            raise DeployFailed(f"{fn.function_name}: {e}") from None
         targets.append(
             Target(
                 fn.function_name,
@@ -283,24 +316,49 @@ def _deploy_template(
     return targets
 
 
-def _watch(api: Api, targets: list[Target], console: Console) -> None:
+def _watch(
+    api: Api,
+    targets: list[Target],
+    console: Console,
+    template: Path | None = None,
+    seen: dict[Path, str] | None = None,
+) -> None:
+    """Reload saves until a save of `template` (returns then) or Ctrl-C. `seen` (kept by the
+    caller across calls) is each directory's last zip digest: a directory that changed while
+    it was not watched (during a template's deploy) is reloaded as soon as watching starts."""
+    seen = {} if seen is None else seen
     by_dir: dict[Path, list[Target]] = {}
     for target in targets:
         by_dir.setdefault(target.code_dir, []).append(target)
     for code_dir, group in sorted(by_dir.items()):
         names = ", ".join(t.name for t in group)
         console.line(f"watching {code_dir} → {names}")
+    if template is not None:
+        console.line(f"watching {template} → the stack")
+    client = StackClient(api)
+
+    def apply(code_dir: Path) -> None:
+        started = time.monotonic()
+        pkg = package(code_dir)
+        seen[code_dir] = pkg.sha256
+        for target in by_dir[code_dir]:
+            reload(client, target, pkg, console, started)
 
     def ready() -> None:
+        for code_dir in sorted(by_dir):
+            before = seen.get(code_dir)
+            if before is None:
+                seen[code_dir] = package(code_dir).sha256
+            elif package(code_dir).sha256 != before:
+                apply(code_dir)
         console.line("save a file to reload; Ctrl-C to stop")
 
-    client = StackClient(api)
-    for touched in watch(by_dir, ready=ready):
-        for code_dir in sorted(touched):
-            started = time.monotonic()
-            pkg = package(code_dir)
-            for target in by_dir[code_dir]:
-                reload(client, target, pkg, console, started)
+    files = [template] if template is not None else []
+    for touched in watch(by_dir, ready=ready, files=files):
+        for code_dir in sorted(touched & by_dir.keys()):
+            apply(code_dir)
+        if template is not None and template in touched:
+            return
 
 
 def reload(
@@ -357,8 +415,9 @@ def _publish(client: StackClient, name: str, alias: str, sha256: str) -> str:
     return version
 
 
-def _start_logs(endpoint: str, targets: list[Target], console: Console) -> None:
-    """Follow each function's log group in a daemon thread, from now on."""
+def _start_logs(endpoint: str, targets: list[Target], console: Console) -> threading.Event:
+    """Follow each function's log group in a daemon thread, from now on, until the event
+    returned is set."""
     from lamina.cli.logs import Follower, LogsClient, format_event
 
     client = LogsClient(endpoint)
@@ -376,18 +435,22 @@ def _start_logs(endpoint: str, targets: list[Target], console: Console) -> None:
         text = format_event(event, console.color)
         console.line(f"{console.tag(target)} | {text}")
 
+    stop = threading.Event()
     thread = threading.Thread(
-        target=_follow_all, args=(followers, show), name="lamina-dev-logs", daemon=True
+        target=_follow_all, args=(followers, show, stop), name="lamina-dev-logs", daemon=True
     )
     thread.start()
+    return stop
 
 
 def _follow_all(
-    followers: list[tuple[Target, Any]], show: Callable[[Target, dict[str, Any]], None]
+    followers: list[tuple[Target, Any]],
+    show: Callable[[Target, dict[str, Any]], None],
+    stop: threading.Event,
 ) -> None:
     from lamina.cli.logs import _GroupMissing
 
-    while True:
+    while not stop.is_set():
         for target, follower in followers:
             try:
                 for event in follower.poll():
@@ -397,5 +460,5 @@ def _follow_all(
             except SystemExit:
                 # LogsClient reported an error (the server gone?) and would end the command:
                 # the watcher goes on, and so do the logs once the server answers again.
-                time.sleep(5)
-        time.sleep(LOG_POLL_S)
+                stop.wait(5)
+        stop.wait(LOG_POLL_S)

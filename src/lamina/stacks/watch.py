@@ -100,20 +100,26 @@ def watch(
     dirs: Iterable[Path],
     stop: threading.Event | None = None,
     ready: Callable[[], None] | None = None,
+    files: Iterable[Path] = (),
 ) -> Iterator[set[Path]]:
-    """Yield, after each burst of changes, the watched directories (of `dirs`) it touched; a
-    directory inside another is touched by the changes under it only once each. Calls `ready`
-    once the directories are being watched (changes from then on are seen). Ends when `stop`
-    is set (checked a few times a second)."""
+    """Yield, after each burst of changes, the watched directories (of `dirs`) and `files` it
+    touched; a directory inside another is touched by the changes under it too. Calls `ready`
+    once they are being watched (changes from then on are seen). Ends when `stop` is set
+    (checked a few times a second)."""
     import watchfiles
 
     roots = sorted({d.resolve() for d in dirs}, key=lambda d: len(d.parts), reverse=True)
+    # A file is watched through its directory: an editor that saves by renaming a new file
+    # over the old one would leave a watch on the file itself watching nothing.
+    singles = {f.resolve() for f in files}
 
     def relevant(_change: watchfiles.Change, path: str) -> bool:
-        return any(not ignored(Path(path), root) for root in _owners(Path(path), roots))
+        p = Path(path)
+        return p in singles or any(not ignored(p, root) for root in _owners(p, roots))
 
     for changes in watchfiles.watch(
         *roots,
+        *sorted({f.parent for f in singles} - set(roots)),
         watch_filter=relevant,
         debounce=MAX_GROUP_MS,
         step=QUIET_MS,
@@ -129,7 +135,10 @@ def watch(
             ready = None
         touched: set[Path] = set()
         for _change, path in changes:
-            touched.update(r for r in _owners(Path(path), roots) if not ignored(Path(path), r))
+            p = Path(path)
+            touched.update(r for r in _owners(p, roots) if not ignored(p, r))
+            if p in singles:
+                touched.add(p)
         if touched:
             yield touched
 
