@@ -38,7 +38,8 @@ class Dev:
         self.lines: list[str] = []
         self._new: queue.Queue[str] = queue.Queue()
         assert proc.stdout is not None
-        threading.Thread(target=self._read, args=(proc.stdout,), daemon=True).start()
+        self._reader = threading.Thread(target=self._read, args=(proc.stdout,), daemon=True)
+        self._reader.start()
 
     def _read(self, stream: IO[str]) -> None:
         for line in stream:
@@ -61,11 +62,23 @@ class Dev:
     def output(self) -> str:
         return "".join(self.lines)
 
+    def close(self) -> None:
+        """Kill it if it still runs; close its pipes."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(20)
+        self._reader.join(5)
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
     def interrupt(self) -> tuple[int, str]:
         """Ctrl-C: (exit status, stderr)."""
         self.proc.send_signal(signal.SIGINT)
-        _, err = self.proc.communicate(timeout=20)
-        return self.proc.returncode, err
+        status = self.proc.wait(timeout=20)
+        self._reader.join(5)  # the last lines, up to end of file
+        assert self.proc.stderr is not None
+        return status, self.proc.stderr.read()
 
 
 @pytest.fixture
@@ -98,9 +111,7 @@ def dev(server: Server, lam: Any, tmp_path: Path) -> Iterator[tuple[Dev, str, Pa
         running.wait_line("Ctrl-C to stop", within=60)
         yield running, name, code
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        running.close()
         with contextlib.suppress(lam.exceptions.ResourceNotFoundException):
             lam.delete_function(FunctionName=name)
 
@@ -287,9 +298,7 @@ def test_template_mode_reloads_every_function_of_a_directory_and_moves_aliases(
         status, err = dev.interrupt()
         assert status == 0 and "Traceback" not in err, err
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        dev.close()
         deleted = lamina("stacks", "delete", stack, endpoint=server.endpoint)
         assert deleted.returncode == 0, deleted.stderr
 
