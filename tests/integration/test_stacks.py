@@ -138,6 +138,8 @@ def test_app_deploys_updates_and_deletes(server: Server, lam: Any, tmp_path: Pat
     # one function's code changed, one function removed (its condition turned off)
     code = app / "src" / "api" / "app.py"
     code.write_text(code.read_text().replace('"message"', '"greeting"'))
+    layer_code = app / "layers" / "common" / "python" / "greeting.py"
+    layer_code.write_text(layer_code.read_text().replace("!", "!!"))
     url_config = lam.get_function_url_config(FunctionName=f"{stack}-UrlFunction")
     update = _deploy(
         server, app / "template.yaml", stack, "--parameter-overrides", "EnableUrl=false"
@@ -157,9 +159,14 @@ def test_app_deploys_updates_and_deletes(server: Server, lam: Any, tmp_path: Pat
     alias = lam.get_alias(FunctionName=f"{stack}-ApiFunction", Name="live")
     assert alias["FunctionVersion"] == "2"
     assert _get(f"{server.endpoint}/_http/greet/ada")[1] == {
-        "greeting": "Hello, ada!",
+        "greeting": "Hello, ada!!",
         "stage": "dev",
     }
+    # the layer's content changed: a new version, used by the function; the old one retained
+    layers = lam.list_layer_versions(LayerName=f"{stack}-common")["LayerVersions"]
+    assert sorted(v["Version"] for v in layers) == [1, 2]
+    api = lam.get_function_configuration(FunctionName=f"{stack}-ApiFunction")
+    assert [layer["Arn"] for layer in api["Layers"]] == [outputs["LayerArn"][:-1] + "2"]
     assert _function_names(lam, stack) == {f"{stack}-ApiFunction", f"{stack}-CronFunction"}
     assert fetch(url_config["FunctionUrl"])[0] in (403, 404)  # no such URL any more
     record = _record(server, stack)
@@ -178,7 +185,7 @@ def test_app_deploys_updates_and_deletes(server: Server, lam: Any, tmp_path: Pat
     assert not [r for r in roles if r["RoleName"].startswith(stack)]
     assert _record(server, stack) is None
     layer = lam.list_layer_versions(LayerName=f"{stack}-common")["LayerVersions"]
-    assert [v["LayerVersionArn"] for v in layer] == [outputs["LayerArn"]]  # Retain
+    assert sorted(v["Version"] for v in layer) == [1, 2]  # DeletionPolicy: Retain
     assert "DELETE_SKIPPED" in gone.stdout
 
 
@@ -236,6 +243,16 @@ Resources:
           import os
           def handler(event, context):
               return {"queue": os.environ["QUEUE"], "arn": os.environ["QUEUE_ARN"]}
+  OnOrder:
+    Type: AWS::Events::Rule
+    Properties:
+      EventPattern:
+        source: [shop.orders]
+        detail-type: [OrderPlaced]
+      Targets:
+        - Id: fn
+          Arn: !GetAtt Fn.Arn
+          Input: {"from": "rule"}
 """
 
 
@@ -255,10 +272,20 @@ def test_unsupported_resource_is_skipped_with_a_warning_or_fails_strict(
     answer = json.loads(lam.invoke(FunctionName=f"{stack}-Fn")["Payload"].read())
     assert answer["queue"] == f"{stack}-Queue"
     assert answer["arn"].startswith("arn:aws:sqs:us-east-1:000000000000:")
+    events = server.client("events")
+    rule = events.describe_rule(Name=f"{stack}-OnOrder")
+    assert json.loads(rule["EventPattern"]) == {
+        "source": ["shop.orders"],
+        "detail-type": ["OrderPlaced"],
+    }
+    (target,) = events.list_targets_by_rule(Rule=rule["Name"])["Targets"]
+    assert target["Arn"].endswith(f":function:{stack}-Fn")
+    assert json.loads(target["Input"]) == {"from": "rule"}
     record = _record(server, stack)
     assert record is not None and record["Resources"]["Queue"]["status"] == "SKIPPED"
     assert lamina("stacks", "delete", stack, endpoint=server.endpoint).returncode == 0
     assert _function_names(lam, stack) == set()
+    assert not [r for r in events.list_rules()["Rules"] if r["Name"].startswith(stack)]
 
 
 def test_broken_template_names_the_resource_and_line(
@@ -272,6 +299,8 @@ def test_broken_template_names_the_resource_and_line(
     assert "Fn" in out.stderr and "line 5" in out.stderr and "Missing" in out.stderr, out.stderr
     assert "nothing was deployed" in out.stderr
     assert _function_names(lam, stack) == set() and _record(server, stack) is None
+    bad_name = _deploy(server, template, "no_underscores")
+    assert bad_name.returncode != 0 and "not a stack name" in bad_name.stderr
 
 
 ROLLBACK = """\
@@ -365,6 +394,8 @@ def test_deployment_preference_shifts_the_alias_in_steps(
     stack = _stack()
     first = _deploy(server, template, stack)
     assert first.returncode == 0, first.stdout + first.stderr
+    # SAM's CodeDeploy role names a managed policy Lamina has no use for: said, not hidden
+    assert "AWSCodeDeployRoleForLambda" in first.stdout
     assert lam.get_alias(FunctionName=f"{stack}-Fn", Name="live")["FunctionVersion"] == "1"
     template.write_text(CANARY.replace('"v1"', '"v2"'))
     # a "minute" of 0.5 s (test-only): the canary holds 10 % for 2.5 s
@@ -473,3 +504,77 @@ def test_a_route_held_by_something_else_fails_the_api_and_rolls_back(
     finally:
         lamina("routes", "rm", "GET /hello", endpoint=server.endpoint)
         lam.delete_function(FunctionName=owner)
+
+
+def test_deploy_stack_tells_lamina_dev_each_function(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`deploy_stack` called in-process (as `lamina dev` does): its DeployResult names each
+    function, its code directory, alias, handler and runtime."""
+    from lamina.cli.main import Api
+    from lamina.stacks.provision import delete_stack, deploy_stack
+
+    for key, value in lamina_env(server.endpoint).items():
+        if key.startswith(("AWS_", "LAMINA_")):
+            monkeypatch.setenv(key, value)
+    app = _copy("app", tmp_path)
+    stack = _stack()
+    lines: list[str] = []
+    api = Api(server.endpoint)
+    try:
+        result = deploy_stack(api, app / "template.yaml", stack=stack, echo=lines.append)
+        assert result.stack == stack
+        assert result.outputs["CronFunctionName"] == f"{stack}-CronFunction"
+        found = {f.logical_id: f for f in result.functions}
+        assert set(found) == {"ApiFunction", "CronFunction", "UrlFunction"}
+        api_fn = found["ApiFunction"]
+        assert api_fn.function_name == f"{stack}-ApiFunction"
+        assert api_fn.code_dir == (app / "src" / "api").resolve()
+        assert (api_fn.alias, api_fn.handler, api_fn.runtime) == (
+            "live",
+            "app.handler",
+            "python3.12",
+        )
+        assert found["CronFunction"].alias is None
+        assert any("CREATE_COMPLETE" in line and "UrlFunction" in line for line in lines)
+        delete_stack(api, stack, echo=lines.append)
+        assert _record(server, stack) is None
+    finally:
+        api._client.close()
+
+
+PROVISIONED = """\
+AWSTemplateFormatVersion: '2010-09-09'
+Transform: AWS::Serverless-2016-10-31
+Resources:
+  Fn:
+    Type: AWS::Serverless::Function
+    Properties:
+      Runtime: python3.12
+      Handler: index.handler
+      InlineCode: |
+        def handler(event, context):
+            return "warm"
+      AutoPublishAlias: live
+      ProvisionedConcurrencyConfig:
+        ProvisionedConcurrentExecutions: 1
+"""
+
+
+def test_provisioned_concurrency_on_the_alias(server: Server, lam: Any, tmp_path: Path) -> None:
+    template = tmp_path / "template.yaml"
+    template.write_text(PROVISIONED)
+    stack = _stack()
+    out = _deploy(server, template, stack)
+    assert out.returncode == 0, out.stdout + out.stderr
+    fn = f"{stack}-Fn"
+    config = lam.get_provisioned_concurrency_config(FunctionName=fn, Qualifier="live")
+    assert config["RequestedProvisionedConcurrentExecutions"] == 1
+    # taken out of the template: the configuration goes
+    template.write_text(PROVISIONED.split("      ProvisionedConcurrencyConfig:")[0])
+    out = _deploy(server, template, stack)
+    assert out.returncode == 0, out.stdout + out.stderr
+    with pytest.raises(lam.exceptions.ProvisionedConcurrencyConfigNotFoundException):
+        lam.get_provisioned_concurrency_config(FunctionName=fn, Qualifier="live")
+    assert json.loads(lam.invoke(FunctionName=f"{fn}:live")["Payload"].read()) == "warm"
+    assert lamina("stacks", "delete", stack, endpoint=server.endpoint).returncode == 0

@@ -29,8 +29,13 @@ def test_generated_names_fit_and_stay_distinct() -> None:
 def test_parameter_overrides_take_both_spellings() -> None:
     got = parse_overrides(("Stage=prod Size=3", "ParameterKey=Name,ParameterValue=a=b", "Empty="))
     assert got == {"Stage": "prod", "Size": "3", "Name": "a=b", "Empty": ""}
-    with pytest.raises(click.BadParameter):
-        parse_overrides(("novalue",))
+    assert parse_overrides(('Greeting="Hello there" Stage=dev',)) == {
+        "Greeting": "Hello there",
+        "Stage": "dev",
+    }
+    for bad in ("novalue", 'Open="quote'):
+        with pytest.raises(click.BadParameter):
+            parse_overrides((bad,))
 
 
 def test_default_stack_name_is_the_template_directory() -> None:

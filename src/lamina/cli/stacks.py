@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,10 +20,16 @@ _SAM_PAIR = re.compile(r"ParameterKey=([^,]+),ParameterValue=(.*)", re.S)
 
 def parse_overrides(values: tuple[str, ...] | list[str]) -> dict[str, str]:
     """`K=V` and sam's `ParameterKey=K,ParameterValue=V`, each option holding one or several
-    separated by spaces (sam's own way of writing them)."""
+    separated by spaces (sam's own way of writing them; quotes group words, as in a shell)."""
     out: dict[str, str] = {}
     for value in values:
-        for item in value.split():
+        try:
+            items = shlex.split(value)  # sam's quoting: Name="two words"
+        except ValueError as e:
+            raise click.BadParameter(
+                f"{value!r}: {e}", param_hint="--parameter-overrides"
+            ) from None
+        for item in items:
             m = _SAM_PAIR.fullmatch(item)
             if m:
                 out[m[1]] = m[2]

@@ -73,17 +73,20 @@ class StackClient:
     ) -> Any:
         """The JSON answer (None if empty). Raises `ApiError`; with `ok_missing`, a
         ResourceNotFoundException answers None instead."""
+        resp = self._request(method, path, json_body=body, params=params)
+        return self._answer(resp, ok_missing)
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Response:
         import httpx
 
         try:
-            resp = self.transport.request(method, path, json_body=body, params=params)
+            return self.transport.request(method, path, **kwargs)
         except httpx.TransportError as e:
             raise ApiError("ConnectionError", f"cannot reach {self.endpoint}: {e}", 0) from None
-        return self._answer(resp, ok_missing)
 
     def events(self, operation: str, body: dict[str, Any]) -> Any:
         """An EventBridge operation (AWS JSON 1.1 on the server's own port)."""
-        resp = self.transport.request(
+        resp = self._request(
             "POST",
             "/",
             content=json.dumps(body).encode(),
@@ -99,9 +102,7 @@ class StackClient:
         from urllib.parse import urlsplit
 
         parts = urlsplit(url)
-        resp = self.transport.request(
-            "GET", parts.path + (f"?{parts.query}" if parts.query else "")
-        )
+        resp = self._request("GET", parts.path + (f"?{parts.query}" if parts.query else ""))
         if resp.status_code >= 400:
             raise ApiError("ResourceNotFoundException", f"cannot download {url}", resp.status_code)
         return bytes(resp.content)

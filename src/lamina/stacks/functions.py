@@ -211,6 +211,11 @@ class Alias:
         name, _ = function_and_qualifier(str(props["FunctionName"]))
         body = strip(props, "FunctionName", "ProvisionedConcurrencyConfig")
         out = ctx.client.call("POST", f"{FN}/{name}/aliases", body)
+        try:
+            self._provisioned(ctx, name, props, {})
+        except Exception:
+            ctx.client.call("DELETE", f"{FN}/{name}/aliases/{props['Name']}", ok_missing=True)
+            raise
         return Physical(ref=out["AliasArn"], attributes={"AliasArn": out["AliasArn"]})
 
     def update(self, ctx: Context, logical_id: str, props: dict[str, Any], old: Record) -> Physical:
@@ -229,7 +234,28 @@ class Alias:
         body.setdefault("RoutingConfig", {"AdditionalVersionWeights": {}})
         body.setdefault("Description", "")
         out = ctx.client.call("PUT", path, body)
+        self._provisioned(ctx, name, props, before)
         return Physical(ref=out["AliasArn"], attributes={"AliasArn": out["AliasArn"]})
+
+    @staticmethod
+    def _provisioned(
+        ctx: Context, name: str, props: dict[str, Any], before: dict[str, Any]
+    ) -> None:
+        """The alias's ProvisionedConcurrencyConfig (SAM's `ProvisionedConcurrencyConfig`),
+        through Put/DeleteProvisionedConcurrencyConfig on the alias."""
+        config, was = (
+            props.get("ProvisionedConcurrencyConfig"),
+            before.get("ProvisionedConcurrencyConfig"),
+        )
+        if config == was:
+            return
+        path = f"/2019-09-30/functions/{name}/provisioned-concurrency"
+        params = {"Qualifier": str(props["Name"])}
+        if isinstance(config, dict):
+            body = coerce(config, ints=("ProvisionedConcurrentExecutions",))
+            ctx.client.call("PUT", path, body, params=params)
+        elif was:
+            ctx.client.call("DELETE", path, params=params, ok_missing=True)
 
     def delete(self, ctx: Context, logical_id: str, record: Record) -> None:
         props = record["properties"]

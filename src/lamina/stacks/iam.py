@@ -102,8 +102,8 @@ class Role:
 
     def update(self, ctx: Context, logical_id: str, props: dict[str, Any], old: Record) -> Physical:
         name = self._name(ctx, logical_id, props)
-        if name != old["physical_ref"] or props.get("Path") != old["properties"].get("Path"):
-            raise Replace()
+        if name != old["physical_ref"]:
+            raise Replace()  # (a new path alone is put in place: Lamina replaces the role)
         return self._put(ctx, logical_id, name, props)
 
     def delete(self, ctx: Context, logical_id: str, record: Record) -> None:

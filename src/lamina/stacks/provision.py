@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,8 @@ KINDS: dict[str, Kind] = {
 }
 
 Echo = Callable[[str], None]
+#: CloudFormation's stack names (as `control.stacks` checks them)
+_STACK_NAME = re.compile(r"[A-Za-z][-A-Za-z0-9]{0,127}")
 _REPLACING = (
     "Requested update requires the creation of a new physical resource; hence creating one."
 )
@@ -139,6 +142,11 @@ def deploy_stack(
     Raises `TemplateError` (nothing done) or `StackFailed` (rolled back)."""
     from lamina.stacks.template import Resolver, deployment_order
 
+    if not _STACK_NAME.fullmatch(stack):
+        raise TemplateError(
+            f"{stack!r} is not a stack name: a letter, then letters, digits and hyphens "
+            "(at most 128 characters)"
+        )
     client = StackClient(api)
     template = _load(template_path, overrides or {}, stack)
     order = deployment_order(template)
@@ -204,7 +212,8 @@ def deploy_stack(
             if old is None or old.get("type") != resource.type or old.get("status") == "SKIPPED":
                 _line(echo, "CREATE_IN_PROGRESS", resource.type, lid)
                 physical = kind.create(ctx, lid, props)
-                action = "create"
+                # the same logical id with another type: the old resource goes at clean-up
+                action = "create" if old is None or old.get("status") == "SKIPPED" else "replace"
                 _line(echo, "CREATE_COMPLETE", resource.type, lid)
             else:
                 _line(echo, "UPDATE_IN_PROGRESS", resource.type, lid)
@@ -214,8 +223,8 @@ def deploy_stack(
                 except (ApiError, ResourceFailed, TemplateError, OSError):
                     # Half-updated (its code, say, but not its configuration): put it back too.
                     partial = Physical(old["physical_ref"], dict(old.get("attributes") or {}))
-                    failed = _record(resource.type, partial, props, "", "UPDATE_FAILED", None)
-                    steps.append(_Step("update", lid, failed, old))
+                    half = _record(resource.type, partial, props, "", "UPDATE_FAILED", None)
+                    steps.append(_Step("update", lid, half, old))
                     raise
                 except Replace:
                     _line(
@@ -245,8 +254,9 @@ def deploy_stack(
         }
         current = stack
         client.call("PUT", f"/lamina/stacks/{stack}", record)
-    except (ApiError, ResourceFailed, TemplateError, OSError) as e:
-        reason = e.describe() if isinstance(e, TemplateError) else str(e)
+    except (ApiError, ResourceFailed, TemplateError, OSError, KeyboardInterrupt) as e:
+        # Interrupted (Ctrl-C) too: what was created would otherwise be left with no record.
+        reason = e.describe() if isinstance(e, TemplateError) else str(e) or "interrupted"
         rtype = template.resources[current].type if current in template.resources else ""
         if current == stack:
             rtype = "AWS::CloudFormation::Stack"
