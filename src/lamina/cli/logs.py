@@ -220,24 +220,48 @@ def _missing(client: LogsClient, name: str, group: str) -> None:
 def _follow(
     client: LogsClient, name: str, group: str, start_ms: int, pattern: str | None, color: bool
 ) -> None:
-    since_ms = start_ms
-    newest_ids: dict[str, int] = {}  # by node (a cluster's eventIds are NODE:ID)
+    follower = Follower(client, group, start_ms, pattern)
     warned = False
     while True:
-        newest_ms = since_ms + FOLLOW_OVERLAP_MS  # so that `since_ms` never moves back
-        printed_up_to = dict(newest_ids)
         try:
-            for event in client.events(group, since_ms, pattern):
-                node, _, number = str(event.get("eventId", "-1")).rpartition(":")
-                event_id = int(number)
-                newest_ms = max(newest_ms, int(event["timestamp"]))
-                if event_id <= printed_up_to.get(node, -1):
-                    continue  # printed by an earlier poll
-                newest_ids[node] = max(newest_ids.get(node, -1), event_id)
+            for event in follower.poll():
                 click.echo(format_event(event, color), color=color)
         except _GroupMissing:
             if not warned:
                 _missing(client, name, group)
                 warned = True
-        since_ms = max(start_ms, newest_ms - FOLLOW_OVERLAP_MS)
         time.sleep(POLL_INTERVAL_S)
+
+
+class Follower:
+    """A log group's new events, poll after poll, each once (the module docstring says how);
+    `lamina logs -f` and `lamina dev` poll one each per group they follow."""
+
+    def __init__(
+        self, client: LogsClient, group: str, start_ms: int, pattern: str | None = None
+    ) -> None:
+        self.client = client
+        self.group = group
+        self.pattern = pattern
+        self._start_ms = start_ms
+        self._since_ms = start_ms
+        self._newest_ids: dict[str, int] = {}  # by node (a cluster's eventIds are NODE:ID)
+
+    def poll(self) -> list[dict[str, Any]]:
+        """The events stored since the last poll, in the server's order; raises _GroupMissing
+        while the group does not exist."""
+        newest_ms = self._since_ms + FOLLOW_OVERLAP_MS  # so that `since_ms` never moves back
+        newest_ids = dict(self._newest_ids)
+        fresh: list[dict[str, Any]] = []
+        for event in self.client.events(self.group, self._since_ms, self.pattern):
+            node, _, number = str(event.get("eventId", "-1")).rpartition(":")
+            event_id = int(number)
+            newest_ms = max(newest_ms, int(event["timestamp"]))
+            if event_id <= self._newest_ids.get(node, -1):
+                continue  # returned by an earlier poll
+            newest_ids[node] = max(newest_ids.get(node, -1), event_id)
+            fresh.append(event)
+        # Moved on only once the whole poll succeeded: a failed one is asked again.
+        self._newest_ids = newest_ids
+        self._since_ms = max(self._start_ms, newest_ms - FOLLOW_OVERLAP_MS)
+        return fresh

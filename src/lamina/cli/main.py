@@ -324,6 +324,26 @@ def deploy(
         if durable_retention is not None:
             durable["RetentionPeriodInDays"] = durable_retention
         config["DurableConfig"] = durable
+    verb, final = put_function(api, name, code, config, role=role, image=image_uri is not None)
+    what = (
+        f"image {image_uri}, sha256:{final['CodeSha256']}"
+        if image_uri is not None
+        else f"{final['Runtime']}, {final['Handler']}, {final['CodeSize']} bytes"
+    )
+    click.echo(f"{click.style(verb, fg='green')} {final['FunctionArn']} ({what})")
+
+
+def put_function(
+    api: Api,
+    name: str,
+    code: dict[str, Any],
+    config: dict[str, Any],
+    *,
+    role: str | None = None,
+    image: bool = False,
+) -> tuple[str, dict[str, Any]]:
+    """Create function NAME with `code` (the API's FunctionCode) and `config`, or update its
+    code and then its configuration; ("created" or "updated", its configuration once ready)."""
     existing = api.call("GET", f"{_FN}/{name}", ok_missing=True)
     if existing.status_code == 404:
         account = os.environ.get("LAMINA_ACCOUNT_ID", DEFAULT_ACCOUNT_ID)
@@ -333,7 +353,7 @@ def deploy(
             "Code": code,
             **config,
         }
-        if image_uri is not None:
+        if image:
             body["PackageType"] = "Image"
         api.call("POST", _FN, json_body=body)
         verb = "created"
@@ -341,16 +361,10 @@ def deploy(
         api.call("PUT", f"{_FN}/{name}/code", json_body=code)
         _wait_ready(api, name)
         if role:
-            config["Role"] = role
+            config = {**config, "Role": role}
         api.call("PUT", f"{_FN}/{name}/configuration", json_body=config)
         verb = "updated"
-    final = _wait_ready(api, name)
-    what = (
-        f"image {image_uri}, sha256:{final['CodeSha256']}"
-        if image_uri is not None
-        else f"{final['Runtime']}, {final['Handler']}, {final['CodeSize']} bytes"
-    )
-    click.echo(f"{click.style(verb, fg='green')} {final['FunctionArn']} ({what})")
+    return verb, _wait_ready(api, name)
 
 
 def _image_config(
@@ -578,6 +592,7 @@ def queue(endpoint: str) -> None:
 
 from lamina.cli import code_signing as _code_signing  # noqa: E402, F401  (`signers`, `sign`)
 from lamina.cli import db as _db  # noqa: E402, F401  (registers `db`; it imports main)
+from lamina.cli import dev as _dev  # noqa: E402, F401  (registers `dev`; it imports main)
 from lamina.cli import durable as _durable  # noqa: E402, F401  (registers `durable`)
 from lamina.cli import images as _images  # noqa: E402, F401  (registers `images`)
 from lamina.cli import keys as _keys  # noqa: E402, F401  (registers `keys`)
