@@ -57,6 +57,9 @@ def test_invoke_failure_exits_non_zero(server: Server, tmp_path: Path) -> None:
         out = lamina("invoke", "cli-bad", endpoint=ep)
         assert out.returncode == 1
         assert "KeyError" in out.stderr
+        # the request id, for `lamina replay`, is the one the error body names
+        error = json.loads(out.stderr[: out.stderr.rindex("}") + 1])
+        assert f"request {error['requestId']} (lamina replay " in out.stderr
     finally:
         lamina("rm", "cli-bad", endpoint=ep)
 

@@ -155,7 +155,7 @@ def test_a_save_reloads_within_a_second_or_two(
     print(f"save → new code answering: {took:.3f} s")
     assert took < 2.0, took
     reloaded = proc.wait_line("reloaded ", within=5)
-    assert reloaded.startswith(f"reloaded {name} (1 files, sha256 "), reloaded
+    assert reloaded.startswith(f"reloaded {name} (1 file, sha256 "), reloaded
     thread.join(20)
     assert slow["answer"] == ("v1", None)
     proc.wait_line("v2 says hello", within=10)

@@ -240,7 +240,7 @@ def _deploy_directory(
     verb, final = put_function(api, name, code, config, role=role)
     click.echo(
         f"{click.style(verb, fg='green')} {final['FunctionArn']} "
-        f"({final['Runtime']}, {final['Handler']}, {pkg.files} files)"
+        f"({final['Runtime']}, {final['Handler']}, {_files(pkg.files)})"
     )
     return Target(name, directory.resolve(), sha256=str(final.get("CodeSha256", "")))
 
@@ -369,7 +369,7 @@ def reload(
     tag = console.tag(target)
     short = pkg.sha256[:12]
     if pkg.sha256 == target.sha256:
-        console.line(f"unchanged {tag} ({pkg.files} files, sha256 {short})", dim=True)
+        console.line(f"unchanged {tag} ({_files(pkg.files)}, sha256 {short})", dim=True)
         return True
     try:
         _update_code(client, target.name, pkg)
@@ -383,7 +383,7 @@ def reload(
     target.sha256 = pkg.sha256
     took = time.monotonic() - started
     verb = click.style("reloaded", fg="green") if console.color else "reloaded"
-    console.line(f"{verb} {tag} ({pkg.files} files, sha256 {short}{where}, {took:.2f} s)")
+    console.line(f"{verb} {tag} ({_files(pkg.files)}, sha256 {short}{where}, {took:.2f} s)")
     return True
 
 
@@ -462,3 +462,7 @@ def _follow_all(
                 # the watcher goes on, and so do the logs once the server answers again.
                 stop.wait(5)
         stop.wait(LOG_POLL_S)
+
+
+def _files(count: int) -> str:
+    return "1 file" if count == 1 else f"{count} files"

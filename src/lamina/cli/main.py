@@ -473,6 +473,10 @@ def invoke(
         body = json.dumps(json.loads(body), indent=2)
     if resp.headers.get("X-Amz-Function-Error"):
         click.secho(body, fg="red", err=True)
+        request_id = resp.headers.get("x-amzn-RequestId")
+        if request_id:
+            # what `lamina replay` takes, to run it again on fixed code
+            click.echo(f"request {request_id} (lamina replay {request_id} --code DIR)", err=True)
         sys.exit(1)
     click.echo(body)
 
