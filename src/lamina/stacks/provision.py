@@ -29,7 +29,7 @@ from typing import Any
 from lamina.stacks import DeployedFunction, DeployResult, Physical, TemplateError
 from lamina.stacks.apis import Accepted, Api
 from lamina.stacks.client import ApiError, StackClient, Transport
-from lamina.stacks.events import Rule
+from lamina.stacks.events import Rule, Schedule
 from lamina.stacks.functions import (
     Alias,
     EventInvokeConfig,
@@ -63,6 +63,7 @@ KINDS: dict[str, Kind] = {
     "AWS::Lambda::EventSourceMapping": EventSourceMapping(),
     "AWS::Lambda::EventInvokeConfig": EventInvokeConfig(),
     "AWS::Events::Rule": Rule(),
+    "AWS::Scheduler::Schedule": Schedule(),
     "AWS::IAM::Role": Role(),
     "AWS::ApiGateway::RestApi": Api(rest=True),
     "AWS::ApiGatewayV2::Api": Api(rest=False),
