@@ -123,3 +123,104 @@ def test_an_sqs_event_becomes_a_mapping_that_feeds_the_function_and_goes_with_th
             lam.get_function(FunctionName=name)
     finally:
         sqs.close()
+
+
+MQ_TEMPLATE = """\
+AWSTemplateFormatVersion: "2010-09-09"
+Transform: AWS::Serverless-2016-10-31
+Parameters:
+  BrokerArn:
+    Type: String
+  SecretArn:
+    Type: String
+  VirtualHost:
+    Type: String
+Resources:
+  Consumer:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: src/
+      Handler: app.handler
+      Runtime: python3.11
+      Events:
+        Orders:
+          Type: MQ
+          Properties:
+            Broker: !Ref BrokerArn
+            Queues: [orders]
+            BatchSize: 10
+            SourceAccessConfigurations:
+              - Type: BASIC_AUTH
+                URI: !Ref SecretArn
+              - Type: VIRTUAL_HOST
+                URI: !Ref VirtualHost
+"""
+
+MQ_CODE = """
+import base64, json, time
+
+def handler(event, context):
+    for queue, messages in event["rmqMessagesByQueue"].items():
+        for m in messages:
+            print("SEEN " + json.dumps({"t": time.time(), "queue": queue,
+                                        "data": base64.b64decode(m["data"]).decode()}))
+"""
+
+
+def test_an_mq_event_reads_a_rabbitmq_queue_with_the_templates_secret(
+    own_server: Any, tmp_path: Path
+) -> None:
+    import asyncio
+
+    from tests._rabbit import declare, private_vhost, publish
+    from tests.conftest import SIGNED_HTTP
+
+    srv: Server = own_server()
+    lam = srv.client()
+    with private_vhost("lamina-stack") as vhost:
+        asyncio.run(declare(vhost, "orders"))
+        name = f"rmq-{uuid.uuid4().hex[:8]}"
+        # the broker's URL carries no credentials: the template's BASIC_AUTH secret logs in
+        put = SIGNED_HTTP.put(
+            f"{srv.endpoint}/lamina/brokers/{name}", json={"Url": "amqp://127.0.0.1:5672/"}
+        )
+        assert put.status_code == 200, put.text
+        broker = put.json()["Broker"]["Arn"]
+        secret = SIGNED_HTTP.put(
+            f"{srv.endpoint}/lamina/secrets/{name}",
+            json={"Username": "guest", "Password": "guest"},
+        )
+        assert secret.status_code == 200, secret.text
+        secret_arn = secret.json()["Secret"]["Arn"]
+
+        app = tmp_path / "shop"
+        (app / "src").mkdir(parents=True)
+        (app / "src" / "app.py").write_text(MQ_CODE)
+        (app / "template.yaml").write_text(MQ_TEMPLATE)
+        out = lamina(
+            "deploy",
+            "--template",
+            str(app / "template.yaml"),
+            "--parameter-overrides",
+            f"BrokerArn={broker} SecretArn={secret_arn} VirtualHost={vhost}",
+            endpoint=srv.endpoint,
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+        mapping = lam.list_event_source_mappings(FunctionName="shop-Consumer")[
+            "EventSourceMappings"
+        ][0]
+        assert mapping["Queues"] == ["orders"]
+        wait_for(
+            lambda: lam.get_event_source_mapping(UUID=mapping["UUID"])["State"] == "Enabled",
+            timeout=30,
+            message="the mapping enabled",
+        )
+        asyncio.run(publish(vhost, "orders", [b"tea", b"cake"]))
+        records = wait_seen(srv, "shop-Consumer", 2, timeout=30)
+        assert sorted(r["data"] for r in records) == ["cake", "tea"]
+        assert {r["queue"] for r in records} == {f"orders::{vhost}"}
+
+        gone = lamina("stacks", "delete", "shop", endpoint=srv.endpoint)
+        assert gone.returncode == 0, gone.stdout + gone.stderr
+        with pytest.raises(lam.exceptions.ResourceNotFoundException):
+            lam.get_event_source_mapping(UUID=mapping["UUID"])
