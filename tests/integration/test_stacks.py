@@ -215,7 +215,7 @@ def test_sam_hello_world(
     assert again.returncode == 0, again.stdout + again.stderr
     assert ("UPDATE_COMPLETE", "HelloWorldFunction") in _changed(again.stdout)
     assert _get(url) == (200, {"message": new})
-    gone = lamina("stacks", "delete", app, endpoint=server.endpoint)
+    gone = lamina("stack", "delete", app, endpoint=server.endpoint)
     assert gone.returncode == 0, gone.stderr
     assert fetch(url)[0] == 404
     assert _function_names(lam, f"{app}-") == set()

@@ -139,3 +139,7 @@ def delete(name: str, endpoint: str) -> None:
     except StackFailed as e:
         _fail(f"stack {name}: {e}")
     sys.stdout.flush()
+
+
+# `lamina stack delete NAME` (the singular, as in "a stack") is the same group.
+main.add_command(stacks, name="stack")
