@@ -7,14 +7,13 @@ removes the mapping with the rest."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 from tests.conftest import Server, lamina, wait_for, wait_seen
-from tests.integration.test_code_from_s3 import moto_server
+from tests.integration import test_event_sources as _event_sources
 
 TEMPLATE = """\
 AWSTemplateFormatVersion: "2010-09-09"
@@ -55,13 +54,8 @@ def handler(event, context):
 """
 
 
-@pytest.fixture
-def sqs_endpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    # what the server (a child process) finds through the usual AWS chain; moto takes any
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-    with moto_server(tmp_path) as url:
-        yield url
+# moto's SQS endpoint for the server (`--sqs-endpoint`), as the event-source tests make it
+sqs_endpoint = _event_sources.sqs_endpoint
 
 
 def test_an_sqs_event_becomes_a_mapping_that_feeds_the_function_and_goes_with_the_stack(

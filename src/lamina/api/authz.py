@@ -183,6 +183,24 @@ def denial_message(principal: Principal, request: AccessRequest, decision: Decis
     return head + f"because no identity-based policy allows the {request.action} action"
 
 
+def refusal(scope: Scope, action: str, resource: str) -> str | None:
+    """For a handler that checks an action itself (its resource known only once it has read
+    something): why the caller may not do `action` on `resource`, as AccessDeniedException's
+    message; None when it may (authentication off, an admin key, or a policy allowing it).
+    A policy that cannot be evaluated refuses, as the wrapper does."""
+    principal: Principal | None = scope.get(SCOPE_KEY)
+    if principal is None or principal.admin:
+        return None
+    asked = AccessRequest(action, resource, request_context(scope, principal))
+    try:
+        decision = authorize(principal, asked)
+    except PolicyError:
+        decision = Decision.IMPLICIT_DENY
+    if decision is Decision.ALLOW:
+        return None
+    return denial_message(principal, asked, decision)
+
+
 async def send_denial(
     send: Send, message: str, *, json_api: bool, error_type: str | None = None
 ) -> None:

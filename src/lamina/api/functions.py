@@ -8,7 +8,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
-from lamina.api.authz import denial_message, request_context
+from lamina.api.authz import refusal
 from lamina.api.context import app_state
 from lamina.api.wire import (
     code_url,
@@ -19,8 +19,6 @@ from lamina.api.wire import (
     max_items_param,
 )
 from lamina.arns import FunctionRef
-from lamina.auth.policy import PolicyError, authorize
-from lamina.auth.principal import SCOPE_KEY, AccessRequest, Decision, Principal
 from lamina.control import packages
 from lamina.control.aliases import is_alias_name
 from lamina.control.s3_code import S3_MEMBERS
@@ -225,7 +223,8 @@ async def get_function(request: Request) -> Response:
         "Configuration": _configuration(request, fn.latest, _arn(request, fn.latest, ref)),
         "Code": code,
     }
-    refused = _tags_refused(request, state.functions.arn(ref.name))
+    # Lambda returns the tags only to a caller whose policies allow lambda:ListTags on it.
+    refused = refusal(request.scope, "lambda:ListTags", state.functions.arn(ref.name))
     if refused is not None:
         out["TagsError"] = {"ErrorCode": "AccessDeniedException", "Message": refused}
     elif fn.tags:
@@ -234,22 +233,6 @@ async def get_function(request: Request) -> Response:
     if reserved is not None:
         out["Concurrency"] = {"ReservedConcurrentExecutions": reserved}
     return json_response(out)
-
-
-def _tags_refused(request: Request, arn: str) -> str | None:
-    """Why GetFunction leaves the tags out, if it does: Lambda returns them only to a caller
-    whose policies allow lambda:ListTags on the function (None: they may see them)."""
-    principal: Principal | None = request.scope.get(SCOPE_KEY)
-    if principal is None or principal.admin:
-        return None
-    asked = AccessRequest("lambda:ListTags", arn, request_context(request.scope, principal))
-    try:
-        decision = authorize(principal, asked)
-    except PolicyError:
-        decision = Decision.IMPLICIT_DENY  # fail closed, as `Authorize` does
-    if decision is Decision.ALLOW:
-        return None
-    return denial_message(principal, asked, decision)
 
 
 async def get_function_configuration(request: Request) -> Response:

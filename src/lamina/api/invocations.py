@@ -17,12 +17,10 @@ import re
 from starlette.requests import Request
 from starlette.responses import Response
 
-from lamina.api.authz import denial_message, request_context
+from lamina.api.authz import refusal
 from lamina.api.context import app_state
 from lamina.api.wire import json_response
 from lamina.arns import function_arn
-from lamina.auth.policy import PolicyError, authorize
-from lamina.auth.principal import SCOPE_KEY, AccessRequest, Decision, Principal
 from lamina.errors import AccessDeniedError, ResourceNotFoundError, ValidationError
 
 ACTION = "lamina:GetInvocation"
@@ -56,23 +54,8 @@ async def get_invocation(request: Request) -> Response:
         )
     settings = state.settings
     arn = function_arn(settings.region, settings.account_id, str(record["functionName"]))
-    refused = _refused(request, arn)
+    refused = refusal(request.scope, ACTION, arn)
     if refused is not None:
         raise AccessDeniedError(refused)
     record["node"] = state.node_name
     return json_response(record)
-
-
-def _refused(request: Request, arn: str) -> str | None:
-    """Why the caller may not read the records of the function `arn` (None: it may)."""
-    principal: Principal | None = request.scope.get(SCOPE_KEY)
-    if principal is None or principal.admin:
-        return None
-    asked = AccessRequest(ACTION, arn, request_context(request.scope, principal))
-    try:
-        decision = authorize(principal, asked)
-    except PolicyError:
-        decision = Decision.IMPLICIT_DENY  # fail closed, as `Authorize` does
-    if decision is Decision.ALLOW:
-        return None
-    return denial_message(principal, asked, decision)
