@@ -1,0 +1,230 @@
+"""Traces: TracingConfig's sampling over the X-Ray header, the header the function sees, and
+the spans a server started with `--otlp-endpoint` posts to an OTLP/HTTP receiver of the
+test's own (parent/child links, cold-start phases, the async queue and a destination)."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from tests.conftest import SIGNED_HTTP, Functions, Server, wait_for
+
+from lamina.runtimes.images import SdkState
+
+ACCOUNT = "000000000000"
+
+ECHO_TRACE = """
+import os
+def handler(event, context):
+    return {"trace": os.environ.get("_X_AMZN_TRACE_ID", "")}
+"""
+
+
+class Receiver:
+    """A tiny OTLP/HTTP (JSON) receiver: every span posted to /v1/traces, by trace id."""
+
+    def __init__(self) -> None:
+        self.spans: list[dict[str, Any]] = []
+        self.resources: dict[str, dict[str, Any]] = {}
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["content-length"]))
+                ok = self.path == "/v1/traces" and self.headers["content-type"] == (
+                    "application/json"
+                )
+                if ok:
+                    receiver.take(json.loads(body))
+                self.send_response(200 if ok else 400)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.http.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.http.server_address[1]}"
+
+    def take(self, body: dict[str, Any]) -> None:
+        with self.lock:
+            for rs in body["resourceSpans"]:
+                attrs = {a["key"]: a["value"] for a in rs["resource"]["attributes"]}
+                for ss in rs["scopeSpans"]:
+                    for span in ss["spans"]:
+                        self.spans.append(span)
+                        self.resources[span["spanId"]] = attrs
+
+    def trace(self, trace_id: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [s for s in self.spans if s["traceId"] == trace_id]
+
+    def wait(self, trace_id: str, names: set[str]) -> dict[str, list[dict[str, Any]]]:
+        """The trace's spans by name once every name in `names` is among them."""
+
+        def ready() -> dict[str, list[dict[str, Any]]] | None:
+            by_name: dict[str, list[dict[str, Any]]] = {}
+            for span in self.trace(trace_id):
+                by_name.setdefault(span["name"], []).append(span)
+            return by_name if names <= by_name.keys() else None
+
+        found: dict[str, list[dict[str, Any]]] = wait_for(ready, 10, f"spans {names}")
+        return found
+
+    def close(self) -> None:
+        self.http.shutdown()
+        self.http.server_close()
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
+
+
+@pytest.fixture(scope="module")
+def traced(
+    tmp_path_factory: pytest.TempPathFactory,
+    runtime_images: dict[str, SdkState],
+    receiver: Receiver,
+) -> Iterator[Server]:
+    base = tmp_path_factory.mktemp("traces")
+    srv = Server(data_dir=base / "data", extra_args=("--otlp-endpoint", receiver.endpoint)).start()
+    yield srv
+    assert srv.stop() == 0, srv.log()
+
+
+@pytest.fixture
+def fns(traced: Server) -> Iterator[Functions]:
+    f = Functions(traced.client())
+    yield f
+    f.cleanup()
+
+
+def _root() -> str:
+    return f"1-{int(time.time()):08x}-{os.urandom(12).hex()}"
+
+
+def _invoke(server: Server, name: str, trace: str | None = None, kind: str = "") -> Any:
+    headers = {"x-amzn-trace-id": trace} if trace else {}
+    if kind:
+        headers["x-amz-invocation-type"] = kind
+    r = SIGNED_HTTP.post(
+        f"{server.endpoint}/2015-03-31/functions/{name}/invocations",
+        content=b"{}",
+        headers=headers,
+    )
+    assert r.status_code == (202 if kind == "Event" else 200), r.text
+    return r.json() if kind != "Event" else None
+
+
+def _fields(header: str) -> dict[str, str]:
+    return dict(p.split("=", 1) for p in header.split(";"))
+
+
+def _attrs(span: dict[str, Any]) -> dict[str, Any]:
+    return {a["key"]: next(iter(a["value"].values())) for a in span["attributes"]}
+
+
+def test_active_continues_the_callers_trace_with_cold_start_phases(
+    traced: Server, fns: Functions, receiver: Receiver
+) -> None:
+    name = fns.create(ECHO_TRACE, TracingConfig={"Mode": "Active"})["FunctionName"]
+    root, parent = _root(), os.urandom(8).hex()
+    seen = _fields(_invoke(traced, name, f"Root={root};Parent={parent};Sampled=1")["trace"])
+    assert seen["Root"] == root and seen["Sampled"] == "1"
+    trace_id = root[2:].replace("-", "")
+    spans = receiver.wait(
+        trace_id,
+        {f"Invoke {name}", "Invocation", "Cold start", "Sandbox", "Runtime start", "Init"},
+    )
+    (top,) = spans[f"Invoke {name}"]
+    (handler,) = spans["Invocation"]
+    (cold,) = spans["Cold start"]
+    # The caller's span is the parent; the function's Parent is the handler's span.
+    assert top["parentSpanId"] == parent and top["kind"] == 2
+    assert handler["parentSpanId"] == top["spanId"]
+    assert seen["Parent"] == handler["spanId"]
+    assert cold["parentSpanId"] == top["spanId"]
+    for phase in ("Sandbox", "Runtime start", "Init"):
+        (span,) = spans[phase]
+        assert span["parentSpanId"] == cold["spanId"]
+        assert int(cold["startTimeUnixNano"]) <= int(span["startTimeUnixNano"])
+        assert int(span["endTimeUnixNano"]) <= int(cold["endTimeUnixNano"])
+    assert int(cold["endTimeUnixNano"]) <= int(handler["endTimeUnixNano"])
+    assert _attrs(top)["faas.coldstart"] is True
+    assert receiver.resources[top["spanId"]]["service.name"] == {"stringValue": name}
+
+    # Warm: the same shape without the cold start; a new trace when none is given (the
+    # first request of a second is sampled).
+    time.sleep(1.05)
+    warm = _fields(_invoke(traced, name)["trace"])
+    assert warm["Sampled"] == "1"
+    warm_id = warm["Root"][2:].replace("-", "")
+    spans = receiver.wait(warm_id, {f"Invoke {name}", "Invocation"})
+    (top,) = spans[f"Invoke {name}"]
+    assert "parentSpanId" not in top
+    assert spans["Invocation"][0]["spanId"] == warm["Parent"]
+    assert "Cold start" not in spans and _attrs(top)["faas.coldstart"] is False
+
+
+def test_pass_through_follows_the_callers_decision_only(
+    traced: Server, fns: Functions, receiver: Receiver
+) -> None:
+    name = fns.create(ECHO_TRACE)["FunctionName"]  # PassThrough, the default
+    time.sleep(1.05)  # a fresh second: Active would sample this one
+    unsampled = _fields(_invoke(traced, name)["trace"])
+    assert unsampled["Sampled"] == "0" and "Parent" not in unsampled
+    root = _root()
+    sampled = _fields(_invoke(traced, name, f"Root={root};Sampled=1")["trace"])
+    receiver.wait(root[2:].replace("-", ""), {f"Invoke {name}", "Invocation"})
+    assert "Parent" in sampled
+    # Posted before the sampled one's spans (one exporter, in order): nothing came.
+    assert receiver.trace(unsampled["Root"][2:].replace("-", "")) == []
+    refused = _fields(_invoke(traced, name, f"Root={_root()};Sampled=0")["trace"])
+    assert refused["Sampled"] == "0"
+
+
+def test_async_invoke_keeps_the_trace_through_the_queue_and_destination(
+    traced: Server, fns: Functions, receiver: Receiver
+) -> None:
+    lam = traced.client()
+    target = fns.create(ECHO_TRACE)["FunctionName"]
+    name = fns.create(ECHO_TRACE, TracingConfig={"Mode": "Active"})["FunctionName"]
+    lam.put_function_event_invoke_config(
+        FunctionName=name,
+        DestinationConfig={
+            "OnSuccess": {"Destination": f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:{target}"}
+        },
+    )
+    root = _root()
+    _invoke(traced, name, f"Root={root};Sampled=1", kind="Event")
+    trace_id = root[2:].replace("-", "")
+    spans = receiver.wait(trace_id, {f"Invoke {name}", "Queued", f"Invoke {target}"})
+    (top,) = spans[f"Invoke {name}"]
+    (dest_top,) = spans[f"Invoke {target}"]
+    # Each asynchronous invocation (the event, then the destination's) waited in the queue.
+    queued = {s["parentSpanId"]: s for s in spans["Queued"]}
+    assert queued.keys() == {top["spanId"], dest_top["spanId"]}
+    mine = queued[top["spanId"]]
+    assert int(mine["startTimeUnixNano"]) <= int(mine["endTimeUnixNano"])
+    assert _attrs(top)["faas.trigger"] == "pubsub"
+    # The destination's invocation continues from the handler's span that produced it.
+    handlers = {s["parentSpanId"]: s for s in spans["Invocation"]}
+    assert dest_top["parentSpanId"] == handlers[top["spanId"]]["spanId"]
+    assert receiver.resources[dest_top["spanId"]]["faas.name"] == {"stringValue": target}
