@@ -12,10 +12,12 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 import pytest
 from tests.conftest import SIGNED_HTTP, Functions, Server, wait_for
 
 from lamina.runtimes.images import SdkState
+from lamina.scheduler.traces import TOKEN_HEADER
 
 ACCOUNT = "000000000000"
 
@@ -228,3 +230,73 @@ def test_async_invoke_keeps_the_trace_through_the_queue_and_destination(
     handlers = {s["parentSpanId"]: s for s in spans["Invocation"]}
     assert dest_top["parentSpanId"] == handlers[top["spanId"]]["spanId"]
     assert receiver.resources[dest_top["spanId"]]["faas.name"] == {"stringValue": target}
+
+
+OWN_SPAN = """
+import json, os, time, urllib.request
+
+def handler(event, context):
+    fields = dict(p.split("=", 1) for p in os.environ["_X_AMZN_TRACE_ID"].split(";"))
+    now = time.time_ns()
+    span = {
+        "traceId": fields["Root"][2:].replace("-", ""),
+        "spanId": os.urandom(8).hex(),
+        "parentSpanId": fields["Parent"],
+        "name": "my work",
+        "kind": 1,
+        "startTimeUnixNano": str(now - 1000000),
+        "endTimeUnixNano": str(now),
+    }
+    body = {"resourceSpans": [{"resource": {"attributes": []},
+            "scopeSpans": [{"scope": {"name": "handler"}, "spans": [span]}]}]}
+    name, _, value = os.environ["OTEL_EXPORTER_OTLP_TRACES_HEADERS"].partition("=")
+    request = urllib.request.Request(
+        os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] + "/v1/traces",
+        data=json.dumps(body).encode(),
+        headers={"content-type": "application/json", name: value},
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return {"status": response.status, "span": span["spanId"]}
+"""
+
+
+def test_the_functions_own_spans_join_its_trace(
+    traced: Server, fns: Functions, receiver: Receiver
+) -> None:
+    name = fns.create(OWN_SPAN, TracingConfig={"Mode": "Active"})["FunctionName"]
+    root = _root()
+    out = _invoke(traced, name, f"Root={root};Sampled=1")
+    assert out["status"] == 200
+    spans = receiver.wait(root[2:].replace("-", ""), {"Invocation", "my work"})
+    (mine,) = spans["my work"]
+    assert mine["spanId"] == out["span"]
+    assert mine["parentSpanId"] == spans["Invocation"][0]["spanId"]
+
+
+TOKEN = """
+import os
+def handler(event, context):
+    return os.environ["OTEL_EXPORTER_OTLP_TRACES_HEADERS"].partition("=")[2]
+"""
+
+
+def test_the_span_receiver_takes_only_lamina_tokens(traced: Server, fns: Functions) -> None:
+    url = f"{traced.endpoint}/v1/traces"
+    body = b'{"resourceSpans": []}'
+    json_type = {"content-type": "application/json"}
+    refused = httpx.post(url, content=body, headers=json_type)
+    assert refused.status_code == 403
+    assert refused.headers["x-amzn-ErrorType"] == "AccessDeniedException"
+    name = fns.create(TOKEN)["FunctionName"]
+    token = _invoke(traced, name)
+    assert token.startswith(f"{name}.")
+    forged = httpx.post(url, content=body, headers={**json_type, TOKEN_HEADER: token[:-1]})
+    assert forged.status_code == 403
+    signed = {TOKEN_HEADER: token}
+    ok = httpx.post(url, content=body, headers={**json_type, **signed})
+    assert ok.status_code == 200 and ok.json() == {}
+    wrong_type = httpx.post(url, content=body, headers={"content-type": "text/plain", **signed})
+    assert wrong_type.status_code == 400
+    assert wrong_type.headers["x-amzn-ErrorType"] == "InvalidRequestContentException"
+    big = httpx.post(url, content=b" " * (4 * 1024 * 1024 + 1), headers={**json_type, **signed})
+    assert big.status_code == 413

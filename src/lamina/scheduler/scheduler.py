@@ -794,7 +794,8 @@ class Scheduler:
             runtime_dir=runtime.runtime_dir,
             base_env=lambda_environment(
                 config, self._settings, runtime, seen[0], opt_seen, seen[1], lang_seen
-            ),
+            )
+            | self._otel_env(config),
             lang_dir=image,
             image_ready=partial(self._image_ready, runtime) if image is not None else None,
             code_ready=partial(self.code_ready, config) if self.code_ready else None,
@@ -811,6 +812,11 @@ class Scheduler:
             prepare_runtime=runtime.prepare,
             account_id=self._settings.account_id,
         )
+
+    def _otel_env(self, config: FunctionConfig) -> dict[str, str]:
+        if self.tracing is None:
+            return {}
+        return self.tracing.function_env(config, self._settings.endpoint_url)
 
     def _debug_context(self, config: FunctionConfig, spec: DebugSpec) -> EnvironmentContext:
         return self._with_debugger(self._context(config), spec)
@@ -832,7 +838,7 @@ class Scheduler:
             argv=image.argv,
             task_root=root,
             runtime_dir=root,
-            base_env=image_environment(config, self._settings, image),
+            base_env=image_environment(config, self._settings, image) | self._otel_env(config),
             credentials=partial(self._credentials, config) if self._credentials else None,
             backend=self._backend,
             metrics=self._metrics,

@@ -4,6 +4,9 @@ that is not sampled but `Tracing.begin`'s header check."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import secrets
 import time
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
@@ -21,6 +24,9 @@ from lamina.observability.tracing import (
 
 if TYPE_CHECKING:
     from lamina.scheduler.environment import Environment
+
+#: the header a function's own OTLP exporter authenticates with (see `Tracing.function_env`)
+TOKEN_HEADER = "x-lamina-trace-token"
 
 #: InvokeRequest.source → OpenTelemetry's faas.trigger
 _TRIGGERS = {
@@ -64,6 +70,32 @@ class Tracing:
         self._region = region
         self._account = account
         self._resources: dict[tuple[str, str, int], Resource] = {}
+        # Signs the token a function's own exporter posts its spans to Lamina with.
+        self._key = secrets.token_bytes(32)
+
+    def function_env(self, config: FunctionConfig, endpoint_url: str) -> dict[str, str]:
+        """What points an OpenTelemetry SDK in the function at Lamina's OTLP receiver (which
+        forwards to the collector): nothing if the function names its own endpoint."""
+        own = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        if any(name in config.environment for name in own):
+            return {}
+        return {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint_url,
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS": f"{TOKEN_HEADER}={self.token(config.name)}",
+        }
+
+    def token(self, function: str) -> str:
+        return f"{function}.{self._mac(function)}"
+
+    def check(self, token: str) -> str | None:
+        """The function a receiver token was made for; None if it is not one of ours."""
+        function, _, mac = token.rpartition(".")
+        if function and hmac.compare_digest(mac, self._mac(function)):
+            return function
+        return None
+
+    def _mac(self, function: str) -> str:
+        return hmac.new(self._key, function.encode(), hashlib.sha256).hexdigest()[:32]
 
     def begin(
         self, config: FunctionConfig, request: InvokeRequest
