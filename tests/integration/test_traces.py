@@ -14,7 +14,10 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.conftest import SIGNED_HTTP, Functions, Server, wait_for
+from tests.conftest import SIGNED_HTTP, Functions, Server, fetch, wait_for
+from tests.integration.extension_code import PY_EXTENSION
+from tests.integration.test_function_urls import make_public
+from tests.integration.test_layers import exe_zip
 
 from lamina.runtimes.images import SdkState
 from lamina.scheduler.traces import TOKEN_HEADER
@@ -300,3 +303,52 @@ def test_the_span_receiver_takes_only_lamina_tokens(traced: Server, fns: Functio
     assert wrong_type.headers["x-amzn-ErrorType"] == "InvalidRequestContentException"
     big = httpx.post(url, content=b" " * (4 * 1024 * 1024 + 1), headers={**json_type, **signed})
     assert big.status_code == 413
+
+
+def test_extension_time_after_the_response_is_an_overhead_span(
+    traced: Server, fns: Functions, receiver: Receiver
+) -> None:
+    lam = traced.client()
+    layer = lam.publish_layer_version(
+        LayerName=f"l-{os.urandom(6).hex()}",
+        Content={"ZipFile": exe_zip({"extensions/rec": PY_EXTENSION}, ("extensions/rec",))},
+    )
+    try:
+        name = fns.create(
+            ECHO_TRACE,
+            TracingConfig={"Mode": "Active"},
+            Layers=[layer["LayerVersionArn"]],
+            Environment={"Variables": {"EXT_POST_PROCESS_S": "0.3"}},
+        )["FunctionName"]
+        root = _root()
+        _invoke(traced, name, f"Root={root};Sampled=1")
+        spans = receiver.wait(root[2:].replace("-", ""), {f"Invoke {name}", "Overhead"})
+        (top,), (overhead,) = spans[f"Invoke {name}"], spans["Overhead"]
+        assert overhead["parentSpanId"] == top["spanId"]
+        took = int(overhead["endTimeUnixNano"]) - int(overhead["startTimeUnixNano"])
+        assert took >= 200_000_000  # the extension's post-processing, after the response
+        assert int(overhead["startTimeUnixNano"]) >= int(spans["Invocation"][0]["endTimeUnixNano"])
+    finally:
+        lam.delete_layer_version(
+            LayerName=layer["LayerArn"].split(":")[-1], VersionNumber=layer["Version"]
+        )
+
+
+def test_a_function_url_continues_the_requests_trace(
+    traced: Server, fns: Functions, receiver: Receiver
+) -> None:
+    lam = traced.client()
+    name = fns.create(ECHO_TRACE)["FunctionName"]
+    url = lam.create_function_url_config(FunctionName=name, AuthType="NONE")["FunctionUrl"]
+    make_public(lam, name)
+    root, parent = _root(), os.urandom(8).hex()
+    status, _, body = fetch(
+        url, headers={"X-Amzn-Trace-Id": f"Root={root};Parent={parent};Sampled=1"}
+    )
+    assert status == 200, body
+    seen = _fields(json.loads(body)["trace"])
+    assert seen["Root"] == root
+    spans = receiver.wait(root[2:].replace("-", ""), {f"Invoke {name}", "Invocation"})
+    (top,) = spans[f"Invoke {name}"]
+    assert top["parentSpanId"] == parent and _attrs(top)["faas.trigger"] == "http"
+    assert seen["Parent"] == spans["Invocation"][0]["spanId"]

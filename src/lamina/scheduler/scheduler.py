@@ -221,7 +221,10 @@ class Pool:
         if env is None:
             # The environment leaves _live through _gone, once it is torn down, whichever
             # path kills it (a failed init, a timeout, its runtime exiting, retirement).
+            waiting = time.time_ns() if trace is not None else 0
             await self._scheduler.capacity.take(self.config.memory_size)
+            if trace is not None:
+                trace.capacity_wait = (waiting, time.time_ns())
             env = Environment(self.ctx, on_gone=self._gone)
             self._live.add(env)
             cold = True

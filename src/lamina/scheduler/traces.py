@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 #: the header a function's own OTLP exporter authenticates with (see `Tracing.function_env`)
 TOKEN_HEADER = "x-lamina-trace-token"
 
+#: a wait for memory capacity shorter than this gets no span (it is the common, instant take)
+_NOTABLE_WAIT_NS = 1_000_000
+
 #: InvokeRequest.source → OpenTelemetry's faas.trigger
 _TRIGGERS = {
     "RequestResponse": "other",
@@ -58,6 +61,8 @@ class InvocationTrace:
     #: set by the pool once an environment has it
     env: Environment | None = None
     cold: bool = False
+    #: (from, until) in Unix ns: a cold start waiting for memory capacity
+    capacity_wait: tuple[int, int] | None = None
     spans: list[Span] = field(default_factory=list)
 
 
@@ -142,6 +147,12 @@ class Tracing:
             queued_ns = int(request.queued_at * 1e9)
             spans.append(Span(t, span_id(), root, "Queued", queued_ns, trace.start_ns))
             start_ns = min(start_ns, queued_ns)
+        if trace.capacity_wait is not None:
+            waited_from, waited_until = trace.capacity_wait
+            if waited_until - waited_from >= _NOTABLE_WAIT_NS:
+                spans.append(
+                    Span(t, span_id(), root, "Waiting for capacity", waited_from, waited_until)
+                )
         env = trace.env
         if trace.cold and env is not None and env.start_phases is not None:
             t0, t1, t3, t4 = (_wall_ns(p, now_perf, now_ns) for p in env.start_phases)
