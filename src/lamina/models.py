@@ -211,7 +211,7 @@ class FunctionConfig:
     #: (SigningProfileVersionArn, SigningJobArn) of a package that passed code signing's
     #: checks (None: unsigned, or deployed without a check)
     signed_by: tuple[str, str] | None = None
-    #: TracingConfig.Mode as given, recorded and reported only (Lamina has no X-Ray)
+    #: TracingConfig.Mode: which invocations are sampled for traces (`scheduler.traces`)
     tracing_mode: str = "PassThrough"
     #: whether the caller gave an `Environment` (Lambda reports one given with no variables
     #: as `{"Variables": {}}`, and none at all when never given)
