@@ -277,8 +277,14 @@ def create_app(
             settings.replay_dir, settings.replay_retention_s, settings.replay_max_bytes
         )
     if settings.otlp_endpoint is not None:
+        spans = metrics.trace_spans
         scheduler.tracing = Tracing(
-            Exporter(settings.otlp_endpoint), settings.region, settings.account_id
+            Exporter(
+                settings.otlp_endpoint,
+                on_count=lambda outcome, n: spans.labels(outcome).inc(n),
+            ),
+            settings.region,
+            settings.account_id,
         )
     meter = Meter(stores.usage)
     scheduler.logs.on_report.append(meter.record)

@@ -16,6 +16,7 @@ import httpx
 import pytest
 from tests.conftest import SIGNED_HTTP, Functions, Server, fetch, wait_for
 from tests.integration.extension_code import PY_EXTENSION
+from tests.integration.test_events_api import allow_events
 from tests.integration.test_function_urls import make_public
 from tests.integration.test_layers import exe_zip
 
@@ -352,3 +353,39 @@ def test_a_function_url_continues_the_requests_trace(
     (top,) = spans[f"Invoke {name}"]
     assert top["parentSpanId"] == parent and _attrs(top)["faas.trigger"] == "http"
     assert seen["Parent"] == spans["Invocation"][0]["spanId"]
+
+
+def test_put_events_carries_the_trace_to_a_rules_target(
+    traced: Server, fns: Functions, receiver: Receiver
+) -> None:
+    events = traced.client("events")
+    name = fns.create(ECHO_TRACE)["FunctionName"]
+    allow_events(fns.client, name)
+    rule = f"r-{os.urandom(4).hex()}"
+    source = f"app.{os.urandom(4).hex()}"
+    events.put_rule(Name=rule, EventPattern=json.dumps({"source": [source]}))
+    try:
+        arn = f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:{name}"
+        events.put_targets(Rule=rule, Targets=[{"Id": "t", "Arn": arn}])
+        root, parent = _root(), os.urandom(8).hex()
+
+        def add_trace(request: Any, **_: Any) -> None:
+            request.headers["X-Amzn-Trace-Id"] = f"Root={root};Parent={parent};Sampled=1"
+
+        events.meta.events.register("before-sign.events.PutEvents", add_trace)
+        sent = events.put_events(Entries=[{"Source": source, "DetailType": "t", "Detail": "{}"}])
+        assert sent["FailedEntryCount"] == 0
+        spans = receiver.wait(root[2:].replace("-", ""), {f"Invoke {name}", "Queued"})
+        (top,) = spans[f"Invoke {name}"]
+        assert top["parentSpanId"] == parent
+        # Exported spans are counted on /metrics.
+        text = httpx.get(traced.endpoint + "/metrics", timeout=5).text
+        exported = [
+            float(line.split()[-1])
+            for line in text.splitlines()
+            if line.startswith('lamina_trace_spans_total{outcome="exported"}')
+        ]
+        assert exported and exported[0] > 0
+    finally:
+        events.remove_targets(Rule=rule, Ids=["t"])
+        events.delete_rule(Name=rule)

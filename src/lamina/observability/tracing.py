@@ -32,7 +32,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -215,8 +215,16 @@ class Resource:
 class Exporter:
     """Posts spans to `<endpoint>/v1/traces` in the background (see the module's note)."""
 
-    def __init__(self, endpoint: str, *, timeout_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        timeout_s: float = 5.0,
+        on_count: Callable[[str, int], None] | None = None,
+    ) -> None:
         self.endpoint = endpoint.rstrip("/")
+        #: told (outcome, spans) as spans are exported or dropped (the Prometheus counter)
+        self._on_count = on_count
         self._buffer: deque[tuple[Resource, Span]] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -236,6 +244,7 @@ class Exporter:
         for span in spans:
             if len(self._buffer) >= BUFFER_SPANS:
                 self.dropped += 1
+                self._count("dropped", 1)
                 self._warn("the trace buffer is full: spans dropped")
                 continue
             self._buffer.append((resource, span))
@@ -306,10 +315,16 @@ class Exporter:
             ok, reason = False, str(e) or type(e).__name__
         if ok:
             self.exported += len(batch)
+            self._count("exported", len(batch))
         else:
             self.failed_posts += 1
             self.dropped += len(batch)
+            self._count("dropped", len(batch))
             self._warn(f"exporting {len(batch)} spans to {self.endpoint} failed: {reason}")
+
+    def _count(self, outcome: str, spans: int) -> None:
+        if self._on_count is not None:
+            self._on_count(outcome, spans)
 
     def _warn(self, message: str) -> None:
         now = time.monotonic()
