@@ -38,17 +38,24 @@ class Receiver:
     def __init__(self) -> None:
         self.spans: list[dict[str, Any]] = []
         self.resources: dict[str, dict[str, Any]] = {}
+        #: protobuf requests, as they came
+        self.protobuf: list[bytes] = []
         self.lock = threading.Lock()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["content-length"]))
-                ok = self.path == "/v1/traces" and self.headers["content-type"] == (
-                    "application/json"
+                kind = self.headers["content-type"]
+                ok = self.path == "/v1/traces" and kind in (
+                    "application/json",
+                    "application/x-protobuf",
                 )
-                if ok:
+                if ok and kind == "application/json":
                     receiver.take(json.loads(body))
+                elif ok:
+                    with receiver.lock:
+                        receiver.protobuf.append(body)
                 self.send_response(200 if ok else 400)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", "2")
@@ -284,7 +291,9 @@ def handler(event, context):
 """
 
 
-def test_the_span_receiver_takes_only_lamina_tokens(traced: Server, fns: Functions) -> None:
+def test_the_span_receiver_takes_only_lamina_tokens(
+    traced: Server, fns: Functions, receiver: Receiver
+) -> None:
     url = f"{traced.endpoint}/v1/traces"
     body = b'{"resourceSpans": []}'
     json_type = {"content-type": "application/json"}
@@ -299,6 +308,14 @@ def test_the_span_receiver_takes_only_lamina_tokens(traced: Server, fns: Functio
     signed = {TOKEN_HEADER: token}
     ok = httpx.post(url, content=body, headers={**json_type, **signed})
     assert ok.status_code == 200 and ok.json() == {}
+    # Protobuf passes through byte for byte (a span-less ExportTraceServiceRequest with one
+    # empty ResourceSpans: field 1, length 0).
+    proto = httpx.post(
+        url, content=b"\x0a\x00", headers={"content-type": "application/x-protobuf", **signed}
+    )
+    assert proto.status_code == 200 and proto.content == b""
+    assert proto.headers["content-type"] == "application/x-protobuf"
+    assert b"\x0a\x00" in receiver.protobuf
     wrong_type = httpx.post(url, content=body, headers={"content-type": "text/plain", **signed})
     assert wrong_type.status_code == 400
     assert wrong_type.headers["x-amzn-ErrorType"] == "InvalidRequestContentException"

@@ -107,6 +107,8 @@ class Tracing:
     ) -> tuple[InvokeRequest, InvocationTrace | None]:
         """The request as it runs (its header naming the handler's span, when sampled) and
         its trace; (request, None) when not sampled."""
+        if config.tracing_mode != "Active" and "Sampled=1" not in request.trace_id:
+            return request, None  # PassThrough and the caller did not ask: the common case
         header = parse_header(request.trace_id) if request.trace_id else None
         if header is None:
             return request, None
