@@ -211,7 +211,7 @@ class FunctionConfig:
     #: (SigningProfileVersionArn, SigningJobArn) of a package that passed code signing's
     #: checks (None: unsigned, or deployed without a check)
     signed_by: tuple[str, str] | None = None
-    #: TracingConfig.Mode as given, recorded and reported only (Lamina has no X-Ray)
+    #: TracingConfig.Mode: which invocations are sampled for traces (`scheduler.traces`)
     tracing_mode: str = "PassThrough"
     #: whether the caller gave an `Environment` (Lambda reports one given with no variables
     #: as `{"Variables": {}}`, and none at all when never given)
@@ -324,6 +324,9 @@ class InvokeResult:
     log_tail: bytes | None = None
     #: the runtime's (or Lamina's) error type, when the function failed
     error_type: str | None = None
+    #: the trace header the invocation ran with, when it was traced (its Parent names the
+    #: handler's span: what a destination's invocation continues); None otherwise
+    trace_header: str | None = None
 
 
 @dataclass(frozen=True)
@@ -351,6 +354,8 @@ class InvokeRequest:
     source: str = "RequestResponse"
     #: which attempt this is (an async event's retries are attempts 2 and 3)
     attempt: int = 1
+    #: epoch seconds when an asynchronous event was accepted (its trace's Queued span)
+    queued_at: float | None = None
 
 
 @dataclass(frozen=True)

@@ -69,12 +69,14 @@ from lamina.models import LATEST, FunctionConfig
 from lamina.observability import LogStore, Metrics
 from lamina.observability.invocation_log import InvocationLog
 from lamina.observability.metering import Meter
+from lamina.observability.tracing import Exporter
 from lamina.runtimes.catalog import Family, RuntimeCatalog, RuntimeInfo
 from lamina.runtimes.images import RuntimeImages
 from lamina.sandbox import SandboxBackend, namespace
 from lamina.sandbox.api import RuntimeSpec
 from lamina.sandbox.process import ProcessBackend
 from lamina.scheduler import Scheduler
+from lamina.scheduler.traces import Tracing
 from lamina.settings import Settings, is_loopback
 from lamina.store import CodeStore, EventStore, SqliteEventStore
 from lamina.store.durable import DurableStore
@@ -274,6 +276,16 @@ def create_app(
         scheduler.invocation_log = InvocationLog(
             settings.replay_dir, settings.replay_retention_s, settings.replay_max_bytes
         )
+    if settings.otlp_endpoint is not None:
+        spans = metrics.trace_spans
+        scheduler.tracing = Tracing(
+            Exporter(
+                settings.otlp_endpoint,
+                on_count=lambda outcome, n: spans.labels(outcome).inc(n),
+            ),
+            settings.region,
+            settings.account_id,
+        )
     meter = Meter(stores.usage)
     scheduler.logs.on_report.append(meter.record)
     if cluster is not None:
@@ -432,6 +444,8 @@ def create_app(
         pruner = asyncio.get_running_loop().create_task(_prune_logs(log_store))
         if scheduler.invocation_log is not None:
             scheduler.invocation_log.start()
+        if scheduler.tracing is not None:
+            scheduler.tracing.exporter.start()
         await meter.open()
         backend.start()
         loop = asyncio.get_running_loop()
@@ -509,6 +523,8 @@ def create_app(
             if scheduler.invocation_log is not None:
                 # After the scheduler: the last invocations' records are written.
                 await asyncio.to_thread(scheduler.invocation_log.close)
+            if scheduler.tracing is not None:
+                await scheduler.tracing.exporter.stop()  # after the scheduler: its last spans
             if cluster_concurrency is not None:
                 await cluster_concurrency.close()  # after the scheduler: its leases are done
             await event_sources.close()

@@ -184,6 +184,9 @@ class Settings:
     #: bytes the kept invocations may take at most; the oldest go first past it
     #: (`--replay-max-bytes`)
     replay_max_bytes: int = 1 << 30
+    #: an OpenTelemetry collector's OTLP/HTTP endpoint (`--otlp-endpoint`): traced
+    #: invocations' spans go to <endpoint>/v1/traces; None: nothing is traced
+    otlp_endpoint: str | None = None
 
     @property
     def db_path(self) -> Path:

@@ -17,6 +17,8 @@ Open without a signature:
 - `GET /lamina/code/<sha256>.zip` with a server-made, expiring signature in its query string
   (GetFunction's `Code.Location` and a layer's `Content.Location`: like Lambda's presigned S3
   URLs, they work with plain curl for `CODE_URL_TTL_S`, and a signed request works too);
+- `POST /v1/traces`, functions' own OTLP spans, which carry a token of Lamina's instead
+  (`api.otlp`: OTLP exporters do not sign);
 - function URLs and HTTP routes, which are not AWS API calls: `HttpFront` checks an `AWS_IAM`
   URL's signature itself.
 """
@@ -47,7 +49,7 @@ from lamina.auth.sigv4 import AuthError, MissingAuthenticationToken, Verifier
 CODE_URL_TTL_S = 600
 #: where the code URL presigner is put (see `CodeUrlSigner.query`)
 CODE_URL_SIGNER = "lamina.code_url_signer"
-_OPEN = frozenset({("GET", "/health"), ("GET", "/metrics")})
+_OPEN = frozenset({("GET", "/health"), ("GET", "/metrics"), ("POST", "/v1/traces")})
 _CODE_PREFIX = "/lamina/code/"
 #: past this size, hashing the body moves to a thread (6 MB of SHA-256 is ~15 ms)
 _HASH_INLINE_MAX = 256 * 1024

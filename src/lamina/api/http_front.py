@@ -170,11 +170,14 @@ async def run_function(
         raise TooLarge
     functions = state.functions
     config = await functions.resolve_current(ref)
+    # The trace the request's X-Amzn-Trace-Id names (the caller's, or the Root added to
+    # the event): the function's _X_AMZN_TRACE_ID continues it, as on Lambda.
+    trace, _ = functions.recursion.trace(ref.name, _trace_header(event))
     request = InvokeRequest(
         request_id=request_id,
         payload=payload,
         invoked_arn=functions.arn(ref.name, ref.qualifier),
-        trace_id=ids.trace_id(),
+        trace_id=trace,
         stream=stream,
         source="Http",
     )
@@ -414,3 +417,12 @@ def preflight_headers(cors: UrlCors, origin: str) -> list[tuple[str, str]]:
     if cors.expose_headers:
         out.append(("access-control-expose-headers", ",".join(cors.expose_headers)))
     return out
+
+
+def _trace_header(event: dict[str, Any]) -> str | None:
+    headers = event.get("headers")
+    if isinstance(headers, dict):
+        for name, value in headers.items():
+            if name.lower() == "x-amzn-trace-id" and isinstance(value, str):
+                return value
+    return None

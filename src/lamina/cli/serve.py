@@ -318,6 +318,15 @@ from lamina.settings import (
     type=click.IntRange(min=1),
     help="Bytes the kept invocations may take at most; the oldest go first past it.",
 )
+@click.option(
+    "--otlp-endpoint",
+    default=None,
+    envvar="LAMINA_OTLP_ENDPOINT",
+    metavar="URL",
+    help="An OpenTelemetry collector's OTLP/HTTP endpoint (e.g. http://127.0.0.1:4318): "
+    "traced invocations' spans go to URL/v1/traces; see docs/tracing.md "
+    "[env: LAMINA_OTLP_ENDPOINT].",
+)
 @click.option("--allow-non-loopback", is_flag=True, hidden=True)  # accepted, no longer needed
 @click.option("--log-level", default="info", show_default=True)
 def serve(
@@ -362,6 +371,7 @@ def serve(
     advertise_url: str | None,
     replay_retention: str,
     replay_max_bytes: int,
+    otlp_endpoint: str | None,
     allow_non_loopback: bool,
     log_level: str,
 ) -> None:
@@ -445,6 +455,7 @@ def serve(
         ),
         replay_retention_s=replay_retention_s,
         replay_max_bytes=replay_max_bytes,
+        otlp_endpoint=_http_url("--otlp-endpoint", otlp_endpoint),
     )
     run_server(settings, log_level=log_level, admin_key=admin, write_profile=write_profile)
 

@@ -394,6 +394,7 @@ class AsyncQueue:
             trace_id=trace,
             source="Event",
             attempt=event.attempts + 1,
+            queued_at=event.enqueued_at,
         )
         invoke: DurableStart = self._scheduler.invoke
         if config.durable is not None and self.start_durable is not None:
@@ -426,6 +427,8 @@ class AsyncQueue:
             lane.window += 1
         event.attempts += 1
         self._last[event.id] = _Attempt(result, 200)
+        if result.trace_header is not None:
+            trace = result.trace_header  # traced: destinations continue from its handler
         if result.function_error is None:
             await self._succeed(event, config, settings, payload, trace)
         elif event.attempts <= settings.retry_attempts:

@@ -164,6 +164,13 @@ class Metrics:
             ["function", "outcome"],
             registry=self.registry,
         )
+        self.trace_spans = Counter(
+            "lamina_trace_spans",
+            "Spans of traced invocations by outcome: exported (the collector took them), "
+            "dropped (the buffer was full, or the collector could not be reached or refused).",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.recursive_invocations_dropped = Counter(
             "lamina_recursive_invocations_dropped",
             "Invocations stopped by recursive loop detection (Lambda's "

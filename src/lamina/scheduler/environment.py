@@ -255,6 +255,9 @@ class Environment:
         self._ready_at = 0.0
         #: how long the start took (the init phase included), once it has succeeded
         self.init_duration_s: float | None = None
+        #: perf_counter() readings of a successful start: begun, sandbox made, runtime
+        #: started, init done (a trace's cold-start spans)
+        self.start_phases: tuple[float, float, float, float] | None = None
         #: how the last invocation ended (read by the pool, which counts it)
         self.outcome_kind = Outcome.SUCCESS
         #: the relay from the host's loopback to the debugger (debug mode only)
@@ -457,6 +460,7 @@ class Environment:
             # Once the first invocation is on its way (the caller submits it before yielding).
             self._loop.call_soon(self._sandbox.init_done)
         self.init_duration_s = t4 - t0
+        self.start_phases = (t0, t1, t3, t4)
         self._unreported_init_ms = (t4 - t0) * 1000
         if self.state is EnvState.DEAD:
             # The runtime exited between its first /next and this task's wake-up (a first

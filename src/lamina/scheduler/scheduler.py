@@ -58,6 +58,7 @@ from lamina.scheduler.lambda_env import (
     lambda_environment,
 )
 from lamina.scheduler.limits import EnvironmentLimits
+from lamina.scheduler.traces import InvocationTrace, Tracing
 from lamina.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -182,10 +183,15 @@ class Pool:
         that died since they were put there: they are skipped when popped, and not counted)."""
         return sum(1 for env in self._idle if env.state is EnvState.IDLE)
 
-    async def invoke(self, request: InvokeRequest, lease: Lease | None = None) -> InvokeResult:
+    async def invoke(
+        self,
+        request: InvokeRequest,
+        lease: Lease | None = None,
+        trace: InvocationTrace | None = None,
+    ) -> InvokeResult:
         for _ in range(_DELIVERY_ATTEMPTS):
             try:
-                return await self._invoke_once(request, lease)
+                return await self._invoke_once(request, lease, trace)
             except NotDelivered:
                 continue
         self._count(request, None, Outcome.PLATFORM_ERROR, cold=False)
@@ -195,7 +201,9 @@ class Pool:
             function_error="Unhandled",
         )
 
-    async def _invoke_once(self, request: InvokeRequest, lease: Lease | None) -> InvokeResult:
+    async def _invoke_once(
+        self, request: InvokeRequest, lease: Lease | None, trace: InvocationTrace | None
+    ) -> InvokeResult:
         env = None
         cold = False
         # Provisioned environments first (the most recently used of them), then on-demand.
@@ -213,10 +221,15 @@ class Pool:
         if env is None:
             # The environment leaves _live through _gone, once it is torn down, whichever
             # path kills it (a failed init, a timeout, its runtime exiting, retirement).
+            waiting = time.time_ns() if trace is not None else 0
             await self._scheduler.capacity.take(self.config.memory_size)
+            if trace is not None:
+                trace.capacity_wait = (waiting, time.time_ns())
             env = Environment(self.ctx, on_gone=self._gone)
             self._live.add(env)
             cold = True
+            if trace is not None:
+                trace.env, trace.cold = env, True
             try:
                 result = await env.start_and_invoke(request)
             except InitFailed as failure:
@@ -229,6 +242,8 @@ class Pool:
             finally:
                 self._release(env)
         else:
+            if trace is not None:
+                trace.env = env
             try:
                 result = await env.invoke(request)
             finally:
@@ -486,6 +501,9 @@ class Scheduler:
         #: where each invocation's request and outcome are kept for `lamina replay` (the
         #: server sets it; None: not kept, `--replay-retention 0`)
         self.invocation_log: InvocationLog | None = None
+        #: sampling and spans of traced invocations (the server sets it with
+        #: `--otlp-endpoint`; None: nothing is traced)
+        self.tracing: Tracing | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._reaper: asyncio.Task[None] | None = None
         #: throttle counters by (function, reason), made on first use
@@ -514,7 +532,12 @@ class Scheduler:
     async def invoke(self, config: FunctionConfig, request: InvokeRequest) -> InvokeResult:
         """Run one invocation; TooManyRequestsError at once if it is over a concurrency limit.
         Every caller (Invoke, async events, event sources, URLs and routes, durable steps)
-        comes through here, so this is where the invocation log is written."""
+        comes through here, so this is where the invocation log is written and traces are
+        sampled."""
+        if self.tracing is not None:
+            request, trace = self.tracing.begin(config, request)
+            if trace is not None:
+                return await self._traced(config, request, trace)
         invocation_log = self.invocation_log
         if invocation_log is None:
             return await self._invoke(config, request)
@@ -527,7 +550,33 @@ class Scheduler:
         invocation_log.record(config.name, config.version, request, started, result)
         return result
 
-    async def _invoke(self, config: FunctionConfig, request: InvokeRequest) -> InvokeResult:
+    async def _traced(
+        self, config: FunctionConfig, request: InvokeRequest, trace: InvocationTrace
+    ) -> InvokeResult:
+        """A sampled invocation: as `invoke`, then its spans."""
+        assert self.tracing is not None
+        invocation_log = self.invocation_log
+        started = time.time()
+        try:
+            result = await self._invoke(config, request, trace)
+        except LaminaError as e:
+            self.tracing.end(config, request, trace, None, e.error_type)
+            if invocation_log is not None:
+                invocation_log.record(
+                    config.name, config.version, request, started, None, e.error_type
+                )
+            raise
+        self.tracing.end(config, request, trace, result, None)
+        if invocation_log is not None:
+            invocation_log.record(config.name, config.version, request, started, result)
+        return replace(result, trace_header=request.trace_id)
+
+    async def _invoke(
+        self,
+        config: FunctionConfig,
+        request: InvokeRequest,
+        trace: InvocationTrace | None = None,
+    ) -> InvokeResult:
         if config.image is not None:
             await ensure_here(self.image_roots, config)
         pool = self._pool(config)
@@ -544,7 +593,7 @@ class Scheduler:
             with held as lease, limited:
                 if request.debug_session is not None:
                     return await self.debug_sessions.invoke(config, request)
-                return await pool.invoke(request, lease)
+                return await pool.invoke(request, lease, trace)
         except TooManyRequestsError as throttled:  # the lease's or the memory capacity's
             reason = str(throttled.fields["Reason"])
             key = (config.name, qualifier_of(request.invoked_arn), config.runtime, reason)
@@ -748,7 +797,8 @@ class Scheduler:
             runtime_dir=runtime.runtime_dir,
             base_env=lambda_environment(
                 config, self._settings, runtime, seen[0], opt_seen, seen[1], lang_seen
-            ),
+            )
+            | self._otel_env(config),
             lang_dir=image,
             image_ready=partial(self._image_ready, runtime) if image is not None else None,
             code_ready=partial(self.code_ready, config) if self.code_ready else None,
@@ -765,6 +815,11 @@ class Scheduler:
             prepare_runtime=runtime.prepare,
             account_id=self._settings.account_id,
         )
+
+    def _otel_env(self, config: FunctionConfig) -> dict[str, str]:
+        if self.tracing is None:
+            return {}
+        return self.tracing.function_env(config, self._settings.endpoint_url)
 
     def _debug_context(self, config: FunctionConfig, spec: DebugSpec) -> EnvironmentContext:
         return self._with_debugger(self._context(config), spec)
@@ -786,7 +841,7 @@ class Scheduler:
             argv=image.argv,
             task_root=root,
             runtime_dir=root,
-            base_env=image_environment(config, self._settings, image),
+            base_env=image_environment(config, self._settings, image) | self._otel_env(config),
             credentials=partial(self._credentials, config) if self._credentials else None,
             backend=self._backend,
             metrics=self._metrics,
