@@ -36,6 +36,8 @@ from lamina.control.changes import ChangeApplier
 from lamina.control.durable import DurableExecutions
 from lamina.control.event_sources import EventSourceService, QueueVisibility
 from lamina.control.images import NEEDS_NAMESPACE, ImageFunctions
+from lamina.control.metric_queries import MetricQueries
+from lamina.control.metric_writer import MetricWriter
 from lamina.control.roles import RoleService
 from lamina.control.rules import RuleService
 from lamina.control.stacks import StackService
@@ -67,6 +69,7 @@ from lamina.images.store import ImageStore
 from lamina.mappings import Connection, EventSourceMapping, SourceKind
 from lamina.models import LATEST, FunctionConfig
 from lamina.observability import LogStore, Metrics
+from lamina.observability.cw_metrics import UNITS
 from lamina.observability.invocation_log import InvocationLog
 from lamina.observability.metering import Meter
 from lamina.runtimes.catalog import Family, RuntimeCatalog, RuntimeInfo
@@ -80,6 +83,7 @@ from lamina.store import CodeStore, EventStore, SqliteEventStore
 from lamina.store.durable import DurableStore
 from lamina.store.engine import describe as describe_database
 from lamina.store.http_routes import RouteStore
+from lamina.store.metric_data import MetricDataStore
 from lamina.store.open import Stores, open_stores
 from lamina.store.stacks import StackStore
 from lamina.store.websocket_apis import WebSocketApiStore
@@ -366,6 +370,8 @@ def create_app(
     schedules = ScheduleRunner(rules, event_bus, clock, leases=leases, directory=directory)
     rules.on_change = schedules.wake
     _join(feed or NoFeed(), functions, roles, rules, event_sources, brokers, routes, keys)
+    metric_store = MetricDataStore(stores.engine, UNITS)
+    metric_writer = MetricWriter(metrics.cloudwatch, metric_store, scheduler.cloudwatch_gauges)
     state = AppState(
         settings=settings,
         functions=functions,
@@ -381,6 +387,7 @@ def create_app(
         schedules=schedules,
         roles=roles,
         stacks=StackService(StackStore(stores.engine), functions),
+        metric_queries=MetricQueries(metric_store),
         keys=keys if settings.auth else None,
         images=images,
         event_sources=event_sources,
@@ -481,6 +488,7 @@ def create_app(
             )
             await workers.start()
             front.running.append(workers)
+        metric_writer.start()
         state.ready = True
         try:
             yield
@@ -506,6 +514,7 @@ def create_app(
                 # cluster's log queries) and the scheduler (forwarded invokes end first).
                 await cluster.close()
             await scheduler.close()
+            await metric_writer.close()  # after the scheduler: the last invocations count
             if scheduler.invocation_log is not None:
                 # After the scheduler: the last invocations' records are written.
                 await asyncio.to_thread(scheduler.invocation_log.close)

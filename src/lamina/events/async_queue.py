@@ -130,6 +130,16 @@ class _Attempt:
     status: int
 
 
+#: the CloudWatch metric each outcome counts in (AsyncEventsDropped: events that never ran
+#: successfully, whether or not a destination or dead-letter queue then got them)
+_CLOUDWATCH = {
+    "accepted": "AsyncEventsReceived",
+    "expired": "AsyncEventsDropped",
+    "failed": "AsyncEventsDropped",
+    "dropped": "AsyncEventsDropped",
+}
+
+
 class AsyncQueue:
     def __init__(
         self,
@@ -265,6 +275,9 @@ class AsyncQueue:
                 name, outcome
             )
         counter.inc()
+        cw_metric = _CLOUDWATCH.get(outcome)
+        if cw_metric is not None:
+            self._metrics.cloudwatch.add(cw_metric, ((), (("FunctionName", name),)), 1.0)
 
     # -- lanes -----------------------------------------------------------------------------
 

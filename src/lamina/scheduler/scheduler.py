@@ -32,6 +32,7 @@ from lamina.errors import (
 from lamina.models import FunctionConfig, FunctionImage, InvokeRequest, InvokeResult
 from lamina.networks import VpcDirectory
 from lamina.observability import LogStore, LogWriter, Metrics
+from lamina.observability.cw_metrics import Dimensions, function_dimensions
 from lamina.observability.invocation_log import InvocationLog
 from lamina.runtimes.catalog import Family, RuntimeCatalog, RuntimeInfo
 from lamina.runtimes.images import DebuggerInstaller, RuntimeImages
@@ -92,7 +93,7 @@ class _Labelled:
     """One pool's metric children for one invoked ARN, so counting an invocation is
     attribute reads and `inc()`, never `labels()` (which hashes and locks)."""
 
-    __slots__ = ("cold_starts", "duration", "outcomes")
+    __slots__ = ("cold_starts", "cw", "cw_dims", "duration", "outcomes")
 
     def __init__(self, metrics: Metrics, config: FunctionConfig, qualifier: str) -> None:
         name, version, runtime = config.name, config.version, config.runtime
@@ -103,6 +104,11 @@ class _Labelled:
         )
         self.duration = metrics.duration.labels(name, version, qualifier, runtime)
         self.cold_starts = metrics.cold_starts.labels(name, version, runtime)
+        self.cw = metrics.cloudwatch
+        #: the CloudWatch dimension sets an invocation through this ARN counts in
+        self.cw_dims = function_dimensions(
+            name, None if qualifier == _LATEST else qualifier, version
+        )
 
 
 class Pool:
@@ -153,6 +159,11 @@ class Pool:
     ) -> None:
         labelled = self._labelled(request.invoked_arn)
         labelled.outcomes[outcome].inc()
+        cw, dims = labelled.cw, labelled.cw_dims
+        cw.add("Invocations", dims, 1.0)
+        cw.add("Errors", dims, 0.0 if outcome == Outcome.SUCCESS else 1.0)
+        if result is not None and result.duration_ms:
+            cw.add("Duration", dims, result.duration_ms)
         if cold:
             labelled.cold_starts.inc()
         if init_s is not None:
@@ -552,6 +563,12 @@ class Scheduler:
             if counter is None:
                 counter = self._throttles[key] = self._metrics.throttles.labels(*key)
             counter.inc()
+            qualifier = key[1]
+            self._metrics.cloudwatch.add(
+                "Throttles",
+                function_dimensions(config.name, None if qualifier == _LATEST else qualifier, None),
+                1.0,
+            )
             raise
 
     async def debug(self, config: FunctionConfig, spec: DebugSpec) -> DebugSession:
@@ -585,6 +602,37 @@ class Scheduler:
                 m.provisioned.labels(name, version, "allocated").set(ready)
                 utilization = pool.provisioned_busy / ready if ready else 0.0
                 m.provisioned_utilization.labels(name, version).set(utilization)
+
+    def cloudwatch_gauges(self) -> list[tuple[str, tuple[Dimensions, ...], float]]:
+        """CloudWatch's concurrency gauges now: ConcurrentExecutions (account-wide and by
+        function), UnreservedConcurrentExecutions, and ProvisionedConcurrentExecutions and
+        ProvisionedConcurrencyUtilization of versions with provisioned concurrency."""
+        running = {
+            pool.config.name: self.concurrency.running(pool.config.name)
+            for pool in [*self._pools.values(), *self._draining]
+        }
+        total = self.concurrency.running()
+        reserved = getattr(self.concurrency, "_reserved", {})
+        out: list[tuple[str, tuple[Dimensions, ...], float]] = [
+            ("ConcurrentExecutions", ((),), float(total)),
+            (
+                "UnreservedConcurrentExecutions",
+                ((),),
+                float(total - sum(n for f, n in running.items() if f in reserved)),
+            ),
+        ]
+        for name, n in running.items():
+            out.append(("ConcurrentExecutions", ((("FunctionName", name),),), float(n)))
+        for pool in self._pools.values():
+            ready = pool.provisioned_ready
+            if pool.retired or not ready:
+                continue
+            name, version = pool.config.name, pool.config.version
+            dims = ((("FunctionName", name), ("Resource", f"{name}:{version}")),)
+            busy = pool.provisioned_busy
+            out.append(("ProvisionedConcurrentExecutions", dims, float(busy)))
+            out.append(("ProvisionedConcurrencyUtilization", dims, busy / ready))
+        return out
 
     def _evictable(self) -> list[tuple[float, int, Callable[[], None]]]:
         """Idle, not provisioned environments of every pool: (last used, MB, stop it)."""

@@ -54,6 +54,7 @@ def target_metadata() -> MetaData:
         function_urls,
         http_routes,
         layer_policies,
+        metric_data,
         roles,
         rules,
         sealing_check,

@@ -1,0 +1,73 @@
+"""The CloudWatch metrics API (`monitoring`): GetMetricStatistics, GetMetricData,
+ListMetrics, in each protocol botocore speaks for it (see `cloudwatch_wire`).
+
+Handlers only translate: the rules live in `control/metric_queries.py`; reads run on a worker
+thread (they query the metadata database).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from lamina.api import cloudwatch_wire as wire
+from lamina.api.context import app_state
+from lamina.api.errors import internal_error
+from lamina.control.metric_queries import MetricQueries
+from lamina.errors import LaminaError, UserError
+from lamina.observability.cw_metrics import MinuteRow
+
+TARGET_PREFIX = wire.TARGET_PREFIX
+CBOR_PATH = wire.CBOR_PATH
+
+_Handler = Callable[[MetricQueries, dict[str, Any], Sequence[MinuteRow]], dict[str, Any]]
+_OPERATIONS: dict[str, _Handler] = {
+    "GetMetricStatistics": MetricQueries.get_metric_statistics,
+    "GetMetricData": MetricQueries.get_metric_data,
+    "ListMetrics": MetricQueries.list_metrics,
+}
+
+
+def protocol_of(request: Request) -> str | None:
+    return wire.protocol_of(
+        request.method,
+        request.url.path,
+        {k: request.headers[k] for k in ("x-amz-target", "content-type") if k in request.headers},
+    )
+
+
+async def dispatch(request: Request) -> Response:
+    """A CloudWatch request in any of its protocols (the caller checked `protocol_of`)."""
+    protocol = protocol_of(request) or wire.JSON
+    body = await request.body()
+    name = "?"
+    try:
+        name = wire.action(protocol, request.url.path, request.headers, body)
+        if not name:
+            raise wire.WireError("MissingAction", "The request names no operation.")
+        handler = _OPERATIONS.get(name)
+        op = wire.operation(name)  # InvalidAction for a name the service does not have
+        if handler is None:
+            raise wire.WireError("InvalidAction", f"The operation {name} is not supported yet.")
+        state = app_state(request)
+        queries = state.metric_queries
+        if queries is None:
+            return wire.error(protocol, "ServiceUnavailable", "This server keeps no metrics.", 503)
+        args = wire.decode(protocol, op, body)
+        # This node's minutes not yet written, read here on the loop (their only writer).
+        live = state.metrics.cloudwatch.snapshot()
+        result = await asyncio.to_thread(handler, queries, args, live)
+        return wire.respond(protocol, op, result)
+    except wire.WireError as e:
+        return wire.error(protocol, e.code, e.message, e.status)
+    except LaminaError as e:
+        status = 400 if isinstance(e, UserError) else 500
+        return wire.error(protocol, e.error_type, e.message, status)
+    except Exception as e:  # the protocol's shape even for our own failures
+        return wire.error(
+            protocol, "InternalServiceError", internal_error(e, f"cloudwatch {name}").message, 500
+        )

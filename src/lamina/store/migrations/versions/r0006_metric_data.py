@@ -1,0 +1,24 @@
+"""CloudWatch metric data at 1-minute resolution: the `metric_data` table."""
+
+from __future__ import annotations
+
+from alembic import op
+from sqlalchemy import inspect
+
+from lamina.store.migrations import target_metadata
+
+revision = "0006"
+down_revision = "0005"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    bind = op.get_bind()
+    # The baseline creates tables from today's models: it may have made this one already.
+    if "metric_data" not in inspect(bind).get_table_names():
+        target_metadata().tables["metric_data"].create(bind)
+
+
+def downgrade() -> None:
+    raise NotImplementedError("Lamina's schema is not downgraded: restore a backup instead")

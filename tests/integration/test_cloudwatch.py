@@ -1,0 +1,232 @@
+"""The CloudWatch metrics API: boto3's `cloudwatch` client in each protocol (CBOR, its
+default; JSON 1.0; query) and the AWS CLI v1 read the same counts of real invocations."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+from tests.conftest import Functions, Server, lamina_env
+
+CODE = """
+import time
+def handler(event, context):
+    time.sleep(event.get("sleep", 0))
+    if event.get("fail"):
+        raise ValueError("asked to fail")
+    return "ok"
+"""
+
+
+def cloudwatch(server: Server, protocol: str | None = None) -> Any:
+    client = server.client("cloudwatch")
+    if protocol is not None:
+        # botocore picks the first protocol of the model's list it supports: pin one.
+        model = client.meta.service_model
+        model._service_description["metadata"]["protocol"] = protocol
+        model._service_description["metadata"]["protocols"] = [protocol]
+        client = server.client("cloudwatch")
+    return client
+
+
+def _window() -> dict[str, datetime]:
+    now = datetime.now(UTC)
+    return {"StartTime": now - timedelta(minutes=10), "EndTime": now + timedelta(minutes=2)}
+
+
+def _stats(client: Any, name: str, metric: str, stats: list[str], **kw: Any) -> dict[str, Any]:
+    resp = client.get_metric_statistics(
+        Namespace="AWS/Lambda",
+        MetricName=metric,
+        Dimensions=[{"Name": "FunctionName", "Value": name}],
+        Period=3600,
+        **_window(),
+        **({"Statistics": stats} if stats else {}),
+        **kw,
+    )
+    points = resp["Datapoints"]
+    assert len(points) <= 1, points  # one 1-hour period may straddle two: at most one here
+    return points[0] if points else {}
+
+
+@pytest.fixture(scope="module")
+def invoked(server: Server) -> tuple[str, int, int]:
+    """A function invoked 7 times, 3 of them failing."""
+    lam = server.client()
+    f = Functions(lam)
+    name = f.create(CODE)["FunctionName"]
+    for i in range(7):
+        payload = {"fail": i % 3 == 0, "sleep": 0.05 if i == 1 else 0}
+        lam.invoke(FunctionName=name, Payload=json.dumps(payload).encode())
+    return name, 7, 3
+
+
+def test_statistics_count_the_invocations_in_every_protocol(
+    server: Server, invoked: tuple[str, int, int]
+) -> None:
+    name, total, errors = invoked
+    for protocol in (None, "json", "query"):
+        client = cloudwatch(server, protocol)
+        inv = _stats(client, name, "Invocations", ["Sum", "SampleCount"])
+        assert inv["Sum"] == total, protocol
+        assert inv["Unit"] == "Count"
+        err = _stats(client, name, "Errors", ["Sum"])
+        assert err["Sum"] == errors, protocol
+        dur = _stats(client, name, "Duration", ["Maximum", "Minimum", "Average"])
+        assert dur["Unit"] == "Milliseconds"
+        assert 50 <= dur["Maximum"] < 5000, dur  # the invocation that slept 50 ms
+        assert 0 < dur["Minimum"] <= dur["Average"] <= dur["Maximum"]
+        pct = _stats(client, name, "Duration", [], ExtendedStatistics=["p50", "p99"])
+        p50, p99 = pct["ExtendedStatistics"]["p50"], pct["ExtendedStatistics"]["p99"]
+        assert dur["Minimum"] <= p50 <= p99 <= dur["Maximum"] * 1.01, pct
+        assert p99 >= dur["Maximum"] * 0.99
+
+
+def test_get_metric_data_and_list_metrics(server: Server, invoked: tuple[str, int, int]) -> None:
+    name, total, errors = invoked
+    for protocol in (None, "json", "query"):
+        client = cloudwatch(server, protocol)
+        metric = {
+            "Namespace": "AWS/Lambda",
+            "Dimensions": [{"Name": "FunctionName", "Value": name}],
+        }
+        resp = client.get_metric_data(
+            MetricDataQueries=[
+                {
+                    "Id": "inv",
+                    "MetricStat": {
+                        "Metric": {**metric, "MetricName": "Invocations"},
+                        "Period": 3600,
+                        "Stat": "Sum",
+                    },
+                },
+                {
+                    "Id": "err",
+                    "Label": "errors",
+                    "MetricStat": {
+                        "Metric": {**metric, "MetricName": "Errors"},
+                        "Period": 3600,
+                        "Stat": "Sum",
+                    },
+                },
+            ],
+            **_window(),
+        )
+        by_id = {r["Id"]: r for r in resp["MetricDataResults"]}
+        assert sum(by_id["inv"]["Values"]) == total, protocol
+        assert sum(by_id["err"]["Values"]) == errors
+        assert by_id["err"]["Label"] == "errors"
+        assert by_id["inv"]["StatusCode"] == "Complete"
+        listed = client.list_metrics(
+            Namespace="AWS/Lambda", Dimensions=[{"Name": "FunctionName", "Value": name}]
+        )["Metrics"]
+        names = {m["MetricName"] for m in listed}
+        assert {"Invocations", "Errors", "Duration"} <= names, protocol
+        assert all({"Name": "FunctionName", "Value": name} in m["Dimensions"] for m in listed)
+
+
+def test_the_aws_cli_v1_reads_the_same_counts(
+    server: Server, invoked: tuple[str, int, int], tmp_path: Path
+) -> None:
+    name, total, _ = invoked
+    window = _window()
+    env = {
+        **os.environ,
+        **lamina_env(server.endpoint),
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_CONFIG_FILE": str(tmp_path / "none"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+    }
+    env.pop("AWS_PROFILE", None)
+    aws = Path(sys.executable).parent / "aws"
+    out = subprocess.run(
+        [
+            str(aws),
+            "--endpoint-url",
+            server.endpoint,
+            "cloudwatch",
+            "get-metric-statistics",
+            "--namespace",
+            "AWS/Lambda",
+            "--metric-name",
+            "Invocations",
+            "--dimensions",
+            f"Name=FunctionName,Value={name}",
+            "--statistics",
+            "Sum",
+            "--period",
+            "3600",
+            "--start-time",
+            window["StartTime"].isoformat(),
+            "--end-time",
+            window["EndTime"].isoformat(),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    points = json.loads(out.stdout)["Datapoints"]
+    assert sum(p["Sum"] for p in points) == total
+
+
+@pytest.mark.parametrize("protocol", [None, "json", "query"])
+def test_bad_input_is_refused_in_the_callers_protocol(server: Server, protocol: str | None) -> None:
+    client = cloudwatch(server, protocol)
+    client.meta.config.parameter_validation = False
+    base = {"Namespace": "AWS/Lambda", "MetricName": "Invocations", **_window()}
+    cases = [
+        ({**base, "Period": 90, "Statistics": ["Sum"]}, "InvalidParameterValue"),
+        ({**base, "Period": 60}, "MissingParameter"),
+        (
+            {**base, "Period": 60, "Statistics": ["Sum"], "ExtendedStatistics": ["p50"]},
+            "InvalidParameterCombination",
+        ),
+        ({**base, "Period": 60, "Statistics": ["Median"]}, "InvalidParameterValue"),
+        (
+            {
+                **base,
+                "Period": 60,
+                "StartTime": datetime(2020, 1, 1, tzinfo=UTC),
+                "Statistics": ["Sum"],
+            },
+            "InvalidParameterCombination",  # too many datapoints
+        ),
+    ]
+    for params, code in cases:
+        with pytest.raises(ClientError) as e:
+            client.get_metric_statistics(**params)
+        assert e.value.response["Error"]["Code"] == code, (protocol, params)
+        assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    with pytest.raises(ClientError) as e:
+        client.get_metric_data(
+            MetricDataQueries=[{"Id": "e1", "Expression": "SUM(METRICS())"}], **_window()
+        )
+    assert e.value.response["Error"]["Code"] == "InvalidParameterValue"
+    with pytest.raises(ClientError) as e:
+        client.list_metrics(NextToken="not-a-token")
+    assert e.value.response["Error"]["Code"] == "InvalidNextToken"
+
+
+def test_data_survives_a_restart(own_server: Any, tmp_path: Path) -> None:
+    srv = own_server(tmp_path / "data")
+    lam = srv.client()
+    f = Functions(lam)
+    name = f.create(CODE)["FunctionName"]
+    for _ in range(3):
+        lam.invoke(FunctionName=name, Payload=b"{}")
+    assert srv.stop() == 0
+    srv = own_server(tmp_path / "data")
+    point = _stats(cloudwatch(srv), name, "Invocations", ["Sum"])
+    assert point["Sum"] == 3
