@@ -11,7 +11,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
+from botocore.config import Config
 from botocore.exceptions import ClientError
 from tests.conftest import Functions, Server, lamina_env
 
@@ -26,13 +28,24 @@ def handler(event, context):
 
 
 def cloudwatch(server: Server, protocol: str | None = None) -> Any:
-    client = server.client("cloudwatch")
-    if protocol is not None:
-        # botocore picks the first protocol of the model's list it supports: pin one.
-        model = client.meta.service_model
-        model._service_description["metadata"]["protocol"] = protocol
-        model._service_description["metadata"]["protocols"] = [protocol]
-        client = server.client("cloudwatch")
+    """A `cloudwatch` client speaking `protocol` (None: botocore's default, RPC v2 CBOR)."""
+    if protocol is None:
+        return server.client("cloudwatch")
+    # botocore speaks the first protocol of the model's list it supports: pin one, in a
+    # session of its own (sessions cache the loaded model and share it between clients).
+    session = boto3.session.Session(
+        aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1"
+    )
+
+    def make() -> Any:
+        config = Config(retries={"total_max_attempts": 1}, parameter_validation=False)
+        return session.client("cloudwatch", endpoint_url=server.endpoint, config=config)
+
+    metadata = make().meta.service_model._service_description["metadata"]
+    metadata["protocol"] = protocol
+    metadata["protocols"] = [protocol]
+    client = make()
+    assert client.meta.service_model.protocol == protocol
     return client
 
 
@@ -184,7 +197,8 @@ def test_the_aws_cli_v1_reads_the_same_counts(
 @pytest.mark.parametrize("protocol", [None, "json", "query"])
 def test_bad_input_is_refused_in_the_callers_protocol(server: Server, protocol: str | None) -> None:
     client = cloudwatch(server, protocol)
-    client.meta.config.parameter_validation = False
+    if protocol is None:
+        client = server.client("cloudwatch", parameter_validation=False)
     base = {"Namespace": "AWS/Lambda", "MetricName": "Invocations", **_window()}
     cases = [
         ({**base, "Period": 90, "Statistics": ["Sum"]}, "InvalidParameterValue"),
