@@ -31,6 +31,7 @@ from lamina.cluster.local import LocalLeases, NoFeed
 from lamina.cluster.provisioned import ProvisionedPlacement
 from lamina.cluster.websockets import ConnectionRelay
 from lamina.control import FunctionService
+from lamina.control.alarms import AlarmService
 from lamina.control.brokers import BrokerService
 from lamina.control.changes import ChangeApplier
 from lamina.control.durable import DurableExecutions
@@ -45,6 +46,7 @@ from lamina.control.websocket_apis import WebSocketApis
 from lamina.datadir import make_private, restrict_umask
 from lamina.errors import LaminaError, MalformedPolicyDocumentError
 from lamina.events import AsyncQueue
+from lamina.events.alarms import AlarmRunner
 from lamina.events.bus import EventBus
 from lamina.events.durable import DurableRunner
 from lamina.events.http_routes import HttpRoutes
@@ -80,6 +82,7 @@ from lamina.sandbox.process import ProcessBackend
 from lamina.scheduler import Scheduler
 from lamina.settings import Settings, is_loopback
 from lamina.store import CodeStore, EventStore, SqliteEventStore
+from lamina.store.alarms import AlarmStore
 from lamina.store.durable import DurableStore
 from lamina.store.engine import describe as describe_database
 from lamina.store.http_routes import RouteStore
@@ -372,6 +375,15 @@ def create_app(
     _join(feed or NoFeed(), functions, roles, rules, event_sources, brokers, routes, keys)
     metric_store = MetricDataStore(stores.engine, UNITS)
     metric_writer = MetricWriter(metrics.cloudwatch, metric_store, scheduler.cloudwatch_gauges)
+    metric_queries = MetricQueries(metric_store)
+    alarm_runner = AlarmRunner(
+        AlarmService(
+            AlarmStore(stores.engine), metric_queries, settings.region, settings.account_id
+        ),
+        metrics.cloudwatch,
+        async_queue,
+        functions.policies,
+    )
     state = AppState(
         settings=settings,
         functions=functions,
@@ -387,7 +399,8 @@ def create_app(
         schedules=schedules,
         roles=roles,
         stacks=StackService(StackStore(stores.engine), functions),
-        metric_queries=MetricQueries(metric_store),
+        metric_queries=metric_queries,
+        alarms=alarm_runner,
         keys=keys if settings.auth else None,
         images=images,
         event_sources=event_sources,
@@ -489,6 +502,7 @@ def create_app(
             await workers.start()
             front.running.append(workers)
         metric_writer.start()
+        alarm_runner.start()  # after the queue: actions go to it
         state.ready = True
         try:
             yield
@@ -497,6 +511,7 @@ def create_app(
             if workers is not None:
                 # First: they stop accepting and finish what they forwarded (served here).
                 await workers.stop(float(settings.shutdown_grace_s) + 5.0)
+            await alarm_runner.close()
             await schedules.close()  # before the queue: a claimed tick is always queued
             # Before the queue and the scheduler: unfinished batches are not acknowledged.
             await source_runner.close()

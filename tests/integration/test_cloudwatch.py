@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from tests.conftest import Functions, Server, lamina_env
+from tests.conftest import Functions, Server, lamina_env, wait_for, wait_seen
 
 CODE = """
 import time
@@ -244,3 +245,163 @@ def test_data_survives_a_restart(own_server: Any, tmp_path: Path) -> None:
     srv = own_server(tmp_path / "data")
     point = _stats(cloudwatch(srv), name, "Invocations", ["Sum"])
     assert point["Sum"] == 3
+
+
+# -- alarms ----------------------------------------------------------------------------------
+
+RECORDER = """
+import json, time
+def handler(event, context):
+    print("SEEN " + json.dumps({"event": event, "t": time.time()}))
+    return "ok"
+"""
+ACCOUNT = "000000000000"
+
+
+def _allow_alarms(lam: Any, name: str, alarm: str) -> None:
+    lam.add_permission(
+        FunctionName=name,
+        StatementId="AlarmAction",
+        Action="lambda:InvokeFunction",
+        Principal="lambda.alarms.cloudwatch.amazonaws.com",
+        SourceAccount=ACCOUNT,
+        SourceArn=f"arn:aws:cloudwatch:us-east-1:{ACCOUNT}:alarm:{alarm}",
+    )
+
+
+@pytest.fixture
+def alarm_server(own_server: Any, monkeypatch: pytest.MonkeyPatch) -> Server:
+    monkeypatch.setenv("LAMINA_TEST_ALARM_INTERVAL_S", "1")
+    srv: Server = own_server()
+    return srv
+
+
+def test_an_alarm_on_errors_invokes_its_function(alarm_server: Server) -> None:
+    srv = alarm_server
+    lam = srv.client()
+    f = Functions(lam)
+    failing = f.create(CODE)["FunctionName"]
+    sink = f.create(RECORDER)["FunctionName"]
+    sink_arn = lam.get_function(FunctionName=sink)["Configuration"]["FunctionArn"]
+    _allow_alarms(lam, sink, "errors-alarm")
+    cw = cloudwatch(srv)
+    cw.put_metric_alarm(
+        AlarmName="errors-alarm",
+        AlarmDescription="errors of the failing function",
+        Namespace="AWS/Lambda",
+        MetricName="Errors",
+        Dimensions=[{"Name": "FunctionName", "Value": failing}],
+        Statistic="Sum",
+        Period=60,
+        EvaluationPeriods=1,
+        Threshold=1.0,
+        ComparisonOperator="GreaterThanOrEqualToThreshold",
+        TreatMissingData="notBreaching",
+        AlarmActions=[sink_arn],
+        OKActions=[sink_arn],
+    )
+    alarm = cw.describe_alarms(AlarmNames=["errors-alarm"])["MetricAlarms"][0]
+    assert alarm["StateValue"] == "INSUFFICIENT_DATA"
+    assert alarm["AlarmArn"] == f"arn:aws:cloudwatch:us-east-1:{ACCOUNT}:alarm:errors-alarm"
+    # Successes only: the alarm goes to OK (and its OK action runs).
+    lam.invoke(FunctionName=failing, Payload=b"{}")
+    wait_for(
+        lambda: cw.describe_alarms(StateValue="OK")["MetricAlarms"], message="the alarm to be OK"
+    )
+    # An error: ALARM, and the function gets CloudWatch's alarm action event. (Not in a
+    # minute's last seconds: the error's period must still be the newest one evaluated.)
+    while time.time() % 60 > 55:
+        time.sleep(0.5)
+    lam.invoke(FunctionName=failing, Payload=json.dumps({"fail": True}).encode())
+    records = wait_seen(srv, sink, 2, timeout=30)
+    first, second = (r["event"] for r in records[:2])
+    assert first["alarmData"]["state"]["value"] == "OK"
+    event = second
+    assert event["source"] == "aws.cloudwatch"
+    assert event["alarmArn"] == alarm["AlarmArn"]
+    assert event["accountId"] == ACCOUNT and event["region"] == "us-east-1"
+    data = event["alarmData"]
+    assert data["alarmName"] == "errors-alarm"
+    assert data["state"]["value"] == "ALARM"
+    assert data["state"]["reason"].startswith("Threshold Crossed: 1 out of the last 1 datapoints")
+    reason_data = json.loads(data["state"]["reasonData"])
+    assert reason_data["recentDatapoints"] == [1.0] and reason_data["threshold"] == 1.0
+    assert data["previousState"]["value"] == "OK"
+    assert data["configuration"]["description"] == "errors of the failing function"
+    stat = data["configuration"]["metrics"][0]["metricStat"]
+    assert stat == {
+        "metric": {
+            "namespace": "AWS/Lambda",
+            "name": "Errors",
+            "dimensions": {"FunctionName": failing},
+        },
+        "period": 60,
+        "stat": "Sum",
+    }
+    assert datetime.strptime(event["time"], "%Y-%m-%dT%H:%M:%S.%f%z")
+    history = cw.describe_alarm_history(AlarmName="errors-alarm")["AlarmHistoryItems"]
+    kinds = [(h["HistoryItemType"], h["HistorySummary"]) for h in reversed(history)]
+    assert kinds[0] == ("ConfigurationUpdate", 'Alarm "errors-alarm" created')
+    updates = [s for k, s in kinds if k == "StateUpdate"]
+    assert updates[:2] == [
+        "Alarm updated from INSUFFICIENT_DATA to OK",
+        "Alarm updated from OK to ALARM",
+    ]
+    assert any(k == "Action" and s.startswith("Successfully executed action") for k, s in kinds)
+
+
+def test_set_alarm_state_describe_and_delete(alarm_server: Server) -> None:
+    srv = alarm_server
+    lam = srv.client()
+    f = Functions(lam)
+    sink = f.create(RECORDER)["FunctionName"]
+    sink_arn = lam.get_function(FunctionName=sink)["Configuration"]["FunctionArn"]
+    _allow_alarms(lam, sink, "manual")
+    for protocol in (None, "json", "query"):
+        cw = cloudwatch(srv, protocol)
+        common = {
+            "Namespace": "AWS/Lambda",
+            "MetricName": "Throttles",
+            "Statistic": "Sum",
+            "Period": 300,
+            "EvaluationPeriods": 3,
+            "DatapointsToAlarm": 2,
+            "Threshold": 5.0,
+            "ComparisonOperator": "GreaterThanThreshold",
+            "TreatMissingData": "ignore",  # no throttles: its state stays as set
+        }
+        cw.put_metric_alarm(AlarmName="manual", AlarmActions=[sink_arn], **common)
+        cw.put_metric_alarm(AlarmName="other-1", **common)
+        cw.put_metric_alarm(AlarmName="other-2", **common)
+        page = cw.describe_alarms(AlarmNamePrefix="other-", MaxRecords=1)
+        assert [a["AlarmName"] for a in page["MetricAlarms"]] == ["other-1"], protocol
+        rest = cw.describe_alarms(AlarmNamePrefix="other-", NextToken=page["NextToken"])
+        assert [a["AlarmName"] for a in rest["MetricAlarms"]] == ["other-2"]
+        assert rest["MetricAlarms"][0]["DatapointsToAlarm"] == 2
+        cw.set_alarm_state(
+            AlarmName="manual", StateValue="ALARM", StateReason="testing", StateReasonData="{}"
+        )
+        got = cw.describe_alarms(AlarmNames=["manual"])["MetricAlarms"][0]
+        assert (got["StateValue"], got["StateReason"]) == ("ALARM", "testing"), protocol
+        with pytest.raises(ClientError) as e:
+            cw.set_alarm_state(AlarmName="nope", StateValue="OK", StateReason="x")
+        assert e.value.response["Error"]["Code"] == "ResourceNotFound", protocol
+        with pytest.raises(ClientError) as e:
+            cw.put_metric_alarm(AlarmName="bad", **{**common, "ComparisonOperator": "Sideways"})
+        assert e.value.response["Error"]["Code"] == "InvalidParameterValue"
+        with pytest.raises(ClientError) as e:
+            cw.put_metric_alarm(
+                AlarmName="bad", **common, AlarmActions=["arn:aws:sns:us-east-1:000000000000:t"]
+            )
+        assert e.value.response["Error"]["Code"] == "InvalidParameterValue"
+        with pytest.raises(ClientError) as e:
+            cw.put_metric_alarm(AlarmName="bad", **{**common, "DatapointsToAlarm": 4})
+        assert e.value.response["Error"]["Code"] == "InvalidParameterCombination"
+        cw.delete_alarms(AlarmNames=["manual", "other-1", "other-2"])
+        assert cw.describe_alarms()["MetricAlarms"] == []
+        with pytest.raises(ClientError) as e:
+            cw.delete_alarms(AlarmNames=["manual"])
+        assert e.value.response["Error"]["Code"] == "ResourceNotFound"
+    events = [r["event"] for r in wait_seen(srv, sink, 3)]
+    assert {e["alarmData"]["state"]["reason"] for e in events} == {"testing"}
+    assert all(e["alarmData"]["previousState"]["value"] == "INSUFFICIENT_DATA" for e in events)

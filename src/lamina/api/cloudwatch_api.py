@@ -1,5 +1,6 @@
-"""The CloudWatch metrics API (`monitoring`): GetMetricStatistics, GetMetricData,
-ListMetrics, in each protocol botocore speaks for it (see `cloudwatch_wire`).
+"""The CloudWatch API (`monitoring`): the metric reads (GetMetricStatistics, GetMetricData,
+ListMetrics) and metric alarms (PutMetricAlarm, DescribeAlarms, DeleteAlarms, SetAlarmState,
+DescribeAlarmHistory), in each protocol botocore speaks for it (see `cloudwatch_wire`).
 
 Handlers only translate: the rules live in `control/metric_queries.py`; reads run on a worker
 thread (they query the metadata database).
@@ -15,8 +16,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from lamina.api import cloudwatch_wire as wire
-from lamina.api.context import app_state
+from lamina.api.context import AppState, app_state
 from lamina.api.errors import internal_error
+from lamina.control.alarms import AlarmService
 from lamina.control.metric_queries import MetricQueries
 from lamina.errors import LaminaError, UserError
 from lamina.observability.cw_metrics import MinuteRow
@@ -24,12 +26,41 @@ from lamina.observability.cw_metrics import MinuteRow
 TARGET_PREFIX = wire.TARGET_PREFIX
 CBOR_PATH = wire.CBOR_PATH
 
-_Handler = Callable[[MetricQueries, dict[str, Any], Sequence[MinuteRow]], dict[str, Any]]
-_OPERATIONS: dict[str, _Handler] = {
+_Read = Callable[[MetricQueries, dict[str, Any], Sequence[MinuteRow]], dict[str, Any]]
+_READS: dict[str, _Read] = {
     "GetMetricStatistics": MetricQueries.get_metric_statistics,
     "GetMetricData": MetricQueries.get_metric_data,
     "ListMetrics": MetricQueries.list_metrics,
 }
+_ALARM_OPS: dict[str, Callable[[AlarmService, dict[str, Any]], dict[str, Any]]] = {
+    "PutMetricAlarm": AlarmService.put_metric_alarm,
+    "DescribeAlarms": AlarmService.describe_alarms,
+    "DeleteAlarms": AlarmService.delete_alarms,
+    "DescribeAlarmHistory": AlarmService.describe_alarm_history,
+}
+
+
+async def _answer(state: AppState, name: str, args: dict[str, Any]) -> dict[str, Any]:
+    read = _READS.get(name)
+    if read is not None:
+        if state.metric_queries is None:
+            raise _Unavailable()
+        # This node's minutes not yet written, read here on the loop (their only writer).
+        live = state.metrics.cloudwatch.snapshot()
+        return await asyncio.to_thread(read, state.metric_queries, args, live)
+    runner = state.alarms
+    if runner is None:
+        raise _Unavailable()
+    if name == "SetAlarmState":
+        change = await asyncio.to_thread(runner.service.set_alarm_state, args)
+        if change is not None:
+            await runner.act(change)
+        return {}
+    return await asyncio.to_thread(_ALARM_OPS[name], runner.service, args)
+
+
+class _Unavailable(Exception):
+    pass
 
 
 def protocol_of(request: Request) -> str | None:
@@ -49,19 +80,13 @@ async def dispatch(request: Request) -> Response:
         name = wire.action(protocol, request.url.path, request.headers, body)
         if not name:
             raise wire.WireError("MissingAction", "The request names no operation.")
-        handler = _OPERATIONS.get(name)
         op = wire.operation(name)  # InvalidAction for a name the service does not have
-        if handler is None:
+        if name not in _READS and name not in _ALARM_OPS and name != "SetAlarmState":
             raise wire.WireError("InvalidAction", f"The operation {name} is not supported yet.")
-        state = app_state(request)
-        queries = state.metric_queries
-        if queries is None:
-            return wire.error(protocol, "ServiceUnavailable", "This server keeps no metrics.", 503)
         args = wire.decode(protocol, op, body)
-        # This node's minutes not yet written, read here on the loop (their only writer).
-        live = state.metrics.cloudwatch.snapshot()
-        result = await asyncio.to_thread(handler, queries, args, live)
-        return wire.respond(protocol, op, result)
+        return wire.respond(protocol, op, await _answer(app_state(request), name, args))
+    except _Unavailable:
+        return wire.error(protocol, "ServiceUnavailable", "This server keeps no metrics.", 503)
     except wire.WireError as e:
         return wire.error(protocol, e.code, e.message, e.status)
     except LaminaError as e:

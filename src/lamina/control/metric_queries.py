@@ -183,6 +183,12 @@ class MetricQueries:
                 have.merge(agg)
         return stored_unit, out
 
+    def check_metric(self, body: dict[str, Any]) -> None:
+        """Check a metric's Namespace, MetricName and Dimensions as the reads do."""
+        _text(body, "Namespace")
+        _text(body, "MetricName")
+        _dimensions(body.get("Dimensions"))
+
     # -- GetMetricStatistics --------------------------------------------------------------
 
     def get_metric_statistics(

@@ -15,6 +15,7 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 NAMESPACE = "AWS/Lambda"
 #: minute-resolution data kept this long (CloudWatch keeps 1-minute data 15 days)
@@ -90,7 +91,7 @@ class Aggregate:
     max: float = -math.inf
     histogram: dict[int, int] | None = None
 
-    def add(self, value: float) -> None:
+    def add(self, value: float, bucket: int | None = None) -> None:
         self.sum += value
         self.count += 1
         if value < self.min:
@@ -98,7 +99,7 @@ class Aggregate:
         if value > self.max:
             self.max = value
         if self.histogram is not None:
-            b = bucket_of(value)
+            b = bucket_of(value) if bucket is None else bucket
             self.histogram[b] = self.histogram.get(b, 0) + 1
 
     def merge(self, other: Aggregate) -> None:
@@ -150,6 +151,9 @@ class MetricRecorder:
     _minute: int = 0
     _current: dict[tuple[str, Dimensions], Aggregate] = field(default_factory=dict)
     _closed: list[MinuteRow] = field(default_factory=list)
+    #: id(dimension sets) -> (the sets, their (Invocations, Errors, Duration) aggregates)
+    #: in the open minute
+    _by_sets: dict[int, tuple[Any, Any]] = field(default_factory=dict)
 
     def _series(self, metric: str, dims: Dimensions) -> Aggregate:
         minute = int(self.clock()) // 60 * 60
@@ -161,6 +165,37 @@ class MetricRecorder:
         if agg is None:
             agg = self._current[key] = Aggregate(histogram={} if metric in WITH_HISTOGRAM else None)
         return agg
+
+    def invocation(
+        self, dimension_sets: tuple[Dimensions, ...], failed: bool, duration_ms: float | None
+    ) -> None:
+        """One invocation that ran: Invocations, Errors and Duration in every dimension set.
+        The hot path: the series of one `dimension_sets` tuple are looked up once a minute
+        (by the tuple's identity; the cache keeps it alive), the duration's bucket once."""
+        minute = int(self.clock()) // 60 * 60
+        if minute != self._minute:
+            self._close()
+            self._minute = minute
+        cached = self._by_sets.get(id(dimension_sets))
+        if cached is None:
+            aggs = tuple(
+                (
+                    self._series("Invocations", d),
+                    self._series("Errors", d),
+                    self._series("Duration", d),
+                )
+                for d in dimension_sets
+            )
+            self._by_sets[id(dimension_sets)] = (dimension_sets, aggs)
+        else:
+            aggs = cached[1]
+        error = 1.0 if failed else 0.0
+        bucket = bucket_of(duration_ms) if duration_ms is not None else 0
+        for invocations, errors, duration in aggs:
+            invocations.add(1.0)
+            errors.add(error)
+            if duration_ms is not None:
+                duration.add(duration_ms, bucket)
 
     def add(self, metric: str, dimension_sets: Iterable[Dimensions], value: float) -> None:
         """One sample of `metric` (a count of 1, a duration in ms, a gauge's reading) in
@@ -174,6 +209,7 @@ class MetricRecorder:
             MinuteRow(minute, metric, dims, agg) for (metric, dims), agg in self._current.items()
         )
         self._current = {}
+        self._by_sets = {}
 
     def snapshot(self) -> list[MinuteRow]:
         """Copies of the minutes not yet drained (the open one and the closed ones), so that

@@ -159,11 +159,11 @@ class Pool:
     ) -> None:
         labelled = self._labelled(request.invoked_arn)
         labelled.outcomes[outcome].inc()
-        cw, dims = labelled.cw, labelled.cw_dims
-        cw.add("Invocations", dims, 1.0)
-        cw.add("Errors", dims, 0.0 if outcome == Outcome.SUCCESS else 1.0)
-        if result is not None and result.duration_ms:
-            cw.add("Duration", dims, result.duration_ms)
+        labelled.cw.invocation(
+            labelled.cw_dims,
+            outcome != Outcome.SUCCESS,
+            result.duration_ms if result is not None and result.duration_ms else None,
+        )
         if cold:
             labelled.cold_starts.inc()
         if init_s is not None:

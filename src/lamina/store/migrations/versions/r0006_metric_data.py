@@ -1,4 +1,5 @@
-"""CloudWatch metric data at 1-minute resolution: the `metric_data` table."""
+"""CloudWatch: metric data at 1-minute resolution (`metric_data`), metric alarms and their
+history (`alarms`, `alarm_history`)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ depends_on = None
 def upgrade() -> None:
     bind = op.get_bind()
     # The baseline creates tables from today's models: it may have made this one already.
-    if "metric_data" not in inspect(bind).get_table_names():
-        target_metadata().tables["metric_data"].create(bind)
+    have = set(inspect(bind).get_table_names())
+    for table in ("metric_data", "alarms", "alarm_history"):
+        if table not in have:
+            target_metadata().tables[table].create(bind)
 
 
 def downgrade() -> None:
