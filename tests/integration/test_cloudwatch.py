@@ -14,9 +14,11 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from tests.conftest import Functions, Server, lamina_env, wait_for, wait_seen
+from tests.integration.test_authorization import new_key
 
 CODE = """
 import time
@@ -28,20 +30,26 @@ def handler(event, context):
 """
 
 
-def cloudwatch(server: Server, protocol: str | None = None) -> Any:
-    """A `cloudwatch` client speaking `protocol` (None: botocore's default, RPC v2 CBOR)."""
-    if protocol is None:
-        return server.client("cloudwatch")
-    # botocore speaks the first protocol of the model's list it supports: pin one, in a
-    # session of its own (sessions cache the loaded model and share it between clients).
+def cloudwatch(
+    server: Server, protocol: str | None = None, key: dict[str, str] | None = None, **config: Any
+) -> Any:
+    """A `cloudwatch` client speaking `protocol` (None: botocore's default, RPC v2 CBOR),
+    signing with `key` (default: the admin's)."""
+    key = key or {"AccessKeyId": "test", "SecretAccessKey": "test"}
+    # A session of its own: sessions cache the loaded model and share it between clients.
     session = boto3.session.Session(
-        aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1"
+        aws_access_key_id=key["AccessKeyId"],
+        aws_secret_access_key=key["SecretAccessKey"],
+        region_name="us-east-1",
     )
 
     def make() -> Any:
-        config = Config(retries={"total_max_attempts": 1}, parameter_validation=False)
-        return session.client("cloudwatch", endpoint_url=server.endpoint, config=config)
+        settings = Config(retries={"total_max_attempts": 1}, **config)
+        return session.client("cloudwatch", endpoint_url=server.endpoint, config=settings)
 
+    if protocol is None:
+        return make()
+    # botocore speaks the first protocol of the model's list it supports: pin one.
     metadata = make().meta.service_model._service_description["metadata"]
     metadata["protocol"] = protocol
     metadata["protocols"] = [protocol]
@@ -197,9 +205,7 @@ def test_the_aws_cli_v1_reads_the_same_counts(
 
 @pytest.mark.parametrize("protocol", [None, "json", "query"])
 def test_bad_input_is_refused_in_the_callers_protocol(server: Server, protocol: str | None) -> None:
-    client = cloudwatch(server, protocol)
-    if protocol is None:
-        client = server.client("cloudwatch", parameter_validation=False)
+    client = cloudwatch(server, protocol, parameter_validation=False)
     base = {"Namespace": "AWS/Lambda", "MetricName": "Invocations", **_window()}
     cases = [
         ({**base, "Period": 90, "Statistics": ["Sum"]}, "InvalidParameterValue"),
@@ -232,6 +238,55 @@ def test_bad_input_is_refused_in_the_callers_protocol(server: Server, protocol: 
     with pytest.raises(ClientError) as e:
         client.list_metrics(NextToken="not-a-token")
     assert e.value.response["Error"]["Code"] == "InvalidNextToken"
+
+
+def test_concurrency_and_async_metrics(server: Server, functions: Functions) -> None:
+    """ConcurrentExecutions is sampled while an invocation runs; AsyncEventsReceived counts
+    the queue's accepted events."""
+    name = functions.create(CODE, Timeout=20)["FunctionName"]
+    lam = server.client()
+    lam.invoke(FunctionName=name, InvocationType="Event", Payload=b'{"sleep": 6}')
+    client = cloudwatch(server)
+    wait_for(
+        lambda: _stats(client, name, "Invocations", ["Sum"]).get("Sum") == 1,
+        timeout=30,
+        message="the async invocation to end",
+    )
+    assert _stats(client, name, "AsyncEventsReceived", ["Sum"])["Sum"] == 1
+    assert _stats(client, name, "ConcurrentExecutions", ["Maximum"])["Maximum"] == 1
+    account = client.get_metric_statistics(
+        Namespace="AWS/Lambda",
+        MetricName="ConcurrentExecutions",
+        Period=3600,
+        Statistics=["Maximum"],
+        **_window(),
+    )["Datapoints"]
+    assert max(p["Maximum"] for p in account) >= 1
+
+
+@pytest.mark.parametrize("protocol", [None, "json", "query"])
+def test_authorization_in_every_protocol(
+    server: Server, tmp_path: Path, protocol: str | None
+) -> None:
+    """Each operation is `cloudwatch:<Operation>`; a denial and an unsigned request are
+    answered in the caller's protocol."""
+    key = new_key(
+        server,
+        tmp_path,
+        {"Effect": "Allow", "Action": "cloudwatch:ListMetrics", "Resource": "*"},
+    )
+    user = cloudwatch(server, protocol, key)
+    assert isinstance(user.list_metrics(Namespace="AWS/Lambda")["Metrics"], list)
+    with pytest.raises(ClientError) as e:
+        user.describe_alarms()
+    assert e.value.response["Error"]["Code"] == "AccessDenied", protocol
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    assert "cloudwatch:DescribeAlarms" in e.value.response["Error"]["Message"]
+    anonymous = cloudwatch(server, protocol, signature_version=UNSIGNED)
+    with pytest.raises(ClientError) as e:
+        anonymous.list_metrics()
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403, protocol
+    assert e.value.response["Error"]["Code"] == "MissingAuthenticationTokenException"
 
 
 def test_data_survives_a_restart(own_server: Any, tmp_path: Path) -> None:

@@ -72,6 +72,8 @@ def percentile(histogram: dict[int, int], p: float, low: float, high: float) -> 
     total = sum(histogram.values())
     if total == 0:
         return math.nan
+    if p >= 100:
+        return high  # exact: the maximum is kept
     rank = max(1, math.ceil(p / 100 * total))
     seen = 0
     for index in sorted(histogram):

@@ -32,13 +32,15 @@ from lamina.errors import (
 from lamina.models import FunctionConfig, FunctionImage, InvokeRequest, InvokeResult
 from lamina.networks import VpcDirectory
 from lamina.observability import LogStore, LogWriter, Metrics
-from lamina.observability.cw_metrics import Dimensions, function_dimensions
+from lamina.observability.cw_metrics import function_dimensions
 from lamina.observability.invocation_log import InvocationLog
 from lamina.runtimes.catalog import Family, RuntimeCatalog, RuntimeInfo
 from lamina.runtimes.images import DebuggerInstaller, RuntimeImages
 from lamina.sandbox import SandboxBackend
+from lamina.scheduler import cw_gauges
 from lamina.scheduler.capacity import MemoryCapacity
 from lamina.scheduler.concurrency import Concurrency, ConcurrencyControl, Lease
+from lamina.scheduler.cw_gauges import Gauge
 from lamina.scheduler.debug_sessions import DebugSession, DebugSessions, with_debugger
 from lamina.scheduler.debugging import DebugSpec, debug_setting
 from lamina.scheduler.environment import (
@@ -603,36 +605,9 @@ class Scheduler:
                 utilization = pool.provisioned_busy / ready if ready else 0.0
                 m.provisioned_utilization.labels(name, version).set(utilization)
 
-    def cloudwatch_gauges(self) -> list[tuple[str, tuple[Dimensions, ...], float]]:
-        """CloudWatch's concurrency gauges now: ConcurrentExecutions (account-wide and by
-        function), UnreservedConcurrentExecutions, and ProvisionedConcurrentExecutions and
-        ProvisionedConcurrencyUtilization of versions with provisioned concurrency."""
-        running = {
-            pool.config.name: self.concurrency.running(pool.config.name)
-            for pool in [*self._pools.values(), *self._draining]
-        }
-        total = self.concurrency.running()
-        reserved = getattr(self.concurrency, "_reserved", {})
-        out: list[tuple[str, tuple[Dimensions, ...], float]] = [
-            ("ConcurrentExecutions", ((),), float(total)),
-            (
-                "UnreservedConcurrentExecutions",
-                ((),),
-                float(total - sum(n for f, n in running.items() if f in reserved)),
-            ),
-        ]
-        for name, n in running.items():
-            out.append(("ConcurrentExecutions", ((("FunctionName", name),),), float(n)))
-        for pool in self._pools.values():
-            ready = pool.provisioned_ready
-            if pool.retired or not ready:
-                continue
-            name, version = pool.config.name, pool.config.version
-            dims = ((("FunctionName", name), ("Resource", f"{name}:{version}")),)
-            busy = pool.provisioned_busy
-            out.append(("ProvisionedConcurrentExecutions", dims, float(busy)))
-            out.append(("ProvisionedConcurrencyUtilization", dims, busy / ready))
-        return out
+    def cloudwatch_gauges(self) -> list[Gauge]:
+        """CloudWatch's concurrency gauges now (see `scheduler.cw_gauges`)."""
+        return cw_gauges.sample(list(self._pools.values()), self._draining, self.concurrency)
 
     def _evictable(self) -> list[tuple[float, int, Callable[[], None]]]:
         """Idle, not provisioned environments of every pool: (last used, MB, stop it)."""
