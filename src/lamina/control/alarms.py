@@ -437,14 +437,19 @@ class AlarmService:
         """The alarms this node evaluates in the round at `round_at` (claimed)."""
         return [r for r in self._store.all() if self._store.claim(r.name, round_at)]
 
-    def evaluate(self, row: AlarmRow, live: Sequence[MinuteRow]) -> Transition | None:
+    def evaluate(
+        self, row: AlarmRow, live: Sequence[MinuteRow], lag: float = 0.0
+    ) -> Transition | None:
+        """Judge the alarm now. The newest period evaluated is the one holding `lag`
+        seconds ago: the evaluator's rounds run `lag` seconds into each minute, so that for
+        1-minute periods it is the minute just ended, which every node has written by then;
+        a longer period is judged while under way, as its data arrives."""
         c = row.config
         period = int(c["Period"])
         n = int(c["EvaluationPeriods"])
         m = int(c["DatapointsToAlarm"])
         now = self._clock()
-        # the newest period is the one under way: data counts as soon as it is recorded
-        newest = int(now) // period * period
+        newest = int(now - lag) // period * period
         start = newest - (n - 1) * period
         stat = c.get("Statistic") or c["ExtendedStatistic"]
         request: dict[str, Any] = {

@@ -204,6 +204,9 @@ class MetricQueries:
             raise InvalidParameterValue("The parameter StartTime must be before EndTime.")
         stats = body.get("Statistics") or []
         extended = body.get("ExtendedStatistics") or []
+        for member, value in (("Statistics", stats), ("ExtendedStatistics", extended)):
+            if not isinstance(value, list):
+                raise InvalidParameterValue(f"The parameter {member} must be a list.")
         if not stats and not extended:
             raise MissingParameter("Either Statistics or ExtendedStatistics must be specified.")
         if stats and extended:

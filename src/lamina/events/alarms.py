@@ -33,6 +33,7 @@ from lamina.observability.cw_metrics import MetricRecorder
 log = logging.getLogger(__name__)
 
 INTERVAL_S = 60.0
+LAG_S = 10.0
 
 
 def interval() -> float:
@@ -58,6 +59,9 @@ class AlarmRunner:
         self._policies = policies
         self._clock = clock
         self._interval = interval()
+        #: rounds run this far into each interval, and judge the period holding that much
+        #: ago (writers flush every 5 s: by 10 s into a minute the last one is complete)
+        self._lag = min(LAG_S, self._interval / 6)
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -72,19 +76,20 @@ class AlarmRunner:
     async def _run(self) -> None:
         while True:
             now = self._clock()
-            await asyncio.sleep(self._interval - now % self._interval)
+            wait = (self._lag - now % self._interval) % self._interval
+            await asyncio.sleep(wait or self._interval)
             try:
                 await self.evaluate_all()
             except Exception:
                 log.exception("alarms: an evaluation round failed")
 
     async def evaluate_all(self) -> None:
-        round_at = int(self._clock() // self._interval * self._interval)
+        round_at = int((self._clock() - self._lag) // self._interval * self._interval)
         due = await asyncio.to_thread(self.service.due, round_at)
         for alarm in due:
             live = self._recorder.snapshot()  # on the loop: the recorder's only thread
             try:
-                change = await asyncio.to_thread(self.service.evaluate, alarm, live)
+                change = await asyncio.to_thread(self.service.evaluate, alarm, live, self._lag)
             except LaminaError as e:
                 log.warning("alarms: %s could not be evaluated: %s", alarm.name, e)
                 continue
