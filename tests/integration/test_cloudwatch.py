@@ -264,6 +264,54 @@ def test_concurrency_and_async_metrics(server: Server, functions: Functions) -> 
     assert max(p["Maximum"] for p in account) >= 1
 
 
+def test_provisioned_concurrency_metrics(server: Server, functions: Functions) -> None:
+    """Invocations served by provisioned environments, and the one spilling over, by
+    Resource (the alias invoked); AsyncEventAge of a queued event."""
+    name = functions.create(CODE, Timeout=10)["FunctionName"]
+    lam = server.client()
+    lam.publish_version(FunctionName=name)
+    lam.create_alias(FunctionName=name, Name="live", FunctionVersion="1")
+    lam.put_provisioned_concurrency_config(
+        FunctionName=name, Qualifier="live", ProvisionedConcurrentExecutions=1
+    )
+    wait_for(
+        lambda: (
+            lam.get_provisioned_concurrency_config(FunctionName=name, Qualifier="live")["Status"]
+            == "READY"
+        ),
+        timeout=60,
+        message="provisioned concurrency",
+    )
+    lam.invoke(FunctionName=name, Qualifier="live", Payload=b"{}")
+    # Two at once: one on the provisioned environment, the other spills over.
+    lam.invoke(FunctionName=name, Qualifier="live", InvocationType="Event", Payload=b'{"sleep": 2}')
+    time.sleep(0.5)
+    lam.invoke(FunctionName=name, Qualifier="live", Payload=b"{}")
+    client = cloudwatch(server)
+    resource = [
+        {"Name": "FunctionName", "Value": name},
+        {"Name": "Resource", "Value": f"{name}:live"},
+    ]
+
+    def total(metric: str) -> float:
+        points = client.get_metric_statistics(
+            Namespace="AWS/Lambda",
+            MetricName=metric,
+            Dimensions=resource,
+            Period=3600,
+            Statistics=["Sum"],
+            **_window(),
+        )["Datapoints"]
+        return sum(p["Sum"] for p in points)
+
+    wait_for(lambda: total("Invocations") == 3, timeout=30, message="three invocations")
+    assert total("ProvisionedConcurrencyInvocations") == 2
+    assert total("ProvisionedConcurrencySpilloverInvocations") == 1
+    age = _stats(client, name, "AsyncEventAge", ["SampleCount", "Maximum"])
+    assert age["SampleCount"] == 1 and 0 <= age["Maximum"] < 5000
+    lam.delete_provisioned_concurrency_config(FunctionName=name, Qualifier="live")
+
+
 @pytest.mark.parametrize("protocol", [None, "json", "query"])
 def test_authorization_in_every_protocol(
     server: Server, tmp_path: Path, protocol: str | None

@@ -413,6 +413,12 @@ class AsyncQueue:
             # A durable function's event starts a durable execution (named after the event:
             # an event run twice after a crash starts it once).
             invoke = self.start_durable
+        # CloudWatch's AsyncEventAge: from queued to this attempt's invoke
+        self._metrics.cloudwatch.add(
+            "AsyncEventAge",
+            ((), (("FunctionName", name),)),
+            max(0.0, (self._clock() - event.enqueued_at) * 1000),
+        )
         try:
             result = await invoke(config, request)
         except TooManyRequestsError:

@@ -221,6 +221,7 @@ class Pool:
             if candidate.state is EnvState.IDLE:
                 env = candidate
                 break
+        provisioned = env is not None and env in self._provisioned
         if env is not None and env.charged_mb < self.config.memory_size:
             env = await self._regrow(env)
         if env is None:
@@ -253,6 +254,14 @@ class Pool:
         outcome = Outcome.SUCCESS if result.function_error is None else env.outcome_kind
         init_s = env.init_duration_s if cold else None
         asyncio.get_running_loop().call_soon(self._count, request, result, outcome, cold, init_s)
+        if self.provisioned_target:  # CloudWatch: served by provisioned concurrency or not
+            self.ctx.metrics.cloudwatch.add(
+                "ProvisionedConcurrencyInvocations"
+                if provisioned
+                else "ProvisionedConcurrencySpilloverInvocations",
+                self._labelled(request.invoked_arn).cw_dims,
+                1.0,
+            )
         return result
 
     async def _regrow(self, env: Environment) -> Environment | None:
