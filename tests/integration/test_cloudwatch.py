@@ -14,11 +14,19 @@ from typing import Any
 
 import boto3
 import pytest
+import redis
 from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from tests.conftest import Functions, Server, lamina_env, wait_for, wait_seen
+from tests.integration._mappings import delete_mapping
 from tests.integration.test_authorization import new_key
+from tests.integration.test_stream_mappings import (  # noqa: F401 (fixtures)
+    REDIS_URL,
+    broker,
+    reader_role,
+    redis_key,
+)
 
 CODE = """
 import time
@@ -310,6 +318,35 @@ def test_provisioned_concurrency_metrics(server: Server, functions: Functions) -
     age = _stats(client, name, "AsyncEventAge", ["SampleCount", "Maximum"])
     assert age["SampleCount"] == 1 and 0 <= age["Maximum"] < 5000
     lam.delete_provisioned_concurrency_config(FunctionName=name, Qualifier="live")
+
+
+def test_a_stream_mapping_records_iterator_age(
+    server: Server, functions: Functions, request: pytest.FixtureRequest
+) -> None:
+    """IteratorAge: how old a stream batch's last record was when it was done (Redis at
+    127.0.0.1:6379, as the stream mapping tests use, with their fixtures)."""
+    role: str = request.getfixturevalue("reader_role")
+    key: str = request.getfixturevalue("redis_key")
+    fn = functions.create(CODE, Role=role)["FunctionName"]
+    lam = server.client()
+    with redis.Redis.from_url(REDIS_URL) as r, broker(server, REDIS_URL) as broker_arn:
+        r.xadd(key, {"data": "one"})
+        time.sleep(1.0)  # the record is at least this old when its batch is done
+        created = lam.create_event_source_mapping(
+            FunctionName=fn,
+            EventSourceArn=f"{broker_arn}:stream/{key}",
+            StartingPosition="TRIM_HORIZON",
+            BatchSize=1,
+        )
+        client = cloudwatch(server)
+        age = wait_for(
+            lambda: _stats(client, fn, "IteratorAge", ["SampleCount", "Minimum", "Maximum"]),
+            timeout=60,
+            message="IteratorAge",
+        )
+        assert age["SampleCount"] == 1 and age["Unit"] == "Milliseconds"
+        assert 1000 <= age["Minimum"] < 60_000
+        delete_mapping(lam, created["UUID"])
 
 
 @pytest.mark.parametrize("protocol", [None, "json", "query"])
