@@ -25,6 +25,7 @@ from lamina.observability.cw_metrics import MinuteRow
 
 TARGET_PREFIX = wire.TARGET_PREFIX
 CBOR_PATH = wire.CBOR_PATH
+_DECODE_INLINE_MAX = 64 * 1024
 
 _Read = Callable[[MetricQueries, dict[str, Any], Sequence[MinuteRow]], dict[str, Any]]
 _READS: dict[str, _Read] = {
@@ -83,7 +84,10 @@ async def dispatch(request: Request) -> Response:
         op = wire.operation(name)  # InvalidAction for a name the service does not have
         if name not in _READS and name not in _ALARM_OPS and name != "SetAlarmState":
             raise wire.WireError("InvalidAction", f"The operation {name} is not supported yet.")
-        args = wire.decode(protocol, op, body)
+        if len(body) > _DECODE_INLINE_MAX:  # a large one would hold the loop up
+            args = await asyncio.to_thread(wire.decode, protocol, op, body)
+        else:
+            args = wire.decode(protocol, op, body)
         return wire.respond(protocol, op, await _answer(app_state(request), name, args))
     except _Unavailable:
         return wire.error(protocol, "ServiceUnavailable", "This server keeps no metrics.", 503)

@@ -39,6 +39,8 @@ JSON_CONTENT_TYPE = "application/x-amz-json-1.0"
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 
 CBOR, JSON, QUERY = "cbor", "json", "query"
+#: the largest request body taken (CloudWatch's limit for an HTTP POST request: 1 MB)
+MAX_BODY = 1024 * 1024
 
 
 class WireError(Exception):
@@ -103,13 +105,21 @@ def operation(name: str) -> OperationModel:
 
 
 def decode(protocol: str, op: OperationModel, body: bytes) -> dict[str, Any]:
+    if len(body) > MAX_BODY:
+        raise WireError(
+            "RequestEntityTooLarge", f"Request size must be at most {MAX_BODY} bytes.", 413
+        )
     shape = op.input_shape
     if protocol == QUERY:
         try:
             form = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
         except UnicodeDecodeError as e:
             raise WireError("MalformedQueryString", "The body is not UTF-8.") from e
-        return _from_form(shape, form, "") if shape is not None else {}
+        if shape is None:
+            return {}
+        # every dotted prefix of the keys: whether a structure is present is a look-up
+        prefixes = {k[: i + 1] for k in form for i, c in enumerate(k) if c == "."}
+        return _from_form(shape, _Form(form, prefixes), "")
     if not body:
         data: Any = {}
     elif protocol == CBOR:
@@ -158,7 +168,13 @@ def _from_data(shape: Shape, value: Any) -> Any:
     return value
 
 
-def _from_form(shape: StructureShape, form: dict[str, str], prefix: str) -> dict[str, Any]:
+class _Form(dict[str, str]):
+    def __init__(self, form: dict[str, str], prefixes: set[str]) -> None:
+        super().__init__(form)
+        self.prefixes = prefixes
+
+
+def _from_form(shape: StructureShape, form: _Form, prefix: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, member in shape.members.items():
         key = prefix + member.serialization.get("name", name)
@@ -168,9 +184,9 @@ def _from_form(shape: StructureShape, form: dict[str, str], prefix: str) -> dict
     return out
 
 
-def _form_value(shape: Shape, form: dict[str, str], key: str) -> Any:
+def _form_value(shape: Shape, form: _Form, key: str) -> Any:
     if isinstance(shape, StructureShape):
-        if not any(k.startswith(key + ".") for k in form):
+        if key + "." not in form.prefixes:
             return None
         return _from_form(shape, form, key + ".")
     if isinstance(shape, ListShape):
