@@ -13,10 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import cbor2
+import httpx
 import pytest
 import redis
 from botocore import UNSIGNED
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
+from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 from tests.conftest import Functions, Server, lamina_env, wait_for, wait_seen
 from tests.integration._mappings import delete_mapping
@@ -372,6 +377,71 @@ def test_authorization_in_every_protocol(
         anonymous.list_metrics()
     assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403, protocol
     assert e.value.response["Error"]["Code"] == "MissingAuthenticationTokenException"
+
+
+def _raw(server: Server, path: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
+    """A request signed for `monitoring` as the admin, sent as it is."""
+    aws = AWSRequest(method="POST", url=server.endpoint + path, data=body, headers=headers)
+    SigV4Auth(Credentials("test", "test"), "monitoring", "us-east-1").add_auth(aws)
+    return httpx.post(server.endpoint + path, content=body, headers=dict(aws.headers), timeout=20)
+
+
+_CBOR_HEADERS = {"smithy-protocol": "rpc-v2-cbor", "Content-Type": "application/cbor"}
+_JSON_HEADERS = {"Content-Type": "application/x-amz-json-1.0"}
+_FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+_BAD_MEMBERS: list[dict[str, Any]] = [
+    {"Namespace": 5, "MetricName": [], "Period": "x", "StartTime": "x", "EndTime": {}},
+    {"Namespace": "AWS/Lambda", "MetricName": "Errors", "Dimensions": 5, "Period": 60},
+    {"Dimensions": [5, {"Name": 1}], "Statistics": "Sum", "ExtendedStatistics": 7},
+    {"MetricDataQueries": [5, {"Id": 1}], "StartTime": 1e300, "EndTime": -1},
+    {"MetricDataQueries": [{"Id": "a", "MetricStat": {"Metric": 5, "Period": 1.5}}]},
+    {"AlarmName": ["x"], "Threshold": "NaN", "EvaluationPeriods": True, "AlarmActions": "x"},
+    {"AlarmNames": "x", "MaxRecords": 10**20, "NextToken": 5, "StateValue": []},
+]
+
+
+def test_malformed_requests_get_400_in_each_protocol(server: Server) -> None:
+    """No body, however wrong, makes the server fail: every error is a 4xx the caller's
+    protocol parses."""
+    ops = [
+        "GetMetricStatistics",
+        "GetMetricData",
+        "ListMetrics",
+        "PutMetricAlarm",
+        "DescribeAlarms",
+        "DeleteAlarms",
+        "SetAlarmState",
+        "DescribeAlarmHistory",
+    ]
+    for op in ops:
+        cbor_path = f"/service/GraniteServiceVersion20100801/operation/{op}"
+        json_headers = {**_JSON_HEADERS, "X-Amz-Target": f"GraniteServiceVersion20100801.{op}"}
+        sent = [
+            (cbor_path, b"\xff\x00garbage", _CBOR_HEADERS),
+            (cbor_path, cbor2.dumps([1, 2]), _CBOR_HEADERS),
+            ("/", b"[1,2", json_headers),
+            ("/", b"[]", json_headers),
+            ("/", f"Action={op}&Version=2010-08-01&Period=x&StartTime=yesterday".encode(), _FORM),
+            ("/", f"Action={op}&Dimensions.member.1.Name=a&Threshold=1e999".encode(), _FORM),
+        ]
+        for members in _BAD_MEMBERS:
+            sent.append((cbor_path, cbor2.dumps(members), _CBOR_HEADERS))
+            sent.append(("/", json.dumps(members).encode(), json_headers))
+        for path, body, headers in sent:
+            resp = _raw(server, path, body, headers)
+            # (members an operation does not have are ignored: then it may well succeed)
+            assert resp.status_code < 500, (op, body, resp.status_code, resp.content)
+            if resp.status_code < 400:
+                continue
+            if path != "/" or "X-Amz-Target" in headers:
+                decoded = cbor2.loads(resp.content) if path != "/" else json.loads(resp.content)
+                assert decoded["__type"], decoded
+            else:
+                assert b"<Code>" in resp.content, resp.content
+    unknown = _raw(server, "/", b"Action=PutDashboard&Version=2010-08-01", _FORM)
+    assert unknown.status_code == 400 and b"<Code>InvalidAction</Code>" in unknown.content
+    big = _raw(server, "/", b"Action=ListMetrics&x=" + b"a" * (1024 * 1024 + 1), _FORM)
+    assert big.status_code == 413
 
 
 def test_data_survives_a_restart(own_server: Any, tmp_path: Path) -> None:
