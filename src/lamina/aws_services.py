@@ -32,6 +32,8 @@ SERVED: tuple[ServedService, ...] = (
     # WebSocket APIs: apigatewayv2 (signing name `apigateway`) and the `@connections` API
     ServedService("apigateway", "APIGATEWAYV2"),
     ServedService("execute-api", "APIGATEWAYMANAGEMENTAPI"),
+    # CloudWatch metrics: RPC v2 CBOR, JSON 1.0 (this target prefix) and query
+    ServedService("monitoring", "CLOUDWATCH", "GraniteServiceVersion20100801."),
 )
 SERVED_SIGNING_NAMES = frozenset(s.signing_name for s in SERVED)
 

@@ -31,11 +31,14 @@ from lamina.cluster.local import LocalLeases, NoFeed
 from lamina.cluster.provisioned import ProvisionedPlacement
 from lamina.cluster.websockets import ConnectionRelay
 from lamina.control import FunctionService
+from lamina.control.alarms import AlarmService
 from lamina.control.brokers import BrokerService
 from lamina.control.changes import ChangeApplier
 from lamina.control.durable import DurableExecutions
 from lamina.control.event_sources import EventSourceService, QueueVisibility
 from lamina.control.images import NEEDS_NAMESPACE, ImageFunctions
+from lamina.control.metric_queries import MetricQueries
+from lamina.control.metric_writer import MetricWriter
 from lamina.control.roles import RoleService
 from lamina.control.rules import RuleService
 from lamina.control.stacks import StackService
@@ -43,6 +46,7 @@ from lamina.control.websocket_apis import WebSocketApis
 from lamina.datadir import make_private, restrict_umask
 from lamina.errors import LaminaError, MalformedPolicyDocumentError
 from lamina.events import AsyncQueue
+from lamina.events.alarms import AlarmRunner
 from lamina.events.bus import EventBus
 from lamina.events.durable import DurableRunner
 from lamina.events.http_routes import HttpRoutes
@@ -67,6 +71,7 @@ from lamina.images.store import ImageStore
 from lamina.mappings import Connection, EventSourceMapping, SourceKind
 from lamina.models import LATEST, FunctionConfig
 from lamina.observability import LogStore, Metrics
+from lamina.observability.cw_metrics import UNITS
 from lamina.observability.invocation_log import InvocationLog
 from lamina.observability.metering import Meter
 from lamina.observability.tracing import Exporter
@@ -79,9 +84,11 @@ from lamina.scheduler import Scheduler
 from lamina.scheduler.traces import Tracing
 from lamina.settings import Settings, is_loopback
 from lamina.store import CodeStore, EventStore, SqliteEventStore
+from lamina.store.alarms import AlarmStore
 from lamina.store.durable import DurableStore
 from lamina.store.engine import describe as describe_database
 from lamina.store.http_routes import RouteStore
+from lamina.store.metric_data import MetricDataStore
 from lamina.store.open import Stores, open_stores
 from lamina.store.stacks import StackStore
 from lamina.store.websocket_apis import WebSocketApiStore
@@ -378,6 +385,17 @@ def create_app(
     schedules = ScheduleRunner(rules, event_bus, clock, leases=leases, directory=directory)
     rules.on_change = schedules.wake
     _join(feed or NoFeed(), functions, roles, rules, event_sources, brokers, routes, keys)
+    metric_store = MetricDataStore(stores.engine, UNITS)
+    metric_writer = MetricWriter(metrics.cloudwatch, metric_store, scheduler.cloudwatch_gauges)
+    metric_queries = MetricQueries(metric_store)
+    alarm_runner = AlarmRunner(
+        AlarmService(
+            AlarmStore(stores.engine), metric_queries, settings.region, settings.account_id
+        ),
+        metrics.cloudwatch,
+        async_queue,
+        functions.policies,
+    )
     state = AppState(
         settings=settings,
         functions=functions,
@@ -393,6 +411,8 @@ def create_app(
         schedules=schedules,
         roles=roles,
         stacks=StackService(StackStore(stores.engine), functions),
+        metric_queries=metric_queries,
+        alarms=alarm_runner,
         keys=keys if settings.auth else None,
         images=images,
         event_sources=event_sources,
@@ -495,6 +515,8 @@ def create_app(
             )
             await workers.start()
             front.running.append(workers)
+        metric_writer.start()
+        alarm_runner.start()  # after the queue: actions go to it
         state.ready = True
         try:
             yield
@@ -503,6 +525,7 @@ def create_app(
             if workers is not None:
                 # First: they stop accepting and finish what they forwarded (served here).
                 await workers.stop(float(settings.shutdown_grace_s) + 5.0)
+            await alarm_runner.close()
             await schedules.close()  # before the queue: a claimed tick is always queued
             # Before the queue and the scheduler: unfinished batches are not acknowledged.
             await source_runner.close()
@@ -520,6 +543,7 @@ def create_app(
                 # cluster's log queries) and the scheduler (forwarded invokes end first).
                 await cluster.close()
             await scheduler.close()
+            await metric_writer.close()  # after the scheduler: the last invocations count
             if scheduler.invocation_log is not None:
                 # After the scheduler: the last invocations' records are written.
                 await asyncio.to_thread(scheduler.invocation_log.close)

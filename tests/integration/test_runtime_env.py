@@ -176,7 +176,7 @@ def test_x_ray_and_endpoint_variables_are_lambdas(
     assert env["_AWS_XRAY_DAEMON_ADDRESS"] == "127.0.0.1"
     assert env["_AWS_XRAY_DAEMON_PORT"] == "2000"
     assert re.fullmatch(r"Root=1-[0-9a-f]{8}-[0-9a-f]{24};.*", env["_X_AMZN_TRACE_ID"])
-    for service in ("LAMBDA", "CLOUDWATCH_LOGS", "EVENTBRIDGE"):
+    for service in ("LAMBDA", "CLOUDWATCH_LOGS", "EVENTBRIDGE", "CLOUDWATCH"):
         assert env[f"AWS_ENDPOINT_URL_{service}"] == server.endpoint
     assert "AWS_ENDPOINT_URL_DYNAMODB" not in env
 

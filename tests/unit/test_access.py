@@ -11,7 +11,7 @@ import botocore.session
 import pytest
 from starlette.routing import Route
 
-from lamina.api import events_api, logs_api
+from lamina.api import cloudwatch_api, events_api, logs_api
 from lamina.api.access import UNKNOWN, AccessMap
 from lamina.api.app import build_app
 
@@ -33,6 +33,7 @@ SAMPLE_PARAMS = {
     "stage": "prod",
     "connection_id": "AAAAAAAAAAAAAAA=",
     "session": "0123abcd",
+    "operation": "GetMetricData",
 }
 OPEN = {"/health", "/metrics", "/lamina/code/{sha256}.zip"}
 #: let through by `Authorize`, authorized by their handlers (on a resource only they know)
@@ -89,6 +90,17 @@ def test_every_json_api_operation_has_a_mapping() -> None:
         for op in ops:
             got = access.request("POST", "/", {}, {"x-amz-target": prefix + op}, b"{}")
             assert got is not None and got.action == f"{service}:{op}"
+
+
+def test_every_cloudwatch_operation_has_a_mapping_in_each_protocol() -> None:
+    for op in cloudwatch_api._READS | cloudwatch_api._ALARM_OPS | {"SetAlarmState": None}:
+        cbor = access.request("POST", cloudwatch_api.CBOR_PATH + op, {}, {}, None)
+        target = {"x-amz-target": cloudwatch_api.TARGET_PREFIX + op}
+        json_10 = access.request("POST", "/", {}, target, b"{}")
+        form = {"content-type": "application/x-www-form-urlencoded; charset=utf-8"}
+        query = access.request("POST", "/", {}, form, f"Action={op}&Version=2010-08-01".encode())
+        for got in (cbor, json_10, query):
+            assert got is not None and (got.action, got.resource) == (f"cloudwatch:{op}", "*")
 
 
 @pytest.mark.parametrize(

@@ -37,6 +37,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from lamina import untrusted_json
+from lamina.api.cloudwatch_wire import action as cloudwatch_action
+from lamina.api.cloudwatch_wire import protocol_of as cloudwatch_protocol
 from lamina.api.events_api import TARGET_PREFIX as EVENTS_PREFIX
 from lamina.api.logs_api import TARGET_PREFIX as LOGS_PREFIX
 from lamina.arns import function_arn, parse_function_ref
@@ -320,6 +322,11 @@ class AccessMap:
             method = "GET"  # Starlette serves HEAD wherever GET is: the same permission
         if method == "GET" and _LAMINA_INVOCATION.fullmatch(path):
             return None  # authorized by its handler, on the recorded function's ARN
+        cloudwatch = cloudwatch_protocol(method, path, headers)
+        if cloudwatch is not None:
+            return AccessRequest(
+                f"cloudwatch:{cloudwatch_action(cloudwatch, path, headers, body)}", "*"
+            )
         if path == "/" and method == "POST":
             return self._json_api(headers.get("x-amz-target", ""), body)
         trimmed = path.rstrip("/") or "/"

@@ -19,6 +19,7 @@ from lamina.api import (
     aliases,
     brokers,
     capacity,
+    cloudwatch_api,
     code_signing,
     concurrency,
     debugging,
@@ -202,6 +203,8 @@ async def json_protocol(request: Request) -> Response:
     which answers an unknown target itself."""
     if request.headers.get("x-amz-target", "").startswith(events_api.TARGET_PREFIX):
         return await events_api.dispatch(request)
+    if cloudwatch_api.protocol_of(request) is not None:
+        return await cloudwatch_api.dispatch(request)  # JSON 1.0 or query
     return await logs_api.dispatch(request)
 
 
@@ -385,6 +388,11 @@ def build_app(
         Route("/lamina/signers/revoke", code_signing.revoke_signer, methods=["POST"]),
         Route("/lamina/code/{sha256}.zip", fn.download_code, methods=["GET"]),
         Route("/", json_protocol, methods=["POST"]),
+        Route(
+            cloudwatch_api.CBOR_PATH + "{operation}",
+            cloudwatch_api.dispatch,
+            methods=["POST"],
+        ),
         *_websocket_routes(),
     ]
     app = Starlette(

@@ -36,6 +36,8 @@ from urllib.parse import parse_qsl
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lamina import limits
+from lamina.api.cloudwatch_wire import error as cloudwatch_error
+from lamina.api.cloudwatch_wire import protocol_of as wire_protocol
 from lamina.api.errors import error_response
 from lamina.api.events_api import TARGET_PREFIX as EVENTS_PREFIX
 from lamina.api.http_front import signed_request
@@ -142,6 +144,8 @@ def signing_service(method: str, path: str, headers: Mapping[str, str]) -> str |
     serves, answered UnknownOperation whatever it was signed for); every other path is the
     Lambda API's or Lamina's own endpoints', which boto3, the AWS CLI and `lamina` sign as
     `lambda`."""
+    if wire_protocol(method, path, headers) is not None:
+        return "monitoring"  # CloudWatch, in any of its protocols
     if method == "POST" and path == "/":
         target = headers.get("x-amz-target", "")
         if target.startswith(LOGS_PREFIX):
@@ -206,8 +210,16 @@ def replay(body: bytes, disconnected: bool, receive: Receive) -> Receive:
 async def _error(scope: Scope, receive: Receive, send: Send, error: AuthError) -> None:
     """AWS's answer to a request that failed authentication, in the caller's protocol: the
     JSON 1.1 APIs' (X-Amz-Target) or the Lambda REST API's, as every other error is sent."""
-    json_protocol = any(name == b"x-amz-target" for name, _ in scope["headers"])
-    if json_protocol:
+    headers = {
+        k.decode("latin-1").lower(): v.decode("latin-1")
+        for k, v in scope["headers"]
+        if k.lower() in (b"x-amz-target", b"content-type")
+    }
+    cloudwatch = wire_protocol(scope["method"], scope["path"], headers)
+    json_protocol = "x-amz-target" in headers
+    if cloudwatch is not None:
+        response = cloudwatch_error(cloudwatch, error.error_type, error.message, error.status)
+    elif json_protocol:
         response = aws_json_error(error.error_type, error.message, error.status)
     else:
         response = error_response(error)

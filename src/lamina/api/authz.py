@@ -28,6 +28,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from lamina import ids
 from lamina.api.access import AccessMap
 from lamina.api.authn import read_body, replay
+from lamina.api.cloudwatch_wire import error as cloudwatch_error
+from lamina.api.cloudwatch_wire import protocol_of as cloudwatch_protocol
 from lamina.api.context import AppState
 from lamina.auth.policy import Policy, PolicyError, authorize, identity_decision
 from lamina.auth.principal import SCOPE_KEY, AccessRequest, Decision, Principal
@@ -84,6 +86,11 @@ class Authorize:
         if message is None:
             await self.app(scope, receive, send)
             return
+        cloudwatch = cloudwatch_protocol(method, path, _wire_headers(scope))
+        if cloudwatch is not None:
+            response = cloudwatch_error(cloudwatch, "AccessDenied", message, 403)
+            await response(scope, receive, send)
+            return
         json_api = path == "/" and method == "POST"
         # The `@connections` API answers a denial with its own ForbiddenException.
         error_type = "ForbiddenException" if "/@connections/" in path else None
@@ -100,8 +107,9 @@ class Authorize:
         # Only X-Amz-Target names an action (the JSON APIs'): no need to decode every header.
         headers: dict[str, str] = {}
         for name, value in scope["headers"]:
-            if name.lower() == b"x-amz-target":
-                headers["x-amz-target"] = value.decode("latin-1")
+            lower = name.lower()
+            if lower == b"x-amz-target" or lower == b"content-type":
+                headers[lower.decode("latin-1")] = value.decode("latin-1")
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
         request = self.access.request(method, path, query, headers, body)
         if request is None:
@@ -144,6 +152,14 @@ class Authorize:
             return None
         name, _, qualifier = resource.removeprefix(self._function_prefix).partition(":")
         return self.state.functions.policies.policy_for(name, qualifier or None)
+
+
+def _wire_headers(scope: Scope) -> dict[str, str]:
+    return {
+        k.decode("latin-1").lower(): v.decode("latin-1")
+        for k, v in scope["headers"]
+        if k.lower() in (b"x-amz-target", b"content-type")
+    }
 
 
 def request_context(scope: Scope, principal: Principal) -> dict[str, str | list[str]]:

@@ -15,11 +15,13 @@ from lamina.cluster.api import InvokeRouter, NodeDirectory
 from lamina.control import FunctionService
 from lamina.control.brokers import BrokerService
 from lamina.control.event_sources import EventSourceService
+from lamina.control.metric_queries import MetricQueries
 from lamina.control.roles import RoleService
 from lamina.control.rules import RuleService
 from lamina.control.stacks import StackService
 from lamina.control.websocket_apis import WebSocketApis
 from lamina.events import AsyncQueue
+from lamina.events.alarms import AlarmRunner
 from lamina.events.bus import EventBus
 from lamina.events.http_routes import HttpRoutes
 from lamina.events.schedules import ScheduleRunner
@@ -66,6 +68,11 @@ class AppState:
     #: stacks deployed from templates (None: the /lamina/stacks endpoints answer
     #: ServiceException)
     stacks: StackService | None = None
+    #: the CloudWatch metric reads (None: the CloudWatch API answers ServiceUnavailable)
+    metric_queries: MetricQueries | None = None
+    #: CloudWatch alarms and their evaluator (None: the alarm operations answer
+    #: ServiceUnavailable)
+    alarms: AlarmRunner | None = None
     #: the access keys (None: authentication is off, `lamina serve --auth off`)
     keys: KeyStore | None = None
     #: the runtime images and their bundled SDKs (None: servers built without them)

@@ -26,6 +26,9 @@ from __future__ import annotations
 from lamina.auth.policy import APIGATEWAY_SERVICE, EVENTS_SERVICE, Caller, Policy, authorize
 from lamina.auth.principal import AccessRequest, Decision, Principal
 
+#: the principal CloudWatch alarms invoke their Lambda actions as
+ALARMS_SERVICE = "lambda.alarms.cloudwatch.amazonaws.com"
+
 INVOKE_URL = "lambda:InvokeFunctionUrl"
 INVOKE = "lambda:InvokeFunction"
 
@@ -78,6 +81,14 @@ def events_may_invoke(
     """Whether the rule `rule_arn` may invoke the target `function_arn` (as named by the
     target: qualified if the target is)."""
     return _service_may_invoke(EVENTS_SERVICE, function_arn, rule_arn, account, resource_policy)
+
+
+def alarms_may_invoke(
+    function_arn: str, alarm_arn: str, account: str, resource_policy: Policy | None
+) -> bool:
+    """Whether the CloudWatch alarm `alarm_arn` may invoke its action `function_arn` (the
+    principal `lambda.alarms.cloudwatch.amazonaws.com`, as on AWS)."""
+    return _service_may_invoke(ALARMS_SERVICE, function_arn, alarm_arn, account, resource_policy)
 
 
 def apigateway_may_invoke(

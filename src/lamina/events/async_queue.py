@@ -130,6 +130,16 @@ class _Attempt:
     status: int
 
 
+#: the CloudWatch metric each outcome counts in (AsyncEventsDropped: events that never ran
+#: successfully, whether or not a destination or dead-letter queue then got them)
+_CLOUDWATCH = {
+    "accepted": "AsyncEventsReceived",
+    "expired": "AsyncEventsDropped",
+    "failed": "AsyncEventsDropped",
+    "dropped": "AsyncEventsDropped",
+}
+
+
 class AsyncQueue:
     def __init__(
         self,
@@ -265,6 +275,9 @@ class AsyncQueue:
                 name, outcome
             )
         counter.inc()
+        cw_metric = _CLOUDWATCH.get(outcome)
+        if cw_metric is not None:
+            self._metrics.cloudwatch.add(cw_metric, ((), (("FunctionName", name),)), 1.0)
 
     # -- lanes -----------------------------------------------------------------------------
 
@@ -401,6 +414,12 @@ class AsyncQueue:
             # A durable function's event starts a durable execution (named after the event:
             # an event run twice after a crash starts it once).
             invoke = self.start_durable
+        # CloudWatch's AsyncEventAge: from queued to this attempt's invoke
+        self._metrics.cloudwatch.add(
+            "AsyncEventAge",
+            ((), (("FunctionName", name),)),
+            max(0.0, (self._clock() - event.enqueued_at) * 1000),
+        )
         try:
             result = await invoke(config, request)
         except TooManyRequestsError:

@@ -8,6 +8,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from lamina.observability.cw_metrics import MetricRecorder
+
 # Cold-start phases are milliseconds at best and seconds at worst.
 _PHASE_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _DURATION_BUCKETS = (
@@ -49,6 +51,8 @@ class Metrics:
         #: cluster mode: every sample carries `node="<name>"`, so that one Prometheus
         #: scraping every node can tell (and sum) them
         self.node: str | None = None
+        #: CloudWatch's per-minute metrics (`AWS/Lambda`), fed from the same points
+        self.cloudwatch = MetricRecorder()
         self.invocations = Counter(
             "lamina_invocations",
             "Invocations by function, version (executed), qualifier (invoked: alias, version "

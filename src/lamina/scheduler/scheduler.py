@@ -32,12 +32,15 @@ from lamina.errors import (
 from lamina.models import FunctionConfig, FunctionImage, InvokeRequest, InvokeResult
 from lamina.networks import VpcDirectory
 from lamina.observability import LogStore, LogWriter, Metrics
+from lamina.observability.cw_metrics import function_dimensions
 from lamina.observability.invocation_log import InvocationLog
 from lamina.runtimes.catalog import Family, RuntimeCatalog, RuntimeInfo
 from lamina.runtimes.images import DebuggerInstaller, RuntimeImages
 from lamina.sandbox import SandboxBackend
+from lamina.scheduler import cw_gauges
 from lamina.scheduler.capacity import MemoryCapacity
 from lamina.scheduler.concurrency import Concurrency, ConcurrencyControl, Lease
+from lamina.scheduler.cw_gauges import Gauge
 from lamina.scheduler.debug_sessions import DebugSession, DebugSessions, with_debugger
 from lamina.scheduler.debugging import DebugSpec, debug_setting
 from lamina.scheduler.environment import (
@@ -93,7 +96,7 @@ class _Labelled:
     """One pool's metric children for one invoked ARN, so counting an invocation is
     attribute reads and `inc()`, never `labels()` (which hashes and locks)."""
 
-    __slots__ = ("cold_starts", "duration", "outcomes")
+    __slots__ = ("cold_starts", "cw", "cw_dims", "duration", "outcomes")
 
     def __init__(self, metrics: Metrics, config: FunctionConfig, qualifier: str) -> None:
         name, version, runtime = config.name, config.version, config.runtime
@@ -104,6 +107,11 @@ class _Labelled:
         )
         self.duration = metrics.duration.labels(name, version, qualifier, runtime)
         self.cold_starts = metrics.cold_starts.labels(name, version, runtime)
+        self.cw = metrics.cloudwatch
+        #: the CloudWatch dimension sets an invocation through this ARN counts in
+        self.cw_dims = function_dimensions(
+            name, None if qualifier == _LATEST else qualifier, version
+        )
 
 
 class Pool:
@@ -154,6 +162,11 @@ class Pool:
     ) -> None:
         labelled = self._labelled(request.invoked_arn)
         labelled.outcomes[outcome].inc()
+        labelled.cw.invocation(
+            labelled.cw_dims,
+            outcome != Outcome.SUCCESS,
+            result.duration_ms if result is not None and result.duration_ms else None,
+        )
         if cold:
             labelled.cold_starts.inc()
         if init_s is not None:
@@ -216,6 +229,7 @@ class Pool:
             if candidate.state is EnvState.IDLE:
                 env = candidate
                 break
+        provisioned = env is not None and env in self._provisioned
         if env is not None and env.charged_mb < self.config.memory_size:
             env = await self._regrow(env)
         if env is None:
@@ -255,6 +269,14 @@ class Pool:
         outcome = Outcome.SUCCESS if result.function_error is None else env.outcome_kind
         init_s = env.init_duration_s if cold else None
         asyncio.get_running_loop().call_soon(self._count, request, result, outcome, cold, init_s)
+        if self.provisioned_target:  # CloudWatch: served by provisioned concurrency or not
+            self.ctx.metrics.cloudwatch.add(
+                "ProvisionedConcurrencyInvocations"
+                if provisioned
+                else "ProvisionedConcurrencySpilloverInvocations",
+                self._labelled(request.invoked_arn).cw_dims,
+                1.0,
+            )
         return result
 
     async def _regrow(self, env: Environment) -> Environment | None:
@@ -601,6 +623,12 @@ class Scheduler:
             if counter is None:
                 counter = self._throttles[key] = self._metrics.throttles.labels(*key)
             counter.inc()
+            qualifier = key[1]
+            self._metrics.cloudwatch.add(
+                "Throttles",
+                function_dimensions(config.name, None if qualifier == _LATEST else qualifier, None),
+                1.0,
+            )
             raise
 
     async def debug(self, config: FunctionConfig, spec: DebugSpec) -> DebugSession:
@@ -634,6 +662,10 @@ class Scheduler:
                 m.provisioned.labels(name, version, "allocated").set(ready)
                 utilization = pool.provisioned_busy / ready if ready else 0.0
                 m.provisioned_utilization.labels(name, version).set(utilization)
+
+    def cloudwatch_gauges(self) -> list[Gauge]:
+        """CloudWatch's concurrency gauges now (see `scheduler.cw_gauges`)."""
+        return cw_gauges.sample(list(self._pools.values()), self._draining, self.concurrency)
 
     def _evictable(self) -> list[tuple[float, int, Callable[[], None]]]:
         """Idle, not provisioned environments of every pool: (last used, MB, stop it)."""

@@ -181,6 +181,8 @@ class MappingStats:
     #: records not yet read, where the broker says (Lambda's OffsetLag)
     lag: int | None = None
     pollers: int = 0
+    #: CloudWatch's IteratorAge (ms) of each stream batch done, if someone records it
+    on_iterator_age: Callable[[float], None] | None = field(default=None, repr=False, compare=False)
 
 
 class MappingControl(Protocol):

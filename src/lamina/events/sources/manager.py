@@ -54,6 +54,7 @@ from lamina.events.sources.queues import deliver_queue
 from lamina.events.sources.streams import deliver_stream
 from lamina.mappings import EventSourceMapping, MappingState, SourceKind, problem
 from lamina.observability import Metrics
+from lamina.observability.cw_metrics import function_dimensions
 from lamina.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,7 @@ class SourceRunner:
         self._closing = False
         self._export = _Export(metrics)
         metrics.on_scrape(self._refresh_metrics)
+        self._recorder = metrics.cloudwatch
         self._jobs = Ownership(
             leases or LocalLeases(),
             directory,
@@ -224,7 +226,7 @@ class SourceRunner:
         if not self._jobs.owns(mapping_key(mapping.uuid)):
             return  # handed over or lost since the reconciler asked: the new owner runs it
         run = _Run(mapping)
-        self._stats.setdefault(mapping.uuid, MappingStats())
+        self._stats.setdefault(mapping.uuid, self._new_stats(mapping))
         self._export.track(mapping)
         run.task = asyncio.get_running_loop().create_task(self._run(run))
         self._runs[mapping.uuid] = run
@@ -400,6 +402,13 @@ class SourceRunner:
             await self._control.settle(run.mapping.uuid, MappingState.ENABLED)
 
     # -- metrics -----------------------------------------------------------------------------
+
+    def _new_stats(self, mapping: EventSourceMapping) -> MappingStats:
+        """A mapping's counters; a stream's batches record CloudWatch's IteratorAge under
+        the function (and the alias or version it invokes, as `Resource`)."""
+        dims = function_dimensions(mapping.function_name, mapping.qualifier, None)
+        recorder = self._recorder
+        return MappingStats(on_iterator_age=lambda ms: recorder.add("IteratorAge", dims, ms))
 
     def _refresh_metrics(self) -> None:
         for uuid, stats in self._stats.items():

@@ -424,6 +424,8 @@ class _Delivery:
         self.report(RESULT_OK)
         # IteratorAge: how old the batch's last record was when it was done
         self.stats.backlog_age_s = max(0.0, time.time() - batch[-1].record.arrived_at)
+        if self.stats.on_iterator_age is not None:
+            self.stats.on_iterator_age(self.stats.backlog_age_s * 1000)
 
     async def _drop_expired(
         self, batch: list[_Item], invokes: int, last: Outcome | None, hold: bool

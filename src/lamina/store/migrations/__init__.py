@@ -44,6 +44,7 @@ def target_metadata() -> MetaData:
     # Imported for their tables (each module adds its own to `schema.metadata`).
     from lamina.store import (  # noqa: F401
         access_keys,
+        alarms,
         capacity,
         code_signing,
         concurrency_grants,
@@ -54,6 +55,7 @@ def target_metadata() -> MetaData:
         function_urls,
         http_routes,
         layer_policies,
+        metric_data,
         roles,
         rules,
         sealing_check,
