@@ -368,6 +368,42 @@ def test_a_failed_deploy_rolls_back(server: Server, lam: Any, tmp_path: Path) ->
     assert _function_names(lam, stack) == set()
 
 
+MISSING_PROPERTY = """\
+Resources:
+  Fn:
+    Type: AWS::Lambda::Function
+    Properties:
+      Runtime: python3.11
+      Handler: index.handler
+      Role: arn:aws:iam::000000000000:role/x
+      Code:
+        ZipFile: |
+          def handler(event, context):
+              return 1
+  Perm:
+    Type: AWS::Lambda::Permission
+    DependsOn: Fn
+    Properties:
+      Action: lambda:InvokeFunction
+      Principal: events.amazonaws.com
+"""
+
+
+def test_a_resource_missing_a_required_property_fails_clearly_and_rolls_back(
+    server: Server, lam: Any, tmp_path: Path
+) -> None:
+    # plain CloudFormation (no SAM transform checks it): the permission names no function
+    template = tmp_path / "template.yaml"
+    template.write_text(MISSING_PROPERTY)
+    stack = _stack()
+    out = _deploy(server, template, stack)
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr, out.stderr
+    assert "Perm: required property 'FunctionName' is missing" in out.stderr
+    assert "DELETE_COMPLETE" in out.stdout and "ROLLBACK_COMPLETE" in out.stdout
+    assert _function_names(lam, stack) == set() and _record(server, stack) is None
+
+
 CANARY = """\
 AWSTemplateFormatVersion: '2010-09-09'
 Transform: AWS::Serverless-2016-10-31

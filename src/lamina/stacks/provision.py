@@ -221,12 +221,6 @@ def deploy_stack(
                 try:
                     physical = kind.update(ctx, lid, props, old)
                     action = "update"
-                except (ApiError, ResourceFailed, TemplateError, OSError):
-                    # Half-updated (its code, say, but not its configuration): put it back too.
-                    partial = Physical(old["physical_ref"], dict(old.get("attributes") or {}))
-                    half = _record(resource.type, partial, props, "", "UPDATE_FAILED", None)
-                    steps.append(_Step("update", lid, half, old))
-                    raise
                 except Replace:
                     _line(
                         echo,
@@ -237,6 +231,12 @@ def deploy_stack(
                     )
                     physical = kind.create(ctx, lid, props)
                     action = "replace"
+                except Exception:
+                    # Half-updated (its code, say, but not its configuration): put it back too.
+                    partial = Physical(old["physical_ref"], dict(old.get("attributes") or {}))
+                    half = _record(resource.type, partial, props, "", "UPDATE_FAILED", None)
+                    steps.append(_Step("update", lid, half, old))
+                    raise
                 _line(echo, "UPDATE_COMPLETE", resource.type, lid)
             ctx.physical[lid] = physical
             status = "CREATE_COMPLETE" if action == "create" else "UPDATE_COMPLETE"
@@ -255,9 +255,9 @@ def deploy_stack(
         }
         current = stack
         client.call("PUT", f"/lamina/stacks/{stack}", record)
-    except (ApiError, ResourceFailed, TemplateError, OSError, KeyboardInterrupt) as e:
+    except (Exception, KeyboardInterrupt) as e:
         # Interrupted (Ctrl-C) too: what was created would otherwise be left with no record.
-        reason = e.describe() if isinstance(e, TemplateError) else str(e) or "interrupted"
+        reason = _reason(e)
         rtype = template.resources[current].type if current in template.resources else ""
         if current == stack:
             rtype = "AWS::CloudFormation::Stack"
@@ -280,8 +280,8 @@ def deploy_stack(
     for lid, rec in gone:
         try:
             _remove(ctx, lid, rec)
-        except (ApiError, ResourceFailed) as e:
-            _line(echo, "DELETE_FAILED", str(rec.get("type")), lid, str(e))
+        except Exception as e:
+            _line(echo, "DELETE_FAILED", str(rec.get("type")), lid, _reason(e))
             if lid not in records:
                 leftovers[lid] = rec
     if leftovers:
@@ -298,6 +298,21 @@ def deploy_stack(
     for note in ctx.notes:
         echo(f"route {note}")
     return DeployResult(stack=stack, functions=_functions(template, records), outputs=outputs)
+
+
+def _reason(error: BaseException) -> str:
+    """Why a resource failed, as its progress line says it. A property the template left out
+    that a resource type needs surfaces as a KeyError from its handler; any other unexpected
+    error is named by its type, so that the deploy still rolls back and says what happened."""
+    if isinstance(error, TemplateError):
+        return error.describe()
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted"
+    if isinstance(error, KeyError):
+        return f"required property {error.args[0]!r} is missing"
+    if isinstance(error, (ApiError, ResourceFailed, OSError)):
+        return str(error) or type(error).__name__
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
 def _record(
@@ -355,8 +370,8 @@ def _rollback(ctx: Context, steps: list[_Step], echo: Echo) -> None:
                 )
                 kind.update(ctx, step.logical_id, step.old["properties"], step.new)
                 _line(echo, "UPDATE_COMPLETE", rtype, step.logical_id, "rollback")
-        except (ApiError, ResourceFailed, TemplateError, Replace, OSError) as e:
-            _line(echo, "UPDATE_ROLLBACK_FAILED", rtype, step.logical_id, str(e))
+        except Exception as e:
+            _line(echo, "UPDATE_ROLLBACK_FAILED", rtype, step.logical_id, _reason(e))
 
 
 def _functions(template: Any, records: dict[str, Record]) -> list[DeployedFunction]:
@@ -412,8 +427,8 @@ def delete_stack(api: Transport, stack: str, *, echo: Echo = print) -> None:
     for lid, rec in reversed(list(records.items())):
         try:
             _remove(ctx, lid, rec)
-        except (ApiError, ResourceFailed) as e:
-            _line(echo, "DELETE_FAILED", str(rec.get("type")), lid, str(e))
+        except Exception as e:
+            _line(echo, "DELETE_FAILED", str(rec.get("type")), lid, _reason(e))
             client.call(
                 "PUT",
                 f"/lamina/stacks/{stack}",
@@ -425,7 +440,7 @@ def delete_stack(api: Transport, stack: str, *, echo: Echo = print) -> None:
                     Status="DELETE_FAILED",
                 ),
             )
-            raise StackFailed(f"{lid}: {e}") from None
+            raise StackFailed(f"{lid}: {_reason(e)}") from None
         del left[lid]
     client.call("DELETE", f"/lamina/stacks/{stack}", ok_missing=True)
     _line(echo, "DELETE_COMPLETE", "AWS::CloudFormation::Stack", stack)
