@@ -166,12 +166,15 @@ def test_invoke_debug_stops_at_a_breakpoint_past_the_timeout(
         # Stopped longer than the function's 3 s timeout: the invocation is not killed.
         time.sleep(4)
         assert proc.poll() is None
-        dap.request("continue", {"threadId": stopped["threadId"]})
+        # Not waiting for continue's answer: the handler may return, the CLI print its result
+        # and end the session (closing the connection) before the answer is read.
+        dap.channel.send_request("continue", {"threadId": stopped["threadId"]})
         out, err = proc.communicate(timeout=30)
     finally:
         dap.close()
         if proc.poll() is None:
             proc.kill()
+            proc.communicate()
     assert proc.returncode == 0, err
     result = json.loads(out)
     assert result["word"] == "abab"
@@ -345,6 +348,7 @@ def test_invoke_debug_node_inspector(server: Server, functions: Functions) -> No
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.communicate()
     assert proc.returncode == 0, err
     assert json.loads(out) == {"twice": 42}
 

@@ -35,7 +35,7 @@ SAMPLE_PARAMS = {
     "session": "0123abcd",
     "operation": "GetMetricData",
 }
-OPEN = {"/health", "/metrics", "/lamina/code/{sha256}.zip"}
+OPEN = {"/health", "/metrics", "/lamina/code/{sha256}.zip", "/v1/traces"}
 #: let through by `Authorize`, authorized by their handlers (on a resource only they know)
 HANDLER_CHECKED = {"/lamina/invocations/{request_id}"}
 _LAMBDA_OPS = set(botocore.session.get_session().get_service_model("lambda").operation_names)

@@ -24,8 +24,10 @@ service authorization reference names them:
   (`GET /lamina/invocations/ID`) is `lamina:GetInvocation` on the function's ARN, checked by
   its handler once the record says which function it is.
 
-`/health`, `/metrics` and code downloads (`/lamina/code/...`, the Location GetFunction hands
-out, which stands in for S3's pre-signed URL) are open: `request` returns None for them. A
+`/health`, `/metrics`, code downloads (`/lamina/code/...`, the Location GetFunction hands
+out, which stands in for S3's pre-signed URL) and `POST /v1/traces` (functions' own OTLP
+spans, which carry a per-function token its handler checks, `api.otlp`) are open: `request`
+returns None for them. A
 path no rule knows gets `lamina:UnknownOperation` on `*`, so that only the admin reaches the
 router's 404: authorization fails closed.
 """
@@ -46,7 +48,7 @@ from lamina.auth.principal import AccessRequest
 from lamina.errors import LaminaError
 
 UNKNOWN = "lamina:UnknownOperation"
-_OPEN_PATHS = frozenset({"/health", "/metrics"})
+_OPEN_PATHS = frozenset({"/health", "/metrics", "/v1/traces"})
 _CODE = re.compile(r"/lamina/code/[^/]+\.zip")
 # /<api-version>/functions/<name>[/<rest>]
 _FUNCTION = re.compile(
