@@ -556,41 +556,29 @@ class Scheduler:
         Every caller (Invoke, async events, event sources, URLs and routes, durable steps)
         comes through here, so this is where the invocation log is written and traces are
         sampled."""
-        if self.tracing is not None:
-            request, trace = self.tracing.begin(config, request)
-            if trace is not None:
-                return await self._traced(config, request, trace)
+        tracing, trace = self.tracing, None
+        if tracing is not None:
+            request, trace = tracing.begin(config, request)
         invocation_log = self.invocation_log
-        if invocation_log is None:
+        if trace is None and invocation_log is None:
             return await self._invoke(config, request)
-        started = time.time()
-        try:
-            result = await self._invoke(config, request)
-        except LaminaError as e:
-            invocation_log.record(config.name, config.version, request, started, None, e.error_type)
-            raise
-        invocation_log.record(config.name, config.version, request, started, result)
-        return result
-
-    async def _traced(
-        self, config: FunctionConfig, request: InvokeRequest, trace: InvocationTrace
-    ) -> InvokeResult:
-        """A sampled invocation: as `invoke`, then its spans."""
-        assert self.tracing is not None
-        invocation_log = self.invocation_log
         started = time.time()
         try:
             result = await self._invoke(config, request, trace)
         except LaminaError as e:
-            self.tracing.end(config, request, trace, None, e.error_type)
+            if tracing is not None and trace is not None:
+                tracing.end(config, request, trace, None, e.error_type)
             if invocation_log is not None:
                 invocation_log.record(
                     config.name, config.version, request, started, None, e.error_type
                 )
             raise
-        self.tracing.end(config, request, trace, result, None)
         if invocation_log is not None:
             invocation_log.record(config.name, config.version, request, started, result)
+        if tracing is None or trace is None:
+            return result
+        # A sampled invocation: its spans, and the header its destinations continue from.
+        tracing.end(config, request, trace, result, None)
         return replace(result, trace_header=request.trace_id)
 
     async def _invoke(
