@@ -119,7 +119,9 @@ def test_reserved_concurrency_holds_across_nodes(cluster: LaminaCluster) -> None
     c.client().put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=1)
     with ThreadPoolExecutor(1) as pool:
         running = pool.submit(invoke, a, name, {"s": 4})
-        wait_for(lambda: sum(busy(s) for s in (a, b, c)) == 1, 20, "one running")
+        # An invocation that ended early (throttled, failed) raises here, not as a timeout.
+        wait_for(lambda: running.done() or sum(busy(s) for s in (a, b, c)) == 1, 20, "one running")
+        assert not running.done(), running.result()
         with pytest.raises(b.client().exceptions.TooManyRequestsException) as throttled:
             invoke(b, name, {})
         assert throttled.value.response["Reason"] == (
@@ -130,8 +132,10 @@ def test_reserved_concurrency_holds_across_nodes(cluster: LaminaCluster) -> None
 
 
 def busy(server: Server) -> int:
+    """Environments running an invocation, or starting for one (a cold start holds its
+    invocation's concurrency slot already)."""
     envs = SIGNED_HTTP.get(server.endpoint + "/lamina/environments").json()["Environments"]
-    return sum(1 for env in envs if env["State"] == "busy")
+    return sum(1 for env in envs if env["State"] in ("busy", "starting"))
 
 
 def _runs(server: Server, name: str) -> bool:
