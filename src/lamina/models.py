@@ -356,6 +356,9 @@ class InvokeRequest:
     attempt: int = 1
     #: epoch seconds when an asynchronous event was accepted (its trace's Queued span)
     queued_at: float | None = None
+    #: the X-Ray headers of the messages a batch carries (SQS's `AWSTraceHeader`): a traced
+    #: invocation's span links to each, as Lambda links a consumer's trace to its producers'
+    trace_links: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

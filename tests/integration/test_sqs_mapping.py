@@ -3,7 +3,8 @@ at moto's `moto_server` (the stand-in for AWS SQS or a self-hosted SQS-API serve
 made with boto3 on `arn:aws:sqs:us-east-1:123456789012:<queue>`, the function fed Lambda's
 `aws:sqs` records, successes deleted, `batchItemFailures` leaving exactly the failed messages,
 the queue's redrive policy dead-lettering, filters dropping, `MaximumConcurrency` bounding the
-function's concurrency, a missing queue reported as `PROBLEM:` then resumed, and a `kill -9`
+function's concurrency, a batch's trace linked to its messages' `AWSTraceHeader`s, a missing
+queue reported as `PROBLEM:` then resumed, and a `kill -9`
 mid-run losing nothing.
 
 The server finds its SQS credentials through the usual AWS chain: here the environment it is
@@ -35,6 +36,7 @@ from tests.integration._mappings import (
     wait_state,
 )
 from tests.integration._sqs import ACCOUNT, REGION, Queues
+from tests.integration.test_traces import Receiver
 
 from lamina.runtimes.images import SdkState
 
@@ -94,9 +96,11 @@ def handler(event, context):
 """
 
 
-def start_server(data_dir: Path, endpoint: str, port: int | None = None) -> Server:
+def start_server(
+    data_dir: Path, endpoint: str, port: int | None = None, extra: tuple[str, ...] = ()
+) -> Server:
     """A server polling `endpoint`, with the SQS key in its environment."""
-    args = ("--sandbox", "process", "--sqs-endpoint", endpoint)
+    args = ("--sandbox", "process", "--sqs-endpoint", endpoint, *extra)
     server = Server(data_dir=data_dir, extra_args=args)
     if port is not None:
         server.port = port
@@ -386,6 +390,53 @@ def test_missing_queue_is_a_problem_then_resumes(
 
 
 MESSAGES = 600
+
+
+def test_a_batch_links_to_its_messages_traces(
+    queues: Queues, endpoint: str, tmp_path: Path, runtime_images: dict[str, SdkState]
+) -> None:
+    """Messages sent with an `AWSTraceHeader` (sampled): the function sees each header in its
+    record's attributes, and the batch's `Invoke` span, exported over OTLP, links to each
+    message's span (OTLP `links`), as Lambda links a consumer to its producers."""
+    receiver = Receiver()
+    server = start_server(tmp_path / "data", endpoint, extra=("--otlp-endpoint", receiver.endpoint))
+    try:
+        put_role(server, ROLE_NAME, POLICY)
+        lam = server.client()
+        name, url = queues.make()
+        record = tmp_path / "record.jsonl"
+        function = make_function(lam, record)
+        create_mapping(lam, function, queues.arn(name), BatchSize=10)
+        upstream = {}
+        for body in ("first", "second"):
+            root = f"1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]}"
+            parent = uuid.uuid4().hex[:16]
+            header = f"Root={root};Parent={parent};Sampled=1"
+            queues.send(
+                url,
+                body,
+                MessageSystemAttributes={
+                    "AWSTraceHeader": {"DataType": "String", "StringValue": header}
+                },
+            )
+            upstream[body] = (header, (root[2:].replace("-", ""), parent))
+        got = wait_recorded(record, 2)
+        assert {r["body"]: r["attributes"]["AWSTraceHeader"] for r in got} == {
+            body: header for body, (header, _) in upstream.items()
+        }
+
+        def linked() -> set[tuple[str, str]] | None:
+            with receiver.lock:
+                spans = [s for s in receiver.spans if s["name"] == f"Invoke {function}"]
+            links = {
+                (link["traceId"], link["spanId"]) for s in spans for link in s.get("links", [])
+            }
+            return links if len(links) == 2 else None
+
+        assert wait_for(linked, 20, "the batch's links") == {link for _, link in upstream.values()}
+    finally:
+        assert server.stop() == 0, server.log()
+        receiver.close()
 
 
 def test_kill_9_during_a_run_loses_nothing(

@@ -150,6 +150,8 @@ class Span:
     kind: int = SPAN_KIND_INTERNAL
     attributes: dict[str, str | int | float | bool] = field(default_factory=dict)
     error: str | None = None
+    #: (trace id, span id) of spans in other traces this one follows from
+    links: tuple[tuple[str, str], ...] = ()
 
     def otlp(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -165,6 +167,8 @@ class Span:
             out["parentSpanId"] = self.parent_id
         if self.error is not None:
             out["status"] = {"code": STATUS_ERROR, "message": self.error}
+        if self.links:
+            out["links"] = [{"traceId": t, "spanId": s} for t, s in self.links]
         return out
 
 

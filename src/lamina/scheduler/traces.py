@@ -195,6 +195,7 @@ class Tracing:
                     "lamina.attempt": request.attempt,
                 },
                 error=error or (result.function_error if result is not None else None),
+                links=_links(request.trace_links),
             )
         )
         self.exporter.add(resource, spans)
@@ -220,3 +221,14 @@ class Tracing:
 
 def _replace_trace(request: InvokeRequest, header: str) -> InvokeRequest:
     return replace(request, trace_id=header)
+
+
+def _links(headers: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """The upstream spans a batch's messages came from (headers without a valid Root and
+    Parent name no span, and are left out)."""
+    out = []
+    for text in headers:
+        header = parse_header(text)
+        if header is not None and header.parent is not None:
+            out.append((header.trace_id, header.parent))
+    return tuple(out)

@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: links one invocation's span carries at most (OpenTelemetry SDKs' default span link limit)
+MAX_TRACE_LINKS = 128
+
 
 class SchedulerInvoker:
     """Runs mappings' functions on `scheduler`; see the module's docstring. `close()` closes
@@ -70,12 +73,17 @@ class SchedulerInvoker:
         if config.state is not FunctionState.ACTIVE:
             return Outcome("unavailable", error_type=f"function state {config.state}")
         trace, _ = self._functions.recursion.trace(mapping.function_name, None)
+        upstream = upstream_traces(event)
+        if any("Sampled=1" in header for header in upstream):
+            # A producer's sampled trace: the consumer's linked trace is kept too.
+            trace = trace.replace("Sampled=0", "Sampled=1", 1)
         request = InvokeRequest(
             request_id=ids.request_id(),
             payload=json.dumps(event, separators=(",", ":")).encode(),
             invoked_arn=mapping.function_arn,
             trace_id=trace,
             source="EventSource",
+            trace_links=upstream,
         )
         invoke: DurableStart = self._scheduler.invoke
         if config.durable is not None and self.start_durable is not None:
@@ -151,6 +159,23 @@ class SchedulerInvoker:
             await client.call("SendMessage", {"QueueUrl": url, "MessageBody": body})
         except (SqsApiError, SqsUnreachable) as e:
             raise SourceUnavailable(f"OnFailure destination SQS queue {name}: {e}") from None
+
+
+def upstream_traces(event: dict[str, Any]) -> tuple[str, ...]:
+    """The distinct X-Ray headers a batch's records arrived with (an SQS message's
+    `AWSTraceHeader` system attribute), in record order, at most `MAX_TRACE_LINKS`."""
+    records = event.get("Records")
+    if not isinstance(records, list):
+        return ()
+    seen: dict[str, None] = {}
+    for record in records:
+        attributes = record.get("attributes") if isinstance(record, dict) else None
+        header = attributes.get("AWSTraceHeader") if isinstance(attributes, dict) else None
+        if isinstance(header, str) and header:
+            seen[header] = None
+            if len(seen) == MAX_TRACE_LINKS:
+                break
+    return tuple(seen)
 
 
 def _error_type(payload: bytes) -> str:
