@@ -4,8 +4,7 @@ made with boto3 on `arn:aws:sqs:us-east-1:123456789012:<queue>`, the function fe
 `aws:sqs` records, successes deleted, `batchItemFailures` leaving exactly the failed messages,
 the queue's redrive policy dead-lettering, filters dropping, `MaximumConcurrency` bounding the
 function's concurrency, a batch's trace linked to its messages' `AWSTraceHeader`s, a missing
-queue reported as `PROBLEM:` then resumed, and a `kill -9`
-mid-run losing nothing.
+queue reported as `PROBLEM:` then resumed, and a `kill -9` mid-run losing nothing.
 
 The server finds its SQS credentials through the usual AWS chain: here the environment it is
 started with (moto takes any key). The function appends what it got to a file on the host, so
