@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -416,23 +417,26 @@ def test_failed_deliveries_to_dead_letter_targets_and_destinations(
 def test_async_event_age_counts_invocations_not_throttled_attempts(
     server: Server, functions: Functions
 ) -> None:
-    """An event held back by a reserved concurrency of 0 runs once it is lifted: one
-    AsyncEventAge sample, as old as the wait, however often it was throttled meanwhile."""
-    name = functions.create(CODE)["FunctionName"]
+    """An event throttled while a synchronous invocation holds the function's one slot runs
+    after it: one AsyncEventAge sample, as old as the wait, however often it was throttled
+    meanwhile."""
+    name = functions.create(CODE, Timeout=10)["FunctionName"]
     lam = server.client()
-    lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=0)
-    lam.invoke(FunctionName=name, InvocationType="Event", Payload=b"{}")
-    time.sleep(2.5)  # throttled at once and again after 1 s (Lambda's back-off)
-    lam.delete_function_concurrency(FunctionName=name)
+    lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=1)
+    with ThreadPoolExecutor(1) as pool:
+        held = pool.submit(lam.invoke, FunctionName=name, Payload=b'{"sleep": 3}')
+        time.sleep(1.0)  # started (cold starts take milliseconds)
+        lam.invoke(FunctionName=name, InvocationType="Event", Payload=b"{}")
+        assert "FunctionError" not in held.result()
     client = cloudwatch(server)
     wait_for(
-        lambda: _stats(client, name, "Invocations", ["Sum"]).get("Sum") == 1,
+        lambda: _stats(client, name, "Invocations", ["Sum"]).get("Sum") == 2,
         timeout=30,
         message="the event to run",
     )
     age = _stats(client, name, "AsyncEventAge", ["SampleCount", "Minimum"])
     assert age["SampleCount"] == 1 and age["Unit"] == "Milliseconds"
-    assert 2500 <= age["Minimum"] < 30_000
+    assert 1500 <= age["Minimum"] < 30_000
     assert _stats(client, name, "AsyncEventsDropped", ["Sum"]) == {}
 
 
