@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -273,6 +274,35 @@ def test_every_node_reads_every_nodes_logs(cluster: LaminaCluster) -> None:
         assert any(e["message"].startswith("MARK") for e in events)
     # Usage is metered in batches (about a second): the three invocations' rows arrive soon.
     wait_for(lambda: _requests(c, name) == 3, 20, "three invocations in the usage")
+
+
+def _invocations(server: Server, name: str) -> float:
+    now = datetime.now(UTC)
+    points = server.client("cloudwatch").get_metric_statistics(
+        Namespace="AWS/Lambda",
+        MetricName="Invocations",
+        Dimensions=[{"Name": "FunctionName", "Value": name}],
+        StartTime=now - timedelta(minutes=10),
+        EndTime=now + timedelta(minutes=2),
+        Period=3600,
+        Statistics=["Sum"],
+    )["Datapoints"]
+    return sum(float(p["Sum"]) for p in points)
+
+
+def test_every_node_reads_every_nodes_cloudwatch_metrics(cluster: LaminaCluster) -> None:
+    """CloudWatch's data is in the cluster's PostgreSQL: invocations counted on the nodes
+    they ran on are read through every node, each counted once (a node writes a minute
+    within 5 s of its end and reads its own unwritten minutes from memory, so a read may
+    wait for the minute to end)."""
+    a, b, c = (cluster.nodes[n] for n in "abc")
+    name = Functions(a.client()).create(CODE_V1)["FunctionName"]
+    for server in (a, a, c):
+        invoke(server, name, {})
+    for server in (b, c, a):
+        wait_for(lambda s=server: _invocations(s, name) == 3, 75, "three invocations")
+    time.sleep(6)  # every node's minute written: still counted once
+    assert [_invocations(s, name) for s in (a, b, c)] == [3, 3, 3]
 
 
 def _requests(server: Server, name: str) -> int:

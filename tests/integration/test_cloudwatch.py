@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -351,6 +352,129 @@ def test_a_stream_mapping_records_iterator_age(
         )
         assert age["SampleCount"] == 1 and age["Unit"] == "Milliseconds"
         assert 1000 <= age["Minimum"] < 60_000
+        delete_mapping(lam, created["UUID"])
+
+
+def _arn(lam: Any, name: str) -> str:
+    arn: str = lam.get_function(FunctionName=name)["Configuration"]["FunctionArn"]
+    return arn
+
+
+def test_failed_deliveries_to_dead_letter_targets_and_destinations(
+    server: Server, functions: Functions
+) -> None:
+    """DeadLetterErrors and DestinationDeliveryFailures count deliveries to targets deleted
+    since they were configured (Lambda's "misconfigured resources"); a delivery that works
+    counts nothing and is an event the target's queue received."""
+    lam = server.client()
+    gone = [functions.create(CODE)["FunctionName"] for _ in range(3)]
+    dlq_arn, on_failure_arn, on_success_arn = (_arn(lam, n) for n in gone)
+    failing = functions.create(CODE, DeadLetterConfig={"TargetArn": dlq_arn})["FunctionName"]
+    lam.put_function_event_invoke_config(
+        FunctionName=failing,
+        MaximumRetryAttempts=0,
+        DestinationConfig={"OnFailure": {"Destination": on_failure_arn}},
+    )
+    succeeding = functions.create(CODE)["FunctionName"]
+    lam.put_function_event_invoke_config(
+        FunctionName=succeeding, DestinationConfig={"OnSuccess": {"Destination": on_success_arn}}
+    )
+    sink = functions.create(CODE)["FunctionName"]
+    delivered = functions.create(CODE)["FunctionName"]
+    lam.put_function_event_invoke_config(
+        FunctionName=delivered, DestinationConfig={"OnSuccess": {"Destination": _arn(lam, sink)}}
+    )
+    for name in gone:
+        lam.delete_function(FunctionName=name)
+    lam.invoke(FunctionName=failing, InvocationType="Event", Payload=b'{"fail": true}')
+    lam.invoke(FunctionName=succeeding, InvocationType="Event", Payload=b"{}")
+    lam.invoke(FunctionName=delivered, InvocationType="Event", Payload=b"{}")
+    client = cloudwatch(server)
+    wait_for(
+        lambda: (
+            _stats(client, sink, "Invocations", ["Sum"]).get("Sum") == 1
+            and _stats(client, failing, "DeadLetterErrors", ["Sum"]).get("Sum") == 1
+            and _stats(client, succeeding, "DestinationDeliveryFailures", ["Sum"]).get("Sum") == 1
+        ),
+        timeout=30,
+        message="the events to be settled",
+    )
+    failures = _stats(client, failing, "DestinationDeliveryFailures", ["Sum"])
+    assert failures["Sum"] == 1 and failures["Unit"] == "Count"
+    assert _stats(client, failing, "DeadLetterErrors", ["Sum"])["Unit"] == "Count"
+    assert _stats(client, failing, "AsyncEventsDropped", ["Sum"])["Sum"] == 1
+    for name in (succeeding, delivered):
+        assert _stats(client, name, "AsyncEventsDropped", ["Sum"]) == {}
+    assert _stats(client, delivered, "DestinationDeliveryFailures", ["Sum"]) == {}
+    assert _stats(client, succeeding, "DeadLetterErrors", ["Sum"]) == {}
+    # The record delivered is an asynchronous invoke of its target.
+    assert _stats(client, sink, "AsyncEventsReceived", ["Sum"])["Sum"] == 1
+    for name in (failing, succeeding, delivered):
+        assert _stats(client, name, "AsyncEventsReceived", ["Sum"])["Sum"] == 1
+        assert _stats(client, name, "AsyncEventAge", ["SampleCount"])["SampleCount"] == 1
+
+
+def test_async_event_age_counts_invocations_not_throttled_attempts(
+    server: Server, functions: Functions
+) -> None:
+    """An event throttled while a synchronous invocation holds the function's one slot runs
+    after it: one AsyncEventAge sample, as old as the wait, however often it was throttled
+    meanwhile."""
+    name = functions.create(CODE, Timeout=10)["FunctionName"]
+    lam = server.client()
+    lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=1)
+    with ThreadPoolExecutor(1) as pool:
+        held = pool.submit(lam.invoke, FunctionName=name, Payload=b'{"sleep": 3}')
+        time.sleep(1.0)  # started (cold starts take milliseconds)
+        lam.invoke(FunctionName=name, InvocationType="Event", Payload=b"{}")
+        assert "FunctionError" not in held.result()
+    client = cloudwatch(server)
+    wait_for(
+        lambda: _stats(client, name, "Invocations", ["Sum"]).get("Sum") == 2,
+        timeout=30,
+        message="the event to run",
+    )
+    age = _stats(client, name, "AsyncEventAge", ["SampleCount", "Minimum"])
+    assert age["SampleCount"] == 1 and age["Unit"] == "Milliseconds"
+    assert 1500 <= age["Minimum"] < 30_000
+    assert _stats(client, name, "AsyncEventsDropped", ["Sum"]) == {}
+
+
+FAILING = """
+def handler(event, context):
+    raise ValueError("every batch fails")
+"""
+
+
+def test_a_stream_mappings_failed_destination_deliveries(
+    server: Server, functions: Functions, request: pytest.FixtureRequest
+) -> None:
+    """A stream mapping whose OnFailure function was deleted: each attempt to deliver the
+    failure record counts in DestinationDeliveryFailures (the batch waits meanwhile)."""
+    role: str = request.getfixturevalue("reader_role")
+    key: str = request.getfixturevalue("redis_key")
+    fn = functions.create(FAILING, Role=role)["FunctionName"]
+    sink = functions.create(CODE)["FunctionName"]
+    lam = server.client()
+    with redis.Redis.from_url(REDIS_URL) as r, broker(server, REDIS_URL) as broker_arn:
+        created = lam.create_event_source_mapping(
+            FunctionName=fn,
+            EventSourceArn=f"{broker_arn}:stream/{key}",
+            StartingPosition="TRIM_HORIZON",
+            BatchSize=1,
+            MaximumRetryAttempts=0,
+            DestinationConfig={"OnFailure": {"Destination": _arn(lam, sink)}},
+        )
+        lam.delete_function(FunctionName=sink)
+        r.xadd(key, {"data": "one"})
+        client = cloudwatch(server)
+        failures = wait_for(
+            lambda: _stats(client, fn, "DestinationDeliveryFailures", ["Sum"]),
+            timeout=60,
+            message="DestinationDeliveryFailures",
+        )
+        assert failures["Sum"] >= 1 and failures["Unit"] == "Count"
+        assert _stats(client, fn, "Errors", ["Sum"])["Sum"] >= 1
         delete_mapping(lam, created["UUID"])
 
 

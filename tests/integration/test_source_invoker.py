@@ -17,6 +17,8 @@ import pytest
 from tests.integration.test_code_from_s3 import moto_server
 from tests.unit.source_fakes import mapping
 
+from lamina.arns import FunctionRef
+from lamina.errors import ResourceNotFoundError
 from lamina.events.sources.api import SourceUnavailable
 from lamina.events.sources.invoker import SchedulerInvoker
 from lamina.settings import Settings
@@ -37,9 +39,18 @@ class FakeAsyncQueue:
         self.accepted.append((name, qualifier, json.loads(payload)))
 
 
+class FakeFunctions:
+    """Every function exists but `missing`."""
+
+    def resolve(self, ref: FunctionRef) -> None:
+        if ref.name == "missing":
+            raise ResourceNotFoundError(f"Function not found: {ref.name}")
+
+
 def invoker(tmp_path: Path, queue: Any = None, sqs_endpoint: str | None = None) -> Any:
     settings = Settings(data_dir=tmp_path, sqs_endpoint=sqs_endpoint)
-    return SchedulerInvoker(settings, None, None, queue or FakeAsyncQueue())  # type: ignore[arg-type]
+    functions: Any = FakeFunctions()
+    return SchedulerInvoker(settings, functions, None, queue or FakeAsyncQueue())  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +79,16 @@ def test_a_destination_that_cannot_take_the_record_is_source_unavailable(tmp_pat
     target = "arn:aws:lambda:us-east-1:000000000000:function:sink"
     with pytest.raises(SourceUnavailable, match="No space left"):
         asyncio.run(inv.send_to_failure_destination(mapping(on_failure=target), RECORD))
+    # A function deleted since the mapping named it: its record would only be dropped.
+    deleted = "arn:aws:lambda:us-east-1:000000000000:function:missing"
+    queue = FakeAsyncQueue()
+    with pytest.raises(SourceUnavailable, match="Function not found"):
+        asyncio.run(
+            invoker(tmp_path, queue).send_to_failure_destination(
+                mapping(on_failure=deleted), RECORD
+            )
+        )
+    assert queue.accepted == []
     sqs_target = "arn:aws:sqs:us-east-1:000000000000:failures"
     with pytest.raises(SourceUnavailable, match="--sqs-endpoint"):
         asyncio.run(inv.send_to_failure_destination(mapping(on_failure=sqs_target), RECORD))

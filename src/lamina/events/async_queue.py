@@ -22,6 +22,11 @@ A function error or timeout is retried `MaximumRetryAttempts` times (default 2) 
 then 2 minutes (Lambda's back-off); `--retry-base-delay` scales every back-off here, so tests
 run in fractions of a second. An event older than `MaximumEventAgeInSeconds` (default 6 h)
 when it is due is dropped, with a record of why.
+
+A destination or dead-letter target is a function, validated when configured; one deleted
+since (or whose version or alias was) cannot take the record when the event is settled: that
+delivery fails, as Lambda's invoke of a missing target does, and is counted in CloudWatch's
+DestinationDeliveryFailures or DeadLetterErrors of the event's function.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ from lamina.models import (
     InvokeResult,
 )
 from lamina.observability import Metrics
+from lamina.observability.cw_metrics import function_dimensions
 from lamina.scheduler import Scheduler
 from lamina.settings import Settings
 from lamina.store.event_queue import (
@@ -414,12 +420,9 @@ class AsyncQueue:
             # A durable function's event starts a durable execution (named after the event:
             # an event run twice after a crash starts it once).
             invoke = self.start_durable
-        # CloudWatch's AsyncEventAge: from queued to this attempt's invoke
-        self._metrics.cloudwatch.add(
-            "AsyncEventAge",
-            ((), (("FunctionName", name),)),
-            max(0.0, (self._clock() - event.enqueued_at) * 1000),
-        )
+        # CloudWatch's AsyncEventAge: from queued to this attempt's invoke (recorded once
+        # the function ran: a throttled attempt invoked nothing)
+        age_ms = max(0.0, (self._clock() - event.enqueued_at) * 1000)
         try:
             result = await invoke(config, request)
         except TooManyRequestsError:
@@ -441,6 +444,7 @@ class AsyncQueue:
             self._count(name, "throttled")
             self._requeue_later(lane, event)
             return
+        self._metrics.cloudwatch.add("AsyncEventAge", ((), (("FunctionName", name),)), age_ms)
         lane.backoff = 0.0
         if lane.window < _WINDOW_START and lane.ready and not self._throttled_lately(lane):
             lane.window += 1
@@ -503,7 +507,9 @@ class AsyncQueue:
         follow_ups = []
         if settings.on_success:
             record = self._record(event, "Success", payload)
-            follow_ups.append(self._follow_up(settings.on_success, record, trace))
+            follow_ups += self._follow_up(
+                event, settings.on_success, record, trace, "DestinationDeliveryFailures"
+            )
         await self._finish(event, follow_ups)
         self._count(event.function_name, "succeeded")
         if follow_ups:
@@ -535,12 +541,18 @@ class AsyncQueue:
             payload = event.payload or await self._store.payload(event.id) or b"null"
         if config is None:
             config = self._config_or_none(event)
-        follow_ups = []
+        destination: list[QueuedEvent] = []
         if settings.on_failure:
             record = self._record(event, reason, payload)
-            follow_ups.append(self._follow_up(settings.on_failure, record, trace))
+            destination = self._follow_up(
+                event, settings.on_failure, record, trace, "DestinationDeliveryFailures"
+            )
+        dead_letter: list[QueuedEvent] = []
         if config is not None and config.dead_letter_target:
-            follow_ups.append(self._follow_up(config.dead_letter_target, payload, trace))
+            dead_letter = self._follow_up(
+                event, config.dead_letter_target, payload, trace, "DeadLetterErrors"
+            )
+        follow_ups = destination + dead_letter
         last = self._last.get(event.id)
         detail = ""
         if last is not None and last.result is not None and last.result.function_error:
@@ -565,9 +577,9 @@ class AsyncQueue:
             f" ({detail})" if detail else "",
         )
         self._count(event.function_name, "expired" if reason == EVENT_AGE_EXCEEDED else "failed")
-        if settings.on_failure:
+        if destination:
             self._count(event.function_name, "destination")
-        if config is not None and config.dead_letter_target:
+        if dead_letter:
             self._count(event.function_name, "dead_lettered")
 
     async def _drop_unknown(self, event: QueuedEvent) -> None:
@@ -611,15 +623,36 @@ class AsyncQueue:
 
     # -- records ---------------------------------------------------------------------------
 
-    def _follow_up(self, target_arn: str, payload: bytes, trace: str = "") -> QueuedEvent:
-        """An event for a destination or dead-letter function (validated when configured),
-        in the same chain of requests as `trace`."""
+    def _follow_up(
+        self, event: QueuedEvent, target_arn: str, payload: bytes, trace: str, failure: str
+    ) -> list[QueuedEvent]:
+        """The event for `event`'s destination or dead-letter function, in the same chain of
+        requests as `trace`; none if that function, version or alias no longer exists: the
+        delivery fails, counted in `failure` (CloudWatch's DestinationDeliveryFailures or
+        DeadLetterErrors) in the dimension sets of `event`'s invocations."""
         ref: FunctionRef = parse_function_ref(
             target_arn, region=self._settings.region, account=self._settings.account_id
         )
-        return QueuedEvent(
-            ids.request_id(), ref.name, ref.qualifier, payload, self._clock(), trace=trace
-        )
+        try:
+            self._functions.resolve(ref)
+        except ResourceNotFoundError:
+            last = self._last.get(event.id)
+            executed = last.result.executed_version if last and last.result else None
+            dims = function_dimensions(event.function_name, event.qualifier, executed)
+            self._metrics.cloudwatch.add(failure, dims, 1.0)
+            log.warning(
+                "async event %s of %s: cannot deliver to %s: it does not exist (%s)",
+                event.id,
+                event.function_name,
+                target_arn,
+                failure,
+            )
+            return []
+        return [
+            QueuedEvent(
+                ids.request_id(), ref.name, ref.qualifier, payload, self._clock(), trace=trace
+            )
+        ]
 
     def _record(self, event: QueuedEvent, condition: str, payload: bytes) -> bytes:
         """Lambda's invocation record, as destinations receive it."""

@@ -183,6 +183,9 @@ class MappingStats:
     pollers: int = 0
     #: CloudWatch's IteratorAge (ms) of each stream batch done, if someone records it
     on_iterator_age: Callable[[float], None] | None = field(default=None, repr=False, compare=False)
+    #: each failed attempt to deliver a failure record (CloudWatch's
+    #: DestinationDeliveryFailures), if someone records it
+    on_delivery_failure: Callable[[], None] | None = field(default=None, repr=False, compare=False)
 
 
 class MappingControl(Protocol):

@@ -130,6 +130,8 @@ class SchedulerInvoker:
             ref = parse_function_ref(
                 target, region=self._settings.region, account=self._settings.account_id
             )
+            # A function deleted since it was configured: its record would only be dropped.
+            self._functions.resolve(ref)
         except LaminaError as e:
             raise SourceUnavailable(f"OnFailure destination {target}: {e}") from None
         try:

@@ -404,11 +404,15 @@ class SourceRunner:
     # -- metrics -----------------------------------------------------------------------------
 
     def _new_stats(self, mapping: EventSourceMapping) -> MappingStats:
-        """A mapping's counters; a stream's batches record CloudWatch's IteratorAge under
-        the function (and the alias or version it invokes, as `Resource`)."""
+        """A mapping's counters; a stream's batches record CloudWatch's IteratorAge, and its
+        failed deliveries to the OnFailure destination DestinationDeliveryFailures, under the
+        function (and the alias or version it invokes, as `Resource`)."""
         dims = function_dimensions(mapping.function_name, mapping.qualifier, None)
         recorder = self._recorder
-        return MappingStats(on_iterator_age=lambda ms: recorder.add("IteratorAge", dims, ms))
+        return MappingStats(
+            on_iterator_age=lambda ms: recorder.add("IteratorAge", dims, ms),
+            on_delivery_failure=lambda: recorder.add("DestinationDeliveryFailures", dims, 1.0),
+        )
 
     def _refresh_metrics(self) -> None:
         for uuid, stats in self._stats.items():

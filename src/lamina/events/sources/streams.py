@@ -457,6 +457,8 @@ class _Delivery:
                 await self.invoker.send_to_failure_destination(self.m, record)
                 break
             except SourceUnavailable as e:
+                if self.stats.on_delivery_failure is not None:
+                    self.stats.on_delivery_failure()
                 self.report(problem(f"The on-failure destination cannot be reached: {e}"))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.pacing.destination[1])
