@@ -429,3 +429,16 @@ def test_session_ttl_bounds(ttl: str, tmp_path: Path) -> None:
         timeout=60,
     )
     assert run.returncode == 2 and "--console-session-ttl" in run.stderr
+
+
+def test_with_authentication_off_there_is_nothing_to_sign_in_with(
+    own_server: Any, tmp_path: Path
+) -> None:
+    srv: Server = own_server(tmp_path / "data", "--auth", "off")
+    nobody = {"AccessKeyId": None, "Arn": None, "Expires": None}
+    for method in ("POST", "GET"):
+        got = httpx.request(method, srv.endpoint + "/console/session", json={})
+        assert got.status_code == 200 and got.json() == nobody
+        assert "set-cookie" not in got.headers
+    listed = httpx.get(srv.endpoint + "/console/api/functions")
+    assert listed.status_code == 200 and listed.json() == {"Functions": []}
