@@ -24,12 +24,19 @@ from tests.conftest import ADMIN_KEY, SIGNED_HTTP, Functions, Server, wait_for
 from tests.integration.test_authorization import new_key
 from tests.integration.test_function_urls import make_public
 
+from lamina.api.http_front import SANDBOX_CSP
 from lamina.auth.console_session import SessionTokens
 from lamina.store.sealed import KEY_FILE, Sealer
 
 ECHO = "def handler(event, context):\n    print('console-line', event)\n    return event\n"
 FAIL = "def handler(event, context):\n    raise ValueError('no')\n"
 CONSOLE = {"X-Lamina-Console": "1"}
+#: a page with a CSP of its own
+HTML_PAGE = """
+def handler(event, context):
+    return {"statusCode": 200, "body": "<p>hi</p>",
+            "headers": {"content-type": "text/html", "content-security-policy": "img-src 'self'"}}
+"""
 
 
 def sign_in(server: Server, key_id: str, secret: str, region: str = "us-east-1") -> httpx.Response:
@@ -333,6 +340,34 @@ def test_function_urls_never_see_the_session(
     assert "cookies" not in alone.json()
 
 
+def test_pages_functions_serve_on_the_consoles_origin_are_sandboxed(
+    server: Server, functions: Functions, lam: Any
+) -> None:
+    """What a function answers on the path forms (its URL's `/lambda-url/...`, an HTTP
+    route's `/_http/...`) shares the console's origin: it carries a CSP sandbox, so a page
+    there cannot use a console session; the Host form is an origin of its own and is left
+    as the function made it."""
+    name = functions.create(HTML_PAGE)["FunctionName"]
+    url = lam.create_function_url_config(FunctionName=name, AuthType="NONE")["FunctionUrl"]
+    make_public(lam, name)
+    on_path = httpx.get(url)
+    assert on_path.status_code == 200, on_path.text
+    assert on_path.headers.get_list("content-security-policy") == ["img-src 'self'", SANDBOX_CSP]
+    url_id = url.split("/lambda-url/", 1)[1].strip("/")
+    on_host = httpx.get(
+        server.endpoint + "/", headers={"Host": f"{url_id}.lambda-url.us-east-1.localhost"}
+    )
+    assert on_host.status_code == 200, on_host.text
+    assert on_host.headers.get_list("content-security-policy") == ["img-src 'self'"]
+    added = SIGNED_HTTP.post(
+        server.endpoint + "/lamina/routes", json={"routeKey": f"GET /{name}", "function": name}
+    )
+    assert added.status_code == 201, added.text
+    routed = httpx.get(f"{server.endpoint}/_http/{name}")
+    assert routed.status_code == 200, routed.text
+    assert SANDBOX_CSP in routed.headers.get_list("content-security-policy")
+
+
 def test_static_files(server: Server) -> None:
     for path in ("/console", "/console/", "/console/static/index.html"):
         page = httpx.get(server.endpoint + path)
@@ -407,6 +442,13 @@ def test_no_console(own_server: Any, tmp_path: Path) -> None:
         got = httpx.request(method, srv.endpoint + path, headers=CONSOLE)
         assert got.status_code == 404, (method, path, got.text)
     assert sign_in(srv, *ADMIN_KEY).status_code == 404
+    # No session to guard: a function's pages on the path form are as it made them.
+    name = Functions(srv.client()).create(HTML_PAGE)["FunctionName"]
+    lam = srv.client()
+    url = lam.create_function_url_config(FunctionName=name, AuthType="NONE")["FunctionUrl"]
+    make_public(lam, name)
+    page = httpx.get(url)
+    assert page.headers.get_list("content-security-policy") == ["img-src 'self'"], page.text
     # A token the server's key would have minted authenticates nothing.
     expect_refused(
         console_get(srv, "/2015-03-31/functions/", live), "MissingAuthenticationTokenException"

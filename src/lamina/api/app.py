@@ -421,7 +421,9 @@ def build_app(
         outer = front
     else:
         verifier = Verifier(keys, state.settings.region)
-        front = HttpFront(inner, state, route_front, verifier)
+        front = HttpFront(
+            inner, state, route_front, verifier, sandbox_path_forms=state.console is not None
+        )
         outer = Authn(front, keys, verifier, front.target, state.console)
     # Requests for AWS services Lamina does not serve are refused first (`api.unserved`),
     # after the listener gate (what a sandbox's connection may reach at all).

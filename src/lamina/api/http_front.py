@@ -9,6 +9,15 @@ URL or an HTTP route never enters Starlette's router, so any path and method rea
   a proxy that points such names here).
 - HTTP routes are served under `/_http/` (see `lamina.events.http_routes`).
 
+While the web console is on (`api.console`), what a function answers on the path forms
+(`/lambda-url/...`, `/_http/...`) shares the console's origin, where a signed-in browser holds
+a session: such a response carries `Content-Security-Policy: sandbox ...` (`SANDBOX_CSP`),
+so a page a function serves there runs in an opaque origin of its own. Its scripts run, but it
+cannot reach the console's window, nor call the API with the session (its requests are
+cross-site: the SameSite=Strict cookie stays home, and the console's header needs a CORS
+preflight the API never grants). A page that wants its own cookies or storage is served on the
+Host form, its own origin, as Lambda's URLs are.
+
 A URL serves only callers its function's resource policy lets in, as on Lambda (see
 `lamina.auth.triggers`): AuthType NONE needs statements allowing `*` both
 `lambda:InvokeFunctionUrl` (for `lambda:FunctionUrlAuthType` NONE) and `lambda:InvokeFunction`
@@ -24,7 +33,7 @@ import json
 import re
 from typing import Any
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lamina import ids, limits
 from lamina.api.context import AppState
@@ -44,6 +53,11 @@ from lamina.response_stream import ResponseStream
 _URL_HOST = re.compile(r"([a-z0-9]{32})\.lambda-url\.([a-z0-9-]+)(\..*)?")
 #: the front of Lamina's path form, `/lambda-url/<url-id>`, and the rest of the path
 _URL_PATH = re.compile(re.escape(URL_PATH_PREFIX) + r"([a-z0-9]{32})(/.*)?", re.DOTALL)
+#: what a function's response on the console's origin is confined by (see the module doc)
+SANDBOX_CSP = (
+    "sandbox allow-scripts allow-forms allow-modals allow-popups allow-downloads "
+    "allow-top-navigation-by-user-activation"
+)
 #: where a request's `HttpFront.target` is kept once worked out
 _TARGET_KEY = "lamina.front_target"
 _UNKNOWN = object()
@@ -201,12 +215,16 @@ class HttpFront:
         state: AppState,
         routes: ASGIApp | None = None,
         verifier: Verifier | None = None,
+        *,
+        sandbox_path_forms: bool = False,
     ) -> None:
         self.app = app
         self.state = state
         self.routes = routes
         #: checks AWS_IAM function URLs' signatures (None: authentication is off)
         self.verifier = verifier
+        #: confine responses on the path forms (`SANDBOX_CSP`): the console's sessions are on
+        self.sandbox_path_forms = sandbox_path_forms
 
     def target(self, scope: Scope) -> tuple[str, str] | str | None:
         """What this front serves `scope` as: a function URL (its id and the path the function
@@ -241,7 +259,12 @@ class HttpFront:
         target = self.target(scope)
         if target is None:
             await self.app(scope, receive, send)
-        elif isinstance(target, tuple):
+            return
+        if self.sandbox_path_forms and (
+            target == "routes" or scope["path"].startswith(URL_PATH_PREFIX)
+        ):
+            send = _sandboxed(send)
+        if isinstance(target, tuple):
             await self._url(scope, receive, send, *target)
         else:
             assert self.routes is not None
@@ -368,6 +391,22 @@ class HttpFront:
             return hp.response_v2(result.payload)
         except hp.BadResponse:
             return _internal_error()
+
+
+def _sandboxed(send: Send) -> Send:
+    """`send`, adding `SANDBOX_CSP` to the response's headers (beside any CSP of the
+    function's own: browsers enforce both)."""
+
+    async def sandboxed(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = [*message.get("headers", ()), (b"content-security-policy", _CSP_BYTES)]
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return sandboxed
+
+
+_CSP_BYTES = SANDBOX_CSP.encode()
 
 
 def _too_large(request_id: str) -> hp.HttpResponse:
