@@ -774,6 +774,8 @@ def serve(
         f"{backend.description}, runtimes: {', '.join(runtimes.names()) or 'none'}"
         f"{metrics_note}{cluster_note})"
     )
+    if settings.console:
+        banner += f"\nWeb console: {settings.endpoint_url}/console"
 
     def start(cluster: ClusterNode | None) -> LaminaServer:
         app = create_app(
