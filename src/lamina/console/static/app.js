@@ -1,0 +1,76 @@
+// The console's entry: decides sign-in vs app from GET /console/session, then routes by the
+// URL's hash (#/functions, #/functions/<name>/<tab>, #/alarms). Each view may return a
+// `stop` that ends its timers when the view is left.
+
+import { session, signedOut, signOut } from "./api.js";
+import { errorBox, fill, h } from "./dom.js";
+import { alarmsView } from "./views/alarms.js";
+import { functionView } from "./views/function.js";
+import { functionsView } from "./views/functions.js";
+import { signInView } from "./views/signin.js";
+
+const main = document.getElementById("main");
+const who = document.getElementById("who");
+const nav = document.getElementById("nav");
+let current = null;
+let signedIn = null;
+
+function mount(view) {
+  current?.stop?.();
+  current = view;
+  document.title = `${view.title} · Lamina console`;
+  fill(main, view.el);
+  (view.focus || main).focus({ preventScroll: true });
+}
+
+function route() {
+  if (!signedIn) return;
+  const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+  for (const a of nav.querySelectorAll("a")) {
+    a.toggleAttribute("aria-current", a.getAttribute("href") === `#/${parts[0] || "functions"}`);
+    if (a.hasAttribute("aria-current")) a.setAttribute("aria-current", "page");
+  }
+  try {
+    if (parts[0] === "alarms") mount(alarmsView());
+    else if (parts[0] === "functions" && parts[1]) mount(functionView(parts[1], parts[2]));
+    else mount(functionsView());
+  } catch (error) {
+    mount({ title: "Error", el: errorBox(error) });
+  }
+}
+
+function showSignedIn(identity) {
+  signedIn = identity;
+  fill(
+    who,
+    h("span", { title: identity.Arn }, identity.AccessKeyId),
+    " ",
+    h("button", { type: "button", id: "sign-out", on: { click: leave } }, "Sign out"),
+  );
+  nav.hidden = false;
+  route();
+}
+
+function showSignIn() {
+  signedIn = null;
+  fill(who);
+  nav.hidden = true;
+  mount(signInView(showSignedIn));
+}
+
+async function leave() {
+  try {
+    await signOut();
+  } catch {
+    // The cookie may have expired already: signed out either way.
+  }
+  showSignIn();
+}
+
+signedOut.addEventListener("signedout", () => signedIn && showSignIn());
+window.addEventListener("hashchange", route);
+
+session().then(
+  (identity) => (identity ? showSignedIn(identity) : showSignIn()),
+  (error) => fill(main, errorBox(error)),
+);
