@@ -1,0 +1,257 @@
+"""The web console driven by a real browser (Debian's Chromium, headless, through Selenium):
+sign-in and sign-out, the secret kept nowhere, invoke from the invoke panel, a live log line,
+the invocations chart drawn from CloudWatch data, a limited key's view, errors shown.
+
+Every test saves a screenshot of where it ended in the artifacts directory
+(`$LAMINA_TEST_ARTIFACTS/console/`, else pytest's temporary directory: the path is printed
+with `-rA`), and checks that the page asked nothing of any host but the server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support import expected_conditions as ec
+from selenium.webdriver.support.ui import WebDriverWait
+from tests import _browser
+from tests.conftest import ADMIN_KEY, SIGNED_HTTP, Functions, Server
+
+pytestmark = pytest.mark.skipif(_browser.missing() is not None, reason=str(_browser.missing()))
+
+CODE = """
+import json
+
+def handler(event, context):
+    print("console-marker " + json.dumps(event))
+    return {"echo": event, "request": context.aws_request_id}
+"""
+
+
+@pytest.fixture(scope="module")
+def console_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = Server(data_dir=tmp_path_factory.mktemp("console") / "data").start()
+    yield srv
+    assert srv.stop() == 0, srv.log()
+
+
+@pytest.fixture(scope="module")
+def lam(console_server: Server) -> Any:
+    return console_server.client()
+
+
+@pytest.fixture
+def deployed(lam: Any) -> Iterator[Functions]:
+    functions = Functions(lam)
+    yield functions
+    functions.cleanup()
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = os.environ.get("LAMINA_TEST_ARTIFACTS")
+    if root:
+        path = Path(root) / "console"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    return tmp_path_factory.mktemp("console-screenshots")
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[WebDriver]:
+    driver = _browser.chromium()
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture
+def browser(
+    chromium: WebDriver, console_server: Server, artifacts: Path, request: pytest.FixtureRequest
+) -> Iterator[WebDriver]:
+    """The module's browser, signed out, for one test; then its screenshot, and the check
+    that every request it made went to the server."""
+    chromium.get(console_server.endpoint + "/console")
+    chromium.delete_all_cookies()
+    _browser.requested_urls(chromium)
+    yield chromium
+    shot = artifacts / f"{request.node.name}.png"
+    chromium.save_screenshot(str(shot))
+    print(f"screenshot: {shot}")
+    elsewhere = [
+        url
+        for url in _browser.requested_urls(chromium)
+        if not url.startswith(console_server.endpoint + "/") and not url.startswith("data:")
+    ]
+    assert not elsewhere, elsewhere
+
+
+def wait(driver: WebDriver, css: str, timeout: float = 20.0) -> WebElement:
+    found: WebElement = WebDriverWait(driver, timeout).until(
+        ec.visibility_of_element_located((By.CSS_SELECTOR, css))
+    )
+    return found
+
+
+def wait_text(driver: WebDriver, css: str, text: str, timeout: float = 20.0) -> WebElement:
+    WebDriverWait(driver, timeout).until(
+        ec.text_to_be_present_in_element((By.CSS_SELECTOR, css), text)
+    )
+    return driver.find_element(By.CSS_SELECTOR, css)
+
+
+def sign_in(driver: WebDriver, server: Server, key: tuple[str, str]) -> None:
+    driver.get(server.endpoint + "/console#/functions")
+    wait(driver, "#key-id").send_keys(key[0])
+    driver.find_element(By.ID, "secret").send_keys(key[1])
+    driver.find_element(By.CSS_SELECTOR, "form.signin button[type=submit]").click()
+    wait(driver, "#sign-out")
+
+
+def make_key(server: Server, resource: str) -> tuple[str, str]:
+    """A new access key allowed every Lambda action on `resource` (and nothing else)."""
+    made = SIGNED_HTTP.post(f"{server.endpoint}/lamina/keys", json={"UserName": "console"})
+    assert made.status_code == 201, made.text
+    key_id, secret = made.json()["AccessKeyId"], made.json()["SecretAccessKey"]
+    grant = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "lambda:*", "Resource": resource}],
+    }
+    put = SIGNED_HTTP.post(f"{server.endpoint}/lamina/keys/{key_id}/policies", json=grant)
+    assert put.status_code == 200, put.text
+    return key_id, secret
+
+
+def test_sign_in_keeps_no_secret_and_sign_out_returns_to_sign_in(
+    browser: WebDriver, console_server: Server
+) -> None:
+    key_id, secret = make_key(console_server, "*")
+    browser.get(console_server.endpoint + "/console")
+    wait(browser, "#key-id").send_keys(key_id)
+    browser.find_element(By.ID, "secret").send_keys(secret[:-1] + "x")
+    browser.find_element(By.CSS_SELECTOR, "form.signin button[type=submit]").click()
+    refused = wait(browser, "form.signin [role=alert]")
+    assert "signature" in refused.text.lower(), refused.text
+    assert browser.find_element(By.ID, "secret").get_attribute("value") == ""
+
+    sign_in(browser, console_server, (key_id, secret))
+    assert key_id in browser.find_element(By.ID, "who").text
+    kept = browser.execute_script(
+        "return [JSON.stringify({...localStorage}), JSON.stringify({...sessionStorage}),"
+        " document.cookie, document.documentElement.outerHTML]"
+    )
+    for place in kept:
+        assert secret not in place
+    cookies = browser.get_cookies()
+    assert [c["name"] for c in cookies] == ["lamina-console"]
+    assert cookies[0]["httpOnly"] and cookies[0]["sameSite"] == "Strict"
+    assert secret not in cookies[0]["value"]
+
+    browser.find_element(By.ID, "sign-out").click()
+    wait(browser, "#key-id")
+    browser.refresh()
+    wait(browser, "#key-id")
+    assert not browser.find_elements(By.ID, "sign-out")
+
+
+def test_invoke_from_the_invoke_panel(
+    browser: WebDriver, console_server: Server, deployed: Functions
+) -> None:
+    name = deployed.create(CODE)["FunctionName"]
+    sign_in(browser, console_server, ADMIN_KEY)
+    browser.get(f"{console_server.endpoint}/console#/functions/{name}/invoke")
+    payload = wait(browser, "#payload")
+    payload.clear()
+    payload.send_keys('{"hello": ')
+    button = browser.find_element(By.CSS_SELECTOR, "form.invoke button[type=submit]")
+    assert not button.is_enabled()
+    assert payload.get_attribute("aria-invalid") == "true"
+    payload.send_keys('"console"}')
+    assert button.is_enabled()
+    button.click()
+    result = wait_text(browser, "[data-testid=invoke-result]", "request")
+    assert json.loads(result.text)["echo"] == {"hello": "console"}
+    tail = browser.find_element(By.CSS_SELECTOR, "[data-testid=invoke-log]").text
+    assert 'console-marker {"hello": "console"}' in tail
+    assert "REPORT RequestId" in tail
+    assert "Status\n200" in browser.find_element(By.ID, "invoke-out").text
+
+
+def test_live_logs_and_the_invocations_chart(
+    browser: WebDriver, console_server: Server, deployed: Functions, lam: Any
+) -> None:
+    name = deployed.create(CODE)["FunctionName"]
+    sign_in(browser, console_server, ADMIN_KEY)
+    browser.get(f"{console_server.endpoint}/console#/functions/{name}/logs")
+    wait(browser, "ol.log")
+    marker = uuid.uuid4().hex
+    for i in range(3):
+        lam.invoke(FunctionName=name, Payload=json.dumps({"marker": marker, "i": i}))
+    wait_text(browser, "ol.log", f'"marker": "{marker}", "i": 2')
+    lines = [li.text for li in browser.find_elements(By.CSS_SELECTOR, "ol.log li")]
+    order = [n for n, line in enumerate(lines) if marker in line]
+    assert len(order) == 3 and order == sorted(order)  # newest at the bottom
+
+    browser.find_element(By.CSS_SELECTOR, "nav.tabs a[href$='/metrics']").click()
+    chart = wait(browser, "figure[data-chart=invocations] svg")
+    WebDriverWait(browser, 20).until(
+        lambda d: (
+            int(
+                d.find_element(By.CSS_SELECTOR, "figure[data-chart=invocations] svg").get_attribute(
+                    "data-points"
+                )
+                or 0
+            )
+            > 0
+        )
+    )
+    chart = browser.find_element(By.CSS_SELECTOR, "figure[data-chart=invocations] svg")
+    dots = chart.find_elements(By.CSS_SELECTOR, "g.series circle")
+    assert dots, chart.get_attribute("outerHTML")
+    # three invocations, all in this minute or the one before: the points sum to 3
+    titles = [d.find_element(By.TAG_NAME, "title").get_attribute("textContent") for d in dots]
+    assert sum(float(t.rsplit(": ", 1)[1]) for t in titles) == 3, titles
+    browser.find_element(By.XPATH, "//button[normalize-space()='24 h']").click()
+    wait(browser, "button[aria-pressed=true]")
+    WebDriverWait(browser, 20).until(
+        lambda d: (
+            d.find_element(By.XPATH, "//button[normalize-space()='24 h']").get_attribute(
+                "aria-pressed"
+            )
+            == "true"
+            and d.find_elements(By.CSS_SELECTOR, "figure[data-chart=invocations] g.series circle")
+        )
+    )
+
+
+def test_a_limited_key_sees_only_its_functions(
+    browser: WebDriver, console_server: Server, deployed: Functions
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    mine = deployed.create(CODE, FunctionName=f"team-a-{tag}")["FunctionName"]
+    theirs = deployed.create(CODE, FunctionName=f"team-b-{tag}")["FunctionName"]
+    key = make_key(console_server, "arn:aws:lambda:*:*:function:team-a-*")
+    sign_in(browser, console_server, key)
+    listing = wait_text(browser, "main table", mine)
+    assert theirs not in listing.text
+    names = [a.text for a in browser.find_elements(By.CSS_SELECTOR, "main table a")]
+    assert names and all(n.startswith("team-a-") for n in names), names
+
+    browser.get(f"{console_server.endpoint}/console#/functions/{theirs}")
+    denied = wait(browser, "section[aria-label=Configuration] [role=alert]")
+    assert "AccessDenied" in denied.text and theirs in denied.text, denied.text
+
+
+def test_errors_are_shown_readably(browser: WebDriver, console_server: Server) -> None:
+    sign_in(browser, console_server, ADMIN_KEY)
+    browser.get(f"{console_server.endpoint}/console#/functions/no-such-function")
+    alert = wait(browser, "section[aria-label=Configuration] [role=alert]")
+    assert "ResourceNotFoundException" in alert.text and "no-such-function" in alert.text
+    assert browser.find_element(By.TAG_NAME, "h1").text == "no-such-function"
