@@ -21,6 +21,7 @@ from lamina.api.nodes import local_load
 from lamina.api.websocket_connections import Connections
 from lamina.api.workers import FrontWorkers
 from lamina.auth import policy
+from lamina.auth.console_session import SessionTokens
 from lamina.auth.keys import KeyStore
 from lamina.auth.principal import PolicyDocument
 from lamina.auth.profile import setup_admin_key
@@ -414,6 +415,13 @@ def create_app(
         metric_queries=metric_queries,
         alarms=alarm_runner,
         keys=keys if settings.auth else None,
+        # Console sessions are sealed with the data directory's key, which every node of a
+        # cluster shares: a session minted on one node works on all of them.
+        console=(
+            SessionTokens(stores.sealer, settings.console_session_ttl_s)
+            if settings.console
+            else None
+        ),
         images=images,
         event_sources=event_sources,
         brokers=brokers,

@@ -13,6 +13,10 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8484
 DEFAULT_REGION = "us-east-1"
 DEFAULT_ACCOUNT_ID = "000000000000"
+#: a web console session's life, in seconds: an hour by default, within STS's session bounds
+CONSOLE_SESSION_TTL_S = 3600
+CONSOLE_SESSION_TTL_MIN_S = 900
+CONSOLE_SESSION_TTL_MAX_S = 43200
 
 
 def default_data_dir() -> Path:
@@ -187,6 +191,12 @@ class Settings:
     #: an OpenTelemetry collector's OTLP/HTTP endpoint (`--otlp-endpoint`): traced
     #: invocations' spans go to <endpoint>/v1/traces; None: nothing is traced
     otlp_endpoint: str | None = None
+    #: serve the web console at /console (`--no-console` turns it off: its paths answer
+    #: 404 and its cookie authenticates nothing)
+    console: bool = True
+    #: seconds a console session lasts (`--console-session-ttl`, 900..43200 as STS's
+    #: session durations)
+    console_session_ttl_s: int = CONSOLE_SESSION_TTL_S
 
     @property
     def db_path(self) -> Path:

@@ -35,9 +35,20 @@ SAMPLE_PARAMS = {
     "session": "0123abcd",
     "operation": "GetMetricData",
 }
-OPEN = {"/health", "/metrics", "/lamina/code/{sha256}.zip", "/v1/traces"}
-#: let through by `Authorize`, authorized by their handlers (on a resource only they know)
-HANDLER_CHECKED = {"/lamina/invocations/{request_id}"}
+OPEN = {
+    "/health",
+    "/metrics",
+    "/lamina/code/{sha256}.zip",
+    "/v1/traces",
+    # the web console's page and assets (no data), and its sessions (any key may sign in)
+    "/console",
+    "/console/",
+    "/console/static/{file:path}",
+    "/console/session",
+}
+#: let through by `Authorize`, authorized by their handlers (on a resource only they know;
+#: the console's function list shows only those the caller may GetFunctionConfiguration on)
+HANDLER_CHECKED = {"/lamina/invocations/{request_id}", "/console/api/functions"}
 _LAMBDA_OPS = set(botocore.session.get_session().get_service_model("lambda").operation_names)
 
 access = AccessMap("us-east-1", ACCOUNT)

@@ -27,7 +27,10 @@ service authorization reference names them:
 `/health`, `/metrics`, code downloads (`/lamina/code/...`, the Location GetFunction hands
 out, which stands in for S3's pre-signed URL) and `POST /v1/traces` (functions' own OTLP
 spans, which carry a per-function token its handler checks, `api.otlp`) are open: `request`
-returns None for them. A
+returns None for them. So are the web console's paths (`api.console`): its page and assets
+hold no data; signing in and reading or ending a session need only a key (any key may);
+and `/console/api/functions` asks no action of its own: it lists only the functions on
+which the caller may `lambda:GetFunctionConfiguration`, checked by its handler for each. A
 path no rule knows gets `lamina:UnknownOperation` on `*`, so that only the admin reaches the
 router's 404: authorization fails closed.
 """
@@ -39,6 +42,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from lamina import untrusted_json
+from lamina.api.authn import is_console_path
 from lamina.api.cloudwatch_wire import action as cloudwatch_action
 from lamina.api.cloudwatch_wire import protocol_of as cloudwatch_protocol
 from lamina.api.events_api import TARGET_PREFIX as EVENTS_PREFIX
@@ -318,7 +322,7 @@ class AccessMap:
     ) -> AccessRequest | None:
         """The request's action, resource and action-specific context keys; None for the
         open endpoints. `headers` has lower-case names."""
-        if path in _OPEN_PATHS or _CODE.fullmatch(path):
+        if path in _OPEN_PATHS or _CODE.fullmatch(path) or is_console_path(path):
             return None
         if method == "HEAD":
             method = "GET"  # Starlette serves HEAD wherever GET is: the same permission

@@ -22,6 +22,7 @@ from lamina.api import (
     cloudwatch_api,
     code_signing,
     concurrency,
+    console,
     debugging,
     durable,
     event_invoke,
@@ -224,6 +225,7 @@ def build_app(
     routes = [
         # Invoke itself is served by `_InvokeFirst`, in front of these.
         Route("/health", health, methods=["GET"]),
+        *console.routes(),
         *durable.routes(),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/v1/traces", otlp.receive_traces, methods=["POST"]),
@@ -420,7 +422,7 @@ def build_app(
     else:
         verifier = Verifier(keys, state.settings.region)
         front = HttpFront(inner, state, route_front, verifier)
-        outer = Authn(front, keys, verifier, front.target)
+        outer = Authn(front, keys, verifier, front.target, state.console)
     # Requests for AWS services Lamina does not serve are refused first (`api.unserved`),
     # after the listener gate (what a sandbox's connection may reach at all).
     outer = RefuseUnservedServices(outer)

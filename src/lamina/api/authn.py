@@ -7,6 +7,13 @@ check the payload hash, is replayed to the app. A request that fails never reach
 gets AWS's 403 error (the type in `x-amzn-ErrorType` for the Lambda REST API, and in `__type`
 for the JSON APIs on `POST /`).
 
+A web console session stands for a signature (`api.console`): a request without one that
+carries both the `lamina-console` cookie (a sealed, expiring token naming an access key,
+`auth.console_session`) and `X-Lamina-Console: 1` (which a cross-site form or link cannot
+send: the CSRF guard, with the cookie's SameSite=Strict) is the key's, looked up in the key
+store as a signed request's is. One without the other is an unsigned request; a signed
+request ignores the cookie; signing in (`POST /console/session`) takes a signature.
+
 The credential scope must name the service of the API addressed (`signing_service`): `lambda`
 for the Lambda API and Lamina's own `/lamina/...` endpoints (boto3, the AWS CLI and the
 `lamina` command sign them so), `logs` and `events` for the JSON APIs by X-Amz-Target.
@@ -20,7 +27,10 @@ Open without a signature:
 - `POST /v1/traces`, functions' own OTLP spans, which carry a token of Lamina's instead
   (`api.otlp`: OTLP exporters do not sign);
 - function URLs and HTTP routes, which are not AWS API calls: `HttpFront` checks an `AWS_IAM`
-  URL's signature itself.
+  URL's signature itself;
+- the web console's page and assets, and reading or ending a console session (its handler
+  reads the cookie); with the console off (`--no-console`), every `/console` path, which
+  then answers 404.
 """
 
 from __future__ import annotations
@@ -43,8 +53,9 @@ from lamina.api.events_api import TARGET_PREFIX as EVENTS_PREFIX
 from lamina.api.http_front import signed_request
 from lamina.api.logs_api import TARGET_PREFIX as LOGS_PREFIX
 from lamina.api.wire import aws_json_error
+from lamina.auth.console_session import SessionTokens
 from lamina.auth.keys import KeyStore
-from lamina.auth.principal import SCOPE_KEY
+from lamina.auth.principal import SCOPE_KEY, Principal
 from lamina.auth.sigv4 import AuthError, MissingAuthenticationToken, Verifier
 
 #: seconds a code download URL stays valid (Lambda's presigned URLs: 10 minutes)
@@ -52,6 +63,13 @@ CODE_URL_TTL_S = 600
 #: where the code URL presigner is put (see `CodeUrlSigner.query`)
 CODE_URL_SIGNER = "lamina.code_url_signer"
 _OPEN = frozenset({("GET", "/health"), ("GET", "/metrics"), ("POST", "/v1/traces")})
+#: the web console (`api.console`): its page, its sessions, its own API
+CONSOLE_PREFIX = "/console"
+CONSOLE_SESSION_PATH = CONSOLE_PREFIX + "/session"
+CONSOLE_API_PREFIX = CONSOLE_PREFIX + "/api/"
+CONSOLE_COOKIE = "lamina-console"
+#: with the cookie, what stands for a signature: a cross-site form or link cannot set it
+CONSOLE_HEADER = "x-lamina-console"
 _CODE_PREFIX = "/lamina/code/"
 #: past this size, hashing the body moves to a thread (6 MB of SHA-256 is ~15 ms)
 _HASH_INLINE_MAX = 256 * 1024
@@ -91,6 +109,7 @@ class Authn:
         keys: KeyStore,
         verifier: Verifier,
         is_front: Callable[[Scope], object],
+        console: SessionTokens | None = None,
     ) -> None:
         self.app = app
         self.keys = keys
@@ -98,6 +117,8 @@ class Authn:
         self.code_urls = CodeUrlSigner()
         #: whether a request is a function URL's or an HTTP route's (not AWS-signed)
         self._is_front = is_front
+        #: the console's session tokens (None: the console is off)
+        self.console = console
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -106,6 +127,11 @@ class Authn:
         scope[CODE_URL_SIGNER] = self.code_urls
         method, path = scope["method"], scope["path"]
         if (method, path) in _OPEN or self._is_front(scope) is not None:
+            await self.app(scope, receive, send)
+            return
+        if is_console_path(path) and (self.console is None or _console_open(method, path)):
+            # The page and its assets; reading or ending a session (its handler checks the
+            # cookie); with the console off, every console path (all answer 404).
             await self.app(scope, receive, send)
             return
         query = scope.get("query_string", b"").decode("latin-1")
@@ -125,17 +151,61 @@ class Authn:
         request = signed_request(scope, body)
         try:
             if not self.verifier.is_signed(request):
-                raise MissingAuthenticationToken()
-            service = signing_service(method, path, request.headers)
-            if len(body) > _HASH_INLINE_MAX:
-                principal = await asyncio.to_thread(self.verifier.verify, request, service)
+                principal = self._console_principal(method, path, request.headers)
             else:
-                principal = self.verifier.verify(request, service)
+                service = signing_service(method, path, request.headers)
+                if len(body) > _HASH_INLINE_MAX:
+                    principal = await asyncio.to_thread(self.verifier.verify, request, service)
+                else:
+                    principal = self.verifier.verify(request, service)
         except AuthError as e:
             await _error(scope, receive, send, e)
             return
         scope[SCOPE_KEY] = principal
         await self.app(scope, replay(body, more, receive), send)
+
+    def _console_principal(self, method: str, path: str, headers: Mapping[str, str]) -> Principal:
+        """The principal of an unsigned request that carries a console session: the
+        `lamina-console` cookie and `X-Lamina-Console: 1` together, the key it names still
+        in the store (looked up again each time: deleted keys and new policies count at
+        once). Anything less is an unsigned request. Signing in takes a signature: a
+        session cannot mint its own successor."""
+        if (
+            self.console is None
+            or headers.get(CONSOLE_HEADER) != "1"
+            or (method == "POST" and path == CONSOLE_SESSION_PATH)
+        ):
+            raise MissingAuthenticationToken()
+        token = console_cookie(headers.get("cookie", ""))
+        if token is None:
+            raise MissingAuthenticationToken()
+        principal = self.keys.principal(self.console.check(token).access_key_id)
+        if principal.role_arn is not None:  # (sign-in refuses role sessions: never minted)
+            raise MissingAuthenticationToken()
+        return principal
+
+
+def is_console_path(path: str) -> bool:
+    """Whether `path` is the web console's (`api.console`)."""
+    return path == CONSOLE_PREFIX or path.startswith(CONSOLE_PREFIX + "/")
+
+
+def _console_open(method: str, path: str) -> bool:
+    """Whether a console request needs no credentials here: all but sign-in (which must be
+    signed) and the console's own API (cookie or signature, as the APIs)."""
+    if path == CONSOLE_SESSION_PATH:
+        return method != "POST"
+    return not path.startswith(CONSOLE_API_PREFIX)
+
+
+def console_cookie(cookie_header: str) -> str | None:
+    """The console's session token in a Cookie header (several Cookie headers arrive
+    joined with commas), if there is one."""
+    for part in cookie_header.replace(",", ";").split(";"):
+        name, sep, value = part.strip().partition("=")
+        if sep and name == CONSOLE_COOKIE:
+            return value.strip()
+    return None
 
 
 def signing_service(method: str, path: str, headers: Mapping[str, str]) -> str | None:

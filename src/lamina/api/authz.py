@@ -121,24 +121,37 @@ class Authorize:
             request.resource,
             {**request_context(scope, principal), **request.context},
         )
-        try:
-            decision = authorize(principal, request, self._resource_policy(request.resource))
-            if decision is Decision.ALLOW and body is not None:
-                # Attaching a layer takes lambda:GetLayerVersion on it, as on Lambda; the
-                # layer version's own policy may grant it.
-                for layer in self.access.attached_layers(request.action, body):
-                    uses = AccessRequest("lambda:GetLayerVersion", layer, request.context)
-                    decision = authorize(principal, uses, self._resource_policy(layer))
-                    if decision is not Decision.ALLOW:
-                        request = uses
-                        break
-        except PolicyError as e:
-            # An identity policy that slipped past validation: fail closed, and say why here.
-            log.error("authz: a policy of %s is malformed: %s", principal.arn, e)
-            decision = Decision.IMPLICIT_DENY
+        decision = self._decide(principal, request)
+        if decision is Decision.ALLOW and body is not None:
+            # Attaching a layer takes lambda:GetLayerVersion on it, as on Lambda; the
+            # layer version's own policy may grant it.
+            for layer in self.access.attached_layers(request.action, body):
+                uses = AccessRequest("lambda:GetLayerVersion", layer, request.context)
+                decision = self._decide(principal, uses)
+                if decision is not Decision.ALLOW:
+                    request = uses
+                    break
         if decision is Decision.ALLOW:
             return None
         return denial_message(principal, request, decision)
+
+    def permits(self, scope: Scope, action: str, resource: str) -> bool:
+        """Whether the caller of `scope` may do `action` on `resource`, decided as for a
+        request that asks it (the resource's own policy included): for a handler that shows
+        only what the caller may see. True when authentication is off."""
+        principal: Principal | None = scope.get(SCOPE_KEY)
+        if principal is None or principal.admin:
+            return True
+        asked = AccessRequest(action, resource, request_context(scope, principal))
+        return self._decide(principal, asked) is Decision.ALLOW
+
+    def _decide(self, principal: Principal, request: AccessRequest) -> Decision:
+        try:
+            return authorize(principal, request, self._resource_policy(request.resource))
+        except PolicyError as e:
+            # An identity policy that slipped past validation: fail closed, and say why here.
+            log.error("authz: a policy of %s is malformed: %s", principal.arn, e)
+            return Decision.IMPLICIT_DENY
 
     def _resource_policy(self, resource: str) -> Policy | None:
         """The resource policy of the function (version, alias) or layer version `resource`

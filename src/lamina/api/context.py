@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 
+from lamina.auth.console_session import SessionTokens
 from lamina.auth.keys import KeyStore
 from lamina.cluster.api import InvokeRouter, NodeDirectory
 from lamina.control import FunctionService
@@ -75,6 +76,8 @@ class AppState:
     alarms: AlarmRunner | None = None
     #: the access keys (None: authentication is off, `lamina serve --auth off`)
     keys: KeyStore | None = None
+    #: the web console's session tokens (None: the console is off, `--no-console`)
+    console: SessionTokens | None = None
     #: the runtime images and their bundled SDKs (None: servers built without them)
     images: RuntimeImages | None = None
     #: event-source mappings, and the brokers and secrets they use (None: their endpoints

@@ -125,6 +125,11 @@ def _listed(request: Request, config: FunctionConfig, *, qualify_latest: bool) -
     return out
 
 
+def listed_configuration(request: Request, config: FunctionConfig) -> dict[str, Any]:
+    """A function's `$LATEST` as ListFunctions shows it (the console's list, `api.console`)."""
+    return _listed(request, config, qualify_latest=False)
+
+
 def _listed_arn(request: Request, config: FunctionConfig, *, qualify_latest: bool) -> str:
     """A listed version's ARN: where every version is listed, `$LATEST`'s is qualified with
     `:$LATEST`, as Lambda's ListVersionsByFunction and ListFunctions(ALL) print it."""

@@ -15,6 +15,9 @@ from lamina import networks
 from lamina.aws_services import endpoint_id
 from lamina.cli.main import _fail, main
 from lamina.settings import (
+    CONSOLE_SESSION_TTL_MAX_S,
+    CONSOLE_SESSION_TTL_MIN_S,
+    CONSOLE_SESSION_TTL_S,
     DEFAULT_ACCOUNT_ID,
     DEFAULT_HOST,
     DEFAULT_PORT,
@@ -327,6 +330,22 @@ from lamina.settings import (
     "traced invocations' spans go to URL/v1/traces; see docs/tracing.md "
     "[env: LAMINA_OTLP_ENDPOINT].",
 )
+@click.option(
+    "--no-console",
+    is_flag=True,
+    help="Do not serve the web console: /console answers 404 and console sessions "
+    "authenticate nothing. See docs/console.md.",
+)
+@click.option(
+    "--console-session-ttl",
+    default=CONSOLE_SESSION_TTL_S,
+    show_default=True,
+    envvar="LAMINA_CONSOLE_SESSION_TTL",
+    type=click.IntRange(min=CONSOLE_SESSION_TTL_MIN_S, max=CONSOLE_SESSION_TTL_MAX_S),
+    metavar="SECONDS",
+    help="How long a web console sign-in lasts, 900 to 43200 seconds as STS's session "
+    "durations [env: LAMINA_CONSOLE_SESSION_TTL].",
+)
 @click.option("--allow-non-loopback", is_flag=True, hidden=True)  # accepted, no longer needed
 @click.option("--log-level", default="info", show_default=True)
 def serve(
@@ -372,6 +391,8 @@ def serve(
     replay_retention: str,
     replay_max_bytes: int,
     otlp_endpoint: str | None,
+    no_console: bool,
+    console_session_ttl: int,
     allow_non_loopback: bool,
     log_level: str,
 ) -> None:
@@ -456,6 +477,8 @@ def serve(
         replay_retention_s=replay_retention_s,
         replay_max_bytes=replay_max_bytes,
         otlp_endpoint=_http_url("--otlp-endpoint", otlp_endpoint),
+        console=not no_console,
+        console_session_ttl_s=console_session_ttl,
     )
     run_server(settings, log_level=log_level, admin_key=admin, write_profile=write_profile)
 

@@ -14,6 +14,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -135,6 +136,16 @@ def _check_stat(stat: Any, member: str) -> str:
     )
 
 
+@dataclass(frozen=True)
+class FunctionActivity:
+    """A function's recent counts (`MetricQueries.recent_activity`)."""
+
+    invocations: int
+    errors: int
+    #: the start of the last minute it was invoked in (Unix seconds), None: not in the window
+    last_minute: int | None
+
+
 class MetricQueries:
     """Answers the metric reads from the stored minutes."""
 
@@ -188,6 +199,31 @@ class MetricQueries:
         _text(body, "Namespace")
         _text(body, "MetricName")
         _dimensions(body.get("Dimensions"))
+
+    def recent_activity(
+        self, names: Sequence[str], window_s: int, live: Sequence[MinuteRow] = ()
+    ) -> dict[str, FunctionActivity]:
+        """Each function's Invocations and Errors over the last `window_s` seconds (the
+        current minute included), and the minute of its last invocation in that window:
+        what the console's function list shows beside each function."""
+        end = (int(self._clock()) // 60 + 1) * 60
+        start = end - 60 - window_s
+        out: dict[str, FunctionActivity] = {}
+        for name in names:
+            dims = (("FunctionName", name),)
+            _, calls = self._buckets(
+                SeriesName(NAMESPACE, "Invocations", dims), start, end, 60, None, live
+            )
+            _, errors = self._buckets(
+                SeriesName(NAMESPACE, "Errors", dims), start, end, 60, None, live
+            )
+            used = [minute for minute, agg in calls.items() if agg.sum > 0]
+            out[name] = FunctionActivity(
+                int(sum(agg.sum for agg in calls.values())),
+                int(sum(agg.sum for agg in errors.values())),
+                max(used) if used else None,
+            )
+        return out
 
     # -- GetMetricStatistics --------------------------------------------------------------
 
