@@ -197,7 +197,7 @@ export function functionView(name, tab) {
   );
   return {
     title: `${name} · ${TABS.find(([id]) => id === current)[1]}`,
-    el: h("div", {}, h("p.crumbs", {}, h("a", { href: "#/functions" }, "Functions"), " / "), h("h1", {}, name), nav, panel.el),
+    el: h("div", {}, h("p.crumbs", {}, h("a", { href: "#/functions" }, "← All functions")), h("h1", {}, name), nav, panel.el),
     stop: panel.stop,
   };
 }
