@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
@@ -101,9 +102,14 @@ def wait(driver: WebDriver, css: str, timeout: float = 20.0) -> WebElement:
 
 
 def wait_text(driver: WebDriver, css: str, text: str, timeout: float = 20.0) -> WebElement:
-    WebDriverWait(driver, timeout).until(
-        ec.text_to_be_present_in_element((By.CSS_SELECTOR, css), text)
-    )
+    """The element at `css` once its text holds `text` (on a timeout, the page's text)."""
+    try:
+        WebDriverWait(driver, timeout).until(
+            ec.text_to_be_present_in_element((By.CSS_SELECTOR, css), text)
+        )
+    except TimeoutException:
+        page = driver.find_element(By.TAG_NAME, "main").text
+        raise AssertionError(f"no {text!r} in {css} after {timeout} s; the page:\n{page}") from None
     return driver.find_element(By.CSS_SELECTOR, css)
 
 
@@ -257,3 +263,81 @@ def test_errors_are_shown_readably(browser: WebDriver, console_server: Server) -
     alert = wait(browser, "section[aria-label=Configuration] [role=alert]")
     assert "ResourceNotFoundException" in alert.text and "no-such-function" in alert.text
     assert browser.find_element(By.TAG_NAME, "h1").text == "no-such-function"
+
+
+def test_function_page_shows_configuration_aliases_and_triggers(
+    browser: WebDriver, console_server: Server, deployed: Functions, lam: Any
+) -> None:
+    name = deployed.create(CODE, Environment={"Variables": {"TABLE": "secret-value"}})[
+        "FunctionName"
+    ]
+    arn = lam.get_function_configuration(FunctionName=name)["FunctionArn"]
+    one = lam.publish_version(FunctionName=name)["Version"]
+    lam.update_function_configuration(FunctionName=name, MemorySize=256)
+    lam.get_waiter("function_updated_v2").wait(FunctionName=name)
+    two = lam.publish_version(FunctionName=name)["Version"]
+    lam.create_alias(
+        FunctionName=name,
+        Name="live",
+        FunctionVersion=one,
+        RoutingConfig={"AdditionalVersionWeights": {two: 0.25}},
+    )
+    url = lam.create_function_url_config(FunctionName=name, AuthType="NONE")["FunctionUrl"]
+    lam.add_permission(
+        FunctionName=name,
+        StatementId="console-sid",
+        Action="lambda:InvokeFunction",
+        Principal="events.amazonaws.com",
+    )
+    events = console_server.client("events")
+    rule = f"console-{uuid.uuid4().hex[:8]}"
+    events.put_rule(Name=rule, ScheduleExpression="rate(1 day)")
+    events.put_targets(Rule=rule, Targets=[{"Id": "1", "Arn": arn}])
+    route = {"routeKey": f"GET /{name}", "function": name, "payloadFormatVersion": "2.0"}
+    added = SIGNED_HTTP.post(f"{console_server.endpoint}/lamina/routes", json=route)
+    assert added.status_code == 201, added.text
+    try:
+        sign_in(browser, console_server, ADMIN_KEY)
+        browser.get(f"{console_server.endpoint}/console#/functions/{name}")
+        config = wait_text(browser, "section[aria-label=Configuration] dl", "256 MB")
+        assert "python3.11" in config.text and "TABLE" in config.text
+        assert "secret-value" not in browser.find_element(By.TAG_NAME, "main").text
+        aliases = wait_text(browser, "section[aria-label=Aliases] table", "live")
+        assert f"{one}: 75%, {two}: 25%" in aliases.text
+        wait_text(browser, "section[aria-label=Versions] table", two)
+        wait_text(browser, "section[aria-label='Function URLs'] table", url)
+        wait_text(browser, "section[aria-label='HTTP routes'] table", f"GET /{name}")
+        wait_text(browser, "section[aria-label='EventBridge rules'] ul", rule)
+        policy = wait_text(browser, "section[aria-label='Resource policy'] table", "console-sid")
+        assert "events.amazonaws.com" in policy.text
+        wait_text(browser, "section[aria-label='Event-source mappings']", "No event-source")
+    finally:
+        events.remove_targets(Rule=rule, Ids=["1"])
+        events.delete_rule(Name=rule)
+        SIGNED_HTTP.delete(
+            f"{console_server.endpoint}/lamina/routes", params={"routeKey": f"GET /{name}"}
+        )
+
+
+def test_alarms_view(browser: WebDriver, console_server: Server) -> None:
+    cloudwatch = console_server.client("cloudwatch")
+    alarm = f"console-{uuid.uuid4().hex[:8]}"
+    cloudwatch.put_metric_alarm(
+        AlarmName=alarm,
+        Namespace="AWS/Lambda",
+        MetricName="Errors",
+        Dimensions=[{"Name": "FunctionName", "Value": "some-function"}],
+        Statistic="Sum",
+        Period=60,
+        EvaluationPeriods=1,
+        Threshold=5,
+        ComparisonOperator="GreaterThanOrEqualToThreshold",
+    )
+    try:
+        sign_in(browser, console_server, ADMIN_KEY)
+        browser.get(f"{console_server.endpoint}/console#/alarms")
+        row = wait_text(browser, "main table", alarm)
+        assert "AWS/Lambda/Errors (FunctionName=some-function)" in row.text
+        assert "Sum ≥ 5" in row.text
+    finally:
+        cloudwatch.delete_alarms(AlarmNames=[alarm])
