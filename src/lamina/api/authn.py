@@ -53,6 +53,7 @@ from lamina.api.events_api import TARGET_PREFIX as EVENTS_PREFIX
 from lamina.api.http_front import signed_request
 from lamina.api.logs_api import TARGET_PREFIX as LOGS_PREFIX
 from lamina.api.wire import aws_json_error
+from lamina.auth import console_session
 from lamina.auth.console_session import SessionTokens
 from lamina.auth.keys import KeyStore
 from lamina.auth.principal import SCOPE_KEY, Principal
@@ -67,9 +68,6 @@ _OPEN = frozenset({("GET", "/health"), ("GET", "/metrics"), ("POST", "/v1/traces
 CONSOLE_PREFIX = "/console"
 CONSOLE_SESSION_PATH = CONSOLE_PREFIX + "/session"
 CONSOLE_API_PREFIX = CONSOLE_PREFIX + "/api/"
-CONSOLE_COOKIE = "lamina-console"
-#: with the cookie, what stands for a signature: a cross-site form or link cannot set it
-CONSOLE_HEADER = "x-lamina-console"
 _CODE_PREFIX = "/lamina/code/"
 #: past this size, hashing the body moves to a thread (6 MB of SHA-256 is ~15 ms)
 _HASH_INLINE_MAX = 256 * 1024
@@ -172,11 +170,11 @@ class Authn:
         session cannot mint its own successor."""
         if (
             self.console is None
-            or headers.get(CONSOLE_HEADER) != "1"
+            or headers.get(console_session.HEADER) != "1"
             or (method == "POST" and path == CONSOLE_SESSION_PATH)
         ):
             raise MissingAuthenticationToken()
-        token = console_cookie(headers.get("cookie", ""))
+        token = console_session.token_in(headers.get("cookie", ""))
         if token is None:
             raise MissingAuthenticationToken()
         principal = self.keys.principal(self.console.check(token).access_key_id)
@@ -196,16 +194,6 @@ def _console_open(method: str, path: str) -> bool:
     if path == CONSOLE_SESSION_PATH:
         return method != "POST"
     return not path.startswith(CONSOLE_API_PREFIX)
-
-
-def console_cookie(cookie_header: str) -> str | None:
-    """The console's session token in a Cookie header (several Cookie headers arrive
-    joined with commas), if there is one."""
-    for part in cookie_header.replace(",", ";").split(";"):
-        name, sep, value = part.strip().partition("=")
-        if sep and name == CONSOLE_COOKIE:
-            return value.strip()
-    return None
 
 
 def signing_service(method: str, path: str, headers: Mapping[str, str]) -> str | None:

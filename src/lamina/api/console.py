@@ -33,15 +33,13 @@ from starlette.routing import Route
 
 from lamina.api.authn import (
     CONSOLE_API_PREFIX,
-    CONSOLE_COOKIE,
     CONSOLE_PREFIX,
     CONSOLE_SESSION_PATH,
-    console_cookie,
 )
 from lamina.api.context import app_state
 from lamina.api.functions import listed_configuration
 from lamina.api.wire import aws_json_error, json_response
-from lamina.auth.console_session import Session, SessionTokens
+from lamina.auth.console_session import COOKIE, Session, SessionTokens, token_in
 from lamina.auth.principal import SCOPE_KEY, Principal
 from lamina.auth.sigv4 import AuthError, MissingAuthenticationToken
 from lamina.errors import LaminaError, UnknownOperationError
@@ -131,7 +129,7 @@ def _no_auth() -> Response:
 
 
 def _cookie(token: str, max_age: int, secure: bool) -> str:
-    cookie = f"{CONSOLE_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}"
+    cookie = f"{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}"
     return cookie + "; Secure" if secure else cookie
 
 
@@ -163,7 +161,7 @@ async def who(request: Request) -> Response:
     if state.keys is None:
         return _no_auth()
     try:
-        token = console_cookie(request.headers.get("cookie", ""))
+        token = token_in(request.headers.get("cookie", ""))
         if token is None:
             raise MissingAuthenticationToken()
         session = tokens.check(token)
@@ -195,11 +193,11 @@ async def list_functions(request: Request) -> Response:
     configs = sorted(
         (c for c in functions.all_configs() if c.version == LATEST), key=lambda c: c.name
     )
+    # (`build_app` always sets the authorization wrapper: authentication off, it permits all)
     visible = [
         c
         for c in configs
-        if state.authorize is None
-        or state.authorize.permits(
+        if state.authorize.permits(
             request.scope, "lambda:GetFunctionConfiguration", functions.arn(c.name)
         )
     ]

@@ -31,6 +31,7 @@ from lamina.api.context import AppState
 from lamina.api.function_urls import URL_PATH_PREFIX
 from lamina.api.url_stream import StreamedHttp, invoke_streamed, send_streamed
 from lamina.arns import FunctionRef
+from lamina.auth.console_session import COOKIE, without_token
 from lamina.auth.principal import SCOPE_KEY, Decision
 from lamina.auth.sigv4 import AuthError, SignedRequest, Verifier
 from lamina.auth.triggers import authorize_url, public_url_allowed
@@ -101,6 +102,10 @@ async def read_body(receive: Receive) -> bytes:
 def http_request(scope: Scope, raw_path: str, body: bytes) -> hp.HttpRequest:
     """The request `scope` describes, with `raw_path` the part the function sees."""
     headers = tuple((n.decode("latin-1").lower(), v.decode("latin-1")) for n, v in scope["headers"])
+    if any(n == "cookie" and COOKIE in v for n, v in headers):
+        # The console's session is the server's business, never a function's.
+        stripped = ((n, without_token(v) if n == "cookie" else v) for n, v in headers)
+        headers = tuple((n, v) for n, v in stripped if v or n != "cookie")
     client = scope.get("client")
     source_ip = client[0] if client else "127.0.0.1"
     server = scope.get("server")

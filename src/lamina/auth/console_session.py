@@ -30,6 +30,11 @@ from lamina.store.sealed import SealedError, Sealer
 
 #: the seal's context: a token is valid as nothing else, and nothing else as a token
 CONTEXT = b"lamina-console-session"
+#: the cookie that holds the token (`Path=/; HttpOnly; SameSite=Strict`)
+COOKIE = "lamina-console"
+#: with the cookie, what stands for a signature (`api.authn`): a cross-site form or link
+#: cannot send it
+HEADER = "x-lamina-console"
 #: a token is ~120 characters; anything much longer is not one (refused before decoding)
 MAX_TOKEN_CHARS = 512
 
@@ -83,3 +88,25 @@ class SessionTokens:
         if expires <= self._clock():
             raise ExpiredToken()
         return Session(key, expires)
+
+
+def token_in(cookie_header: str) -> str | None:
+    """The session token in a Cookie header (several Cookie headers arrive joined with
+    commas), if there is one."""
+    for part in cookie_header.replace(",", ";").split(";"):
+        name, sep, value = part.strip().partition("=")
+        if sep and name == COOKIE:
+            return value.strip()
+    return None
+
+
+def without_token(cookie_header: str) -> str:
+    """A Cookie header without the session's cookie: what a function URL or HTTP route
+    hands its function (they share the console's origin, so the browser sends it them; no
+    function may read a console session)."""
+    kept = [
+        part.strip()
+        for part in cookie_header.split(";")
+        if part.strip() and part.strip().partition("=")[0] != COOKIE
+    ]
+    return "; ".join(kept)
