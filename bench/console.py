@@ -30,11 +30,15 @@ import tempfile
 import time
 from pathlib import Path
 
+# This file runs as a script, so bench/ is sys.path[0], and bench/websocket.py (a benchmark)
+# would shadow websocket-client, which selenium imports: selenium is imported without it.
+sys.path.remove(str(Path(__file__).resolve().parent))
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (
     HOST,
     BenchError,

@@ -341,3 +341,18 @@ def test_alarms_view(browser: WebDriver, console_server: Server) -> None:
         assert "Sum ≥ 5" in row.text
     finally:
         cloudwatch.delete_alarms(AlarmNames=[alarm])
+
+
+def test_with_authentication_off_there_is_no_sign_in(
+    chromium: WebDriver, tmp_path: Path, artifacts: Path
+) -> None:
+    srv = Server(data_dir=tmp_path / "data", extra_args=("--auth", "off")).start()
+    try:
+        chromium.delete_all_cookies()
+        chromium.get(srv.endpoint + "/console")
+        wait_text(chromium, "#who", "Authentication is off")
+        wait_text(chromium, "main", "No functions.")
+        assert not chromium.find_elements(By.ID, "key-id")
+        chromium.save_screenshot(str(artifacts / "test_with_authentication_off.png"))
+    finally:
+        assert srv.stop() == 0, srv.log()

@@ -504,7 +504,7 @@ def _check_name_length(value: Any, where: str, max_len: int) -> str:
 
 
 def _check_name(value: Any, where: str, max_len: int = 64) -> str:
-    _check_name_length(value, where, max_len)
+    value = _check_name_length(value, where, max_len)
     if not _NAME.fullmatch(value):
         raise ValidationError(
             f"1 validation error detected: Value '{value}' at '{where}' failed to satisfy "

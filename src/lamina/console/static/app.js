@@ -41,12 +41,17 @@ function route() {
 
 function showSignedIn(identity) {
   signedIn = identity;
-  fill(
-    who,
-    h("span", { title: identity.Arn }, identity.AccessKeyId),
-    " ",
-    h("button", { type: "button", id: "sign-out", on: { click: leave } }, "Sign out"),
-  );
+  if (identity.AccessKeyId === null) {
+    // `lamina serve --auth off`: no keys, nothing to sign in or out of.
+    fill(who, "Authentication is off");
+  } else {
+    fill(
+      who,
+      h("span", { title: identity.Arn }, identity.AccessKeyId),
+      " ",
+      h("button", { type: "button", id: "sign-out", on: { click: leave } }, "Sign out"),
+    );
+  }
   nav.hidden = false;
   route();
 }
