@@ -504,13 +504,13 @@ def _check_name_length(value: Any, where: str, max_len: int) -> str:
 
 
 def _check_name(value: Any, where: str, max_len: int = 64) -> str:
-    value = _check_name_length(value, where, max_len)
-    if not _NAME.fullmatch(value):
+    name = _check_name_length(value, where, max_len)
+    if not _NAME.fullmatch(name):
         raise ValidationError(
-            f"1 validation error detected: Value '{value}' at '{where}' failed to satisfy "
+            f"1 validation error detected: Value '{name}' at '{where}' failed to satisfy "
             f"constraint: Member must satisfy regular expression pattern: {_NAME_PATTERN}"
         )
-    return value
+    return name
 
 
 def _state(value: Any) -> RuleState:
