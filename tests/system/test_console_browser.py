@@ -251,6 +251,8 @@ def test_a_limited_key_sees_only_its_functions(
     assert theirs not in listing.text
     names = [a.text for a in browser.find_elements(By.CSS_SELECTOR, "main table a")]
     assert names and all(n.startswith("team-a-") for n in names), names
+    browser.find_element(By.ID, "fn-filter").send_keys("team-b")
+    wait_text(browser, "main", "No functions.")
 
     browser.get(f"{console_server.endpoint}/console#/functions/{theirs}")
     denied = wait(browser, "section[aria-label=Configuration] [role=alert]")
@@ -356,3 +358,16 @@ def test_with_authentication_off_there_is_no_sign_in(
         chromium.save_screenshot(str(artifacts / "test_with_authentication_off.png"))
     finally:
         assert srv.stop() == 0, srv.log()
+
+
+def test_a_deleted_key_s_session_returns_to_sign_in(
+    browser: WebDriver, console_server: Server
+) -> None:
+    key_id, secret = make_key(console_server, "*")
+    sign_in(browser, console_server, (key_id, secret))
+    wait(browser, "main table, main p.muted")
+    gone = SIGNED_HTTP.delete(f"{console_server.endpoint}/lamina/keys/{key_id}")
+    assert gone.status_code == 204, gone.text
+    browser.find_element(By.CSS_SELECTOR, "#nav a[href='#/alarms']").click()
+    wait(browser, "#key-id")
+    assert not browser.find_elements(By.ID, "sign-out")

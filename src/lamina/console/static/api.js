@@ -12,8 +12,12 @@ export class ApiError extends Error {
   }
 }
 
-/** Raised for a call refused because the session ended: the app goes back to sign-in. */
+/** Fires when a call is refused because the session is over: the app goes back to sign-in. */
 export const signedOut = new EventTarget();
+
+// What authentication (not authorization) answers when the cookie no longer proves a key:
+// none, expired, or its key deleted.
+const SESSION_OVER = /^(MissingAuthenticationToken|ExpiredToken|UnrecognizedClient|InvalidSignature)/;
 
 async function failure(resp) {
   const text = await resp.text();
@@ -28,7 +32,7 @@ async function failure(resp) {
     (body.__type || body.Type || "").split("#").pop();
   const message = body.message || body.Message || body.errorMessage || resp.statusText;
   const error = new ApiError(resp.status, type, message);
-  if (resp.status === 403 && /session|MissingAuthenticationToken/i.test(`${type} ${message}`)) {
+  if (resp.status === 403 && SESSION_OVER.test(type)) {
     signedOut.dispatchEvent(new Event("signedout"));
   }
   return error;
