@@ -191,6 +191,11 @@ def test_invoke_from_the_invoke_panel(
     assert "REPORT RequestId" in tail
     assert "Status\n200" in browser.find_element(By.ID, "invoke-out").text
 
+    browser.find_element(By.CSS_SELECTOR, "nav.tabs a[href$='/queue']").click()
+    lane = wait_text(browser, "section[aria-label='Asynchronous queue'] dl", "Queued")
+    assert "Queued (waiting or running)\n0" in lane.text
+    wait_text(browser, "section[aria-label='Durable executions']", "No durable executions.")
+
 
 def test_live_logs_and_the_invocations_chart(
     browser: WebDriver, console_server: Server, deployed: Functions, lam: Any
@@ -371,3 +376,28 @@ def test_a_deleted_key_s_session_returns_to_sign_in(
     browser.find_element(By.CSS_SELECTOR, "#nav a[href='#/alarms']").click()
     wait(browser, "#key-id")
     assert not browser.find_elements(By.ID, "sign-out")
+
+
+def test_the_queues_tab_shows_an_event_given_up(
+    browser: WebDriver, console_server: Server, deployed: Functions, lam: Any
+) -> None:
+    name = deployed.create("def handler(event, context):\n    raise ValueError('no')\n")[
+        "FunctionName"
+    ]
+    lam.put_function_event_invoke_config(FunctionName=name, MaximumRetryAttempts=0)
+    request_id = lam.invoke(FunctionName=name, InvocationType="Event", Payload=b"{}")[
+        "ResponseMetadata"
+    ]["RequestId"]
+    sign_in(browser, console_server, ADMIN_KEY)
+    url = f"{console_server.endpoint}/console#/functions/{name}/queue"
+
+    def shown(driver: WebDriver) -> bool:
+        driver.get(url)
+        driver.refresh()  # the same address: load the page again
+        section = wait(driver, "section[aria-label='Asynchronous queue'] dl")
+        return request_id in section.find_element(By.XPATH, "..").text
+
+    WebDriverWait(browser, 30, poll_frequency=0.5).until(shown)
+    row = browser.find_element(By.XPATH, f"//tr[td/code[text()='{request_id}']]")
+    cells = [td.text for td in row.find_elements(By.TAG_NAME, "td")]
+    assert cells[1:4] == ["$LATEST", "RetriesExhausted", "1"], cells
