@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions as ec
@@ -212,36 +214,45 @@ def test_live_logs_and_the_invocations_chart(
     order = [n for n, line in enumerate(lines) if marker in line]
     assert len(order) == 3 and order == sorted(order)  # newest at the bottom
 
+    other = uuid.uuid4().hex
+    browser.find_element(By.ID, "log-filter").send_keys(other, Keys.ENTER)
+    lam.invoke(FunctionName=name, Payload=json.dumps({"marker": other, "i": 9}))
+    wait_text(browser, "ol.log", f'"marker": "{other}", "i": 9')
+    assert marker not in browser.find_element(By.CSS_SELECTOR, "ol.log").text
+    pause = browser.find_element(By.XPATH, "//button[normalize-space()='Pause']")
+    pause.click()
+    assert pause.get_attribute("aria-pressed") == "true"
+    lam.invoke(FunctionName=name, Payload=json.dumps({"marker": other, "i": 10}))
+    time.sleep(2.5)  # polls would have shown it by now
+    assert '"i": 10' not in browser.find_element(By.CSS_SELECTOR, "ol.log").text
+    pause.click()
+    wait_text(browser, "ol.log", f'"marker": "{other}", "i": 10')
+
     browser.find_element(By.CSS_SELECTOR, "nav.tabs a[href$='/metrics']").click()
-    chart = wait(browser, "figure[data-chart=invocations] svg")
-    WebDriverWait(browser, 20).until(
-        lambda d: (
-            int(
-                d.find_element(By.CSS_SELECTOR, "figure[data-chart=invocations] svg").get_attribute(
-                    "data-points"
-                )
-                or 0
-            )
-            > 0
-        )
-    )
+    # five invocations, in this minute or the one before: the drawn points sum to 5
+    WebDriverWait(browser, 20).until(lambda d: sum(chart_points(d, "invocations")) == 5)
     chart = browser.find_element(By.CSS_SELECTOR, "figure[data-chart=invocations] svg")
-    dots = chart.find_elements(By.CSS_SELECTOR, "g.series circle")
-    assert dots, chart.get_attribute("outerHTML")
-    # three invocations, all in this minute or the one before: the points sum to 3
-    titles = [d.find_element(By.TAG_NAME, "title").get_attribute("textContent") for d in dots]
-    assert sum(float(t.rsplit(": ", 1)[1]) for t in titles) == 3, titles
-    browser.find_element(By.XPATH, "//button[normalize-space()='24 h']").click()
-    wait(browser, "button[aria-pressed=true]")
+    assert int(chart.get_attribute("data-points") or 0) == len(chart_points(browser, "invocations"))
+    duration = browser.find_elements(By.CSS_SELECTOR, "figure[data-chart=duration] g.series")
+    assert [g.get_attribute("data-label") for g in duration] == ["p50", "p90", "p99"]
+    assert all(g.find_elements(By.TAG_NAME, "circle") for g in duration)
+    wide = browser.find_element(By.XPATH, "//button[normalize-space()='24 h']")
+    wide.click()
     WebDriverWait(browser, 20).until(
         lambda d: (
-            d.find_element(By.XPATH, "//button[normalize-space()='24 h']").get_attribute(
-                "aria-pressed"
-            )
-            == "true"
-            and d.find_elements(By.CSS_SELECTOR, "figure[data-chart=invocations] g.series circle")
+            wide.get_attribute("aria-pressed") == "true"
+            and sum(chart_points(d, "invocations")) == 5
         )
     )
+
+
+def chart_points(driver: WebDriver, chart: str) -> list[float]:
+    """The values of the points drawn in a chart (each circle's title ends with its value)."""
+    titles = driver.execute_script(
+        "return [...document.querySelectorAll(arguments[0])].map(t => t.textContent)",
+        f"figure[data-chart={chart}] g.series circle title",
+    )
+    return [float(t.rsplit(": ", 1)[1]) for t in titles]
 
 
 def test_a_limited_key_sees_only_its_functions(

@@ -27,8 +27,8 @@ function route() {
   if (!signedIn) return;
   const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
   for (const a of nav.querySelectorAll("a")) {
-    a.toggleAttribute("aria-current", a.getAttribute("href") === `#/${parts[0] || "functions"}`);
-    if (a.hasAttribute("aria-current")) a.setAttribute("aria-current", "page");
+    if (a.getAttribute("href") === `#/${parts[0] || "functions"}`) a.setAttribute("aria-current", "page");
+    else a.removeAttribute("aria-current");
   }
   try {
     if (parts[0] === "alarms") mount(alarmsView());

@@ -151,7 +151,9 @@ async function policy(name) {
   );
 }
 
-function overview(name, config) {
+function overview(name) {
+  const config = rest("GET", `${fn(name)}/configuration`);
+  config.catch(() => {}); // each section that needs it shows the error itself
   return h(
     "div",
     {},
@@ -173,11 +175,9 @@ function overview(name, config) {
 
 export function functionView(name, tab) {
   const current = TABS.some(([id]) => id === tab) ? tab : "overview";
-  const config = rest("GET", `${fn(name)}/configuration`);
-  config.catch(() => {}); // each section shows the error itself
   const base = `#/functions/${encodeURIComponent(name)}`;
   const panels = {
-    overview: () => ({ el: overview(name, config) }),
+    overview: () => ({ el: overview(name) }),
     invoke: () => invokePanel(name),
     logs: () => logsPanel(name),
     metrics: () => metricsPanel(name),
