@@ -62,6 +62,11 @@ async function fetchAll(name, start, end, period) {
   return found;
 }
 
+function legend(series) {
+  if (series.length < 2) return null;
+  return h("span.legend", {}, series.map(([, , stat], i) => h(`span.key.s${i}`, {}, stat)));
+}
+
 export function metricsPanel(name) {
   const out = h("div.charts", { "aria-live": "polite" });
   const buttons = RANGES.map(([label, seconds, period]) =>
@@ -80,7 +85,7 @@ export function metricsPanel(name) {
           h(
             "figure",
             { "data-chart": id },
-            h("figcaption", {}, title, unit ? ` (${unit})` : ""),
+            h("figcaption", {}, title, unit ? ` (${unit})` : "", legend(series)),
             lineChart(title, series.map(([sid, , stat]) => ({ label: series.length > 1 ? stat : title, points: data[sid] || [] })), start, end, unit),
           ),
         ),
