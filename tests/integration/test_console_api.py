@@ -266,15 +266,7 @@ def test_a_limited_key_sees_only_its_functions(
     mine = functions.create(ECHO, FunctionName=team + "one")["FunctionName"]
     failing = functions.create(FAIL, FunctionName=team + "two")["FunctionName"]
     theirs = functions.create(ECHO)["FunctionName"]
-    key = new_key(
-        server,
-        tmp_path,
-        {
-            "Effect": "Allow",
-            "Action": "lambda:*",
-            "Resource": f"arn:aws:lambda:*:*:function:{team}*",
-        },
-    )
+    key = new_key(server, tmp_path)  # no policy yet: it may sign in, and see nothing
     signed = sign_in(server, key["AccessKeyId"], key["SecretAccessKey"])
     assert signed.json()["Arn"] == f"arn:aws:iam::000000000000:user/{key['User']}"
     # The token is sealed: neither the secret nor even the key id shows in it.
@@ -282,6 +274,23 @@ def test_a_limited_key_sees_only_its_functions(
         assert secret not in signed.headers["set-cookie"]
     assert key["SecretAccessKey"] not in signed.text
     token = token_of(signed)
+    nothing = console_get(server, "/console/api/functions", token)
+    assert nothing.status_code == 200 and nothing.json() == {"Functions": []}
+    # A policy attached after signing in applies to the very next request.
+    attached = SIGNED_HTTP.post(
+        f"{server.endpoint}/lamina/keys/{key['AccessKeyId']}/policies",
+        json={
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Action": "lambda:*",
+                    "Resource": f"arn:aws:lambda:*:*:function:{team}*",
+                }
+            ],
+        },
+    )
+    assert attached.status_code == 200, attached.text
     failed = console_post(server, f"/2015-03-31/functions/{failing}/invocations", token, b"{}", {})
     assert failed.status_code == 200 and failed.headers["x-amz-function-error"] == "Unhandled"
 
@@ -429,3 +438,16 @@ def test_session_ttl_bounds(ttl: str, tmp_path: Path) -> None:
         timeout=60,
     )
     assert run.returncode == 2 and "--console-session-ttl" in run.stderr
+
+
+def test_with_authentication_off_there_is_nothing_to_sign_in_with(
+    own_server: Any, tmp_path: Path
+) -> None:
+    srv: Server = own_server(tmp_path / "data", "--auth", "off")
+    nobody = {"AccessKeyId": None, "Arn": None, "Expires": None}
+    for method in ("POST", "GET"):
+        got = httpx.request(method, srv.endpoint + "/console/session", json={})
+        assert got.status_code == 200 and got.json() == nobody
+        assert "set-cookie" not in got.headers
+    listed = httpx.get(srv.endpoint + "/console/api/functions")
+    assert listed.status_code == 200 and listed.json() == {"Functions": []}

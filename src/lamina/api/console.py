@@ -92,15 +92,20 @@ def _tokens(request: Request) -> SessionTokens:
     return tokens
 
 
-def _static(name: str) -> Response:
-    """A file of the console's static directory, or 404 for anything else (`..`, absolute
-    or hidden paths, directories, files that are not there)."""
+def _find(name: str) -> Path | None:
+    """The file `name` of the console's static directory; None for anything else (`..`,
+    absolute or hidden paths, directories, files that are not there)."""
     parts = name.split("/")
     if any(p in ("", ".", "..") or p.startswith(".") or "\\" in p or "\0" in p for p in parts):
-        raise UnknownOperationError(f"No console file {name[:200]!r}")
+        return None
     root = STATIC_DIR.resolve()
     path = root.joinpath(*parts).resolve()
-    if not path.is_relative_to(root) or not path.is_file():
+    return path if path.is_relative_to(root) and path.is_file() else None
+
+
+async def _static(name: str) -> Response:
+    path = await asyncio.to_thread(_find, name)  # (file system calls: off the loop)
+    if path is None:
         raise UnknownOperationError(f"No console file {name[:200]!r}")
     media_type = _TYPES.get(path.suffix.lower(), "application/octet-stream")
     return FileResponse(path, media_type=media_type, headers=_PAGE_HEADERS)
@@ -108,12 +113,12 @@ def _static(name: str) -> Response:
 
 async def page(request: Request) -> Response:
     _tokens(request)
-    return _static("index.html")
+    return await _static("index.html")
 
 
 async def asset(request: Request) -> Response:
     _tokens(request)
-    return _static(request.path_params["file"])
+    return await _static(request.path_params["file"])
 
 
 def _signed_in(principal: Principal, session: Session) -> dict[str, Any]:
