@@ -144,14 +144,18 @@ def test_sign_in_keeps_no_secret_and_sign_out_returns_to_sign_in(
 ) -> None:
     key_id, secret = make_key(console_server, "*")
     browser.get(console_server.endpoint + "/console")
-    wait(browser, "#key-id").send_keys(key_id)
-    browser.find_element(By.ID, "secret").send_keys(secret[:-1] + "x")
-    browser.find_element(By.CSS_SELECTOR, "form.signin button[type=submit]").click()
+    wait(browser, "#key-id")
+    # from the keyboard alone: the form starts focused, Tab moves on, Enter signs in
+    typing = browser.switch_to.active_element
+    assert typing.get_attribute("id") == "key-id"
+    typing.send_keys(key_id, Keys.TAB, secret[:-1] + "x", Keys.ENTER)
     refused = wait(browser, "form.signin [role=alert]")
     assert "signature" in refused.text.lower(), refused.text
     assert browser.find_element(By.ID, "secret").get_attribute("value") == ""
-
-    sign_in(browser, console_server, (key_id, secret))
+    typing = browser.switch_to.active_element  # back on the secret, to try again
+    assert typing.get_attribute("id") == "secret"
+    typing.send_keys(secret, Keys.ENTER)
+    wait(browser, "#sign-out")
     assert key_id in browser.find_element(By.ID, "who").text
     kept = browser.execute_script(
         "return [JSON.stringify({...localStorage}), JSON.stringify({...sessionStorage}),"
