@@ -285,6 +285,8 @@ def test_errors_are_shown_readably(browser: WebDriver, console_server: Server) -
     alert = wait(browser, "section[aria-label=Configuration] [role=alert]")
     assert "ResourceNotFoundException" in alert.text and "no-such-function" in alert.text
     assert browser.find_element(By.TAG_NAME, "h1").text == "no-such-function"
+    browser.get(f"{console_server.endpoint}/console#/functions/%E0%A4%A")
+    assert "URIError" in wait(browser, "main [role=alert]").text
 
 
 def test_function_page_shows_configuration_aliases_and_triggers(

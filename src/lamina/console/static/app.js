@@ -25,14 +25,15 @@ function mount(view) {
 
 function route() {
   if (!signedIn) return;
-  const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+  const [page, ...rest] = location.hash.replace(/^#\/?/, "").split("/");
   for (const a of nav.querySelectorAll("a")) {
-    if (a.getAttribute("href") === `#/${parts[0] || "functions"}`) a.setAttribute("aria-current", "page");
+    if (a.getAttribute("href") === `#/${page || "functions"}`) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");
   }
   try {
-    if (parts[0] === "alarms") mount(alarmsView());
-    else if (parts[0] === "functions" && parts[1]) mount(functionView(parts[1], parts[2]));
+    const [name, tab] = rest.map(decodeURIComponent); // URIError for a malformed address
+    if (page === "alarms") mount(alarmsView());
+    else if (page === "functions" && name) mount(functionView(name, tab));
     else mount(functionsView());
   } catch (error) {
     mount({ title: "Error", el: errorBox(error) });

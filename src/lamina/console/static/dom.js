@@ -31,8 +31,9 @@ export function fill(el, ...children) {
 
 /** An AWS error (or any) as a readable alert. */
 export function errorBox(error) {
-  const type = error.type && error.type !== "Error" ? `${error.type}: ` : "";
-  return h("p.error", { role: "alert" }, type, error.message || String(error));
+  // AWS's error type for an API error, the class for the page's own (URIError, ...)
+  const type = error.type || (error.name && error.name !== "Error" ? error.name : "");
+  return h("p.error", { role: "alert" }, type ? `${type}: ` : "", error.message || String(error));
 }
 
 /** A table of rows; `cols` are [heading, row => cell]. */

@@ -16,7 +16,7 @@ const TABS = [
   ["queue", "Queues"],
 ];
 
-/** GET that answers null for a 404 (no URL, no policy). */
+/** GET that answers null for a 404 (a function without a resource policy). */
 async function maybe(path) {
   try {
     return await get(path);
