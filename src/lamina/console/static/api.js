@@ -4,7 +4,7 @@
 
 import { sign } from "./sigv4.js";
 
-export class ApiError extends Error {
+class ApiError extends Error {
   constructor(status, type, message) {
     super(message || `HTTP ${status}`);
     this.status = status;
@@ -29,7 +29,7 @@ async function failure(resp) {
   }
   const type =
     resp.headers.get("x-amzn-ErrorType")?.split(":")[0] ||
-    (body.__type || body.Type || "").split("#").pop();
+    (body.__type || "").split("#").pop();
   const message = body.message || body.Message || body.errorMessage || resp.statusText;
   const error = new ApiError(resp.status, type, message);
   if (resp.status === 403 && SESSION_OVER.test(type)) {
@@ -55,18 +55,14 @@ export async function call(method, path, { body, headers = {} } = {}) {
   return resp;
 }
 
-/** A REST call answered with JSON (null for an empty body). */
-export async function rest(method, path, json) {
-  const opts = json === undefined ? {} : { body: JSON.stringify(json) };
-  if (json !== undefined) opts.headers = { "Content-Type": "application/json" };
-  const text = await (await call(method, path, opts)).text();
+/** A GET answered with JSON (null for an empty body). */
+export async function get(path) {
+  const text = await (await call("GET", path)).text();
   return text ? JSON.parse(text) : null;
 }
 
-export const get = (path) => rest("GET", path);
-
 /** A JSON-protocol operation on POST / (CloudWatch Logs, EventBridge, CloudWatch). */
-export async function target(name, body, version = "1.1") {
+async function target(name, body, version = "1.1") {
   const resp = await call("POST", "/", {
     body: JSON.stringify(body || {}),
     headers: { "X-Amz-Target": name, "Content-Type": `application/x-amz-json-${version}` },

@@ -22,7 +22,7 @@ async function hmac(key, text) {
 }
 
 /** "20261206T093000Z" and "20261206" of a Date. */
-export function amzDate(now) {
+function amzDate(now) {
   const stamp = now.toISOString().replace(/[-:]/g, "").replace(/\.\d{3}/, "");
   return [stamp, stamp.slice(0, 8)];
 }
@@ -31,13 +31,13 @@ export function amzDate(now) {
  * The headers that sign one request (SigV4: host, x-amz-date and x-amz-content-sha256
  * signed). `path` must already be canonical (no query, no characters to encode).
  */
-export async function sign({ method, path, host, body, region, service, keyId, secret, now }) {
+export async function sign({ method, path, host, body, region, service, keyId, secret }) {
   if (!globalThis.crypto || !crypto.subtle) {
     throw new Error(
       "Signing in needs the browser's WebCrypto, offered only over https or on localhost.",
     );
   }
-  const [stamp, day] = amzDate(now || new Date());
+  const [stamp, day] = amzDate(new Date());
   const payloadHash = await sha256(body);
   const signed = "host;x-amz-content-sha256;x-amz-date";
   const canonical = [

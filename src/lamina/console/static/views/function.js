@@ -1,7 +1,7 @@
 // A function's page: tabs for its overview (configuration, versions, aliases, URLs,
 // triggers), the invoke panel, live logs, metrics and the async/durable queues.
 
-import { events, fn, get, rest } from "../api.js";
+import { events, fn, get } from "../api.js";
 import { facts, h, section, table, when } from "../dom.js";
 import { invokePanel } from "./invoke.js";
 import { logsPanel } from "./logs.js";
@@ -152,7 +152,7 @@ async function policy(name) {
 }
 
 function overview(name) {
-  const config = rest("GET", `${fn(name)}/configuration`);
+  const config = get(`${fn(name)}/configuration`);
   config.catch(() => {}); // each section that needs it shows the error itself
   return h(
     "div",
