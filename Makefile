@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install serve test lint typecheck bench bench-coldstart bench-scale bench-async bench-auth bench-websocket bench-durable bench-images bench-streaming bench-sigv4 bench-sources bench-density bench-cluster conformance clean
+.PHONY: install serve test lint typecheck bench bench-coldstart bench-scale bench-async bench-auth bench-websocket bench-durable bench-images bench-streaming bench-sigv4 bench-sources bench-density bench-cluster bench-console conformance clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -82,6 +82,11 @@ bench-density: install
 # warm invoke scaling and the latency a forwarded invoke adds (as root, ~2 minutes).
 bench-cluster: install
 	AWS_EC2_METADATA_DISABLED=true $(BIN)/python bench/cluster.py $(ARGS)
+
+# The web console's first contentful paint in headless Chromium (sign-in page, functions list)
+# beside /health from the same server (needs chromium and chromium-driver from apt).
+bench-console: install
+	AWS_EC2_METADATA_DISABLED=true $(BIN)/python bench/console.py $(ARGS)
 
 # Which operations of botocore's lambda model Lamina serves (not part of `make test`).
 conformance: install

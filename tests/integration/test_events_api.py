@@ -330,6 +330,22 @@ def test_list_rules_by_prefix_with_paging(events: Any, rules: Rules) -> None:
     assert events.list_rules(NamePrefix=prefix + "9")["Rules"] == []
 
 
+def test_list_rule_names_by_target(events: Any, rules: Rules) -> None:
+    fn = f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:by-target-{uuid.uuid4().hex[:8]}"
+    names = sorted(
+        rules.put([{"Id": "t", "Arn": fn}], ScheduleExpression="rate(1 day)") for _ in range(3)
+    )
+    # a qualified ARN is another target, as on EventBridge
+    rules.put([{"Id": "t", "Arn": fn + ":live"}], ScheduleExpression="rate(1 day)")
+    first = events.list_rule_names_by_target(TargetArn=fn, Limit=2)
+    assert first["RuleNames"] == names[:2]
+    rest = events.list_rule_names_by_target(TargetArn=fn, NextToken=first["NextToken"])
+    assert rest["RuleNames"] == names[2:] and "NextToken" not in rest
+    assert events.list_rule_names_by_target(TargetArn=fn + "-none")["RuleNames"] == []
+    with pytest.raises(events.exceptions.ResourceNotFoundException):
+        events.list_rule_names_by_target(TargetArn=fn, EventBusName="other")
+
+
 def test_targets_are_lambda_functions_and_at_most_five(events: Any, rules: Rules) -> None:
     name = rules.put(EventPattern={"source": ["t"]})
     fn = f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:"
@@ -510,6 +526,7 @@ def test_raw_responses_fit_botocore_s_output_shapes(server: Server, rules: Rules
         ("PutTargets", {"Rule": name, "Targets": [{"Id": "a", "Arn": fn, "InputPath": "$.x"}]}),
         ("PutTargets", {"Rule": name, "Targets": [{"Id": "b", "Arn": "arn:aws:sqs:x:1:q"}]}),
         ("ListTargetsByRule", {"Rule": name}),
+        ("ListRuleNamesByTarget", {"TargetArn": fn}),
         ("PutEvents", {"Entries": [{"Source": "s", "DetailType": "d", "Detail": "{}"}, {}]}),
         ("TestEventPattern", {"EventPattern": '{"a": ["b"]}', "Event": "{}"}),
         ("RemoveTargets", {"Rule": name, "Ids": ["a"]}),

@@ -196,6 +196,16 @@ async def remove_targets(body: dict[str, Any], state: AppState) -> dict[str, Any
     return {"FailedEntryCount": 0, "FailedEntries": []}
 
 
+async def list_rule_names_by_target(body: dict[str, Any], state: AppState) -> dict[str, Any]:
+    names, token = _rules(state).rules_targeting(
+        body.get("TargetArn"), body.get("EventBusName"), body.get("NextToken"), body.get("Limit")
+    )
+    out: dict[str, Any] = {"RuleNames": names}
+    if token:
+        out["NextToken"] = token
+    return out
+
+
 async def list_targets_by_rule(body: dict[str, Any], state: AppState) -> dict[str, Any]:
     page, token = _rules(state).list_targets(
         body.get("Rule"), body.get("EventBusName"), body.get("NextToken"), body.get("Limit")
@@ -252,6 +262,7 @@ _OPERATIONS: dict[str, Callable[[dict[str, Any], AppState], Awaitable[dict[str, 
     "PutTargets": put_targets,
     "RemoveTargets": remove_targets,
     "ListTargetsByRule": list_targets_by_rule,
+    "ListRuleNamesByTarget": list_rule_names_by_target,
     "PutEvents": put_events,
     "TestEventPattern": test_event_pattern,
 }

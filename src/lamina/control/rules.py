@@ -195,6 +195,21 @@ class RuleService:
         next_token = listing.encode_marker("ListRules", page[-1]) if more else None
         return [self._rules[n] for n in page], next_token
 
+    def rules_targeting(
+        self, arn: Any, bus: Any, token: Any, limit: Any
+    ) -> tuple[list[str], str | None]:
+        """A page of the names of the rules with a target of exactly this ARN
+        (ListRuleNamesByTarget: a qualified function ARN is another target), and the token
+        of the next page if there is one."""
+        _check_name_length(arn, "targetArn", 1600)
+        self.bus(bus)
+        names = sorted(n for n, r in self._rules.items() if any(t.arn == arn for t in r.targets))
+        if token is not None:
+            after = listing.decode_marker("ListRuleNamesByTarget", token, _invalid_token)
+            names = [n for n in names if n > after]
+        page, more = _page(names, limit)
+        return page, listing.encode_marker("ListRuleNamesByTarget", page[-1]) if more else None
+
     def list_targets(
         self, name: Any, bus: Any, token: Any, limit: Any
     ) -> tuple[list[RuleTarget], str | None]:
@@ -479,18 +494,23 @@ def select_path(path: str, event: Any) -> Any:
 # -- small checks ------------------------------------------------------------------------
 
 
-def _check_name(value: Any, where: str, max_len: int = 64) -> str:
+def _check_name_length(value: Any, where: str, max_len: int) -> str:
     if not isinstance(value, str) or not 1 <= len(value) <= max_len:
         raise ValidationError(
             f"1 validation error detected: Value '{value}' at '{where}' failed to satisfy "
             f"constraint: Member must have length between 1 and {max_len}"
         )
-    if not _NAME.fullmatch(value):
+    return value
+
+
+def _check_name(value: Any, where: str, max_len: int = 64) -> str:
+    name = _check_name_length(value, where, max_len)
+    if not _NAME.fullmatch(name):
         raise ValidationError(
-            f"1 validation error detected: Value '{value}' at '{where}' failed to satisfy "
+            f"1 validation error detected: Value '{name}' at '{where}' failed to satisfy "
             f"constraint: Member must satisfy regular expression pattern: {_NAME_PATTERN}"
         )
-    return value
+    return name
 
 
 def _state(value: Any) -> RuleState:
