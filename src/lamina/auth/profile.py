@@ -103,7 +103,14 @@ def _announce(key_id: str, secret: str, settings: Settings) -> None:
         f"'{PROFILE}' in {creds} and {config}. Use it with:\n"
         f"    aws --profile {PROFILE} lambda list-functions\n"
         f'    boto3.Session(profile_name="{PROFILE}").client("lambda")\n'
-        "The `lamina` command finds it by itself. Make more keys with `lamina keys create`.",
+        "The `lamina` command finds it by itself. Make more keys with `lamina keys create`.\n"
+        + (
+            f"Sign in to the web console, {settings.endpoint_url}/console, with it: its secret "
+            f"is `aws configure get aws_secret_access_key --profile {PROFILE}` (kept out of "
+            "this log)."
+            if settings.console
+            else ""
+        ),
         file=sys.stderr,
         flush=True,
     )
