@@ -16,6 +16,8 @@ import httpx
 import pytest
 from tests.conftest import SIGNED_HTTP, Functions, Server, seen, wait_for, wait_seen
 
+pytestmark = pytest.mark.control_plane
+
 # Back-offs at this scale: retries after 0.3 s and 0.6 s; throttled events from 10 ms up
 # to 1.5 s.
 BASE_DELAY = 0.3

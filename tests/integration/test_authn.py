@@ -26,6 +26,8 @@ from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 from tests.conftest import ADMIN_KEY, SIGNED_HTTP, Functions, Server, free_port, lamina
 
+pytestmark = pytest.mark.control_plane
+
 _FN = "/2015-03-31/functions"
 
 

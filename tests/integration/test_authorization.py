@@ -15,6 +15,8 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from tests.conftest import SIGNED_HTTP, Functions, Server, lamina
 
+pytestmark = pytest.mark.control_plane
+
 ACCOUNT = "000000000000"
 ECHO = "def handler(event, context):\n    return {'ran': context.function_name}\n"
 

@@ -21,6 +21,8 @@ from lamina import event_patterns as patterns
 from lamina import limits
 from lamina.api.http_protocol import HEAD_MAX_BYTES
 
+pytestmark = pytest.mark.control_plane
+
 
 def signed(
     method: str, url: str, body: bytes = b"", headers: dict[str, str] | None = None

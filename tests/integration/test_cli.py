@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from tests.conftest import Server, free_port, lamina, lamina_env, make_zip
 
+pytestmark = pytest.mark.control_plane
+
 
 def test_deploy_invoke_ls_rm(server: Server, tmp_path: Path) -> None:
     src = tmp_path / "fn"

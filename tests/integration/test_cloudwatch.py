@@ -34,6 +34,8 @@ from tests.integration.test_stream_mappings import (  # noqa: F401 (fixtures)
     redis_key,
 )
 
+pytestmark = pytest.mark.control_plane
+
 CODE = """
 import time
 def handler(event, context):

@@ -29,6 +29,8 @@ from lamina import limits
 from lamina.control.s3_code import S3CodeFetcher, S3Location
 from lamina.errors import InvalidParameterValueError
 
+pytestmark = pytest.mark.control_plane
+
 # The credentials Lamina's S3 client finds in its environment (moto accepts any).
 S3_KEY = ("s3-reader", "s3-secret")
 

@@ -21,6 +21,8 @@ from tests.conftest import ROLE, Functions, Server, lamina, make_zip
 
 from lamina import code_signature
 
+pytestmark = pytest.mark.control_plane
+
 ACCOUNT = "000000000000"
 ARN = re.compile(r"arn:aws:lambda:us-east-1:000000000000:code-signing-config:(csc-[0-9a-f]{17})")
 LAST_MODIFIED = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+0000")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from tests.conftest import make_zip
 
 from lamina.cluster.api import ChangeHandler
@@ -20,6 +21,8 @@ from lamina.runtimes.catalog import RuntimeCatalog, RuntimeInfo
 from lamina.sandbox.fake import FakeBackend
 from lamina.server import create_app
 from lamina.settings import Settings
+
+pytestmark = pytest.mark.control_plane
 
 ROLE = "arn:aws:iam::000000000000:role/runner"
 FN = "/2015-03-31/functions"

@@ -9,6 +9,9 @@ import sys
 from pathlib import Path
 
 import botocore.session
+import pytest
+
+pytestmark = pytest.mark.control_plane
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools"))

@@ -28,6 +28,8 @@ from lamina.api.http_front import SANDBOX_CSP
 from lamina.auth.console_session import SessionTokens
 from lamina.store.sealed import KEY_FILE, Sealer
 
+pytestmark = pytest.mark.control_plane
+
 ECHO = "def handler(event, context):\n    print('console-line', event)\n    return event\n"
 FAIL = "def handler(event, context):\n    raise ValueError('no')\n"
 CONSOLE = {"X-Lamina-Console": "1"}

@@ -28,7 +28,10 @@ CODE = (
     "    return {'ok': event['n'], 'tmp_mode': oct(os.stat(path).st_mode & 0o777)}\n"
 )
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="checks another user's access")
+pytestmark = [
+    pytest.mark.control_plane,
+    pytest.mark.skipif(os.geteuid() != 0, reason="checks another user's access"),
+]
 
 
 @pytest.fixture

@@ -20,6 +20,8 @@ from typing import IO, Any
 import pytest
 from tests.conftest import Server, lamina, lamina_env
 
+pytestmark = pytest.mark.control_plane
+
 APP = """
 import time
 

@@ -23,6 +23,8 @@ from tests.integration.test_durable import (
     sdk,
 )
 
+pytestmark = pytest.mark.control_plane
+
 __all__ = ["sdk"]  # the fixture, shared with test_durable
 
 SLOW_STEP = """

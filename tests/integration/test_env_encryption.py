@@ -10,7 +10,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 from tests.conftest import ROLE, make_zip
+
+pytestmark = pytest.mark.control_plane
 
 ECHO = "import os\ndef handler(e, c):\n    return os.environ.get(e['name'])\n"
 

@@ -10,6 +10,8 @@ import botocore.session
 import pytest
 from tests.conftest import ROLE, Functions, Server, make_zip
 
+pytestmark = pytest.mark.control_plane
+
 CODE = "def handler(event, context):\n    return event\n"
 REGION, ACCOUNT = "us-east-1", "000000000000"
 EMPTY_DESTINATIONS: dict[str, dict[str, str]] = {"OnSuccess": {}, "OnFailure": {}}

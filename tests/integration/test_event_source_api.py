@@ -32,6 +32,8 @@ from tests.conftest import (
 )
 from tests.integration.test_authorization import client, new_key
 
+pytestmark = pytest.mark.control_plane
+
 REGION = "us-east-1"
 ACCOUNT = "000000000000"
 ECHO = "def handler(event, context):\n    return event\n"

@@ -30,6 +30,8 @@ from lamina.store.engine import open_database
 from lamina.store.event_sources import EventSourceStore
 from lamina.store.sealed import Sealer
 
+pytestmark = pytest.mark.control_plane
+
 T = TypeVar("T")
 
 

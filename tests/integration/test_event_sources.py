@@ -21,6 +21,8 @@ from tests.conftest import SIGNED_HTTP, Functions, Server, seen, wait_for
 from tests.integration._mappings import delete_mapping, wait_state
 from tests.integration.test_code_from_s3 import moto_server
 
+pytestmark = pytest.mark.control_plane
+
 RECORDER = """
 import base64, json, time
 def handler(event, context):

@@ -18,6 +18,8 @@ from botocore.exceptions import ClientError
 from botocore.validate import ParamValidator
 from tests.conftest import SIGNED_HTTP, Functions, Server, seen, wait_for, wait_seen
 
+pytestmark = pytest.mark.control_plane
+
 # The recorder prints what it got; its log file under the data directory is read back.
 RECORDER = """
 import json, time

@@ -22,6 +22,8 @@ import pytest
 from botocore.exceptions import ClientError
 from tests.conftest import ROLE, Server, make_zip
 
+pytestmark = pytest.mark.control_plane
+
 HELLO = "def handler(event, context):\n    return 'hi'\n"
 ACCOUNT = "000000000000"
 REGION = "us-east-1"

@@ -28,6 +28,8 @@ from tests.integration.test_authorization import client, new_key
 
 from lamina.settings import default_workers
 
+pytestmark = pytest.mark.control_plane
+
 ECHO = "def handler(event, context):\n    return {'got': event, 'fn': context.function_name}\n"
 
 

@@ -15,6 +15,8 @@ import pytest
 from botocore.exceptions import ClientError
 from tests.conftest import ROLE, Functions, Server, make_zip
 
+pytestmark = pytest.mark.control_plane
+
 HELLO = "def handler(event, context):\n    return {'hello': event.get('name', 'world')}\n"
 ARN = re.compile(r"arn:aws:lambda:us-east-1:000000000000:function:[a-zA-Z0-9_-]+")
 LAST_MODIFIED = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+0000")

@@ -24,6 +24,8 @@ from tests.conftest import ROLE, SIGNED, Server, allow_event_sources, make_zip
 
 from lamina.api.app import build_app
 
+pytestmark = pytest.mark.control_plane
+
 DEEP = ("[" * 100_000 + "]" * 100_000).encode()
 #: whole bodies that are not a JSON object of the right members
 BODIES: list[bytes] = [

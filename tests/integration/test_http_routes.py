@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from tests.conftest import SIGNED_HTTP, Functions, Server, fetch, lamina
 
+pytestmark = pytest.mark.control_plane
+
 ECHO = """
 import json
 

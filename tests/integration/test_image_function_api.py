@@ -14,6 +14,8 @@ from botocore.exceptions import ClientError
 from tests.cluster._engines import free_port
 from tests.conftest import ROLE, Functions, Server, lamina
 
+pytestmark = pytest.mark.control_plane
+
 HELLO = "def handler(event, context):\n    return 1\n"
 
 

@@ -38,9 +38,10 @@ from lamina.images import (
 from lamina.images.reference import Registries
 from lamina.images.store import ImageStore
 
-pytestmark = pytest.mark.skipif(
-    bool(missing_tools()), reason=f"needs {', '.join(missing_tools())} (apt)"
-)
+pytestmark = [
+    pytest.mark.control_plane,
+    pytest.mark.skipif(bool(missing_tools()), reason=f"needs {', '.join(missing_tools())} (apt)"),
+]
 
 T = TypeVar("T")
 ECR = "123456789012.dkr.ecr.us-east-1.amazonaws.com"

@@ -20,9 +20,10 @@ from lamina.images import InvalidImage
 from lamina.images.reference import Registries
 from lamina.images.store import ImageStore
 
-pytestmark = pytest.mark.skipif(
-    bool(missing_tools()), reason=f"needs {', '.join(missing_tools())} (apt)"
-)
+pytestmark = [
+    pytest.mark.control_plane,
+    pytest.mark.skipif(bool(missing_tools()), reason=f"needs {', '.join(missing_tools())} (apt)"),
+]
 
 #: compressible, so that a flipped byte breaks the deflate stream itself
 TEXT = "".join(f"line {i}: {random.Random(i).random()}\n" for i in range(60_000))

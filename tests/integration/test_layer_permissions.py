@@ -14,6 +14,8 @@ from botocore.exceptions import ClientError
 from tests.conftest import ROLE, Functions, Server, make_zip
 from tests.integration.test_authorization import client, new_key
 
+pytestmark = pytest.mark.control_plane
+
 ACCOUNT = "000000000000"
 CODE = "def handler(event, context):\n    return 1\n"
 

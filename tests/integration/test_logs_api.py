@@ -12,6 +12,8 @@ import pytest
 from botocore.exceptions import ClientError
 from tests.conftest import SIGNED_HTTP, Functions, Server
 
+pytestmark = pytest.mark.control_plane
+
 PRINTER = """
 def handler(event, context):
     for i in range(event.get("lines", 0)):

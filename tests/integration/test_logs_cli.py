@@ -14,9 +14,12 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 import click
+import pytest
 from tests.conftest import Functions, Server, lamina, lamina_env
 
 from lamina.cli.logs import format_event, parse_since, short_stream
+
+pytestmark = pytest.mark.control_plane
 
 PRINTER = """
 def handler(event, context):

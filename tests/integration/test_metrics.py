@@ -13,6 +13,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import ROLE, Server, make_zip
 
+pytestmark = pytest.mark.control_plane
+
 CODE = """
 import os, time
 def handler(event, context):

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
+import pytest
 from tests._rabbit import URL, declare, private_vhost, publish
 from tests.unit.lease_fakes import FakeDirectory, LeaseBoard
 from tests.unit.source_fakes import FakeControl, FakeInvoker, mapping
@@ -37,6 +38,8 @@ from lamina.mappings import Connection, EventSourceMapping, SourceKind
 from lamina.observability import Metrics
 from lamina.settings import Settings
 from lamina.store.rules import RuleStore
+
+pytestmark = pytest.mark.control_plane
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
 FN = "arn:aws:lambda:us-east-1:000000000000:function:fn"

@@ -10,6 +10,8 @@ import botocore.session
 import pytest
 from tests.conftest import ROLE, Functions, Server, make_zip
 
+pytestmark = pytest.mark.control_plane
+
 _MODEL = botocore.session.get_session().get_service_model("lambda")
 CODE = "def handler(event, context):\n    return 1\n"
 ARN = "arn:aws:lambda:us-east-1:000000000000:function:"

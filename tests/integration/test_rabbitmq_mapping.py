@@ -37,6 +37,8 @@ from tests.integration._mappings import (
 
 from lamina.runtimes.images import SdkState
 
+pytestmark = pytest.mark.control_plane
+
 ROLE_NAME = "rmq-reader"
 ROLE_ARN = f"arn:aws:iam::000000000000:role/{ROLE_NAME}"
 #: what a RabbitMQ mapping's execution role needs (as AWS asks `mq:DescribeBroker` of it)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from botocore.credentials import Credentials
 from tests.conftest import (
     SIGNED_HTTP,
@@ -27,6 +28,8 @@ from tests.conftest import (
 from tests.integration.test_authorization import new_key
 
 from lamina.cli.signing import Signer
+
+pytestmark = pytest.mark.control_plane
 
 FAILING = """
 import os

@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 from tests.conftest import Functions
 
+pytestmark = pytest.mark.control_plane
+
 CODE = "def handler(event, context):\n    return 1\n"
 ARN = "arn:aws:lambda:us-east-1:000000000000:function:"
 

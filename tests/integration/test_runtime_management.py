@@ -14,6 +14,8 @@ import pytest
 from botocore.exceptions import ClientError
 from tests.conftest import Functions, Server
 
+pytestmark = pytest.mark.control_plane
+
 ACCOUNT = "000000000000"
 CODE = "def handler(event, context):\n    return {'ok': True}\n"
 VERSION_ARN = re.compile(r"arn:aws:lambda:us-east-1::runtime:[0-9a-f]{64}")

@@ -15,6 +15,8 @@ import pytest
 from botocore.exceptions import ClientError
 from tests.conftest import SIGNED_HTTP, Functions, Server, wait_for
 
+pytestmark = pytest.mark.control_plane
+
 ACCOUNT = "000000000000"
 VPC = {"SubnetIds": ["subnet-0a1b2c"], "SecurityGroupIds": ["sg-0a1b2c"]}
 OPERATOR = {"CapacityProviderOperatorRoleArn": f"arn:aws:iam::{ACCOUNT}:role/operator"}

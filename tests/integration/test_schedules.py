@@ -17,6 +17,8 @@ import pytest
 from tests.conftest import SIGNED_HTTP, Functions, Server, lamina, seen, wait_for, wait_seen
 from tests.integration.test_events_api import RECORDER, queued
 
+pytestmark = pytest.mark.control_plane
+
 RATE = 60  # schedule time runs 60x: rate(1 minute) fires every second
 
 

@@ -23,6 +23,8 @@ from lamina.events.sources.api import SourceUnavailable
 from lamina.events.sources.invoker import SchedulerInvoker
 from lamina.settings import Settings
 
+pytestmark = pytest.mark.control_plane
+
 RECORD = {"requestContext": {"condition": "RetryAttemptsExhausted"}, "version": "1.0"}
 
 

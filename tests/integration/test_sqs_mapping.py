@@ -39,6 +39,8 @@ from tests.integration.test_traces import Receiver
 
 from lamina.runtimes.images import SdkState
 
+pytestmark = pytest.mark.control_plane
+
 # The moto SQS endpoint, a client of it and the test's queues (shared with test_sqs_source).
 endpoint = _sqs.endpoint
 sqs = _sqs.sqs

@@ -31,6 +31,8 @@ from lamina.mappings import (
     SourceKind,
 )
 
+pytestmark = pytest.mark.control_plane
+
 T = TypeVar("T")
 
 # The moto SQS endpoint, a client of it and the test's queues (shared with test_sqs_mapping).

@@ -25,6 +25,8 @@ from tests.conftest import (
     wait_for,
 )
 
+pytestmark = pytest.mark.control_plane
+
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "sam"
 
 

@@ -7,10 +7,13 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 from botocore.credentials import Credentials
 from tests.conftest import SIGNED_HTTP, Server, lamina
 
 from lamina.cli.signing import Signer
+
+pytestmark = pytest.mark.control_plane
 
 RECORD = {
     "TemplatePath": "/apps/one/template.yaml",

@@ -14,6 +14,8 @@ import pytest
 from tests.conftest import Server, lamina, seen, wait_seen
 from tests.integration.test_events_api import RECORDER
 
+pytestmark = pytest.mark.control_plane
+
 TEMPLATE = """\
 AWSTemplateFormatVersion: "2010-09-09"
 Transform: AWS::Serverless-2016-10-31

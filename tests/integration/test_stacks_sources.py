@@ -15,6 +15,8 @@ import pytest
 from tests.conftest import Server, lamina, wait_for, wait_seen
 from tests.integration import test_event_sources as _event_sources
 
+pytestmark = pytest.mark.control_plane
+
 TEMPLATE = """\
 AWSTemplateFormatVersion: "2010-09-09"
 Transform: AWS::Serverless-2016-10-31

@@ -26,6 +26,8 @@ from tests.integration._mappings import delete_mapping, wait_state
 
 from lamina.runtimes.images import SdkState
 
+pytestmark = pytest.mark.control_plane
+
 NATS_URL = "nats://127.0.0.1:4222"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 

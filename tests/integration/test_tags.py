@@ -10,6 +10,8 @@ from botocore.exceptions import ClientError
 from tests.conftest import Functions, Server
 from tests.integration.test_authorization import client, new_key
 
+pytestmark = pytest.mark.control_plane
+
 CODE = "def handler(event, context):\n    return 1\n"
 ARN = "arn:aws:lambda:us-east-1:000000000000:function:"
 

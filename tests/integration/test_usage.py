@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 from tests.conftest import SIGNED_HTTP, Functions, Server, lamina
 
+pytestmark = pytest.mark.control_plane
+
 CODE = """
 import time
 def handler(event, context):

@@ -15,6 +15,8 @@ import httpx
 import pytest
 from tests.conftest import ROLE, Functions, Server, make_zip
 
+pytestmark = pytest.mark.control_plane
+
 
 def code(answer: str) -> str:
     return f"def handler(event, context):\n    return [{answer!r}, context.invoked_function_arn]\n"
