@@ -63,6 +63,13 @@ TEST_RUNTIMES = ("python3.11", "nodejs20.x", "nodejs22.x", "nodejs18.x")
 
 
 @pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    """The `anyio` tests run on asyncio, Lamina's event loop (uvicorn's), only: not also on
+    trio, which anyio picks up once installed (Selenium brings it for the console's tests)."""
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
 def runtime_images() -> dict[str, SdkState]:
     """Install the test runtimes' bundled SDKs into the shared runtime cache (from PyPI and
     npm the first time), so no test's first invoke waits for a download."""
