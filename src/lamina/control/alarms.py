@@ -26,6 +26,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from lamina.control.metric_queries import (
+    PERCENTILE,
+    STATISTICS,
     InvalidNextToken,
     InvalidParameterCombination,
     InvalidParameterValue,
@@ -58,8 +60,6 @@ COMPARISONS: dict[str, tuple[str, Callable[[float, float], bool]]] = {
     "LessThanOrEqualToThreshold": ("less than or equal to", lambda v, t: v <= t),
 }
 MISSING = ("missing", "ignore", "breaching", "notBreaching")
-STATISTICS = ("SampleCount", "Average", "Sum", "Minimum", "Maximum")
-_PERCENTILE = re.compile(r"p(\d{1,2}(?:\.\d{1,2})?|100(?:\.0{1,2})?)")
 _FUNCTION_ARN = re.compile(
     r"arn:aws[a-zA-Z-]*:lambda:([a-z0-9-]+):(\d{12}):function:([a-zA-Z0-9-_]{1,64})"
     r"(?::(\$LATEST|[a-zA-Z0-9-_]{1,128}))?"
@@ -160,7 +160,7 @@ class AlarmService:
                 f"The parameter Statistic must be one of {', '.join(STATISTICS)}."
             )
         if extended is not None and (
-            not isinstance(extended, str) or not _PERCENTILE.fullmatch(extended)
+            not isinstance(extended, str) or not PERCENTILE.fullmatch(extended)
         ):
             raise InvalidParameterValue(
                 "The parameter ExtendedStatistic must be a percentile pNN.NN (other extended "

@@ -54,7 +54,7 @@ MAX_DATAPOINTS = 1440
 MAX_QUERIES = 500
 DEFAULT_MAX_DATAPOINTS = 100_800
 LIST_PAGE = 500
-_PERCENTILE = re.compile(r"p(\d{1,2}(?:\.\d{1,2})?|100(?:\.0{1,2})?)")
+PERCENTILE = re.compile(r"p(\d{1,2}(?:\.\d{1,2})?|100(?:\.0{1,2})?)")
 _QUERY_ID = re.compile(r"[a-z][a-zA-Z0-9_]*")
 _RECENT_S = 3 * 3600
 
@@ -128,7 +128,7 @@ def _statistic(stat: str, agg: Aggregate) -> float:
 
 
 def _check_stat(stat: Any, member: str) -> str:
-    if isinstance(stat, str) and (stat in STATISTICS or _PERCENTILE.fullmatch(stat)):
+    if isinstance(stat, str) and (stat in STATISTICS or PERCENTILE.fullmatch(stat)):
         return stat
     raise InvalidParameterValue(
         f"The parameter {member} must be one of {', '.join(STATISTICS)} or a percentile "
@@ -257,7 +257,7 @@ class MetricQueries:
                     f"The parameter Statistics.member must be one of {', '.join(STATISTICS)}."
                 )
         for s in extended:
-            if not isinstance(s, str) or not _PERCENTILE.fullmatch(s):
+            if not isinstance(s, str) or not PERCENTILE.fullmatch(s):
                 raise InvalidParameterValue(
                     f"The parameter ExtendedStatistics.member {s!r} is not a percentile pNN.NN "
                     "(other extended statistics are not supported)."
