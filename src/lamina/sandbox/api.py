@@ -73,6 +73,28 @@ Container-image functions (`spec.image_root`, an image's unpacked root filesyste
   `RuntimeSpec` with its `image_root`). The image roots it names are the whole set in use:
   a backend keeps nothing ready for an image it is no longer told about (a function of that
   image still starts; it pays the isolation then).
+
+SnapStart templates (`spec.snapshot`; see `Template`):
+- A backend that can snapshot a runtime (`can_snapshot(spec)`: the Python bootstrap, run in
+  a warm interpreter, `python_in_zygote`) makes a *template* sandbox as any other; its
+  runtime runs the function's init, its before-snapshot hooks, then stops at its snapshot
+  point instead of asking for an invocation. `snapshotted()` returns once it is there, as
+  a `Template`; it raises `SandboxError` if the runtime exits first (its init failed: the
+  Runtime API has had its error), or for a spec the backend cannot snapshot
+  (`SNAPSHOT_UNSUPPORTED`, raised by `create()` already).
+- `Template.restore(spec)` makes a sandbox whose runtime is a copy of the template's at its
+  snapshot point (a fork: module state kept, pages shared copy-on-write). It has the whole
+  `Sandbox` contract: `prepare()` gives its own Runtime API, `start(env)` hands the copy its
+  environment (the copy's `os.environ` becomes `env`, `env["AWS_LAMBDA_RUNTIME_API"]` its
+  Runtime API) and lets it go on: it asks `GET /runtime/restore/next`, runs the
+  after-restore hooks, then asks for invocations. `spec.argv`, the paths, the interpreter
+  and the extensions are the template's; `spec.memory_mb` is the function's whole limit,
+  the template's share included; `spec.output_fd`, `network`, `vpc` and the scratch
+  directory are the copy's own. A restored sandbox is as isolated as any other (its own
+  namespaces, cgroup, /tmp, network): the template's connections are closed, its /tmp
+  files copied, nothing of it is writable by the copy.
+- `Template.destroy()` kills the template and every sandbox restored from it; a second
+  call is a no-op. Restoring from a destroyed template fails `prepare()` with SandboxError.
 """
 
 from __future__ import annotations
@@ -149,6 +171,8 @@ class SandboxError(Exception):
 IMAGE_NEEDS_NAMESPACE = (
     "container-image functions need the namespace sandbox (lamina serve --sandbox namespace)"
 )
+#: why a backend refuses to snapshot a runtime (`spec.snapshot`)
+SNAPSHOT_UNSUPPORTED = "SnapStart needs a Python runtime (its bootstrap run in a warm interpreter)"
 #: the PATH an image's entry point is looked up in when its environment sets none
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 
@@ -193,6 +217,9 @@ class SandboxSpec:
     image_root: Path | None = None
     #: the runtime's working directory as it sees it; None: /var/task (a zip function's)
     working_dir: str | None = None
+    #: a SnapStart template: the runtime stops at its snapshot point after its init (see
+    #: the module's contract and `Sandbox.snapshotted`)
+    snapshot: bool = False
 
 
 @dataclass(frozen=True)
@@ -280,6 +307,27 @@ class Sandbox(Protocol):
 
     async def destroy(self) -> None: ...
 
+    async def snapshotted(self) -> Template:
+        """For a sandbox made with `spec.snapshot`: the template, once its runtime is at its
+        snapshot point (see the module's contract). Raises SandboxError if it exits first."""
+        ...
+
+
+class Template(Protocol):
+    """An initialised runtime held at its snapshot point: what restored sandboxes copy."""
+
+    def restore(self, spec: SandboxSpec) -> Sandbox:
+        """A new sandbox copied from the template (no blocking I/O, as `create()`)."""
+        ...
+
+    def memory_usage_mb(self) -> int | None:
+        """The memory the template itself holds (MB), charged once to the node, or None."""
+        ...
+
+    async def destroy(self) -> None:
+        """Kill the template and every sandbox restored from it. Idempotent."""
+        ...
+
 
 class SandboxBackend(Protocol):
     #: "process", "namespace", "fake"
@@ -305,6 +353,10 @@ class SandboxBackend(Protocol):
 
     def create(self, spec: SandboxSpec) -> Sandbox:
         """Allocate a sandbox (scratch directory and the like); start nothing yet."""
+        ...
+
+    def can_snapshot(self, spec: SandboxSpec) -> bool:
+        """True if a sandbox of `spec` (with `snapshot` set) can become a template."""
         ...
 
     async def close(self) -> None:

@@ -19,12 +19,14 @@ from typing import Any
 
 from lamina.runtimes.python import bootstrap
 from lamina.sandbox.api import (
+    SNAPSHOT_UNSUPPORTED,
     ExitCallback,
     ExitWatch,
     RuntimeApiEndpoint,
     RuntimeSpec,
     SandboxError,
     SandboxSpec,
+    Template,
     connect_local,
     local_runtime_api,
 )
@@ -134,6 +136,9 @@ class FakeSandbox:
                 await asyncio.wait_for(asyncio.shield(self._exit.done), timeout=5)
         shutil.rmtree(self._scratch, ignore_errors=True)
 
+    async def snapshotted(self) -> Template:
+        raise SandboxError(SNAPSHOT_UNSUPPORTED)
+
 
 class FakeBackend:
     name = "fake"
@@ -148,6 +153,9 @@ class FakeBackend:
 
     def start(self) -> None:
         pass
+
+    def can_snapshot(self, spec: SandboxSpec) -> bool:
+        return False
 
     def expect(self, runtimes: Sequence[RuntimeSpec]) -> None:
         pass

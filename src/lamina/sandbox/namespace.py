@@ -56,12 +56,14 @@ from lamina.sandbox._pool import PreparedPool
 from lamina.sandbox._signals import signal_main_thread
 from lamina.sandbox._zygotes import Zygote, ZygoteError, close_fd, send
 from lamina.sandbox.api import (
+    SNAPSHOT_UNSUPPORTED,
     ExitCallback,
     ExitWatch,
     RuntimeApiEndpoint,
     RuntimeSpec,
     SandboxError,
     SandboxSpec,
+    Template,
 )
 
 log = logging.getLogger(__name__)
@@ -360,6 +362,9 @@ class NamespaceSandbox:
             await asyncio.wait_for(asyncio.shield(child.exit.done), 10)
         await self._backend.release(child)
 
+    async def snapshotted(self) -> Template:
+        raise SandboxError(SNAPSHOT_UNSUPPORTED)
+
 
 class NamespaceBackend:
     name = "namespace"
@@ -417,6 +422,9 @@ class NamespaceBackend:
 
     def start(self) -> None:
         pass
+
+    def can_snapshot(self, spec: SandboxSpec) -> bool:
+        return False
 
     def expect(self, runtimes: Sequence[RuntimeSpec]) -> None:
         """Start the zygotes of these runtimes and fill their pools (in the background).

@@ -29,12 +29,14 @@ from lamina.sandbox._signals import signal_main_thread
 from lamina.sandbox.api import (
     IMAGE_NEEDS_NAMESPACE,
     RUNTIME_UMASK,
+    SNAPSHOT_UNSUPPORTED,
     ExitCallback,
     ExitWatch,
     RuntimeApiEndpoint,
     RuntimeSpec,
     SandboxError,
     SandboxSpec,
+    Template,
     connect_local,
     local_runtime_api,
 )
@@ -265,6 +267,9 @@ class ProcessSandbox:
             None, lambda: shutil.rmtree(self._dir, ignore_errors=True)
         )
 
+    async def snapshotted(self) -> Template:
+        raise SandboxError(SNAPSHOT_UNSUPPORTED)
+
 
 class ProcessBackend:
     name = "process"
@@ -282,6 +287,9 @@ class ProcessBackend:
 
     def start(self) -> None:
         pass
+
+    def can_snapshot(self, spec: SandboxSpec) -> bool:
+        return False
 
     def expect(self, runtimes: Sequence[RuntimeSpec]) -> None:
         pass

@@ -7,7 +7,7 @@ import socket
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
-from lamina.sandbox.api import ExitCallback, RuntimeApiEndpoint, Sandbox, SandboxError
+from lamina.sandbox.api import ExitCallback, RuntimeApiEndpoint, Sandbox, SandboxError, Template
 
 
 class SafeSandbox:
@@ -112,6 +112,19 @@ class SafeSandbox:
     async def destroy(self) -> None:
         async with self._lock:
             await self._destroy_locked()
+
+    async def snapshotted(self) -> Template:
+        """The template (see `Sandbox.snapshotted`); not under the lock, as it waits for
+        the runtime's init. A failure destroys the sandbox."""
+        if self._dead or not self._started:
+            raise SandboxError(f"sandbox {self.id} is not a started template")
+        try:
+            return await self._inner.snapshotted()
+        except BaseException as e:
+            await self.destroy()
+            if isinstance(e, SandboxError | asyncio.CancelledError):
+                raise
+            raise SandboxError(f"sandbox {self.id} failed to snapshot: {e}") from e
 
     async def _destroy_locked(self) -> None:
         if self._dead:
