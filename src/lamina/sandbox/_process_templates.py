@@ -10,10 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import socket
 from collections.abc import Awaitable, Callable, Mapping
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 from lamina.sandbox._templates import TemplateChannel, send_go
 from lamina.sandbox.api import (
@@ -24,9 +23,6 @@ from lamina.sandbox.api import (
     local_runtime_api,
 )
 from lamina.sandbox.process import ProcessSandbox
-
-if TYPE_CHECKING:
-    from lamina.sandbox.process import ProcessBackend
 
 
 async def wait_template(
@@ -50,7 +46,7 @@ class ProcessTemplate:
 
     def restore(self, spec: SandboxSpec) -> Sandbox:
         backend = self._sandbox.backend
-        copy = RestoredProcessSandbox(spec, self._sandbox.root, backend, self.channel)
+        copy = RestoredProcessSandbox(spec, self._sandbox, self.channel)
         if backend is not None:
             backend.watch(copy)
         return copy
@@ -74,16 +70,15 @@ class RestoredProcessSandbox(ProcessSandbox):
     """A sandbox whose runtime is a fork of a template's (see `api.py`)."""
 
     def __init__(
-        self,
-        spec: SandboxSpec,
-        root: Path,
-        backend: ProcessBackend | None,
-        channel: TemplateChannel,
+        self, spec: SandboxSpec, template: ProcessSandbox, channel: TemplateChannel
     ) -> None:
-        super().__init__(spec, root, backend)
+        super().__init__(spec, template.root, template.backend)
+        self._template_tmp = template.scratch_dir
         self._channel = channel
 
     async def prepare(self) -> RuntimeApiEndpoint:
+        if self._channel.closed:
+            raise SandboxError("the SnapStart template is gone")
         return local_runtime_api()
 
     async def start(
@@ -92,7 +87,11 @@ class RestoredProcessSandbox(ProcessSandbox):
         extensions_started: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, lambda: self._scratch.mkdir(parents=True, mode=0o700))
+        # Its TMPDIR starts as the template's was (what the init wrote there), as a
+        # restored environment's /tmp does.
+        await loop.run_in_executor(
+            None, lambda: shutil.copytree(self._template_tmp, self._scratch, symlinks=True)
+        )
         made = await self._channel.copy()
         with contextlib.closing(made.ctl):
             self._proc = _Copied(made.pid)  # type: ignore[assignment]
