@@ -30,11 +30,12 @@ from enum import Enum, IntEnum
 from pathlib import Path
 
 from lamina import limits
+from lamina.errors import LaminaError, SnapStartError, SnapStartTimeoutError
 from lamina.models import FunctionConfig, InvokeRequest, InvokeResult
 from lamina.observability import LogWriter, Metrics, Report
 from lamina.runtime_api import Invocation, RuntimeApiServer, RuntimeOutcome
 from lamina.runtime_api.extensions import SHUTDOWN_EXTERNAL_S, SHUTDOWN_INTERNAL_S, Extension
-from lamina.sandbox import SafeSandbox, SandboxBackend, SandboxError, SandboxSpec
+from lamina.sandbox import SafeSandbox, SandboxBackend, SandboxError, SandboxSpec, Template
 from lamina.scheduler.debugging import Debugger, DebugRelay, open_relay
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,13 @@ _PLATFORM_ERRORS = frozenset(
     {"Runtime.ExitError", "Runtime.OutOfMemory", "Function.ResponseSizeTooLarge"}
 )
 
+
+#: Lambda's messages (botocore's model) for a restore that failed
+HOOK_FAILED = (
+    "The afterRestore() runtime hook encountered an error. For more information, check the "
+    "Amazon CloudWatch logs."
+)
+RESTORE_TIMED_OUT = "Lambda couldn't restore the snapshot within the timeout limit."
 
 _NOT_DELIVERED = "Lamina.NotDelivered"
 _TIMED_OUT = "Sandbox.Timedout"
@@ -97,11 +105,13 @@ class IllegalTransition(RuntimeError):
 
 
 class InitFailed(Exception):
-    """The environment never became ready; `payload` is what the caller gets (an error)."""
+    """The environment never became ready; `payload` is what the caller gets (an error), or
+    `error` is raised to it instead (a SnapStart restore that failed: SnapStartException)."""
 
-    def __init__(self, payload: bytes) -> None:
+    def __init__(self, payload: bytes, error: LaminaError | None = None) -> None:
         super().__init__(payload.decode(errors="replace"))
         self.payload = payload
+        self.error = error
 
 
 def _error_payload(error_type: str, message: str) -> bytes:
@@ -195,13 +205,30 @@ class EnvironmentContext:
 
 
 class Environment:
-    """One execution environment. `on_gone(env)` runs once, after it is fully torn down."""
+    """One execution environment. `on_gone(env)` runs once, after it is fully torn down.
+
+    SnapStart (see `scheduler.snapshots`): `snapshot` makes the environment a version's
+    template: its init runs (INIT_START, logs, errors as any init) and `start()` returns once
+    the runtime is at its snapshot point, with `template` set; it never takes invocations.
+    `template` given restores the environment from it instead of making a sandbox: its
+    runtime skips init, and the time until it asks for work is its Restore Duration."""
 
     def __init__(
-        self, ctx: EnvironmentContext, on_gone: Callable[[Environment], None] | None = None
+        self,
+        ctx: EnvironmentContext,
+        on_gone: Callable[[Environment], None] | None = None,
+        *,
+        template: Template | None = None,
+        snapshot: bool = False,
     ) -> None:
         self.id = uuid.uuid4().hex
         self.ctx = ctx
+        #: the template this environment is restored from (None: an ordinary start)
+        self.restored_from = template
+        self._snapshot = snapshot
+        #: a template environment's template, once its runtime is at its snapshot point
+        self.template: Template | None = None
+        self._restore_failure: LaminaError | None = None
         self._on_gone = on_gone
         self.state = EnvState.STARTING
         self.last_used = time.monotonic()
@@ -226,6 +253,9 @@ class Environment:
             on_parked=self._on_parked,
         )
         self._telemetry = self._api.telemetry
+        if template is not None:
+            self._api.restoring = True
+            self._api.on_restore_error = self._on_restore_error
         #: released when the runtime may start: every external extension registered
         self._gate: asyncio.Future[None] | None = None
         #: set while the extensions finish an invocation the runtime has answered
@@ -339,9 +369,14 @@ class Environment:
         t0 = time.perf_counter()
         extensions: tuple[str, ...] = ()
         ext_output: int | None = None
-        self._telemetry.init_start(
-            ctx.config.name, ctx.config.version, self.id, ctx.config.memory_size
-        )
+        if self.restored_from is not None:
+            self._telemetry.restore_start(
+                ctx.config.name, ctx.config.version, self.id, ctx.config.memory_size
+            )
+        else:
+            self._telemetry.init_start(
+                ctx.config.name, ctx.config.version, self.id, ctx.config.memory_size, self._kind
+            )
         self._log.listener = self._line
         try:
             if ctx.opt_dir is not None:
@@ -372,8 +407,12 @@ class Environment:
                 extension_output_fd=ext_output,
                 image_root=ctx.image_root,
                 working_dir=ctx.working_dir,
+                snapshot=self._snapshot,
             )
-            self._sandbox = SafeSandbox(ctx.backend.create(spec))
+            if self.restored_from is not None:
+                self._sandbox = SafeSandbox(self.restored_from.restore(spec))
+            else:
+                self._sandbox = SafeSandbox(ctx.backend.create(spec))
             self._telemetry.connect = self._sandbox.connect
             try:
                 endpoint = await self._sandbox.prepare()
@@ -416,6 +455,10 @@ class Environment:
                 os.close(output)  # the runtime holds its own copy now
                 self._close_extension_output()
             self._sandbox.on_exit(self._on_exit)
+            if self._snapshot:
+                task = self._loop.create_task(self._snapshotted())
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
             t3 = time.perf_counter()
             phase.labels("sandbox", runtime).observe(t1 - t0)
             phase.labels("start", runtime).observe(t3 - t1)
@@ -434,16 +477,20 @@ class Environment:
                 ) from e
             log.error("environment %s failed to start: %s", self.id, e)
             raise InitFailed(_error_payload("Runtime.Unknown", f"Environment failed: {e}")) from e
+        budget = self._phase_timeout
         try:
-            left = limits.INIT_TIMEOUT_S - (time.perf_counter() - t1)
+            left = budget - (time.perf_counter() - t1)
             if ctx.debugger is not None:
                 left = float("inf")  # the init phase may wait for a debugger client
             failure = await asyncio.wait_for(asyncio.shield(self._ready), max(left, 0.001))
         except TimeoutError:
+            phase_name = "Restore" if self.restored_from is not None else "Init"
             failure = _error_payload(
                 "Sandbox.Timedout",
-                f"Error: Init phase timed out after {limits.INIT_TIMEOUT_S:.2f} seconds",
+                f"Error: {phase_name} phase timed out after {budget:.2f} seconds",
             )
+            if self.restored_from is not None:
+                self._restore_failure = SnapStartTimeoutError(RESTORE_TIMED_OUT)
         except asyncio.CancelledError:
             await self.destroy()
             raise
@@ -452,7 +499,7 @@ class Environment:
             self._api.take_current()
             self._runtime_exited = True  # a failed init gets no SHUTDOWN
             await self.destroy()
-            raise InitFailed(failure)
+            raise InitFailed(failure, self._restore_failure)
         t4 = time.perf_counter()
         self._init_telemetry("success", (t4 - t0) * 1000, None)
         phase.labels("init", runtime).observe(t4 - t3)
@@ -470,6 +517,50 @@ class Environment:
                 raise InitFailed(_error_payload("Runtime.ExitError", "Error: Runtime exited"))
             return
         self._move(EnvState.IDLE)
+
+    @property
+    def _kind(self) -> str:
+        """The Telemetry API's initializationType of this environment's init."""
+        if self._snapshot or self.restored_from is not None:
+            return "snap-start"
+        return self.ctx.base_env.get("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand")
+
+    @property
+    def _phase_timeout(self) -> float:
+        if self.restored_from is not None:
+            return limits.RESTORE_TIMEOUT_S
+        if self._snapshot:
+            return limits.SNAPSHOT_INIT_TIMEOUT_S
+        return limits.INIT_TIMEOUT_S
+
+    async def _snapshotted(self) -> None:
+        """A template's runtime reached its snapshot point: its init is over."""
+        assert self._sandbox is not None
+        try:
+            self.template = await self._sandbox.snapshotted()
+        except SandboxError as e:
+            if not self._ready.done():  # the exit callback says why, if it came first
+                self._ready.set_result(_error_payload("Runtime.ExitError", f"Error: {e}"))
+            return
+        if not self._ready.done():
+            self._ready.set_result(None)
+
+    def detach_template(self) -> Template:
+        """A template environment whose start succeeded: hand its template over (the
+        template owns its runtime now) and close the rest (Runtime API, log)."""
+        template = self.template
+        assert template is not None and self._snapshot
+        self._sandbox = None  # `Template.destroy` is what kills it
+        self._runtime_exited = True
+        self._die()
+        return template
+
+    def _on_restore_error(self, body: bytes, error_type: str | None) -> None:
+        """An after-restore hook failed (`/restore/error`): the invocation that waited for
+        this environment gets SnapStartException; the runtime exits."""
+        self._restore_failure = SnapStartError(HOOK_FAILED)
+        if not self._ready.done():
+            self._ready.set_result(body or _error_payload(error_type or "Runtime.Unknown", ""))
 
     async def _open_debugger(self, env: dict[str, str]) -> None:
         assert self.ctx.debugger is not None and self._sandbox is not None
@@ -531,7 +622,10 @@ class Environment:
             with contextlib.suppress(ValueError, AttributeError):
                 found = json.loads(failure).get("errorType")
                 error_type = found if isinstance(found, str) else None
-        self._telemetry.init_done(status, duration_ms, error_type)
+        if self.restored_from is not None:
+            self._telemetry.restore_done(status, duration_ms, error_type)
+        else:
+            self._telemetry.init_done(status, duration_ms, error_type, self._kind)
         if not self._telemetry.wants_lines:
             self._log.listener = None  # nobody takes log lines: none of their cost
 
@@ -782,12 +876,15 @@ class Environment:
             note = (
                 f"{stamp} {request_id} Task timed out after {self.ctx.config.timeout:.2f} seconds"
             )
+        restored = self.restored_from is not None
         report = Report(
             request_id=request_id,
             duration_ms=duration_ms,
             memory_size_mb=self.ctx.config.memory_size,
             max_memory_used_mb=self._sandbox.memory_peak_mb() if self._sandbox else 0,
-            init_duration_ms=init_ms,
+            # a restored environment's first REPORT has its Restore Duration, no Init one
+            init_duration_ms=None if restored else init_ms,
+            restore_duration_ms=init_ms if restored else None,
             bill_init=self.ctx.bill_init,
             status="timeout" if timed_out else "error" if failed else None,
             error_type=outcome.error_type if failed and not timed_out else None,

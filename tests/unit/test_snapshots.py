@@ -1,0 +1,259 @@
+"""SnapStart in the scheduler, with the fake sandbox: one template per published version, cold
+starts restored from it (no init, after-restore hooks run, Restore Duration on the REPORT),
+a failed hook is SnapStartException, a failed init settles the version Failed, and templates
+go with their versions."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lamina.control import snapstart
+from lamina.errors import ResourceConflictError, SnapStartError, SnapStartNotReadyError
+from lamina.models import FunctionConfig, FunctionState, InvokeRequest
+from lamina.observability import Metrics
+from lamina.observability.logs import Report
+from lamina.runtimes.catalog import RuntimeCatalog, RuntimeInfo
+from lamina.sandbox.fake import FakeBackend, FakeHooks
+from lamina.scheduler import Scheduler
+from lamina.settings import Settings
+
+
+def config(handler: str = "h.ok", version: str = "1", **kw: Any) -> FunctionConfig:
+    return FunctionConfig(
+        name="fn",
+        version=version,
+        runtime="python3.12",
+        handler=handler,
+        role="arn:aws:iam::000000000000:role/x",
+        code_sha256="ab" * 32,
+        code_size=1,
+        revision_id=kw.pop("revision_id", "r1"),
+        last_modified=datetime.now(UTC),
+        snap_start="PublishedVersions",
+        **kw,
+    )
+
+
+def request() -> InvokeRequest:
+    return InvokeRequest(
+        request_id=str(uuid.uuid4()),
+        payload=b"{}",
+        invoked_arn="arn:aws:lambda:us-east-1:000000000000:function:fn:1",
+    )
+
+
+class Calls:
+    """What the fake function's hooks and handler saw (they run on the fake's threads)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.before = 0
+        self.after = 0
+        self.fail_after = False
+        self.fail_before = False
+        self.hold = threading.Event()
+        self.hold.set()
+
+    def before_snapshot(self) -> None:
+        with self.lock:
+            self.before += 1
+        if self.fail_before:
+            raise RuntimeError("cannot snapshot this")
+
+    def after_restore(self) -> None:
+        with self.lock:
+            self.after += 1
+        if self.fail_after:
+            raise RuntimeError("no connection after restore")
+
+    def handler(self, event: Any, context: Any) -> Any:
+        self.hold.wait(5)
+        return {"stream": context.log_stream_name, "after": self.after}
+
+
+def run(
+    tmp_path: Path,
+    body: Callable[[Scheduler, FakeBackend, Calls, list[Report]], Awaitable[None]],
+) -> None:
+    calls = Calls()
+
+    async def main() -> None:
+        hooks = FakeHooks(calls.before_snapshot, calls.after_restore)
+        backend = FakeBackend({"h.ok": calls.handler}, {"h.ok": hooks})
+        catalog = RuntimeCatalog(
+            [RuntimeInfo("python3.12", "/nonexistent/python3.12", tmp_path / "runtime")]
+        )
+        sched = Scheduler(
+            Settings(data_dir=tmp_path),
+            backend,
+            catalog,
+            Metrics(),
+            task_root=lambda sha: tmp_path / "task",
+        )
+        reports: list[Report] = []
+        sched.logs.on_report.append(reports.append)
+        sched.start()
+        try:
+            await body(sched, backend, calls, reports)
+        finally:
+            await sched.close()
+            await backend.close()
+        assert sched.environment_count() == 0
+
+    asyncio.run(main())
+
+
+async def _built(s: Scheduler, cfg: FunctionConfig) -> list[tuple[str, bytes | None]]:
+    """Build the version's template as a publish does; what `on_built` was told."""
+    told: list[tuple[str, bytes | None]] = []
+    done = asyncio.Event()
+
+    async def on_built(config: FunctionConfig, failure: bytes | None) -> None:
+        told.append((config.version, failure))
+        done.set()
+
+    s.snapshots.on_built = on_built
+    s.snapshots.build(cfg)
+    await asyncio.wait_for(done.wait(), 10)
+    return told
+
+
+def test_a_published_version_is_initialised_once_and_cold_starts_restore(tmp_path: Path) -> None:
+    async def body(s: Scheduler, fake: FakeBackend, calls: Calls, reports: list[Report]) -> None:
+        cfg = config()
+        assert await _built(s, cfg) == [("1", None)]
+        assert (fake.snapshots, calls.before, calls.after) == (1, 1, 0)
+        s.snapshots.build(cfg)  # told again (a settle): nothing new
+        calls.hold.clear()  # two invocations at once: two cold starts
+        first = asyncio.create_task(s.invoke(cfg, request()))
+        second = asyncio.create_task(s.invoke(cfg, request()))
+        await asyncio.sleep(0.3)
+        calls.hold.set()
+        results = await asyncio.gather(first, second)
+        assert all(r.function_error is None for r in results)
+        streams = {json.loads(r.payload)["stream"] for r in results}
+        assert len(streams) == 2, "two environments"
+        assert (fake.snapshots, fake.restores, calls.before, calls.after) == (1, 2, 1, 2)
+        warm = await s.invoke(cfg, request())
+        assert json.loads(warm.payload)["stream"] in streams
+        assert fake.restores == 2
+        await asyncio.sleep(0.05)  # REPORTs are written after the answers
+        restored = [r for r in reports if r.restore_duration_ms is not None]
+        assert len(restored) == 2 and len(reports) == 3
+        for r in restored:
+            assert r.init_duration_ms is None
+            line = r.line()
+            assert "\tRestore Duration: " in line and "\tBilled Restore Duration: " in line
+            assert "Init Duration" not in line
+            billed = r.billed_restore_ms()
+            assert billed is not None and r.metered_ms() == r.billed_ms() + billed
+
+    run(tmp_path, body)
+
+
+def test_a_failed_after_restore_hook_is_snapstart_exception(tmp_path: Path) -> None:
+    async def body(s: Scheduler, fake: FakeBackend, calls: Calls, reports: list[Report]) -> None:
+        cfg = config()
+        await _built(s, cfg)
+        calls.fail_after = True
+        with pytest.raises(SnapStartError) as raised:
+            await s.invoke(cfg, request())
+        assert raised.value.status == 400
+        assert "afterRestore()" in raised.value.message
+        calls.fail_after = False
+        ok = await s.invoke(cfg, request())
+        assert ok.function_error is None
+        assert fake.snapshots == 1, "the template is kept"
+
+    run(tmp_path, body)
+
+
+def test_a_failed_init_or_before_snapshot_hook_fails_the_version(tmp_path: Path) -> None:
+    async def body(s: Scheduler, fake: FakeBackend, calls: Calls, reports: list[Report]) -> None:
+        [(_, missing)] = await _built(s, config(handler="h.missing", version="1"))
+        assert missing is not None
+        code, reason = snapstart.failure_reason(missing)
+        assert code == "FunctionError.RuntimeInitError"
+        assert "Runtime.HandlerNotFound" in reason
+        calls.fail_before = True
+        [(_, hook)] = await _built(s, config(version="2"))
+        assert hook is not None
+        code, reason = snapstart.failure_reason(hook)
+        assert code == "FunctionError.RuntimeInitError"
+        assert "Runtime.BeforeSnapshotError" in reason and "cannot snapshot this" in reason
+        assert fake.snapshots == 0
+        assert s.snapshots.held("fn", "2") is None
+
+    run(tmp_path, body)
+
+
+def test_a_backend_that_cannot_snapshot_fails_the_version(tmp_path: Path) -> None:
+    async def body(s: Scheduler, fake: FakeBackend, calls: Calls, reports: list[Report]) -> None:
+        fake.snapshot_capable = False
+        [(_, failure)] = await _built(s, config())
+        assert failure is not None and b"SnapStart needs a Python runtime" in failure
+        assert calls.before == 0
+
+    run(tmp_path, body)
+
+
+def test_templates_go_with_their_versions_and_at_close(tmp_path: Path) -> None:
+    async def body(s: Scheduler, fake: FakeBackend, calls: Calls, reports: list[Report]) -> None:
+        await _built(s, config(version="1"))
+        await _built(s, config(version="2"))
+        assert s.snapshots.count == 2
+        s.snapshots.retain("fn", "1", None)  # version 1 deleted
+        await asyncio.sleep(0.05)
+        assert fake.templates_destroyed == 1
+        assert s.snapshots.held("fn", "1") is None and s.snapshots.held("fn", "2") is not None
+        # A cold start of a version with no template here (a restart) makes one first.
+        result = await s.invoke(config(version="3"), request())
+        assert result.function_error is None
+        assert (fake.snapshots, fake.restores) == (3, 1)
+        s.snapshots.forget("fn")  # the function deleted
+        await asyncio.sleep(0.05)
+        assert fake.templates_destroyed == 3
+
+    run(tmp_path, body)
+
+
+def test_template_memory_is_charged_once(tmp_path: Path) -> None:
+    async def body(s: Scheduler, fake: FakeBackend, calls: Calls, reports: list[Report]) -> None:
+        fake.template_mb = 40
+        before = s.capacity.used_mb
+        await _built(s, config())
+        assert s.capacity.used_mb == before + 40
+        s.snapshots.forget("fn", "1")
+        await asyncio.sleep(0.05)
+        assert s.capacity.used_mb == before
+
+    run(tmp_path, body)
+
+
+def test_the_version_states() -> None:
+    pending = snapstart.published(replace(config(), state=FunctionState.ACTIVE))
+    assert (pending.state, pending.state_reason_code) == (FunctionState.PENDING, "Creating")
+    with pytest.raises(SnapStartNotReadyError) as raised:
+        snapstart.require_invocable(pending)
+    assert raised.value.status == 409
+    active = snapstart.settled("1", "r1", None, pending)
+    assert active is not None and active.state is FunctionState.ACTIVE
+    snapstart.require_invocable(active)
+    failed = snapstart.settled("1", "r1", ("FunctionError.InitTimeout", "timed out"), pending)
+    assert failed is not None and failed.state is FunctionState.FAILED
+    with pytest.raises(ResourceConflictError):
+        snapstart.require_invocable(failed)
+    assert snapstart.settled("1", "other-revision", None, pending) is None
+    latest = replace(config(version="$LATEST"), state=FunctionState.ACTIVE)
+    assert not latest.snap_start_on
+    assert snapstart.published(replace(config(), snap_start="None")).state is FunctionState.ACTIVE
