@@ -20,23 +20,43 @@ import contextlib
 import json
 import logging
 import os
-import signal
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import UTC, datetime
-from enum import Enum, IntEnum
 from pathlib import Path
 
 from lamina import limits
 from lamina.errors import LaminaError, SnapStartError, SnapStartTimeoutError
-from lamina.models import FunctionConfig, InvokeRequest, InvokeResult
-from lamina.observability import LogWriter, Metrics, Report
+from lamina.models import InvokeRequest, InvokeResult
+from lamina.observability import Report
 from lamina.runtime_api import Invocation, RuntimeApiServer, RuntimeOutcome
 from lamina.runtime_api.extensions import SHUTDOWN_EXTERNAL_S, SHUTDOWN_INTERNAL_S, Extension
-from lamina.sandbox import SafeSandbox, SandboxBackend, SandboxError, SandboxSpec, Template
-from lamina.scheduler.debugging import Debugger, DebugRelay, open_relay
+from lamina.sandbox import SafeSandbox, SandboxError, SandboxSpec, Template
+from lamina.scheduler.debugging import DebugRelay, open_relay
+from lamina.scheduler.lifecycle import (
+    ALLOWED,
+    EnvironmentContext,
+    EnvState,
+    IllegalTransition,
+    InitFailed,
+    NotDelivered,
+    Outcome,
+    describe_exit,
+    error_payload,
+    list_extensions,
+)
+
+__all__ = [
+    "EnvState",
+    "Environment",
+    "EnvironmentContext",
+    "IllegalTransition",
+    "InitFailed",
+    "NotDelivered",
+    "Outcome",
+    "list_extensions",
+]
 
 log = logging.getLogger(__name__)
 
@@ -64,60 +84,6 @@ _SHUTDOWN_POLL_S = 0.01
 FREEZE_AFTER_S = 0.01
 
 
-class Outcome(IntEnum):
-    """How an invocation ended, as the invocation metric counts it (values index a tuple
-    of metric children, so they run from 0)."""
-
-    SUCCESS = 0
-    #: the handler (or its init, reported through the Runtime API) failed
-    FUNCTION_ERROR = 1
-    TIMEOUT = 2
-    #: the runtime exited or ran out of memory, the response was too large, or the
-    #: environment never started
-    PLATFORM_ERROR = 3
-
-    @property
-    def label(self) -> str:
-        return self.name.lower()
-
-
-class NotDelivered(Exception):
-    """The environment died before its runtime picked the invocation up: run it elsewhere."""
-
-
-class EnvState(Enum):
-    STARTING = "starting"
-    IDLE = "idle"
-    BUSY = "busy"
-    DEAD = "dead"
-
-
-_ALLOWED: dict[EnvState, frozenset[EnvState]] = {
-    EnvState.STARTING: frozenset({EnvState.IDLE, EnvState.DEAD}),
-    EnvState.IDLE: frozenset({EnvState.BUSY, EnvState.DEAD}),
-    EnvState.BUSY: frozenset({EnvState.IDLE, EnvState.DEAD}),
-    EnvState.DEAD: frozenset(),
-}
-
-
-class IllegalTransition(RuntimeError):
-    pass
-
-
-class InitFailed(Exception):
-    """The environment never became ready; `payload` is what the caller gets (an error), or
-    `error` is raised to it instead (a SnapStart restore that failed: SnapStartException)."""
-
-    def __init__(self, payload: bytes, error: LaminaError | None = None) -> None:
-        super().__init__(payload.decode(errors="replace"))
-        self.payload = payload
-        self.error = error
-
-
-def _error_payload(error_type: str, message: str) -> bytes:
-    return json.dumps({"errorMessage": message, "errorType": error_type}).encode()
-
-
 def _status(outcome: RuntimeOutcome) -> str:
     """The Telemetry API's status of an invocation."""
     if outcome.ok:
@@ -127,81 +93,6 @@ def _status(outcome: RuntimeOutcome) -> str:
     if outcome.error_type in _PLATFORM_ERRORS:
         return "failure"
     return "error"
-
-
-def list_extensions(opt_dir: Path) -> list[str]:
-    """The external extensions in a function's layers: executable files directly under
-    `/opt/extensions/`, by name (Lambda starts them in this order)."""
-    try:
-        entries = sorted(os.scandir(opt_dir / "extensions"), key=lambda e: e.name)
-    except OSError:
-        return []
-    return [
-        e.name
-        for e in entries
-        if e.is_file() and os.access(e.path, os.X_OK) and not e.name.startswith(".")
-    ]
-
-
-def _describe_exit(status: int) -> str:
-    if status < 0:
-        try:
-            name = signal.Signals(-status).name.removeprefix("SIG").lower()
-        except ValueError:
-            name = str(-status)
-        return f"signal: {'killed' if name == 'kill' else name}"
-    return f"exit status {status}"
-
-
-@dataclass(frozen=True)
-class EnvironmentContext:
-    """What every environment of one pool shares."""
-
-    config: FunctionConfig
-    argv: tuple[str, ...]
-    task_root: Path
-    runtime_dir: Path
-    #: the Lambda-defined variables that do not depend on the environment itself
-    base_env: Mapping[str, str]
-    backend: SandboxBackend
-    metrics: Metrics
-    logs: LogWriter
-    #: custom runtimes are billed for their init phase, as Lambda bills them
-    bill_init: bool = False
-    #: the function's merged layers on the host, if any
-    opt_dir: Path | None = None
-    #: the runtime's interpreter on the host ("" for custom runtimes)
-    interpreter: str = ""
-    #: a Python runtime: a backend may run its bootstrap in a warm zygote
-    python_in_zygote: bool = False
-    #: False for a function set to have no network (LAMINA_NETWORK=none)
-    network: bool = True
-    #: the VPC whose networks its environments may reach (None: none)
-    vpc: str | None = None
-    #: each new environment's AWS credentials (key id, secret, session token), made when it
-    #: starts so that a long-lived pool's later environments get fresh ones (None: dummies)
-    credentials: Callable[[], tuple[str, str, str]] | None = None
-    #: builds what the runtime needs before it can start, if anything (blocking, cheap once
-    #: done; Java's client is compiled on first use)
-    prepare_runtime: Callable[[], None] | None = None
-    #: the account the function belongs to (the Extensions API's register answer)
-    account_id: str = ""
-    #: the runtime's image on the host (Lambda's /var/lang), None for a custom runtime
-    lang_dir: Path | None = None
-    #: awaited before each start: returns once the runtime's image is ready, or has had
-    #: its time (see `RuntimeImages.wait`)
-    image_ready: Callable[[], Awaitable[None]] | None = None
-    #: awaited before each start (cluster mode): returns once the function's code and layers
-    #: are on this node, fetched from the cluster if need be; raises if they cannot be
-    code_ready: Callable[[], Awaitable[None]] | None = None
-    #: a container-image function's unpacked root filesystem (its `/`), and the runtime's
-    #: working directory in it
-    image_root: Path | None = None
-    working_dir: str | None = None
-    #: environments start with the language's debugger listening (see `debugging`)
-    debugger: Debugger | None = None
-    #: awaited before a debug environment starts: returns once the debugger is installed
-    debugger_ready: Callable[[], Awaitable[None]] | None = None
 
 
 class Environment:
@@ -311,7 +202,7 @@ class Environment:
         return self._sandbox.memory_usage_mb() if self._sandbox is not None else None
 
     def _move(self, new: EnvState) -> None:
-        if new not in _ALLOWED[self.state]:
+        if new not in ALLOWED[self.state]:
             raise IllegalTransition(f"environment {self.id}: {self.state.name} -> {new.name}")
         metrics = self.ctx.metrics
         metrics.environments_in(self.state.value).dec()
@@ -339,7 +230,7 @@ class Environment:
                 await self.destroy()
                 log.error("runtime %s could not be prepared: %s", runtime, e)
                 raise InitFailed(
-                    _error_payload(
+                    error_payload(
                         "Runtime.Unknown", f"Lamina could not prepare the {runtime} runtime: {e}"
                     )
                 ) from e
@@ -352,7 +243,7 @@ class Environment:
             except Exception as e:
                 await self.destroy()
                 raise InitFailed(
-                    _error_payload("Runtime.Unknown", f"Lamina could not install the debugger: {e}")
+                    error_payload("Runtime.Unknown", f"Lamina could not install the debugger: {e}")
                 ) from e
         if ctx.code_ready is not None:
             # Before the clock starts too: fetching code from the cluster is not init.
@@ -362,7 +253,7 @@ class Environment:
                 await self.destroy()
                 log.error("the code of %s could not be fetched: %s", ctx.config.name, e)
                 raise InitFailed(
-                    _error_payload(
+                    error_payload(
                         "Runtime.Unknown", f"Lamina could not fetch the function's code: {e}"
                     )
                 ) from e
@@ -469,14 +360,14 @@ class Environment:
                 # The runtime's entry point is missing, not executable or not a program: for
                 # a custom runtime that is the function's own `bootstrap`.
                 raise InitFailed(
-                    _error_payload(
+                    error_payload(
                         "Runtime.InvalidEntrypoint",
                         f"Error: Couldn't find valid bootstrap(s): [{ctx.argv[0]}] "
                         f"({cause.strerror})",
                     )
                 ) from e
             log.error("environment %s failed to start: %s", self.id, e)
-            raise InitFailed(_error_payload("Runtime.Unknown", f"Environment failed: {e}")) from e
+            raise InitFailed(error_payload("Runtime.Unknown", f"Environment failed: {e}")) from e
         budget = self._phase_timeout
         try:
             left = budget - (time.perf_counter() - t1)
@@ -485,7 +376,7 @@ class Environment:
             failure = await asyncio.wait_for(asyncio.shield(self._ready), max(left, 0.001))
         except TimeoutError:
             phase_name = "Restore" if self.restored_from is not None else "Init"
-            failure = _error_payload(
+            failure = error_payload(
                 "Sandbox.Timedout",
                 f"Error: {phase_name} phase timed out after {budget:.2f} seconds",
             )
@@ -514,7 +405,7 @@ class Environment:
             # invocation's handler that ends the process, on a busy loop): `_on_exit` has
             # settled that invocation already; without one, the start failed.
             if first is None:
-                raise InitFailed(_error_payload("Runtime.ExitError", "Error: Runtime exited"))
+                raise InitFailed(error_payload("Runtime.ExitError", "Error: Runtime exited"))
             return
         self._move(EnvState.IDLE)
 
@@ -540,7 +431,7 @@ class Environment:
             self.template = await self._sandbox.snapshotted()
         except SandboxError as e:
             if not self._ready.done():  # the exit callback says why, if it came first
-                self._ready.set_result(_error_payload("Runtime.ExitError", f"Error: {e}"))
+                self._ready.set_result(error_payload("Runtime.ExitError", f"Error: {e}"))
             return
         if not self._ready.done():
             self._ready.set_result(None)
@@ -560,7 +451,7 @@ class Environment:
         this environment gets SnapStartException; the runtime exits."""
         self._restore_failure = SnapStartError(HOOK_FAILED)
         if not self._ready.done():
-            self._ready.set_result(body or _error_payload(error_type or "Runtime.Unknown", ""))
+            self._ready.set_result(body or error_payload(error_type or "Runtime.Unknown", ""))
 
     async def _open_debugger(self, env: dict[str, str]) -> None:
         assert self.ctx.debugger is not None and self._sandbox is not None
@@ -601,9 +492,7 @@ class Environment:
         if not self._ready.done():
             # Before the init phase ended: it cannot end any more (Lambda's Extension.Crash).
             self._on_init_error(
-                _error_payload(
-                    "Extension.Crash", "An extension exited before the init phase ended"
-                ),
+                error_payload("Extension.Crash", "An extension exited before the init phase ended"),
                 "Extension.Crash",
             )
         self._api.extensions.external_gone()
@@ -669,15 +558,15 @@ class Environment:
     def _on_init_error(self, body: bytes, error_type: str | None) -> None:
         self._open_gate()
         if not self._ready.done():
-            self._ready.set_result(body or _error_payload(error_type or "Runtime.Unknown", ""))
+            self._ready.set_result(body or error_payload(error_type or "Runtime.Unknown", ""))
 
     def _on_exit(self, status: int) -> None:
-        message = f"Runtime exited with error: {_describe_exit(status)}"
+        message = f"Runtime exited with error: {describe_exit(status)}"
         oom = self._sandbox is not None and self._sandbox.out_of_memory
         kind = "Runtime.OutOfMemory" if oom else "Runtime.ExitError"
         self._runtime_exited = True
         if not self._ready.done():
-            self._ready.set_result(_error_payload(kind, f"Error: {message}"))
+            self._ready.set_result(error_payload(kind, f"Error: {message}"))
         inv, delivered = self._api.take_current()
         if inv is not None and not inv.future.done():
             # An invocation the runtime never picked up was handed to an environment already
@@ -686,7 +575,7 @@ class Environment:
             inv.future.set_result(
                 RuntimeOutcome(
                     ok=False,
-                    body=_error_payload(kind, f"RequestId: {inv.request_id} Error: {message}"),
+                    body=error_payload(kind, f"RequestId: {inv.request_id} Error: {message}"),
                     error_type=kind if delivered else _NOT_DELIVERED,
                 )
             )
@@ -903,7 +792,7 @@ class Environment:
         future.set_result(
             RuntimeOutcome(
                 ok=False,
-                body=_error_payload(
+                body=error_payload(
                     "Sandbox.Timedout",
                     f"RequestId: {request_id} Error: Task timed out after "
                     f"{self.ctx.config.timeout:.2f} seconds",
