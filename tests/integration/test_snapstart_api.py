@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from tests.conftest import ROLE, Functions, make_zip, wait_for
+from tests.conftest import ROLE, Functions, Server, lamina, make_zip, wait_for
 
 pytestmark = pytest.mark.control_plane
 
@@ -172,8 +173,9 @@ def test_provisioned_concurrency_is_refused_on_a_snapstart_version(
         assert "SnapStart" in text
     # A version published without SnapStart takes provisioned concurrency as usual.
     wait_for(
-        lambda: lam.get_function_configuration(FunctionName=name, Qualifier="1")["State"]
-        != "Pending",
+        lambda: (
+            lam.get_function_configuration(FunctionName=name, Qualifier="1")["State"] != "Pending"
+        ),
         message="version 1 to settle",
     )
     lam.update_function_configuration(FunctionName=name, SnapStart={"ApplyOn": "None"})
@@ -184,3 +186,43 @@ def test_provisioned_concurrency_is_refused_on_a_snapstart_version(
     )
     assert put["RequestedProvisionedConcurrentExecutions"] == 1
     lam.delete_provisioned_concurrency_config(FunctionName=name, Qualifier="2")
+
+
+SAM = """\
+AWSTemplateFormatVersion: '2010-09-09'
+Transform: AWS::Serverless-2016-10-31
+Resources:
+  Fn:
+    Type: AWS::Serverless::Function
+    Properties:
+      Runtime: python3.12
+      Handler: index.handler
+      InlineCode: |
+        def handler(event, context):
+            return "restored"
+      AutoPublishAlias: live
+      SnapStart:
+        ApplyOn: PublishedVersions
+"""
+
+
+def test_snapstart_in_a_sam_template(server: Server, lam: Any, tmp_path: Path) -> None:
+    template = tmp_path / "template.yaml"
+    template.write_text(SAM)
+    stack = f"s-{uuid.uuid4().hex[:8]}"
+    out = lamina("deploy", "--template", str(template), "--stack", stack, endpoint=server.endpoint)
+    assert out.returncode == 0, out.stdout + out.stderr
+    fn = f"{stack}-Fn"
+    assert lam.get_function_configuration(FunctionName=fn)["SnapStart"] == {
+        "ApplyOn": "PublishedVersions",
+        "OptimizationStatus": "Off",
+    }
+    version = lam.get_alias(FunctionName=fn, Name="live")["FunctionVersion"]
+    published = lam.get_function_configuration(FunctionName=fn, Qualifier=version)
+    assert published["SnapStart"]["OptimizationStatus"] == "On"
+    # Taken out of the template: the function goes back to no SnapStart.
+    template.write_text(SAM.replace("      SnapStart:\n        ApplyOn: PublishedVersions\n", ""))
+    out = lamina("deploy", "--template", str(template), "--stack", stack, endpoint=server.endpoint)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert lam.get_function_configuration(FunctionName=fn)["SnapStart"]["ApplyOn"] == "None"
+    assert lamina("stacks", "delete", stack, endpoint=server.endpoint).returncode == 0
