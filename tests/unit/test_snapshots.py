@@ -17,8 +17,14 @@ from typing import Any
 
 import pytest
 
+from lamina import limits
 from lamina.control import snapstart
-from lamina.errors import ResourceConflictError, SnapStartError, SnapStartNotReadyError
+from lamina.errors import (
+    ResourceConflictError,
+    SnapStartError,
+    SnapStartNotReadyError,
+    SnapStartTimeoutError,
+)
 from lamina.models import FunctionConfig, FunctionState, InvokeRequest
 from lamina.observability import Metrics
 from lamina.observability.logs import Report
@@ -61,6 +67,8 @@ class Calls:
         self.after = 0
         self.fail_after = False
         self.fail_before = False
+        #: set: after-restore hooks wait for it (at most a second)
+        self.slow_restore: threading.Event | None = None
         self.hold = threading.Event()
         self.hold.set()
 
@@ -73,6 +81,8 @@ class Calls:
     def after_restore(self) -> None:
         with self.lock:
             self.after += 1
+        if self.slow_restore is not None:
+            self.slow_restore.wait(1)
         if self.fail_after:
             raise RuntimeError("no connection after restore")
 
@@ -257,3 +267,33 @@ def test_the_version_states() -> None:
     latest = replace(config(version="$LATEST"), state=FunctionState.ACTIVE)
     assert not latest.snap_start_on
     assert snapstart.published(replace(config(), snap_start="None")).state is FunctionState.ACTIVE
+
+
+def test_a_slow_restore_is_snapstart_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(limits, "RESTORE_TIMEOUT_S", 0.3)
+
+    async def body(s: Scheduler, fake: FakeBackend, calls: Calls, reports: list[Report]) -> None:
+        cfg = config()
+        await _built(s, cfg)
+        slow = calls.slow_restore = threading.Event()
+        with pytest.raises(SnapStartTimeoutError) as raised:
+            await s.invoke(cfg, request())
+        assert raised.value.status == 408
+        assert raised.value.message == (
+            "Lambda couldn't restore the snapshot within the timeout limit."
+        )
+        slow.set()
+
+    run(tmp_path, body)
+
+
+def test_snapstart_environments_say_so(tmp_path: Path) -> None:
+    async def body(s: Scheduler, fake: FakeBackend, calls: Calls, reports: list[Report]) -> None:
+        env = s._context(config()).base_env
+        assert env["AWS_LAMBDA_INITIALIZATION_TYPE"] == "snap-start"
+        latest = s._context(config(version="$LATEST")).base_env
+        assert latest["AWS_LAMBDA_INITIALIZATION_TYPE"] == "on-demand"
+
+    run(tmp_path, body)
