@@ -205,14 +205,11 @@ def _snapshots_changed(
     scheduler: Scheduler, functions: FunctionService, name: str, version: str | None
 ) -> None:
     """A function change, as SnapStart templates see it: a deleted function or version loses
-    its template; a version published Pending gets one made."""
+    its template (a version published here gets one through `FunctionService.on_snapshot`)."""
     if version is None:
         scheduler.snapshots.forget(name)
     elif version != LATEST:
-        held = functions.version(name, version)
-        scheduler.snapshots.retain(name, version, held)
-        if held is not None and snapstart.building(held):
-            scheduler.snapshots.build(held)
+        scheduler.snapshots.retain(name, version, functions.version(name, version))
 
 
 def _in_use(runtimes: RuntimeCatalog, names: set[str]) -> list[RuntimeInfo]:
@@ -345,6 +342,7 @@ def create_app(
         )
 
     scheduler.snapshots.on_built = snapshot_built
+    functions.on_snapshot = scheduler.snapshots.build
     # Event-source mappings, their brokers and secrets (tables of their own, same database).
     source_store = stores.event_sources
     brokers = BrokerService(settings, source_store, functions.run)

@@ -173,6 +173,9 @@ class FunctionService(FunctionCatalog):
             "code-signing-config",
             CodeSigningConfigTags(self.signing.read_tags, self.signing.write_tags),
         )
+        #: SnapStart: makes the template of a version published here, in the background (the
+        #: server gives it the scheduler's; other nodes make theirs at their first cold start)
+        self.on_snapshot: Callable[[FunctionConfig], None] = lambda config: None
         #: refuses a Role Lambda could not assume (the server sets RoleService's check)
         self.check_role: Callable[[str], None] = lambda arn: None
         #: the other nodes on the same database (`cluster.api.ChangeFeed`; the server sets it)
@@ -674,6 +677,8 @@ class FunctionService(FunctionCatalog):
         finally:
             self._done(ref.name)
         await self._notify(ref.name, published.version)
+        if snapstart.building(published):
+            self.on_snapshot(published)
         return published
 
     def _last_version(self, name: str) -> FunctionConfig | None:
