@@ -25,9 +25,9 @@ from lamina.errors import (
     SnapStartNotReadyError,
     SnapStartTimeoutError,
 )
-from lamina.models import FunctionConfig, FunctionState, InvokeRequest
-from lamina.observability import Metrics
-from lamina.observability.logs import Report
+from lamina.models import FunctionConfig, FunctionState, InvokeRequest, LogFormat, LoggingConfig
+from lamina.observability import LogStore, Metrics
+from lamina.observability.logs import LogWriter, Report
 from lamina.runtimes.catalog import RuntimeCatalog, RuntimeInfo
 from lamina.sandbox.fake import FakeBackend, FakeHooks
 from lamina.scheduler import Scheduler
@@ -71,6 +71,7 @@ class Calls:
         self.slow_restore: threading.Event | None = None
         self.hold = threading.Event()
         self.hold.set()
+        self.store: LogStore | None = None
 
     def before_snapshot(self) -> None:
         with self.lock:
@@ -103,12 +104,15 @@ def run(
         catalog = RuntimeCatalog(
             [RuntimeInfo("python3.12", "/nonexistent/python3.12", tmp_path / "runtime")]
         )
+        store = calls.store = LogStore(tmp_path / "logs.db", 1 << 30)
+        store.open()
         sched = Scheduler(
             Settings(data_dir=tmp_path),
             backend,
             catalog,
             Metrics(),
             task_root=lambda sha: tmp_path / "task",
+            log_store=store,
         )
         reports: list[Report] = []
         sched.logs.on_report.append(reports.append)
@@ -118,6 +122,7 @@ def run(
         finally:
             await sched.close()
             await backend.close()
+            await store.close()
         assert sched.environment_count() == 0
 
     asyncio.run(main())
@@ -167,6 +172,17 @@ def test_a_published_version_is_initialised_once_and_cold_starts_restore(tmp_pat
             assert "Init Duration" not in line
             billed = r.billed_restore_ms()
             assert billed is not None and r.metered_ms() == r.billed_ms() + billed
+        # Each restored environment's stream: RESTORE_START, RESTORE_REPORT, then START.
+        assert calls.store is not None
+        await asyncio.sleep(0.3)
+        await calls.store.flush()
+        by_stream: dict[str, list[str]] = {}
+        for e in await calls.store.events("/aws/lambda/fn"):
+            by_stream.setdefault(e.stream, []).append(e.message)
+        for stream in streams:
+            kinds = [m.split(" ", 1)[0] for m in by_stream[stream]]
+            assert kinds[:3] == ["RESTORE_START", "RESTORE_REPORT", "START"], kinds
+        assert len(by_stream) == 2, "the template's init writes no START"
 
     run(tmp_path, body)
 
@@ -297,3 +313,51 @@ def test_snapstart_environments_say_so(tmp_path: Path) -> None:
         assert latest["AWS_LAMBDA_INITIALIZATION_TYPE"] == "on-demand"
 
     run(tmp_path, body)
+
+
+@pytest.mark.parametrize("json_format", [False, True])
+def test_restore_lines_come_before_the_first_start(tmp_path: Path, json_format: bool) -> None:
+    store = LogStore(tmp_path / "logs.db", 1 << 30)
+    group = "/aws/lambda/fn"
+
+    async def main() -> None:
+        store.open()
+        try:
+            writer = LogWriter(store)
+            config = LoggingConfig(LogFormat.JSON if json_format else LogFormat.TEXT)
+            log = writer.log(group, "s", config, function="fn")
+            log.restore_start("python3.12")
+            log._output(b"after restore hook ran\n")
+            log.restore_report(4.5678)
+            log.start("rid", "1")
+            log.finish(Report("rid", 1.2, 128, 10, restore_duration_ms=4.5678))
+            log.close()
+            await asyncio.sleep(0.3)  # the writer hands lines over in batches
+            await store.flush()
+            got = [e.message for e in await store.events(group)]
+        finally:
+            await store.close()
+        if json_format:
+            kinds = [json.loads(m)["type"] if m.startswith("{") else m for m in got]
+            assert kinds == [
+                "platform.restoreStart",
+                "after restore hook ran",
+                "platform.restoreReport",
+                "platform.start",
+                "platform.runtimeDone",
+                "platform.report",
+            ]
+            report = json.loads(got[-1])["record"]["metrics"]
+            assert report["restoreDurationMs"] == 4.568
+            assert report["billedRestoreDurationMs"] == 5
+            assert "initDurationMs" not in report
+        else:
+            assert got[:4] == [
+                "RESTORE_START Runtime Version: python:3.12",
+                "after restore hook ran",
+                "RESTORE_REPORT Restore Duration: 4.57 ms",
+                "START RequestId: rid Version: 1",
+            ]
+            assert got[-1].endswith("\tRestore Duration: 4.57 ms\tBilled Restore Duration: 5 ms\t")
+
+    asyncio.run(main())

@@ -37,6 +37,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -329,6 +330,30 @@ class EnvironmentLog:
             self._record("INFO", "platform.start", {"requestId": request_id, "version": version})
         else:
             self._platform(f"START RequestId: {request_id} Version: {version}")
+
+    def restore_start(self, runtime: str) -> None:
+        """SnapStart: a restored environment's RESTORE_START (Lambda's line names the runtime
+        version and its ARN; Lamina's runtimes have no versions: the runtime, as Lambda
+        spells it, `python:3.12`)."""
+        version = re.sub(r"^([a-z]+)(\d)", r"\1:\2", runtime)
+        if self._json:
+            self._record("INFO", "platform.restoreStart", {"runtimeVersion": version})
+        else:
+            self._platform(f"RESTORE_START Runtime Version: {version}")
+
+    def restore_report(self, duration_ms: float) -> None:
+        """SnapStart: RESTORE_REPORT once the restore (and its after-restore hooks) is done,
+        before the first invocation's START."""
+        self.drain()  # what the hooks wrote comes first
+        self._end_partials()
+        if self._json:
+            record: dict[str, object] = {
+                "status": "success",
+                "metrics": {"durationMs": round(duration_ms, 3)},
+            }
+            self._record("INFO", "platform.restoreReport", record)
+        else:
+            self._platform(f"RESTORE_REPORT Restore Duration: {duration_ms:.2f} ms")
 
     def finish(self, report: Report, note: str | None = None) -> bytes | None:
         """Add END and REPORT (in JSON format: `platform.runtimeDone` and `platform.report`,

@@ -120,6 +120,8 @@ class Environment:
         #: a template environment's template, once its runtime is at its snapshot point
         self.template: Template | None = None
         self._restore_failure: LaminaError | None = None
+        #: a restored environment's start (perf_counter), until its RESTORE_REPORT
+        self._restore_t0: float | None = None
         self._on_gone = on_gone
         self.state = EnvState.STARTING
         self.last_used = time.monotonic()
@@ -269,6 +271,9 @@ class Environment:
                 ctx.config.name, ctx.config.version, self.id, ctx.config.memory_size, self._kind
             )
         self._log.listener = self._line
+        if self.restored_from is not None:
+            self._log.restore_start(ctx.config.runtime)
+            self._restore_t0 = t0
         try:
             if ctx.opt_dir is not None:
                 names = await self._loop.run_in_executor(None, list_extensions, ctx.opt_dir)
@@ -522,6 +527,9 @@ class Environment:
         # Called as the runtime's first /next arrives, before a queued first invocation is
         # written to it: its START line goes after the init phase's output.
         self._ready_at = time.perf_counter()
+        if self._restore_t0 is not None:
+            self._log.restore_report((self._ready_at - self._restore_t0) * 1000)
+            self._restore_t0 = None
         first, self._first = self._first, None
         if first is not None:
             self._log.start(first.request_id, self.ctx.config.version, capture=first.log_tail)
