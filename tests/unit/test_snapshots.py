@@ -28,6 +28,7 @@ from lamina.errors import (
 from lamina.models import FunctionConfig, FunctionState, InvokeRequest, LogFormat, LoggingConfig
 from lamina.observability import LogStore, Metrics
 from lamina.observability.logs import LogWriter, Report
+from lamina.runtime_api.telemetry import Telemetry
 from lamina.runtimes.catalog import RuntimeCatalog, RuntimeInfo
 from lamina.sandbox.fake import FakeBackend, FakeHooks
 from lamina.scheduler import Scheduler
@@ -361,3 +362,34 @@ def test_restore_lines_come_before_the_first_start(tmp_path: Path, json_format: 
             assert got[-1].endswith("\tRestore Duration: 4.57 ms\tBilled Restore Duration: 5 ms\t")
 
     asyncio.run(main())
+
+
+def test_telemetry_restore_events() -> None:
+    telemetry = Telemetry()
+    seen: list[tuple[str, dict[str, Any]] | None] = []
+    telemetry.platform = lambda t, logs_api=None: seen.append(t)  # type: ignore[method-assign]
+    telemetry.restore_start("fn", "1", "env-1", 128)
+    telemetry.restore_done("failure", 4.5678, "Runtime.AfterRestoreError")
+    assert seen == [
+        (
+            "platform.restoreStart",
+            {
+                "functionName": "fn",
+                "functionVersion": "1",
+                "instanceId": "env-1",
+                "instanceMaxMemory": 128,
+            },
+        ),
+        (
+            "platform.restoreRuntimeDone",
+            {"status": "failure", "errorType": "Runtime.AfterRestoreError"},
+        ),
+        (
+            "platform.restoreReport",
+            {
+                "status": "failure",
+                "errorType": "Runtime.AfterRestoreError",
+                "metrics": {"durationMs": 4.568},
+            },
+        ),
+    ]
