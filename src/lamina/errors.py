@@ -211,6 +211,11 @@ class SnapStartNotReadyError(UserError):
 
     error_type = "SnapStartNotReadyException"
     status = 409
+    #: Lambda's text
+    MESSAGE = (
+        "Lambda is initializing your function. It will be ready to invoke once your function "
+        "state becomes ACTIVE."
+    )
 
 
 class SnapStartError(UserError):

@@ -393,3 +393,20 @@ def test_telemetry_restore_events() -> None:
             },
         ),
     ]
+
+
+def test_the_scheduler_runs_a_snapstart_version_only_once_it_is_active(tmp_path: Path) -> None:
+    """Callers other than Invoke (the async queue, event sources) reach the scheduler
+    directly: a Pending or Failed SnapStart version starts nothing there either."""
+
+    async def body(s: Scheduler, fake: FakeBackend, calls: Calls, reports: list[Report]) -> None:
+        pending = snapstart.published(config())
+        with pytest.raises(SnapStartNotReadyError) as raised:
+            await s.invoke(pending, request())
+        assert raised.value.message.startswith("Lambda is initializing your function.")
+        failed = replace(config(), state=FunctionState.FAILED)
+        with pytest.raises(ResourceConflictError):
+            await s.invoke(failed, request())
+        assert (fake.snapshots, fake.restores, s.environment_count()) == (0, 0, 0)
+
+    run(tmp_path, body)

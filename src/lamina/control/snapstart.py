@@ -38,11 +38,6 @@ _PYTHON = re.compile(r"python3\.(\d+)$")
 #: the first Python minor version Lambda (and Lamina) snapshots
 _PYTHON_MIN_MINOR = 12
 
-#: what an invoke of a version whose template is being made gets (Lambda's text)
-NOT_READY = (
-    "Lambda is initializing your function. It will be ready to invoke once your function "
-    "state becomes ACTIVE."
-)
 #: the StateReason of a version while its template is made
 CREATING = "Lambda is creating a snapshot of the function's initialized execution environment."
 
@@ -138,7 +133,7 @@ def require_invocable(config: FunctionConfig) -> None:
     if config.state is FunctionState.ACTIVE:
         return
     if building(config):
-        raise SnapStartNotReadyError(NOT_READY)
+        raise SnapStartNotReadyError(SnapStartNotReadyError.MESSAGE)
     raise ResourceConflictError(
         "The operation cannot be performed at this time. The function is currently in the "
         f"following state: {config.state.value}"

@@ -61,7 +61,7 @@ from lamina.scheduler.lambda_env import (
     lambda_environment,
 )
 from lamina.scheduler.limits import EnvironmentLimits
-from lamina.scheduler.snapshots import Snapshots, snap_start_env
+from lamina.scheduler.snapshots import Snapshots, require_restorable, snap_start_env
 from lamina.scheduler.traces import InvocationTrace, Tracing
 from lamina.settings import Settings
 
@@ -597,6 +597,8 @@ class Scheduler:
     ) -> InvokeResult:
         if config.image is not None:
             await ensure_here(self.image_roots, config)
+        if config.snap_start_on:
+            require_restorable(config)  # every caller, not only Invoke (queues, sources)
         pool = self._pool(config)
         try:
             # Most versions have no such limits: skip their bookkeeping (the hot path).

@@ -29,7 +29,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from lamina.models import FunctionConfig
+from lamina.errors import ResourceConflictError, SnapStartNotReadyError
+from lamina.models import FunctionConfig, FunctionState
 from lamina.sandbox import Template
 from lamina.scheduler.capacity import MemoryCapacity
 from lamina.scheduler.environment import Environment, EnvironmentContext, InitFailed
@@ -198,6 +199,19 @@ class Snapshots:
         task = asyncio.get_running_loop().create_task(destroy())
         self._destroying.add(task)
         task.add_done_callback(self._destroying.discard)
+
+
+def require_restorable(config: FunctionConfig) -> None:
+    """A SnapStart version runs only once its template is made: SnapStartNotReadyException
+    while it is Pending, ResourceConflictException once it has Failed (as Invoke answers,
+    `control.snapstart.require_invocable`; here for the callers that do not go through it)."""
+    if config.state is FunctionState.PENDING:
+        raise SnapStartNotReadyError(SnapStartNotReadyError.MESSAGE)
+    if config.state is not FunctionState.ACTIVE:
+        raise ResourceConflictError(
+            "The operation cannot be performed at this time. The function is currently in the "
+            f"following state: {config.state.value}"
+        )
 
 
 def snap_start_env(config: FunctionConfig) -> dict[str, str]:
