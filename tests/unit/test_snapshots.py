@@ -70,6 +70,8 @@ class Calls:
         self.fail_before = False
         #: set: after-restore hooks wait for it (at most a second)
         self.slow_restore: threading.Event | None = None
+        #: set: before-snapshot hooks wait for it (at most a second)
+        self.slow_snapshot: threading.Event | None = None
         self.hold = threading.Event()
         self.hold.set()
         self.store: LogStore | None = None
@@ -77,6 +79,8 @@ class Calls:
     def before_snapshot(self) -> None:
         with self.lock:
             self.before += 1
+        if self.slow_snapshot is not None:
+            self.slow_snapshot.wait(1)
         if self.fail_before:
             raise RuntimeError("cannot snapshot this")
 
@@ -408,5 +412,26 @@ def test_the_scheduler_runs_a_snapstart_version_only_once_it_is_active(tmp_path:
         with pytest.raises(ResourceConflictError):
             await s.invoke(failed, request())
         assert (fake.snapshots, fake.restores, s.environment_count()) == (0, 0, 0)
+
+    run(tmp_path, body)
+
+
+def test_a_build_under_way_stops_with_the_server(tmp_path: Path) -> None:
+    async def body(s: Scheduler, fake: FakeBackend, calls: Calls, reports: list[Report]) -> None:
+        slow = calls.slow_snapshot = threading.Event()
+        told: list[bytes | None] = []
+
+        async def on_built(config: FunctionConfig, failure: bytes | None) -> None:
+            told.append(failure)
+
+        s.snapshots.on_built = on_built
+        s.snapshots.build(config())
+        await asyncio.sleep(0.2)
+        assert calls.before == 1 and s.snapshots.count == 0
+        asyncio.get_running_loop().call_later(0.2, slow.set)
+        await s.snapshots.close()
+        assert s.snapshots.count == 0 and told == [], "a stop settles nothing"
+        await asyncio.sleep(0.3)
+        assert fake.snapshots == 0, "the template sandbox was destroyed before its snapshot point"
 
     run(tmp_path, body)

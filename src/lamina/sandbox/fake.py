@@ -83,6 +83,7 @@ class FakeSandbox:
         self._loop = asyncio.get_running_loop()
         self._exit = ExitWatch()
         self._exit.on_exit(self._exited_first)
+        self._destroyed = False
 
     @property
     def id(self) -> str:
@@ -157,6 +158,10 @@ class FakeSandbox:
         return None
 
     def _at_snapshot_point(self) -> None:
+        if self._destroyed:
+            # Destroyed while its init ran (a real backend would have killed it): no template.
+            self._exit.exited(-9)
+            return
         template = FakeTemplate(self, self._handlers, self._hooks, self._backend)
         if self._backend is not None:
             self._backend.snapshots += 1
@@ -227,6 +232,7 @@ class FakeSandbox:
     async def destroy(self) -> None:
         # A thread cannot be killed: the environment's Runtime API is closed by its owner,
         # which ends the bootstrap loop. Wait for that briefly, then let the daemon go.
+        self._destroyed = True
         if self._thread is not None and self._exit.status is None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._exit.done), timeout=5)

@@ -99,7 +99,7 @@ class Environment:
     """One execution environment. `on_gone(env)` runs once, after it is fully torn down.
 
     SnapStart (see `scheduler.snapshots`): `snapshot` makes the environment a version's
-    template: its init runs (INIT_START, logs, errors as any init) and `start()` returns once
+    template: its init runs (logs, telemetry, errors as any init) and `start()` returns once
     the runtime is at its snapshot point, with `template` set; it never takes invocations.
     `template` given restores the environment from it instead of making a sandbox: its
     runtime skips init, and the time until it asks for work is its Restore Duration."""

@@ -3,9 +3,9 @@
 A template is made when the version is published (`build`, told by the control plane's
 change feed), or lazily by the first cold start that needs one and finds none (after a
 server restart, or on a cluster node other than the one that published): an environment
-made with `snapshot` runs the version's init once, as any init (INIT_START and its log
-lines in the version's log group, its errors through the Runtime API), and stops at its
-snapshot point; the `Template` it hands over is held here until the version or its
+made with `snapshot` runs the version's init once, as any init (its output in the version's
+log group, Telemetry's platform.initStart, its errors through the Runtime API), and stops at
+its snapshot point; the `Template` it hands over is held here until the version or its
 function is deleted, or the server closes. Cold starts of the version restore from it
 (`Environment(template=...)`) instead of making a sandbox.
 
@@ -106,7 +106,11 @@ class Snapshots:
             self._drop((name, version))
 
     async def close(self) -> None:
-        """Destroy every template (the server is stopping)."""
+        """Stop the builds under way and destroy every template (the server is stopping)."""
+        building = [e.task for e in self._entries.values() if e.task and not e.task.done()]
+        for task in building:
+            task.cancel()
+        await asyncio.gather(*building, return_exceptions=True)
         for key in list(self._entries):
             self._drop(key)
         while self._destroying:
@@ -134,6 +138,8 @@ class Snapshots:
         except asyncio.CancelledError:
             if not entry.ready.done():
                 entry.ready.set_result(None)
+            if self._entries.get((config.name, config.version)) is entry:
+                del self._entries[(config.name, config.version)]
             raise
         except Exception as e:  # a bug or the host: the version says so rather than hang
             log.exception("SnapStart template of %s:%s failed", config.name, config.version)
