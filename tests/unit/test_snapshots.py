@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -26,8 +27,9 @@ from lamina.errors import (
     SnapStartTimeoutError,
 )
 from lamina.models import FunctionConfig, FunctionState, InvokeRequest, LogFormat, LoggingConfig
-from lamina.observability import LogStore, Metrics
+from lamina.observability import LogStore, Meter, Metrics, Usage
 from lamina.observability.logs import LogWriter, Report
+from lamina.observability.metering import utc_day
 from lamina.runtime_api.telemetry import Telemetry
 from lamina.runtimes.catalog import RuntimeCatalog, RuntimeInfo
 from lamina.sandbox.fake import FakeBackend, FakeHooks
@@ -435,3 +437,17 @@ def test_a_build_under_way_stops_with_the_server(tmp_path: Path) -> None:
         assert fake.snapshots == 0, "the template sandbox was destroyed before its snapshot point"
 
     run(tmp_path, body)
+
+
+def test_metering_bills_the_restore(tmp_path: Path) -> None:
+    async def main() -> list[Usage]:
+        meter = Meter(tmp_path / "usage.db")
+        await meter.open()
+        restored = Report("a", 9.2, 1024, 10, function_name="fn", version="1")
+        meter.record(replace(restored, restore_duration_ms=40.1))  # 10 + 41 ms
+        meter.record(replace(restored, request_id="b"))  # warm: 10 ms
+        rows = await meter.usage()
+        await meter.close()
+        return rows
+
+    assert asyncio.run(main()) == [Usage("fn", "1", utc_day(time.time()), 2, 61, 61 * 1024)]
