@@ -88,6 +88,14 @@ def test_what_snapstart_does_not_combine_with(functions: Functions, lam: Any) ->
         )
     )
     assert code == "InvalidParameterValueException" and "PackageType Image" in text
+    efs = [
+        {
+            "Arn": "arn:aws:elasticfilesystem:us-east-1:000000000000:access-point/fsap-1",
+            "LocalMountPath": "/mnt/efs",
+        }
+    ]
+    code, text, _ = _error(lambda: _create(lam, SnapStart=ON, FileSystemConfigs=efs))
+    assert code == "InvalidParameterValueException" and "FileSystemConfigs" in text
 
     # An update may not make an existing SnapStart function invalid, nor the reverse.
     name = functions.create(HELLO, runtime="python3.12", SnapStart=ON)["FunctionName"]
