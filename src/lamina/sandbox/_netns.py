@@ -231,12 +231,34 @@ class NetworkFactory:
                 raise
         return ns
 
-    def _make_inside(self) -> NetNamespace:
-        if _libc.unshare(CLONE_NEWNET) != 0:
+    def adopt(self, fd: int, egress: bool) -> NetNamespace:
+        """Set up, as `make` does, a namespace someone else made (a SnapStart copy makes
+        its own, in its own user namespace), held by `fd` (taken, closed on failure);
+        blocking."""
+        try:
+            ns = self._thread.submit(self._make_inside, fd).result()
+        except BaseException:
+            os.close(fd)
+            raise
+        if egress and self.egress:
+            try:
+                self._add_veth(ns)
+            except BaseException:
+                ns.close()
+                raise
+        return ns
+
+    def _make_inside(self, fd: int | None = None) -> NetNamespace:
+        if fd is not None:
+            if _libc.setns(fd, CLONE_NEWNET) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"setns: {os.strerror(err)}")
+        elif _libc.unshare(CLONE_NEWNET) != 0:
             err = ctypes.get_errno()
             raise OSError(err, f"unshare(CLONE_NEWNET): {os.strerror(err)}")
         try:
-            fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+            if fd is None:
+                fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as ctl:
                 _link_up(ctl, "lo")
             api = _listen(RUNTIME_API_PORT)

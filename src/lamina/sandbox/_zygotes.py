@@ -153,11 +153,13 @@ class Zygote:
         netns: int,
         nice: int = 0,
         image: str | None = None,
+        template: bool = False,
     ) -> int:
         """A new child (its pid on the host); the descriptors are sent, not consumed. `nice`:
         the CPU priority it isolates itself at (it takes 0 back when claimed); `image`: a
         container image's unpacked root, its root instead of the host's system directories
-        (an exec zygote's child only)."""
+        (an exec zygote's child only); `template`: a SnapStart template's child (a Python
+        zygote's only, see `_ns_templates`)."""
         await self.start()
         self._seq += 1
         request = f"s{self._seq}"
@@ -166,6 +168,8 @@ class Zygote:
         message: dict[str, Any] = {"op": "spawn", "id": request, "cgroups": cgroups, "nice": nice}
         if image is not None:
             message["image"] = image
+        if template:
+            message["template"] = True
         self._send(message, [child_ctl, netns])
         return await future
 

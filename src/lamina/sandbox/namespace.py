@@ -145,6 +145,8 @@ class NamespaceSandbox:
         self._frozen = False
         self._relays: list[asyncio.AbstractServer] = []
         self._destroyed = False
+        #: a template's control socket (ours), once claimed (see `_ns_templates`)
+        self._template_sock: socket.socket | None = None
 
     @property
     def id(self) -> str:
@@ -163,7 +165,10 @@ class NamespaceSandbox:
         return self._oom
 
     async def prepare(self) -> RuntimeApiEndpoint:
-        child = await self._backend.claim(self._spec)
+        if self._spec.snapshot:
+            child = await self._backend.spawn_template(self._spec)
+        else:
+            child = await self._backend.claim(self._spec)
         self._child = child
         child.exit.on_exit(self._exited)
         return RuntimeApiEndpoint(child.netns.runtime_api, f"127.0.0.1:{RUNTIME_API_PORT}")
@@ -191,25 +196,9 @@ class NamespaceSandbox:
             raise SandboxError("start() before prepare()")
         spec = self._spec
         loop = asyncio.get_running_loop()
+        template_socks: tuple[socket.socket, socket.socket] | None = None
         try:
-            # CPU is limited once the init phase is over (`init_done`): Lambda lets the init
-            # phase run at full speed, and at 128 MB (7% of a CPU) an import would crawl.
-            child.cgroup.limit_memory(spec.memory_mb, spec.ephemeral_storage_mb)
-            if not spec.network:
-                # No network: not even a listener at AWS_ENDPOINT_URL (connections would
-                # wait, unserved, in its backlog); refused at once instead.
-                if child.netns.api_relay is not None:
-                    child.netns.api_relay.close()
-                    child.netns.api_relay = None
-                for extra in child.netns.extra_relays.values():
-                    extra.close()
-                child.netns.extra_relays.clear()
-                if child.netns.veth is not None:
-                    await loop.run_in_executor(None, self._backend.net.drop_egress, child.netns)
-            elif spec.vpc is not None and child.netns.veth is not None:
-                # Made before its function was known: it joins the VPC now, before any of
-                # the function's code runs.
-                await loop.run_in_executor(None, self._backend.net.join_vpc, child.netns, spec.vpc)
+            await self._configure(child)
             claim: dict[str, Any] = {
                 "env": dict(env),
                 "argv": list(spec.argv),
@@ -233,18 +222,22 @@ class NamespaceSandbox:
                         if pid > 0:  # (0 would be this server itself)
                             with contextlib.suppress(OSError):
                                 os.setpriority(os.PRIO_PROCESS, pid, 0)
-                send(child.ctl, claim, [*outputs, *trees])
+                extra = []
+                if spec.snapshot:
+                    # A template: its control socket goes last (see `_ns_templates`).
+                    claim["snapshot"] = True
+                    template_socks = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                    extra.append(template_socks[1].fileno())
+                send(child.ctl, claim, [*outputs, *trees, *extra])
             finally:
                 for tree in trees:
                     os.close(tree)
+                if template_socks is not None:
+                    template_socks[1].close()
+                    self._template_sock = template_socks[0]
             # Serve the relay to Lamina's API while the child attaches (connections made
             # before then wait in the listening socket's backlog).
-            relay = child.netns.api_relay
-            if spec.network and relay is not None:
-                self._relays.append(await self._backend.serve_relay(relay))
-            if spec.network:
-                for port, listener in child.netns.extra_relays.items():
-                    self._relays.append(await self._backend.serve_relay(listener, port))
+            await self._serve_relays(child)
             answer = await loop.sock_recv(child.ctl, 1 << 16)
             if answer and b'"launched"' in answer:
                 # The extensions run; the runtime starts once they have registered.
@@ -263,6 +256,37 @@ class NamespaceSandbox:
                 cause.strerror = os.strerror(problem["errno"]) if problem.get("errno") else ""
             raise SandboxError(f"sandbox {self.id}: {problem.get('error')}") from cause
         self._backend.watch_memory(self)
+
+    async def _configure(self, child: _Prepared) -> None:
+        """The function's limits and network on a sandbox made before it was known."""
+        spec = self._spec
+        loop = asyncio.get_running_loop()
+        # CPU is limited once the init phase is over (`init_done`): Lambda lets the init
+        # phase run at full speed, and at 128 MB (7% of a CPU) an import would crawl.
+        child.cgroup.limit_memory(spec.memory_mb, spec.ephemeral_storage_mb)
+        if not spec.network:
+            # No network: not even a listener at AWS_ENDPOINT_URL (connections would
+            # wait, unserved, in its backlog); refused at once instead.
+            if child.netns.api_relay is not None:
+                child.netns.api_relay.close()
+                child.netns.api_relay = None
+            for extra in child.netns.extra_relays.values():
+                extra.close()
+            child.netns.extra_relays.clear()
+            if child.netns.veth is not None:
+                await loop.run_in_executor(None, self._backend.net.drop_egress, child.netns)
+        elif spec.vpc is not None and child.netns.veth is not None:
+            # Made before its function was known: it joins the VPC now, before any of
+            # the function's code runs.
+            await loop.run_in_executor(None, self._backend.net.join_vpc, child.netns, spec.vpc)
+
+    async def _serve_relays(self, child: _Prepared) -> None:
+        relay = child.netns.api_relay
+        if self._spec.network and relay is not None:
+            self._relays.append(await self._backend.serve_relay(relay))
+        if self._spec.network:
+            for port, listener in child.netns.extra_relays.items():
+                self._relays.append(await self._backend.serve_relay(listener, port))
 
     def terminate(self) -> None:
         # The sandbox's init ignores SIGTERM (it is a PID namespace's init without a
@@ -363,7 +387,12 @@ class NamespaceSandbox:
         await self._backend.release(child)
 
     async def snapshotted(self) -> Template:
-        raise SandboxError(SNAPSHOT_UNSUPPORTED)
+        from lamina.sandbox._ns_templates import wait_template
+
+        sock, self._template_sock = self._template_sock, None
+        if sock is None:
+            raise SandboxError(SNAPSHOT_UNSUPPORTED)
+        return await wait_template(self, sock, self._exit.done)
 
 
 class NamespaceBackend:
@@ -418,13 +447,16 @@ class NamespaceBackend:
         return f"namespace (cgroups {self.cgroups.versions}; network {egress})"
 
     def create(self, spec: SandboxSpec) -> NamespaceSandbox:
+        if spec.snapshot and not self.can_snapshot(spec):
+            raise SandboxError(SNAPSHOT_UNSUPPORTED)
         return NamespaceSandbox(spec, self)
 
     def start(self) -> None:
         pass
 
     def can_snapshot(self, spec: SandboxSpec) -> bool:
-        return False
+        # The Python bootstrap in a zygote's child: its copies are forks (`_ns_templates`).
+        return spec.python_in_zygote and spec.image_root is None and not spec.extensions
 
     def expect(self, runtimes: Sequence[RuntimeSpec]) -> None:
         """Start the zygotes of these runtimes and fill their pools (in the background).
@@ -539,12 +571,24 @@ class NamespaceBackend:
         child.key = key
         return child
 
+    async def spawn_template(self, spec: SandboxSpec) -> _Prepared:
+        """A child made for a SnapStart template (never pooled: its seccomp filter is not a
+        pooled child's, see `_ns_templates`)."""
+        key = self._zygote_of(spec)
+        zygote = self._zygotes[key[:3]]
+        try:
+            return await self._spawn(zygote, None, template=True)
+        except (OSError, ZygoteError) as e:
+            raise SandboxError(f"cannot make a sandbox: {e}") from e
+
     def refill_after_init(self, key: _Key) -> None:
         pool = self._pools.get(key)
         if pool is not None and not self._closing:
             asyncio.get_running_loop().call_later(_REFILL_AFTER_INIT_S, pool.refill)
 
-    async def _spawn(self, zygote: Zygote, image: str | None, urgent: bool = True) -> _Prepared:
+    async def _spawn(
+        self, zygote: Zygote, image: str | None, urgent: bool = True, template: bool = False
+    ) -> _Prepared:
         """A new isolated child (with `image` as its root, if given); made for the pool (not
         `urgent`), it isolates itself at a low CPU priority and takes the normal one back
         when claimed (see `_pool.py`)."""
@@ -569,7 +613,9 @@ class NamespaceBackend:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         nice = 0 if urgent else POOL_NICE
         try:
-            pid = await zygote.spawn(cgroup.procs_files, theirs.fileno(), netns.fd, nice, image)
+            pid = await zygote.spawn(
+                cgroup.procs_files, theirs.fileno(), netns.fd, nice, image, template
+            )
         except BaseException:
             ours.close()
             netns.close()

@@ -42,13 +42,20 @@ from lamina.sandbox.api import (
 )
 
 MEMORY_POLL_S = 0.1
+#: a template's entry point (the fork-server that runs the bootstrap, see `_process_templates`)
+SNAPSHOT_ENTRY = Path(__file__).resolve().parent / "zygote" / "_lamina_snapshot.py"
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _MB = 1024 * 1024
 
 
 class ProcessSandbox:
-    def __init__(self, spec: SandboxSpec, root: Path) -> None:
+    def __init__(
+        self, spec: SandboxSpec, root: Path, backend: ProcessBackend | None = None
+    ) -> None:
         self._spec = spec
+        #: where sandboxes' directories are, and the backend (what a template's copies need)
+        self.root = root
+        self.backend = backend
         self._dir = root / spec.sandbox_id
         self._scratch = self._dir / "tmp"
         self._proc: subprocess.Popen[bytes] | None = None
@@ -60,6 +67,8 @@ class ProcessSandbox:
         self._destroyed = False
         self._status_fd: int | None = None
         self._hwm_read_at = 0.0
+        #: a template's control socket (ours), once started (see `_process_templates`)
+        self._template_sock: socket.socket | None = None
 
     @property
     def id(self) -> str:
@@ -142,8 +151,27 @@ class ProcessSandbox:
     def _spawn(self, env: dict[str, str]) -> subprocess.Popen[bytes]:
         spec = self._spec
         self._scratch.mkdir(parents=True, mode=0o700, exist_ok=True)
+        argv, pass_fds = list(spec.argv), tuple[int, ...]()
+        if spec.snapshot:
+            # A template: the bootstrap run by the fork-server's entry point, which hands
+            # it its snapshot point (see `_process_templates`).
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            self._template_sock = ours
+            argv = [*argv[:-1], str(SNAPSHOT_ENTRY), str(theirs.fileno()), argv[-1]]
+            pass_fds = (theirs.fileno(),)
+        try:
+            return self._popen(argv, env, pass_fds)
+        finally:
+            if spec.snapshot:
+                theirs.close()
+
+    def _popen(
+        self, argv: list[str], env: dict[str, str], pass_fds: tuple[int, ...]
+    ) -> subprocess.Popen[bytes]:
+        spec = self._spec
         return subprocess.Popen(
-            list(spec.argv),
+            argv,
+            pass_fds=pass_fds,
             env=env,
             cwd=spec.task_root,
             stdin=subprocess.DEVNULL,
@@ -268,7 +296,12 @@ class ProcessSandbox:
         )
 
     async def snapshotted(self) -> Template:
-        raise SandboxError(SNAPSHOT_UNSUPPORTED)
+        from lamina.sandbox._process_templates import wait_template
+
+        sock, self._template_sock = self._template_sock, None
+        if sock is None:
+            raise SandboxError(SNAPSHOT_UNSUPPORTED)
+        return await wait_template(self, sock, self._exit.done)
 
 
 class ProcessBackend:
@@ -289,7 +322,9 @@ class ProcessBackend:
         pass
 
     def can_snapshot(self, spec: SandboxSpec) -> bool:
-        return False
+        # The Python bootstrap, started by the fork-server's entry point
+        # (`_process_templates`); extensions are processes of their own, never copied.
+        return spec.python_in_zygote and not spec.extensions
 
     def expect(self, runtimes: Sequence[RuntimeSpec]) -> None:
         pass
@@ -299,11 +334,17 @@ class ProcessBackend:
             # An image's root would have to be the runtime's `/`: nothing here can do that
             # (running its entry point on the host's filesystem would be another function).
             raise SandboxError(IMAGE_NEEDS_NAMESPACE)
-        sandbox = ProcessSandbox(spec, self._root)
+        if spec.snapshot and not self.can_snapshot(spec):
+            raise SandboxError(SNAPSHOT_UNSUPPORTED)
+        sandbox = ProcessSandbox(spec, self._root, self)
+        self.watch(sandbox)
+        return sandbox
+
+    def watch(self, sandbox: ProcessSandbox) -> None:
+        """Watch a sandbox's memory (every one made here, restored copies included)."""
         self._live.add(sandbox)
         if self._watcher is None:
             self._watcher = asyncio.get_running_loop().create_task(self._watch_memory())
-        return sandbox
 
     async def _watch_memory(self) -> None:
         while True:

@@ -15,12 +15,19 @@ import importlib
 import json
 import logging
 import os
+import random
 import socket
 import sys
 import time
 import traceback
 from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any
+
+# Imported ahead of the handler: `import snapshot_restore_py` finds it in every environment.
+try:
+    import snapshot_restore_py  # type: ignore[import-not-found,unused-ignore]
+except ImportError:  # imported as part of Lamina's package (the fake sandbox)
+    from lamina.runtimes.python import snapshot_restore_py
 
 API_PREFIX = "/2018-06-01/runtime"
 Handler = Callable[[Any, Any], Any]
@@ -143,6 +150,16 @@ class RuntimeClient:
 
     def post_init_error(self, error: dict[str, Any]) -> None:
         self._post_error("/init/error", error)
+
+    def restore_next(self) -> None:
+        """SnapStart: the restore is done (Lambda's answer comes once it is); the runtime
+        runs its after-restore hooks next."""
+        status, _headers, body = self._request("GET", "/restore/next")
+        if not 200 <= status < 300:
+            raise RuntimeError(f"Runtime API /restore/next answered {status}: {body!r}")
+
+    def post_restore_error(self, error: dict[str, Any]) -> None:
+        self._post_error("/restore/error", error)
 
     def _post_error(self, path: str, error: dict[str, Any]) -> None:
         self._request(
@@ -526,6 +543,57 @@ def start_debugger(env: Mapping[str, str]) -> None:
         debugpy.wait_for_client()
 
 
+#: SnapStart (Lamina sets it in a template's runtime, see `lamina.sandbox.api`): called once
+#: the function is initialised and its before-snapshot hooks have run; returns in each
+#: restored copy (never in the template), with `os.environ` the copy's own
+snapshot_point: Callable[[], None] | None = None
+
+
+def _run_hooks(hooks: list[Any]) -> None:
+    for func, args, kwargs in hooks:
+        func(*args, **kwargs)
+
+
+def _hook_failure(kind: str, e: BaseException) -> dict[str, Any]:
+    error = InitError(kind, f"{type(e).__name__}: {e}", _stack(e)).to_json()
+    _log_error(error["errorType"], error["errorMessage"], error["stackTrace"])
+    return error
+
+
+def snap_start(client: RuntimeClient) -> RuntimeClient:
+    """A SnapStart template's way from its init to its first invocation: run the
+    before-snapshot hooks, stop at the snapshot point, and (in each restored copy) take the
+    copy's own Runtime API, reseed `random` (a copy must not repeat its siblings' numbers),
+    say the restore is done and run the after-restore hooks. Returns the copy's client."""
+    assert snapshot_point is not None
+    try:
+        _run_hooks(snapshot_restore_py.get_before_snapshot())
+    except Exception as e:
+        with contextlib.suppress(OSError):
+            client.post_init_error(_hook_failure("Runtime.BeforeSnapshotError", e))
+        sys.exit(1)
+    global _preconnected
+    client.close()  # no connection survives a snapshot (a copy makes its own)
+    if _preconnected is not None:
+        _preconnected[1].close()
+        _preconnected = None
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    snapshot_point()
+    random.seed()
+    configure_logging(os.environ)
+    client = RuntimeClient(os.environ["AWS_LAMBDA_RUNTIME_API"])
+    client.restore_next()
+    try:
+        _run_hooks(snapshot_restore_py.get_after_restore())
+    except Exception as e:
+        with contextlib.suppress(OSError):
+            client.post_restore_error(_hook_failure("Runtime.AfterRestoreError", e))
+        sys.exit(1)
+    return client
+
+
 def main() -> None:
     # Make the function's code, not this runtime's directory, the first place imports look.
     here = os.path.dirname(os.path.abspath(__file__))
@@ -544,6 +612,10 @@ def main() -> None:
         _log_error(e.error_type, e.message, e.stack)
         client.post_init_error(e.to_json())
         sys.exit(1)
+    if snapshot_point is not None and os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE") == (
+        "snap-start"
+    ):
+        client = snap_start(client)
     serve(client, handler)
 
 

@@ -53,6 +53,7 @@ import stat
 import sys
 from typing import Any
 
+import _lamina_snapshot as snapshot  # type: ignore[import-not-found]
 import seccomp  # type: ignore[import-not-found]  # this directory is sys.path[0]
 
 # -- syscalls ----------------------------------------------------------------------------
@@ -365,11 +366,17 @@ class Child:
         netns: int,
         nice: int = 0,
         image: str | None = None,
+        template: bool = False,
     ) -> None:
         self.config = config
         self.ctl = ctl
         self.netns = netns
         self.nice = nice
+        #: a SnapStart template's sandbox (see `_lamina_snapshot.py`): its filter lets its copies
+        #: make their own namespaces, and it keeps the native init for them
+        self.template = template
+        #: the template's control socket, once claimed
+        self.template_ctl: socket.socket | None = None
         #: a container image's unpacked root (on the host), this sandbox's root; None: zip
         self.image = image
         self.root = config["staging"]
@@ -419,11 +426,11 @@ class Child:
         # Leave the host's filesystem now, ahead of any claim: detaching the old root costs
         # about a millisecond that a cold start would otherwise pay.
         pivot_into(self.root)
-        seccomp.install(_FILTER)
+        seccomp.install(_TEMPLATE_FILTER if self.template else _FILTER)
         runtime = os.fork()
         if runtime != 0:
             self.be_init(runtime)
-        if _INIT_FD >= 0:
+        if _INIT_FD >= 0 and not self.template:
             os.close(_INIT_FD)  # the init's own: a function has no use for it
         if self.config.get("python"):
             warm_up()
@@ -587,6 +594,8 @@ class Child:
         image), in that order; for a container image, none (its root has its files).
         """
         output, rest = fds[0], fds[1:]
+        if claim.get("snapshot"):
+            self.template_ctl, rest = socket.socket(fileno=rest[-1]), rest[:-1]
         if claim.get("extensions"):
             self.extension_output, rest = rest[0], rest[1:]
         trees = iter(rest)
@@ -601,7 +610,7 @@ class Child:
         tmp_mb = int(claim["tmp_mb"])
         if tmp_mb != DEFAULT_TMP_MB:
             mount(None, "/tmp", None, MS_REMOUNT | MS_NOSUID | MS_NODEV, f"size={tmp_mb}m")
-        seccomp.install(_CLAIM_FILTER)
+        seccomp.install(_TEMPLATE_CLAIM_FILTER if self.template else _CLAIM_FILTER)
         os.chdir(claim.get("cwd") or "/var/task")  # (an OSError names a missing one)
         null = os.open("/dev/null", os.O_RDONLY)
         os.dup2(null, 0)
@@ -661,6 +670,18 @@ class Child:
                 e.filename = argv[0]
                 raise
         self.ctl.close()  # the server reads the hand-over from this close
+        if self.template_ctl is not None:
+            copies = snapshot.IsolatedCopies(
+                clone,
+                int(self.config["uid"]),
+                int(self.config["gid"]),
+                _COPY_FILTER,
+                _INIT_FD,
+            )
+            template_ctl = self.template_ctl
+            _BOOTSTRAP.snapshot_point = lambda: snapshot.serve(
+                template_ctl, copies.fork, copies.become
+            )
         os.environ.clear()
         os.environ.update(env)
         extra = [p for p in env.get("PYTHONPATH", "").split(":") if p]
@@ -714,6 +735,12 @@ def execute(argv: list[str], env: dict[str, str]) -> None:
 
 _FILTER = b""
 _CLAIM_FILTER = b""
+#: a SnapStart template's filters (`_lamina_snapshot.py`): in the pool, the pool's but for clone()'s
+#: namespace flags; at claim, not `mount` (its copies mount their /tmp and /proc); and what
+#: each copy installs once isolated, which makes its whole filter a normal sandbox's
+_TEMPLATE_FILTER = b""
+_TEMPLATE_CLAIM_FILTER = b""
+_COPY_FILTER = b""
 #: what attaching a claimed function's files needs; denied by the filter installed at claim
 CLAIM_SYSCALLS = ("mount", "mount_setattr", "move_mount")
 _BASE_PATH: list[str] = []
@@ -734,6 +761,7 @@ class Zygote:
 
     def init(self) -> None:
         global _FILTER, _CLAIM_FILTER, _BOOTSTRAP, _INIT_FD
+        global _TEMPLATE_FILTER, _TEMPLATE_CLAIM_FILTER, _COPY_FILTER
         message, _ = receive(self.sock)
         if message is None:
             sys.exit(0)
@@ -743,6 +771,13 @@ class Zygote:
         # (installing a filter costs in proportion to its length, ~0.1 ms for the whole list).
         _FILTER = seccomp.build_filter(deny=[n for n in seccomp.DENIED if n not in CLAIM_SYSCALLS])
         _CLAIM_FILTER = seccomp.build_filter(deny=CLAIM_SYSCALLS, arguments=False)
+        if message.get("python"):
+            pool = [n for n in seccomp.DENIED if n not in CLAIM_SYSCALLS]
+            _TEMPLATE_FILTER = seccomp.build_filter(deny=pool, namespaces=False)
+            _TEMPLATE_CLAIM_FILTER = seccomp.build_filter(
+                deny=[n for n in CLAIM_SYSCALLS if n != "mount"], arguments=False
+            )
+            _COPY_FILTER = seccomp.build_filter(deny=["mount"])
         if message.get("python"):
             # The runtime bootstrap and the standard modules handlers use most, imported once
             # here and shared by every child.
@@ -800,7 +835,8 @@ class Zygote:
         if pid == 0:
             self.in_child()
             nice = int(message.get("nice", 0))
-            child = Child(self.config, ctl, netns, nice, message.get("image"))
+            template = bool(message.get("template"))
+            child = Child(self.config, ctl, netns, nice, message.get("image"), template)
             child.run(message.get("cgroups", []))
         self.children.add(pid)
         ctl.close()

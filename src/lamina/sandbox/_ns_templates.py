@@ -1,0 +1,161 @@
+"""SnapStart templates in the namespace backend: the template is a sandbox like any other
+(its own namespaces and cgroup, made for it rather than taken from the pool, with the
+seccomp filter its copies need, see `zygote/_lamina_snapshot.py`); each copy gets a cgroup
+of its own, joined here from outside, and its network namespace (made by the copy itself, in
+its own user namespace) is set up here as a pooled one is: loopback, the Runtime API and the
+relay to Lamina's API, the veth.
+
+Memory: pages a copy shares with its template stay charged to the template's cgroup (the
+node pays them once); the copy's cgroup holds what it writes. Its hard limit is the
+function's memory less the template's share, so that template and copy together stay within
+the function's MemorySize, and its Max Memory Used is its peak resident set (shared pages
+included: the function used them), or its cgroup's peak if that is more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from lamina.sandbox._netns import RUNTIME_API_PORT
+from lamina.sandbox._templates import TemplateChannel, send_go, vm_hwm_mb
+from lamina.sandbox.api import (
+    ExitWatch,
+    RuntimeApiEndpoint,
+    Sandbox,
+    SandboxError,
+    SandboxSpec,
+)
+from lamina.sandbox.namespace import NamespaceSandbox, _first_child, _Prepared
+
+if TYPE_CHECKING:
+    from lamina.sandbox.namespace import NamespaceBackend
+
+#: the least hard limit a copy's cgroup gets (MB), whatever the template holds
+MIN_COPY_MB = 16
+
+
+async def wait_template(
+    sandbox: NamespaceSandbox, sock: socket.socket, exited: asyncio.Future[int]
+) -> NamespaceTemplate:
+    """The template of `sandbox` once its runtime is at its snapshot point; SandboxError if
+    the runtime exits first."""
+    channel = TemplateChannel(sock)
+    waits: list[asyncio.Future[object]] = [channel.snapshotted, exited]  # type: ignore[list-item]
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    if not channel.snapshotted.done() or channel.snapshotted.exception() is not None:
+        channel.close()
+        raise SandboxError("the runtime exited before its snapshot")
+    return NamespaceTemplate(sandbox, channel)
+
+
+class NamespaceTemplate:
+    def __init__(self, sandbox: NamespaceSandbox, channel: TemplateChannel) -> None:
+        self._sandbox = sandbox
+        self._backend: NamespaceBackend = sandbox._backend
+        self.channel = channel
+        #: what the template holds (MB), read once it is at rest: every copy's share
+        self.shared_mb = sandbox.memory_usage_mb() or 0
+
+    def restore(self, spec: SandboxSpec) -> Sandbox:
+        return RestoredSandbox(spec, self._backend, self)
+
+    def memory_usage_mb(self) -> int | None:
+        return self._sandbox.memory_usage_mb()
+
+    async def destroy(self) -> None:
+        self.channel.close()
+        await self._sandbox.destroy()
+
+    async def copy(self, sandbox_id: str) -> _Prepared:
+        """A copy in a cgroup and a prepared network namespace of its own, waiting for its
+        go. Raises SandboxError."""
+        backend = self._backend
+        template = self._sandbox._child
+        if template is None or self.channel.closed:
+            raise SandboxError("the SnapStart template is gone")
+        loop = asyncio.get_running_loop()
+        try:
+            cgroup = await loop.run_in_executor(None, backend.cgroups.make, sandbox_id)
+        except OSError as e:
+            raise SandboxError(f"cannot make a cgroup: {e}") from e
+        exit = ExitWatch()
+        pidfd = -1
+        made = None
+        try:
+            made = await self.channel.copy()
+            self.channel.watch(made.template_pid, exit.exited)
+            pidfd = os.pidfd_open(made.pid)
+            await loop.run_in_executor(None, _join, cgroup.procs_files, made.pid)
+            fd = os.open(f"/proc/{made.pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            netns = await loop.run_in_executor(None, backend.net.adopt, fd, True)
+        except BaseException as e:
+            if pidfd >= 0:
+                with contextlib.suppress(OSError):
+                    signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                os.close(pidfd)
+            if made is not None:
+                made.ctl.close()
+            await loop.run_in_executor(None, cgroup.kill_all)
+            await loop.run_in_executor(None, cgroup.remove)
+            if isinstance(e, SandboxError | asyncio.CancelledError):
+                raise
+            raise SandboxError(f"cannot restore from the SnapStart template: {e}") from e
+        return _Prepared(
+            template.zygote, made.pid, pidfd, made.ctl, netns, cgroup, sandbox_id, exit=exit
+        )
+
+
+def _join(procs_files: list[str], pid: int) -> None:
+    for procs in procs_files:
+        with open(procs, "w") as f:
+            f.write(str(pid))
+
+
+class RestoredSandbox(NamespaceSandbox):
+    """A sandbox whose runtime is a copy of a template's (see `api.py`)."""
+
+    def __init__(
+        self, spec: SandboxSpec, backend: NamespaceBackend, template: NamespaceTemplate
+    ) -> None:
+        own = max(spec.memory_mb - template.shared_mb, MIN_COPY_MB)
+        super().__init__(replace(spec, memory_mb=own), backend)
+        self._template = template
+
+    async def prepare(self) -> RuntimeApiEndpoint:
+        child = await self._template.copy(self._spec.sandbox_id)
+        self._child = child
+        child.exit.on_exit(self._exited)
+        return RuntimeApiEndpoint(child.netns.runtime_api, f"127.0.0.1:{RUNTIME_API_PORT}")
+
+    async def start(
+        self,
+        env: Mapping[str, str],
+        extensions_started: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        child = self._child
+        if child is None:
+            raise SandboxError("start() before prepare()")
+        spec = self._spec
+        try:
+            await self._configure(child)
+            await self._serve_relays(child)
+            go = {"env": dict(env), "tmp_mb": spec.ephemeral_storage_mb}
+            problem = await send_go(child.ctl, go, spec.output_fd)
+        except OSError as e:
+            raise SandboxError(f"sandbox {self.id}: {e}") from e
+        if problem is not None:
+            raise SandboxError(f"sandbox {self.id}: {problem.get('error')}")
+        child.runtime_pid = _first_child(child.pid)
+        self._backend.watch_memory(self)
+
+    def memory_peak_mb(self) -> int:
+        child = self._child
+        hwm = vm_hwm_mb(child.runtime_pid) if child is not None and child.runtime_pid else 0
+        return max(super().memory_peak_mb(), hwm)
