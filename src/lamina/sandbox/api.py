@@ -172,7 +172,11 @@ IMAGE_NEEDS_NAMESPACE = (
     "container-image functions need the namespace sandbox (lamina serve --sandbox namespace)"
 )
 #: why a backend refuses to snapshot a runtime (`spec.snapshot`)
-SNAPSHOT_UNSUPPORTED = "SnapStart needs a Python runtime (its bootstrap run in a warm interpreter)"
+SNAPSHOT_UNSUPPORTED = (
+    "Lamina snapshots the Python bootstrap run in a warm interpreter: not a runtime started"
+    " through AWS_LAMBDA_EXEC_WRAPPER, a container image, or a function with external"
+    " extensions"
+)
 #: the PATH an image's entry point is looked up in when its environment sets none
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 
