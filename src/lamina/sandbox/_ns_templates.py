@@ -86,6 +86,10 @@ class NamespaceTemplate:
     def memory_usage_mb(self) -> int | None:
         return self._sandbox.memory_usage_mb()
 
+    @property
+    def alive(self) -> bool:
+        return not self.channel.closed and not self._destroyed
+
     async def destroy(self) -> None:
         self._destroyed = True
         if self._filling is not None:

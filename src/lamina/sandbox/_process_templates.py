@@ -54,6 +54,10 @@ class ProcessTemplate:
     def memory_usage_mb(self) -> int | None:
         return self._sandbox.memory_usage_mb()
 
+    @property
+    def alive(self) -> bool:
+        return not self.channel.closed
+
     async def destroy(self) -> None:
         self.channel.close()
         await self._sandbox.destroy()

@@ -328,6 +328,12 @@ class Template(Protocol):
         """The memory the template itself holds (MB), charged once to the node, or None."""
         ...
 
+    @property
+    def alive(self) -> bool:
+        """False once the template's runtime is gone (killed, or its zygote died): its
+        copies are gone too, and restoring from it fails; its owner makes another."""
+        ...
+
     async def destroy(self) -> None:
         """Kill the template and every sandbox restored from it. Idempotent."""
         ...
