@@ -428,7 +428,7 @@ class Environment:
         if self.restored_from is not None:
             return limits.RESTORE_TIMEOUT_S
         if self._snapshot:
-            return limits.SNAPSHOT_INIT_TIMEOUT_S
+            return max(limits.SNAPSHOT_INIT_TIMEOUT_S, float(self.ctx.config.timeout))
         return limits.INIT_TIMEOUT_S
 
     async def _snapshotted(self) -> None:
