@@ -10,8 +10,14 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -51,6 +57,8 @@ def handler(event, context):
     }
 """
 ON = {"ApplyOn": "PublishedVersions"}
+_CACHE = Path(tempfile.gettempdir())
+_PIP = (sys.executable, "-m", "pip", "install", "--quiet", "--no-compile", "--only-binary=:all:")
 
 
 def _active(lam: Any, name: str) -> dict[str, Any]:
@@ -218,3 +226,61 @@ def test_restored_environments_share_the_init_and_are_unique(
     wait_for(lambda: _templates(server) == before + 1, message="the old template to go")
     again = json.loads(lam.invoke(FunctionName=name, Qualifier="2")["Payload"].read())
     assert again["version"] == "two"
+
+
+BLAS = """\
+import threading
+import numpy
+
+MATRIX = numpy.random.rand(600, 600)
+PRODUCT = MATRIX @ MATRIX  # at init: OpenBLAS's thread pool is running in the template
+
+
+def handler(event, context):
+    return {"trace": float((MATRIX @ MATRIX).trace()), "threads": threading.active_count()}
+"""
+
+
+def _numpy_site() -> Path:
+    """NumPy for python3.12 (the runtime's), from PyPI once, as `pip install --target`
+    lays it out (cached across runs)."""
+    site = _CACHE / "lamina-test-numpy-cp312"
+    if not (site / ".installed").exists():
+        staging = site.with_name(f"{site.name}.{uuid.uuid4().hex[:8]}")
+        subprocess.run(
+            [*_PIP, "--python-version", "3.12", "--target", str(staging), "numpy"],
+            check=True,
+            capture_output=True,
+            timeout=600,
+        )
+        (staging / ".installed").write_text("")
+        shutil.rmtree(site, ignore_errors=True)
+        staging.rename(site)
+    return site
+
+
+def test_a_library_thread_pool_survives_the_restore(functions: Functions, lam: Any) -> None:
+    # OpenBLAS (NumPy's) stops its thread pool in a fork handler and starts it again in the
+    # child: copies must be made by a fork that runs those handlers, or their first matrix
+    # product waits forever for threads that were never copied.
+    files: dict[str, str | bytes] = {"app.py": BLAS}
+    site = _numpy_site()
+    for path in site.rglob("*"):
+        if path.is_file() and "__pycache__" not in path.parts and path.name != ".installed":
+            files[str(path.relative_to(site))] = path.read_bytes()
+    name = functions.create(files, runtime="python3.12", SnapStart=ON, MemorySize=1024, Timeout=20)[
+        "FunctionName"
+    ]
+    lam.publish_version(FunctionName=name)
+    _active(lam, name)
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(
+            pool.map(
+                lambda _: lam.invoke(FunctionName=name, Qualifier="1"),
+                range(2),
+            )
+        )
+    for answer in answers:
+        assert "FunctionError" not in answer, answer["Payload"].read()
+    traces = {json.loads(a["Payload"].read())["trace"] for a in answers}
+    assert len(traces) == 1  # the same matrix: the template's

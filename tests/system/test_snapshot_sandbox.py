@@ -325,3 +325,21 @@ async def test_destroying_the_template_ends_its_copies(host: Host) -> None:
     with pytest.raises(SandboxError):
         await SafeSandbox(template.restore(host.spec())).prepare()
     await sandbox.destroy()
+
+
+@pytest.mark.anyio
+async def test_a_copy_is_terminated_and_measured_as_its_runtime(host: Host) -> None:
+    template, _ = await host.template()
+    sandbox, api = await host.restore(template, "key")
+    try:
+        answer = await invoke(api, {})
+        # Its peak is the runtime's resident set, the pages it shares with the template in.
+        assert sandbox.memory_peak_mb() >= 5
+        exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        sandbox.on_exit(lambda status: exited.done() or exited.set_result(status))
+        sandbox.terminate()  # Lambda's SHUTDOWN: SIGTERM to the runtime itself
+        assert await asyncio.wait_for(exited, 10) == -15, answer
+    finally:
+        host.close_servers()
+        await sandbox.destroy()
+        await template.destroy()

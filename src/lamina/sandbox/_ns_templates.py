@@ -22,10 +22,18 @@ import signal
 import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
+from functools import partial
 from typing import TYPE_CHECKING
 
 from lamina.sandbox._netns import RUNTIME_API_PORT, NetNamespace
-from lamina.sandbox._templates import TemplateChannel, isolate, send_go, vm_hwm_mb
+from lamina.sandbox._signals import signal_main_thread
+from lamina.sandbox._templates import (
+    HELLO_TIMEOUT_S,
+    TemplateChannel,
+    isolate,
+    send_go,
+    vm_hwm_mb,
+)
 from lamina.sandbox.api import (
     ExitWatch,
     RuntimeApiEndpoint,
@@ -156,6 +164,7 @@ class NamespaceTemplate:
         pidfd = -1
         made = None
         netns = None
+        adopting: asyncio.Future[NetNamespace] | None = None
         try:
             made = await self.channel.copy()
             self.channel.watch(made.template_pid, exit.exited)
@@ -164,8 +173,11 @@ class NamespaceTemplate:
             fd = os.open(f"/proc/{made.pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
             # Its network set up from here while it isolates itself.
             adopting = loop.run_in_executor(None, backend.net.adopt, fd, True)
-            isolating = asyncio.ensure_future(isolate(made.ctl, self._tmp_mb))
-            done = await asyncio.gather(adopting, isolating, return_exceptions=True)
+            isolating = asyncio.ensure_future(
+                asyncio.wait_for(isolate(made.ctl, self._tmp_mb), HELLO_TIMEOUT_S)
+            )
+            # (shielded: a cancel must not lose the namespace its thread makes anyway)
+            done = await asyncio.gather(asyncio.shield(adopting), isolating, return_exceptions=True)
             if isinstance(done[0], NetNamespace):
                 netns = done[0]
             for result in done:
@@ -176,6 +188,9 @@ class NamespaceTemplate:
             if netns is not None:
                 netns.close()
                 backend.net.forget(netns)
+            elif adopting is not None:
+                # Cancelled while its thread still works: release what it makes.
+                adopting.add_done_callback(partial(_release_adopted, backend))
             if pidfd >= 0:
                 with contextlib.suppress(OSError):
                     signal.pidfd_send_signal(pidfd, signal.SIGKILL)
@@ -190,8 +205,16 @@ class NamespaceTemplate:
         child = _Prepared(
             template.zygote, made.pid, pidfd, made.ctl, netns, cgroup, sandbox_id, exit=exit
         )
-        child.runtime_pid = _first_child(made.pid)
+        # The copy (made.pid) forked its namespace's PID 1, which forked the runtime.
+        child.runtime_pid = _first_child(_first_child(made.pid))
         return child
+
+
+def _release_adopted(backend: NamespaceBackend, future: asyncio.Future[NetNamespace]) -> None:
+    if not future.cancelled() and future.exception() is None:
+        netns = future.result()
+        netns.close()
+        backend.net.forget(netns)
 
 
 def _join(procs_files: list[str], pid: int) -> None:
@@ -228,12 +251,21 @@ class RestoredSandbox(NamespaceSandbox):
         try:
             await self._configure(child)
             await self._serve_relays(child)
-            problem = await send_go(child.ctl, {"env": dict(env)}, spec.output_fd)
-        except OSError as e:
-            raise SandboxError(f"sandbox {self.id}: {e}") from e
+            problem = await asyncio.wait_for(
+                send_go(child.ctl, {"env": dict(env)}, spec.output_fd), HELLO_TIMEOUT_S
+            )
+        except (OSError, TimeoutError) as e:
+            raise SandboxError(f"sandbox {self.id}: {e or 'no hand-over'}") from e
         if problem is not None:
             raise SandboxError(f"sandbox {self.id}: {problem.get('error')}")
         self._backend.watch_memory(self)
+
+    def terminate(self) -> None:
+        # (Its first child is its namespace's PID 1, which ignores SIGTERM: the runtime.)
+        child = self._child
+        if child is not None and child.exit.status is None and child.runtime_pid > 0:
+            with contextlib.suppress(OSError):
+                signal_main_thread(child.runtime_pid, signal.SIGTERM)
 
     def memory_peak_mb(self) -> int:
         child = self._child

@@ -14,7 +14,7 @@ import shutil
 import socket
 from collections.abc import Awaitable, Callable, Mapping
 
-from lamina.sandbox._templates import TemplateChannel, isolate, send_go
+from lamina.sandbox._templates import HELLO_TIMEOUT_S, TemplateChannel, isolate, send_go
 from lamina.sandbox.api import (
     RuntimeApiEndpoint,
     Sandbox,
@@ -104,9 +104,13 @@ class RestoredProcessSandbox(ProcessSandbox):
                 self._status_fd = os.open(f"/proc/{made.pid}/status", os.O_RDONLY)
             go = {"env": {**env, "TMPDIR": str(self._scratch)}}
             try:
-                await isolate(made.ctl, self._spec.ephemeral_storage_mb)
-                problem = await send_go(made.ctl, go, self._spec.output_fd)
-            except OSError as e:
-                raise SandboxError(f"sandbox {self.id}: {e}") from e
+                await asyncio.wait_for(
+                    isolate(made.ctl, self._spec.ephemeral_storage_mb), HELLO_TIMEOUT_S
+                )
+                problem = await asyncio.wait_for(
+                    send_go(made.ctl, go, self._spec.output_fd), HELLO_TIMEOUT_S
+                )
+            except (OSError, TimeoutError) as e:
+                raise SandboxError(f"sandbox {self.id}: {e or 'no hand-over'}") from e
         if problem is not None:
             raise SandboxError(f"sandbox {self.id}: {problem.get('error')}")

@@ -18,7 +18,8 @@ from lamina.sandbox.api import SandboxError
 
 #: the exit status reported for the copies of a template that is gone (killed with it)
 KILLED = 128 + 9
-#: how long a copy may take to say hello (it is a fork and a few namespaces: milliseconds)
+#: how long each step of a copy may take (its hello, its isolation, its hand-over): each is
+#: milliseconds of work; past this the copy is given up
 HELLO_TIMEOUT_S = 10.0
 _UCRED = struct.Struct("3i")
 

@@ -24,14 +24,15 @@ On a copy's control socket:
 - copy → server: nothing, closing the socket once it runs the function (or `{"error": ...}`
   at any step).
 
-Two ways to copy. `fork_plain` (the process backend): a fork in its own process group.
-`IsolatedCopies` (the namespace backend): a clone() into new user, mount, PID, network, IPC
-and UTS namespaces. The template runs as the sandbox user without privileges, so its copy
-gets the rights to finish its own isolation from a user namespace of its own, mapping only
-the sandbox user: a fresh /tmp (the template's files copied in), a fresh /proc for its PID
-namespace, then every capability dropped and the rest of the seccomp filter installed before
-any of the function's code runs again. The server meanwhile puts it in its cgroup and
-prepares its network namespace (loopback, the Runtime API, the veth) from outside.
+Two ways to copy. `become_plain` (the process backend): a fork in its own process group.
+`IsolatedCopies` (the namespace backend): a fork that moves itself into new user, mount,
+PID, network, IPC and UTS namespaces. The template runs as the sandbox user without
+privileges, so its copy gets the rights to finish its own isolation from a user namespace of
+its own, mapping only the sandbox user: a fresh /tmp (the template's files copied in), a
+fresh /proc for its PID namespace, then every capability dropped and the rest of the seccomp
+filter installed before any of the function's code runs again. The server meanwhile puts it
+in its cgroup and prepares its network namespace (loopback, the Runtime API, the veth) from
+outside.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 _NR_CAPSET = {"x86_64": 126, "aarch64": 91}.get(platform.machine(), -1)
 
 _libc = ctypes.CDLL(None, use_errno=True)
+_libc.unshare.argtypes = [ctypes.c_int]
 _libc.mount.argtypes = [
     ctypes.c_char_p,
     ctypes.c_char_p,
@@ -249,29 +251,27 @@ def become_plain(ctl: socket.socket) -> None:
 
 
 class IsolatedCopies:
-    """Copies in namespaces of their own (see the module's docstring). `clone` is the
-    zygote's fork-with-flags; `init_fd` the sandboxes' native init (-1: a Python init)."""
+    """Copies in namespaces of their own (see the module's docstring). `init_fd`: the
+    sandboxes' native init (-1: a Python one)."""
 
-    def __init__(
-        self,
-        clone: Callable[[int], int],
-        uid: int,
-        gid: int,
-        copy_filter: bytes,
-        init_fd: int,
-    ) -> None:
-        self._clone = clone
+    def __init__(self, uid: int, gid: int, copy_filter: bytes, init_fd: int) -> None:
         self._uid = uid
         self._gid = gid
         self._filter = copy_filter
         self._init_fd = init_fd
 
     def fork(self) -> int:
-        return self._clone(COPY_NAMESPACES)
+        # The C library's fork, not a raw clone() with namespace flags: fork handlers must
+        # run, as in any process that forks (OpenBLAS, which NumPy loads, stops its thread
+        # pool in its handler; without it a copy's first matrix product waits forever for
+        # threads the fork did not copy). The copy makes its namespaces itself.
+        return os.fork()
 
     def become(self, ctl: socket.socket) -> None:
-        # PID 1 of the new namespaces, with every capability in its own user namespace
-        # (and none outside it) until `_drop_capabilities`.
+        # A fork of the template, single-threaded: new namespaces, then every capability in
+        # the new user namespace (none outside it) until `_drop_capabilities`.
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        _check(_libc.unshare(COPY_NAMESPACES), "unshare")
         _libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)  # (the map files belong to dumpable tasks)
         try:
             _write("/proc/self/setgroups", "deny")
@@ -281,6 +281,11 @@ class IsolatedCopies:
             _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
         send(ctl, {"hello": True})
         isolate, _ = _next(ctl)  # (in its cgroup now: what it allocates is charged there)
+        # The new PID namespace is its children's: the first is its PID 1 (the sandbox's
+        # init, which forks the runtime); this process only passes the init's exit on.
+        init = os.fork()
+        if init != 0:
+            self._be_init(ctl, init)
         template_tmp = os.open("/tmp", os.O_RDONLY | os.O_DIRECTORY)
         try:
             tmp_mb = int(isolate.get("tmp_mb") or 512)
@@ -301,8 +306,9 @@ class IsolatedCopies:
         _take_over(ctl, go, output)
 
     def _be_init(self, ctl: socket.socket, runtime: int) -> None:
-        """PID 1 of the copy's namespace: reap until the runtime exits, exit as it did (the
-        sandbox init's convention, see the zygote's `be_init`)."""
+        """Reap until `runtime` exits, then exit as it did (the sandbox init's convention,
+        see the zygote's `be_init`): PID 1 of the copy's namespace, and the process the
+        template forked, which passes PID 1's exit on to the template."""
         ctl.close()
         for number in signal.valid_signals():
             with contextlib.suppress(OSError, ValueError):

@@ -321,10 +321,7 @@ def _bisect(asm: _Assembler, cases: list[tuple[int, str]]) -> None:
 
 
 def build_filter(
-    arch: str | None = None,
-    deny: Sequence[str] = DENIED,
-    arguments: bool = True,
-    namespaces: bool = True,
+    arch: str | None = None, deny: Sequence[str] = DENIED, arguments: bool = True
 ) -> bytes:
     """Return the filter program for `arch` (default: this machine) as packed `sock_filter`s.
 
@@ -335,9 +332,7 @@ def build_filter(
     `deny`: the syscalls refused with EPERM (default: `DENIED`). `arguments`: also apply the
     argument rules (clone's namespace flags, clone3, personality). Filters stack, the most
     restrictive answer winning, so a sandbox may install most of the list ahead and a short
-    remainder (without `arguments`) last, where installing costs the least. `namespaces`
-    False: `clone` with namespace flags is allowed (a SnapStart template's, whose copies
-    make their own namespaces and then install the rule themselves).
+    remainder (without `arguments`) last, where installing costs the least.
     """
     machine = platform.machine() if arch is None else arch
     if machine not in _ARCHES:
@@ -358,8 +353,6 @@ def build_filter(
         asm.jump(_JEQ, _NO_SYSCALL, jt="allow", jf="kill")
         asm.label("native")
     special = {"clone": "clone", "clone3": "enosys", "personality": "personality"}
-    if not namespaces:
-        del special["clone"]
     targets = {table[name]: label for name, label in special.items()} if arguments else {}
     targets.update((table[name], "eperm") for name in deny if name in table)
     _bisect(asm, sorted(targets.items()))

@@ -672,7 +672,6 @@ class Child:
         self.ctl.close()  # the server reads the hand-over from this close
         if self.template_ctl is not None:
             copies = snapshot.IsolatedCopies(
-                clone,
                 int(self.config["uid"]),
                 int(self.config["gid"]),
                 _COPY_FILTER,
@@ -735,14 +734,17 @@ def execute(argv: list[str], env: dict[str, str]) -> None:
 
 _FILTER = b""
 _CLAIM_FILTER = b""
-#: a SnapStart template's filters (`_lamina_snapshot.py`): in the pool, the pool's but for clone()'s
-#: namespace flags; at claim, not `mount` (its copies mount their /tmp and /proc); and what
+#: a SnapStart template's filters (`_lamina_snapshot.py`): in the pool, the pool's but for
+#: `unshare` and `mount` (`COPY_SYSCALLS`); at claim, the claim's but for `mount`; and what
 #: each copy installs once isolated, which makes its whole filter a normal sandbox's
 _TEMPLATE_FILTER = b""
 _TEMPLATE_CLAIM_FILTER = b""
 _COPY_FILTER = b""
 #: what attaching a claimed function's files needs; denied by the filter installed at claim
 CLAIM_SYSCALLS = ("mount", "mount_setattr", "move_mount")
+#: what a SnapStart template's copies need to isolate themselves (`_lamina_snapshot.py`),
+#: allowed in the template and denied by the filter each copy installs once isolated
+COPY_SYSCALLS = ("mount", "unshare")
 _BASE_PATH: list[str] = []
 _BOOTSTRAP: Any = None
 #: the native init (`init.c`, built by the server), opened; -1: the Python init
@@ -772,12 +774,12 @@ class Zygote:
         _FILTER = seccomp.build_filter(deny=[n for n in seccomp.DENIED if n not in CLAIM_SYSCALLS])
         _CLAIM_FILTER = seccomp.build_filter(deny=CLAIM_SYSCALLS, arguments=False)
         if message.get("python"):
-            pool = [n for n in seccomp.DENIED if n not in CLAIM_SYSCALLS]
-            _TEMPLATE_FILTER = seccomp.build_filter(deny=pool, namespaces=False)
+            pool = [n for n in seccomp.DENIED if n not in (*CLAIM_SYSCALLS, *COPY_SYSCALLS)]
+            _TEMPLATE_FILTER = seccomp.build_filter(deny=pool)
             _TEMPLATE_CLAIM_FILTER = seccomp.build_filter(
                 deny=[n for n in CLAIM_SYSCALLS if n != "mount"], arguments=False
             )
-            _COPY_FILTER = seccomp.build_filter(deny=["mount"])
+            _COPY_FILTER = seccomp.build_filter(deny=COPY_SYSCALLS, arguments=False)
         if message.get("python"):
             # The runtime bootstrap and the standard modules handlers use most, imported once
             # here and shared by every child.
