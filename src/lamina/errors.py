@@ -206,6 +206,32 @@ class ResourceNotReadyError(LaminaError):
     fault = "User"
 
 
+class SnapStartNotReadyError(UserError):
+    """Invoke of a SnapStart version whose template is still being made (State Pending)."""
+
+    error_type = "SnapStartNotReadyException"
+    status = 409
+    #: Lambda's text
+    MESSAGE = (
+        "Lambda is initializing your function. It will be ready to invoke once your function "
+        "state becomes ACTIVE."
+    )
+
+
+class SnapStartError(UserError):
+    """Invoke of a SnapStart version whose restored environment's after-restore hook failed."""
+
+    error_type = "SnapStartException"
+    status = 400
+
+
+class SnapStartTimeoutError(UserError):
+    """Invoke of a SnapStart version whose restore (and after-restore hooks) took too long."""
+
+    error_type = "SnapStartTimeoutException"
+    status = 408
+
+
 class ServiceError(LaminaError):
     """Something broke on our side; the message must still be useful to the caller."""
 

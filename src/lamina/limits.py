@@ -51,6 +51,11 @@ IMAGE_MAX_BYTES: Final = 10 * 1024 * 1024 * 1024
 
 # Execution environment.
 INIT_TIMEOUT_S: Final = 10.0  # the init phase of an on-demand environment
+#: SnapStart: the restore phase of a restored environment (its after-restore hooks included)
+RESTORE_TIMEOUT_S: Final = 10.0
+#: SnapStart: the init phase of a version's template, made when it is published (Lambda
+#: gives a SnapStart function's init up to 15 minutes)
+SNAPSHOT_INIT_TIMEOUT_S: Final = 900.0
 
 # Listing.
 #: reservations never take the unreserved pool below this (or below the whole account limit,

@@ -223,6 +223,16 @@ class FunctionConfig:
     #: while an UpdateFunctionCode of an image function is InProgress: the image that keeps
     #: serving invocations until the new one is ready (None otherwise)
     previous_image: FunctionImage | None = None
+    #: SnapStart.ApplyOn: "PublishedVersions" (each published version is initialised once
+    #: and its environments restored from that template, see `lamina.control.snapstart`)
+    #: or "None"
+    snap_start: str = "None"
+
+    @property
+    def snap_start_on(self) -> bool:
+        """SnapStart.OptimizationStatus On: a published version of a SnapStart function
+        (`$LATEST` is never snapshotted, as on Lambda)."""
+        return self.snap_start == "PublishedVersions" and self.version != LATEST
 
     @property
     def is_image(self) -> bool:

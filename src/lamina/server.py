@@ -9,6 +9,7 @@ import logging
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -31,7 +32,7 @@ from lamina.cluster.concurrency import ClusterConcurrency
 from lamina.cluster.local import LocalLeases, NoFeed
 from lamina.cluster.provisioned import ProvisionedPlacement
 from lamina.cluster.websockets import ConnectionRelay
-from lamina.control import FunctionService
+from lamina.control import FunctionService, snapstart
 from lamina.control.alarms import AlarmService
 from lamina.control.brokers import BrokerService
 from lamina.control.changes import ChangeApplier
@@ -200,6 +201,17 @@ def _image_specs(functions: FunctionService) -> list[RuntimeSpec]:
     return list(specs.values())
 
 
+def _snapshots_changed(
+    scheduler: Scheduler, functions: FunctionService, name: str, version: str | None
+) -> None:
+    """A function change, as SnapStart templates see it: a deleted function or version loses
+    its template (a version published here gets one through `FunctionService.on_snapshot`)."""
+    if version is None:
+        scheduler.snapshots.forget(name)
+    elif version != LATEST:
+        scheduler.snapshots.retain(name, version, functions.version(name, version))
+
+
 def _in_use(runtimes: RuntimeCatalog, names: set[str]) -> list[RuntimeInfo]:
     return [r for r in runtimes.all() if r.name in names]
 
@@ -305,6 +317,7 @@ def create_app(
 
     async def changed(name: str, version: str | None) -> None:
         scheduler.retire(name, version)
+        _snapshots_changed(scheduler, functions, name, version)
         if version is None or functions.version(name, version) is None:
             scheduler.limits.forget(name, version)
         else:
@@ -319,6 +332,17 @@ def create_app(
         images.ensure(_in_use(runtimes, functions.runtimes_in_use()))
 
     functions.subscribe(changed)
+
+    async def snapshot_built(config: FunctionConfig, failure: bytes | None) -> None:
+        """A SnapStart version's template is made, or its init failed: settle the version
+        as image pulls settle theirs (`FunctionService.settle`)."""
+        reason = None if failure is None else snapstart.failure_reason(failure)
+        await functions.settle(
+            config.name, partial(snapstart.settled, config.version, config.revision_id, reason)
+        )
+
+    scheduler.snapshots.on_built = snapshot_built
+    functions.on_snapshot = scheduler.snapshots.build
     # Event-source mappings, their brokers and secrets (tables of their own, same database).
     source_store = stores.event_sources
     brokers = BrokerService(settings, source_store, functions.run)
@@ -463,6 +487,10 @@ def create_app(
         await functions.load()
         # Image functions a stop left Pending (or mid-update): their images pulled again.
         functions.images.recover(functions.all_configs())
+        # SnapStart versions a stop left Pending: their templates made again.
+        for config in functions.all_configs():
+            if snapstart.building(config):
+                scheduler.snapshots.build(config)
         await roles.load()
         await brokers.load()
         await event_sources.load()

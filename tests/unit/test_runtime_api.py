@@ -744,3 +744,41 @@ def test_request_pipelined_behind_a_parked_poll_is_answered_after_it() -> None:
             assert status == 404
 
     run(test)
+
+
+# -- SnapStart's restore phase -----------------------------------------------------------------
+
+RESTORE_NEXT = "/2018-06-01/runtime/restore/next"
+RESTORE_ERROR = "/2018-06-01/runtime/restore/error"
+
+
+def test_restore_calls_are_refused_outside_a_restored_environment() -> None:
+    async def test() -> None:
+        async with serve() as (server, _), connect(server) as client:
+            for method, path, sent in (("GET", RESTORE_NEXT, b""), ("POST", RESTORE_ERROR, b"{}")):
+                status, _, body = await client.request(method, path, sent)
+                assert status == 403
+                assert json.loads(body)["errorType"] == "Runtime.InvalidStateTransition"
+
+    run(test)
+
+
+def test_a_restored_runtime_gets_restore_next_and_reports_a_hook_error() -> None:
+    async def test() -> None:
+        async with serve() as (server, _), connect(server) as client:
+            errors: list[tuple[bytes, str | None]] = []
+            server.restoring = True
+            server.on_restore_error = lambda body, kind: errors.append((body, kind))
+            status, _, body = await client.request("GET", RESTORE_NEXT)
+            assert (status, body) == (200, b"")
+            err = b'{"errorMessage":"no db","errorType":"Runtime.AfterRestoreError"}'
+            status, _, _ = await client.request(
+                "POST",
+                RESTORE_ERROR,
+                err,
+                {"Lambda-Runtime-Function-Error-Type": "Runtime.AfterRestoreError"},
+            )
+            assert status == 202
+            assert errors == [(err, "Runtime.AfterRestoreError")]
+
+    run(test)

@@ -47,6 +47,7 @@ _CREATE_MEMBERS = {
     "TracingConfig",
     "DurableConfig",
     "ImageConfig",
+    "SnapStart",
     "Publish",
     "CapacityProviderConfig",
     "CodeSigningConfigArn",
@@ -68,6 +69,7 @@ _UPDATE_CONFIG_MEMBERS = {
     "TracingConfig",
     "DurableConfig",
     "ImageConfig",
+    "SnapStart",
     "RevisionId",
     "CapacityProviderConfig",
 }

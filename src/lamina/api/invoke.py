@@ -18,19 +18,19 @@ from lamina.api.errors import error_response
 from lamina.api.wire import json_response
 from lamina.arns import FunctionRef
 from lamina.cluster.api import ForwardedInvoke, ForwardedResult, InvokeRouter, NodeUnavailable
+from lamina.control import snapstart
 from lamina.errors import (
     InvalidParameterValueError,
     InvalidRequestContentError,
     LaminaError,
     RecursiveInvocationError,
     RequestTooLargeError,
-    ResourceConflictError,
     ServiceError,
     StorageFullError,
     ValidationError,
     is_disk_full,
 )
-from lamina.models import FunctionConfig, FunctionState, InvokeRequest
+from lamina.models import FunctionConfig, InvokeRequest
 
 log = logging.getLogger(__name__)
 
@@ -328,11 +328,9 @@ def log_type_of(headers: Mapping[str, str]) -> str:
 
 
 def require_active(config: FunctionConfig) -> None:
-    if config.state is not FunctionState.ACTIVE:
-        raise ResourceConflictError(
-            "The operation cannot be performed at this time. The function is currently in the "
-            f"following state: {config.state.value}"
-        )
+    """An invoke of a function that is not Active is refused (a SnapStart version whose
+    template is being made: SnapStartNotReadyException)."""
+    snapstart.require_invocable(config)
 
 
 async def _accept(

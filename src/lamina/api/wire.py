@@ -39,6 +39,7 @@ _CONFIG_MEMBERS = {
     "TracingConfig": "tracing_config",
     "DurableConfig": "durable_config",
     "ImageConfig": "image_config",
+    "SnapStart": "snap_start",
 }
 
 
@@ -95,7 +96,10 @@ def function_configuration(
         "PackageType": config.package_type,
         "Architectures": list(config.architectures),
         "EphemeralStorage": {"Size": config.ephemeral_storage},
-        "SnapStart": {"ApplyOn": "None", "OptimizationStatus": "Off"},
+        "SnapStart": {
+            "ApplyOn": config.snap_start,
+            "OptimizationStatus": "On" if config.snap_start_on else "Off",
+        },
         "LoggingConfig": _logging_config(config),
     }
     if config.image is not None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from lamina.control import images
+from lamina.control import images, snapstart
 from lamina.control import validation as v
 from lamina.control.tags import check_tags
 from lamina.models import FunctionConfig
@@ -41,6 +41,7 @@ class FunctionInput:
     tracing_config: Any = None
     durable_config: Any = None
     image_config: Any = None
+    snap_start: Any = None
     #: `Code.ImageUri` (a container-image function's image), as sent
     image_uri: Any = None
     zip_file: bytes | None = None
@@ -70,6 +71,7 @@ CONTENT_FIELDS = (
     "tracing_mode",
     "durable",
     "image",
+    "snap_start",
 )
 
 
@@ -102,6 +104,8 @@ def configuration(c: v.Constraints, req: FunctionInput, *, creating: bool) -> di
         "durable": v.durable_config(c, req.durable_config),
         # ImageConfig as given (the image function's `FunctionImage.overrides`)
         "image_overrides": images.image_overrides(c, req.image_config),
+        # SnapStart.ApplyOn (its combinations are checked on the whole configuration)
+        "snap_start": snapstart.apply_on(c, req.snap_start),
     }
     if fields["environment"] is not None:
         fields["environment_given"] = True

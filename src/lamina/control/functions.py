@@ -16,10 +16,11 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
+from lamina import limits
 from lamina.arns import FunctionRef
 from lamina.cluster.api import ChangeFeed
 from lamina.cluster.local import NoFeed
-from lamina.control import changes, images
+from lamina.control import changes, images, snapstart
 from lamina.control import validation as v
 from lamina.control import vpc as vpcs
 from lamina.control.aliases import AliasService, is_alias_name
@@ -172,6 +173,9 @@ class FunctionService(FunctionCatalog):
             "code-signing-config",
             CodeSigningConfigTags(self.signing.read_tags, self.signing.write_tags),
         )
+        #: SnapStart: makes the template of a version published here, in the background (the
+        #: server gives it the scheduler's; other nodes make theirs at their first cold start)
+        self.on_snapshot: Callable[[FunctionConfig], None] = lambda config: None
         #: refuses a Role Lambda could not assume (the server sets RoleService's check)
         self.check_role: Callable[[str], None] = lambda arn: None
         #: the other nodes on the same database (`cluster.api.ChangeFeed`; the server sets it)
@@ -261,6 +265,12 @@ class FunctionService(FunctionCatalog):
             )
         if not is_image:
             v.runtime_available(fields["runtime"], self._runtimes)
+        snapstart.check_fields(
+            fields.get("snap_start", "None"),
+            fields.get("runtime", ""),
+            is_image,
+            fields.get("ephemeral_storage", limits.EPHEMERAL_DEFAULT_MB),
+        )
         v.architecture_available(archs, self._runtimes)
         self.check_role(fields["role"])
         self._check_dead_letter(name, fields)
@@ -405,6 +415,10 @@ class FunctionService(FunctionCatalog):
         overrides = changes.pop("image_overrides", None)
         if existing is not None and existing.image is not None and overrides is not None:
             changes["image"] = replace(existing.image, overrides=overrides)
+        if existing is not None:
+            snapstart.check(
+                replace(existing, **{k: changes[k] for k in snapstart.FIELDS if k in changes})
+            )
         if "runtime" in changes:
             v.runtime_available(changes["runtime"], self._runtimes)
             self.runtime_management.check_runtime_change(ref.name, changes["runtime"])
@@ -641,6 +655,8 @@ class FunctionService(FunctionCatalog):
                 state=current.state if current.is_image else FunctionState.ACTIVE,
                 last_update_status=UpdateStatus.SUCCESSFUL,
             )
+            # a SnapStart version is Pending until its template is made (`snapstart`)
+            draft = snapstart.published(draft)
             published = await self._run(
                 partial(self._metadata.publish_version, draft, expect_revision=current.revision_id)
             )
@@ -661,6 +677,8 @@ class FunctionService(FunctionCatalog):
         finally:
             self._done(ref.name)
         await self._notify(ref.name, published.version)
+        if snapstart.building(published):
+            self.on_snapshot(published)
         return published
 
     def _last_version(self, name: str) -> FunctionConfig | None:

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from lamina.arns import FunctionRef
-from lamina.control import listing
+from lamina.control import listing, snapstart
 from lamina.control import validation as v
 from lamina.control.aliases import is_alias_name
 from lamina.errors import (
@@ -115,6 +115,7 @@ class ProvisionedConcurrency:
             raise ResourceNotFoundError(
                 f"Function not found: {self._functions.arn(ref.name, qualifier)}"
             )
+        snapstart.refuse_provisioned(target)
         for name, other in self._configs:
             if name != ref.name or other == qualifier:
                 continue

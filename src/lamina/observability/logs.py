@@ -37,6 +37,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -81,12 +82,28 @@ class Report:
     #: the function and version that ran (not part of the line: for metering)
     function_name: str = ""
     version: str = ""
+    #: SnapStart: the Restore Duration of a restored environment's first invocation (the
+    #: restore and the after-restore hooks, until the runtime asked for work)
+    restore_duration_ms: float | None = None
 
     def billed_ms(self) -> int:
         billed = self.duration_ms
         if self.bill_init and self.init_duration_ms is not None:
             billed += self.init_duration_ms
         return max(math.ceil(billed), 1)
+
+    def billed_restore_ms(self) -> int | None:
+        """Billed Restore Duration: Lambda bills a Python SnapStart function's restore (the
+        runtime's reload and its after-restore hooks). Lamina's restore is the runtime's own
+        work from the fork on, so all of it is billed, rounded up to the ms."""
+        if self.restore_duration_ms is None:
+            return None
+        return max(math.ceil(self.restore_duration_ms), 1)
+
+    def metered_ms(self) -> int:
+        """What metering bills for the invocation: Billed Duration plus Billed Restore
+        Duration, if any (both at the function's memory, as Lambda charges them)."""
+        return self.billed_ms() + (self.billed_restore_ms() or 0)
 
     def record(self) -> dict[str, object]:
         """The `record` of Lambda's JSON `platform.report` event."""
@@ -98,6 +115,10 @@ class Report:
         }
         if self.init_duration_ms is not None:
             metrics["initDurationMs"] = round(self.init_duration_ms, 3)
+        restore = self.billed_restore_ms()
+        if self.restore_duration_ms is not None and restore is not None:
+            metrics["restoreDurationMs"] = round(self.restore_duration_ms, 3)
+            metrics["billedRestoreDurationMs"] = restore
         out: dict[str, object] = {
             "requestId": self.request_id,
             "metrics": metrics,
@@ -117,6 +138,10 @@ class Report:
         ]
         if self.init_duration_ms is not None:
             parts.append(f"Init Duration: {self.init_duration_ms:.2f} ms")
+        restore = self.billed_restore_ms()
+        if self.restore_duration_ms is not None and restore is not None:
+            parts.append(f"Restore Duration: {self.restore_duration_ms:.2f} ms")
+            parts.append(f"Billed Restore Duration: {restore} ms")
         if self.status:
             parts.append(f"Status: {self.status}")
         if self.error_type:
@@ -305,6 +330,30 @@ class EnvironmentLog:
             self._record("INFO", "platform.start", {"requestId": request_id, "version": version})
         else:
             self._platform(f"START RequestId: {request_id} Version: {version}")
+
+    def restore_start(self, runtime: str) -> None:
+        """SnapStart: a restored environment's RESTORE_START (Lambda's line names the runtime
+        version and its ARN; Lamina's runtimes have no versions: the runtime, as Lambda
+        spells it, `python:3.12`)."""
+        version = re.sub(r"^([a-z]+)(\d)", r"\1:\2", runtime)
+        if self._json:
+            self._record("INFO", "platform.restoreStart", {"runtimeVersion": version})
+        else:
+            self._platform(f"RESTORE_START Runtime Version: {version}")
+
+    def restore_report(self, duration_ms: float) -> None:
+        """SnapStart: RESTORE_REPORT once the restore (and its after-restore hooks) is done,
+        before the first invocation's START."""
+        self.drain()  # what the hooks wrote comes first
+        self._end_partials()
+        if self._json:
+            record: dict[str, object] = {
+                "status": "success",
+                "metrics": {"durationMs": round(duration_ms, 3)},
+            }
+            self._record("INFO", "platform.restoreReport", record)
+        else:
+            self._platform(f"RESTORE_REPORT Restore Duration: {duration_ms:.2f} ms")
 
     def finish(self, report: Report, note: str | None = None) -> bytes | None:
         """Add END and REPORT (in JSON format: `platform.runtimeDone` and `platform.report`,

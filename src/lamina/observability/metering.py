@@ -106,7 +106,8 @@ class Meter:
         if not (self._day_end - _DAY_S <= now < self._day_end):
             start = now - now % _DAY_S  # POSIX time has no leap seconds: days are 86,400 s
             self._day, self._day_end = utc_day(start), start + _DAY_S
-        billed = report.billed_ms()
+        # SnapStart's Billed Restore Duration is charged as duration (see `Report.metered_ms`)
+        billed = report.metered_ms()
         key = (report.function_name, report.version, self._day)
         bucket = self._pending.get(key)
         if bucket is None:

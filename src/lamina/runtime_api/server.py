@@ -45,6 +45,10 @@ from lamina.runtime_api.telemetry import Telemetry
 _PREFIX = b"/2018-06-01/runtime"
 _NEXT = _PREFIX + b"/invocation/next"
 _INIT_ERROR = _PREFIX + b"/init/error"
+#: SnapStart: a restored runtime's first call (answered at once), and its after-restore
+#: hooks' failure
+_RESTORE_NEXT = _PREFIX + b"/restore/next"
+_RESTORE_ERROR = _PREFIX + b"/restore/error"
 _RESULT = re.compile(rb"/2018-06-01/runtime/invocation/([^/]+)/(response|error)")
 _ERROR_TYPE_HEADER = b"lambda-runtime-function-error-type"
 #: the error's JSON, base64-encoded: a streamed response's trailer when it fails mid-stream
@@ -119,11 +123,21 @@ def _response(status: str, body: bytes) -> bytes:
 
 
 _ACCEPTED = _response("202 Accepted", b'{"status":"OK"}')
+_RESTORED = _response("200 OK", b"")
 
 
 def _error(status: str, error_type: str, message: str) -> bytes:
     body = json.dumps({"errorType": error_type, "errorMessage": message}).encode()
     return _response(status, body)
+
+
+def _not_restoring() -> bytes:
+    # As Lambda's Runtime API answers a call out of its phase: 403, an error body.
+    return _error(
+        "403 Forbidden",
+        "Runtime.InvalidStateTransition",
+        "The restore phase is only for a SnapStart environment restored from a snapshot",
+    )
 
 
 class RuntimeApiServer:
@@ -166,6 +180,11 @@ class RuntimeApiServer:
         self._poller: _Connection | None = None  # a connection parked on /next
         self._connections: set[_Connection] = set()
         self.address = ""
+        #: SnapStart: the environment is a restored copy of a template, whose runtime may
+        #: use `/restore/next` and `/restore/error` (a runtime elsewhere gets 403)
+        self.restoring = False
+        #: `on_restore_error(body, error_type)`: an after-restore hook failed
+        self.on_restore_error: Callable[[bytes, str | None], None] | None = None
 
     async def start(self, sock: socket.socket | None = None) -> str:
         """Serve on `sock` (a listening socket, which this server then owns), or on a free
@@ -397,6 +416,20 @@ class RuntimeApiServer:
         conn.write(_ACCEPTED)
         self._on_init_error(body, error_type)
 
+    def _restore_next(self, conn: _Connection) -> None:
+        if not self.restoring:
+            conn.write(_not_restoring())
+            return
+        conn.write(_RESTORED)  # the restore is done here: the runtime runs its hooks now
+
+    def _restore_error(self, conn: _Connection, body: bytes, error_type: str | None) -> None:
+        if not self.restoring:
+            conn.write(_not_restoring())
+            return
+        conn.write(_ACCEPTED)
+        if self.on_restore_error is not None:
+            self.on_restore_error(body, error_type)
+
     def _closed(self, conn: _Connection) -> None:
         self._connections.discard(conn)
         if self._poller is conn:
@@ -583,6 +616,10 @@ class _Connection(asyncio.Protocol):
             api._result(self, m[1], m[2], request)
         elif path == _INIT_ERROR and method == b"POST":
             api._init_error(self, request.body, request.error_type)
+        elif path == _RESTORE_NEXT and method == b"GET":
+            api._restore_next(self)
+        elif path == _RESTORE_ERROR and method == b"POST":
+            api._restore_error(self, request.body, request.error_type)
         elif not path.startswith(_PREFIX):
             api._extension_call(self, request)
         else:

@@ -227,9 +227,36 @@ class Telemetry:
 
     # Lambda's platform events, each in the shape of each API.
 
-    def init_start(self, function: str, version: str, instance: str, memory_mb: int) -> None:
+    def restore_start(self, function: str, version: str, instance: str, memory_mb: int) -> None:
+        """A SnapStart environment's Restore phase began (Lambda's platform.restoreStart)."""
         record = {
-            "initializationType": "on-demand",
+            "functionName": function,
+            "functionVersion": version,
+            "instanceId": instance,
+            "instanceMaxMemory": memory_mb,
+        }
+        self.platform(("platform.restoreStart", record))
+
+    def restore_done(self, status: str, duration_ms: float, error_type: str | None) -> None:
+        """The Restore phase ended: platform.restoreRuntimeDone and platform.restoreReport."""
+        record: dict[str, Any] = {"status": status}
+        if error_type:
+            record["errorType"] = error_type
+        self.platform(("platform.restoreRuntimeDone", record))
+        metrics = {"metrics": {"durationMs": round(duration_ms, 3)}}
+        self.platform(("platform.restoreReport", {**record, **metrics}))
+        self.end_backlog()
+
+    def init_start(
+        self,
+        function: str,
+        version: str,
+        instance: str,
+        memory_mb: int,
+        kind: str = "on-demand",
+    ) -> None:
+        record = {
+            "initializationType": kind,
             "phase": "init",
             "functionName": function,
             "functionVersion": version,
@@ -238,10 +265,12 @@ class Telemetry:
         }
         self.platform(("platform.initStart", record))
 
-    def init_done(self, status: str, duration_ms: float, error_type: str | None) -> None:
+    def init_done(
+        self, status: str, duration_ms: float, error_type: str | None, kind: str = "on-demand"
+    ) -> None:
         """The init phase ended (`success` or `failure`): later subscribers get events from
         now on only."""
-        record: dict[str, Any] = {"initializationType": "on-demand", "phase": "init"}
+        record: dict[str, Any] = {"initializationType": kind, "phase": "init"}
         record["status"] = status
         if error_type:
             record["errorType"] = error_type

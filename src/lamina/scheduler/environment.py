@@ -20,22 +20,43 @@ import contextlib
 import json
 import logging
 import os
-import signal
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import UTC, datetime
-from enum import Enum, IntEnum
 from pathlib import Path
 
 from lamina import limits
-from lamina.models import FunctionConfig, InvokeRequest, InvokeResult
-from lamina.observability import LogWriter, Metrics, Report
+from lamina.errors import LaminaError, SnapStartError, SnapStartTimeoutError
+from lamina.models import InvokeRequest, InvokeResult
+from lamina.observability import Report
 from lamina.runtime_api import Invocation, RuntimeApiServer, RuntimeOutcome
 from lamina.runtime_api.extensions import SHUTDOWN_EXTERNAL_S, SHUTDOWN_INTERNAL_S, Extension
-from lamina.sandbox import SafeSandbox, SandboxBackend, SandboxError, SandboxSpec
-from lamina.scheduler.debugging import Debugger, DebugRelay, open_relay
+from lamina.sandbox import SafeSandbox, SandboxError, SandboxSpec, Template
+from lamina.scheduler.debugging import DebugRelay, open_relay
+from lamina.scheduler.lifecycle import (
+    ALLOWED,
+    EnvironmentContext,
+    EnvState,
+    IllegalTransition,
+    InitFailed,
+    NotDelivered,
+    Outcome,
+    describe_exit,
+    error_payload,
+    list_extensions,
+)
+
+__all__ = [
+    "EnvState",
+    "Environment",
+    "EnvironmentContext",
+    "IllegalTransition",
+    "InitFailed",
+    "NotDelivered",
+    "Outcome",
+    "list_extensions",
+]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +67,13 @@ _PLATFORM_ERRORS = frozenset(
 )
 
 
+#: Lambda's messages (botocore's model) for a restore that failed
+HOOK_FAILED = (
+    "The afterRestore() runtime hook encountered an error. For more information, check the "
+    "Amazon CloudWatch logs."
+)
+RESTORE_TIMED_OUT = "Lambda couldn't restore the snapshot within the timeout limit."
+
 _NOT_DELIVERED = "Lamina.NotDelivered"
 _TIMED_OUT = "Sandbox.Timedout"
 #: how often a shutting-down environment looks whether its extensions are done
@@ -54,58 +82,6 @@ _SHUTDOWN_POLL_S = 0.01
 #: within it (a busy function) never pays for a freeze and a thaw on its warm path, and a
 #: handler's leftovers get at most this much more time than on Lambda
 FREEZE_AFTER_S = 0.01
-
-
-class Outcome(IntEnum):
-    """How an invocation ended, as the invocation metric counts it (values index a tuple
-    of metric children, so they run from 0)."""
-
-    SUCCESS = 0
-    #: the handler (or its init, reported through the Runtime API) failed
-    FUNCTION_ERROR = 1
-    TIMEOUT = 2
-    #: the runtime exited or ran out of memory, the response was too large, or the
-    #: environment never started
-    PLATFORM_ERROR = 3
-
-    @property
-    def label(self) -> str:
-        return self.name.lower()
-
-
-class NotDelivered(Exception):
-    """The environment died before its runtime picked the invocation up: run it elsewhere."""
-
-
-class EnvState(Enum):
-    STARTING = "starting"
-    IDLE = "idle"
-    BUSY = "busy"
-    DEAD = "dead"
-
-
-_ALLOWED: dict[EnvState, frozenset[EnvState]] = {
-    EnvState.STARTING: frozenset({EnvState.IDLE, EnvState.DEAD}),
-    EnvState.IDLE: frozenset({EnvState.BUSY, EnvState.DEAD}),
-    EnvState.BUSY: frozenset({EnvState.IDLE, EnvState.DEAD}),
-    EnvState.DEAD: frozenset(),
-}
-
-
-class IllegalTransition(RuntimeError):
-    pass
-
-
-class InitFailed(Exception):
-    """The environment never became ready; `payload` is what the caller gets (an error)."""
-
-    def __init__(self, payload: bytes) -> None:
-        super().__init__(payload.decode(errors="replace"))
-        self.payload = payload
-
-
-def _error_payload(error_type: str, message: str) -> bytes:
-    return json.dumps({"errorMessage": message, "errorType": error_type}).encode()
 
 
 def _status(outcome: RuntimeOutcome) -> str:
@@ -119,89 +95,33 @@ def _status(outcome: RuntimeOutcome) -> str:
     return "error"
 
 
-def list_extensions(opt_dir: Path) -> list[str]:
-    """The external extensions in a function's layers: executable files directly under
-    `/opt/extensions/`, by name (Lambda starts them in this order)."""
-    try:
-        entries = sorted(os.scandir(opt_dir / "extensions"), key=lambda e: e.name)
-    except OSError:
-        return []
-    return [
-        e.name
-        for e in entries
-        if e.is_file() and os.access(e.path, os.X_OK) and not e.name.startswith(".")
-    ]
-
-
-def _describe_exit(status: int) -> str:
-    if status < 0:
-        try:
-            name = signal.Signals(-status).name.removeprefix("SIG").lower()
-        except ValueError:
-            name = str(-status)
-        return f"signal: {'killed' if name == 'kill' else name}"
-    return f"exit status {status}"
-
-
-@dataclass(frozen=True)
-class EnvironmentContext:
-    """What every environment of one pool shares."""
-
-    config: FunctionConfig
-    argv: tuple[str, ...]
-    task_root: Path
-    runtime_dir: Path
-    #: the Lambda-defined variables that do not depend on the environment itself
-    base_env: Mapping[str, str]
-    backend: SandboxBackend
-    metrics: Metrics
-    logs: LogWriter
-    #: custom runtimes are billed for their init phase, as Lambda bills them
-    bill_init: bool = False
-    #: the function's merged layers on the host, if any
-    opt_dir: Path | None = None
-    #: the runtime's interpreter on the host ("" for custom runtimes)
-    interpreter: str = ""
-    #: a Python runtime: a backend may run its bootstrap in a warm zygote
-    python_in_zygote: bool = False
-    #: False for a function set to have no network (LAMINA_NETWORK=none)
-    network: bool = True
-    #: the VPC whose networks its environments may reach (None: none)
-    vpc: str | None = None
-    #: each new environment's AWS credentials (key id, secret, session token), made when it
-    #: starts so that a long-lived pool's later environments get fresh ones (None: dummies)
-    credentials: Callable[[], tuple[str, str, str]] | None = None
-    #: builds what the runtime needs before it can start, if anything (blocking, cheap once
-    #: done; Java's client is compiled on first use)
-    prepare_runtime: Callable[[], None] | None = None
-    #: the account the function belongs to (the Extensions API's register answer)
-    account_id: str = ""
-    #: the runtime's image on the host (Lambda's /var/lang), None for a custom runtime
-    lang_dir: Path | None = None
-    #: awaited before each start: returns once the runtime's image is ready, or has had
-    #: its time (see `RuntimeImages.wait`)
-    image_ready: Callable[[], Awaitable[None]] | None = None
-    #: awaited before each start (cluster mode): returns once the function's code and layers
-    #: are on this node, fetched from the cluster if need be; raises if they cannot be
-    code_ready: Callable[[], Awaitable[None]] | None = None
-    #: a container-image function's unpacked root filesystem (its `/`), and the runtime's
-    #: working directory in it
-    image_root: Path | None = None
-    working_dir: str | None = None
-    #: environments start with the language's debugger listening (see `debugging`)
-    debugger: Debugger | None = None
-    #: awaited before a debug environment starts: returns once the debugger is installed
-    debugger_ready: Callable[[], Awaitable[None]] | None = None
-
-
 class Environment:
-    """One execution environment. `on_gone(env)` runs once, after it is fully torn down."""
+    """One execution environment. `on_gone(env)` runs once, after it is fully torn down.
+
+    SnapStart (see `scheduler.snapshots`): `snapshot` makes the environment a version's
+    template: its init runs (logs, telemetry, errors as any init) and `start()` returns once
+    the runtime is at its snapshot point, with `template` set; it never takes invocations.
+    `template` given restores the environment from it instead of making a sandbox: its
+    runtime skips init, and the time until it asks for work is its Restore Duration."""
 
     def __init__(
-        self, ctx: EnvironmentContext, on_gone: Callable[[Environment], None] | None = None
+        self,
+        ctx: EnvironmentContext,
+        on_gone: Callable[[Environment], None] | None = None,
+        *,
+        template: Template | None = None,
+        snapshot: bool = False,
     ) -> None:
         self.id = uuid.uuid4().hex
         self.ctx = ctx
+        #: the template this environment is restored from (None: an ordinary start)
+        self.restored_from = template
+        self._snapshot = snapshot
+        #: a template environment's template, once its runtime is at its snapshot point
+        self.template: Template | None = None
+        self._restore_failure: LaminaError | None = None
+        #: a restored environment's start (perf_counter), until its RESTORE_REPORT
+        self._restore_t0: float | None = None
         self._on_gone = on_gone
         self.state = EnvState.STARTING
         self.last_used = time.monotonic()
@@ -226,6 +146,9 @@ class Environment:
             on_parked=self._on_parked,
         )
         self._telemetry = self._api.telemetry
+        if template is not None:
+            self._api.restoring = True
+            self._api.on_restore_error = self._on_restore_error
         #: released when the runtime may start: every external extension registered
         self._gate: asyncio.Future[None] | None = None
         #: set while the extensions finish an invocation the runtime has answered
@@ -281,7 +204,7 @@ class Environment:
         return self._sandbox.memory_usage_mb() if self._sandbox is not None else None
 
     def _move(self, new: EnvState) -> None:
-        if new not in _ALLOWED[self.state]:
+        if new not in ALLOWED[self.state]:
             raise IllegalTransition(f"environment {self.id}: {self.state.name} -> {new.name}")
         metrics = self.ctx.metrics
         metrics.environments_in(self.state.value).dec()
@@ -309,7 +232,7 @@ class Environment:
                 await self.destroy()
                 log.error("runtime %s could not be prepared: %s", runtime, e)
                 raise InitFailed(
-                    _error_payload(
+                    error_payload(
                         "Runtime.Unknown", f"Lamina could not prepare the {runtime} runtime: {e}"
                     )
                 ) from e
@@ -322,7 +245,7 @@ class Environment:
             except Exception as e:
                 await self.destroy()
                 raise InitFailed(
-                    _error_payload("Runtime.Unknown", f"Lamina could not install the debugger: {e}")
+                    error_payload("Runtime.Unknown", f"Lamina could not install the debugger: {e}")
                 ) from e
         if ctx.code_ready is not None:
             # Before the clock starts too: fetching code from the cluster is not init.
@@ -332,17 +255,25 @@ class Environment:
                 await self.destroy()
                 log.error("the code of %s could not be fetched: %s", ctx.config.name, e)
                 raise InitFailed(
-                    _error_payload(
+                    error_payload(
                         "Runtime.Unknown", f"Lamina could not fetch the function's code: {e}"
                     )
                 ) from e
         t0 = time.perf_counter()
         extensions: tuple[str, ...] = ()
         ext_output: int | None = None
-        self._telemetry.init_start(
-            ctx.config.name, ctx.config.version, self.id, ctx.config.memory_size
-        )
+        if self.restored_from is not None:
+            self._telemetry.restore_start(
+                ctx.config.name, ctx.config.version, self.id, ctx.config.memory_size
+            )
+        else:
+            self._telemetry.init_start(
+                ctx.config.name, ctx.config.version, self.id, ctx.config.memory_size, self._kind
+            )
         self._log.listener = self._line
+        if self.restored_from is not None:
+            self._log.restore_start(ctx.config.runtime)
+            self._restore_t0 = t0
         try:
             if ctx.opt_dir is not None:
                 names = await self._loop.run_in_executor(None, list_extensions, ctx.opt_dir)
@@ -372,8 +303,12 @@ class Environment:
                 extension_output_fd=ext_output,
                 image_root=ctx.image_root,
                 working_dir=ctx.working_dir,
+                snapshot=self._snapshot,
             )
-            self._sandbox = SafeSandbox(ctx.backend.create(spec))
+            if self.restored_from is not None:
+                self._sandbox = SafeSandbox(self.restored_from.restore(spec))
+            else:
+                self._sandbox = SafeSandbox(ctx.backend.create(spec))
             self._telemetry.connect = self._sandbox.connect
             try:
                 endpoint = await self._sandbox.prepare()
@@ -416,6 +351,10 @@ class Environment:
                 os.close(output)  # the runtime holds its own copy now
                 self._close_extension_output()
             self._sandbox.on_exit(self._on_exit)
+            if self._snapshot:
+                task = self._loop.create_task(self._snapshotted())
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
             t3 = time.perf_counter()
             phase.labels("sandbox", runtime).observe(t1 - t0)
             phase.labels("start", runtime).observe(t3 - t1)
@@ -426,24 +365,28 @@ class Environment:
                 # The runtime's entry point is missing, not executable or not a program: for
                 # a custom runtime that is the function's own `bootstrap`.
                 raise InitFailed(
-                    _error_payload(
+                    error_payload(
                         "Runtime.InvalidEntrypoint",
                         f"Error: Couldn't find valid bootstrap(s): [{ctx.argv[0]}] "
                         f"({cause.strerror})",
                     )
                 ) from e
             log.error("environment %s failed to start: %s", self.id, e)
-            raise InitFailed(_error_payload("Runtime.Unknown", f"Environment failed: {e}")) from e
+            raise InitFailed(error_payload("Runtime.Unknown", f"Environment failed: {e}")) from e
+        budget = self._phase_timeout
         try:
-            left = limits.INIT_TIMEOUT_S - (time.perf_counter() - t1)
+            left = budget - (time.perf_counter() - t1)
             if ctx.debugger is not None:
                 left = float("inf")  # the init phase may wait for a debugger client
             failure = await asyncio.wait_for(asyncio.shield(self._ready), max(left, 0.001))
         except TimeoutError:
-            failure = _error_payload(
+            phase_name = "Restore" if self.restored_from is not None else "Init"
+            failure = error_payload(
                 "Sandbox.Timedout",
-                f"Error: Init phase timed out after {limits.INIT_TIMEOUT_S:.2f} seconds",
+                f"Error: {phase_name} phase timed out after {budget:.2f} seconds",
             )
+            if self.restored_from is not None:
+                self._restore_failure = SnapStartTimeoutError(RESTORE_TIMED_OUT)
         except asyncio.CancelledError:
             await self.destroy()
             raise
@@ -452,7 +395,7 @@ class Environment:
             self._api.take_current()
             self._runtime_exited = True  # a failed init gets no SHUTDOWN
             await self.destroy()
-            raise InitFailed(failure)
+            raise InitFailed(failure, self._restore_failure)
         t4 = time.perf_counter()
         self._init_telemetry("success", (t4 - t0) * 1000, None)
         phase.labels("init", runtime).observe(t4 - t3)
@@ -467,9 +410,53 @@ class Environment:
             # invocation's handler that ends the process, on a busy loop): `_on_exit` has
             # settled that invocation already; without one, the start failed.
             if first is None:
-                raise InitFailed(_error_payload("Runtime.ExitError", "Error: Runtime exited"))
+                raise InitFailed(error_payload("Runtime.ExitError", "Error: Runtime exited"))
             return
         self._move(EnvState.IDLE)
+
+    @property
+    def _kind(self) -> str:
+        """The Telemetry API's initializationType of this environment's init."""
+        if self._snapshot or self.restored_from is not None:
+            return "snap-start"
+        return self.ctx.base_env.get("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand")
+
+    @property
+    def _phase_timeout(self) -> float:
+        if self.restored_from is not None:
+            return limits.RESTORE_TIMEOUT_S
+        if self._snapshot:
+            return limits.SNAPSHOT_INIT_TIMEOUT_S
+        return limits.INIT_TIMEOUT_S
+
+    async def _snapshotted(self) -> None:
+        """A template's runtime reached its snapshot point: its init is over."""
+        assert self._sandbox is not None
+        try:
+            self.template = await self._sandbox.snapshotted()
+        except SandboxError as e:
+            if not self._ready.done():  # the exit callback says why, if it came first
+                self._ready.set_result(error_payload("Runtime.ExitError", f"Error: {e}"))
+            return
+        if not self._ready.done():
+            self._ready.set_result(None)
+
+    def detach_template(self) -> Template:
+        """A template environment whose start succeeded: hand its template over (the
+        template owns its runtime now) and close the rest (Runtime API, log)."""
+        template = self.template
+        assert template is not None and self._snapshot
+        self._sandbox = None  # `Template.destroy` is what kills it
+        self._runtime_exited = True
+        self._die()
+        return template
+
+    def _on_restore_error(self, body: bytes, error_type: str | None) -> None:
+        """An after-restore hook failed (`/restore/error`): the invocation that waited for
+        this environment gets SnapStartException; the runtime exits."""
+        self._restore_failure = SnapStartError(HOOK_FAILED)
+        if not self._ready.done():
+            self._ready.set_result(body or error_payload(error_type or "Runtime.Unknown", ""))
 
     async def _open_debugger(self, env: dict[str, str]) -> None:
         assert self.ctx.debugger is not None and self._sandbox is not None
@@ -510,9 +497,7 @@ class Environment:
         if not self._ready.done():
             # Before the init phase ended: it cannot end any more (Lambda's Extension.Crash).
             self._on_init_error(
-                _error_payload(
-                    "Extension.Crash", "An extension exited before the init phase ended"
-                ),
+                error_payload("Extension.Crash", "An extension exited before the init phase ended"),
                 "Extension.Crash",
             )
         self._api.extensions.external_gone()
@@ -531,7 +516,10 @@ class Environment:
             with contextlib.suppress(ValueError, AttributeError):
                 found = json.loads(failure).get("errorType")
                 error_type = found if isinstance(found, str) else None
-        self._telemetry.init_done(status, duration_ms, error_type)
+        if self.restored_from is not None:
+            self._telemetry.restore_done(status, duration_ms, error_type)
+        else:
+            self._telemetry.init_done(status, duration_ms, error_type, self._kind)
         if not self._telemetry.wants_lines:
             self._log.listener = None  # nobody takes log lines: none of their cost
 
@@ -539,6 +527,9 @@ class Environment:
         # Called as the runtime's first /next arrives, before a queued first invocation is
         # written to it: its START line goes after the init phase's output.
         self._ready_at = time.perf_counter()
+        if self._restore_t0 is not None:
+            self._log.restore_report((self._ready_at - self._restore_t0) * 1000)
+            self._restore_t0 = None
         first, self._first = self._first, None
         if first is not None:
             self._log.start(first.request_id, self.ctx.config.version, capture=first.log_tail)
@@ -575,15 +566,15 @@ class Environment:
     def _on_init_error(self, body: bytes, error_type: str | None) -> None:
         self._open_gate()
         if not self._ready.done():
-            self._ready.set_result(body or _error_payload(error_type or "Runtime.Unknown", ""))
+            self._ready.set_result(body or error_payload(error_type or "Runtime.Unknown", ""))
 
     def _on_exit(self, status: int) -> None:
-        message = f"Runtime exited with error: {_describe_exit(status)}"
+        message = f"Runtime exited with error: {describe_exit(status)}"
         oom = self._sandbox is not None and self._sandbox.out_of_memory
         kind = "Runtime.OutOfMemory" if oom else "Runtime.ExitError"
         self._runtime_exited = True
         if not self._ready.done():
-            self._ready.set_result(_error_payload(kind, f"Error: {message}"))
+            self._ready.set_result(error_payload(kind, f"Error: {message}"))
         inv, delivered = self._api.take_current()
         if inv is not None and not inv.future.done():
             # An invocation the runtime never picked up was handed to an environment already
@@ -592,7 +583,7 @@ class Environment:
             inv.future.set_result(
                 RuntimeOutcome(
                     ok=False,
-                    body=_error_payload(kind, f"RequestId: {inv.request_id} Error: {message}"),
+                    body=error_payload(kind, f"RequestId: {inv.request_id} Error: {message}"),
                     error_type=kind if delivered else _NOT_DELIVERED,
                 )
             )
@@ -782,12 +773,15 @@ class Environment:
             note = (
                 f"{stamp} {request_id} Task timed out after {self.ctx.config.timeout:.2f} seconds"
             )
+        restored = self.restored_from is not None
         report = Report(
             request_id=request_id,
             duration_ms=duration_ms,
             memory_size_mb=self.ctx.config.memory_size,
             max_memory_used_mb=self._sandbox.memory_peak_mb() if self._sandbox else 0,
-            init_duration_ms=init_ms,
+            # a restored environment's first REPORT has its Restore Duration, no Init one
+            init_duration_ms=None if restored else init_ms,
+            restore_duration_ms=init_ms if restored else None,
             bill_init=self.ctx.bill_init,
             status="timeout" if timed_out else "error" if failed else None,
             error_type=outcome.error_type if failed and not timed_out else None,
@@ -806,7 +800,7 @@ class Environment:
         future.set_result(
             RuntimeOutcome(
                 ok=False,
-                body=_error_payload(
+                body=error_payload(
                     "Sandbox.Timedout",
                     f"RequestId: {request_id} Error: Task timed out after "
                     f"{self.ctx.config.timeout:.2f} seconds",

@@ -61,6 +61,7 @@ from lamina.scheduler.lambda_env import (
     lambda_environment,
 )
 from lamina.scheduler.limits import EnvironmentLimits
+from lamina.scheduler.snapshots import Snapshots, require_restorable, snap_start_env
 from lamina.scheduler.traces import InvocationTrace, Tracing
 from lamina.settings import Settings
 
@@ -239,7 +240,10 @@ class Pool:
             await self._scheduler.capacity.take(self.config.memory_size)
             if trace is not None:
                 trace.capacity_wait = (waiting, time.time_ns())
-            env = Environment(self.ctx, on_gone=self._gone)
+            template = None
+            if self.config.snap_start_on:  # SnapStart: restored from the version's template
+                template = await self._scheduler.snapshots.template(self.config)
+            env = Environment(self.ctx, on_gone=self._gone, template=template)
             self._live.add(env)
             cold = True
             if trace is not None:
@@ -248,6 +252,8 @@ class Pool:
                 result = await env.start_and_invoke(request)
             except InitFailed as failure:
                 self._count(request, None, Outcome.PLATFORM_ERROR, cold=True)
+                if failure.error is not None:
+                    raise failure.error from None  # a failed restore: SnapStartException
                 return InvokeResult(
                     payload=failure.payload,
                     executed_version=self.config.version,
@@ -534,6 +540,8 @@ class Scheduler:
         self._debuggers = DebuggerInstaller(images) if images is not None else None
         #: environments started for `lamina invoke --debug`, outside the pools
         self.debug_sessions = DebugSessions(self._debug_context, self.capacity)
+        #: SnapStart templates of published versions, held on this node
+        self.snapshots = Snapshots(self.capacity, self._context)
 
     @property
     def logs(self) -> LogWriter:
@@ -589,6 +597,8 @@ class Scheduler:
     ) -> InvokeResult:
         if config.image is not None:
             await ensure_here(self.image_roots, config)
+        if config.snap_start_on:
+            require_restorable(config)  # every caller, not only Invoke (queues, sources)
         pool = self._pool(config)
         try:
             # Most versions have no such limits: skip their bookkeeping (the hot path).
@@ -771,6 +781,7 @@ class Scheduler:
         await self.debug_sessions.close_all()
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self.snapshots.close()
         await self._logs.close()
 
     # -- internals -----------------------------------------------------------------
@@ -818,7 +829,8 @@ class Scheduler:
             base_env=lambda_environment(
                 config, self._settings, runtime, seen[0], opt_seen, seen[1], lang_seen
             )
-            | self._otel_env(config),
+            | self._otel_env(config)
+            | snap_start_env(config),
             lang_dir=image,
             image_ready=partial(self._image_ready, runtime) if image is not None else None,
             code_ready=partial(self.code_ready, config) if self.code_ready else None,

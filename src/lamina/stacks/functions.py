@@ -57,6 +57,7 @@ _RESET: dict[str, Any] = {
     "Timeout": 3,
     "MemorySize": 128,
     "EphemeralStorage": {"Size": 512},
+    "SnapStart": {"ApplyOn": "None"},
 }
 #: what UpdateFunctionConfiguration does not take (the code's, or apart)
 _NOT_CONFIG = ("ImageConfig", "Architectures")

@@ -108,6 +108,7 @@ def _to_config(row: Any, layer_refs: _Layers, sealer: Sealer) -> FunctionConfig:
         durable=_to_durable(m["durable_config"]),
         image=_to_image(m["image"]),
         previous_image=_to_image((m["image"] or {}).get("previous")),
+        snap_start=m["snap_start"] or "None",
     )
 
 
@@ -306,6 +307,7 @@ def _config_values(config: FunctionConfig, sealer: Sealer) -> dict[str, Any]:
     values["image"] = _image_values(config.image, config.previous_image)
     values["architectures"] = list(config.architectures)
     values["signed_by"] = list(config.signed_by) if config.signed_by else None
+    values["snap_start"] = None if config.snap_start == "None" else config.snap_start
     values["state"] = config.state.value
     values["last_update_status"] = config.last_update_status.value
     values["function_name"] = config.name

@@ -87,6 +87,8 @@ function_versions = Table(
     # A PackageType Image function's image: {"uri", "resolved_uri", "digest", "config",
     # "overrides", "previous"} (None: a Zip function), see `store.metadata._image_values`.
     Column("image", JSON),
+    # SnapStart.ApplyOn "PublishedVersions" (None: "None", SnapStart off)
+    Column("snap_start", String(32)),
 )
 
 # The layers of each function version, in merge order. The layer's digest and size are copied
