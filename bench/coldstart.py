@@ -134,9 +134,15 @@ class Variant:
 
 
 def start_lamina(
-    stack: contextlib.ExitStack, tmp: Path, backend: str, variant: Variant, auth: bool
+    stack: contextlib.ExitStack,
+    tmp: Path,
+    backend: str,
+    variant: Variant,
+    auth: bool,
+    extra: Sequence[str] = (),
 ) -> tuple[Server, str]:
-    """A ready ``lamina serve --sandbox BACKEND``; raises BackendUnavailable if it has none."""
+    """A ready ``lamina serve --sandbox BACKEND [EXTRA...]`` on a fresh data dir; raises
+    BackendUnavailable if it has no such backend."""
     label = f"{variant.name}-{backend}-{time.monotonic_ns()}"
     data_dir = tmp / f"{label}-data"
     data_dir.mkdir()
@@ -144,6 +150,7 @@ def start_lamina(
     argv = [sys.executable, "-m", "lamina", "serve", "--sandbox", backend, "--host", HOST]
     argv += ["--port", str(port), "--data-dir", str(data_dir), "--log-level", "warning"]
     argv += admin_key_args() if auth else ["--auth", "off"]
+    argv += extra
     env = dict(os.environ)
     if variant.src != ".":
         env["PYTHONPATH"] = os.path.abspath(variant.src)
