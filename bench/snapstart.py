@@ -280,12 +280,18 @@ def build_code() -> Code:
 
 
 def create_version(
-    client: LambdaClient, name: str, code: bytes, snap: bool, memory_mb: int
+    client: LambdaClient,
+    name: str,
+    code: bytes,
+    snap: bool,
+    memory_mb: int,
+    environment: dict[str, str] | None = None,
 ) -> tuple[str, float]:
     """Create function `name`, publish a version and wait until it is Active: (version,
     seconds from PublishVersion to Active)."""
     try:
         client.create_function(
+            Environment={"Variables": environment or {}},
             FunctionName=name,
             Runtime=RUNTIME,
             Role=ROLE,
@@ -317,6 +323,17 @@ def create_version(
             time.sleep(0.1)
     except (BotoCoreError, ClientError) as exc:
         raise BenchError(f"creating {name} failed: {exc}") from exc
+
+
+def heavy_environment(args: argparse.Namespace) -> dict[str, str]:
+    """The heavy functions' environment variables (the same with and without SnapStart).
+
+    OPENBLAS_NUM_THREADS: numpy's OpenBLAS starts a worker thread per CPU at import. A
+    template's copy is made by a raw clone() that runs no pthread_atfork handlers, so the copy
+    believes in worker threads it does not have, and its first libc fork() (its runtime, under
+    its PID 1) runs OpenBLAS's prepare handler, which joins them: it waits forever. One thread
+    (no workers) avoids that; ``--blas-threads 0`` leaves OpenBLAS at its default."""
+    return {"OPENBLAS_NUM_THREADS": str(args.blas_threads)} if args.blas_threads else {}
 
 
 # --- latency --------------------------------------------------------------------------------
@@ -357,7 +374,11 @@ def run_series(invoker: Invoker, name: str, series: Series, samples: int, pause:
     with fresh(invoker) as conn:
         for _ in range(samples):
             time.sleep(pause)  # the last environment idles past the idle timeout: reaped
-            series.add(invoker.call(conn, name, invoker.headers(name)))
+            answer = invoker.call(conn, name, invoker.headers(name))
+            series.add(answer)
+            if answer.status == 0:  # no answer within the client's 60 s: do not wait on more
+                series.problems.append(f"{series.label}: gave up after an unanswered invoke")
+                return
 
 
 def measure_latency(
@@ -375,21 +396,16 @@ def measure_latency(
         )
         client = lambda_client(endpoint)
         port = int(endpoint.rsplit(":", 1)[1])
+        heavy = heavy_environment(args)
         plan = [
-            (
-                "heavy-plain",
-                code.heavy_zip,
-                False,
-                "heavy, no SnapStart",
-                "init",
-                args.heavy_samples,
-            ),
-            ("heavy-snap", code.heavy_zip, True, "heavy, SnapStart", "restore", args.samples),
-            ("noop-snap", code.noop_zip, True, "no-op, SnapStart", "restore", args.samples),
+            ("heavy-plain", code.heavy_zip, False, "heavy, no SnapStart", "init", heavy),
+            ("heavy-snap", code.heavy_zip, True, "heavy, SnapStart", "restore", heavy),
+            ("noop-snap", code.noop_zip, True, "no-op, SnapStart", "restore", {}),
         ]
         made = []
-        for name, zipped, snap, label, expect, samples in plan:
-            version, took = create_version(client, name, zipped, snap, args.memory)
+        for name, zipped, snap, label, expect, env in plan:
+            samples = args.samples if snap else args.heavy_samples
+            version, took = create_version(client, name, zipped, snap, args.memory, env)
             series = Series(label, expect, published_s=took)
             invoker = Invoker(HOST, port, qualifier=version, log_tail=True)
             invoker.self_check(name)  # the fast signer signs as botocore does
@@ -471,13 +487,21 @@ class Memory:
     problems: list[str] = field(default_factory=list)
 
 
-def own_writes(code: Code) -> tuple[dict[str, int], dict[str, int]]:
-    """(child, parent) smaps_rollup of OWN_WRITES_SCRIPT run on the unpacked heavy code."""
+def own_writes(code: Code, environment: dict[str, str]) -> tuple[dict[str, int], dict[str, int]]:
+    """(child, parent) smaps_rollup of OWN_WRITES_SCRIPT run on the unpacked heavy code, with
+    the heavy function's environment variables."""
     with tempfile.TemporaryDirectory(prefix="lamina-snap-code-") as task:
         with zipfile.ZipFile(io.BytesIO(code.heavy_zip)) as archive:
             archive.extractall(task)
         argv = [code.python, "-B", "-S", "-c", OWN_WRITES_SCRIPT, task]
-        done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120)
+        done = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+            env={**os.environ, **environment},
+        )
     try:
         out = json.loads(done.stdout)
         return dict(out["child"]), dict(out["parent"])
@@ -487,7 +511,7 @@ def own_writes(code: Code) -> tuple[dict[str, int], dict[str, int]]:
 
 def measure_memory(tmp: Path, code: Code, args: argparse.Namespace) -> Memory:
     memory = Memory()
-    memory.own_writes, memory.template_parent = own_writes(code)
+    memory.own_writes, memory.template_parent = own_writes(code, heavy_environment(args))
     with contextlib.ExitStack() as stack:
         server, endpoint = start_lamina(stack, tmp, "namespace", Variant("this", "."), True)
         memory.notes.append(
@@ -496,7 +520,8 @@ def measure_memory(tmp: Path, code: Code, args: argparse.Namespace) -> Memory:
         )
         client = lambda_client(endpoint)
         name = "heavy-snap"
-        version, _ = create_version(client, name, code.heavy_zip, True, args.memory)
+        env = heavy_environment(args)
+        version, _ = create_version(client, name, code.heavy_zip, True, args.memory, env)
         port = int(endpoint.rsplit(":", 1)[1])
         invoker = Invoker(HOST, port, qualifier=version, log_tail=True)
         series = Series("memory", "restore")
@@ -675,6 +700,13 @@ def report(
         f"{code.unzipped_mib:.1f} MiB unzipped"
         + (" (tests/ and __pycache__/ stripped)" if code.stripped else "")
         + f"; cached in {code.site}",
+        "  heavy functions' environment: "
+        + (", ".join(f"{k}={v}" for k, v in heavy_environment(args).items()) or "none")
+        + (
+            " (default OpenBLAS threads hang a restored copy: see heavy_environment)"
+            if args.blas_threads
+            else ""
+        ),
         *(f"  {note}" for note in notes),
         f"  every invoke cold: idle timeout {args.idle_timeout:g} s, {args.pause:g} s between "
         "invokes; each REPORT checked for Init/Restore Duration",
@@ -709,6 +741,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--environments", type=int, default=5, help="restored environments measured")
     add("--settle", type=float, default=1.0, help="s after they answered, before measuring")
     add("--skip-memory", action="store_true", help="latency only")
+    add(
+        "--blas-threads",
+        type=int,
+        default=1,
+        help="OPENBLAS_NUM_THREADS of the heavy functions (0: unset; see heavy_environment)",
+    )
     return parser.parse_args(argv)
 
 
