@@ -62,7 +62,7 @@ import tempfile
 import threading
 import time
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -72,7 +72,15 @@ from botocore.exceptions import BotoCoreError, ClientError
 from cold_floors import Floors, floor_lines, measure_floors
 from cold_load import HELLO_HANDLER, Answer, Invoker
 from coldstart import Variant, fresh, get_json, start_lamina
-from harness import HOST, BenchError, guarded, lambda_client, log, unbroken_cleanup
+from harness import (
+    HOST,
+    BenchError,
+    guarded,
+    lambda_client,
+    log,
+    process_tree,
+    unbroken_cleanup,
+)
 from lamina.runtimes.catalog import RuntimeCatalog
 
 if TYPE_CHECKING:
@@ -442,6 +450,49 @@ def uss(fields: dict[str, int]) -> int:
     return fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)
 
 
+def comm(pid: int) -> str:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    return "?"
+
+
+def summed(rollups: Iterable[dict[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for fields in rollups:
+        for key, value in fields.items():
+            total[key] = total.get(key, 0) + value
+    return total
+
+
+def pid_one(pid: int) -> bool:
+    """Whether `pid` is PID 1 of its innermost PID namespace (a sandbox's init)."""
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("NSpid:"):
+                ids = line.split()[1:]
+                return len(ids) > 1 and ids[-1] == "1"
+    return False
+
+
+def env_processes(pid: int) -> tuple[list[int], list[int], str]:
+    """(the sandbox's init, the runtime and whatever runs below it, how the listed pid was
+    read) of the environment listed with `pid`. The sandbox contract says the listed pid is
+    the runtime's; a restored namespace environment lists its PID 1 (the sandbox's init, a
+    copy of the template whose child is the runtime): both readings are handled, the init
+    being the PID 1 of the environment's PID namespace."""
+    tree = [p for p, _ in process_tree(pid)]
+    if pid_one(pid):
+        return [pid], tree[1:], f"the listed Pid is the sandbox's init ({comm(pid)}, PID 1)"
+    parent = parent_of(pid)
+    if pid_one(parent):
+        return (
+            [parent],
+            tree,
+            f"the listed Pid is the runtime; its parent the init ({comm(parent)})",
+        )
+    return [], tree, f"the listed Pid is the runtime; its parent ({comm(parent)}) is not counted"
+
+
 def parent_of(pid: int) -> int:
     with contextlib.suppress(OSError, IndexError, ValueError):
         return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
@@ -469,7 +520,7 @@ class EnvMemory:
     env_id: str
     runtime: dict[str, int]
     init: dict[str, int]
-    init_comm: str
+    how: str  # which process the listed Pid was
     cgroup_file: str
     cgroup_bytes: int | None
 
@@ -551,14 +602,17 @@ def measure_memory(tmp: Path, code: Code, args: argparse.Namespace) -> Memory:
             f"/lamina/environments {status})"
         )
         for env in idle:
-            pid = int(env["Pid"])
-            parent = parent_of(pid)
-            comm = ""
-            with contextlib.suppress(OSError):
-                comm = Path(f"/proc/{parent}/comm").read_text().strip()
-            cg_file, cg_bytes = cgroup_memory(pid)
+            inits, runtimes, how = env_processes(int(env["Pid"]))
+            cg_file, cg_bytes = cgroup_memory(runtimes[0] if runtimes else int(env["Pid"]))
             memory.envs.append(
-                EnvMemory(str(env.get("Id")), rollup(pid), rollup(parent), comm, cg_file, cg_bytes)
+                EnvMemory(
+                    str(env.get("Id")),
+                    summed(rollup(p) for p in runtimes),
+                    summed(rollup(p) for p in inits),
+                    how,
+                    cg_file,
+                    cg_bytes,
+                )
             )
         if len(memory.envs) != args.environments:
             memory.problems.append(
@@ -639,10 +693,7 @@ def memory_lines(memory: Memory) -> list[str]:
         )
     if memory.envs:
         env = memory.envs[0]
-        lines.append(
-            f"  (init: the runtime's parent, `{env.init_comm}`; cgroup: the environment's "
-            f"{env.cgroup_file}, MiB)"
-        )
+        lines.append(f"  ({env.how}; cgroup: the environment's {env.cgroup_file}, MiB)")
     lines.append(
         f"  own writes (compared to): a fork of the initialised function (runtime interpreter "
         f"-B -S, app.py imported) after one handler call: USS {_mib(own)} MiB "
@@ -741,6 +792,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--environments", type=int, default=5, help="restored environments measured")
     add("--settle", type=float, default=1.0, help="s after they answered, before measuring")
     add("--skip-memory", action="store_true", help="latency only")
+    add("--skip-latency", action="store_true", help="memory only")
     add(
         "--blas-threads",
         type=int,
@@ -765,7 +817,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             ) as tmp,
             unbroken_cleanup(),
         ):
-            series, notes = measure_latency(Path(tmp), code, args)
+            series, notes = (
+                ([], []) if args.skip_latency else measure_latency(Path(tmp), code, args)
+            )
             memory = None if args.skip_memory else measure_memory(Path(tmp), code, args)
         lines = report(code, floors, series, notes, memory, args)
         invalid = any(s.problems for s in series) or (memory is not None and memory.problems)
