@@ -225,23 +225,28 @@ def fresh(invoker: Invoker) -> Iterator[HTTPConnection]:
 
 # --- the server's own phase timings ---------------------------------------------------------
 
-_PHASE = re.compile(
-    r'^lamina_cold_start_phase_seconds_(sum|count)\{phase="([a-z]+)",runtime="python3\.11"\}'
-    r"\s+([0-9.e+-]+)$",
-    re.M,
-)
+
+def _phase_pattern(runtime: str) -> re.Pattern[str]:
+    return re.compile(
+        r'^lamina_cold_start_phase_seconds_(sum|count)\{phase="([a-z]+)",runtime="'
+        + re.escape(runtime)
+        + r'"\}\s+([0-9.e+-]+)$',
+        re.M,
+    )
+
 
 Phases = dict[str, tuple[float, float]]  # phase: (seconds summed, count)
 
 
-def phases(endpoint: str) -> Phases:
+def phases(endpoint: str, runtime: str = "python3.11") -> Phases:
+    """The server's cold-start phase histograms of `runtime` (sum, count) from /metrics."""
     try:
         with urllib.request.urlopen(f"{endpoint}/metrics", timeout=10) as response:
             text = response.read().decode()
     except (urllib.error.URLError, OSError):
         return {}
     found: dict[str, list[float]] = {}
-    for kind, phase, value in _PHASE.findall(text):
+    for kind, phase, value in _phase_pattern(runtime).findall(text):
         found.setdefault(phase, [0.0, 0.0])[0 if kind == "sum" else 1] = float(value)
     return {phase: (pair[0], pair[1]) for phase, pair in found.items()}
 

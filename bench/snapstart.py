@@ -71,7 +71,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from cold_floors import Floors, floor_lines, measure_floors
 from cold_load import HELLO_HANDLER, Answer, Invoker
-from coldstart import Variant, fresh, get_json, start_lamina
+from coldstart import Variant, fresh, get_json, phase_means, phases, start_lamina
 from harness import (
     HOST,
     BenchError,
@@ -97,6 +97,7 @@ ACTIVE_TIMEOUT_S = 180.0
 #: cut from the installed packages only when the package would be over a limit without them
 STRIPPABLE = ("tests", "__pycache__")
 
+PHASES = ("sandbox", "start", "init")
 TARGET_SNAP_P50_MS = 10.0
 TARGET_EXTRA_MIB = 5.0
 
@@ -358,6 +359,7 @@ class Series:
     server_ms: list[float] = field(default_factory=list)  # Init or Restore Duration
     problems: list[str] = field(default_factory=list)
     published_s: float = 0.0  # PublishVersion to Active
+    phases: dict[str, float] = field(default_factory=dict)  # the server's, mean ms
 
     def add(self, answer: Answer) -> None:
         if answer.problem is not None:
@@ -377,8 +379,18 @@ class Series:
         self.server_ms.append(float(found[1]))
 
 
-def run_series(invoker: Invoker, name: str, series: Series, samples: int, pause: float) -> None:
+def run_series(
+    endpoint: str, invoker: Invoker, name: str, series: Series, samples: int, pause: float
+) -> None:
     log(f"{series.label}: {samples} cold invokes, {pause:g} s apart")
+    before = phases(endpoint, RUNTIME)
+    try:
+        _run_series(invoker, name, series, samples, pause)
+    finally:
+        series.phases = phase_means(before, phases(endpoint, RUNTIME))
+
+
+def _run_series(invoker: Invoker, name: str, series: Series, samples: int, pause: float) -> None:
     with fresh(invoker) as conn:
         for _ in range(samples):
             time.sleep(pause)  # the last environment idles past the idle timeout: reaped
@@ -426,7 +438,7 @@ def measure_latency(
         if refused != 403:
             made[0][2].problems.append(f"an unsigned Invoke was answered {refused}, not 403")
         for name, invoker, series, samples in made:
-            run_series(invoker, name, series, samples, args.pause)
+            run_series(endpoint, invoker, name, series, samples, args.pause)
         if server.proc.poll() is not None:
             made[0][2].problems.append(f"the server exited ({server.proc.returncode})")
     return [series for _, _, series, _ in made], notes
@@ -669,6 +681,15 @@ def latency_lines(series: Sequence[Series], floors: Floors) -> list[str]:
             f"{s.label} {statistics.median(s.server_ms) / fork:.1f}x" for s in series if s.server_ms
         )
         + ")"
+    )
+    lines.append(
+        "  the server's cold-start phases (lamina_cold_start_phase_seconds, mean ms; sandbox / "
+        "start / init): "
+        + "; ".join(
+            f"{s.label} "
+            + " / ".join(f"{s.phases[p]:.2f}" if p in s.phases else "-" for p in PHASES)
+            for s in series
+        )
     )
     lines.append(
         "  PublishVersion to Active: "
