@@ -240,21 +240,25 @@ def _zip(site: Path, files: Sequence[Path], handler: str) -> bytes:
     return buffer.getvalue()
 
 
-def build_code() -> Code:
+def build_code(strip: bool) -> Code:
+    """The heavy and no-op packages; the heavy one without tests/ and __pycache__/ when
+    `strip` or when it would be over Lambda's limits with them (pip compiles bytecode into
+    __pycache__/ by default: without it, every init without SnapStart compiles the packages'
+    sources, since the runtime runs with -B and writes none)."""
     python = runtime_python()
     site = install_packages(python)
-    cached = site / "heavy.zip"
+    cached = site.with_name(site.name + ("-heavy-stripped.zip" if strip else "-heavy.zip"))
     digest = hashlib.sha256(HEAVY_HANDLER.encode()).hexdigest()[:12]
-    stamp = site / "heavy.zip.meta"
+    stamp = cached.with_name(cached.name + ".meta")
     meta: dict[str, object] = {}
     with contextlib.suppress(OSError, ValueError):
         meta = json.loads(stamp.read_text())
     if meta.get("handler") != digest or not cached.exists():
-        stripped = False
-        files = _files(site, strip=False)
+        stripped = strip
+        files = _files(site, strip=strip)
         unzipped = sum(f.stat().st_size for f in files)
         data = _zip(site, files, HEAVY_HANDLER)
-        if len(data) > ZIPPED_LIMIT or unzipped > UNZIPPED_LIMIT:
+        if not strip and (len(data) > ZIPPED_LIMIT or unzipped > UNZIPPED_LIMIT):
             log("code: over Lambda's upload limits, without tests/ and __pycache__/")
             stripped = True
             files = _files(site, strip=True)
@@ -814,6 +818,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--settle", type=float, default=1.0, help="s after they answered, before measuring")
     add("--skip-memory", action="store_true", help="latency only")
     add("--skip-latency", action="store_true", help="memory only")
+    add("--strip", action="store_true", help="zip the packages without tests/ and __pycache__/")
     add(
         "--blas-threads",
         type=int,
@@ -830,7 +835,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     def work() -> list[str]:
-        code = build_code()
+        code = build_code(args.strip)
         floors = measure_floors()
         with (
             tempfile.TemporaryDirectory(
