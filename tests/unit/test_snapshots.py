@@ -96,7 +96,12 @@ class Calls:
 
     def handler(self, event: Any, context: Any) -> Any:
         self.hold.wait(5)
-        return {"stream": context.log_stream_name, "after": self.after}
+        # Each fake environment is a thread of its own: its id tells environments apart.
+        return {
+            "env": threading.get_ident(),
+            "stream": context.log_stream_name,
+            "group": context.log_group_name,
+        }
 
 
 def run(
@@ -163,11 +168,13 @@ def test_a_published_version_is_initialised_once_and_cold_starts_restore(tmp_pat
         calls.hold.set()
         results = await asyncio.gather(first, second)
         assert all(r.function_error is None for r in results)
-        streams = {json.loads(r.payload)["stream"] for r in results}
-        assert len(streams) == 2, "two environments"
+        answers = [json.loads(r.payload) for r in results]
+        assert len({a["env"] for a in answers}) == 2, "two environments"
+        # As on Lambda, SnapStart environments have no log group or stream variables.
+        assert all(a["stream"] is None and a["group"] is None for a in answers)
         assert (fake.snapshots, fake.restores, calls.before, calls.after) == (1, 2, 1, 2)
         warm = await s.invoke(cfg, request())
-        assert json.loads(warm.payload)["stream"] in streams
+        assert json.loads(warm.payload)["env"] in {a["env"] for a in answers}
         assert fake.restores == 2
         await asyncio.sleep(0.05)  # REPORTs are written after the answers
         restored = [r for r in reports if r.restore_duration_ms is not None]
@@ -186,10 +193,10 @@ def test_a_published_version_is_initialised_once_and_cold_starts_restore(tmp_pat
         by_stream: dict[str, list[str]] = {}
         for e in await calls.store.events("/aws/lambda/fn"):
             by_stream.setdefault(e.stream, []).append(e.message)
-        for stream in streams:
-            kinds = [m.split(" ", 1)[0] for m in by_stream[stream]]
+        assert len(by_stream) == 2, "a stream per restored environment"
+        for messages in by_stream.values():
+            kinds = [m.split(" ", 1)[0] for m in messages]
             assert kinds[:3] == ["RESTORE_START", "RESTORE_REPORT", "START"], kinds
-        assert len(by_stream) == 2, "the template's init writes no START"
 
     run(tmp_path, body)
 
@@ -316,8 +323,10 @@ def test_snapstart_environments_say_so(tmp_path: Path) -> None:
     async def body(s: Scheduler, fake: FakeBackend, calls: Calls, reports: list[Report]) -> None:
         env = s._context(config()).base_env
         assert env["AWS_LAMBDA_INITIALIZATION_TYPE"] == "snap-start"
+        assert "AWS_LAMBDA_LOG_GROUP_NAME" not in env
         latest = s._context(config(version="$LATEST")).base_env
         assert latest["AWS_LAMBDA_INITIALIZATION_TYPE"] == "on-demand"
+        assert latest["AWS_LAMBDA_LOG_GROUP_NAME"] == "/aws/lambda/fn"
 
     run(tmp_path, body)
 

@@ -315,7 +315,9 @@ class Environment:
                 t1 = time.perf_counter()
                 env = dict(ctx.base_env)
                 env["AWS_LAMBDA_RUNTIME_API"] = endpoint.address
-                env["AWS_LAMBDA_LOG_STREAM_NAME"] = self.log_stream
+                if not (self._snapshot or self.restored_from is not None):
+                    # (not in SnapStart environments, as on Lambda: see `snap_start_env`)
+                    env["AWS_LAMBDA_LOG_STREAM_NAME"] = self.log_stream
                 if ctx.credentials is not None:
                     key_id, secret, token = ctx.credentials()
                     env["AWS_ACCESS_KEY_ID"] = key_id

@@ -826,11 +826,13 @@ class Scheduler:
             argv=tuple(argv),
             task_root=task_root,
             runtime_dir=runtime.runtime_dir,
-            base_env=lambda_environment(
-                config, self._settings, runtime, seen[0], opt_seen, seen[1], lang_seen
-            )
-            | self._otel_env(config)
-            | snap_start_env(config),
+            base_env=snap_start_env(
+                config,
+                lambda_environment(
+                    config, self._settings, runtime, seen[0], opt_seen, seen[1], lang_seen
+                )
+                | self._otel_env(config),
+            ),
             lang_dir=image,
             image_ready=partial(self._image_ready, runtime) if image is not None else None,
             code_ready=partial(self.code_ready, config) if self.code_ready else None,

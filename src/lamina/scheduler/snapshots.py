@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from lamina.errors import ResourceConflictError, SnapStartNotReadyError
@@ -220,10 +220,16 @@ def require_restorable(config: FunctionConfig) -> None:
         )
 
 
-def snap_start_env(config: FunctionConfig) -> dict[str, str]:
-    """What a SnapStart version's environments (its template and those restored from it)
-    are told of their init, as on Lambda."""
-    return {"AWS_LAMBDA_INITIALIZATION_TYPE": "snap-start"} if config.snap_start_on else {}
+def snap_start_env(config: FunctionConfig, env: Mapping[str, str]) -> Mapping[str, str]:
+    """A pool's Lambda-defined variables (`env`), as a SnapStart version's environments (its
+    template and those restored from it) get them on Lambda: the init type `snap-start`,
+    and no AWS_LAMBDA_LOG_GROUP_NAME (nor AWS_LAMBDA_LOG_STREAM_NAME, which `Environment`
+    leaves out): one snapshot serves every log stream."""
+    if not config.snap_start_on:
+        return env
+    out = {k: v for k, v in env.items() if k != "AWS_LAMBDA_LOG_GROUP_NAME"}
+    out["AWS_LAMBDA_INITIALIZATION_TYPE"] = "snap-start"
+    return out
 
 
 def _payload(error_type: str, message: str) -> bytes:

@@ -1,0 +1,117 @@
+"""SnapStart through the API on the server's real backend: a published version is Pending
+(SnapStartNotReadyException) while its template is made, then Active; cold starts are restored
+(Restore Duration on the REPORT line, RESTORE_START/RESTORE_REPORT in the log, the init type
+`snap-start`, hooks run); an after-restore hook that raises is SnapStartException (400).
+(The heavy function's restore, uniqueness and isolation: the sandbox's system tests.)"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Any
+
+from botocore.exceptions import ClientError
+from tests.conftest import Functions, Server, wait_for
+
+CODE = """\
+import os, random, time
+from snapshot_restore_py import register_after_restore, register_before_snapshot
+
+time.sleep(1.5)  # an init slow enough to be seen Pending
+TOKEN = random.random()
+HOOKS = {"before": 0, "after": 0}
+
+
+@register_before_snapshot
+def before():
+    HOOKS["before"] += 1
+
+
+@register_after_restore
+def after():
+    global TOKEN
+    HOOKS["after"] += 1
+    if os.environ.get("FAIL_RESTORE"):
+        raise RuntimeError("cannot reconnect")
+    TOKEN = random.random()
+
+
+def handler(event, context):
+    return {
+        "token": TOKEN,
+        "hooks": HOOKS,
+        "init": os.environ["AWS_LAMBDA_INITIALIZATION_TYPE"],
+        "stream": context.log_stream_name,
+    }
+"""
+ON = {"ApplyOn": "PublishedVersions"}
+
+
+def _active(lam: Any, name: str) -> dict[str, Any]:
+    def settled() -> dict[str, Any] | None:
+        c: dict[str, Any] = lam.get_function_configuration(FunctionName=name, Qualifier="1")
+        return c if c["State"] != "Pending" else None
+
+    config: dict[str, Any] = wait_for(settled, message="the SnapStart version to settle")
+    assert config["State"] == "Active", config
+    return config
+
+
+def test_a_snapstart_version_is_restored(functions: Functions, lam: Any, server: Server) -> None:
+    name = functions.create(CODE, runtime="python3.12", SnapStart=ON)["FunctionName"]
+    published = lam.publish_version(FunctionName=name)
+    assert (published["State"], published["StateReasonCode"]) == ("Pending", "Creating")
+    try:
+        lam.invoke(FunctionName=name, Qualifier="1")
+        raise AssertionError("a Pending SnapStart version was invoked")
+    except ClientError as e:
+        assert e.response["Error"]["Code"] == "SnapStartNotReadyException"
+        assert e.response["ResponseMetadata"]["HTTPStatusCode"] == 409
+    _active(lam, name)
+    started = time.monotonic()
+    first = lam.invoke(FunctionName=name, Qualifier="1", LogType="Tail")
+    assert time.monotonic() - started < 1.5, "a restore does not run the init again"
+    answer = json.loads(first["Payload"].read())
+    assert answer["hooks"] == {"before": 1, "after": 1}
+    assert answer["init"] == "snap-start" and answer["stream"] is None
+    tail = base64.b64decode(first["LogResult"]).decode()
+    report = tail.strip().splitlines()[-1]
+    assert "\tRestore Duration: " in report and "\tBilled Restore Duration: " in report
+    assert "Init Duration" not in report
+    # $LATEST is never snapshotted: its cold start runs the init.
+    latest = json.loads(lam.invoke(FunctionName=name)["Payload"].read())
+    assert latest["init"] == "on-demand" and latest["hooks"] == {"before": 0, "after": 0}
+    logs = server.client("logs")
+    group = f"/aws/lambda/{name}"
+
+    def restore_lines() -> list[str] | None:
+        events = logs.filter_log_events(logGroupName=group)["events"]
+        kinds = [e["message"].split(" ", 1)[0] for e in events]
+        kinds = [k for k in kinds if k in ("RESTORE_START", "RESTORE_REPORT", "START")]
+        return kinds[:3] if len(kinds) >= 3 else None
+
+    lines = wait_for(restore_lines, message="the restore lines")
+    assert lines == ["RESTORE_START", "RESTORE_REPORT", "START"]
+
+
+def test_a_failing_after_restore_hook_is_snapstart_exception(
+    functions: Functions, lam: Any
+) -> None:
+    name = functions.create(
+        CODE,
+        runtime="python3.12",
+        SnapStart=ON,
+        Environment={"Variables": {"FAIL_RESTORE": "1"}},
+    )["FunctionName"]
+    lam.publish_version(FunctionName=name)
+    _active(lam, name)
+    try:
+        lam.invoke(FunctionName=name, Qualifier="1")
+        raise AssertionError("the failed restore was not reported")
+    except ClientError as e:
+        assert e.response["Error"]["Code"] == "SnapStartException"
+        assert e.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+        assert e.response["Error"]["Message"].startswith(
+            "The afterRestore() runtime hook encountered an error."
+        )
