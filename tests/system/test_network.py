@@ -245,3 +245,47 @@ def test_host_addresses_out_of_reach(
         conn, _ = listener.accept()
         conn.close()
     neighbour.assert_all_well()
+
+
+def _published_snapstart(lam: Any, functions: Functions, **kwargs: Any) -> str:
+    name = str(
+        functions.create(
+            NET,
+            runtime="python3.12",
+            Timeout=10,
+            SnapStart={"ApplyOn": "PublishedVersions"},
+            **kwargs,
+        )["FunctionName"]
+    )
+    lam.publish_version(FunctionName=name)
+    deadline = time.monotonic() + 60
+    while (state := lam.get_function(FunctionName=name, Qualifier="1")["Configuration"])[
+        "State"
+    ] == "Pending":
+        assert time.monotonic() < deadline, "the SnapStart version stayed Pending"
+        time.sleep(0.1)
+    assert state["State"] == "Active", state
+    return name
+
+
+def test_a_snapstart_copy_has_the_network_of_any_environment(
+    ns_lam: Any, ns_functions: Functions, test_host: World, neighbour: Neighbour
+) -> None:
+    # A restored environment's network namespace is made by the copy itself; Lamina sets it
+    # up from outside as a pooled one's: the same egress, relay and isolation.
+    online = _published_snapstart(ns_lam, ns_functions)
+    offline = _published_snapstart(
+        ns_lam, ns_functions, Environment={"Variables": {"LAMINA_NETWORK": "none"}}
+    )
+    out = result(ns_lam, online, {"probe": "fetch", "url": test_host.url}, Qualifier="1")
+    assert out.get("status") == 200, out
+    assert out["body"]["client"] == test_host.host_address  # masqueraded
+    seen = result(ns_lam, online, {"probe": "interfaces"}, Qualifier="1")
+    assert seen["interfaces"] == ["eth0", "lo"] and seen["gateway"], seen
+    api = result(ns_lam, online, {"probe": "api"}, Qualifier="1")
+    assert api == {"status": 403, "error": "MissingAuthenticationTokenException"}, api
+    out = result(ns_lam, offline, {"probe": "fetch", "url": test_host.url}, Qualifier="1")
+    assert out == {"type": "OSError", "errno": errno.ENETUNREACH}, out
+    seen = result(ns_lam, offline, {"probe": "interfaces"}, Qualifier="1")
+    assert seen == {"interfaces": ["lo"], "gateway": None}, seen
+    neighbour.assert_all_well()

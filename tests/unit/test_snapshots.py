@@ -241,7 +241,7 @@ def test_a_backend_that_cannot_snapshot_fails_the_version(tmp_path: Path) -> Non
     async def body(s: Scheduler, fake: FakeBackend, calls: Calls, reports: list[Report]) -> None:
         fake.snapshot_capable = False
         [(_, failure)] = await _built(s, config())
-        assert failure is not None and b"SnapStart needs a Python runtime" in failure
+        assert failure is not None and b"Lamina snapshots the Python bootstrap" in failure
         assert calls.before == 0
 
     run(tmp_path, body)
@@ -460,3 +460,23 @@ def test_metering_bills_the_restore(tmp_path: Path) -> None:
         return rows
 
     assert asyncio.run(main()) == [Usage("fn", "1", utc_day(time.time()), 2, 61, 61 * 1024)]
+
+
+def test_a_template_that_died_is_made_again(tmp_path: Path) -> None:
+    async def body(s: Scheduler, fake: FakeBackend, calls: Calls, reports: list[Report]) -> None:
+        cfg = config()
+        await _built(s, cfg)
+        template = s.snapshots.held("fn", "1")
+        assert template is not None and template.alive and s.snapshots.count == 1
+        template.kill()  # type: ignore[attr-defined]  # (the fake's: its zygote died, say)
+        assert s.snapshots.count == 0
+        # The next cold start does not restore from the dead one: a new template, then it.
+        result = await s.invoke(cfg, request())
+        assert result.function_error is None
+        assert (fake.snapshots, fake.restores, calls.before) == (2, 1, 2)
+        fresh = s.snapshots.held("fn", "1")
+        assert fresh is not None and fresh is not template and s.snapshots.count == 1
+        await asyncio.sleep(0.05)
+        assert fake.templates_destroyed == 1  # the dead one released (its memory given back)
+
+    run(tmp_path, body)

@@ -139,6 +139,11 @@ class Metrics:
         )
         self._environment_states: dict[str, Any] = {}
 
+        self.snapstart_templates = Gauge(
+            "lamina_snapstart_templates",
+            "SnapStart templates (initialised versions restored from) held on this node.",
+            registry=self.registry,
+        )
         self.concurrent_executions = Gauge(
             "lamina_concurrent_executions",
             "Invocations running now (Lambda's ConcurrentExecutions), by function.",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -23,8 +24,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from lamina.sandbox._netns import RUNTIME_API_PORT
-from lamina.sandbox._templates import TemplateChannel, send_go, vm_hwm_mb
+from lamina.sandbox._netns import RUNTIME_API_PORT, NetNamespace
+from lamina.sandbox._templates import TemplateChannel, isolate, send_go, vm_hwm_mb
 from lamina.sandbox.api import (
     ExitWatch,
     RuntimeApiEndpoint,
@@ -37,8 +38,13 @@ from lamina.sandbox.namespace import NamespaceSandbox, _first_child, _Prepared
 if TYPE_CHECKING:
     from lamina.sandbox.namespace import NamespaceBackend
 
+log = logging.getLogger(__name__)
+
 #: the least hard limit a copy's cgroup gets (MB), whatever the template holds
 MIN_COPY_MB = 16
+#: copies each template keeps made ahead of need (isolated, waiting for their go), as the
+#: pool keeps zygote children: a cold start then pays the go alone
+READY_COPIES = 1
 
 
 async def wait_template(
@@ -56,12 +62,23 @@ async def wait_template(
 
 
 class NamespaceTemplate:
-    def __init__(self, sandbox: NamespaceSandbox, channel: TemplateChannel) -> None:
+    def __init__(
+        self, sandbox: NamespaceSandbox, channel: TemplateChannel, ready: int = READY_COPIES
+    ) -> None:
         self._sandbox = sandbox
         self._backend: NamespaceBackend = sandbox._backend
         self.channel = channel
         #: what the template holds (MB), read once it is at rest: every copy's share
         self.shared_mb = sandbox.memory_usage_mb() or 0
+        #: /tmp of its copies (SnapStart allows no more than Lambda's default anyway)
+        self._tmp_mb = sandbox._spec.ephemeral_storage_mb
+        self._want = ready
+        #: copies made ahead of need, isolated and waiting for their go
+        self._ready: list[_Prepared] = []
+        self._filling: asyncio.Task[None] | None = None
+        self._seq = 0
+        self._destroyed = False
+        self._refill()
 
     def restore(self, spec: SandboxSpec) -> Sandbox:
         return RestoredSandbox(spec, self._backend, self)
@@ -69,17 +86,67 @@ class NamespaceTemplate:
     def memory_usage_mb(self) -> int | None:
         return self._sandbox.memory_usage_mb()
 
+    @property
+    def alive(self) -> bool:
+        return not self.channel.closed and not self._destroyed
+
     async def destroy(self) -> None:
+        self._destroyed = True
+        if self._filling is not None:
+            self._filling.cancel()
+            with contextlib.suppress(asyncio.CancelledError, SandboxError):
+                await self._filling
+        ready, self._ready = self._ready, []
+        for child in ready:
+            await self._backend.release(child)
         self.channel.close()
         await self._sandbox.destroy()
 
-    async def copy(self, sandbox_id: str) -> _Prepared:
-        """A copy in a cgroup and a prepared network namespace of its own, waiting for its
-        go. Raises SandboxError."""
+    async def take(self) -> _Prepared:
+        """A copy for a cold start: one made ahead if there is one (a restore is then the
+        copy's go alone), else one made now."""
+        if not self._ready and self._filling is not None:
+            # One is on its way: sooner than a second made beside it.
+            with contextlib.suppress(asyncio.CancelledError, SandboxError):
+                await asyncio.shield(self._filling)
+        while self._ready:
+            child = self._ready.pop(0)
+            if child.exit.status is None:
+                self._refill()
+                return child
+            await self._backend.release(child)
+        child = await self._copy()
+        self._refill()
+        return child
+
+    def _refill(self) -> None:
+        if self._filling is None and not self._destroyed and len(self._ready) < self._want:
+            self._filling = asyncio.ensure_future(self._fill())
+
+    async def _fill(self) -> None:
+        try:
+            while len(self._ready) < self._want and not self._destroyed:
+                try:
+                    child = await self._copy()
+                except SandboxError as e:
+                    log.warning("SnapStart copy made ahead failed: %s", e)
+                    return
+                if self.channel.closed:  # destroyed meanwhile
+                    await self._backend.release(child)
+                    return
+                self._ready.append(child)
+        finally:
+            self._filling = None
+
+    async def _copy(self) -> _Prepared:
+        """A copy in a cgroup and a prepared network namespace of its own, isolated and
+        waiting for its go. Raises SandboxError."""
         backend = self._backend
         template = self._sandbox._child
-        if template is None or self.channel.closed:
+        if template is None or self.channel.closed or self._destroyed:
             raise SandboxError("the SnapStart template is gone")
+        self._seq += 1
+        sandbox_id = f"{template.sandbox_id}-c{self._seq}"
         loop = asyncio.get_running_loop()
         try:
             cgroup = await loop.run_in_executor(None, backend.cgroups.make, sandbox_id)
@@ -88,14 +155,27 @@ class NamespaceTemplate:
         exit = ExitWatch()
         pidfd = -1
         made = None
+        netns = None
         try:
             made = await self.channel.copy()
             self.channel.watch(made.template_pid, exit.exited)
             pidfd = os.pidfd_open(made.pid)
             await loop.run_in_executor(None, _join, cgroup.procs_files, made.pid)
             fd = os.open(f"/proc/{made.pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-            netns = await loop.run_in_executor(None, backend.net.adopt, fd, True)
+            # Its network set up from here while it isolates itself.
+            adopting = loop.run_in_executor(None, backend.net.adopt, fd, True)
+            isolating = asyncio.ensure_future(isolate(made.ctl, self._tmp_mb))
+            done = await asyncio.gather(adopting, isolating, return_exceptions=True)
+            if isinstance(done[0], NetNamespace):
+                netns = done[0]
+            for result in done:
+                if isinstance(result, BaseException):
+                    raise result
+            assert netns is not None
         except BaseException as e:
+            if netns is not None:
+                netns.close()
+                backend.net.forget(netns)
             if pidfd >= 0:
                 with contextlib.suppress(OSError):
                     signal.pidfd_send_signal(pidfd, signal.SIGKILL)
@@ -107,9 +187,11 @@ class NamespaceTemplate:
             if isinstance(e, SandboxError | asyncio.CancelledError):
                 raise
             raise SandboxError(f"cannot restore from the SnapStart template: {e}") from e
-        return _Prepared(
+        child = _Prepared(
             template.zygote, made.pid, pidfd, made.ctl, netns, cgroup, sandbox_id, exit=exit
         )
+        child.runtime_pid = _first_child(made.pid)
+        return child
 
 
 def _join(procs_files: list[str], pid: int) -> None:
@@ -129,7 +211,7 @@ class RestoredSandbox(NamespaceSandbox):
         self._template = template
 
     async def prepare(self) -> RuntimeApiEndpoint:
-        child = await self._template.copy(self._spec.sandbox_id)
+        child = await self._template.take()
         self._child = child
         child.exit.on_exit(self._exited)
         return RuntimeApiEndpoint(child.netns.runtime_api, f"127.0.0.1:{RUNTIME_API_PORT}")
@@ -146,13 +228,11 @@ class RestoredSandbox(NamespaceSandbox):
         try:
             await self._configure(child)
             await self._serve_relays(child)
-            go = {"env": dict(env), "tmp_mb": spec.ephemeral_storage_mb}
-            problem = await send_go(child.ctl, go, spec.output_fd)
+            problem = await send_go(child.ctl, {"env": dict(env)}, spec.output_fd)
         except OSError as e:
             raise SandboxError(f"sandbox {self.id}: {e}") from e
         if problem is not None:
             raise SandboxError(f"sandbox {self.id}: {problem.get('error')}")
-        child.runtime_pid = _first_child(child.pid)
         self._backend.watch_memory(self)
 
     def memory_peak_mb(self) -> int:

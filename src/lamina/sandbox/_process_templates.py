@@ -14,7 +14,7 @@ import shutil
 import socket
 from collections.abc import Awaitable, Callable, Mapping
 
-from lamina.sandbox._templates import TemplateChannel, send_go
+from lamina.sandbox._templates import TemplateChannel, isolate, send_go
 from lamina.sandbox.api import (
     RuntimeApiEndpoint,
     Sandbox,
@@ -53,6 +53,10 @@ class ProcessTemplate:
 
     def memory_usage_mb(self) -> int | None:
         return self._sandbox.memory_usage_mb()
+
+    @property
+    def alive(self) -> bool:
+        return not self.channel.closed
 
     async def destroy(self) -> None:
         self.channel.close()
@@ -100,6 +104,7 @@ class RestoredProcessSandbox(ProcessSandbox):
                 self._status_fd = os.open(f"/proc/{made.pid}/status", os.O_RDONLY)
             go = {"env": {**env, "TMPDIR": str(self._scratch)}}
             try:
+                await isolate(made.ctl, self._spec.ephemeral_storage_mb)
                 problem = await send_go(made.ctl, go, self._spec.output_fd)
             except OSError as e:
                 raise SandboxError(f"sandbox {self.id}: {e}") from e

@@ -165,6 +165,17 @@ class TemplateChannel:
             report(KILLED)
 
 
+async def isolate(ctl: socket.socket, tmp_mb: int) -> None:
+    """Let a copy (in its cgroup now) isolate itself; returns once it is ready for its go.
+    Raises SandboxError with what it reported if it could not."""
+    loop = asyncio.get_running_loop()
+    await loop.sock_sendall(ctl, json.dumps({"isolate": True, "tmp_mb": tmp_mb}).encode())
+    answer = await loop.sock_recv(ctl, 1 << 16)
+    if b'"ready"' not in answer:
+        problem = answer.decode(errors="replace") or "it exited"
+        raise SandboxError(f"the SnapStart copy could not isolate itself: {problem}")
+
+
 async def send_go(ctl: socket.socket, go: dict[str, Any], output_fd: int) -> dict[str, Any] | None:
     """Hand a copy its go (environment, output) and wait for its hand-over: None once it
     runs the function, else the problem it reported."""

@@ -172,7 +172,11 @@ IMAGE_NEEDS_NAMESPACE = (
     "container-image functions need the namespace sandbox (lamina serve --sandbox namespace)"
 )
 #: why a backend refuses to snapshot a runtime (`spec.snapshot`)
-SNAPSHOT_UNSUPPORTED = "SnapStart needs a Python runtime (its bootstrap run in a warm interpreter)"
+SNAPSHOT_UNSUPPORTED = (
+    "Lamina snapshots the Python bootstrap run in a warm interpreter: not a runtime started"
+    " through AWS_LAMBDA_EXEC_WRAPPER, a container image, or a function with external"
+    " extensions"
+)
 #: the PATH an image's entry point is looked up in when its environment sets none
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 
@@ -322,6 +326,12 @@ class Template(Protocol):
 
     def memory_usage_mb(self) -> int | None:
         """The memory the template itself holds (MB), charged once to the node, or None."""
+        ...
+
+    @property
+    def alive(self) -> bool:
+        """False once the template's runtime is gone (killed, or its zygote died): its
+        copies are gone too, and restoring from it fails; its owner makes another."""
         ...
 
     async def destroy(self) -> None:

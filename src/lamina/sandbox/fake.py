@@ -260,6 +260,7 @@ class FakeTemplate:
         self._hooks = hooks
         self._backend = backend
         self.destroyed = False
+        self.killed = False
         self.restored: list[FakeSandbox] = []
 
     def restore(self, spec: SandboxSpec) -> FakeSandbox:
@@ -275,6 +276,14 @@ class FakeTemplate:
 
     def memory_usage_mb(self) -> int | None:
         return self._backend.template_mb if self._backend is not None else None
+
+    @property
+    def alive(self) -> bool:
+        return not self.destroyed and not self.killed
+
+    def kill(self) -> None:
+        """The template dies as a real one would (its zygote gone, say)."""
+        self.killed = True
 
     async def destroy(self) -> None:
         if self.destroyed:

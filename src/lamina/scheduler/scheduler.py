@@ -542,6 +542,7 @@ class Scheduler:
         self.debug_sessions = DebugSessions(self._debug_context, self.capacity)
         #: SnapStart templates of published versions, held on this node
         self.snapshots = Snapshots(self.capacity, self._context)
+        metrics.on_scrape(lambda: metrics.snapstart_templates.set(self.snapshots.count))
 
     @property
     def logs(self) -> LogWriter:

@@ -84,7 +84,15 @@ class Snapshots:
     async def template(self, config: FunctionConfig) -> Template | None:
         """For a cold start of `config`: its template, made now if this node has none; None
         if it cannot be made (the caller starts an environment the ordinary way)."""
-        entry = self._entries.get((config.name, config.version))
+        key = (config.name, config.version)
+        entry = self._entries.get(key)
+        if entry is not None and entry.ready.done() and not entry.ready.cancelled():
+            held = entry.ready.result()
+            if held is not None and not held.alive:
+                # Gone under us (its zygote died, say): made again, as after a restart.
+                log.warning("SnapStart template of %s:%s is gone: making it again", *key)
+                self._drop(key)
+                entry = None
         if entry is None:
             entry = self._start(config, settle=False)
         return await asyncio.shield(entry.ready)
@@ -118,7 +126,7 @@ class Snapshots:
 
     @property
     def count(self) -> int:
-        return sum(1 for key in self._entries if self.held(*key) is not None)
+        return sum(1 for key in self._entries if (t := self.held(*key)) is not None and t.alive)
 
     # -- internals -----------------------------------------------------------------
 

@@ -18,8 +18,11 @@ SCM_RIGHTS):
 On a copy's control socket:
 - copy → server: `{"hello": true}` (the server has SO_PASSCRED on: the message carries the
   copy's pid as the server sees it);
-- server → copy: `{"env": {...}, "tmp_mb": N}` with the copy's stdout/stderr;
-- copy → server: nothing, closing the socket once it runs the function (or `{"error": ...}`).
+- server → copy: `{"isolate": true, "tmp_mb": N}` once it has put the copy in its cgroup;
+- copy → server: `{"ready": true}` once isolated (it may wait so, made ahead of need);
+- server → copy: `{"env": {...}}` with the copy's stdout/stderr: its go;
+- copy → server: nothing, closing the socket once it runs the function (or `{"error": ...}`
+  at any step).
 
 Two ways to copy. `fork_plain` (the process backend): a fork in its own process group.
 `IsolatedCopies` (the namespace backend): a clone() into new user, mount, PID, network, IPC
@@ -206,12 +209,20 @@ def _reap(ctl: socket.socket, wake_r: int, copies: set[int]) -> None:
         send(ctl, {"op": "exit", "pid": pid, "status": os.waitstatus_to_exitcode(status)})
 
 
+def _next(ctl: socket.socket) -> tuple[dict[str, Any], list[int]]:
+    """The server's next message; the end of this process if it gave the copy up."""
+    message, fds = receive(ctl)
+    if message is None:
+        os._exit(0)
+    return message, fds
+
+
 def _go(ctl: socket.socket) -> tuple[dict[str, Any], int]:
-    """Say hello, then wait for the server's go: (the go, the copy's output descriptor)."""
-    send(ctl, {"hello": True})
-    go, fds = receive(ctl)
-    if go is None or not fds:
-        os._exit(0)  # the server gave this copy up
+    """Say ready, then wait for the server's go: (the go, the copy's output descriptor)."""
+    send(ctl, {"ready": True})
+    go, fds = _next(ctl)
+    if not fds:
+        os._exit(0)
     for extra in fds[1:]:
         os.close(extra)
     return go, fds[0]
@@ -231,6 +242,8 @@ def _take_over(ctl: socket.socket, go: dict[str, Any], output: int) -> None:
 def become_plain(ctl: socket.socket) -> None:
     """A copy for the process backend: a process group of its own, nothing more."""
     os.setsid()
+    send(ctl, {"hello": True})
+    _next(ctl)
     go, output = _go(ctl)
     _take_over(ctl, go, output)
 
@@ -266,10 +279,11 @@ class IsolatedCopies:
             _write("/proc/self/gid_map", f"{self._gid} {self._gid} 1")
         finally:
             _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
-        go, output = _go(ctl)
+        send(ctl, {"hello": True})
+        isolate, _ = _next(ctl)  # (in its cgroup now: what it allocates is charged there)
         template_tmp = os.open("/tmp", os.O_RDONLY | os.O_DIRECTORY)
         try:
-            tmp_mb = int(go.get("tmp_mb") or 512)
+            tmp_mb = int(isolate.get("tmp_mb") or 512)
             mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmp_mb}m,mode=1777")
             _copy_tree(template_tmp, "/tmp")
         finally:
@@ -280,16 +294,16 @@ class IsolatedCopies:
         _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         runtime = os.fork()
         if runtime != 0:
-            self._be_init(ctl, runtime, output)
+            self._be_init(ctl, runtime)
         if self._init_fd >= 0:
             os.close(self._init_fd)
+        go, output = _go(ctl)
         _take_over(ctl, go, output)
 
-    def _be_init(self, ctl: socket.socket, runtime: int, output: int) -> None:
+    def _be_init(self, ctl: socket.socket, runtime: int) -> None:
         """PID 1 of the copy's namespace: reap until the runtime exits, exit as it did (the
         sandbox init's convention, see the zygote's `be_init`)."""
         ctl.close()
-        os.close(output)
         for number in signal.valid_signals():
             with contextlib.suppress(OSError, ValueError):
                 signal.signal(number, signal.SIG_DFL)
