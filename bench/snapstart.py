@@ -748,6 +748,11 @@ def target_lines(series: Sequence[Series], memory: Memory | None) -> list[str]:
             f"  heavy cold start p50 with SnapStart <= {TARGET_SNAP_P50_MS:g} ms: {p50:.2f} ms "
             f"{verdict(p50 <= TARGET_SNAP_P50_MS)}{against}"
         )
+    elif snap is not None:
+        lines.append(
+            f"  heavy cold start p50 with SnapStart <= {TARGET_SNAP_P50_MS:g} ms: not measured "
+            "MISSED"
+        )
     if memory is not None and memory.envs:
         own = uss(memory.own_writes)
         worst = max(env.uss_kib for env in memory.envs) - own
@@ -755,6 +760,11 @@ def target_lines(series: Sequence[Series], memory: Memory | None) -> list[str]:
             f"  restored idle environment USS <= own writes + {TARGET_EXTRA_MIB:g} MiB (worst of "
             f"{len(memory.envs)}): {_mib(worst + own)} MiB = {_mib(own)} + {_mib(worst)} MiB "
             f"{verdict(worst <= TARGET_EXTRA_MIB * 1024)}"
+        )
+    elif memory is not None:
+        lines.append(
+            f"  restored idle environment USS <= own writes + {TARGET_EXTRA_MIB:g} MiB: "
+            "not measured MISSED"
         )
     return lines
 
