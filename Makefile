@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install serve test lint typecheck bench bench-coldstart bench-scale bench-async bench-auth bench-websocket bench-durable bench-images bench-streaming bench-sigv4 bench-sources bench-density bench-cluster bench-console conformance clean
+.PHONY: install serve test lint typecheck bench bench-coldstart bench-scale bench-async bench-auth bench-websocket bench-durable bench-images bench-snapstart bench-streaming bench-sigv4 bench-sources bench-density bench-cluster bench-console conformance clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,11 @@ bench-durable: install
 # of an image function beside the same code as zips (needs docker-registry and skopeo).
 bench-images: install
 	AWS_EC2_METADATA_DISABLED=true $(BIN)/python bench/images.py $(ARGS)
+
+# SnapStart (as root): cold starts of a numpy/Pillow/pydantic/requests function with and
+# without it, a no-op with it and the fork floor; memory of restored idle environments.
+bench-snapstart: install
+	AWS_EC2_METADATA_DISABLED=true $(BIN)/python bench/snapstart.py $(ARGS)
 
 bench-streaming: install
 	AWS_EC2_METADATA_DISABLED=true $(BIN)/python bench/streaming.py $(ARGS)

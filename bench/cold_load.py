@@ -10,12 +10,14 @@ connections: no boto3 on the timed path.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import math
 import statistics
 import threading
 import time
+import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http.client import HTTPConnection, HTTPException
@@ -60,60 +62,99 @@ def invoke_path(name: str) -> str:
     return f"/2015-03-31/functions/{name}/invocations"
 
 
-class Invoker:
-    """Signed (or, with `signed=False`, unsigned) raw-HTTP Invokes of one Lamina server."""
+@dataclass
+class Answer:
+    """One Invoke as the client saw it."""
 
-    def __init__(self, host: str, port: int, signed: bool = True) -> None:
+    took_ms: float  # from request to full response
+    problem: str | None  # None when answered 200 with the hello result
+    status: int  # HTTP status (0: no answer)
+    log_tail: str = ""  # the decoded X-Amz-Log-Result (with `log_tail=True`), else ""
+
+
+class Invoker:
+    """Signed (or, with `signed=False`, unsigned) raw-HTTP Invokes of one Lamina server; of
+    `qualifier` (a version or alias) when given, asking for the log tail (`LogType=Tail`, the
+    REPORT line) with `log_tail`."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        signed: bool = True,
+        qualifier: str | None = None,
+        log_tail: bool = False,
+    ) -> None:
         self.host = host
         self.port = port
         self.signed = signed
+        self._query = f"Qualifier={urllib.parse.quote(qualifier, safe='')}" if qualifier else ""
+        self._fixed = {**INVOKE_HEADERS, **({"x-amz-log-type": "Tail"} if log_tail else {})}
         self._signers: dict[str, FastSigner] = {}
+
+    def _signer(self, name: str) -> FastSigner:
+        return FastSigner(
+            "POST", invoke_path(name), f"{self.host}:{self.port}", self._fixed, self._query
+        )
 
     def self_check(self, name: str) -> None:
         """Raise `AssertionError` unless the fast signer signs as botocore does."""
-        FastSigner(
-            "POST", invoke_path(name), f"{self.host}:{self.port}", INVOKE_HEADERS
-        ).self_check(BODY)
+        self._signer(name).self_check(BODY)
 
-    def headers(self, name: str) -> dict[str, str]:
-        headers = {"Content-Type": INVOKE_HEADERS["content-type"]}
+    def headers(self, name: str, body: bytes = BODY) -> dict[str, str]:
+        headers = dict(self._fixed)
         if self.signed:
             signer = self._signers.get(name)
             if signer is None:
-                signer = FastSigner(
-                    "POST", invoke_path(name), f"{self.host}:{self.port}", INVOKE_HEADERS
-                )
-                self._signers[name] = signer
-            headers.update(signer.headers(BODY))
+                signer = self._signers[name] = self._signer(name)
+            headers.update(signer.headers(body))
         return headers
 
     def connect(self) -> HTTPConnection:
         return HTTPConnection(self.host, self.port, timeout=60)
+
+    def call(
+        self,
+        conn: HTTPConnection,
+        name: str,
+        headers: dict[str, str] | None = None,
+        body: bytes = BODY,
+    ) -> Answer:
+        """One Invoke of `name` with `body` (signed now unless `headers` are given)."""
+        if headers is None:
+            headers = self.headers(name, body)
+        path = invoke_path(name) + (f"?{self._query}" if self._query else "")
+        started = time.perf_counter()
+        try:
+            conn.request("POST", path, body=body, headers=headers)
+            response = conn.getresponse()
+            payload = response.read()
+        except (HTTPException, OSError) as exc:
+            conn.close()  # the next request reconnects
+            return Answer(elapsed_ms(started), f"{name}: {exc!r}", 0)
+        took = elapsed_ms(started)
+        tail = ""
+        with contextlib.suppress(ValueError):
+            tail = base64.b64decode(response.getheader("X-Amz-Log-Result") or "").decode(
+                errors="replace"
+            )
+        if response.status != 200:
+            problem = f"{name}: HTTP {response.status} {payload[:200]!r}"
+            return Answer(took, problem, response.status, tail)
+        if response.getheader("X-Amz-Function-Error"):
+            return Answer(took, f"{name}: function error {payload[:200]!r}", response.status, tail)
+        with contextlib.suppress(ValueError):
+            if json.loads(payload) == HELLO_RESULT:
+                return Answer(took, None, response.status, tail)
+        return Answer(took, f"{name}: unexpected body {payload[:200]!r}", response.status, tail)
 
     def invoke(
         self, conn: HTTPConnection, name: str, headers: dict[str, str] | None = None
     ) -> tuple[float, str | None, int]:
         """(milliseconds from request to full response, problem or None, HTTP status) of one
         Invoke of `name` (signed now unless `headers` are given)."""
-        if headers is None:
-            headers = self.headers(name)
-        started = time.perf_counter()
-        try:
-            conn.request("POST", invoke_path(name), body=BODY, headers=headers)
-            response = conn.getresponse()
-            body = response.read()
-        except (HTTPException, OSError) as exc:
-            conn.close()  # the next request reconnects
-            return elapsed_ms(started), f"{name}: {exc!r}", 0
-        took = elapsed_ms(started)
-        if response.status != 200:
-            return took, f"{name}: HTTP {response.status} {body[:200]!r}", response.status
-        if response.getheader("X-Amz-Function-Error"):
-            return took, f"{name}: function error {body[:200]!r}", response.status
-        with contextlib.suppress(ValueError):
-            if json.loads(body) == HELLO_RESULT:
-                return took, None, response.status
-        return took, f"{name}: unexpected body {body[:200]!r}", response.status
+        answer = self.call(conn, name, headers)
+        return answer.took_ms, answer.problem, answer.status
 
 
 def sequential(

@@ -134,9 +134,15 @@ class Variant:
 
 
 def start_lamina(
-    stack: contextlib.ExitStack, tmp: Path, backend: str, variant: Variant, auth: bool
+    stack: contextlib.ExitStack,
+    tmp: Path,
+    backend: str,
+    variant: Variant,
+    auth: bool,
+    extra: Sequence[str] = (),
 ) -> tuple[Server, str]:
-    """A ready ``lamina serve --sandbox BACKEND``; raises BackendUnavailable if it has none."""
+    """A ready ``lamina serve --sandbox BACKEND [EXTRA...]`` on a fresh data dir; raises
+    BackendUnavailable if it has no such backend."""
     label = f"{variant.name}-{backend}-{time.monotonic_ns()}"
     data_dir = tmp / f"{label}-data"
     data_dir.mkdir()
@@ -144,6 +150,7 @@ def start_lamina(
     argv = [sys.executable, "-m", "lamina", "serve", "--sandbox", backend, "--host", HOST]
     argv += ["--port", str(port), "--data-dir", str(data_dir), "--log-level", "warning"]
     argv += admin_key_args() if auth else ["--auth", "off"]
+    argv += extra
     env = dict(os.environ)
     if variant.src != ".":
         env["PYTHONPATH"] = os.path.abspath(variant.src)
@@ -218,23 +225,28 @@ def fresh(invoker: Invoker) -> Iterator[HTTPConnection]:
 
 # --- the server's own phase timings ---------------------------------------------------------
 
-_PHASE = re.compile(
-    r'^lamina_cold_start_phase_seconds_(sum|count)\{phase="([a-z]+)",runtime="python3\.11"\}'
-    r"\s+([0-9.e+-]+)$",
-    re.M,
-)
+
+def _phase_pattern(runtime: str) -> re.Pattern[str]:
+    return re.compile(
+        r'^lamina_cold_start_phase_seconds_(sum|count)\{phase="([a-z]+)",runtime="'
+        + re.escape(runtime)
+        + r'"\}\s+([0-9.e+-]+)$',
+        re.M,
+    )
+
 
 Phases = dict[str, tuple[float, float]]  # phase: (seconds summed, count)
 
 
-def phases(endpoint: str) -> Phases:
+def phases(endpoint: str, runtime: str = "python3.11") -> Phases:
+    """The server's cold-start phase histograms of `runtime` (sum, count) from /metrics."""
     try:
         with urllib.request.urlopen(f"{endpoint}/metrics", timeout=10) as response:
             text = response.read().decode()
     except (urllib.error.URLError, OSError):
         return {}
     found: dict[str, list[float]] = {}
-    for kind, phase, value in _PHASE.findall(text):
+    for kind, phase, value in _phase_pattern(runtime).findall(text):
         found.setdefault(phase, [0.0, 0.0])[0 if kind == "sum" else 1] = float(value)
     return {phase: (pair[0], pair[1]) for phase, pair in found.items()}
 

@@ -75,12 +75,16 @@ class FastSigner:
     `ADMIN_KEY`, as botocore would sign them (see the module docstring).
 
     The signed headers are `host`, `x-amz-date` and every header in `fixed` (names
-    lower-case, values without surrounding blanks); the query string is empty.
+    lower-case, values without surrounding blanks); `query` is the canonical query string
+    (pairs sorted, names and values URI-encoded; empty for none) and is sent as given.
     """
 
-    def __init__(self, method: str, path: str, host: str, fixed: Mapping[str, str]) -> None:
+    def __init__(
+        self, method: str, path: str, host: str, fixed: Mapping[str, str], query: str = ""
+    ) -> None:
         self._method = method
         self._path = path
+        self._query = query
         self._host = host
         self._fixed = dict(fixed)
         names = sorted([*self._fixed, "host", "x-amz-date"])
@@ -115,7 +119,7 @@ class FastSigner:
             [
                 self._method,
                 self._path,
-                "",
+                self._query,
                 *(f"{name}:{values[name]}" for name in self._names),
                 "",
                 self._signed,
@@ -135,7 +139,7 @@ class FastSigner:
 
     def self_check(self, body: bytes) -> None:
         """Raise `AssertionError` unless botocore signs `body` the same way at the same time."""
-        url = f"http://{self._host}{self._path}"
+        url = f"http://{self._host}{self._path}" + (f"?{self._query}" if self._query else "")
         theirs = signed_headers(self._method, url, body, self._fixed)
         stamp = time.strptime(theirs["X-Amz-Date"], "%Y%m%dT%H%M%SZ")
         ours = self.headers(body, now=float(calendar.timegm(stamp)))
