@@ -338,17 +338,6 @@ def create_version(
         raise BenchError(f"creating {name} failed: {exc}") from exc
 
 
-def heavy_environment(args: argparse.Namespace) -> dict[str, str]:
-    """The heavy functions' environment variables (the same with and without SnapStart).
-
-    OPENBLAS_NUM_THREADS: numpy's OpenBLAS starts a worker thread per CPU at import. A
-    template's copy is made by a raw clone() that runs no pthread_atfork handlers, so the copy
-    believes in worker threads it does not have, and its first libc fork() (its runtime, under
-    its PID 1) runs OpenBLAS's prepare handler, which joins them: it waits forever. One thread
-    (no workers) avoids that; ``--blas-threads 0`` leaves OpenBLAS at its default."""
-    return {"OPENBLAS_NUM_THREADS": str(args.blas_threads)} if args.blas_threads else {}
-
-
 # --- latency --------------------------------------------------------------------------------
 
 _INIT = re.compile(r"\tInit Duration: ([\d.]+) ms")
@@ -420,7 +409,7 @@ def measure_latency(
         )
         client = lambda_client(endpoint)
         port = int(endpoint.rsplit(":", 1)[1])
-        heavy = heavy_environment(args)
+        heavy: dict[str, str] = {}  # (the functions' own variables: none)
         plan = [
             ("heavy-plain", code.heavy_zip, False, "heavy, no SnapStart", "init", heavy),
             ("heavy-snap", code.heavy_zip, True, "heavy, SnapStart", "restore", heavy),
@@ -578,7 +567,7 @@ def own_writes(code: Code, environment: dict[str, str]) -> tuple[dict[str, int],
 
 def measure_memory(tmp: Path, code: Code, args: argparse.Namespace) -> Memory:
     memory = Memory()
-    memory.own_writes, memory.template_parent = own_writes(code, heavy_environment(args))
+    memory.own_writes, memory.template_parent = own_writes(code, {})
     with contextlib.ExitStack() as stack:
         server, endpoint = start_lamina(stack, tmp, "namespace", Variant("this", "."), True)
         memory.notes.append(
@@ -587,7 +576,7 @@ def measure_memory(tmp: Path, code: Code, args: argparse.Namespace) -> Memory:
         )
         client = lambda_client(endpoint)
         name = "heavy-snap"
-        env = heavy_environment(args)
+        env: dict[str, str] = {}
         version, _ = create_version(client, name, code.heavy_zip, True, args.memory, env)
         port = int(endpoint.rsplit(":", 1)[1])
         invoker = Invoker(HOST, port, qualifier=version, log_tail=True)
@@ -786,13 +775,6 @@ def report(
         f"{code.unzipped_mib:.1f} MiB unzipped"
         + (" (tests/ and __pycache__/ stripped)" if code.stripped else "")
         + f"; cached in {code.site}",
-        "  heavy functions' environment: "
-        + (", ".join(f"{k}={v}" for k, v in heavy_environment(args).items()) or "none")
-        + (
-            " (default OpenBLAS threads hang a restored copy: see heavy_environment)"
-            if args.blas_threads
-            else ""
-        ),
         *(f"  {note}" for note in notes),
         f"  every invoke cold: idle timeout {args.idle_timeout:g} s, {args.pause:g} s between "
         "invokes; each REPORT checked for Init/Restore Duration",
@@ -829,12 +811,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--skip-memory", action="store_true", help="latency only")
     add("--skip-latency", action="store_true", help="memory only")
     add("--strip", action="store_true", help="zip the packages without tests/ and __pycache__/")
-    add(
-        "--blas-threads",
-        type=int,
-        default=1,
-        help="OPENBLAS_NUM_THREADS of the heavy functions (0: unset; see heavy_environment)",
-    )
     return parser.parse_args(argv)
 
 
