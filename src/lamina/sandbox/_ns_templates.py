@@ -32,6 +32,7 @@ from lamina.sandbox._templates import (
     TemplateChannel,
     isolate,
     send_go,
+    snapshotted,
     vm_hwm_mb,
 )
 from lamina.sandbox.api import (
@@ -60,13 +61,7 @@ async def wait_template(
 ) -> NamespaceTemplate:
     """The template of `sandbox` once its runtime is at its snapshot point; SandboxError if
     the runtime exits first."""
-    channel = TemplateChannel(sock)
-    waits: list[asyncio.Future[object]] = [channel.snapshotted, exited]  # type: ignore[list-item]
-    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    if not channel.snapshotted.done() or channel.snapshotted.exception() is not None:
-        channel.close()
-        raise SandboxError("the runtime exited before its snapshot")
-    return NamespaceTemplate(sandbox, channel)
+    return NamespaceTemplate(sandbox, await snapshotted(sock, exited))
 
 
 class NamespaceTemplate:

@@ -14,7 +14,13 @@ import shutil
 import socket
 from collections.abc import Awaitable, Callable, Mapping
 
-from lamina.sandbox._templates import HELLO_TIMEOUT_S, TemplateChannel, isolate, send_go
+from lamina.sandbox._templates import (
+    HELLO_TIMEOUT_S,
+    TemplateChannel,
+    isolate,
+    send_go,
+    snapshotted,
+)
 from lamina.sandbox.api import (
     RuntimeApiEndpoint,
     Sandbox,
@@ -30,13 +36,7 @@ async def wait_template(
 ) -> ProcessTemplate:
     """The template of `sandbox` once its runtime is at its snapshot point; SandboxError if
     the runtime exits first."""
-    channel = TemplateChannel(sock)
-    waits: list[asyncio.Future[object]] = [channel.snapshotted, exited]  # type: ignore[list-item]
-    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    if not channel.snapshotted.done() or channel.snapshotted.exception() is not None:
-        channel.close()
-        raise SandboxError("the runtime exited before its snapshot")
-    return ProcessTemplate(sandbox, channel)
+    return ProcessTemplate(sandbox, await snapshotted(sock, exited))
 
 
 class ProcessTemplate:

@@ -166,6 +166,18 @@ class TemplateChannel:
             report(KILLED)
 
 
+async def snapshotted(sock: socket.socket, exited: asyncio.Future[int]) -> TemplateChannel:
+    """The channel of a template sandbox (`sock` its control socket) once its runtime is at
+    its snapshot point; SandboxError if the runtime exits first (`exited` done)."""
+    channel = TemplateChannel(sock)
+    waits: list[asyncio.Future[object]] = [channel.snapshotted, exited]  # type: ignore[list-item]
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    if not channel.snapshotted.done() or channel.snapshotted.exception() is not None:
+        channel.close()
+        raise SandboxError("the runtime exited before its snapshot")
+    return channel
+
+
 async def isolate(ctl: socket.socket, tmp_mb: int) -> None:
     """Let a copy (in its cgroup now) isolate itself; returns once it is ready for its go.
     Raises SandboxError with what it reported if it could not."""

@@ -549,15 +549,18 @@ def start_debugger(env: Mapping[str, str]) -> None:
 snapshot_point: Callable[[], None] | None = None
 
 
-def _run_hooks(hooks: list[Any]) -> None:
-    for func, args, kwargs in hooks:
-        func(*args, **kwargs)
-
-
-def _hook_failure(kind: str, e: BaseException) -> dict[str, Any]:
-    error = InitError(kind, f"{type(e).__name__}: {e}", _stack(e)).to_json()
-    _log_error(error["errorType"], error["errorMessage"], error["stackTrace"])
-    return error
+def _run_hooks(hooks: list[Any], kind: str, report: Callable[[dict[str, Any]], None]) -> None:
+    """Run SnapStart hooks in order; the first that raises is logged and reported as `kind`
+    through `report` (the Runtime API's error call), and the runtime exits, as AWS's does."""
+    try:
+        for func, args, kwargs in hooks:
+            func(*args, **kwargs)
+    except Exception as e:
+        error = InitError(kind, f"{type(e).__name__}: {e}", _stack(e)).to_json()
+        _log_error(error["errorType"], error["errorMessage"], error["stackTrace"])
+        with contextlib.suppress(OSError):
+            report(error)
+        sys.exit(1)
 
 
 def snap_start(client: RuntimeClient) -> RuntimeClient:
@@ -566,12 +569,8 @@ def snap_start(client: RuntimeClient) -> RuntimeClient:
     copy's own Runtime API, reseed `random` (a copy must not repeat its siblings' numbers),
     say the restore is done and run the after-restore hooks. Returns the copy's client."""
     assert snapshot_point is not None
-    try:
-        _run_hooks(snapshot_restore_py.get_before_snapshot())
-    except Exception as e:
-        with contextlib.suppress(OSError):
-            client.post_init_error(_hook_failure("Runtime.BeforeSnapshotError", e))
-        sys.exit(1)
+    before = snapshot_restore_py.get_before_snapshot()
+    _run_hooks(before, "Runtime.BeforeSnapshotError", client.post_init_error)
     global _preconnected
     client.close()  # no connection survives a snapshot (a copy makes its own)
     if _preconnected is not None:
@@ -585,12 +584,8 @@ def snap_start(client: RuntimeClient) -> RuntimeClient:
     configure_logging(os.environ)
     client = RuntimeClient(os.environ["AWS_LAMBDA_RUNTIME_API"])
     client.restore_next()
-    try:
-        _run_hooks(snapshot_restore_py.get_after_restore())
-    except Exception as e:
-        with contextlib.suppress(OSError):
-            client.post_restore_error(_hook_failure("Runtime.AfterRestoreError", e))
-        sys.exit(1)
+    after = snapshot_restore_py.get_after_restore()
+    _run_hooks(after, "Runtime.AfterRestoreError", client.post_restore_error)
     return client
 
 

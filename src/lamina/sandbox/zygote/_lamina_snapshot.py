@@ -40,7 +40,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
-import json
 import os
 import platform
 import selectors
@@ -53,6 +52,7 @@ from collections.abc import Callable
 from typing import Any
 
 import seccomp  # type: ignore[import-not-found]  # this directory is sys.path[0]
+from _lamina_wire import receive, send  # type: ignore[import-not-found]
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -91,25 +91,6 @@ def _check(result: int, what: str) -> None:
     if result < 0:
         err = ctypes.get_errno()
         raise OSError(err, f"{what}: {os.strerror(err)}")
-
-
-def send(sock: socket.socket, message: dict[str, Any], fds: list[int] | None = None) -> None:
-    data = json.dumps(message).encode()
-    if fds:
-        socket.send_fds(sock, [data], fds)
-    else:
-        sock.send(data)
-
-
-def receive(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
-    data, fds, _flags, _addr = socket.recv_fds(sock, 1 << 20, 8)
-    for fd in fds:
-        os.set_inheritable(fd, False)
-    if not data:
-        for fd in fds:
-            os.close(fd)
-        return None, []
-    return json.loads(data), list(fds)
 
 
 def sever_sockets(keep: set[int]) -> int:

@@ -55,6 +55,7 @@ from typing import Any
 
 import _lamina_snapshot as snapshot  # type: ignore[import-not-found]
 import seccomp  # type: ignore[import-not-found]  # this directory is sys.path[0]
+from _lamina_wire import receive, send  # type: ignore[import-not-found]
 
 # -- syscalls ----------------------------------------------------------------------------
 
@@ -329,28 +330,6 @@ def warm_up() -> None:
     os.environ["LAMINA_WARM_UP"] = "1"
     del os.environ["LAMINA_WARM_UP"]
     socket.socket(socket.AF_INET, socket.SOCK_STREAM).close()
-
-
-# -- messages ----------------------------------------------------------------------------
-
-
-def send(sock: socket.socket, message: dict[str, Any], fds: list[int] | None = None) -> None:
-    data = json.dumps(message).encode()
-    if fds:
-        socket.send_fds(sock, [data], fds)
-    else:
-        sock.send(data)
-
-
-def receive(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
-    data, fds, _flags, _addr = socket.recv_fds(sock, 1 << 20, 8)
-    for fd in fds:
-        os.set_inheritable(fd, False)
-    if not data:
-        for fd in fds:
-            os.close(fd)
-        return None, []
-    return json.loads(data), list(fds)
 
 
 # -- the child ---------------------------------------------------------------------------
