@@ -422,3 +422,42 @@ def _runs_v1(server: Server, name: str) -> bool:
         return invoke(server, name, {})[0]["v"] == 1
     except server.client().exceptions.TooManyRequestsException:
         return False
+
+
+SNAP = """import os, random
+from snapshot_restore_py import register_before_snapshot
+
+TOKEN = random.random()
+BEFORE = []
+register_before_snapshot(lambda: BEFORE.append(1))
+
+
+def handler(event, context):
+    return {
+        "token": TOKEN,
+        "before": len(BEFORE),
+        "init": os.environ["AWS_LAMBDA_INITIALIZATION_TYPE"],
+    }
+"""
+
+
+def test_a_snapstart_version_is_restored_on_every_node(cluster: LaminaCluster) -> None:
+    # Published through a (whose template settles the version); every node restores it, each
+    # from a template of its own, made at its first cold start.
+    a, b, c = (cluster.nodes[n] for n in "abc")
+    lam = a.client()
+    name = Functions(lam).create(
+        SNAP, runtime="python3.12", SnapStart={"ApplyOn": "PublishedVersions"}
+    )["FunctionName"]
+    assert lam.publish_version(FunctionName=name)["State"] == "Pending"
+
+    def active(server: Server) -> bool:
+        config = server.client().get_function_configuration(FunctionName=name, Qualifier="1")
+        assert config["State"] != "Failed", config
+        return bool(config["State"] == "Active")
+
+    for server in (c, b):
+        wait_for(lambda s=server: active(s), 60, "the version to be Active")
+    for server in (b, c, a):
+        out, version = invoke(server, name, {}, "1")
+        assert version == "1" and out["init"] == "snap-start" and out["before"] == 1, out
