@@ -376,6 +376,9 @@ class NamespaceSandbox:
 
     async def destroy(self) -> None:
         self._destroyed = True
+        if self._template_sock is not None:  # a template that never got to its snapshot
+            self._template_sock.close()
+            self._template_sock = None
         for server in self._relays:
             server.close()
         child = self._child

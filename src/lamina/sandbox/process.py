@@ -279,6 +279,9 @@ class ProcessSandbox:
     async def destroy(self) -> None:
         self._destroyed = True
         self._close_status()
+        if self._template_sock is not None:  # a template that never got to its snapshot
+            self._template_sock.close()
+            self._template_sock = None
         if self._ext_group is not None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self._ext_group, signal.SIGKILL)
