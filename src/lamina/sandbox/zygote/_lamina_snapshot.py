@@ -52,7 +52,7 @@ from collections.abc import Callable
 from typing import Any
 
 import seccomp  # type: ignore[import-not-found]  # this directory is sys.path[0]
-from _lamina_wire import receive, send  # type: ignore[import-not-found]
+from _lamina_wire import receive, run_init, send  # type: ignore[import-not-found]
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -291,24 +291,7 @@ class IsolatedCopies:
         see the zygote's `be_init`): PID 1 of the copy's namespace, and the process the
         template forked, which passes PID 1's exit on to the template."""
         ctl.close()
-        for number in signal.valid_signals():
-            with contextlib.suppress(OSError, ValueError):
-                signal.signal(number, signal.SIG_DFL)
-        if self._init_fd >= 0:
-            with contextlib.suppress(OSError):
-                os.execve(self._init_fd, ["init", str(runtime)], {})
-        code = 1
-        try:
-            while True:
-                pid, status = os.wait()
-                if pid == runtime:
-                    code = os.waitstatus_to_exitcode(status)
-                    code = code if code >= 0 else 128 - code
-                    break
-        except ChildProcessError:
-            pass
-        finally:
-            os._exit(code)
+        run_init(runtime, self._init_fd)
 
 
 def _write(path: str, text: str) -> None:

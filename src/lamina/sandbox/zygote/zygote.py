@@ -55,7 +55,7 @@ from typing import Any
 
 import _lamina_snapshot as snapshot  # type: ignore[import-not-found]
 import seccomp  # type: ignore[import-not-found]  # this directory is sys.path[0]
-from _lamina_wire import receive, send  # type: ignore[import-not-found]
+from _lamina_wire import receive, run_init, send  # type: ignore[import-not-found]
 
 # -- syscalls ----------------------------------------------------------------------------
 
@@ -532,37 +532,17 @@ class Child:
         128 + N for death by signal N (the shell's convention, read back by the server).
         """
         self.ctl.close()  # the runtime alone holds it: its close is the server's signal
-        # Default dispositions everywhere (Python's own SIGINT handler included): signals a
-        # function sends its namespace's init are then dropped by the kernel.
-        for number in signal.valid_signals():
-            with contextlib.suppress(OSError, ValueError):
-                signal.signal(number, signal.SIG_DFL)
         uid, gid = int(self.config["uid"]), int(self.config["gid"])
         os.setgroups([])
         os.setresgid(gid, gid, gid)
         os.setresuid(uid, uid, uid)
         _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         # In an image's root only a static init runs (a dynamic one would load the image's
-        # C library, if it has one).
+        # C library, if it has one). The native init holds some 50 KB where this process
+        # holds ~1.7 MB of pages it alone has left (see `_native_init`); the seccomp filter,
+        # no_new_privs and the parent-death signal stay.
         native = _INIT_FD >= 0 and (self.image is None or self.config.get("init_static"))
-        if native:
-            # The same loop in C (init.c), when the server could build it: this process
-            # holds ~1.7 MB of pages it alone has left (see `_native_init`), an exec'd init
-            # some 50 KB. The seccomp filter, no_new_privs and the parent-death signal stay.
-            with contextlib.suppress(OSError):  # e.g. a noexec mount: the loop below
-                os.execve(_INIT_FD, ["init", str(runtime)], {})
-        code = 1
-        try:
-            while True:
-                pid, status = os.wait()
-                if pid == runtime:
-                    code = os.waitstatus_to_exitcode(status)
-                    code = code if code >= 0 else 128 - code
-                    break
-        except ChildProcessError:
-            pass
-        finally:
-            os._exit(code)
+        run_init(runtime, _INIT_FD if native else -1)
 
     def attach(self, claim: dict[str, Any], fds: list[int]) -> None:
         """A function claimed this sandbox: its files, then the point of no return.
