@@ -220,25 +220,15 @@ class NetworkFactory:
             ", ".join(map(str, firewall.facts.networks)) or "none",
         )
 
-    def make(self, egress: bool) -> NetNamespace:
-        """A new namespace (blocking: call it off the event loop)."""
-        ns = self._thread.submit(self._make_inside).result()
-        if egress and self.egress:
-            try:
-                self._add_veth(ns)
-            except BaseException:
-                ns.close()
-                raise
-        return ns
-
-    def adopt(self, fd: int, egress: bool) -> NetNamespace:
-        """Set up, as `make` does, a namespace someone else made (a SnapStart copy makes
-        its own, in its own user namespace), held by `fd` (taken, closed on failure);
-        blocking."""
+    def make(self, egress: bool, fd: int | None = None) -> NetNamespace:
+        """A new namespace (blocking: call it off the event loop); with `fd`, one someone
+        else made (a SnapStart copy makes its own, in its own user namespace), set up the
+        same way and held by `fd` (taken: closed on failure)."""
         try:
             ns = self._thread.submit(self._make_inside, fd).result()
         except BaseException:
-            os.close(fd)
+            if fd is not None:
+                os.close(fd)
             raise
         if egress and self.egress:
             try:

@@ -167,7 +167,7 @@ class NamespaceTemplate:
             await loop.run_in_executor(None, _join, cgroup.procs_files, made.pid)
             fd = os.open(f"/proc/{made.pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
             # Its network set up from here while it isolates itself.
-            adopting = loop.run_in_executor(None, backend.net.adopt, fd, True)
+            adopting = loop.run_in_executor(None, backend.net.make, True, fd)
             isolating = asyncio.ensure_future(
                 asyncio.wait_for(isolate(made.ctl, self._tmp_mb), HELLO_TIMEOUT_S)
             )
